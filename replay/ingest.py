@@ -1,0 +1,379 @@
+"""Ingest any supported input into the store, as one transaction.
+
+Inputs: ftrace text (plain, .gz, .zst, .xz, .bz2), a capture folder
+(``trace.txt[.zst]`` plus ``before.*``/``after.*`` snapshots), or a canonical
+Parquet / Arrow IPC / CSV file. The kind is detected from the content.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from replay.errors import BadInputError, UnknownFormatError, UsageError
+from replay.store import Store, check_name
+from replay.trace import canonical, snapshots
+from replay.trace.ftrace import FtraceParser
+from replay.trace.reader import compression_of, file_size, iter_chunks
+
+TRACE_NAMES = (
+    "trace.txt",
+    "trace_pipe.txt",
+    "trace",
+    "trace.report",
+    "trace.txt.zst",
+    "trace.txt.gz",
+    "trace.txt.xz",
+)
+COMPRESSED_SUFFIXES = (".zst", ".zstd", ".gz", ".xz", ".bz2")
+PAGE_SIZE = 4096
+MAX_ORDER_PAGES = 1 << 10
+
+
+@dataclass
+class Progress:
+    """Callbacks the CLI passes in to show progress (core code never prints)."""
+
+    start: Callable[[str, int], None] = lambda desc, total: None
+    advance_to: Callable[[int], None] = lambda done: None
+
+
+def default_name(path: Path) -> str:
+    """A trace name from the path: folder name, or file name without suffixes."""
+    p = Path(path)
+    if p.is_dir():
+        return p.resolve().name
+    name = p.name
+    for suffix in (*COMPRESSED_SUFFIXES, ".txt", ".parquet", ".arrow", ".feather", ".csv", ".dat"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+def find_capture_trace(folder: Path) -> Path:
+    for name in TRACE_NAMES:
+        cand = folder / name
+        if cand.is_file():
+            return cand
+    for cand in sorted(folder.glob("trace*")):
+        if cand.is_file() and cand.suffix != ".dat":
+            return cand
+    if (folder / "trace.dat").exists():
+        raise UnknownFormatError(
+            "binary trace.dat is not read directly: convert it with "
+            "'trace-cmd report -i trace.dat > trace.txt'",
+            file=str(folder / "trace.dat"),
+        )
+    raise BadInputError("capture folder has no trace.txt[.zst|.gz|.xz]", file=str(folder))
+
+
+def detect(path: Path) -> str:
+    """``capture``, ``ftrace``, ``parquet``, ``arrow`` or ``csv``."""
+    if not path.exists():
+        raise UsageError(f"{path}: no such file or directory")
+    if path.is_dir():
+        return "capture"
+    if file_size(path) == 0:
+        raise BadInputError("empty file", file=str(path))
+    kind = canonical.sniff(path) if compression_of(path) is None else None
+    if kind is not None:
+        return kind
+    # Text (maybe compressed): look at the first lines.
+    head = b""
+    for chunk in iter_chunks(path, 1 << 16, threaded=False):
+        head = chunk
+        break
+    if not head.strip():
+        raise BadInputError("empty file (no text)", file=str(path))
+    if b"\x00" in head[:4096]:
+        raise UnknownFormatError(
+            "binary data in an unknown format (expected ftrace text, a capture folder, "
+            "or canonical Parquet/Arrow/CSV)",
+            file=str(path),
+        )
+    text_lines = [ln for ln in head.split(b"\n")[:200] if ln.strip()]
+    first = text_lines[0].strip().lower() if text_lines else b""
+    cols = [c.strip().strip(b'"') for c in first.split(b",")]
+    if b"op" in cols and b"obj" in cols:
+        if compression_of(path) is not None:
+            raise UnknownFormatError(
+                "compressed CSV is not supported: decompress it first", file=str(path)
+            )
+        return "csv"
+    if any(b"]" in ln and b": " in ln for ln in text_lines):
+        return "ftrace"
+    raise UnknownFormatError(
+        "not a recognised trace format (expected ftrace text, a capture folder, "
+        "or canonical Parquet/Arrow/CSV with columns op,obj,order)",
+        file=str(path),
+    )
+
+
+def _zone_from_zoneinfo(
+    zi: pa.Table, pfn_min: int | None, pfn_max: int | None
+) -> tuple[int, int] | None:
+    """The pfn span of the zones the trace's pfns fall in (or of all populated zones)."""
+    rows = [r for r in zi.to_pylist() if r.get("start_pfn") is not None and r.get("spanned")]
+    if not rows:
+        return None
+    if pfn_min is not None and pfn_max is not None:
+        hit = [
+            r for r in rows if r["start_pfn"] <= pfn_max and r["start_pfn"] + r["spanned"] > pfn_min
+        ]
+        rows = hit or rows
+    start = min(r["start_pfn"] for r in rows)
+    end = max(r["start_pfn"] + r["spanned"] for r in rows)
+    return start, end - start
+
+
+def _zone_from_pfns(pfn_min: int | None, pfn_max: int | None) -> tuple[int | None, int | None]:
+    """The pfn span rounded out to MAX_PAGE_ORDER blocks (1024 pages)."""
+    if pfn_min is None or pfn_max is None:
+        return None, None
+    start = (pfn_min // MAX_ORDER_PAGES) * MAX_ORDER_PAGES
+    end = ((pfn_max + MAX_ORDER_PAGES) // MAX_ORDER_PAGES) * MAX_ORDER_PAGES
+    return start, end - start
+
+
+def ingest(
+    store: Store,
+    path: Path | str,
+    *,
+    name: str | None = None,
+    replace: bool = False,
+    skip_bad: bool = False,
+    progress: Progress | None = None,
+    chunk_bytes: int | None = None,
+) -> dict[str, Any]:
+    """Ingest ``path`` under ``name``; returns the stored trace row.
+
+    One transaction: on any error nothing is written (and a database file this
+    call created is removed).
+    """
+    path = Path(path)
+    progress = progress or Progress()
+    kind = detect(path)
+    name = check_name(name or default_name(path))
+    try:
+        with store.transaction():
+            trace_id = store.begin_trace(name, replace=replace)
+            if kind in ("ftrace", "capture"):
+                row, snaps = _ingest_text(
+                    store, trace_id, path, kind, skip_bad, progress, chunk_bytes
+                )
+            else:
+                row, snaps = _ingest_canonical(store, trace_id, path, kind, progress)
+            row["name"] = name
+            _store_snapshots(store, trace_id, snaps)
+            store.insert_trace_row(trace_id, row)
+    except BaseException:
+        store.discard_if_new()
+        raise
+    return store.trace_row(trace_id)
+
+
+def _ingest_text(
+    store: Store,
+    trace_id: int,
+    path: Path,
+    kind: str,
+    skip_bad: bool,
+    progress: Progress,
+    chunk_bytes: int | None,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    folder = path if kind == "capture" else None
+    text_path = find_capture_trace(path) if folder is not None else path
+    snaps: dict[str, dict[str, Any]] = {"before": {}, "after": {}}
+    kernel = command = None
+    if folder is not None:
+        snaps = snapshots.load_capture_snapshots(folder)
+        if (folder / "kernel").is_file():
+            kernel = (folder / "kernel").read_text().strip() or None
+        if (folder / "command").is_file():
+            command = (folder / "command").read_text().strip() or None
+    progress.start(f"ingest {text_path.name}", file_size(text_path))
+    kwargs: dict[str, Any] = {}
+    if chunk_bytes is not None:
+        kwargs["chunk_bytes"] = chunk_bytes
+    parser = FtraceParser(text_path, skip_bad=skip_bad, on_raw=progress.advance_to, **kwargs)
+    with _Writer(store, trace_id) as writer:
+        for events, aux in parser.batches():
+            if events is not None:
+                writer.put("events", events)
+            if aux is not None:
+                writer.put("aux_events", aux)
+    st = parser.stats
+    zi = snaps["before"].get("zoneinfo") or snaps["after"].get("zoneinfo")
+    zone = _zone_from_zoneinfo(zi, st.pfn_min, st.pfn_max) if zi is not None else None
+    zone_start, zone_pages = zone if zone else _zone_from_pfns(st.pfn_min, st.pfn_max)
+    c = st.counters
+    meta = st.as_dict()
+    meta["text_file"] = str(text_path)
+    meta["snapshots"] = {w: sorted(s) for w, s in snaps.items()}
+    row = {
+        "source": str(path.resolve()),
+        "kind": kind,
+        "format": st.format_description(),
+        "kernel": kernel,
+        "command": command,
+        "lines": st.lines,
+        "events": st.events,
+        "aux_events": st.aux_events,
+        "allocs": c["allocs"],
+        "frees": c["frees"],
+        "partial_frees": c["partial_frees"],
+        "preexisting": c["preexisting"],
+        "live_at_end": c["live_at_end"],
+        "failed_allocs": c["failed_allocs"],
+        "batched": c["batched"],
+        "lost_events": st.lost_events,
+        "lost_markers": st.lost_markers,
+        "skipped_bad": st.skipped_bad,
+        "ts_first": st.ts_first,
+        "ts_last": st.ts_last,
+        "pfn_min": st.pfn_min,
+        "pfn_max": st.pfn_max,
+        "zone_start_pfn": zone_start,
+        "zone_pages": zone_pages,
+        "page_size": PAGE_SIZE,
+        "meta": meta,
+    }
+    return row, snaps
+
+
+class _Writer:
+    """Appends batches to the store from a second thread, so parsing and DuckDB overlap.
+
+    The numba kernels release the GIL and so does DuckDB, so on two cores the
+    ingest takes about max(parse, append) instead of their sum. The queue is
+    short, which bounds memory. An append error is re-raised in the caller.
+    """
+
+    def __init__(self, store: Store, trace_id: int, depth: int = 3) -> None:
+        self.store = store
+        self.trace_id = trace_id
+        self.q: queue.Queue[tuple[str, pa.RecordBatch] | None] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="replay-writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # drain after a failure
+            try:
+                self.store.append(item[0], item[1], self.trace_id)
+            except BaseException as exc:
+                self.error = exc
+
+    def put(self, table: str, batch: pa.RecordBatch) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put((table, batch))
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None and exc_type is None:
+            raise self.error
+
+
+def _store_snapshots(store: Store, trace_id: int, snaps: dict[str, dict[str, Any]]) -> None:
+    for when, s in snaps.items():
+        if "buddyinfo" in s:
+            store.append("snap_buddyinfo", s["buddyinfo"], trace_id, snapshot=when)
+        if "pagetypeinfo" in s:
+            free, blocks, _info = s["pagetypeinfo"]
+            store.append("snap_pagetypeinfo", free, trace_id, snapshot=when)
+            store.append("snap_pageblocks", blocks, trace_id, snapshot=when)
+        if "zoneinfo" in s:
+            zi = s["zoneinfo"]
+            cols = [c for c in zi.column_names if c in _ZONEINFO_COLUMNS]
+            store.append("snap_zoneinfo", zi.select(cols), trace_id, snapshot=when)
+        if "vmstat" in s:
+            store.append(
+                "snap_vmstat", s["vmstat"].select(["key", "value"]), trace_id, snapshot=when
+            )
+        if "meminfo" in s:
+            store.append("snap_meminfo", s["meminfo"], trace_id, snapshot=when)
+        if "kpageflags" in s:
+            flags = snapshots.read_kpageflags(s["kpageflags"])
+            store.append(
+                "snap_kpageflags", snapshots.kpageflags_runs(flags), trace_id, snapshot=when
+            )
+
+
+_ZONEINFO_COLUMNS = {
+    "node",
+    "zone",
+    "start_pfn",
+    "spanned",
+    "present",
+    "managed",
+    "cma",
+    "boost",
+    "min",
+    "low",
+    "high",
+    "promo",
+    "nr_free_pages",
+    "protection",
+    "pcp_high",
+    "pcp_batch",
+}
+
+
+def _ingest_canonical(
+    store: Store, trace_id: int, path: Path, kind: str, progress: Progress
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    progress.start(f"ingest {path.name}", file_size(path))
+    table, meta = canonical.read_table(path, kind)
+    events, counts = canonical.canonicalise(table, path, kind)
+    for batch in events.to_batches(max_chunksize=1 << 20):
+        store.append("events", batch, trace_id)
+    progress.advance_to(file_size(path))
+    pfn = events.column("pfn")
+    import pyarrow.compute as pc
+
+    pfn_min = pc.min(pfn).as_py() if pfn.null_count < len(pfn) else None
+    pfn_max = pc.max(pfn).as_py() if pfn.null_count < len(pfn) else None
+    zone_start = meta.get("zone_start_pfn")
+    zone_pages = meta.get("zone_pages")
+    if zone_pages is None:
+        zone_start, zone_pages = _zone_from_pfns(pfn_min, pfn_max)
+    ts = events.column("ts_ns")
+    row = {
+        "source": str(path.resolve()),
+        "kind": meta.get("kind", "canonical"),
+        "format": f"canonical {kind}",
+        "kernel": meta.get("kernel"),
+        "command": meta.get("command"),
+        "lines": events.num_rows,
+        "events": events.num_rows,
+        "aux_events": 0,
+        **counts,
+        "lost_events": int(meta.get("lost_events") or 0),
+        "lost_markers": int(meta.get("lost_markers") or 0),
+        "skipped_bad": 0,
+        "ts_first": pc.min(ts).as_py(),
+        "ts_last": pc.max(ts).as_py(),
+        "pfn_min": pfn_min,
+        "pfn_max": pfn_max,
+        "zone_start_pfn": zone_start,
+        "zone_pages": zone_pages,
+        "page_size": int(meta.get("page_size") or PAGE_SIZE),
+        "meta": {"file_metadata": meta, "format": f"canonical {kind}"},
+    }
+    return row, {"before": {}, "after": {}}

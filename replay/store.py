@@ -1,0 +1,356 @@
+"""The DuckDB store: one file holding traces, their events, aux events and snapshots.
+
+Appends go through Arrow record batches, never row by row. An ingest is one
+transaction: on any failure it is rolled back, and a database file that the
+failed ingest created is removed, so the store is left exactly as it was.
+(DuckDB keeps an open transaction's rows in memory, about 100 MB per million
+events; BENCHMARKS.md has the figures for a 10M-line trace.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from replay.errors import QueryError, TraceExistsError, TraceNotFoundError, UsageError
+from replay.trace.schema import AUX_SCHEMA, EVENT_SCHEMA
+
+DEFAULT_DB = "replay.duckdb"
+ENV_DB = "REPLAY_DB"
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS traces (
+    trace_id INTEGER NOT NULL,
+    name VARCHAR NOT NULL,
+    source VARCHAR,
+    kind VARCHAR,            -- ftrace | capture | canonical | synthetic
+    format VARCHAR,          -- format variants detected in the data
+    kernel VARCHAR,
+    command VARCHAR,
+    created TIMESTAMP,
+    lines BIGINT,
+    events BIGINT,
+    aux_events BIGINT,
+    allocs BIGINT,
+    frees BIGINT,
+    partial_frees BIGINT,
+    preexisting BIGINT,      -- objects freed without an allocation in the trace
+    live_at_end BIGINT,      -- objects still holding pages at the end
+    failed_allocs BIGINT,
+    batched BIGINT,          -- frees also reported by a batched/pagevec tracepoint
+    lost_events BIGINT,
+    lost_markers BIGINT,
+    skipped_bad BIGINT,
+    ts_first BIGINT,         -- ns
+    ts_last BIGINT,          -- ns
+    pfn_min BIGINT,
+    pfn_max BIGINT,
+    zone_start_pfn BIGINT,   -- the zone a replay uses by default (pfn)
+    zone_pages BIGINT,       -- its size (pages)
+    page_size INTEGER,
+    meta JSON
+);
+CREATE TABLE IF NOT EXISTS events (
+    trace_id INTEGER NOT NULL,
+    seq BIGINT NOT NULL,
+    ts_ns BIGINT NOT NULL,
+    op VARCHAR NOT NULL,
+    obj BIGINT NOT NULL,
+    "offset" INTEGER NOT NULL,
+    "order" TINYINT NOT NULL,
+    migratetype TINYINT NOT NULL,
+    gfp VARCHAR,
+    pfn BIGINT,
+    cpu SMALLINT,
+    pid INTEGER,
+    comm VARCHAR,
+    region BIGINT,
+    vpn BIGINT,
+    movable BOOLEAN,
+    line BIGINT,
+    batched BOOLEAN
+);
+CREATE TABLE IF NOT EXISTS aux_events (
+    trace_id INTEGER NOT NULL,
+    seq BIGINT NOT NULL,     -- canonical events before this one
+    line BIGINT,
+    ts_ns BIGINT,
+    cpu SMALLINT,
+    pid INTEGER,
+    comm VARCHAR,
+    event VARCHAR NOT NULL,
+    pfn BIGINT,
+    "order" TINYINT,
+    migratetype TINYINT,
+    args MAP(VARCHAR, VARCHAR),
+    text VARCHAR
+);
+CREATE TABLE IF NOT EXISTS snap_buddyinfo (
+    trace_id INTEGER, snapshot VARCHAR, node SMALLINT, zone VARCHAR,
+    "order" TINYINT, nr_free BIGINT
+);
+CREATE TABLE IF NOT EXISTS snap_pagetypeinfo (
+    trace_id INTEGER, snapshot VARCHAR, node SMALLINT, zone VARCHAR,
+    migratetype VARCHAR, mt TINYINT, "order" TINYINT, nr_free BIGINT
+);
+CREATE TABLE IF NOT EXISTS snap_pageblocks (
+    trace_id INTEGER, snapshot VARCHAR, node SMALLINT, zone VARCHAR,
+    migratetype VARCHAR, mt TINYINT, nr_pageblocks BIGINT
+);
+CREATE TABLE IF NOT EXISTS snap_zoneinfo (
+    trace_id INTEGER, snapshot VARCHAR, node SMALLINT, zone VARCHAR,
+    start_pfn BIGINT, spanned BIGINT, present BIGINT, managed BIGINT, cma BIGINT,
+    boost BIGINT, "min" BIGINT, low BIGINT, high BIGINT, promo BIGINT,
+    nr_free_pages BIGINT, protection VARCHAR, pcp_high BIGINT, pcp_batch BIGINT
+);
+CREATE TABLE IF NOT EXISTS snap_vmstat (
+    trace_id INTEGER, snapshot VARCHAR, key VARCHAR, value BIGINT
+);
+CREATE TABLE IF NOT EXISTS snap_meminfo (
+    trace_id INTEGER, snapshot VARCHAR, key VARCHAR, value BIGINT, unit VARCHAR
+);
+CREATE TABLE IF NOT EXISTS snap_kpageflags (
+    trace_id INTEGER, snapshot VARCHAR, pfn BIGINT, nr_pages BIGINT, flags UBIGINT
+);
+"""
+
+# Tables keyed by trace_id, in the order rows are deleted on --replace.
+TRACE_TABLES = (
+    "events",
+    "aux_events",
+    "snap_buddyinfo",
+    "snap_pagetypeinfo",
+    "snap_pageblocks",
+    "snap_zoneinfo",
+    "snap_vmstat",
+    "snap_meminfo",
+    "snap_kpageflags",
+    "traces",
+)
+
+MACROS_SQL = """
+CREATE OR REPLACE TEMP MACRO hexint(s) AS TRY_CAST(s AS BIGINT);
+CREATE OR REPLACE TEMP MACRO mt_name(m) AS CASE m
+    WHEN 0 THEN 'Unmovable' WHEN 1 THEN 'Movable' WHEN 2 THEN 'Reclaimable'
+    WHEN 3 THEN 'HighAtomic' WHEN 4 THEN 'CMA' WHEN 5 THEN 'Isolate'
+    ELSE 'unknown' END;
+"""
+
+TRACE_COLUMNS = (
+    "trace_id",
+    "name",
+    "source",
+    "kind",
+    "format",
+    "kernel",
+    "command",
+    "created",
+    "lines",
+    "events",
+    "aux_events",
+    "allocs",
+    "frees",
+    "partial_frees",
+    "preexisting",
+    "live_at_end",
+    "failed_allocs",
+    "batched",
+    "lost_events",
+    "lost_markers",
+    "skipped_bad",
+    "ts_first",
+    "ts_last",
+    "pfn_min",
+    "pfn_max",
+    "zone_start_pfn",
+    "zone_pages",
+    "page_size",
+    "meta",
+)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+def default_db_path() -> Path:
+    """``$REPLAY_DB`` if set, else ``replay.duckdb`` in the working directory."""
+    return Path(os.environ.get(ENV_DB) or DEFAULT_DB)
+
+
+def check_name(name: str) -> str:
+    """A trace name: letters, digits and ``._+-``, at most 128 characters."""
+    if not NAME_RE.match(name):
+        raise UsageError(
+            f"invalid trace name {name!r}: use letters, digits and '._+-' "
+            "(starting with a letter or digit, at most 128 characters)"
+        )
+    return name
+
+
+class Store:
+    """A replay database file. Use as a context manager, or call close()."""
+
+    def __init__(self, path: Path | str | None = None, *, read_only: bool = False) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        self.read_only = read_only
+        if read_only and not self.path.exists():
+            raise UsageError(
+                f"{self.path}: no such database (ingest a trace first, or pass --db FILE)"
+            )
+        self._created = not self.path.exists()
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise UsageError(f"{self.path}: cannot open as a DuckDB database ({exc})") from exc
+        if not read_only:
+            self.run(SCHEMA_SQL)
+        self.run(MACROS_SQL)
+
+    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
+        """The first row of a query (the result is drained, as DuckDB requires)."""
+        rows = self.con.execute(sql, dict(params) if params else None).fetchall()
+        return rows[0] if rows else None
+
+    def run(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Execute a statement whose result is not wanted (and complete it)."""
+        self.con.execute(sql, dict(params) if params else None).fetchall()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions ---------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction: committed on success, rolled back on any exception."""
+        self.run("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.run("ROLLBACK")
+            raise
+        self.run("COMMIT")
+
+    def discard_if_new(self) -> None:
+        """Remove the database file if this Store created it (after a failed first write)."""
+        if not self._created:
+            return
+        self.close()
+        for suffix in ("", ".wal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(str(self.path) + suffix)
+
+    def append(
+        self, table: str, data: pa.RecordBatch | pa.Table, trace_id: int, **const: Any
+    ) -> None:
+        """Append an Arrow batch to ``table`` with trace_id (and constant columns) added."""
+        if data.num_rows == 0:
+            return
+        view = "_replay_append"
+        self.con.register(view, data)
+        try:
+            cols = ", ".join(f'"{c}"' for c in data.schema.names)
+            extra_names = "".join(f', "{k}"' for k in const)
+            extra_vals = "".join(f", ${k}" for k in const)
+            self.run(
+                f'INSERT INTO {table} ("trace_id"{extra_names}, {cols}) '
+                f"SELECT $trace_id{extra_vals}, {cols} FROM {view}",
+                {"trace_id": trace_id, **const},
+            )
+        finally:
+            self.con.unregister(view)
+
+    # -- traces -----------------------------------------------------------------
+    def trace_id(self, name_or_id: str | int) -> int:
+        """The id of a trace given by name (or by numeric id)."""
+        row = self.one(
+            "SELECT trace_id FROM traces WHERE name = $n OR CAST(trace_id AS VARCHAR) = $n",
+            {"n": str(name_or_id)},
+        )
+        if row is None:
+            names = [
+                r[0]
+                for r in self.con.execute("SELECT name FROM traces ORDER BY trace_id").fetchall()
+            ]
+            hint = (
+                f" (stored: {', '.join(names[:10])})" if names else " (the store has no traces yet)"
+            )
+            raise TraceNotFoundError(f"no trace named {name_or_id!r} in {self.path}{hint}")
+        return int(row[0])
+
+    def exists(self, name: str) -> bool:
+        row = self.one("SELECT count(*) FROM traces WHERE name = $n", {"n": name})
+        return bool(row and row[0] > 0)
+
+    def begin_trace(self, name: str, *, replace: bool) -> int:
+        """Inside the ingest transaction: check ``name``, drop the trace it replaces.
+
+        Returns the new trace id.
+        """
+        check_name(name)
+        if self.exists(name):
+            if not replace:
+                raise TraceExistsError(
+                    f"a trace named {name!r} exists in {self.path}; use --replace to overwrite it"
+                )
+            self.delete_trace_rows(self.trace_id(name))
+        row = self.one("SELECT coalesce(max(trace_id), 0) + 1 FROM traces")
+        return int(row[0]) if row else 1
+
+    def delete_trace_rows(self, trace_id: int) -> None:
+        """Delete every row of ``trace_id`` (inside the caller's transaction)."""
+        for t in TRACE_TABLES:
+            self.run(f"DELETE FROM {t} WHERE trace_id = $id", {"id": trace_id})
+
+    def insert_trace_row(self, trace_id: int, row: Mapping[str, Any]) -> None:
+        values = {c: row.get(c) for c in TRACE_COLUMNS}
+        values["trace_id"] = trace_id
+        values["created"] = values.get("created") or datetime.now(UTC).replace(tzinfo=None)
+        meta = values.get("meta")
+        values["meta"] = json.dumps(meta if meta is not None else {}, default=str)
+        cols = ", ".join(TRACE_COLUMNS)
+        params = ", ".join(f"${c}" for c in TRACE_COLUMNS)
+        self.run(f"INSERT INTO traces ({cols}) VALUES ({params})", values)
+
+    def trace_row(self, name_or_id: str | int) -> dict[str, Any]:
+        tid = self.trace_id(name_or_id)
+        cur = self.con.execute("SELECT * FROM traces WHERE trace_id = $id", {"id": tid})
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+        row = rows[0] if rows else None
+        assert row is not None
+        out = dict(zip(names, row, strict=True))
+        out["meta"] = json.loads(out["meta"]) if out.get("meta") else {}
+        return out
+
+    # -- queries ----------------------------------------------------------------
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run SQL and return the result as an Arrow table (QueryError on failure)."""
+        try:
+            cur = self.con.execute(sql, dict(params) if params else None)
+            if cur.description is None:
+                return pa.table({})
+            return cur.to_arrow_table()
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).strip()) from exc
+
+
+def event_columns() -> list[str]:
+    return list(EVENT_SCHEMA.names)
+
+
+def aux_columns() -> list[str]:
+    return list(AUX_SCHEMA.names)

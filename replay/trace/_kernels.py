@@ -1,0 +1,756 @@
+"""numba kernels of the ftrace ingester: line parsing and pairing into objects.
+
+Everything here works on byte offsets into one chunk of text (a uint8 array)
+and fills preallocated numpy arrays; no Python objects per line. The Python
+driver (replay.trace.ftrace) owns chunking, error messages and Arrow output.
+
+Line header, as printed by kernel/trace/trace_output.c (print_trace_fmt ->
+trace_print_context / lat_print_generic):
+``comm-pid [(tgid)] [cpu] [flags] secs.usecs: event: payload``.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+MISSING = np.int64(-(2**63))
+
+# Event codes (index into EVENT_NAMES).
+EV_OTHER = 0
+EV_ALLOC = 1  # mm_page_alloc
+EV_FREE = 2  # mm_page_free (3.3+)
+EV_FREE_BATCHED = 3  # mm_page_free_batched (3.3+), a duplicate of a free
+EV_FREE_DIRECT = 4  # mm_page_free_direct (before 3.3)
+EV_PAGEVEC_FREE = 5  # mm_pagevec_free (before 3.3), a free of its own
+EV_ZONE_LOCKED = 6  # mm_page_alloc_zone_locked
+EV_PCPU_DRAIN = 7  # mm_page_pcpu_drain
+EV_EXTFRAG = 8  # mm_page_alloc_extfrag
+EV_MARK = 9  # tracing_mark_write
+EVENT_NAMES = (
+    "",
+    "mm_page_alloc",
+    "mm_page_free",
+    "mm_page_free_batched",
+    "mm_page_free_direct",
+    "mm_pagevec_free",
+    "mm_page_alloc_zone_locked",
+    "mm_page_pcpu_drain",
+    "mm_page_alloc_extfrag",
+    "tracing_mark_write",
+)
+
+# Payload fields parsed into typed columns for the kmem page events.
+FIELD_NAMES = (
+    "page",
+    "pfn",
+    "order",
+    "migratetype",
+    "percpu_refill",
+    "alloc_order",
+    "fallback_order",
+    "pageblock_order",
+    "alloc_migratetype",
+    "fallback_migratetype",
+    "fragmenting",
+    "change_ownership",
+    "cold",
+    "gfp_flags",
+)
+F_PAGE = 0
+F_PFN = 1
+F_ORDER = 2
+F_MIGRATETYPE = 3
+F_COLD = 12
+F_GFP = 13
+N_INT_FIELDS = 13  # all but gfp_flags, which is kept as a byte span
+
+# Line kinds.
+K_EVENT = 0
+K_BLANK = 1  # blank or '#' comment line
+K_OTHER = 2  # not an event line: lost-events notice, preamble or garbage
+
+# Field error kinds.
+E_NONE = 0
+E_NOT_INT = 1
+E_MISSING = 2
+E_RANGE = 3
+
+MAX_ORDER = 10  # MAX_PAGE_ORDER
+
+
+def name_table(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Pack names into a zero-padded 2-D uint8 table plus lengths, for the kernels."""
+    width = max(len(n) for n in names) or 1
+    table = np.zeros((len(names), width), dtype=np.uint8)
+    lens = np.zeros(len(names), dtype=np.int64)
+    for i, n in enumerate(names):
+        raw = n.encode()
+        table[i, : len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+        lens[i] = len(raw)
+    return table, lens
+
+
+@nb.njit(cache=True, inline="always")
+def _is_digit(c: int) -> bool:
+    return 48 <= c <= 57
+
+
+@nb.njit(cache=True, inline="always")
+def _is_space(c: int) -> bool:
+    return c == 32 or c == 9 or c == 13
+
+
+@nb.njit(cache=True, inline="always")
+def _is_keychar(c: int) -> bool:
+    return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 95
+
+
+@nb.njit(cache=True)
+def _match(buf, s, e, table, lens) -> int:  # type: ignore[no-untyped-def]
+    """Index of the name equal to buf[s:e] in the table, or -1."""
+    n = e - s
+    for i in range(table.shape[0]):
+        if lens[i] != n or n == 0:
+            continue
+        ok = True
+        for j in range(n):
+            if buf[s + j] != table[i, j]:
+                ok = False
+                break
+        if ok:
+            return i
+    return -1
+
+
+@nb.njit(cache=True)
+def _parse_int(buf, s, e):  # type: ignore[no-untyped-def]
+    """Parse a decimal or 0x-hex integer in buf[s:e]; returns (ok, value, is_hex)."""
+    neg = False
+    p = s
+    if p < e and buf[p] == 45:  # '-'
+        neg = True
+        p += 1
+    if p >= e:
+        return False, np.int64(0), False
+    v = np.int64(0)
+    if p + 1 < e and buf[p] == 48 and (buf[p + 1] == 120 or buf[p + 1] == 88):  # 0x
+        p += 2
+        if p >= e:
+            return False, np.int64(0), True
+        while p < e:
+            c = buf[p]
+            if 48 <= c <= 57:
+                d = c - 48
+            elif 97 <= c <= 102:
+                d = c - 87
+            elif 65 <= c <= 70:
+                d = c - 55
+            else:
+                return False, np.int64(0), True
+            v = v * 16 + d
+            p += 1
+        return True, -v if neg else v, True
+    while p < e:
+        c = buf[p]
+        if not _is_digit(c):
+            return False, np.int64(0), False
+        v = v * 10 + (c - 48)
+        p += 1
+    return True, -v if neg else v, False
+
+
+@nb.njit(cache=True)
+def _page_is_null(buf, s, e) -> bool:  # type: ignore[no-untyped-def]
+    """True for '(null)' or an all-zero pointer (a failed allocation's page)."""
+    if e - s >= 6 and buf[s] == 40:  # '('
+        return True
+    p = s
+    if p + 1 < e and buf[p] == 48 and (buf[p + 1] == 120 or buf[p + 1] == 88):
+        p += 2
+    if p >= e:
+        return False
+    while p < e:
+        if buf[p] != 48:
+            return False
+        p += 1
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def parse_lines(  # type: ignore[no-untyped-def]
+    buf,
+    starts,
+    ends,
+    ev_table,
+    ev_lens,
+    key_table,
+    key_lens,
+    kind,
+    comm_s,
+    comm_e,
+    pid,
+    tgid,
+    cpu,
+    flags_len,
+    ts_ns,
+    code,
+    ev_s,
+    ev_e,
+    pay_s,
+    pay_e,
+    fields,
+    gfp_s,
+    gfp_e,
+    err_field,
+    err_kind,
+    pfn_hex,
+):
+    """Parse every line [starts[i], ends[i]) of ``buf`` into the output arrays.
+
+    Header: comm (byte span), pid, tgid (-1 if no TGID column or ``(-------)``),
+    cpu, flags_len (0, or the width of the latency-flags column), ts_ns (ns).
+    Event: code (EV_*), name and payload spans. For kmem page events
+    (codes 1..8) the payload's key=value pairs fill ``fields`` (MISSING when
+    absent; ``page`` holds 1 for a null page, else 0) and the gfp_flags span;
+    err_field/err_kind report the first bad or missing field (-1/E_NONE if
+    none). pfn_hex is 1 when pfn was printed as 0x-hex, 0 for decimal, -1 if absent.
+    """
+    n = starts.shape[0]
+    nf = fields.shape[1]
+    for i in range(n):
+        s = starts[i]
+        e = ends[i]
+        while e > s and _is_space(buf[e - 1]):
+            e -= 1
+        for f in range(nf):
+            fields[i, f] = MISSING
+        err_field[i] = -1
+        err_kind[i] = E_NONE
+        code[i] = EV_OTHER
+        gfp_s[i] = 0
+        gfp_e[i] = 0
+        pfn_hex[i] = -1
+        tgid[i] = -1
+        flags_len[i] = 0
+        p = s
+        while p < e and _is_space(buf[p]):
+            p += 1
+        if p >= e or buf[p] == 35:  # '#'
+            kind[i] = K_BLANK
+            continue
+        kind[i] = K_OTHER
+        # Find the [cpu] column: the first "[digits]" preceded by a space whose
+        # left side ends in "-pid" (optionally followed by a "(tgid)" column).
+        q = p + 1
+        found = False
+        after = 0
+        while q < e:
+            if buf[q] == 91 and _is_space(buf[q - 1]):  # '['
+                r = q + 1
+                v = 0
+                nd = 0
+                while r < e and _is_digit(buf[r]):
+                    v = v * 10 + (buf[r] - 48)
+                    r += 1
+                    nd += 1
+                if nd > 0 and r < e and buf[r] == 93:  # ']'
+                    b = q - 1
+                    while b > p and _is_space(buf[b]):
+                        b -= 1
+                    ok = True
+                    tg = -1
+                    if buf[b] == 41:  # ')': the TGID column
+                        a = b - 1
+                        while a > p and buf[a] != 40:
+                            a -= 1
+                        if buf[a] != 40:
+                            ok = False
+                        else:
+                            tv = 0
+                            tnd = 0
+                            for c in range(a + 1, b):
+                                if _is_digit(buf[c]):
+                                    tv = tv * 10 + (buf[c] - 48)
+                                    tnd += 1
+                            if tnd > 0:
+                                tg = tv
+                            b = a - 1
+                            while b > p and _is_space(buf[b]):
+                                b -= 1
+                    if ok:
+                        d = b
+                        while d > p and _is_digit(buf[d]):
+                            d -= 1
+                        if d < b and d > p and buf[d] == 45:  # '-' before the pid
+                            pv = 0
+                            for c in range(d + 1, b + 1):
+                                pv = pv * 10 + (buf[c] - 48)
+                            comm_s[i] = p
+                            comm_e[i] = d
+                            pid[i] = pv
+                            tgid[i] = tg
+                            cpu[i] = v
+                            after = r + 1
+                            found = True
+                            break
+            q += 1
+        if not found:
+            continue
+        # Optional latency flags, then the timestamp "secs.frac:".
+        x = after
+        while x < e and _is_space(buf[x]):
+            x += 1
+        t0 = x
+        while x < e and not _is_space(buf[x]):
+            x += 1
+        tok_e = x
+        if tok_e > t0 and buf[tok_e - 1] != 58:  # not ending in ':' -> flags column
+            flags_len[i] = tok_e - t0
+            while x < e and _is_space(buf[x]):
+                x += 1
+            t0 = x
+            while x < e and not _is_space(buf[x]):
+                x += 1
+            tok_e = x
+        if tok_e - t0 < 2 or buf[tok_e - 1] != 58:
+            continue
+        secs = np.int64(0)
+        frac = np.int64(0)
+        nfrac = 0
+        seen_dot = False
+        good = True
+        nsec = 0
+        for c in range(t0, tok_e - 1):
+            ch = buf[c]
+            if ch == 46 and not seen_dot:
+                seen_dot = True
+            elif _is_digit(ch):
+                if seen_dot:
+                    if nfrac < 9:
+                        frac = frac * 10 + (ch - 48)
+                        nfrac += 1
+                else:
+                    secs = secs * 10 + (ch - 48)
+                    nsec += 1
+            else:
+                good = False
+                break
+        if not good or nsec == 0:
+            continue
+        if seen_dot:
+            for _ in range(9 - nfrac):
+                frac *= 10
+            ts_ns[i] = secs * 1000000000 + frac
+        else:
+            ts_ns[i] = secs  # a counter clock: no unit, kept as is
+        # Event name "name:".
+        while x < e and _is_space(buf[x]):
+            x += 1
+        n0 = x
+        while x < e and _is_keychar(buf[x]):
+            x += 1
+        if x >= e or buf[x] != 58 or x == n0:
+            continue
+        ev_s[i] = n0
+        ev_e[i] = x
+        x += 1
+        while x < e and _is_space(buf[x]):
+            x += 1
+        pay_s[i] = x
+        pay_e[i] = e
+        kind[i] = K_EVENT
+        ec = _match(buf, n0, ev_s[i] + (ev_e[i] - n0), ev_table, ev_lens)
+        if ec < 0:
+            ec = EV_OTHER
+        code[i] = ec
+        if ec < EV_ALLOC or ec > EV_EXTFRAG:
+            continue
+        # kmem page event: generic key=value pairs, never by position.
+        x = pay_s[i]
+        while x < e:
+            while x < e and (_is_space(buf[x]) or buf[x] == 44):
+                x += 1
+            ks = x
+            while x < e and _is_keychar(buf[x]):
+                x += 1
+            if x < e and buf[x] == 61 and x > ks:  # '='
+                ke = x
+                x += 1
+                # Old kernels pad %p: "page=          (null)".
+                y = x
+                while y < e and buf[y] == 32:
+                    y += 1
+                if y < e and buf[y] == 40:
+                    x = y
+                vs = x
+                if x < e and buf[x] == 40:  # '(' ... ')'
+                    while x < e and buf[x] != 41:
+                        x += 1
+                    if x < e:
+                        x += 1
+                else:
+                    while x < e and not _is_space(buf[x]) and buf[x] != 44:
+                        x += 1
+                ve = x
+                fi = _match(buf, ks, ke, key_table, key_lens)
+                if fi < 0:
+                    continue  # unknown (vendor) field
+                if fi == F_GFP:
+                    gfp_s[i] = vs
+                    gfp_e[i] = ve
+                elif fi == F_PAGE:
+                    fields[i, F_PAGE] = 1 if _page_is_null(buf, vs, ve) else 0
+                else:
+                    ok, val, ishex = _parse_int(buf, vs, ve)
+                    if not ok:
+                        if err_field[i] < 0:
+                            err_field[i] = fi
+                            err_kind[i] = E_NOT_INT
+                        continue
+                    fields[i, fi] = val
+                    if fi == F_PFN:
+                        pfn_hex[i] = 1 if ishex else 0
+            else:
+                while x < e and not _is_space(buf[x]):
+                    x += 1
+        if err_field[i] >= 0:
+            continue
+        # Required fields and ranges.
+        if fields[i, F_PFN] == MISSING:
+            err_field[i] = F_PFN
+            err_kind[i] = E_MISSING
+            continue
+        if ec != EV_FREE_BATCHED and ec != EV_EXTFRAG:
+            o = fields[i, F_ORDER]
+            if o == MISSING:
+                err_field[i] = F_ORDER
+                err_kind[i] = E_MISSING
+                continue
+            if o < 0 or o > MAX_ORDER:
+                err_field[i] = F_ORDER
+                err_kind[i] = E_RANGE
+                continue
+        if ec == EV_ALLOC and fields[i, F_MIGRATETYPE] == MISSING:
+            err_field[i] = F_MIGRATETYPE
+            err_kind[i] = E_MISSING
+            continue
+        if fields[i, F_PFN] < 0:
+            err_field[i] = F_PFN
+            err_kind[i] = E_RANGE
+
+
+@nb.njit(cache=True, nogil=True)
+def count_kv(buf, pay_s, pay_e, rows, typed, key_table, key_lens):  # type: ignore[no-untyped-def]
+    """Number of key=value tokens in each selected payload (see fill_kv)."""
+    out = np.zeros(rows.shape[0], dtype=np.int64)
+    for j in range(rows.shape[0]):
+        i = rows[j]
+        out[j] = _scan_kv(
+            buf, pay_s[i], pay_e[i], typed[j], key_table, key_lens, out, out, out, out, -1
+        )
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def fill_kv(buf, pay_s, pay_e, rows, typed, key_table, key_lens, offsets, ks, ke, vs, ve):  # type: ignore[no-untyped-def]
+    """Fill key/value byte spans of the selected payloads at ``offsets``."""
+    for j in range(rows.shape[0]):
+        i = rows[j]
+        _scan_kv(buf, pay_s[i], pay_e[i], typed[j], key_table, key_lens, ks, ke, vs, ve, offsets[j])
+
+
+@nb.njit(cache=True)
+def _scan_kv(buf, s, e, typed, key_table, key_lens, ks, ke, vs, ve, at):  # type: ignore[no-untyped-def]
+    """Tokenise ``key=value`` pairs (values may be ``(...)``, ending at ' ' or ',').
+
+    With ``typed`` set (a kmem page event), the keys that have typed columns
+    (page, pfn, order, migratetype) are left out. With ``at`` < 0 only counts.
+    Returns the number of pairs.
+    """
+    x = s
+    count = 0
+    while x < e:
+        while x < e and (_is_space(buf[x]) or buf[x] == 44):
+            x += 1
+        k0 = x
+        while x < e and _is_keychar(buf[x]):
+            x += 1
+        if x < e and buf[x] == 61 and x > k0:
+            k1 = x
+            x += 1
+            y = x
+            while y < e and buf[y] == 32:
+                y += 1
+            if y < e and buf[y] == 40:
+                x = y
+            v0 = x
+            if x < e and buf[x] == 40:
+                while x < e and buf[x] != 41:
+                    x += 1
+                if x < e:
+                    x += 1
+            else:
+                while x < e and not _is_space(buf[x]) and buf[x] != 44:
+                    x += 1
+            if typed:
+                fi = _match(buf, k0, k1, key_table, key_lens)
+                if fi >= 0 and fi <= F_MIGRATETYPE:
+                    continue
+            if at >= 0:
+                ks[at + count] = k0
+                ke[at + count] = k1
+                vs[at + count] = v0
+                ve[at + count] = x
+            count += 1
+        else:
+            while x < e and not _is_space(buf[x]):
+                x += 1
+    return count
+
+
+@nb.njit(cache=True, nogil=True)
+def gather_spans(buf, s, e):  # type: ignore[no-untyped-def]
+    """Concatenate the byte spans [s[i], e[i]) into (data, int32 offsets) for Arrow."""
+    n = s.shape[0]
+    offsets = np.empty(n + 1, dtype=np.int32)
+    total = 0
+    offsets[0] = 0
+    for i in range(n):
+        total += e[i] - s[i]
+        offsets[i + 1] = total
+    data = np.empty(total, dtype=np.uint8)
+    for i in range(n):
+        o = offsets[i]
+        for j in range(e[i] - s[i]):
+            data[o + j] = buf[s[i] + j]
+    return data, offsets
+
+
+# ---------------------------------------------------------------------------
+# Pairing: frees matched to allocations by pfn.
+#
+# The page map is two-level (a directory of 64 Ki-page blocks) so that sparse
+# pfn ranges on big machines cost memory only where pages were seen. Values:
+#   >= 0         live page of object (v & OBJ_MASK); bit PENDING_BIT set when a
+#                batched free with `cold=` (3.3-4.14 order) announced its free
+#   -1           unknown: never seen, or nothing pending
+#   -2           unknown page with a pending batched flag (3.3-4.14 order)
+#   <= -3        freed by canonical event g = -(v + 3), batched flag not yet
+#                applied (4.15+ order: the batched event follows the free)
+# ---------------------------------------------------------------------------
+PAGE_SHIFT_BLOCK = 16
+PAGE_BLOCK = 1 << PAGE_SHIFT_BLOCK
+PENDING_BIT = np.int64(1) << 62
+OBJ_MASK = PENDING_BIT - 1
+V_UNKNOWN = np.int64(-1)
+V_PENDING_UNKNOWN = np.int64(-2)
+
+# Counter slots of pair_events.
+C_ALLOCS = 0
+C_FREES = 1
+C_PARTIAL = 2
+C_PREEXISTING = 3
+C_FAILED = 4
+C_BATCHED = 5
+C_BATCHED_ORPHANS = 6
+C_ALLOC_OVERLAPS = 7
+C_FREE_MISMATCH = 8
+C_LIVE_OBJECTS = 9
+C_NOBJ = 10
+C_FREE_OF_FREED = 11
+N_COUNTERS = 12
+COUNTER_NAMES = (
+    "allocs",
+    "frees",
+    "partial_frees",
+    "preexisting",
+    "failed_allocs",
+    "batched",
+    "batched_orphans",
+    "alloc_overlaps",
+    "free_mismatches",
+    "live_at_end",
+    "objects",
+    "frees_of_freed_pages",
+)
+
+# Output kinds of pair_events.
+OUT_NONE = 0  # batched duplicate: no row
+OUT_ALLOC = 1
+OUT_FREE = 2
+OUT_FAILED = 3  # failed allocation: an aux row
+
+
+@nb.njit(cache=True, inline="always")
+def _get(pdir, pool, pfn):  # type: ignore[no-untyped-def]
+    return pool[pdir[pfn >> PAGE_SHIFT_BLOCK], pfn & (PAGE_BLOCK - 1)]
+
+
+@nb.njit(cache=True, inline="always")
+def _set(pdir, pool, pfn, v):  # type: ignore[no-untyped-def]
+    pool[pdir[pfn >> PAGE_SHIFT_BLOCK], pfn & (PAGE_BLOCK - 1)] = v
+
+
+@nb.njit(cache=True, nogil=True)
+def pair_events(  # type: ignore[no-untyped-def]
+    ecode,
+    pfn,
+    order,
+    mt,
+    page_null,
+    cold,
+    pdir,
+    pool,
+    obj_start,
+    obj_order,
+    obj_mt,
+    obj_live,
+    counters,
+    g_base,
+    prev_base,
+    prev_batched,
+    out_kind,
+    out_obj,
+    out_offset,
+    out_mt,
+    out_batched,
+    row_ev,
+):
+    """Pair one chunk of page events (in trace order) into canonical rows.
+
+    Inputs per event: ecode (EV_ALLOC, EV_FREE, EV_FREE_BATCHED,
+    EV_FREE_DIRECT, EV_PAGEVEC_FREE), pfn, order, migratetype, page_null,
+    cold (1 when the batched event carries a ``cold=`` field). State: the
+    page map (pdir/pool), per-object arrays and counters, carried across
+    chunks. g_base is the global index of this chunk's first canonical row;
+    rows of the previous chunk (from prev_base) can still get their batched
+    flag. Outputs per event: kind (OUT_*), obj, offset (pages), migratetype,
+    batched; row_ev maps each canonical row of the chunk to its event index.
+    Returns the number of canonical rows emitted.
+    """
+    g = g_base
+    for i in range(ecode.shape[0]):
+        c = ecode[i]
+        p = pfn[i]
+        out_batched[i] = False
+        out_offset[i] = 0
+        out_obj[i] = -1
+        out_mt[i] = mt[i]
+        if c == EV_ALLOC:
+            if page_null[i] == 1 or p == 0:
+                out_kind[i] = OUT_FAILED
+                counters[C_FAILED] += 1
+                continue
+            k = order[i]
+            x = counters[C_NOBJ]
+            counters[C_NOBJ] += 1
+            obj_start[x] = p
+            obj_order[x] = k
+            obj_mt[x] = mt[i]
+            npages = np.int64(1) << np.int64(k)
+            obj_live[x] = npages
+            overlapped = False
+            for j in range(npages):
+                v = _get(pdir, pool, p + j)
+                if v >= 0:
+                    # A page still live in another object: its free was lost.
+                    overlapped = True
+                    old = v & OBJ_MASK
+                    obj_live[old] -= 1
+                    if obj_live[old] == 0:
+                        counters[C_LIVE_OBJECTS] -= 1
+                _set(pdir, pool, p + j, x)
+            if overlapped:
+                counters[C_ALLOC_OVERLAPS] += 1
+            counters[C_LIVE_OBJECTS] += 1
+            counters[C_ALLOCS] += 1
+            out_kind[i] = OUT_ALLOC
+            out_obj[i] = x
+            row_ev[g - g_base] = i
+            g += 1
+        elif c == EV_FREE_BATCHED:
+            out_kind[i] = OUT_NONE
+            v = _get(pdir, pool, p)
+            if cold[i] == 1:
+                # 3.3-4.14: free_hot_cold_page_list() traces the batched free
+                # just before free_hot_cold_page() traces mm_page_free.
+                if v >= 0 and (v & PENDING_BIT) == 0:
+                    _set(pdir, pool, p, v | PENDING_BIT)
+                elif v == V_UNKNOWN or v <= -3:
+                    _set(pdir, pool, p, V_PENDING_UNKNOWN)
+                else:
+                    counters[C_BATCHED_ORPHANS] += 1
+            else:
+                # 4.15+: free_unref_page_list()/free_unref_folios() prepare
+                # (trace mm_page_free) every page first, then commit each
+                # with trace_mm_page_free_batched.
+                if v <= -3:
+                    gi = -(v + 3)
+                    if gi >= g_base:
+                        out_batched[row_ev[gi - g_base]] = True
+                        counters[C_BATCHED] += 1
+                    elif gi >= prev_base and gi - prev_base < prev_batched.shape[0]:
+                        prev_batched[gi - prev_base] = True
+                        counters[C_BATCHED] += 1
+                    else:
+                        counters[C_BATCHED_ORPHANS] += 1
+                    _set(pdir, pool, p, V_UNKNOWN)
+                else:
+                    counters[C_BATCHED_ORPHANS] += 1
+        else:
+            # A free: mm_page_free, mm_page_free_direct or mm_pagevec_free.
+            k = order[i]
+            npages = np.int64(1) << np.int64(k)
+            v = _get(pdir, pool, p)
+            batched = c == EV_PAGEVEC_FREE
+            if v >= 0:
+                x = v & OBJ_MASK
+                if (v & PENDING_BIT) != 0:
+                    batched = True
+                off = p - obj_start[x]
+                ostart = obj_start[x]
+                oend = ostart + (np.int64(1) << np.int64(obj_order[x]))
+                mismatch = False
+                for j in range(npages):
+                    q = p + j
+                    w = _get(pdir, pool, q)
+                    if w >= 0 and (w & OBJ_MASK) == x and q < oend:
+                        obj_live[x] -= 1
+                        _set(pdir, pool, q, -(g + 3))
+                    else:
+                        mismatch = True
+                if mismatch:
+                    counters[C_FREE_MISMATCH] += 1
+                if obj_live[x] == 0:
+                    counters[C_LIVE_OBJECTS] -= 1
+                if not (off == 0 and k == obj_order[x]):
+                    counters[C_PARTIAL] += 1
+                out_obj[i] = x
+                out_offset[i] = off
+                out_mt[i] = obj_mt[x]
+            else:
+                # No live object holds the page: allocated before tracing began.
+                if v == V_PENDING_UNKNOWN:
+                    batched = True
+                elif v <= -3:
+                    counters[C_FREE_OF_FREED] += 1
+                x = counters[C_NOBJ]
+                counters[C_NOBJ] += 1
+                obj_start[x] = p
+                obj_order[x] = k
+                obj_mt[x] = -1
+                obj_live[x] = 0
+                for j in range(npages):
+                    _set(pdir, pool, p + j, -(g + 3))
+                counters[C_PREEXISTING] += 1
+                out_obj[i] = x
+                out_mt[i] = -1
+            if batched:
+                counters[C_BATCHED] += 1
+            out_batched[i] = batched
+            counters[C_FREES] += 1
+            out_kind[i] = OUT_FREE
+            row_ev[g - g_base] = i
+            g += 1
+    return g - g_base

@@ -1,0 +1,578 @@
+"""ftrace text (trace_pipe, ``trace`` files, ``trace-cmd report``) -> Arrow batches.
+
+The text is streamed in newline-aligned chunks (replay.trace.reader); each
+chunk is parsed by numba kernels (replay.trace._kernels) into typed columns,
+page events are paired into objects with state carried across chunks, and two
+Arrow record batches come out per chunk: canonical events and aux events.
+Memory is bounded by the chunk size plus the pairing state (which grows with
+the pfns and objects seen, not with the trace length beyond the object count).
+
+Format variants are detected from the data, per line, never from a version
+number: the latency-flags width (none, 4, or 5 on 5.17+), the TGID column,
+decimal or 0x-hex pfn (hex since 5.14-ish), pre-3.3 free event names, and
+whether a batched free carries ``cold=`` (before 4.15, when it was traced just
+before its mm_page_free) or not (4.15+, traced after it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from replay.errors import BadInputError
+from replay.trace import _kernels as K
+from replay.trace.reader import DEFAULT_CHUNK_BYTES, iter_chunks
+from replay.trace.schema import AUX_SCHEMA, EVENT_SCHEMA, OP_DICTIONARY
+
+_EV_TABLE, _EV_LENS = K.name_table(K.EVENT_NAMES)
+_KEY_TABLE, _KEY_LENS = K.name_table(K.FIELD_NAMES)
+
+LOST_RE = re.compile(rb"LOST\s+(\d+)\s+EVENTS|(?:\[?\s*(\d+)\s+)?EVENTS\s+DROPPED", re.I)
+# Lines trace-cmd report and the trace files print around the events.
+PREAMBLE_RE = re.compile(
+    rb"^\s*(?:cpus=\d+|version\s*=\s*\d+|CPU\s*\d+\s+is\s+empty|#{3,}.*buffer started.*"
+    rb"|trace-cmd:.*|CPU\s*\d+\s+data recorded.*)\s*$"
+)
+MAX_BAD_EXAMPLES = 5
+
+_ERROR_TEXT = {
+    K.E_NOT_INT: "expected an integer",
+    K.E_MISSING: "is missing",
+    K.E_RANGE: "is out of range",
+}
+
+
+@dataclass
+class IngestStats:
+    """What an ingest saw: line classes, pairing counts and format variants."""
+
+    lines: int = 0
+    event_lines: int = 0
+    ignored_lines: int = 0
+    skipped_bad: int = 0
+    bad_examples: list[str] = field(default_factory=list)
+    lost_events: int = 0
+    lost_markers: int = 0
+    lost_lines: list[int] = field(default_factory=list)
+    events: int = 0
+    aux_events: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    aux_by_event: Counter[str] = field(default_factory=Counter)
+    flags_width: Counter[int] = field(default_factory=Counter)
+    tgid_column: int = 0
+    pfn_hex: int = 0
+    pfn_decimal: int = 0
+    batched_with_cold: int = 0
+    batched_without_cold: int = 0
+    pre_3_3_events: int = 0
+    preamble_lines: int = 0
+    ts_first: int | None = None
+    ts_last: int | None = None
+    ts_backwards: int = 0
+    pfn_min: int | None = None
+    pfn_max: int | None = None
+
+    def format_description(self) -> str:
+        """A one-line account of the format variants seen in the data."""
+        parts = ["trace-cmd report" if self.preamble_lines else "ftrace text"]
+        widths = [w for w in sorted(self.flags_width) if self.flags_width[w]]
+        if widths == [0]:
+            parts.append("no latency flags")
+        else:
+            parts.append(
+                "latency flags "
+                + "/".join(f"{w}-char" for w in widths if w)
+                + (" (5.17+)" if 5 in widths else "")
+            )
+        if self.tgid_column:
+            parts.append("TGID column")
+        if self.pfn_hex and not self.pfn_decimal:
+            parts.append("hex pfn (5.14+)")
+        elif self.pfn_decimal and not self.pfn_hex:
+            parts.append("decimal pfn (before 5.14)")
+        elif self.pfn_hex:
+            parts.append("mixed hex/decimal pfn")
+        if self.pre_3_3_events:
+            parts.append("mm_page_free_direct/mm_pagevec_free (before 3.3)")
+        if self.batched_with_cold:
+            parts.append("batched frees with cold= before their free (3.3-4.14)")
+        if self.batched_without_cold:
+            parts.append("batched frees after their free (4.15+)")
+        return ", ".join(parts)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "lines": self.lines,
+            "event_lines": self.event_lines,
+            "ignored_lines": self.ignored_lines,
+            "skipped_bad": self.skipped_bad,
+            "bad_examples": self.bad_examples,
+            "lost_events": self.lost_events,
+            "lost_markers": self.lost_markers,
+            "lost_lines": self.lost_lines[:100],
+            "events": self.events,
+            "aux_events": self.aux_events,
+            **self.counters,
+            "aux_by_event": dict(self.aux_by_event),
+            "format": self.format_description(),
+            "ts_backwards": self.ts_backwards,
+        }
+
+
+class _PairState:
+    """Pairing state carried across chunks (page map and per-object arrays)."""
+
+    def __init__(self) -> None:
+        self.pdir = np.full(16, -1, dtype=np.int64)
+        self.pool = np.full((0, K.PAGE_BLOCK), K.V_UNKNOWN, dtype=np.int64)
+        self.nblocks = 0
+        cap = 1 << 16
+        self.obj_start = np.zeros(cap, dtype=np.int64)
+        self.obj_order = np.zeros(cap, dtype=np.int8)
+        self.obj_mt = np.zeros(cap, dtype=np.int8)
+        self.obj_live = np.zeros(cap, dtype=np.int64)
+        self.counters = np.zeros(K.N_COUNTERS, dtype=np.int64)
+
+    def ensure_pages(self, first: np.ndarray, last: np.ndarray) -> None:
+        """Make the page map cover every pfn in [first[i], last[i]]."""
+        if first.size == 0:
+            return
+        blocks = np.unique(np.concatenate([first, last]) >> K.PAGE_SHIFT_BLOCK)
+        top = int(blocks[-1])
+        if top >= self.pdir.shape[0]:
+            grown = np.full(max(top + 1, 2 * self.pdir.shape[0]), -1, dtype=np.int64)
+            grown[: self.pdir.shape[0]] = self.pdir
+            self.pdir = grown
+        missing = blocks[self.pdir[blocks] < 0]
+        if missing.size == 0:
+            return
+        need = self.nblocks + missing.size
+        if need > self.pool.shape[0]:
+            cap = max(need, 2 * self.pool.shape[0], 4)
+            grown_pool = np.full((cap, K.PAGE_BLOCK), K.V_UNKNOWN, dtype=np.int64)
+            grown_pool[: self.nblocks] = self.pool[: self.nblocks]
+            self.pool = grown_pool
+        self.pdir[missing] = np.arange(self.nblocks, need, dtype=np.int64)
+        self.nblocks = need
+
+    def ensure_objects(self, extra: int) -> None:
+        need = int(self.counters[K.C_NOBJ]) + extra
+        cap = self.obj_start.shape[0]
+        if need <= cap:
+            return
+        cap = max(need, 2 * cap)
+        for name in ("obj_start", "obj_order", "obj_mt", "obj_live"):
+            old = getattr(self, name)
+            new = np.zeros(cap, dtype=old.dtype)
+            new[: old.shape[0]] = old
+            setattr(self, name, new)
+
+
+def _strings(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> pa.Array:
+    """An Arrow string array of the byte spans (invalid UTF-8 replaced)."""
+    data, offsets = K.gather_spans(buf, s.astype(np.int64), e.astype(np.int64))
+    arr = pa.StringArray.from_buffers(len(s), pa.py_buffer(offsets), pa.py_buffer(data))
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:
+        raw = data.tobytes()
+        arr = pa.array(
+            [raw[offsets[i] : offsets[i + 1]].decode("utf-8", "replace") for i in range(len(s))],
+            type=pa.string(),
+        )
+    return arr
+
+
+def _opt(values: np.ndarray, present: np.ndarray, typ: pa.DataType) -> pa.Array:
+    """Arrow array from numpy values with nulls where ``present`` is False."""
+    if bool(present.all()):
+        return pa.array(values.astype(typ.to_pandas_dtype(), copy=False), type=typ)
+    return pa.array(values.astype(typ.to_pandas_dtype(), copy=False), type=typ, mask=~present)
+
+
+class FtraceParser:
+    """Stream an ftrace text file as (events, aux) Arrow record batches.
+
+    ``skip_bad`` skips and counts malformed lines instead of failing on the
+    first one. After iteration, ``stats`` holds the counts.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        skip_bad: bool = False,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        on_raw: Callable[[int], None] | None = None,
+        display_name: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.name = display_name or str(path)
+        self.skip_bad = skip_bad
+        self.chunk_bytes = chunk_bytes
+        self.on_raw = on_raw
+        self.stats = IngestStats()
+        self._state = _PairState()
+        self._g = 0  # canonical rows emitted so far (the next seq)
+
+    # -- errors -------------------------------------------------------------
+    def _bad(self, line_no: int, text: bytes, fieldname: str | None, message: str) -> None:
+        if not self.skip_bad:
+            snippet = text.decode("utf-8", "replace").strip()
+            if len(snippet) > 160:
+                snippet = snippet[:157] + "..."
+            raise BadInputError(
+                f"{message}: {snippet!r}", file=self.name, line=line_no, field=fieldname
+            )
+        self.stats.skipped_bad += 1
+        if len(self.stats.bad_examples) < MAX_BAD_EXAMPLES:
+            where = f"line {line_no}" + (f" field '{fieldname}'" if fieldname else "")
+            self.stats.bad_examples.append(f"{where}: {message}")
+
+    # -- main loop ----------------------------------------------------------
+    def batches(self) -> Iterator[tuple[pa.RecordBatch | None, pa.RecordBatch | None]]:
+        """Yield (events, aux) batches; either may be None for a chunk."""
+        line_base = 0
+        pending: dict[str, object] | None = None
+        saw_any = False
+        for chunk in iter_chunks(self.path, self.chunk_bytes, on_raw=self.on_raw):
+            saw_any = True
+            ev_cols, aux = self._chunk(chunk, line_base, pending)
+            line_base += int(ev_cols.pop("_nlines"))  # type: ignore[arg-type]
+            if pending is not None:
+                yield self._event_batch(pending), None
+            pending = ev_cols
+            if aux is not None:
+                yield None, aux
+        if pending is not None:
+            yield self._event_batch(pending), None
+        if not saw_any or self.stats.event_lines == 0:
+            raise BadInputError(
+                "no trace events found (empty file, or not ftrace text)", file=self.name
+            )
+        c = self._state.counters
+        self.stats.counters = {name: int(c[i]) for i, name in enumerate(K.COUNTER_NAMES)}
+        self.stats.counters.pop("objects")
+
+    def _event_batch(self, cols: dict[str, object]) -> pa.RecordBatch | None:
+        n = int(cols["n"])  # type: ignore[call-overload]
+        if n == 0:
+            return None
+        arrays = [
+            pa.array(cols["seq"], type=pa.int64()),
+            pa.array(cols["ts_ns"], type=pa.int64()),
+            pa.DictionaryArray.from_arrays(pa.array(cols["op"], type=pa.int8()), OP_DICTIONARY),
+            pa.array(cols["obj"], type=pa.int64()),
+            pa.array(cols["offset"], type=pa.int32()),
+            pa.array(cols["order"], type=pa.int8()),
+            pa.array(cols["migratetype"], type=pa.int8()),
+            cols["gfp"],
+            pa.array(cols["pfn"], type=pa.int64()),
+            pa.array(cols["cpu"], type=pa.int16()),
+            pa.array(cols["pid"], type=pa.int32()),
+            cols["comm"],
+            pa.nulls(n, pa.int64()),
+            pa.nulls(n, pa.int64()),
+            pa.nulls(n, pa.bool_()),
+            pa.array(cols["line"], type=pa.int64()),
+            pa.array(cols["batched"], type=pa.bool_()),
+        ]
+        return pa.RecordBatch.from_arrays(arrays, schema=EVENT_SCHEMA)
+
+    def _chunk(
+        self, chunk: bytes, line_base: int, pending: dict[str, object] | None
+    ) -> tuple[dict[str, object], pa.RecordBatch | None]:
+        st = self.stats
+        buf = np.frombuffer(chunk, dtype=np.uint8)
+        nl = np.flatnonzero(buf == 10)
+        ends = nl.astype(np.int64)
+        if len(chunk) and chunk[-1:] != b"\n":
+            ends = np.append(ends, len(chunk))
+        n = ends.shape[0]
+        starts = np.empty(n, dtype=np.int64)
+        if n:
+            starts[0] = 0
+            starts[1:] = ends[:-1] + 1
+        st.lines += n
+
+        kind = np.empty(n, np.int8)
+        comm_s = np.zeros(n, np.int64)
+        comm_e = np.zeros(n, np.int64)
+        pid = np.zeros(n, np.int32)
+        tgid = np.zeros(n, np.int32)
+        cpu = np.zeros(n, np.int32)
+        flags_len = np.zeros(n, np.int8)
+        ts_ns = np.zeros(n, np.int64)
+        code = np.zeros(n, np.int8)
+        ev_s = np.zeros(n, np.int64)
+        ev_e = np.zeros(n, np.int64)
+        pay_s = np.zeros(n, np.int64)
+        pay_e = np.zeros(n, np.int64)
+        fields = np.empty((n, K.N_INT_FIELDS), np.int64)
+        gfp_s = np.zeros(n, np.int64)
+        gfp_e = np.zeros(n, np.int64)
+        err_field = np.zeros(n, np.int8)
+        err_kind = np.zeros(n, np.int8)
+        pfn_hex = np.zeros(n, np.int8)
+        K.parse_lines(
+            buf,
+            starts,
+            ends,
+            _EV_TABLE,
+            _EV_LENS,
+            _KEY_TABLE,
+            _KEY_LENS,
+            kind,
+            comm_s,
+            comm_e,
+            pid,
+            tgid,
+            cpu,
+            flags_len,
+            ts_ns,
+            code,
+            ev_s,
+            ev_e,
+            pay_s,
+            pay_e,
+            fields,
+            gfp_s,
+            gfp_e,
+            err_field,
+            err_kind,
+            pfn_hex,
+        )
+
+        good = kind == K.K_EVENT
+        # Lines that are not events: lost-event notices, preamble, or garbage.
+        for i in np.flatnonzero(kind == K.K_OTHER).tolist():
+            text = chunk[starts[i] : ends[i]]
+            m = LOST_RE.search(text)
+            if m:
+                st.lost_markers += 1
+                st.lost_lines.append(line_base + i + 1)
+                num = m.group(1) or m.group(2)
+                st.lost_events += int(num) if num else 0
+            elif PREAMBLE_RE.match(text):
+                st.preamble_lines += 1
+            else:
+                self._bad(line_base + i + 1, text, None, "not an ftrace event line")
+        # Event lines with a bad or missing field.
+        bad_ev = good & (err_field >= 0)
+        for i in np.flatnonzero(bad_ev).tolist():
+            text = chunk[starts[i] : ends[i]]
+            fname = K.FIELD_NAMES[err_field[i]]
+            evname = chunk[ev_s[i] : ev_e[i]].decode("utf-8", "replace")
+            msg = f"{evname}: {fname} {_ERROR_TEXT[int(err_kind[i])]}"
+            if err_kind[i] == K.E_RANGE and fname == "order":
+                msg = f"{evname}: order {fields[i, K.F_ORDER]} is outside 0..{K.MAX_ORDER}"
+            self._bad(line_base + i + 1, text, fname, msg)
+        good &= err_field < 0
+        st.ignored_lines += int(np.count_nonzero(kind == K.K_BLANK))
+        gi = np.flatnonzero(good)
+        st.event_lines += gi.size
+
+        # Format variants seen.
+        fl = flags_len[gi]
+        for w in (0, 4, 5):
+            st.flags_width[w] += int(np.count_nonzero(fl == w))
+        other_w = int(np.count_nonzero((fl != 0) & (fl != 4) & (fl != 5)))
+        if other_w:
+            st.flags_width[-1] += other_w
+        st.tgid_column += int(np.count_nonzero(tgid[gi] >= 0))
+        ph = pfn_hex[gi]
+        st.pfn_hex += int(np.count_nonzero(ph == 1))
+        st.pfn_decimal += int(np.count_nonzero(ph == 0))
+        cg = code[gi]
+        st.pre_3_3_events += int(
+            np.count_nonzero((cg == K.EV_FREE_DIRECT) | (cg == K.EV_PAGEVEC_FREE))
+        )
+        if gi.size:
+            ts_good = ts_ns[gi]
+            if st.ts_first is None:
+                st.ts_first = int(ts_good[0])
+            elif ts_good[0] < (st.ts_last or 0):
+                st.ts_backwards += 1
+            st.ts_last = int(ts_good[-1])
+            st.ts_backwards += int(np.count_nonzero(np.diff(ts_good) < 0))
+
+        # Pairing of the page events.
+        is_page = good & (code >= K.EV_ALLOC) & (code <= K.EV_PAGEVEC_FREE)
+        pe = np.flatnonzero(is_page)
+        pe_code = code[pe]
+        pe_pfn = fields[pe, K.F_PFN]
+        raw_order = fields[pe, K.F_ORDER]
+        pe_order = np.where(raw_order == K.MISSING, 0, raw_order).astype(np.int64)
+        raw_mt = fields[pe, K.F_MIGRATETYPE]
+        pe_mt = np.where(raw_mt == K.MISSING, -1, raw_mt).astype(np.int8)
+        pe_null = np.where(fields[pe, K.F_PAGE] == 1, 1, 0).astype(np.int8)
+        pe_cold = (fields[pe, K.F_COLD] != K.MISSING).astype(np.int8)
+        batched = pe_code == K.EV_FREE_BATCHED
+        st.batched_with_cold += int(np.count_nonzero(batched & (pe_cold == 1)))
+        st.batched_without_cold += int(np.count_nonzero(batched & (pe_cold == 0)))
+        valid_pfn = pe_pfn[pe_pfn > 0]
+        if valid_pfn.size:
+            lo, hi = int(valid_pfn.min()), int(valid_pfn.max())
+            st.pfn_min = lo if st.pfn_min is None else min(st.pfn_min, lo)
+            st.pfn_max = hi if st.pfn_max is None else max(st.pfn_max, hi)
+        state = self._state
+        state.ensure_pages(pe_pfn, pe_pfn + (np.int64(1) << pe_order) - 1)
+        state.ensure_objects(pe.size)
+        m = pe.size
+        out_kind = np.zeros(m, np.int8)
+        out_obj = np.zeros(m, np.int64)
+        out_offset = np.zeros(m, np.int64)
+        out_mt = np.zeros(m, np.int8)
+        out_batched = np.zeros(m, np.bool_)
+        row_ev = np.zeros(m, np.int64)
+        prev_base = int(pending["base"]) if pending is not None else -1  # type: ignore[call-overload]
+        prev_batched = pending["batched"] if pending is not None else np.zeros(0, np.bool_)
+        g_base = self._g
+        emitted = K.pair_events(
+            pe_code,
+            pe_pfn,
+            pe_order,
+            pe_mt,
+            pe_null,
+            pe_cold,
+            state.pdir,
+            state.pool,
+            state.obj_start,
+            state.obj_order,
+            state.obj_mt,
+            state.obj_live,
+            state.counters,
+            g_base,
+            prev_base,
+            prev_batched,
+            out_kind,
+            out_obj,
+            out_offset,
+            out_mt,
+            out_batched,
+            row_ev,
+        )
+        self._g += int(emitted)
+        canon = (out_kind == K.OUT_ALLOC) | (out_kind == K.OUT_FREE)
+        rows = pe[canon]
+        st.events += rows.size
+
+        ev_cols: dict[str, object] = {"_nlines": n, "n": rows.size, "base": g_base}
+        ev_cols["seq"] = np.arange(g_base, g_base + rows.size, dtype=np.int64)
+        ev_cols["ts_ns"] = ts_ns[rows]
+        is_alloc = out_kind[canon] == K.OUT_ALLOC
+        ev_cols["op"] = np.where(is_alloc, 0, 1).astype(np.int8)
+        ev_cols["obj"] = out_obj[canon]
+        ev_cols["offset"] = out_offset[canon].astype(np.int32)
+        ev_cols["order"] = pe_order[canon].astype(np.int8)
+        ev_cols["migratetype"] = out_mt[canon]
+        gfp = _strings(buf, gfp_s[rows], gfp_e[rows])
+        ev_cols["gfp"] = pc.if_else(pa.array(is_alloc), gfp, pa.scalar(None, pa.string()))
+        ev_cols["pfn"] = pe_pfn[canon]
+        ev_cols["cpu"] = cpu[rows].astype(np.int16)
+        ev_cols["pid"] = pid[rows]
+        ev_cols["comm"] = _strings(buf, comm_s[rows], comm_e[rows]).dictionary_encode()
+        ev_cols["line"] = rows.astype(np.int64) + (line_base + 1)
+        ev_cols["batched"] = out_batched[canon].copy()
+
+        # Aux rows: every good event line that is not a canonical row and not
+        # a batched duplicate (failed allocations included).
+        is_canon_line = np.zeros(n, np.bool_)
+        is_canon_line[rows] = True
+        dropped = np.zeros(n, np.bool_)
+        dropped[pe[out_kind == K.OUT_NONE]] = True
+        aux_mask = good & ~is_canon_line & ~dropped
+        ai = np.flatnonzero(aux_mask)
+        aux = None
+        if ai.size:
+            before = np.cumsum(is_canon_line) - is_canon_line  # canonical rows before each line
+            aux = self._aux_batch(
+                buf,
+                ai,
+                before[ai] + g_base,
+                line_base,
+                code,
+                fields,
+                ts_ns,
+                cpu,
+                pid,
+                comm_s,
+                comm_e,
+                ev_s,
+                ev_e,
+                pay_s,
+                pay_e,
+            )
+        return ev_cols, aux
+
+    def _aux_batch(
+        self,
+        buf: np.ndarray,
+        ai: np.ndarray,
+        seq: np.ndarray,
+        line_base: int,
+        code: np.ndarray,
+        fields: np.ndarray,
+        ts_ns: np.ndarray,
+        cpu: np.ndarray,
+        pid: np.ndarray,
+        comm_s: np.ndarray,
+        comm_e: np.ndarray,
+        ev_s: np.ndarray,
+        ev_e: np.ndarray,
+        pay_s: np.ndarray,
+        pay_e: np.ndarray,
+    ) -> pa.RecordBatch:
+        n = ai.size
+        event = _strings(buf, ev_s[ai], ev_e[ai])
+        kmem = (code[ai] >= K.EV_ALLOC) & (code[ai] <= K.EV_EXTFRAG)
+        pfn = fields[ai, K.F_PFN]
+        order = fields[ai, K.F_ORDER]
+        mt = fields[ai, K.F_MIGRATETYPE]
+        counts = K.count_kv(buf, pay_s, pay_e, ai, kmem, _KEY_TABLE, _KEY_LENS)
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum(counts, out=offsets[1:])
+        total = int(offsets[-1])
+        ks = np.zeros(total, np.int64)
+        ke = np.zeros(total, np.int64)
+        vs = np.zeros(total, np.int64)
+        ve = np.zeros(total, np.int64)
+        K.fill_kv(buf, pay_s, pay_e, ai, kmem, _KEY_TABLE, _KEY_LENS, offsets, ks, ke, vs, ve)
+        # Events whose fields all have typed columns (pcp drains) get a NULL map:
+        # DuckDB stores those for almost nothing.
+        args = pa.MapArray.from_arrays(
+            pa.array(offsets, type=pa.int32()),
+            _strings(buf, ks, ke),
+            _strings(buf, vs, ve),
+            mask=pa.array(counts == 0),
+        )
+        # Free text (tracing_mark_write markers, events without key=value).
+        free_text = (counts == 0) & ~kmem
+        text = pa.nulls(n, pa.string())
+        if free_text.any():
+            text = pc.if_else(pa.array(free_text), _strings(buf, pay_s[ai], pay_e[ai]), text)
+        self.stats.aux_events += n
+        for vc in pc.value_counts(event).to_pylist():
+            self.stats.aux_by_event[vc["values"]] += vc["counts"]
+        arrays = [
+            pa.array(seq, type=pa.int64()),
+            pa.array(ai.astype(np.int64) + (line_base + 1), type=pa.int64()),
+            pa.array(ts_ns[ai], type=pa.int64()),
+            pa.array(cpu[ai].astype(np.int16), type=pa.int16()),
+            pa.array(pid[ai], type=pa.int32()),
+            _strings(buf, comm_s[ai], comm_e[ai]),
+            event,
+            _opt(pfn, kmem & (pfn != K.MISSING), pa.int64()),
+            _opt(np.where(order == K.MISSING, 0, order), kmem & (order != K.MISSING), pa.int8()),
+            _opt(np.where(mt == K.MISSING, 0, mt), kmem & (mt != K.MISSING), pa.int8()),
+            args,
+            text,
+        ]
+        return pa.RecordBatch.from_arrays(arrays, schema=AUX_SCHEMA)
