@@ -159,7 +159,7 @@ def ingest(
     path = Path(path)
     progress = progress or Progress()
     kind = detect(path)
-    name = check_name(name or default_name(path))
+    name = check_name(default_name(path) if name is None else name)
     try:
         with store.transaction():
             trace_id = store.begin_trace(name, replace=replace)

@@ -243,6 +243,7 @@ class Store:
             self.run("ROLLBACK")
             raise
         self.run("COMMIT")
+        self._created = False  # it holds committed data now: never discard it
 
     def discard_if_new(self) -> None:
         """Remove the database file if this Store created it (after a failed first write)."""
@@ -340,10 +341,10 @@ class Store:
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """Run SQL and return the result as an Arrow table (QueryError on failure)."""
         try:
-            cur = self.con.execute(sql, dict(params) if params else None)
-            if cur.description is None:
+            rel = self.con.sql(sql, params=dict(params) if params else None)
+            if rel is None:  # a statement without a result
                 return pa.table({})
-            return cur.to_arrow_table()
+            return rel.to_arrow_table()
         except duckdb.Error as exc:
             raise QueryError(str(exc).strip()) from exc
 

@@ -536,8 +536,11 @@ def gather_spans(buf, s, e):  # type: ignore[no-untyped-def]
 #                batched free with `cold=` (3.3-4.14 order) announced its free
 #   -1           unknown: never seen, or nothing pending
 #   -2           unknown page with a pending batched flag (3.3-4.14 order)
-#   <= -3        freed by canonical event g = -(v + 3), batched flag not yet
-#                applied (4.15+ order: the batched event follows the free)
+#   -3           freed by mm_page_free_direct / mm_pagevec_free (before 3.3),
+#                or by an mm_page_free whose batched flag was already applied
+#   <= -4        freed by the mm_page_free of canonical row g = -(v + 4), whose
+#                batched flag is not applied yet (4.15+: the batched event
+#                follows the free)
 # ---------------------------------------------------------------------------
 PAGE_SHIFT_BLOCK = 16
 PAGE_BLOCK = 1 << PAGE_SHIFT_BLOCK
@@ -545,6 +548,7 @@ PENDING_BIT = np.int64(1) << 62
 OBJ_MASK = PENDING_BIT - 1
 V_UNKNOWN = np.int64(-1)
 V_PENDING_UNKNOWN = np.int64(-2)
+V_FREED = np.int64(-3)
 
 # Counter slots of pair_events.
 C_ALLOCS = 0
@@ -677,7 +681,7 @@ def pair_events(  # type: ignore[no-untyped-def]
                 # just before free_hot_cold_page() traces mm_page_free.
                 if v >= 0 and (v & PENDING_BIT) == 0:
                     _set(pdir, pool, p, v | PENDING_BIT)
-                elif v == V_UNKNOWN or v <= -3:
+                elif v == V_UNKNOWN or v <= V_FREED:
                     _set(pdir, pool, p, V_PENDING_UNKNOWN)
                 else:
                     counters[C_BATCHED_ORPHANS] += 1
@@ -685,8 +689,8 @@ def pair_events(  # type: ignore[no-untyped-def]
                 # 4.15+: free_unref_page_list()/free_unref_folios() prepare
                 # (trace mm_page_free) every page first, then commit each
                 # with trace_mm_page_free_batched.
-                if v <= -3:
-                    gi = -(v + 3)
+                if v <= -4:
+                    gi = -(v + 4)
                     if gi >= g_base:
                         out_batched[row_ev[gi - g_base]] = True
                         counters[C_BATCHED] += 1
@@ -695,7 +699,11 @@ def pair_events(  # type: ignore[no-untyped-def]
                         counters[C_BATCHED] += 1
                     else:
                         counters[C_BATCHED_ORPHANS] += 1
-                    _set(pdir, pool, p, V_UNKNOWN)
+                    _set(pdir, pool, p, V_FREED)
+                elif v >= 0 and (v & PENDING_BIT) == 0:
+                    # Its free has not been seen yet (lost or reordered): the
+                    # next mm_page_free of the page takes the flag.
+                    _set(pdir, pool, p, v | PENDING_BIT)
                 else:
                     counters[C_BATCHED_ORPHANS] += 1
         else:
@@ -704,6 +712,8 @@ def pair_events(  # type: ignore[no-untyped-def]
             npages = np.int64(1) << np.int64(k)
             v = _get(pdir, pool, p)
             batched = c == EV_PAGEVEC_FREE
+            # Only an mm_page_free can get its batched flag afterwards.
+            freed_mark = -(g + 4) if c == EV_FREE else V_FREED
             if v >= 0:
                 x = v & OBJ_MASK
                 if (v & PENDING_BIT) != 0:
@@ -717,7 +727,7 @@ def pair_events(  # type: ignore[no-untyped-def]
                     w = _get(pdir, pool, q)
                     if w >= 0 and (w & OBJ_MASK) == x and q < oend:
                         obj_live[x] -= 1
-                        _set(pdir, pool, q, -(g + 3))
+                        _set(pdir, pool, q, freed_mark)
                     else:
                         mismatch = True
                 if mismatch:
@@ -733,7 +743,7 @@ def pair_events(  # type: ignore[no-untyped-def]
                 # No live object holds the page: allocated before tracing began.
                 if v == V_PENDING_UNKNOWN:
                     batched = True
-                elif v <= -3:
+                elif v <= V_FREED:
                     counters[C_FREE_OF_FREED] += 1
                 x = counters[C_NOBJ]
                 counters[C_NOBJ] += 1
@@ -742,7 +752,7 @@ def pair_events(  # type: ignore[no-untyped-def]
                 obj_mt[x] = -1
                 obj_live[x] = 0
                 for j in range(npages):
-                    _set(pdir, pool, p + j, -(g + 3))
+                    _set(pdir, pool, p + j, freed_mark)
                 counters[C_PREEXISTING] += 1
                 out_obj[i] = x
                 out_mt[i] = -1
@@ -754,3 +764,15 @@ def pair_events(  # type: ignore[no-untyped-def]
             row_ev[g - g_base] = i
             g += 1
     return g - g_base
+
+
+@nb.njit(cache=True, nogil=True)
+def count_pending(pool, nblocks):  # type: ignore[no-untyped-def]
+    """Batched marks never consumed by a free (counted as orphans at the end)."""
+    n = 0
+    for b in range(nblocks):
+        for j in range(pool.shape[1]):
+            v = pool[b, j]
+            if v == V_PENDING_UNKNOWN or (v >= 0 and (v & PENDING_BIT) != 0):
+                n += 1
+    return n

@@ -43,7 +43,7 @@ def sniff(path: Path) -> str | None:
     if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
         return "arrow"
     first = head.split(b"\n", 1)[0].strip().lower()
-    cols = [c.strip().strip('"') for c in first.split(b",")]
+    cols = [c.strip().strip(b'"') for c in first.split(b",")]
     if b"op" in cols and b"obj" in cols:
         return "csv"
     return None
@@ -80,6 +80,11 @@ def read_table(path: Path, kind: str) -> tuple[pa.Table, dict[str, Any]]:
         except ValueError:
             meta = {}
     return table, meta
+
+
+def _pages(col: str) -> pl.Expr:
+    """2**order as an Int64 expression: pages of a block of that order."""
+    return pl.lit(2, pl.Int64).pow(pl.col(col).cast(pl.UInt32))
 
 
 def _where(kind: str, row: int) -> int:
@@ -197,8 +202,14 @@ def canonicalise(table: pa.Table, path: Path, kind: str) -> tuple[pa.Table, dict
         ),
     )
     df = df.join(alloc_pos, on="obj", how="left", maintain_order="left")
+    # A free with no alloc of its object is a page allocated before tracing
+    # began only when it names a recorded pfn (ftrace-derived traces); in a
+    # hand-written or synthetic trace it is a mistake.
+    has_pfn = pl.col("pfn").is_not_null() if "pfn" in df.columns else pl.lit(False)
     frees = df.filter(pl.col("op") == "free")
-    unknown = frees.filter(pl.col("_apos").is_null() | (pl.col("_apos") > pl.col("_pos")))
+    unknown = frees.filter(
+        (pl.col("_apos").is_null() & ~has_pfn) | (pl.col("_apos") > pl.col("_pos"))
+    )
     if unknown.height:
         r = int(unknown["_row"][0])
         raise _fail(
@@ -206,7 +217,29 @@ def canonicalise(table: pa.Table, path: Path, kind: str) -> tuple[pa.Table, dict
             kind,
             r,
             "obj",
-            f"free of unknown object {unknown['obj'][0]} (no earlier alloc of it)",
+            f"free of unknown object {unknown['obj'][0]} (no earlier alloc of it, "
+            "and no pfn to mark it as allocated before tracing began)",
+        )
+    pre = frees.filter(pl.col("_apos").is_null())
+    if pre.height:
+        dup_pre = pre.filter(pl.col("obj").is_duplicated())
+        if dup_pre.height:
+            raise _fail(
+                path,
+                kind,
+                int(dup_pre["_row"][1]),
+                "obj",
+                f"object {dup_pre['obj'][0]} (allocated before tracing) is freed twice",
+            )
+        df = df.with_columns(
+            pl.when(pl.col("_apos").is_null())
+            .then(pl.col("order"))
+            .otherwise(pl.col("_oorder"))
+            .alias("_oorder"),
+            pl.when(pl.col("_apos").is_null())
+            .then(pl.lit(-1))
+            .otherwise(pl.col("_omt"))
+            .alias("_omt"),
         )
     if "offset" not in df.columns:
         df = df.with_columns(pl.lit(0, pl.Int64).alias("offset"))
@@ -221,8 +254,8 @@ def canonicalise(table: pa.Table, path: Path, kind: str) -> tuple[pa.Table, dict
     too_big = frees.filter(
         (pl.col("order") > pl.col("_oorder"))
         | (pl.col("offset") < 0)
-        | (pl.col("offset") + (pl.lit(1) << pl.col("order")) > (pl.lit(1) << pl.col("_oorder")))
-        | ((pl.col("offset") % (pl.lit(1) << pl.col("order"))) != 0)
+        | (pl.col("offset") + _pages("order") > _pages("_oorder"))
+        | ((pl.col("offset") % _pages("order")) != 0)
     )
     if too_big.height:
         r = int(too_big["_row"][0])
@@ -236,12 +269,12 @@ def canonicalise(table: pa.Table, path: Path, kind: str) -> tuple[pa.Table, dict
             f"(order {too_big['_oorder'][0]})",
         )
     freed = frees.group_by("obj").agg(
-        (pl.lit(1) << pl.col("order")).sum().alias("_freed"),
+        _pages("order").sum().alias("_freed"),
         pl.col("_oorder").first(),
         pl.col("_row").max().alias("_last"),
         pl.col("offset").is_duplicated().any().alias("_dupoff"),
     )
-    over = freed.filter((pl.col("_freed") > (pl.lit(1) << pl.col("_oorder"))) | pl.col("_dupoff"))
+    over = freed.filter((pl.col("_freed") > _pages("_oorder")) | pl.col("_dupoff"))
     if over.height:
         over = over.sort("_last")
         raise _fail(
@@ -253,6 +286,7 @@ def canonicalise(table: pa.Table, path: Path, kind: str) -> tuple[pa.Table, dict
         pl.when(pl.col("op") == "alloc")
         .then(mt.fill_null(MIGRATE_MOVABLE))
         .otherwise(pl.col("_omt").fill_null(MIGRATE_MOVABLE))
+        .cast(pl.Int64)
         .alias("migratetype")
     )
     seq = np.arange(n, dtype=np.int64)
@@ -290,11 +324,7 @@ def canonicalise(table: pa.Table, path: Path, kind: str) -> tuple[pa.Table, dict
 
     n_alloc = int(is_alloc.sum())
     live_pages = freed.join(allocs.select("obj"), on="obj", how="inner")
-    fully_freed = (
-        int((live_pages["_freed"] == (pl.lit(1) << live_pages["_oorder"])).sum())
-        if live_pages.height
-        else 0
-    )  # noqa: E501
+    fully_freed = live_pages.filter(pl.col("_freed") == _pages("_oorder")).height
     partial = int(
         frees.filter(~((pl.col("offset") == 0) & (pl.col("order") == pl.col("_oorder")))).height
     )
@@ -302,7 +332,7 @@ def canonicalise(table: pa.Table, path: Path, kind: str) -> tuple[pa.Table, dict
         "allocs": n_alloc,
         "frees": n - n_alloc,
         "partial_frees": partial,
-        "preexisting": 0,
+        "preexisting": pre.height,
         "failed_allocs": 0,
         "batched": int(df["batched"].fill_null(False).sum()) if "batched" in df.columns else 0,
         "live_at_end": n_alloc - fully_freed,

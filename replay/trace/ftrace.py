@@ -258,6 +258,7 @@ class FtraceParser:
                 "no trace events found (empty file, or not ftrace text)", file=self.name
             )
         c = self._state.counters
+        c[K.C_BATCHED_ORPHANS] += K.count_pending(self._state.pool, self._state.nblocks)
         self.stats.counters = {name: int(c[i]) for i, name in enumerate(K.COUNTER_NAMES)}
         self.stats.counters.pop("objects")
 
@@ -482,13 +483,13 @@ class FtraceParser:
         ev_cols["line"] = rows.astype(np.int64) + (line_base + 1)
         ev_cols["batched"] = out_batched[canon].copy()
 
-        # Aux rows: every good event line that is not a canonical row and not
-        # a batched duplicate (failed allocations included).
+        # Aux rows: every good event line that is not a canonical row. That
+        # includes failed allocations and the mm_page_free_batched lines, which
+        # are a flag on their free in the canonical table but are kept here so
+        # per-process accounting can attribute them to the task that printed them.
         is_canon_line = np.zeros(n, np.bool_)
         is_canon_line[rows] = True
-        dropped = np.zeros(n, np.bool_)
-        dropped[pe[out_kind == K.OUT_NONE]] = True
-        aux_mask = good & ~is_canon_line & ~dropped
+        aux_mask = good & ~is_canon_line
         ai = np.flatnonzero(aux_mask)
         aux = None
         if ai.size:

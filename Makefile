@@ -1,0 +1,50 @@
+# make demo | make test | make bench | make lint
+# Each target sets up its own virtualenv (.venv) from pyproject.toml on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+APT_UPDATED := /tmp/.replay-apt-updated
+
+.PHONY: demo test bench lint venv sysdeps clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || $(MAKE) -s apt-python-venv
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || (rm -rf $(VENV) && $(MAKE) -s apt-python-venv && $(PYTHON) -m venv $(VENV))
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+.PHONY: apt-python-venv
+apt-python-venv:
+	@test -f $(APT_UPDATED) || (apt-get update -qq && touch $(APT_UPDATED))
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null
+
+# System tools the tests use: the zstd command line (interoperability of its files).
+sysdeps:
+	@command -v zstd >/dev/null 2>&1 || { \
+	  (test -f $(APT_UPDATED) || (apt-get update -qq && touch $(APT_UPDATED))) && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zstd >/dev/null; }
+
+demo: $(STAMP)
+	@rm -f demo.duckdb demo.duckdb.wal
+	$(VENV)/bin/replay ingest traces/compact-6.18 --name compact-6.18 --db demo.duckdb
+	$(VENV)/bin/replay show compact-6.18 --db demo.duckdb
+	@echo "demo database: demo.duckdb (try: $(VENV)/bin/replay query per_process --param trace=compact-6.18 --db demo.duckdb)"
+
+test: $(STAMP) sysdeps
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+bench: $(STAMP) sysdeps
+	$(PY) bench/bench_ingest.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check replay tests bench
+	$(VENV)/bin/ruff format --check replay tests bench
+
+clean:
+	rm -rf $(VENV) *.egg-info bench/data demo.duckdb demo.duckdb.wal .pytest_cache

@@ -1,0 +1,107 @@
+"""Named SQL queries: ``queries/NAME.sql`` files with declared parameters.
+
+A query file starts with comment lines: the first is its description, and each
+``-- param: NAME [= DEFAULT]  description`` declares a named parameter that
+the SQL uses as ``$NAME``. A parameter without a default is required.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from replay.errors import UsageError
+from replay.store import Store
+
+PARAM_RE = re.compile(
+    r"^--\s*param:\s*(?P<name>[A-Za-z_]\w*)\s*(?:=\s*(?P<default>\S+))?\s*(?P<doc>.*)$"
+)
+ENV_QUERIES = "REPLAY_QUERIES"
+
+
+def queries_dir() -> Path:
+    """``$REPLAY_QUERIES``, else the ``queries/`` folder beside the package."""
+    env = os.environ.get(ENV_QUERIES)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "queries"
+
+
+@dataclass
+class NamedQuery:
+    name: str
+    path: Path
+    description: str
+    sql: str
+    params: dict[str, str | None] = field(default_factory=dict)  # name -> default
+    param_docs: dict[str, str] = field(default_factory=dict)
+
+    def bind(self, given: dict[str, str]) -> dict[str, Any]:
+        unknown = sorted(set(given) - set(self.params))
+        if unknown:
+            raise UsageError(
+                f"query {self.name!r} has no parameter {unknown[0]!r} "
+                f"(parameters: {', '.join(self.params) or 'none'})"
+            )
+        out: dict[str, Any] = {}
+        for p, default in self.params.items():
+            v = given.get(p, default)
+            if v is None:
+                raise UsageError(
+                    f"query {self.name!r} needs --param {p}=VALUE ({self.param_docs.get(p, '')})"
+                )
+            out[p] = _coerce(v)
+        return out
+
+
+def _coerce(v: str) -> Any:
+    if re.fullmatch(r"-?\d+", v):
+        return int(v)
+    if re.fullmatch(r"-?\d+\.\d*", v):
+        return float(v)
+    return v
+
+
+def load(name: str) -> NamedQuery:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise UsageError(f"invalid query name {name!r}")
+    path = queries_dir() / f"{name}.sql"
+    if not path.is_file():
+        names = ", ".join(q.name for q in list_queries())
+        raise UsageError(f"no query named {name!r} (available: {names})")
+    return parse(path)
+
+
+def parse(path: Path) -> NamedQuery:
+    text = path.read_text()
+    desc = ""
+    params: dict[str, str | None] = {}
+    docs: dict[str, str] = {}
+    for line in text.splitlines():
+        s = line.strip()
+        if not s.startswith("--"):
+            if s:
+                break
+            continue
+        m = PARAM_RE.match(s)
+        if m:
+            params[m["name"]] = m["default"]
+            docs[m["name"]] = m["doc"].strip()
+        elif not desc:
+            desc = s.lstrip("-").strip()
+    return NamedQuery(path.stem, path, desc, text, params, docs)
+
+
+def list_queries() -> list[NamedQuery]:
+    d = queries_dir()
+    return [parse(p) for p in sorted(d.glob("*.sql"))] if d.is_dir() else []
+
+
+def run(store: Store, name: str, given: dict[str, str]) -> pa.Table:
+    q = load(name)
+    return store.query(q.sql, q.bind(given))

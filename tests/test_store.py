@@ -1,0 +1,123 @@
+"""The DuckDB store: what an ingest writes, --replace, and that failures leave no trace."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import CAPTURE, ERAS, run_cli
+
+from replay.errors import BadInputError, TraceExistsError, UsageError
+from replay.ingest import ingest
+from replay.store import TRACE_TABLES, Store
+
+
+def dump(db: Path) -> str:
+    """A digest of every table's full content, to compare stores."""
+    con = duckdb.connect(str(db), read_only=True)
+    h = hashlib.sha256()
+    for t in TRACE_TABLES:
+        for row in con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall():
+            h.update(repr(row).encode())
+    con.close()
+    return h.hexdigest()
+
+
+def test_capture_ingest_writes_every_table(capture_db: Path) -> None:
+    con = duckdb.connect(str(capture_db), read_only=True)
+    tid = con.execute("SELECT trace_id FROM traces WHERE name = 'compact'").fetchall()[0][0]
+    counts = {t: con.execute(f"SELECT count(*) FROM {t} WHERE trace_id = ?", [tid]).fetchall()[0][0]
+              for t in TRACE_TABLES}  # fmt: skip
+    assert counts["events"] == 160577
+    assert counts["aux_events"] == 148947
+    for t in ("snap_buddyinfo", "snap_pagetypeinfo", "snap_pageblocks", "snap_zoneinfo",
+              "snap_vmstat", "snap_meminfo", "snap_kpageflags"):  # fmt: skip
+        assert counts[t] > 0, t
+    # Snapshot values read off the files by eye.
+    nr = con.execute(
+        "SELECT nr_free FROM snap_buddyinfo WHERE snapshot = 'before' AND zone = 'Normal' "
+        'AND "order" = 10'
+    ).fetchall()
+    assert nr == [(26,)]
+    assert con.execute(
+        "SELECT start_pfn, spanned FROM snap_zoneinfo WHERE snapshot='before' AND zone='Normal'"
+    ).fetchall() == [(1048576, 5505024)]
+    # kpageflags runs cover the whole pfn range of the file (52428800 bytes / 8).
+    assert con.execute(
+        "SELECT sum(nr_pages) FROM snap_kpageflags WHERE snapshot='before'"
+    ).fetchall() == [(6553600,)]
+    # The events are in seq order 0..n-1 with no gaps.
+    assert con.execute(
+        "SELECT min(seq), max(seq), count(DISTINCT seq) FROM events WHERE trace_id = ?", [tid]
+    ).fetchall() == [(0, 160576, 160577)]
+    con.close()
+
+
+def test_replace_and_refuse(db: Path) -> None:
+    with Store(db) as s:
+        ingest(s, ERAS / "v6.18.txt", name="x")
+        with pytest.raises(TraceExistsError):
+            ingest(s, ERAS / "v5.15.txt", name="x")
+        row = ingest(s, ERAS / "v5.15.txt", name="x", replace=True)
+        assert row["format"].count("4-char") == 1
+        n = s.query("SELECT count(*) AS n FROM traces").column("n")[0].as_py()
+        assert n == 1
+        left = s.query(
+            "SELECT count(*) AS n FROM events WHERE trace_id <> $id", {"id": row["trace_id"]}
+        )
+        assert left.column("n")[0].as_py() == 0
+
+
+def test_failed_ingest_leaves_store_exactly_as_it_was(db: Path, tmp_path: Path) -> None:
+    with Store(db) as s:
+        ingest(s, ERAS / "v6.18.txt", name="a")
+        ingest(s, CAPTURE, name="cap")
+    before = dump(db)
+    # A bad line far into a file: chunks before it were already appended.
+    bad = tmp_path / "late-bad.txt"
+    good = (ERAS / "v6.18.txt").read_text()
+    bad.write_text(good * 400 + "this is not a trace line\n")
+    with Store(db) as s:
+        with pytest.raises(BadInputError) as ei:
+            ingest(s, bad, name="late", chunk_bytes=4096)
+        assert ei.value.line == good.count("\n") * 400 + 1
+        # --replace of an existing trace that fails keeps the old one.
+        with pytest.raises(BadInputError):
+            ingest(s, bad, name="a", replace=True, chunk_bytes=4096)
+    assert dump(db) == before
+
+
+def test_failed_first_ingest_removes_the_new_file(tmp_path: Path) -> None:
+    db = tmp_path / "new.duckdb"
+    with Store(db) as s, pytest.raises(BadInputError):
+        ingest(s, ERAS / "bad_order.txt")
+    assert not db.exists()
+    res = run_cli("ingest", ERAS / "bad_order.txt", "--db", db, "--quiet")
+    assert res.code == 65 and not db.exists()
+
+
+def test_truncated_capture_leaves_nothing(tmp_path: Path, db: Path) -> None:
+    cap = tmp_path / "cap"
+    shutil.copytree(CAPTURE, cap)
+    data = (cap / "trace.txt.zst").read_bytes()
+    (cap / "trace.txt.zst").write_bytes(data[: len(data) // 2])
+    with Store(db) as s:
+        ingest(s, ERAS / "v6.18.txt", name="keep")
+    before = dump(db)
+    with Store(db) as s, pytest.raises(BadInputError, match="truncated"):
+        ingest(s, cap, name="cut")
+    assert dump(db) == before
+
+
+@pytest.mark.parametrize("name", ["../etc", "a b", "", "x" * 200, "-lead"])
+def test_invalid_names(db: Path, name: str) -> None:
+    with Store(db) as s, pytest.raises(UsageError):
+        ingest(s, ERAS / "v6.18.txt", name=name)
+
+
+def test_read_only_store_missing(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such database"):
+        Store(tmp_path / "missing.duckdb", read_only=True)
