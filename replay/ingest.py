@@ -8,6 +8,7 @@ Parquet / Arrow IPC / CSV file. The kind is detected from the content.
 from __future__ import annotations
 
 import queue
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from replay.errors import BadInputError, UnknownFormatError, UsageError
 from replay.store import Store, check_name
 from replay.trace import canonical, snapshots
 from replay.trace.ftrace import FtraceParser
 from replay.trace.reader import compression_of, file_size, iter_chunks
+from replay.trace.schema import AUX_SCHEMA, EVENT_SCHEMA
 
 TRACE_NAMES = (
     "trace.txt",
@@ -202,12 +205,7 @@ def _ingest_text(
     if chunk_bytes is not None:
         kwargs["chunk_bytes"] = chunk_bytes
     parser = FtraceParser(text_path, skip_bad=skip_bad, on_raw=progress.advance_to, **kwargs)
-    with _Writer(store, trace_id) as writer:
-        for events, aux in parser.batches():
-            if events is not None:
-                writer.put("events", events)
-            if aux is not None:
-                writer.put("aux_events", aux)
+    _stream_into_store(store, trace_id, parser)
     st = parser.stats
     zi = snaps["before"].get("zoneinfo") or snaps["after"].get("zoneinfo")
     zone = _zone_from_zoneinfo(zi, st.pfn_min, st.pfn_max) if zi is not None else None
@@ -247,47 +245,58 @@ def _ingest_text(
     return row, snaps
 
 
-class _Writer:
-    """Appends batches to the store from a second thread, so parsing and DuckDB overlap.
+def _stream_into_store(store: Store, trace_id: int, parser: FtraceParser) -> None:
+    """Append a parser's batches to events and aux_events, in bounded memory.
 
-    The numba kernels release the GIL and so does DuckDB, so on two cores the
-    ingest takes about max(parse, append) instead of their sum. The queue is
-    short, which bounds memory. An append error is re-raised in the caller.
+    DuckDB holds the rows of an open transaction in memory unless one large
+    INSERT streams them, in which case it writes full row groups to the file
+    as it goes. So the parser runs in a thread; its event batches feed one
+    streaming ``INSERT INTO events`` through a short queue (parsing and DuckDB
+    overlap on two cores), and its aux batches are spooled to a temporary
+    Parquet file that a second INSERT reads in parallel. A parse error stops
+    the stream and is re-raised here, inside the caller's transaction.
     """
+    events_q: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=4)
+    failure: list[BaseException] = []
+    with tempfile.TemporaryDirectory(prefix=".replay-ingest-", dir=store.path.parent) as tmp:
+        aux_path = Path(tmp) / "aux.parquet"
+        n_aux = [0]
 
-    def __init__(self, store: Store, trace_id: int, depth: int = 3) -> None:
-        self.store = store
-        self.trace_id = trace_id
-        self.q: queue.Queue[tuple[str, pa.RecordBatch] | None] = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="replay-writer", daemon=True)
-
-    def __enter__(self) -> _Writer:
-        self.thread.start()
-        return self
-
-    def _run(self) -> None:
-        while True:
-            item = self.q.get()
-            if item is None:
-                return
-            if self.error is not None:
-                continue  # drain after a failure
+        def produce() -> None:
+            writer: pq.ParquetWriter | None = None
             try:
-                self.store.append(item[0], item[1], self.trace_id)
+                for events, aux in parser.batches():
+                    if events is not None:
+                        events_q.put(events)
+                    if aux is not None:
+                        if writer is None:
+                            writer = pq.ParquetWriter(aux_path, AUX_SCHEMA, compression="snappy")
+                        writer.write_batch(aux)
+                        n_aux[0] += aux.num_rows
             except BaseException as exc:
-                self.error = exc
+                failure.append(exc)
+            finally:
+                if writer is not None:
+                    writer.close()
+                events_q.put(None)
 
-    def put(self, table: str, batch: pa.RecordBatch) -> None:
-        if self.error is not None:
-            raise self.error
-        self.q.put((table, batch))
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.q.put(None)
-        self.thread.join()
-        if self.error is not None and exc_type is None:
-            raise self.error
+        thread = threading.Thread(target=produce, name="replay-parse", daemon=True)
+        thread.start()
+        try:
+            reader = pa.RecordBatchReader.from_batches(EVENT_SCHEMA, iter(events_q.get, None))
+            store.append_stream("events", reader, trace_id)
+        finally:
+            # On a DuckDB error, let the producer finish instead of blocking on the queue.
+            while thread.is_alive():
+                try:
+                    events_q.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            thread.join()
+        if failure:
+            raise failure[0]
+        if n_aux[0]:
+            store.append_parquet("aux_events", aux_path, trace_id)
 
 
 def _store_snapshots(store: Store, trace_id: int, snaps: dict[str, dict[str, Any]]) -> None:

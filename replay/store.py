@@ -274,6 +274,33 @@ class Store:
         finally:
             self.con.unregister(view)
 
+    def append_stream(self, table: str, reader: pa.RecordBatchReader, trace_id: int) -> None:
+        """Append every batch of ``reader`` to ``table`` in ONE statement.
+
+        One streaming INSERT lets DuckDB write full row groups to the file
+        before the transaction commits (many small INSERTs keep them all in
+        memory).
+        """
+        view = "_replay_stream"
+        self.con.register(view, reader)
+        try:
+            cols = ", ".join(f'"{c}"' for c in reader.schema.names)
+            self.run(
+                f'INSERT INTO {table} ("trace_id", {cols}) SELECT $trace_id, {cols} FROM {view}',
+                {"trace_id": trace_id},
+            )
+        finally:
+            self.con.unregister(view)
+
+    def append_parquet(self, table: str, path: Path, trace_id: int) -> None:
+        """Append a Parquet file's rows to ``table`` (one parallel, streaming INSERT)."""
+        cols = ", ".join(f'"{c}"' for c in pq_columns(path))
+        self.run(
+            f'INSERT INTO {table} ("trace_id", {cols}) '
+            f"SELECT $trace_id, {cols} FROM read_parquet($path)",
+            {"trace_id": trace_id, "path": str(path)},
+        )
+
     # -- traces -----------------------------------------------------------------
     def trace_id(self, name_or_id: str | int) -> int:
         """The id of a trace given by name (or by numeric id)."""
@@ -347,6 +374,12 @@ class Store:
             return rel.to_arrow_table()
         except duckdb.Error as exc:
             raise QueryError(str(exc).strip()) from exc
+
+
+def pq_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
 
 
 def event_columns() -> list[str]:

@@ -93,7 +93,9 @@ def print_rich(
         t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(*[_cell(v) for v in r])
-    Console(soft_wrap=False, width=max(Console().width, 200)).print(t)
+    # On a terminal fit its width; piped, print each table at its natural width.
+    console = Console() if sys.stdout.isatty() else Console(width=100_000)
+    console.print(t, crop=False)
 
 
 def emit_sections(sections: Mapping[str, pa.Table | Mapping[str, Any]], fmt: Format) -> None:
