@@ -20,16 +20,34 @@ Semantics (the contract, with the decisions this reference made):
   ``mm_page_free_batched``): alloc needs page, pfn, order, migratetype
   (checked in that order); frees and ``mm_page_free_batched`` need pfn and
   order. pfn: ``0x`` hex or decimal; order: decimal 0..10; migratetype:
-  decimal integer (a sign is allowed, no range check). An empty value counts
-  as missing. Failed allocations are validated like good ones.
+  decimal integer (a minus sign is allowed, no range check). An empty value
+  counts as missing. Failed allocations are validated like good ones.
+* Payload: a key is ``\\w+=`` at the start or after a blank or ','; its value
+  runs to the next key, blanks and a trailing ',' trimmed (so
+  ``page=          (null)`` and ``range=(0x1 ~ 0x2)`` work); the first
+  occurrence of a key wins. Event-line payloads are never searched for lost
+  markers (a ``tracing_mark_write: LOST 3 EVENTS`` is an aux event).
+* Header: comm is the shortest prefix followed by ``-digits``, blanks, the
+  optional tgid column and ``[cpu]``, so the pid is the last ``-digits``
+  before the ``[cpu]`` (``foo-12-34`` is comm ``foo-12``, pid 34).
+  Timestamps: fraction digits scaled to ns (truncated beyond 9 digits).
+* ``lines`` counts physical lines (a final unterminated line counts).
 * A malformed line is recorded in ``malformed`` and otherwise skipped.
+* Objects: an alloc creates an object; a free of pfn P finds the live
+  object holding P (else a new pre-existing object, migratetype -1); it is
+  partial unless offset 0 and the object's order; it un-lives only the
+  pages of its range that object holds. An alloc over live pages of other
+  objects takes them (one ``alloc_overlaps`` per alloc).
 * ``mm_page_free_batched`` of pfn P: (a) if the last canonical event whose
   page range covers P is a free from ``mm_page_free`` that is not yet
   flagged, flag it; (b) elif P is live: P becomes pending and the next
   ``mm_page_free`` whose recorded pfn is P is flagged (a second batched line
   for an already-pending P is an orphan); (c) else orphan. Pendings never
   consumed are counted as orphans at the end, so every batched line either
-  flags exactly one free or is an orphan.
+  flags exactly one free or is an orphan. A batched line with ``cold=``
+  (3.3-4.14, where it is printed just before its own free) always makes P
+  pending (an orphan if P is pending already), whether P is live or not: a
+  page allocated before tracing began is flagged too.
 """
 
 from __future__ import annotations
@@ -307,7 +325,16 @@ def parse_text(text: str) -> RefResult:
                 ["free", y, offset, order, mt, pfn, ts, cpu, pid, comm, batched], name, pfn, npages
             )
 
-        else:  # mm_page_free_batched
+        elif "cold" in kv:  # mm_page_free_batched, 3.3-4.14
+            # free_hot_cold_page_list() traces the batched free just before
+            # free_hot_cold_page() traces its mm_page_free, also for a page
+            # allocated before tracing began: the next free of P is flagged.
+            if pfn in pending:
+                res.batched_orphans += 1
+            else:
+                pending.add(pfn)
+
+        else:  # mm_page_free_batched, 4.15+ (no cold=)
             idx = last_ev.get(pfn)
             if (
                 idx is not None

@@ -657,6 +657,7 @@ def pair_events(  # type: ignore[no-untyped-def]
             overlapped = False
             for j in range(npages):
                 v = _get(pdir, pool, p + j)
+                keep = np.int64(0)
                 if v >= 0:
                     # A page still live in another object: its free was lost.
                     overlapped = True
@@ -664,7 +665,10 @@ def pair_events(  # type: ignore[no-untyped-def]
                     obj_live[old] -= 1
                     if obj_live[old] == 0:
                         counters[C_LIVE_OBJECTS] -= 1
-                _set(pdir, pool, p + j, x)
+                    keep = v & PENDING_BIT
+                elif v == V_PENDING_UNKNOWN:
+                    keep = PENDING_BIT  # a pending batched flag waits for this pfn's free
+                _set(pdir, pool, p + j, x | keep)
             if overlapped:
                 counters[C_ALLOC_OVERLAPS] += 1
             counters[C_LIVE_OBJECTS] += 1
@@ -727,7 +731,9 @@ def pair_events(  # type: ignore[no-untyped-def]
                     w = _get(pdir, pool, q)
                     if w >= 0 and (w & OBJ_MASK) == x and q < oend:
                         obj_live[x] -= 1
-                        _set(pdir, pool, q, freed_mark)
+                        # Another page's pending flag waits for a free of that pfn.
+                        pend = j > 0 and (w & PENDING_BIT) != 0
+                        _set(pdir, pool, q, V_PENDING_UNKNOWN if pend else freed_mark)
                     else:
                         mismatch = True
                 if mismatch:
@@ -752,7 +758,8 @@ def pair_events(  # type: ignore[no-untyped-def]
                 obj_mt[x] = -1
                 obj_live[x] = 0
                 for j in range(npages):
-                    _set(pdir, pool, p + j, freed_mark)
+                    if j == 0 or _get(pdir, pool, p + j) != V_PENDING_UNKNOWN:
+                        _set(pdir, pool, p + j, freed_mark)
                 counters[C_PREEXISTING] += 1
                 out_obj[i] = x
                 out_mt[i] = -1
