@@ -262,24 +262,43 @@ def _stream_into_store(store: Store, trace_id: int, parser: FtraceParser) -> Non
         aux_path = Path(tmp) / "aux.parquet"
         n_aux = [0]
 
+        aux_q: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=4)
+
         def produce() -> None:
-            writer: pq.ParquetWriter | None = None
             try:
                 for events, aux in parser.batches():
                     if events is not None:
                         events_q.put(events)
                     if aux is not None:
-                        if writer is None:
-                            writer = pq.ParquetWriter(aux_path, AUX_SCHEMA, compression="snappy")
-                        writer.write_batch(aux)
-                        n_aux[0] += aux.num_rows
+                        aux_q.put(aux)
             except BaseException as exc:
                 failure.append(exc)
             finally:
+                events_q.put(None)
+                aux_q.put(None)
+
+        def spool() -> None:
+            # Its own thread: Parquet encoding releases the GIL and stays off
+            # the parser's critical path.
+            writer: pq.ParquetWriter | None = None
+            try:
+                while (aux := aux_q.get()) is not None:
+                    if failure:
+                        continue
+                    if writer is None:
+                        writer = pq.ParquetWriter(aux_path, AUX_SCHEMA, compression="snappy")
+                    writer.write_batch(aux)
+                    n_aux[0] += aux.num_rows
+            except BaseException as exc:
+                failure.append(exc)
+                while aux_q.get() is not None:
+                    pass
+            finally:
                 if writer is not None:
                     writer.close()
-                events_q.put(None)
 
+        spooler = threading.Thread(target=spool, name="replay-spool", daemon=True)
+        spooler.start()
         thread = threading.Thread(target=produce, name="replay-parse", daemon=True)
         thread.start()
         try:
@@ -293,6 +312,7 @@ def _stream_into_store(store: Store, trace_id: int, parser: FtraceParser) -> Non
                 except queue.Empty:
                     pass
             thread.join()
+            spooler.join()
         if failure:
             raise failure[0]
         if n_aux[0]:

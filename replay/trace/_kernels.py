@@ -205,6 +205,7 @@ def parse_lines(  # type: ignore[no-untyped-def]
     err_field,
     err_kind,
     pfn_hex,
+    n_untyped,
 ):
     """Parse every line [starts[i], ends[i]) of ``buf`` into the output arrays.
 
@@ -215,6 +216,8 @@ def parse_lines(  # type: ignore[no-untyped-def]
     absent; ``page`` holds 1 for a null page, else 0) and the gfp_flags span;
     err_field/err_kind report the first bad or missing field (-1/E_NONE if
     none). pfn_hex is 1 when pfn was printed as 0x-hex, 0 for decimal, -1 if absent.
+    n_untyped counts a kmem event's key=value pairs that have no typed column
+    (-1 for other events), so aux rows without any skip the args pass.
     """
     n = starts.shape[0]
     nf = fields.shape[1]
@@ -231,6 +234,7 @@ def parse_lines(  # type: ignore[no-untyped-def]
         gfp_s[i] = 0
         gfp_e[i] = 0
         pfn_hex[i] = -1
+        n_untyped[i] = -1
         tgid[i] = -1
         flags_len[i] = 0
         p = s
@@ -367,6 +371,7 @@ def parse_lines(  # type: ignore[no-untyped-def]
         if ec < EV_ALLOC or ec > EV_EXTFRAG:
             continue
         # kmem page event: generic key=value pairs, never by position.
+        n_untyped[i] = 0
         x = pay_s[i]
         while x < e:
             while x < e and (_is_space(buf[x]) or buf[x] == 44):
@@ -394,6 +399,8 @@ def parse_lines(  # type: ignore[no-untyped-def]
                         x += 1
                 ve = x
                 fi = _match(buf, ks, ke, key_table, key_lens)
+                if fi < 0 or fi > F_MIGRATETYPE:
+                    n_untyped[i] += 1  # goes to the aux args map
                 if fi < 0:
                     continue  # unknown (vendor) field
                 if fi == F_GFP:

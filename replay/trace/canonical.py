@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from replay.errors import BadInputError
+
+if TYPE_CHECKING:
+    import polars as pl
 from replay.trace.schema import (
     CANONICAL_COLUMNS,
     EVENT_SCHEMA,
@@ -84,6 +86,8 @@ def read_table(path: Path, kind: str) -> tuple[pa.Table, dict[str, Any]]:
 
 def _pages(col: str) -> pl.Expr:
     """2**order as an Int64 expression: pages of a block of that order."""
+    import polars as pl
+
     return pl.lit(2, pl.Int64).pow(pl.col(col).cast(pl.UInt32))
 
 
@@ -102,6 +106,8 @@ def canonicalise(table: pa.Table, path: Path, kind: str) -> tuple[pa.Table, dict
 
     Returns the table in EVENT_SCHEMA and the pairing counts.
     """
+    import polars as pl  # imported here: only canonical files need it (start-up time)
+
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise BadInputError(

@@ -322,6 +322,7 @@ class FtraceParser:
         err_field = np.zeros(n, np.int8)
         err_kind = np.zeros(n, np.int8)
         pfn_hex = np.zeros(n, np.int8)
+        n_untyped = np.zeros(n, np.int32)
         K.parse_lines(
             buf,
             starts,
@@ -349,6 +350,7 @@ class FtraceParser:
             err_field,
             err_kind,
             pfn_hex,
+            n_untyped,
         )
 
         good = kind == K.K_EVENT
@@ -510,6 +512,7 @@ class FtraceParser:
                 ev_e,
                 pay_s,
                 pay_e,
+                n_untyped,
             )
         return ev_cols, aux
 
@@ -530,6 +533,7 @@ class FtraceParser:
         ev_e: np.ndarray,
         pay_s: np.ndarray,
         pay_e: np.ndarray,
+        n_untyped: np.ndarray,
     ) -> pa.RecordBatch:
         n = ai.size
         event = _strings(buf, ev_s[ai], ev_e[ai])
@@ -537,7 +541,13 @@ class FtraceParser:
         pfn = fields[ai, K.F_PFN]
         order = fields[ai, K.F_ORDER]
         mt = fields[ai, K.F_MIGRATETYPE]
-        counts = K.count_kv(buf, pay_s, pay_e, ai, kmem, _KEY_TABLE, _KEY_LENS)
+        # kmem events already know how many untyped pairs they have (most
+        # have none: pcp drains); only the others are tokenised here.
+        counts = n_untyped[ai].astype(np.int64)
+        scan = np.flatnonzero(counts != 0)
+        if scan.size:
+            sub = ai[scan]
+            counts[scan] = K.count_kv(buf, pay_s, pay_e, sub, kmem[scan], _KEY_TABLE, _KEY_LENS)
         offsets = np.zeros(n + 1, np.int32)
         np.cumsum(counts, out=offsets[1:])
         total = int(offsets[-1])
@@ -545,7 +555,21 @@ class FtraceParser:
         ke = np.zeros(total, np.int64)
         vs = np.zeros(total, np.int64)
         ve = np.zeros(total, np.int64)
-        K.fill_kv(buf, pay_s, pay_e, ai, kmem, _KEY_TABLE, _KEY_LENS, offsets, ks, ke, vs, ve)
+        if scan.size:
+            K.fill_kv(
+                buf,
+                pay_s,
+                pay_e,
+                ai[scan],
+                kmem[scan],
+                _KEY_TABLE,
+                _KEY_LENS,
+                offsets[:-1][scan],
+                ks,
+                ke,
+                vs,
+                ve,
+            )
         # Events whose fields all have typed columns (pcp drains) get a NULL map:
         # DuckDB stores those for almost nothing.
         args = pa.MapArray.from_arrays(
