@@ -94,6 +94,39 @@ CREATE TABLE IF NOT EXISTS aux_events (
     args MAP(VARCHAR, VARCHAR),
     text VARCHAR
 );
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER NOT NULL,
+    trace_id INTEGER NOT NULL,
+    model VARCHAR,
+    config JSON,             -- the model configuration (replay.engine.RunConfig)
+    started TIMESTAMP,
+    wall_s DOUBLE,           -- whole run, s
+    replay_s DOUBLE,         -- the model kernels alone, s
+    events BIGINT,
+    events_per_s DOUBLE,     -- events / replay_s
+    allocs BIGINT,
+    frees BIGINT,
+    failures BIGINT,         -- failed allocations (pre-existing pages that did not fit included)
+    ignored_frees BIGINT,    -- frees of objects whose allocation failed
+    preexisting BIGINT,      -- objects allocated before the first event
+    zone_start_pfn BIGINT,
+    zone_pages BIGINT,
+    every INTEGER,           -- counters kept every N steps
+    free_pages BIGINT,       -- at the end (pages)
+    nr_free BIGINT[]         -- at the end, per order
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id INTEGER NOT NULL,
+    seq BIGINT NOT NULL,
+    pfn BIGINT,              -- the model's placement; -1 failed; NULL for frees
+    outcome VARCHAR NOT NULL, -- ok | failed | ignored
+    free_pages BIGINT,       -- NULL where counters were not kept (--every)
+    nr_free_0 BIGINT, nr_free_1 BIGINT, nr_free_2 BIGINT, nr_free_3 BIGINT,
+    nr_free_4 BIGINT, nr_free_5 BIGINT, nr_free_6 BIGINT, nr_free_7 BIGINT,
+    nr_free_8 BIGINT, nr_free_9 BIGINT, nr_free_10 BIGINT,
+    largest_free_order TINYINT,
+    failures BIGINT          -- cumulative failed allocations
+);
 CREATE TABLE IF NOT EXISTS snap_buddyinfo (
     trace_id INTEGER, snapshot VARCHAR, node SMALLINT, zone VARCHAR,
     "order" TINYINT, nr_free BIGINT
@@ -274,7 +307,9 @@ class Store:
         finally:
             self.con.unregister(view)
 
-    def append_stream(self, table: str, reader: pa.RecordBatchReader, trace_id: int) -> None:
+    def append_stream(
+        self, table: str, reader: pa.RecordBatchReader, key_value: int, key: str = "trace_id"
+    ) -> None:
         """Append every batch of ``reader`` to ``table`` in ONE statement.
 
         One streaming INSERT lets DuckDB write full row groups to the file
@@ -286,8 +321,8 @@ class Store:
         try:
             cols = ", ".join(f'"{c}"' for c in reader.schema.names)
             self.run(
-                f'INSERT INTO {table} ("trace_id", {cols}) SELECT $trace_id, {cols} FROM {view}',
-                {"trace_id": trace_id},
+                f'INSERT INTO {table} ("{key}", {cols}) SELECT $key, {cols} FROM {view}',
+                {"key": key_value},
             )
         finally:
             self.con.unregister(view)
@@ -339,7 +374,12 @@ class Store:
         return int(row[0]) if row else 1
 
     def delete_trace_rows(self, trace_id: int) -> None:
-        """Delete every row of ``trace_id`` (inside the caller's transaction)."""
+        """Delete every row of ``trace_id``, its runs included (inside the caller's transaction)."""
+        self.run(
+            "DELETE FROM steps WHERE run_id IN (SELECT run_id FROM runs WHERE trace_id = $id)",
+            {"id": trace_id},
+        )
+        self.run("DELETE FROM runs WHERE trace_id = $id", {"id": trace_id})
         for t in TRACE_TABLES:
             self.run(f"DELETE FROM {t} WHERE trace_id = $id", {"id": trace_id})
 

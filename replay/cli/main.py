@@ -12,6 +12,7 @@ import typer
 from replay import __version__
 from replay.cli import ingest as ingest_cmd
 from replay.cli import inspect as inspect_cmd
+from replay.cli import run as run_cmd
 from replay.cli import sql as sql_cmd
 from replay.errors import ReplayError
 
@@ -30,6 +31,8 @@ app.command()(inspect_cmd.show)
 app.command()(inspect_cmd.export)
 app.command()(sql_cmd.sql)
 app.command()(sql_cmd.query)
+app.command()(run_cmd.run)
+app.command()(run_cmd.runs)
 
 
 @app.command()

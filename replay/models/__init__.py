@@ -1,0 +1,1 @@
+"""Allocator and defragmentation models: a frozen config plus numba kernels."""
