@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numba as nb
 import numpy as np
 import pyarrow as pa
@@ -295,46 +296,71 @@ def run(
         counters[:] = 0
         counters[2] = pre_failed  # a pre-existing page that does not fit is a failure too
 
+    failure: list[BaseException] = []
+
     def steps() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from _steps()
+        except BaseException as exc:  # DuckDB wraps it; the caller re-raises the original
+            failure.append(exc)
+            raise
+
+    def _steps() -> Iterator[pa.RecordBatch]:
+        # A cursor of its own: the main connection is busy with the INSERT. It
+        # is closed in all cases, so a failed run never leaves a streaming
+        # result open while the transaction rolls back.
         cur = store.con.cursor()
-        reader = cur.sql(
-            'SELECT seq, op = \'alloc\' AS is_alloc, obj, "offset", "order" FROM events '
-            "WHERE trace_id = $t ORDER BY seq",
-            params={"t": trace_id},
-        ).to_arrow_reader(CHUNK_EVENTS)
-        for batch in reader:
-            seq = batch.column("seq").to_numpy()
-            is_alloc = batch.column("is_alloc").to_numpy(zero_copy_only=False)
-            # Writable copies: numba compiles read-only (zero-copy) arrays separately.
-            objs = dense(batch.column("obj").to_numpy()).astype(np.int64, copy=True)
-            off = batch.column("offset").to_numpy().astype(np.int64)
-            order = batch.column("order").to_numpy().astype(np.int64)
-            keep_counters = (seq % every == 0) | (seq == last_seq)
-            keep_row = keep_counters | is_alloc
-            m = int(np.count_nonzero(keep_row))
-            out_pfn = np.empty(m, np.int64)
-            out_outcome = np.empty(m, np.int8)
-            out_nr = np.zeros((m, NF), np.int64)
-            out_has = np.empty(m, np.bool_)
-            out_fail = np.empty(m, np.int64)
-            t0 = time.perf_counter()
-            r = replay_buddy(is_alloc, objs, off, order, keep_row, keep_counters, placed,
-                             zone.start_pfn, zone.pages, zone.blk_order, zone.nxt, zone.prv,
-                             zone.head, zone.tail, zone.nr_free, counters, out_pfn,
-                             out_outcome, out_nr, out_has, out_fail)  # fmt: skip
-            timing["replay"] += time.perf_counter() - t0
-            assert r == m
-            progress.advance_to(int(seq[-1]) + 1)
-            yield _steps_batch(seq[keep_row], is_alloc[keep_row], out_pfn, out_outcome, out_nr,
-                               out_has, out_fail)  # fmt: skip
-        cur.close()
+        reader = None
+        try:
+            reader = cur.sql(
+                'SELECT seq, op = \'alloc\' AS is_alloc, obj, "offset", "order" FROM events '
+                "WHERE trace_id = $t ORDER BY seq",
+                params={"t": trace_id},
+            ).to_arrow_reader(CHUNK_EVENTS)
+            for batch in reader:
+                seq = batch.column("seq").to_numpy()
+                is_alloc = batch.column("is_alloc").to_numpy(zero_copy_only=False)
+                # Writable copies: numba compiles read-only (zero-copy) arrays separately.
+                objs = dense(batch.column("obj").to_numpy()).astype(np.int64, copy=True)
+                off = batch.column("offset").to_numpy().astype(np.int64)
+                order = batch.column("order").to_numpy().astype(np.int64)
+                keep_counters = (seq % every == 0) | (seq == last_seq)
+                keep_row = keep_counters | is_alloc
+                m = int(np.count_nonzero(keep_row))
+                out_pfn = np.empty(m, np.int64)
+                out_outcome = np.empty(m, np.int8)
+                out_nr = np.zeros((m, NF), np.int64)
+                out_has = np.empty(m, np.bool_)
+                out_fail = np.empty(m, np.int64)
+                t0 = time.perf_counter()
+                r = replay_buddy(is_alloc, objs, off, order, keep_row, keep_counters, placed,
+                                 zone.start_pfn, zone.pages, zone.blk_order, zone.nxt, zone.prv,
+                                 zone.head, zone.tail, zone.nr_free, counters, out_pfn,
+                                 out_outcome, out_nr, out_has, out_fail)  # fmt: skip
+                timing["replay"] += time.perf_counter() - t0
+                assert r == m
+                progress.advance_to(int(seq[-1]) + 1)
+                yield _steps_batch(seq[keep_row], is_alloc[keep_row], out_pfn, out_outcome, out_nr,
+                                   out_has, out_fail)  # fmt: skip
+        finally:
+            if reader is not None:
+                reader.close()
+            cur.close()
 
     with store.transaction():
         row = store.one("SELECT coalesce(max(run_id), 0) + 1 FROM runs")
         run_id = int(row[0]) if row else 1
-        store.append_stream(
-            "steps", pa.RecordBatchReader.from_batches(STEPS_SCHEMA, steps()), run_id, key="run_id"
-        )
+        try:
+            store.append_stream(
+                "steps",
+                pa.RecordBatchReader.from_batches(STEPS_SCHEMA, steps()),
+                run_id,
+                key="run_id",
+            )
+        except duckdb.Error:
+            if failure:
+                raise failure[0] from None
+            raise
         wall = time.perf_counter() - t_start
         events = n_events
         eps = events / timing["replay"] if timing["replay"] > 0 else 0.0

@@ -305,7 +305,8 @@ class Store:
                 {"trace_id": trace_id, **const},
             )
         finally:
-            self.con.unregister(view)
+            with contextlib.suppress(duckdb.Error):  # see append_stream
+                self.con.unregister(view)
 
     def append_stream(
         self, table: str, reader: pa.RecordBatchReader, key_value: int, key: str = "trace_id"
@@ -325,7 +326,10 @@ class Store:
                 {"key": key_value},
             )
         finally:
-            self.con.unregister(view)
+            # After a failed INSERT the transaction is aborted; unregistering
+            # must not replace the real error with a transaction error.
+            with contextlib.suppress(duckdb.Error):
+                self.con.unregister(view)
 
     def append_parquet(self, table: str, path: Path, trace_id: int) -> None:
         """Append a Parquet file's rows to ``table`` (one parallel, streaming INSERT)."""

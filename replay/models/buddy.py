@@ -132,7 +132,9 @@ def free_one_page(pfn, order, start_pfn, pages, blk_order, nxt, prv, head, tail,
 
     The merged block goes to the TAIL when its parent's buddy is free at the
     next order (buddy_merge_likely: it will probably merge soon), else to the
-    HEAD; never to the tail from order MAX_PAGE_ORDER - 1 up.
+    HEAD; never to the tail from order MAX_PAGE_ORDER - 1 up. As in the
+    kernel's page_is_buddy, the parent's first page must be in the zone too
+    (it is not when an unaligned zone starts inside the parent block).
     """
     pfn = np.int64(pfn)
     k = order
@@ -152,7 +154,7 @@ def free_one_page(pfn, order, start_pfn, pages, blk_order, nxt, prv, head, tail,
         h = pfn & b
         hb = h ^ (np.int64(1) << (k + 1))
         hbo = hb - start_pfn
-        if hbo >= 0 and hbo < pages and blk_order[hbo] == k + 1:
+        if h >= start_pfn and hbo >= 0 and hbo < pages and blk_order[hbo] == k + 1:
             to_tail = True
     o = pfn - start_pfn
     list_add(o, k, to_tail, nxt, prv, head, tail)
