@@ -34,6 +34,8 @@ demo: $(STAMP)
 	@rm -f demo.duckdb demo.duckdb.wal
 	$(VENV)/bin/replay ingest traces/compact-6.18 --name compact-6.18 --db demo.duckdb
 	$(VENV)/bin/replay show compact-6.18 --db demo.duckdb
+	$(VENV)/bin/replay run compact-6.18 --model buddy --every 1000 --db demo.duckdb
+	$(VENV)/bin/replay query fragmentation_over_time --param run=1 --param buckets=10 --db demo.duckdb
 	@echo "demo database: demo.duckdb (try: $(VENV)/bin/replay query per_process --param trace=compact-6.18 --db demo.duckdb)"
 
 test: $(STAMP) sysdeps
@@ -41,6 +43,7 @@ test: $(STAMP) sysdeps
 
 bench: $(STAMP) sysdeps
 	$(PY) bench/bench_ingest.py
+	$(PY) bench/bench_replay.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check replay tests bench

@@ -246,6 +246,9 @@ class Store:
         if not read_only:
             self.run(SCHEMA_SQL)
         self.run(MACROS_SQL)
+        from replay.metrics import install_macros
+
+        install_macros(self.con)
 
     def one(self, sql: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
         """The first row of a query (the result is drained, as DuckDB requires)."""
