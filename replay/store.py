@@ -22,7 +22,6 @@ import duckdb
 import pyarrow as pa
 
 from replay.errors import QueryError, TraceExistsError, TraceNotFoundError, UsageError
-from replay.trace.schema import AUX_SCHEMA, EVENT_SCHEMA
 
 DEFAULT_DB = "replay.duckdb"
 ENV_DB = "REPLAY_DB"
@@ -424,14 +423,7 @@ class Store:
 
 
 def pq_columns(path: Path) -> list[str]:
+    """Column names of a Parquet file."""
     import pyarrow.parquet as pq
 
     return list(pq.read_schema(path).names)
-
-
-def event_columns() -> list[str]:
-    return list(EVENT_SCHEMA.names)
-
-
-def aux_columns() -> list[str]:
-    return list(AUX_SCHEMA.names)

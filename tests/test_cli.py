@@ -202,3 +202,17 @@ def test_default_db_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.chdir(tmp_path)
     assert run_cli("ingest", ERAS / "v5.15.txt", "-q").code == 0
     assert (tmp_path / "replay.duckdb").exists()
+
+
+def test_progress_goes_to_stderr_data_to_stdout(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --quiet a progress bar is drawn (forced terminal) on stderr only."""
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    res = run_cli("ingest", CAPTURE, "--name", "p", "--db", db, "--format", "json")
+    assert res.code == 0, res.err
+    assert res.json()["ingested"]["events"] == 160577  # stdout is clean JSON
+    assert "ingest trace.txt.zst" in res.err
+    quiet = run_cli("ingest", CAPTURE, "--name", "q", "--db", db, "--format", "json", "--quiet")
+    assert quiet.code == 0 and quiet.err == ""
+    run = run_cli("run", "p", "--db", db, "--format", "json", "--every", "10000")
+    assert run.code == 0 and run.json()["events"] == 160577 and "replay p" in run.err

@@ -25,7 +25,6 @@ from replay.errors import BadInputError
 if TYPE_CHECKING:
     import polars as pl
 from replay.trace.schema import (
-    CANONICAL_COLUMNS,
     EVENT_SCHEMA,
     MAX_ORDER,
     MIGRATE_MOVABLE,
@@ -344,10 +343,6 @@ def canonicalise(table: pa.Table, path: Path, kind: str) -> tuple[pa.Table, dict
         "live_at_end": n_alloc - fully_freed,
     }
     return out, counts
-
-
-def canonical_columns() -> tuple[str, ...]:
-    return CANONICAL_COLUMNS
 
 
 def with_metadata(table: pa.Table, meta: dict[str, Any]) -> pa.Table:

@@ -182,11 +182,6 @@ def _ahead(gen: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
         t.join(timeout=5)
 
 
-def read_all(path: Path) -> bytes:
-    """The whole decompressed content of a (small) file; truncation is reported."""
-    return b"".join(iter_chunks(Path(path), threaded=False))
-
-
 def file_size(path: Path) -> int:
     """Size in bytes of the file on disk (the compressed size for compressed files)."""
     return os.path.getsize(path)
