@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from replay.errors import BadInputError, UnknownFormatError, UsageError
@@ -370,11 +371,14 @@ def _ingest_canonical(
     progress.start(f"ingest {path.name}", file_size(path))
     table, meta = canonical.read_table(path, kind)
     events, counts = canonical.canonicalise(table, path, kind)
-    for batch in events.to_batches(max_chunksize=1 << 20):
-        store.append("events", batch, trace_id)
+    # One streaming INSERT: DuckDB writes row groups before commit (see
+    # _stream_into_store), many small ones would stay in memory.
+    reader = pa.RecordBatchReader.from_batches(
+        events.schema, events.to_batches(max_chunksize=1 << 20)
+    )
+    store.append_stream("events", reader, trace_id)
     progress.advance_to(file_size(path))
     pfn = events.column("pfn")
-    import pyarrow.compute as pc
 
     pfn_min = pc.min(pfn).as_py() if pfn.null_count < len(pfn) else None
     pfn_max = pc.max(pfn).as_py() if pfn.null_count < len(pfn) else None
