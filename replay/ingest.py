@@ -122,7 +122,13 @@ def detect(path: Path) -> str:
 def _zone_from_zoneinfo(
     zi: pa.Table, pfn_min: int | None, pfn_max: int | None
 ) -> tuple[int, int] | None:
-    """The pfn span of the zones the trace's pfns fall in (or of all populated zones)."""
+    """The default what-if zone: starts at the first zone the trace's pfns fall in,
+    sized by the pages those zones' buddy allocators manage (``managed``).
+
+    ``spanned`` can be far larger than what the allocator had: on the shipped
+    6.18 capture the Normal zone spans 5.5M pages but manages 1M, exactly the
+    pfn range [0x100000, 0x200000) its events use.
+    """
     rows = [r for r in zi.to_pylist() if r.get("start_pfn") is not None and r.get("spanned")]
     if not rows:
         return None
@@ -132,8 +138,11 @@ def _zone_from_zoneinfo(
         ]
         rows = hit or rows
     start = min(r["start_pfn"] for r in rows)
-    end = max(r["start_pfn"] + r["spanned"] for r in rows)
-    return start, end - start
+    pages = sum(int(r.get("managed") or r.get("present") or r["spanned"]) for r in rows)
+    if pfn_max is not None and start + pages <= pfn_max:
+        # Managed pages sit in a larger span (holes): cover every pfn the trace uses.
+        pages = max(r["start_pfn"] + r["spanned"] for r in rows) - start
+    return start, pages
 
 
 def _zone_from_pfns(pfn_min: int | None, pfn_max: int | None) -> tuple[int | None, int | None]:

@@ -49,6 +49,12 @@ def test_capture_ingest_writes_every_table(capture_db: Path) -> None:
     assert con.execute(
         "SELECT sum(nr_pages) FROM snap_kpageflags WHERE snapshot='before'"
     ).fetchall() == [(6553600,)]
+    # The default what-if zone: Normal's start, sized by its managed pages (it
+    # spans 5.5M pages but manages 1M), and it covers every pfn the trace uses.
+    start, pages, pfn_max = con.execute(
+        "SELECT zone_start_pfn, zone_pages, pfn_max FROM traces WHERE trace_id = ?", [tid]
+    ).fetchall()[0]
+    assert (start, pages) == (0x100000, 0x100000) and pfn_max < start + pages
     # The events are in seq order 0..n-1 with no gaps.
     assert con.execute(
         "SELECT min(seq), max(seq), count(DISTINCT seq) FROM events WHERE trace_id = ?", [tid]
