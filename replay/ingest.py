@@ -268,6 +268,7 @@ def _stream_into_store(store: Store, trace_id: int, parser: FtraceParser) -> Non
     """
     events_q: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=4)
     failure: list[BaseException] = []
+    stop = threading.Event()  # set when the INSERT failed: no point parsing on
     with tempfile.TemporaryDirectory(prefix=".replay-ingest-", dir=store.path.parent) as tmp:
         aux_path = Path(tmp) / "aux.parquet"
         n_aux = [0]
@@ -277,6 +278,8 @@ def _stream_into_store(store: Store, trace_id: int, parser: FtraceParser) -> Non
         def produce() -> None:
             try:
                 for events, aux in parser.batches():
+                    if stop.is_set():
+                        break
                     if events is not None:
                         events_q.put(events)
                     if aux is not None:
@@ -315,7 +318,8 @@ def _stream_into_store(store: Store, trace_id: int, parser: FtraceParser) -> Non
             reader = pa.RecordBatchReader.from_batches(EVENT_SCHEMA, iter(events_q.get, None))
             store.append_stream("events", reader, trace_id)
         finally:
-            # On a DuckDB error, let the producer finish instead of blocking on the queue.
+            # On a DuckDB error, stop the producer and unblock it from the queue.
+            stop.set()
             while thread.is_alive():
                 try:
                     events_q.get(timeout=0.1)

@@ -22,6 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from replay.errors import QueryError, TraceExistsError, TraceNotFoundError, UsageError
+from replay.metrics import install_macros
 
 DEFAULT_DB = "replay.duckdb"
 ENV_DB = "REPLAY_DB"
@@ -245,8 +246,6 @@ class Store:
         if not read_only:
             self.run(SCHEMA_SQL)
         self.run(MACROS_SQL)
-        from replay.metrics import install_macros
-
         install_macros(self.con)
 
     def one(self, sql: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
@@ -289,26 +288,43 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(str(self.path) + suffix)
 
+    def _insert(
+        self,
+        table: str,
+        columns: list[str],
+        source: str,
+        const: Mapping[str, Any],
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        """INSERT the ``columns`` of ``source`` into ``table`` with constant columns added."""
+        cols = ", ".join(f'"{c}"' for c in columns)
+        names = "".join(f'"{k}", ' for k in const)
+        values = "".join(f"${k}, " for k in const)
+        self.run(
+            f"INSERT INTO {table} ({names}{cols}) SELECT {values}{cols} FROM {source}",
+            {**const, **(params or {})},
+        )
+
+    def _insert_arrow(
+        self, table: str, data: pa.RecordBatch | pa.Table | pa.RecordBatchReader,
+        const: Mapping[str, Any],
+    ) -> None:  # fmt: skip
+        view = "_replay_append"
+        self.con.register(view, data)
+        try:
+            self._insert(table, list(data.schema.names), view, const)
+        finally:
+            # After a failed INSERT the transaction is aborted; unregistering
+            # must not replace the real error with a transaction error.
+            with contextlib.suppress(duckdb.Error):
+                self.con.unregister(view)
+
     def append(
         self, table: str, data: pa.RecordBatch | pa.Table, trace_id: int, **const: Any
     ) -> None:
         """Append an Arrow batch to ``table`` with trace_id (and constant columns) added."""
-        if data.num_rows == 0:
-            return
-        view = "_replay_append"
-        self.con.register(view, data)
-        try:
-            cols = ", ".join(f'"{c}"' for c in data.schema.names)
-            extra_names = "".join(f', "{k}"' for k in const)
-            extra_vals = "".join(f", ${k}" for k in const)
-            self.run(
-                f'INSERT INTO {table} ("trace_id"{extra_names}, {cols}) '
-                f"SELECT $trace_id{extra_vals}, {cols} FROM {view}",
-                {"trace_id": trace_id, **const},
-            )
-        finally:
-            with contextlib.suppress(duckdb.Error):  # see append_stream
-                self.con.unregister(view)
+        if data.num_rows:
+            self._insert_arrow(table, data, {"trace_id": trace_id, **const})
 
     def append_stream(
         self, table: str, reader: pa.RecordBatchReader, key_value: int, key: str = "trace_id"
@@ -319,28 +335,12 @@ class Store:
         before the transaction commits (many small INSERTs keep them all in
         memory).
         """
-        view = "_replay_stream"
-        self.con.register(view, reader)
-        try:
-            cols = ", ".join(f'"{c}"' for c in reader.schema.names)
-            self.run(
-                f'INSERT INTO {table} ("{key}", {cols}) SELECT $key, {cols} FROM {view}',
-                {"key": key_value},
-            )
-        finally:
-            # After a failed INSERT the transaction is aborted; unregistering
-            # must not replace the real error with a transaction error.
-            with contextlib.suppress(duckdb.Error):
-                self.con.unregister(view)
+        self._insert_arrow(table, reader, {key: key_value})
 
     def append_parquet(self, table: str, path: Path, trace_id: int) -> None:
         """Append a Parquet file's rows to ``table`` (one parallel, streaming INSERT)."""
-        cols = ", ".join(f'"{c}"' for c in pq_columns(path))
-        self.run(
-            f'INSERT INTO {table} ("trace_id", {cols}) '
-            f"SELECT $trace_id, {cols} FROM read_parquet($path)",
-            {"trace_id": trace_id, "path": str(path)},
-        )
+        self._insert(table, pq_columns(path), "read_parquet($path)", {"trace_id": trace_id},
+                     {"path": str(path)})  # fmt: skip
 
     # -- traces -----------------------------------------------------------------
     def trace_id(self, name_or_id: str | int) -> int:
