@@ -1,22 +1,32 @@
-"""The what-if replay engine: a trace's events through a model, steps into DuckDB.
+"""The what-if replay engine: a trace's events through a model, results into DuckDB.
 
-The engine owns chunking, timing and writing results; a model only transforms
-its state arrays and fills result arrays (replay.models.*). Events are read
-from the store in ``seq`` order in chunks and the ``steps`` rows stream back
-in one INSERT, so memory does not grow with the trace length beyond the
-per-object placement array. A run is one transaction: a failure leaves no
-``runs`` or ``steps`` row behind.
+The engine owns chunking, timing and writing results; the model kernel
+(replay.models.mobility.replay_chunk) only transforms its state arrays and
+fills result arrays. Events are read from the store in ``seq`` order in
+chunks and the ``steps`` rows stream back in one INSERT; extfrag events and
+pageblock snapshots are spooled to temporary Parquet files and inserted after
+it. Memory does not grow with the trace length beyond the per-object
+placement arrays. A run is one transaction: a failure leaves no ``runs``,
+``steps``, ``extfrag`` or ``pageblocks`` row behind.
+
+Models: ``buddy`` is the mobility kernel with grouping off (every free list
+is MOVABLE: exactly the plain buddy allocator, checked against
+tests/ref_buddy.py); ``mobility`` groups by migratetype; ``pcp = true`` adds
+per-CPU lists to either.
 
 Objects: every allocation is placed by the model (its pfn remembered per
 object); a free frees ``placed[obj] + offset`` at its order. A failed
 allocation's later frees are ignored (outcome ``ignored``). Objects whose
 first event is a free (pages allocated before the trace began) are allocated
-first, in order of first appearance, before the trace's first event.
+first, in order of first appearance, then ``--fill-from-snapshot`` background
+pages, then the trace's events.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import tempfile
 import time
 import tomllib
 from collections.abc import Iterator
@@ -26,32 +36,61 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numba as nb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from replay.errors import BadInputError, UsageError
 from replay.ingest import Progress
-from replay.models import buddy as B
+from replay.models import mobility as M
+from replay.models.buddy import NR_PAGE_ORDERS, PAGEBLOCK_ORDER
+from replay.models.watermarks import (
+    calculate_min_free_kbytes,
+    setup_per_zone_wmarks,
+    zone_batchsize,
+    zone_highsize,
+)
 from replay.store import Store
 
-OUT_OK = 0
-OUT_FAILED = 1
-OUT_IGNORED = 2
 OUTCOMES = pa.array(["ok", "failed", "ignored"], type=pa.string())
 CHUNK_EVENTS = 1 << 20
-NF = B.NR_PAGE_ORDERS
+NF = NR_PAGE_ORDERS
+PAGEBLOCK_SNAPSHOTS = 100  # default number of pageblock snapshots over a run
 
 STEPS_SCHEMA = pa.schema(
     [pa.field("seq", pa.int64(), nullable=False), pa.field("pfn", pa.int64()),
      pa.field("outcome", pa.dictionary(pa.int8(), pa.string()), nullable=False),
      pa.field("free_pages", pa.int64())]
     + [pa.field(f"nr_free_{k}", pa.int64()) for k in range(NF)]
-    + [pa.field("largest_free_order", pa.int8()), pa.field("failures", pa.int64())]
+    + [pa.field("largest_free_order", pa.int8()), pa.field("failures", pa.int64()),
+       pa.field("pcp_pages", pa.int64()), pa.field("fallbacks", pa.int64())]
+)  # fmt: skip
+EXTFRAG_SCHEMA = pa.schema(
+    [pa.field("seq", pa.int64()), pa.field("pfn", pa.int64())]
+    + [pa.field(c, pa.int8()) for c in M.EF_COLS[2:6]]
+    + [pa.field("fragmenting", pa.bool_()), pa.field("change_ownership", pa.bool_())]
+)
+PAGEBLOCKS_SCHEMA = pa.schema(
+    [pa.field("seq", pa.int64()), pa.field("pageblock", pa.int64()),
+     pa.field("migratetype", pa.int8())]
+    + [pa.field(c, pa.int32())
+       for c in ("free_pages", "unmovable", "movable", "reclaimable", "pcp_pages")]
 )  # fmt: skip
 
+MODELS = ("buddy", "mobility")
+# Model parameters: name -> (type, help). Defaults are resolved per run (see _environment).
+PARAMS: dict[str, tuple[type, str]] = {
+    "pcp": (bool, "per-CPU page lists for orders 0-3 and 9 (default false)"),
+    "pcp_batch": (int, "pcp batch in pages (default: zone_batchsize of the zone)"),
+    "pcp_high": (int, "pcp high in pages (default: zone_highsize from the low watermark)"),
+    "ncpus": (int, "CPUs with pcp lists (default: the trace's highest cpu + 1)"),
+    "min_free_kbytes": (int, "default: the snapshot's watermarks, else the kernel's formula"),
+    "watermark_scale_factor": (int, "default 10 (per 10000 of the zone)"),
+}
 PRESETS: dict[str, dict[str, Any]] = {
     "buddy": {"model": "buddy"},
+    "mobility": {"model": "mobility"},
+    "mobility+pcp": {"model": "mobility", "pcp": True},
 }
 
 
@@ -66,11 +105,35 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.params.get(name, default)
+
+
+def _check_params(params: dict[str, Any], file: str | None) -> dict[str, Any]:
+    for name, value in params.items():
+        if name not in PARAMS:
+            raise BadInputError(
+                f"unknown model parameter {name!r} (known: {', '.join(PARAMS)})",
+                file=file,
+                field=name,
+            )
+        want = PARAMS[name][0]
+        if type(value) is not want:  # bool is an int subclass: compare exactly
+            raise BadInputError(
+                f"{name} must be a {want.__name__}, not {type(value).__name__} ({value!r})",
+                file=file,
+                field=name,
+            )
+        if want is int and value < (0 if name == "min_free_kbytes" else 1):
+            raise BadInputError(f"{name} must be positive, not {value}", file=file, field=name)
+    return params
+
 
 def load_model(spec: str) -> RunConfig:
-    """A preset name or a TOML file (``model = "buddy"`` plus the model's parameters)."""
+    """A preset name or a TOML file (``model = "mobility"`` plus the model's parameters)."""
     if spec in PRESETS:
-        return RunConfig(model=PRESETS[spec]["model"], preset=spec)
+        params = {k: v for k, v in PRESETS[spec].items() if k != "model"}
+        return RunConfig(model=PRESETS[spec]["model"], preset=spec, params=params)
     path = Path(spec)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
@@ -80,97 +143,34 @@ def load_model(spec: str) -> RunConfig:
         except tomllib.TOMLDecodeError as exc:
             raise BadInputError(f"not valid TOML: {exc}", file=str(path)) from exc
         model = data.pop("model", None)
-        if model not in PRESETS:
+        if model not in MODELS:
             raise BadInputError(
-                f"model {model!r} is not one of: {', '.join(PRESETS)}",
+                f"model {model!r} is not one of: {', '.join(MODELS)}",
                 file=str(path),
                 field="model",
             )
-        if data:
-            raise BadInputError(
-                f"model {model!r} has no parameter(s) {', '.join(sorted(data))}",
-                file=str(path),
-                field=sorted(data)[0],
-            )
-        return RunConfig(model=model, preset=None, params={})
+        return RunConfig(model=model, preset=None, params=_check_params(data, str(path)))
     raise UsageError(f"unknown model {spec!r}: use one of {', '.join(PRESETS)} or a .toml file")
-
-
-@nb.njit(cache=True, nogil=True)
-def replay_buddy(  # type: ignore[no-untyped-def]
-    is_alloc,
-    obj,
-    offset,
-    order,
-    keep_row,
-    keep_counters,
-    placed,
-    start_pfn,
-    pages,
-    blk_order,
-    nxt,
-    prv,
-    head,
-    tail,
-    nr_free,
-    counters,
-    out_pfn,
-    out_outcome,
-    out_nr_free,
-    out_has_counters,
-    out_failures,
-):
-    """Apply one chunk of events to a buddy zone.
-
-    Per event: alloc -> rmqueue_smallest (placed[obj] = pfn, or -1 when it
-    fails); free -> free_one_page(placed[obj] + offset, order), ignored when
-    the object's allocation failed. Rows with keep_row set are written to the
-    out_* arrays in order (nr_free only where keep_counters). counters:
-    [allocs, frees, failures, ignored]. Returns the number of rows written.
-    """
-    r = 0
-    for i in range(is_alloc.shape[0]):
-        x = obj[i]
-        k = order[i]
-        pfn = np.int64(-1)
-        outcome = OUT_OK
-        if is_alloc[i]:
-            pfn = B.rmqueue_smallest(k, start_pfn, blk_order, nxt, prv, head, tail, nr_free)
-            placed[x] = pfn
-            counters[0] += 1
-            if pfn < 0:
-                outcome = OUT_FAILED
-                counters[2] += 1
-        else:
-            counters[1] += 1
-            base = placed[x]
-            if base < 0:
-                outcome = OUT_IGNORED
-                counters[3] += 1
-            else:
-                B.free_one_page(base + offset[i], k, start_pfn, pages, blk_order, nxt, prv,
-                                head, tail, nr_free)  # fmt: skip
-        if keep_row[i]:
-            out_pfn[r] = pfn
-            out_outcome[r] = outcome
-            out_failures[r] = counters[2]
-            out_has_counters[r] = keep_counters[i]
-            if keep_counters[i]:
-                for j in range(NF):
-                    out_nr_free[r, j] = nr_free[j]
-            r += 1
-    return r
 
 
 def warm_up() -> None:
     """Compile (or load from the cache) the kernels, so no timing includes a JIT."""
-    z = B.BuddyZone(0, 2)
+    z = M.ZoneState(0, 2, pcp=True)
     one = np.ones(1, np.bool_)
     i64 = np.zeros(1, np.int64)
-    replay_buddy(one, i64, i64.copy(), i64.copy(), one, one, np.full(1, -1, np.int64),
-                 z.start_pfn, z.pages, z.blk_order, z.nxt, z.prv, z.head, z.tail, z.nr_free,
-                 np.zeros(4, np.int64), i64.copy(), np.zeros(1, np.int8),
-                 np.zeros((1, NF), np.int64), one.copy(), i64.copy())  # fmt: skip
+    ev = (i64, one, i64.copy(), i64.copy(), i64.copy(), np.zeros(1, np.int8),
+          np.zeros(1, np.int16))  # fmt: skip
+    M.replay_chunk(0, 1, ev, one, one, np.full(1, -1, np.int64), np.zeros(1, np.int8),
+                   z.arrays, z.prm, z.counters, z.ef, z.mode, np.zeros(3, np.int64),
+                   np.zeros(M.NR_STATS, np.int64), 0, _outputs(1))  # fmt: skip
+    M.pageblock_snapshot(z.arrays, z.prm, np.zeros((z.npb, 6), np.int64))
+
+
+def _outputs(m: int) -> tuple[np.ndarray, ...]:
+    """Per-row result arrays: pfn, outcome, nr_free, has_counters, failures, pcp, fallbacks."""
+    return (np.empty(m, np.int64), np.empty(m, np.int8), np.zeros((m, NF), np.int64),
+            np.empty(m, np.bool_), np.empty(m, np.int64), np.empty(m, np.int64),
+            np.empty(m, np.int64))  # fmt: skip
 
 
 @dataclass
@@ -188,10 +188,20 @@ class RunResult:
     failures: int
     ignored_frees: int
     preexisting: int
+    background: int
     zone_start_pfn: int
     zone_pages: int
     free_pages: int
+    pcp_pages: int
     nr_free: list[int]
+    fallbacks: int
+    claims: int
+    steals: int
+    below_low: int
+    below_min: int
+    wmark_min: int
+    wmark_low: int
+    wmark_high: int
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,23 +210,67 @@ class RunResult:
 RUNS_COLUMNS = (
     "run_id", "trace_id", "model", "config", "started", "wall_s", "replay_s", "events",
     "events_per_s", "allocs", "frees", "failures", "ignored_frees", "preexisting",
-    "zone_start_pfn", "zone_pages", "every", "free_pages", "nr_free",
+    "zone_start_pfn", "zone_pages", "every", "free_pages", "nr_free", "pcp_pages", "background",
+    "ncpus", "pcp_batch", "pcp_high", "wmark_min", "wmark_low", "wmark_high", "below_low",
+    "below_min", "fallbacks", "claims", "steals", "pcp_refills", "pcp_bulk_frees",
+    "drain_retries", "pageblock_every",
 )  # fmt: skip
 
 
-def _zone(store: Store, trace_id: int, zone_pages: int | None) -> tuple[int, int]:
+@dataclass(frozen=True)
+class Environment:
+    """The zone and the kernel settings a run uses (pfn, pages)."""
+
+    start_pfn: int
+    pages: int
+    zone: str | None  # the snapshot zone it came from, if any
+    ncpus: int
+    wmark: tuple[int, int, int]  # min, low, high (pages)
+    batch: int
+    high: int
+
+
+def _snapshot_zone(store: Store, trace_id: int, start: int, pages: int) -> tuple | None:
+    """The before (else after) zoneinfo row of the zone [start, start + pages), if any."""
+    return store.one(
+        """SELECT zone, "min", low, high, managed FROM snap_zoneinfo
+           WHERE trace_id = $t AND start_pfn = $s AND managed = $p
+           ORDER BY snapshot = 'before' DESC LIMIT 1""",
+        {"t": trace_id, "s": start, "p": pages},
+    )
+
+
+def _environment(
+    store: Store, trace_id: int, config: RunConfig, zone_pages: int | None
+) -> Environment:
     if zone_pages is not None:
         if zone_pages <= 0:
             raise UsageError("--zone-pages must be positive")
-        return 0, int(zone_pages)
-    row = store.one(
-        "SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = $t", {"t": trace_id}
-    )
-    if row is None or row[1] is None:
-        raise UsageError(
-            "the trace has no zone (no zoneinfo snapshot and no pfns): pass --zone-pages N"
+        start, pages = 0, int(zone_pages)
+    else:
+        row = store.one(
+            "SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = $t", {"t": trace_id}
         )
-    return int(row[0] or 0), int(row[1])
+        if row is None or row[1] is None:
+            raise UsageError(
+                "the trace has no zone (no zoneinfo snapshot and no pfns): pass --zone-pages N"
+            )
+        start, pages = int(row[0] or 0), int(row[1])
+    snap = _snapshot_zone(store, trace_id, start, pages) if zone_pages is None else None
+    max_cpu = store.one("SELECT max(cpu) FROM events WHERE trace_id = $t", {"t": trace_id})
+    ncpus = config.get("ncpus") or max(1, int(max_cpu[0] or 0) + 1 if max_cpu else 1)
+    mfk = config.get("min_free_kbytes")
+    wsf = config.get("watermark_scale_factor", 10)
+    if mfk is None and snap is not None and "watermark_scale_factor" not in config.params:
+        wmark = (int(snap[1]), int(snap[2]), int(snap[3]))  # what the kernel had
+    else:
+        if mfk is None:
+            mfk = calculate_min_free_kbytes(pages)
+        w = setup_per_zone_wmarks([pages], mfk, wsf)[0]
+        wmark = (w.min, w.low, w.high)
+    batch = config.get("pcp_batch") or max(1, zone_batchsize(pages))
+    high = config.get("pcp_high") or zone_highsize(wmark[1], batch, ncpus)
+    return Environment(start, pages, snap[0] if snap else None, int(ncpus), wmark, batch, high)
 
 
 def _object_index(store: Store, trace_id: int) -> tuple[np.ndarray | None, int]:
@@ -241,6 +295,174 @@ def _object_index(store: Store, trace_id: int) -> tuple[np.ndarray | None, int]:
     return ids, int(ids.shape[0])
 
 
+def background_pages(
+    store: Store, trace_id: int, env: Environment, preexisting_pages: int
+) -> dict[int, int]:
+    """Pages to allocate per migratetype so the zone starts as full as the machine was.
+
+    From the before-snapshot of the run's zone: used = managed - free pages
+    (pagetypeinfo), scaled to the run's zone size, minus the pages of the
+    trace's pre-existing objects (already allocated). It is shared among
+    Unmovable/Movable/Reclaimable in proportion to each type's pages in use,
+    ``nr_pageblocks[type] * 512 - free pages on that type's lists`` (floored
+    at 0): a type's pageblocks minus its free pages.
+    """
+    if env.zone is None:
+        raise UsageError(
+            "--fill-from-snapshot needs the trace's zoneinfo/pagetypeinfo before-snapshot "
+            "(a capture folder) and the run's zone taken from it (no --zone-pages)"
+        )
+    t = {"t": trace_id, "z": env.zone}
+    free = store.query(
+        """SELECT mt, sum(nr_free << "order") AS pages FROM snap_pagetypeinfo
+           WHERE trace_id = $t AND snapshot = 'before' AND zone = $z GROUP BY mt""",
+        t,
+    ).to_pylist()
+    blocks = store.query(
+        """SELECT mt, sum(nr_pageblocks) AS n FROM snap_pageblocks
+           WHERE trace_id = $t AND snapshot = 'before' AND zone = $z GROUP BY mt""",
+        t,
+    ).to_pylist()
+    if not free or not blocks:
+        raise UsageError(f"the trace has no before-pagetypeinfo for zone {env.zone}")
+    free_by = {int(r["mt"]): int(r["pages"]) for r in free}
+    used_total = max(0, env.pages - sum(free_by.values()) - preexisting_pages)
+    share = {
+        mt: max(0, int(r["n"]) * 512 - free_by.get(mt, 0))
+        for r in blocks
+        if (mt := int(r["mt"])) in (M.MIGRATE_UNMOVABLE, M.MIGRATE_MOVABLE, M.MIGRATE_RECLAIMABLE)
+    }
+    total = sum(share.values())
+    if total == 0 or used_total == 0:
+        return {}
+    out = {mt: used_total * v // total for mt, v in share.items()}
+    out[max(share, key=lambda m: share[m])] += used_total - sum(out.values())
+    return {mt: n for mt, n in out.items() if n > 0}
+
+
+def _background_stream(pages_by_mt: dict[int, int]) -> np.ndarray:
+    """Order-0 request types, interleaved a pageblock (512 pages) of each type at a time."""
+    left = dict(sorted(pages_by_mt.items()))
+    parts: list[np.ndarray] = []
+    while any(left.values()):
+        for mt in left:
+            n = min(512, left[mt])
+            if n:
+                parts.append(np.full(n, mt, np.int8))
+                left[mt] -= n
+    return np.concatenate(parts) if parts else np.zeros(0, np.int8)
+
+
+class _Spool:
+    """Rows of one result table written to a temporary Parquet file as they come."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, self.schema, compression="snappy")
+        self.writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class _Replay:
+    """A model zone plus what the kernel writes into, across passes and chunks."""
+
+    def __init__(self, env: Environment, config: RunConfig, n_obj: int, tmp: Path) -> None:
+        self.zone = M.ZoneState(
+            env.start_pfn, env.pages, pcp=bool(config.get("pcp", False)), ncpus=env.ncpus,
+            batch=env.batch, high=env.high, grouping=config.model == "mobility",
+        )  # fmt: skip
+        self.ncpus = env.ncpus
+        self.placed = np.full(n_obj, -1, dtype=np.int64)
+        self.obj_mt = np.zeros(n_obj, dtype=np.int8)
+        self.stats = np.zeros(M.NR_STATS, np.int64)
+        self.wm = np.array(env.wmark, np.int64)
+        self.ef = np.zeros((1 << 16, len(M.EF_COLS)), np.int64)
+        self.replay_s = 0.0
+        self.extfrag = _Spool(tmp / "extfrag.parquet", EXTFRAG_SCHEMA)
+        self.pageblocks = _Spool(tmp / "pageblocks.parquet", PAGEBLOCKS_SCHEMA)
+        self._pb = np.zeros((self.zone.npb, 6), np.int64)
+        self._pb_index = np.arange(self.zone.npb, dtype=np.int64) + (
+            env.start_pfn >> PAGEBLOCK_ORDER
+        )
+
+    def apply(
+        self,
+        ev: tuple[np.ndarray, ...],
+        keep_row: np.ndarray,
+        keep_counters: np.ndarray,
+        placed: np.ndarray,
+        obj_mt: np.ndarray,
+        out: tuple[np.ndarray, ...],
+        snap_at: np.ndarray | None = None,
+    ) -> int:
+        """Run the kernel over all of ``ev``; pageblock snapshots after the indices in snap_at."""
+        n = ev[0].shape[0]
+        bounds = [] if snap_at is None else [(int(j) + 1, True) for j in snap_at]
+        if not bounds or bounds[-1][0] != n:
+            bounds.append((n, False))
+        i = r = 0
+        z = self.zone
+        for stop, snap in bounds:
+            while i < stop:
+                t0 = time.perf_counter()
+                i, r = M.replay_chunk(i, stop, ev, keep_row, keep_counters, placed, obj_mt,
+                                      z.arrays, z.prm, z.counters, self.ef, z.mode, self.wm,
+                                      self.stats, r, out)  # fmt: skip
+                self.replay_s += time.perf_counter() - t0
+                self.flush_extfrag()
+            if snap:
+                self.snapshot(int(ev[0][stop - 1]))
+        return r
+
+    def flush_extfrag(self) -> None:
+        n = int(self.zone.counters[M.C_EF])
+        if n == 0:
+            return
+        e = self.ef[:n]
+        cols = [pa.array(e[:, 0]), pa.array(e[:, 1])]
+        cols += [pa.array(e[:, j].astype(np.int8)) for j in range(2, 6)]
+        cols += [pa.array(e[:, 6] != 0), pa.array(e[:, 7] != 0)]
+        self.extfrag.write(pa.RecordBatch.from_arrays(cols, schema=EXTFRAG_SCHEMA))
+        self.zone.counters[M.C_EF] = 0
+
+    def snapshot(self, seq: int) -> None:
+        """One ``pageblocks`` row per pageblock: the state after step ``seq``."""
+        M.pageblock_snapshot(self.zone.arrays, self.zone.prm, self._pb)
+        p = self._pb
+        cols: list[pa.Array] = [
+            pa.array(np.full(p.shape[0], seq, np.int64)),
+            pa.array(self._pb_index),
+            pa.array(p[:, 0].astype(np.int8)),
+        ]
+        cols += [pa.array(p[:, j].astype(np.int32)) for j in range(1, 6)]
+        self.pageblocks.write(pa.RecordBatch.from_arrays(cols, schema=PAGEBLOCKS_SCHEMA))
+
+    def allocate_all(self, obj: np.ndarray, order: np.ndarray, mt: np.ndarray,
+                     placed: np.ndarray, obj_mt: np.ndarray) -> None:  # fmt: skip
+        """Allocations only, no step rows (the pre-existing and background passes)."""
+        n = obj.shape[0]
+        if n == 0:
+            return
+        no = np.zeros(n, np.bool_)
+        ev = (np.full(n, -1, np.int64), np.ones(n, np.bool_), obj.astype(np.int64),
+              np.zeros(n, np.int64), order.astype(np.int64), mt.astype(np.int8),
+              np.zeros(n, np.int16))  # fmt: skip
+        self.apply(ev, no, no, placed, obj_mt, _outputs(0))
+
+
 def run(
     store: Store,
     trace: str,
@@ -248,53 +470,72 @@ def run(
     *,
     zone_pages: int | None = None,
     every: int = 1,
+    pageblock_every: int | None = None,
+    fill_from_snapshot: bool = False,
     progress: Progress | None = None,
 ) -> RunResult:
-    """Replay ``trace`` through the configured model; returns what the run measured."""
+    """Replay ``trace`` through the configured model; returns what the run measured.
+
+    ``every``: keep the counters of every K-th step (placements always).
+    ``pageblock_every``: a pageblocks snapshot every K steps (default: about
+    100 over the run; 0: only before the first and after the last step).
+    """
     if every < 1:
         raise UsageError("--every must be at least 1")
+    if pageblock_every is not None and pageblock_every < 0:
+        raise UsageError("--pageblock-every must be 0 or more")
     trace_id = store.trace_id(trace)
-    start_pfn, pages = _zone(store, trace_id, zone_pages)
+    env = _environment(store, trace_id, config, zone_pages)
     warm_up()
     ids, n_obj = _object_index(store, trace_id)
-    zone = B.BuddyZone(start_pfn, pages)
-    placed = np.full(n_obj, -1, dtype=np.int64)
-    counters = np.zeros(4, dtype=np.int64)
     n_events = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
     last_seq = n_events - 1
-    timing = {"replay": 0.0}
+    pbe = pageblock_every if pageblock_every is not None else math.ceil(
+        n_events / PAGEBLOCK_SNAPSHOTS
+    )  # fmt: skip
     progress = progress or Progress()
-    progress.start(f"replay {trace} ({config.preset or config.model})", n_events)
     t_start = time.perf_counter()
     started = datetime.now(UTC).replace(tzinfo=None)
 
     def dense(objs: np.ndarray) -> np.ndarray:
         return objs if ids is None else np.searchsorted(ids, objs)
 
+    tmp_dir = tempfile.TemporaryDirectory(prefix="replay-run-")
+    rp = _Replay(env, config, n_obj, Path(tmp_dir.name))
+
     # Objects freed before any allocation: allocated first, by first appearance.
     pre = store.query(
-        """SELECT obj, max("offset" + (1::BIGINT << "order")) AS pages, min(seq) AS first
+        """SELECT obj, max("offset" + (1::BIGINT << "order")) AS pages, min(seq) AS first,
+                  arg_min(migratetype, seq) AS mt
            FROM events WHERE trace_id = $t AND op = 'free'
              AND obj NOT IN (SELECT obj FROM events WHERE trace_id = $t AND op = 'alloc')
            GROUP BY obj ORDER BY first""",
         {"t": trace_id},
     )
     n_pre = pre.num_rows
+    pre_pages = 0
     if n_pre:
-        pre_pages = pre.column("pages").to_numpy()
-        pre_order = np.ceil(np.log2(pre_pages.astype(np.float64))).astype(np.int64)
-        pre_obj = dense(pre.column("obj").to_numpy()).astype(np.int64, copy=True)
-        keep = np.zeros(n_pre, np.bool_)
-        dummy = np.zeros(1, np.int64)
-        t0 = time.perf_counter()
-        replay_buddy(np.ones(n_pre, np.bool_), pre_obj, np.zeros(n_pre, np.int64), pre_order,
-                     keep, keep, placed, zone.start_pfn, zone.pages, zone.blk_order, zone.nxt,
-                     zone.prv, zone.head, zone.tail, zone.nr_free, counters, dummy,
-                     dummy.astype(np.int8), np.zeros((1, NF), np.int64), keep, dummy)  # fmt: skip
-        timing["replay"] += time.perf_counter() - t0
-        pre_failed = int(counters[2])
-        counters[:] = 0
-        counters[2] = pre_failed  # a pre-existing page that does not fit is a failure too
+        pages_col = pre.column("pages").to_numpy()
+        pre_pages = int(pages_col.sum())
+        pre_order = np.ceil(np.log2(pages_col.astype(np.float64))).astype(np.int64)
+        rp.allocate_all(dense(pre.column("obj").to_numpy()), pre_order,
+                        pre.column("mt").to_numpy(), rp.placed, rp.obj_mt)  # fmt: skip
+    background = 0
+    if fill_from_snapshot:
+        kinds = _background_stream(background_pages(store, trace_id, env, pre_pages))
+        nb_ = kinds.shape[0]
+        bg_placed = np.full(nb_, -1, np.int64)
+        before = int(rp.stats[M.S_FAILURES])
+        rp.allocate_all(np.arange(nb_), np.zeros(nb_, np.int64), kinds, bg_placed,
+                        np.zeros(nb_, np.int8))  # fmt: skip
+        background = int(np.count_nonzero(bg_placed >= 0))
+        rp.stats[M.S_FAILURES] = before  # background that does not fit is not a failure
+    # Pre-existing pages that do not fit count as failures; the passes' other counts do not.
+    pre_failed = int(rp.stats[M.S_FAILURES])
+    rp.stats[:] = 0
+    rp.stats[M.S_FAILURES] = pre_failed
+    rp.snapshot(-1)
+    progress.start(f"replay {trace} ({config.preset or config.model})", n_events)
 
     failure: list[BaseException] = []
 
@@ -313,91 +554,108 @@ def run(
         reader = None
         try:
             reader = cur.sql(
-                'SELECT seq, op = \'alloc\' AS is_alloc, obj, "offset", "order" FROM events '
-                "WHERE trace_id = $t ORDER BY seq",
+                'SELECT seq, op = \'alloc\' AS is_alloc, obj, "offset", "order", migratetype, '
+                "coalesce(cpu, 0) AS cpu FROM events WHERE trace_id = $t ORDER BY seq",
                 params={"t": trace_id},
             ).to_arrow_reader(CHUNK_EVENTS)
             for batch in reader:
                 seq = batch.column("seq").to_numpy()
                 is_alloc = batch.column("is_alloc").to_numpy(zero_copy_only=False)
                 # Writable copies: numba compiles read-only (zero-copy) arrays separately.
-                objs = dense(batch.column("obj").to_numpy()).astype(np.int64, copy=True)
-                off = batch.column("offset").to_numpy().astype(np.int64)
-                order = batch.column("order").to_numpy().astype(np.int64)
+                ev = (
+                    seq.astype(np.int64, copy=True),
+                    is_alloc.astype(np.bool_, copy=True),
+                    dense(batch.column("obj").to_numpy()).astype(np.int64, copy=True),
+                    batch.column("offset").to_numpy().astype(np.int64),
+                    batch.column("order").to_numpy().astype(np.int64),
+                    batch.column("migratetype").to_numpy().astype(np.int8),
+                    (batch.column("cpu").to_numpy().astype(np.int64) % rp.ncpus).astype(np.int16),
+                )
                 keep_counters = (seq % every == 0) | (seq == last_seq)
                 keep_row = keep_counters | is_alloc
+                snap = (seq == last_seq) if pbe == 0 else (seq % pbe == 0) | (seq == last_seq)
                 m = int(np.count_nonzero(keep_row))
-                out_pfn = np.empty(m, np.int64)
-                out_outcome = np.empty(m, np.int8)
-                out_nr = np.zeros((m, NF), np.int64)
-                out_has = np.empty(m, np.bool_)
-                out_fail = np.empty(m, np.int64)
-                t0 = time.perf_counter()
-                r = replay_buddy(is_alloc, objs, off, order, keep_row, keep_counters, placed,
-                                 zone.start_pfn, zone.pages, zone.blk_order, zone.nxt, zone.prv,
-                                 zone.head, zone.tail, zone.nr_free, counters, out_pfn,
-                                 out_outcome, out_nr, out_has, out_fail)  # fmt: skip
-                timing["replay"] += time.perf_counter() - t0
+                out = _outputs(m)
+                r = rp.apply(ev, keep_row, keep_counters, rp.placed, rp.obj_mt, out,
+                             snap_at=np.flatnonzero(snap))  # fmt: skip
                 assert r == m
                 progress.advance_to(int(seq[-1]) + 1)
-                yield _steps_batch(seq[keep_row], is_alloc[keep_row], out_pfn, out_outcome, out_nr,
-                                   out_has, out_fail)  # fmt: skip
+                yield _steps_batch(seq[keep_row], is_alloc[keep_row], out)
         finally:
             if reader is not None:
                 reader.close()
             cur.close()
 
-    with store.transaction():
-        row = store.one("SELECT coalesce(max(run_id), 0) + 1 FROM runs")
-        run_id = int(row[0]) if row else 1
-        try:
-            store.append_stream(
-                "steps",
-                pa.RecordBatchReader.from_batches(STEPS_SCHEMA, steps()),
-                run_id,
-                key="run_id",
-            )
-        except duckdb.Error:
-            if failure:
-                raise failure[0] from None
-            raise
-        wall = time.perf_counter() - t_start
-        events = n_events
-        eps = events / timing["replay"] if timing["replay"] > 0 else 0.0
-        nr_free = [int(v) for v in zone.nr_free]
-        result = RunResult(
-            run_id=run_id, trace=store.trace_row(trace_id)["name"], model=config.model,
-            events=events, events_per_s=eps, wall_s=wall, allocs=int(counters[0]),
-            frees=int(counters[1]), failures=int(counters[2]), ignored_frees=int(counters[3]),
-            preexisting=n_pre, zone_start_pfn=start_pfn, zone_pages=pages,
-            free_pages=zone.free_pages(), nr_free=nr_free,
-        )  # fmt: skip
-        values = {
-            "run_id": run_id, "trace_id": trace_id, "model": config.model,
-            "config": config.to_json(), "started": started, "wall_s": wall,
-            "replay_s": timing["replay"], "events": events, "events_per_s": eps,
-            "allocs": result.allocs, "frees": result.frees, "failures": result.failures,
-            "ignored_frees": result.ignored_frees, "preexisting": n_pre,
-            "zone_start_pfn": start_pfn, "zone_pages": pages, "every": every,
-            "free_pages": result.free_pages, "nr_free": nr_free,
-        }  # fmt: skip
-        cols = ", ".join(RUNS_COLUMNS)
-        store.run(
-            f"INSERT INTO runs ({cols}) VALUES ({', '.join('$' + c for c in RUNS_COLUMNS)})",
-            values,
-        )
+    try:
+        with store.transaction():
+            row = store.one("SELECT coalesce(max(run_id), 0) + 1 FROM runs")
+            run_id = int(row[0]) if row else 1
+            try:
+                store.append_stream(
+                    "steps",
+                    pa.RecordBatchReader.from_batches(STEPS_SCHEMA, steps()),
+                    run_id,
+                    key="run_id",
+                )
+            except duckdb.Error:
+                if failure:
+                    raise failure[0] from None
+                raise
+            for spool, table in ((rp.extfrag, "extfrag"), (rp.pageblocks, "pageblocks")):
+                spool.close()
+                if spool.rows:
+                    store.append_parquet(table, spool.path, run_id, key="run_id")
+            result = _record_run(store, run_id, trace_id, config, env, rp, started, t_start,
+                                 n_events, n_pre, background, every, pbe)  # fmt: skip
+    finally:
+        rp.extfrag.close()
+        rp.pageblocks.close()
+        tmp_dir.cleanup()
+    return result
+
+
+def _record_run(
+    store: Store, run_id: int, trace_id: int, config: RunConfig, env: Environment, rp: _Replay,
+    started: datetime, t_start: float, n_events: int, n_pre: int, background: int, every: int,
+    pbe: int,
+) -> RunResult:  # fmt: skip
+    z = rp.zone
+    c, s = z.counters, rp.stats
+    wall = time.perf_counter() - t_start
+    eps = n_events / rp.replay_s if rp.replay_s > 0 else 0.0
+    nr_free = [int(v) for v in z.nr_free]
+    result = RunResult(
+        run_id=run_id, trace=store.trace_row(trace_id)["name"], model=config.model,
+        events=n_events, events_per_s=eps, wall_s=wall, allocs=int(s[M.S_ALLOCS]),
+        frees=int(s[M.S_FREES]), failures=int(s[M.S_FAILURES]),
+        ignored_frees=int(s[M.S_IGNORED]), preexisting=n_pre, background=background,
+        zone_start_pfn=env.start_pfn, zone_pages=env.pages, free_pages=z.free_pages(),
+        pcp_pages=z.pcp_pages(), nr_free=nr_free,
+        fallbacks=int(c[M.C_CLAIMS] + c[M.C_STEALS]), claims=int(c[M.C_CLAIMS]),
+        steals=int(c[M.C_STEALS]), below_low=int(s[M.S_BELOW_LOW]),
+        below_min=int(s[M.S_BELOW_MIN]), wmark_min=env.wmark[0], wmark_low=env.wmark[1],
+        wmark_high=env.wmark[2],
+    )  # fmt: skip
+    values = {
+        **{k: v for k, v in result.summary().items() if k in RUNS_COLUMNS},
+        "trace_id": trace_id, "config": config.to_json(), "started": started,
+        "replay_s": rp.replay_s, "every": every, "ncpus": env.ncpus,
+        "pcp_batch": env.batch, "pcp_high": env.high,
+        "pcp_refills": int(c[M.C_REFILLS]), "pcp_bulk_frees": int(c[M.C_BULK]),
+        "drain_retries": int(c[M.C_DRAINS]), "pageblock_every": pbe,
+    }  # fmt: skip
+    cols = ", ".join(RUNS_COLUMNS)
+    store.run(
+        f"INSERT INTO runs ({cols}) VALUES ({', '.join('$' + c for c in RUNS_COLUMNS)})",
+        values,
+    )
     return result
 
 
 def _steps_batch(
-    seq: np.ndarray,
-    is_alloc: np.ndarray,
-    pfn: np.ndarray,
-    outcome: np.ndarray,
-    nr: np.ndarray,
-    has: np.ndarray,
-    failures: np.ndarray,
+    seq: np.ndarray, is_alloc: np.ndarray, out: tuple[np.ndarray, ...]
 ) -> pa.RecordBatch:
+    pfn, outcome, nr, has, failures, pcp, fallbacks = out
     no_counters = ~has
     free_pages = (nr << np.arange(NF, dtype=np.int64)).sum(axis=1)
     nonzero = nr > 0
@@ -412,5 +670,7 @@ def _steps_batch(
     cols += [
         pa.array(largest.astype(np.int8), pa.int8(), mask=no_counters),
         pa.array(failures, pa.int64()),
+        pa.array(pcp, pa.int64(), mask=no_counters),
+        pa.array(fallbacks, pa.int64()),
     ]
     return pa.RecordBatch.from_arrays(cols, schema=STEPS_SCHEMA)

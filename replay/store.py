@@ -113,7 +113,22 @@ CREATE TABLE IF NOT EXISTS runs (
     zone_pages BIGINT,
     every INTEGER,           -- counters kept every N steps
     free_pages BIGINT,       -- at the end (pages)
-    nr_free BIGINT[]         -- at the end, per order
+    nr_free BIGINT[],        -- at the end, per order
+    pcp_pages BIGINT,        -- at the end, on per-CPU lists (pages)
+    background BIGINT,       -- pages allocated by --fill-from-snapshot
+    ncpus INTEGER,
+    pcp_batch INTEGER,       -- pages (pcp layer)
+    pcp_high INTEGER,        -- pages (pcp layer)
+    wmark_min BIGINT, wmark_low BIGINT, wmark_high BIGINT,  -- pages
+    below_low BIGINT,        -- allocations made below the low watermark (kswapd would wake)
+    below_min BIGINT,        -- allocations made below the min watermark
+    fallbacks BIGINT,        -- extfrag events (claims + steals)
+    claims BIGINT,
+    steals BIGINT,
+    pcp_refills BIGINT,
+    pcp_bulk_frees BIGINT,   -- free_pcppages_bulk calls at pcp high
+    drain_retries BIGINT,    -- failed allocations retried after draining every pcp list
+    pageblock_every BIGINT   -- pageblocks snapshot every N steps
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id INTEGER NOT NULL,
@@ -125,7 +140,27 @@ CREATE TABLE IF NOT EXISTS steps (
     nr_free_4 BIGINT, nr_free_5 BIGINT, nr_free_6 BIGINT, nr_free_7 BIGINT,
     nr_free_8 BIGINT, nr_free_9 BIGINT, nr_free_10 BIGINT,
     largest_free_order TINYINT,
-    failures BIGINT          -- cumulative failed allocations
+    failures BIGINT,         -- cumulative failed allocations
+    pcp_pages BIGINT,        -- pages on per-CPU lists
+    fallbacks BIGINT         -- cumulative extfrag events
+);
+CREATE TABLE IF NOT EXISTS extfrag (
+    run_id INTEGER NOT NULL,
+    seq BIGINT NOT NULL,     -- the trace event whose allocation fell back
+    pfn BIGINT,
+    alloc_order TINYINT, fallback_order TINYINT,
+    alloc_migratetype TINYINT, fallback_migratetype TINYINT,
+    fragmenting BOOLEAN,     -- fallback_order < pageblock_order
+    change_ownership BOOLEAN -- the pageblock now has the allocation's type
+);
+CREATE TABLE IF NOT EXISTS pageblocks (
+    run_id INTEGER NOT NULL,
+    seq BIGINT NOT NULL,     -- state after this step
+    pageblock BIGINT NOT NULL, -- pfn >> 9
+    migratetype TINYINT,
+    free_pages INTEGER,      -- in free buddy blocks
+    unmovable INTEGER, movable INTEGER, reclaimable INTEGER,  -- allocated pages by request type
+    pcp_pages INTEGER
 );
 CREATE TABLE IF NOT EXISTS snap_buddyinfo (
     trace_id INTEGER, snapshot VARCHAR, node SMALLINT, zone VARCHAR,
@@ -156,6 +191,9 @@ CREATE TABLE IF NOT EXISTS snap_kpageflags (
 );
 """
 
+# Tables keyed by run_id (rows of a run besides its ``runs`` row).
+RUN_TABLES = ("steps", "extfrag", "pageblocks")
+
 # Tables keyed by trace_id, in the order rows are deleted on --replace.
 TRACE_TABLES = (
     "events",
@@ -169,6 +207,22 @@ TRACE_TABLES = (
     "snap_kpageflags",
     "traces",
 )
+
+# Columns added after the first release, for database files created before them.
+MIGRATIONS_SQL = """
+ALTER TABLE steps ADD COLUMN IF NOT EXISTS pcp_pages BIGINT;
+ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
+""" + "".join(
+    f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {c} {t};\n"
+    for c, t in [
+        ("pcp_pages", "BIGINT"), ("background", "BIGINT"), ("ncpus", "INTEGER"),
+        ("pcp_batch", "INTEGER"), ("pcp_high", "INTEGER"), ("wmark_min", "BIGINT"),
+        ("wmark_low", "BIGINT"), ("wmark_high", "BIGINT"), ("below_low", "BIGINT"),
+        ("below_min", "BIGINT"), ("fallbacks", "BIGINT"), ("claims", "BIGINT"),
+        ("steals", "BIGINT"), ("pcp_refills", "BIGINT"), ("pcp_bulk_frees", "BIGINT"),
+        ("drain_retries", "BIGINT"), ("pageblock_every", "BIGINT"),
+    ]
+)  # fmt: skip
 
 MACROS_SQL = """
 CREATE OR REPLACE TEMP MACRO hexint(s) AS TRY_CAST(s AS BIGINT);
@@ -245,6 +299,7 @@ class Store:
             raise UsageError(f"{self.path}: cannot open as a DuckDB database ({exc})") from exc
         if not read_only:
             self.run(SCHEMA_SQL)
+            self.run(MIGRATIONS_SQL)
         self.run(MACROS_SQL)
         install_macros(self.con)
 
@@ -337,9 +392,9 @@ class Store:
         """
         self._insert_arrow(table, reader, {key: key_value})
 
-    def append_parquet(self, table: str, path: Path, trace_id: int) -> None:
+    def append_parquet(self, table: str, path: Path, key_value: int, key: str = "trace_id") -> None:
         """Append a Parquet file's rows to ``table`` (one parallel, streaming INSERT)."""
-        self._insert(table, pq_columns(path), "read_parquet($path)", {"trace_id": trace_id},
+        self._insert(table, pq_columns(path), "read_parquet($path)", {key: key_value},
                      {"path": str(path)})  # fmt: skip
 
     # -- traces -----------------------------------------------------------------
@@ -381,10 +436,11 @@ class Store:
 
     def delete_trace_rows(self, trace_id: int) -> None:
         """Delete every row of ``trace_id``, its runs included (inside the caller's transaction)."""
-        self.run(
-            "DELETE FROM steps WHERE run_id IN (SELECT run_id FROM runs WHERE trace_id = $id)",
-            {"id": trace_id},
-        )
+        for t in RUN_TABLES:
+            self.run(
+                f"DELETE FROM {t} WHERE run_id IN (SELECT run_id FROM runs WHERE trace_id = $id)",
+                {"id": trace_id},
+            )
         self.run("DELETE FROM runs WHERE trace_id = $id", {"id": trace_id})
         for t in TRACE_TABLES:
             self.run(f"DELETE FROM {t} WHERE trace_id = $id", {"id": trace_id})

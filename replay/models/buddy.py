@@ -35,7 +35,7 @@ class BuddyConfig:
 
 
 # -- free-list primitives -----------------------------------------------------
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", _nrt=False)
 def list_add(o, li, to_tail, nxt, prv, head, tail):  # type: ignore[no-untyped-def]
     """Add block ``o`` at the head (or tail) of free list ``li``."""
     if to_tail:
@@ -58,7 +58,7 @@ def list_add(o, li, to_tail, nxt, prv, head, tail):  # type: ignore[no-untyped-d
         head[li] = o
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", _nrt=False)
 def list_del(o, li, nxt, prv, head, tail):  # type: ignore[no-untyped-def]
     """Remove block ``o`` from free list ``li``."""
     p = prv[o]
@@ -76,7 +76,7 @@ def list_del(o, li, nxt, prv, head, tail):  # type: ignore[no-untyped-def]
 
 
 # -- the allocator ----------------------------------------------------------------
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def init_zone(start_pfn, pages, blk_order, nxt, prv, head, tail, nr_free):  # type: ignore[no-untyped-def]
     """Boot state: the zone cut into the largest naturally aligned blocks.
 
@@ -102,7 +102,7 @@ def init_zone(start_pfn, pages, blk_order, nxt, prv, head, tail, nr_free):  # ty
         pfn += np.int64(1) << k
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def rmqueue_smallest(order, start_pfn, blk_order, nxt, prv, head, tail, nr_free):  # type: ignore[no-untyped-def]
     """__rmqueue_smallest + expand: a block of ``order``; returns its pfn or -1.
 
@@ -126,7 +126,7 @@ def rmqueue_smallest(order, start_pfn, blk_order, nxt, prv, head, tail, nr_free)
     return np.int64(-1)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def free_one_page(pfn, order, start_pfn, pages, blk_order, nxt, prv, head, tail, nr_free):  # type: ignore[no-untyped-def]
     """__free_one_page: merge with free buddies of equal order, then add to a list.
 

@@ -1,0 +1,714 @@
+"""``mobility`` and ``pcp``: grouping pages by mobility (Linux 6.10+) with per-CPU lists.
+
+The exact semantics are in docs/mobility.md (the contract this kernel and
+tests/ref_mobility.py both implement); it follows mm/page_alloc.c of Linux
+6.18: ``__rmqueue`` (NORMAL/CLAIM/STEAL modes), ``__rmqueue_smallest``,
+``__rmqueue_claim`` + ``try_to_claim_block``, ``__rmqueue_steal``,
+``split_large_buddy`` + ``__free_one_page``, ``rmqueue_pcplist``,
+``free_frozen_page_commit`` and ``free_pcppages_bulk``.
+
+State is a tuple of numpy arrays (``ZoneState.arrays``) so numba kernels
+take it as one argument; offsets ``o = pfn - start_pfn`` index per-page
+arrays, ``pb = (pfn >> 9) - pb0`` indexes per-pageblock arrays, and free
+list ``li = order * 3 + migratetype`` indexes ``head``/``tail``. Pages on
+pcp lists reuse the ``nxt``/``prv`` links (a page is on one list at most).
+
+``prm`` (int64 array) holds the scalars: start_pfn, pages, pb0, use_pcp,
+batch, high (pages), ncpus. ``counters`` (int64 array, see C_* below) and
+the extfrag buffer ``ef`` (rows of EF_COLS) are written as events happen.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from replay.models.buddy import MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, list_add, list_del
+from replay.models.watermarks import zone_watermark_ok
+
+MIGRATE_UNMOVABLE = 0
+MIGRATE_MOVABLE = 1
+MIGRATE_RECLAIMABLE = 2
+MIGRATE_PCPTYPES = 3
+PAGEBLOCK_PAGES = 1 << PAGEBLOCK_ORDER
+NR_PCP_LISTS = 14  # 3 types x orders 0..3, plus order 9 (movable, other)
+
+# prm indices (P_GROUP = 0: grouping by mobility off, every list is MOVABLE: plain buddy)
+P_START, P_PAGES, P_PB0, P_PCP, P_BATCH, P_HIGH, P_NCPU, P_GROUP = range(8)
+# counters indices (C_EF: rows in the extfrag buffer; the others are cumulative)
+C_EF, C_CLAIMS, C_STEALS, C_REFILLS, C_BULK, C_DRAINS, C_PCP_PAGES = range(7)
+NR_COUNTERS = 7
+# extfrag buffer columns (trace_mm_page_alloc_extfrag)
+EF_COLS = ("seq", "pfn", "alloc_order", "fallback_order", "alloc_migratetype",
+           "fallback_migratetype", "fragmenting", "change_ownership")  # fmt: skip
+EF_MAX_PER_ALLOC = 2 * 64 + 2  # refill, drain, refill again, plus a direct fallback
+
+MODE_NORMAL = 0
+MODE_CLAIM = 1
+MODE_STEAL = 2
+
+# fallbacks[] of mm/page_alloc.c, row per requested type
+FALLBACKS = np.array([[2, 1], [2, 0], [0, 1]], dtype=np.int64)
+
+
+# -- free blocks ------------------------------------------------------------------
+@nb.njit(cache=True, inline="always", _nrt=False)
+def _pb_free_add(pfn, k, delta, pb_free, pb0):  # type: ignore[no-untyped-def]
+    """Account ``delta`` (+1/-1) times the block (pfn, order k) in per-pageblock free pages."""
+    if k >= PAGEBLOCK_ORDER:
+        first = (pfn >> PAGEBLOCK_ORDER) - pb0
+        for j in range(np.int64(1) << (k - PAGEBLOCK_ORDER)):
+            pb_free[first + j] += delta * PAGEBLOCK_PAGES
+    else:
+        pb_free[(pfn >> PAGEBLOCK_ORDER) - pb0] += delta * (np.int64(1) << k)
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def add_free(o, k, mt, to_tail, st, prm):  # type: ignore[no-untyped-def]
+    """``__add_to_free_list``: block at offset o, order k, onto list (k, mt)."""
+    li = k * MIGRATE_PCPTYPES + mt
+    list_add(o, li, to_tail, st[1], st[2], st[3], st[4])
+    st[0][o] = k
+    st[5][k] += 1
+    st[6][li] += 1
+    _pb_free_add(o + prm[P_START], k, 1, st[8], prm[P_PB0])
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def del_free(o, k, mt, st, prm):  # type: ignore[no-untyped-def]
+    """``__del_page_from_free_list``: take block at offset o off list (k, mt)."""
+    li = k * MIGRATE_PCPTYPES + mt
+    list_del(o, li, st[1], st[2], st[3], st[4])
+    st[0][o] = -1
+    st[5][k] -= 1
+    st[6][li] -= 1
+    _pb_free_add(o + prm[P_START], k, -1, st[8], prm[P_PB0])
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def expand(o, high, low, mt, st, prm):  # type: ignore[no-untyped-def]
+    """``expand``: split block o of order ``high`` down to ``low``; halves to list heads."""
+    while high > low:
+        high -= 1
+        add_free(o + (np.int64(1) << high), high, mt, False, st, prm)
+
+
+@nb.njit(cache=True, _nrt=False)
+def init_zone(st, prm):  # type: ignore[no-untyped-def]
+    """Boot: the largest aligned blocks, ascending, each at the TAIL of its MOVABLE list."""
+    blk_order, nxt, prv, head, tail = st[:5]
+    pb_mt = st[7]
+    blk_order[:] = -1
+    nxt[:] = -1
+    prv[:] = -1
+    head[:] = -1
+    tail[:] = -1
+    st[10][:] = -1  # pcp_head
+    st[11][:] = -1  # pcp_tail
+    pb_mt[:] = MIGRATE_MOVABLE
+    start = prm[P_START]
+    end = start + prm[P_PAGES]
+    pfn = start
+    while pfn < end:
+        k = MAX_PAGE_ORDER
+        while k > 0 and ((pfn & ((np.int64(1) << k) - 1)) != 0 or pfn + (np.int64(1) << k) > end):
+            k -= 1
+        add_free(pfn - start, k, MIGRATE_MOVABLE, True, st, prm)
+        pfn += np.int64(1) << k
+
+
+# -- allocation from the buddy ---------------------------------------------------------
+@nb.njit(cache=True, inline="always", _nrt=False)
+def rmqueue_smallest(k, mt, st, prm):  # type: ignore[no-untyped-def]
+    """``__rmqueue_smallest``: head of the first non-empty (c, mt) list, c >= k; offset or -1."""
+    head = st[3]
+    for c in range(k, NR_PAGE_ORDERS):
+        o = head[c * MIGRATE_PCPTYPES + mt]
+        if o < 0:
+            continue
+        del_free(o, c, mt, st, prm)
+        expand(o, c, k, mt, st, prm)
+        return o
+    return np.int64(-1)
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def _emit_extfrag(o, k, c, mt, f, st, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
+    pfn = o + prm[P_START]
+    n = counters[C_EF]
+    if n < ef.shape[0]:
+        ef[n, 0] = seq
+        ef[n, 1] = pfn
+        ef[n, 2] = k
+        ef[n, 3] = c
+        ef[n, 4] = mt
+        ef[n, 5] = f
+        ef[n, 6] = 1 if c < PAGEBLOCK_ORDER else 0
+        ef[n, 7] = 1 if st[7][(pfn >> PAGEBLOCK_ORDER) - prm[P_PB0]] == mt else 0
+    counters[C_EF] = n + 1
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def should_try_claim_block(c, mt):  # type: ignore[no-untyped-def]
+    """``should_try_claim_block``: claim large blocks, and always for non-movable requests."""
+    return c >= PAGEBLOCK_ORDER // 2 or mt == MIGRATE_RECLAIMABLE or mt == MIGRATE_UNMOVABLE
+
+
+@nb.njit(cache=True, _nrt=False)
+def try_to_claim_block(o, c, k, mt, f, st, prm):  # type: ignore[no-untyped-def]
+    """``try_to_claim_block``: retype the fallback block's pageblock(s) and allocate; -1 if not."""
+    blk_order = st[0]
+    pb_mt, pb_free, pb_alloc = st[7], st[8], st[9]
+    start = prm[P_START]
+    pb0 = prm[P_PB0]
+    pfn = o + start
+    if c >= PAGEBLOCK_ORDER:
+        del_free(o, c, f, st, prm)
+        first = (pfn >> PAGEBLOCK_ORDER) - pb0
+        for j in range(np.int64(1) << (c - PAGEBLOCK_ORDER)):
+            pb_mt[first + j] = mt
+        expand(o, c, k, mt, st, prm)
+        return o
+    # prep_move_freepages_block: the pageblock must lie wholly inside the zone
+    pb_start = (pfn >> PAGEBLOCK_ORDER) << PAGEBLOCK_ORDER
+    if pb_start < start or pb_start + PAGEBLOCK_PAGES > start + prm[P_PAGES]:
+        return np.int64(-1)
+    pb = (pfn >> PAGEBLOCK_ORDER) - pb0
+    free = pb_free[pb]
+    movable = pb_alloc[pb * MIGRATE_PCPTYPES + MIGRATE_MOVABLE]
+    if mt == MIGRATE_MOVABLE:
+        alike = movable
+    elif f == MIGRATE_MOVABLE:
+        alike = PAGEBLOCK_PAGES - (free + movable)
+    else:
+        alike = 0
+    if free + alike < PAGEBLOCK_PAGES // 2:
+        return np.int64(-1)
+    # __move_freepages_block: every free block of the pageblock, ascending, to the tail
+    q = pb_start - start
+    end = q + PAGEBLOCK_PAGES
+    while q < end:
+        b = blk_order[q]
+        if b >= 0:
+            del_free(q, b, f, st, prm)
+            add_free(q, b, mt, True, st, prm)
+            q += np.int64(1) << b
+        else:
+            q += 1
+    pb_mt[pb] = mt
+    return rmqueue_smallest(k, mt, st, prm)
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def find_suitable_fallback(c, mt, head):  # type: ignore[no-untyped-def]
+    """``find_suitable_fallback``: the first fallback type with a block of order c, or -1."""
+    for i in range(2):
+        f = FALLBACKS[mt, i]
+        if head[c * MIGRATE_PCPTYPES + f] >= 0:
+            return f
+    return np.int64(-1)
+
+
+@nb.njit(cache=True, _nrt=False)
+def rmqueue_claim(k, mt, st, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
+    """``__rmqueue_claim``: largest fallback block first, down to k; offset or -1."""
+    head = st[3]
+    for c in range(MAX_PAGE_ORDER, k - 1, -1):
+        if not should_try_claim_block(c, mt):
+            break
+        f = find_suitable_fallback(c, mt, head)
+        if f < 0:
+            continue
+        o = try_to_claim_block(head[c * MIGRATE_PCPTYPES + f], c, k, mt, f, st, prm)
+        if o >= 0:
+            counters[C_CLAIMS] += 1
+            _emit_extfrag(o, k, c, mt, f, st, prm, counters, ef, seq)
+            return o
+    return np.int64(-1)
+
+
+@nb.njit(cache=True, _nrt=False)
+def rmqueue_steal(k, mt, st, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
+    """``__rmqueue_steal``: smallest fallback block, split; the rest stays on its lists."""
+    head = st[3]
+    for c in range(k, NR_PAGE_ORDERS):
+        f = find_suitable_fallback(c, mt, head)
+        if f < 0:
+            continue
+        o = head[c * MIGRATE_PCPTYPES + f]
+        del_free(o, c, f, st, prm)
+        expand(o, c, k, f, st, prm)
+        counters[C_STEALS] += 1
+        _emit_extfrag(o, k, c, mt, f, st, prm, counters, ef, seq)
+        return o
+    return np.int64(-1)
+
+
+@nb.njit(cache=True, _nrt=False)
+def rmqueue(k, mt, mode, st, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
+    """``__rmqueue``: own type, then claim, then steal. ``mode[0]`` carries the mode.
+
+    Returns the block's offset, or -1.
+    """
+    m = mode[0]
+    if m == MODE_NORMAL:
+        o = rmqueue_smallest(k, mt, st, prm)
+        if o >= 0:
+            return o
+    if m == MODE_NORMAL or m == MODE_CLAIM:
+        o = rmqueue_claim(k, mt, st, prm, counters, ef, seq)
+        if o >= 0:
+            mode[0] = MODE_NORMAL
+            return o
+    o = rmqueue_steal(k, mt, st, prm, counters, ef, seq)
+    if o >= 0:
+        mode[0] = MODE_STEAL
+    return o
+
+
+# -- freeing to the buddy ------------------------------------------------------------
+@nb.njit(cache=True, inline="always", _nrt=False)
+def free_one_page(pfn, k, mt, st, prm):  # type: ignore[no-untyped-def]
+    """``__free_one_page``: merge (retyping order >= 9 buddies), then head or tail."""
+    blk_order, pb_mt = st[0], st[7]
+    start = prm[P_START]
+    pages = prm[P_PAGES]
+    pb0 = prm[P_PB0]
+    pfn = np.int64(pfn)
+    while k < MAX_PAGE_ORDER:
+        b = pfn ^ (np.int64(1) << k)
+        bo = b - start
+        if bo < 0 or bo >= pages or blk_order[bo] != k:
+            break
+        bpb = (b >> PAGEBLOCK_ORDER) - pb0
+        bt = pb_mt[bpb]
+        del_free(bo, k, bt, st, prm)
+        if bt != mt:
+            pb_mt[bpb] = mt
+        pfn = pfn & b
+        k += 1
+    to_tail = False
+    if k < MAX_PAGE_ORDER - 1:
+        b = pfn ^ (np.int64(1) << k)
+        h = pfn & b
+        hb = h ^ (np.int64(1) << (k + 1))
+        hbo = hb - start
+        if h >= start and hbo >= 0 and hbo < pages and blk_order[hbo] == k + 1:
+            to_tail = True
+    add_free(pfn - start, k, mt, to_tail, st, prm)
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def free_to_buddy(pfn, k, st, prm):  # type: ignore[no-untyped-def]
+    """``free_one_page`` -> ``split_large_buddy``: pageblock-sized pieces, each with its type."""
+    pb_mt = st[7]
+    pb0 = prm[P_PB0]
+    piece = k if k <= PAGEBLOCK_ORDER else PAGEBLOCK_ORDER
+    end = pfn + (np.int64(1) << k)
+    p = np.int64(pfn)
+    while p < end:
+        free_one_page(p, piece, pb_mt[(p >> PAGEBLOCK_ORDER) - pb0], st, prm)
+        p += np.int64(1) << piece
+
+
+# -- per-CPU lists -------------------------------------------------------------------------
+@nb.njit(cache=True, inline="always", _nrt=False)
+def pcp_allowed_order(k):  # type: ignore[no-untyped-def]
+    """``pcp_allowed_order``: orders up to PAGE_ALLOC_COSTLY_ORDER and the THP order."""
+    return k <= 3 or k == PAGEBLOCK_ORDER
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def order_to_pindex(k, mt):  # type: ignore[no-untyped-def]
+    """``order_to_pindex``."""
+    if k > 3:
+        return 12 + (1 if mt == MIGRATE_MOVABLE else 0)
+    return MIGRATE_PCPTYPES * k + mt
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def pindex_to_order(p):  # type: ignore[no-untyped-def]
+    """``pindex_to_order``."""
+    if p >= 12:
+        return PAGEBLOCK_ORDER
+    return p // MIGRATE_PCPTYPES
+
+
+@nb.njit(cache=True, _nrt=False)
+def free_pcppages_bulk(n, cpu, pindex, st, prm, counters):  # type: ignore[no-untyped-def]
+    """``free_pcppages_bulk``: free ``n`` pages from list tails, lists round robin."""
+    nxt, prv = st[1], st[2]
+    pcp_head, pcp_tail, pcp_count = st[10], st[11], st[12]
+    start = prm[P_START]
+    if n > pcp_count[cpu]:
+        n = pcp_count[cpu]
+    p = pindex - 1
+    base = cpu * NR_PCP_LISTS
+    while n > 0:
+        while True:
+            p += 1
+            if p > NR_PCP_LISTS - 1:
+                p = 0
+            if pcp_head[base + p] >= 0:
+                break
+        k = pindex_to_order(p)
+        while True:
+            o = pcp_tail[base + p]
+            list_del(o, base + p, nxt, prv, pcp_head, pcp_tail)
+            n -= np.int64(1) << k
+            pcp_count[cpu] -= np.int64(1) << k
+            counters[C_PCP_PAGES] -= np.int64(1) << k
+            free_to_buddy(o + start, k, st, prm)
+            if n <= 0 or pcp_head[base + p] < 0:
+                break
+
+
+@nb.njit(cache=True, _nrt=False)
+def drain_all(st, prm, counters):  # type: ignore[no-untyped-def]
+    """``drain_all_pages``: every cpu's lists, pindex 0..13, each from its tail."""
+    for cpu in range(prm[P_NCPU]):
+        if st[12][cpu] > 0:
+            free_pcppages_bulk(st[12][cpu], cpu, 0, st, prm, counters)
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def pcp_free(pfn, k, cpu, st, prm, counters):  # type: ignore[no-untyped-def]
+    """``free_frozen_page_commit``: to the head of the pageblock type's list; drain at high."""
+    nxt, prv, pb_mt = st[1], st[2], st[7]
+    pcp_head, pcp_tail, pcp_count = st[10], st[11], st[12]
+    mt = pb_mt[(pfn >> PAGEBLOCK_ORDER) - prm[P_PB0]]
+    p = order_to_pindex(k, mt)
+    list_add(pfn - prm[P_START], cpu * NR_PCP_LISTS + p, False, nxt, prv, pcp_head, pcp_tail)
+    pcp_count[cpu] += np.int64(1) << k
+    counters[C_PCP_PAGES] += np.int64(1) << k
+    if pcp_count[cpu] >= prm[P_HIGH]:
+        counters[C_BULK] += 1
+        free_pcppages_bulk(prm[P_BATCH], cpu, p, st, prm, counters)
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def pcp_alloc(k, mt, cpu, st, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
+    """``__rmqueue_pcplist``: the list head, after a refill of max(batch >> k, 2) blocks."""
+    nxt, prv = st[1], st[2]
+    pcp_head, pcp_tail, pcp_count = st[10], st[11], st[12]
+    li = cpu * NR_PCP_LISTS + order_to_pindex(k, mt)
+    if pcp_head[li] < 0:
+        counters[C_REFILLS] += 1
+        n = prm[P_BATCH] >> k
+        if n < 2:
+            n = 2
+        mode[0] = MODE_NORMAL
+        for _ in range(n):
+            o = rmqueue(k, mt, mode, st, prm, counters, ef, seq)
+            if o < 0:
+                break
+            list_add(o, li, True, nxt, prv, pcp_head, pcp_tail)
+            pcp_count[cpu] += np.int64(1) << k
+            counters[C_PCP_PAGES] += np.int64(1) << k
+    o = pcp_head[li]
+    if o < 0:
+        return np.int64(-1)
+    list_del(o, li, nxt, prv, pcp_head, pcp_tail)
+    pcp_count[cpu] -= np.int64(1) << k
+    counters[C_PCP_PAGES] -= np.int64(1) << k
+    return o
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def _pb_alloc_add(pfn, k, mt, delta, pb_alloc, pb0):  # type: ignore[no-untyped-def]
+    if k >= PAGEBLOCK_ORDER:
+        first = (pfn >> PAGEBLOCK_ORDER) - pb0
+        for j in range(np.int64(1) << (k - PAGEBLOCK_ORDER)):
+            pb_alloc[(first + j) * MIGRATE_PCPTYPES + mt] += delta * PAGEBLOCK_PAGES
+    else:
+        pb_alloc[((pfn >> PAGEBLOCK_ORDER) - pb0) * MIGRATE_PCPTYPES + mt] += delta * (
+            np.int64(1) << k
+        )
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def alloc_pages(k, mt, cpu, st, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
+    """``rmqueue``: pcp orders through the cpu's lists, others from the buddy; pfn or -1.
+
+    A failure with pages on pcp lists drains them all and retries once.
+    With grouping off (``prm[P_GROUP] == 0``) every request uses the MOVABLE
+    lists; the pages are still accounted by the request's type.
+    """
+    if mt < 0 or mt >= MIGRATE_PCPTYPES:
+        mt = MIGRATE_MOVABLE
+    lmt = mt if prm[P_GROUP] != 0 else MIGRATE_MOVABLE
+    for attempt in range(2):
+        o = np.int64(-1)
+        if prm[P_PCP] != 0 and pcp_allowed_order(k):
+            o = pcp_alloc(k, lmt, cpu, st, prm, counters, ef, seq, mode)
+        if o < 0:
+            mode[0] = MODE_NORMAL
+            o = rmqueue(k, lmt, mode, st, prm, counters, ef, seq)
+        if o >= 0:
+            pfn = o + prm[P_START]
+            _pb_alloc_add(pfn, k, mt, 1, st[9], prm[P_PB0])
+            return pfn
+        if attempt == 0 and prm[P_PCP] != 0 and counters[C_PCP_PAGES] > 0:
+            counters[C_DRAINS] += 1
+            drain_all(st, prm, counters)
+        else:
+            break
+    return np.int64(-1)
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def free_pages(pfn, k, mt, cpu, st, prm, counters):  # type: ignore[no-untyped-def]
+    """``__free_pages``: pcp orders to the cpu's lists, others to the buddy."""
+    if mt < 0 or mt >= MIGRATE_PCPTYPES:
+        mt = MIGRATE_MOVABLE
+    _pb_alloc_add(pfn, k, mt, -1, st[9], prm[P_PB0])
+    if prm[P_PCP] != 0 and pcp_allowed_order(k):
+        pcp_free(pfn, k, cpu, st, prm, counters)
+    else:
+        free_to_buddy(pfn, k, st, prm)
+
+
+# -- Python handle -------------------------------------------------------------------------
+class ZoneState:
+    """The arrays of one zone under ``mobility`` (optionally with ``pcp``).
+
+    ``arrays`` is the tuple the kernels take: blk_order, nxt, prv, head, tail,
+    nr_free, nr_free_mt, pb_mt, pb_free, pb_alloc, pcp_head, pcp_tail,
+    pcp_count. ``high`` and ``batch`` are in pages.
+    """
+
+    def __init__(
+        self,
+        start_pfn: int,
+        pages: int,
+        *,
+        pcp: bool = False,
+        ncpus: int = 1,
+        batch: int = 63,
+        high: int = 252,
+        grouping: bool = True,
+    ) -> None:
+        if pages <= 0 or start_pfn < 0:
+            raise ValueError("a zone needs pages > 0 and start_pfn >= 0")
+        if ncpus < 1 or batch < 1 or high < 1:
+            raise ValueError("pcp needs ncpus, batch and high >= 1")
+        self.start_pfn = int(start_pfn)
+        self.pages = int(pages)
+        pb0 = self.start_pfn >> PAGEBLOCK_ORDER
+        npb = ((self.start_pfn + self.pages - 1) >> PAGEBLOCK_ORDER) - pb0 + 1
+        self.npb = npb
+        nl = NR_PAGE_ORDERS * MIGRATE_PCPTYPES
+        self.arrays = (
+            np.empty(pages, np.int8),  # blk_order
+            np.empty(pages, np.int32),  # nxt
+            np.empty(pages, np.int32),  # prv
+            np.empty(nl, np.int64),  # head
+            np.empty(nl, np.int64),  # tail
+            np.zeros(NR_PAGE_ORDERS, np.int64),  # nr_free
+            np.zeros(nl, np.int64),  # nr_free_mt
+            np.empty(npb, np.int8),  # pb_mt
+            np.zeros(npb, np.int64),  # pb_free
+            np.zeros(npb * MIGRATE_PCPTYPES, np.int64),  # pb_alloc
+            np.empty(ncpus * NR_PCP_LISTS, np.int64),  # pcp_head
+            np.empty(ncpus * NR_PCP_LISTS, np.int64),  # pcp_tail
+            np.zeros(ncpus, np.int64),  # pcp_count
+        )
+        self.prm = np.array(
+            [self.start_pfn, self.pages, pb0, int(pcp), batch, high, ncpus, int(grouping)],
+            dtype=np.int64,
+        )
+        self.counters = np.zeros(NR_COUNTERS, np.int64)
+        self.mode = np.zeros(1, np.int64)
+        self.ef = np.zeros((4096, len(EF_COLS)), np.int64)
+        init_zone(self.arrays, self.prm)
+
+    # the API shared with tests/ref_mobility.py -------------------------------------
+    @property
+    def nr_free(self) -> np.ndarray:
+        return self.arrays[5]
+
+    @property
+    def extfrag(self) -> list[tuple[int, int, int, int, int, bool, bool]]:
+        n = min(int(self.counters[C_EF]), self.ef.shape[0])
+        return [
+            (int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), bool(r[6]), bool(r[7]))
+            for r in self.ef[:n]
+        ]
+
+    @property
+    def drains(self) -> int:
+        return int(self.counters[C_DRAINS])
+
+    def alloc(self, order: int, mt: int, cpu: int = 0) -> int:
+        """Allocate a block of ``order`` for a request of migratetype ``mt``; pfn or -1."""
+        if int(self.counters[C_EF]) + EF_MAX_PER_ALLOC > self.ef.shape[0]:
+            self.ef = np.concatenate([self.ef, np.zeros_like(self.ef)])
+        return int(alloc_pages(order, mt, cpu, self.arrays, self.prm, self.counters, self.ef,
+                               -1, self.mode))  # fmt: skip
+
+    def free(self, pfn: int, order: int, mt: int, cpu: int = 0) -> None:
+        """Free the block (pfn, order) that a request of migratetype ``mt`` allocated."""
+        free_pages(pfn, order, mt, cpu, self.arrays, self.prm, self.counters)
+
+    def drain_all(self) -> None:
+        drain_all(self.arrays, self.prm, self.counters)
+
+    def free_lists(self) -> dict[tuple[int, int], list[int]]:
+        """(order, migratetype) -> free blocks' pfns, head to tail (non-empty lists only)."""
+        nxt, head = self.arrays[1], self.arrays[3]
+        out: dict[tuple[int, int], list[int]] = {}
+        for k in range(NR_PAGE_ORDERS):
+            for mt in range(MIGRATE_PCPTYPES):
+                o = int(head[k * MIGRATE_PCPTYPES + mt])
+                blocks = []
+                while o >= 0:
+                    blocks.append(o + self.start_pfn)
+                    o = int(nxt[o])
+                if blocks:
+                    out[(k, mt)] = blocks
+        return out
+
+    def pcp_lists(self) -> dict[tuple[int, int], list[int]]:
+        """(cpu, pindex) -> pfns on that pcp list, head to tail (non-empty lists only)."""
+        nxt, pcp_head = self.arrays[1], self.arrays[10]
+        out: dict[tuple[int, int], list[int]] = {}
+        for li in range(pcp_head.shape[0]):
+            o = int(pcp_head[li])
+            pfns = []
+            while o >= 0:
+                pfns.append(o + self.start_pfn)
+                o = int(nxt[o])
+            if pfns:
+                out[(li // NR_PCP_LISTS, li % NR_PCP_LISTS)] = pfns
+        return out
+
+    def pcp_count(self) -> list[int]:
+        return [int(v) for v in self.arrays[12]]
+
+    def pageblock_types(self) -> list[int]:
+        return [int(v) for v in self.arrays[7]]
+
+    def nr_free_mt(self) -> list[list[int]]:
+        m = self.arrays[6]
+        return [[int(m[k * 3 + t]) for t in range(3)] for k in range(NR_PAGE_ORDERS)]
+
+    def free_pages(self) -> int:
+        return int(sum(int(n) << k for k, n in enumerate(self.arrays[5])))
+
+    def pcp_pages(self) -> int:
+        return int(self.arrays[12].sum())
+
+    def pageblock_counts(self) -> list[tuple[int, int, int, int, int]]:
+        """Per pageblock: (free, unmovable, movable, reclaimable allocated, pcp) pages."""
+        pb_free, pb_alloc = self.arrays[8], self.arrays[9].reshape(-1, 3)
+        pcp = np.zeros(self.npb, np.int64)
+        for pfns in self.pcp_lists().items():
+            k = int(pindex_to_order(pfns[0][1]))
+            for pfn in pfns[1]:
+                pcp[(pfn >> PAGEBLOCK_ORDER) - (self.start_pfn >> PAGEBLOCK_ORDER)] += 1 << k
+        return [
+            (int(pb_free[i]), int(pb_alloc[i, 0]), int(pb_alloc[i, 1]), int(pb_alloc[i, 2]),
+             int(pcp[i]))
+            for i in range(self.npb)
+        ]  # fmt: skip
+
+
+# -- the engine's per-chunk loop -----------------------------------------------------------
+S_ALLOCS, S_FREES, S_FAILURES, S_IGNORED, S_BELOW_LOW, S_BELOW_MIN = range(6)
+NR_STATS = 6
+OUT_OK = 0
+OUT_FAILED = 1
+OUT_IGNORED = 2
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def replay_chunk(  # type: ignore[no-untyped-def]
+    i0, i1, ev, keep_row, keep_counters, placed, obj_mt, st, prm, counters, ef, mode, wm,
+    stats, r0, out,
+):  # fmt: skip
+    """Apply events ``i0 .. i1-1`` of a chunk; returns (next event, next output row).
+
+    ``ev`` = (seq, is_alloc, obj, offset, order, migratetype, cpu) arrays. An
+    allocation places ``placed[obj]`` (pfn, -1 when it fails) and remembers its
+    type in ``obj_mt``; a free frees ``placed[obj] + offset`` at its order,
+    ignored when the allocation failed. ``wm`` = (min, low, high) watermarks in
+    pages: an allocation made when ``__zone_watermark_ok`` fails for low (min)
+    is counted in stats (kswapd would wake; direct reclaim would run).
+    Rows with ``keep_row`` go to ``out`` = (pfn, outcome, nr_free[.., 11],
+    has_counters, failures, pcp_pages, fallbacks). Stops early, before an
+    event, when the extfrag buffer could overflow; the caller flushes it.
+    """
+    seq, is_alloc, obj, offset, order, mtype, cpu = ev
+    out_pfn, out_outcome, out_nr, out_has, out_fail, out_pcp, out_fb = out
+    nr_free = st[5]
+    nr_free_mt = st[6].reshape((NR_PAGE_ORDERS, MIGRATE_PCPTYPES))
+    r = r0
+    cap = ef.shape[0]
+    for i in range(i0, i1):
+        if counters[C_EF] + EF_MAX_PER_ALLOC > cap:
+            return i, r
+        x = obj[i]
+        k = np.int64(order[i])
+        c = np.int64(cpu[i])
+        pfn = np.int64(-1)
+        outcome = OUT_OK
+        if is_alloc[i]:
+            stats[S_ALLOCS] += 1
+            free = np.int64(0)
+            for j in range(NR_PAGE_ORDERS):
+                free += nr_free[j] << j
+            if not zone_watermark_ok(k, wm[1], free, nr_free_mt, 0):
+                stats[S_BELOW_LOW] += 1
+                if not zone_watermark_ok(k, wm[0], free, nr_free_mt, 0):
+                    stats[S_BELOW_MIN] += 1
+            m = np.int64(mtype[i])
+            pfn = alloc_pages(k, m, c, st, prm, counters, ef, seq[i], mode)
+            placed[x] = pfn
+            obj_mt[x] = m
+            if pfn < 0:
+                outcome = OUT_FAILED
+                stats[S_FAILURES] += 1
+        else:
+            stats[S_FREES] += 1
+            base = placed[x]
+            if base < 0:
+                outcome = OUT_IGNORED
+                stats[S_IGNORED] += 1
+            else:
+                free_pages(base + offset[i], k, np.int64(obj_mt[x]), c, st, prm, counters)
+        if keep_row[i]:
+            out_pfn[r] = pfn
+            out_outcome[r] = outcome
+            out_fail[r] = stats[S_FAILURES]
+            out_has[r] = keep_counters[i]
+            out_pcp[r] = counters[C_PCP_PAGES]
+            out_fb[r] = counters[C_CLAIMS] + counters[C_STEALS]
+            if keep_counters[i]:
+                for j in range(NR_PAGE_ORDERS):
+                    out_nr[r, j] = nr_free[j]
+            r += 1
+    return i1, r
+
+
+@nb.njit(cache=True, _nrt=False)
+def pageblock_snapshot(st, prm, out):  # type: ignore[no-untyped-def]
+    """Per pageblock: type, free, allocated unmovable/movable/reclaimable, pcp pages.
+
+    ``out`` is an (npb, 6) int64 array.
+    """
+    nxt, pb_mt, pb_free, pb_alloc, pcp_head = st[1], st[7], st[8], st[9], st[10]
+    npb = pb_mt.shape[0]
+    for b in range(npb):
+        out[b, 0] = pb_mt[b]
+        out[b, 1] = pb_free[b]
+        for t in range(MIGRATE_PCPTYPES):
+            out[b, 2 + t] = pb_alloc[b * MIGRATE_PCPTYPES + t]
+        out[b, 5] = 0
+    start = prm[P_START]
+    pb0 = prm[P_PB0]
+    for li in range(pcp_head.shape[0]):
+        k = pindex_to_order(li % NR_PCP_LISTS)
+        o = pcp_head[li]
+        while o >= 0:
+            out[((o + start) >> PAGEBLOCK_ORDER) - pb0, 5] += np.int64(1) << k
+            o = nxt[o]
