@@ -81,6 +81,7 @@ MODELS = ("buddy", "mobility")
 # Model parameters: name -> (type, help). Defaults are resolved per run (see _environment).
 PARAMS: dict[str, tuple[type, str]] = {
     "pcp": (bool, "per-CPU page lists for orders 0-3 and 9 (default false)"),
+    "nofragment": (bool, "try with ALLOC_NOFRAGMENT first, as for ZONE_NORMAL (default true)"),
     "pcp_batch": (int, "pcp batch in pages (default: zone_batchsize of the zone)"),
     "pcp_high": (int, "pcp high in pages (default: zone_highsize from the low watermark)"),
     "ncpus": (int, "CPUs with pcp lists (default: the trace's highest cpu + 1)"),
@@ -383,6 +384,7 @@ class _Replay:
         self.zone = M.ZoneState(
             env.start_pfn, env.pages, pcp=bool(config.get("pcp", False)), ncpus=env.ncpus,
             batch=env.batch, high=env.high, grouping=config.model == "mobility",
+            nofragment=bool(config.get("nofragment", True)),
         )  # fmt: skip
         self.ncpus = env.ncpus
         self.placed = np.full(n_obj, -1, dtype=np.int64)
@@ -534,6 +536,7 @@ def run(
     pre_failed = int(rp.stats[M.S_FAILURES])
     rp.stats[:] = 0
     rp.stats[M.S_FAILURES] = pre_failed
+    rp.replay_s = 0.0  # events/s is of the trace's events only
     rp.snapshot(-1)
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)
 

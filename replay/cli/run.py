@@ -26,20 +26,46 @@ def run(
         int,
         typer.Option("--every", help="Keep the counters of every K-th step (placements always)."),
     ] = 1,
+    pageblock_every: Annotated[
+        int | None,
+        typer.Option(
+            "--pageblock-every",
+            help="Snapshot every pageblock's type and pages every K steps "
+            "(default: about 100 snapshots; 0: first and last only).",
+        ),
+    ] = None,
+    fill_from_snapshot: Annotated[
+        bool,
+        typer.Option(
+            "--fill-from-snapshot",
+            help="Start as full as the machine was: allocate background pages by migratetype "
+            "from the trace's before-pagetypeinfo.",
+        ),
+    ] = False,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
     quiet: QuietOpt = False,
 ) -> None:
     """Replay a stored trace through a model (what-if: the model places every allocation).
 
-    Prints the run id, the events/s of the replay itself and the outcome counts;
-    per-step results go to the steps table. A failed run leaves nothing behind.
+    Models: buddy (plain binary buddy), mobility (grouping pages by mobility,
+    Linux 6.10+ claim/steal), mobility+pcp (with per-CPU lists), or a TOML
+    file: model = "mobility" plus parameters (pcp, nofragment, pcp_batch, pcp_high,
+    ncpus, min_free_kbytes, watermark_scale_factor; see docs/mobility.md).
 
-    Example: replay run compact-6.18 --model buddy --every 100 --format json
+    Prints the run id, the events/s of the replay itself and the outcome counts;
+    per-step results go to the steps table, fallbacks to extfrag, pageblock
+    snapshots to pageblocks. A failed run leaves nothing behind.
+
+    Example: replay run compact-6.18 --model mobility+pcp --every 100 --format json
     """
     config = load_model(model)
     with Store(db) as store, progress_bar(quiet) as progress:
-        result = do_run(store, trace, config, zone_pages=zone_pages, every=every, progress=progress)
+        result = do_run(
+            store, trace, config, zone_pages=zone_pages, every=every,
+            pageblock_every=pageblock_every, fill_from_snapshot=fill_from_snapshot,
+            progress=progress,
+        )  # fmt: skip
     summary = result.summary()
     if fmt == Format.json:
         write_json(summary)
@@ -66,8 +92,10 @@ def runs(
             where, params = "WHERE r.trace_id = $t", {"t": store.trace_id(trace)}
         emit_table(
             store.query(
-                "SELECT r.run_id, t.name AS trace, r.model, r.events, round(r.events_per_s) AS "
-                "events_per_s, r.failures, r.ignored_frees, r.zone_pages, r.free_pages, r.started "
+                "SELECT r.run_id, t.name AS trace, "
+                "coalesce(json_extract_string(r.config, '$.preset'), r.model) AS model, "
+                "r.events, round(r.events_per_s) AS events_per_s, r.failures, r.ignored_frees, "
+                "r.fallbacks, r.zone_pages, r.free_pages, r.started "
                 f"FROM runs r JOIN traces t USING (trace_id) {where} ORDER BY r.run_id",
                 params,
             ),

@@ -34,7 +34,8 @@ PAGEBLOCK_PAGES = 1 << PAGEBLOCK_ORDER
 NR_PCP_LISTS = 14  # 3 types x orders 0..3, plus order 9 (movable, other)
 
 # prm indices (P_GROUP = 0: grouping by mobility off, every list is MOVABLE: plain buddy)
-P_START, P_PAGES, P_PB0, P_PCP, P_BATCH, P_HIGH, P_NCPU, P_GROUP = range(8)
+# P_NOFRAG: try with ALLOC_NOFRAGMENT first (the kernel sets it for ZONE_NORMAL below DMA32)
+P_START, P_PAGES, P_PB0, P_PCP, P_BATCH, P_HIGH, P_NCPU, P_GROUP, P_NOFRAG = range(9)
 # counters indices (C_EF: rows in the extfrag buffer; the others are cumulative)
 C_EF, C_CLAIMS, C_STEALS, C_REFILLS, C_BULK, C_DRAINS, C_PCP_PAGES = range(7)
 NR_COUNTERS = 7
@@ -210,10 +211,14 @@ def find_suitable_fallback(c, mt, head):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, _nrt=False)
-def rmqueue_claim(k, mt, st, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
-    """``__rmqueue_claim``: largest fallback block first, down to k; offset or -1."""
+def rmqueue_claim(k, mt, nofrag, st, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
+    """``__rmqueue_claim``: largest fallback block first, down to k; offset or -1.
+
+    Under ALLOC_NOFRAGMENT only whole pageblocks (order >= 9) are claimed.
+    """
     head = st[3]
-    for c in range(MAX_PAGE_ORDER, k - 1, -1):
+    min_order = PAGEBLOCK_ORDER if nofrag and k < PAGEBLOCK_ORDER else k
+    for c in range(MAX_PAGE_ORDER, min_order - 1, -1):
         if not should_try_claim_block(c, mt):
             break
         f = find_suitable_fallback(c, mt, head)
@@ -245,10 +250,10 @@ def rmqueue_steal(k, mt, st, prm, counters, ef, seq):  # type: ignore[no-untyped
 
 
 @nb.njit(cache=True, _nrt=False)
-def rmqueue(k, mt, mode, st, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
+def rmqueue(k, mt, mode, nofrag, st, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
     """``__rmqueue``: own type, then claim, then steal. ``mode[0]`` carries the mode.
 
-    Returns the block's offset, or -1.
+    Returns the block's offset, or -1. Under ALLOC_NOFRAGMENT there is no steal.
     """
     m = mode[0]
     if m == MODE_NORMAL:
@@ -256,10 +261,12 @@ def rmqueue(k, mt, mode, st, prm, counters, ef, seq):  # type: ignore[no-untyped
         if o >= 0:
             return o
     if m == MODE_NORMAL or m == MODE_CLAIM:
-        o = rmqueue_claim(k, mt, st, prm, counters, ef, seq)
+        o = rmqueue_claim(k, mt, nofrag, st, prm, counters, ef, seq)
         if o >= 0:
             mode[0] = MODE_NORMAL
             return o
+    if nofrag:
+        return np.int64(-1)
     o = rmqueue_steal(k, mt, st, prm, counters, ef, seq)
     if o >= 0:
         mode[0] = MODE_STEAL
@@ -383,23 +390,33 @@ def pcp_free(pfn, k, cpu, st, prm, counters):  # type: ignore[no-untyped-def]
     counters[C_PCP_PAGES] += np.int64(1) << k
     if pcp_count[cpu] >= prm[P_HIGH]:
         counters[C_BULK] += 1
-        free_pcppages_bulk(prm[P_BATCH], cpu, p, st, prm, counters)
+        # nr_pcp_free without auto-tuning: batch pages (1 when high < batch)
+        n = np.int64(1) if prm[P_HIGH] < prm[P_BATCH] else prm[P_BATCH]
+        free_pcppages_bulk(n, cpu, p, st, prm, counters)
 
 
 @nb.njit(cache=True, inline="always", _nrt=False)
-def pcp_alloc(k, mt, cpu, st, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
-    """``__rmqueue_pcplist``: the list head, after a refill of max(batch >> k, 2) blocks."""
+def pcp_alloc(k, mt, cpu, nofrag, st, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
+    """``__rmqueue_pcplist``: the list head, after a refill of ``nr_pcp_alloc`` blocks.
+
+    ``nr_pcp_alloc`` without auto-tuning: 1 when high < batch, else
+    max(batch >> k, 2) (batch itself when batch is 1).
+    """
     nxt, prv = st[1], st[2]
     pcp_head, pcp_tail, pcp_count = st[10], st[11], st[12]
     li = cpu * NR_PCP_LISTS + order_to_pindex(k, mt)
     if pcp_head[li] < 0:
         counters[C_REFILLS] += 1
-        n = prm[P_BATCH] >> k
-        if n < 2:
-            n = 2
+        batch = prm[P_BATCH]
+        if prm[P_HIGH] < batch:
+            n = np.int64(1)
+        elif batch > 1:
+            n = max(batch >> k, np.int64(2))
+        else:
+            n = batch
         mode[0] = MODE_NORMAL
         for _ in range(n):
-            o = rmqueue(k, mt, mode, st, prm, counters, ef, seq)
+            o = rmqueue(k, mt, mode, nofrag, st, prm, counters, ef, seq)
             if o < 0:
                 break
             list_add(o, li, True, nxt, prv, pcp_head, pcp_tail)
@@ -426,6 +443,28 @@ def _pb_alloc_add(pfn, k, mt, delta, pb_alloc, pb0):  # type: ignore[no-untyped-
         )
 
 
+@nb.njit(cache=True, _nrt=False)
+def rmqueue_zone(k, mt, cpu, nofrag, st, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
+    """``rmqueue``: pcp orders through the cpu's lists, others (or an empty refill) the buddy."""
+    o = np.int64(-1)
+    if prm[P_PCP] != 0 and pcp_allowed_order(k):
+        o = pcp_alloc(k, mt, cpu, nofrag, st, prm, counters, ef, seq, mode)
+    if o < 0:
+        mode[0] = MODE_NORMAL
+        o = rmqueue(k, mt, mode, nofrag, st, prm, counters, ef, seq)
+    return o
+
+
+@nb.njit(cache=True, _nrt=False)
+def get_page_from_freelist(k, mt, cpu, st, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
+    """First with ALLOC_NOFRAGMENT (when on), then, if that failed, without it."""
+    if prm[P_NOFRAG] != 0:
+        o = rmqueue_zone(k, mt, cpu, True, st, prm, counters, ef, seq, mode)
+        if o >= 0:
+            return o
+    return rmqueue_zone(k, mt, cpu, False, st, prm, counters, ef, seq, mode)
+
+
 @nb.njit(cache=True, inline="always", _nrt=False)
 def alloc_pages(k, mt, cpu, st, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
     """``rmqueue``: pcp orders through the cpu's lists, others from the buddy; pfn or -1.
@@ -438,12 +477,7 @@ def alloc_pages(k, mt, cpu, st, prm, counters, ef, seq, mode):  # type: ignore[n
         mt = MIGRATE_MOVABLE
     lmt = mt if prm[P_GROUP] != 0 else MIGRATE_MOVABLE
     for attempt in range(2):
-        o = np.int64(-1)
-        if prm[P_PCP] != 0 and pcp_allowed_order(k):
-            o = pcp_alloc(k, lmt, cpu, st, prm, counters, ef, seq, mode)
-        if o < 0:
-            mode[0] = MODE_NORMAL
-            o = rmqueue(k, lmt, mode, st, prm, counters, ef, seq)
+        o = get_page_from_freelist(k, lmt, cpu, st, prm, counters, ef, seq, mode)
         if o >= 0:
             pfn = o + prm[P_START]
             _pb_alloc_add(pfn, k, mt, 1, st[9], prm[P_PB0])
@@ -487,6 +521,7 @@ class ZoneState:
         batch: int = 63,
         high: int = 252,
         grouping: bool = True,
+        nofragment: bool = True,
     ) -> None:
         if pages <= 0 or start_pfn < 0:
             raise ValueError("a zone needs pages > 0 and start_pfn >= 0")
@@ -514,7 +549,17 @@ class ZoneState:
             np.zeros(ncpus, np.int64),  # pcp_count
         )
         self.prm = np.array(
-            [self.start_pfn, self.pages, pb0, int(pcp), batch, high, ncpus, int(grouping)],
+            [
+                self.start_pfn,
+                self.pages,
+                pb0,
+                int(pcp),
+                batch,
+                high,
+                ncpus,
+                int(grouping),
+                int(nofragment),
+            ],
             dtype=np.int64,
         )
         self.counters = np.zeros(NR_COUNTERS, np.int64)
