@@ -34,9 +34,14 @@ demo: $(STAMP)
 	@rm -f demo.duckdb demo.duckdb.wal
 	$(VENV)/bin/replay ingest traces/compact-6.18 --name compact-6.18 --db demo.duckdb
 	$(VENV)/bin/replay show compact-6.18 --db demo.duckdb
-	$(VENV)/bin/replay run compact-6.18 --model buddy --every 1000 --db demo.duckdb
-	$(VENV)/bin/replay query fragmentation_over_time --param run=1 --param buckets=10 --db demo.duckdb
-	@echo "demo database: demo.duckdb (try: $(VENV)/bin/replay query per_process --param trace=compact-6.18 --db demo.duckdb)"
+	$(VENV)/bin/replay run compact-6.18 --model buddy --fill-from-snapshot --every 1000 --db demo.duckdb
+	$(VENV)/bin/replay run compact-6.18 --model mobility --fill-from-snapshot --every 1000 --db demo.duckdb
+	$(VENV)/bin/replay run compact-6.18 --model mobility+pcp --fill-from-snapshot --every 1000 --db demo.duckdb
+	@echo "== buddy vs mobility vs mobility+pcp on the real 6.18 capture, started as full as the machine was"
+	$(VENV)/bin/replay query compare_runs --db demo.duckdb
+	$(VENV)/bin/replay query run_extfrag --param run=2 --db demo.duckdb
+	$(VENV)/bin/replay query fragmentation_over_time --param run=2 --param buckets=10 --db demo.duckdb
+	@echo "demo database: demo.duckdb (try: $(VENV)/bin/replay query pageblock_mix --param run=1 --db demo.duckdb)"
 
 test: $(STAMP) sysdeps
 	$(VENV)/bin/pytest -q -p no:cacheprovider

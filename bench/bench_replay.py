@@ -1,10 +1,12 @@
-"""Replay benchmark: the buddy model on a 10M-event synthetic stream over a 1M-page zone.
+"""Replay benchmark: buddy, mobility and mobility+pcp on a 10M-event synthetic stream.
 
 Generates a seeded random stream (a canonical Parquet file: objects of order
-0..9, mostly order 0, memory kept 60-80% full), ingests it, then times a whole
-``replay run --model buddy`` child process (steps stored in DuckDB) and
-prints the replay's own events/s (the model kernel), the run's wall time and
-the child's peak RSS. Usage: python bench/bench_replay.py [--events N] [--zone-pages P]
+0..9, mostly order 0, memory kept 60-80% full; each object Unmovable 20%,
+Movable 70% or Reclaimable 10%; events on cpu 0 or 1), ingests it, then
+times whole ``replay run`` child processes (steps stored in DuckDB) and
+prints each model's own events/s (the model kernel), the run's wall time and
+the child's peak RSS.
+Usage: python bench/bench_replay.py [--events N] [--zone-pages P] [--models a,b]
 """
 
 from __future__ import annotations
@@ -92,35 +94,43 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--zone-pages", type=int, default=1 << 20)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--models", default="buddy,mobility,mobility+pcp")
     args = ap.parse_args()
     DATA.mkdir(parents=True, exist_ok=True)
-    src = DATA / f"synthetic-{args.events}-{args.zone_pages}-{args.seed}.parquet"
+    src = DATA / f"synthetic-mt-{args.events}-{args.zone_pages}-{args.seed}.parquet"
     if not src.exists():
         op, obj, order = generate(args.events, args.zone_pages, args.seed, ORDER_CDF)
         ops = pa.DictionaryArray.from_arrays(pa.array(np.where(op == 1, 0, 1).astype(np.int8)),
                                              pa.array(["alloc", "free"]))  # fmt: skip
-        pq.write_table(pa.table({"op": ops, "obj": obj, "order": order}), src)
+        rng = np.random.default_rng(args.seed)
+        obj_mt = rng.choice(np.array([0, 1, 2], np.int8), size=int(obj.max()) + 1,
+                            p=[0.2, 0.7, 0.1])  # fmt: skip
+        cpu = rng.integers(0, 2, size=args.events, dtype=np.int16)
+        pq.write_table(pa.table({"op": ops, "obj": obj, "order": order,
+                                 "migratetype": obj_mt[obj], "cpu": cpu}), src)  # fmt: skip
     db = DATA / "replay-bench.duckdb"
     for p in (db, Path(str(db) + ".wal")):
         p.unlink(missing_ok=True)
     replay = str(Path(sys.executable).parent / "replay")
     ingest_s, _, ingest_rss = timed([replay, "ingest", str(src), "--name", "synthetic", "--db",
                                      str(db), "-q", "-f", "json"])  # fmt: skip
-    base = [replay, "run", "synthetic", "--model", "buddy", "--zone-pages", str(args.zone_pages),
-            "--db", str(db), "-q", "-f", "json"]  # fmt: skip
-    timed([*base, "--every", str(args.events)])  # warm the numba cache: not a compile
-    wall, out, rss = timed(base)
-    res = json.loads(out)
-    _, out_sparse, _ = timed([*base, "--every", str(args.events)])
-    sparse = json.loads(out_sparse)
     print(f"replay: {args.events:,} events, {args.zone_pages:,}-page zone, seed {args.seed}")
     print(
         f"replay: ingest of the canonical Parquet {ingest_s:.2f} s, peak RSS {ingest_rss:.0f} MiB"
     )
-    print(f"replay: buddy kernel {res['events_per_s'] / 1e6:.2f} M events/s with every step's "
-          f"counters, {sparse['events_per_s'] / 1e6:.2f} M events/s with placements only; "
-          f"failures {res['failures']:,}")  # fmt: skip
-    print(f"replay: whole 'replay run' (every step stored) {wall:.2f} s, peak RSS {rss:.0f} MiB")
+    for model in args.models.split(","):
+        base = [replay, "run", "synthetic", "--model", model, "--zone-pages",
+                str(args.zone_pages), "--db", str(db), "-q", "-f", "json"]  # fmt: skip
+        timed([*base, "--every", str(args.events)])  # warm the numba cache: not a compile
+        wall, out, rss = timed(base)
+        res = json.loads(out)
+        _, out_sparse, _ = timed([*base, "--every", str(args.events)])
+        sparse = json.loads(out_sparse)
+        print(f"replay: {model} kernel {res['events_per_s'] / 1e6:.2f} M events/s with every "
+              f"step's counters, {sparse['events_per_s'] / 1e6:.2f} M events/s with placements "
+              f"only; failures {res['failures']:,}, fallbacks {res['fallbacks']:,}")  # fmt: skip
+        print(f"replay: {model} whole 'replay run' (every step stored) {wall:.2f} s, "
+              f"peak RSS {rss:.0f} MiB")  # fmt: skip
     return 0
 
 

@@ -393,9 +393,11 @@ class _Replay:
         self.wm = np.array(env.wmark, np.int64)
         self.ef = np.zeros((1 << 16, len(M.EF_COLS)), np.int64)
         self.replay_s = 0.0
+        self.replay_cpu_s = 0.0
         self.extfrag = _Spool(tmp / "extfrag.parquet", EXTFRAG_SCHEMA)
         self.pageblocks = _Spool(tmp / "pageblocks.parquet", PAGEBLOCKS_SCHEMA)
         self._pb = np.zeros((self.zone.npb, 6), np.int64)
+        self.out = _outputs(CHUNK_EVENTS)
         self._pb_index = np.arange(self.zone.npb, dtype=np.int64) + (
             env.start_pfn >> PAGEBLOCK_ORDER
         )
@@ -420,10 +422,12 @@ class _Replay:
         for stop, snap in bounds:
             while i < stop:
                 t0 = time.perf_counter()
+                c0 = time.thread_time()
                 i, r = M.replay_chunk(i, stop, ev, keep_row, keep_counters, placed, obj_mt,
                                       z.arrays, z.prm, z.counters, self.ef, z.mode, self.wm,
                                       self.stats, r, out)  # fmt: skip
                 self.replay_s += time.perf_counter() - t0
+                self.replay_cpu_s += time.thread_time() - c0
                 self.flush_extfrag()
             if snap:
                 self.snapshot(int(ev[0][stop - 1]))
@@ -536,7 +540,7 @@ def run(
     pre_failed = int(rp.stats[M.S_FAILURES])
     rp.stats[:] = 0
     rp.stats[M.S_FAILURES] = pre_failed
-    rp.replay_s = 0.0  # events/s is of the trace's events only
+    rp.replay_s = rp.replay_cpu_s = 0.0  # events/s is of the trace's events only
     rp.snapshot(-1)
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)
 
@@ -578,7 +582,8 @@ def run(
                 keep_row = keep_counters | is_alloc
                 snap = (seq == last_seq) if pbe == 0 else (seq % pbe == 0) | (seq == last_seq)
                 m = int(np.count_nonzero(keep_row))
-                out = _outputs(m)
+                # Reused buffers: fresh ones would page-fault inside the kernel.
+                out = tuple(a[:m] for a in rp.out)
                 r = rp.apply(ev, keep_row, keep_counters, rp.placed, rp.obj_mt, out,
                              snap_at=np.flatnonzero(snap))  # fmt: skip
                 assert r == m
@@ -658,7 +663,8 @@ def _record_run(
 def _steps_batch(
     seq: np.ndarray, is_alloc: np.ndarray, out: tuple[np.ndarray, ...]
 ) -> pa.RecordBatch:
-    pfn, outcome, nr, has, failures, pcp, fallbacks = out
+    # Copies: the buffers are reused for the next chunk while DuckDB may still hold this one.
+    pfn, outcome, nr, has, failures, pcp, fallbacks = (a.copy() for a in out)
     no_counters = ~has
     free_pages = (nr << np.arange(NF, dtype=np.int64)).sum(axis=1)
     nonzero = nr > 0

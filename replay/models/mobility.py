@@ -476,6 +476,21 @@ def alloc_pages(k, mt, cpu, st, prm, counters, ef, seq, mode):  # type: ignore[n
     if mt < 0 or mt >= MIGRATE_PCPTYPES:
         mt = MIGRATE_MOVABLE
     lmt = mt if prm[P_GROUP] != 0 else MIGRATE_MOVABLE
+    # Fast path, inlined: what every pass below would do first (the head of a
+    # non-empty pcp list, else __rmqueue_smallest), so the result is the same.
+    if prm[P_PCP] != 0 and pcp_allowed_order(k):
+        li = cpu * NR_PCP_LISTS + order_to_pindex(k, lmt)
+        o = st[10][li]
+        if o >= 0:
+            list_del(o, li, st[1], st[2], st[10], st[11])
+            st[12][cpu] -= np.int64(1) << k
+            counters[C_PCP_PAGES] -= np.int64(1) << k
+    else:
+        o = rmqueue_smallest(k, lmt, st, prm)
+    if o >= 0:
+        pfn = o + prm[P_START]
+        _pb_alloc_add(pfn, k, mt, 1, st[9], prm[P_PB0])
+        return pfn
     for attempt in range(2):
         o = get_page_from_freelist(k, lmt, cpu, st, prm, counters, ef, seq, mode)
         if o >= 0:
@@ -702,7 +717,16 @@ def replay_chunk(  # type: ignore[no-untyped-def]
             free = np.int64(0)
             for j in range(NR_PAGE_ORDERS):
                 free += nr_free[j] << j
-            if not zone_watermark_ok(k, wm[1], free, nr_free_mt, 0):
+            # __zone_watermark_ok, with a fast path for the common case: well above
+            # the low watermark and a free block of order >= k (any type is 0..2 here)
+            fast = free - ((np.int64(1) << k) - 1) > wm[1]
+            if fast and k > 0:
+                fast = False
+                for j in range(k, NR_PAGE_ORDERS):
+                    if nr_free[j] > 0:
+                        fast = True
+                        break
+            if not fast and not zone_watermark_ok(k, wm[1], free, nr_free_mt, 0):
                 stats[S_BELOW_LOW] += 1
                 if not zone_watermark_ok(k, wm[0], free, nr_free_mt, 0):
                     stats[S_BELOW_MIN] += 1
