@@ -46,6 +46,7 @@ from replay.models import mobility as M
 from replay.models.buddy import NR_PAGE_ORDERS, PAGEBLOCK_ORDER
 from replay.models.watermarks import (
     calculate_min_free_kbytes,
+    mult_frac,
     setup_per_zone_wmarks,
     zone_batchsize,
     zone_highsize,
@@ -79,6 +80,8 @@ PAGEBLOCKS_SCHEMA = pa.schema(
 
 MODELS = ("buddy", "mobility")
 # Model parameters: name -> (type, help). Defaults are resolved per run (see _environment).
+# Upper bounds: the kernel's sysctl limits where there is one, else what the int32
+# runs columns and per-CPU arrays can hold.
 PARAMS: dict[str, tuple[type, str]] = {
     "pcp": (bool, "per-CPU page lists for orders 0-3 and 9 (default false)"),
     "nofragment": (bool, "try with ALLOC_NOFRAGMENT first, as for ZONE_NORMAL (default true)"),
@@ -87,6 +90,13 @@ PARAMS: dict[str, tuple[type, str]] = {
     "ncpus": (int, "CPUs with pcp lists (default: the trace's highest cpu + 1)"),
     "min_free_kbytes": (int, "default: the snapshot's watermarks, else the kernel's formula"),
     "watermark_scale_factor": (int, "default 10 (per 10000 of the zone)"),
+}
+PARAM_MAX = {
+    "pcp_batch": 2**31 - 1,
+    "pcp_high": 2**31 - 1,
+    "ncpus": 8192,  # NR_CPUS of distribution kernels
+    "min_free_kbytes": 2**31 - 1,  # an int sysctl
+    "watermark_scale_factor": 3000,  # the sysctl's maximum
 }
 PRESETS: dict[str, dict[str, Any]] = {
     "buddy": {"model": "buddy"},
@@ -127,6 +137,10 @@ def _check_params(params: dict[str, Any], file: str | None) -> dict[str, Any]:
             )
         if want is int and value < (0 if name == "min_free_kbytes" else 1):
             raise BadInputError(f"{name} must be positive, not {value}", file=file, field=name)
+        if want is int and value > PARAM_MAX[name]:
+            raise BadInputError(
+                f"{name} must be at most {PARAM_MAX[name]}, not {value}", file=file, field=name
+            )
     return params
 
 
@@ -140,7 +154,11 @@ def load_model(spec: str) -> RunConfig:
         if not path.is_file():
             raise UsageError(f"{spec}: no such model file")
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise BadInputError(
+                f"not UTF-8 text (byte {exc.start}): a TOML file must be UTF-8", file=str(path)
+            ) from exc
         except tomllib.TOMLDecodeError as exc:
             raise BadInputError(f"not valid TOML: {exc}", file=str(path)) from exc
         model = data.pop("model", None)
@@ -232,13 +250,51 @@ class Environment:
 
 
 def _snapshot_zone(store: Store, trace_id: int, start: int, pages: int) -> tuple | None:
-    """The before (else after) zoneinfo row of the zone [start, start + pages), if any."""
+    """The before (else after) zoneinfo row of the zone [start, start + pages), if any:
+    (zone, min, low, high, managed, snapshot, node)."""
     return store.one(
-        """SELECT zone, "min", low, high, managed FROM snap_zoneinfo
+        """SELECT zone, "min", low, high, managed, snapshot, node FROM snap_zoneinfo
            WHERE trace_id = $t AND start_pfn = $s AND managed = $p
            ORDER BY snapshot = 'before' DESC LIMIT 1""",
         {"t": trace_id, "s": start, "p": pages},
     )
+
+
+def _watermarks(
+    store: Store, trace_id: int, snap: tuple | None, pages: int, config: RunConfig
+) -> tuple[int, int, int]:
+    """min/low/high (pages) as the kernel sets them for the run's zone.
+
+    No parameters and a snapshot zone: the snapshot's own values. With
+    ``min_free_kbytes``: ``__setup_per_zone_wmarks`` over every zone of the
+    snapshot (pages_min is shared by managed pages among all lowmem zones),
+    or over the run's zone alone without a snapshot. Only
+    ``watermark_scale_factor``: the snapshot's min, low/high recomputed.
+    """
+    mfk = config.get("min_free_kbytes")
+    wsf = config.get("watermark_scale_factor")
+    if snap is not None and mfk is None and wsf is None:
+        return int(snap[1]), int(snap[2]), int(snap[3])  # what the kernel had
+    wsf = 10 if wsf is None else wsf
+    if snap is not None and mfk is None:
+        wmin = int(snap[1])
+        tmp = max(wmin >> 2, mult_frac(pages, wsf, 10000))
+        return wmin, wmin + tmp, wmin + 2 * tmp
+    if snap is not None:
+        zones = store.query(
+            """SELECT zone, managed FROM snap_zoneinfo
+               WHERE trace_id = $t AND snapshot = $s AND managed > 0 ORDER BY node, start_pfn""",
+            {"t": trace_id, "s": snap[5]},
+        ).to_pylist()
+        managed = [int(z["managed"]) for z in zones]
+        highmem = [z["zone"] in ("HighMem", "Movable") for z in zones]
+        i = next(j for j, z in enumerate(zones) if z["zone"] == snap[0] and managed[j] == pages)
+        w = setup_per_zone_wmarks(managed, mfk, wsf, highmem)[i]
+        return w.min, w.low, w.high
+    if mfk is None:
+        mfk = calculate_min_free_kbytes(pages)
+    w = setup_per_zone_wmarks([pages], mfk, wsf)[0]
+    return w.min, w.low, w.high
 
 
 def _environment(
@@ -260,15 +316,7 @@ def _environment(
     snap = _snapshot_zone(store, trace_id, start, pages) if zone_pages is None else None
     max_cpu = store.one("SELECT max(cpu) FROM events WHERE trace_id = $t", {"t": trace_id})
     ncpus = config.get("ncpus") or max(1, int(max_cpu[0] or 0) + 1 if max_cpu else 1)
-    mfk = config.get("min_free_kbytes")
-    wsf = config.get("watermark_scale_factor", 10)
-    if mfk is None and snap is not None and "watermark_scale_factor" not in config.params:
-        wmark = (int(snap[1]), int(snap[2]), int(snap[3]))  # what the kernel had
-    else:
-        if mfk is None:
-            mfk = calculate_min_free_kbytes(pages)
-        w = setup_per_zone_wmarks([pages], mfk, wsf)[0]
-        wmark = (w.min, w.low, w.high)
+    wmark = _watermarks(store, trace_id, snap, pages, config)
     batch = config.get("pcp_batch") or max(1, zone_batchsize(pages))
     high = config.get("pcp_high") or zone_highsize(wmark[1], batch, ncpus)
     return Environment(start, pages, snap[0] if snap else None, int(ncpus), wmark, batch, high)
@@ -540,6 +588,10 @@ def run(
     pre_failed = int(rp.stats[M.S_FAILURES])
     rp.stats[:] = 0
     rp.stats[M.S_FAILURES] = pre_failed
+    # Counters are of the trace's events; the passes' fallbacks stay as extfrag rows at seq -1.
+    pcp_pages = rp.zone.counters[M.C_PCP_PAGES]
+    rp.zone.counters[:] = 0
+    rp.zone.counters[M.C_PCP_PAGES] = pcp_pages
     rp.replay_s = rp.replay_cpu_s = 0.0  # events/s is of the trace's events only
     rp.snapshot(-1)
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)
