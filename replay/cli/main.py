@@ -14,6 +14,7 @@ from replay.cli import ingest as ingest_cmd
 from replay.cli import inspect as inspect_cmd
 from replay.cli import run as run_cmd
 from replay.cli import sql as sql_cmd
+from replay.cli import validate as validate_cmd
 from replay.errors import ReplayError
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.command()(sql_cmd.sql)
 app.command()(sql_cmd.query)
 app.command()(run_cmd.run)
 app.command()(run_cmd.runs)
+app.command()(validate_cmd.validate)
 
 
 @app.command()
