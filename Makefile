@@ -41,6 +41,8 @@ demo: $(STAMP)
 	$(VENV)/bin/replay query compare_runs --db demo.duckdb
 	$(VENV)/bin/replay query run_extfrag --param run=2 --db demo.duckdb
 	$(VENV)/bin/replay query fragmentation_over_time --param run=2 --param buckets=10 --db demo.duckdb
+	@echo "== observed: the kernel's real buddy state rebuilt from the recorded pfns, against its buddyinfo"
+	$(VENV)/bin/replay validate compact-6.18 --db demo.duckdb
 	@echo "demo database: demo.duckdb (try: $(VENV)/bin/replay query pageblock_mix --param run=1 --db demo.duckdb)"
 
 test: $(STAMP) sysdeps
