@@ -53,7 +53,8 @@ from replay.models.watermarks import (
 )
 from replay.store import Store
 
-OUTCOMES = pa.array(["ok", "failed", "ignored"], type=pa.string())
+# "inconsistent": an observed run's event that the rebuilt state could not explain
+OUTCOMES = pa.array(["ok", "failed", "ignored", "inconsistent"], type=pa.string())
 CHUNK_EVENTS = 1 << 20
 NF = NR_PAGE_ORDERS
 PAGEBLOCK_SNAPSHOTS = 100  # default number of pageblock snapshots over a run

@@ -68,7 +68,7 @@ def _pcp_order(k):  # type: ignore[no-untyped-def]
     return k <= 3 or k == 9
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
 def init_blocks(free, base, zlo, zhi, blk_order):  # type: ignore[no-untyped-def]
     """Maximal naturally aligned free blocks of each zone [zlo[z], zhi[z]) (pfn).
 
@@ -98,7 +98,7 @@ def init_blocks(free, base, zlo, zhi, blk_order):  # type: ignore[no-untyped-def
             pfn += np.int64(1) << k
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
 def _containing_free(pfn, k, lo, base, blk_order):  # type: ignore[no-untyped-def]
     """(start, order) of the free block that contains [pfn, pfn + 2^k), or (-1, -1)."""
     for c in range(k, NF):
@@ -110,32 +110,39 @@ def _containing_free(pfn, k, lo, base, blk_order):  # type: ignore[no-untyped-de
     return np.int64(-1), np.int64(-1)
 
 
-@nb.njit(cache=True)
-def _clear_inside(pfn, k, base, blk_order):  # type: ignore[no-untyped-def]
-    """Remove free blocks lying inside [pfn, pfn + 2^k); returns how many."""
+@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
+def _clear_inside(pfn, k, base, blk_order, nr):  # type: ignore[no-untyped-def]
+    """Remove free blocks lying inside [pfn, pfn + 2^k); returns how many.
+
+    ``nr`` (free blocks per order of the zone) is kept up to date.
+    """
     n = 0
     for q in range(pfn, pfn + (np.int64(1) << k)):
-        if blk_order[q - base] >= 0:
+        b = blk_order[q - base]
+        if b >= 0:
+            nr[b] -= 1
             blk_order[q - base] = -1
             n += 1
     return n
 
 
-@nb.njit(cache=True)
-def take(pfn, k, lo, base, blk_order):  # type: ignore[no-untyped-def]
+@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
+def take_nr(pfn, k, lo, base, blk_order, nr):  # type: ignore[no-untyped-def]
     """Take [pfn, pfn + 2^k) out of the buddy, splitting its free block (``expand``).
 
     Returns True when a free block held it; else removes whatever free pages
-    lie inside and returns False.
+    lie inside and returns False. ``nr``: the zone's free blocks per order.
     """
     s, c = _containing_free(pfn, k, lo, base, blk_order)
     if s < 0:
-        _clear_inside(pfn, k, base, blk_order)
+        _clear_inside(pfn, k, base, blk_order, nr)
         return False
     blk_order[s - base] = -1
+    nr[c] -= 1
     while c > k:
         c -= 1
         half = s + (np.int64(1) << c)
+        nr[c] += 1
         if pfn >= half:
             blk_order[s - base] = c
             s = half
@@ -145,31 +152,49 @@ def take(pfn, k, lo, base, blk_order):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True)
-def give(pfn, k, lo, hi, base, blk_order):  # type: ignore[no-untyped-def]
+def take(pfn, k, lo, base, blk_order):  # type: ignore[no-untyped-def]
+    """:func:`take_nr` without the per-order counts."""
+    return take_nr(pfn, k, lo, base, blk_order, np.zeros(NF, np.int64))
+
+
+@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
+def give_nr(pfn, k, lo, hi, base, blk_order, nr):  # type: ignore[no-untyped-def]
     """``__free_one_page``: return [pfn, pfn + 2^k) to the buddy, merging within the zone.
 
     Returns False (and changes nothing) if the buddy already holds all of it;
-    a partial overlap is cleared first (also False).
+    a partial overlap is cleared first (also False). ``nr``: the zone's free
+    blocks per order.
     """
     ok = True
     s, _c = _containing_free(pfn, k, lo, base, blk_order)
     if s >= 0:
         return False
-    if _clear_inside(pfn, k, base, blk_order) > 0:
+    if _clear_inside(pfn, k, base, blk_order, nr) > 0:
         ok = False
     while k < MAX_ORDER:
         b = pfn ^ (np.int64(1) << k)
         if b < lo or b + (np.int64(1) << k) > hi or blk_order[b - base] != k:
             break
         blk_order[b - base] = -1
+        nr[k] -= 1
         pfn = pfn & b
         k += 1
     blk_order[pfn - base] = k
+    nr[k] += 1
     return ok
 
 
 @nb.njit(cache=True)
-def observe(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp, incons):  # type: ignore[no-untyped-def]
+def give(pfn, k, lo, hi, base, blk_order):  # type: ignore[no-untyped-def]
+    """:func:`give_nr` without the per-order counts."""
+    return give_nr(pfn, k, lo, hi, base, blk_order, np.zeros(NF, np.int64))
+
+
+@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
+def observe_steps(  # type: ignore[no-untyped-def]
+    kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp, incons,
+    track_lo, nr, pcp_pages, keep_row, out_nr, out_pcp, out_bad, scratch,
+):  # fmt: skip
     """Apply recorded events to the buddy state (see the module docstring).
 
     ``zlo``/``zhi``: each event's zone bounds (pfn; -1 when in no zone).
@@ -177,62 +202,94 @@ def observe(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp,
     and nr_taken (pages).
     ``pcp[i]``: k+1 when an order-k block starting at ``base + i`` is on a pcp
     list, -(k+1) when ``mm_page_alloc_zone_locked`` took it for a caller.
+    The zone starting at ``track_lo`` is followed: ``nr`` (its free blocks per
+    order) and ``pcp_pages[0]`` (its pages on pcp lists) stay current, and
+    after every event with ``keep_row`` a row of ``out_nr``/``out_pcp``/
+    ``out_bad`` (the event was inconsistent) is written. ``scratch``: 11
+    int64 counts for the zones not followed. Returns the rows.
     """
+    r = 0
     for i in range(kind.shape[0]):
         p = pfn[i]
         k = np.int64(order[i])
         lo = zlo[i]
         hi = zhi[i]
         e = kind[i]
+        mine = lo == track_lo
+        zn = nr if mine else scratch
+        before = incons.sum()
         if e == K_ISOLATE_FREE:
             if lo < 0:
                 incons[I_OUTSIDE] += 1
-                continue
-            taken = np.int64(0)
-            q = p
-            end = min(arg[i], hi)
-            while q < end and taken < arg2[i]:
-                b = blk_order[q - base]
-                if b >= 0:
-                    blk_order[q - base] = -1
-                    taken += np.int64(1) << b
-                    q += np.int64(1) << b
-                else:
-                    q += 1
-            incons[I_ISOLATE_MISMATCH] += abs(taken - arg2[i])
-            continue
-        if lo < 0 or p + (np.int64(1) << k) > hi:
-            incons[I_OUTSIDE] += 1
-            continue
-        o = p - base
-        if e == K_ZONE_LOCKED:
-            if not take(p, k, lo, base, blk_order):
-                incons[I_ZL_NOT_FREE] += 1
-            pcp[o] = (k + 1) if refill[i] else -(k + 1)
-        elif e == K_ALLOC:
-            if pcp[o] == k + 1 or pcp[o] == -(k + 1):
-                pcp[o] = 0
-            elif take(p, k, lo, base, blk_order):
-                incons[I_ALLOC_OF_FREE] += 1
-            elif _pcp_order(k):
-                incons[I_ALLOC_UNSEEN_PCP] += 1
-        elif e == K_FREE:
-            if _pcp_order(k):
-                if pcp[o] > 0:
-                    incons[I_FREE_OF_PCP] += 1
-                if take(p, k, lo, base, blk_order):
-                    incons[I_FREE_OF_FREE] += 1
-                pcp[o] = k + 1
-            elif not give(p, k, lo, hi, base, blk_order):
-                incons[I_FREE_OF_FREE] += 1
-        else:  # K_DRAIN
-            if pcp[o] == k + 1:
-                pcp[o] = 0
             else:
-                incons[I_DRAIN_UNSEEN] += 1
-                pcp[o] = 0
-            if not give(p, k, lo, hi, base, blk_order):
-                incons[I_FREE_OF_FREE] += 1
+                taken = np.int64(0)
+                q = p
+                end = min(arg[i], hi)
+                while q < end and taken < arg2[i]:
+                    b = blk_order[q - base]
+                    if b >= 0:
+                        blk_order[q - base] = -1
+                        zn[b] -= 1
+                        taken += np.int64(1) << b
+                        q += np.int64(1) << b
+                    else:
+                        q += 1
+                incons[I_ISOLATE_MISMATCH] += abs(taken - arg2[i])
+        elif lo < 0 or p + (np.int64(1) << k) > hi:
+            incons[I_OUTSIDE] += 1
+        else:
+            o = p - base
+            was = pcp[o]
+            if e == K_ZONE_LOCKED:
+                if not take_nr(p, k, lo, base, blk_order, zn):
+                    incons[I_ZL_NOT_FREE] += 1
+                pcp[o] = (k + 1) if refill[i] else -(k + 1)
+            elif e == K_ALLOC:
+                if pcp[o] == k + 1 or pcp[o] == -(k + 1):
+                    pcp[o] = 0
+                elif take_nr(p, k, lo, base, blk_order, zn):
+                    incons[I_ALLOC_OF_FREE] += 1
+                elif _pcp_order(k):
+                    incons[I_ALLOC_UNSEEN_PCP] += 1
+            elif e == K_FREE:
+                if _pcp_order(k):
+                    if pcp[o] > 0:
+                        incons[I_FREE_OF_PCP] += 1
+                    if take_nr(p, k, lo, base, blk_order, zn):
+                        incons[I_FREE_OF_FREE] += 1
+                    pcp[o] = k + 1
+                elif not give_nr(p, k, lo, hi, base, blk_order, zn):
+                    incons[I_FREE_OF_FREE] += 1
+            else:  # K_DRAIN
+                if pcp[o] == k + 1:
+                    pcp[o] = 0
+                else:
+                    incons[I_DRAIN_UNSEEN] += 1
+                    pcp[o] = 0
+                if not give_nr(p, k, lo, hi, base, blk_order, zn):
+                    incons[I_FREE_OF_FREE] += 1
+            if mine:
+                if was > 0:
+                    pcp_pages[0] -= np.int64(1) << (was - 1)
+                if pcp[o] > 0:
+                    pcp_pages[0] += np.int64(1) << (pcp[o] - 1)
+        if keep_row[i]:
+            for j in range(NF):
+                out_nr[r, j] = nr[j]
+            out_pcp[r] = pcp_pages[0]
+            out_bad[r] = incons.sum() != before
+            r += 1
+    return r
+
+
+@nb.njit(cache=True)
+def observe(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp, incons):  # type: ignore[no-untyped-def]
+    """:func:`observe_steps` without a followed zone or step rows."""
+    n = kind.shape[0]
+    observe_steps(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp, incons,
+                  np.int64(-2), np.zeros(NF, np.int64), np.zeros(1, np.int64),
+                  np.zeros(n, np.bool_), np.zeros((1, NF), np.int64), np.zeros(1, np.int64),
+                  np.zeros(1, np.bool_), np.zeros(NF, np.int64))  # fmt: skip
 
 
 @dataclass
@@ -312,17 +369,24 @@ def _counts(zones: list[dict[str, Any]], base: int, blk_order: np.ndarray,
     return out
 
 
-def _events(store: Store, trace_id: int, after: int | None, before: int | None) -> Any:
-    """The buddy-level events with ``after < line < before``, in line order (Arrow)."""
+def _events(
+    store: Store, trace_id: int, after: int | None, before: int | None, with_seq: bool = False
+) -> Any:
+    """The buddy-level events with ``after < line < before``, in line order (Arrow).
+
+    ``with_seq``: add the canonical events' ``seq`` (NULL for the others).
+    """
+    seq = ", seq" if with_seq else ""
     return store.query(
-        rf"""SELECT line, kind, pfn, "order", refill, arg, arg2 FROM (
+        rf"""SELECT line, kind, pfn, "order", refill, arg, arg2{seq} FROM (
               SELECT line, CASE WHEN op = 'alloc' THEN {K_ALLOC} ELSE {K_FREE} END AS kind,
-                     pfn, "order", false AS refill, 0::BIGINT AS arg, 0::BIGINT AS arg2
+                     pfn, "order", false AS refill, 0::BIGINT AS arg, 0::BIGINT AS arg2,
+                     seq
               FROM events WHERE trace_id = $t AND pfn IS NOT NULL
               UNION ALL
               SELECT line, CASE WHEN event = 'mm_page_alloc_zone_locked' THEN {K_ZONE_LOCKED}
                                 ELSE {K_DRAIN} END,
-                     pfn, "order", coalesce(args['percpu_refill'] = '1', false), 0, 0
+                     pfn, "order", coalesce(args['percpu_refill'] = '1', false), 0, 0, NULL
               FROM aux_events WHERE trace_id = $t AND pfn IS NOT NULL AND "order" IS NOT NULL
                 AND event IN ('mm_page_alloc_zone_locked', 'mm_page_pcpu_drain')
               UNION ALL
@@ -330,7 +394,7 @@ def _events(store: Store, trace_id: int, after: int | None, before: int | None) 
                      hexint(regexp_extract(args['range'], '\((0x[0-9a-fA-F]+) ~', 1)),
                      0, false,
                      hexint(regexp_extract(args['range'], '~ (0x[0-9a-fA-F]+)\)', 1)),
-                     TRY_CAST(args['nr_taken'] AS BIGINT)
+                     TRY_CAST(args['nr_taken'] AS BIGINT), NULL
               FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_isolate_freepages'
                 AND TRY_CAST(args['nr_taken'] AS BIGINT) > 0)
             WHERE pfn IS NOT NULL
@@ -363,15 +427,8 @@ def _apply(ev: Any, zb: tuple, incons: np.ndarray) -> int:
     return int(ev.num_rows)
 
 
-def rebuild(store: Store, trace_id: int) -> Observed:
-    """Rebuild the buddy state from the before-kpageflags and the recorded events.
-
-    The before-snapshot window's own events (between the ``snapshot before
-    begin`` and ``end`` markers) are replayed over the kpageflags state first,
-    then events are applied up to the ``snapshot after begin`` marker
-    (buddyinfo is the first file of the after-snapshot); without markers, all
-    of them.
-    """
+def _initial_state(store: Store, trace_id: int) -> tuple:
+    """Zones, base pfn, blk_order and pcp arrays, zone bounds: the before-kpageflags state."""
     zones = _zones(store, trace_id, "before")
     has_flags = store.one(
         "SELECT count(*) FROM snap_kpageflags WHERE trace_id = $t AND snapshot = 'before'",
@@ -392,6 +449,19 @@ def rebuild(store: Store, trace_id: int) -> Observed:
     init_blocks(free, base, zlo, zhi, blk_order)
     del free
     pcp = np.zeros(n, np.int8)
+    return zones, base, blk_order, pcp, zlo, zhi
+
+
+def rebuild(store: Store, trace_id: int) -> Observed:
+    """Rebuild the buddy state from the before-kpageflags and the recorded events.
+
+    The before-snapshot window's own events (between the ``snapshot before
+    begin`` and ``end`` markers) are replayed over the kpageflags state first,
+    then events are applied up to the ``snapshot after begin`` marker
+    (buddyinfo is the first file of the after-snapshot); without markers, all
+    of them.
+    """
+    zones, base, blk_order, pcp, zlo, zhi = _initial_state(store, trace_id)
     initial = _counts(zones, base, blk_order, pcp)
 
     # The kpageflags file is read over a fraction of a second inside the
@@ -455,3 +525,133 @@ def validate(store: Store, trace: str) -> dict[str, Any]:
         "zones": zones,
         "inconsistencies": obs.inconsistencies,
     }
+
+
+def run_observed(
+    store: Store, trace: str, *, every: int = 1, progress: Any = None
+) -> dict[str, Any]:
+    """An observed run: the rebuilt state after every recorded event, into runs/steps.
+
+    Like a what-if run's rows (``model = 'observed'``), for the zone holding
+    the trace's default zone start: each allocation's ``pfn`` is the pfn the
+    kernel handed out; ``outcome`` is ``inconsistent`` where the event could
+    not be explained (see INCONSISTENCIES), else ``ok``; ``nr_free_*``,
+    ``free_pages``, ``pcp_pages`` are the rebuilt zone's. The events of the
+    before-snapshot window are applied too (their inconsistencies are not
+    counted: the kpageflags file mixes states from that window). The whole
+    trace is held in memory (captures are small).
+    """
+    import json
+    import time
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from replay.engine import RUNS_COLUMNS, STEPS_SCHEMA, _outputs, _steps_batch
+    from replay.errors import UsageError as _UsageError
+
+    if every < 1:
+        raise _UsageError("--every must be at least 1")
+    t_start = time.perf_counter()
+    started = datetime.now(UTC).replace(tzinfo=None)
+    trace_id = store.trace_id(trace)
+    zones, base, blk_order, pcp, zlo, zhi = _initial_state(store, trace_id)
+    row = store.one("SELECT zone_start_pfn FROM traces WHERE trace_id = $t", {"t": trace_id})
+    zstart = int(row[0]) if row and row[0] is not None else int(zlo[0])
+    zi = int(np.searchsorted(zlo, zstart, side="right") - 1)
+    if zi < 0 or zstart >= zhi[zi]:
+        raise _UsageError(f"the trace's zone start pfn {zstart:#x} is in no snapshot zone")
+    track_lo = int(zlo[zi])
+    lo, hi = track_lo - base, int(zhi[zi]) - base
+    b = blk_order[lo:hi]
+    nr = np.bincount(b[b >= 0].astype(np.int64), minlength=NF)[:NF].astype(np.int64)
+    pcp_pages = np.zeros(1, np.int64)
+    opened = _marker_line(store, trace_id, "snapshot before begin")
+    first = _marker_line(store, trace_id, "snapshot before end")
+    incons = np.zeros(len(INCONSISTENCIES), np.int64)
+    parts = []
+    t_replay = 0.0
+    for after, before, counted in ((opened, first, False), (first, None, True)):
+        if after is None and not counted:
+            continue
+        ev = _events(store, trace_id, after, before, with_seq=True)
+        seq = ev.column("seq").to_numpy(zero_copy_only=False)
+        is_canon = ~np.isnan(seq) if seq.dtype.kind == "f" else np.ones(seq.shape, bool)
+        kind = ev.column("kind").to_numpy().astype(np.int8)
+        keep = is_canon & ((kind == K_ALLOC) | (kind == K_FREE))
+        m = int(np.count_nonzero(keep))
+        out_nr = np.zeros((m, NF), np.int64)
+        out_pcp = np.zeros(m, np.int64)
+        out_bad = np.zeros(m, np.bool_)
+        pfns = ev.column("pfn").to_numpy().astype(np.int64)
+        z = np.clip(np.searchsorted(zlo, pfns, side="right") - 1, 0, None)
+        inside = (pfns >= zlo[z]) & (pfns < zhi[z])
+        t0 = time.perf_counter()
+        observe_steps(
+            kind, pfns, ev.column("order").to_numpy().astype(np.int64),
+            ev.column("refill").to_numpy(zero_copy_only=False).astype(np.bool_),
+            ev.column("arg").to_numpy().astype(np.int64),
+            ev.column("arg2").to_numpy().astype(np.int64),
+            np.where(inside, zlo[z], -1).astype(np.int64),
+            np.where(inside, zhi[z], -1).astype(np.int64),
+            base, blk_order, pcp, incons if counted else np.zeros_like(incons),
+            np.int64(track_lo), nr, pcp_pages, keep, out_nr, out_pcp, out_bad,
+            np.zeros(NF, np.int64),
+        )  # fmt: skip
+        t_replay += time.perf_counter() - t0
+        if not counted:
+            out_bad[:] = False  # the snapshot window settles the kpageflags state
+        parts.append((seq[keep].astype(np.int64), (kind[keep] == K_ALLOC), pfns[keep], out_nr,
+                      out_pcp, out_bad))  # fmt: skip
+        if progress is not None:
+            progress.advance_to(int(seq[keep][-1]) + 1 if m else 0)
+    seq = np.concatenate([p[0] for p in parts])
+    is_alloc = np.concatenate([p[1] for p in parts])
+    n_events = int(seq.shape[0])
+    last_seq = int(seq.max()) if n_events else -1
+    keep_counters = (seq % every == 0) | (seq == last_seq)
+    keep_row = keep_counters | is_alloc
+    m = int(np.count_nonzero(keep_row))
+    out = _outputs(m)
+    out[0][:] = np.concatenate([p[2] for p in parts])[keep_row]
+    out[1][:] = np.where(np.concatenate([p[5] for p in parts])[keep_row], 3, 0)
+    out[2][:] = np.concatenate([p[3] for p in parts])[keep_row]
+    out[3][:] = keep_counters[keep_row]
+    out[4][:] = 0
+    out[5][:] = np.concatenate([p[4] for p in parts])[keep_row]
+    out[6][:] = 0
+    batch = _steps_batch(seq[keep_row], is_alloc[keep_row], out)
+    fallbacks_null = batch.schema.get_field_index("fallbacks")
+    batch = batch.set_column(fallbacks_null, STEPS_SCHEMA.field("fallbacks"),
+                             pa.nulls(m, pa.int64()))  # fmt: skip
+    inconsistencies = dict(zip(INCONSISTENCIES, (int(v) for v in incons), strict=True))
+    with store.transaction():
+        r = store.one("SELECT coalesce(max(run_id), 0) + 1 FROM runs")
+        run_id = int(r[0]) if r else 1
+        store.append_stream(
+            "steps", pa.RecordBatchReader.from_batches(STEPS_SCHEMA, [batch]), run_id, "run_id"
+        )
+        free_pages = int(sum(int(v) << k for k, v in enumerate(nr)))
+        values: dict[str, Any] = dict.fromkeys(RUNS_COLUMNS)
+        values.update({
+            "run_id": run_id, "trace_id": trace_id, "model": "observed",
+            "config": json.dumps({"model": "observed", "inconsistencies": inconsistencies}),
+            "started": started, "wall_s": time.perf_counter() - t_start, "replay_s": t_replay,
+            "events": n_events, "events_per_s": n_events / t_replay if t_replay else 0.0,
+            "allocs": int(is_alloc.sum()), "frees": int((~is_alloc).sum()), "failures": 0,
+            "ignored_frees": 0, "preexisting": 0, "zone_start_pfn": track_lo,
+            "zone_pages": int(zhi[zi] - zlo[zi]), "every": every, "free_pages": free_pages,
+            "nr_free": [int(v) for v in nr], "pcp_pages": int(pcp_pages[0]), "background": 0,
+        })  # fmt: skip
+        cols = ", ".join(RUNS_COLUMNS)
+        store.run(
+            f"INSERT INTO runs ({cols}) VALUES ({', '.join('$' + c for c in RUNS_COLUMNS)})",
+            values,
+        )
+    return {
+        "run_id": run_id, "trace": store.trace_row(trace_id)["name"], "model": "observed",
+        "zone": zones[zi]["zone"], "events": n_events,
+        "events_per_s": n_events / t_replay if t_replay else 0.0, "failures": 0,
+        "free_pages": free_pages, "pcp_pages": int(pcp_pages[0]),
+        "nr_free": [int(v) for v in nr], "inconsistencies": inconsistencies,
+    }  # fmt: skip

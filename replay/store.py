@@ -134,7 +134,7 @@ CREATE TABLE IF NOT EXISTS steps (
     run_id INTEGER NOT NULL,
     seq BIGINT NOT NULL,
     pfn BIGINT,              -- the model's placement; -1 failed; NULL for frees
-    outcome VARCHAR NOT NULL, -- ok | failed | ignored
+    outcome VARCHAR NOT NULL, -- ok | failed | ignored | inconsistent (observed runs)
     free_pages BIGINT,       -- NULL where counters were not kept (--every)
     nr_free_0 BIGINT, nr_free_1 BIGINT, nr_free_2 BIGINT, nr_free_3 BIGINT,
     nr_free_4 BIGINT, nr_free_5 BIGINT, nr_free_6 BIGINT, nr_free_7 BIGINT,

@@ -812,3 +812,61 @@ def test_validate_unknown_trace(capture_db: Path) -> None:
     assert res.code == TraceNotFoundError.exit_code == 1
     assert "no-such-trace" in res.err
     assert res.out == ""
+
+
+# -- replay run --observed -------------------------------------------------------------------
+def test_observed_run_on_the_capture(capture_db: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import duckdb
+
+    db = tmp_path / "obs.duckdb"
+    shutil.copyfile(capture_db, db)
+    res = run_cli("run", "compact", "--observed", "--db", db, "-q", "-f", "json")
+    assert res.code == 0, res.err
+    out = res.json()
+    assert out["model"] == "observed" and out["zone"] == "Normal" and out["failures"] == 0
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rid = out["run_id"]
+        # every canonical event has a step; allocations carry the kernel's own pfn
+        n_events, n_steps, same_pfn = con.execute(
+            """SELECT (SELECT count(*) FROM events WHERE trace_id = 1),
+                      (SELECT count(*) FROM steps WHERE run_id = ?),
+                      (SELECT count(*) FILTER (s.pfn = e.pfn) FROM steps s
+                       JOIN events e ON e.trace_id = 1 AND e.seq = s.seq
+                       WHERE s.run_id = ? AND e.op = 'alloc')""",
+            [rid, rid],
+        ).fetchone()
+        allocs = con.execute(
+            "SELECT count(*) FROM events WHERE trace_id = 1 AND op = 'alloc'"
+        ).fetchone()[0]
+        assert n_steps == n_events == out["events"] and same_pfn == allocs
+        # the step just before the 'snapshot after begin' marker is the validated state
+        marker = con.execute(
+            "SELECT min(line) FROM aux_events WHERE trace_id = 1 "
+            "AND trim(text) = 'snapshot after begin'"
+        ).fetchone()[0]
+        row = con.execute(
+            f"""SELECT {", ".join(f"s.nr_free_{k}" for k in range(11))}, s.free_pages
+                FROM steps s JOIN events e ON e.trace_id = 1 AND e.seq = s.seq
+                WHERE s.run_id = ? AND e.line < ? ORDER BY s.seq DESC LIMIT 1""",
+            [rid, marker],
+        ).fetchone()
+        bad = con.execute(
+            "SELECT count(*) FROM steps WHERE run_id = ? AND outcome = 'inconsistent'", [rid]
+        ).fetchone()[0]
+        run = con.execute(
+            "SELECT model, nr_free, free_pages, events FROM runs WHERE run_id = ?", [rid]
+        ).fetchone()
+    finally:
+        con.close()
+    val = run_cli("validate", "compact", "--db", db, "-f", "json").json()
+    normal = next(z for z in val["zones"] if z["zone"] == "Normal")
+    assert list(row[:11]) == normal["nr_free_rebuilt"]
+    assert row[11] == normal["free_pages_rebuilt"]
+    # the run's final state is the end of the trace, inconsistencies marked on their steps
+    assert run[0] == "observed" and list(run[1]) == out["nr_free"] and run[3] == out["events"]
+    canonical_kinds = ("alloc_not_seen_on_pcp", "free_of_pcp_page", "free_of_free",
+                       "alloc_of_buddy_free")  # fmt: skip
+    assert 0 < bad <= sum(out["inconsistencies"][k] for k in canonical_kinds)

@@ -12,6 +12,7 @@ import typer
 from replay import __version__
 from replay.cli import ingest as ingest_cmd
 from replay.cli import inspect as inspect_cmd
+from replay.cli import record as record_cmd
 from replay.cli import run as run_cmd
 from replay.cli import sql as sql_cmd
 from replay.cli import validate as validate_cmd
@@ -35,6 +36,7 @@ app.command()(sql_cmd.query)
 app.command()(run_cmd.run)
 app.command()(run_cmd.runs)
 app.command()(validate_cmd.validate)
+app.command()(record_cmd.record)
 
 
 @app.command()

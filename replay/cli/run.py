@@ -34,6 +34,14 @@ def run(
             "(default: about 100 snapshots; 0: first and last only).",
         ),
     ] = None,
+    observed: Annotated[
+        bool,
+        typer.Option(
+            "--observed",
+            help="Observed replay: the kernel's real placements, the state rebuilt from the "
+            "capture's kpageflags and recorded events (no model).",
+        ),
+    ] = False,
     fill_from_snapshot: Annotated[
         bool,
         typer.Option(
@@ -55,10 +63,19 @@ def run(
 
     Prints the run id, the events/s of the replay itself and the outcome counts;
     per-step results go to the steps table, fallbacks to extfrag, pageblock
-    snapshots to pageblocks. A failed run leaves nothing behind.
+    snapshots to pageblocks. A failed run leaves nothing behind. --observed
+    stores the kernel's own placements and the rebuilt state instead
+    (docs/observed.md), for side-by-side SQL with modelled runs.
 
     Example: replay run compact-6.18 --model mobility+pcp --every 100 --format json
     """
+    if observed:
+        from replay.observed import run_observed
+
+        with Store(db) as store:
+            summary = run_observed(store, trace, every=every)
+        _emit_summary(summary, fmt)
+        return
     config = load_model(model)
     with Store(db) as store, progress_bar(quiet) as progress:
         result = do_run(
@@ -66,7 +83,10 @@ def run(
             pageblock_every=pageblock_every, fill_from_snapshot=fill_from_snapshot,
             progress=progress,
         )  # fmt: skip
-    summary = result.summary()
+    _emit_summary(result.summary(), fmt)
+
+
+def _emit_summary(summary: dict, fmt: Format) -> None:
     if fmt == Format.json:
         write_json(summary)
     else:
