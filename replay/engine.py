@@ -233,7 +233,7 @@ RUNS_COLUMNS = (
     "zone_start_pfn", "zone_pages", "every", "free_pages", "nr_free", "pcp_pages", "background",
     "ncpus", "pcp_batch", "pcp_high", "wmark_min", "wmark_low", "wmark_high", "below_low",
     "below_min", "fallbacks", "claims", "steals", "pcp_refills", "pcp_bulk_frees",
-    "drain_retries", "pageblock_every",
+    "drain_retries", "pageblock_every", "start",
 )  # fmt: skip
 
 
@@ -527,6 +527,7 @@ def run(
     every: int = 1,
     pageblock_every: int | None = None,
     fill_from_snapshot: bool = False,
+    start: str = "empty",
     progress: Progress | None = None,
 ) -> RunResult:
     """Replay ``trace`` through the configured model; returns what the run measured.
@@ -534,7 +535,16 @@ def run(
     ``every``: keep the counters of every K-th step (placements always).
     ``pageblock_every``: a pageblocks snapshot every K steps (default: about
     100 over the run; 0: only before the first and after the last step).
+    ``start``: ``empty`` (a booted zone) or ``observed`` (the kernel's state at
+    the start of the trace, rebuilt from the capture: replay.observed).
     """
+    if start not in ("empty", "observed"):
+        raise UsageError(f"--start must be empty or observed, not {start!r}")
+    if start == "observed" and (fill_from_snapshot or zone_pages is not None):
+        raise UsageError(
+            "--start observed takes the zone and its contents from the capture: "
+            "it cannot be combined with --fill-from-snapshot or --zone-pages"
+        )
     if every < 1:
         raise UsageError("--every must be at least 1")
     if pageblock_every is not None and pageblock_every < 0:
@@ -561,7 +571,7 @@ def run(
     # Objects freed before any allocation: allocated first, by first appearance.
     pre = store.query(
         """SELECT obj, max("offset" + (1::BIGINT << "order")) AS pages, min(seq) AS first,
-                  arg_min(migratetype, seq) AS mt
+                  arg_min(migratetype, seq) AS mt, min(pfn - "offset") AS base_pfn
            FROM events WHERE trace_id = $t AND op = 'free'
              AND obj NOT IN (SELECT obj FROM events WHERE trace_id = $t AND op = 'alloc')
            GROUP BY obj ORDER BY first""",
@@ -569,7 +579,36 @@ def run(
     )
     n_pre = pre.num_rows
     pre_pages = 0
-    if n_pre:
+    if start == "observed":
+        from replay.observed import initial_zone_state
+
+        if env.zone is None:
+            raise UsageError(
+                "--start observed needs the trace's zone from its snapshots (a capture)"
+            )
+        blk, page_mt = initial_zone_state(store, trace_id, env.start_pfn, env.pages)
+        rp.zone.load(blk, page_mt)
+        if n_pre:
+            # Pages allocated before the trace are already in the observed state:
+            # placed where the kernel had them (those not allocated there are ignored).
+            # Two objects can claim the same pages (the trace's untraced allocations,
+            # e.g. compaction targets): the first keeps them, the later one is ignored,
+            # so the model never frees a page twice.
+            base = pre.column("base_pfn").to_numpy(zero_copy_only=False)
+            npages = pre.column("pages").to_numpy()
+            objs = dense(pre.column("obj").to_numpy()).astype(np.int64)
+            claimed = page_mt < 0  # free pages cannot be held by anyone
+            for j in range(n_pre):
+                if base[j] != base[j]:  # NaN: no pfn recorded
+                    continue
+                off = int(base[j]) - env.start_pfn
+                end = off + int(npages[j])
+                if off < 0 or end > env.pages or claimed[off:end].any():
+                    continue
+                claimed[off:end] = True
+                rp.placed[objs[j]] = int(base[j])
+                rp.obj_mt[objs[j]] = page_mt[off]
+    elif n_pre:
         pages_col = pre.column("pages").to_numpy()
         pre_pages = int(pages_col.sum())
         pre_order = np.ceil(np.log2(pages_col.astype(np.float64))).astype(np.int64)
@@ -667,7 +706,7 @@ def run(
                 if spool.rows:
                     store.append_parquet(table, spool.path, run_id, key="run_id")
             result = _record_run(store, run_id, trace_id, config, env, rp, started, t_start,
-                                 n_events, n_pre, background, every, pbe)  # fmt: skip
+                                 n_events, n_pre, background, every, pbe, start)  # fmt: skip
     finally:
         rp.extfrag.close()
         rp.pageblocks.close()
@@ -678,7 +717,7 @@ def run(
 def _record_run(
     store: Store, run_id: int, trace_id: int, config: RunConfig, env: Environment, rp: _Replay,
     started: datetime, t_start: float, n_events: int, n_pre: int, background: int, every: int,
-    pbe: int,
+    pbe: int, start: str,
 ) -> RunResult:  # fmt: skip
     z = rp.zone
     c, s = z.counters, rp.stats
@@ -703,7 +742,7 @@ def _record_run(
         "replay_s": rp.replay_s, "every": every, "ncpus": env.ncpus,
         "pcp_batch": env.batch, "pcp_high": env.high,
         "pcp_refills": int(c[M.C_REFILLS]), "pcp_bulk_frees": int(c[M.C_BULK]),
-        "drain_retries": int(c[M.C_DRAINS]), "pageblock_every": pbe,
+        "drain_retries": int(c[M.C_DRAINS]), "pageblock_every": pbe, "start": start,
     }  # fmt: skip
     cols = ", ".join(RUNS_COLUMNS)
     store.run(

@@ -655,3 +655,47 @@ def run_observed(
         "free_pages": free_pages, "pcp_pages": int(pcp_pages[0]),
         "nr_free": [int(v) for v in nr], "inconsistencies": inconsistencies,
     }  # fmt: skip
+
+
+def initial_zone_state(
+    store: Store, trace_id: int, start_pfn: int, pages: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rebuilt state at the start of the trace, for ``[start_pfn, start_pfn + pages)``.
+
+    The before-kpageflags decomposition with the snapshot window's events
+    replayed (as :func:`rebuild`). Returns ``blk_order`` (int8 per page: the
+    order of the free block starting there, else -1; only blocks wholly
+    inside the range) and ``page_mt`` (int8 per page: -1 free, else the
+    migratetype the allocated page is counted as: MOVABLE when kpageflags has
+    KPF_LRU, the pages the kernel's ``prep_move_freepages_block`` counts as
+    movable, else UNMOVABLE).
+    """
+    _, base, blk_order, pcp, zlo, zhi = _initial_state(store, trace_id)
+    opened = _marker_line(store, trace_id, "snapshot before begin")
+    first = _marker_line(store, trace_id, "snapshot before end")
+    if opened is not None and first is not None:
+        scratch = np.zeros(len(INCONSISTENCIES), np.int64)
+        _apply(_events(store, trace_id, opened, first), (zlo, zhi, base, blk_order, pcp), scratch)
+    if start_pfn < base or start_pfn + pages > base + blk_order.shape[0]:
+        raise UsageError(
+            f"the run's zone [{start_pfn:#x}, {start_pfn + pages:#x}) is outside the snapshot's"
+        )
+    blk = blk_order[start_pfn - base : start_pfn + pages - base].copy()
+    free = np.zeros(pages, np.bool_)
+    for o in np.flatnonzero(blk >= 0):
+        k = int(blk[o])
+        if o + (1 << k) > pages:  # a block reaching past the range: its pages count as used
+            blk[o] = -1
+        else:
+            free[o : o + (1 << k)] = True
+    lru = np.zeros(pages, np.bool_)
+    runs = store.query(
+        """SELECT pfn, nr_pages FROM snap_kpageflags WHERE trace_id = $t AND snapshot = 'before'
+           AND (flags >> 5) & 1 = 1 AND pfn < $hi AND pfn + nr_pages > $lo ORDER BY pfn""",
+        {"t": trace_id, "lo": start_pfn, "hi": start_pfn + pages},
+    )
+    for p, m in zip(runs.column("pfn").to_numpy(), runs.column("nr_pages").to_numpy(), strict=True):
+        lo, hi = max(int(p), start_pfn), min(int(p + m), start_pfn + pages)
+        lru[lo - start_pfn : hi - start_pfn] = True
+    page_mt = np.where(free, -1, np.where(lru, 1, 0)).astype(np.int8)
+    return blk, page_mt

@@ -128,7 +128,8 @@ CREATE TABLE IF NOT EXISTS runs (
     pcp_refills BIGINT,
     pcp_bulk_frees BIGINT,   -- free_pcppages_bulk calls at pcp high
     drain_retries BIGINT,    -- failed allocations retried after draining every pcp list
-    pageblock_every BIGINT   -- pageblocks snapshot every N steps
+    pageblock_every BIGINT,  -- pageblocks snapshot every N steps
+    start VARCHAR            -- initial state: empty (booted zone) | observed (from the capture)
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id INTEGER NOT NULL,
@@ -220,7 +221,7 @@ ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
         ("wmark_low", "BIGINT"), ("wmark_high", "BIGINT"), ("below_low", "BIGINT"),
         ("below_min", "BIGINT"), ("fallbacks", "BIGINT"), ("claims", "BIGINT"),
         ("steals", "BIGINT"), ("pcp_refills", "BIGINT"), ("pcp_bulk_frees", "BIGINT"),
-        ("drain_retries", "BIGINT"), ("pageblock_every", "BIGINT"),
+        ("drain_retries", "BIGINT"), ("pageblock_every", "BIGINT"), ("start", "VARCHAR"),
     ]
 )  # fmt: skip
 

@@ -870,3 +870,50 @@ def test_observed_run_on_the_capture(capture_db: Path, tmp_path: Path) -> None:
     canonical_kinds = ("alloc_not_seen_on_pcp", "free_of_pcp_page", "free_of_free",
                        "alloc_of_buddy_free")  # fmt: skip
     assert 0 < bad <= sum(out["inconsistencies"][k] for k in canonical_kinds)
+
+
+def test_what_if_from_the_observed_start(capture_db: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import duckdb
+
+    from replay.observed import initial_zone_state
+
+    db = tmp_path / "start.duckdb"
+    shutil.copyfile(capture_db, db)
+    with Store(db) as store:
+        zs, zp = store.one("SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = 1")
+        blk, page_mt = initial_zone_state(store, 1, zs, zp)
+    free0 = int(sum(1 << int(k) for k in blk[blk >= 0]))
+    assert free0 == int((page_mt < 0).sum()) > 0
+    res = run_cli("run", "compact", "--model", "mobility", "--start", "observed",
+                  "--pageblock-every", "0", "--db", db, "-q", "-f", "json")  # fmt: skip
+    assert res.code == 0, res.err
+    out = res.json()
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        (start,) = con.execute(
+            "SELECT start FROM runs WHERE run_id = ?", [out["run_id"]]
+        ).fetchone()
+        # the initial pageblocks snapshot is the observed state: its free pages, and its
+        # allocated pages by the kpageflags classes (LRU = movable, else unmovable)
+        snap = con.execute(
+            "SELECT sum(free_pages), sum(unmovable), sum(movable), sum(reclaimable) "
+            "FROM pageblocks WHERE run_id = ? AND seq = -1",
+            [out["run_id"]],
+        ).fetchone()
+        empty = con.execute(
+            "SELECT free_pages FROM runs WHERE model = 'mobility' AND start = 'empty' LIMIT 1"
+        ).fetchone()
+    finally:
+        con.close()
+    assert start == "observed"
+    assert snap == (free0, int((page_mt == 0).sum()), int((page_mt == 1).sum()), 0)
+    # starting as full as the machine really was leaves far less free than a booted zone
+    assert out["free_pages"] < zp // 2
+    assert empty is None or empty[0] > out["free_pages"]
+    # errors: combined with an explicit zone or the background fill, a bad --start, no capture
+    for extra in (["--zone-pages", "4096"], ["--fill-from-snapshot"], []):
+        args = ["--start", "observed", *extra] if extra else ["--start", "nowhere"]
+        res = run_cli("run", "compact", "--model", "buddy", *args, "--db", db)
+        assert res.code == 2 and "--start" in res.err, res.err

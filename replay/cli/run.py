@@ -42,6 +42,14 @@ def run(
             "capture's kpageflags and recorded events (no model).",
         ),
     ] = False,
+    start: Annotated[
+        str,
+        typer.Option(
+            "--start",
+            help="Initial state: empty (a booted zone) or observed (the kernel's real state at "
+            "the start of the capture, rebuilt from its kpageflags and events).",
+        ),
+    ] = "empty",
     fill_from_snapshot: Annotated[
         bool,
         typer.Option(
@@ -80,7 +88,7 @@ def run(
     with Store(db) as store, progress_bar(quiet) as progress:
         result = do_run(
             store, trace, config, zone_pages=zone_pages, every=every,
-            pageblock_every=pageblock_every, fill_from_snapshot=fill_from_snapshot,
+            pageblock_every=pageblock_every, fill_from_snapshot=fill_from_snapshot, start=start,
             progress=progress,
         )  # fmt: skip
     _emit_summary(result.summary(), fmt)

@@ -613,6 +613,24 @@ class ZoneState:
     def drain_all(self) -> None:
         drain_all(self.arrays, self.prm, self.counters)
 
+    def load(self, blk: np.ndarray, page_mt: np.ndarray) -> None:
+        """Start from a given state (offsets from start_pfn; see :func:`load_state`).
+
+        Pageblock types: UNMOVABLE where unmovable pages outnumber movable
+        ones, else MOVABLE; an order-10 free block takes its first
+        pageblock's type for both.
+        """
+        pb0 = self.start_pfn >> PAGEBLOCK_ORDER
+        idx = ((np.arange(self.pages, dtype=np.int64) + self.start_pfn) >> PAGEBLOCK_ORDER) - pb0
+        unmov = np.bincount(idx, weights=(page_mt == MIGRATE_UNMOVABLE), minlength=self.npb)
+        mov = np.bincount(idx, weights=(page_mt == MIGRATE_MOVABLE), minlength=self.npb)
+        pb_mt = np.where(unmov > mov, MIGRATE_UNMOVABLE, MIGRATE_MOVABLE).astype(np.int8)
+        for o in np.flatnonzero(blk > PAGEBLOCK_ORDER):
+            first = ((int(o) + self.start_pfn) >> PAGEBLOCK_ORDER) - pb0
+            pb_mt[first + 1 : first + (1 << (int(blk[o]) - PAGEBLOCK_ORDER))] = pb_mt[first]
+        self.arrays[7][:] = pb_mt
+        load_state(self.arrays, self.prm, blk.astype(np.int8), page_mt.astype(np.int8))
+
     def free_lists(self) -> dict[tuple[int, int], list[int]]:
         """(order, migratetype) -> free blocks' pfns, head to tail (non-empty lists only)."""
         nxt, head = self.arrays[1], self.arrays[3]
@@ -781,3 +799,36 @@ def pageblock_snapshot(st, prm, out):  # type: ignore[no-untyped-def]
         while o >= 0:
             out[((o + start) >> PAGEBLOCK_ORDER) - pb0, 5] += np.int64(1) << k
             o = nxt[o]
+
+
+@nb.njit(cache=True, _nrt=False)
+def load_state(st, prm, blk, page_mt):  # type: ignore[no-untyped-def]
+    """Replace the boot state by a given one (``--start observed``).
+
+    ``blk[o]``: order of the free block starting at offset o (-1 elsewhere);
+    ``page_mt[o]``: -1 for free pages, else the migratetype the allocated page
+    is counted as. ``st[7]`` (pb_mt) must already hold the pageblock types;
+    each free block goes to the TAIL of its pageblock type's list, ascending.
+    """
+    blk_order, nxt, prv, head, tail = st[0], st[1], st[2], st[3], st[4]
+    blk_order[:] = -1
+    nxt[:] = -1
+    prv[:] = -1
+    head[:] = -1
+    tail[:] = -1
+    st[5][:] = 0
+    st[6][:] = 0
+    st[8][:] = 0
+    st[9][:] = 0
+    st[10][:] = -1
+    st[11][:] = -1
+    st[12][:] = 0
+    start = prm[P_START]
+    pb0 = prm[P_PB0]
+    for o in range(blk.shape[0]):
+        if blk[o] >= 0:
+            add_free(o, np.int64(blk[o]), st[7][((o + start) >> PAGEBLOCK_ORDER) - pb0], True, st,
+                     prm)  # fmt: skip
+        t = page_mt[o]
+        if t >= 0:
+            st[9][(((o + start) >> PAGEBLOCK_ORDER) - pb0) * MIGRATE_PCPTYPES + t] += 1
