@@ -870,6 +870,14 @@ def test_observed_run_on_the_capture(capture_db: Path, tmp_path: Path) -> None:
     canonical_kinds = ("alloc_not_seen_on_pcp", "free_of_pcp_page", "free_of_free",
                        "alloc_of_buddy_free")  # fmt: skip
     assert 0 < bad <= sum(out["inconsistencies"][k] for k in canonical_kinds)
+    # the kernel's own compaction of Normal, before and after, from the observed run
+    rows = run_cli("query", "compaction_observed", "-p", f"run={out['run_id']}", "--db", db,
+                   "-f", "json").json()  # fmt: skip
+    normal = [x for x in rows if x["zone_start"] == "0x100000"]
+    assert len(normal) == 1 and normal[0]["migrated"] == 126462
+    c = normal[0]
+    assert c["order10_after"] > 3 * c["order10_before"]
+    assert c["extfrag9_after"] < c["extfrag9_before"]
 
 
 def test_what_if_from_the_observed_start(capture_db: Path, tmp_path: Path) -> None:
