@@ -527,8 +527,49 @@ def validate(store: Store, trace: str) -> dict[str, Any]:
     }
 
 
+def _pageblock_rows(
+    seq: int, lo: int, hi: int, base: int, blk_order: np.ndarray, pcp: np.ndarray
+) -> Any:
+    """``pageblocks`` rows of the followed zone [lo, hi) (pfn): free and pcp pages.
+
+    Pageblock types and the allocated pages' types are not recorded: NULL.
+    """
+    import pyarrow as pa
+
+    from replay.engine import PAGEBLOCKS_SCHEMA
+
+    pb0, pb1 = lo >> 9, (hi - 1) >> 9
+    n = pb1 - pb0 + 1
+    b = blk_order[lo - base : hi - base]
+    starts = np.flatnonzero(b >= 0)
+    free = np.zeros(n, np.int64)
+    for o in starts:  # an order-10 block spans two pageblocks
+        k = int(b[o])
+        first = ((int(o) + lo) >> 9) - pb0
+        if k >= 9:
+            free[first : first + (1 << (k - 9))] += 512
+        else:
+            free[first] += 1 << k
+    pc = pcp[lo - base : hi - base]
+    on = np.flatnonzero(pc > 0)
+    pcp_pb = np.bincount(((on + lo) >> 9) - pb0, weights=(1 << (pc[on].astype(np.int64) - 1)),
+                         minlength=n).astype(np.int64)  # fmt: skip
+    null32 = pa.nulls(n, pa.int32())
+    return pa.RecordBatch.from_arrays(
+        [pa.array(np.full(n, seq, np.int64)), pa.array(np.arange(pb0, pb1 + 1, dtype=np.int64)),
+         pa.nulls(n, pa.int8()), pa.array(free.astype(np.int32)), null32, null32, null32,
+         pa.array(pcp_pb.astype(np.int32))],
+        schema=PAGEBLOCKS_SCHEMA,
+    )  # fmt: skip
+
+
 def run_observed(
-    store: Store, trace: str, *, every: int = 1, progress: Any = None
+    store: Store,
+    trace: str,
+    *,
+    every: int = 1,
+    pageblock_every: int | None = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """An observed run: the rebuilt state after every recorded event, into runs/steps.
 
@@ -556,12 +597,17 @@ def run_observed(
     started = datetime.now(UTC).replace(tzinfo=None)
     trace_id = store.trace_id(trace)
     zones, base, blk_order, pcp, zlo, zhi = _initial_state(store, trace_id)
-    row = store.one("SELECT zone_start_pfn FROM traces WHERE trace_id = $t", {"t": trace_id})
+    row = store.one(
+        "SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = $t", {"t": trace_id}
+    )
     zstart = int(row[0]) if row and row[0] is not None else int(zlo[0])
     zi = int(np.searchsorted(zlo, zstart, side="right") - 1)
     if zi < 0 or zstart >= zhi[zi]:
         raise _UsageError(f"the trace's zone start pfn {zstart:#x} is in no snapshot zone")
     track_lo = int(zlo[zi])
+    # pageblocks rows cover the trace's zone (as a what-if run's), within the snapshot zone
+    pb_lo = max(zstart, track_lo)
+    pb_hi = min(zstart + int(row[1]), int(zhi[zi])) if row and row[1] else int(zhi[zi])
     lo, hi = track_lo - base, int(zhi[zi]) - base
     b = blk_order[lo:hi]
     nr = np.bincount(b[b >= 0].astype(np.int64), minlength=NF)[:NF].astype(np.int64)
@@ -571,6 +617,9 @@ def run_observed(
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
     parts = []
     t_replay = 0.0
+    n_all = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
+    pbe = max(1, -(-n_all // 100)) if pageblock_every is None else pageblock_every
+    pb_rows: list[pa.RecordBatch] = [_pageblock_rows(-1, pb_lo, pb_hi, base, blk_order, pcp)]
     for after, before, counted in ((opened, first, False), (first, None, True)):
         if after is None and not counted:
             continue
@@ -586,19 +635,36 @@ def run_observed(
         pfns = ev.column("pfn").to_numpy().astype(np.int64)
         z = np.clip(np.searchsorted(zlo, pfns, side="right") - 1, 0, None)
         inside = (pfns >= zlo[z]) & (pfns < zhi[z])
-        t0 = time.perf_counter()
-        observe_steps(
+        cols = (
             kind, pfns, ev.column("order").to_numpy().astype(np.int64),
             ev.column("refill").to_numpy(zero_copy_only=False).astype(np.bool_),
             ev.column("arg").to_numpy().astype(np.int64),
             ev.column("arg2").to_numpy().astype(np.int64),
             np.where(inside, zlo[z], -1).astype(np.int64),
             np.where(inside, zhi[z], -1).astype(np.int64),
-            base, blk_order, pcp, incons if counted else np.zeros_like(incons),
-            np.int64(track_lo), nr, pcp_pages, keep, out_nr, out_pcp, out_bad,
-            np.zeros(NF, np.int64),
         )  # fmt: skip
-        t_replay += time.perf_counter() - t0
+        # Segments end after the canonical events whose seq is a pageblock snapshot point.
+        canon_seq = np.where(keep, np.nan_to_num(seq, nan=-1), -1).astype(np.int64)
+        snap_at = np.flatnonzero(keep & (canon_seq % pbe == 0)) if pbe > 0 else np.zeros(0, int)
+        bounds = [int(j) + 1 for j in snap_at]
+        if not bounds or bounds[-1] != len(kind):
+            bounds.append(len(kind))
+        snap_set = {int(j) for j in snap_at}
+        i0 = r0 = 0
+        for i1 in bounds:
+            seg = keep[i0:i1]
+            r1 = r0 + int(np.count_nonzero(seg))
+            t0 = time.perf_counter()
+            observe_steps(
+                *(c[i0:i1] for c in cols), base, blk_order, pcp,
+                incons if counted else np.zeros_like(incons), np.int64(track_lo), nr, pcp_pages,
+                seg, out_nr[r0:r1], out_pcp[r0:r1], out_bad[r0:r1], np.zeros(NF, np.int64),
+            )  # fmt: skip
+            t_replay += time.perf_counter() - t0
+            if i1 - 1 in snap_set and counted:
+                pb_rows.append(_pageblock_rows(int(canon_seq[i1 - 1]), pb_lo, pb_hi, base,
+                                               blk_order, pcp))  # fmt: skip
+            i0, r0 = i1, r1
         if not counted:
             out_bad[:] = False  # the snapshot window settles the kpageflags state
         parts.append((seq[keep].astype(np.int64), (kind[keep] == K_ALLOC), pfns[keep], out_nr,
@@ -631,6 +697,15 @@ def run_observed(
         store.append_stream(
             "steps", pa.RecordBatchReader.from_batches(STEPS_SCHEMA, [batch]), run_id, "run_id"
         )
+        if last_seq >= 0 and (pbe == 0 or last_seq % pbe != 0):
+            pb_rows.append(_pageblock_rows(last_seq, pb_lo, pb_hi, base, blk_order,
+                                           pcp))  # fmt: skip
+        store.append_stream(
+            "pageblocks",
+            pa.RecordBatchReader.from_batches(pb_rows[0].schema, pb_rows),
+            run_id,
+            "run_id",
+        )
         free_pages = int(sum(int(v) << k for k, v in enumerate(nr)))
         values: dict[str, Any] = dict.fromkeys(RUNS_COLUMNS)
         values.update({
@@ -642,6 +717,7 @@ def run_observed(
             "ignored_frees": 0, "preexisting": 0, "zone_start_pfn": track_lo,
             "zone_pages": int(zhi[zi] - zlo[zi]), "every": every, "free_pages": free_pages,
             "nr_free": [int(v) for v in nr], "pcp_pages": int(pcp_pages[0]), "background": 0,
+            "pageblock_every": pbe, "start": "observed",
         })  # fmt: skip
         cols = ", ".join(RUNS_COLUMNS)
         store.run(

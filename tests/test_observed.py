@@ -859,6 +859,16 @@ def test_observed_run_on_the_capture(capture_db: Path, tmp_path: Path) -> None:
         run = con.execute(
             "SELECT model, nr_free, free_pages, events FROM runs WHERE run_id = ?", [rid]
         ).fetchone()
+        pb = con.execute(
+            """SELECT count(DISTINCT pageblock), sum(free_pages), sum(pcp_pages),
+                      count(*) FILTER (migratetype IS NOT NULL OR movable IS NOT NULL)
+               FROM pageblocks WHERE run_id = ?
+                 AND seq = (SELECT max(seq) FROM pageblocks WHERE run_id = ?)""",
+            [rid, rid],
+        ).fetchone()
+        n_snaps = con.execute(
+            "SELECT count(DISTINCT seq) FROM pageblocks WHERE run_id = ?", [rid]
+        ).fetchone()[0]
     finally:
         con.close()
     val = run_cli("validate", "compact", "--db", db, "-f", "json").json()
@@ -867,6 +877,10 @@ def test_observed_run_on_the_capture(capture_db: Path, tmp_path: Path) -> None:
     assert row[11] == normal["free_pages_rebuilt"]
     # the run's final state is the end of the trace, inconsistencies marked on their steps
     assert run[0] == "observed" and list(run[1]) == out["nr_free"] and run[3] == out["events"]
+    # pageblocks: the trace's zone (2048 pageblocks), free and pcp pages of the rebuilt state,
+    # types unknown; an initial snapshot, about 100 over the trace and the last
+    assert pb == (2048, out["free_pages"], out["pcp_pages"], 0)
+    assert 80 <= n_snaps <= 102
     canonical_kinds = ("alloc_not_seen_on_pcp", "free_of_pcp_page", "free_of_free",
                        "alloc_of_buddy_free")  # fmt: skip
     assert 0 < bad <= sum(out["inconsistencies"][k] for k in canonical_kinds)

@@ -81,7 +81,7 @@ def run(
         from replay.observed import run_observed
 
         with Store(db) as store:
-            summary = run_observed(store, trace, every=every)
+            summary = run_observed(store, trace, every=every, pageblock_every=pageblock_every)
         _emit_summary(summary, fmt)
         return
     config = load_model(model)
