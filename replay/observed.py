@@ -58,9 +58,13 @@ INCONSISTENCIES = (
     "drain_not_seen_on_pcp",  # drained from pcp, but never seen arriving there
     "outside_zones",  # a pfn in no zone of the snapshot
     "isolate_mismatch_pages",  # |pages found free in an isolate range - nr_taken|
+    "unknown_pages",  # events on pages whose state was unknown (no kpageflags): learned
 )
 (I_ZL_NOT_FREE, I_ALLOC_OF_FREE, I_ALLOC_UNSEEN_PCP, I_FREE_OF_FREE, I_FREE_OF_PCP,
- I_DRAIN_UNSEEN, I_OUTSIDE, I_ISOLATE_MISMATCH) = range(len(INCONSISTENCIES))  # fmt: skip
+ I_DRAIN_UNSEEN, I_OUTSIDE, I_ISOLATE_MISMATCH,
+ I_UNKNOWN) = range(len(INCONSISTENCIES))  # fmt: skip
+# pcp[] value of a page whose state is unknown (a trace without a kpageflags snapshot)
+UNKNOWN = 100
 
 
 @nb.njit(cache=True, inline="always")
@@ -193,7 +197,7 @@ def give(pfn, k, lo, hi, base, blk_order):  # type: ignore[no-untyped-def]
 @nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
 def observe_steps(  # type: ignore[no-untyped-def]
     kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp, incons,
-    track_lo, nr, pcp_pages, keep_row, out_nr, out_pcp, out_bad, scratch,
+    track_lo, nr, pcp_pages, keep_row, out_nr, out_pcp, out_bad, scratch, saved,
 ):  # fmt: skip
     """Apply recorded events to the buddy state (see the module docstring).
 
@@ -207,6 +211,10 @@ def observe_steps(  # type: ignore[no-untyped-def]
     after every event with ``keep_row`` a row of ``out_nr``/``out_pcp``/
     ``out_bad`` (the event was inconsistent) is written. ``scratch``: 11
     int64 counts for the zones not followed. Returns the rows.
+    A page marked ``UNKNOWN`` in ``pcp`` (no snapshot told its state) is
+    learned from its first event: what that event would count as
+    inconsistent counts as ``unknown_pages`` instead, and the block becomes
+    known. ``saved``: a scratch copy of ``incons``.
     """
     r = 0
     for i in range(kind.shape[0]):
@@ -239,6 +247,13 @@ def observe_steps(  # type: ignore[no-untyped-def]
             incons[I_OUTSIDE] += 1
         else:
             o = p - base
+            unknown = pcp[o] == UNKNOWN
+            if unknown:
+                for j in range(incons.shape[0]):
+                    saved[j] = incons[j]
+                for q in range(o, o + (np.int64(1) << k)):
+                    if pcp[q] == UNKNOWN:
+                        pcp[q] = 0
             was = pcp[o]
             if e == K_ZONE_LOCKED:
                 if not take_nr(p, k, lo, base, blk_order, zn):
@@ -268,6 +283,11 @@ def observe_steps(  # type: ignore[no-untyped-def]
                     pcp[o] = 0
                 if not give_nr(p, k, lo, hi, base, blk_order, zn):
                     incons[I_FREE_OF_FREE] += 1
+            if unknown:
+                learned = incons.sum() - saved.sum()
+                for j in range(incons.shape[0]):
+                    incons[j] = saved[j]
+                incons[I_UNKNOWN] += 1 if learned >= 0 else 0
             if mine:
                 if was > 0:
                     pcp_pages[0] -= np.int64(1) << (was - 1)
@@ -289,7 +309,8 @@ def observe(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp,
     observe_steps(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp, incons,
                   np.int64(-2), np.zeros(NF, np.int64), np.zeros(1, np.int64),
                   np.zeros(n, np.bool_), np.zeros((1, NF), np.int64), np.zeros(1, np.int64),
-                  np.zeros(1, np.bool_), np.zeros(NF, np.int64))  # fmt: skip
+                  np.zeros(1, np.bool_), np.zeros(NF, np.int64),
+                  np.zeros(incons.shape[0], np.int64))  # fmt: skip
 
 
 @dataclass
@@ -363,7 +384,8 @@ def _counts(zones: list[dict[str, Any]], base: int, blk_order: np.ndarray,
         b = blk_order[lo:hi]
         nr = np.bincount(b[b >= 0].astype(np.int64), minlength=NF)[:NF]
         pc = pcp[lo:hi]
-        pcp_pages = int((np.int64(1) << (pc[pc > 0].astype(np.int64) - 1)).sum())
+        on = pc[(pc > 0) & (pc < UNKNOWN)].astype(np.int64)
+        pcp_pages = int((np.int64(1) << (on - 1)).sum())
         out.append(ZoneState(int(z["node"]), str(z["zone"]), lo + base, hi + base,
                              [int(v) for v in nr], pcp_pages))  # fmt: skip
     return out
@@ -427,28 +449,49 @@ def _apply(ev: Any, zb: tuple, incons: np.ndarray) -> int:
     return int(ev.num_rows)
 
 
-def _initial_state(store: Store, trace_id: int) -> tuple:
-    """Zones, base pfn, blk_order and pcp arrays, zone bounds: the before-kpageflags state."""
-    zones = _zones(store, trace_id, "before")
-    has_flags = store.one(
+def _has_kpageflags(store: Store, trace_id: int) -> bool:
+    row = store.one(
         "SELECT count(*) FROM snap_kpageflags WHERE trace_id = $t AND snapshot = 'before'",
         {"t": trace_id},
     )
-    if not zones or not has_flags or not has_flags[0]:
+    return bool(row and row[0])
+
+
+def _initial_state(store: Store, trace_id: int, need_snapshot: bool = True) -> tuple:
+    """Zones, base pfn, blk_order and pcp arrays, zone bounds: the before-kpageflags state.
+
+    Without a kpageflags snapshot (``need_snapshot`` False) every page starts
+    UNKNOWN and is learned from its first event; the zones come from the
+    zoneinfo snapshot, else the trace's zone.
+    """
+    zones = _zones(store, trace_id, "before")
+    has_flags = _has_kpageflags(store, trace_id)
+    if need_snapshot and (not zones or not has_flags):
         raise UsageError(
-            "observed replay needs the trace's before-snapshot zoneinfo and kpageflags "
+            "this needs the trace's before-snapshot zoneinfo and kpageflags "
             "(a capture folder, or replay record)"
         )
+    if not zones:
+        row = store.one(
+            "SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = $t", {"t": trace_id}
+        )
+        if row is None or row[1] is None:
+            raise UsageError("the trace has no zone (no zoneinfo snapshot and no pfns)")
+        zones = [{"node": 0, "zone": "trace", "start_pfn": int(row[0] or 0),
+                  "spanned": int(row[1])}]  # fmt: skip
     base = min(int(z["start_pfn"]) for z in zones)
     end = max(int(z["start_pfn"]) + int(z["spanned"]) for z in zones)
     n = end - base
-    free = _free_mask(store, trace_id, "before", base, n)
     blk_order = np.full(n, -1, np.int8)
     zlo = np.array([int(z["start_pfn"]) for z in zones], np.int64)
     zhi = np.array([int(z["start_pfn"]) + int(z["spanned"]) for z in zones], np.int64)
-    init_blocks(free, base, zlo, zhi, blk_order)
-    del free
-    pcp = np.zeros(n, np.int8)
+    if has_flags:
+        free = _free_mask(store, trace_id, "before", base, n)
+        init_blocks(free, base, zlo, zhi, blk_order)
+        del free
+        pcp = np.zeros(n, np.int8)
+    else:
+        pcp = np.full(n, UNKNOWN, np.int8)
     return zones, base, blk_order, pcp, zlo, zhi
 
 
@@ -551,7 +594,7 @@ def _pageblock_rows(
         else:
             free[first] += 1 << k
     pc = pcp[lo - base : hi - base]
-    on = np.flatnonzero(pc > 0)
+    on = np.flatnonzero((pc > 0) & (pc < UNKNOWN))
     pcp_pb = np.bincount(((on + lo) >> 9) - pb0, weights=(1 << (pc[on].astype(np.int64) - 1)),
                          minlength=n).astype(np.int64)  # fmt: skip
     null32 = pa.nulls(n, pa.int32())
@@ -596,7 +639,7 @@ def run_observed(
     t_start = time.perf_counter()
     started = datetime.now(UTC).replace(tzinfo=None)
     trace_id = store.trace_id(trace)
-    zones, base, blk_order, pcp, zlo, zhi = _initial_state(store, trace_id)
+    zones, base, blk_order, pcp, zlo, zhi = _initial_state(store, trace_id, need_snapshot=False)
     row = store.one(
         "SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = $t", {"t": trace_id}
     )
@@ -659,6 +702,7 @@ def run_observed(
                 *(c[i0:i1] for c in cols), base, blk_order, pcp,
                 incons if counted else np.zeros_like(incons), np.int64(track_lo), nr, pcp_pages,
                 seg, out_nr[r0:r1], out_pcp[r0:r1], out_bad[r0:r1], np.zeros(NF, np.int64),
+                np.zeros(len(INCONSISTENCIES), np.int64),
             )  # fmt: skip
             t_replay += time.perf_counter() - t0
             if i1 - 1 in snap_set and counted:

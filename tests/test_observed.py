@@ -396,7 +396,7 @@ def test_observe_outside_zones() -> None:
 
 def test_observe_constants() -> None:
     assert (K_ALLOC, K_FREE, K_ZONE_LOCKED, K_DRAIN, K_ISOLATE_FREE) == (0, 1, 2, 3, 4)
-    assert NF == 11 and len(INCONSISTENCIES) == 8
+    assert NF == 11 and len(INCONSISTENCIES) == 9
     assert [INCONSISTENCIES[i] for i in (I_ZL_NOT_FREE, I_OUTSIDE)] == [
         "zone_locked_not_free",
         "outside_zones",
@@ -939,3 +939,25 @@ def test_what_if_from_the_observed_start(capture_db: Path, tmp_path: Path) -> No
         args = ["--start", "observed", *extra] if extra else ["--start", "nowhere"]
         res = run_cli("run", "compact", "--model", "buddy", *args, "--db", db)
         assert res.code == 2 and "--start" in res.err, res.err
+
+
+def test_observed_run_without_snapshots_learns(tmp_path: Path) -> None:
+    # The capture's trace alone: no kpageflags, no zoneinfo. Every page starts unknown
+    # and is learned from its first event; nothing it teaches counts as inconsistent.
+    db = tmp_path / "plain.duckdb"
+    trace = Path(__file__).resolve().parent.parent / "traces" / "compact-6.18" / "trace.txt.zst"
+    assert run_cli("ingest", trace, "--name", "plain", "--db", db, "-q").code == 0
+    res = run_cli("run", "plain", "--observed", "--db", db, "-q", "-f", "json")
+    assert res.code == 0, res.err
+    out = res.json()
+    inc = out["inconsistencies"]
+    assert out["zone"] == "trace" and out["events"] > 0
+    assert inc["unknown_pages"] > 0
+    for name in ("zone_locked_not_free", "alloc_of_buddy_free", "alloc_not_seen_on_pcp",
+                 "free_of_free", "drain_not_seen_on_pcp", "outside_zones"):  # fmt: skip
+        assert inc[name] == 0, (name, inc)
+    # what was learned free is free: the learned free pages are a subset of the zone's
+    assert 0 < out["free_pages"] < 1 << 20
+    # validate needs the snapshots it compares against
+    res = run_cli("validate", "plain", "--db", db)
+    assert res.code == 2 and "kpageflags" in res.err
