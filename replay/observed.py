@@ -360,19 +360,81 @@ def _zones(store: Store, trace_id: int, snapshot: str) -> list[dict[str, Any]]:
     ).to_pylist()
 
 
+@nb.njit(cache=True)
+def extend_heads(zero, free, base):  # type: ignore[no-untyped-def]
+    """Free blocks from head pages only (kernels whose kpageflags marks only the first page).
+
+    ``free[i]`` (pfn ``base + i``) is set on head pages; each head grows to
+    the largest naturally aligned order (<= 10) whose other pages all have no
+    flags at all (``zero``): the pages of a free block carry none. Modifies
+    ``free`` in place.
+    """
+    n = free.shape[0]
+    heads = np.flatnonzero(free)
+    for h in heads:
+        k = 0
+        while k < MAX_ORDER:
+            size = np.int64(1) << (k + 1)
+            if ((h + base) & (size - 1)) != 0 or h + size > n:
+                break
+            ok = True
+            for q in range(h + (np.int64(1) << k), h + size):
+                if not zero[q] or free[q]:
+                    ok = False
+                    break
+            if not ok:
+                break
+            k += 1
+        for q in range(h, h + (np.int64(1) << k)):
+            free[q] = True
+
+
+def head_pages_only(free: np.ndarray, expected_free_pages: int | None) -> bool:
+    """Does this kernel's kpageflags mark only the first page of a free block?
+
+    On 6.18 every page of a free block carries KPF_BUDDY, so free runs are
+    long and their pages add up to the buddyinfo total. Head-only marking
+    shows as isolated pages adding up to far less (under half) than the free
+    pages the same snapshot's buddyinfo reports.
+    """
+    marked = int(np.count_nonzero(free))
+    if marked == 0 or not expected_free_pages:
+        return False
+    return marked * 2 < expected_free_pages
+
+
 def _free_mask(store: Store, trace_id: int, snapshot: str, base: int, n: int) -> np.ndarray:
-    """KPF_BUDDY per pfn of [base, base + n) from the stored kpageflags runs."""
+    """Free pages of [base, base + n) from the stored kpageflags runs (KPF_BUDDY).
+
+    Detects kernels that mark only a free block's first page
+    (:func:`head_pages_only`) and then grows each head over the flagless pages
+    after it (:func:`extend_heads`).
+    """
     runs = store.query(
-        f"""SELECT pfn, nr_pages FROM snap_kpageflags
-            WHERE trace_id = $t AND snapshot = $s AND (flags >> {KPF_BUDDY}) & 1 = 1
-            ORDER BY pfn""",
+        "SELECT pfn, nr_pages, flags FROM snap_kpageflags "
+        "WHERE trace_id = $t AND snapshot = $s ORDER BY pfn",
         {"t": trace_id, "s": snapshot},
     )
     free = np.zeros(n, np.bool_)
-    for p, m in zip(runs.column("pfn").to_numpy(), runs.column("nr_pages").to_numpy(), strict=True):
+    zero = np.zeros(n, np.bool_)
+    pfns = runs.column("pfn").to_numpy()
+    lens = runs.column("nr_pages").to_numpy()
+    flags = runs.column("flags").to_numpy()
+    for p, m, f in zip(pfns, lens, flags, strict=True):
         lo, hi = max(int(p), base), min(int(p + m), base + n)
-        if hi > lo:
+        if hi <= lo:
+            continue
+        if (int(f) >> KPF_BUDDY) & 1:
             free[lo - base : hi - base] = True
+        elif int(f) == 0:
+            zero[lo - base : hi - base] = True
+    row = store.one(
+        """SELECT sum(nr_free << "order") FROM snap_buddyinfo
+           WHERE trace_id = $t AND snapshot = $s""",
+        {"t": trace_id, "s": snapshot},
+    )
+    if head_pages_only(free, int(row[0]) if row and row[0] is not None else None):
+        extend_heads(zero, free, base)
     return free
 
 

@@ -961,3 +961,28 @@ def test_observed_run_without_snapshots_learns(tmp_path: Path) -> None:
     # validate needs the snapshots it compares against
     res = run_cli("validate", "plain", "--db", db)
     assert res.code == 2 and "kpageflags" in res.err
+
+
+def test_head_only_kpageflags_are_detected_and_extended() -> None:
+    from replay.observed import extend_heads, head_pages_only
+
+    # pfns 8..15 form an order-3 free block, 16 an order-0 one, 20..23 order 2; an older
+    # kernel marks only 8, 16 and 20; the other pages of those blocks carry no flags.
+    base, n = 0, 32
+    full = np.zeros(n, np.bool_)
+    full[8:17] = True
+    full[20:24] = True
+    zero = np.zeros(n, np.bool_)
+    zero[8:24] = True
+    zero[17:20] = False  # allocated pages carry flags
+    heads = np.zeros(n, np.bool_)
+    heads[[8, 16, 20]] = True
+    assert head_pages_only(heads, expected_free_pages=13)
+    assert not head_pages_only(full, expected_free_pages=13)  # 6.18: every page marked
+    extend_heads(zero, heads, base)
+    assert np.array_equal(heads, full)
+    # alignment is by pfn: the same pages seen from base 4 (array offsets shifted)
+    h2 = np.zeros(n - 4, np.bool_)
+    h2[[4, 12, 16]] = True
+    extend_heads(zero[4:], h2, 4)
+    assert np.array_equal(h2, full[4:])
