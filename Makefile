@@ -51,6 +51,7 @@ test: $(STAMP) sysdeps
 bench: $(STAMP) sysdeps
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_replay.py
+	$(PY) bench/bench_observed.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check replay tests bench
