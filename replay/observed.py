@@ -415,19 +415,21 @@ def _free_mask(store: Store, trace_id: int, snapshot: str, base: int, n: int) ->
         "WHERE trace_id = $t AND snapshot = $s ORDER BY pfn",
         {"t": trace_id, "s": snapshot},
     )
-    free = np.zeros(n, np.bool_)
-    zero = np.zeros(n, np.bool_)
-    pfns = runs.column("pfn").to_numpy()
-    lens = runs.column("nr_pages").to_numpy()
+    pfns = runs.column("pfn").to_numpy().astype(np.int64)
+    lens = runs.column("nr_pages").to_numpy().astype(np.int64)
     flags = runs.column("flags").to_numpy()
-    for p, m, f in zip(pfns, lens, flags, strict=True):
-        lo, hi = max(int(p), base), min(int(p + m), base + n)
-        if hi <= lo:
-            continue
-        if (int(f) >> KPF_BUDDY) & 1:
-            free[lo - base : hi - base] = True
-        elif int(f) == 0:
-            zero[lo - base : hi - base] = True
+    lo = np.clip(pfns - base, 0, n)
+    hi = np.clip(pfns + lens - base, 0, n)
+
+    def cover(sel: np.ndarray) -> np.ndarray:
+        """Pages covered by the selected runs (a difference array, no Python loop)."""
+        delta = np.zeros(n + 1, np.int64)
+        np.add.at(delta, lo[sel], 1)
+        np.add.at(delta, hi[sel], -1)
+        return np.cumsum(delta[:n]) > 0
+
+    free = cover(((flags >> np.uint64(KPF_BUDDY)) & np.uint64(1)) == 1)
+    zero = cover(flags == 0)
     row = store.one(
         """SELECT sum(nr_free << "order") FROM snap_buddyinfo
            WHERE trace_id = $t AND snapshot = $s""",
@@ -647,14 +649,14 @@ def _pageblock_rows(
     n = pb1 - pb0 + 1
     b = blk_order[lo - base : hi - base]
     starts = np.flatnonzero(b >= 0)
-    free = np.zeros(n, np.int64)
-    for o in starts:  # an order-10 block spans two pageblocks
-        k = int(b[o])
-        first = ((int(o) + lo) >> 9) - pb0
-        if k >= 9:
-            free[first : first + (1 << (k - 9))] += 512
-        else:
-            free[first] += 1 << k
+    k = b[starts].astype(np.int64)
+    first = ((starts + lo) >> 9) - pb0
+    small = k < 9
+    free = np.bincount(first[small], weights=np.left_shift(1, k[small]), minlength=n)
+    for j in range(1 << (MAX_ORDER - 9)):  # blocks of order >= 9: 512 in each pageblock
+        big = (k >= 9) & (j < np.left_shift(1, np.maximum(k - 9, 0)))
+        free += np.bincount(first[big] + j, minlength=n)[:n] * 512
+    free = free.astype(np.int64)
     pc = pcp[lo - base : hi - base]
     on = np.flatnonzero((pc > 0) & (pc < UNKNOWN))
     pcp_pb = np.bincount(((on + lo) >> 9) - pb0, weights=(1 << (pc[on].astype(np.int64) - 1)),
