@@ -442,7 +442,6 @@ class _Replay:
         self.wm = np.array(env.wmark, np.int64)
         self.ef = np.zeros((1 << 16, len(M.EF_COLS)), np.int64)
         self.replay_s = 0.0
-        self.replay_cpu_s = 0.0
         self.extfrag = _Spool(tmp / "extfrag.parquet", EXTFRAG_SCHEMA)
         self.pageblocks = _Spool(tmp / "pageblocks.parquet", PAGEBLOCKS_SCHEMA)
         self._pb = np.zeros((self.zone.npb, 6), np.int64)
@@ -471,12 +470,10 @@ class _Replay:
         for stop, snap in bounds:
             while i < stop:
                 t0 = time.perf_counter()
-                c0 = time.thread_time()
                 i, r = M.replay_chunk(i, stop, ev, keep_row, keep_counters, placed, obj_mt,
                                       z.arrays, z.prm, z.counters, self.ef, z.mode, self.wm,
                                       self.stats, r, out)  # fmt: skip
                 self.replay_s += time.perf_counter() - t0
-                self.replay_cpu_s += time.thread_time() - c0
                 self.flush_extfrag()
             if snap:
                 self.snapshot(int(ev[0][stop - 1]))
@@ -632,7 +629,7 @@ def run(
     pcp_pages = rp.zone.counters[M.C_PCP_PAGES]
     rp.zone.counters[:] = 0
     rp.zone.counters[M.C_PCP_PAGES] = pcp_pages
-    rp.replay_s = rp.replay_cpu_s = 0.0  # events/s is of the trace's events only
+    rp.replay_s = 0.0  # events/s is of the trace's events only
     rp.snapshot(-1)
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)
 
