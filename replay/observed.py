@@ -41,11 +41,15 @@ import numba as nb
 import numpy as np
 
 from replay.errors import UsageError
+from replay.record import MARKERS
 from replay.store import Store
 
 MAX_ORDER = 10
 NF = MAX_ORDER + 1
 KPF_BUDDY = 10
+
+# The markers replay record writes around its snapshots (the shipped capture has them too).
+BEFORE_BEGIN, BEFORE_END, AFTER_BEGIN, _ = MARKERS
 
 K_ALLOC, K_FREE, K_ZONE_LOCKED, K_DRAIN, K_ISOLATE_FREE = range(5)
 # Inconsistencies: what the recorded events cannot explain, by kind.
@@ -490,13 +494,16 @@ def _events(
     )
 
 
-def _apply(ev: Any, zb: tuple, incons: np.ndarray) -> int:
-    """Run ``observe`` over an Arrow table of events; returns how many were applied."""
-    zlo, zhi, base, blk_order, pcp = zb
+def _event_columns(ev: Any, zlo: np.ndarray, zhi: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The first eight arguments of :func:`observe_steps` from an :func:`_events` table.
+
+    kind, pfn, order, refill, arg, arg2, and each event's zone bounds (-1
+    when its pfn is in no zone).
+    """
     pfns = ev.column("pfn").to_numpy().astype(np.int64)
     zi = np.clip(np.searchsorted(zlo, pfns, side="right") - 1, 0, None)
     inside = (pfns >= zlo[zi]) & (pfns < zhi[zi])
-    observe(
+    return (
         ev.column("kind").to_numpy().astype(np.int8),
         pfns,
         ev.column("order").to_numpy().astype(np.int64),
@@ -505,12 +512,30 @@ def _apply(ev: Any, zb: tuple, incons: np.ndarray) -> int:
         ev.column("arg2").to_numpy().astype(np.int64),
         np.where(inside, zlo[zi], -1).astype(np.int64),
         np.where(inside, zhi[zi], -1).astype(np.int64),
-        base,
-        blk_order,
-        pcp,
-        incons,
     )
+
+
+def _apply(ev: Any, zb: tuple, incons: np.ndarray) -> int:
+    """Run ``observe`` over an Arrow table of events; returns how many were applied."""
+    zlo, zhi, base, blk_order, pcp = zb
+    observe(*_event_columns(ev, zlo, zhi), base, blk_order, pcp, incons)
     return int(ev.num_rows)
+
+
+def _settle_snapshot_window(store: Store, trace_id: int, zb: tuple) -> None:
+    """Replay the before-snapshot window's own events over the kpageflags state.
+
+    The kpageflags file is read over a fraction of a second inside that
+    window, so it mixes states from it. Replaying the window's events settles
+    those pages (a free of a page already free, or an allocation of a page
+    already allocated, is a no-op); what they would count as inconsistent is
+    not counted.
+    """
+    opened = _marker_line(store, trace_id, BEFORE_BEGIN)
+    first = _marker_line(store, trace_id, BEFORE_END)
+    if opened is not None and first is not None:
+        scratch = np.zeros(len(INCONSISTENCIES), np.int64)
+        _apply(_events(store, trace_id, opened, first), zb, scratch)
 
 
 def _has_kpageflags(store: Store, trace_id: int) -> bool:
@@ -571,18 +596,10 @@ def rebuild(store: Store, trace_id: int) -> Observed:
     zones, base, blk_order, pcp, zlo, zhi = _initial_state(store, trace_id)
     initial = _counts(zones, base, blk_order, pcp)
 
-    # The kpageflags file is read over a fraction of a second inside the
-    # before-snapshot window, so it mixes states from that window. Replaying
-    # the window's own events over it settles those pages (a free of a page
-    # already free, or an allocation of a page already allocated, is a no-op);
-    # inconsistencies are counted from the end of the window on.
-    opened = _marker_line(store, trace_id, "snapshot before begin")
-    first = _marker_line(store, trace_id, "snapshot before end")
-    last = _marker_line(store, trace_id, "snapshot after begin")
     zb = (zlo, zhi, base, blk_order, pcp)
-    if opened is not None and first is not None:
-        scratch = np.zeros(len(INCONSISTENCIES), np.int64)
-        _apply(_events(store, trace_id, opened, first), zb, scratch)
+    _settle_snapshot_window(store, trace_id, zb)
+    first = _marker_line(store, trace_id, BEFORE_END)
+    last = _marker_line(store, trace_id, AFTER_BEGIN)
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
     n_events = _apply(_events(store, trace_id, first, last), zb, incons)
     return Observed(
@@ -719,8 +736,8 @@ def run_observed(
     b = blk_order[lo:hi]
     nr = np.bincount(b[b >= 0].astype(np.int64), minlength=NF)[:NF].astype(np.int64)
     pcp_pages = np.zeros(1, np.int64)
-    opened = _marker_line(store, trace_id, "snapshot before begin")
-    first = _marker_line(store, trace_id, "snapshot before end")
+    opened = _marker_line(store, trace_id, BEFORE_BEGIN)
+    first = _marker_line(store, trace_id, BEFORE_END)
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
     parts = []
     t_replay = 0.0
@@ -733,23 +750,13 @@ def run_observed(
         ev = _events(store, trace_id, after, before, with_seq=True)
         seq = ev.column("seq").to_numpy(zero_copy_only=False)
         is_canon = ~np.isnan(seq) if seq.dtype.kind == "f" else np.ones(seq.shape, bool)
-        kind = ev.column("kind").to_numpy().astype(np.int8)
+        cols = _event_columns(ev, zlo, zhi)
+        kind, pfns = cols[0], cols[1]
         keep = is_canon & ((kind == K_ALLOC) | (kind == K_FREE))
         m = int(np.count_nonzero(keep))
         out_nr = np.zeros((m, NF), np.int64)
         out_pcp = np.zeros(m, np.int64)
         out_bad = np.zeros(m, np.bool_)
-        pfns = ev.column("pfn").to_numpy().astype(np.int64)
-        z = np.clip(np.searchsorted(zlo, pfns, side="right") - 1, 0, None)
-        inside = (pfns >= zlo[z]) & (pfns < zhi[z])
-        cols = (
-            kind, pfns, ev.column("order").to_numpy().astype(np.int64),
-            ev.column("refill").to_numpy(zero_copy_only=False).astype(np.bool_),
-            ev.column("arg").to_numpy().astype(np.int64),
-            ev.column("arg2").to_numpy().astype(np.int64),
-            np.where(inside, zlo[z], -1).astype(np.int64),
-            np.where(inside, zhi[z], -1).astype(np.int64),
-        )  # fmt: skip
         # Segments end after the canonical events whose seq is a pageblock snapshot point.
         canon_seq = np.where(keep, np.nan_to_num(seq, nan=-1), -1).astype(np.int64)
         snap_at = np.flatnonzero(keep & (canon_seq % pbe == 0)) if pbe > 0 else np.zeros(0, int)
@@ -855,11 +862,7 @@ def initial_zone_state(
     movable, else UNMOVABLE).
     """
     _, base, blk_order, pcp, zlo, zhi = _initial_state(store, trace_id)
-    opened = _marker_line(store, trace_id, "snapshot before begin")
-    first = _marker_line(store, trace_id, "snapshot before end")
-    if opened is not None and first is not None:
-        scratch = np.zeros(len(INCONSISTENCIES), np.int64)
-        _apply(_events(store, trace_id, opened, first), (zlo, zhi, base, blk_order, pcp), scratch)
+    _settle_snapshot_window(store, trace_id, (zlo, zhi, base, blk_order, pcp))
     if start_pfn < base or start_pfn + pages > base + blk_order.shape[0]:
         raise UsageError(
             f"the run's zone [{start_pfn:#x}, {start_pfn + pages:#x}) is outside the snapshot's"
