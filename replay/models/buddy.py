@@ -126,6 +126,22 @@ def rmqueue_smallest(order, start_pfn, blk_order, nxt, prv, head, tail, nr_free)
     return np.int64(-1)
 
 
+@nb.njit(cache=True, inline="always", _nrt=False)
+def buddy_merge_likely(pfn, k, start_pfn, pages, blk_order):  # type: ignore[no-untyped-def]
+    """``buddy_merge_likely``: is the parent's buddy a free block of order k + 1?
+
+    Then the just-freed block (pfn, order k) goes to the list TAIL: it will
+    probably merge soon. Never from order MAX_PAGE_ORDER - 1 up. The parent's
+    first page must be in the zone (page_is_buddy's zone check).
+    """
+    if k >= MAX_PAGE_ORDER - 1:
+        return False
+    b = pfn ^ (np.int64(1) << k)
+    h = pfn & b
+    hbo = (h ^ (np.int64(1) << (k + 1))) - start_pfn
+    return h >= start_pfn and hbo >= 0 and hbo < pages and blk_order[hbo] == k + 1
+
+
 @nb.njit(cache=True, _nrt=False)
 def free_one_page(pfn, order, start_pfn, pages, blk_order, nxt, prv, head, tail, nr_free):  # type: ignore[no-untyped-def]
     """__free_one_page: merge with free buddies of equal order, then add to a list.
@@ -148,16 +164,8 @@ def free_one_page(pfn, order, start_pfn, pages, blk_order, nxt, prv, head, tail,
         nr_free[k] -= 1
         pfn = pfn & b
         k += 1
-    to_tail = False
-    if k < MAX_PAGE_ORDER - 1:
-        b = pfn ^ (np.int64(1) << k)
-        h = pfn & b
-        hb = h ^ (np.int64(1) << (k + 1))
-        hbo = hb - start_pfn
-        if h >= start_pfn and hbo >= 0 and hbo < pages and blk_order[hbo] == k + 1:
-            to_tail = True
     o = pfn - start_pfn
-    list_add(o, k, to_tail, nxt, prv, head, tail)
+    list_add(o, k, buddy_merge_likely(pfn, k, start_pfn, pages, blk_order), nxt, prv, head, tail)
     blk_order[o] = k
     nr_free[k] += 1
 

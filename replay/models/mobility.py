@@ -23,7 +23,14 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from replay.models.buddy import MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, list_add, list_del
+from replay.models.buddy import (
+    MAX_PAGE_ORDER,
+    NR_PAGE_ORDERS,
+    PAGEBLOCK_ORDER,
+    buddy_merge_likely,
+    list_add,
+    list_del,
+)
 from replay.models.watermarks import zone_watermark_ok
 
 MIGRATE_UNMOVABLE = 0
@@ -294,15 +301,7 @@ def free_one_page(pfn, k, mt, st, prm):  # type: ignore[no-untyped-def]
             pb_mt[bpb] = mt
         pfn = pfn & b
         k += 1
-    to_tail = False
-    if k < MAX_PAGE_ORDER - 1:
-        b = pfn ^ (np.int64(1) << k)
-        h = pfn & b
-        hb = h ^ (np.int64(1) << (k + 1))
-        hbo = hb - start
-        if h >= start and hbo >= 0 and hbo < pages and blk_order[hbo] == k + 1:
-            to_tail = True
-    add_free(pfn - start, k, mt, to_tail, st, prm)
+    add_free(pfn - start, k, mt, buddy_merge_likely(pfn, k, start, pages, blk_order), st, prm)
 
 
 @nb.njit(cache=True, inline="always", _nrt=False)
