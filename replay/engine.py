@@ -741,12 +741,17 @@ def _record_run(
         "pcp_refills": int(c[M.C_REFILLS]), "pcp_bulk_frees": int(c[M.C_BULK]),
         "drain_retries": int(c[M.C_DRAINS]), "pageblock_every": pbe, "start": start,
     }  # fmt: skip
+    insert_run(store, values)
+    return result
+
+
+def insert_run(store: Store, values: dict[str, Any]) -> None:
+    """One ``runs`` row: every column of RUNS_COLUMNS, NULL where ``values`` has none."""
     cols = ", ".join(RUNS_COLUMNS)
     store.run(
         f"INSERT INTO runs ({cols}) VALUES ({', '.join('$' + c for c in RUNS_COLUMNS)})",
-        values,
+        {c: values.get(c) for c in RUNS_COLUMNS},
     )
-    return result
 
 
 def _steps_batch(

@@ -712,7 +712,7 @@ def run_observed(
 
     import pyarrow as pa
 
-    from replay.engine import RUNS_COLUMNS, STEPS_SCHEMA, _outputs, _steps_batch
+    from replay.engine import STEPS_SCHEMA, _outputs, _steps_batch, insert_run
     from replay.errors import UsageError as _UsageError
 
     if every < 1:
@@ -822,8 +822,7 @@ def run_observed(
             "run_id",
         )
         free_pages = int(sum(int(v) << k for k, v in enumerate(nr)))
-        values: dict[str, Any] = dict.fromkeys(RUNS_COLUMNS)
-        values.update({
+        values: dict[str, Any] = {
             "run_id": run_id, "trace_id": trace_id, "model": "observed",
             "config": json.dumps({"model": "observed", "inconsistencies": inconsistencies}),
             "started": started, "wall_s": time.perf_counter() - t_start, "replay_s": t_replay,
@@ -833,12 +832,8 @@ def run_observed(
             "zone_pages": int(zhi[zi] - zlo[zi]), "every": every, "free_pages": free_pages,
             "nr_free": [int(v) for v in nr], "pcp_pages": int(pcp_pages[0]), "background": 0,
             "pageblock_every": pbe, "start": "observed",
-        })  # fmt: skip
-        cols = ", ".join(RUNS_COLUMNS)
-        store.run(
-            f"INSERT INTO runs ({cols}) VALUES ({', '.join('$' + c for c in RUNS_COLUMNS)})",
-            values,
-        )
+        }  # fmt: skip
+        insert_run(store, values)
     return {
         "run_id": run_id, "trace": store.trace_row(trace_id)["name"], "model": "observed",
         "zone": zones[zi]["zone"], "events": n_events,

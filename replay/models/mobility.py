@@ -677,17 +677,9 @@ class ZoneState:
 
     def pageblock_counts(self) -> list[tuple[int, int, int, int, int]]:
         """Per pageblock: (free, unmovable, movable, reclaimable allocated, pcp) pages."""
-        pb_free, pb_alloc = self.arrays[8], self.arrays[9].reshape(-1, 3)
-        pcp = np.zeros(self.npb, np.int64)
-        for pfns in self.pcp_lists().items():
-            k = int(pindex_to_order(pfns[0][1]))
-            for pfn in pfns[1]:
-                pcp[(pfn >> PAGEBLOCK_ORDER) - (self.start_pfn >> PAGEBLOCK_ORDER)] += 1 << k
-        return [
-            (int(pb_free[i]), int(pb_alloc[i, 0]), int(pb_alloc[i, 1]), int(pb_alloc[i, 2]),
-             int(pcp[i]))
-            for i in range(self.npb)
-        ]  # fmt: skip
+        snap = np.zeros((self.npb, 6), np.int64)
+        pageblock_snapshot(self.arrays, self.prm, snap)
+        return [tuple(int(v) for v in row[1:]) for row in snap]  # type: ignore[misc]
 
 
 # -- the engine's per-chunk loop -----------------------------------------------------------
