@@ -42,7 +42,10 @@ import pyarrow.parquet as pq
 
 from replay.errors import BadInputError, UsageError
 from replay.ingest import Progress
+from replay.models import compaction as C
+from replay.models import kernel as K
 from replay.models import mobility as M
+from replay.models import reclaim as R
 from replay.models.buddy import NR_PAGE_ORDERS, PAGEBLOCK_ORDER
 from replay.models.watermarks import (
     calculate_min_free_kbytes,
@@ -54,7 +57,9 @@ from replay.models.watermarks import (
 from replay.store import Store
 
 # "inconsistent": an observed run's event that the rebuilt state could not explain
-OUTCOMES = pa.array(["ok", "failed", "ignored", "inconsistent"], type=pa.string())
+# "evicted": a free of an object kswapd reclaimed; "degraded": a virtual compound success
+OUTCOMES = pa.array(["ok", "failed", "ignored", "inconsistent", "evicted", "degraded"],
+                    type=pa.string())  # fmt: skip
 CHUNK_EVENTS = 1 << 20
 NF = NR_PAGE_ORDERS
 PAGEBLOCK_SNAPSHOTS = 100  # default number of pageblock snapshots over a run
@@ -66,6 +71,13 @@ STEPS_SCHEMA = pa.schema(
     + [pa.field(f"nr_free_{k}", pa.int64()) for k in range(NF)]
     + [pa.field("largest_free_order", pa.int8()), pa.field("failures", pa.int64()),
        pa.field("pcp_pages", pa.int64()), pa.field("fallbacks", pa.int64())]
+    + [pa.field(c, pa.int64()) for c in ("migrated", "scanned", "evicted", "degraded")]
+)  # fmt: skip
+MODEL_EVENTS_SCHEMA = pa.schema(
+    [pa.field("seq", pa.int64()), pa.field("kind", pa.string()), pa.field("order", pa.int8()),
+     pa.field("mode", pa.string())]
+    + [pa.field(c, pa.int64()) for c in C.ME_COLS[4:13]]
+    + [pa.field("result", pa.string()), pa.field("free_pages", pa.int64())]
 )  # fmt: skip
 EXTFRAG_SCHEMA = pa.schema(
     [pa.field("seq", pa.int64()), pa.field("pfn", pa.int64())]
@@ -91,6 +103,18 @@ PARAMS: dict[str, tuple[type, str]] = {
     "ncpus": (int, "CPUs with pcp lists (default: the trace's highest cpu + 1)"),
     "min_free_kbytes": (int, "default: the snapshot's watermarks, else the kernel's formula"),
     "watermark_scale_factor": (int, "default 10 (per 10000 of the zone)"),
+    "compaction": (str, "off | direct | proactive | both (docs/compaction.md; default off)"),
+    "extfrag_threshold": (int, "vm.extfrag_threshold for direct compaction (default 500)"),
+    "proactiveness": (int, "vm.compaction_proactiveness (default 20)"),
+    "compact_at": (list, "seqs before which to compact the whole zone once (-1: at the end)"),
+    "kswapd": (str, "off | lru | targeted: kswapd high-order reclaim (default off)"),
+    "kswapd_movable": (bool, "kswapd may evict movable pages too (default true)"),
+    "vcompound_order": (int, "virtual compound fallback from this order up (default 0: off)"),
+    "vcompound_classes": (list, "comm/gfp substrings of requests that may fall back (all)"),
+    "movable_classes": (list, "comm/gfp substrings of requests compaction may migrate"),
+    "pressure": (bool, "record free memory crossing the low/min watermarks (default false)"),
+    "pressure_reclaim_pages": (int, "the 'about to reclaim' threshold (default: low wmark)"),
+    "pressure_oom_pages": (int, "the 'about to OOM' threshold (default: min wmark)"),
 }
 PARAM_MAX = {
     "pcp_batch": 2**31 - 1,
@@ -98,11 +122,28 @@ PARAM_MAX = {
     "ncpus": 8192,  # NR_CPUS of distribution kernels
     "min_free_kbytes": 2**31 - 1,  # an int sysctl
     "watermark_scale_factor": 3000,  # the sysctl's maximum
+    "extfrag_threshold": 1000,  # the sysctl's maximum
+    "proactiveness": 100,
+    "vcompound_order": 10,
+    "pressure_reclaim_pages": 2**40,
+    "pressure_oom_pages": 2**40,
+}
+PARAM_MIN = {"min_free_kbytes": 0, "extfrag_threshold": 0, "proactiveness": 0,
+             "vcompound_order": 0}  # fmt: skip
+PARAM_CHOICES = {
+    "compaction": ("off", "direct", "proactive", "both"),
+    "kswapd": ("off", "lru", "targeted"),
 }
 PRESETS: dict[str, dict[str, Any]] = {
     "buddy": {"model": "buddy"},
     "mobility": {"model": "mobility"},
     "mobility+pcp": {"model": "mobility", "pcp": True},
+    "buddy+compaction": {"model": "buddy", "compaction": "direct"},
+    "mobility+compaction": {"model": "mobility", "compaction": "direct"},
+    "mobility+proactive": {"model": "mobility", "compaction": "proactive"},
+    "mobility+kswapd": {"model": "mobility", "kswapd": "lru"},
+    "mobility+kswapd-targeted": {"model": "mobility", "kswapd": "targeted"},
+    "mobility+vcompound": {"model": "mobility", "vcompound_order": 1},
 }
 
 
@@ -136,11 +177,33 @@ def _check_params(params: dict[str, Any], file: str | None) -> dict[str, Any]:
                 file=file,
                 field=name,
             )
-        if want is int and value < (0 if name == "min_free_kbytes" else 1):
-            raise BadInputError(f"{name} must be positive, not {value}", file=file, field=name)
+        if want is int and value < PARAM_MIN.get(name, 1):
+            raise BadInputError(
+                f"{name} must be at least {PARAM_MIN.get(name, 1)}, not {value}",
+                file=file,
+                field=name,
+            )
         if want is int and value > PARAM_MAX[name]:
             raise BadInputError(
                 f"{name} must be at most {PARAM_MAX[name]}, not {value}", file=file, field=name
+            )
+        if want is str and value not in PARAM_CHOICES[name]:
+            raise BadInputError(
+                f"{name} must be one of {', '.join(PARAM_CHOICES[name])}, not {value!r}",
+                file=file,
+                field=name,
+            )
+        if name == "compact_at" and not all(type(v) is int and v >= -1 for v in value):
+            raise BadInputError(
+                f"compact_at must be a list of seqs (integers >= -1), not {value!r}",
+                file=file,
+                field=name,
+            )
+        if name.endswith("_classes") and not all(type(v) is str and v for v in value):
+            raise BadInputError(
+                f"{name} must be a list of non-empty strings, not {value!r}",
+                file=file,
+                field=name,
             )
     return params
 
@@ -173,24 +236,33 @@ def load_model(spec: str) -> RunConfig:
     raise UsageError(f"unknown model {spec!r}: use one of {', '.join(PRESETS)} or a .toml file")
 
 
+def _event_arrays(n: int) -> tuple[np.ndarray, ...]:
+    """An empty event tuple as the kernel takes it: seq, is_alloc, obj, offset, order,
+    migratetype, cpu, ts_ns, flags."""
+    return (np.zeros(n, np.int64), np.zeros(n, np.bool_), np.zeros(n, np.int64),
+            np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int8),
+            np.zeros(n, np.int16), np.zeros(n, np.int64), np.zeros(n, np.int8))  # fmt: skip
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) the kernels, so no timing includes a JIT."""
-    z = M.ZoneState(0, 2, pcp=True)
+    z = M.ZoneState(0, 2, pcp=True, max_objects=1)
     one = np.ones(1, np.bool_)
-    i64 = np.zeros(1, np.int64)
-    ev = (i64, one, i64.copy(), i64.copy(), i64.copy(), np.zeros(1, np.int8),
-          np.zeros(1, np.int16))  # fmt: skip
-    M.replay_chunk(0, 1, ev, one, one, np.full(1, -1, np.int64), np.zeros(1, np.int8),
-                   z.arrays, z.prm, z.counters, z.ef, z.mode, np.zeros(3, np.int64),
-                   np.zeros(M.NR_STATS, np.int64), 0, _outputs(1))  # fmt: skip
+    ev = _event_arrays(1)
+    ev[1][0] = True
+    K.replay_chunk(0, 1, ev, one, one, z.objects, z.arrays, z.prm, z.counters, z.ef, z.me, z.cz,
+                   z.mode, z.vc, np.zeros(K.NR_STATS, np.int64), 0, _outputs(1))  # fmt: skip
     M.pageblock_snapshot(z.arrays, z.prm, np.zeros((z.npb, 6), np.int64))
+    C.compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
 
 
 def _outputs(m: int) -> tuple[np.ndarray, ...]:
-    """Per-row result arrays: pfn, outcome, nr_free, has_counters, failures, pcp, fallbacks."""
+    """Per-row result arrays: pfn, outcome, nr_free, has_counters, failures, pcp, fallbacks,
+    migrated, scanned, evicted, degraded."""
     return (np.empty(m, np.int64), np.empty(m, np.int8), np.zeros((m, NF), np.int64),
             np.empty(m, np.bool_), np.empty(m, np.int64), np.empty(m, np.int64),
-            np.empty(m, np.int64))  # fmt: skip
+            np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64),
+            np.empty(m, np.int64), np.empty(m, np.int64))  # fmt: skip
 
 
 @dataclass
@@ -222,6 +294,13 @@ class RunResult:
     wmark_min: int
     wmark_low: int
     wmark_high: int
+    migrated: int = 0
+    scanned: int = 0
+    evicted: int = 0
+    evicted_frees: int = 0
+    degraded: int = 0
+    compactions: int = 0
+    model_events: int = 0
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -233,7 +312,8 @@ RUNS_COLUMNS = (
     "zone_start_pfn", "zone_pages", "every", "free_pages", "nr_free", "pcp_pages", "background",
     "ncpus", "pcp_batch", "pcp_high", "wmark_min", "wmark_low", "wmark_high", "below_low",
     "below_min", "fallbacks", "claims", "steals", "pcp_refills", "pcp_bulk_frees",
-    "drain_retries", "pageblock_every", "start",
+    "drain_retries", "pageblock_every", "start", "migrated", "scanned", "evicted",
+    "evicted_frees", "degraded", "compactions", "model_events",
 )  # fmt: skip
 
 
@@ -434,16 +514,24 @@ class _Replay:
             env.start_pfn, env.pages, pcp=bool(config.get("pcp", False)), ncpus=env.ncpus,
             batch=env.batch, high=env.high, grouping=config.model == "mobility",
             nofragment=bool(config.get("nofragment", True)),
+            compaction=config.get("compaction", "off"),
+            extfrag_threshold=config.get("extfrag_threshold", 500),
+            proactiveness=config.get("proactiveness", 20), wmark=env.wmark,
+            kswapd=config.get("kswapd", "off"), vcompound_order=config.get("vcompound_order", 0),
+            pressure=_pressure(config, env), max_objects=n_obj,
         )  # fmt: skip
+        self.config = config
         self.ncpus = env.ncpus
-        self.placed = np.full(n_obj, -1, dtype=np.int64)
-        self.obj_mt = np.zeros(n_obj, dtype=np.int8)
-        self.stats = np.zeros(M.NR_STATS, np.int64)
-        self.wm = np.array(env.wmark, np.int64)
+        self.objects = self.zone.objects
+        self.stats = np.zeros(K.NR_STATS, np.int64)
         self.ef = np.zeros((1 << 16, len(M.EF_COLS)), np.int64)
+        self.me = np.zeros((1 << 14, len(C.ME_COLS)), np.int64)
+        self.vc = np.zeros(1 << 16 if config.get("vcompound_order", 0) else 1 << 11, np.int64)
         self.replay_s = 0.0
         self.extfrag = _Spool(tmp / "extfrag.parquet", EXTFRAG_SCHEMA)
         self.pageblocks = _Spool(tmp / "pageblocks.parquet", PAGEBLOCKS_SCHEMA)
+        self.model_events = _Spool(tmp / "model_events.parquet", MODEL_EVENTS_SCHEMA)
+        self.compactions = 0
         self._pb = np.zeros((self.zone.npb, 6), np.int64)
         self.out = _outputs(CHUNK_EVENTS)
         self._pb_index = np.arange(self.zone.npb, dtype=np.int64) + (
@@ -455,29 +543,52 @@ class _Replay:
         ev: tuple[np.ndarray, ...],
         keep_row: np.ndarray,
         keep_counters: np.ndarray,
-        placed: np.ndarray,
-        obj_mt: np.ndarray,
         out: tuple[np.ndarray, ...],
         snap_at: np.ndarray | None = None,
+        compact_before: np.ndarray | None = None,
     ) -> int:
-        """Run the kernel over all of ``ev``; pageblock snapshots after the indices in snap_at."""
+        """Run the kernel over all of ``ev``; pageblock snapshots after the indices in
+        snap_at, one-shot compactions before the indices in compact_before."""
         n = ev[0].shape[0]
-        bounds = [] if snap_at is None else [(int(j) + 1, True) for j in snap_at]
+        bounds: list[tuple[int, str]] = []
+        if compact_before is not None:
+            bounds += [(int(j), "compact") for j in compact_before]
+        if snap_at is not None:
+            bounds += [(int(j) + 1, "snap") for j in snap_at]
+        bounds.sort(key=lambda b: (b[0], b[1] != "snap"))  # a snapshot, then a compaction
         if not bounds or bounds[-1][0] != n:
-            bounds.append((n, False))
+            bounds.append((n, ""))
         i = r = 0
         z = self.zone
-        for stop, snap in bounds:
+        for stop, what in bounds:
             while i < stop:
                 t0 = time.perf_counter()
-                i, r = M.replay_chunk(i, stop, ev, keep_row, keep_counters, placed, obj_mt,
-                                      z.arrays, z.prm, z.counters, self.ef, z.mode, self.wm,
-                                      self.stats, r, out)  # fmt: skip
+                i, r = K.replay_chunk(i, stop, ev, keep_row, keep_counters, self.objects,
+                                      z.arrays, z.prm, z.counters, self.ef, self.me, z.cz,
+                                      z.mode, self.vc, self.stats, r, out)  # fmt: skip
                 self.replay_s += time.perf_counter() - t0
-                self.flush_extfrag()
-            if snap:
+                self.flush()
+            if what == "snap":
                 self.snapshot(int(ev[0][stop - 1]))
+            elif what == "compact":
+                self.compact_memory(int(ev[0][stop]) if stop < n else -1)
         return r
+
+    def compact_memory(self, seq: int) -> None:
+        """One-shot whole-zone compaction (``compact_at``), before event ``seq``."""
+        z = self.zone
+        t0 = time.perf_counter()
+        C.compact_memory(seq, z.arrays, z.prm, self.objects, z.cz, z.counters, self.me)
+        self.replay_s += time.perf_counter() - t0
+        self.flush()
+
+    def flush(self) -> None:
+        """Spool the extfrag and model-event buffers; grow the virtual compound pool."""
+        self.flush_extfrag()
+        self.flush_model_events()
+        used = int(self.zone.cz[R.CZ_VC_USED])
+        if used + (2 << NF) > self.vc.shape[0]:
+            self.vc = np.concatenate([self.vc, np.zeros_like(self.vc)])
 
     def flush_extfrag(self) -> None:
         n = int(self.zone.counters[M.C_EF])
@@ -489,6 +600,32 @@ class _Replay:
         cols += [pa.array(e[:, 6] != 0), pa.array(e[:, 7] != 0)]
         self.extfrag.write(pa.RecordBatch.from_arrays(cols, schema=EXTFRAG_SCHEMA))
         self.zone.counters[M.C_EF] = 0
+
+    def flush_model_events(self) -> None:
+        n = int(self.zone.counters[M.C_ME])
+        if n == 0:
+            return
+        e = self.me[:n]
+        kinds = np.array(C.KINDS, dtype=object)[e[:, 1]]
+        modes = np.where(
+            e[:, 1] <= C.K_COMPACT_ONESHOT,
+            np.array(C.MODES, dtype=object)[np.clip(e[:, 3], 0, 1)],
+            np.where(e[:, 1] == C.K_KSWAPD,
+                     np.array(["lru", "targeted"], dtype=object)[np.clip(e[:, 3], 0, 1)], None),
+        )  # fmt: skip
+        self.compactions += int(np.count_nonzero((e[:, 1] <= C.K_COMPACT_ONESHOT)
+                                                 & (e[:, 13] != C.DEFERRED)))  # fmt: skip
+        cols = [
+            pa.array(e[:, 0]),
+            pa.array(kinds, pa.string()),
+            pa.array(e[:, 2].astype(np.int8)),
+            pa.array(modes, pa.string()),
+        ]
+        cols += [pa.array(e[:, j]) for j in range(4, 13)]
+        cols += [pa.array(np.array(R.RESULTS, dtype=object)[e[:, 13]], pa.string()),
+                 pa.array(e[:, 14])]  # fmt: skip
+        self.model_events.write(pa.RecordBatch.from_arrays(cols, schema=MODEL_EVENTS_SCHEMA))
+        self.zone.counters[M.C_ME] = 0
 
     def snapshot(self, seq: int) -> None:
         """One ``pageblocks`` row per pageblock: the state after step ``seq``."""
@@ -502,17 +639,69 @@ class _Replay:
         cols += [pa.array(p[:, j].astype(np.int32)) for j in range(1, 6)]
         self.pageblocks.write(pa.RecordBatch.from_arrays(cols, schema=PAGEBLOCKS_SCHEMA))
 
-    def allocate_all(self, obj: np.ndarray, order: np.ndarray, mt: np.ndarray,
-                     placed: np.ndarray, obj_mt: np.ndarray) -> None:  # fmt: skip
-        """Allocations only, no step rows (the pre-existing and background passes)."""
+    def allocate_all(self, obj: np.ndarray, order: np.ndarray, mt: np.ndarray) -> None:
+        """Allocations only, no step rows and no defragmentation (the pre-existing and
+        background passes). Objects are movable/reclaimable by their type."""
         n = obj.shape[0]
         if n == 0:
             return
         no = np.zeros(n, np.bool_)
+        mt8 = mt.astype(np.int8)
+        flags = (np.where(mt8 == M.MIGRATE_MOVABLE, C.F_MOVABLE, 0)
+                 | np.where(np.isin(mt8, self._reclaim_types()), C.F_RECLAIM, 0))  # fmt: skip
         ev = (np.full(n, -1, np.int64), np.ones(n, np.bool_), obj.astype(np.int64),
-              np.zeros(n, np.int64), order.astype(np.int64), mt.astype(np.int8),
-              np.zeros(n, np.int16))  # fmt: skip
-        self.apply(ev, no, no, placed, obj_mt, _outputs(0))
+              np.zeros(n, np.int64), order.astype(np.int64), mt8, np.zeros(n, np.int16),
+              np.zeros(n, np.int64), flags.astype(np.int8))  # fmt: skip
+        prm = self.zone.prm
+        saved = prm.copy()
+        prm[M.P_COMPACT] = prm[M.P_VCOMPOUND] = 0
+        prm[M.P_PRESSURE_RECLAIM] = prm[M.P_PRESSURE_OOM] = 0
+        keep_kswapd = prm[M.P_KSWAPD]
+        prm[M.P_KSWAPD] = 0
+        try:
+            self.apply(ev, no, no, _outputs(0))
+        finally:
+            prm[:] = saved
+        if keep_kswapd:  # pre-existing reclaimable pages are kswapd victims too, oldest first
+            for x in obj[(flags & C.F_RECLAIM) != 0]:
+                if self.objects[0][x] >= 0:
+                    R.lru_add(np.int64(x), self.objects)
+
+    def _reclaim_types(self) -> list[int]:
+        if self.config.get("kswapd_movable", True):
+            return [M.MIGRATE_RECLAIMABLE, M.MIGRATE_MOVABLE]
+        return [M.MIGRATE_RECLAIMABLE]
+
+
+def _pressure(config: RunConfig, env: Environment) -> tuple[int, int]:
+    """The (about to reclaim, about to OOM) free-page thresholds; (0, 0) when off."""
+    if not config.get("pressure", False):
+        return (0, 0)
+    return (config.get("pressure_reclaim_pages") or env.wmark[1],
+            config.get("pressure_oom_pages") or env.wmark[0])  # fmt: skip
+
+
+def _class_sql(classes: list[str], prefix: str) -> tuple[str, dict[str, str]]:
+    """SQL true for events whose comm or gfp contains one of ``classes``."""
+    if not classes:
+        return "false", {}
+    params = {f"{prefix}{i}": c for i, c in enumerate(classes)}
+    terms = [f"contains(coalesce(comm, ''), ${k}) OR contains(coalesce(gfp, ''), ${k})"
+             for k in params]  # fmt: skip
+    return "(" + " OR ".join(terms) + ")", params
+
+
+def flags_sql(config: RunConfig) -> tuple[str, dict[str, str]]:
+    """The F_* object flags of each allocation event, as an SQL expression over events."""
+    movable, p1 = _class_sql(config.get("movable_classes", []), "mc")
+    vclasses = config.get("vcompound_classes")
+    vc, p2 = ("true", {}) if not vclasses else _class_sql(vclasses, "vc")
+    reclaim = "migratetype = 2" + (" OR migratetype = 1" if config.get("kswapd_movable", True)
+                                   else "")  # fmt: skip
+    sql = (f"((CASE WHEN coalesce(movable, migratetype = 1) OR {movable} THEN {C.F_MOVABLE} "
+           f"ELSE 0 END) + (CASE WHEN {reclaim} THEN {C.F_RECLAIM} ELSE 0 END) "
+           f"+ (CASE WHEN {vc} THEN {C.F_VCOMPOUND} ELSE 0 END))::TINYINT")  # fmt: skip
+    return sql, {**p1, **p2}
 
 
 def run(
@@ -562,9 +751,6 @@ def run(
     def dense(objs: np.ndarray) -> np.ndarray:
         return objs if ids is None else np.searchsorted(ids, objs)
 
-    tmp_dir = tempfile.TemporaryDirectory(prefix="replay-run-")
-    rp = _Replay(env, config, n_obj, Path(tmp_dir.name))
-
     # Objects freed before any allocation: allocated first, by first appearance.
     pre = store.query(
         """SELECT obj, max("offset" + (1::BIGINT << "order")) AS pages, min(seq) AS first,
@@ -576,6 +762,7 @@ def run(
     )
     n_pre = pre.num_rows
     pre_pages = 0
+    blk = page_mt = None
     if start == "observed":
         from replay.observed import initial_zone_state
 
@@ -584,7 +771,21 @@ def run(
                 "--start observed needs the trace's zone from its snapshots (a capture)"
             )
         blk, page_mt = initial_zone_state(store, trace_id, env.start_pfn, env.pages)
+    elif n_pre:
+        pre_pages = int(pre.column("pages").to_numpy().sum())
+    kinds = np.zeros(0, np.int8)
+    if fill_from_snapshot:
+        kinds = _background_stream(background_pages(store, trace_id, env, pre_pages))
+    # Background pages are objects too (ids after the trace's), so compaction can move
+    # them and kswapd evict them: the fill's pages, or the observed state's allocated pages.
+    n_bg = kinds.shape[0] if page_mt is None else int(np.count_nonzero(page_mt >= 0))
+    tmp_dir = tempfile.TemporaryDirectory(prefix="replay-run-")
+    rp = _Replay(env, config, n_obj + n_bg, Path(tmp_dir.name))
+    placed = rp.objects[0]
+    background = 0
+    if page_mt is not None and blk is not None:
         rp.zone.load(blk, page_mt)
+        claimed = page_mt < 0  # free pages cannot be held by anyone
         if n_pre:
             # Pages allocated before the trace are already in the observed state:
             # placed where the kernel had them (those not allocated there are ignored).
@@ -594,7 +795,6 @@ def run(
             base = pre.column("base_pfn").to_numpy(zero_copy_only=False)
             npages = pre.column("pages").to_numpy()
             objs = dense(pre.column("obj").to_numpy()).astype(np.int64)
-            claimed = page_mt < 0  # free pages cannot be held by anyone
             for j in range(n_pre):
                 if base[j] != base[j]:  # NaN: no pfn recorded
                     continue
@@ -603,33 +803,44 @@ def run(
                 if off < 0 or end > env.pages or claimed[off:end].any():
                     continue
                 claimed[off:end] = True
-                rp.placed[objs[j]] = int(base[j])
-                rp.obj_mt[objs[j]] = page_mt[off]
+                placed[objs[j]] = int(base[j])
+                rp.objects[1][objs[j]] = page_mt[off]
+        # every other allocated page: an order-0 object, movable when the kernel had it on
+        # an LRU list (page_mt MOVABLE), reclaimable by its type
+        offs = np.flatnonzero(~claimed)
+        ids = n_obj + np.arange(offs.shape[0], dtype=np.int64)
+        mts = page_mt[offs]
+        placed[ids] = offs + env.start_pfn
+        rp.objects[1][ids] = mts
+        rp.objects[3][ids] = np.where(mts == M.MIGRATE_MOVABLE, C.F_MOVABLE, 0) | np.where(
+            np.isin(mts, rp._reclaim_types()), C.F_RECLAIM, 0
+        )
+        rp.zone.arrays[13][offs] = ids.astype(np.int32)
+        if rp.zone.prm[M.P_KSWAPD]:
+            for x in ids[(rp.objects[3][ids] & C.F_RECLAIM) != 0]:
+                R.lru_add(np.int64(x), rp.objects)
     elif n_pre:
         pages_col = pre.column("pages").to_numpy()
-        pre_pages = int(pages_col.sum())
         pre_order = np.ceil(np.log2(pages_col.astype(np.float64))).astype(np.int64)
         rp.allocate_all(dense(pre.column("obj").to_numpy()), pre_order,
-                        pre.column("mt").to_numpy(), rp.placed, rp.obj_mt)  # fmt: skip
-    background = 0
+                        pre.column("mt").to_numpy())  # fmt: skip
     if fill_from_snapshot:
-        kinds = _background_stream(background_pages(store, trace_id, env, pre_pages))
         nb_ = kinds.shape[0]
-        bg_placed = np.full(nb_, -1, np.int64)
-        before = int(rp.stats[M.S_FAILURES])
-        rp.allocate_all(np.arange(nb_), np.zeros(nb_, np.int64), kinds, bg_placed,
-                        np.zeros(nb_, np.int8))  # fmt: skip
-        background = int(np.count_nonzero(bg_placed >= 0))
-        rp.stats[M.S_FAILURES] = before  # background that does not fit is not a failure
+        before = int(rp.stats[K.S_FAILURES])
+        rp.allocate_all(n_obj + np.arange(nb_), np.zeros(nb_, np.int64), kinds)
+        background = int(np.count_nonzero(placed[n_obj:] >= 0))
+        rp.stats[K.S_FAILURES] = before  # background that does not fit is not a failure
     # Pre-existing pages that do not fit count as failures; the passes' other counts do not.
-    pre_failed = int(rp.stats[M.S_FAILURES])
+    pre_failed = int(rp.stats[K.S_FAILURES])
     rp.stats[:] = 0
-    rp.stats[M.S_FAILURES] = pre_failed
+    rp.stats[K.S_FAILURES] = pre_failed
     # Counters are of the trace's events; the passes' fallbacks stay as extfrag rows at seq -1.
     pcp_pages = rp.zone.counters[M.C_PCP_PAGES]
     rp.zone.counters[:] = 0
     rp.zone.counters[M.C_PCP_PAGES] = pcp_pages
     rp.replay_s = 0.0  # events/s is of the trace's events only
+    compact_at = sorted(set(config.get("compact_at", [])))
+    flags_expr, flags_params = flags_sql(config)
     rp.snapshot(-1)
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)
 
@@ -651,8 +862,9 @@ def run(
         try:
             reader = cur.sql(
                 'SELECT seq, op = \'alloc\' AS is_alloc, obj, "offset", "order", migratetype, '
-                "coalesce(cpu, 0) AS cpu FROM events WHERE trace_id = $t ORDER BY seq",
-                params={"t": trace_id},
+                f"coalesce(cpu, 0) AS cpu, ts_ns, {flags_expr} AS flags "
+                "FROM events WHERE trace_id = $t ORDER BY seq",
+                params={"t": trace_id, **flags_params},
             ).to_arrow_reader(CHUNK_EVENTS)
             for batch in reader:
                 seq = batch.column("seq").to_numpy()
@@ -666,15 +878,22 @@ def run(
                     batch.column("order").to_numpy().astype(np.int64),
                     batch.column("migratetype").to_numpy().astype(np.int8),
                     (batch.column("cpu").to_numpy().astype(np.int64) % rp.ncpus).astype(np.int16),
+                    batch.column("ts_ns").to_numpy().astype(np.int64, copy=True),
+                    batch.column("flags").to_numpy().astype(np.int8, copy=True),
                 )
+                compact_before = np.flatnonzero(np.isin(seq, compact_at))
+                if seq[-1] == last_seq and (
+                    -1 in compact_at or any(c > last_seq for c in compact_at)
+                ):
+                    compact_before = np.append(compact_before, seq.shape[0])
                 keep_counters = (seq % every == 0) | (seq == last_seq)
                 keep_row = keep_counters | is_alloc
                 snap = (seq == last_seq) if pbe == 0 else (seq % pbe == 0) | (seq == last_seq)
                 m = int(np.count_nonzero(keep_row))
                 # Reused buffers: fresh ones would page-fault inside the kernel.
                 out = tuple(a[:m] for a in rp.out)
-                r = rp.apply(ev, keep_row, keep_counters, rp.placed, rp.obj_mt, out,
-                             snap_at=np.flatnonzero(snap))  # fmt: skip
+                r = rp.apply(ev, keep_row, keep_counters, out, snap_at=np.flatnonzero(snap),
+                             compact_before=compact_before)  # fmt: skip
                 assert r == m
                 progress.advance_to(int(seq[-1]) + 1)
                 yield _steps_batch(seq[keep_row], is_alloc[keep_row], out)
@@ -698,7 +917,11 @@ def run(
                 if failure:
                     raise failure[0] from None
                 raise
-            for spool, table in ((rp.extfrag, "extfrag"), (rp.pageblocks, "pageblocks")):
+            for spool, table in (
+                (rp.extfrag, "extfrag"),
+                (rp.pageblocks, "pageblocks"),
+                (rp.model_events, "model_events"),
+            ):
                 spool.close()
                 if spool.rows:
                     store.append_parquet(table, spool.path, run_id, key="run_id")
@@ -707,6 +930,7 @@ def run(
     finally:
         rp.extfrag.close()
         rp.pageblocks.close()
+        rp.model_events.close()
         tmp_dir.cleanup()
     return result
 
@@ -723,15 +947,18 @@ def _record_run(
     nr_free = [int(v) for v in z.nr_free]
     result = RunResult(
         run_id=run_id, trace=store.trace_row(trace_id)["name"], model=config.model,
-        events=n_events, events_per_s=eps, wall_s=wall, allocs=int(s[M.S_ALLOCS]),
-        frees=int(s[M.S_FREES]), failures=int(s[M.S_FAILURES]),
-        ignored_frees=int(s[M.S_IGNORED]), preexisting=n_pre, background=background,
+        events=n_events, events_per_s=eps, wall_s=wall, allocs=int(s[K.S_ALLOCS]),
+        frees=int(s[K.S_FREES]), failures=int(s[K.S_FAILURES]),
+        ignored_frees=int(s[K.S_IGNORED]), preexisting=n_pre, background=background,
         zone_start_pfn=env.start_pfn, zone_pages=env.pages, free_pages=z.free_pages(),
         pcp_pages=z.pcp_pages(), nr_free=nr_free,
         fallbacks=int(c[M.C_CLAIMS] + c[M.C_STEALS]), claims=int(c[M.C_CLAIMS]),
-        steals=int(c[M.C_STEALS]), below_low=int(s[M.S_BELOW_LOW]),
-        below_min=int(s[M.S_BELOW_MIN]), wmark_min=env.wmark[0], wmark_low=env.wmark[1],
-        wmark_high=env.wmark[2],
+        steals=int(c[M.C_STEALS]), below_low=int(s[K.S_BELOW_LOW]),
+        below_min=int(s[K.S_BELOW_MIN]), wmark_min=env.wmark[0], wmark_low=env.wmark[1],
+        wmark_high=env.wmark[2], migrated=int(c[M.C_MIGRATED]), scanned=int(c[M.C_SCANNED]),
+        evicted=int(c[M.C_EVICTED]), evicted_frees=int(s[K.S_EVICTED_FREES]),
+        degraded=int(c[M.C_DEGRADED]), compactions=rp.compactions,
+        model_events=rp.model_events.rows,
     )  # fmt: skip
     values = {
         **{k: v for k, v in result.summary().items() if k in RUNS_COLUMNS},
@@ -758,7 +985,7 @@ def _steps_batch(
     seq: np.ndarray, is_alloc: np.ndarray, out: tuple[np.ndarray, ...]
 ) -> pa.RecordBatch:
     # Copies: the buffers are reused for the next chunk while DuckDB may still hold this one.
-    pfn, outcome, nr, has, failures, pcp, fallbacks = (a.copy() for a in out)
+    pfn, outcome, nr, has, failures, pcp, fallbacks, *costs = (a.copy() for a in out)
     no_counters = ~has
     free_pages = (nr << np.arange(NF, dtype=np.int64)).sum(axis=1)
     nonzero = nr > 0
@@ -776,4 +1003,5 @@ def _steps_batch(
         pa.array(pcp, pa.int64(), mask=no_counters),
         pa.array(fallbacks, pa.int64()),
     ]
+    cols += [pa.array(c, pa.int64()) for c in costs]
     return pa.RecordBatch.from_arrays(cols, schema=STEPS_SCHEMA)

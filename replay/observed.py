@@ -800,11 +800,13 @@ def run_observed(
     out[3][:] = keep_counters[keep_row]
     out[4][:] = 0
     out[5][:] = np.concatenate([p[4] for p in parts])[keep_row]
-    out[6][:] = 0
+    for a in out[6:]:
+        a[:] = 0
     batch = _steps_batch(seq[keep_row], is_alloc[keep_row], out)
-    fallbacks_null = batch.schema.get_field_index("fallbacks")
-    batch = batch.set_column(fallbacks_null, STEPS_SCHEMA.field("fallbacks"),
-                             pa.nulls(m, pa.int64()))  # fmt: skip
+    # no model: no fallbacks or defragmentation costs to count
+    for name in ("fallbacks", "migrated", "scanned", "evicted", "degraded"):
+        i = batch.schema.get_field_index(name)
+        batch = batch.set_column(i, STEPS_SCHEMA.field(name), pa.nulls(m, pa.int64()))
     inconsistencies = dict(zip(INCONSISTENCIES, (int(v) for v in incons), strict=True))
     with store.transaction():
         r = store.one("SELECT coalesce(max(run_id), 0) + 1 FROM runs")

@@ -129,7 +129,32 @@ CREATE TABLE IF NOT EXISTS runs (
     pcp_bulk_frees BIGINT,   -- free_pcppages_bulk calls at pcp high
     drain_retries BIGINT,    -- failed allocations retried after draining every pcp list
     pageblock_every BIGINT,  -- pageblocks snapshot every N steps
-    start VARCHAR            -- initial state: empty (booted zone) | observed (from the capture)
+    start VARCHAR,           -- initial state: empty (booted zone) | observed (from the capture)
+    migrated BIGINT,         -- pages moved by compaction
+    scanned BIGINT,          -- pages stepped over by compaction's two scanners
+    evicted BIGINT,          -- pages reclaimed by kswapd
+    evicted_frees BIGINT,    -- frees of evicted objects (no-ops)
+    degraded BIGINT,         -- allocations served as order-0 pages (virtual compound)
+    compactions BIGINT,      -- compact_zone calls (model_events)
+    model_events BIGINT      -- rows in model_events
+);
+CREATE TABLE IF NOT EXISTS model_events (
+    run_id INTEGER NOT NULL,
+    seq BIGINT NOT NULL,     -- before (proactive, one-shot) or at (direct, kswapd) this event
+    kind VARCHAR NOT NULL,   -- compact_direct | compact_proactive | compact_oneshot | kswapd
+                             -- | vcompound | pressure
+    "order" TINYINT,         -- the request's order (-1: whole zone)
+    mode VARCHAR,            -- async | sync (compaction); lru | targeted (kswapd)
+    start_pfn BIGINT, end_pfn BIGINT,      -- compaction: the scanners' start pfns;
+                                           -- kswapd: the victims' pfn range
+    migrate_pfn BIGINT, free_pfn BIGINT,   -- compaction: the scanners' end pfns
+    scanned_migrate BIGINT, scanned_free BIGINT,  -- pages
+    moved BIGINT,            -- pages migrated (vcompound: order-0 pages handed out)
+    failed BIGINT,           -- pages isolated but not migrated
+    evicted BIGINT,          -- pages reclaimed
+    result VARCHAR,          -- SUCCESS | COMPLETE | PARTIAL_SKIPPED | SKIPPED | DEFERRED |
+                             -- BALANCED | UNBALANCED | DEGRADED | FAILED | normal | reclaim | oom
+    free_pages BIGINT        -- after the action
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id INTEGER NOT NULL,
@@ -143,7 +168,11 @@ CREATE TABLE IF NOT EXISTS steps (
     largest_free_order TINYINT,
     failures BIGINT,         -- cumulative failed allocations
     pcp_pages BIGINT,        -- pages on per-CPU lists
-    fallbacks BIGINT         -- cumulative extfrag events
+    fallbacks BIGINT,        -- cumulative extfrag events
+    migrated BIGINT,         -- cumulative pages moved by compaction
+    scanned BIGINT,          -- cumulative pages scanned by compaction
+    evicted BIGINT,          -- cumulative pages reclaimed by kswapd
+    degraded BIGINT          -- cumulative virtual compound (degraded) successes
 );
 CREATE TABLE IF NOT EXISTS extfrag (
     run_id INTEGER NOT NULL,
@@ -193,7 +222,7 @@ CREATE TABLE IF NOT EXISTS snap_kpageflags (
 """
 
 # Tables keyed by run_id (rows of a run besides its ``runs`` row).
-RUN_TABLES = ("steps", "extfrag", "pageblocks")
+RUN_TABLES = ("steps", "extfrag", "pageblocks", "model_events")
 
 # Tables keyed by trace_id, in the order rows are deleted on --replace.
 TRACE_TABLES = (
@@ -214,6 +243,9 @@ MIGRATIONS_SQL = """
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS pcp_pages BIGINT;
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
 """ + "".join(
+    f"ALTER TABLE steps ADD COLUMN IF NOT EXISTS {c} BIGINT;\n"
+    for c in ("migrated", "scanned", "evicted", "degraded")
+) + "".join(
     f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {c} {t};\n"
     for c, t in [
         ("pcp_pages", "BIGINT"), ("background", "BIGINT"), ("ncpus", "INTEGER"),
@@ -222,6 +254,9 @@ ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
         ("below_min", "BIGINT"), ("fallbacks", "BIGINT"), ("claims", "BIGINT"),
         ("steals", "BIGINT"), ("pcp_refills", "BIGINT"), ("pcp_bulk_frees", "BIGINT"),
         ("drain_retries", "BIGINT"), ("pageblock_every", "BIGINT"), ("start", "VARCHAR"),
+        ("migrated", "BIGINT"), ("scanned", "BIGINT"), ("evicted", "BIGINT"),
+        ("evicted_frees", "BIGINT"), ("degraded", "BIGINT"), ("compactions", "BIGINT"),
+        ("model_events", "BIGINT"),
     ]
 )  # fmt: skip
 

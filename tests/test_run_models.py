@@ -1026,7 +1026,7 @@ def test_failed_run_changes_nothing(
     if where == "kernel":
         chunk = 64
         monkeypatch.setattr(engine, "CHUNK_EVENTS", chunk)
-        real_chunk = engine.M.replay_chunk
+        real_chunk = engine.K.replay_chunk
 
         def failing_chunk(i0: int, i1: int, ev: tuple, *a: Any) -> Any:
             if ev[0].shape[0] and ev[0][0] >= chunk:  # a later chunk of the trace's events
@@ -1034,7 +1034,7 @@ def test_failed_run_changes_nothing(
             calls["chunk"] += ev[0].shape[0] > 1 and ev[0][0] == 0  # not warm_up's
             return real_chunk(i0, i1, ev, *a)
 
-        monkeypatch.setattr(engine.M, "replay_chunk", failing_chunk)
+        monkeypatch.setattr(engine.K, "replay_chunk", failing_chunk)
     elif where == "pageblocks":
         real_parquet = Store.append_parquet
 

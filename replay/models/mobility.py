@@ -31,7 +31,6 @@ from replay.models.buddy import (
     list_add,
     list_del,
 )
-from replay.models.watermarks import zone_watermark_ok
 
 MIGRATE_UNMOVABLE = 0
 MIGRATE_MOVABLE = 1
@@ -43,9 +42,20 @@ NR_PCP_LISTS = 14  # 3 types x orders 0..3, plus order 9 (movable, other)
 # prm indices (P_GROUP = 0: grouping by mobility off, every list is MOVABLE: plain buddy)
 # P_NOFRAG: try with ALLOC_NOFRAGMENT first (the kernel sets it for ZONE_NORMAL below DMA32)
 P_START, P_PAGES, P_PB0, P_PCP, P_BATCH, P_HIGH, P_NCPU, P_GROUP, P_NOFRAG = range(9)
-# counters indices (C_EF: rows in the extfrag buffer; the others are cumulative)
+# the defragmentation models' switches and settings (replay.models.compaction, .reclaim):
+# P_COMPACT: COMPACT_DIRECT | COMPACT_PROACTIVE bits; P_EXTFRAG: extfrag_threshold;
+# P_PROACTIVE: compaction_proactiveness; P_WMIN/LOW/HIGH: watermarks (pages);
+# P_KSWAPD: 0 off, 1 LRU-like, 2 targeted; P_VCOMPOUND: lowest order that may fall back
+# (0: off); P_PRESSURE_RECLAIM/OOM: free-page thresholds of the notifications (0: off)
+P_COMPACT, P_EXTFRAG, P_PROACTIVE, P_WMIN, P_WLOW, P_WHIGH = range(9, 15)
+P_KSWAPD, P_VCOMPOUND, P_PRESSURE_RECLAIM, P_PRESSURE_OOM = range(15, 19)
+NR_PRM = 19
+# counters indices (C_EF, C_ME: rows in the extfrag and model-event buffers; C_PRESSURE:
+# the pressure level now; the others are cumulative: pages for MIGRATED/SCANNED/EVICTED,
+# allocations for DEGRADED)
 C_EF, C_CLAIMS, C_STEALS, C_REFILLS, C_BULK, C_DRAINS, C_PCP_PAGES = range(7)
-NR_COUNTERS = 7
+C_ME, C_MIGRATED, C_SCANNED, C_EVICTED, C_DEGRADED, C_PRESSURE = range(7, 13)
+NR_COUNTERS = 13
 # extfrag buffer columns (trace_mm_page_alloc_extfrag)
 EF_COLS = ("seq", "pfn", "alloc_order", "fallback_order", "alloc_migratetype",
            "fallback_migratetype", "fragmenting", "change_ownership")  # fmt: skip
@@ -522,7 +532,13 @@ class ZoneState:
 
     ``arrays`` is the tuple the kernels take: blk_order, nxt, prv, head, tail,
     nr_free, nr_free_mt, pb_mt, pb_free, pb_alloc, pcp_head, pcp_tail,
-    pcp_count. ``high`` and ``batch`` are in pages.
+    pcp_count, pg_obj, iso_head, iso_tail. ``high`` and ``batch`` are in
+    pages. The defragmentation models' settings (docs/compaction.md,
+    replay.models.reclaim) are keyword arguments: ``compaction`` off, direct,
+    proactive or both; ``wmark`` (min, low, high) pages; ``kswapd`` off, lru
+    or targeted; ``vcompound_order`` (0 off); ``pressure`` (reclaim, oom)
+    free-page thresholds. ``objects`` holds ``max_objects`` objects for the
+    object API (``alloc_obj``/``free_obj``) that tests drive.
     """
 
     def __init__(
@@ -536,6 +552,14 @@ class ZoneState:
         high: int = 252,
         grouping: bool = True,
         nofragment: bool = True,
+        compaction: str = "off",
+        extfrag_threshold: int = 500,
+        proactiveness: int = 20,
+        wmark: tuple[int, int, int] = (0, 0, 0),
+        kswapd: str = "off",
+        vcompound_order: int = 0,
+        pressure: tuple[int, int] = (0, 0),
+        max_objects: int = 1 << 12,
     ) -> None:
         if pages <= 0 or start_pfn < 0:
             raise ValueError("a zone needs pages > 0 and start_pfn >= 0")
@@ -561,6 +585,9 @@ class ZoneState:
             np.empty(ncpus * NR_PCP_LISTS, np.int64),  # pcp_head
             np.empty(ncpus * NR_PCP_LISTS, np.int64),  # pcp_tail
             np.zeros(ncpus, np.int64),  # pcp_count
+            np.full(pages, -1, np.int32),  # pg_obj: the object whose unit starts here
+            np.full(NR_PAGE_ORDERS, -1, np.int64),  # isolated free lists: heads
+            np.full(NR_PAGE_ORDERS, -1, np.int64),  # and tails
         )
         self.prm = np.array(
             [
@@ -573,9 +600,26 @@ class ZoneState:
                 ncpus,
                 int(grouping),
                 int(nofragment),
+                {"off": 0, "direct": 1, "proactive": 2, "both": 3}[compaction],
+                extfrag_threshold,
+                proactiveness,
+                *wmark,
+                {"off": 0, "lru": 1, "targeted": 2}[kswapd],
+                vcompound_order,
+                *pressure,
             ],
             dtype=np.int64,
         )
+        assert self.prm.shape[0] == NR_PRM
+        from replay.models import compaction as C
+        from replay.models.kernel import NR_STATS, new_objects
+
+        self.cz = C.new_cz(self.start_pfn, self.pages)
+        self.me = np.zeros((256, len(C.ME_COLS)), np.int64)
+        self.objects = new_objects(max_objects)
+        self.vc = np.zeros(1 << 12, np.int64)
+        self.stats = np.zeros(NR_STATS, np.int64)
+        self._me_rows: list[tuple[int, ...]] = []
         self.counters = np.zeros(NR_COUNTERS, np.int64)
         self.mode = np.zeros(1, np.int64)
         self.ef = np.zeros((4096, len(EF_COLS)), np.int64)
@@ -611,6 +655,94 @@ class ZoneState:
 
     def drain_all(self) -> None:
         drain_all(self.arrays, self.prm, self.counters)
+
+    # the object API (docs/compaction.md), shared with tests/ref_compaction.py ----------
+    def _room(self, pages: int) -> None:
+        from replay.models.reclaim import CZ_VC_USED
+
+        if int(self.counters[C_EF]) + EF_MAX_PER_ALLOC > self.ef.shape[0]:
+            self.ef = np.concatenate([self.ef, np.zeros_like(self.ef)])
+        self._flush_me()
+        while int(self.cz[CZ_VC_USED]) + pages + 1024 > self.vc.shape[0]:
+            self.vc = np.concatenate([self.vc, np.zeros_like(self.vc)])
+
+    def _flush_me(self) -> None:
+        n = int(self.counters[C_ME])
+        self._me_rows.extend(tuple(int(v) for v in row) for row in self.me[:n])
+        self.counters[C_ME] = 0
+
+    def _event(self, is_alloc: bool, obj: int, offset: int, order: int, mt: int, flags: int,
+               cpu: int, ts_ns: int, seq: int) -> int:  # fmt: skip
+        from replay.models.kernel import apply_event
+
+        if obj >= self.objects[0].shape[0]:
+            raise ValueError(f"object {obj} is beyond max_objects")
+        self._room(1 << NR_PAGE_ORDERS)
+        pfn, _ = apply_event(is_alloc, obj, offset, order, mt, flags, cpu, ts_ns, seq,
+                             self.arrays, self.prm, self.objects, self.cz, self.counters, self.ef,
+                             self.me, self.mode, self.vc, self.stats)  # fmt: skip
+        self._flush_me()
+        return int(pfn)
+
+    def alloc_obj(self, obj: int, order: int, mt: int, movable: bool | None = None,
+                  cpu: int = 0, ts_ns: int = 0, seq: int = -1, reclaimable: bool | None = None,
+                  vcompound: bool = False) -> int:  # fmt: skip
+        """Allocate object ``obj`` (order, request migratetype); pfn or -1.
+
+        ``movable`` None: movable when mt is MOVABLE; ``reclaimable`` None:
+        when mt is RECLAIMABLE or MOVABLE (kswapd victims).
+        """
+        from replay.models import compaction as C
+
+        mov = (mt == MIGRATE_MOVABLE) if movable is None else movable
+        rec = mt in (MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE) if reclaimable is None else reclaimable
+        flags = (C.F_MOVABLE if mov else 0) | (C.F_RECLAIM if rec else 0)
+        flags |= C.F_VCOMPOUND if vcompound else 0
+        return self._event(True, obj, 0, order, mt, flags, cpu, ts_ns, seq)
+
+    def free_obj(self, obj: int, offset: int = 0, order: int | None = None, cpu: int = 0,
+                 ts_ns: int = 0, seq: int = -1) -> None:  # fmt: skip
+        """Free ``order`` pages at ``offset`` of object ``obj`` (default: all of it)."""
+        k = int(self.objects[2][obj]) if order is None else order
+        self._event(False, obj, offset, k, int(self.objects[1][obj]), 0, cpu, ts_ns, seq)
+
+    def tick(self, ts_ns: int) -> None:
+        """Run the proactive compaction checks due by trace time ``ts_ns``."""
+        from replay.models import compaction as C
+
+        if int(self.prm[P_COMPACT]) & C.COMPACT_PROACTIVE:
+            self._room(0)
+            C.proactive_tick(ts_ns, -1, self.arrays, self.prm, self.objects, self.cz,
+                             self.counters, self.me)  # fmt: skip
+            self._flush_me()
+
+    def compact_memory(self, seq: int = -1) -> str:
+        """One-shot whole-zone compaction; the result name."""
+        from replay.models import compaction as C
+
+        self._room(0)
+        r = C.compact_memory(seq, self.arrays, self.prm, self.objects, self.cz, self.counters,
+                             self.me)  # fmt: skip
+        self._flush_me()
+        return C.RESULTS[int(r)]
+
+    def placement(self, obj: int) -> int:
+        """The object's pfn, or -1 (failed, evicted, freed or a virtual compound)."""
+        pfn = int(self.objects[0][obj])
+        return pfn if pfn >= 0 else -1
+
+    @property
+    def model_events(self) -> list[tuple[object, ...]]:
+        """(kind, seq, order, mode, start_pfn, end_pfn, migrate_pfn, free_pfn,
+        scanned_migrate, scanned_free, moved, failed, result) per model event."""
+        from replay.models import compaction as C
+        from replay.models.reclaim import RESULTS
+
+        out: list[tuple[object, ...]] = []
+        for r in self._me_rows:
+            out.append((C.KINDS[r[1]], r[0], r[2], C.MODES[r[3]] if r[3] in (0, 1) else r[3],
+                        *r[4:12], RESULTS[r[13]]))  # fmt: skip
+        return out
 
     def load(self, blk: np.ndarray, page_mt: np.ndarray) -> None:
         """Start from a given state (offsets from start_pfn; see :func:`load_state`).
@@ -680,92 +812,6 @@ class ZoneState:
         snap = np.zeros((self.npb, 6), np.int64)
         pageblock_snapshot(self.arrays, self.prm, snap)
         return [tuple(int(v) for v in row[1:]) for row in snap]  # type: ignore[misc]
-
-
-# -- the engine's per-chunk loop -----------------------------------------------------------
-S_ALLOCS, S_FREES, S_FAILURES, S_IGNORED, S_BELOW_LOW, S_BELOW_MIN = range(6)
-NR_STATS = 6
-OUT_OK = 0
-OUT_FAILED = 1
-OUT_IGNORED = 2
-
-
-@nb.njit(cache=True, nogil=True, _nrt=False)
-def replay_chunk(  # type: ignore[no-untyped-def]
-    i0, i1, ev, keep_row, keep_counters, placed, obj_mt, st, prm, counters, ef, mode, wm,
-    stats, r0, out,
-):  # fmt: skip
-    """Apply events ``i0 .. i1-1`` of a chunk; returns (next event, next output row).
-
-    ``ev`` = (seq, is_alloc, obj, offset, order, migratetype, cpu) arrays. An
-    allocation places ``placed[obj]`` (pfn, -1 when it fails) and remembers its
-    type in ``obj_mt``; a free frees ``placed[obj] + offset`` at its order,
-    ignored when the allocation failed. ``wm`` = (min, low, high) watermarks in
-    pages: an allocation made when ``__zone_watermark_ok`` fails for low (min)
-    is counted in stats (kswapd would wake; direct reclaim would run).
-    Rows with ``keep_row`` go to ``out`` = (pfn, outcome, nr_free[.., 11],
-    has_counters, failures, pcp_pages, fallbacks). Stops early, before an
-    event, when the extfrag buffer could overflow; the caller flushes it.
-    """
-    seq, is_alloc, obj, offset, order, mtype, cpu = ev
-    out_pfn, out_outcome, out_nr, out_has, out_fail, out_pcp, out_fb = out
-    nr_free = st[5]
-    nr_free_mt = st[6].reshape((NR_PAGE_ORDERS, MIGRATE_PCPTYPES))
-    r = r0
-    cap = ef.shape[0]
-    for i in range(i0, i1):
-        if counters[C_EF] + EF_MAX_PER_ALLOC > cap:
-            return i, r
-        x = obj[i]
-        k = np.int64(order[i])
-        c = np.int64(cpu[i])
-        pfn = np.int64(-1)
-        outcome = OUT_OK
-        if is_alloc[i]:
-            stats[S_ALLOCS] += 1
-            free = np.int64(0)
-            for j in range(NR_PAGE_ORDERS):
-                free += nr_free[j] << j
-            # __zone_watermark_ok, with a fast path for the common case: well above
-            # the low watermark and a free block of order >= k (any type is 0..2 here)
-            fast = free - ((np.int64(1) << k) - 1) > wm[1]
-            if fast and k > 0:
-                fast = False
-                for j in range(k, NR_PAGE_ORDERS):
-                    if nr_free[j] > 0:
-                        fast = True
-                        break
-            if not fast and not zone_watermark_ok(k, wm[1], free, nr_free_mt, 0):
-                stats[S_BELOW_LOW] += 1
-                if not zone_watermark_ok(k, wm[0], free, nr_free_mt, 0):
-                    stats[S_BELOW_MIN] += 1
-            m = np.int64(mtype[i])
-            pfn = alloc_pages(k, m, c, st, prm, counters, ef, seq[i], mode)
-            placed[x] = pfn
-            obj_mt[x] = m
-            if pfn < 0:
-                outcome = OUT_FAILED
-                stats[S_FAILURES] += 1
-        else:
-            stats[S_FREES] += 1
-            base = placed[x]
-            if base < 0:
-                outcome = OUT_IGNORED
-                stats[S_IGNORED] += 1
-            else:
-                free_pages(base + offset[i], k, np.int64(obj_mt[x]), c, st, prm, counters)
-        if keep_row[i]:
-            out_pfn[r] = pfn
-            out_outcome[r] = outcome
-            out_fail[r] = stats[S_FAILURES]
-            out_has[r] = keep_counters[i]
-            out_pcp[r] = counters[C_PCP_PAGES]
-            out_fb[r] = counters[C_CLAIMS] + counters[C_STEALS]
-            if keep_counters[i]:
-                for j in range(NR_PAGE_ORDERS):
-                    out_nr[r, j] = nr_free[j]
-            r += 1
-    return i1, r
 
 
 @nb.njit(cache=True, _nrt=False)
