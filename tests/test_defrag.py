@@ -11,6 +11,7 @@ tests/test_compaction.py.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,8 @@ def test_virtual_compound_turns_failures_into_degraded_successes(
     assert out["failures"] + out["degraded"] >= plain["failures"]
     assert out["failures"] < plain["failures"]
     # a degraded object's frees give back its order-0 pages: nothing leaks
-    live = sql(store, """SELECT sum(1::BIGINT << e."order") FROM events e JOIN traces t USING (trace_id)
+    live = sql(store, """SELECT sum(1::BIGINT << e."order")
+                         FROM events e JOIN traces t USING (trace_id)
                          JOIN steps s ON s.run_id = ? AND s.seq = e.seq
                          WHERE t.name = 'stress-highalloc' AND e.op = 'alloc'
                            AND s.outcome IN ('ok', 'degraded')
@@ -200,7 +202,7 @@ def test_pressure_notifications_alternate(store: Path, tmp_path: Path) -> None:
     for level, free in rows:  # each event is at the crossing it reports
         assert (free < 1700) == (level == "oom")
         assert (1700 <= free < 3000) == (level == "reclaim")
-    assert all(a != b for a, b in zip(levels, levels[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(levels))
     assert set(levels) <= {"normal", "reclaim", "oom"}
 
 
