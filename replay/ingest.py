@@ -383,14 +383,46 @@ def _ingest_canonical(
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     progress.start(f"ingest {path.name}", file_size(path))
     table, meta = canonical.read_table(path, kind)
-    events, counts = canonical.canonicalise(table, path, kind)
+    row = _store_canonical(
+        store,
+        trace_id,
+        table,
+        meta,
+        where=path,
+        kind=kind,
+        source=str(path.resolve()),
+        fmt=f"canonical {kind}",
+        row_meta={"file_metadata": meta, "format": f"canonical {kind}"},
+    )
+    progress.advance_to(file_size(path))
+    return row, {"before": {}, "after": {}}
+
+
+def _store_canonical(
+    store: Store,
+    trace_id: int,
+    table: pa.Table,
+    meta: dict[str, Any],
+    *,
+    where: Path,
+    kind: str,
+    source: str,
+    fmt: str,
+    row_meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Validate and fill in a canonical table, append it to events; the traces row.
+
+    ``where`` names the input in error messages; ``meta`` is the trace-level
+    metadata (kind, kernel, command, zone_start_pfn/zone_pages, page_size,
+    lost events); ``row_meta`` is stored as the row's ``meta`` JSON.
+    """
+    events, counts = canonical.canonicalise(table, where, kind)
     # One streaming INSERT: DuckDB writes row groups before commit (see
     # _stream_into_store), many small ones would stay in memory.
     reader = pa.RecordBatchReader.from_batches(
         events.schema, events.to_batches(max_chunksize=1 << 20)
     )
     store.append_stream("events", reader, trace_id)
-    progress.advance_to(file_size(path))
     pfn = events.column("pfn")
 
     pfn_min = pc.min(pfn).as_py() if pfn.null_count < len(pfn) else None
@@ -400,10 +432,10 @@ def _ingest_canonical(
     if zone_pages is None:
         zone_start, zone_pages = _zone_from_pfns(pfn_min, pfn_max)
     ts = events.column("ts_ns")
-    row = {
-        "source": str(path.resolve()),
+    return {
+        "source": source,
         "kind": meta.get("kind", "canonical"),
-        "format": f"canonical {kind}",
+        "format": fmt,
         "kernel": meta.get("kernel"),
         "command": meta.get("command"),
         "lines": events.num_rows,
@@ -420,6 +452,51 @@ def _ingest_canonical(
         "zone_start_pfn": zone_start,
         "zone_pages": zone_pages,
         "page_size": int(meta.get("page_size") or PAGE_SIZE),
-        "meta": {"file_metadata": meta, "format": f"canonical {kind}"},
+        "meta": row_meta,
     }
-    return row, {"before": {}, "after": {}}
+
+
+def ingest_table(
+    store: Store,
+    table: pa.Table,
+    meta: dict[str, Any],
+    *,
+    name: str,
+    replace: bool = False,
+    progress: Progress | None = None,
+    source: str,
+) -> dict[str, Any]:
+    """Store an in-memory canonical table (e.g. a synthetic scenario) as trace ``name``.
+
+    What ``ingest`` does for a canonical file, from an Arrow table: one
+    transaction (on any error nothing is written), validation and filling in
+    by ``canonical.canonicalise`` (``source`` names the input in its error
+    messages and is stored as the trace's source), pairing counts. The
+    trace's kind, format, command and zone (``zone_start_pfn``, ``zone_pages``,
+    in pages) come from ``meta``, which is stored as the trace row's meta.
+    Returns the stored trace row.
+    """
+    progress = progress or Progress()
+    name = check_name(name)
+    try:
+        with store.transaction():
+            trace_id = store.begin_trace(name, replace=replace)
+            progress.start(f"store {name}", table.nbytes)
+            row = _store_canonical(
+                store,
+                trace_id,
+                table,
+                meta,
+                where=Path(source),
+                kind="arrow",
+                source=source,
+                fmt=str(meta.get("format") or "canonical arrow"),
+                row_meta=meta,
+            )
+            progress.advance_to(table.nbytes)
+            row["name"] = name
+            store.insert_trace_row(trace_id, row)
+    except BaseException:
+        store.discard_if_new()
+        raise
+    return store.trace_row(trace_id)

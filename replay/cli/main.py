@@ -10,6 +10,7 @@ import sys
 import typer
 
 from replay import __version__
+from replay.cli import generate as generate_cmd
 from replay.cli import ingest as ingest_cmd
 from replay.cli import inspect as inspect_cmd
 from replay.cli import record as record_cmd
@@ -37,6 +38,7 @@ app.command()(run_cmd.run)
 app.command()(run_cmd.runs)
 app.command()(validate_cmd.validate)
 app.command()(record_cmd.record)
+app.command()(generate_cmd.generate)
 
 
 @app.command()
