@@ -250,3 +250,19 @@ def test_engine_matches_the_object_api(store: Path) -> None:
         else:
             z.free_obj(ids[obj], off, order, ts_ns=ts, seq=seq)
     assert [int(v) for v in z.nr_free] == out["nr_free"]
+
+
+def test_grouping_raises_order9_success_after_stress_highalloc(store: Path) -> None:
+    """docs/validation.md: mobility serves most order-9 requests, plain buddy few."""
+    share = {}
+    for preset in ("buddy", "mobility"):
+        out = run(store, "stress-highalloc", preset)
+        ((n, ok),) = sql(store, """SELECT count(*), count(*) FILTER (s.outcome = 'ok')
+                                   FROM steps s JOIN runs r USING (run_id)
+                                   JOIN events e ON e.trace_id = r.trace_id AND e.seq = s.seq
+                                   WHERE s.run_id = ? AND e.op = 'alloc' AND e."order" = 9""",
+                         out["run_id"])  # fmt: skip
+        assert n > 0
+        share[preset] = ok / n
+    assert share["mobility"] >= 0.8
+    assert share["mobility"] >= 2 * share["buddy"]
