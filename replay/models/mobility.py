@@ -673,10 +673,14 @@ class ZoneState:
 
     def _event(self, is_alloc: bool, obj: int, offset: int, order: int, mt: int, flags: int,
                cpu: int, ts_ns: int, seq: int) -> int:  # fmt: skip
-        from replay.models.kernel import apply_event
+        from replay.models.kernel import apply_event, new_objects
 
-        if obj >= self.objects[0].shape[0]:
-            raise ValueError(f"object {obj} is beyond max_objects")
+        n = self.objects[0].shape[0]
+        if obj >= n:  # grow the per-object arrays (not the LRU's head/tail)
+            grown = new_objects(max(obj + 1, 2 * n))
+            for a, b in zip(self.objects[:6], grown[:6], strict=True):
+                b[:n] = a
+            self.objects = (*grown[:6], *self.objects[6:])
         self._room(1 << NR_PAGE_ORDERS)
         pfn, _ = apply_event(is_alloc, obj, offset, order, mt, flags, cpu, ts_ns, seq,
                              self.arrays, self.prm, self.objects, self.cz, self.counters, self.ef,
