@@ -374,6 +374,7 @@ def migrate_pages(st, prm, ob, cz, counters):  # type: ignore[no-untyped-def]
             for r in range(i, n):
                 cz[CC_FAILED] += np.int64(1) << obj_order[st[13][cz[CC_UNITS + r]]]
             break
+        cz[CC_NR_MIGRATE] -= np.int64(1) << j  # compaction_alloc: one unit less to place
         mt = np.int64(obj_mt[x])
         M._pb_alloc_add(src + start, j, mt, -1, st[9], pb0)
         M._pb_alloc_add(dst + start, j, mt, 1, st[9], pb0)

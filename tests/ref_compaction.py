@@ -1,0 +1,686 @@
+"""A small pure-Python reference of the ``compaction`` model, for tests.
+
+Written from docs/compaction.md (Linux 6.18 mm/compaction.c, linear
+scanners) on top of tests/ref_mobility.py (docs/mobility.md), not from the
+numba kernel. Units: pfns are absolute page frame numbers, ``order`` k means
+a block of ``1 << k`` pages, "pages" counts 4 KiB pages, times (``ts_ns``)
+are nanoseconds of trace time.
+
+Kernel functions followed (one Python method each, same names where the
+kernel has one):
+
+- ``compact_zone`` with ``__compact_finished``, ``compaction_suitable``
+  (``__compaction_suitable`` + ``fragmentation_index``),
+  ``isolate_migratepages`` / ``isolate_migratepages_block``,
+  ``suitable_migration_source``, ``migrate_pages`` with ``compaction_alloc``,
+  ``isolate_freepages`` / ``isolate_freepages_block``,
+  ``suitable_migration_target``, ``release_free_list`` and the cached scanner
+  positions (``reset_cached_positions``);
+- direct compaction (``__alloc_pages_direct_compact``) with
+  ``compaction_deferred``, ``defer_compaction``, ``compaction_defer_reset``;
+- proactive compaction (kcompactd's 500 ms check, ``proactive_defer``);
+- one-shot whole-zone compaction (``compact_memory``).
+
+Objects: ``alloc_obj`` names an object id; a live object never partly freed
+is a *unit* (``pg_obj[pfn]`` names it); the first partial free pins it (its
+remaining pages are "other" pages that never move).
+
+``check_compaction_invariants`` works through the public API only, so it runs
+on this class and on the numba-backed zone alike.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any
+
+from ref_mobility import (
+    MAX_PAGE_ORDER,
+    MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
+    NR_PAGE_ORDERS,
+    PAGEBLOCK_ORDER,
+    PAGEBLOCK_PAGES,
+    RefMobility,
+    check_mobility_invariants,
+    request_type,
+)
+
+from replay.metrics import extfrag_for_order, fragmentation_index
+
+COMPACT_CLUSTER_MAX = 32  # pages isolated per migration round
+COMPACT_MAX_DEFER_SHIFT = 6
+HPAGE_FRAG_CHECK_INTERVAL_NS = 500_000_000  # kcompactd's proactive check period, ns
+COMPACTION_HPAGE_ORDER = PAGEBLOCK_ORDER  # order of the fragmentation score
+
+COMPACTION_MODES = ("off", "direct", "proactive", "both")
+# compact_result names used in model events ("CONTINUE" never leaves compact_zone)
+SUCCESS = "SUCCESS"
+COMPLETE = "COMPLETE"
+PARTIAL_SKIPPED = "PARTIAL_SKIPPED"
+SKIPPED = "SKIPPED"
+DEFERRED = "DEFERRED"
+CONTINUE = "CONTINUE"
+RESULTS = (SUCCESS, COMPLETE, PARTIAL_SKIPPED, SKIPPED, DEFERRED)
+
+KIND_DIRECT = "compact_direct"
+KIND_PROACTIVE = "compact_proactive"
+KIND_ONESHOT = "compact_oneshot"
+MODE_ASYNC = "async"
+MODE_SYNC = "sync"
+
+# (kind, seq, order, mode, start_pfn, end_pfn, migrate_pfn, free_pfn,
+#  scanned_migrate, scanned_free, moved, failed, result); pfns absolute, costs in pages
+ModelEvent = tuple[str, int, int, str, int, int, int, int, int, int, int, int, str]
+
+# object states
+UNIT = "unit"
+PINNED = "pinned"
+FREED = "freed"
+FAILED = "failed"
+
+
+def pageblock_start_pfn(pfn: int) -> int:
+    """First pfn of the pageblock holding ``pfn``."""
+    return pfn & ~(PAGEBLOCK_PAGES - 1)
+
+
+def pageblock_end_pfn(pfn: int) -> int:
+    """First pfn after the pageblock holding ``pfn``."""
+    return pageblock_start_pfn(pfn) + PAGEBLOCK_PAGES
+
+
+def compact_gap(order: int) -> int:
+    """``compact_gap``: free pages compaction wants on top of the watermark (pages)."""
+    return 2 << order
+
+
+@dataclass
+class Obj:
+    """One allocated object: first pfn (-1 when the allocation failed), order, the
+    request's migratetype (0..2, for accounting), the movable flag, its state
+    (unit / pinned / freed / failed) and the pages it still holds."""
+
+    pfn: int
+    order: int
+    mt: int
+    movable: bool
+    state: str
+    remaining: int
+
+
+@dataclass
+class CompactControl:
+    """``struct compact_control`` for one ``compact_zone`` call (pfns absolute, pages)."""
+
+    order: int  # t; -1 for whole-zone compaction
+    sync: bool
+    mt: int  # free-list type of the request
+    whole_zone: bool
+    proactive: bool
+    migrate_pfn: int
+    free_pfn: int
+    migratepages: list[int] = field(default_factory=list)  # object ids, isolation order
+    nr_migratepages: int = 0
+    nr_freepages: int = 0
+    # isolated free blocks per order, index 0 = HEAD
+    freepages: list[list[int]] = field(default_factory=lambda: [[] for _ in range(NR_PAGE_ORDERS)])
+    scanned_migrate: int = 0
+    scanned_free: int = 0
+    moved: int = 0
+    failed: int = 0
+    met: bool = False
+
+
+class RefCompaction(RefMobility):
+    """The zone ``[start_pfn, start_pfn + pages)`` under ``mobility`` (+ ``pcp``) with
+    page compaction.
+
+    ``grouping=False`` is the plain buddy: every free list and pageblock is
+    MOVABLE and every request uses the MOVABLE lists (pages are still
+    accounted by the request's own type). ``compaction`` is one of "off",
+    "direct", "proactive", "both". ``wmark`` = (min, low, high) watermarks in
+    pages; ``extfrag_threshold`` in thousandths (``vm.extfrag_threshold``);
+    ``proactiveness`` in percent (``vm.compaction_proactiveness``).
+    """
+
+    def __init__(
+        self,
+        start_pfn: int,
+        pages: int,
+        *,
+        pcp: bool = False,
+        ncpus: int = 1,
+        batch: int = 63,
+        high: int = 252,
+        nofragment: bool = True,
+        grouping: bool = True,
+        compaction: str = "off",
+        extfrag_threshold: int = 500,
+        proactiveness: int = 20,
+        wmark: tuple[int, int, int] = (0, 0, 0),
+    ) -> None:
+        super().__init__(
+            start_pfn, pages, pcp=pcp, ncpus=ncpus, batch=batch, high=high, nofragment=nofragment
+        )
+        assert compaction in COMPACTION_MODES, compaction
+        assert 0 <= proactiveness <= 100
+        self.grouping = grouping
+        self.compaction = compaction
+        self.direct = compaction in ("direct", "both")
+        self.proactive = compaction in ("proactive", "both")
+        self.extfrag_threshold = extfrag_threshold
+        self.proactiveness = proactiveness
+        self.wmark_min, self.wmark_low, self.wmark_high = (int(w) for w in wmark)
+        # fragmentation_score_wmark (percent)
+        self.score_wmark_low = max(100 - proactiveness, 5)
+        self.score_wmark_high = min(self.score_wmark_low + 10, 100)
+
+        self.objs: dict[int, Obj] = {}
+        self.pg_obj: dict[int, int] = {}  # first pfn of a unit -> object id
+
+        # struct zone compaction state
+        self.cached_migrate_pfn = [start_pfn, start_pfn]  # [async, sync]
+        self.cached_free_pfn = pageblock_start_pfn(self.end_pfn - 1)
+        self.compact_considered = 0
+        self.compact_defer_shift = 0
+        self.compact_order_failed = 0
+
+        # kcompactd
+        self.ts0: int | None = None  # first event's time, ns
+        self.next_check_ns = 0  # time of the next proactive check, ns
+        self.proactive_defer = 0
+
+        self.events: list[ModelEvent] = []
+
+    # -- helpers -----------------------------------------------------------------------
+    def _list_type(self, rt: int) -> int:
+        """The free-list type a request of type ``rt`` uses (MOVABLE with grouping off)."""
+        return rt if self.grouping else MIGRATE_MOVABLE
+
+    def _nr_free_pages(self) -> int:
+        """NR_FREE_PAGES: pages in free buddy blocks (pcp and isolated pages excluded)."""
+        return sum(1 << o for o, _ in self.free_at.values())
+
+    def _zone_watermark_ok(self, order: int, mark: int, free_pages: int) -> bool:
+        """``__zone_watermark_ok`` (no reserves, no CMA, no highatomic); mark in pages."""
+        free_pages -= (1 << order) - 1
+        if free_pages <= mark:
+            return False
+        if order == 0:
+            return True
+        return any(
+            self.lists[o][t] for o in range(order, NR_PAGE_ORDERS) for t in range(MIGRATE_PCPTYPES)
+        )
+
+    def _fragmentation_score(self) -> int:
+        """``fragmentation_score_node`` of a one-zone node (percent)."""
+        return (
+            extfrag_for_order(self.nr_free, COMPACTION_HPAGE_ORDER) * self.pages // (self.pages + 1)
+        )
+
+    def _emit(  # one model event; positions -1 and zero costs when nothing was scanned
+        self, kind: str, seq: int, order: int, sync: bool, result: str,
+        cc: CompactControl | None = None, start: tuple[int, int] = (-1, -1),
+    ) -> None:  # fmt: skip
+        mode = MODE_SYNC if sync else MODE_ASYNC
+        if cc is None:
+            self.events.append((kind, seq, order, mode, -1, -1, -1, -1, 0, 0, 0, 0, result))
+            return
+        self.events.append(
+            (kind, seq, order, mode, start[0], start[1], cc.migrate_pfn, cc.free_pfn,
+             cc.scanned_migrate, cc.scanned_free, cc.moved, cc.failed, result)
+        )  # fmt: skip
+
+    # -- compact_zone ----------------------------------------------------------------------
+    def _compaction_suitable(self, t: int) -> bool:
+        """``compaction_suitable``: enough free memory, and (t > 3) a failure due to
+        fragmentation, not to lack of memory."""
+        mark = (self.wmark_low if t > 3 else self.wmark_min) + compact_gap(t)
+        if not self._zone_watermark_ok(0, mark, self._nr_free_pages()):
+            return False
+        if t > 3:
+            fi = fragmentation_index(self.nr_free, t)
+            if 0 <= fi <= self.extfrag_threshold:
+                return False
+        return True
+
+    def _reset_cached_positions(self) -> None:
+        """``reset_cached_positions``: both scanners back to the zone's ends."""
+        self.cached_migrate_pfn = [self.start_pfn, self.start_pfn]
+        self.cached_free_pfn = pageblock_start_pfn(self.end_pfn - 1)
+
+    def _compact_finished(self, cc: CompactControl) -> str:
+        """``__compact_finished``: CONTINUE or the result compact_zone returns."""
+        if (cc.free_pfn >> PAGEBLOCK_ORDER) <= (cc.migrate_pfn >> PAGEBLOCK_ORDER):
+            self._reset_cached_positions()
+            cc.met = True
+            return COMPLETE if cc.whole_zone else PARTIAL_SKIPPED
+        if cc.proactive:
+            score = extfrag_for_order(self.nr_free, COMPACTION_HPAGE_ORDER)
+            return CONTINUE if score > self.score_wmark_low else SUCCESS
+        if cc.order == -1:
+            return CONTINUE
+        if cc.migrate_pfn % PAGEBLOCK_PAGES != 0:
+            return CONTINUE
+        for o in range(cc.order, NR_PAGE_ORDERS):
+            if self.lists[o][cc.mt]:
+                return SUCCESS
+            if (
+                self.grouping
+                and self._should_try_claim_block(o, cc.mt)
+                and self._find_suitable_fallback(o, cc.mt) >= 0
+            ):
+                return SUCCESS
+        return CONTINUE
+
+    def _suitable_migration_source(self, cc: CompactControl, pfn: int) -> bool:
+        """ASYNC direct compaction only scans pageblocks of the request's kind."""
+        if cc.sync or not self.grouping:
+            return True
+        bt = self._get_pb_mt(pfn)
+        if cc.mt == MIGRATE_MOVABLE:
+            return bt == MIGRATE_MOVABLE
+        return bt == cc.mt
+
+    def _migratable(self, cc: CompactControl, obj: int) -> bool:
+        """Movable and not ``skip_isolation_on_order(j, t)``."""
+        o = self.objs[obj]
+        if not o.movable or o.order >= PAGEBLOCK_ORDER:
+            return False
+        return cc.order == -1 or o.order < cc.order
+
+    def _isolate_migratepages_block(self, cc: CompactControl, p: int, end: int) -> None:
+        """Linear scan of ``[p, end)``; stops once COMPACT_CLUSTER_MAX pages are isolated."""
+        while p < end:
+            fb = self.free_at.get(p)
+            if fb is not None:
+                cc.scanned_migrate += 1 << fb[0]
+                p += 1 << fb[0]
+                continue
+            obj = self.pg_obj.get(p)
+            if obj is not None:
+                j = self.objs[obj].order
+                if self._migratable(cc, obj):
+                    cc.migratepages.append(obj)
+                    cc.nr_migratepages += 1 << j
+                cc.scanned_migrate += 1 << j
+                p += 1 << j
+                if cc.nr_migratepages >= COMPACT_CLUSTER_MAX:
+                    break
+                continue
+            cc.scanned_migrate += 1
+            p += 1
+        cc.migrate_pfn = p
+
+    def _isolate_migratepages(self, cc: CompactControl) -> None:
+        """One pageblock per call, from ``migrate_pfn`` while below the free scanner."""
+        cc.migratepages = []
+        cc.nr_migratepages = 0
+        low = cc.migrate_pfn
+        block_end = pageblock_end_pfn(low)
+        while block_end <= cc.free_pfn:
+            if not self._suitable_migration_source(cc, low):
+                cc.migrate_pfn = low = block_end
+                block_end += PAGEBLOCK_PAGES
+                continue
+            self._isolate_migratepages_block(cc, low, min(block_end, self.end_pfn))
+            return
+
+    def _suitable_migration_target(self, cc: CompactControl, block_start: int) -> bool:
+        fb = self.free_at.get(block_start)
+        if fb is not None and fb[0] >= (cc.order if cc.order > 0 else PAGEBLOCK_ORDER):
+            return False
+        return not self.grouping or self._get_pb_mt(block_start) == MIGRATE_MOVABLE
+
+    def _isolate_freepages_block(self, cc: CompactControl, p: int, end: int) -> int:
+        """Isolate free blocks of ``[p, end)`` to the TAIL of ``cc.freepages``; returns where
+        the scan stopped (at most ``end``)."""
+        while p < end:
+            fb = self.free_at.get(p)
+            if fb is not None:
+                b, t = fb
+                self._remove(p, b, t)
+                cc.freepages[b].append(p)
+                cc.nr_freepages += 1 << b
+                cc.scanned_free += 1 << b
+                p += 1 << b
+                if cc.nr_migratepages <= cc.nr_freepages:
+                    break
+                continue
+            obj = self.pg_obj.get(p)
+            if obj is not None:
+                j = self.objs[obj].order
+                cc.scanned_free += 1 << j
+                p += 1 << j
+                continue
+            cc.scanned_free += 1
+            p += 1
+        return min(p, end)
+
+    def _isolate_freepages(self, cc: CompactControl) -> None:
+        """Linear free scanner: pageblocks downwards from ``free_pfn`` to the migrate
+        scanner's pageblock (exclusive)."""
+        isolate_start = cc.free_pfn
+        block_start = pageblock_start_pfn(isolate_start)
+        block_end = min(block_start + PAGEBLOCK_PAGES, self.end_pfn)
+        low = pageblock_end_pfn(cc.migrate_pfn)
+        while block_start >= low:
+            if block_start >= self.start_pfn and self._suitable_migration_target(cc, block_start):
+                isolate_start = self._isolate_freepages_block(cc, isolate_start, block_end)
+                if cc.nr_freepages >= cc.nr_migratepages:
+                    if isolate_start >= block_end:
+                        isolate_start = block_start - PAGEBLOCK_PAGES
+                    break
+            block_end = block_start
+            block_start -= PAGEBLOCK_PAGES
+            isolate_start = block_start
+        cc.free_pfn = isolate_start
+
+    def _compaction_alloc(self, cc: CompactControl, j: int) -> int:
+        """A target block of order ``j`` from the isolated free blocks (pfn, or -1)."""
+        for again in (False, True):
+            for c in range(j, NR_PAGE_ORDERS):
+                if cc.freepages[c]:
+                    dst = cc.freepages[c].pop(0)
+                    while c > j:
+                        c -= 1
+                        cc.freepages[c].insert(0, dst + (1 << c))
+                    # both counters drop: nr_migratepages counts the round's units not
+                    # migrated yet (docs/compaction.md; Linux compaction_alloc)
+                    cc.nr_freepages -= 1 << j
+                    cc.nr_migratepages -= 1 << j
+                    return dst
+            if not again:
+                self._isolate_freepages(cc)
+        return -1
+
+    def _move_unit(self, obj: int, dst: int) -> None:
+        """The unit moves to ``dst``; its old block goes to the buddy (merging, no pcp)."""
+        o = self.objs[obj]
+        src = o.pfn
+        n = 1 << o.order
+        for i in range(n):
+            assert self.alloc_mt[src - self.start_pfn + i] == o.mt
+            assert self.alloc_mt[dst - self.start_pfn + i] == -1
+            self.alloc_mt[dst - self.start_pfn + i] = o.mt
+            self.alloc_mt[src - self.start_pfn + i] = -1
+        del self.pg_obj[src]
+        self.pg_obj[dst] = obj
+        o.pfn = dst
+        self._free_one_page(src, o.order)
+
+    def _migrate_pages(self, cc: CompactControl) -> None:
+        """Move the isolated units in isolation order; the first without a target fails
+        with all after it (they stay where they are)."""
+        for i, obj in enumerate(cc.migratepages):
+            j = self.objs[obj].order
+            dst = self._compaction_alloc(cc, j)
+            if dst < 0:
+                cc.failed += sum(1 << self.objs[x].order for x in cc.migratepages[i:])
+                return
+            self._move_unit(obj, dst)
+            cc.moved += 1 << j
+
+    def _release_free_list(self, cc: CompactControl) -> None:
+        """Every isolated block left goes back to the buddy: orders 0..10, HEAD to TAIL."""
+        for o in range(NR_PAGE_ORDERS):
+            for p in cc.freepages[o]:
+                self._free_one_page(p, o)
+            cc.freepages[o] = []
+        cc.nr_freepages = 0
+
+    def _compact_zone(
+        self, kind: str, seq: int, t: int, sync: bool, whole_zone: bool, proactive: bool, mt: int
+    ) -> str:
+        """``compact_zone``; records one model event and returns the result name."""
+        if t != -1:
+            if self._zone_watermark_ok(t, self.wmark_min, self._nr_free_pages()):
+                self._emit(kind, seq, t, sync, SUCCESS)
+                return SUCCESS
+            if not self._compaction_suitable(t):
+                self._emit(kind, seq, t, sync, SKIPPED)
+                return SKIPPED
+        if whole_zone:
+            migrate_pfn = self.start_pfn
+            free_pfn = pageblock_start_pfn(self.end_pfn - 1)
+        else:
+            migrate_pfn = self.cached_migrate_pfn[1 if sync else 0]
+            free_pfn = self.cached_free_pfn
+            whole_zone = migrate_pfn == self.start_pfn
+        cc = CompactControl(t, sync, mt, whole_zone, proactive, migrate_pfn, free_pfn)
+        while (r := self._compact_finished(cc)) == CONTINUE:
+            self._isolate_migratepages(cc)
+            if not cc.migratepages:
+                continue
+            self._migrate_pages(cc)
+        self._release_free_list(cc)
+        if not cc.met:
+            self.cached_migrate_pfn[0] = max(self.cached_migrate_pfn[0], cc.migrate_pfn)
+            if sync:
+                self.cached_migrate_pfn[1] = max(self.cached_migrate_pfn[1], cc.migrate_pfn)
+            self.cached_free_pfn = min(self.cached_free_pfn, cc.free_pfn)
+        self._emit(kind, seq, t, sync, r, cc, (migrate_pfn, free_pfn))
+        return r
+
+    # -- direct compaction ---------------------------------------------------------------------
+    def _compaction_deferred(self, k: int) -> bool:
+        """``compaction_deferred``: true to skip this attempt (counts it as considered)."""
+        if k < self.compact_order_failed:
+            return False
+        self.compact_considered += 1
+        limit = 1 << self.compact_defer_shift
+        if self.compact_considered >= limit:
+            self.compact_considered = limit
+            return False
+        return True
+
+    def _defer_compaction(self, k: int) -> None:
+        """``defer_compaction``: skip the next ``1 << shift`` attempts (shift at most 6)."""
+        self.compact_considered = 0
+        self.compact_defer_shift = min(self.compact_defer_shift + 1, COMPACT_MAX_DEFER_SHIFT)
+        self.compact_order_failed = min(self.compact_order_failed, k)
+
+    def _compaction_defer_reset(self, k: int, alloc_success: bool) -> None:
+        """``compaction_defer_reset``: compaction (expectedly) worked for order ``k``."""
+        if alloc_success:
+            self.compact_considered = 0
+            self.compact_defer_shift = 0
+        if k >= self.compact_order_failed:
+            self.compact_order_failed = k + 1
+
+    def _direct_compact(self, k: int, lmt: int, cpu: int, seq: int) -> int:
+        """``__alloc_pages_direct_compact`` at ASYNC then SYNC; the pfn, or -1."""
+        for sync in (False, True):
+            if self._compaction_deferred(k):
+                self._emit(KIND_DIRECT, seq, k, sync, DEFERRED)
+                continue
+            r = self._compact_zone(KIND_DIRECT, seq, k, sync, False, False, lmt)
+            if r == SUCCESS:
+                self._compaction_defer_reset(k, False)
+            elif sync and r in (COMPLETE, PARTIAL_SKIPPED):
+                self._defer_compaction(k)
+            pfn = self._get_page_from_freelist(k, lmt, cpu)
+            if pfn >= 0:
+                self._compaction_defer_reset(k, True)
+                return pfn
+        return -1
+
+    # -- proactive compaction ----------------------------------------------------------------------
+    def _proactive_check(self, seq: int) -> None:
+        """One kcompactd wake-up (every 500 ms of trace time)."""
+        if self.proactive_defer > 0:
+            self.proactive_defer -= 1
+            return
+        before = self._fragmentation_score()
+        if before > self.score_wmark_high:
+            self._compact_zone(KIND_PROACTIVE, seq, -1, True, True, True, MIGRATE_MOVABLE)
+            after = self._fragmentation_score()
+            self.proactive_defer = 0 if after < before else 1 << COMPACT_MAX_DEFER_SHIFT
+
+    def _tick(self, ts_ns: int, seq: int) -> None:
+        if self.ts0 is None:
+            self.ts0 = ts_ns
+            self.next_check_ns = ts_ns + HPAGE_FRAG_CHECK_INTERVAL_NS
+        if not self.proactive:
+            return
+        while self.next_check_ns <= ts_ns:
+            self._proactive_check(seq)
+            self.next_check_ns += HPAGE_FRAG_CHECK_INTERVAL_NS
+
+    # -- allocation --------------------------------------------------------------------------------
+    def _alloc_pages(self, order: int, rt: int, cpu: int, seq: int, compact: bool) -> int:
+        """docs/mobility.md's allocation (with the drain retry), then direct compaction."""
+        assert 0 <= order <= MAX_PAGE_ORDER and 0 <= cpu < self.ncpus
+        lmt = self._list_type(rt)
+        pfn = self._get_page_from_freelist(order, lmt, cpu)
+        if pfn < 0 and self.pcp_pages() > 0:
+            self._drain_all()
+            self.drains += 1
+            pfn = self._get_page_from_freelist(order, lmt, cpu)
+        if pfn < 0 and compact and order > 0 and self.direct:
+            pfn = self._direct_compact(order, lmt, cpu, seq)
+        if pfn >= 0:
+            self._mark_allocated(pfn, order, rt)
+        return pfn
+
+    # -- the public API --------------------------------------------------------------------------
+    def alloc(self, order: int, mt: int, cpu: int = 0) -> int:
+        """A raw allocation (no object, never moved, no compaction); pfn or -1."""
+        return self._alloc_pages(order, request_type(mt), cpu, -1, compact=False)
+
+    def alloc_obj(
+        self,
+        obj: int,
+        order: int,
+        mt: int,
+        movable: bool | None = None,
+        cpu: int = 0,
+        ts_ns: int = 0,
+        *,
+        seq: int = -1,
+    ) -> int:
+        """Allocate object ``obj`` (``1 << order`` pages) for a request of type ``mt`` at
+        trace time ``ts_ns`` (ns); the pfn, or -1.
+
+        Due proactive checks run first; a failure of order > 0 runs direct
+        compaction when enabled. ``movable`` None means "the request type is
+        MOVABLE" (types outside 0..2 count as MOVABLE).
+        """
+        old = self.objs.get(obj)
+        assert old is None or old.state in (FREED, FAILED), f"object {obj} is live"
+        self._tick(ts_ns, seq)
+        rt = request_type(mt)
+        mov = rt == MIGRATE_MOVABLE if movable is None else bool(movable)
+        pfn = self._alloc_pages(order, rt, cpu, seq, compact=True)
+        if pfn >= 0:
+            self.objs[obj] = Obj(pfn, order, rt, mov, UNIT, 1 << order)
+            self.pg_obj[pfn] = obj
+        else:
+            self.objs[obj] = Obj(-1, order, rt, mov, FAILED, 0)
+        return pfn
+
+    def free_obj(
+        self,
+        obj: int,
+        offset: int = 0,
+        order: int | None = None,
+        cpu: int = 0,
+        ts_ns: int = 0,
+        *,
+        seq: int = -1,
+    ) -> None:
+        """Free pages ``placed[obj] + offset`` (pfn offset) at ``order`` (default: the
+        object's) at trace time ``ts_ns`` (ns). A whole free ends the unit, a partial
+        one pins the rest; freeing a failed allocation is a no-op."""
+        self._tick(ts_ns, seq)
+        o = self.objs.get(obj)
+        if o is None or o.state == FAILED:
+            return
+        assert o.state in (UNIT, PINNED), f"object {obj} freed twice"
+        k = o.order if order is None else order
+        assert 0 <= k <= o.order and offset % (1 << k) == 0
+        assert 0 <= offset and offset + (1 << k) <= 1 << o.order, "free outside the object"
+        if o.state == UNIT:
+            del self.pg_obj[o.pfn]
+            o.state = PINNED
+        o.remaining -= 1 << k
+        assert o.remaining >= 0
+        if o.remaining == 0:
+            o.state = FREED
+        self.free(o.pfn + offset, k, o.mt, cpu)
+
+    def tick(self, ts_ns: int) -> None:
+        """Run the proactive checks due at or before ``ts_ns`` (ns)."""
+        self._tick(ts_ns, -1)
+
+    def compact_memory(self, seq: int = -1) -> str:
+        """One-shot whole-zone compaction (``/proc/sys/vm/compact_memory``); the result."""
+        return self._compact_zone(KIND_ONESHOT, seq, -1, True, True, False, MIGRATE_MOVABLE)
+
+    # -- inspection ---------------------------------------------------------------------------
+    def placement(self, obj: int) -> int:
+        """The object's first pfn (after any moves); -1 if its allocation failed or it is
+        unknown. A wholly freed object keeps its last pfn."""
+        o = self.objs.get(obj)
+        return -1 if o is None else o.pfn
+
+    @property
+    def model_events(self) -> list[ModelEvent]:
+        """One row per compact_zone call and per deferred direct attempt."""
+        return list(self.events)
+
+    def unit_placements(self) -> dict[int, int]:
+        """Live units: object id -> first pfn (not part of the shared zone API)."""
+        return {obj: pfn for pfn, obj in self.pg_obj.items()}
+
+
+def check_compaction_invariants(
+    zone: Any,
+    units: dict[int, tuple[int, int]],
+    pinned_pages: dict[int, int],
+    other: dict[int, tuple[int, int]] | None = None,
+) -> None:
+    """Assert a compaction zone's invariants, through the public API only.
+
+    ``units`` maps each live unit's object id to (order, request type);
+    ``pinned_pages`` maps each page still held by a pinned object to its
+    request type; ``other`` adds raw allocations (first pfn -> (order, type)).
+    Checks: each unit is placed at a naturally aligned pfn inside the zone and
+    none of its pages is in a free block or on a pcp list; free pages +
+    allocated pages + pcp pages == zone pages, and everything
+    ``check_mobility_invariants`` checks.
+    """
+    start = int(zone.start_pfn)
+    end = start + int(zone.pages)
+    allocated: dict[int, tuple[int, int]] = dict(other or {})
+    unit_spans: list[tuple[int, int]] = []
+    for obj, (k, mt) in units.items():
+        pfn = int(zone.placement(obj))
+        assert pfn >= 0, f"live unit {obj} has no placement"
+        assert pfn % (1 << k) == 0 and start <= pfn and pfn + (1 << k) <= end, (obj, pfn, k)
+        assert pfn not in allocated, f"unit {obj} at {pfn} overlaps another allocation"
+        allocated[pfn] = (k, mt)
+        unit_spans.append((pfn, pfn + (1 << k)))
+    for p, mt in pinned_pages.items():
+        assert p not in allocated, f"pinned page {p} overlaps another allocation"
+        allocated[p] = (0, mt)
+
+    # every live unit's pages are outside every free block (explicitly, before the rest)
+    free_spans = sorted(
+        (p, p + (1 << k)) for (k, _), pfns in zone.free_lists().items() for p in pfns
+    )
+    starts = [s for s, _ in free_spans]
+    for lo, hi in unit_spans:
+        i = bisect.bisect_right(starts, lo) - 1
+        if i >= 0:
+            assert free_spans[i][1] <= lo, f"unit [{lo}, {hi}) inside free block {free_spans[i]}"
+        if i + 1 < len(free_spans):
+            assert free_spans[i + 1][0] >= hi, f"unit [{lo}, {hi}) overlaps {free_spans[i + 1]}"
+
+    held = sum(1 << k for k, _ in allocated.values())
+    assert int(zone.free_pages()) + held + int(zone.pcp_pages()) == end - start, (
+        "free + allocated + pcp pages != zone pages"
+    )
+    check_mobility_invariants(zone, allocated)

@@ -1,0 +1,753 @@
+"""The ``compaction`` model (docs/compaction.md): hand-worked examples and random streams.
+
+Part 1 works small zones by hand from docs/compaction.md and checks
+placements, model events and free lists; every example is parametrised over
+``IMPLS`` (the pure-Python reference tests/ref_compaction.py and the numba
+``ZoneState``). Part 2 drives random streams of ``alloc_obj`` / ``free_obj`` /
+``tick`` / ``compact_memory`` through both and compares them at every step;
+the same streams also run on the reference alone, against its invariants.
+
+Units: pfns are absolute page frame numbers, orders are buddy orders
+(``1 << order`` pages), times are nanoseconds. Model events are tuples
+``(kind, seq, order, mode, start_pfn, end_pfn, migrate_pfn, free_pfn,
+scanned_migrate, scanned_free, moved, failed, result)``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from ref_compaction import RefCompaction, check_compaction_invariants
+
+from replay.models.mobility import ZoneState
+
+IMPLS: list[type] = [RefCompaction, ZoneState]
+
+U, M, R = 0, 1, 2
+MS = 1_000_000  # ns per ms
+Event = tuple[str, int, int, str, int, int, int, int, int, int, int, int, str]
+
+
+def events(zone: Any) -> list[tuple]:
+    """The zone's model events as plain tuples."""
+    return [tuple(e) for e in zone.model_events]
+
+
+def high_lists(zone: Any, min_order: int = 2) -> dict[tuple[int, int], list[int]]:
+    """The free lists of order >= ``min_order``."""
+    return {k: v for k, v in zone.free_lists().items() if k[0] >= min_order}
+
+
+def not_run(kind: str, seq: int, order: int, mode: str, result: str) -> Event:
+    """The event of a compact_zone call that scanned nothing (or a deferred attempt)."""
+    return (kind, seq, order, mode, -1, -1, -1, -1, 0, 0, 0, 0, result)
+
+
+def fragmented(
+    impl: type, *, grouping: bool = True, movable: bool = True, **kw: Any
+) -> tuple[Any, dict[int, tuple[int, int]]]:
+    """Zone [0, 2048) (pageblocks 0..3): every page allocated as an order-0 MOVABLE
+    object ``i`` at pfn ``i`` (``movable`` flag as given), then 3 pages of every 4
+    freed: units at 4i stay, free blocks 4i+1 (order 0) and 4i+2 (order 1).
+    Returns (zone, live units: obj -> (order, type))."""
+    z = impl(0, 2048, grouping=grouping, **kw)
+    for i in range(2048):
+        assert z.alloc_obj(i, 0, M, movable=movable) == i
+    for i in range(2048):
+        if i % 4:
+            z.free_obj(i)
+    assert list(z.nr_free) == [512, 512] + [0] * 9
+    units = {i: (0, M) for i in range(0, 2048, 4)}
+    check_compaction_invariants(z, units, {})
+    return z, units
+
+
+def first_round_targets() -> list[int]:
+    """Where the first 32 units of a fragmented() zone go when the free scanner starts at
+    pageblock 3 (pfn 1536): it isolates 1537(o0), 1538(o1), 1541(o0), ... until 33 pages
+    (11 order-0 and 11 order-1 blocks, each at the TAIL of its isolated list);
+    compaction_alloc takes the lowest order first: the 11 order-0 blocks, then each
+    order-1 block split (the upper half goes to the head of the order-0 list)."""
+    targets = [1537 + 4 * g for g in range(11)]
+    for g in range(11):
+        targets += [1538 + 4 * g, 1539 + 4 * g]
+    return targets[:32]
+
+
+# -- (1) one-shot whole-zone compaction ----------------------------------------------------------
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("grouping", [True, False])
+def test_compact_memory_builds_order_9_and_10_blocks(impl: type, grouping: bool) -> None:
+    z, units = fragmented(impl, grouping=grouping)
+    # compact_zone(-1, SYNC, whole zone): migrate scanner from 0, free scanner from
+    # pageblock_start_pfn(2047) = 1536. Rounds of 32 units (COMPACT_CLUSTER_MAX): 4 per
+    # pageblock, the 4th ending at 4*127+1 = 509 (then a round stepping 509..511, inside
+    # the new free block, isolates nothing). The free scanner fills pageblock 3's 384 free
+    # pages with the 384 units of pageblocks 0..2 and, once it reaches 2048 with enough
+    # pages, restarts one pageblock lower: free_pfn = 1536 - 512 = 1024. After the round
+    # ending at 4*383+1 = 1533 (pageblock 2) the scanners have met (1024>>9 <= 1533>>9):
+    # COMPLETE. Each scanner stepped over every page once: 1533 and 512 pages.
+    assert z.compact_memory(seq=7) == "COMPLETE"
+    assert events(z) == [
+        ("compact_oneshot", 7, -1, "sync", 0, 1536, 1533, 1024, 1533, 512, 384, 0, "COMPLETE")
+    ]
+    # pageblocks 0+1 merged to one order-10 block, pageblock 2 is an order-9 block
+    assert z.free_lists() == {(9, M): [1024], (10, M): [0]}
+    assert z.pageblock_types() == [M] * 4
+    # the first round's targets, in isolation order
+    for n, dst in enumerate(first_round_targets()):
+        assert z.placement(4 * n) == dst
+    # units of pageblock 3 never move; all 512 units now fill pageblock 3 exactly
+    assert all(z.placement(i) == i for i in range(1536, 2048, 4))
+    assert sorted(z.placement(i) for i in units) == list(range(1536, 2048))
+    check_compaction_invariants(z, units, {})
+    # a second pass finds nothing to move (every unit is in the last pageblock)
+    assert z.compact_memory(seq=8) == "COMPLETE"
+    assert events(z)[-1] == (
+        "compact_oneshot", 8, -1, "sync", 0, 1536, 1536, 1536, 1536, 0, 0, 0, "COMPLETE"
+    )  # fmt: skip
+    assert z.free_lists() == {(9, M): [1024], (10, M): [0]}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("grouping", [True, False])
+def test_unmovable_page_keeps_its_pageblock_from_becoming_free(impl: type, grouping: bool) -> None:
+    # As fragmented(), but page 601 (pageblock 1) is not freed: an order-0 MOVABLE-type
+    # object flagged movable=False (the trace's `movable` column), a unit that is never
+    # migratable. The migrate scanner steps over it (1 page); the 384 movable units and
+    # the 384 free pages of pageblock 3 are as before, so the scanners end where they did.
+    z = impl(0, 2048, grouping=grouping)
+    for i in range(2048):
+        assert z.alloc_obj(i, 0, M, movable=(i != 601)) == i
+    for i in range(2048):
+        if i % 4 and i != 601:
+            z.free_obj(i)
+    units = {i: (0, M) for i in [*range(0, 2048, 4), 601]}
+    assert z.compact_memory() == "COMPLETE"
+    assert events(z) == [
+        ("compact_oneshot", -1, -1, "sync", 0, 1536, 1533, 1024, 1533, 512, 384, 0, "COMPLETE")
+    ]
+    assert z.placement(601) == 601
+    # pageblock 1 = [512, 1024) minus page 601: the maximal aligned blocks around it; each
+    # free list holds one block, except (9, M): [0, 512) was freed first, [1024, 1536)
+    # later, both at the HEAD (buddy_merge_likely is false from order 9 up).
+    assert z.free_lists() == {
+        (0, M): [600], (1, M): [602], (2, M): [604], (3, M): [592], (4, M): [576],
+        (5, M): [608], (6, M): [512], (7, M): [640], (8, M): [768], (9, M): [1024, 0],
+    }  # fmt: skip
+    assert sorted(z.placement(i) for i in range(0, 2048, 4)) == list(range(1536, 2048))
+    check_compaction_invariants(z, units, {})
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_free_scanner_steps_over_an_order_10_unit(impl: type) -> None:
+    # Object 1 is a movable order-10 unit at [1024, 2048) (never migratable: order >= 9);
+    # [0, 1024) holds order-0 units at 4i with free 4i+1 (o0), 4i+2 (o1) as fragmented().
+    z = impl(0, 2048)
+    assert z.alloc_obj(0, 10, M) == 0
+    assert z.alloc_obj(1, 10, M) == 1024
+    z.free_obj(0)
+    for i in range(1024):
+        assert z.alloc_obj(2 + i, 0, M) == i
+    for i in range(1024):
+        if i % 4:
+            z.free_obj(2 + i)
+    units = {2 + i: (0, M) for i in range(0, 1024, 4)} | {1: (10, M)}
+    # The free scanner starts at pageblock 3 = [1536, 2048): inside the unit, not its
+    # start, so every page is an "other" page (512 scanned, nothing isolated). Pageblock 2
+    # starts with the unit: p += 1 << 10 (1024 pages scanned, p = 2048, isolate_start
+    # capped at the block end 1536). Pageblock 1 (the migrate scanner is in pageblock 0)
+    # then takes pageblock 0's 128 units exactly as pageblock 3 does in
+    # test_direct_compaction_satisfies_a_failed_order_4_request:
+    # the free scanner ends at 512 + 172 = 684; the migrate scanner at 512: met.
+    assert z.compact_memory() == "COMPLETE"
+    assert events(z) == [
+        ("compact_oneshot", -1, -1, "sync", 0, 1536, 512, 684, 512, 512 + 1024 + 172, 128, 0,
+         "COMPLETE")
+    ]  # fmt: skip
+    assert z.placement(1) == 1024
+    assert high_lists(z) == {(9, M): [0]}
+    assert sorted(z.placement(2 + i) for i in range(0, 512, 4)) == [
+        p for p in range(512, 684) if p % 4 != 0 and p != 683
+    ]
+    check_compaction_invariants(z, units, {})
+
+
+# -- (2) direct compaction ----------------------------------------------------------------------
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("grouping", [True, False])
+def test_direct_compaction_satisfies_a_failed_order_4_request(impl: type, grouping: bool) -> None:
+    z, units = fragmented(impl, grouping=grouping, compaction="direct")
+    # order 4 MOVABLE: no free block above order 1 -> fails (no pcp, so no drain retry).
+    # Direct compaction, ASYNC: not deferred (compact_considered 0 -> 1 = 1 << 0);
+    # __zone_watermark_ok(4, min 0) fails (no block >= order 4); compaction_suitable:
+    # 1536 free > low 0 + compact_gap(4) = 32, fragmentation_index(4) = 1000 - (1000 +
+    # 1536*1000/16) / 1024 = 906 > 500. Scanners start at the cached 0 and 1536.
+    # compact_finished only looks for a free page once migrate_pfn is pageblock aligned:
+    # rounds end at 125, 253, 381, 509, then 512 -> (9, M) holds [0, 512): SUCCESS.
+    # The free scanner moves the 128 units into [1536, 1708). Each isolate_freepages call
+    # stops once nr_freepages >= nr_migratepages, where nr_migratepages counts the round's
+    # units NOT YET MIGRATED (compaction_alloc takes 1 << j off it):
+    #   round 1 (units 0..124): 32 wanted, isolates 1537(o0) .. 1578(o1) = 33 pages, stops
+    #     at 1580; 1579 is left over;
+    #   round 2 (128..252): 1579 takes unit 128, so 31 are wanted: 1581 .. 1621(o0) = 31
+    #     pages, stops at 1622;
+    #   round 3 (256..380): 32 wanted: 1622(o1) .. 1662(o1) = 32 pages, stops at 1664;
+    #   round 4 (384..508): 32 wanted: 1665 .. 1706(o1) = 33 pages, stops at 1708; the page
+    #     left over (1707) is released at the end.
+    # cached migrate[0] = 512; cached free = min(1536, 1708) = 1536.
+    assert z.alloc_obj(5000, 4, M, seq=9) == 0
+    assert events(z) == [
+        ("compact_direct", 9, 4, "async", 0, 1536, 512, 1708, 512, 172, 128, 0, "SUCCESS")
+    ]
+    # the retry took (9, M) head 0 and split it: 16 (o4) .. 256 (o8) at the heads
+    assert high_lists(z) == {(4, M): [16], (5, M): [32], (6, M): [64], (7, M): [128],
+                             (8, M): [256]}  # fmt: skip
+    # pageblocks 1, 2: 256 order-0 + 256 order-1; pageblock 3 beyond 1708: 85 + 85; and 1707
+    assert list(z.nr_free) == [342, 341, 0, 0, 1, 1, 1, 1, 1, 0, 0]
+    assert 1707 in z.free_lists()[(0, M)]
+    for n, dst in enumerate(first_round_targets()):
+        assert z.placement(4 * n) == dst
+    assert sorted(z.placement(i) for i in range(0, 512, 4)) == [
+        p for p in range(1536, 1708) if p % 4 != 0 and p != 1707
+    ]
+    units[5000] = (4, M)
+    check_compaction_invariants(z, units, {})
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("grouping", [True, False])
+def test_deferral_after_repeated_failures(impl: type, grouping: bool) -> None:
+    # Nothing can move (movable=False): every order-4 request fails and compaction of the
+    # whole zone only walks pageblocks 0..2 (1536 pages) until the scanners meet: COMPLETE
+    # (whole_zone: it started at the zone start). compact_order_failed stays 0 (defer_
+    # compaction keeps min(0, 4)), so every order is deferred.
+    z, units = fragmented(impl, grouping=grouping, movable=False, compaction="direct")
+    lists = z.free_lists()
+
+    def ran(seq: int, mode: str) -> Event:
+        return ("compact_direct", seq, 4, mode, 0, 1536, 1536, 1536, 1536, 0, 0, 0, "COMPLETE")
+
+    def deferred(seq: int, mode: str) -> Event:
+        return not_run("compact_direct", seq, 4, mode, "DEFERRED")
+
+    # compaction_deferred: ++considered >= 1 << shift runs (and caps considered there);
+    # a SYNC COMPLETE defers: considered = 0, shift += 1. Runs at failures 1 (ASYNC and
+    # SYNC), 2, 4, 8, 16, 32, 64 (SYNC); then, with the shift capped at 6, every 32
+    # failures (64 considered attempts, two per failure).
+    want: list[Event] = []
+    considered, shift = 0, 0
+    runs_at = []
+    for f in range(1, 140):
+        for mode in ("async", "sync"):
+            considered += 1
+            if considered >= 1 << shift:
+                considered = 1 << shift
+                want.append(ran(f, mode))
+                runs_at.append(f)
+                if mode == "sync":
+                    considered, shift = 0, min(shift + 1, 6)
+            else:
+                want.append(deferred(f, mode))
+        assert z.alloc_obj(10_000 + f, 4, M, seq=f) == -1
+    assert runs_at[:8] == [1, 1, 2, 4, 8, 16, 32, 64]
+    assert runs_at[8:] == [96, 128]
+    assert events(z) == want
+    assert events(z)[:6] == [ran(1, "async"), ran(1, "sync"), deferred(2, "async"),
+                             ran(2, "sync"), deferred(3, "async"), deferred(3, "sync")]  # fmt: skip
+    assert z.free_lists() == lists
+    check_compaction_invariants(z, units, {})
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("grouping", [True, False])
+@pytest.mark.parametrize("threshold", [500, 400])
+def test_compaction_suitable_skips_when_memory_is_short(
+    impl: type, grouping: bool, threshold: int
+) -> None:
+    # 256 order-3 MOVABLE objects (obj i at 8i), the odd ones freed: 128 free order-3
+    # blocks at 16i + 8, units at 16i. Order 4 fails. compaction_suitable(4): watermark
+    # 1024 > 0 + 32 holds; fragmentation_index(4) = 1000 - (1000 + 1024*1000/16) / 128 =
+    # 1000 - 507 = 493: failing for lack of memory (<= extfrag_threshold 500) -> SKIPPED.
+    z = impl(0, 2048, grouping=grouping, compaction="direct", extfrag_threshold=threshold)
+    for i in range(256):
+        assert z.alloc_obj(i, 3, M) == 8 * i
+    for i in range(1, 256, 2):
+        z.free_obj(i)
+    units = {i: (3, M) for i in range(0, 256, 2)}
+    got = z.alloc_obj(999, 4, M, seq=3)
+    if threshold == 500:
+        assert got == -1
+        # both attempts skip; a SKIPPED result does not defer
+        assert events(z) == [not_run("compact_direct", 3, 4, "async", "SKIPPED"),
+                             not_run("compact_direct", 3, 4, "sync", "SKIPPED")]  # fmt: skip
+        assert list(z.nr_free) == [0, 0, 0, 128] + [0] * 7
+        check_compaction_invariants(z, units, {})
+        return
+    # 493 > 400: suitable. ASYNC rounds move 4 units (32 pages) each into pageblock 3's
+    # free order-3 blocks (1544, 1560, 1576, 1592, ...); 8 rounds empty pageblock 0 and use
+    # all of pageblock 3, so the free scanner ends at 2048 -> restarts at 1024. At
+    # migrate_pfn 512 the free order-9 block [0, 512) gives SUCCESS; the retry splits it.
+    assert got == 0
+    assert events(z) == [
+        ("compact_direct", 3, 4, "async", 0, 1536, 512, 1024, 512, 512, 256, 0, "SUCCESS")
+    ]
+    assert [z.placement(2 * n) for n in range(32)] == [1544 + 16 * n for n in range(32)]
+    assert high_lists(z, 4) == {(4, M): [16], (5, M): [32], (6, M): [64], (7, M): [128],
+                                (8, M): [256]}  # fmt: skip
+    assert list(z.nr_free) == [0, 0, 0, 64, 1, 1, 1, 1, 1, 0, 0]
+    units[999] = (4, M)
+    check_compaction_invariants(z, units, {})
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_async_direct_compaction_scans_only_pageblocks_of_the_request_type(impl: type) -> None:
+    # Grouping on. Pageblocks 0, 1 hold MOVABLE-type objects; the first UNMOVABLE request
+    # claims (10, M) head 1024, so pageblocks 2, 3 become UNMOVABLE and hold UNMOVABLE-type
+    # objects flagged movable=True. Then 3 pages of 4 are freed everywhere.
+    z = impl(0, 2048, compaction="direct")
+    for i in range(2048):
+        assert z.alloc_obj(i, 0, M if i < 1024 else U, movable=True) == i
+    for i in range(2048):
+        if i % 4:
+            z.free_obj(i)
+    assert z.pageblock_types() == [M, M, U, U]
+    units = {i: (0, M if i < 1024 else U) for i in range(0, 2048, 4)}
+    # UNMOVABLE order 4 fails (no block >= order 2 of any type). ASYNC: the migrate scanner
+    # skips the MOVABLE pageblocks 0, 1 (suitable_migration_source) and isolates 32 units
+    # of pageblock 2 (up to 1149); the free scanner finds no MOVABLE pageblock above
+    # pageblock 2 (3 is UNMOVABLE) and stops at 1024: all 32 units fail, the scanners have
+    # met: COMPLETE. SYNC takes every pageblock as a source: pageblock 0's 128 units move
+    # to the first free pages of pageblock 1 (3 is skipped as a target, 2 too): the free
+    # scanner ends at 512 + 172 = 684, 683 left over. When the migrate scanner reaches 512
+    # the scanners have met (684 >> 9 = 1): COMPLETE, compaction is deferred - and the
+    # retry claims the free order-9 pageblock 0 for UNMOVABLE (ALLOC_NOFRAGMENT pass).
+    assert z.alloc_obj(7000, 4, U, seq=5) == 0
+    assert events(z) == [
+        ("compact_direct", 5, 4, "async", 0, 1536, 1149, 1024, 125, 0, 0, 32, "COMPLETE"),
+        ("compact_direct", 5, 4, "sync", 0, 1536, 512, 684, 512, 172, 128, 0, "COMPLETE"),
+    ]
+    assert z.pageblock_types() == [U, M, U, U]
+    assert list(z.extfrag)[-1] == (0, 4, 9, U, M, False, True)
+    assert high_lists(z) == {(4, U): [16], (5, U): [32], (6, U): [64], (7, U): [128],
+                             (8, U): [256]}  # fmt: skip
+    assert list(z.nr_free) == [342, 341, 0, 0, 1, 1, 1, 1, 1, 0, 0]
+    assert all(z.placement(i) == i for i in range(1024, 2048, 4))
+    assert sorted(z.placement(i) for i in range(0, 512, 4)) == [
+        p for p in range(512, 684) if p % 4 != 0 and p != 683
+    ]
+    units[7000] = (4, U)
+    check_compaction_invariants(z, units, {})
+
+
+# -- (3) proactive compaction -------------------------------------------------------------------
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("grouping", [True, False])
+def test_proactive_compaction_runs_at_500ms_boundaries(impl: type, grouping: bool) -> None:
+    # Set-up events all at ts 0 = ts0: the first check is due at 500 ms.
+    z, units = fragmented(impl, grouping=grouping, compaction="proactive")
+    z.tick(499 * MS)
+    assert z.alloc_obj(5000, 9, M, ts_ns=499_999_999, seq=41) == -1  # no direct compaction
+    assert events(z) == []
+    # The check at 500 ms runs before the event at 500 ms: score = extfrag_for_order(9) *
+    # 2048 // 2049 = 100 * 2048 // 2049 = 99 > wmark_high 90 -> compact_zone(-1, SYNC, whole
+    # zone, proactive), which goes on while the zone's extfrag_for_order(9) > wmark_low 80:
+    # once pageblock 0 is free (after the round ending at 509) it is (1536 - 512) * 100 //
+    # 1536 = 66: SUCCESS. The order-9 request then gets pageblock 0.
+    assert z.alloc_obj(5001, 9, M, ts_ns=500 * MS, seq=42) == 0
+    assert events(z) == [
+        ("compact_proactive", 42, -1, "sync", 0, 1536, 509, 1708, 509, 172, 128, 0, "SUCCESS")
+    ]
+    units[5001] = (9, M)
+    check_compaction_invariants(z, units, {})
+    # the score went down (99 -> 65): no backoff, but the next check is at 1000 ms
+    z.free_obj(5001, ts_ns=999_999_999, seq=43)
+    del units[5001]
+    assert len(events(z)) == 1
+    assert z.free_lists()[(9, M)] == [0]
+    # at 1000 ms the score is 65 <= 90: nothing to do
+    z.tick(1000 * MS)
+    assert len(events(z)) == 1
+    check_compaction_invariants(z, units, {})
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_proactive_backoff_of_64_checks_when_the_score_does_not_improve(impl: type) -> None:
+    z, units = fragmented(impl, movable=False, compaction="proactive")
+
+    def ran(seq: int) -> Event:
+        # whole zone, nothing migratable: the migrate scanner walks pageblocks 0..2
+        return ("compact_proactive", seq, -1, "sync", 0, 1536, 1536, 1536, 1536, 0, 0, 0,
+                "COMPLETE")  # fmt: skip
+
+    # ts0 = 0 (the set-up). Check at 500 ms: score 99 > 90, compaction moves nothing, the
+    # score stays 99: proactive_defer = 64.
+    z.tick(500 * MS)
+    assert events(z) == [ran(-1)]
+    # the checks at 1.0, 1.5, ..., 32.5 s (64 of them) only count the backoff down
+    z.tick(32_999 * MS)
+    assert events(z) == [ran(-1)]
+    for t in (1_000, 20_000, 32_500):
+        z.tick(t * MS)  # time going back: nothing is due
+    assert events(z) == [ran(-1)]
+    # the check at 33.0 s compacts again, before the event at 33.0 s (whose seq it gets)
+    # (order-0 blocks were freed in ascending order, each to the HEAD: 2045 is the head)
+    assert z.alloc_obj(9000, 0, M, ts_ns=33_000 * MS, seq=77) == 2045
+    assert events(z) == [ran(-1), ran(77)]
+    units[9000] = (0, M)
+    # and backs off again: checks at 33.5 .. 65.0 s count down, 65.5 s compacts
+    z.free_obj(9000, ts_ns=65_499 * MS, seq=78)
+    del units[9000]
+    assert len(events(z)) == 2
+    z.tick(65_500 * MS)
+    assert events(z) == [ran(-1), ran(77), ran(-1)]
+    check_compaction_invariants(z, units, {})
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_proactive_checks_catch_up_over_a_long_gap(impl: type) -> None:
+    # One event at 2.2 s after ts0: the checks at 0.5, 1.0, 1.5 and 2.0 s all run before
+    # it. The first compacts (nothing movable: no improvement, defer 64), the next three
+    # count the backoff down.
+    z, _ = fragmented(impl, movable=False, compaction="both")
+    z.free_obj(0, ts_ns=2_200 * MS, seq=5)
+    assert [e[:2] for e in events(z)] == [("compact_proactive", 5)]
+
+
+# -- (4) random streams --------------------------------------------------------------------------
+SMALL_ORDERS = [0] * 24 + [1] * 3 + [2] * 2 + [3]
+LARGE_ORDERS = [4] * 4 + [5] * 3 + [6] * 2 + [7, 8, 9, 10]
+P_LARGE = 0.06  # share of steps that request a large block (order >= 4)
+P_ONESHOT = 0.004  # share of steps that run compact_memory
+
+
+class Stream:
+    """The test's own bookkeeping of live objects: units (obj -> (order, type)), pinned
+    objects and the page offsets they still hold, failed allocations; pages held (all
+    of them) and the large (order >= 4) units, kept up to date."""
+
+    def __init__(self) -> None:
+        self.units: dict[int, tuple[int, int]] = {}
+        # obj -> (base pfn, order, type, page offsets still held)
+        self.pinned: dict[int, tuple[int, int, int, set[int]]] = {}
+        self.failed: list[int] = []
+        self.large: set[int] = set()
+        self.held = 0  # pages
+        self.next_obj = 0
+
+    def add_unit(self, obj: int, k: int, mt: int) -> None:
+        self.units[obj] = (k, mt)
+        self.held += 1 << k
+        if k >= 4:
+            self.large.add(obj)
+
+    def free_unit(self, obj: int) -> None:
+        k, _ = self.units.pop(obj)
+        self.held -= 1 << k
+        self.large.discard(obj)
+
+    def pin(self, obj: int) -> None:
+        """The unit's first partial free: it becomes pinned (base pfn unknown yet)."""
+        k, mt = self.units.pop(obj)
+        self.large.discard(obj)
+        self.pinned[obj] = (-1, k, mt, set(range(1 << k)))
+
+    def free_piece(self, obj: int, off: int, j: int) -> None:
+        offs = self.pinned[obj][3]
+        offs.difference_update(range(off, off + (1 << j)))
+        self.held -= 1 << j
+        if not offs:
+            del self.pinned[obj]
+
+    def pinned_pages(self) -> dict[int, int]:
+        return {base + o: mt for base, _, mt, offs in self.pinned.values() for o in offs}
+
+
+def _placements(zone: Any, s: Stream) -> dict[int, int]:
+    """Live units' pfns (obj -> pfn). RefCompaction lists its own units (which must be
+    exactly the stream's); other zones are asked one object at a time."""
+    unit_placements = getattr(zone, "unit_placements", None)
+    if unit_placements is None:
+        return {x: int(zone.placement(x)) for x in s.units}
+    got: dict[int, int] = unit_placements()
+    assert got.keys() == s.units.keys(), "the reference's units differ from the stream's"
+    return got
+
+
+def _cheap_invariants(zone: Any, s: Stream, placed: dict[int, int]) -> None:
+    """Every live unit's pages are outside every free block (and other units); free +
+    allocated + pcp pages == zone pages. One sort, for every step."""
+    lists = zone.free_lists()
+    starts = np.array(
+        [p for pfns in lists.values() for p in pfns] + [placed[x] for x in s.units], np.int64
+    )
+    sizes = np.array(
+        [1 << k for (k, _), pfns in lists.items() for _ in pfns]
+        + [1 << k for k, _ in s.units.values()],
+        np.int64,
+    )
+    assert starts.size == 0 or starts.min() >= int(zone.start_pfn), "a live unit is unplaced"
+    order = np.argsort(starts, kind="stable")
+    lo, hi = starts[order], starts[order] + sizes[order]
+    bad = np.flatnonzero(hi[:-1] > lo[1:])
+    assert bad.size == 0, f"overlapping blocks/units at {lo[bad[0]]} and {lo[bad[0] + 1]}"
+    free = int(zone.free_pages())
+    n_free = sum(len(pfns) for pfns in lists.values())
+    assert free == int(sizes[:n_free].sum())
+    assert free + s.held + int(zone.pcp_pages()) == int(zone.pages)
+
+
+def _compare(ref: Any, z: Any, s: Stream, step: int, placed: dict[int, int]) -> None:
+    """Everything observable of the numba zone equals the reference's (``placed``: the
+    reference's unit placements)."""
+    where = f"step {step}"
+    assert z.free_lists() == ref.free_lists(), where
+    assert [int(x) for x in z.nr_free] == list(ref.nr_free), where
+    assert z.pageblock_types() == ref.pageblock_types(), where
+    assert z.pcp_lists() == ref.pcp_lists(), where
+    assert events(z) == events(ref), where
+    for obj, pfn in placed.items():
+        assert int(z.placement(obj)) == pfn, f"{where}: unit {obj}"
+    for obj, (base, *_) in s.pinned.items():
+        assert int(z.placement(obj)) == base == ref.placement(obj), f"{where}: pinned {obj}"
+    for obj in s.failed[-20:]:
+        assert int(z.placement(obj)) == -1 == ref.placement(obj), f"{where}: failed {obj}"
+
+
+def _small_order(rng: random.Random, shift: int) -> int:
+    """A small request's order; bigger zones get bigger ones (about as many objects)."""
+    return rng.choice(SMALL_ORDERS) + (shift if rng.random() < 0.7 else 0)
+
+
+def _alloc(zones: list[Any], s: Stream, rng: random.Random, k: int, cpu: int, ts: int,
+           seq: int, any_type: bool = True) -> int:  # fmt: skip
+    """Allocate a new object of order ``k`` on every zone (MOVABLE and movable unless
+    ``any_type``: then mostly MOVABLE, sometimes another type or a movable override)."""
+    obj = s.next_obj
+    s.next_obj += 1
+    mt = rng.choice([U] + [M] * 18 + [R]) if any_type else M
+    movable = None if not any_type or rng.random() < 0.9 else rng.random() < 0.5
+    got = [z.alloc_obj(obj, k, mt, movable, cpu, ts, seq=seq) for z in zones]
+    assert len(set(got)) == 1, f"seq {seq}: alloc_obj({obj}, o{k}, mt{mt}) -> {got}"
+    if got[0] >= 0:
+        s.add_unit(obj, k, mt)
+    else:
+        s.failed.append(obj)
+    return got[0]
+
+
+def _free(zones: list[Any], s: Stream, rng: random.Random, cpu: int, ts: int, seq: int,
+          p_partial: float = 0.1) -> None:  # fmt: skip
+    """Free a random live object (large units are short-lived: picked a third of the time
+    when there are some): whole, or (``p_partial`` of the time) one aligned piece."""
+    if s.large and rng.random() < 0.33:
+        obj = rng.choice(sorted(s.large))
+    else:
+        obj = rng.choice([*s.units, *s.pinned])
+    if obj in s.units and (s.units[obj][0] == 0 or rng.random() >= p_partial):
+        order = None if rng.random() < 0.5 else s.units[obj][0]
+        for z in zones:
+            z.free_obj(obj, 0, order, cpu, ts, seq=seq)
+        s.free_unit(obj)
+        return
+    if obj in s.units:  # the first partial free pins the unit
+        s.pin(obj)
+        jmax = s.pinned[obj][1] - 1
+    else:
+        jmax = s.pinned[obj][1]
+    base, k, mt, offs = s.pinned[obj]
+    j = rng.randint(0, jmax)
+    cands = [o for o in range(0, 1 << k, 1 << j) if all(o + i in offs for i in range(1 << j))]
+    if not cands:
+        j, cands = 0, sorted(offs)
+    off = rng.choice(cands)
+    for z in zones:
+        z.free_obj(obj, off, j, cpu, ts, seq=seq)
+    if base < 0:  # known only now: proactive checks due before the free may move the unit
+        s.pinned[obj] = (int(zones[0].placement(obj)), k, mt, offs)
+    s.free_piece(obj, off, j)
+
+
+def _check(zones: list[Any], s: Stream, step: int, full: bool) -> None:
+    """Compare the zones (when two) and check the invariants: the cheap ones on the
+    reference at every call (when the numba zone equals it, they hold there too), all of
+    them on every zone when ``full`` (then the extfrag events are compared as well)."""
+    ref = zones[0]
+    placed = _placements(ref, s)
+    _cheap_invariants(ref, s, placed)
+    if len(zones) == 2:
+        _compare(ref, zones[1], s, step, placed)
+        if full:
+            assert list(zones[1].extfrag) == list(ref.extfrag), f"step {step}"
+    if full:
+        for z in zones:
+            _cheap_invariants(z, s, _placements(z, s) if z is not ref else placed)
+            check_compaction_invariants(z, s.units, s.pinned_pages())
+
+
+def run_stream(
+    zones: list[Any],
+    rng: random.Random,
+    steps: int,
+    ncpus: int,
+    full_every: int,
+    occupancy: float = 0.7,
+) -> Stream:
+    """Drive every zone through one random stream; compare them (when two) and check
+    the invariants.
+
+    First, at ts 0, a fill with small MOVABLE requests up to 95% of the zone's pages,
+    then random frees down to ``occupancy`` (return values compared at every call, the
+    whole state every 64 calls and at the end; reported as step -seq): free memory
+    scattered over movable pages. Then ``steps``
+    random steps, everything compared and the cheap invariants checked after each, the
+    full ``check_compaction_invariants`` every ``full_every`` steps and at the end:
+    small requests (orders 0..3, shifted up in big zones) and frees keep about
+    ``occupancy`` of the zone held, so free memory ends up scattered; now and then a
+    large request (orders 4..10) that often needs compaction; frees of failed
+    allocations, ``tick``, ``compact_memory``; trace time mostly advancing by a few ms,
+    sometimes by 0.5..3 s (several proactive checks).
+    """
+    s = Stream()
+    pages = int(zones[0].pages)
+    shift = max(0, (pages // 2048).bit_length() - 1)  # 0 up to 4095 pages, 1, 2 at 8192
+    seq = 0
+    while s.held < 0.95 * pages:
+        k = _small_order(rng, shift)
+        if _alloc(zones, s, rng, k, rng.randrange(ncpus), 0, seq, any_type=False) < 0:
+            break
+        seq += 1
+        if seq % 64 == 0:
+            _check(zones, s, -seq, False)
+    while s.held > occupancy * pages:
+        _free(zones, s, rng, rng.randrange(ncpus), 0, seq, p_partial=0.0)
+        seq += 1
+        if seq % 64 == 0:
+            _check(zones, s, -seq, False)
+    _check(zones, s, -1, True)
+    ts = 0
+    for step in range(steps):
+        seq += 1
+        ts += rng.randrange(0, 20 * MS) if rng.random() < 0.9 else rng.randrange(500, 3000) * MS
+        cpu = rng.randrange(ncpus)
+        r = rng.random()
+        p_alloc = 0.55 if s.held < occupancy * pages else 0.1
+        if r < P_ONESHOT:
+            got = [z.compact_memory(seq=seq) for z in zones]
+            assert len(set(got)) == 1, f"step {step}: compact_memory -> {got}"
+        elif r < 0.03:
+            for z in zones:
+                z.tick(ts)
+        elif r < 0.04 and s.failed:
+            obj = rng.choice(s.failed)  # freeing a failed allocation: a no-op
+            for z in zones:
+                z.free_obj(obj, 0, None, cpu, ts, seq=seq)
+        elif r < 0.04 + P_LARGE:
+            _alloc(zones, s, rng, rng.choice(LARGE_ORDERS), cpu, ts, seq)
+        elif r < 0.04 + P_LARGE + p_alloc or not (s.units or s.pinned):
+            _alloc(zones, s, rng, _small_order(rng, shift), cpu, ts, seq)
+        else:
+            _free(zones, s, rng, cpu, ts, seq)
+        _check(zones, s, step, step % full_every == 0 or step == steps - 1)
+    return s
+
+
+STREAM_CONFIG = {
+    "seed": st.integers(0, 2**32 - 1),
+    "start": st.sampled_from([0, 1, 1024, 5000]),
+    "pages": st.sampled_from([1024, 1536, 2048, 3000, 4096, 8192]),
+    "grouping": st.booleans(),
+    "pcp": st.booleans(),
+    "compaction": st.sampled_from(["direct", "proactive", "both"]),
+    "wmark": st.sampled_from([(0, 0, 0), (4, 8, 12), (16, 32, 48)]),
+    "proactiveness": st.sampled_from([20, 50]),
+    "occupancy": st.sampled_from([0.5, 0.7, 0.85]),
+}
+
+
+def _zone_kw(
+    grouping: bool, pcp: bool, compaction: str, wmark: tuple[int, int, int], proactiveness: int
+) -> dict[str, Any]:
+    return {"grouping": grouping, "pcp": pcp, "ncpus": 2, "batch": 7, "high": 28,
+            "compaction": compaction, "wmark": wmark, "proactiveness": proactiveness}  # fmt: skip
+
+
+# Streams are drawn from a seed: shrinking would only try other streams, so it is off;
+# a failure reports its first differing step.
+STREAM_SETTINGS = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.too_slow],
+    "phases": (Phase.explicit, Phase.reuse, Phase.generate),
+    "report_multiple_bugs": False,
+}
+
+
+@settings(max_examples=60, **STREAM_SETTINGS)
+@given(**STREAM_CONFIG)
+def test_kernel_matches_reference(
+    seed: int, start: int, pages: int, grouping: bool, pcp: bool, compaction: str,
+    wmark: tuple[int, int, int], proactiveness: int, occupancy: float,
+) -> None:  # fmt: skip
+    """RefCompaction and the numba ZoneState agree at every step of random streams."""
+    kw = _zone_kw(grouping, pcp, compaction, wmark, proactiveness)
+    zones = [RefCompaction(start, pages, **kw), ZoneState(start, pages, **kw)]
+    run_stream(zones, random.Random(seed), 300, 2, full_every=50, occupancy=occupancy)
+
+
+def _check_events(zone: RefCompaction) -> None:
+    """Model events are well formed: results, costs, kinds, modes and positions."""
+    start, end = zone.start_pfn, zone.start_pfn + zone.pages
+    for e in zone.model_events:
+        kind, _, order, mode, m0, f0, m1, f1, sm, sf, moved, failed, result = e
+        assert result in ("SUCCESS", "COMPLETE", "PARTIAL_SKIPPED", "SKIPPED", "DEFERRED")
+        assert min(sm, sf, moved, failed) >= 0
+        assert (kind == "compact_direct") == (order > 0)
+        assert mode == "sync" or kind == "compact_direct"
+        if m0 < 0:  # nothing scanned
+            assert (m0, f0, m1, f1, sm, sf, moved, failed) == (-1, -1, -1, -1, 0, 0, 0, 0)
+            assert result in ("SUCCESS", "SKIPPED", "DEFERRED")
+            continue
+        assert result != "DEFERRED" and (result != "SKIPPED")
+        # (cached scanner positions need not be pageblock aligned: docs/compaction.md)
+        assert start <= m0 <= m1 and start <= f0 < end
+        assert (f1 >> 9 <= m1 >> 9) == (result in ("COMPLETE", "PARTIAL_SKIPPED"))
+        assert (result == "COMPLETE") <= (m0 == start or kind != "compact_direct")
+
+
+@settings(max_examples=25, **STREAM_SETTINGS)
+@given(**STREAM_CONFIG)
+def test_reference_keeps_invariants_on_random_streams(
+    seed: int, start: int, pages: int, grouping: bool, pcp: bool, compaction: str,
+    wmark: tuple[int, int, int], proactiveness: int, occupancy: float,
+) -> None:  # fmt: skip
+    """The reference alone: invariants after every step (full ones every 25 steps)."""
+    kw = _zone_kw(grouping, pcp, compaction, wmark, proactiveness)
+    zone = RefCompaction(start, pages, **kw)
+    run_stream([zone], random.Random(seed), 250, 2, full_every=25, occupancy=occupancy)
+    _check_events(zone)
+
+
+def test_reference_streams_exercise_compaction() -> None:
+    """The random streams really compact: over a few fixed streams, units move and every
+    kind of event and every result shows up; invariants hold throughout."""
+    seen: set[tuple[str, str]] = set()
+    moved = 0
+    for seed, start, pages, grouping, pcp, occupancy, compaction in [
+        (0, 1, 4096, True, False, 0.7, "direct"),
+        (1, 1, 3000, True, True, 0.7, "both"),
+    ]:
+        kw = _zone_kw(grouping, pcp, compaction, (4, 8, 12), 50)
+        zone = RefCompaction(start, pages, **kw)
+        run_stream([zone], random.Random(seed), 400, 2, full_every=50, occupancy=occupancy)
+        _check_events(zone)
+        seen |= {(e[0], e[-1]) for e in zone.model_events}
+        moved += sum(e[10] for e in zone.model_events)
+    assert moved > 0
+    direct = {r for k, r in seen if k == "compact_direct"}
+    assert direct == {"SUCCESS", "COMPLETE", "PARTIAL_SKIPPED", "SKIPPED", "DEFERRED"}, seen
+    assert {k for k, _ in seen} == {"compact_direct", "compact_proactive", "compact_oneshot"}
