@@ -15,7 +15,10 @@ from conftest import CAPTURE, ERAS, run_cli
 
 from replay.cli.main import app
 
-COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)  # type: ignore[union-attr]
+COMMANDS = sorted(
+    c.name or c.callback.__name__.replace("_", "-")  # type: ignore[union-attr]
+    for c in app.registered_commands
+)
 
 
 def test_commands_are_all_there() -> None:
