@@ -52,6 +52,7 @@ bench: $(STAMP) sysdeps
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_replay.py
 	$(PY) bench/bench_observed.py
+	$(PY) bench/bench_compaction.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check replay tests bench
