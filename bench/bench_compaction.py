@@ -68,8 +68,9 @@ def main() -> None:
     db.unlink(missing_ok=True)
     replay = [sys.executable, "-m", "replay.cli.main"]
     events = [] if args.events is None else ["--events", str(args.events)]
-    subprocess.run([*replay, "generate", "kernel-build", "--db", db, "-q", "--zone-pages",
-                    str(args.run_pages), *events], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    gen = [*replay, "generate", "kernel-build", "--db", db, "-q", "--zone-pages",
+           str(args.run_pages), *events]  # fmt: skip
+    subprocess.run(gen, check=True, stdout=subprocess.DEVNULL)
     for model in ("mobility", "mobility+compaction"):
         t0 = time.perf_counter()
         out = subprocess.run([*replay, "run", "kernel-build", "--db", db, "-q", "-f", "json",
@@ -81,7 +82,7 @@ def main() -> None:
         print(f"compaction: {model} on kernel-build ({r['events']:,} events, "
               f"{args.run_pages:,} pages): kernel {r['events_per_s'] / 1e6:.2f} M events/s, "
               f"whole run {wall:.1f} s, failures {r['failures']}, migrated {r['migrated']:,}, "
-              f"compactions {r['compactions']}, peak RSS (children so far) {rss:.0f} MiB")  # fmt: skip
+              f"compactions {r['compactions']}, peak RSS (children) {rss:.0f} MiB")  # fmt: skip
 
 
 if __name__ == "__main__":
