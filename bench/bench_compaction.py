@@ -73,8 +73,12 @@ def main() -> None:
     subprocess.run(gen, check=True, stdout=subprocess.DEVNULL)
     for model in ("mobility", "mobility+compaction"):
         t0 = time.perf_counter()
-        out = subprocess.run([*replay, "run", "kernel-build", "--db", db, "-q", "-f", "json",
-                              "--model", model], check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [*replay, "run", "kernel-build", "--db", db, "-q", "-f", "json", "--model", model],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - t0
         r = json.loads(out.stdout)
         r = r[0] if isinstance(r, list) else r
