@@ -646,31 +646,33 @@ class _Replay:
         if n == 0:
             return
         no = np.zeros(n, np.bool_)
-        mt8 = mt.astype(np.int8)
-        flags = (np.where(mt8 == M.MIGRATE_MOVABLE, C.F_MOVABLE, 0)
-                 | np.where(np.isin(mt8, self._reclaim_types()), C.F_RECLAIM, 0))  # fmt: skip
-        ev = (np.full(n, -1, np.int64), np.ones(n, np.bool_), obj.astype(np.int64),
-              np.zeros(n, np.int64), order.astype(np.int64), mt8, np.zeros(n, np.int16),
-              np.zeros(n, np.int64), flags.astype(np.int8))  # fmt: skip
+        ev = _event_arrays(n)
+        ev[0][:] = -1
+        ev[1][:] = True
+        ev[2][:] = obj
+        ev[4][:] = order
+        ev[5][:] = mt
+        ev[8][:] = self.type_flags(ev[5])
         prm = self.zone.prm
         saved = prm.copy()
         prm[M.P_COMPACT] = prm[M.P_VCOMPOUND] = 0
         prm[M.P_PRESSURE_RECLAIM] = prm[M.P_PRESSURE_OOM] = 0
-        keep_kswapd = prm[M.P_KSWAPD]
         prm[M.P_KSWAPD] = 0
         try:
             self.apply(ev, no, no, _outputs(0))
         finally:
             prm[:] = saved
-        if keep_kswapd:  # pre-existing reclaimable pages are kswapd victims too, oldest first
-            for x in obj[(flags & C.F_RECLAIM) != 0]:
-                if self.objects[0][x] >= 0:
-                    R.lru_add(np.int64(x), self.objects)
+        # pre-existing reclaimable pages are kswapd victims too, oldest first
+        self.zone.lru_add(ev[2])
 
-    def _reclaim_types(self) -> list[int]:
+    def type_flags(self, mts: np.ndarray) -> np.ndarray:
+        """F_* flags of objects known by their migratetype only (no event flags):
+        movable when MOVABLE, reclaimable by the run's kswapd victims."""
+        victims = [M.MIGRATE_RECLAIMABLE]
         if self.config.get("kswapd_movable", True):
-            return [M.MIGRATE_RECLAIMABLE, M.MIGRATE_MOVABLE]
-        return [M.MIGRATE_RECLAIMABLE]
+            victims.append(M.MIGRATE_MOVABLE)
+        return (np.where(mts == M.MIGRATE_MOVABLE, C.F_MOVABLE, 0)
+                | np.where(np.isin(mts, victims), C.F_RECLAIM, 0)).astype(np.int8)  # fmt: skip
 
 
 def _pressure(config: RunConfig, env: Environment) -> tuple[int, int]:
@@ -808,17 +810,9 @@ def run(
         # every other allocated page: an order-0 object, movable when the kernel had it on
         # an LRU list (page_mt MOVABLE), reclaimable by its type
         offs = np.flatnonzero(~claimed)
-        ids = n_obj + np.arange(offs.shape[0], dtype=np.int64)
         mts = page_mt[offs]
-        placed[ids] = offs + env.start_pfn
-        rp.objects[1][ids] = mts
-        rp.objects[3][ids] = np.where(mts == M.MIGRATE_MOVABLE, C.F_MOVABLE, 0) | np.where(
-            np.isin(mts, rp._reclaim_types()), C.F_RECLAIM, 0
-        )
-        rp.zone.arrays[13][offs] = ids.astype(np.int32)
-        if rp.zone.prm[M.P_KSWAPD]:
-            for x in ids[(rp.objects[3][ids] & C.F_RECLAIM) != 0]:
-                R.lru_add(np.int64(x), rp.objects)
+        rp.zone.adopt(n_obj + np.arange(offs.shape[0], dtype=np.int64), offs, 0, mts,
+                      rp.type_flags(mts))  # fmt: skip
     elif n_pre:
         pages_col = pre.column("pages").to_numpy()
         pre_order = np.ceil(np.log2(pages_col.astype(np.float64))).astype(np.int64)

@@ -483,17 +483,9 @@ def run_model(
     n = int(obs.unit_off.shape[0])
     zone = M.ZoneState(obs.start_pfn, obs.pages, grouping=True, wmark=wmark,
                        max_objects=max(n, 1))  # fmt: skip
-    if pb_mt is None:
-        zone.load(obs.blk, obs.page_mt)
-    else:  # ZoneState.load with the given pageblock types instead of its vote
-        zone.arrays[7][:] = pb_mt
-        M.load_state(zone.arrays, zone.prm, obs.blk.astype(np.int8), obs.page_mt.astype(np.int8))
-    ids = np.arange(n, dtype=np.int64)
-    zone.objects[0][ids] = obs.unit_off + obs.start_pfn
-    zone.objects[1][ids] = obs.unit_mt
-    zone.objects[2][ids] = obs.unit_order
-    zone.objects[3][ids] = np.where(obs.unit_movable, C.F_MOVABLE, 0)
-    zone.arrays[13][obs.unit_off] = ids.astype(np.int32)
+    zone.load(obs.blk, obs.page_mt, pb_mt)
+    zone.adopt(np.arange(n, dtype=np.int64), obs.unit_off, obs.unit_order, obs.unit_mt,
+               np.where(obs.unit_movable, C.F_MOVABLE, 0))  # fmt: skip
     before = zone.free_pages()
     zone.counters[:] = 0
     C.compact_memory(np.int64(seq), zone.arrays, zone.prm, zone.objects, zone.cz, zone.counters,

@@ -90,6 +90,18 @@ def new_cz(start_pfn: int, pages: int) -> np.ndarray:
     return cz
 
 
+@nb.njit(cache=True, inline="always", _nrt=False)
+def pageblock_start_pfn(pfn):  # type: ignore[no-untyped-def]
+    """``pageblock_start_pfn``: the first pfn of pfn's pageblock."""
+    return pfn & ~np.int64(PAGEBLOCK_PAGES - 1)
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def pageblock_end_pfn(pfn):  # type: ignore[no-untyped-def]
+    """``pageblock_end_pfn``: the first pfn after pfn's pageblock."""
+    return pageblock_start_pfn(pfn) + PAGEBLOCK_PAGES
+
+
 # -- metrics (mm/vmstat.c integer arithmetic) -----------------------------------------
 @nb.njit(cache=True, inline="always", _nrt=False)
 def zone_free_pages(nr_free):  # type: ignore[no-untyped-def]
@@ -240,9 +252,9 @@ def isolate_freepages(st, prm, ob, cz):  # type: ignore[no-untyped-def]
     pb0 = prm[M.P_PB0]
     t = cz[CC_ORDER]
     isolate_start = cz[CC_FREE_PFN]
-    block_start = isolate_start & ~np.int64(PAGEBLOCK_PAGES - 1)
+    block_start = pageblock_start_pfn(isolate_start)
     block_end = min(block_start + PAGEBLOCK_PAGES, end)
-    low = (cz[CC_MIGRATE_PFN] & ~np.int64(PAGEBLOCK_PAGES - 1)) + PAGEBLOCK_PAGES
+    low = pageblock_end_pfn(cz[CC_MIGRATE_PFN])
     min_free = t if t > 0 else np.int64(PAGEBLOCK_ORDER)
     while block_start >= low:
         ok = block_start >= start
@@ -329,7 +341,7 @@ def isolate_migratepages(st, prm, ob, cz):  # type: ignore[no-untyped-def]
     pb0 = prm[M.P_PB0]
     t = cz[CC_ORDER]
     low = cz[CC_MIGRATE_PFN]
-    block_end = (low & ~np.int64(PAGEBLOCK_PAGES - 1)) + PAGEBLOCK_PAGES
+    block_end = pageblock_end_pfn(low)
     while block_end <= cz[CC_FREE_PFN]:
         if not suitable_migration_source((low >> PAGEBLOCK_ORDER) - pb0, st, prm, cz):
             low = block_end
@@ -409,7 +421,7 @@ def reset_cached_positions(prm, cz):  # type: ignore[no-untyped-def]
     start = prm[M.P_START]
     cz[CZ_MIG0] = start
     cz[CZ_MIG1] = start
-    cz[CZ_FREE] = (start + prm[M.P_PAGES] - 1) & ~np.int64(PAGEBLOCK_PAGES - 1)
+    cz[CZ_FREE] = pageblock_start_pfn(start + prm[M.P_PAGES] - 1)
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -468,12 +480,12 @@ def compact_zone(t, mode, whole, proactive, mt, kind, seq, st, prm, ob, cz, coun
             return SKIPPED
     if whole:
         mig = start
-        fr = (end - 1) & ~np.int64(PAGEBLOCK_PAGES - 1)
+        fr = pageblock_start_pfn(end - 1)
     else:
         mig = cz[CZ_MIG1] if mode == MODE_SYNC else cz[CZ_MIG0]
         fr = cz[CZ_FREE]
         if fr < start or fr >= end:
-            fr = (end - 1) & ~np.int64(PAGEBLOCK_PAGES - 1)
+            fr = pageblock_start_pfn(end - 1)
             cz[CZ_FREE] = fr
         if mig < start or mig >= end:
             mig = start

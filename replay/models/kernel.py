@@ -47,7 +47,7 @@ def new_objects(n: int) -> tuple[np.ndarray, ...]:
     )
 
 
-@nb.njit(cache=True, _nrt=False)
+@nb.njit(cache=True, inline="always", _nrt=False)
 def room(counters, ef, me, cz, vc):  # type: ignore[no-untyped-def]
     """Whether the buffers can take one more event's output."""
     return (

@@ -748,23 +748,53 @@ class ZoneState:
                         *r[4:12], RESULTS[r[13]]))  # fmt: skip
         return out
 
-    def load(self, blk: np.ndarray, page_mt: np.ndarray) -> None:
+    def load(self, blk: np.ndarray, page_mt: np.ndarray, pb_mt: np.ndarray | None = None) -> None:
         """Start from a given state (offsets from start_pfn; see :func:`load_state`).
 
-        Pageblock types: UNMOVABLE where unmovable pages outnumber movable
-        ones, else MOVABLE; an order-10 free block takes its first
-        pageblock's type for both.
+        Pageblock types: ``pb_mt`` when given, else UNMOVABLE where unmovable
+        pages outnumber movable ones, else MOVABLE; an order-10 free block
+        takes its first pageblock's type for both.
         """
-        pb0 = self.start_pfn >> PAGEBLOCK_ORDER
-        idx = ((np.arange(self.pages, dtype=np.int64) + self.start_pfn) >> PAGEBLOCK_ORDER) - pb0
-        unmov = np.bincount(idx, weights=(page_mt == MIGRATE_UNMOVABLE), minlength=self.npb)
-        mov = np.bincount(idx, weights=(page_mt == MIGRATE_MOVABLE), minlength=self.npb)
-        pb_mt = np.where(unmov > mov, MIGRATE_UNMOVABLE, MIGRATE_MOVABLE).astype(np.int8)
-        for o in np.flatnonzero(blk > PAGEBLOCK_ORDER):
-            first = ((int(o) + self.start_pfn) >> PAGEBLOCK_ORDER) - pb0
-            pb_mt[first + 1 : first + (1 << (int(blk[o]) - PAGEBLOCK_ORDER))] = pb_mt[first]
+        if pb_mt is None:
+            pb0 = self.start_pfn >> PAGEBLOCK_ORDER
+            idx = (
+                (np.arange(self.pages, dtype=np.int64) + self.start_pfn) >> PAGEBLOCK_ORDER
+            ) - pb0
+            unmov = np.bincount(idx, weights=(page_mt == MIGRATE_UNMOVABLE), minlength=self.npb)
+            mov = np.bincount(idx, weights=(page_mt == MIGRATE_MOVABLE), minlength=self.npb)
+            pb_mt = np.where(unmov > mov, MIGRATE_UNMOVABLE, MIGRATE_MOVABLE).astype(np.int8)
+            for o in np.flatnonzero(blk > PAGEBLOCK_ORDER):
+                first = ((int(o) + self.start_pfn) >> PAGEBLOCK_ORDER) - pb0
+                pb_mt[first + 1 : first + (1 << (int(blk[o]) - PAGEBLOCK_ORDER))] = pb_mt[first]
         self.arrays[7][:] = pb_mt
         load_state(self.arrays, self.prm, blk.astype(np.int8), page_mt.astype(np.int8))
+
+    def adopt(self, ids: np.ndarray, offsets: np.ndarray, orders: np.ndarray | int,
+              mts: np.ndarray, flags: np.ndarray) -> None:  # fmt: skip
+        """Make the allocated units at ``offsets`` (from start_pfn) objects ``ids``.
+
+        For a state given by :meth:`load`: each unit (order, request type,
+        F_* flags) starts at its offset (``pg_obj``); with kswapd on, the
+        reclaimable ones join the LRU in ``ids`` order.
+        """
+        placed, obj_mt, obj_order, obj_flags = self.objects[:4]
+        placed[ids] = offsets + self.start_pfn
+        obj_mt[ids] = mts
+        obj_order[ids] = orders
+        obj_flags[ids] = flags
+        self.arrays[13][offsets] = ids.astype(np.int32)
+        self.lru_add(ids)
+
+    def lru_add(self, ids: np.ndarray) -> None:
+        """With kswapd on: the placed reclaimable objects among ``ids`` join the LRU tail."""
+        from replay.models import compaction as C
+        from replay.models.reclaim import lru_add
+
+        if not self.prm[P_KSWAPD]:
+            return
+        placed, obj_flags = self.objects[0], self.objects[3]
+        for x in ids[((obj_flags[ids] & C.F_RECLAIM) != 0) & (placed[ids] >= 0)]:
+            lru_add(np.int64(x), self.objects)
 
     def free_lists(self) -> dict[tuple[int, int], list[int]]:
         """(order, migratetype) -> free blocks' pfns, head to tail (non-empty lists only)."""
