@@ -313,7 +313,7 @@ RUNS_COLUMNS = (
     "ncpus", "pcp_batch", "pcp_high", "wmark_min", "wmark_low", "wmark_high", "below_low",
     "below_min", "fallbacks", "claims", "steals", "pcp_refills", "pcp_bulk_frees",
     "drain_retries", "pageblock_every", "start", "migrated", "scanned", "evicted",
-    "evicted_frees", "degraded", "compactions", "model_events",
+    "evicted_frees", "degraded", "compactions", "model_events", "exchanged", "contig_pages",
 )  # fmt: skip
 
 

@@ -136,7 +136,25 @@ CREATE TABLE IF NOT EXISTS runs (
     evicted_frees BIGINT,    -- frees of evicted objects (no-ops)
     degraded BIGINT,         -- allocations served as order-0 pages (virtual compound)
     compactions BIGINT,      -- compact_zone calls (model_events)
-    model_events BIGINT      -- rows in model_events
+    model_events BIGINT,     -- rows in model_events
+    exchanged BIGINT,        -- pages swapped in place by exchange pages (two pages per swap)
+    contig_pages BIGINT      -- pages handed out by contiguous range allocations
+);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id INTEGER NOT NULL,
+    name VARCHAR NOT NULL,   -- unique
+    spec VARCHAR,            -- the batch's TOML text
+    created TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS batch_runs (
+    batch_id INTEGER NOT NULL,
+    key VARCHAR NOT NULL,    -- trace x model key inside the batch (re-runs skip finished keys)
+    trace VARCHAR,           -- stored trace name
+    model VARCHAR,           -- preset name or TOML file
+    run_id INTEGER,          -- NULL while pending or when the run failed
+    status VARCHAR,          -- done | failed
+    error VARCHAR,           -- the failure's message
+    finished TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS model_events (
     run_id INTEGER NOT NULL,
@@ -172,7 +190,8 @@ CREATE TABLE IF NOT EXISTS steps (
     migrated BIGINT,         -- cumulative pages moved by compaction
     scanned BIGINT,          -- cumulative pages scanned by compaction
     evicted BIGINT,          -- cumulative pages reclaimed by kswapd
-    degraded BIGINT          -- cumulative virtual compound (degraded) successes
+    degraded BIGINT,         -- cumulative virtual compound (degraded) successes
+    exchanged BIGINT         -- cumulative pages swapped by exchange pages
 );
 CREATE TABLE IF NOT EXISTS extfrag (
     run_id INTEGER NOT NULL,
@@ -244,7 +263,7 @@ ALTER TABLE steps ADD COLUMN IF NOT EXISTS pcp_pages BIGINT;
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
 """ + "".join(
     f"ALTER TABLE steps ADD COLUMN IF NOT EXISTS {c} BIGINT;\n"
-    for c in ("migrated", "scanned", "evicted", "degraded")
+    for c in ("migrated", "scanned", "evicted", "degraded", "exchanged")
 ) + "".join(
     f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {c} {t};\n"
     for c, t in [
@@ -256,7 +275,7 @@ ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
         ("drain_retries", "BIGINT"), ("pageblock_every", "BIGINT"), ("start", "VARCHAR"),
         ("migrated", "BIGINT"), ("scanned", "BIGINT"), ("evicted", "BIGINT"),
         ("evicted_frees", "BIGINT"), ("degraded", "BIGINT"), ("compactions", "BIGINT"),
-        ("model_events", "BIGINT"),
+        ("model_events", "BIGINT"), ("exchanged", "BIGINT"), ("contig_pages", "BIGINT"),
     ]
 )  # fmt: skip
 
