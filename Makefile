@@ -24,11 +24,15 @@ apt-python-venv:
 	@test -f $(APT_UPDATED) || (apt-get update -qq && touch $(APT_UPDATED))
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null
 
-# System tools the tests use: the zstd command line (interoperability of its files).
+# System tools the tests use: the zstd command line (interoperability of its files) and
+# Debian's chromium (the report and web page tests drive it headless through Playwright).
 sysdeps:
-	@command -v zstd >/dev/null 2>&1 || { \
-	  (test -f $(APT_UPDATED) || (apt-get update -qq && touch $(APT_UPDATED))) && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zstd >/dev/null; }
+	@missing=""; \
+	  command -v zstd >/dev/null 2>&1 || missing="$$missing zstd"; \
+	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  test -z "$$missing" || { \
+	    (test -f $(APT_UPDATED) || (apt-get update -qq && touch $(APT_UPDATED))) && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }
 
 demo: $(STAMP)
 	@rm -f demo.duckdb demo.duckdb.wal
