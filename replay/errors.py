@@ -57,6 +57,10 @@ class TraceNotFoundError(ReplayError):
     """A trace name or id that is not in the store (exit code 1)."""
 
 
+class RunNotFoundError(ReplayError):
+    """A run id or batch name that is not in the store (exit code 1)."""
+
+
 class TraceExistsError(UsageError):
     """Ingest under a name that exists without ``--replace`` (exit code 2)."""
 

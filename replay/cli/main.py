@@ -15,6 +15,7 @@ from replay.cli import generate as generate_cmd
 from replay.cli import ingest as ingest_cmd
 from replay.cli import inspect as inspect_cmd
 from replay.cli import record as record_cmd
+from replay.cli import report as report_cmd
 from replay.cli import run as run_cmd
 from replay.cli import sql as sql_cmd
 from replay.cli import validate as validate_cmd
@@ -41,6 +42,8 @@ app.command()(validate_cmd.validate)
 app.command()(record_cmd.record)
 app.command()(compare_kernel_cmd.compare_kernel_compaction)
 app.command()(generate_cmd.generate)
+app.command()(report_cmd.report)
+app.command()(report_cmd.compare)
 
 
 @app.command()
