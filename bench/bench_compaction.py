@@ -33,14 +33,14 @@ def fragmented_zone(pages: int, seed: int) -> M.ZoneState:
     z = M.ZoneState(0, pages, max_objects=pages)
     stats = np.zeros(NR_STATS, np.int64)
     for x in range(pages):  # boot order: ascending pfns
-        apply_event(True, x, 0, 0, 1, C.F_MOVABLE, 0, 0, -1, z.arrays, z.prm, z.objects, z.cz,
-                    z.counters, z.ef, z.me, z.mode, z.vc, stats)  # fmt: skip
+        apply_event(True, x, 0, 0, 1, C.F_MOVABLE, -1, 0, 0, -1, z.arrays, z.prm, z.objects,
+                    z.cz, z.counters, z.ef, z.me, z.mode, z.vc, stats, z.pools)  # fmt: skip
     rng = np.random.default_rng(seed)
     for pb in range(pages // 512):
         for i in rng.choice(512, 384, replace=False):
             x = pb * 512 + int(i)
-            apply_event(False, x, 0, 0, 1, 0, 0, 0, -1, z.arrays, z.prm, z.objects, z.cz,
-                        z.counters, z.ef, z.me, z.mode, z.vc, stats)  # fmt: skip
+            apply_event(False, x, 0, 0, 1, 0, -1, 0, 0, -1, z.arrays, z.prm, z.objects, z.cz,
+                        z.counters, z.ef, z.me, z.mode, z.vc, stats, z.pools)  # fmt: skip
     return z
 
 

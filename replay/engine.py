@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from replay.errors import BadInputError, UsageError
 from replay.ingest import Progress
 from replay.models import compaction as C
+from replay.models import defrag as D
 from replay.models import kernel as K
 from replay.models import mobility as M
 from replay.models import reclaim as R
@@ -71,13 +72,20 @@ STEPS_SCHEMA = pa.schema(
     + [pa.field(f"nr_free_{k}", pa.int64()) for k in range(NF)]
     + [pa.field("largest_free_order", pa.int8()), pa.field("failures", pa.int64()),
        pa.field("pcp_pages", pa.int64()), pa.field("fallbacks", pa.int64())]
-    + [pa.field(c, pa.int64()) for c in ("migrated", "scanned", "evicted", "degraded")]
+    + [pa.field(c, pa.int64())
+       for c in ("migrated", "scanned", "evicted", "degraded", "exchanged")]
 )  # fmt: skip
 MODEL_EVENTS_SCHEMA = pa.schema(
     [pa.field("seq", pa.int64()), pa.field("kind", pa.string()), pa.field("order", pa.int8()),
      pa.field("mode", pa.string())]
     + [pa.field(c, pa.int64()) for c in C.ME_COLS[4:13]]
-    + [pa.field("result", pa.string()), pa.field("free_pages", pa.int64())]
+    + [pa.field("result", pa.string()), pa.field("free_pages", pa.int64()),
+       pa.field("exchanged", pa.int64())]
+)  # fmt: skip
+CONTIGUITY_SCHEMA = pa.schema(
+    [pa.field("seq", pa.int64()), pa.field("phase", pa.string()), pa.field("region", pa.int64())]
+    + [pa.field(c, pa.int64()) for c in ("pages", "runs", "largest_run", "in_place")]
+    + [pa.field("top1_pct", pa.float64()), pa.field("top4_pct", pa.float64())]
 )  # fmt: skip
 EXTFRAG_SCHEMA = pa.schema(
     [pa.field("seq", pa.int64()), pa.field("pfn", pa.int64())]
@@ -115,6 +123,13 @@ PARAMS: dict[str, tuple[type, str]] = {
     "pressure": (bool, "record free memory crossing the low/min watermarks (default false)"),
     "pressure_reclaim_pages": (int, "the 'about to reclaim' threshold (default: low wmark)"),
     "pressure_oom_pages": (int, "the 'about to OOM' threshold (default: min wmark)"),
+    "defrag_thresholds": (list, "active defragmentation: [[order, free blocks wanted], ...]"),
+    "defrag_idle_ms": (int, "active defragmentation runs in event gaps this long (default 100)"),
+    "exchange_at": (list, "seqs before which exchange pages runs over every region (-1: end)"),
+    "contig_at": (list, "contiguous range allocations: [[seq, pages] or [seq, pages, pfn]]"),
+    "contig_policy": (str, "first (alloc_contig_pages' first fit, default) | best"),
+    "pool_order": (int, "per-owner pools: order of an owner's chunk (default 0: off)"),
+    "pool_owner": (str, "what owns a pool: region (default) | pid | comm"),
 }
 PARAM_MAX = {
     "pcp_batch": 2**31 - 1,
@@ -127,12 +142,16 @@ PARAM_MAX = {
     "vcompound_order": 10,
     "pressure_reclaim_pages": 2**40,
     "pressure_oom_pages": 2**40,
+    "defrag_idle_ms": 2**40,
+    "pool_order": 10,
 }
 PARAM_MIN = {"min_free_kbytes": 0, "extfrag_threshold": 0, "proactiveness": 0,
-             "vcompound_order": 0}  # fmt: skip
+             "vcompound_order": 0, "pool_order": 0}  # fmt: skip
 PARAM_CHOICES = {
     "compaction": ("off", "direct", "proactive", "both"),
     "kswapd": ("off", "lru", "targeted"),
+    "contig_policy": ("first", "best"),
+    "pool_owner": ("region", "pid", "comm"),
 }
 PRESETS: dict[str, dict[str, Any]] = {
     "buddy": {"model": "buddy"},
@@ -144,6 +163,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mobility+kswapd": {"model": "mobility", "kswapd": "lru"},
     "mobility+kswapd-targeted": {"model": "mobility", "kswapd": "targeted"},
     "mobility+vcompound": {"model": "mobility", "vcompound_order": 1},
+    "mobility+exchange": {"model": "mobility", "exchange_at": [-1]},
+    "mobility+defrag": {"model": "mobility", "defrag_thresholds": [[9, 8]]},
+    "mobility+pools": {"model": "mobility", "pool_order": 4},
 }
 
 
@@ -199,6 +221,34 @@ def _check_params(params: dict[str, Any], file: str | None) -> dict[str, Any]:
                 file=file,
                 field=name,
             )
+        if name == "exchange_at" and not all(type(v) is int and v >= -1 for v in value):
+            raise BadInputError(
+                f"exchange_at must be a list of seqs (integers >= -1), not {value!r}",
+                file=file,
+                field=name,
+            )
+        if name == "defrag_thresholds" and not all(
+            isinstance(v, list) and len(v) == 2 and all(type(a) is int for a in v)
+            and 0 <= v[0] <= NF - 1 and v[1] >= 1
+            for v in value
+        ):  # fmt: skip
+            raise BadInputError(
+                f"defrag_thresholds must be a list of [order 0-{NF - 1}, blocks >= 1] pairs, "
+                f"not {value!r}",
+                file=file,
+                field=name,
+            )
+        if name == "contig_at" and not all(
+            isinstance(v, list) and len(v) in (2, 3) and all(type(a) is int for a in v)
+            and v[0] >= -1 and v[1] >= 1 and (len(v) == 2 or v[2] >= 0)
+            for v in value
+        ):  # fmt: skip
+            raise BadInputError(
+                f"contig_at must be a list of [seq >= -1, pages >= 1] or [seq, pages, pfn], "
+                f"not {value!r}",
+                file=file,
+                field=name,
+            )
         if name.endswith("_classes") and not all(type(v) is str and v for v in value):
             raise BadInputError(
                 f"{name} must be a list of non-empty strings, not {value!r}",
@@ -238,10 +288,11 @@ def load_model(spec: str) -> RunConfig:
 
 def _event_arrays(n: int) -> tuple[np.ndarray, ...]:
     """An empty event tuple as the kernel takes it: seq, is_alloc, obj, offset, order,
-    migratetype, cpu, ts_ns, flags."""
+    migratetype, cpu, ts_ns, flags, owner (-1: none)."""
     return (np.zeros(n, np.int64), np.zeros(n, np.bool_), np.zeros(n, np.int64),
             np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int8),
-            np.zeros(n, np.int16), np.zeros(n, np.int64), np.zeros(n, np.int8))  # fmt: skip
+            np.zeros(n, np.int16), np.zeros(n, np.int64), np.zeros(n, np.int8),
+            np.full(n, -1, np.int64))  # fmt: skip
 
 
 def warm_up() -> None:
@@ -251,18 +302,19 @@ def warm_up() -> None:
     ev = _event_arrays(1)
     ev[1][0] = True
     K.replay_chunk(0, 1, ev, one, one, z.objects, z.arrays, z.prm, z.counters, z.ef, z.me, z.cz,
-                   z.mode, z.vc, np.zeros(K.NR_STATS, np.int64), 0, _outputs(1))  # fmt: skip
+                   z.mode, z.vc, np.zeros(K.NR_STATS, np.int64), 0, _outputs(1),
+                   z.pools)  # fmt: skip
     M.pageblock_snapshot(z.arrays, z.prm, np.zeros((z.npb, 6), np.int64))
     C.compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
 
 
 def _outputs(m: int) -> tuple[np.ndarray, ...]:
     """Per-row result arrays: pfn, outcome, nr_free, has_counters, failures, pcp, fallbacks,
-    migrated, scanned, evicted, degraded."""
+    migrated, scanned, evicted, degraded, exchanged."""
     return (np.empty(m, np.int64), np.empty(m, np.int8), np.zeros((m, NF), np.int64),
             np.empty(m, np.bool_), np.empty(m, np.int64), np.empty(m, np.int64),
             np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64),
-            np.empty(m, np.int64), np.empty(m, np.int64))  # fmt: skip
+            np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64))  # fmt: skip
 
 
 @dataclass
@@ -301,6 +353,11 @@ class RunResult:
     degraded: int = 0
     compactions: int = 0
     model_events: int = 0
+    exchanged: int = 0
+    contig_pages: int = 0
+    pool_chunks: int = 0
+    pool_waste: int = 0
+    pool_fallbacks: int = 0
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -314,6 +371,7 @@ RUNS_COLUMNS = (
     "below_min", "fallbacks", "claims", "steals", "pcp_refills", "pcp_bulk_frees",
     "drain_retries", "pageblock_every", "start", "migrated", "scanned", "evicted",
     "evicted_frees", "degraded", "compactions", "model_events", "exchanged", "contig_pages",
+    "pool_chunks", "pool_waste", "pool_fallbacks",
 )  # fmt: skip
 
 
@@ -509,7 +567,10 @@ class _Spool:
 class _Replay:
     """A model zone plus what the kernel writes into, across passes and chunks."""
 
-    def __init__(self, env: Environment, config: RunConfig, n_obj: int, tmp: Path) -> None:
+    def __init__(
+        self, env: Environment, config: RunConfig, n_obj: int, tmp: Path, n_owners: int = 1
+    ) -> None:
+        thresholds = {int(k): int(n) for k, n in config.get("defrag_thresholds", [])}
         self.zone = M.ZoneState(
             env.start_pfn, env.pages, pcp=bool(config.get("pcp", False)), ncpus=env.ncpus,
             batch=env.batch, high=env.high, grouping=config.model == "mobility",
@@ -518,7 +579,10 @@ class _Replay:
             extfrag_threshold=config.get("extfrag_threshold", 500),
             proactiveness=config.get("proactiveness", 20), wmark=env.wmark,
             kswapd=config.get("kswapd", "off"), vcompound_order=config.get("vcompound_order", 0),
-            pressure=_pressure(config, env), max_objects=n_obj,
+            pressure=_pressure(config, env),
+            defrag_idle_ns=config.get("defrag_idle_ms", 100) * 1_000_000 if thresholds else 0,
+            defrag_thresholds=thresholds, pool_order=config.get("pool_order", 0),
+            pool_owners=n_owners, max_objects=n_obj,
         )  # fmt: skip
         self.config = config
         self.ncpus = env.ncpus
@@ -531,7 +595,17 @@ class _Replay:
         self.extfrag = _Spool(tmp / "extfrag.parquet", EXTFRAG_SCHEMA)
         self.pageblocks = _Spool(tmp / "pageblocks.parquet", PAGEBLOCKS_SCHEMA)
         self.model_events = _Spool(tmp / "model_events.parquet", MODEL_EVENTS_SCHEMA)
+        self.contiguity = _Spool(tmp / "contiguity.parquet", CONTIGUITY_SCHEMA)
         self.compactions = 0
+        self.contig_pages = 0
+        self._pass_ef: np.ndarray | None = None
+        # regions (exchange pages, contiguity): per object its dense region (-1: none) and
+        # vpn; per region its id in the trace and its exchange anchor (vpn, pfn)
+        self.obj_region = np.full(n_obj, -1, np.int64)
+        self.obj_vpn = np.zeros(n_obj, np.int64)
+        self.region_ids = np.zeros(0, np.int64)
+        self.anchor_vpn = np.zeros(0, np.int64)
+        self.anchor_pfn = np.zeros(0, np.int64)
         self._pb = np.zeros((self.zone.npb, 6), np.int64)
         self.out = _outputs(CHUNK_EVENTS)
         self._pb_index = np.arange(self.zone.npb, dtype=np.int64) + (
@@ -545,34 +619,190 @@ class _Replay:
         keep_counters: np.ndarray,
         out: tuple[np.ndarray, ...],
         snap_at: np.ndarray | None = None,
-        compact_before: np.ndarray | None = None,
+        actions: list[tuple[int, str, Any]] | None = None,
     ) -> int:
         """Run the kernel over all of ``ev``; pageblock snapshots after the indices in
-        snap_at, one-shot compactions before the indices in compact_before."""
+        snap_at; ``actions`` (index, kind, argument) before the event at that index (the
+        length of ``ev``: after the last): ``compact`` (one-shot compaction),
+        ``exchange`` (exchange pages), ``contig`` (a contiguous range allocation,
+        argument [pages] or [pages, pfn]). Active defragmentation passes run where the
+        kernel stops for them."""
         n = ev[0].shape[0]
-        bounds: list[tuple[int, str]] = []
-        if compact_before is not None:
-            bounds += [(int(j), "compact") for j in compact_before]
+        bounds: list[tuple[int, int, str, Any]] = []
+        for j, kind, arg in actions or []:
+            bounds.append((int(j), 1, kind, arg))
         if snap_at is not None:
-            bounds += [(int(j) + 1, "snap") for j in snap_at]
-        bounds.sort(key=lambda b: (b[0], b[1] != "snap"))  # a snapshot, then a compaction
+            bounds += [(int(j) + 1, 0, "snap", None) for j in snap_at]
+        bounds.sort(key=lambda b: (b[0], b[1]))  # a snapshot, then the actions
         if not bounds or bounds[-1][0] != n:
-            bounds.append((n, ""))
+            bounds.append((n, 2, "", None))
         i = r = 0
         z = self.zone
-        for stop, what in bounds:
+        for stop, _, what, arg in bounds:
             while i < stop:
                 t0 = time.perf_counter()
                 i, r = K.replay_chunk(i, stop, ev, keep_row, keep_counters, self.objects,
                                       z.arrays, z.prm, z.counters, self.ef, self.me, z.cz,
-                                      z.mode, self.vc, self.stats, r, out)  # fmt: skip
+                                      z.mode, self.vc, self.stats, r, out, z.pools)  # fmt: skip
                 self.replay_s += time.perf_counter() - t0
                 self.flush()
+                if i < stop and z.cz[D.CZ_DF_DUE]:
+                    self.defrag(int(ev[0][i]))
+            seq = int(ev[0][stop]) if stop < n else -1
             if what == "snap":
                 self.snapshot(int(ev[0][stop - 1]))
             elif what == "compact":
-                self.compact_memory(int(ev[0][stop]) if stop < n else -1)
+                self.compact_memory(seq)
+            elif what == "exchange":
+                self.exchange(seq)
+            elif what == "contig":
+                self.alloc_contig(seq, arg)
         return r
+
+    def _pass_buffer(self) -> np.ndarray:
+        """An extfrag buffer for a pass between events (one row per target allocation)."""
+        if self._pass_ef is None:
+            self._pass_ef = np.zeros((min(self.zone.pages, 1 << 20) + 1024, len(M.EF_COLS)),
+                                     np.int64)  # fmt: skip
+        return self._pass_ef
+
+    def defrag(self, seq: int) -> None:
+        """An active defragmentation pass before event ``seq``."""
+        z = self.zone
+        ef = self._pass_buffer()
+        t0 = time.perf_counter()
+        D.defrag_pass(seq, z.arrays, z.prm, self.objects, z.cz, z.counters, ef, z.mode, self.me)
+        self.replay_s += time.perf_counter() - t0
+        self.flush_extfrag(ef)
+        self.flush()
+
+    def alloc_contig(self, seq: int, arg: list[int]) -> None:
+        """A contiguous range allocation of ``arg[0]`` pages (at pfn ``arg[1]`` if given)
+        before event ``seq``; the pages stay allocated to the end of the run."""
+        z = self.zone
+        n = int(arg[0])
+        pfn = int(arg[1]) if len(arg) > 1 else -1
+        ef = self._pass_buffer()
+        best = self.config.get("contig_policy", "first") == "best"
+        t0 = time.perf_counter()
+        got, moved, tried = D.alloc_contig(n, pfn, best, seq, z.arrays, z.prm, self.objects,
+                                           z.counters, ef, z.mode)  # fmt: skip
+        self.replay_s += time.perf_counter() - t0
+        self.flush_extfrag(ef)
+        ok = got >= 0
+        self.contig_pages += n if ok else 0
+        self._model_event_rows(
+            seq=[seq], kind="contig", start_pfn=[got if ok else None],
+            end_pfn=[got + n if ok else None], moved=[int(moved)],
+            failed=[int(tried) - int(ok)], result=["SUCCESS" if ok else "FAILED"],
+            scanned_migrate=[n],
+        )  # fmt: skip
+
+    def set_regions(self, obj: np.ndarray, region: np.ndarray, vpn: np.ndarray,
+                    order: np.ndarray) -> None:  # fmt: skip
+        """The trace's regions: objects' (region, vpn) and each region's exchange anchor.
+
+        As in the exchange pages patchset: anchors laid out in region id order from
+        the zone's start, each region after the previous one's span of vpns."""
+        self.region_ids, dense = np.unique(region, return_inverse=True)
+        self.obj_region[obj] = dense
+        self.obj_vpn[obj] = vpn
+        nr = self.region_ids.shape[0]
+        lo = np.full(nr, np.iinfo(np.int64).max, np.int64)
+        hi = np.zeros(nr, np.int64)
+        np.minimum.at(lo, dense, vpn)
+        np.maximum.at(hi, dense, vpn + (np.int64(1) << order.astype(np.int64)))
+        size = hi - lo
+        self.anchor_vpn = lo
+        self.anchor_pfn = self.zone.start_pfn + np.concatenate([[0], np.cumsum(size)[:-1]])
+
+    def _region_units(self) -> tuple[np.ndarray, np.ndarray]:
+        """The placed objects of every region, by (region, vpn); and their targets (pfn)."""
+        placed = self.objects[0]
+        live = np.flatnonzero((self.obj_region >= 0) & (placed >= 0))
+        # still allocated: its unit starts where it was placed (a free clears pg_obj)
+        pg_obj = self.zone.arrays[13]
+        live = live[pg_obj[placed[live] - self.zone.start_pfn] == live]
+        live = live[np.lexsort((self.obj_vpn[live], self.obj_region[live]))]
+        reg = self.obj_region[live]
+        return live, self.anchor_pfn[reg] + (self.obj_vpn[live] - self.anchor_vpn[reg])
+
+    def record_contiguity(self, seq: int, phase: str) -> None:
+        """One ``contiguity`` row per region: its runs (pfn - vpn constant) before event
+        ``seq`` (-1: after the last); ``phase`` before_exchange | after_exchange | end."""
+        if self.region_ids.shape[0] == 0:
+            return
+        xs, targets = self._region_units()
+        placed = self.objects[0]
+        t = contiguity(self.obj_region[xs], self.obj_vpn[xs], placed[xs],
+                       self.objects[2][xs].astype(np.int64), targets,
+                       self.region_ids.shape[0])  # fmt: skip
+        keep = t["pages"] > 0
+        m = int(keep.sum())
+        cols = [pa.array(np.full(m, seq, np.int64)), pa.array([phase] * m, pa.string()),
+                pa.array(self.region_ids[keep])]  # fmt: skip
+        cols += [pa.array(t[c][keep]) for c in ("pages", "runs", "largest_run", "in_place",
+                                                 "top1_pct", "top4_pct")]  # fmt: skip
+        self.contiguity.write(pa.RecordBatch.from_arrays(cols, schema=CONTIGUITY_SCHEMA))
+
+    def exchange(self, seq: int) -> None:
+        """Exchange pages over every region before event ``seq``: a model event per region,
+        contiguity rows after the pass."""
+        if self.region_ids.shape[0] == 0:
+            return
+        z = self.zone
+        if z.prm[M.P_PCP]:
+            M.drain_all(z.arrays, z.prm, z.counters)
+        self.record_contiguity(seq, "before_exchange")
+        xs, targets = self._region_units()
+        res = np.zeros(xs.shape[0], np.int8)
+        t0 = time.perf_counter()
+        D.exchange_pages(xs, targets, z.arrays, z.prm, self.objects, z.counters, res)
+        self.replay_s += time.perf_counter() - t0
+        reg = self.obj_region[xs]
+        pages = np.int64(1) << self.objects[2][xs].astype(np.int64)
+        nr = self.region_ids.shape[0]
+
+        def per_region(mask: np.ndarray) -> np.ndarray:
+            return np.bincount(reg[mask], weights=pages[mask], minlength=nr).astype(np.int64)
+
+        total = per_region(np.ones(xs.shape[0], np.bool_))
+        moved = per_region(res == D.EX_MIGRATED)
+        exchanged = 2 * per_region(res == D.EX_EXCHANGED)
+        blocked = per_region(res >= D.EX_BLOCKED)
+        span = np.zeros(nr, np.int64)
+        np.maximum.at(span, reg, targets + pages - self.anchor_pfn[reg])
+        has = np.flatnonzero(total > 0)
+        self._model_event_rows(
+            seq=[seq] * has.shape[0], kind="exchange", start_pfn=self.anchor_pfn[has],
+            end_pfn=self.anchor_pfn[has] + span[has], scanned_migrate=total[has],
+            moved=moved[has], failed=blocked[has], exchanged=exchanged[has],
+            result=np.where(blocked[has] > 0, "PARTIAL_SKIPPED", "COMPLETE"),
+        )  # fmt: skip
+        self.record_contiguity(seq, "after_exchange")
+
+    def _model_event_rows(self, seq: Any, kind: str, **cols: Any) -> None:
+        """model_events rows written from Python (the passes between events)."""
+        self.flush_model_events()
+        n = len(seq)
+        data: dict[str, Any] = {"seq": pa.array(seq, pa.int64()),
+                                "kind": pa.array([kind] * n, pa.string()),
+                                "order": pa.array([-1] * n, pa.int8())}  # fmt: skip
+        for f in MODEL_EVENTS_SCHEMA:
+            if f.name in data:
+                continue
+            if f.name == "free_pages":
+                data[f.name] = pa.array([self.zone.free_pages()] * n, pa.int64())
+            elif f.name in cols:
+                v = cols[f.name]
+                data[f.name] = pa.array(list(v) if not isinstance(v, list) else v, f.type)
+            else:
+                data[f.name] = pa.nulls(n, f.type)
+        self.model_events.write(
+            pa.RecordBatch.from_arrays(
+                [data[f.name] for f in MODEL_EVENTS_SCHEMA], schema=MODEL_EVENTS_SCHEMA
+            )
+        )
 
     def compact_memory(self, seq: int) -> None:
         """One-shot whole-zone compaction (``compact_at``), before event ``seq``."""
@@ -590,11 +820,12 @@ class _Replay:
         if used + (2 << NF) > self.vc.shape[0]:
             self.vc = np.concatenate([self.vc, np.zeros_like(self.vc)])
 
-    def flush_extfrag(self) -> None:
+    def flush_extfrag(self, ef: np.ndarray | None = None) -> None:
+        """Spool the extfrag rows of ``ef`` (default: the kernel's buffer)."""
         n = int(self.zone.counters[M.C_EF])
         if n == 0:
             return
-        e = self.ef[:n]
+        e = (self.ef if ef is None else ef)[:n]
         cols = [pa.array(e[:, 0]), pa.array(e[:, 1])]
         cols += [pa.array(e[:, j].astype(np.int8)) for j in range(2, 6)]
         cols += [pa.array(e[:, 6] != 0), pa.array(e[:, 7] != 0)]
@@ -623,7 +854,7 @@ class _Replay:
         ]
         cols += [pa.array(e[:, j]) for j in range(4, 13)]
         cols += [pa.array(np.array(R.RESULTS, dtype=object)[e[:, 13]], pa.string()),
-                 pa.array(e[:, 14])]  # fmt: skip
+                 pa.array(e[:, 14]), pa.array(e[:, 15])]  # fmt: skip
         self.model_events.write(pa.RecordBatch.from_arrays(cols, schema=MODEL_EVENTS_SCHEMA))
         self.zone.counters[M.C_ME] = 0
 
@@ -657,7 +888,7 @@ class _Replay:
         saved = prm.copy()
         prm[M.P_COMPACT] = prm[M.P_VCOMPOUND] = 0
         prm[M.P_PRESSURE_RECLAIM] = prm[M.P_PRESSURE_OOM] = 0
-        prm[M.P_KSWAPD] = 0
+        prm[M.P_KSWAPD] = prm[M.P_DEFRAG_IDLE] = 0
         try:
             self.apply(ev, no, no, _outputs(0))
         finally:
@@ -675,12 +906,65 @@ class _Replay:
                 | np.where(np.isin(mts, victims), C.F_RECLAIM, 0)).astype(np.int8)  # fmt: skip
 
 
+def contiguity(region: np.ndarray, vpn: np.ndarray, pfn: np.ndarray, order: np.ndarray,
+               target: np.ndarray, nr: int) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per region (0..nr-1): its pages, its runs (maximal stretches of consecutive vpns
+    whose pfn - vpn is constant), the largest run (pages), the pages at their target pfn,
+    and the share of its pages in its largest and four largest runs (%).
+
+    Units sorted by (region, vpn); a unit of order k covers vpns [vpn, vpn + 2^k)."""
+    n = np.int64(1) << order
+    out = {c: np.zeros(nr, np.int64) for c in ("pages", "runs", "largest_run", "in_place")}
+    out["top1_pct"] = np.zeros(nr)
+    out["top4_pct"] = np.zeros(nr)
+    if region.shape[0] == 0:
+        return out
+    d = pfn - vpn
+    brk = np.ones(region.shape[0], np.bool_)
+    brk[1:] = (region[1:] != region[:-1]) | (vpn[1:] != vpn[:-1] + n[:-1]) | (d[1:] != d[:-1])
+    run = np.cumsum(brk) - 1
+    run_pages = np.bincount(run, weights=n).astype(np.int64)
+    run_region = region[brk]
+    out["pages"] = np.bincount(region, weights=n, minlength=nr).astype(np.int64)
+    out["runs"] = np.bincount(run_region, minlength=nr).astype(np.int64)
+    np.maximum.at(out["largest_run"], run_region, run_pages)
+    out["in_place"] = np.bincount(region, weights=n * (pfn == target),
+                                  minlength=nr).astype(np.int64)  # fmt: skip
+    # the four largest runs of each region: rank runs by size within their region
+    by = np.lexsort((-run_pages, run_region))
+    first = np.searchsorted(run_region[by], run_region[by], side="left")
+    rank = np.arange(by.shape[0]) - first
+    top4 = np.bincount(run_region[by][rank < 4], weights=run_pages[by][rank < 4], minlength=nr)
+    pages = np.maximum(out["pages"], 1)
+    out["top1_pct"] = 100.0 * out["largest_run"] / pages
+    out["top4_pct"] = 100.0 * top4 / pages
+    return out
+
+
 def _pressure(config: RunConfig, env: Environment) -> tuple[int, int]:
     """The (about to reclaim, about to OOM) free-page thresholds; (0, 0) when off."""
     if not config.get("pressure", False):
         return (0, 0)
     return (config.get("pressure_reclaim_pages") or env.wmark[1],
             config.get("pressure_oom_pages") or env.wmark[0])  # fmt: skip
+
+
+def _owners(store: Store, trace_id: int, config: RunConfig) -> tuple[str, str, int]:
+    """The per-owner pools' owner of each allocation event as an SQL expression (-1:
+    none), the join it needs on ``events e``, and the number of owners. Owners are the
+    distinct values of ``pool_owner``'s column, numbered in their sort order."""
+    if not config.get("pool_order", 0):
+        return "-1::BIGINT", "", 1
+    col = config.get("pool_owner", "region")
+    n = store.one(
+        f"SELECT count(DISTINCT {col}) FROM events WHERE trace_id = $t AND op = 'alloc'",
+        {"t": trace_id},
+    )
+    join = (f"LEFT JOIN (SELECT k, row_number() OVER (ORDER BY k) - 1 AS own FROM "
+            f"(SELECT DISTINCT {col} AS k FROM events WHERE trace_id = $t AND op = 'alloc' "
+            f"AND {col} IS NOT NULL)) ow ON ow.k = e.{col}")  # fmt: skip
+    expr = "CASE WHEN e.op = 'alloc' THEN coalesce(ow.own, -1) ELSE -1 END"
+    return expr, join, max(int(n[0]) if n else 0, 1)
 
 
 def _class_sql(classes: list[str], prefix: str) -> tuple[str, dict[str, str]]:
@@ -782,7 +1066,17 @@ def run(
     # them and kswapd evict them: the fill's pages, or the observed state's allocated pages.
     n_bg = kinds.shape[0] if page_mt is None else int(np.count_nonzero(page_mt >= 0))
     tmp_dir = tempfile.TemporaryDirectory(prefix="replay-run-")
-    rp = _Replay(env, config, n_obj + n_bg, Path(tmp_dir.name))
+    owner_sql, owner_join, n_owners = _owners(store, trace_id, config)
+    rp = _Replay(env, config, n_obj + n_bg, Path(tmp_dir.name), n_owners)
+    regions = store.query(
+        """SELECT obj, region, vpn, "order" FROM events WHERE trace_id = $t AND op = 'alloc'
+             AND region IS NOT NULL AND vpn IS NOT NULL""",
+        {"t": trace_id},
+    )
+    if regions.num_rows:
+        rp.set_regions(dense(regions.column("obj").to_numpy()),
+                       regions.column("region").to_numpy(), regions.column("vpn").to_numpy(),
+                       regions.column("order").to_numpy())  # fmt: skip
     placed = rp.objects[0]
     background = 0
     if page_mt is not None and blk is not None:
@@ -833,7 +1127,9 @@ def run(
     rp.zone.counters[:] = 0
     rp.zone.counters[M.C_PCP_PAGES] = pcp_pages
     rp.replay_s = 0.0  # events/s is of the trace's events only
-    compact_at = sorted(set(config.get("compact_at", [])))
+    actions = [(s_, "compact", None) for s_ in sorted(set(config.get("compact_at", [])))]
+    actions += [(s_, "exchange", None) for s_ in sorted(set(config.get("exchange_at", [])))]
+    actions += [(a[0], "contig", a[1:]) for a in config.get("contig_at", [])]
     flags_expr, flags_params = flags_sql(config)
     rp.snapshot(-1)
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)
@@ -856,8 +1152,8 @@ def run(
         try:
             reader = cur.sql(
                 'SELECT seq, op = \'alloc\' AS is_alloc, obj, "offset", "order", migratetype, '
-                f"coalesce(cpu, 0) AS cpu, ts_ns, {flags_expr} AS flags "
-                "FROM events WHERE trace_id = $t ORDER BY seq",
+                f"coalesce(cpu, 0) AS cpu, ts_ns, {flags_expr} AS flags, {owner_sql} AS owner "
+                f"FROM events e {owner_join} WHERE trace_id = $t ORDER BY seq",
                 params={"t": trace_id, **flags_params},
             ).to_arrow_reader(CHUNK_EVENTS)
             for batch in reader:
@@ -874,12 +1170,16 @@ def run(
                     (batch.column("cpu").to_numpy().astype(np.int64) % rp.ncpus).astype(np.int16),
                     batch.column("ts_ns").to_numpy().astype(np.int64, copy=True),
                     batch.column("flags").to_numpy().astype(np.int8, copy=True),
+                    batch.column("owner").to_numpy().astype(np.int64, copy=True),
                 )
-                compact_before = np.flatnonzero(np.isin(seq, compact_at))
-                if seq[-1] == last_seq and (
-                    -1 in compact_at or any(c > last_seq for c in compact_at)
-                ):
-                    compact_before = np.append(compact_before, seq.shape[0])
+                # actions before an event of this chunk, or after the trace's last event
+                at: list[tuple[int, str, Any]] = []
+                for s_, kind, arg in actions:
+                    if s_ == -1 or s_ > last_seq:
+                        if seq[-1] == last_seq:
+                            at.append((seq.shape[0], kind, arg))
+                    elif seq[0] <= s_ <= seq[-1]:
+                        at.extend((int(j), kind, arg) for j in np.flatnonzero(seq == s_))
                 keep_counters = (seq % every == 0) | (seq == last_seq)
                 keep_row = keep_counters | is_alloc
                 snap = (seq == last_seq) if pbe == 0 else (seq % pbe == 0) | (seq == last_seq)
@@ -887,7 +1187,7 @@ def run(
                 # Reused buffers: fresh ones would page-fault inside the kernel.
                 out = tuple(a[:m] for a in rp.out)
                 r = rp.apply(ev, keep_row, keep_counters, out, snap_at=np.flatnonzero(snap),
-                             compact_before=compact_before)  # fmt: skip
+                             actions=at)  # fmt: skip
                 assert r == m
                 progress.advance_to(int(seq[-1]) + 1)
                 yield _steps_batch(seq[keep_row], is_alloc[keep_row], out)
@@ -911,10 +1211,12 @@ def run(
                 if failure:
                     raise failure[0] from None
                 raise
+            rp.record_contiguity(-1, "end")
             for spool, table in (
                 (rp.extfrag, "extfrag"),
                 (rp.pageblocks, "pageblocks"),
                 (rp.model_events, "model_events"),
+                (rp.contiguity, "contiguity"),
             ):
                 spool.close()
                 if spool.rows:
@@ -922,9 +1224,8 @@ def run(
             result = _record_run(store, run_id, trace_id, config, env, rp, started, t_start,
                                  n_events, n_pre, background, every, pbe, start)  # fmt: skip
     finally:
-        rp.extfrag.close()
-        rp.pageblocks.close()
-        rp.model_events.close()
+        for spool in (rp.extfrag, rp.pageblocks, rp.model_events, rp.contiguity):
+            spool.close()
         tmp_dir.cleanup()
     return result
 
@@ -952,7 +1253,11 @@ def _record_run(
         wmark_high=env.wmark[2], migrated=int(c[M.C_MIGRATED]), scanned=int(c[M.C_SCANNED]),
         evicted=int(c[M.C_EVICTED]), evicted_frees=int(s[K.S_EVICTED_FREES]),
         degraded=int(c[M.C_DEGRADED]), compactions=rp.compactions,
-        model_events=rp.model_events.rows,
+        model_events=rp.model_events.rows, exchanged=int(c[M.C_EXCHANGED]),
+        contig_pages=rp.contig_pages, pool_chunks=int(c[M.C_POOL_CHUNKS]),
+        pool_waste=(int(c[M.C_POOL_CHUNKS]) << int(z.prm[M.P_POOL_ORDER]))
+        - int(c[M.C_POOL_PAGES]),
+        pool_fallbacks=int(s[K.S_POOL_FALLBACKS]),
     )  # fmt: skip
     values = {
         **{k: v for k, v in result.summary().items() if k in RUNS_COLUMNS},

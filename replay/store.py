@@ -137,8 +137,23 @@ CREATE TABLE IF NOT EXISTS runs (
     degraded BIGINT,         -- allocations served as order-0 pages (virtual compound)
     compactions BIGINT,      -- compact_zone calls (model_events)
     model_events BIGINT,     -- rows in model_events
-    exchanged BIGINT,        -- pages swapped in place by exchange pages (two pages per swap)
-    contig_pages BIGINT      -- pages handed out by contiguous range allocations
+    exchanged BIGINT,        -- pages moved by exchange pages (both units of each exchange)
+    contig_pages BIGINT,     -- pages handed out by contiguous range allocations
+    pool_chunks BIGINT,      -- per-owner pool chunks held at the end
+    pool_waste BIGINT,       -- pages reserved in pool chunks but not in use at the end
+    pool_fallbacks BIGINT    -- pooled requests served by the normal allocator
+);
+CREATE TABLE IF NOT EXISTS contiguity (
+    run_id INTEGER NOT NULL,
+    seq BIGINT NOT NULL,     -- state before this event (-1: after the last)
+    phase VARCHAR,           -- before_exchange | after_exchange | end (of the run)
+    region BIGINT NOT NULL,  -- the trace's region (VMA) id
+    pages BIGINT,            -- the region's pages in memory
+    runs BIGINT,             -- maximal runs of consecutive vpns with pfn - vpn constant
+    largest_run BIGINT,      -- pages
+    in_place BIGINT,         -- pages at their exchange anchor's target
+    top1_pct DOUBLE,         -- share of the region's pages in its largest run, %
+    top4_pct DOUBLE          -- share in its four largest runs, %
 );
 CREATE TABLE IF NOT EXISTS batches (
     batch_id INTEGER NOT NULL,
@@ -160,11 +175,13 @@ CREATE TABLE IF NOT EXISTS model_events (
     run_id INTEGER NOT NULL,
     seq BIGINT NOT NULL,     -- before (proactive, one-shot) or at (direct, kswapd) this event
     kind VARCHAR NOT NULL,   -- compact_direct | compact_proactive | compact_oneshot | kswapd
-                             -- | vcompound | pressure
+                             -- | vcompound | pressure | defrag | exchange | contig
     "order" TINYINT,         -- the request's order (-1: whole zone)
     mode VARCHAR,            -- async | sync (compaction); lru | targeted (kswapd)
     start_pfn BIGINT, end_pfn BIGINT,      -- compaction: the scanners' start pfns;
-                                           -- kswapd: the victims' pfn range
+                                           -- kswapd: the victims' pfn range;
+                                           -- exchange: the region's target range;
+                                           -- contig: the range allocated
     migrate_pfn BIGINT, free_pfn BIGINT,   -- compaction: the scanners' end pfns
     scanned_migrate BIGINT, scanned_free BIGINT,  -- pages
     moved BIGINT,            -- pages migrated (vcompound: order-0 pages handed out)
@@ -172,7 +189,8 @@ CREATE TABLE IF NOT EXISTS model_events (
     evicted BIGINT,          -- pages reclaimed
     result VARCHAR,          -- SUCCESS | COMPLETE | PARTIAL_SKIPPED | SKIPPED | DEFERRED |
                              -- BALANCED | UNBALANCED | DEGRADED | FAILED | normal | reclaim | oom
-    free_pages BIGINT        -- after the action
+    free_pages BIGINT,       -- after the action
+    exchanged BIGINT         -- exchange: pages moved by exchanges (both units of each)
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id INTEGER NOT NULL,
@@ -241,7 +259,7 @@ CREATE TABLE IF NOT EXISTS snap_kpageflags (
 """
 
 # Tables keyed by run_id (rows of a run besides its ``runs`` row).
-RUN_TABLES = ("steps", "extfrag", "pageblocks", "model_events")
+RUN_TABLES = ("steps", "extfrag", "pageblocks", "model_events", "contiguity")
 
 # Tables keyed by trace_id, in the order rows are deleted on --replace.
 TRACE_TABLES = (
@@ -261,6 +279,7 @@ TRACE_TABLES = (
 MIGRATIONS_SQL = """
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS pcp_pages BIGINT;
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
+ALTER TABLE model_events ADD COLUMN IF NOT EXISTS exchanged BIGINT;
 """ + "".join(
     f"ALTER TABLE steps ADD COLUMN IF NOT EXISTS {c} BIGINT;\n"
     for c in ("migrated", "scanned", "evicted", "degraded", "exchanged")
@@ -276,6 +295,7 @@ ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
         ("migrated", "BIGINT"), ("scanned", "BIGINT"), ("evicted", "BIGINT"),
         ("evicted_frees", "BIGINT"), ("degraded", "BIGINT"), ("compactions", "BIGINT"),
         ("model_events", "BIGINT"), ("exchanged", "BIGINT"), ("contig_pages", "BIGINT"),
+        ("pool_chunks", "BIGINT"), ("pool_waste", "BIGINT"), ("pool_fallbacks", "BIGINT"),
     ]
 )  # fmt: skip
 
@@ -448,9 +468,18 @@ class Store:
         self._insert_arrow(table, reader, {key: key_value})
 
     def append_parquet(self, table: str, path: Path, key_value: int, key: str = "trace_id") -> None:
-        """Append a Parquet file's rows to ``table`` (one parallel, streaming INSERT)."""
-        self._insert(table, pq_columns(path), "read_parquet($path)", {key: key_value},
-                     {"path": str(path)})  # fmt: skip
+        """Append a Parquet file's rows to ``table`` (one streaming INSERT).
+
+        The file is read by pyarrow, row group by row group, and streamed to
+        DuckDB as an Arrow reader (bounded memory), not through DuckDB's
+        ``read_parquet``: the store keeps working on an instance whose external
+        (file) access is disabled, as ``replay serve`` runs it.
+        """
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(path) as f:
+            reader = pa.RecordBatchReader.from_batches(f.schema_arrow, f.iter_batches())
+            self._insert_arrow(table, reader, {key: key_value})
 
     # -- traces -----------------------------------------------------------------
     def trace_id(self, name_or_id: str | int) -> int:

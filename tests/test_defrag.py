@@ -60,6 +60,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate(db, "kernel-build", 60000)
     generate(db, "fragmenter", 40000)
     generate(db, "stress-highalloc", 60000)
+    generate(db, "vma", 30000)
     return db
 
 
@@ -70,20 +71,20 @@ def check_tables(db: Path, run_id: int, after_last: bool = False) -> None:
     are in runs and model_events, not in any steps row).
     """
     runs = sql(db, "SELECT migrated, scanned, evicted, degraded, compactions, model_events, "
-                   "free_pages FROM runs WHERE run_id = ?", run_id)[0]  # fmt: skip
-    last = sql(db, "SELECT migrated, scanned, evicted, degraded FROM steps WHERE run_id = ? "
-                   "ORDER BY seq DESC LIMIT 1", run_id)[0]  # fmt: skip
+                   "exchanged, free_pages FROM runs WHERE run_id = ?", run_id)[0]  # fmt: skip
+    last = sql(db, "SELECT migrated, scanned, evicted, degraded, exchanged FROM steps "
+                   "WHERE run_id = ? ORDER BY seq DESC LIMIT 1", run_id)[0]  # fmt: skip
     if not after_last:
-        assert tuple(runs[:4]) == tuple(last)
-    ev = sql(db, """SELECT coalesce(sum(moved) FILTER (kind LIKE 'compact%'), 0),
+        assert tuple(runs[:4]) + (runs[6],) == tuple(last)
+    ev = sql(db, """SELECT coalesce(sum(moved) FILTER (kind != 'vcompound'), 0),
                            coalesce(sum(scanned_migrate + scanned_free)
                                     FILTER (kind LIKE 'compact%'), 0),
                            coalesce(sum(evicted), 0),
                            count(*) FILTER (kind = 'vcompound' AND result = 'DEGRADED'),
                            count(*) FILTER (kind LIKE 'compact%' AND result != 'DEFERRED'),
-                           count(*)
+                           count(*), coalesce(sum(exchanged), 0)
                     FROM model_events WHERE run_id = ?""", run_id)[0]  # fmt: skip
-    assert tuple(ev) == tuple(runs[:6])
+    assert tuple(ev) == tuple(runs[:7])
     outcomes = dict(sql(db, "SELECT outcome, count(*) FROM steps WHERE run_id = ? GROUP BY 1",
                         run_id))  # fmt: skip
     assert outcomes.get("degraded", 0) == runs[3]
@@ -102,6 +103,9 @@ def test_every_defrag_preset_runs_and_its_tables_agree(store: Path, preset: str)
         "mobility+kswapd": {"kswapd"},
         "mobility+kswapd-targeted": {"kswapd"},
         "mobility+vcompound": {"vcompound"},
+        "mobility+exchange": {"exchange"},
+        "mobility+defrag": {"defrag"},
+        "mobility+pools": set(),
     }[preset]
     assert kinds <= want, kinds
     if preset == "buddy+compaction":
@@ -217,6 +221,15 @@ def test_pressure_notifications_alternate(store: Path, tmp_path: Path) -> None:
         ("proactiveness = 101", "proactiveness"),
         ("extfrag_threshold = -1", "extfrag_threshold"),
         ('movable_classes = [""]', "movable_classes"),
+        ("defrag_thresholds = [[11, 1]]", "defrag_thresholds"),
+        ("defrag_thresholds = [9, 4]", "defrag_thresholds"),
+        ("defrag_idle_ms = 0", "defrag_idle_ms"),
+        ("exchange_at = [1.5]", "exchange_at"),
+        ("contig_at = [[1]]", "contig_at"),
+        ("contig_at = [[1, 0]]", "contig_at"),
+        ('contig_policy = "worst"', "contig_policy"),
+        ("pool_order = 11", "pool_order"),
+        ('pool_owner = "file"', "pool_owner"),
     ],
 )
 def test_bad_defrag_parameters(store: Path, tmp_path: Path, text: str, field: str) -> None:
@@ -266,3 +279,123 @@ def test_grouping_raises_order9_success_after_stress_highalloc(store: Path) -> N
         share[preset] = ok / n
     assert share["mobility"] >= 0.8
     assert share["mobility"] >= 2 * share["buddy"]
+
+
+def top_pages(r: dict[str, Any]) -> int:
+    """Free pages in blocks of order >= 9."""
+    return sum(n << k for k, n in enumerate(r["nr_free"]) if k >= 9)
+
+
+def test_exchange_makes_regions_contiguous_without_free_memory(store: Path) -> None:
+    """docs/validation.md: exchange pages puts every region's pages in one run."""
+    plain = run(store, "vma", "mobility")
+    out = run(store, "vma", "mobility+exchange")
+    check_tables(store, out["run_id"], after_last=True)
+    assert out["free_pages"] == plain["free_pages"]  # nothing allocated, nothing freed
+    assert out["exchanged"] > 0
+    rows = sql(store, """SELECT phase, sum(pages), sum(runs), count(*), min(top1_pct),
+                                sum(in_place)
+                         FROM contiguity WHERE run_id = ? GROUP BY phase""",
+               out["run_id"])  # fmt: skip
+    by = {r[0]: r[1:] for r in rows}
+    pages, runs_before, regions = by["before_exchange"][:3]
+    assert runs_before > 10 * regions  # interleaved faults: scattered
+    assert by["after_exchange"][0] == pages
+    # the vma scenario has no unmovable page: every region becomes one run, in place
+    assert by["after_exchange"][1:] == (regions, regions, 100.0, pages)
+    assert by["end"] == by["after_exchange"]
+    (res,) = sql(store, "SELECT DISTINCT result FROM model_events WHERE run_id = ?",
+                 out["run_id"])[0]  # fmt: skip
+    assert res == "COMPLETE"
+
+
+def test_contiguity_matches_an_independent_count(store: Path) -> None:
+    """The contiguity rows against the same definition written in SQL over steps."""
+    out = run(store, "vma", "mobility")
+    want = sql(store, """
+        WITH live AS (
+            SELECT e.region, e.vpn, s.pfn, 1::BIGINT << e."order" AS n
+            FROM events e JOIN traces t USING (trace_id)
+            JOIN steps s ON s.run_id = ? AND s.seq = e.seq
+            WHERE t.name = 'vma' AND e.op = 'alloc' AND s.outcome = 'ok'
+              AND e.obj NOT IN (SELECT obj FROM events f WHERE f.trace_id = e.trace_id
+                                AND f.op = 'free')),
+        marked AS (
+            SELECT *, CASE WHEN lag(vpn + n) OVER w = vpn
+                            AND lag(pfn - vpn) OVER w = pfn - vpn THEN 0 ELSE 1 END AS brk
+            FROM live WINDOW w AS (PARTITION BY region ORDER BY vpn)),
+        runs AS (
+            SELECT region, sum(brk) OVER (PARTITION BY region ORDER BY vpn) AS run, n
+            FROM marked),
+        sized AS (SELECT region, run, sum(n) AS pages FROM runs GROUP BY ALL)
+        SELECT region, sum(pages), count(*), max(pages) FROM sized GROUP BY region
+        ORDER BY region""", out["run_id"])  # fmt: skip
+    got = sql(store, "SELECT region, pages, runs, largest_run FROM contiguity "
+                     "WHERE run_id = ? AND phase = 'end' ORDER BY region",
+              out["run_id"])  # fmt: skip
+    assert got == want and len(got) > 1
+
+
+def test_contiguous_range_allocation(store: Path, tmp_path: Path) -> None:
+    n_ev = sql(store, "SELECT events FROM traces WHERE name = 'kernel-build'")[0][0]
+    model = toml(tmp_path, "contig", f'model = "mobility"\ncontig_at = [[{n_ev // 2}, 1024], '
+                                     "[-1, 4096], [-1, 512, 0]]\n")  # fmt: skip
+    out = run(store, "kernel-build", model)
+    rows = sql(store, "SELECT seq, start_pfn, end_pfn, moved, result FROM model_events "
+                      "WHERE run_id = ? AND kind = 'contig' ORDER BY seq DESC, start_pfn",
+               out["run_id"])  # fmt: skip
+    assert len(rows) == 3
+    ok = [r for r in rows if r[4] == "SUCCESS"]
+    assert out["contig_pages"] == sum(r[2] - r[1] for r in ok)
+    for _, start, end, _, _ in ok:
+        assert end - start in (1024, 4096, 512)
+    # kernel-build's first pageblocks hold unmovable slab pages from the start
+    assert rows[-1][1] is None or rows[-1][1] != 0 or rows[-1][4] == "SUCCESS"
+    # every page is free, allocated to a live object, or in a contiguous range
+    live = sql(store, """SELECT coalesce(sum(1::BIGINT << e."order"), 0)
+                         FROM events e JOIN traces t USING (trace_id)
+                         JOIN steps s ON s.run_id = ? AND s.seq = e.seq
+                         WHERE t.name = 'kernel-build' AND e.op = 'alloc' AND s.outcome = 'ok'
+                           AND e.obj NOT IN (SELECT obj FROM events WHERE trace_id = e.trace_id
+                                             AND op = 'free')""", out["run_id"])[0][0]  # fmt: skip
+    assert out["free_pages"] + live + out["contig_pages"] == out["zone_pages"]
+
+
+def test_active_defragmentation_in_the_fragmenters_idle_time(store: Path) -> None:
+    plain = run(store, "fragmenter", "mobility")
+    out = run(store, "fragmenter", "mobility+defrag")
+    check_tables(store, out["run_id"])
+    assert out["free_pages"] == plain["free_pages"]
+    assert top_pages(plain) < 8 * 512 <= top_pages(out)
+    rows = sql(store, """SELECT m.result, m.moved, e.ts_ns - lag(e.ts_ns) OVER (ORDER BY e.seq)
+                         FROM model_events m JOIN runs r USING (run_id)
+                         JOIN events e ON e.trace_id = r.trace_id
+                              AND e.seq BETWEEN m.seq - 1 AND m.seq
+                         WHERE m.run_id = ? AND m.kind = 'defrag'
+                         QUALIFY e.seq = m.seq""", out["run_id"])  # fmt: skip
+    assert rows and rows[-1][0] == "BALANCED"
+    assert all(gap is None or gap >= 100_000_000 for _, _, gap in rows)  # only in idle gaps
+
+
+def test_per_owner_pools_keep_an_owners_pages_together(store: Path, tmp_path: Path) -> None:
+    model = toml(tmp_path, "pools", 'model = "mobility"\npool_order = 4\n')
+    out = run(store, "vma", model)
+    check_tables(store, out["run_id"])
+    assert out["pool_chunks"] > 0 and out["pool_fallbacks"] == 0
+    mixed = sql(store, """SELECT count(*) FROM (
+                            SELECT s.pfn >> 4 AS chunk FROM steps s
+                            JOIN runs r USING (run_id) JOIN events e
+                              ON e.trace_id = r.trace_id AND e.seq = s.seq
+                            WHERE s.run_id = ? AND e.op = 'alloc' AND s.outcome = 'ok'
+                              AND e."order" = 0
+                              AND e.obj NOT IN (SELECT obj FROM events f
+                                                WHERE f.trace_id = e.trace_id AND f.op = 'free')
+                            GROUP BY chunk HAVING count(DISTINCT e.region) > 1)""",
+                out["run_id"])[0][0]  # fmt: skip
+    assert mixed == 0  # no chunk holds two owners' pages
+    live = sql(store, """SELECT count(*) FROM events e JOIN traces t USING (trace_id)
+                         WHERE t.name = 'vma' AND e.op = 'alloc' AND e."order" = 0
+                           AND e.obj NOT IN (SELECT obj FROM events WHERE trace_id = e.trace_id
+                                             AND op = 'free')""")[0][0]  # fmt: skip
+    assert out["pool_chunks"] * 16 - out["pool_waste"] == live
+    assert out["free_pages"] + out["pool_chunks"] * 16 == out["zone_pages"]

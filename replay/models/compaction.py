@@ -62,13 +62,14 @@ MODES = ("async", "sync")
 # model event kinds (model_events.kind); the kswapd/vcompound kinds live in replay.models.reclaim
 K_COMPACT_DIRECT, K_COMPACT_PROACTIVE, K_COMPACT_ONESHOT = 0, 1, 2
 K_KSWAPD, K_VCOMPOUND, K_PRESSURE = 3, 4, 5
+K_DEFRAG, K_EXCHANGE, K_CONTIG = 6, 7, 8  # replay.models.defrag
 KINDS = ("compact_direct", "compact_proactive", "compact_oneshot", "kswapd", "vcompound",
-         "pressure")  # fmt: skip
+         "pressure", "defrag", "exchange", "contig")  # fmt: skip
 
 # model event columns
 ME_COLS = ("seq", "kind", "order", "mode", "start_pfn", "end_pfn", "migrate_pfn", "free_pfn",
            "scanned_migrate", "scanned_free", "moved", "failed", "evicted", "result",
-           "free_pages")  # fmt: skip
+           "free_pages", "exchanged")  # fmt: skip
 ME_MAX_PER_EVENT = 8  # direct compaction (2), kswapd (1), vcompound (1), pressure (2), spare
 
 # cz: the zone's state
@@ -214,6 +215,7 @@ def emit(st, me, counters, seq, kind, order, mode, a, b, c, d, sm, sf, moved, fa
         me[n, 12] = evicted
         me[n, 13] = result
         me[n, 14] = zone_free_pages(st[5])
+        me[n, 15] = 0
     counters[M.C_ME] = n + 1
 
 

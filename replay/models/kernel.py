@@ -19,13 +19,16 @@ import numba as nb
 import numpy as np
 
 from replay.models import compaction as C
+from replay.models import defrag as D
 from replay.models import mobility as M
+from replay.models import pools as P
 from replay.models import reclaim as R
 from replay.models.buddy import NR_PAGE_ORDERS
 from replay.models.watermarks import zone_watermark_ok
 
 S_ALLOCS, S_FREES, S_FAILURES, S_IGNORED, S_BELOW_LOW, S_BELOW_MIN, S_EVICTED_FREES = range(7)
-NR_STATS = 7
+S_POOL_FALLBACKS = 7  # pooled requests served by the normal allocator (no chunk to be had)
+NR_STATS = 8
 OUT_OK = 0
 OUT_FAILED = 1
 OUT_IGNORED = 2
@@ -58,9 +61,10 @@ def room(counters, ef, me, cz, vc):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, inline="always", _nrt=False)
-def apply_event(is_alloc, x, off, k, m, fl, c, ts, sq, st, prm, ob, cz, counters, ef, me, mode,
-                vc, stats):  # type: ignore[no-untyped-def]  # fmt: skip
-    """Apply one event; returns (pfn, outcome). ``fl``: the event's F_* flags (allocations)."""
+def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, st, prm, ob, cz, counters, ef, me,
+                mode, vc, stats, pl):  # type: ignore[no-untyped-def]  # fmt: skip
+    """Apply one event; returns (pfn, outcome). ``fl``: the event's F_* flags (allocations);
+    ``own``: its pool owner (-1: none); ``pl``: the pools (replay.models.pools)."""
     placed = ob[0]
     start = prm[M.P_START]
     nr_free = st[5]
@@ -90,7 +94,14 @@ def apply_event(is_alloc, x, off, k, m, fl, c, ts, sq, st, prm, ob, cz, counters
                 stats[S_BELOW_LOW] += 1
                 if not zone_watermark_ok(k, prm[M.P_WMIN], free, nr_free_mt, 0):
                     stats[S_BELOW_MIN] += 1
-        pfn = M.alloc_pages(k, m, c, st, prm, counters, ef, sq, mode)
+        pfn = np.int64(-1)
+        if prm[M.P_POOL_ORDER] > 0 and k == 0 and own >= 0:
+            pfn = P.pool_alloc(x, own, m, c, sq, st, prm, ob, pl, counters, ef, mode, stats,
+                               S_POOL_FALLBACKS)  # fmt: skip
+            if pfn >= 0:
+                fl = (fl & ~(C.F_MOVABLE | C.F_RECLAIM)) | P.F_POOLED
+        if pfn < 0:
+            pfn = M.alloc_pages(k, m, c, st, prm, counters, ef, sq, mode)
         if pfn < 0 and k > 0 and (prm[M.P_COMPACT] & C.COMPACT_DIRECT):
             mt = m if 0 <= m < M.MIGRATE_PCPTYPES else M.MIGRATE_MOVABLE
             lmt = mt if prm[M.P_GROUP] != 0 else M.MIGRATE_MOVABLE
@@ -127,6 +138,9 @@ def apply_event(is_alloc, x, off, k, m, fl, c, ts, sq, st, prm, ob, cz, counters
             m0 = np.int64(ob[1][x])
             for i in range(np.int64(1) << k):
                 M.free_pages(vc[idx + i], 0, m0, c, st, prm, counters)
+        elif ob[3][x] & P.F_POOLED:
+            st[13][base - start] = -1
+            P.pool_free(base, c, st, prm, pl, counters)
         else:
             j = np.int64(ob[2][x])
             if st[13][base - start] == x:
@@ -145,31 +159,37 @@ def apply_event(is_alloc, x, off, k, m, fl, c, ts, sq, st, prm, ob, cz, counters
 @nb.njit(cache=True, nogil=True, _nrt=False)
 def replay_chunk(  # type: ignore[no-untyped-def]
     i0, i1, ev, keep_row, keep_counters, ob, st, prm, counters, ef, me, cz, mode, vc, stats, r0,
-    out,
+    out, pl,
 ):  # fmt: skip
     """Apply events ``i0 .. i1-1`` of a chunk; returns (next event, next output row).
 
     ``ev`` = (seq, is_alloc, obj, offset, order, migratetype, cpu, ts_ns,
-    flags) arrays. An allocation places ``placed[obj]``; a free frees
+    flags, owner) arrays. Also stops before an event that finds an active
+    defragmentation pass due (``cz[D.CZ_DF_DUE]`` set): the caller runs it.
+    An allocation places ``placed[obj]``; a free frees
     ``placed[obj] + offset`` at its order (ignored when the allocation failed,
     a no-op when kswapd evicted the object). Rows with ``keep_row`` go to
     ``out`` = (pfn, outcome, nr_free[.., 11], has_counters, failures,
-    pcp_pages, fallbacks, migrated, scanned, evicted, degraded). Stops early,
+    pcp_pages, fallbacks, migrated, scanned, evicted, degraded, exchanged). Stops early,
     before an event, when an output buffer could overflow; the caller
     flushes or grows it and calls again.
     """
-    seq, is_alloc, obj, offset, order, mtype, cpu, ts, flags = ev
+    seq, is_alloc, obj, offset, order, mtype, cpu, ts, flags, owner = ev
     out_pfn, out_outcome, out_nr, out_has, out_fail, out_pcp, out_fb = out[:7]
-    out_mig, out_scan, out_evict, out_degr = out[7:]
+    out_mig, out_scan, out_evict, out_degr, out_exch = out[7:]
     nr_free = st[5]
     r = r0
     for i in range(i0, i1):
         if not room(counters, ef, me, cz, vc):
             return i, r
+        if prm[M.P_DEFRAG_IDLE] > 0 and cz[D.CZ_DF_DUE] == 0 and D.defrag_due(ts[i], st, prm, cz):
+            cz[D.CZ_DF_DUE] = 1
+            return i, r
+        cz[D.CZ_DF_DUE] = 0
         pfn, outcome = apply_event(
             is_alloc[i], obj[i], np.int64(offset[i]), np.int64(order[i]), np.int64(mtype[i]),
-            flags[i], np.int64(cpu[i]), ts[i], seq[i], st, prm, ob, cz, counters, ef, me, mode,
-            vc, stats,
+            flags[i], np.int64(owner[i]), np.int64(cpu[i]), ts[i], seq[i], st, prm, ob, cz,
+            counters, ef, me, mode, vc, stats, pl,
         )  # fmt: skip
         if keep_row[i]:
             out_pfn[r] = pfn
@@ -182,6 +202,7 @@ def replay_chunk(  # type: ignore[no-untyped-def]
             out_scan[r] = counters[M.C_SCANNED]
             out_evict[r] = counters[M.C_EVICTED]
             out_degr[r] = counters[M.C_DEGRADED]
+            out_exch[r] = counters[M.C_EXCHANGED]
             if keep_counters[i]:
                 for j in range(NR_PAGE_ORDERS):
                     out_nr[r, j] = nr_free[j]

@@ -49,13 +49,20 @@ P_START, P_PAGES, P_PB0, P_PCP, P_BATCH, P_HIGH, P_NCPU, P_GROUP, P_NOFRAG = ran
 # (0: off); P_PRESSURE_RECLAIM/OOM: free-page thresholds of the notifications (0: off)
 P_COMPACT, P_EXTFRAG, P_PROACTIVE, P_WMIN, P_WLOW, P_WHIGH = range(9, 15)
 P_KSWAPD, P_VCOMPOUND, P_PRESSURE_RECLAIM, P_PRESSURE_OOM = range(15, 19)
-NR_PRM = 19
+# active defragmentation (replay.models.defrag): P_DEFRAG_IDLE the idle gap (ns; 0 off),
+# P_DEFRAG_T0 + k the free order-k blocks wanted (0: no threshold for order k);
+# per-owner pools (replay.models.pools): P_POOL_ORDER the chunk order (0 off)
+P_DEFRAG_IDLE, P_DEFRAG_T0 = 19, 20
+P_POOL_ORDER = 31
+NR_PRM = 32
 # counters indices (C_EF, C_ME: rows in the extfrag and model-event buffers; C_PRESSURE:
 # the pressure level now; the others are cumulative: pages for MIGRATED/SCANNED/EVICTED,
 # allocations for DEGRADED)
 C_EF, C_CLAIMS, C_STEALS, C_REFILLS, C_BULK, C_DRAINS, C_PCP_PAGES = range(7)
 C_ME, C_MIGRATED, C_SCANNED, C_EVICTED, C_DEGRADED, C_PRESSURE = range(7, 13)
-NR_COUNTERS = 13
+C_EXCHANGED = 13  # pages moved by exchange_pages (both units of each exchange)
+C_POOL_CHUNKS, C_POOL_PAGES = 14, 15  # per-owner pools now: chunks held, pages in use
+NR_COUNTERS = 16
 # extfrag buffer columns (trace_mm_page_alloc_extfrag)
 EF_COLS = ("seq", "pfn", "alloc_order", "fallback_order", "alloc_migratetype",
            "fallback_migratetype", "fragmenting", "change_ownership")  # fmt: skip
@@ -537,8 +544,11 @@ class ZoneState:
     replay.models.reclaim) are keyword arguments: ``compaction`` off, direct,
     proactive or both; ``wmark`` (min, low, high) pages; ``kswapd`` off, lru
     or targeted; ``vcompound_order`` (0 off); ``pressure`` (reclaim, oom)
-    free-page thresholds. ``objects`` holds ``max_objects`` objects for the
-    object API (``alloc_obj``/``free_obj``) that tests drive.
+    free-page thresholds; ``defrag_idle_ns`` and ``defrag_thresholds`` {order:
+    free blocks wanted} (active defragmentation, replay.models.defrag);
+    ``pool_order`` and ``pool_owners`` (per-owner pools, replay.models.pools).
+    ``objects`` holds ``max_objects`` objects for the object API
+    (``alloc_obj``/``free_obj``) that tests drive.
     """
 
     def __init__(
@@ -559,6 +569,10 @@ class ZoneState:
         kswapd: str = "off",
         vcompound_order: int = 0,
         pressure: tuple[int, int] = (0, 0),
+        defrag_idle_ns: int = 0,
+        defrag_thresholds: dict[int, int] | None = None,
+        pool_order: int = 0,
+        pool_owners: int = 1,
         max_objects: int = 1 << 12,
     ) -> None:
         if pages <= 0 or start_pfn < 0:
@@ -607,13 +621,18 @@ class ZoneState:
                 {"off": 0, "lru": 1, "targeted": 2}[kswapd],
                 vcompound_order,
                 *pressure,
+                defrag_idle_ns,
+                *[(defrag_thresholds or {}).get(k, 0) for k in range(NR_PAGE_ORDERS)],
+                pool_order,
             ],
             dtype=np.int64,
         )
         assert self.prm.shape[0] == NR_PRM
         from replay.models import compaction as C
         from replay.models.kernel import NR_STATS, new_objects
+        from replay.models.pools import new_pools
 
+        self.pools = new_pools(self.start_pfn, self.pages, pool_order, pool_owners)
         self.cz = C.new_cz(self.start_pfn, self.pages)
         self.me = np.zeros((256, len(C.ME_COLS)), np.int64)
         self.objects = new_objects(max_objects)
@@ -672,7 +691,8 @@ class ZoneState:
         self.counters[C_ME] = 0
 
     def _event(self, is_alloc: bool, obj: int, offset: int, order: int, mt: int, flags: int,
-               cpu: int, ts_ns: int, seq: int) -> int:  # fmt: skip
+               cpu: int, ts_ns: int, seq: int, owner: int = -1) -> int:  # fmt: skip
+        from replay.models import defrag as D
         from replay.models.kernel import apply_event, new_objects
 
         n = self.objects[0].shape[0]
@@ -682,15 +702,47 @@ class ZoneState:
                 b[:n] = a
             self.objects = (*grown[:6], *self.objects[6:])
         self._room(1 << NR_PAGE_ORDERS)
-        pfn, _ = apply_event(is_alloc, obj, offset, order, mt, flags, cpu, ts_ns, seq,
+        if self.prm[P_DEFRAG_IDLE] > 0 and D.defrag_due(ts_ns, self.arrays, self.prm, self.cz):
+            self.active_defrag(seq)
+        pfn, _ = apply_event(is_alloc, obj, offset, order, mt, flags, owner, cpu, ts_ns, seq,
                              self.arrays, self.prm, self.objects, self.cz, self.counters, self.ef,
-                             self.me, self.mode, self.vc, self.stats)  # fmt: skip
+                             self.me, self.mode, self.vc, self.stats, self.pools)  # fmt: skip
         self._flush_me()
         return int(pfn)
 
+    def active_defrag(self, seq: int = -1) -> tuple[int, int, int, int]:
+        """One active defragmentation pass now: (order, blocks freed, pages migrated, tried)."""
+        from replay.models import defrag as D
+
+        self._room(0)
+        ef = np.zeros((self.pages + 1024, len(EF_COLS)), np.int64)
+        r = D.defrag_pass(seq, self.arrays, self.prm, self.objects, self.cz, self.counters, ef,
+                          self.mode, self.me)  # fmt: skip
+        self._flush_me()
+        return tuple(int(v) for v in r)  # type: ignore[return-value]
+
+    def exchange(self, objs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Exchange pages: put each object at its target pfn, in order; the EX_* per object."""
+        from replay.models import defrag as D
+
+        res = np.zeros(objs.shape[0], np.int8)
+        D.exchange_pages(objs.astype(np.int64), targets.astype(np.int64), self.arrays, self.prm,
+                         self.objects, self.counters, res)  # fmt: skip
+        return res
+
+    def alloc_contig(self, nr_pages: int, pfn: int = -1, best: bool = False,
+                     seq: int = -1) -> tuple[int, int, int]:  # fmt: skip
+        """``alloc_contig_pages``: (first pfn or -1, pages migrated, ranges tried)."""
+        from replay.models import defrag as D
+
+        ef = np.zeros((self.pages + 1024, len(EF_COLS)), np.int64)
+        r = D.alloc_contig(nr_pages, pfn, best, seq, self.arrays, self.prm, self.objects,
+                           self.counters, ef, self.mode)  # fmt: skip
+        return tuple(int(v) for v in r)  # type: ignore[return-value]
+
     def alloc_obj(self, obj: int, order: int, mt: int, movable: bool | None = None,
                   cpu: int = 0, ts_ns: int = 0, seq: int = -1, reclaimable: bool | None = None,
-                  vcompound: bool = False) -> int:  # fmt: skip
+                  vcompound: bool = False, owner: int = -1) -> int:  # fmt: skip
         """Allocate object ``obj`` (order, request migratetype); pfn or -1.
 
         ``movable`` None: movable when mt is MOVABLE; ``reclaimable`` None:
@@ -702,7 +754,7 @@ class ZoneState:
         rec = mt in (MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE) if reclaimable is None else reclaimable
         flags = (C.F_MOVABLE if mov else 0) | (C.F_RECLAIM if rec else 0)
         flags |= C.F_VCOMPOUND if vcompound else 0
-        return self._event(True, obj, 0, order, mt, flags, cpu, ts_ns, seq)
+        return self._event(True, obj, 0, order, mt, flags, cpu, ts_ns, seq, owner)
 
     def free_obj(self, obj: int, offset: int = 0, order: int | None = None, cpu: int = 0,
                  ts_ns: int = 0, seq: int = -1) -> None:  # fmt: skip
