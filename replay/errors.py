@@ -69,6 +69,10 @@ class QueryError(ReplayError):
     """A SQL statement or named query failed (exit code 1)."""
 
 
+class QueryTimeoutError(QueryError):
+    """A query ran past its time limit and was interrupted (replay serve)."""
+
+
 EXIT_CODES: dict[type[ReplayError], int] = {
     ReplayError: 1,
     UsageError: 2,

@@ -17,6 +17,7 @@ from replay.cli import inspect as inspect_cmd
 from replay.cli import record as record_cmd
 from replay.cli import report as report_cmd
 from replay.cli import run as run_cmd
+from replay.cli import serve as serve_cmd
 from replay.cli import sql as sql_cmd
 from replay.cli import validate as validate_cmd
 from replay.errors import ReplayError
@@ -44,6 +45,7 @@ app.command()(compare_kernel_cmd.compare_kernel_compaction)
 app.command()(generate_cmd.generate)
 app.command()(report_cmd.report)
 app.command()(report_cmd.compare)
+app.command()(serve_cmd.serve)
 
 
 @app.command()

@@ -1,0 +1,217 @@
+"""Jobs: one writer thread runs ingests and replays, one at a time, from a queue.
+
+A job is queued, then running, then done (with a result) or failed (with an
+error). The cores it calls (replay.ingest.ingest, replay.engine.run) write one
+transaction each, so a failed job leaves the database as it was. Readers are
+not blocked: they use their own cursors (replay.service.db).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import queue
+import secrets
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from replay.errors import BadInputError, ReplayError, UsageError
+from replay.ingest import Progress
+
+KEEP_JOBS = 500  # finished jobs remembered (oldest forgotten first)
+STATUSES = ("queued", "running", "done", "failed")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Job:
+    """One unit of work for the writer thread, and what a client sees of it."""
+
+    id: str
+    kind: str  # ingest | run
+    params: dict[str, Any]
+    work: Callable[[Progress], dict[str, Any]]
+    cleanup: Callable[[], None] | None = None
+    status: str = "queued"
+    created: str = field(default_factory=_now)
+    started: str | None = None
+    finished: str | None = None
+    description: str | None = None
+    done: int = 0  # progress units: bytes (ingest) or events (run)
+    total: int | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    seconds: float | None = None  # wall time of the work itself, s
+
+    def view(self) -> dict[str, Any]:
+        """The JSON a client gets (no callables)."""
+        fraction = None
+        if self.status == "done":
+            fraction = 1.0
+        elif self.total:
+            fraction = min(1.0, max(0.0, self.done / self.total))
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "params": self.params,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "seconds": self.seconds,
+            "progress": {
+                "description": self.description,
+                "done": self.done,
+                "total": self.total,
+                "fraction": fraction,
+            },
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+def error_body(exc: BaseException) -> dict[str, Any]:
+    """A failure as JSON: message, class and the CLI's exit code for it."""
+    if isinstance(exc, ReplayError):
+        kind = (
+            "bad_input"
+            if isinstance(exc, BadInputError)
+            else "usage"
+            if isinstance(exc, UsageError)
+            else "runtime"
+        )
+        return {
+            "error": str(exc),
+            "type": type(exc).__name__,
+            "kind": kind,
+            "exit_code": exc.exit_code,
+        }
+    return {
+        "error": f"{type(exc).__name__}: {exc}",
+        "type": type(exc).__name__,
+        "kind": "internal",
+        "exit_code": 1,
+        "traceback": traceback.format_exception_only(exc)[-1].strip(),
+    }
+
+
+class JobRunner:
+    """The writer thread and the table of jobs."""
+
+    def __init__(self, keep: int = KEEP_JOBS, on_change: Callable[[], None] | None = None) -> None:
+        self._on_change = on_change  # called when a job's write has ended, before its status
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._keep = keep
+        self._seq = itertools.count(1)
+        self._accepting = True
+        self._thread = threading.Thread(target=self._loop, name="replay-writer", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        work: Callable[[Progress], dict[str, Any]],
+        cleanup: Callable[[], None] | None = None,
+    ) -> Job:
+        """Queue ``work`` (called in the writer thread with a Progress); returns the job."""
+        if not self._accepting:
+            raise ReplayError("the server is shutting down: no new jobs")
+        job = Job(
+            id=f"{next(self._seq)}-{secrets.token_hex(4)}",
+            kind=kind,
+            params=params,
+            work=work,
+            cleanup=cleanup,
+        )
+        with self._lock:
+            self._jobs[job.id] = job
+            self._forget_old()
+        self._queue.put(job)
+        return job
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self._jobs.values() if j.status in ("done", "failed")]
+        for j in finished[: max(0, len(finished) - self._keep)]:
+            del self._jobs[j.id]
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def all(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATUSES, 0)
+        for j in self.all():
+            out[j.status] += 1
+        return out
+
+    def _loop(self) -> None:
+        while (job := self._queue.get()) is not None:
+            self._execute(job)
+
+    def _execute(self, job: Job) -> None:
+        def start(desc: str, total: int) -> None:
+            job.description, job.total, job.done = desc, int(total), 0
+
+        def advance_to(done: int) -> None:
+            job.done = int(done)
+
+        job.status, job.started = "running", _now()
+        t0 = time.perf_counter()
+        try:
+            try:
+                result = job.work(Progress(start=start, advance_to=advance_to))
+            finally:
+                # Committed or rolled back: before any client can see the new status,
+                # results computed from the old data must go (replay.service.cache).
+                if self._on_change is not None:
+                    self._on_change()
+        except BaseException as exc:  # a job's failure must not stop the writer thread
+            job.error = error_body(exc)
+            job.status = "failed"
+        else:
+            job.result = result
+            job.status = "done"
+        finally:
+            job.seconds = round(time.perf_counter() - t0, 6)
+            job.finished = _now()
+            if job.cleanup is not None:
+                with contextlib.suppress(Exception):
+                    job.cleanup()
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Stop accepting jobs, fail the queued ones, let the running one finish."""
+        self._accepting = False
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.status, job.finished = "failed", _now()
+                job.error = {
+                    "error": "the server shut down before the job started",
+                    "type": "Shutdown",
+                    "kind": "runtime",
+                    "exit_code": 1,
+                }
+                if job.cleanup is not None:
+                    with contextlib.suppress(Exception):
+                        job.cleanup()
+        self._queue.put(None)
+        self._thread.join(timeout=timeout_s)

@@ -1,0 +1,121 @@
+"""replay serve's web page in headless Chromium (tests/browser.py) against a live server.
+
+The traces and runs lists load, ticking two runs draws the report's charts
+(charts.js sets data-drawn), the SQL box and a named query fill the results
+table, a refused statement shows its message, an upload through the form
+becomes a trace, the token form unlocks a guarded server; no console errors
+besides the HTTP errors provoked on purpose. Screenshot: test-artifacts/serve.png.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from browser import chromium_page
+from conftest import ERAS, ROOT
+from test_serve import TOKEN, Live, live_server, make_store, submit_runs
+
+from replay.service import ServiceConfig
+
+ARTIFACTS = ROOT / "test-artifacts"
+# Chromium logs every 4xx response as a console error; these are the provoked ones.
+PROVOKED = re.compile(r"Failed to load resource: the server responded with a status of (400|401)")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    db = tmp_path_factory.mktemp("page") / "page.duckdb"
+    make_store(db)
+    with live_server(ServiceConfig(db=db, sql_timeout_s=5)) as lv:
+        submit_runs(lv)
+        yield lv
+
+
+def unexpected(errors: list[str]) -> list[str]:
+    return [e for e in errors if not PROVOKED.search(e)]
+
+
+def test_page(live: Live) -> None:
+    api_runs = live.client.get("/api/runs").json()["runs"]
+    with chromium_page(1280, 900) as (page, log):
+        page.goto(live.url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        # traces and runs
+        rows = page.locator("#traces tbody tr")
+        assert rows.count() == 1 and "kernel-build" in rows.first.inner_text()
+        assert page.locator("#runs tbody tr").count() == len(api_runs) == 2
+        rows.first.click()
+        page.wait_for_function(
+            "document.querySelector('#runs-filter').textContent.includes('kernel-build')"
+        )
+        assert page.locator("#runs tbody tr").count() == 2
+        # compare two runs: the report's charts are drawn
+        assert page.locator("#compare").is_disabled()
+        for r in api_runs:
+            page.check(f"input[data-run='{r['run_id']}']")
+        page.click("#compare")
+        page.wait_for_selector("#report[data-drawn='1']", timeout=30_000)
+        drawn = page.locator("#report [data-chart][data-drawn='1']")
+        assert drawn.count() >= 6
+        assert page.locator("#report [data-chart='free_pages'] .rc-line").count() == 2
+        title = page.locator("#report h1").inner_text()
+        assert "buddy vs mobility on kernel-build" in title
+        # SQL: a result table
+        page.fill("#sql-input", "SELECT run_id, model FROM runs ORDER BY run_id")
+        page.click("#sql-run")
+        page.wait_for_selector("#sql-table[data-loaded='1']")
+        head = page.locator("#sql-table thead th").all_inner_texts()
+        assert head == ["run_id", "model"]
+        cells = page.locator("#sql-table tbody tr").all_inner_texts()
+        assert [c.split("\t") for c in cells] == [["1", "buddy"], ["2", "mobility"]]
+        assert page.locator("#sql-error").is_hidden()
+        # a refused statement: its message, no table
+        page.fill("#sql-input", "DELETE FROM runs")
+        page.click("#sql-run")
+        page.wait_for_selector("#sql-error:not([hidden])")
+        assert "only SELECT statements are allowed" in page.inner_text("#sql-error")
+        assert page.locator("#sql-table tr").count() == 0
+        # a named query with a parameter
+        page.select_option("#query-select", "failures_by_order")
+        page.fill("#query-params input[data-param='run']", "1")
+        page.click("#query-run")
+        page.wait_for_selector("#sql-table[data-loaded='1']")
+        assert "allocs" in page.locator("#sql-table thead").inner_text()
+        assert page.locator("#sql-table tbody tr").count() >= 1
+        # an upload through the form becomes a trace
+        page.set_input_files("#ingest-file", str(ERAS / "v6.18.txt"))
+        page.fill("#ingest-name", "uploaded")
+        page.click("#ingest-form button[type=submit]")
+        page.wait_for_selector("#jobs tbody tr[data-status='done']", timeout=60_000)
+        page.wait_for_selector("#traces tbody tr[data-trace='uploaded']", timeout=10_000)
+        page.locator("#report-section").scroll_into_view_if_needed()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "serve.png"), full_page=True)
+        provoked = [e for e in log.console_errors if PROVOKED.search(e)]
+        assert len(provoked) == 1  # the refused DELETE
+    assert unexpected(log.errors) == [], log.errors
+    assert (ARTIFACTS / "serve.png").stat().st_size > 10_000
+
+
+def test_page_asks_for_the_token(tmp_path: Path) -> None:
+    db = tmp_path / "guarded.duckdb"
+    make_store(db, events=40000)
+    with live_server(ServiceConfig(db=db, token=TOKEN)) as lv, chromium_page() as (page, log):
+        page.goto(lv.url + "/")
+        page.wait_for_selector("#token-form:not([hidden])")
+        assert "bearer token" in page.inner_text("#message")
+        page.fill("#token-input", TOKEN)
+        page.click("#token-form button[type=submit]")
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.locator("#traces tbody tr").count() == 1
+        assert page.locator("#token-form").is_hidden()
+        # the token in the URL fragment works too (and is removed from the address bar)
+        page.evaluate("sessionStorage.clear()")
+        page.goto("about:blank")
+        page.goto(lv.url + "/#token=" + TOKEN)
+        page.wait_for_selector("body[data-ready='1']")
+        assert "token" not in page.url
+    assert unexpected(log.errors) == [], log.errors
