@@ -561,9 +561,3 @@ class Store:
         except duckdb.Error as exc:
             raise QueryError(str(exc).strip()) from exc
 
-
-def pq_columns(path: Path) -> list[str]:
-    """Column names of a Parquet file."""
-    import pyarrow.parquet as pq
-
-    return list(pq.read_schema(path).names)
