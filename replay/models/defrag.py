@@ -27,7 +27,8 @@ from inside ``replay_chunk``), so they may allocate.
   (``alloc_migration_target``), then take the whole range. ``first`` tries
   the ranges at steps of ``nr_pages`` from the zone start, as
   ``alloc_contig_pages`` does; ``best`` takes the valid range needing the
-  fewest pages migrated. The pages stay allocated (pinned, counted as
+  fewest pages migrated; candidates start at ``ALIGN(zone start, nr_pages)``
+  (the kernel's macro, meant for powers of two). The pages stay allocated (pinned, counted as
   unmovable) until the end of the run.
 - **active defragmentation** (Mooley, 2004): per-order thresholds of free
   blocks; when, in an idle gap of the trace (no event for ``idle`` ns), the
@@ -308,8 +309,8 @@ def _free_span(a, e, st, prm):  # type: ignore[no-untyped-def]
 @nb.njit(cache=True)
 def alloc_contig(n, pfn, best, seq, st, prm, ob, counters, ef, mode):  # type: ignore[no-untyped-def]
     """``alloc_contig_pages``: ``n`` contiguous pages at ``pfn`` (-1: the first, or with
-    ``best`` the cheapest, range at steps of n from the zone start aligned to n's power of
-    two). Returns (first pfn or -1, pages migrated, ranges tried)."""
+    ``best`` the cheapest, range at steps of n from ``ALIGN(zone start, n)``). Returns
+    (first pfn or -1, pages migrated, ranges evacuated)."""
     start = prm[M.P_START]
     end = start + prm[M.P_PAGES]
     if prm[M.P_PCP] != 0:  # drain_all_pages: pcp pages would make every range busy
@@ -322,10 +323,7 @@ def alloc_contig(n, pfn, best, seq, st, prm, ob, counters, ef, mode):  # type: i
             return np.int64(-1), np.int64(0), np.int64(1)
         ok, moved = evacuate(pfn, n, True, seq, st, prm, ob, counters, ef, mode)
         return (pfn if ok else np.int64(-1)), moved, np.int64(1)
-    align = np.int64(1)
-    while align < n:
-        align <<= 1
-    first = (start + align - 1) & ~(align - 1)
+    first = (start + n - 1) & ~(n - 1)  # ALIGN(zone_start_pfn, nr_pages), as the kernel
     tried = np.int64(0)
     total = np.int64(0)
     if best:
@@ -440,6 +438,8 @@ def defrag_pass(seq, st, prm, ob, cz, counters, ef, mode, me):  # type: ignore[n
     order, moved pages, ``failed`` = evacuations that freed nothing, result BALANCED when
     every threshold holds after it, else UNBALANCED)."""
     k, freed, moved, tried = active_defrag(seq, st, prm, ob, counters, ef, mode)
+    if k < 0:  # no threshold crossed: nothing to do, nothing recorded
+        return k, freed, moved, tried
     if freed == 0:
         cz[CZ_DF_SHIFT] = min(cz[CZ_DF_SHIFT] + 1, C.COMPACT_MAX_DEFER_SHIFT)
         cz[CZ_DF_CONSIDERED] = np.int64(1) << cz[CZ_DF_SHIFT]

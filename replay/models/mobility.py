@@ -695,6 +695,9 @@ class ZoneState:
         from replay.models import defrag as D
         from replay.models.kernel import apply_event, new_objects
 
+        if not 0 <= cpu < self.prm[P_NCPU]:
+            raise ValueError(f"cpu {cpu} outside 0..{int(self.prm[P_NCPU]) - 1}")
+
         n = self.objects[0].shape[0]
         if obj >= n:  # grow the per-object arrays (not the LRU's head/tail)
             grown = new_objects(max(obj + 1, 2 * n))
@@ -715,9 +718,8 @@ class ZoneState:
         from replay.models import defrag as D
 
         self._room(0)
-        ef = np.zeros((self.pages + 1024, len(EF_COLS)), np.int64)
-        r = D.defrag_pass(seq, self.arrays, self.prm, self.objects, self.cz, self.counters, ef,
-                          self.mode, self.me)  # fmt: skip
+        r = D.defrag_pass(seq, self.arrays, self.prm, self.objects, self.cz, self.counters,
+                          self._pass_ef(), self.mode, self.me)  # fmt: skip
         self._flush_me()
         return tuple(int(v) for v in r)  # type: ignore[return-value]
 
@@ -735,10 +737,17 @@ class ZoneState:
         """``alloc_contig_pages``: (first pfn or -1, pages migrated, ranges tried)."""
         from replay.models import defrag as D
 
-        ef = np.zeros((self.pages + 1024, len(EF_COLS)), np.int64)
         r = D.alloc_contig(nr_pages, pfn, best, seq, self.arrays, self.prm, self.objects,
-                           self.counters, ef, self.mode)  # fmt: skip
+                           self.counters, self._pass_ef(), self.mode)  # fmt: skip
         return tuple(int(v) for v in r)  # type: ignore[return-value]
+
+    def _pass_ef(self) -> np.ndarray:
+        """The extfrag buffer, with room for a pass between events (its targets' rows)."""
+        need = int(self.counters[C_EF]) + 4 * self.pages + 1024
+        if need > self.ef.shape[0]:
+            self.ef = np.concatenate([self.ef, np.zeros((need - self.ef.shape[0],
+                                                         len(EF_COLS)), np.int64)])  # fmt: skip
+        return self.ef
 
     def alloc_obj(self, obj: int, order: int, mt: int, movable: bool | None = None,
                   cpu: int = 0, ts_ns: int = 0, seq: int = -1, reclaimable: bool | None = None,
