@@ -415,3 +415,20 @@ def test_targeted_reclaim_needs_fewer_evictions_per_order9_block() -> None:
     lru0 = kswapd_lumpy("lru", pages=16384, requests=8, churn_rounds=0)
     lumpy0 = kswapd_lumpy("targeted", pages=16384, requests=8, churn_rounds=0)
     assert lru0["evicted_per_served"] <= 1.5 * lumpy0["evicted_per_served"]
+
+
+def test_named_queries_over_the_defrag_tables(store: Path) -> None:
+    out = run(store, "vma", "mobility+exchange")
+    res = run_cli("query", "contiguity", "-p", f"runs={out['run_id']}", "--db", store, "-f",
+                  "json")  # fmt: skip
+    assert res.code == 0, res.err
+    rows = {r["phase"]: r for r in res.json()}
+    assert set(rows) == {"before_exchange", "after_exchange", "end"}
+    assert rows["after_exchange"]["regions_in_one_run"] == rows["after_exchange"]["regions"]
+    assert rows["before_exchange"]["pages"] == rows["end"]["pages"]
+    res = run_cli("query", "model_actions", "-p", f"run={out['run_id']}", "--db", store, "-f",
+                  "json")  # fmt: skip
+    assert res.code == 0, res.err
+    (row,) = res.json()
+    assert (row["kind"], row["pages_exchanged"]) == ("exchange", out["exchanged"])
+    assert row["pages_moved"] == out["migrated"]
