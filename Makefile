@@ -35,7 +35,7 @@ sysdeps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }
 
 demo: $(STAMP)
-	@rm -f demo.duckdb demo.duckdb.wal
+	@rm -rf demo.duckdb demo.duckdb.wal demo.duckdb.batch demo-report.html
 	$(VENV)/bin/replay ingest traces/compact-6.18 --name compact-6.18 --db demo.duckdb
 	$(VENV)/bin/replay show compact-6.18 --db demo.duckdb
 	$(VENV)/bin/replay run compact-6.18 --model buddy --fill-from-snapshot --every 1000 --db demo.duckdb
@@ -47,7 +47,12 @@ demo: $(STAMP)
 	$(VENV)/bin/replay query fragmentation_over_time --param run=2 --param buckets=10 --db demo.duckdb
 	@echo "== observed: the kernel's real buddy state rebuilt from the recorded pfns, against its buddyinfo"
 	$(VENV)/bin/replay validate compact-6.18 --db demo.duckdb
-	@echo "demo database: demo.duckdb (try: $(VENV)/bin/replay query pageblock_mix --param run=1 --db demo.duckdb)"
+	@echo "== a batch: two scenarios and the real capture x buddy, mobility, compaction, exchange (2 processes)"
+	$(VENV)/bin/replay batch examples/demo.toml --db demo.duckdb --jobs 2
+	$(VENV)/bin/replay compare --batch demo --db demo.duckdb
+	$(VENV)/bin/replay report --batch demo -o demo-report.html --db demo.duckdb
+	@echo "report: $(CURDIR)/demo-report.html (self-contained, open it offline)"
+	@echo "demo database: demo.duckdb (try: $(VENV)/bin/replay serve --db demo.duckdb)"
 
 test: $(STAMP) sysdeps
 	$(VENV)/bin/pytest -q -p no:cacheprovider
@@ -57,10 +62,12 @@ bench: $(STAMP) sysdeps
 	$(PY) bench/bench_replay.py
 	$(PY) bench/bench_observed.py
 	$(PY) bench/bench_compaction.py
+	$(PY) bench/bench_batch.py
+	$(PY) bench/bench_serve.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check replay tests bench
 	$(VENV)/bin/ruff format --check replay tests bench
 
 clean:
-	rm -rf $(VENV) *.egg-info bench/data demo.duckdb demo.duckdb.wal .pytest_cache
+	rm -rf $(VENV) *.egg-info bench/data demo.duckdb demo.duckdb.wal demo.duckdb.batch demo-report.html .pytest_cache test-artifacts

@@ -280,6 +280,7 @@ MIGRATIONS_SQL = """
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS pcp_pages BIGINT;
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
 ALTER TABLE model_events ADD COLUMN IF NOT EXISTS exchanged BIGINT;
+ALTER TABLE contiguity ADD COLUMN IF NOT EXISTS phase VARCHAR;
 """ + "".join(
     f"ALTER TABLE steps ADD COLUMN IF NOT EXISTS {c} BIGINT;\n"
     for c in ("migrated", "scanned", "evicted", "degraded", "exchanged")
@@ -372,6 +373,8 @@ class Store:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as exc:
             raise UsageError(f"{self.path}: cannot open as a DuckDB database ({exc})") from exc
+        # DuckDB prints its own progress bar on stdout for long statements: data goes there
+        self.run("SET enable_progress_bar = false")
         if not read_only:
             self.run(SCHEMA_SQL)
             self.run(MIGRATIONS_SQL)

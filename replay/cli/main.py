@@ -10,6 +10,7 @@ import sys
 import typer
 
 from replay import __version__
+from replay.cli import batch as batch_cmd
 from replay.cli import compare_kernel as compare_kernel_cmd
 from replay.cli import generate as generate_cmd
 from replay.cli import ingest as ingest_cmd
@@ -45,6 +46,7 @@ app.command()(compare_kernel_cmd.compare_kernel_compaction)
 app.command()(generate_cmd.generate)
 app.command()(report_cmd.report)
 app.command()(report_cmd.compare)
+app.command()(batch_cmd.batch)
 app.command()(serve_cmd.serve)
 
 

@@ -127,16 +127,24 @@ def emit_sections(sections: Mapping[str, pa.Table | Mapping[str, Any]], fmt: For
 
 
 @contextmanager
-def progress_bar(quiet: bool) -> Iterator[CoreProgress]:
-    """A rich progress bar on stderr feeding the core's Progress callbacks."""
+def progress_bar(quiet: bool, unit: str = "bytes") -> Iterator[CoreProgress]:
+    """A rich progress bar on stderr feeding the core's Progress callbacks.
+
+    ``unit``: what the totals count; ``bytes`` shows sizes (ingest reads bytes),
+    anything else "done/total unit" (events, runs)."""
     if quiet:
         yield CoreProgress()
         return
     console = Console(stderr=True)
+    count = (
+        DownloadColumn()
+        if unit == "bytes"
+        else TextColumn("{task.completed:,}/{task.total:,} " + unit.replace("[", r"\["))
+    )
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        count,
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,

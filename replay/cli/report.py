@@ -93,7 +93,7 @@ def report(
     """
     with Store(db, read_only=True) as store:
         ids = _run_ids(store, run_ids, batch)
-        with progress_bar(quiet) as progress:
+        with progress_bar(quiet, "parts") as progress:
             html = render_report(store, ids, order, title, points=points, progress=progress)
     _write_atomic(output, html)
     if not quiet:

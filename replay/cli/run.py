@@ -85,7 +85,7 @@ def run(
         _emit_summary(summary, fmt)
         return
     config = load_model(model)
-    with Store(db) as store, progress_bar(quiet) as progress:
+    with Store(db) as store, progress_bar(quiet, "events") as progress:
         result = do_run(
             store, trace, config, zone_pages=zone_pages, every=every,
             pageblock_every=pageblock_every, fill_from_snapshot=fill_from_snapshot, start=start,
