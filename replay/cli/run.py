@@ -65,9 +65,15 @@ def run(
     """Replay a stored trace through a model (what-if: the model places every allocation).
 
     Models: buddy (plain binary buddy), mobility (grouping pages by mobility,
-    Linux 6.10+ claim/steal), mobility+pcp (with per-CPU lists), or a TOML
-    file: model = "mobility" plus parameters (pcp, nofragment, pcp_batch, pcp_high,
-    ncpus, min_free_kbytes, watermark_scale_factor; see docs/mobility.md).
+    Linux 6.10+ claim/steal), mobility+pcp (with per-CPU lists), the
+    defragmentation presets (buddy+compaction, mobility+compaction,
+    mobility+proactive, mobility+kswapd, mobility+kswapd-targeted,
+    mobility+vcompound, mobility+exchange, mobility+defrag, mobility+pools), or
+    a TOML file: model = "mobility" plus parameters (pcp, nofragment, pcp_batch,
+    pcp_high, ncpus, min_free_kbytes, watermark_scale_factor: docs/mobility.md;
+    compaction, compact_at, kswapd, vcompound_order, pressure:
+    docs/compaction.md; exchange_at, contig_at, defrag_thresholds, pool_order:
+    docs/defrag.md).
 
     Prints the run id, the events/s of the replay itself and the outcome counts;
     per-step results go to the steps table, fallbacks to extfrag, pageblock
