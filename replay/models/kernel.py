@@ -178,14 +178,16 @@ def replay_chunk(  # type: ignore[no-untyped-def]
     out_pfn, out_outcome, out_nr, out_has, out_fail, out_pcp, out_fb = out[:7]
     out_mig, out_scan, out_evict, out_degr, out_exch = out[7:]
     nr_free = st[5]
+    defrag = prm[M.P_DEFRAG_IDLE] > 0  # hoisted: the check costs 10% of the loop otherwise
     r = r0
     for i in range(i0, i1):
         if not room(counters, ef, me, cz, vc):
             return i, r
-        if prm[M.P_DEFRAG_IDLE] > 0 and cz[D.CZ_DF_DUE] == 0 and D.defrag_due(ts[i], st, prm, cz):
-            cz[D.CZ_DF_DUE] = 1
-            return i, r
-        cz[D.CZ_DF_DUE] = 0
+        if defrag:
+            if cz[D.CZ_DF_DUE] == 0 and D.defrag_due(ts[i], st, prm, cz):
+                cz[D.CZ_DF_DUE] = 1
+                return i, r
+            cz[D.CZ_DF_DUE] = 0
         pfn, outcome = apply_event(
             is_alloc[i], obj[i], np.int64(offset[i]), np.int64(order[i]), np.int64(mtype[i]),
             flags[i], np.int64(owner[i]), np.int64(cpu[i]), ts[i], seq[i], st, prm, ob, cz,
