@@ -53,6 +53,34 @@ LOCKDOWN_SQL = (
 
 MAX_SQL_CHARS = 100_000
 
+# SELECT-able functions with side effects on the database or the instance: a client's
+# SELECT must not checkpoint the file, truncate the logs or switch logging.
+SIDE_EFFECT_FUNCTIONS = frozenset({
+    "checkpoint", "force_checkpoint", "truncate_duckdb_logs", "enable_logging",
+    "disable_logging", "enable_profiling", "disable_profiling",
+})  # fmt: skip
+_parser = duckdb.connect()  # an empty in-memory instance: only its SQL parser is used
+_parser_lock = threading.Lock()
+
+
+def _function_names(sql: str) -> set[str]:
+    """Every function a statement calls, from DuckDB's own parse tree (json_serialize_sql)."""
+    with _parser_lock:
+        row = _parser.execute("SELECT json_serialize_sql($1)", [sql]).fetchone()
+    names: set[str] = set()
+    stack: list[Any] = [json.loads(row[0]) if row else {}]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, dict):
+            for k, v in o.items():
+                if k == "function_name" and isinstance(v, str):
+                    names.add(v.lower())
+                else:
+                    stack.append(v)
+        elif isinstance(o, list):
+            stack.extend(o)
+    return names
+
 
 def check_select(sql: str) -> str:
     """Return ``sql`` if it is exactly one SELECT statement, else raise UsageError."""
@@ -72,6 +100,9 @@ def check_select(sql: str) -> str:
     if kind != duckdb.StatementType.SELECT:
         name = getattr(kind, "name", str(kind))
         raise UsageError(f"only SELECT statements are allowed, not {name}")
+    bad = sorted(_function_names(sql) & SIDE_EFFECT_FUNCTIONS)
+    if bad:
+        raise UsageError(f"function {bad[0]}() changes the database: not allowed from clients")
     return sql
 
 
