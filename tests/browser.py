@@ -46,9 +46,12 @@ def chromium_page(width: int = 1280, height: int = 900) -> Iterator[tuple[Any, P
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
-            page.on(
-                "console", lambda m: log.console_errors.append(m.text) if m.type == "error" else None
-            )
+
+            def on_console(m: Any) -> None:
+                if m.type == "error":
+                    log.console_errors.append(m.text)
+
+            page.on("console", on_console)
             page.on("pageerror", lambda e: log.page_errors.append(str(e)))
             page.on("requestfailed", lambda r: log.failed_requests.append(r.url))
             yield page, log
