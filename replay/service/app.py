@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
+import duckdb
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -400,8 +401,10 @@ class Service:
 
     @contextlib.contextmanager
     def reader_store(self) -> Iterator[Any]:
-        """A Store over a reader cursor, interrupted past the time limit (reports)."""
+        """A Store over a reader cursor in a READ ONLY transaction (rolled back at the end),
+        interrupted past the time limit (reports)."""
         with self.cursor() as lease, self.watchdog.guard(lease.cur, self.config.sql_timeout_s) as g:
+            lease.cur.execute("BEGIN TRANSACTION READ ONLY")
             try:
                 yield self.db.reader_store(lease.cur)
             except Exception as exc:
@@ -412,6 +415,8 @@ class Service:
                     ) from exc
                 raise
             finally:
+                with contextlib.suppress(duckdb.Error):
+                    lease.cur.execute("ROLLBACK")
                 if g.fired:
                     lease.discard()
 

@@ -13,10 +13,11 @@ What makes client SQL safe here (replay serve):
   (``read_csv``, ``read_parquet``, ``read_text``, ``glob``, ...), ATTACH,
   COPY, extension loading/installing and Python replacement scans all fail
   with a permission error, and no statement can turn that back on.
-- :func:`run_limited` runs the statement inside a transaction that is always
-  rolled back, interrupts it after ``timeout_s`` seconds (``cursor.interrupt``
-  from a :class:`Watchdog` thread) and fetches at most ``max_rows + 1`` rows
-  from the streaming result (``truncated`` says whether more were there).
+- :func:`run_limited` runs the statement inside a READ ONLY transaction that is
+  always rolled back (DuckDB refuses any write in it), interrupts it after
+  ``timeout_s`` seconds (``cursor.interrupt`` from a :class:`Watchdog` thread)
+  and fetches at most ``max_rows + 1`` rows from the streaming result
+  (``truncated`` says whether more were there).
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ def run_limited(
     and QueryError for any other DuckDB error.
     """
     t0 = time.perf_counter()
-    cursor.execute("BEGIN TRANSACTION")
+    cursor.execute("BEGIN TRANSACTION READ ONLY")  # a write fails even if one got through
     try:
         with watchdog.guard(cursor, timeout_s) as g:
             try:
