@@ -372,12 +372,26 @@ def isolate_migratepages(st, prm, ob, cz):  # type: ignore[no-untyped-def]
         return
 
 
+@nb.njit(cache=True, inline="always", _nrt=False)
+def move_unit(x, src, dst, st, prm, ob):  # type: ignore[no-untyped-def]
+    """Object x's unit leaves pfn src for pfn dst: per-pageblock counts, pg_obj, placed
+    (docs/defrag.md "moving a unit"; compaction's migrations and the defrag models')."""
+    start = prm[M.P_START]
+    j = np.int64(ob[2][x])
+    mt = np.int64(ob[1][x])
+    M._pb_alloc_add(src, j, mt, -1, st[9], prm[M.P_PB0])
+    M._pb_alloc_add(dst, j, mt, 1, st[9], prm[M.P_PB0])
+    if st[13][src - start] == x:
+        st[13][src - start] = -1
+    st[13][dst - start] = x
+    ob[0][x] = dst
+
+
 @nb.njit(cache=True, _nrt=False)
 def migrate_pages(st, prm, ob, cz, counters):  # type: ignore[no-untyped-def]
     """``migrate_pages``: each isolated unit to a target from ``compaction_alloc``."""
     start = prm[M.P_START]
-    pb0 = prm[M.P_PB0]
-    placed, obj_mt, obj_order = ob[0], ob[1], ob[2]
+    obj_order = ob[2]
     n = cz[CC_NUNITS]
     for i in range(n):
         src = cz[CC_UNITS + i]
@@ -389,12 +403,7 @@ def migrate_pages(st, prm, ob, cz, counters):  # type: ignore[no-untyped-def]
                 cz[CC_FAILED] += np.int64(1) << obj_order[st[13][cz[CC_UNITS + r]]]
             break
         cz[CC_NR_MIGRATE] -= np.int64(1) << j  # compaction_alloc: one unit less to place
-        mt = np.int64(obj_mt[x])
-        M._pb_alloc_add(src + start, j, mt, -1, st[9], pb0)
-        M._pb_alloc_add(dst + start, j, mt, 1, st[9], pb0)
-        st[13][dst] = x
-        st[13][src] = -1
-        placed[x] = dst + start
+        move_unit(x, src + start, dst + start, st, prm, ob)
         M.free_to_buddy(src + start, j, st, prm)
         cz[CC_MOVED] += np.int64(1) << j
         counters[M.C_MIGRATED] += np.int64(1) << j

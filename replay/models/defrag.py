@@ -104,20 +104,6 @@ def take_free_block(pfn, k, st, prm):  # type: ignore[no-untyped-def]
     return True
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
-def _account_move(x, src, dst, st, prm, ob):  # type: ignore[no-untyped-def]
-    """Object x's unit leaves pfn src for pfn dst: per-pageblock counts, pg_obj, placed."""
-    start = prm[M.P_START]
-    j = np.int64(ob[2][x])
-    mt = np.int64(ob[1][x])
-    M._pb_alloc_add(src, j, mt, -1, st[9], prm[M.P_PB0])
-    M._pb_alloc_add(dst, j, mt, 1, st[9], prm[M.P_PB0])
-    if st[13][src - start] == x:
-        st[13][src - start] = -1
-    st[13][dst - start] = x
-    ob[0][x] = dst
-
-
 @nb.njit(cache=True, _nrt=False)
 def exchange_pages(xs, targets, st, prm, ob, counters, res):  # type: ignore[no-untyped-def]
     """Put each object ``xs[i]`` at pfn ``targets[i]``, in order; ``res[i]`` says how (EX_*).
@@ -145,7 +131,7 @@ def exchange_pages(xs, targets, st, prm, ob, counters, res):  # type: ignore[no-
             res[i] = EX_BLOCKED
             continue
         if take_free_block(t, j, st, prm):
-            _account_move(x, p, t, st, prm, ob)
+            C.move_unit(x, p, t, st, prm, ob)
             M.free_to_buddy(p, j, st, prm)
             migrated += n
             res[i] = EX_MIGRATED
@@ -158,8 +144,8 @@ def exchange_pages(xs, targets, st, prm, ob, counters, res):  # type: ignore[no-
             and (obj_flags[y] & (C.F_MOVABLE | C.F_PINNED)) == C.F_MOVABLE
         ):
             # exchange_pages: the two units swap places
-            _account_move(x, p, t, st, prm, ob)
-            _account_move(y, t, p, st, prm, ob)
+            C.move_unit(x, p, t, st, prm, ob)
+            C.move_unit(y, t, p, st, prm, ob)
             st[13][t - start] = x
             exchanged += 2 * n
             res[i] = EX_EXCHANGED
@@ -264,7 +250,7 @@ def evacuate(lo, n, keep, seq, st, prm, ob, counters, ef, mode):  # type: ignore
             ok = False
             break
         M._pb_alloc_add(dst, j, np.int64(ob[1][x]), -1, st[9], prm[M.P_PB0])  # counted below
-        _account_move(x, src, dst, st, prm, ob)
+        C.move_unit(x, src, dst, st, prm, ob)
         vacated[nv] = src
         nv += 1
         moved += np.int64(1) << j
