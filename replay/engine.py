@@ -727,12 +727,16 @@ class _Replay:
         reg = self.obj_region[live]
         return live, self.anchor_pfn[reg] + (self.obj_vpn[live] - self.anchor_vpn[reg])
 
-    def record_contiguity(self, seq: int, phase: str) -> None:
+    def record_contiguity(
+        self, seq: int, phase: str, units: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> None:
         """One ``contiguity`` row per region: its runs (pfn - vpn constant) before event
-        ``seq`` (-1: after the last); ``phase`` before_exchange | after_exchange | end."""
+        ``seq`` (-1: after the last); ``phase`` before_exchange | after_exchange | end.
+        ``units``: ``_region_units()`` when the caller has it (an exchange pass moves
+        units but does not change which are allocated)."""
         if self.region_ids.shape[0] == 0:
             return
-        xs, targets = self._region_units()
+        xs, targets = self._region_units() if units is None else units
         placed = self.objects[0]
         t = contiguity(self.obj_region[xs], self.obj_vpn[xs], placed[xs],
                        self.objects[2][xs].astype(np.int64), targets,
@@ -753,8 +757,8 @@ class _Replay:
         z = self.zone
         if z.prm[M.P_PCP]:
             M.drain_all(z.arrays, z.prm, z.counters)
-        self.record_contiguity(seq, "before_exchange")
         xs, targets = self._region_units()
+        self.record_contiguity(seq, "before_exchange", (xs, targets))
         res = np.zeros(xs.shape[0], np.int8)
         t0 = time.perf_counter()
         D.exchange_pages(xs, targets, z.arrays, z.prm, self.objects, z.counters, res)
@@ -779,7 +783,7 @@ class _Replay:
             moved=moved[has], failed=blocked[has], exchanged=exchanged[has],
             result=np.where(blocked[has] > 0, "PARTIAL_SKIPPED", "COMPLETE"),
         )  # fmt: skip
-        self.record_contiguity(seq, "after_exchange")
+        self.record_contiguity(seq, "after_exchange", (xs, targets))
 
     def _model_event_rows(self, seq: Any, kind: str, **cols: Any) -> None:
         """model_events rows written from Python (the passes between events)."""
