@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from ref_compaction import check_compaction_invariants
 from ref_defrag import (
@@ -34,6 +34,7 @@ from ref_defrag import (
     RefDefrag,
 )
 from ref_mobility import pindex
+from test_compaction import STREAM_SETTINGS  # seeded streams: no shrinking
 
 from replay.models import defrag as D
 from replay.models import mobility as MM
@@ -903,16 +904,6 @@ def _zone_kw(
     return {"grouping": grouping, "pcp": pcp, "ncpus": 2, "batch": 7, "high": 28,
             "defrag_idle_ns": idle_ms * MS, "defrag_thresholds": wanted,
             "pool_order": pool[0], "pool_owners": pool[1]}  # fmt: skip
-
-
-# Streams are drawn from a seed: shrinking would only try other streams, so it is off;
-# a failure reports its first differing step.
-STREAM_SETTINGS = {
-    "deadline": None,
-    "suppress_health_check": [HealthCheck.too_slow],
-    "phases": (Phase.explicit, Phase.reuse, Phase.generate),
-    "report_multiple_bugs": False,
-}
 
 
 @settings(max_examples=25, **STREAM_SETTINGS)
