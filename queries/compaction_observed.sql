@@ -12,9 +12,9 @@ k AS (
            min(line) FILTER (event = 'mm_compaction_begin') AS begin_line,
            min(seq) FILTER (event = 'mm_compaction_begin') AS begin_seq,
            max(seq) FILTER (event = 'mm_compaction_end') AS end_seq,
-           any_value(args['zone_start']) FILTER (event = 'mm_compaction_begin') AS zone_start,
-           any_value(args['zone_end']) FILTER (event = 'mm_compaction_begin') AS zone_end,
-           sum(TRY_CAST(args['nr_succeeded'] AS BIGINT))
+           any_value(args->>'zone_start') FILTER (event = 'mm_compaction_begin') AS zone_start,
+           any_value(args->>'zone_end') FILTER (event = 'mm_compaction_begin') AS zone_end,
+           sum(TRY_CAST(args->>'nr_succeeded' AS BIGINT))
                FILTER (event = 'mm_migrate_pages')::BIGINT AS migrated
     FROM c WHERE compaction > 0 GROUP BY compaction
 ),

@@ -21,9 +21,9 @@ ev AS (
     FROM events e JOIN t USING (trace_id)
     UNION ALL
     SELECT a.line, a.comm, a.pid, a.event, a.event = 'mm_page_free_batched', false,
-           TRY_CAST(a.args['fallback_order'] AS INTEGER),
-           TRY_CAST(a.args['fragmenting'] AS INTEGER),
-           TRY_CAST(a.args['change_ownership'] AS INTEGER)
+           TRY_CAST(a.args->>'fallback_order' AS INTEGER),
+           TRY_CAST(a.args->>'fragmenting' AS INTEGER),
+           TRY_CAST(a.args->>'change_ownership' AS INTEGER)
     FROM aux_events a JOIN t USING (trace_id)
 ),
 runs AS (

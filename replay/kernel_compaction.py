@@ -19,6 +19,7 @@ Units: pfn (absolute page frame numbers), pages (4 KiB), orders (blocks of
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -123,7 +124,7 @@ def compactions(store: Store, trace_id: int) -> list[KernelCompaction]:
     out: list[KernelCompaction] = []
     open_: dict[int, dict[str, Any]] = {}
     for r in rows:
-        a = dict(r["args"]) if not isinstance(r["args"], dict) else r["args"]
+        a = json.loads(r["args"]) if r["args"] else {}
         zs = _hex(a["zone_start"])
         if r["event"] == "mm_compaction_begin":
             open_[zs] = {**r, "args": a}
@@ -165,29 +166,29 @@ def kernel_sums(store: Store, trace_id: int, kc: KernelCompaction) -> dict[str, 
     row = store.one(
         r"""WITH e AS (
               SELECT event, args,
-                     hexint(regexp_extract(args['range'], '\((0x[0-9a-fA-F]+) ~', 1)) AS lo
+                     hexint(regexp_extract(args->>'range', '\((0x[0-9a-fA-F]+) ~', 1)) AS lo
               FROM aux_events WHERE trace_id = $t AND line > $b AND line < $e)
             SELECT
-              sum(CASE WHEN event = 'mm_migrate_pages' AND args['reason'] = 'compaction'
-                       THEN TRY_CAST(args['nr_succeeded'] AS BIGINT) END),
-              sum(CASE WHEN event = 'mm_migrate_pages' AND args['reason'] = 'compaction'
-                       THEN TRY_CAST(args['nr_failed'] AS BIGINT) END),
-              sum(CASE WHEN event = 'mm_migrate_pages' AND args['reason'] = 'compaction'
-                       THEN TRY_CAST(args['nr_thp_succeeded'] AS BIGINT) END),
-              sum(CASE WHEN event = 'mm_migrate_pages' AND args['reason'] = 'compaction'
-                       THEN TRY_CAST(args['nr_split'] AS BIGINT) END),
+              sum(CASE WHEN event = 'mm_migrate_pages' AND args->>'reason' = 'compaction'
+                       THEN TRY_CAST(args->>'nr_succeeded' AS BIGINT) END),
+              sum(CASE WHEN event = 'mm_migrate_pages' AND args->>'reason' = 'compaction'
+                       THEN TRY_CAST(args->>'nr_failed' AS BIGINT) END),
+              sum(CASE WHEN event = 'mm_migrate_pages' AND args->>'reason' = 'compaction'
+                       THEN TRY_CAST(args->>'nr_thp_succeeded' AS BIGINT) END),
+              sum(CASE WHEN event = 'mm_migrate_pages' AND args->>'reason' = 'compaction'
+                       THEN TRY_CAST(args->>'nr_split' AS BIGINT) END),
               sum(CASE WHEN event = 'mm_compaction_migratepages'
-                       THEN TRY_CAST(args['nr_migrated'] AS BIGINT) END),
+                       THEN TRY_CAST(args->>'nr_migrated' AS BIGINT) END),
               sum(CASE WHEN event = 'mm_compaction_migratepages'
-                       THEN TRY_CAST(args['nr_failed'] AS BIGINT) END),
+                       THEN TRY_CAST(args->>'nr_failed' AS BIGINT) END),
               sum(CASE WHEN event = 'mm_compaction_isolate_migratepages' AND lo >= $zs
-                       AND lo < $ze THEN TRY_CAST(args['nr_scanned'] AS BIGINT) END),
+                       AND lo < $ze THEN TRY_CAST(args->>'nr_scanned' AS BIGINT) END),
               sum(CASE WHEN event = 'mm_compaction_isolate_migratepages' AND lo >= $zs
-                       AND lo < $ze THEN TRY_CAST(args['nr_taken'] AS BIGINT) END),
+                       AND lo < $ze THEN TRY_CAST(args->>'nr_taken' AS BIGINT) END),
               sum(CASE WHEN event = 'mm_compaction_isolate_freepages' AND lo >= $zs
-                       AND lo < $ze THEN TRY_CAST(args['nr_scanned'] AS BIGINT) END),
+                       AND lo < $ze THEN TRY_CAST(args->>'nr_scanned' AS BIGINT) END),
               sum(CASE WHEN event = 'mm_compaction_isolate_freepages' AND lo >= $zs
-                       AND lo < $ze THEN TRY_CAST(args['nr_taken'] AS BIGINT) END),
+                       AND lo < $ze THEN TRY_CAST(args->>'nr_taken' AS BIGINT) END),
               count(*) FILTER (WHERE event = 'mm_compaction_isolate_migratepages'),
               count(*) FILTER (WHERE event = 'mm_compaction_isolate_freepages'),
               count(*) FILTER (WHERE event = 'mm_compaction_begin'),

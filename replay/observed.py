@@ -476,17 +476,17 @@ def _events(
               UNION ALL
               SELECT line, CASE WHEN event = 'mm_page_alloc_zone_locked' THEN {K_ZONE_LOCKED}
                                 ELSE {K_DRAIN} END,
-                     pfn, "order", coalesce(args['percpu_refill'] = '1', false), 0, 0, NULL
+                     pfn, "order", coalesce(args->>'percpu_refill' = '1', false), 0, 0, NULL
               FROM aux_events WHERE trace_id = $t AND pfn IS NOT NULL AND "order" IS NOT NULL
                 AND event IN ('mm_page_alloc_zone_locked', 'mm_page_pcpu_drain')
               UNION ALL
               SELECT line, {K_ISOLATE_FREE},
-                     hexint(regexp_extract(args['range'], '\((0x[0-9a-fA-F]+) ~', 1)),
+                     hexint(regexp_extract(args->>'range', '\((0x[0-9a-fA-F]+) ~', 1)),
                      0, false,
-                     hexint(regexp_extract(args['range'], '~ (0x[0-9a-fA-F]+)\)', 1)),
-                     TRY_CAST(args['nr_taken'] AS BIGINT), NULL
+                     hexint(regexp_extract(args->>'range', '~ (0x[0-9a-fA-F]+)\)', 1)),
+                     TRY_CAST(args->>'nr_taken' AS BIGINT), NULL
               FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_isolate_freepages'
-                AND TRY_CAST(args['nr_taken'] AS BIGINT) > 0)
+                AND TRY_CAST(args->>'nr_taken' AS BIGINT) > 0)
             WHERE pfn IS NOT NULL
               AND ($after IS NULL OR line > $after) AND ($before IS NULL OR line < $before)
             ORDER BY line""",

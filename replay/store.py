@@ -91,7 +91,7 @@ CREATE TABLE IF NOT EXISTS aux_events (
     pfn BIGINT,
     "order" TINYINT,
     migratetype TINYINT,
-    args MAP(VARCHAR, VARCHAR),
+    args JSON,               -- the other key=value fields: {"key": "value", ...} (text values)
     text VARCHAR
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -378,8 +378,18 @@ class Store:
         if not read_only:
             self.run(SCHEMA_SQL)
             self.run(MIGRATIONS_SQL)
+            self._migrate_args_to_json()
         self.run(MACROS_SQL)
         install_macros(self.con)
+
+    def _migrate_args_to_json(self) -> None:
+        """Database files before 2026-11-22 kept aux_events.args as MAP(VARCHAR, VARCHAR)."""
+        row = self.one(
+            """SELECT data_type FROM information_schema.columns
+               WHERE table_name = 'aux_events' AND column_name = 'args'"""
+        )
+        if row is not None and str(row[0]).upper().startswith("MAP"):
+            self.run("ALTER TABLE aux_events ALTER COLUMN args TYPE JSON USING to_json(args)")
 
     def one(self, sql: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
         """The first row of a query (the result is drained, as DuckDB requires)."""

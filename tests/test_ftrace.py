@@ -145,18 +145,47 @@ def test_real_capture_aux_fields() -> None:
     _, _, aux = parse(CAPTURE / "trace.txt.zst")
     rows = aux.to_pylist()
     begin = next(r for r in rows if r["event"] == "mm_compaction_begin")
-    assert dict(begin["args"]) == {"zone_start": "0x1", "migrate_pfn": "0x1", "free_pfn": "0xe00",
-                                   "zone_end": "0x1000", "mode": "sync"}  # fmt: skip
+    assert json.loads(begin["args"]) == {
+        "zone_start": "0x1", "migrate_pfn": "0x1", "free_pfn": "0xe00", "zone_end": "0x1000",
+        "mode": "sync",
+    }  # fmt: skip
     iso = next(r for r in rows if r["event"] == "mm_compaction_isolate_freepages")
-    assert dict(iso["args"])["range"] == "(0x1ffe00 ~ 0x200000)"
+    assert json.loads(iso["args"])["range"] == "(0x1ffe00 ~ 0x200000)"
     mark = next(r for r in rows if r["event"] == "tracing_mark_write")
     assert mark["text"] == "snapshot before begin"
     drain = next(r for r in rows if r["event"] == "mm_page_pcpu_drain")
     assert drain["pfn"] > 0 and drain["order"] == 0 and drain["args"] is None
     locked = next(r for r in rows if r["event"] == "mm_page_alloc_zone_locked")
-    assert dict(locked["args"]) == {"percpu_refill": "1"}
+    assert json.loads(locked["args"]) == {"percpu_refill": "1"}
     # seq: the number of canonical events before the line
     assert all(a["seq"] <= b["seq"] for a, b in itertools.pairwise(rows))
+
+
+def test_aux_args_are_json_with_escapes(tmp_path: Path) -> None:
+    """Values with quotes, backslashes, control and non-UTF-8 bytes stay readable JSON."""
+    head = b"  kcompactd0-77    [001] .....  10.000001: "
+    lines = [
+        head + b"mm_page_alloc: page=0x1 pfn=0x1000 order=0 migratetype=1 gfp_flags=GFP_KERNEL",
+        head + b'mm_compaction_begin: zone_start=0x1 note=a"b\\c\x01d mode=sync',
+        head + b"mm_page_alloc_zone_locked: page=0x1 pfn=0x1000 order=0 migratetype=1 "
+        b"percpu_refill=1 vendor=caf\xe9",
+        head + b"mm_page_pcpu_drain: page=0x1 pfn=0x1000 order=0 migratetype=1",
+    ]
+    path = tmp_path / "esc.txt"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    _, _, aux = parse(path)
+    assert aux is not None
+    args = aux.column("args").to_pylist()
+    assert json.loads(args[0]) == {"zone_start": "0x1", "note": 'a"b\\c\x01d', "mode": "sync"}
+    assert json.loads(args[1]) == {"percpu_refill": "1", "vendor": "caf\ufffd"}
+    assert args[2] is None  # every field of a pcp drain has a typed column
+    # And DuckDB reads them as JSON.
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("aux", aux)
+    got = con.execute("SELECT args::JSON->>'note', args::JSON->>'vendor' FROM aux").fetchall()
+    assert got[0][0] == 'a"b\\c\x01d' and got[1][1] == "caf\ufffd"
 
 
 @pytest.mark.parametrize("kind", ["gz", "xz", "zst-cli", "zst-multiframe", "plain"])

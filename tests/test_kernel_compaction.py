@@ -71,7 +71,7 @@ def _normal_pair(db: Path) -> tuple[int, int]:
     (begin,) = _sql(db, """
         SELECT line FROM aux_events a JOIN traces t USING (trace_id)
         WHERE t.name = 'compact' AND event = 'mm_compaction_begin'
-          AND args['zone_start'] = '0x100000'""")  # fmt: skip
+          AND args->>'zone_start' = '0x100000'""")  # fmt: skip
     (end,) = _sql(db, """
         SELECT min(line) FROM aux_events a JOIN traces t USING (trace_id)
         WHERE t.name = 'compact' AND event = 'mm_compaction_end' AND line > $b""",
@@ -94,8 +94,8 @@ def test_the_compaction_is_the_normal_zones(capture_db: Path, result: dict[str, 
 def test_kernel_sums_equal_independent_sql(capture_db: Path, by: dict[str, Any]) -> None:
     begin, end = _normal_pair(capture_db)
     sums = dict(_sql(capture_db, """
-        SELECT event || ':' || k, sum(CAST(v AS BIGINT)) FROM (
-          SELECT event, unnest(map_keys(args)) AS k, unnest(map_values(args)) AS v
+        SELECT event || ':' || k, sum(CAST(args->>k AS BIGINT)) FROM (
+          SELECT event, args, unnest(json_keys(args)) AS k
           FROM aux_events WHERE line > $b AND line < $e
             AND trace_id = (SELECT trace_id FROM traces WHERE name = 'compact')
             AND event IN ('mm_migrate_pages', 'mm_compaction_migratepages',
@@ -130,7 +130,7 @@ def test_kernel_sums_equal_independent_sql(capture_db: Path, by: dict[str, Any])
 def test_kernel_positions_and_after_buddyinfo(capture_db: Path, by: dict[str, Any]) -> None:
     _, end = _normal_pair(capture_db)
     ((mig, free, zend),) = _sql(capture_db, """
-        SELECT args['migrate_pfn'], args['free_pfn'], args['zone_end'] FROM aux_events
+        SELECT args->>'migrate_pfn', args->>'free_pfn', args->>'zone_end' FROM aux_events
         WHERE line = $e AND trace_id = (SELECT trace_id FROM traces WHERE name = 'compact')""",
                                 {"e": end})  # fmt: skip
     assert by["migrate scanner end pfn"]["kernel"] == int(mig, 16) == 0x124000

@@ -127,3 +127,27 @@ def test_invalid_names(db: Path, name: str) -> None:
 def test_read_only_store_missing(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no such database"):
         Store(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_old_map_args_are_migrated_to_json(tmp_path: Path) -> None:
+    """Files from before 2026-11-22 kept aux_events.args as a MAP; opening one converts it."""
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        """CREATE TABLE aux_events (trace_id INTEGER NOT NULL, seq BIGINT NOT NULL, line BIGINT,
+             ts_ns BIGINT, cpu SMALLINT, pid INTEGER, comm VARCHAR, event VARCHAR NOT NULL,
+             pfn BIGINT, "order" TINYINT, migratetype TINYINT, args MAP(VARCHAR, VARCHAR),
+             text VARCHAR)"""
+    )
+    con.execute(
+        """INSERT INTO aux_events VALUES
+             (1, 0, 1, 0, 0, 1, 'k', 'mm_compaction_begin', NULL, NULL, NULL,
+              MAP {'zone_start': '0x1', 'mode': 'a"b'}, NULL),
+             (1, 0, 2, 0, 0, 1, 'k', 'mm_page_pcpu_drain', 5, 0, 1, NULL, NULL)"""
+    )
+    con.close()
+    with Store(path) as store:
+        rows = store.query(
+            "SELECT typeof(args), args->>'zone_start', args->>'mode' FROM aux_events ORDER BY line"
+        ).to_pylist()
+    assert [list(r.values()) for r in rows] == [["JSON", "0x1", 'a"b'], ["JSON", None, None]]

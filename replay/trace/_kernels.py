@@ -178,6 +178,35 @@ def _page_is_null(buf, s, e) -> bool:  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True)
+def line_spans(buf):  # type: ignore[no-untyped-def]
+    """[start, end) byte offsets of each line of ``buf`` (end at its newline).
+
+    A last line without a newline is a line too.
+    """
+    size = buf.shape[0]
+    n = 0
+    for j in range(size):
+        if buf[j] == 10:
+            n += 1
+    if size and buf[size - 1] != 10:
+        n += 1
+    starts = np.empty(n, dtype=np.int64)
+    ends = np.empty(n, dtype=np.int64)
+    i = 0
+    s = 0
+    for j in range(size):
+        if buf[j] == 10:
+            starts[i] = s
+            ends[i] = j
+            i += 1
+            s = j + 1
+    if i < n:
+        starts[i] = s
+        ends[i] = size
+    return starts, ends
+
+
+@nb.njit(cache=True, nogil=True)
 def parse_lines(  # type: ignore[no-untyped-def]
     buf,
     starts,
@@ -534,6 +563,183 @@ def gather_spans(buf, s, e):  # type: ignore[no-untyped-def]
     return data, offsets
 
 
+@nb.njit(cache=True, inline="always")
+def _json_value_len(buf, s, e):  # type: ignore[no-untyped-def]
+    n = 0
+    for j in range(s, e):
+        c = buf[j]
+        if c == 34 or c == 92:  # '"' '\\'
+            n += 2
+        elif c < 32:
+            n += 6  # \u00XX
+        else:
+            n += 1
+    return n
+
+
+@nb.njit(cache=True, nogil=True)
+def json_objects(buf, offsets, ks, ke, vs, ve):  # type: ignore[no-untyped-def]
+    """Each row's key=value spans as one JSON object text, for Arrow.
+
+    Row r owns pairs offsets[r]..offsets[r + 1]; a row without pairs gets an
+    empty string (the caller masks it to NULL). Keys are identifier bytes and
+    need no escaping; values escape '"', '\\' and control bytes. Returns
+    (data uint8, int32 offsets).
+    """
+    n = offsets.shape[0] - 1
+    out_off = np.empty(n + 1, dtype=np.int32)
+    total = 0
+    out_off[0] = 0
+    for r in range(n):
+        a = offsets[r]
+        b = offsets[r + 1]
+        if b > a:
+            total += 2 + (b - a - 1)  # braces and commas
+            for k in range(a, b):
+                total += (ke[k] - ks[k]) + 5 + _json_value_len(buf, vs[k], ve[k])
+        out_off[r + 1] = total
+    data = np.empty(total, dtype=np.uint8)
+    for r in range(n):
+        a = offsets[r]
+        b = offsets[r + 1]
+        if b == a:
+            continue
+        o = out_off[r]
+        data[o] = 123  # '{'
+        o += 1
+        for k in range(a, b):
+            if k > a:
+                data[o] = 44  # ','
+                o += 1
+            data[o] = 34
+            o += 1
+            for j in range(ks[k], ke[k]):
+                data[o] = buf[j]
+                o += 1
+            data[o] = 34
+            data[o + 1] = 58  # ':'
+            data[o + 2] = 34
+            o += 3
+            for j in range(vs[k], ve[k]):
+                c = buf[j]
+                if c == 34 or c == 92:
+                    data[o] = 92
+                    data[o + 1] = c
+                    o += 2
+                elif c < 32:
+                    data[o] = 92
+                    data[o + 1] = 117  # 'u'
+                    data[o + 2] = 48
+                    data[o + 3] = 48
+                    data[o + 4] = 48 + (c >> 4)  # c < 32: high digit 0 or 1
+                    lo = c & 15
+                    data[o + 5] = 48 + lo if lo < 10 else 87 + lo
+                    o += 6
+                else:
+                    data[o] = c
+                    o += 1
+            data[o] = 34
+            o += 1
+        data[o] = 125  # '}'
+    return data, out_off
+
+
+# ---------------------------------------------------------------------------
+# Dictionary encoding of byte spans (comm, event names, gfp flags), with the
+# dictionary kept across chunks: an open-addressing table of entry ids keyed by
+# FNV-1a hashes of the bytes. The Python side (replay.trace.dictenc) grows the
+# arrays when a call stops early.
+# ---------------------------------------------------------------------------
+FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+FNV_PRIME = np.uint64(0x100000001B3)
+
+
+@nb.njit(cache=True, nogil=True)
+def dict_encode(  # type: ignore[no-untyped-def]
+    buf, s, e, rows, first, slots, hashes, data, offsets, state, out
+):
+    """Encode spans [s[rows[j]], e[rows[j]]) for j >= ``first`` into entry ids in ``out[j]``.
+
+    ``slots`` (int32, power-of-two size, -1 empty) maps hashes to entry ids;
+    ``hashes`` (uint64) and ``offsets`` (int64, entries + 1) describe the
+    entries, whose bytes are in ``data``. ``state`` = [entries, bytes used].
+    Returns the first j not encoded: len(rows) when done, less when an array
+    is full (the caller grows it and calls again from there).
+    """
+    mask = slots.shape[0] - 1
+    nent = state[0]
+    used = state[1]
+    prev = -1  # the previous span's entry: runs of one task or event are common
+    for j in range(first, rows.shape[0]):
+        i = rows[j]
+        a = s[i]
+        b = e[i]
+        if prev >= 0 and offsets[prev + 1] - offsets[prev] == b - a:
+            o = offsets[prev]
+            same = True
+            for k in range(b - a):
+                if data[o + k] != buf[a + k]:
+                    same = False
+                    break
+            if same:
+                out[j] = prev
+                continue
+        h = FNV_OFFSET
+        for k in range(a, b):
+            h = (h ^ np.uint64(buf[k])) * FNV_PRIME
+        slot = np.int64(h & np.uint64(mask))
+        found = -1
+        while True:
+            ent = slots[slot]
+            if ent < 0:
+                break
+            if hashes[ent] == h and offsets[ent + 1] - offsets[ent] == b - a:
+                o = offsets[ent]
+                same = True
+                for k in range(b - a):
+                    if data[o + k] != buf[a + k]:
+                        same = False
+                        break
+                if same:
+                    found = ent
+                    break
+            slot = (slot + 1) & mask
+        if found < 0:
+            # New entry: keep the table at most half full.
+            if (
+                2 * (nent + 1) > slots.shape[0]
+                or nent + 2 > offsets.shape[0]
+                or used + (b - a) > data.shape[0]
+            ):
+                state[0] = nent
+                state[1] = used
+                return j
+            for k in range(b - a):
+                data[used + k] = buf[a + k]
+            used += b - a
+            hashes[nent] = h
+            offsets[nent + 1] = used
+            slots[slot] = nent
+            found = nent
+            nent += 1
+        out[j] = found
+        prev = found
+    state[0] = nent
+    state[1] = used
+    return rows.shape[0]
+
+
+@nb.njit(cache=True, nogil=True)
+def rehash(hashes, nent, slots):  # type: ignore[no-untyped-def]
+    """Fill a fresh (all -1) ``slots`` table with entries 0..nent-1."""
+    mask = slots.shape[0] - 1
+    for ent in range(nent):
+        slot = np.int64(hashes[ent] & np.uint64(mask))
+        while slots[slot] >= 0:
+            slot = (slot + 1) & mask
+        slots[slot] = ent
+
+
 # ---------------------------------------------------------------------------
 # Pairing: frees matched to allocations by pfn.
 #
@@ -601,6 +807,27 @@ def _get(pdir, pool, pfn):  # type: ignore[no-untyped-def]
 @nb.njit(cache=True, inline="always")
 def _set(pdir, pool, pfn, v):  # type: ignore[no-untyped-def]
     pool[pdir[pfn >> PAGE_SHIFT_BLOCK], pfn & (PAGE_BLOCK - 1)] = v
+
+
+@nb.njit(cache=True, nogil=True)
+def unmapped_blocks(first, last, pdir):  # type: ignore[no-untyped-def]
+    """The page-map blocks touched by [first[i], last[i]] (pfn) that pdir lacks, each once.
+
+    ``pdir`` must cover every block; negative pfns (failed allocations) are skipped.
+    """
+    out = np.empty(2 * first.shape[0], dtype=np.int64)
+    m = 0
+    for i in range(first.shape[0]):
+        if first[i] < 0:
+            continue
+        for b in (first[i] >> PAGE_SHIFT_BLOCK, last[i] >> PAGE_SHIFT_BLOCK):
+            if pdir[b] == -1:
+                pdir[b] = -2  # seen: not again
+                out[m] = b
+                m += 1
+    for k in range(m):
+        pdir[out[k]] = -1
+    return out[:m]
 
 
 @nb.njit(cache=True, nogil=True)

@@ -314,7 +314,7 @@ def canonicalise(table: pa.Table, path: Path, kind: str) -> tuple[pa.Table, dict
     cols["offset"] = get("offset", pa.int32())
     cols["order"] = get("order", pa.int8())
     cols["migratetype"] = get("migratetype", pa.int8())
-    cols["gfp"] = get("gfp", pa.string())
+    cols["gfp"] = get("gfp", pa.string()).dictionary_encode().cast(EVENT_SCHEMA.field("gfp").type)
     cols["pfn"] = get("pfn", pa.int64())
     cols["cpu"] = get("cpu", pa.int16())
     cols["pid"] = get("pid", pa.int32())

@@ -28,7 +28,8 @@ import pyarrow.compute as pc
 
 from replay.errors import BadInputError
 from replay.trace import _kernels as K
-from replay.trace.reader import DEFAULT_CHUNK_BYTES, iter_chunks
+from replay.trace.dictenc import SpanDictionary
+from replay.trace.reader import DEFAULT_CHUNK_BYTES, ahead, iter_chunks
 from replay.trace.schema import AUX_SCHEMA, EVENT_SCHEMA, OP_DICTIONARY
 
 _EV_TABLE, _EV_LENS = K.name_table(K.EVENT_NAMES)
@@ -144,13 +145,12 @@ class _PairState:
         """Make the page map cover every pfn in [first[i], last[i]]."""
         if first.size == 0:
             return
-        blocks = np.unique(np.concatenate([first, last]) >> K.PAGE_SHIFT_BLOCK)
-        top = int(blocks[-1])
+        top = int(last.max()) >> K.PAGE_SHIFT_BLOCK
         if top >= self.pdir.shape[0]:
             grown = np.full(max(top + 1, 2 * self.pdir.shape[0]), -1, dtype=np.int64)
             grown[: self.pdir.shape[0]] = self.pdir
             self.pdir = grown
-        missing = blocks[self.pdir[blocks] < 0]
+        missing = K.unmapped_blocks(first, last, self.pdir)
         if missing.size == 0:
             return
         need = self.nblocks + missing.size
@@ -190,11 +190,123 @@ def _strings(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> pa.Array:
     return arr
 
 
+def _json_args(
+    buf: np.ndarray,
+    offsets: np.ndarray,
+    ks: np.ndarray,
+    ke: np.ndarray,
+    vs: np.ndarray,
+    ve: np.ndarray,
+    empty: np.ndarray,
+) -> pa.Array:
+    """JSON object texts of each row's key=value spans (NULL where ``empty``)."""
+    data, offs = K.json_objects(buf, offsets.astype(np.int64), ks, ke, vs, ve)
+    n = len(empty)
+    nulls = int(np.count_nonzero(empty))
+    # A boolean array's bit-packed values are laid out as an Arrow validity bitmap.
+    valid = pa.array(~empty).buffers()[1] if nulls else None
+    arr = pa.StringArray.from_buffers(n, pa.py_buffer(offs), pa.py_buffer(data), valid, nulls)
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:  # bytes that are not UTF-8: decode with replacement
+        raw = data.tobytes()
+        arr = pa.array(
+            [
+                None if empty[i] else raw[offs[i] : offs[i + 1]].decode("utf-8", "replace")
+                for i in range(n)
+            ],
+            type=pa.string(),
+        )
+    return arr
+
+
 def _opt(values: np.ndarray, present: np.ndarray, typ: pa.DataType) -> pa.Array:
     """Arrow array from numpy values with nulls where ``present`` is False."""
     if bool(present.all()):
         return pa.array(values.astype(typ.to_pandas_dtype(), copy=False), type=typ)
     return pa.array(values.astype(typ.to_pandas_dtype(), copy=False), type=typ, mask=~present)
+
+
+@dataclass
+class _Scanned:
+    """One chunk's lines parsed by K.parse_lines (byte spans into ``buf``)."""
+
+    chunk: bytes
+    buf: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    n: int
+    kind: np.ndarray
+    comm_s: np.ndarray
+    comm_e: np.ndarray
+    pid: np.ndarray
+    tgid: np.ndarray
+    cpu: np.ndarray
+    flags_len: np.ndarray
+    ts_ns: np.ndarray
+    code: np.ndarray
+    ev_s: np.ndarray
+    ev_e: np.ndarray
+    pay_s: np.ndarray
+    pay_e: np.ndarray
+    fields: np.ndarray
+    gfp_s: np.ndarray
+    gfp_e: np.ndarray
+    err_field: np.ndarray
+    err_kind: np.ndarray
+    pfn_hex: np.ndarray
+    n_untyped: np.ndarray
+
+
+def _scan_chunk(chunk: bytes) -> _Scanned:
+    """Split a chunk into lines and parse each line's header and kmem fields."""
+    buf = np.frombuffer(chunk, dtype=np.uint8)
+    starts, ends = K.line_spans(buf)
+    n = ends.shape[0]
+    sc = _Scanned(
+        chunk=chunk,
+        buf=buf,
+        starts=starts,
+        ends=ends,
+        n=n,
+        kind=np.empty(n, np.int8),
+        comm_s=np.zeros(n, np.int64),
+        comm_e=np.zeros(n, np.int64),
+        pid=np.zeros(n, np.int32),
+        tgid=np.zeros(n, np.int32),
+        cpu=np.zeros(n, np.int32),
+        flags_len=np.zeros(n, np.int8),
+        ts_ns=np.zeros(n, np.int64),
+        code=np.zeros(n, np.int8),
+        ev_s=np.zeros(n, np.int64),
+        ev_e=np.zeros(n, np.int64),
+        pay_s=np.zeros(n, np.int64),
+        pay_e=np.zeros(n, np.int64),
+        fields=np.empty((n, K.N_INT_FIELDS), np.int64),
+        gfp_s=np.zeros(n, np.int64),
+        gfp_e=np.zeros(n, np.int64),
+        err_field=np.zeros(n, np.int8),
+        err_kind=np.zeros(n, np.int8),
+        pfn_hex=np.zeros(n, np.int8),
+        n_untyped=np.zeros(n, np.int32),
+    )
+    K.parse_lines(
+        buf, starts, ends, _EV_TABLE, _EV_LENS, _KEY_TABLE, _KEY_LENS,
+        sc.kind, sc.comm_s, sc.comm_e, sc.pid, sc.tgid, sc.cpu, sc.flags_len, sc.ts_ns,
+        sc.code, sc.ev_s, sc.ev_e, sc.pay_s, sc.pay_e, sc.fields, sc.gfp_s, sc.gfp_e,
+        sc.err_field, sc.err_kind, sc.pfn_hex, sc.n_untyped,
+    )  # fmt: skip
+    return sc
+
+
+def _scan_chunks(chunks: Iterator[bytes]) -> Iterator[_Scanned]:
+    try:
+        for chunk in chunks:
+            yield _scan_chunk(chunk)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 class FtraceParser:
@@ -220,6 +332,9 @@ class FtraceParser:
         self.on_raw = on_raw
         self.stats = IngestStats()
         self._state = _PairState()
+        self._comm = SpanDictionary()  # task names, of events and aux rows
+        self._gfp = SpanDictionary()
+        self._event = SpanDictionary()  # aux rows' event names
         self._g = 0  # canonical rows emitted so far (the next seq)
 
     # -- errors -------------------------------------------------------------
@@ -242,9 +357,12 @@ class FtraceParser:
         line_base = 0
         pending: dict[str, object] | None = None
         saw_any = False
-        for chunk in iter_chunks(self.path, self.chunk_bytes, on_raw=self.on_raw):
+        chunks = iter_chunks(self.path, self.chunk_bytes, on_raw=self.on_raw)
+        # Line parsing (numba, GIL released) runs a chunk ahead in its own
+        # thread, pairing and Arrow output in this one.
+        for scanned in ahead(_scan_chunks(chunks)):
             saw_any = True
-            ev_cols, aux = self._chunk(chunk, line_base, pending)
+            ev_cols, aux = self._chunk(scanned, line_base, pending)
             line_base += int(ev_cols.pop("_nlines"))  # type: ignore[arg-type]
             if pending is not None:
                 yield self._event_batch(pending), None
@@ -288,70 +406,16 @@ class FtraceParser:
         return pa.RecordBatch.from_arrays(arrays, schema=EVENT_SCHEMA)
 
     def _chunk(
-        self, chunk: bytes, line_base: int, pending: dict[str, object] | None
+        self, sc: _Scanned, line_base: int, pending: dict[str, object] | None
     ) -> tuple[dict[str, object], pa.RecordBatch | None]:
         st = self.stats
-        buf = np.frombuffer(chunk, dtype=np.uint8)
-        nl = np.flatnonzero(buf == 10)
-        ends = nl.astype(np.int64)
-        if len(chunk) and chunk[-1:] != b"\n":
-            ends = np.append(ends, len(chunk))
-        n = ends.shape[0]
-        starts = np.empty(n, dtype=np.int64)
-        if n:
-            starts[0] = 0
-            starts[1:] = ends[:-1] + 1
+        chunk, buf, starts, ends, n = sc.chunk, sc.buf, sc.starts, sc.ends, sc.n
+        kind, comm_s, comm_e, pid, tgid = sc.kind, sc.comm_s, sc.comm_e, sc.pid, sc.tgid
+        cpu, flags_len, ts_ns, code = sc.cpu, sc.flags_len, sc.ts_ns, sc.code
+        ev_s, ev_e, pay_s, pay_e, fields = sc.ev_s, sc.ev_e, sc.pay_s, sc.pay_e, sc.fields
+        gfp_s, gfp_e, err_field, err_kind = sc.gfp_s, sc.gfp_e, sc.err_field, sc.err_kind
+        pfn_hex, n_untyped = sc.pfn_hex, sc.n_untyped
         st.lines += n
-
-        kind = np.empty(n, np.int8)
-        comm_s = np.zeros(n, np.int64)
-        comm_e = np.zeros(n, np.int64)
-        pid = np.zeros(n, np.int32)
-        tgid = np.zeros(n, np.int32)
-        cpu = np.zeros(n, np.int32)
-        flags_len = np.zeros(n, np.int8)
-        ts_ns = np.zeros(n, np.int64)
-        code = np.zeros(n, np.int8)
-        ev_s = np.zeros(n, np.int64)
-        ev_e = np.zeros(n, np.int64)
-        pay_s = np.zeros(n, np.int64)
-        pay_e = np.zeros(n, np.int64)
-        fields = np.empty((n, K.N_INT_FIELDS), np.int64)
-        gfp_s = np.zeros(n, np.int64)
-        gfp_e = np.zeros(n, np.int64)
-        err_field = np.zeros(n, np.int8)
-        err_kind = np.zeros(n, np.int8)
-        pfn_hex = np.zeros(n, np.int8)
-        n_untyped = np.zeros(n, np.int32)
-        K.parse_lines(
-            buf,
-            starts,
-            ends,
-            _EV_TABLE,
-            _EV_LENS,
-            _KEY_TABLE,
-            _KEY_LENS,
-            kind,
-            comm_s,
-            comm_e,
-            pid,
-            tgid,
-            cpu,
-            flags_len,
-            ts_ns,
-            code,
-            ev_s,
-            ev_e,
-            pay_s,
-            pay_e,
-            fields,
-            gfp_s,
-            gfp_e,
-            err_field,
-            err_kind,
-            pfn_hex,
-            n_untyped,
-        )
 
         good = kind == K.K_EVENT
         # Lines that are not events: lost-event notices, preamble, or garbage.
@@ -476,12 +540,11 @@ class FtraceParser:
         ev_cols["offset"] = out_offset[canon].astype(np.int32)
         ev_cols["order"] = pe_order[canon].astype(np.int8)
         ev_cols["migratetype"] = out_mt[canon]
-        gfp = _strings(buf, gfp_s[rows], gfp_e[rows])
-        ev_cols["gfp"] = pc.if_else(pa.array(is_alloc), gfp, pa.scalar(None, pa.string()))
+        ev_cols["gfp"] = self._gfp.encode(buf, gfp_s, gfp_e, rows, valid=is_alloc)
         ev_cols["pfn"] = pe_pfn[canon]
         ev_cols["cpu"] = cpu[rows].astype(np.int16)
         ev_cols["pid"] = pid[rows]
-        ev_cols["comm"] = _strings(buf, comm_s[rows], comm_e[rows]).dictionary_encode()
+        ev_cols["comm"] = self._comm.encode(buf, comm_s, comm_e, rows)
         ev_cols["line"] = rows.astype(np.int64) + (line_base + 1)
         ev_cols["batched"] = out_batched[canon].copy()
 
@@ -536,7 +599,7 @@ class FtraceParser:
         n_untyped: np.ndarray,
     ) -> pa.RecordBatch:
         n = ai.size
-        event = _strings(buf, ev_s[ai], ev_e[ai])
+        event = self._event.encode(buf, ev_s, ev_e, ai)
         kmem = (code[ai] >= K.EV_ALLOC) & (code[ai] <= K.EV_EXTFRAG)
         pfn = fields[ai, K.F_PFN]
         order = fields[ai, K.F_ORDER]
@@ -570,29 +633,27 @@ class FtraceParser:
                 vs,
                 ve,
             )
-        # Events whose fields all have typed columns (pcp drains) get a NULL map:
-        # DuckDB stores those for almost nothing.
-        args = pa.MapArray.from_arrays(
-            pa.array(offsets, type=pa.int32()),
-            _strings(buf, ks, ke),
-            _strings(buf, vs, ve),
-            mask=pa.array(counts == 0),
-        )
+        # The other key=value fields as one JSON object per row (DuckDB's JSON
+        # type: a MAP cost DuckDB three times as much to store). Events whose
+        # fields all have typed columns (pcp drains) get NULL.
+        args = _json_args(buf, offsets, ks, ke, vs, ve, counts == 0)
         # Free text (tracing_mark_write markers, events without key=value).
         free_text = (counts == 0) & ~kmem
         text = pa.nulls(n, pa.string())
         if free_text.any():
             text = pc.if_else(pa.array(free_text), _strings(buf, pay_s[ai], pay_e[ai]), text)
         self.stats.aux_events += n
-        for vc in pc.value_counts(event).to_pylist():
-            self.stats.aux_by_event[vc["values"]] += vc["counts"]
+        names = event.dictionary.to_pylist()
+        for k, c in enumerate(np.bincount(event.indices.to_numpy(), minlength=len(names))):
+            if c:
+                self.stats.aux_by_event[names[k]] += int(c)
         arrays = [
             pa.array(seq, type=pa.int64()),
             pa.array(ai.astype(np.int64) + (line_base + 1), type=pa.int64()),
             pa.array(ts_ns[ai], type=pa.int64()),
             pa.array(cpu[ai].astype(np.int16), type=pa.int16()),
             pa.array(pid[ai], type=pa.int32()),
-            _strings(buf, comm_s[ai], comm_e[ai]),
+            self._comm.encode(buf, comm_s, comm_e, ai),
             event,
             _opt(pfn, kmem & (pfn != K.MISSING), pa.int64()),
             _opt(np.where(order == K.MISSING, 0, order), kmem & (order != K.MISSING), pa.int8()),

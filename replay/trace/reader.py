@@ -18,11 +18,13 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import zstandard
 
 from replay.errors import BadInputError
+
+T = TypeVar("T")
 
 MAGICS: dict[str, bytes] = {
     "gzip": b"\x1f\x8b",
@@ -140,11 +142,11 @@ def iter_chunks(
     if not threaded:
         yield from produce()
         return
-    yield from _ahead(produce())
+    yield from ahead(produce())
 
 
-def _ahead(gen: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
-    """Run ``gen`` in a thread, ``depth`` items ahead of the consumer."""
+def ahead(gen: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Run ``gen`` in a thread, ``depth`` items ahead of the consumer (errors re-raised here)."""
     q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -165,6 +167,10 @@ def _ahead(gen: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
             put(("end", None))
         except BaseException as exc:  # handed to the consumer thread
             put(("error", exc))
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None:  # a generator stopped early: run its cleanup here
+                close()
 
     t = threading.Thread(target=worker, name="replay-reader", daemon=True)
     t.start()

@@ -30,6 +30,7 @@ MAX_ORDER = 10
 
 OP_TYPE = pa.dictionary(pa.int8(), pa.string())
 COMM_TYPE = pa.dictionary(pa.int32(), pa.string())
+STRING_DICT = COMM_TYPE  # per-line strings that repeat (task names, event names, GFP flags)
 OP_DICTIONARY = pa.array(["alloc", "free"], type=pa.string())
 
 EVENT_SCHEMA = pa.schema(
@@ -41,7 +42,7 @@ EVENT_SCHEMA = pa.schema(
         pa.field("offset", pa.int32(), nullable=False),
         pa.field("order", pa.int8(), nullable=False),
         pa.field("migratetype", pa.int8(), nullable=False),
-        pa.field("gfp", pa.string()),
+        pa.field("gfp", STRING_DICT),
         pa.field("pfn", pa.int64()),
         pa.field("cpu", pa.int16()),
         pa.field("pid", pa.int32()),
@@ -62,12 +63,12 @@ AUX_SCHEMA = pa.schema(
         pa.field("ts_ns", pa.int64()),
         pa.field("cpu", pa.int16()),
         pa.field("pid", pa.int32()),
-        pa.field("comm", pa.string()),
-        pa.field("event", pa.string(), nullable=False),
+        pa.field("comm", STRING_DICT),
+        pa.field("event", STRING_DICT, nullable=False),
         pa.field("pfn", pa.int64()),
         pa.field("order", pa.int8()),
         pa.field("migratetype", pa.int8()),
-        pa.field("args", pa.map_(pa.string(), pa.string())),
+        pa.field("args", pa.string()),  # JSON object of the untyped key=value fields
         pa.field("text", pa.string()),
     ]
 )
