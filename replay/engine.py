@@ -310,11 +310,12 @@ def warm_up() -> None:
 
 def _outputs(m: int) -> tuple[np.ndarray, ...]:
     """Per-row result arrays: pfn, outcome, nr_free, has_counters, failures, pcp, fallbacks,
-    migrated, scanned, evicted, degraded, exchanged."""
+    migrated, scanned, evicted, degraded, exchanged. The last five start at 0: the kernel
+    writes them only when a model keeps units (``P_UNITS``)."""
     return (np.empty(m, np.int64), np.empty(m, np.int8), np.zeros((m, NF), np.int64),
             np.empty(m, np.bool_), np.empty(m, np.int64), np.empty(m, np.int64),
-            np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64),
-            np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64))  # fmt: skip
+            np.empty(m, np.int64), np.zeros(m, np.int64), np.zeros(m, np.int64),
+            np.zeros(m, np.int64), np.zeros(m, np.int64), np.zeros(m, np.int64))  # fmt: skip
 
 
 @dataclass
@@ -584,6 +585,14 @@ class _Replay:
             defrag_thresholds=thresholds, pool_order=config.get("pool_order", 0),
             pool_owners=n_owners, max_objects=n_obj,
         )  # fmt: skip
+        # pg_obj (which object's unit starts at each page) is kept only when a model
+        # moves, evicts or reads units; set_regions turns it on for contiguity too.
+        self.zone.prm[M.P_UNITS] = int(
+            config.get("compaction", "off") != "off" or bool(config.get("compact_at"))
+            or config.get("kswapd", "off") != "off" or config.get("vcompound_order", 0) > 0
+            or bool(thresholds) or bool(config.get("exchange_at"))
+            or bool(config.get("contig_at")) or config.get("pool_order", 0) > 0
+        )  # fmt: skip
         self.config = config
         self.ncpus = env.ncpus
         self.objects = self.zone.objects
@@ -704,6 +713,7 @@ class _Replay:
 
         As in the exchange pages patchset: anchors laid out in region id order from
         the zone's start, each region after the previous one's span of vpns."""
+        self.zone.prm[M.P_UNITS] = 1  # contiguity reads which objects are still in place
         self.region_ids, dense = np.unique(region, return_inverse=True)
         self.obj_region[obj] = dense
         self.obj_vpn[obj] = vpn

@@ -37,12 +37,18 @@ OUT_DEGRADED = 5
 
 
 def new_objects(n: int) -> tuple[np.ndarray, ...]:
-    """Arrays for ``n`` objects, none placed yet."""
+    """Arrays for ``n`` objects, none placed yet.
+
+    obj_mt, obj_order and obj_flags are columns of one (n, 4) int8 array: a
+    free reads all three, and with random object ids each separate array was
+    a cache miss of its own.
+    """
+    info = np.zeros((n, 4), np.int8)
     return (
         np.full(n, -1, np.int64),  # placed
-        np.zeros(n, np.int8),  # obj_mt
-        np.zeros(n, np.int8),  # obj_order
-        np.zeros(n, np.int8),  # obj_flags
+        info[:, 0],  # obj_mt
+        info[:, 1],  # obj_order
+        info[:, 2],  # obj_flags
         np.full(n, -1, np.int32),  # lru_next
         np.full(n, -1, np.int32),  # lru_prev
         np.full(1, -1, np.int64),  # lru_head
@@ -111,7 +117,8 @@ def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, st, prm, ob, cz, cou
         ob[2][x] = k
         ob[3][x] = fl
         if pfn >= 0:
-            st[13][pfn - start] = x
+            if prm[M.P_UNITS] != 0:
+                st[13][pfn - start] = x
             if prm[M.P_KSWAPD] != 0 and (fl & C.F_RECLAIM) != 0:
                 R.lru_add(x, ob)
         elif prm[M.P_VCOMPOUND] > 0 and k >= prm[M.P_VCOMPOUND] and (fl & C.F_VCOMPOUND):
@@ -143,7 +150,7 @@ def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, st, prm, ob, cz, cou
             P.pool_free(base, c, st, prm, pl, counters)
         else:
             j = np.int64(ob[2][x])
-            if st[13][base - start] == x:
+            if prm[M.P_UNITS] != 0 and st[13][base - start] == x:
                 # the unit ends: freed whole, or split by its first partial free
                 st[13][base - start] = -1
                 if off != 0 or k != j:
@@ -179,6 +186,9 @@ def replay_chunk(  # type: ignore[no-untyped-def]
     out_mig, out_scan, out_evict, out_degr, out_exch = out[7:]
     nr_free = st[5]
     defrag = prm[M.P_DEFRAG_IDLE] > 0  # hoisted: the check costs 10% of the loop otherwise
+    # Only models that keep units move, evict, degrade or exchange anything: without
+    # them those five cumulative counters stay 0, as do the caller's fresh buffers.
+    units = prm[M.P_UNITS] != 0
     r = r0
     for i in range(i0, i1):
         if not room(counters, ef, me, cz, vc):
@@ -200,11 +210,12 @@ def replay_chunk(  # type: ignore[no-untyped-def]
             out_has[r] = keep_counters[i]
             out_pcp[r] = counters[M.C_PCP_PAGES]
             out_fb[r] = counters[M.C_CLAIMS] + counters[M.C_STEALS]
-            out_mig[r] = counters[M.C_MIGRATED]
-            out_scan[r] = counters[M.C_SCANNED]
-            out_evict[r] = counters[M.C_EVICTED]
-            out_degr[r] = counters[M.C_DEGRADED]
-            out_exch[r] = counters[M.C_EXCHANGED]
+            if units:
+                out_mig[r] = counters[M.C_MIGRATED]
+                out_scan[r] = counters[M.C_SCANNED]
+                out_evict[r] = counters[M.C_EVICTED]
+                out_degr[r] = counters[M.C_DEGRADED]
+                out_exch[r] = counters[M.C_EXCHANGED]
             if keep_counters[i]:
                 for j in range(NR_PAGE_ORDERS):
                     out_nr[r, j] = nr_free[j]

@@ -54,7 +54,11 @@ P_KSWAPD, P_VCOMPOUND, P_PRESSURE_RECLAIM, P_PRESSURE_OOM = range(15, 19)
 # per-owner pools (replay.models.pools): P_POOL_ORDER the chunk order (0 off)
 P_DEFRAG_IDLE, P_DEFRAG_T0 = 19, 20
 P_POOL_ORDER = 31
-NR_PRM = 32
+# P_UNITS: keep pg_obj (the object whose unit starts at each page). Every model that
+# moves, evicts or reads units needs it; a plain buddy/mobility run skips the writes
+# (a cache miss per event).
+P_UNITS = 32
+NR_PRM = 33
 # counters indices (C_EF, C_ME: rows in the extfrag and model-event buffers; C_PRESSURE:
 # the pressure level now; the others are cumulative: pages for MIGRATED/SCANNED/EVICTED,
 # allocations for DEGRADED)
@@ -624,6 +628,7 @@ class ZoneState:
                 defrag_idle_ns,
                 *[(defrag_thresholds or {}).get(k, 0) for k in range(NR_PAGE_ORDERS)],
                 pool_order,
+                1,  # P_UNITS: the object API and the models rely on pg_obj
             ],
             dtype=np.int64,
         )
