@@ -59,6 +59,7 @@ test: $(STAMP) sysdeps
 
 bench: $(STAMP) sysdeps
 	$(PY) bench/bench_ingest.py
+	$(PY) bench/bench_canonical.py
 	$(PY) bench/bench_replay.py
 	$(PY) bench/bench_observed.py
 	$(PY) bench/bench_compaction.py

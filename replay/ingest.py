@@ -7,17 +7,17 @@ Parquet / Arrow IPC / CSV file. The kind is detected from the content.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import queue
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from replay.errors import BadInputError, UnknownFormatError, UsageError
@@ -174,10 +174,11 @@ def ingest(
     progress = progress or Progress()
     kind = detect(path)
     name = check_name(default_name(path) if name is None else name)
+    canonical_file = kind not in ("ftrace", "capture")
     try:
-        with store.transaction():
+        with _insert_threads(store, 1 if canonical_file else None), store.transaction():
             trace_id = store.begin_trace(name, replace=replace)
-            if kind in ("ftrace", "capture"):
+            if not canonical_file:
                 row, snaps = _ingest_text(
                     store, trace_id, path, kind, skip_bad, progress, chunk_bytes
                 )
@@ -190,6 +191,31 @@ def ingest(
         store.discard_if_new()
         raise
     return store.trace_row(trace_id)
+
+
+@contextlib.contextmanager
+def _insert_threads(store: Store, threads: int | None) -> Iterator[None]:
+    """DuckDB's thread count set to ``threads`` (None: left alone) inside the block.
+
+    Used around a canonical ingest (enter it before the transaction: DuckDB
+    settings are not transactional, and the reset runs after the commit or
+    rollback, when a SET cannot fail). The streaming INSERT of a canonical
+    file on one DuckDB thread, its producer (reading and checking the file)
+    on another core: on the 2-core VM, 10M rows took 6.7 s of CPU, a 25 MB
+    file and nothing more at close; on two DuckDB threads 9.8 s of CPU, a
+    39 MB file and a checkpoint at close that rewrote the row groups for
+    1.8-3.3 s, raising the peak RSS by 470 MiB.
+    """
+    if threads is None:
+        yield
+        return
+    row = store.one("SELECT current_setting('threads')")
+    store.run(f"SET threads = {int(threads)}")
+    try:
+        yield
+    finally:
+        if row is not None:
+            store.run(f"SET threads = {int(row[0])}")
 
 
 def _ingest_text(
@@ -256,8 +282,16 @@ def _ingest_text(
     return row, snaps
 
 
-def _stream_into_store(store: Store, trace_id: int, parser: FtraceParser) -> None:
-    """Append a parser's batches to events and aux_events, in bounded memory.
+class BatchProducer(Protocol):
+    """What _stream_into_store reads: (events, aux) batch pairs, either may be None."""
+
+    def batches(self) -> Iterator[tuple[pa.RecordBatch | None, pa.RecordBatch | None]]: ...
+
+
+def _stream_into_store(
+    store: Store, trace_id: int, parser: BatchProducer, schema: pa.Schema = EVENT_SCHEMA
+) -> None:
+    """Append a producer's batches to events and aux_events, in bounded memory.
 
     DuckDB holds the rows of an open transaction in memory unless one large
     INSERT streams them, in which case it writes full row groups to the file
@@ -266,20 +300,22 @@ def _stream_into_store(store: Store, trace_id: int, parser: FtraceParser) -> Non
     overlap on two cores), and its aux batches are spooled to a temporary
     LZ4-compressed Arrow IPC stream (a quarter of Parquet's encoding cost)
     that a second streaming INSERT reads back. A parse error stops the stream
-    and is re-raised here, inside the caller's transaction.
+    and is re-raised here, inside the caller's transaction. ``schema`` is
+    that of the event batches (EVENT_SCHEMA, or some of its columns: the
+    others are inserted as NULL).
     """
     # The stream allocates few Python objects that could form cycles, but
     # enough of them to trigger the cyclic collector every few milliseconds.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        _stream(store, trace_id, parser)
+        _stream(store, trace_id, parser, schema)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _stream(store: Store, trace_id: int, parser: FtraceParser) -> None:
+def _stream(store: Store, trace_id: int, parser: BatchProducer, schema: pa.Schema) -> None:
     events_q: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=4)
     failure: list[BaseException] = []
     stop = threading.Event()  # set when the INSERT failed: no point parsing on
@@ -331,7 +367,7 @@ def _stream(store: Store, trace_id: int, parser: FtraceParser) -> None:
         thread = threading.Thread(target=produce, name="replay-parse", daemon=True)
         thread.start()
         try:
-            reader = pa.RecordBatchReader.from_batches(EVENT_SCHEMA, iter(events_q.get, None))
+            reader = pa.RecordBatchReader.from_batches(schema, iter(events_q.get, None))
             store.append_stream("events", reader, trace_id)
         finally:
             # On a DuckDB error, stop the producer and unblock it from the queue.
@@ -398,72 +434,82 @@ _ZONEINFO_COLUMNS = {
 def _ingest_canonical(
     store: Store, trace_id: int, path: Path, kind: str, progress: Progress
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    progress.start(f"ingest {path.name}", file_size(path))
-    table, meta = canonical.read_table(path, kind)
+    size = file_size(path)
+    progress.start(f"ingest {path.name}", size)
+    src = canonical.open_file(path, kind)
+    total = src.num_rows
+
+    def on_rows(rows: int) -> None:
+        if total:
+            progress.advance_to(min(size, size * rows // total))
+
     row = _store_canonical(
         store,
         trace_id,
-        table,
-        meta,
-        where=path,
-        kind=kind,
+        src,
+        src.meta,
         source=str(path.resolve()),
         fmt=f"canonical {kind}",
-        row_meta={"file_metadata": meta, "format": f"canonical {kind}"},
+        row_meta={"file_metadata": src.meta, "format": f"canonical {kind}"},
+        on_rows=on_rows,
     )
-    progress.advance_to(file_size(path))
+    progress.advance_to(size)
     return row, {"before": {}, "after": {}}
+
+
+class _EventBatches:
+    """A canonical stream as a producer for _stream_into_store (events only, no aux)."""
+
+    def __init__(self, stream: canonical.CanonicalStream) -> None:
+        self.stream = stream
+
+    def batches(self) -> Iterator[tuple[pa.RecordBatch | None, pa.RecordBatch | None]]:
+        for events in self.stream.batches():
+            yield events, None
 
 
 def _store_canonical(
     store: Store,
     trace_id: int,
-    table: pa.Table,
+    src: canonical.CanonicalFile,
     meta: dict[str, Any],
     *,
-    where: Path,
-    kind: str,
     source: str,
     fmt: str,
     row_meta: dict[str, Any],
+    on_rows: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Validate and fill in a canonical table, append it to events; the traces row.
+    """Validate and fill in a canonical input, stream it into events; the traces row.
 
-    ``where`` names the input in error messages; ``meta`` is the trace-level
+    ``src`` names the input in error messages; ``meta`` is the trace-level
     metadata (kind, kernel, command, zone_start_pfn/zone_pages, page_size,
-    lost events); ``row_meta`` is stored as the row's ``meta`` JSON.
+    lost events); ``row_meta`` is stored as the row's ``meta`` JSON. The
+    input is checked chunk by chunk as one streaming INSERT consumes it (see
+    _stream_into_store): a bad row stops the INSERT and its error is raised
+    here, inside the caller's transaction.
     """
-    events, counts = canonical.canonicalise(table, where, kind)
-    # One streaming INSERT: DuckDB writes row groups before commit (see
-    # _stream_into_store), many small ones would stay in memory.
-    reader = pa.RecordBatchReader.from_batches(
-        events.schema, events.to_batches(max_chunksize=1 << 20)
-    )
-    store.append_stream("events", reader, trace_id)
-    pfn = events.column("pfn")
-
-    pfn_min = pc.min(pfn).as_py() if pfn.null_count < len(pfn) else None
-    pfn_max = pc.max(pfn).as_py() if pfn.null_count < len(pfn) else None
+    stream = canonical.CanonicalStream(src, on_rows=on_rows)
+    _stream_into_store(store, trace_id, _EventBatches(stream), stream.schema)
+    pfn_min, pfn_max = stream.pfn_min, stream.pfn_max
     zone_start = meta.get("zone_start_pfn")
     zone_pages = meta.get("zone_pages")
     if zone_pages is None:
         zone_start, zone_pages = _zone_from_pfns(pfn_min, pfn_max)
-    ts = events.column("ts_ns")
     return {
         "source": source,
         "kind": meta.get("kind", "canonical"),
         "format": fmt,
         "kernel": meta.get("kernel"),
         "command": meta.get("command"),
-        "lines": events.num_rows,
-        "events": events.num_rows,
+        "lines": stream.rows,
+        "events": stream.rows,
         "aux_events": 0,
-        **counts,
+        **stream.counts,
         "lost_events": int(meta.get("lost_events") or 0),
         "lost_markers": int(meta.get("lost_markers") or 0),
         "skipped_bad": 0,
-        "ts_first": pc.min(ts).as_py(),
-        "ts_last": pc.max(ts).as_py(),
+        "ts_first": stream.ts_min,
+        "ts_last": stream.ts_max,
         "pfn_min": pfn_min,
         "pfn_max": pfn_max,
         "zone_start_pfn": zone_start,
@@ -487,8 +533,9 @@ def ingest_table(
 
     What ``ingest`` does for a canonical file, from an Arrow table: one
     transaction (on any error nothing is written), validation and filling in
-    by ``canonical.canonicalise`` (``source`` names the input in its error
-    messages and is stored as the trace's source), pairing counts. The
+    chunk by chunk by ``canonical.CanonicalStream`` (``source`` names the
+    input in its error messages and is stored as the trace's source), one
+    streaming INSERT, pairing counts. The
     trace's kind, format, command and zone (``zone_start_pfn``, ``zone_pages``,
     in pages) come from ``meta``, which is stored as the trace row's meta.
     Returns the stored trace row.
@@ -496,19 +543,19 @@ def ingest_table(
     progress = progress or Progress()
     name = check_name(name)
     try:
-        with store.transaction():
+        with _insert_threads(store, 1), store.transaction():
             trace_id = store.begin_trace(name, replace=replace)
-            progress.start(f"store {name}", table.nbytes)
+            size = table.nbytes
+            progress.start(f"store {name}", size)
             row = _store_canonical(
                 store,
                 trace_id,
-                table,
+                canonical.from_table(table, Path(source)),
                 meta,
-                where=Path(source),
-                kind="arrow",
                 source=source,
                 fmt=str(meta.get("format") or "canonical arrow"),
                 row_meta=meta,
+                on_rows=lambda rows: progress.advance_to(size * rows // max(1, table.num_rows)),
             )
             progress.advance_to(table.nbytes)
             row["name"] = name
