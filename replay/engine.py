@@ -55,7 +55,7 @@ from replay.models.watermarks import (
     zone_batchsize,
     zone_highsize,
 )
-from replay.store import Store
+from replay.store import Store, gfp_direct_reclaim_sql
 
 # "inconsistent": an observed run's event that the rebuilt state could not explain
 # "evicted": a free of an object kswapd reclaimed; "degraded": a virtual compound success
@@ -1000,7 +1000,9 @@ def flags_sql(config: RunConfig) -> tuple[str, dict[str, str]]:
                                    else "")  # fmt: skip
     sql = (f"((CASE WHEN coalesce(movable, migratetype = 1) OR {movable} THEN {C.F_MOVABLE} "
            f"ELSE 0 END) + (CASE WHEN {reclaim} THEN {C.F_RECLAIM} ELSE 0 END) "
-           f"+ (CASE WHEN {vc} THEN {C.F_VCOMPOUND} ELSE 0 END))::TINYINT")  # fmt: skip
+           f"+ (CASE WHEN {vc} THEN {C.F_VCOMPOUND} ELSE 0 END) "
+           f"+ (CASE WHEN {gfp_direct_reclaim_sql('gfp')} THEN 0 ELSE {C.F_NORECLAIM} END)"
+           f")::TINYINT")  # fmt: skip
     return sql, {**p1, **p2}
 
 

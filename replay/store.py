@@ -300,13 +300,38 @@ ALTER TABLE contiguity ADD COLUMN IF NOT EXISTS phase VARCHAR;
     ]
 )  # fmt: skip
 
-MACROS_SQL = """
+
+def gfp_direct_reclaim_sql(g: str) -> str:
+    """SQL: whether a request with the printed GFP flags ``g`` may enter direct reclaim
+    (and so direct compaction and the pcp drain retry).
+
+    show_gfp_flags prints composite names first, and every composite holding
+    __GFP_DIRECT_RECLAIM is listed; a raw hex mask has it at bit 10 (0x400, since 4.4).
+    Unknown (NULL or empty): assumed true.
+    """
+    t = f"trim({g})"
+    return (
+        f"(CASE WHEN {g} IS NULL OR {t} = '' THEN true "
+        f"WHEN regexp_full_match({t}, '(0x)?[0-9a-fA-F]+') THEN (coalesce(TRY_CAST("
+        f"CASE WHEN starts_with({t}, '0x') THEN {t} ELSE '0x' || {t} END AS BIGINT), 0) "
+        f"& 1024) != 0 "
+        f"ELSE list_has_any(string_split(replace({g}, ' ', ''), '|'), ['GFP_KERNEL', "
+        f"'GFP_KERNEL_ACCOUNT', 'GFP_NOFS', 'GFP_NOIO', 'GFP_USER', 'GFP_HIGHUSER', "
+        f"'GFP_HIGHUSER_MOVABLE', 'GFP_TRANSHUGE', 'GFP_TEMPORARY', '__GFP_RECLAIM', "
+        f"'__GFP_DIRECT_RECLAIM', '__GFP_WAIT']) END)"
+    )
+
+
+MACROS_SQL = (
+    """
 CREATE OR REPLACE TEMP MACRO hexint(s) AS TRY_CAST(s AS BIGINT);
 CREATE OR REPLACE TEMP MACRO mt_name(m) AS CASE m
     WHEN 0 THEN 'Unmovable' WHEN 1 THEN 'Movable' WHEN 2 THEN 'Reclaimable'
     WHEN 3 THEN 'HighAtomic' WHEN 4 THEN 'CMA' WHEN 5 THEN 'Isolate'
     ELSE 'unknown' END;
 """
+    + f"CREATE OR REPLACE TEMP MACRO gfp_direct_reclaim(g) AS {gfp_direct_reclaim_sql('g')};\n"
+)
 
 TRACE_COLUMNS = (
     "trace_id",

@@ -530,12 +530,15 @@ class RefCompaction(RefMobility):
             self.next_check_ns += HPAGE_FRAG_CHECK_INTERVAL_NS
 
     # -- allocation --------------------------------------------------------------------------------
-    def _alloc_pages(self, order: int, rt: int, cpu: int, seq: int, compact: bool) -> int:
-        """docs/mobility.md's allocation (with the drain retry), then direct compaction."""
+    def _alloc_pages(
+        self, order: int, rt: int, cpu: int, seq: int, compact: bool, drain: bool = True
+    ) -> int:
+        """docs/mobility.md's allocation (with the drain retry unless ``drain`` is False),
+        then direct compaction (when ``compact``)."""
         assert 0 <= order <= MAX_PAGE_ORDER and 0 <= cpu < self.ncpus
         lmt = self._list_type(rt)
         pfn = self._get_page_from_freelist(order, lmt, cpu)
-        if pfn < 0 and self.pcp_pages() > 0:
+        if pfn < 0 and drain and self.pcp_pages() > 0:
             self._drain_all()
             self.drains += 1
             pfn = self._get_page_from_freelist(order, lmt, cpu)
@@ -560,20 +563,23 @@ class RefCompaction(RefMobility):
         ts_ns: int = 0,
         *,
         seq: int = -1,
+        direct_reclaim: bool = True,
     ) -> int:
         """Allocate object ``obj`` (``1 << order`` pages) for a request of type ``mt`` at
         trace time ``ts_ns`` (ns); the pfn, or -1.
 
         Due proactive checks run first; a failure of order > 0 runs direct
         compaction when enabled. ``movable`` None means "the request type is
-        MOVABLE" (types outside 0..2 count as MOVABLE).
+        MOVABLE" (types outside 0..2 count as MOVABLE). A request without
+        ``direct_reclaim`` (GFP_ATOMIC-like) neither drains the pcp lists nor
+        compacts when it fails.
         """
         old = self.objs.get(obj)
         assert old is None or old.state in (FREED, FAILED), f"object {obj} is live"
         self._tick(ts_ns, seq)
         rt = request_type(mt)
         mov = rt == MIGRATE_MOVABLE if movable is None else bool(movable)
-        pfn = self._alloc_pages(order, rt, cpu, seq, compact=True)
+        pfn = self._alloc_pages(order, rt, cpu, seq, compact=direct_reclaim, drain=direct_reclaim)
         if pfn >= 0:
             self.objs[obj] = Obj(pfn, order, rt, mov, UNIT, 1 << order)
             self.pg_obj[pfn] = obj

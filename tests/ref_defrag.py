@@ -502,6 +502,7 @@ class RefDefrag(RefCompaction):
         reclaimable: bool | None = None,
         vcompound: bool = False,
         owner: int = -1,
+        direct_reclaim: bool = True,
     ) -> int:
         """As RefCompaction.alloc_obj, after the active-defrag trigger; an order-0 request
         with an ``owner`` takes its page from the owner's pool when pools are on."""
@@ -520,7 +521,9 @@ class RefDefrag(RefCompaction):
                 self.pg_obj[pfn] = obj
                 self.pooled.add(obj)
                 return pfn
-        return super().alloc_obj(obj, order, mt, movable, cpu, ts_ns, seq=seq)
+        return super().alloc_obj(
+            obj, order, mt, movable, cpu, ts_ns, seq=seq, direct_reclaim=direct_reclaim
+        )
 
     def free_obj(  # type: ignore[override]
         self,

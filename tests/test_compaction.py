@@ -532,7 +532,11 @@ def _alloc(zones: list[Any], s: Stream, rng: random.Random, k: int, cpu: int, ts
     s.next_obj += 1
     mt = rng.choice([U] + [M] * 18 + [R]) if any_type else M
     movable = None if not any_type or rng.random() < 0.9 else rng.random() < 0.5
-    got = [z.alloc_obj(obj, k, mt, movable, cpu, ts, seq=seq) for z in zones]
+    # One in eight requests is GFP_ATOMIC-like: no drain, no direct compaction (drawn from
+    # the object id, not the stream's rng, so the seeded streams stay as they were).
+    direct = (obj * 2654435761) % 8 != 3
+    got = [z.alloc_obj(obj, k, mt, movable, cpu, ts, seq=seq, direct_reclaim=direct)
+           for z in zones]  # fmt: skip
     assert len(set(got)) == 1, f"seq {seq}: alloc_obj({obj}, o{k}, mt{mt}) -> {got}"
     if got[0] >= 0:
         s.add_unit(obj, k, mt)
@@ -740,6 +744,7 @@ def test_reference_streams_exercise_compaction() -> None:
     for seed, start, pages, grouping, pcp, occupancy, compaction in [
         (0, 1, 4096, True, False, 0.7, "direct"),
         (1, 1, 3000, True, True, 0.7, "both"),
+        (2, 1, 4096, True, False, 0.7, "direct"),
     ]:
         kw = _zone_kw(grouping, pcp, compaction, (4, 8, 12), 50)
         zone = RefCompaction(start, pages, **kw)

@@ -432,3 +432,35 @@ def test_named_queries_over_the_defrag_tables(store: Path) -> None:
     (row,) = res.json()
     assert (row["kind"], row["pages_exchanged"]) == ("exchange", out["exchanged"])
     assert row["pages_moved"] == out["migrated"]
+
+
+def test_atomic_requests_neither_drain_nor_compact(tmp_path: Path) -> None:
+    """A request whose GFP flags lack __GFP_DIRECT_RECLAIM (GFP_ATOMIC) fails where the same
+    request from GFP_KERNEL direct-compacts and succeeds: the kernel's slow path compacts
+    only when can_direct_reclaim."""
+    db = tmp_path / "a.duckdb"
+    n = 2048  # pages: 4 pageblocks, every page allocated, then every other one freed
+    rows = [f"alloc,{i},0,1,GFP_HIGHUSER_MOVABLE" for i in range(n)]
+    rows += [f"free,{i},0,1," for i in range(0, n, 2)]
+    rows += ["alloc,5000,3,0,GFP_ATOMIC|__GFP_COMP|__GFP_NOWARN",
+             "alloc,5001,3,0,0xa20",  # GFP_ATOMIC as a raw mask
+             "alloc,5002,3,0,GFP_KERNEL|__GFP_COMP"]  # fmt: skip
+    p = tmp_path / "atomic.csv"
+    p.write_text("op,obj,order,migratetype,gfp\n" + "\n".join(rows) + "\n")
+    assert run_cli("ingest", p, "--db", db, "-q").code == 0
+    model = toml(tmp_path, "direct", 'model = "mobility"\ncompaction = "direct"\n'
+                                     "min_free_kbytes = 0\n")  # fmt: skip
+    out = run(db, "atomic", model, "--zone-pages", str(n))
+    last = n + n // 2
+    got = sql(db, "SELECT seq, outcome FROM steps WHERE run_id = ? AND seq >= ? ORDER BY seq",
+              out["run_id"], last)  # fmt: skip
+    assert got == [(last, "failed"), (last + 1, "failed"), (last + 2, "ok")]
+    kinds = sql(db, "SELECT DISTINCT kind, seq FROM model_events WHERE run_id = ?",
+                out["run_id"])  # fmt: skip
+    assert kinds and all(k == "compact_direct" and s == last + 2 for k, s in kinds)
+    # The same trace with every request allowed to reclaim: the first one compacts.
+    p.write_text(p.read_text().replace("GFP_ATOMIC|", "GFP_KERNEL|"))
+    assert run_cli("ingest", p, "--db", db, "-q", "--name", "kernel").code == 0
+    out = run(db, "kernel", model, "--zone-pages", str(n))
+    got = sql(db, "SELECT outcome FROM steps WHERE run_id = ? AND seq = ?", out["run_id"], last)
+    assert got == [("ok",)]

@@ -45,6 +45,10 @@ F_PINNED = 2  # partly freed: no longer a unit, never moves
 F_RECLAIM = 4  # kswapd may evict it
 F_EVICTED = 8  # evicted by kswapd: later frees are no-ops
 F_VCOMPOUND = 16  # may fall back to order-0 pages (virtual compound)
+# The request cannot enter direct reclaim (no __GFP_DIRECT_RECLAIM: GFP_ATOMIC, GFP_NOWAIT,
+# GFP_TRANSHUGE_LIGHT): its failure neither drains the pcp lists nor compacts (the kernel's
+# slow path runs both only when can_direct_reclaim). Flag bit 32 is pools.F_POOLED.
+F_NORECLAIM = 64
 PLACED_FAILED = -1
 PLACED_EVICTED = -2
 

@@ -106,9 +106,10 @@ def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, st, prm, ob, cz, cou
                                S_POOL_FALLBACKS)  # fmt: skip
             if pfn >= 0:
                 fl = (fl & ~(C.F_MOVABLE | C.F_RECLAIM)) | P.F_POOLED
+        direct = (fl & C.F_NORECLAIM) == 0  # may enter direct reclaim (and compaction)
         if pfn < 0:
-            pfn = M.alloc_pages(k, m, c, st, prm, counters, ef, sq, mode)
-        if pfn < 0 and k > 0 and (prm[M.P_COMPACT] & C.COMPACT_DIRECT):
+            pfn = M.alloc_pages(k, m, c, st, prm, counters, ef, sq, mode, direct)
+        if pfn < 0 and k > 0 and direct and (prm[M.P_COMPACT] & C.COMPACT_DIRECT):
             mt = m if 0 <= m < M.MIGRATE_PCPTYPES else M.MIGRATE_MOVABLE
             lmt = mt if prm[M.P_GROUP] != 0 else M.MIGRATE_MOVABLE
             pfn = C.direct_compact(k, mt, lmt, c, sq, st, prm, ob, cz, counters, ef, me, mode)

@@ -486,10 +486,11 @@ def get_page_from_freelist(k, mt, cpu, st, prm, counters, ef, seq, mode):  # typ
 
 
 @nb.njit(cache=True, inline="always", _nrt=False)
-def alloc_pages(k, mt, cpu, st, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
+def alloc_pages(k, mt, cpu, st, prm, counters, ef, seq, mode, drain=True):  # type: ignore[no-untyped-def]
     """``rmqueue``: pcp orders through the cpu's lists, others from the buddy; pfn or -1.
 
-    A failure with pages on pcp lists drains them all and retries once.
+    A failure with pages on pcp lists drains them all and retries once, unless
+    ``drain`` is False (a request that cannot enter direct reclaim).
     With grouping off (``prm[P_GROUP] == 0``) every request uses the MOVABLE
     lists; the pages are still accounted by the request's type.
     """
@@ -517,7 +518,7 @@ def alloc_pages(k, mt, cpu, st, prm, counters, ef, seq, mode):  # type: ignore[n
             pfn = o + prm[P_START]
             _pb_alloc_add(pfn, k, mt, 1, st[9], prm[P_PB0])
             return pfn
-        if attempt == 0 and prm[P_PCP] != 0 and counters[C_PCP_PAGES] > 0:
+        if drain and attempt == 0 and prm[P_PCP] != 0 and counters[C_PCP_PAGES] > 0:
             counters[C_DRAINS] += 1
             drain_all(st, prm, counters)
         else:
@@ -756,11 +757,14 @@ class ZoneState:
 
     def alloc_obj(self, obj: int, order: int, mt: int, movable: bool | None = None,
                   cpu: int = 0, ts_ns: int = 0, seq: int = -1, reclaimable: bool | None = None,
-                  vcompound: bool = False, owner: int = -1) -> int:  # fmt: skip
+                  vcompound: bool = False, owner: int = -1,
+                  direct_reclaim: bool = True) -> int:  # fmt: skip
         """Allocate object ``obj`` (order, request migratetype); pfn or -1.
 
         ``movable`` None: movable when mt is MOVABLE; ``reclaimable`` None:
-        when mt is RECLAIMABLE or MOVABLE (kswapd victims).
+        when mt is RECLAIMABLE or MOVABLE (kswapd victims). ``direct_reclaim``
+        False: a GFP_ATOMIC-like request, whose failure neither drains the pcp
+        lists nor compacts.
         """
         from replay.models import compaction as C
 
@@ -768,6 +772,7 @@ class ZoneState:
         rec = mt in (MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE) if reclaimable is None else reclaimable
         flags = (C.F_MOVABLE if mov else 0) | (C.F_RECLAIM if rec else 0)
         flags |= C.F_VCOMPOUND if vcompound else 0
+        flags |= 0 if direct_reclaim else C.F_NORECLAIM
         return self._event(True, obj, 0, order, mt, flags, cpu, ts_ns, seq, owner)
 
     def free_obj(self, obj: int, offset: int = 0, order: int | None = None, cpu: int = 0,
