@@ -178,35 +178,6 @@ def _page_is_null(buf, s, e) -> bool:  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True)
-def line_spans(buf):  # type: ignore[no-untyped-def]
-    """[start, end) byte offsets of each line of ``buf`` (end at its newline).
-
-    A last line without a newline is a line too.
-    """
-    size = buf.shape[0]
-    n = 0
-    for j in range(size):
-        if buf[j] == 10:
-            n += 1
-    if size and buf[size - 1] != 10:
-        n += 1
-    starts = np.empty(n, dtype=np.int64)
-    ends = np.empty(n, dtype=np.int64)
-    i = 0
-    s = 0
-    for j in range(size):
-        if buf[j] == 10:
-            starts[i] = s
-            ends[i] = j
-            i += 1
-            s = j + 1
-    if i < n:
-        starts[i] = s
-        ends[i] = size
-    return starts, ends
-
-
-@nb.njit(cache=True, nogil=True)
 def parse_lines(  # type: ignore[no-untyped-def]
     buf,
     starts,

@@ -261,7 +261,15 @@ class _Scanned:
 def _scan_chunk(chunk: bytes) -> _Scanned:
     """Split a chunk into lines and parse each line's header and kmem fields."""
     buf = np.frombuffer(chunk, dtype=np.uint8)
-    starts, ends = K.line_spans(buf)
+    # numpy's SIMD compare and nonzero find the newlines faster than a byte loop
+    # (both release the GIL on arrays this size).
+    ends = np.flatnonzero(buf == 10)
+    if len(chunk) and chunk[-1] != 10:
+        ends = np.append(ends, len(chunk))
+    starts = np.empty_like(ends)
+    if ends.shape[0]:
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
     n = ends.shape[0]
     sc = _Scanned(
         chunk=chunk,
