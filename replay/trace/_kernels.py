@@ -625,6 +625,18 @@ FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
 
 
+@nb.njit(cache=True, inline="always")
+def _entry_is(ent, buf, a, b, data, offsets):  # type: ignore[no-untyped-def]
+    """Whether dictionary entry ``ent`` holds exactly the bytes buf[a:b]."""
+    o = offsets[ent]
+    if offsets[ent + 1] - o != b - a:
+        return False
+    for k in range(b - a):
+        if data[o + k] != buf[a + k]:
+            return False
+    return True
+
+
 @nb.njit(cache=True, nogil=True)
 def dict_encode(  # type: ignore[no-untyped-def]
     buf, s, e, rows, first, slots, hashes, data, offsets, state, out
@@ -645,16 +657,9 @@ def dict_encode(  # type: ignore[no-untyped-def]
         i = rows[j]
         a = s[i]
         b = e[i]
-        if prev >= 0 and offsets[prev + 1] - offsets[prev] == b - a:
-            o = offsets[prev]
-            same = True
-            for k in range(b - a):
-                if data[o + k] != buf[a + k]:
-                    same = False
-                    break
-            if same:
-                out[j] = prev
-                continue
+        if prev >= 0 and _entry_is(prev, buf, a, b, data, offsets):
+            out[j] = prev
+            continue
         h = FNV_OFFSET
         for k in range(a, b):
             h = (h ^ np.uint64(buf[k])) * FNV_PRIME
@@ -664,16 +669,9 @@ def dict_encode(  # type: ignore[no-untyped-def]
             ent = slots[slot]
             if ent < 0:
                 break
-            if hashes[ent] == h and offsets[ent + 1] - offsets[ent] == b - a:
-                o = offsets[ent]
-                same = True
-                for k in range(b - a):
-                    if data[o + k] != buf[a + k]:
-                        same = False
-                        break
-                if same:
-                    found = ent
-                    break
+            if hashes[ent] == h and _entry_is(ent, buf, a, b, data, offsets):
+                found = ent
+                break
             slot = (slot + 1) & mask
         if found < 0:
             # New entry: keep the table at most half full.
