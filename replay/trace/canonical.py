@@ -387,10 +387,9 @@ def _bools(arr: pa.Array) -> tuple[pa.Array, int]:
 def _dict_strings(arr: pa.Array) -> pa.Array:
     """A string column as dictionary<int32, string> (gfp, comm)."""
     if pa.types.is_dictionary(arr.type):
-        try:
+        if pa.types.is_string(arr.type.value_type) and pa.types.is_integer(arr.type.index_type):
             return arr.cast(COMM_TYPE)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            arr = arr.dictionary_decode()
+        arr = arr.dictionary_decode()
     if arr.type != pa.string():
         arr = arr.cast(pa.string())
     return pc.dictionary_encode(arr)
