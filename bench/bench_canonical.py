@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
-from bench_replay import ORDER_CDF, generate
+from bench_replay import synthetic_table, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
@@ -37,19 +33,7 @@ def build(events: int, seed: int, kind: str) -> Path:
     path = DATA / f"canonical-{events}-{seed}.{suffix}"
     if path.exists():
         return path
-    op, obj, order = generate(events, ZONE_PAGES, seed, ORDER_CDF)
-    rng = np.random.default_rng(seed)
-    obj_mt = rng.choice(np.array([0, 1, 2], np.int8), size=int(obj.max()) + 1, p=[0.2, 0.7, 0.1])
-    cpu = rng.integers(0, 2, size=events, dtype=np.int16)
-    if kind == "csv":
-        ops: pa.Array = pa.array(np.where(op == 1, "alloc", "free"))
-    else:
-        ops = pa.DictionaryArray.from_arrays(
-            pa.array(np.where(op == 1, 0, 1).astype(np.int8)), pa.array(["alloc", "free"])
-        )
-    table = pa.table(
-        {"op": ops, "obj": obj, "order": order, "migratetype": obj_mt[obj], "cpu": cpu}
-    )
+    table = synthetic_table(events, ZONE_PAGES, seed, csv=kind == "csv")
     tmp = path.with_name(path.name + ".tmp")
     if kind == "parquet":
         pq.write_table(table, tmp)
@@ -59,17 +43,6 @@ def build(events: int, seed: int, kind: str) -> Path:
         pacsv.write_csv(table, tmp)
     tmp.replace(path)
     return path
-
-
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Run a child; its wall time (s) and own peak RSS (MiB, from wait4)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{' '.join(cmd[1:3])} failed with exit code {status}")
-    return wall, usage.ru_maxrss / 1024
 
 
 def main() -> int:
@@ -85,10 +58,10 @@ def main() -> int:
     warm_src = build(10_000, args.seed, args.kind)
     for d in (db, Path(str(db) + ".wal")):
         d.unlink(missing_ok=True)
-    timed([replay, "ingest", str(warm_src), "--db", str(db), "--quiet"])
+    timed([replay, "ingest", str(warm_src), "--db", str(db), "--quiet"])  # (wall, out, rss)
     for d in (db, Path(str(db) + ".wal")):
         d.unlink(missing_ok=True)
-    wall, rss = timed([replay, "ingest", str(src), "--db", str(db), "--quiet"])
+    wall, _, rss = timed([replay, "ingest", str(src), "--db", str(db), "--quiet"])
     size_mb = src.stat().st_size / 1e6
     print(f"canonical: {args.events:,} rows of {args.kind} ({size_mb:.0f} MB) in {wall:.2f} s")
     print(f"canonical: {args.events / wall / 1e6:.2f} M rows/s, peak RSS {rss:.0f} MiB")

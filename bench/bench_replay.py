@@ -76,6 +76,24 @@ def generate(n, zone_pages, seed, order_cdf):  # type: ignore[no-untyped-def]
     return op, obj, order
 
 
+def synthetic_table(events: int, zone_pages: int, seed: int, csv: bool = False) -> pa.Table:
+    """The benchmark stream as a canonical table: op (dictionary, or plain strings for
+    ``csv``), obj, order, migratetype (per object: Unmovable 20%, Movable 70%,
+    Reclaimable 10%) and cpu (0 or 1)."""
+    op, obj, order = generate(events, zone_pages, seed, ORDER_CDF)
+    if csv:
+        ops: pa.Array = pa.array(np.where(op == 1, "alloc", "free"))
+    else:
+        ops = pa.DictionaryArray.from_arrays(pa.array(np.where(op == 1, 0, 1).astype(np.int8)),
+                                             pa.array(["alloc", "free"]))  # fmt: skip
+    rng = np.random.default_rng(seed)
+    obj_mt = rng.choice(np.array([0, 1, 2], np.int8), size=int(obj.max()) + 1,
+                        p=[0.2, 0.7, 0.1])  # fmt: skip
+    cpu = rng.integers(0, 2, size=events, dtype=np.int16)
+    return pa.table({"op": ops, "obj": obj, "order": order, "migratetype": obj_mt[obj],
+                     "cpu": cpu})  # fmt: skip
+
+
 def timed(cmd: list[str]) -> tuple[float, str, float]:
     """Run a child; its wall time (s), stdout and own peak RSS (MiB, from wait4)."""
     t0 = time.perf_counter()
@@ -99,15 +117,7 @@ def main() -> int:
     DATA.mkdir(parents=True, exist_ok=True)
     src = DATA / f"synthetic-mt-{args.events}-{args.zone_pages}-{args.seed}.parquet"
     if not src.exists():
-        op, obj, order = generate(args.events, args.zone_pages, args.seed, ORDER_CDF)
-        ops = pa.DictionaryArray.from_arrays(pa.array(np.where(op == 1, 0, 1).astype(np.int8)),
-                                             pa.array(["alloc", "free"]))  # fmt: skip
-        rng = np.random.default_rng(args.seed)
-        obj_mt = rng.choice(np.array([0, 1, 2], np.int8), size=int(obj.max()) + 1,
-                            p=[0.2, 0.7, 0.1])  # fmt: skip
-        cpu = rng.integers(0, 2, size=args.events, dtype=np.int16)
-        pq.write_table(pa.table({"op": ops, "obj": obj, "order": order,
-                                 "migratetype": obj_mt[obj], "cpu": cpu}), src)  # fmt: skip
+        pq.write_table(synthetic_table(args.events, args.zone_pages, args.seed), src)
     db = DATA / "replay-bench.duckdb"
     for p in (db, Path(str(db) + ".wal")):
         p.unlink(missing_ok=True)
