@@ -45,9 +45,9 @@ def spec_text(events: int, pages: int, every: int) -> str:
 
 def base_store(events: int, pages: int) -> Path:
     """The store holding the five traces (generated once, then reused)."""
-    from replay.ingest import ingest_table
-    from replay.scenarios import generate
+    from replay.scenarios.workloads import generate
     from replay.store import Store
+    from replay.trace.ingest import ingest_table
 
     db = DATA / f"batch-base-{events}-{pages}.duckdb"
     names = [f"{sc}-s1-e{events}-z{pages}" for sc in SCENARIOS]

@@ -21,8 +21,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from replay.analysis.metrics import install_macros
 from replay.errors import QueryError, TraceExistsError, TraceNotFoundError, UsageError
-from replay.metrics import install_macros
 
 DEFAULT_DB = "replay.duckdb"
 ENV_DB = "REPLAY_DB"
@@ -98,7 +98,7 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER NOT NULL,
     trace_id INTEGER NOT NULL,
     model VARCHAR,
-    config JSON,             -- the model configuration (replay.engine.RunConfig)
+    config JSON,             -- the model configuration (replay.engine.whatif.RunConfig)
     started TIMESTAMP,
     wall_s DOUBLE,           -- whole run, s
     replay_s DOUBLE,         -- the model kernels alone, s

@@ -47,7 +47,7 @@ from ref_mobility import (
     request_type,
 )
 
-from replay.metrics import extfrag_for_order, fragmentation_index
+from replay.analysis.metrics import extfrag_for_order, fragmentation_index
 
 COMPACT_CLUSTER_MAX = 32  # pages isolated per migration round
 COMPACT_MAX_DEFER_SHIFT = 6

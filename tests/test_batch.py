@@ -16,8 +16,8 @@ import duckdb
 import pytest
 from conftest import CAPTURE, run_cli
 
-import replay.batch as batch
-from replay.ingest import Progress
+import replay.batch.sweep as batch
+from replay.progress import Progress
 from replay.store import RUN_TABLES
 
 # Small traces: stress-highalloc and fragmenter on an 8192-page (32 MiB) zone.

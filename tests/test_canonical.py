@@ -21,10 +21,10 @@ from ref_canonical import canonicalise as ref_canonicalise
 from ref_canonical import read_table as ref_read_table
 
 from replay.errors import BadInputError
-from replay.ingest import ingest
 from replay.store import Store
 from replay.trace import canonical
 from replay.trace.canonical import CanonicalStream, canonicalise, open_file
+from replay.trace.ingest import ingest
 from replay.trace.schema import EVENT_SCHEMA
 
 

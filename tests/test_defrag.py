@@ -19,7 +19,7 @@ import duckdb
 import pytest
 from conftest import run_cli
 
-import replay.engine as engine
+from replay.models.config import PRESETS
 
 ZONE = 16384  # pages: 64 MiB, 32 pageblocks
 
@@ -90,7 +90,7 @@ def check_tables(db: Path, run_id: int, after_last: bool = False) -> None:
     assert outcomes.get("degraded", 0) == runs[3]
 
 
-@pytest.mark.parametrize("preset", [p for p in engine.PRESETS if "+" in p and p != "mobility+pcp"])
+@pytest.mark.parametrize("preset", [p for p in PRESETS if "+" in p and p != "mobility+pcp"])
 def test_every_defrag_preset_runs_and_its_tables_agree(store: Path, preset: str) -> None:
     out = run(store, "stress-highalloc", preset)
     check_tables(store, out["run_id"])
@@ -404,7 +404,7 @@ def test_per_owner_pools_keep_an_owners_pages_together(store: Path, tmp_path: Pa
 def test_targeted_reclaim_needs_fewer_evictions_per_order9_block() -> None:
     """docs/validation.md: with LRU age unrelated to pfn, lumpy reclaim frees order-9 blocks
     for about 512 evictions each; LRU-like reclaim needs many times more."""
-    from replay.validation import kswapd_lumpy
+    from replay.analysis.validation import kswapd_lumpy
 
     lru = kswapd_lumpy("lru", pages=16384, requests=8)
     lumpy = kswapd_lumpy("targeted", pages=16384, requests=8)

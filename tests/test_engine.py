@@ -11,11 +11,13 @@ from conftest import run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import replay.engine as engine
+import replay.engine.whatif as engine
+from replay.engine.results import steps_batch
 from replay.errors import UsageError
-from replay.ingest import ingest
 from replay.models.buddy import BuddyZone
+from replay.models.config import load_model
 from replay.store import Store
+from replay.trace.ingest import ingest
 
 
 def _csv(tmp_path: Path, rows: list[str], name: str = "t") -> Path:
@@ -46,7 +48,7 @@ def test_hand_worked_run(tmp_path: Path, db: Path) -> None:
                         "free,4,3,,", "free,2,0,1,", "free,1,0,0,"])  # fmt: skip
     with Store(db) as s:
         ingest(s, p)
-        r = engine.run(s, "t", engine.load_model("buddy"), zone_pages=16)
+        r = engine.run(s, "t", load_model("buddy"), zone_pages=16)
     assert (r.allocs, r.frees, r.failures, r.ignored_frees) == (4, 3, 1, 1)
     steps = _steps(db, r.run_id)
     assert [x["pfn"] for x in steps] == [0, 2, 8, -1, None, None, None]
@@ -66,7 +68,7 @@ def test_preexisting_objects_are_allocated_first(tmp_path: Path, db: Path) -> No
     p = _csv(tmp_path, ["free,7,1,0,100", "alloc,1,0,,", "free,8,0,0,300", "free,1,0,,"])
     with Store(db) as s:
         ingest(s, p)
-        r = engine.run(s, "t", engine.load_model("buddy"), zone_pages=8)
+        r = engine.run(s, "t", load_model("buddy"), zone_pages=8)
     assert r.preexisting == 2
     # 7 takes pfn 0-1 and 8 takes pfn 2 first, so the first alloc gets pfn 3.
     assert _steps(db, r.run_id)[1]["pfn"] == 3
@@ -78,7 +80,7 @@ def test_every_keeps_placements_and_last(tmp_path: Path, db: Path) -> None:
     p = _csv(tmp_path, rows)
     with Store(db) as s:
         ingest(s, p)
-        r = engine.run(s, "t", engine.load_model("buddy"), zone_pages=64, every=4)
+        r = engine.run(s, "t", load_model("buddy"), zone_pages=64, every=4)
     steps = _steps(db, r.run_id)
     assert [x["seq"] for x in steps] == [*range(10), 12, 16, 19]
     assert [x["seq"] for x in steps if x["free_pages"] is not None] == [0, 4, 8, 12, 16, 19]
@@ -92,9 +94,9 @@ def test_failed_run_leaves_nothing(
     p = _csv(tmp_path, rows)
     with Store(db) as s:
         ingest(s, p)
-        engine.run(s, "t", engine.load_model("buddy"), zone_pages=64)
+        engine.run(s, "t", load_model("buddy"), zone_pages=64)
     monkeypatch.setattr(engine, "CHUNK_EVENTS", 10)
-    real = engine._steps_batch
+    real = steps_batch
     calls = {"n": 0}
 
     def failing(*a: object) -> object:
@@ -103,9 +105,9 @@ def test_failed_run_leaves_nothing(
             raise RuntimeError("disk full")
         return real(*a)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(engine, "_steps_batch", failing)
+    monkeypatch.setattr(engine, "steps_batch", failing)
     with Store(db) as s, pytest.raises(Exception, match="disk full"):
-        engine.run(s, "t", engine.load_model("buddy"), zone_pages=64)
+        engine.run(s, "t", load_model("buddy"), zone_pages=64)
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*) FROM runs").fetchall() == [(1,)]
     assert con.execute("SELECT count(*) FROM steps").fetchall() == [(50,)]
@@ -117,12 +119,12 @@ def test_zone_required_and_models(tmp_path: Path, db: Path) -> None:
     with Store(db) as s:
         ingest(s, p)
         with pytest.raises(UsageError, match="--zone-pages"):
-            engine.run(s, "t", engine.load_model("buddy"))
+            engine.run(s, "t", load_model("buddy"))
     with pytest.raises(UsageError, match="unknown model"):
-        engine.load_model("slab")
+        load_model("slab")
     toml = tmp_path / "m.toml"
     toml.write_text('model = "buddy"\n')
-    assert engine.load_model(str(toml)).model == "buddy"
+    assert load_model(str(toml)).model == "buddy"
     toml.write_text('model = "buddy"\nbatch = 3\n')
     res = run_cli("run", "t", "--model", toml, "--zone-pages", "8", "--db", db)
     assert res.code == 65 and "batch" in res.err
@@ -195,7 +197,7 @@ def test_engine_matches_a_plain_python_replay(
     db = d / "e.duckdb"
     with Store(db) as s:
         ingest(s, p)
-        r = engine.run(s, "t", engine.load_model("buddy"), zone_pages=zone)
+        r = engine.run(s, "t", load_model("buddy"), zone_pages=zone)
     z = BuddyZone(0, zone)
     placed: dict[int, int] = {}
     want = []

@@ -1,4 +1,4 @@
-"""The kernel's real compact_memory next to the model's (replay.kernel_compaction).
+"""The kernel's real compact_memory next to the model's (replay.engine.kernel_compaction).
 
 On the shipped capture: the kernel column equals independent SQL over the
 recorded events and snapshots, the model ran on the Normal zone from the
@@ -23,8 +23,7 @@ import typer
 from conftest import run_cli
 
 from replay.cli.compare_kernel import compare_kernel_compaction
-from replay.errors import ReplayError, UsageError
-from replay.kernel_compaction import (
+from replay.engine.kernel_compaction import (
     SOURCES,
     VARIANTS,
     ObservedStart,
@@ -32,8 +31,9 @@ from replay.kernel_compaction import (
     compare,
     pageblock_types,
 )
+from replay.engine.observed import NF
+from replay.errors import ReplayError, UsageError
 from replay.models import mobility as M
-from replay.observed import NF
 from replay.store import Store
 
 TRACE = "compact"  # the name conftest's capture_db gives the shipped capture

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replay import metrics as m
+from replay.analysis import metrics as m
 
 CAPTURE = Path(__file__).resolve().parent.parent / "traces" / "compact-6.18"
 KS = (0, 3, 9, 10)

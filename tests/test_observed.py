@@ -1,4 +1,4 @@
-"""Observed replay (replay.observed, ``replay validate``).
+"""Observed replay (replay.engine.observed, ``replay validate``).
 
 Three layers: the numba kernels on small hand-worked arrays, the shipped real
 capture against its own after-snapshot, and small synthetic capture folders
@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from replay.errors import TraceNotFoundError, UsageError
-from replay.observed import (
+from replay.engine.observed import (
     I_ALLOC_OF_FREE,
     I_ALLOC_UNSEEN_PCP,
     I_DRAIN_UNSEEN,
@@ -38,6 +37,7 @@ from replay.observed import (
     observe,
     take,
 )
+from replay.errors import TraceNotFoundError, UsageError
 from replay.store import Store
 from replay.trace.snapshots import KPF_BUDDY, KPF_LRU
 
@@ -78,7 +78,7 @@ def _observe(
 ) -> tuple[dict[int, int], dict[int, int], dict[str, int]]:
     """Run ``observe`` on (kind, pfn, order[, refill[, arg, arg2]]) events in one zone.
 
-    Each event's zone bounds are found from its pfn as ``_apply`` does (-1 outside).
+    Each event's zone bounds are found from its pfn as ``apply_events`` does (-1 outside).
     Returns (free blocks, pcp entries, inconsistencies by name).
     """
     full = [tuple(e) + (0,) * (6 - len(e)) for e in events]
@@ -899,7 +899,7 @@ def test_what_if_from_the_observed_start(capture_db: Path, tmp_path: Path) -> No
 
     import duckdb
 
-    from replay.observed import initial_zone_state
+    from replay.engine.observed import initial_zone_state
 
     db = tmp_path / "start.duckdb"
     shutil.copyfile(capture_db, db)
@@ -964,7 +964,7 @@ def test_observed_run_without_snapshots_learns(tmp_path: Path) -> None:
 
 
 def test_head_only_kpageflags_are_detected_and_extended() -> None:
-    from replay.observed import extend_heads, head_pages_only
+    from replay.engine.observed import extend_heads, head_pages_only
 
     # pfns 8..15 form an order-3 free block, 16 an order-0 one, 20..23 order 2; an older
     # kernel marks only 8, 16 and 20; the other pages of those blocks carry no flags.

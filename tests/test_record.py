@@ -20,7 +20,8 @@ import pytest
 import zstandard
 from conftest import run_cli
 
-from replay.record import (
+from replay.store import Store
+from replay.trace.record import (
     DEFAULT_EVENTS,
     DEFAULT_TRACEFS,
     ENV_TRACEFS,
@@ -28,7 +29,6 @@ from replay.record import (
     parse_events,
     resolve_events,
 )
-from replay.store import Store
 from replay.trace.snapshots import SNAPSHOT_KINDS
 
 TRACEFS = DEFAULT_TRACEFS

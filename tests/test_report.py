@@ -7,7 +7,7 @@ direct compaction, buddy with virtual compound fallback (degraded successes)
 and mobility with sparse counters (``--every``) and dense pageblock
 snapshots. Every number the report shows is checked against counts made here
 independently: raw SQL over steps/events/extfrag/pageblocks and the scalar
-Python metrics of replay.metrics (not the DuckDB macros the report uses).
+Python metrics of replay.analysis.metrics (not the DuckDB macros the report uses).
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ import pytest
 from browser import chromium_page
 from conftest import ROOT, run_cli
 
-import replay.report as report
-from replay import engine, metrics
-from replay.ingest import ingest_table
-from replay.scenarios import generate
+import replay.report.html as report
+from replay.analysis import metrics
+from replay.engine import whatif as engine
+from replay.models.config import RunConfig, load_model
+from replay.scenarios.workloads import generate
 from replay.store import Store
+from replay.trace.ingest import ingest_table
 
 ZONE = 8192  # pages: 16 pageblocks
 COSTLY = 3
@@ -55,13 +57,13 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                        ("fragmenter", "frag", None)):  # fmt: skip
             table, meta = generate(scenario, seed=1, events=events, zone_pages=ZONE)
             ingest_table(store, table, meta, name=name, source=f"<scenario {scenario}>")
-        vc = engine.RunConfig(model="buddy", preset=None, params={"vcompound_order": 1})
+        vc = RunConfig(model="buddy", preset=None, params={"vcompound_order": 1})
         for trace, config, kw in (
-            ("sh", engine.load_model("buddy"), {}),
-            ("sh", engine.load_model("mobility"), {}),
-            ("sh", engine.load_model("buddy+compaction"), {}),
+            ("sh", load_model("buddy"), {}),
+            ("sh", load_model("mobility"), {}),
+            ("sh", load_model("buddy+compaction"), {}),
             ("sh", vc, {}),
-            ("frag", engine.load_model("mobility"), {"every": 7, "pageblock_every": 50}),
+            ("frag", load_model("mobility"), {"every": 7, "pageblock_every": 50}),
         ):
             engine.run(store, trace, config, **kw)
     return path

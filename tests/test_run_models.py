@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from ref_buddy import RefBuddy
 from ref_mobility import RefMobility, request_type
 
-import replay.engine as engine
+import replay.engine.whatif as engine
+from replay.models.config import load_model
 from replay.models.watermarks import (
     calculate_min_free_kbytes,
     setup_per_zone_wmarks,
@@ -1057,7 +1058,7 @@ def test_failed_run_changes_nothing(
         monkeypatch.setattr(engine, "_record_run", failing_record)
 
     with Store(db) as s, pytest.raises(RuntimeError, match="disk full"):
-        engine.run(s, "t", engine.load_model("mobility+pcp"), zone_pages=2048)
+        engine.run(s, "t", load_model("mobility+pcp"), zone_pages=2048)
     # the failure really happened mid-run, after rows were written in the transaction
     assert {
         "kernel": calls["chunk"] >= 1,

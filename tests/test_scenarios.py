@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replay.errors import UsageError
-from replay.scenarios import SCENARIOS, generate
+from replay.scenarios.workloads import SCENARIOS, generate
 from replay.store import Store
 from replay.trace.schema import CANONICAL_COLUMNS
 

@@ -1,6 +1,6 @@
 """replay serve: the HTTP API on a real uvicorn over loopback, real DuckDB files, real jobs.
 
-Checks the reads (traces, runs, steps windows, metrics against replay.metrics,
+Checks the reads (traces, runs, steps windows, metrics against replay.analysis.metrics,
 named queries), the SQL guard (one SELECT, no files/ATTACH/COPY/INSTALL, time
 limit, row cap), jobs (ingest equals ``replay ingest``; a failed job changes
 nothing), reads during an open write transaction, the token, the upload limit,
@@ -34,7 +34,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from replay import metrics
+from replay.analysis import metrics
 from replay.cli.serve import bind_socket, is_loopback
 from replay.service import ServiceConfig, create_app
 
@@ -243,7 +243,7 @@ def test_steps_window(live: Live, run_ids: list[int]) -> None:
 
 
 def test_metrics_match_replay_metrics(live: Live, run_ids: list[int]) -> None:
-    """The SQL macros' indices equal replay.metrics' Python functions on the same steps."""
+    """The SQL macros' indices equal replay.analysis.metrics' Python functions on the same steps."""
     run = run_ids[1]
     res = live.client.get(f"/api/runs/{run}/metrics", params={"points": 25, "order": 4}).json()
     cols = res["columns"]

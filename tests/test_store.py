@@ -11,8 +11,8 @@ import pytest
 from conftest import CAPTURE, ERAS, run_cli
 
 from replay.errors import BadInputError, TraceExistsError, UsageError
-from replay.ingest import ingest
 from replay.store import TRACE_TABLES, Store
+from replay.trace.ingest import ingest
 
 
 def dump(db: Path) -> str:

@@ -79,7 +79,7 @@ def batch(
 
     Example: replay batch examples/compare.toml --jobs 2
     """
-    from replay.batch import run_batch
+    from replay.batch.sweep import run_batch
 
     path = db if db is not None else default_db_path()
     with progress_bar(quiet, "runs") as progress:

@@ -9,7 +9,7 @@ import typer
 
 from replay.cli.common import DbOpt, FormatOpt
 from replay.cli.output import Format, emit_sections, write_json
-from replay.kernel_compaction import compare
+from replay.engine.kernel_compaction import compare
 from replay.store import Store
 
 # summary keys shown in the table and CSV output (all of them are in the JSON)

@@ -8,10 +8,10 @@ import typer
 
 from replay.cli.common import DbOpt, FormatOpt, QuietOpt
 from replay.cli.output import Format, emit_sections, progress_bar
-from replay.ingest import ingest_table
-from replay.scenarios import MAX_ZONE_PAGES, MIN_ZONE_PAGES, SCENARIOS, ZONE_ALIGN
-from replay.scenarios import generate as make_events
+from replay.scenarios.workloads import MAX_ZONE_PAGES, MIN_ZONE_PAGES, SCENARIOS, ZONE_ALIGN
+from replay.scenarios.workloads import generate as make_events
 from replay.store import Store
+from replay.trace.ingest import ingest_table
 
 SUMMARY_KEYS = (
     "trace_id", "name", "kind", "events", "allocs", "frees", "live_at_end",

@@ -10,8 +10,8 @@ import typer
 
 from replay.cli.common import DbOpt, FormatOpt, QuietOpt
 from replay.cli.output import Format, emit_sections, progress_bar
-from replay.ingest import ingest as do_ingest
 from replay.store import Store
+from replay.trace.ingest import ingest as do_ingest
 
 SUMMARY_KEYS = (
     "trace_id", "name", "kind", "format", "kernel", "lines", "events", "aux_events",

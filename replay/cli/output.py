@@ -24,7 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from replay.ingest import Progress as CoreProgress
+from replay.progress import Progress as CoreProgress
 
 
 class Format(enum.StrEnum):

@@ -11,9 +11,10 @@ import typer
 from replay.cli.common import DbOpt, FormatOpt, QuietOpt
 from replay.cli.output import Format, emit_sections, progress_bar
 from replay.errors import ReplayError, TraceExistsError
-from replay.ingest import default_name
-from replay.ingest import ingest as do_ingest
-from replay.record import (
+from replay.store import Store, check_name, default_db_path
+from replay.trace.ingest import default_name
+from replay.trace.ingest import ingest as do_ingest
+from replay.trace.record import (
     DEFAULT_BUFFER_KB,
     DEFAULT_DURATION_S,
     compress_trace,
@@ -21,7 +22,6 @@ from replay.record import (
     parse_events,
     record_capture,
 )
-from replay.store import Store, check_name, default_db_path
 
 
 def _check_name_free(db: Path | None, name: str, replace: bool) -> None:

@@ -13,7 +13,7 @@ import typer
 from replay.cli.common import DbOpt, FormatOpt, QuietOpt
 from replay.cli.output import Format, emit_table, progress_bar
 from replay.errors import UsageError
-from replay.report import MAX_POINTS, render_report, runs_of_batch, summary_table
+from replay.report.html import MAX_POINTS, render_report, runs_of_batch, summary_table
 from replay.store import Store
 
 RunIdsArg = Annotated[

@@ -8,8 +8,8 @@ import typer
 
 from replay.cli.common import DbOpt, FormatOpt, QuietOpt
 from replay.cli.output import Format, emit_table, progress_bar, write_json
-from replay.engine import PRESETS, load_model
-from replay.engine import run as do_run
+from replay.engine.whatif import run as do_run
+from replay.models.config import PRESETS, load_model
 from replay.store import Store
 
 
@@ -84,7 +84,7 @@ def run(
     Example: replay run compact-6.18 --model mobility+pcp --every 100 --format json
     """
     if observed:
-        from replay.observed import run_observed
+        from replay.engine.observed import run_observed
 
         with Store(db) as store:
             summary = run_observed(store, trace, every=every, pageblock_every=pageblock_every)

@@ -7,7 +7,7 @@ from typing import Annotated
 import pyarrow as pa
 import typer
 
-from replay import queries
+from replay.analysis import queries
 from replay.cli.common import DbOpt, FormatOpt
 from replay.cli.output import Format, emit_table
 from replay.errors import UsageError

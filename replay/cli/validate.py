@@ -9,8 +9,8 @@ import typer
 
 from replay.cli.common import DbOpt, FormatOpt
 from replay.cli.output import Format, emit_sections, write_json
-from replay.observed import NF
-from replay.observed import validate as do_validate
+from replay.engine.observed import NF
+from replay.engine.observed import validate as do_validate
 from replay.store import Store
 
 

@@ -38,7 +38,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from replay import __version__, queries
+from replay import __version__
+from replay.analysis import queries
 from replay.errors import (
     BadInputError,
     QueryError,
@@ -63,7 +64,7 @@ from replay.service.sqlguard import (
 from replay.store import NAME_RE, check_name
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-ASSETS = {"charts.js": "text/javascript", "report.css": "text/css"}  # replay/report_assets
+ASSETS = {"charts.js": "text/javascript", "report.css": "text/css"}  # replay/report/assets
 NAME_PATTERN = NAME_RE.pattern
 QUERY_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
@@ -164,7 +165,7 @@ class SqlRequest(BaseModel):
 
 
 def _presets() -> tuple[str, ...]:
-    from replay.engine import PRESETS
+    from replay.models.config import PRESETS
 
     return tuple(PRESETS)
 
@@ -591,7 +592,7 @@ def add_read_routes(api: APIRouter, svc: Service) -> None:
         trace: Annotated[str, PathParam(pattern=NAME_PATTERN, description="name or id")],
     ) -> dict[str, Any]:
         """Counts, event types, orders (allocs/frees/pages), migratetypes and runs of a trace."""
-        from replay.cli.inspect import (
+        from replay.analysis.traces import (
             EVENT_TYPES_SQL,
             MIGRATETYPES_SQL,
             ORDERS_SQL,
@@ -719,8 +720,8 @@ def add_read_routes(api: APIRouter, svc: Service) -> None:
         order: Annotated[int, Query(ge=0, le=10)] = 9,
         title: Annotated[str | None, Query(max_length=200)] = None,
     ) -> HTMLResponse:
-        """The self-contained HTML report comparing the given runs (replay.report)."""
-        from replay import report
+        """The self-contained HTML report comparing the given runs (replay.report.html)."""
+        from replay.report import html as report
 
         ids = parse_run_ids(runs)
         svc.check_runs(ids)
@@ -739,7 +740,7 @@ def add_read_routes(api: APIRouter, svc: Service) -> None:
         points: Annotated[int, Query(ge=2, le=5000)] = 400,
     ) -> dict[str, Any]:
         """The chart data of the report for the given runs (what charts.js draws)."""
-        from replay import report
+        from replay.report import html as report
 
         ids = parse_run_ids(runs)
         svc.check_runs(ids)
@@ -757,7 +758,7 @@ def add_read_routes(api: APIRouter, svc: Service) -> None:
         order: Annotated[int, Query(ge=0, le=10)] = 9,
     ) -> Response:
         """The report's summary table for the given runs, one row per run."""
-        from replay import report
+        from replay.report import html as report
 
         ids = parse_run_ids(runs)
         svc.check_runs(ids)
@@ -779,7 +780,7 @@ def add_read_routes(api: APIRouter, svc: Service) -> None:
     @api.get("/batches/{name}/runs", response_model=RunList, summary="A batch's runs")
     def batch_runs(name: Annotated[str, PathParam(pattern=NAME_PATTERN)]) -> dict[str, Any]:
         """The finished runs of a named batch (replay batch), as in /api/runs."""
-        from replay import report
+        from replay.report import html as report
 
         with svc.reader_store() as store:
             ids = report.runs_of_batch(store, name)
@@ -822,7 +823,7 @@ def add_job_routes(api: APIRouter, svc: Service) -> None:
         The file's kind is detected now (422 if unknown); parsing happens in
         the job, which fails without changing the database on bad input.
         """
-        from replay.ingest import default_name, detect
+        from replay.trace.ingest import default_name, detect
 
         filename = safe_filename(file.filename)
         trace_name = check_name(name if name else default_name(Path(filename)))
@@ -887,7 +888,7 @@ def add_job_routes(api: APIRouter, svc: Service) -> None:
 
 def _ingest_work(svc: Service, path: Path, params: dict[str, Any]) -> Callable[[Any], dict]:
     def work(progress: Any) -> dict[str, Any]:
-        from replay.ingest import ingest
+        from replay.trace.ingest import ingest
 
         store = svc.db.writer
         prefix = str(path.parent) + os.sep
@@ -929,7 +930,8 @@ def _ingest_work(svc: Service, path: Path, params: dict[str, Any]) -> Callable[[
 
 def _run_work(svc: Service, body: RunRequest) -> Callable[[Any], dict]:
     def work(progress: Any) -> dict[str, Any]:
-        from replay.engine import load_model, run
+        from replay.engine.whatif import run
+        from replay.models.config import load_model
 
         result = run(
             svc.db.writer,
@@ -954,8 +956,8 @@ def add_page_routes(app: FastAPI) -> None:
 
     @app.get("/assets/{name}", include_in_schema=False)
     def report_asset(name: str) -> Response:
-        """The report's chart layer and style (replay/report_assets), for the page."""
-        from replay import report
+        """The report's chart layer and style (replay/report/assets), for the page."""
+        from replay.report import html as report
 
         media = ASSETS.get(name)
         if media is None:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import duckdb
 
+from replay.analysis.metrics import install_macros
 from replay.errors import QueryTimeoutError, ReplayError
-from replay.metrics import install_macros
 from replay.service.sqlguard import LOCKDOWN_SQL
 from replay.store import MACROS_SQL, Store
 

@@ -1,7 +1,7 @@
 """Jobs: one writer thread runs ingests and replays, one at a time, from a queue.
 
 A job is queued, then running, then done (with a result) or failed (with an
-error). The cores it calls (replay.ingest.ingest, replay.engine.run) write one
+error). The cores it calls (replay.trace.ingest.ingest, replay.engine.whatif.run) write one
 transaction each, so a failed job leaves the database as it was. Readers are
 not blocked: they use their own cursors (replay.service.db).
 """
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from replay.errors import BadInputError, ReplayError, UsageError
-from replay.ingest import Progress
+from replay.progress import Progress
 
 KEEP_JOBS = 500  # finished jobs remembered (oldest forgotten first)
 STATUSES = ("queued", "running", "done", "failed")

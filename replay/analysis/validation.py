@@ -1,6 +1,6 @@
 """Controlled experiments behind docs/validation.md that no trace scenario isolates.
 
-``python -m replay.validation kswapd`` prints the lumpy-reclaim table: a zone
+``python -m replay.analysis.validation kswapd`` prints the lumpy-reclaim table: a zone
 full of reclaimable page-cache pages whose LRU age is unrelated to their pfn
 (random churn), then order-9 requests that wake kswapd below the low
 watermark. It runs the models through ``ZoneState``'s object API, which is
@@ -78,7 +78,7 @@ def kswapd_lumpy(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m replay.validation", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m replay.analysis.validation", description=__doc__)
     ap.add_argument("experiment", choices=["kswapd"])
     ap.add_argument("--pages", type=int, default=32768)
     ap.add_argument("--rounds", type=int, default=4)

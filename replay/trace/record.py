@@ -1,6 +1,6 @@
 """Record a capture folder on this machine: ftrace page events plus /proc snapshots.
 
-The folder has the layout :func:`replay.ingest.ingest` reads (and that
+The folder has the layout :func:`replay.trace.ingest.ingest` reads (and that
 ``traces/compact-6.18`` was recorded in): ``trace.txt`` (the ftrace text, as
 read from ``trace_pipe``), ``before.*`` and ``after.*`` copies of
 ``/proc/buddyinfo``, ``pagetypeinfo``, ``zoneinfo``, ``vmstat``, ``meminfo``
@@ -9,7 +9,7 @@ and ``kpageflags`` (zstd-compressed, ``*.kpageflags.zst``), and the ``kernel``
 the recording itself saw (events enabled and skipped, the kernel's lost-event
 counts, timings).
 
-The order of operations is what :mod:`replay.observed` relies on:
+The order of operations is what :mod:`replay.engine.observed` relies on:
 
 1. tracing on in a dedicated ftrace instance (``instances/replay-<pid>``,
    so the global tracer and any other instance are untouched), a reader

@@ -13,7 +13,6 @@ import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from replay.errors import BadInputError, UnknownFormatError, UsageError
+from replay.progress import Progress
 from replay.store import Store, check_name
 from replay.trace import canonical, snapshots
 from replay.trace.ftrace import FtraceParser
@@ -39,14 +39,6 @@ TRACE_NAMES = (
 COMPRESSED_SUFFIXES = (".zst", ".zstd", ".gz", ".xz", ".bz2")
 PAGE_SIZE = 4096
 MAX_ORDER_PAGES = 1 << 10
-
-
-@dataclass
-class Progress:
-    """Callbacks the CLI passes in to show progress (core code never prints)."""
-
-    start: Callable[[str, int], None] = lambda desc, total: None
-    advance_to: Callable[[int], None] = lambda done: None
 
 
 def default_name(path: Path) -> str:

@@ -41,8 +41,8 @@ import numba as nb
 import numpy as np
 
 from replay.errors import UsageError
-from replay.record import MARKERS
 from replay.store import Store
+from replay.trace.record import MARKERS
 
 MAX_ORDER = 10
 NF = MAX_ORDER + 1
@@ -346,7 +346,7 @@ class Observed:
     inconsistencies: dict[str, int] = field(default_factory=dict)
 
 
-def _marker_line(store: Store, trace_id: int, text: str) -> int | None:
+def marker_line(store: Store, trace_id: int, text: str) -> int | None:
     row = store.one(
         "SELECT min(line) FROM aux_events WHERE trace_id = $t AND event = 'tracing_mark_write' "
         "AND trim(text) = $m",
@@ -459,7 +459,7 @@ def _counts(zones: list[dict[str, Any]], base: int, blk_order: np.ndarray,
     return out
 
 
-def _events(
+def buddy_events(
     store: Store, trace_id: int, after: int | None, before: int | None, with_seq: bool = False
 ) -> Any:
     """The buddy-level events with ``after < line < before``, in line order (Arrow).
@@ -495,7 +495,7 @@ def _events(
 
 
 def _event_columns(ev: Any, zlo: np.ndarray, zhi: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The first eight arguments of :func:`observe_steps` from an :func:`_events` table.
+    """The first eight arguments of :func:`observe_steps` from an :func:`buddy_events` table.
 
     kind, pfn, order, refill, arg, arg2, and each event's zone bounds (-1
     when its pfn is in no zone).
@@ -515,14 +515,14 @@ def _event_columns(ev: Any, zlo: np.ndarray, zhi: np.ndarray) -> tuple[np.ndarra
     )
 
 
-def _apply(ev: Any, zb: tuple, incons: np.ndarray) -> int:
+def apply_events(ev: Any, zb: tuple, incons: np.ndarray) -> int:
     """Run ``observe`` over an Arrow table of events; returns how many were applied."""
     zlo, zhi, base, blk_order, pcp = zb
     observe(*_event_columns(ev, zlo, zhi), base, blk_order, pcp, incons)
     return int(ev.num_rows)
 
 
-def _settle_snapshot_window(store: Store, trace_id: int, zb: tuple) -> None:
+def settle_snapshot_window(store: Store, trace_id: int, zb: tuple) -> None:
     """Replay the before-snapshot window's own events over the kpageflags state.
 
     The kpageflags file is read over a fraction of a second inside that
@@ -531,11 +531,11 @@ def _settle_snapshot_window(store: Store, trace_id: int, zb: tuple) -> None:
     already allocated, is a no-op); what they would count as inconsistent is
     not counted.
     """
-    opened = _marker_line(store, trace_id, BEFORE_BEGIN)
-    first = _marker_line(store, trace_id, BEFORE_END)
+    opened = marker_line(store, trace_id, BEFORE_BEGIN)
+    first = marker_line(store, trace_id, BEFORE_END)
     if opened is not None and first is not None:
         scratch = np.zeros(len(INCONSISTENCIES), np.int64)
-        _apply(_events(store, trace_id, opened, first), zb, scratch)
+        apply_events(buddy_events(store, trace_id, opened, first), zb, scratch)
 
 
 def _has_kpageflags(store: Store, trace_id: int) -> bool:
@@ -546,7 +546,7 @@ def _has_kpageflags(store: Store, trace_id: int) -> bool:
     return bool(row and row[0])
 
 
-def _initial_state(store: Store, trace_id: int, need_snapshot: bool = True) -> tuple:
+def initial_state(store: Store, trace_id: int, need_snapshot: bool = True) -> tuple:
     """Zones, base pfn, blk_order and pcp arrays, zone bounds: the before-kpageflags state.
 
     Without a kpageflags snapshot (``need_snapshot`` False) every page starts
@@ -593,15 +593,15 @@ def rebuild(store: Store, trace_id: int) -> Observed:
     (buddyinfo is the first file of the after-snapshot); without markers, all
     of them.
     """
-    zones, base, blk_order, pcp, zlo, zhi = _initial_state(store, trace_id)
+    zones, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id)
     initial = _counts(zones, base, blk_order, pcp)
 
     zb = (zlo, zhi, base, blk_order, pcp)
-    _settle_snapshot_window(store, trace_id, zb)
-    first = _marker_line(store, trace_id, BEFORE_END)
-    last = _marker_line(store, trace_id, AFTER_BEGIN)
+    settle_snapshot_window(store, trace_id, zb)
+    first = marker_line(store, trace_id, BEFORE_END)
+    last = marker_line(store, trace_id, AFTER_BEGIN)
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
-    n_events = _apply(_events(store, trace_id, first, last), zb, incons)
+    n_events = apply_events(buddy_events(store, trace_id, first, last), zb, incons)
     return Observed(
         trace_id=trace_id,
         first_line=first,
@@ -660,7 +660,7 @@ def _pageblock_rows(
     """
     import pyarrow as pa
 
-    from replay.engine import PAGEBLOCKS_SCHEMA
+    from replay.engine.results import PAGEBLOCKS_SCHEMA
 
     pb0, pb1 = lo >> 9, (hi - 1) >> 9
     n = pb1 - pb0 + 1
@@ -712,7 +712,7 @@ def run_observed(
 
     import pyarrow as pa
 
-    from replay.engine import STEPS_SCHEMA, _outputs, _steps_batch, insert_run
+    from replay.engine.results import STEPS_SCHEMA, insert_run, outputs, steps_batch
     from replay.errors import UsageError as _UsageError
 
     if every < 1:
@@ -720,7 +720,7 @@ def run_observed(
     t_start = time.perf_counter()
     started = datetime.now(UTC).replace(tzinfo=None)
     trace_id = store.trace_id(trace)
-    zones, base, blk_order, pcp, zlo, zhi = _initial_state(store, trace_id, need_snapshot=False)
+    zones, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id, need_snapshot=False)
     row = store.one(
         "SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = $t", {"t": trace_id}
     )
@@ -736,8 +736,8 @@ def run_observed(
     b = blk_order[lo:hi]
     nr = np.bincount(b[b >= 0].astype(np.int64), minlength=NF)[:NF].astype(np.int64)
     pcp_pages = np.zeros(1, np.int64)
-    opened = _marker_line(store, trace_id, BEFORE_BEGIN)
-    first = _marker_line(store, trace_id, BEFORE_END)
+    opened = marker_line(store, trace_id, BEFORE_BEGIN)
+    first = marker_line(store, trace_id, BEFORE_END)
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
     parts = []
     t_replay = 0.0
@@ -747,7 +747,7 @@ def run_observed(
     for after, before, counted in ((opened, first, False), (first, None, True)):
         if after is None and not counted:
             continue
-        ev = _events(store, trace_id, after, before, with_seq=True)
+        ev = buddy_events(store, trace_id, after, before, with_seq=True)
         seq = ev.column("seq").to_numpy(zero_copy_only=False)
         is_canon = ~np.isnan(seq) if seq.dtype.kind == "f" else np.ones(seq.shape, bool)
         cols = _event_columns(ev, zlo, zhi)
@@ -793,7 +793,7 @@ def run_observed(
     keep_counters = (seq % every == 0) | (seq == last_seq)
     keep_row = keep_counters | is_alloc
     m = int(np.count_nonzero(keep_row))
-    out = _outputs(m)
+    out = outputs(m)
     out[0][:] = np.concatenate([p[2] for p in parts])[keep_row]
     out[1][:] = np.where(np.concatenate([p[5] for p in parts])[keep_row], 3, 0)
     out[2][:] = np.concatenate([p[3] for p in parts])[keep_row]
@@ -802,7 +802,7 @@ def run_observed(
     out[5][:] = np.concatenate([p[4] for p in parts])[keep_row]
     for a in out[6:]:
         a[:] = 0
-    batch = _steps_batch(seq[keep_row], is_alloc[keep_row], out)
+    batch = steps_batch(seq[keep_row], is_alloc[keep_row], out)
     # no model: no fallbacks or defragmentation costs to count
     for name in ("fallbacks", "migrated", "scanned", "evicted", "degraded"):
         i = batch.schema.get_field_index(name)
@@ -858,8 +858,8 @@ def initial_zone_state(
     KPF_LRU, the pages the kernel's ``prep_move_freepages_block`` counts as
     movable, else UNMOVABLE).
     """
-    _, base, blk_order, pcp, zlo, zhi = _initial_state(store, trace_id)
-    _settle_snapshot_window(store, trace_id, (zlo, zhi, base, blk_order, pcp))
+    _, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id)
+    settle_snapshot_window(store, trace_id, (zlo, zhi, base, blk_order, pcp))
     if start_pfn < base or start_pfn + pages > base + blk_order.shape[0]:
         raise UsageError(
             f"the run's zone [{start_pfn:#x}, {start_pfn + pages:#x}) is outside the snapshot's"

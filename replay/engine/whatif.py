@@ -24,13 +24,10 @@ pages, then the trace's events.
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
-import tomllib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,255 +35,46 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from replay.errors import BadInputError, UsageError
-from replay.ingest import Progress
+from replay.engine.environment import (
+    Environment,
+    background_pages,
+    background_stream,
+    object_index,
+    zone_environment,
+)
+from replay.engine.results import (
+    CONTIGUITY_SCHEMA,
+    EXTFRAG_SCHEMA,
+    MODEL_EVENTS_SCHEMA,
+    NF,
+    PAGEBLOCKS_SCHEMA,
+    RUNS_COLUMNS,
+    STEPS_SCHEMA,
+    RunResult,
+    Spool,
+    insert_run,
+    outputs,
+    steps_batch,
+)
+from replay.errors import UsageError
 from replay.models import compaction as C
 from replay.models import defrag as D
 from replay.models import kernel as K
 from replay.models import mobility as M
 from replay.models import reclaim as R
-from replay.models.buddy import NR_PAGE_ORDERS, PAGEBLOCK_ORDER
-from replay.models.watermarks import (
-    calculate_min_free_kbytes,
-    mult_frac,
-    setup_per_zone_wmarks,
-    zone_batchsize,
-    zone_highsize,
-)
+from replay.models.buddy import PAGEBLOCK_ORDER
+from replay.models.config import RunConfig
+from replay.progress import Progress
 from replay.store import Store, gfp_direct_reclaim_sql
 
-# "inconsistent": an observed run's event that the rebuilt state could not explain
-# "evicted": a free of an object kswapd reclaimed; "degraded": a virtual compound success
-OUTCOMES = pa.array(["ok", "failed", "ignored", "inconsistent", "evicted", "degraded"],
-                    type=pa.string())  # fmt: skip
 CHUNK_EVENTS = 1 << 20
-NF = NR_PAGE_ORDERS
+
+
 PAGEBLOCK_SNAPSHOTS = 100  # default number of pageblock snapshots over a run
 
-STEPS_SCHEMA = pa.schema(
-    [pa.field("seq", pa.int64(), nullable=False), pa.field("pfn", pa.int64()),
-     pa.field("outcome", pa.dictionary(pa.int8(), pa.string()), nullable=False),
-     pa.field("free_pages", pa.int64())]
-    + [pa.field(f"nr_free_{k}", pa.int64()) for k in range(NF)]
-    + [pa.field("largest_free_order", pa.int8()), pa.field("failures", pa.int64()),
-       pa.field("pcp_pages", pa.int64()), pa.field("fallbacks", pa.int64())]
-    + [pa.field(c, pa.int64())
-       for c in ("migrated", "scanned", "evicted", "degraded", "exchanged")]
-)  # fmt: skip
-MODEL_EVENTS_SCHEMA = pa.schema(
-    [pa.field("seq", pa.int64()), pa.field("kind", pa.string()), pa.field("order", pa.int8()),
-     pa.field("mode", pa.string())]
-    + [pa.field(c, pa.int64()) for c in C.ME_COLS[4:13]]
-    + [pa.field("result", pa.string()), pa.field("free_pages", pa.int64()),
-       pa.field("exchanged", pa.int64())]
-)  # fmt: skip
-CONTIGUITY_SCHEMA = pa.schema(
-    [pa.field("seq", pa.int64()), pa.field("phase", pa.string()), pa.field("region", pa.int64())]
-    + [pa.field(c, pa.int64()) for c in ("pages", "runs", "largest_run", "in_place")]
-    + [pa.field("top1_pct", pa.float64()), pa.field("top4_pct", pa.float64())]
-)  # fmt: skip
-EXTFRAG_SCHEMA = pa.schema(
-    [pa.field("seq", pa.int64()), pa.field("pfn", pa.int64())]
-    + [pa.field(c, pa.int8()) for c in M.EF_COLS[2:6]]
-    + [pa.field("fragmenting", pa.bool_()), pa.field("change_ownership", pa.bool_())]
-)
-PAGEBLOCKS_SCHEMA = pa.schema(
-    [pa.field("seq", pa.int64()), pa.field("pageblock", pa.int64()),
-     pa.field("migratetype", pa.int8())]
-    + [pa.field(c, pa.int32())
-       for c in ("free_pages", "unmovable", "movable", "reclaimable", "pcp_pages")]
-)  # fmt: skip
 
-MODELS = ("buddy", "mobility")
-# Model parameters: name -> (type, help). Defaults are resolved per run (see _environment).
-# Upper bounds: the kernel's sysctl limits where there is one, else what the int32
-# runs columns and per-CPU arrays can hold.
-PARAMS: dict[str, tuple[type, str]] = {
-    "pcp": (bool, "per-CPU page lists for orders 0-3 and 9 (default false)"),
-    "nofragment": (bool, "try with ALLOC_NOFRAGMENT first, as for ZONE_NORMAL (default true)"),
-    "pcp_batch": (int, "pcp batch in pages (default: zone_batchsize of the zone)"),
-    "pcp_high": (int, "pcp high in pages (default: zone_highsize from the low watermark)"),
-    "ncpus": (int, "CPUs with pcp lists (default: the trace's highest cpu + 1)"),
-    "min_free_kbytes": (int, "default: the snapshot's watermarks, else the kernel's formula"),
-    "watermark_scale_factor": (int, "default 10 (per 10000 of the zone)"),
-    "compaction": (str, "off | direct | proactive | both (docs/compaction.md; default off)"),
-    "extfrag_threshold": (int, "vm.extfrag_threshold for direct compaction (default 500)"),
-    "proactiveness": (int, "vm.compaction_proactiveness (default 20)"),
-    "compact_at": (list, "seqs before which to compact the whole zone once (-1: at the end)"),
-    "kswapd": (str, "off | lru | targeted: kswapd high-order reclaim (default off)"),
-    "kswapd_movable": (bool, "kswapd may evict movable pages too (default true)"),
-    "vcompound_order": (int, "virtual compound fallback from this order up (default 0: off)"),
-    "vcompound_classes": (list, "comm/gfp substrings of requests that may fall back (all)"),
-    "movable_classes": (list, "comm/gfp substrings of requests compaction may migrate"),
-    "pressure": (bool, "record free memory crossing the low/min watermarks (default false)"),
-    "pressure_reclaim_pages": (int, "the 'about to reclaim' threshold (default: low wmark)"),
-    "pressure_oom_pages": (int, "the 'about to OOM' threshold (default: min wmark)"),
-    "defrag_thresholds": (list, "active defragmentation: [[order, free blocks wanted], ...]"),
-    "defrag_idle_ms": (int, "active defragmentation runs in event gaps this long (default 100)"),
-    "exchange_at": (list, "seqs before which exchange pages runs over every region (-1: end)"),
-    "contig_at": (list, "contiguous range allocations: [[seq, pages] or [seq, pages, pfn]]"),
-    "contig_policy": (str, "first (alloc_contig_pages' first fit, default) | best"),
-    "pool_order": (int, "per-owner pools: order of an owner's chunk (default 0: off)"),
-    "pool_owner": (str, "what owns a pool: region (default) | pid | comm"),
-}
-PARAM_MAX = {
-    "pcp_batch": 2**31 - 1,
-    "pcp_high": 2**31 - 1,
-    "ncpus": 8192,  # NR_CPUS of distribution kernels
-    "min_free_kbytes": 2**31 - 1,  # an int sysctl
-    "watermark_scale_factor": 3000,  # the sysctl's maximum
-    "extfrag_threshold": 1000,  # the sysctl's maximum
-    "proactiveness": 100,
-    "vcompound_order": 10,
-    "pressure_reclaim_pages": 2**40,
-    "pressure_oom_pages": 2**40,
-    "defrag_idle_ms": 2**40,
-    "pool_order": 10,
-}
-PARAM_MIN = {"min_free_kbytes": 0, "extfrag_threshold": 0, "proactiveness": 0,
-             "vcompound_order": 0, "pool_order": 0}  # fmt: skip
-PARAM_CHOICES = {
-    "compaction": ("off", "direct", "proactive", "both"),
-    "kswapd": ("off", "lru", "targeted"),
-    "contig_policy": ("first", "best"),
-    "pool_owner": ("region", "pid", "comm"),
-}
-PRESETS: dict[str, dict[str, Any]] = {
-    "buddy": {"model": "buddy"},
-    "mobility": {"model": "mobility"},
-    "mobility+pcp": {"model": "mobility", "pcp": True},
-    "buddy+compaction": {"model": "buddy", "compaction": "direct"},
-    "mobility+compaction": {"model": "mobility", "compaction": "direct"},
-    "mobility+proactive": {"model": "mobility", "compaction": "proactive"},
-    "mobility+kswapd": {"model": "mobility", "kswapd": "lru"},
-    "mobility+kswapd-targeted": {"model": "mobility", "kswapd": "targeted"},
-    "mobility+vcompound": {"model": "mobility", "vcompound_order": 1},
-    "mobility+exchange": {"model": "mobility", "exchange_at": [-1]},
-    "mobility+defrag": {"model": "mobility", "defrag_thresholds": [[9, 8]]},
-    "mobility+pools": {"model": "mobility", "pool_order": 4},
-}
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """A run's model configuration, stored as JSON in ``runs.config``."""
-
-    model: str = "buddy"
-    preset: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.params.get(name, default)
-
-
-def _check_params(params: dict[str, Any], file: str | None) -> dict[str, Any]:
-    for name, value in params.items():
-        if name not in PARAMS:
-            raise BadInputError(
-                f"unknown model parameter {name!r} (known: {', '.join(PARAMS)})",
-                file=file,
-                field=name,
-            )
-        want = PARAMS[name][0]
-        if type(value) is not want:  # bool is an int subclass: compare exactly
-            raise BadInputError(
-                f"{name} must be a {want.__name__}, not {type(value).__name__} ({value!r})",
-                file=file,
-                field=name,
-            )
-        if want is int and value < PARAM_MIN.get(name, 1):
-            raise BadInputError(
-                f"{name} must be at least {PARAM_MIN.get(name, 1)}, not {value}",
-                file=file,
-                field=name,
-            )
-        if want is int and value > PARAM_MAX[name]:
-            raise BadInputError(
-                f"{name} must be at most {PARAM_MAX[name]}, not {value}", file=file, field=name
-            )
-        if want is str and value not in PARAM_CHOICES[name]:
-            raise BadInputError(
-                f"{name} must be one of {', '.join(PARAM_CHOICES[name])}, not {value!r}",
-                file=file,
-                field=name,
-            )
-        if name == "compact_at" and not all(type(v) is int and v >= -1 for v in value):
-            raise BadInputError(
-                f"compact_at must be a list of seqs (integers >= -1), not {value!r}",
-                file=file,
-                field=name,
-            )
-        if name == "exchange_at" and not all(type(v) is int and v >= -1 for v in value):
-            raise BadInputError(
-                f"exchange_at must be a list of seqs (integers >= -1), not {value!r}",
-                file=file,
-                field=name,
-            )
-        if name == "defrag_thresholds" and not all(
-            isinstance(v, list) and len(v) == 2 and all(type(a) is int for a in v)
-            and 0 <= v[0] <= NF - 1 and v[1] >= 1
-            for v in value
-        ):  # fmt: skip
-            raise BadInputError(
-                f"defrag_thresholds must be a list of [order 0-{NF - 1}, blocks >= 1] pairs, "
-                f"not {value!r}",
-                file=file,
-                field=name,
-            )
-        if name == "contig_at" and not all(
-            isinstance(v, list) and len(v) in (2, 3) and all(type(a) is int for a in v)
-            and v[0] >= -1 and v[1] >= 1 and (len(v) == 2 or v[2] >= 0)
-            for v in value
-        ):  # fmt: skip
-            raise BadInputError(
-                f"contig_at must be a list of [seq >= -1, pages >= 1] or [seq, pages, pfn], "
-                f"not {value!r}",
-                file=file,
-                field=name,
-            )
-        if name.endswith("_classes") and not all(type(v) is str and v for v in value):
-            raise BadInputError(
-                f"{name} must be a list of non-empty strings, not {value!r}",
-                file=file,
-                field=name,
-            )
-    return params
-
-
-def load_model(spec: str) -> RunConfig:
-    """A preset name or a TOML file (``model = "mobility"`` plus the model's parameters)."""
-    if spec in PRESETS:
-        params = {k: v for k, v in PRESETS[spec].items() if k != "model"}
-        return RunConfig(model=PRESETS[spec]["model"], preset=spec, params=params)
-    path = Path(spec)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise UsageError(f"{spec}: no such model file")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise BadInputError(
-                f"not UTF-8 text (byte {exc.start}): a TOML file must be UTF-8", file=str(path)
-            ) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise BadInputError(f"not valid TOML: {exc}", file=str(path)) from exc
-        model = data.pop("model", None)
-        if model not in MODELS:
-            raise BadInputError(
-                f"model {model!r} is not one of: {', '.join(MODELS)}",
-                file=str(path),
-                field="model",
-            )
-        return RunConfig(model=model, preset=None, params=_check_params(data, str(path)))
-    raise UsageError(f"unknown model {spec!r}: use one of {', '.join(PRESETS)} or a .toml file")
-
-
-def _event_arrays(n: int) -> tuple[np.ndarray, ...]:
+def event_arrays(n: int) -> tuple[np.ndarray, ...]:
     """An empty event tuple as the kernel takes it: seq, is_alloc, obj, offset, order,
     migratetype, cpu, ts_ns, flags, owner (-1: none)."""
     return (np.zeros(n, np.int64), np.zeros(n, np.bool_), np.zeros(n, np.int64),
@@ -299,270 +87,13 @@ def warm_up() -> None:
     """Compile (or load from the cache) the kernels, so no timing includes a JIT."""
     z = M.ZoneState(0, 2, pcp=True, max_objects=1)
     one = np.ones(1, np.bool_)
-    ev = _event_arrays(1)
+    ev = event_arrays(1)
     ev[1][0] = True
     K.replay_chunk(0, 1, ev, one, one, z.objects, z.arrays, z.prm, z.counters, z.ef, z.me, z.cz,
-                   z.mode, z.vc, np.zeros(K.NR_STATS, np.int64), 0, _outputs(1),
+                   z.mode, z.vc, np.zeros(K.NR_STATS, np.int64), 0, outputs(1),
                    z.pools)  # fmt: skip
     M.pageblock_snapshot(z.arrays, z.prm, np.zeros((z.npb, 6), np.int64))
     C.compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
-
-
-def _outputs(m: int) -> tuple[np.ndarray, ...]:
-    """Per-row result arrays: pfn, outcome, nr_free, has_counters, failures, pcp, fallbacks,
-    migrated, scanned, evicted, degraded, exchanged. The last five start at 0: the kernel
-    writes them only when a model keeps units (``P_UNITS``)."""
-    return (np.empty(m, np.int64), np.empty(m, np.int8), np.zeros((m, NF), np.int64),
-            np.empty(m, np.bool_), np.empty(m, np.int64), np.empty(m, np.int64),
-            np.empty(m, np.int64), np.zeros(m, np.int64), np.zeros(m, np.int64),
-            np.zeros(m, np.int64), np.zeros(m, np.int64), np.zeros(m, np.int64))  # fmt: skip
-
-
-@dataclass
-class RunResult:
-    """What a run measured (the row of ``runs``)."""
-
-    run_id: int
-    trace: str
-    model: str
-    events: int
-    events_per_s: float
-    wall_s: float
-    allocs: int
-    frees: int
-    failures: int
-    ignored_frees: int
-    preexisting: int
-    background: int
-    zone_start_pfn: int
-    zone_pages: int
-    free_pages: int
-    pcp_pages: int
-    nr_free: list[int]
-    fallbacks: int
-    claims: int
-    steals: int
-    below_low: int
-    below_min: int
-    wmark_min: int
-    wmark_low: int
-    wmark_high: int
-    migrated: int = 0
-    scanned: int = 0
-    evicted: int = 0
-    evicted_frees: int = 0
-    degraded: int = 0
-    compactions: int = 0
-    model_events: int = 0
-    exchanged: int = 0
-    contig_pages: int = 0
-    pool_chunks: int = 0
-    pool_waste: int = 0
-    pool_fallbacks: int = 0
-
-    def summary(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-RUNS_COLUMNS = (
-    "run_id", "trace_id", "model", "config", "started", "wall_s", "replay_s", "events",
-    "events_per_s", "allocs", "frees", "failures", "ignored_frees", "preexisting",
-    "zone_start_pfn", "zone_pages", "every", "free_pages", "nr_free", "pcp_pages", "background",
-    "ncpus", "pcp_batch", "pcp_high", "wmark_min", "wmark_low", "wmark_high", "below_low",
-    "below_min", "fallbacks", "claims", "steals", "pcp_refills", "pcp_bulk_frees",
-    "drain_retries", "pageblock_every", "start", "migrated", "scanned", "evicted",
-    "evicted_frees", "degraded", "compactions", "model_events", "exchanged", "contig_pages",
-    "pool_chunks", "pool_waste", "pool_fallbacks",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Environment:
-    """The zone and the kernel settings a run uses (pfn, pages)."""
-
-    start_pfn: int
-    pages: int
-    zone: str | None  # the snapshot zone it came from, if any
-    ncpus: int
-    wmark: tuple[int, int, int]  # min, low, high (pages)
-    batch: int
-    high: int
-
-
-def _snapshot_zone(store: Store, trace_id: int, start: int, pages: int) -> tuple | None:
-    """The before (else after) zoneinfo row of the zone [start, start + pages), if any:
-    (zone, min, low, high, managed, snapshot, node)."""
-    return store.one(
-        """SELECT zone, "min", low, high, managed, snapshot, node FROM snap_zoneinfo
-           WHERE trace_id = $t AND start_pfn = $s AND managed = $p
-           ORDER BY snapshot = 'before' DESC LIMIT 1""",
-        {"t": trace_id, "s": start, "p": pages},
-    )
-
-
-def _watermarks(
-    store: Store, trace_id: int, snap: tuple | None, pages: int, config: RunConfig
-) -> tuple[int, int, int]:
-    """min/low/high (pages) as the kernel sets them for the run's zone.
-
-    No parameters and a snapshot zone: the snapshot's own values. With
-    ``min_free_kbytes``: ``__setup_per_zone_wmarks`` over every zone of the
-    snapshot (pages_min is shared by managed pages among all lowmem zones),
-    or over the run's zone alone without a snapshot. Only
-    ``watermark_scale_factor``: the snapshot's min, low/high recomputed.
-    """
-    mfk = config.get("min_free_kbytes")
-    wsf = config.get("watermark_scale_factor")
-    if snap is not None and mfk is None and wsf is None:
-        return int(snap[1]), int(snap[2]), int(snap[3])  # what the kernel had
-    wsf = 10 if wsf is None else wsf
-    if snap is not None and mfk is None:
-        wmin = int(snap[1])
-        tmp = max(wmin >> 2, mult_frac(pages, wsf, 10000))
-        return wmin, wmin + tmp, wmin + 2 * tmp
-    if snap is not None:
-        zones = store.query(
-            """SELECT zone, managed FROM snap_zoneinfo
-               WHERE trace_id = $t AND snapshot = $s AND managed > 0 ORDER BY node, start_pfn""",
-            {"t": trace_id, "s": snap[5]},
-        ).to_pylist()
-        managed = [int(z["managed"]) for z in zones]
-        highmem = [z["zone"] in ("HighMem", "Movable") for z in zones]
-        i = next(j for j, z in enumerate(zones) if z["zone"] == snap[0] and managed[j] == pages)
-        w = setup_per_zone_wmarks(managed, mfk, wsf, highmem)[i]
-        return w.min, w.low, w.high
-    if mfk is None:
-        mfk = calculate_min_free_kbytes(pages)
-    w = setup_per_zone_wmarks([pages], mfk, wsf)[0]
-    return w.min, w.low, w.high
-
-
-def _environment(
-    store: Store, trace_id: int, config: RunConfig, zone_pages: int | None
-) -> Environment:
-    if zone_pages is not None:
-        if zone_pages <= 0:
-            raise UsageError("--zone-pages must be positive")
-        start, pages = 0, int(zone_pages)
-    else:
-        row = store.one(
-            "SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = $t", {"t": trace_id}
-        )
-        if row is None or row[1] is None:
-            raise UsageError(
-                "the trace has no zone (no zoneinfo snapshot and no pfns): pass --zone-pages N"
-            )
-        start, pages = int(row[0] or 0), int(row[1])
-    snap = _snapshot_zone(store, trace_id, start, pages) if zone_pages is None else None
-    max_cpu = store.one("SELECT max(cpu) FROM events WHERE trace_id = $t", {"t": trace_id})
-    ncpus = config.get("ncpus") or max(1, int(max_cpu[0] or 0) + 1 if max_cpu else 1)
-    wmark = _watermarks(store, trace_id, snap, pages, config)
-    batch = config.get("pcp_batch") or max(1, zone_batchsize(pages))
-    high = config.get("pcp_high") or zone_highsize(wmark[1], batch, ncpus)
-    return Environment(start, pages, snap[0] if snap else None, int(ncpus), wmark, batch, high)
-
-
-def _object_index(store: Store, trace_id: int) -> tuple[np.ndarray | None, int]:
-    """Dense object numbering: None when obj ids are already 0..n-1-ish."""
-    row = store.one(
-        "SELECT min(obj), max(obj), count(DISTINCT obj) FROM events WHERE trace_id = $t",
-        {"t": trace_id},
-    )
-    assert row is not None
-    lo, hi, n = row
-    if lo is None:
-        raise UsageError("the trace has no events")
-    if lo >= 0 and hi < 2 * n + (1 << 20):
-        return None, int(hi) + 1
-    ids = (
-        store.query(
-            "SELECT DISTINCT obj FROM events WHERE trace_id = $t ORDER BY obj", {"t": trace_id}
-        )
-        .column("obj")
-        .to_numpy()
-    )
-    return ids, int(ids.shape[0])
-
-
-def background_pages(
-    store: Store, trace_id: int, env: Environment, preexisting_pages: int
-) -> dict[int, int]:
-    """Pages to allocate per migratetype so the zone starts as full as the machine was.
-
-    From the before-snapshot of the run's zone: used = managed - free pages
-    (pagetypeinfo), scaled to the run's zone size, minus the pages of the
-    trace's pre-existing objects (already allocated). It is shared among
-    Unmovable/Movable/Reclaimable in proportion to each type's pages in use,
-    ``nr_pageblocks[type] * 512 - free pages on that type's lists`` (floored
-    at 0): a type's pageblocks minus its free pages.
-    """
-    if env.zone is None:
-        raise UsageError(
-            "--fill-from-snapshot needs the trace's zoneinfo/pagetypeinfo before-snapshot "
-            "(a capture folder) and the run's zone taken from it (no --zone-pages)"
-        )
-    t = {"t": trace_id, "z": env.zone}
-    free = store.query(
-        """SELECT mt, sum(nr_free << "order") AS pages FROM snap_pagetypeinfo
-           WHERE trace_id = $t AND snapshot = 'before' AND zone = $z GROUP BY mt""",
-        t,
-    ).to_pylist()
-    blocks = store.query(
-        """SELECT mt, sum(nr_pageblocks) AS n FROM snap_pageblocks
-           WHERE trace_id = $t AND snapshot = 'before' AND zone = $z GROUP BY mt""",
-        t,
-    ).to_pylist()
-    if not free or not blocks:
-        raise UsageError(f"the trace has no before-pagetypeinfo for zone {env.zone}")
-    free_by = {int(r["mt"]): int(r["pages"]) for r in free}
-    used_total = max(0, env.pages - sum(free_by.values()) - preexisting_pages)
-    share = {
-        mt: max(0, int(r["n"]) * 512 - free_by.get(mt, 0))
-        for r in blocks
-        if (mt := int(r["mt"])) in (M.MIGRATE_UNMOVABLE, M.MIGRATE_MOVABLE, M.MIGRATE_RECLAIMABLE)
-    }
-    total = sum(share.values())
-    if total == 0 or used_total == 0:
-        return {}
-    out = {mt: used_total * v // total for mt, v in share.items()}
-    out[max(share, key=lambda m: share[m])] += used_total - sum(out.values())
-    return {mt: n for mt, n in out.items() if n > 0}
-
-
-def _background_stream(pages_by_mt: dict[int, int]) -> np.ndarray:
-    """Order-0 request types, interleaved a pageblock (512 pages) of each type at a time."""
-    left = dict(sorted(pages_by_mt.items()))
-    parts: list[np.ndarray] = []
-    while any(left.values()):
-        for mt in left:
-            n = min(512, left[mt])
-            if n:
-                parts.append(np.full(n, mt, np.int8))
-                left[mt] -= n
-    return np.concatenate(parts) if parts else np.zeros(0, np.int8)
-
-
-class _Spool:
-    """Rows of one result table written to a temporary Parquet file as they come."""
-
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.path = path
-        self.schema = schema
-        self.writer: pq.ParquetWriter | None = None
-        self.rows = 0
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows == 0:
-            return
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, self.schema, compression="snappy")
-        self.writer.write_batch(batch)
-        self.rows += batch.num_rows
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
 
 
 class _Replay:
@@ -601,10 +132,10 @@ class _Replay:
         self.me = np.zeros((1 << 14, len(C.ME_COLS)), np.int64)
         self.vc = np.zeros(1 << 16 if config.get("vcompound_order", 0) else 1 << 11, np.int64)
         self.replay_s = 0.0
-        self.extfrag = _Spool(tmp / "extfrag.parquet", EXTFRAG_SCHEMA)
-        self.pageblocks = _Spool(tmp / "pageblocks.parquet", PAGEBLOCKS_SCHEMA)
-        self.model_events = _Spool(tmp / "model_events.parquet", MODEL_EVENTS_SCHEMA)
-        self.contiguity = _Spool(tmp / "contiguity.parquet", CONTIGUITY_SCHEMA)
+        self.extfrag = Spool(tmp / "extfrag.parquet", EXTFRAG_SCHEMA)
+        self.pageblocks = Spool(tmp / "pageblocks.parquet", PAGEBLOCKS_SCHEMA)
+        self.model_events = Spool(tmp / "model_events.parquet", MODEL_EVENTS_SCHEMA)
+        self.contiguity = Spool(tmp / "contiguity.parquet", CONTIGUITY_SCHEMA)
         self.compactions = 0
         self.contig_pages = 0
         self._pass_ef: np.ndarray | None = None
@@ -616,7 +147,7 @@ class _Replay:
         self.anchor_vpn = np.zeros(0, np.int64)
         self.anchor_pfn = np.zeros(0, np.int64)
         self._pb = np.zeros((self.zone.npb, 6), np.int64)
-        self.out = _outputs(CHUNK_EVENTS)
+        self.out = outputs(CHUNK_EVENTS)
         self._pb_index = np.arange(self.zone.npb, dtype=np.int64) + (
             env.start_pfn >> PAGEBLOCK_ORDER
         )
@@ -891,7 +422,7 @@ class _Replay:
         if n == 0:
             return
         no = np.zeros(n, np.bool_)
-        ev = _event_arrays(n)
+        ev = event_arrays(n)
         ev[0][:] = -1
         ev[1][:] = True
         ev[2][:] = obj
@@ -904,7 +435,7 @@ class _Replay:
         prm[M.P_PRESSURE_RECLAIM] = prm[M.P_PRESSURE_OOM] = 0
         prm[M.P_KSWAPD] = prm[M.P_DEFRAG_IDLE] = 0
         try:
-            self.apply(ev, no, no, _outputs(0))
+            self.apply(ev, no, no, outputs(0))
         finally:
             prm[:] = saved
         # pre-existing reclaimable pages are kswapd victims too, oldest first
@@ -1024,7 +555,7 @@ def run(
     ``pageblock_every``: a pageblocks snapshot every K steps (default: about
     100 over the run; 0: only before the first and after the last step).
     ``start``: ``empty`` (a booted zone) or ``observed`` (the kernel's state at
-    the start of the trace, rebuilt from the capture: replay.observed).
+    the start of the trace, rebuilt from the capture: replay.engine.observed).
     """
     if start not in ("empty", "observed"):
         raise UsageError(f"--start must be empty or observed, not {start!r}")
@@ -1038,9 +569,9 @@ def run(
     if pageblock_every is not None and pageblock_every < 0:
         raise UsageError("--pageblock-every must be 0 or more")
     trace_id = store.trace_id(trace)
-    env = _environment(store, trace_id, config, zone_pages)
+    env = zone_environment(store, trace_id, config, zone_pages)
     warm_up()
-    ids, n_obj = _object_index(store, trace_id)
+    ids, n_obj = object_index(store, trace_id)
     n_events = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
     last_seq = n_events - 1
     pbe = pageblock_every if pageblock_every is not None else math.ceil(
@@ -1066,7 +597,7 @@ def run(
     pre_pages = 0
     blk = page_mt = None
     if start == "observed":
-        from replay.observed import initial_zone_state
+        from replay.engine.observed import initial_zone_state
 
         if env.zone is None:
             raise UsageError(
@@ -1077,7 +608,7 @@ def run(
         pre_pages = int(pre.column("pages").to_numpy().sum())
     kinds = np.zeros(0, np.int8)
     if fill_from_snapshot:
-        kinds = _background_stream(background_pages(store, trace_id, env, pre_pages))
+        kinds = background_stream(background_pages(store, trace_id, env, pre_pages))
     # Background pages are objects too (ids after the trace's), so compaction can move
     # them and kswapd evict them: the fill's pages, or the observed state's allocated pages.
     n_bg = kinds.shape[0] if page_mt is None else int(np.count_nonzero(page_mt >= 0))
@@ -1206,7 +737,7 @@ def run(
                              actions=at)  # fmt: skip
                 assert r == m
                 progress.advance_to(int(seq[-1]) + 1)
-                yield _steps_batch(seq[keep_row], is_alloc[keep_row], out)
+                yield steps_batch(seq[keep_row], is_alloc[keep_row], out)
         finally:
             if reader is not None:
                 reader.close()
@@ -1285,38 +816,3 @@ def _record_run(
     }  # fmt: skip
     insert_run(store, values)
     return result
-
-
-def insert_run(store: Store, values: dict[str, Any]) -> None:
-    """One ``runs`` row: every column of RUNS_COLUMNS, NULL where ``values`` has none."""
-    cols = ", ".join(RUNS_COLUMNS)
-    store.run(
-        f"INSERT INTO runs ({cols}) VALUES ({', '.join('$' + c for c in RUNS_COLUMNS)})",
-        {c: values.get(c) for c in RUNS_COLUMNS},
-    )
-
-
-def _steps_batch(
-    seq: np.ndarray, is_alloc: np.ndarray, out: tuple[np.ndarray, ...]
-) -> pa.RecordBatch:
-    # Copies: the buffers are reused for the next chunk while DuckDB may still hold this one.
-    pfn, outcome, nr, has, failures, pcp, fallbacks, *costs = (a.copy() for a in out)
-    no_counters = ~has
-    free_pages = (nr << np.arange(NF, dtype=np.int64)).sum(axis=1)
-    nonzero = nr > 0
-    largest = np.where(nonzero.any(axis=1), NF - 1 - np.argmax(nonzero[:, ::-1], axis=1), -1)
-    cols: list[pa.Array] = [
-        pa.array(seq, pa.int64()),
-        pa.array(pfn, pa.int64(), mask=~is_alloc),
-        pa.DictionaryArray.from_arrays(pa.array(outcome, pa.int8()), OUTCOMES),
-        pa.array(free_pages, pa.int64(), mask=no_counters),
-    ]
-    cols += [pa.array(nr[:, k], pa.int64(), mask=no_counters) for k in range(NF)]
-    cols += [
-        pa.array(largest.astype(np.int8), pa.int8(), mask=no_counters),
-        pa.array(failures, pa.int64()),
-        pa.array(pcp, pa.int64(), mask=no_counters),
-        pa.array(fallbacks, pa.int64()),
-    ]
-    cols += [pa.array(c, pa.int64()) for c in costs]
-    return pa.RecordBatch.from_arrays(cols, schema=STEPS_SCHEMA)

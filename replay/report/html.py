@@ -4,7 +4,7 @@
 everything the charts need, downsampled in SQL (at most ``points`` buckets of
 steps per run, at most :data:`PAGEBLOCK_ROWS` x :data:`PAGEBLOCK_COLS` cells
 of pageblock ownership per run); ``render_report`` inlines that data, the
-chart layer (``report_assets/charts.js``, ``window.ReplayCharts.render``) and
+chart layer (``assets/charts.js``, ``window.ReplayCharts.render``) and
 its stylesheet into one HTML file that makes no network request.
 
 Units: orders are buddy orders; pages are base pages (4 KiB); ``seq`` is the
@@ -30,9 +30,9 @@ from typing import Any
 import pyarrow as pa
 
 from replay import __version__
+from replay.analysis.metrics import MAX_PAGE_ORDER, NR_PAGE_ORDERS
 from replay.errors import RunNotFoundError, UsageError
-from replay.ingest import Progress
-from replay.metrics import MAX_PAGE_ORDER, NR_PAGE_ORDERS
+from replay.progress import Progress
 from replay.store import Store
 
 __all__ = [
@@ -62,7 +62,7 @@ PAGEBLOCK_ROWS = 64
 PAGEBLOCK_COLS = 100
 """Most snapshots (columns) of a pageblock ownership map: the last one of each bucket is kept."""
 
-ASSETS = "report_assets"
+ASSETS = "assets"
 """Folder of the inlined assets inside the ``replay`` package (charts.js, report.css)."""
 
 COSTS = ("migrated", "scanned", "evicted", "exchanged")
@@ -82,7 +82,7 @@ _RN = ", ".join(f"r.nr_free[{k + 1}]" for k in range(NR_PAGE_ORDERS))
 
 def asset(name: str) -> str:
     """The text of a report asset (``charts.js``, ``report.css``), for pages that reuse it."""
-    return resources.files("replay").joinpath(ASSETS, name).read_text(encoding="utf-8")
+    return resources.files("replay.report").joinpath(ASSETS, name).read_text(encoding="utf-8")
 
 
 def _ids_sql(run_ids: Sequence[int]) -> str:
@@ -560,7 +560,7 @@ def render_report(
 
     The data is one JSON blob (``<script type="application/json"
     id="replay-report-data">``, :func:`report_data`); the page draws it with
-    ``window.ReplayCharts.render`` from ``report_assets/charts.js``.
+    ``window.ReplayCharts.render`` from ``assets/charts.js``.
     """
     data = report_data(store, run_ids, order, points, progress=progress)
     if title is None:

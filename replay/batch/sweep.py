@@ -43,7 +43,7 @@ workers start on the first trace's runs while it prepares the next. A task
 and macros) and puts the trace in it (each trace table a view over its
 Parquet file, cast to the table's types: read as the engine scans it rather
 than copied in first, a third of a 1M-event task's CPU), calls
-``replay.engine.run`` exactly as ``replay run`` does, and exports the
+``replay.engine.whatif.run`` exactly as ``replay run`` does, and exports the
 ``runs`` row and the run's rows of every table in ``store.RUN_TABLES`` to
 ``<workdir>/runs/<key hash>/`` (written to a temporary directory and renamed:
 a partition is complete or absent). The coordinator loads each finished
@@ -92,7 +92,7 @@ from typing import Any
 import pyarrow as pa
 
 from replay.errors import BadInputError, ReplayError, UsageError
-from replay.ingest import Progress
+from replay.progress import Progress
 from replay.store import NAME_RE, RUN_TABLES, TRACE_TABLES, Store, default_db_path
 
 EXECUTORS = ("local", "dask")
@@ -266,8 +266,14 @@ def _entries(value: Any, what: str, bad: Callable[[str, str], BadInputError]) ->
 def _traces(
     value: Any, base: Path, bad: Callable[[str, str], BadInputError]
 ) -> tuple[TraceSpec, ...]:
-    from replay.ingest import default_name
-    from replay.scenarios import MAX_ZONE_PAGES, MIN_ZONE_PAGES, SCENARIOS, ZONE_ALIGN, check_args
+    from replay.scenarios.workloads import (
+        MAX_ZONE_PAGES,
+        MIN_ZONE_PAGES,
+        SCENARIOS,
+        ZONE_ALIGN,
+        check_args,
+    )
+    from replay.trace.ingest import default_name
 
     out: list[TraceSpec] = []
     seen: dict[str, str] = {}
@@ -370,7 +376,7 @@ def _traces(
 def _models(
     value: Any, base: Path, bad: Callable[[str, str], BadInputError], file: str
 ) -> tuple[ModelSpec, ...]:
-    from replay.engine import PRESETS, load_model
+    from replay.models.config import PRESETS, load_model
 
     out: list[ModelSpec] = []
     seen: dict[str, str] = {}
@@ -477,7 +483,7 @@ def run_task(task: Task) -> dict[str, Any]:
     """Run one batch run in this process (a pool worker or a Dask worker).
 
     Opens a private temporary DuckDB file with the trace's Parquet files
-    attached (``attach_trace``), runs ``replay.engine.run``, exports the
+    attached (``attach_trace``), runs ``replay.engine.whatif.run``, exports the
     ``runs`` row and the run's rows of every RUN_TABLES table to
     ``task.part_dir`` (a temporary directory renamed into place), deletes
     the temporary database and returns small metadata:
@@ -494,8 +500,8 @@ def run_task(task: Task) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="replay-batch-"))
     staging = part.parent / f".{part.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        from replay.engine import RunConfig
-        from replay.engine import run as engine_run
+        from replay.engine.whatif import run as engine_run
+        from replay.models.config import RunConfig
 
         if not (Path(task.trace_dir) / "done").is_file():
             raise ReplayError(
@@ -786,13 +792,13 @@ class _Coordinator:
         if t.kind == "stored":
             raise ReplayError(f"no trace named {t.name!r} in {self.store.path}")
         if t.kind == "file":
-            from replay.ingest import ingest
+            from replay.trace.ingest import ingest
 
             assert t.path is not None
             ingest(self.store, t.path, name=t.name)
             return
-        from replay.ingest import ingest_table
-        from replay.scenarios import generate
+        from replay.scenarios.workloads import generate
+        from replay.trace.ingest import ingest_table
 
         assert t.scenario is not None
         table, meta = generate(t.scenario, seed=t.seed, events=t.events, zone_pages=t.zone_pages)

@@ -3,7 +3,7 @@
 A capture of ``echo 1 > /proc/sys/vm/compact_memory`` (traces/compact-6.18)
 records the kernel compacting each zone between an ``mm_compaction_begin``
 and an ``mm_compaction_end`` event. :func:`compare` takes the Normal zone's
-pair, rebuilds the observed buddy state at its begin event (replay.observed:
+pair, rebuilds the observed buddy state at its begin event (replay.engine.observed:
 the before-kpageflags, the snapshot window settled, then every recorded event
 up to the begin line), loads it into a model zone, runs the one-shot
 whole-zone compaction model (replay.models.compaction.compact_memory) and
@@ -26,22 +26,22 @@ from typing import Any
 
 import numpy as np
 
-from replay.errors import UsageError
-from replay.models import compaction as C
-from replay.models import mobility as M
-from replay.observed import (
+from replay.engine.observed import (
     AFTER_BEGIN,
     BEFORE_BEGIN,
     BEFORE_END,
     INCONSISTENCIES,
     NF,
     UNKNOWN,
-    _apply,
-    _events,
-    _initial_state,
-    _marker_line,
-    _settle_snapshot_window,
+    apply_events,
+    buddy_events,
+    initial_state,
+    marker_line,
+    settle_snapshot_window,
 )
+from replay.errors import UsageError
+from replay.models import compaction as C
+from replay.models import mobility as M
 from replay.store import Store
 
 # /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h)
@@ -289,7 +289,7 @@ def observed_start(
 ) -> ObservedStart:
     """Type every page of [start_pfn, start_pfn + pages) for the model, at ``line``.
 
-    ``blk_all``/``pcp_all``/``base``: the observed state (replay.observed)
+    ``blk_all``/``pcp_all``/``base``: the observed state (replay.engine.observed)
     after the events before ``line``. Free pages are those of free blocks
     wholly inside the range. Pages on pcp lists there (known from the replay)
     are neither free nor movable: the kernel's scanners step over them (not
@@ -550,15 +550,15 @@ def compare(store: Store, trace: str, zone: str = "Normal") -> dict[str, Any]:
     pbs = snapshot_pageblocks(store, trace_id, zone)
 
     # the observed state at the begin event
-    _zones, base, blk_order, pcp, zlo, zhi = _initial_state(store, trace_id)
+    _zones, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id)
     zb = (zlo, zhi, base, blk_order, pcp)
-    _settle_snapshot_window(store, trace_id, zb)
-    first = _marker_line(store, trace_id, BEFORE_END)
+    settle_snapshot_window(store, trace_id, zb)
+    first = marker_line(store, trace_id, BEFORE_END)
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
-    n_pre = _apply(_events(store, trace_id, first, kc.begin_line), zb, incons)
+    n_pre = apply_events(buddy_events(store, trace_id, first, kc.begin_line), zb, incons)
     t_obs = time.perf_counter()
     # typing looks at the events from the snapshot window's start: kpageflags is read in it
-    opened = _marker_line(store, trace_id, BEFORE_BEGIN)
+    opened = marker_line(store, trace_id, BEFORE_BEGIN)
     typed = {f: observed_start(store, trace_id, start, pages, blk_order, pcp, base,
                                first if opened is None else opened, kc.begin_line, folios=f)
              for f in (True, False)}  # fmt: skip
@@ -577,7 +577,7 @@ def compare(store: Store, trace: str, zone: str = "Normal") -> dict[str, Any]:
     nr_model = [int(v) for v in mz.nr_free]
     # the observed state at the end event (the same arrays, replayed on)
     incons_during = np.zeros(len(INCONSISTENCIES), np.int64)
-    n_during = _apply(_events(store, trace_id, kc.begin_line, kc.end_line + 1), zb,
+    n_during = apply_events(buddy_events(store, trace_id, kc.begin_line, kc.end_line + 1), zb,
                       incons_during)  # fmt: skip
     lo, hi = start - base, start + pages - base
     nr_end = _nr_free(blk_order[lo:hi])
@@ -587,7 +587,7 @@ def compare(store: Store, trace: str, zone: str = "Normal") -> dict[str, Any]:
     kern = kernel_sums(store, trace_id, kc)
     during = _events_between(store, trace_id, kc.begin_line, kc.end_line, kc.pid)
     after_end = _events_between(
-        store, trace_id, kc.end_line, _marker_line(store, trace_id, AFTER_BEGIN), kc.pid
+        store, trace_id, kc.end_line, marker_line(store, trace_id, AFTER_BEGIN), kc.pid
     )
     nr_after = _buddyinfo(store, trace_id, zone, "after")
     free_after = None if nr_after is None else _free_pages(nr_after)

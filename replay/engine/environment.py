@@ -1,0 +1,191 @@
+"""The zone a run replays into and the kernel settings it uses.
+
+From the trace's zone (or ``--zone-pages``) and its zoneinfo snapshot: the
+zone's start pfn and pages, watermarks (``__setup_per_zone_wmarks``), pcp
+batch/high (``zone_batchsize``/``zone_highsize``) and CPUs; the dense object
+numbering; and the background pages ``--fill-from-snapshot`` allocates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from replay.errors import UsageError
+from replay.models import mobility as M
+from replay.models.config import RunConfig
+from replay.models.watermarks import (
+    calculate_min_free_kbytes,
+    mult_frac,
+    setup_per_zone_wmarks,
+    zone_batchsize,
+    zone_highsize,
+)
+from replay.store import Store
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The zone and the kernel settings a run uses (pfn, pages)."""
+
+    start_pfn: int
+    pages: int
+    zone: str | None  # the snapshot zone it came from, if any
+    ncpus: int
+    wmark: tuple[int, int, int]  # min, low, high (pages)
+    batch: int
+    high: int
+
+
+def snapshot_zone(store: Store, trace_id: int, start: int, pages: int) -> tuple | None:
+    """The before (else after) zoneinfo row of the zone [start, start + pages), if any:
+    (zone, min, low, high, managed, snapshot, node)."""
+    return store.one(
+        """SELECT zone, "min", low, high, managed, snapshot, node FROM snap_zoneinfo
+           WHERE trace_id = $t AND start_pfn = $s AND managed = $p
+           ORDER BY snapshot = 'before' DESC LIMIT 1""",
+        {"t": trace_id, "s": start, "p": pages},
+    )
+
+
+def zone_watermarks(
+    store: Store, trace_id: int, snap: tuple | None, pages: int, config: RunConfig
+) -> tuple[int, int, int]:
+    """min/low/high (pages) as the kernel sets them for the run's zone.
+
+    No parameters and a snapshot zone: the snapshot's own values. With
+    ``min_free_kbytes``: ``__setup_per_zone_wmarks`` over every zone of the
+    snapshot (pages_min is shared by managed pages among all lowmem zones),
+    or over the run's zone alone without a snapshot. Only
+    ``watermark_scale_factor``: the snapshot's min, low/high recomputed.
+    """
+    mfk = config.get("min_free_kbytes")
+    wsf = config.get("watermark_scale_factor")
+    if snap is not None and mfk is None and wsf is None:
+        return int(snap[1]), int(snap[2]), int(snap[3])  # what the kernel had
+    wsf = 10 if wsf is None else wsf
+    if snap is not None and mfk is None:
+        wmin = int(snap[1])
+        tmp = max(wmin >> 2, mult_frac(pages, wsf, 10000))
+        return wmin, wmin + tmp, wmin + 2 * tmp
+    if snap is not None:
+        zones = store.query(
+            """SELECT zone, managed FROM snap_zoneinfo
+               WHERE trace_id = $t AND snapshot = $s AND managed > 0 ORDER BY node, start_pfn""",
+            {"t": trace_id, "s": snap[5]},
+        ).to_pylist()
+        managed = [int(z["managed"]) for z in zones]
+        highmem = [z["zone"] in ("HighMem", "Movable") for z in zones]
+        i = next(j for j, z in enumerate(zones) if z["zone"] == snap[0] and managed[j] == pages)
+        w = setup_per_zone_wmarks(managed, mfk, wsf, highmem)[i]
+        return w.min, w.low, w.high
+    if mfk is None:
+        mfk = calculate_min_free_kbytes(pages)
+    w = setup_per_zone_wmarks([pages], mfk, wsf)[0]
+    return w.min, w.low, w.high
+
+
+def zone_environment(
+    store: Store, trace_id: int, config: RunConfig, zone_pages: int | None
+) -> Environment:
+    if zone_pages is not None:
+        if zone_pages <= 0:
+            raise UsageError("--zone-pages must be positive")
+        start, pages = 0, int(zone_pages)
+    else:
+        row = store.one(
+            "SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = $t", {"t": trace_id}
+        )
+        if row is None or row[1] is None:
+            raise UsageError(
+                "the trace has no zone (no zoneinfo snapshot and no pfns): pass --zone-pages N"
+            )
+        start, pages = int(row[0] or 0), int(row[1])
+    snap = snapshot_zone(store, trace_id, start, pages) if zone_pages is None else None
+    max_cpu = store.one("SELECT max(cpu) FROM events WHERE trace_id = $t", {"t": trace_id})
+    ncpus = config.get("ncpus") or max(1, int(max_cpu[0] or 0) + 1 if max_cpu else 1)
+    wmark = zone_watermarks(store, trace_id, snap, pages, config)
+    batch = config.get("pcp_batch") or max(1, zone_batchsize(pages))
+    high = config.get("pcp_high") or zone_highsize(wmark[1], batch, ncpus)
+    return Environment(start, pages, snap[0] if snap else None, int(ncpus), wmark, batch, high)
+
+
+def object_index(store: Store, trace_id: int) -> tuple[np.ndarray | None, int]:
+    """Dense object numbering: None when obj ids are already 0..n-1-ish."""
+    row = store.one(
+        "SELECT min(obj), max(obj), count(DISTINCT obj) FROM events WHERE trace_id = $t",
+        {"t": trace_id},
+    )
+    assert row is not None
+    lo, hi, n = row
+    if lo is None:
+        raise UsageError("the trace has no events")
+    if lo >= 0 and hi < 2 * n + (1 << 20):
+        return None, int(hi) + 1
+    ids = (
+        store.query(
+            "SELECT DISTINCT obj FROM events WHERE trace_id = $t ORDER BY obj", {"t": trace_id}
+        )
+        .column("obj")
+        .to_numpy()
+    )
+    return ids, int(ids.shape[0])
+
+
+def background_pages(
+    store: Store, trace_id: int, env: Environment, preexisting_pages: int
+) -> dict[int, int]:
+    """Pages to allocate per migratetype so the zone starts as full as the machine was.
+
+    From the before-snapshot of the run's zone: used = managed - free pages
+    (pagetypeinfo), scaled to the run's zone size, minus the pages of the
+    trace's pre-existing objects (already allocated). It is shared among
+    Unmovable/Movable/Reclaimable in proportion to each type's pages in use,
+    ``nr_pageblocks[type] * 512 - free pages on that type's lists`` (floored
+    at 0): a type's pageblocks minus its free pages.
+    """
+    if env.zone is None:
+        raise UsageError(
+            "--fill-from-snapshot needs the trace's zoneinfo/pagetypeinfo before-snapshot "
+            "(a capture folder) and the run's zone taken from it (no --zone-pages)"
+        )
+    t = {"t": trace_id, "z": env.zone}
+    free = store.query(
+        """SELECT mt, sum(nr_free << "order") AS pages FROM snap_pagetypeinfo
+           WHERE trace_id = $t AND snapshot = 'before' AND zone = $z GROUP BY mt""",
+        t,
+    ).to_pylist()
+    blocks = store.query(
+        """SELECT mt, sum(nr_pageblocks) AS n FROM snap_pageblocks
+           WHERE trace_id = $t AND snapshot = 'before' AND zone = $z GROUP BY mt""",
+        t,
+    ).to_pylist()
+    if not free or not blocks:
+        raise UsageError(f"the trace has no before-pagetypeinfo for zone {env.zone}")
+    free_by = {int(r["mt"]): int(r["pages"]) for r in free}
+    used_total = max(0, env.pages - sum(free_by.values()) - preexisting_pages)
+    share = {
+        mt: max(0, int(r["n"]) * 512 - free_by.get(mt, 0))
+        for r in blocks
+        if (mt := int(r["mt"])) in (M.MIGRATE_UNMOVABLE, M.MIGRATE_MOVABLE, M.MIGRATE_RECLAIMABLE)
+    }
+    total = sum(share.values())
+    if total == 0 or used_total == 0:
+        return {}
+    out = {mt: used_total * v // total for mt, v in share.items()}
+    out[max(share, key=lambda m: share[m])] += used_total - sum(out.values())
+    return {mt: n for mt, n in out.items() if n > 0}
+
+
+def background_stream(pages_by_mt: dict[int, int]) -> np.ndarray:
+    """Order-0 request types, interleaved a pageblock (512 pages) of each type at a time."""
+    left = dict(sorted(pages_by_mt.items()))
+    parts: list[np.ndarray] = []
+    while any(left.values()):
+        for mt in left:
+            n = min(512, left[mt])
+            if n:
+                parts.append(np.full(n, mt, np.int8))
+                left[mt] -= n
+    return np.concatenate(parts) if parts else np.zeros(0, np.int8)

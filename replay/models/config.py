@@ -1,0 +1,215 @@
+"""Model configurations: what a user sets for a run (stored as JSON in ``runs.config``).
+
+A run's model is a preset name (``PRESETS``) or a TOML file with ``model =
+"buddy"|"mobility"`` and parameters from ``PARAMS``; :func:`load_model`
+checks types and bounds (the kernel's sysctl limits where there is one) and
+raises :class:`replay.errors.BadInputError` naming the file and field.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from replay.errors import BadInputError, UsageError
+from replay.models.buddy import NR_PAGE_ORDERS
+
+NF = NR_PAGE_ORDERS
+MODELS = ("buddy", "mobility")
+
+
+# Model parameters: name -> (type, help). Defaults are resolved per run (see zone_environment).
+# Upper bounds: the kernel's sysctl limits where there is one, else what the int32
+# runs columns and per-CPU arrays can hold.
+PARAMS: dict[str, tuple[type, str]] = {
+    "pcp": (bool, "per-CPU page lists for orders 0-3 and 9 (default false)"),
+    "nofragment": (bool, "try with ALLOC_NOFRAGMENT first, as for ZONE_NORMAL (default true)"),
+    "pcp_batch": (int, "pcp batch in pages (default: zone_batchsize of the zone)"),
+    "pcp_high": (int, "pcp high in pages (default: zone_highsize from the low watermark)"),
+    "ncpus": (int, "CPUs with pcp lists (default: the trace's highest cpu + 1)"),
+    "min_free_kbytes": (int, "default: the snapshot's watermarks, else the kernel's formula"),
+    "watermark_scale_factor": (int, "default 10 (per 10000 of the zone)"),
+    "compaction": (str, "off | direct | proactive | both (docs/compaction.md; default off)"),
+    "extfrag_threshold": (int, "vm.extfrag_threshold for direct compaction (default 500)"),
+    "proactiveness": (int, "vm.compaction_proactiveness (default 20)"),
+    "compact_at": (list, "seqs before which to compact the whole zone once (-1: at the end)"),
+    "kswapd": (str, "off | lru | targeted: kswapd high-order reclaim (default off)"),
+    "kswapd_movable": (bool, "kswapd may evict movable pages too (default true)"),
+    "vcompound_order": (int, "virtual compound fallback from this order up (default 0: off)"),
+    "vcompound_classes": (list, "comm/gfp substrings of requests that may fall back (all)"),
+    "movable_classes": (list, "comm/gfp substrings of requests compaction may migrate"),
+    "pressure": (bool, "record free memory crossing the low/min watermarks (default false)"),
+    "pressure_reclaim_pages": (int, "the 'about to reclaim' threshold (default: low wmark)"),
+    "pressure_oom_pages": (int, "the 'about to OOM' threshold (default: min wmark)"),
+    "defrag_thresholds": (list, "active defragmentation: [[order, free blocks wanted], ...]"),
+    "defrag_idle_ms": (int, "active defragmentation runs in event gaps this long (default 100)"),
+    "exchange_at": (list, "seqs before which exchange pages runs over every region (-1: end)"),
+    "contig_at": (list, "contiguous range allocations: [[seq, pages] or [seq, pages, pfn]]"),
+    "contig_policy": (str, "first (alloc_contig_pages' first fit, default) | best"),
+    "pool_order": (int, "per-owner pools: order of an owner's chunk (default 0: off)"),
+    "pool_owner": (str, "what owns a pool: region (default) | pid | comm"),
+}
+
+
+PARAM_MAX = {
+    "pcp_batch": 2**31 - 1,
+    "pcp_high": 2**31 - 1,
+    "ncpus": 8192,  # NR_CPUS of distribution kernels
+    "min_free_kbytes": 2**31 - 1,  # an int sysctl
+    "watermark_scale_factor": 3000,  # the sysctl's maximum
+    "extfrag_threshold": 1000,  # the sysctl's maximum
+    "proactiveness": 100,
+    "vcompound_order": 10,
+    "pressure_reclaim_pages": 2**40,
+    "pressure_oom_pages": 2**40,
+    "defrag_idle_ms": 2**40,
+    "pool_order": 10,
+}
+
+
+PARAM_MIN = {"min_free_kbytes": 0, "extfrag_threshold": 0, "proactiveness": 0,
+             "vcompound_order": 0, "pool_order": 0}  # fmt: skip
+
+
+PARAM_CHOICES = {
+    "compaction": ("off", "direct", "proactive", "both"),
+    "kswapd": ("off", "lru", "targeted"),
+    "contig_policy": ("first", "best"),
+    "pool_owner": ("region", "pid", "comm"),
+}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "buddy": {"model": "buddy"},
+    "mobility": {"model": "mobility"},
+    "mobility+pcp": {"model": "mobility", "pcp": True},
+    "buddy+compaction": {"model": "buddy", "compaction": "direct"},
+    "mobility+compaction": {"model": "mobility", "compaction": "direct"},
+    "mobility+proactive": {"model": "mobility", "compaction": "proactive"},
+    "mobility+kswapd": {"model": "mobility", "kswapd": "lru"},
+    "mobility+kswapd-targeted": {"model": "mobility", "kswapd": "targeted"},
+    "mobility+vcompound": {"model": "mobility", "vcompound_order": 1},
+    "mobility+exchange": {"model": "mobility", "exchange_at": [-1]},
+    "mobility+defrag": {"model": "mobility", "defrag_thresholds": [[9, 8]]},
+    "mobility+pools": {"model": "mobility", "pool_order": 4},
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A run's model configuration, stored as JSON in ``runs.config``."""
+
+    model: str = "buddy"
+    preset: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.params.get(name, default)
+
+
+def check_params(params: dict[str, Any], file: str | None) -> dict[str, Any]:
+    for name, value in params.items():
+        if name not in PARAMS:
+            raise BadInputError(
+                f"unknown model parameter {name!r} (known: {', '.join(PARAMS)})",
+                file=file,
+                field=name,
+            )
+        want = PARAMS[name][0]
+        if type(value) is not want:  # bool is an int subclass: compare exactly
+            raise BadInputError(
+                f"{name} must be a {want.__name__}, not {type(value).__name__} ({value!r})",
+                file=file,
+                field=name,
+            )
+        if want is int and value < PARAM_MIN.get(name, 1):
+            raise BadInputError(
+                f"{name} must be at least {PARAM_MIN.get(name, 1)}, not {value}",
+                file=file,
+                field=name,
+            )
+        if want is int and value > PARAM_MAX[name]:
+            raise BadInputError(
+                f"{name} must be at most {PARAM_MAX[name]}, not {value}", file=file, field=name
+            )
+        if want is str and value not in PARAM_CHOICES[name]:
+            raise BadInputError(
+                f"{name} must be one of {', '.join(PARAM_CHOICES[name])}, not {value!r}",
+                file=file,
+                field=name,
+            )
+        if name == "compact_at" and not all(type(v) is int and v >= -1 for v in value):
+            raise BadInputError(
+                f"compact_at must be a list of seqs (integers >= -1), not {value!r}",
+                file=file,
+                field=name,
+            )
+        if name == "exchange_at" and not all(type(v) is int and v >= -1 for v in value):
+            raise BadInputError(
+                f"exchange_at must be a list of seqs (integers >= -1), not {value!r}",
+                file=file,
+                field=name,
+            )
+        if name == "defrag_thresholds" and not all(
+            isinstance(v, list) and len(v) == 2 and all(type(a) is int for a in v)
+            and 0 <= v[0] <= NF - 1 and v[1] >= 1
+            for v in value
+        ):  # fmt: skip
+            raise BadInputError(
+                f"defrag_thresholds must be a list of [order 0-{NF - 1}, blocks >= 1] pairs, "
+                f"not {value!r}",
+                file=file,
+                field=name,
+            )
+        if name == "contig_at" and not all(
+            isinstance(v, list) and len(v) in (2, 3) and all(type(a) is int for a in v)
+            and v[0] >= -1 and v[1] >= 1 and (len(v) == 2 or v[2] >= 0)
+            for v in value
+        ):  # fmt: skip
+            raise BadInputError(
+                f"contig_at must be a list of [seq >= -1, pages >= 1] or [seq, pages, pfn], "
+                f"not {value!r}",
+                file=file,
+                field=name,
+            )
+        if name.endswith("_classes") and not all(type(v) is str and v for v in value):
+            raise BadInputError(
+                f"{name} must be a list of non-empty strings, not {value!r}",
+                file=file,
+                field=name,
+            )
+    return params
+
+
+def load_model(spec: str) -> RunConfig:
+    """A preset name or a TOML file (``model = "mobility"`` plus the model's parameters)."""
+    if spec in PRESETS:
+        params = {k: v for k, v in PRESETS[spec].items() if k != "model"}
+        return RunConfig(model=PRESETS[spec]["model"], preset=spec, params=params)
+    path = Path(spec)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UsageError(f"{spec}: no such model file")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise BadInputError(
+                f"not UTF-8 text (byte {exc.start}): a TOML file must be UTF-8", file=str(path)
+            ) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise BadInputError(f"not valid TOML: {exc}", file=str(path)) from exc
+        model = data.pop("model", None)
+        if model not in MODELS:
+            raise BadInputError(
+                f"model {model!r} is not one of: {', '.join(MODELS)}",
+                file=str(path),
+                field="model",
+            )
+        return RunConfig(model=model, preset=None, params=check_params(data, str(path)))
+    raise UsageError(f"unknown model {spec!r}: use one of {', '.join(PRESETS)} or a .toml file")

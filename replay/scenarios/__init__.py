@@ -1,0 +1,1 @@
+"""Synthetic workloads: named, deterministic scenarios stored as traces (``workloads``)."""
