@@ -21,19 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
-from replay.models import compaction as C
-from replay.models import mobility as M
-from replay.models.kernel import NR_STATS, apply_event
+from replay.models.compaction import compact_memory
+from replay.models.events import apply_event
+from replay.models.internal import C_MIGRATED, F_MOVABLE, NR_STATS
+from replay.models.zone import ZoneState
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
 
 
-def fragmented_zone(pages: int, seed: int) -> M.ZoneState:
-    z = M.ZoneState(0, pages, max_objects=pages)
+def fragmented_zone(pages: int, seed: int) -> ZoneState:
+    z = ZoneState(0, pages, max_objects=pages)
     stats = np.zeros(NR_STATS, np.int64)
     for x in range(pages):  # boot order: ascending pfns
-        apply_event(True, x, 0, 0, 1, C.F_MOVABLE, -1, 0, 0, -1, z.arrays, z.prm, z.objects,
+        apply_event(True, x, 0, 0, 1, F_MOVABLE, -1, 0, 0, -1, z.arrays, z.prm, z.objects,
                     z.cz, z.counters, z.ef, z.me, z.mode, z.vc, stats, z.pools)  # fmt: skip
     rng = np.random.default_rng(seed)
     for pb in range(pages // 512):
@@ -52,14 +53,14 @@ def main() -> None:
                     "the scenario's for the zone)")  # fmt: skip
     args = ap.parse_args()
     z = fragmented_zone(1 << 12, 1)  # compile
-    C.compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
+    compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
     z = fragmented_zone(args.pages, 1)
     t0 = time.perf_counter()
-    C.compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
+    compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
     dt = time.perf_counter() - t0
     me = z.me[0]
     print(f"compaction: whole-zone compact_memory of a {args.pages:,}-page fragmenter zone "
-          f"{dt:.3f} s: migrated {z.counters[M.C_MIGRATED]:,} pages, scanned "
+          f"{dt:.3f} s: migrated {z.counters[C_MIGRATED]:,} pages, scanned "
           f"{me[8]:,} (migrate) + {me[9]:,} (free) pages, free in order >= 9: "
           f"{sum(int(n) << k for k, n in enumerate(z.nr_free) if k >= 9):,} of "
           f"{z.free_pages():,}")  # fmt: skip

@@ -1,6 +1,6 @@
 """A small pure-Python reference of the ``buddy`` model (SPEC-models.md), for tests.
 
-Written from the spec, not from replay/models/buddy.py: plain Python lists
+Written from the spec, not from replay/models/plain_buddy.py: plain Python lists
 per order (index 0 = list head) and a dict ``pfn -> order`` of free blocks.
 Kernel functions followed (mm/page_alloc.c, Linux 6.x):
 
@@ -14,7 +14,7 @@ Kernel functions followed (mm/page_alloc.c, Linux 6.x):
   list at order >= k; each split puts the upper half at the HEAD).
 - ``free``: ``__free_one_page`` + ``buddy_merge_likely``.
 
-``check_invariants`` works on this class and on ``replay.models.buddy.BuddyZone``.
+``check_invariants`` works on this class and on ``replay.models.plain_buddy.BuddyZone``.
 """
 
 from __future__ import annotations

@@ -36,13 +36,14 @@ from ref_mobility import (
     request_type,
 )
 
-from replay.models.kernel import NR_STATS, S_POOL_FALLBACKS
-from replay.models.mobility import (
+from replay.models.internal import (
     C_EXCHANGED,
     C_MIGRATED,
     C_POOL_CHUNKS,
     C_POOL_PAGES,
     NR_COUNTERS,
+    NR_STATS,
+    S_POOL_FALLBACKS,
 )
 
 # exchange_pages result codes (replay.models.defrag's EX_*)

@@ -1,7 +1,7 @@
 """A small pure-Python reference of the ``mobility`` model (+ optional ``pcp`` layer), for tests.
 
 Written from docs/mobility.md (Linux 6.18 mm/page_alloc.c), not from
-replay/models/mobility.py, in the style of tests/ref_buddy.py: one plain
+replay/models/buddy.py, pcp.py and page_alloc.py, in the style of tests/ref_buddy.py: one plain
 Python list per (order, migratetype) free list (index 0 = list HEAD), a dict
 ``pfn -> (order, migratetype)`` of free blocks, one list per (cpu, pindex)
 pcp list (index 0 = HEAD). Units: pfns are absolute page frame numbers,

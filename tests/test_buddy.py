@@ -1,4 +1,4 @@
-"""The exact ``buddy`` model (replay/models/buddy.py) against SPEC-models.md.
+"""The exact ``buddy`` model (replay/models/plain_buddy.py) against SPEC-models.md.
 
 Hand-worked examples first (expected free lists written out after every
 step, list head first), then hypothesis streams run side by side on the
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ref_buddy import NR_PAGE_ORDERS, RefBuddy, boot_blocks, check_invariants
 
-from replay.models.buddy import BuddyZone
+from replay.models.plain_buddy import BuddyZone
 
 IMPLS = [RefBuddy, BuddyZone]
 

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from ref_compaction import RefCompaction, check_compaction_invariants
 
-from replay.models.mobility import ZoneState
+from replay.models.zone import ZoneState
 
 IMPLS: list[type] = [RefCompaction, ZoneState]
 

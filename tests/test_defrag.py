@@ -243,7 +243,7 @@ def test_bad_defrag_parameters(store: Path, tmp_path: Path, text: str, field: st
 
 def test_engine_matches_the_object_api(store: Path) -> None:
     """The engine's placements equal ZoneState.alloc_obj/free_obj driven event by event."""
-    from replay.models.mobility import ZoneState
+    from replay.models.zone import ZoneState
 
     out = run(store, "stress-highalloc", "mobility+compaction")
     rows = sql(store, """SELECT e.seq, e.op, e.obj, e."offset", e."order", e.migratetype,

@@ -36,17 +36,23 @@ from ref_defrag import (
 from ref_mobility import pindex
 from test_compaction import STREAM_SETTINGS  # seeded streams: no shrinking
 
-from replay.models import defrag as D
-from replay.models import mobility as MM
-from replay.models.kernel import S_POOL_FALLBACKS
-from replay.models.mobility import ZoneState
+from replay.models import defrag
+from replay.models.internal import (
+    C_EF,
+    C_EXCHANGED,
+    C_MIGRATED,
+    C_POOL_CHUNKS,
+    C_POOL_PAGES,
+    S_POOL_FALLBACKS,
+)
+from replay.models.zone import ZoneState
 
 
 class Zone(ZoneState):
     """ZoneState checking that a pass between events kept every extfrag row it counted."""
 
     def _kept(self) -> None:
-        assert int(self.counters[MM.C_EF]) <= self.ef.shape[0], "extfrag rows dropped"
+        assert int(self.counters[C_EF]) <= self.ef.shape[0], "extfrag rows dropped"
 
     def active_defrag(self, seq: int = -1) -> tuple[int, int, int, int]:
         r = super().active_defrag(seq)
@@ -70,9 +76,9 @@ Event = tuple[str, int, int, int, int, int, int, int, int, int, int, int, str]
 
 
 def test_result_codes_match_the_kernel() -> None:
-    assert (D.EX_IN_PLACE, D.EX_MIGRATED, D.EX_EXCHANGED, D.EX_BLOCKED, D.EX_UNMOVABLE) == (
-        EX_IN_PLACE, EX_MIGRATED, EX_EXCHANGED, EX_BLOCKED, EX_UNMOVABLE
-    )  # fmt: skip
+    kernel = (defrag.EX_IN_PLACE, defrag.EX_MIGRATED, defrag.EX_EXCHANGED, defrag.EX_BLOCKED,
+              defrag.EX_UNMOVABLE)  # fmt: skip
+    assert kernel == (EX_IN_PLACE, EX_MIGRATED, EX_EXCHANGED, EX_BLOCKED, EX_UNMOVABLE)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -84,8 +90,8 @@ def events(zone: Any) -> list[tuple]:
 def counts(zone: Any) -> tuple[int, int, int, int, int]:
     """(pages migrated, pages exchanged, pool chunks, pool pages, pool fallbacks)."""
     c = zone.counters
-    return (int(c[MM.C_MIGRATED]), int(c[MM.C_EXCHANGED]), int(c[MM.C_POOL_CHUNKS]),
-            int(c[MM.C_POOL_PAGES]), int(zone.stats[S_POOL_FALLBACKS]))  # fmt: skip
+    return (int(c[C_MIGRATED]), int(c[C_EXCHANGED]), int(c[C_POOL_CHUNKS]),
+            int(c[C_POOL_PAGES]), int(zone.stats[S_POOL_FALLBACKS]))  # fmt: skip
 
 
 def ex(zone: Any, objs: list[int], targets: list[int]) -> list[int]:
@@ -938,7 +944,7 @@ def test_reference_streams_exercise_the_models() -> None:
         run_stream([zone], random.Random(seed), 300, 2, full_every=50, owners=pool[1],
                    idle_ns=5 * MS, occupancy=occupancy, p_unmovable=0.02, fill=fill,
                    seen=seen)  # fmt: skip
-        chunks += int(zone.counters[MM.C_POOL_CHUNKS]) > 0
+        chunks += int(zone.counters[C_POOL_CHUNKS]) > 0
         fallbacks += int(zone.stats[S_POOL_FALLBACKS])
     assert seen.ex_codes == {IN, MIG, EXC, BLK, UNM}
     assert seen.contig == {"ok", "failed"}

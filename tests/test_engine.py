@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 import replay.engine.whatif as engine
 from replay.engine.results import steps_batch
 from replay.errors import UsageError
-from replay.models.buddy import BuddyZone
 from replay.models.config import load_model
+from replay.models.plain_buddy import BuddyZone
 from replay.store import Store
 from replay.trace.ingest import ingest
 

@@ -33,7 +33,7 @@ from replay.engine.kernel_compaction import (
 )
 from replay.engine.observed import NF
 from replay.errors import ReplayError, UsageError
-from replay.models import mobility as M
+from replay.models.internal import MIGRATE_MOVABLE, MIGRATE_UNMOVABLE
 from replay.store import Store
 
 TRACE = "compact"  # the name conftest's capture_db gives the shipped capture
@@ -221,7 +221,7 @@ def _obs(page_mt: list[int], blk: dict[int, int] | None = None) -> ObservedStart
 
 
 def test_pageblock_types_vote_and_calibrated() -> None:
-    U, Mv, F = M.MIGRATE_UNMOVABLE, M.MIGRATE_MOVABLE, -1
+    U, Mv, F = MIGRATE_UNMOVABLE, MIGRATE_MOVABLE, -1
     # four pageblocks: mostly unmovable, a 1/3 unmovable, all free, all movable
     mt = [U] * 400 + [Mv] * 112 + [U] * 100 + [Mv] * 200 + [F] * 212 + [F] * 512 + [Mv] * 512
     obs = _obs(mt, {1024: 9})
@@ -232,7 +232,7 @@ def test_pageblock_types_vote_and_calibrated() -> None:
 
 
 def test_pageblock_types_order_10_block_spans_two() -> None:
-    U, Mv = M.MIGRATE_UNMOVABLE, M.MIGRATE_MOVABLE
+    U, Mv = MIGRATE_UNMOVABLE, MIGRATE_MOVABLE
     mt = [U] * 512 + [-1] * 1024 + [Mv] * 512
     obs = _obs(mt, {512: 10})  # not aligned to 1024 here: only the rule is tested
     # ranked: pageblock 0 (all unmovable), 3 (no free pages), 1, 2; the block's second

@@ -1,4 +1,4 @@
-"""The numba ``mobility``/``pcp`` kernel (replay/models/mobility.py) against the reference.
+"""The numba ``mobility``/``pcp`` kernel (replay/models/buddy.py, pcp.py, page_alloc.py) against the reference.
 
 tests/ref_mobility.py implements docs/mobility.md independently in plain
 Python. Random streams (hypothesis seeds, random orders, migratetypes, CPUs,
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from ref_buddy import RefBuddy
 from ref_mobility import RefMobility, check_mobility_invariants
 
-from replay.models.mobility import ZoneState
+from replay.models.zone import ZoneState
 
 ORDERS = [0] * 12 + [1] * 3 + [2] * 2 + [3] * 2 + [4, 5, 6, 9, 9, 10]
 

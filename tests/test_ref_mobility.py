@@ -16,7 +16,7 @@ import pytest
 from ref_buddy import RefBuddy, boot_blocks
 from ref_mobility import RefMobility, check_mobility_invariants
 
-from replay.models.mobility import ZoneState
+from replay.models.zone import ZoneState
 
 IMPLS: list[type] = [RefMobility, ZoneState]
 

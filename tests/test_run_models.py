@@ -31,6 +31,7 @@ from ref_mobility import RefMobility, request_type
 
 import replay.engine.whatif as engine
 from replay.models.config import load_model
+from replay.models.internal import C_EF, EF_MAX_PER_ALLOC
 from replay.models.watermarks import (
     calculate_min_free_kbytes,
     setup_per_zone_wmarks,
@@ -511,12 +512,12 @@ def test_chunks_and_extfrag_flushes_do_not_change_results(
 
     def small_ef(self: Any, *a: Any, **kw: Any) -> None:
         real_init(self, *a, **kw)
-        self.ef = self.ef[: engine.M.EF_MAX_PER_ALLOC + 1]
+        self.ef = self.ef[: EF_MAX_PER_ALLOC + 1]
 
     real_flush = engine._Replay.flush_extfrag
 
     def count_flush(self: Any) -> None:
-        flushes["rows"] += int(self.zone.counters[engine.M.C_EF] > 0)
+        flushes["rows"] += int(self.zone.counters[C_EF] > 0)
         real_flush(self)
 
     monkeypatch.setattr(engine._Replay, "__init__", small_ef)
@@ -1027,7 +1028,7 @@ def test_failed_run_changes_nothing(
     if where == "kernel":
         chunk = 64
         monkeypatch.setattr(engine, "CHUNK_EVENTS", chunk)
-        real_chunk = engine.K.replay_chunk
+        real_chunk = engine.replay_chunk
 
         def failing_chunk(i0: int, i1: int, ev: tuple, *a: Any) -> Any:
             if ev[0].shape[0] and ev[0][0] >= chunk:  # a later chunk of the trace's events
@@ -1035,7 +1036,7 @@ def test_failed_run_changes_nothing(
             calls["chunk"] += ev[0].shape[0] > 1 and ev[0][0] == 0  # not warm_up's
             return real_chunk(i0, i1, ev, *a)
 
-        monkeypatch.setattr(engine.K, "replay_chunk", failing_chunk)
+        monkeypatch.setattr(engine, "replay_chunk", failing_chunk)
     elif where == "pageblocks":
         real_parquet = Store.append_parquet
 

@@ -29,7 +29,7 @@ def queries_dir() -> Path:
     env = os.environ.get(ENV_QUERIES)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "queries"
+    return Path(__file__).resolve().parents[2] / "queries"
 
 
 @dataclass

@@ -4,7 +4,7 @@
 full of reclaimable page-cache pages whose LRU age is unrelated to their pfn
 (random churn), then order-9 requests that wake kswapd below the low
 watermark. It runs the models through ``ZoneState``'s object API, which is
-the engine's own event path (replay.models.kernel.apply_event). Units: pages,
+the engine's own event path (replay.models.events.apply_event). Units: pages,
 pfn, order.
 """
 
@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from replay.models import mobility as M
+from replay.models.internal import C_EVICTED, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE
+from replay.models.zone import ZoneState
 
 
 def kswapd_lumpy(
@@ -37,15 +38,15 @@ def kswapd_lumpy(
     per served request (each needs one whole free order-9 block).
     """
     wm = (pages // 64, pages // 64 + pages // 256, pages // 64 + pages // 128)
-    z = M.ZoneState(0, pages, kswapd=policy, wmark=wm, max_objects=pages * 4)
+    z = ZoneState(0, pages, kswapd=policy, wmark=wm, max_objects=pages * 4)
     rng = np.random.default_rng(seed)
     nxt = 0
     live: list[int] = []
     for _ in range(pages - wm[0]):
-        if z.alloc_obj(nxt, 0, M.MIGRATE_RECLAIMABLE, reclaimable=True) >= 0:
+        if z.alloc_obj(nxt, 0, MIGRATE_RECLAIMABLE, reclaimable=True) >= 0:
             live.append(nxt)
         nxt += 1
-    evicted_fill = int(z.counters[M.C_EVICTED])
+    evicted_fill = int(z.counters[C_EVICTED])
     for _ in range(churn_rounds):
         arr = np.array(live)
         drop = rng.random(arr.shape[0]) < 0.5
@@ -53,16 +54,16 @@ def kswapd_lumpy(
             z.free_obj(int(x))
         live = [int(x) for x in arr[~drop]]
         for _ in range(int(drop.sum())):
-            if z.alloc_obj(nxt, 0, M.MIGRATE_RECLAIMABLE, reclaimable=True) >= 0:
+            if z.alloc_obj(nxt, 0, MIGRATE_RECLAIMABLE, reclaimable=True) >= 0:
                 live.append(nxt)
             nxt += 1
-    before = int(z.counters[M.C_EVICTED])
+    before = int(z.counters[C_EVICTED])
     served = 0
     for _ in range(requests):
-        if z.alloc_obj(nxt, 9, M.MIGRATE_MOVABLE, movable=True, reclaimable=False) >= 0:
+        if z.alloc_obj(nxt, 9, MIGRATE_MOVABLE, movable=True, reclaimable=False) >= 0:
             served += 1
         nxt += 1
-    evicted = int(z.counters[M.C_EVICTED]) - before
+    evicted = int(z.counters[C_EVICTED]) - before
     wakes = [e for e in z.model_events if e[0] == "kswapd" and e[2] == 9]
     return {
         "policy": policy,

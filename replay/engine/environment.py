@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from replay.errors import UsageError
-from replay.models import mobility as M
 from replay.models.config import RunConfig
+from replay.models.internal import MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE
 from replay.models.watermarks import (
     calculate_min_free_kbytes,
     mult_frac,
@@ -168,7 +168,7 @@ def background_pages(
     share = {
         mt: max(0, int(r["n"]) * 512 - free_by.get(mt, 0))
         for r in blocks
-        if (mt := int(r["mt"])) in (M.MIGRATE_UNMOVABLE, M.MIGRATE_MOVABLE, M.MIGRATE_RECLAIMABLE)
+        if (mt := int(r["mt"])) in (MIGRATE_UNMOVABLE, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE)
     }
     total = sum(share.values())
     if total == 0 or used_total == 0:

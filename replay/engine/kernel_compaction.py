@@ -40,8 +40,9 @@ from replay.engine.observed import (
     settle_snapshot_window,
 )
 from replay.errors import UsageError
-from replay.models import compaction as C
-from replay.models import mobility as M
+from replay.models.compaction import compact_memory
+from replay.models.internal import F_MOVABLE, ME_COLS, MIGRATE_MOVABLE, MIGRATE_UNMOVABLE, RESULTS
+from replay.models.zone import ZoneState
 from replay.store import Store
 
 # /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h)
@@ -405,21 +406,21 @@ def observed_start(
     if ok:
         sel = np.array(ok, np.int64)
         add_units(fh[sel], np.log2(flen[sel]).astype(np.int64),
-                  np.full(sel.size, M.MIGRATE_MOVABLE), SRC_FOLIO)  # fmt: skip
+                  np.full(sel.size, MIGRATE_MOVABLE), SRC_FOLIO)  # fmt: skip
     rest = taken & ~in_unit
     off = np.flatnonzero(rest & lru)
     if off.size:
         u_off.append(off)
         u_ord.append(np.zeros(off.size, np.int64))
-        u_mt.append(np.full(off.size, M.MIGRATE_MOVABLE, np.int64))
-        page_mt[off] = M.MIGRATE_MOVABLE
+        u_mt.append(np.full(off.size, MIGRATE_MOVABLE, np.int64))
+        page_mt[off] = MIGRATE_MOVABLE
         source[off] = SRC_KPF_LRU
     off = np.flatnonzero(rest & ~lru)
     if off.size:
         u_off.append(off)
         u_ord.append(np.zeros(off.size, np.int64))
-        u_mt.append(np.full(off.size, M.MIGRATE_UNMOVABLE, np.int64))
-        page_mt[off] = M.MIGRATE_UNMOVABLE
+        u_mt.append(np.full(off.size, MIGRATE_UNMOVABLE, np.int64))
+        page_mt[off] = MIGRATE_UNMOVABLE
         source[off] = SRC_KPF_OTHER
 
     unit_off = np.concatenate(u_off) if u_off else np.zeros(0, np.int64)
@@ -428,7 +429,7 @@ def observed_start(
     return ObservedStart(
         start_pfn=start_pfn, pages=pages, blk=blk, page_mt=page_mt, page_source=source,
         unit_off=unit_off, unit_order=unit_order, unit_mt=unit_mt,
-        unit_movable=unit_mt == M.MIGRATE_MOVABLE, folios_irregular=folios_irregular,
+        unit_movable=unit_mt == MIGRATE_MOVABLE, folios_irregular=folios_irregular,
         persistent_skip=persistent_skip.astype(np.int64),
     )  # fmt: skip
 
@@ -450,16 +451,16 @@ def pageblock_types(obs: ObservedStart, non_movable: int | None) -> np.ndarray:
     pb0 = obs.start_pfn >> PAGEBLOCK_ORDER
     npb = ((obs.start_pfn + obs.pages - 1) >> PAGEBLOCK_ORDER) - pb0 + 1
     idx = ((np.arange(obs.pages, dtype=np.int64) + obs.start_pfn) >> PAGEBLOCK_ORDER) - pb0
-    unmov = np.bincount(idx, weights=obs.page_mt == M.MIGRATE_UNMOVABLE, minlength=npb)
-    mov = np.bincount(idx, weights=obs.page_mt == M.MIGRATE_MOVABLE, minlength=npb)
+    unmov = np.bincount(idx, weights=obs.page_mt == MIGRATE_UNMOVABLE, minlength=npb)
+    mov = np.bincount(idx, weights=obs.page_mt == MIGRATE_MOVABLE, minlength=npb)
     if non_movable is None:
-        pb_mt = np.where(unmov > mov, M.MIGRATE_UNMOVABLE, M.MIGRATE_MOVABLE).astype(np.int8)
+        pb_mt = np.where(unmov > mov, MIGRATE_UNMOVABLE, MIGRATE_MOVABLE).astype(np.int8)
     else:
         free = np.bincount(idx, weights=obs.blk_free_pages(), minlength=npb)
         share = unmov / np.maximum(unmov + mov, 1)
         rank = np.lexsort((free, -share))
-        pb_mt = np.full(npb, M.MIGRATE_MOVABLE, np.int8)
-        pb_mt[rank[: max(0, min(non_movable, npb))]] = M.MIGRATE_UNMOVABLE
+        pb_mt = np.full(npb, MIGRATE_MOVABLE, np.int8)
+        pb_mt[rank[: max(0, min(non_movable, npb))]] = MIGRATE_UNMOVABLE
     for o in np.flatnonzero(obs.blk > PAGEBLOCK_ORDER):
         first = ((int(o) + obs.start_pfn) >> PAGEBLOCK_ORDER) - pb0
         pb_mt[first + 1 : first + (1 << (int(obs.blk[o]) - PAGEBLOCK_ORDER))] = pb_mt[first]
@@ -471,27 +472,27 @@ def run_model(
     wmark: tuple[int, int, int],
     pb_mt: np.ndarray | None = None,
     seq: int = -1,
-) -> tuple[M.ZoneState, dict[str, int]]:
+) -> tuple[ZoneState, dict[str, int]]:
     """Load the observed start into a model zone and run ``compact_memory`` on it.
 
     ``pb_mt``: the pageblock types (:func:`pageblock_types`); None: the
     vote of ``ZoneState.load``. Every unit becomes an object (order, type,
     F_MOVABLE when movable) whose unit starts at its offset (``pg_obj``), as
     ``replay run --start observed`` sets them up. Returns the zone (after
-    compaction) and the model event's columns (C.ME_COLS: pfn, pages) plus
+    compaction) and the model event's columns (ME_COLS: pfn, pages) plus
     ``free_pages_before`` (pages).
     """
     n = int(obs.unit_off.shape[0])
-    zone = M.ZoneState(obs.start_pfn, obs.pages, grouping=True, wmark=wmark,
+    zone = ZoneState(obs.start_pfn, obs.pages, grouping=True, wmark=wmark,
                        max_objects=max(n, 1))  # fmt: skip
     zone.load(obs.blk, obs.page_mt, pb_mt)
     zone.adopt(np.arange(n, dtype=np.int64), obs.unit_off, obs.unit_order, obs.unit_mt,
-               np.where(obs.unit_movable, C.F_MOVABLE, 0))  # fmt: skip
+               np.where(obs.unit_movable, F_MOVABLE, 0))  # fmt: skip
     before = zone.free_pages()
     zone.counters[:] = 0
-    C.compact_memory(np.int64(seq), zone.arrays, zone.prm, zone.objects, zone.cz, zone.counters,
+    compact_memory(np.int64(seq), zone.arrays, zone.prm, zone.objects, zone.cz, zone.counters,
                      zone.me)  # fmt: skip
-    row = {name: int(v) for name, v in zip(C.ME_COLS, zone.me[0], strict=True)}
+    row = {name: int(v) for name, v in zip(ME_COLS, zone.me[0], strict=True)}
     row["free_pages_before"] = before
     return zone, row
 
@@ -515,7 +516,7 @@ def snapshot_pageblocks(store: Store, trace_id: int, zone: str) -> dict[str, int
     ).to_pylist()
     if not rows:
         return None
-    movable = sum(int(r["n"]) for r in rows if int(r["mt"]) in (M.MIGRATE_MOVABLE, 4))  # + CMA
+    movable = sum(int(r["n"]) for r in rows if int(r["mt"]) in (MIGRATE_MOVABLE, 4))  # + CMA
     return {"movable": movable, "non_movable": sum(int(r["n"]) for r in rows) - movable}
 
 
@@ -566,7 +567,7 @@ def compare(store: Store, trace: str, zone: str = "Normal") -> dict[str, Any]:
     nr_begin = _nr_free(obs.blk)
     t_typed = time.perf_counter()
     seq = -1 if kc.begin_seq is None else kc.begin_seq
-    runs: dict[str, tuple[M.ZoneState, dict[str, int], np.ndarray]] = {}
+    runs: dict[str, tuple[ZoneState, dict[str, int], np.ndarray]] = {}
     for name, calibrated, folios in VARIANTS:
         o = typed[folios]
         pb_mt = pageblock_types(o, pbs["non_movable"] if calibrated and pbs else None)
@@ -660,7 +661,7 @@ def compare(store: Store, trace: str, zone: str = "Normal") -> dict[str, Any]:
     )
     row(
         "MOVABLE pageblocks",
-        int(np.count_nonzero(pb_main == M.MIGRATE_MOVABLE)),
+        int(np.count_nonzero(pb_main == MIGRATE_MOVABLE)),
         None if pbs is None else pbs["movable"],
         None,
         "pagetypeinfo before",
@@ -688,7 +689,7 @@ def compare(store: Store, trace: str, zone: str = "Normal") -> dict[str, Any]:
         variants.append({
             "variant": name, "pageblocks": "snapshot counts" if calibrated else "vote",
             "folio_units": folios,
-            "movable_pageblocks": int(np.count_nonzero(pb == M.MIGRATE_MOVABLE)),
+            "movable_pageblocks": int(np.count_nonzero(pb == MIGRATE_MOVABLE)),
             "migrated": m["moved"], "not_migrated": m["failed"],
             "migrate_end_pfn": m["migrate_pfn"], "free_end_pfn": m["free_pfn"],
             "scanned_migrate": m["scanned_migrate"], "scanned_free": m["scanned_free"],
@@ -718,7 +719,7 @@ def compare(store: Store, trace: str, zone: str = "Normal") -> dict[str, Any]:
         "duration_ms": None if ts is None or ts[0] is None else round(int(ts[0]) / 1e6, 1),
         "compacting_pid": kc.pid,
         "kernel_mode": kc.mode, "kernel_status": kc.status,
-        "model_result": C.RESULTS[me["result"]],
+        "model_result": RESULTS[me["result"]],
         "events_replayed_to_begin": n_pre,
         "inconsistencies_to_begin": _nonzero(incons),
         "events_replayed_during": n_during,
@@ -728,8 +729,8 @@ def compare(store: Store, trace: str, zone: str = "Normal") -> dict[str, Any]:
         "pages_by_source": {SOURCES[i]: int(src[i]) for i in range(len(SOURCES))},
         "movable_unit_pages_by_order": {int(k): int(by_order[k]) << k for k in range(NF)
                                         if by_order[k]},
-        "movable_pages": int(np.count_nonzero(obs.page_mt == M.MIGRATE_MOVABLE)),
-        "unmovable_pages": int(np.count_nonzero(obs.page_mt == M.MIGRATE_UNMOVABLE)),
+        "movable_pages": int(np.count_nonzero(obs.page_mt == MIGRATE_MOVABLE)),
+        "unmovable_pages": int(np.count_nonzero(obs.page_mt == MIGRATE_UNMOVABLE)),
         "folio_pages_irregular": obs.folios_irregular,
         "persistent_skip_pageblocks_below_end": {
             "model": int(np.count_nonzero(obs.persistent_skip < me["migrate_pfn"])),

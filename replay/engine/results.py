@@ -15,9 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from replay.models import compaction as C
-from replay.models import mobility as M
-from replay.models.buddy import NR_PAGE_ORDERS
+from replay.models.internal import EF_COLS, ME_COLS, NR_PAGE_ORDERS
 from replay.store import Store
 
 # "inconsistent": an observed run's event that the rebuilt state could not explain
@@ -44,7 +42,7 @@ STEPS_SCHEMA = pa.schema(
 MODEL_EVENTS_SCHEMA = pa.schema(
     [pa.field("seq", pa.int64()), pa.field("kind", pa.string()), pa.field("order", pa.int8()),
      pa.field("mode", pa.string())]
-    + [pa.field(c, pa.int64()) for c in C.ME_COLS[4:13]]
+    + [pa.field(c, pa.int64()) for c in ME_COLS[4:13]]
     + [pa.field("result", pa.string()), pa.field("free_pages", pa.int64()),
        pa.field("exchanged", pa.int64())]
 )  # fmt: skip
@@ -59,7 +57,7 @@ CONTIGUITY_SCHEMA = pa.schema(
 
 EXTFRAG_SCHEMA = pa.schema(
     [pa.field("seq", pa.int64()), pa.field("pfn", pa.int64())]
-    + [pa.field(c, pa.int8()) for c in M.EF_COLS[2:6]]
+    + [pa.field(c, pa.int8()) for c in EF_COLS[2:6]]
     + [pa.field("fragmenting", pa.bool_()), pa.field("change_ownership", pa.bool_())]
 )
 

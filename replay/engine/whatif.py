@@ -1,7 +1,7 @@
 """The what-if replay engine: a trace's events through a model, results into DuckDB.
 
 The engine owns chunking, timing and writing results; the model kernel
-(replay.models.mobility.replay_chunk) only transforms its state arrays and
+(replay.models.events.replay_chunk) only transforms its state arrays and
 fills result arrays. Events are read from the store in ``seq`` order in
 chunks and the ``steps`` rows stream back in one INSERT; extfrag events and
 pageblock snapshots are spooled to temporary Parquet files and inserted after
@@ -58,13 +58,71 @@ from replay.engine.results import (
     steps_batch,
 )
 from replay.errors import UsageError
-from replay.models import compaction as C
-from replay.models import defrag as D
-from replay.models import kernel as K
-from replay.models import mobility as M
-from replay.models import reclaim as R
-from replay.models.buddy import PAGEBLOCK_ORDER
+from replay.models.compaction import compact_memory
 from replay.models.config import RunConfig
+from replay.models.defrag import (
+    EX_BLOCKED,
+    EX_EXCHANGED,
+    EX_MIGRATED,
+    alloc_contig,
+    defrag_pass,
+    exchange_pages,
+)
+from replay.models.events import replay_chunk
+from replay.models.internal import (
+    C_BULK,
+    C_CLAIMS,
+    C_DEGRADED,
+    C_DRAINS,
+    C_EF,
+    C_EVICTED,
+    C_EXCHANGED,
+    C_ME,
+    C_MIGRATED,
+    C_PCP_PAGES,
+    C_POOL_CHUNKS,
+    C_POOL_PAGES,
+    C_REFILLS,
+    C_SCANNED,
+    C_STEALS,
+    CZ_DF_DUE,
+    CZ_VC_USED,
+    DEFERRED,
+    EF_COLS,
+    F_MOVABLE,
+    F_NORECLAIM,
+    F_RECLAIM,
+    F_VCOMPOUND,
+    K_COMPACT_ONESHOT,
+    K_KSWAPD,
+    KINDS,
+    ME_COLS,
+    MIGRATE_MOVABLE,
+    MIGRATE_RECLAIMABLE,
+    MODES,
+    NR_STATS,
+    P_COMPACT,
+    P_DEFRAG_IDLE,
+    P_KSWAPD,
+    P_PCP,
+    P_POOL_ORDER,
+    P_PRESSURE_OOM,
+    P_PRESSURE_RECLAIM,
+    P_UNITS,
+    P_VCOMPOUND,
+    PAGEBLOCK_ORDER,
+    RESULTS,
+    S_ALLOCS,
+    S_BELOW_LOW,
+    S_BELOW_MIN,
+    S_EVICTED_FREES,
+    S_FAILURES,
+    S_FREES,
+    S_IGNORED,
+    S_POOL_FALLBACKS,
+)
+from replay.models.pcp import drain_all, pageblock_snapshot
+from replay.models.zone import ZoneState
 from replay.progress import Progress
 from replay.store import Store, gfp_direct_reclaim_sql
 
@@ -85,15 +143,15 @@ def event_arrays(n: int) -> tuple[np.ndarray, ...]:
 
 def warm_up() -> None:
     """Compile (or load from the cache) the kernels, so no timing includes a JIT."""
-    z = M.ZoneState(0, 2, pcp=True, max_objects=1)
+    z = ZoneState(0, 2, pcp=True, max_objects=1)
     one = np.ones(1, np.bool_)
     ev = event_arrays(1)
     ev[1][0] = True
-    K.replay_chunk(0, 1, ev, one, one, z.objects, z.arrays, z.prm, z.counters, z.ef, z.me, z.cz,
-                   z.mode, z.vc, np.zeros(K.NR_STATS, np.int64), 0, outputs(1),
+    replay_chunk(0, 1, ev, one, one, z.objects, z.arrays, z.prm, z.counters, z.ef, z.me, z.cz,
+                   z.mode, z.vc, np.zeros(NR_STATS, np.int64), 0, outputs(1),
                    z.pools)  # fmt: skip
-    M.pageblock_snapshot(z.arrays, z.prm, np.zeros((z.npb, 6), np.int64))
-    C.compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
+    pageblock_snapshot(z.arrays, z.prm, np.zeros((z.npb, 6), np.int64))
+    compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
 
 
 class _Replay:
@@ -103,7 +161,7 @@ class _Replay:
         self, env: Environment, config: RunConfig, n_obj: int, tmp: Path, n_owners: int = 1
     ) -> None:
         thresholds = {int(k): int(n) for k, n in config.get("defrag_thresholds", [])}
-        self.zone = M.ZoneState(
+        self.zone = ZoneState(
             env.start_pfn, env.pages, pcp=bool(config.get("pcp", False)), ncpus=env.ncpus,
             batch=env.batch, high=env.high, grouping=config.model == "mobility",
             nofragment=bool(config.get("nofragment", True)),
@@ -118,7 +176,7 @@ class _Replay:
         )  # fmt: skip
         # pg_obj (which object's unit starts at each page) is kept only when a model
         # moves, evicts or reads units; set_regions turns it on for contiguity too.
-        self.zone.prm[M.P_UNITS] = int(
+        self.zone.prm[P_UNITS] = int(
             config.get("compaction", "off") != "off" or bool(config.get("compact_at"))
             or config.get("kswapd", "off") != "off" or config.get("vcompound_order", 0) > 0
             or bool(thresholds) or bool(config.get("exchange_at"))
@@ -127,9 +185,9 @@ class _Replay:
         self.config = config
         self.ncpus = env.ncpus
         self.objects = self.zone.objects
-        self.stats = np.zeros(K.NR_STATS, np.int64)
-        self.ef = np.zeros((1 << 16, len(M.EF_COLS)), np.int64)
-        self.me = np.zeros((1 << 14, len(C.ME_COLS)), np.int64)
+        self.stats = np.zeros(NR_STATS, np.int64)
+        self.ef = np.zeros((1 << 16, len(EF_COLS)), np.int64)
+        self.me = np.zeros((1 << 14, len(ME_COLS)), np.int64)
         self.vc = np.zeros(1 << 16 if config.get("vcompound_order", 0) else 1 << 11, np.int64)
         self.replay_s = 0.0
         self.extfrag = Spool(tmp / "extfrag.parquet", EXTFRAG_SCHEMA)
@@ -181,12 +239,12 @@ class _Replay:
         for stop, _, what, arg in bounds:
             while i < stop:
                 t0 = time.perf_counter()
-                i, r = K.replay_chunk(i, stop, ev, keep_row, keep_counters, self.objects,
+                i, r = replay_chunk(i, stop, ev, keep_row, keep_counters, self.objects,
                                       z.arrays, z.prm, z.counters, self.ef, self.me, z.cz,
                                       z.mode, self.vc, self.stats, r, out, z.pools)  # fmt: skip
                 self.replay_s += time.perf_counter() - t0
                 self.flush()
-                if i < stop and z.cz[D.CZ_DF_DUE]:
+                if i < stop and z.cz[CZ_DF_DUE]:
                     self.defrag(int(ev[0][i]))
             seq = int(ev[0][stop]) if stop < n else -1
             if what == "snap":
@@ -202,7 +260,7 @@ class _Replay:
     def _pass_buffer(self) -> np.ndarray:
         """An extfrag buffer for a pass between events (one row per target allocation)."""
         if self._pass_ef is None:
-            self._pass_ef = np.zeros((min(self.zone.pages, 1 << 20) + 1024, len(M.EF_COLS)),
+            self._pass_ef = np.zeros((min(self.zone.pages, 1 << 20) + 1024, len(EF_COLS)),
                                      np.int64)  # fmt: skip
         return self._pass_ef
 
@@ -211,7 +269,7 @@ class _Replay:
         z = self.zone
         ef = self._pass_buffer()
         t0 = time.perf_counter()
-        D.defrag_pass(seq, z.arrays, z.prm, self.objects, z.cz, z.counters, ef, z.mode, self.me)
+        defrag_pass(seq, z.arrays, z.prm, self.objects, z.cz, z.counters, ef, z.mode, self.me)
         self.replay_s += time.perf_counter() - t0
         self.flush_extfrag(ef)
         self.flush()
@@ -225,7 +283,7 @@ class _Replay:
         ef = self._pass_buffer()
         best = self.config.get("contig_policy", "first") == "best"
         t0 = time.perf_counter()
-        got, moved, tried = D.alloc_contig(n, pfn, best, seq, z.arrays, z.prm, self.objects,
+        got, moved, tried = alloc_contig(n, pfn, best, seq, z.arrays, z.prm, self.objects,
                                            z.counters, ef, z.mode)  # fmt: skip
         self.replay_s += time.perf_counter() - t0
         self.flush_extfrag(ef)
@@ -244,7 +302,7 @@ class _Replay:
 
         As in the exchange pages patchset: anchors laid out in region id order from
         the zone's start, each region after the previous one's span of vpns."""
-        self.zone.prm[M.P_UNITS] = 1  # contiguity reads which objects are still in place
+        self.zone.prm[P_UNITS] = 1  # contiguity reads which objects are still in place
         self.region_ids, dense = np.unique(region, return_inverse=True)
         self.obj_region[obj] = dense
         self.obj_vpn[obj] = vpn
@@ -259,10 +317,10 @@ class _Replay:
 
     def _region_units(self) -> tuple[np.ndarray, np.ndarray]:
         """The placed objects of every region, by (region, vpn); and their targets (pfn)."""
-        placed = self.objects[0]
+        placed = self.objects.placed
         live = np.flatnonzero((self.obj_region >= 0) & (placed >= 0))
         # still allocated: its unit starts where it was placed (a free clears pg_obj)
-        pg_obj = self.zone.arrays[13]
+        pg_obj = self.zone.arrays.pg_obj
         live = live[pg_obj[placed[live] - self.zone.start_pfn] == live]
         live = live[np.lexsort((self.obj_vpn[live], self.obj_region[live]))]
         reg = self.obj_region[live]
@@ -278,9 +336,9 @@ class _Replay:
         if self.region_ids.shape[0] == 0:
             return
         xs, targets = self._region_units() if units is None else units
-        placed = self.objects[0]
+        placed = self.objects.placed
         t = contiguity(self.obj_region[xs], self.obj_vpn[xs], placed[xs],
-                       self.objects[2][xs].astype(np.int64), targets,
+                       self.objects.obj_order[xs].astype(np.int64), targets,
                        self.region_ids.shape[0])  # fmt: skip
         keep = t["pages"] > 0
         m = int(keep.sum())
@@ -296,25 +354,25 @@ class _Replay:
         if self.region_ids.shape[0] == 0:
             return
         z = self.zone
-        if z.prm[M.P_PCP]:
-            M.drain_all(z.arrays, z.prm, z.counters)
+        if z.prm[P_PCP]:
+            drain_all(z.arrays, z.prm, z.counters)
         xs, targets = self._region_units()
         self.record_contiguity(seq, "before_exchange", (xs, targets))
         res = np.zeros(xs.shape[0], np.int8)
         t0 = time.perf_counter()
-        D.exchange_pages(xs, targets, z.arrays, z.prm, self.objects, z.counters, res)
+        exchange_pages(xs, targets, z.arrays, z.prm, self.objects, z.counters, res)
         self.replay_s += time.perf_counter() - t0
         reg = self.obj_region[xs]
-        pages = np.int64(1) << self.objects[2][xs].astype(np.int64)
+        pages = np.int64(1) << self.objects.obj_order[xs].astype(np.int64)
         nr = self.region_ids.shape[0]
 
         def per_region(mask: np.ndarray) -> np.ndarray:
             return np.bincount(reg[mask], weights=pages[mask], minlength=nr).astype(np.int64)
 
         total = per_region(np.ones(xs.shape[0], np.bool_))
-        moved = per_region(res == D.EX_MIGRATED)
-        exchanged = 2 * per_region(res == D.EX_EXCHANGED)
-        blocked = per_region(res >= D.EX_BLOCKED)
+        moved = per_region(res == EX_MIGRATED)
+        exchanged = 2 * per_region(res == EX_EXCHANGED)
+        blocked = per_region(res >= EX_BLOCKED)
         span = np.zeros(nr, np.int64)
         np.maximum.at(span, reg, targets + pages - self.anchor_pfn[reg])
         has = np.flatnonzero(total > 0)
@@ -353,7 +411,7 @@ class _Replay:
         """One-shot whole-zone compaction (``compact_at``), before event ``seq``."""
         z = self.zone
         t0 = time.perf_counter()
-        C.compact_memory(seq, z.arrays, z.prm, self.objects, z.cz, z.counters, self.me)
+        compact_memory(seq, z.arrays, z.prm, self.objects, z.cz, z.counters, self.me)
         self.replay_s += time.perf_counter() - t0
         self.flush()
 
@@ -361,13 +419,13 @@ class _Replay:
         """Spool the extfrag and model-event buffers; grow the virtual compound pool."""
         self.flush_extfrag()
         self.flush_model_events()
-        used = int(self.zone.cz[R.CZ_VC_USED])
+        used = int(self.zone.cz[CZ_VC_USED])
         if used + (2 << NF) > self.vc.shape[0]:
             self.vc = np.concatenate([self.vc, np.zeros_like(self.vc)])
 
     def flush_extfrag(self, ef: np.ndarray | None = None) -> None:
         """Spool the extfrag rows of ``ef`` (default: the kernel's buffer)."""
-        n = int(self.zone.counters[M.C_EF])
+        n = int(self.zone.counters[C_EF])
         if n == 0:
             return
         e = (self.ef if ef is None else ef)[:n]
@@ -375,22 +433,22 @@ class _Replay:
         cols += [pa.array(e[:, j].astype(np.int8)) for j in range(2, 6)]
         cols += [pa.array(e[:, 6] != 0), pa.array(e[:, 7] != 0)]
         self.extfrag.write(pa.RecordBatch.from_arrays(cols, schema=EXTFRAG_SCHEMA))
-        self.zone.counters[M.C_EF] = 0
+        self.zone.counters[C_EF] = 0
 
     def flush_model_events(self) -> None:
-        n = int(self.zone.counters[M.C_ME])
+        n = int(self.zone.counters[C_ME])
         if n == 0:
             return
         e = self.me[:n]
-        kinds = np.array(C.KINDS, dtype=object)[e[:, 1]]
+        kinds = np.array(KINDS, dtype=object)[e[:, 1]]
         modes = np.where(
-            e[:, 1] <= C.K_COMPACT_ONESHOT,
-            np.array(C.MODES, dtype=object)[np.clip(e[:, 3], 0, 1)],
-            np.where(e[:, 1] == C.K_KSWAPD,
+            e[:, 1] <= K_COMPACT_ONESHOT,
+            np.array(MODES, dtype=object)[np.clip(e[:, 3], 0, 1)],
+            np.where(e[:, 1] == K_KSWAPD,
                      np.array(["lru", "targeted"], dtype=object)[np.clip(e[:, 3], 0, 1)], None),
         )  # fmt: skip
-        self.compactions += int(np.count_nonzero((e[:, 1] <= C.K_COMPACT_ONESHOT)
-                                                 & (e[:, 13] != C.DEFERRED)))  # fmt: skip
+        self.compactions += int(np.count_nonzero((e[:, 1] <= K_COMPACT_ONESHOT)
+                                                 & (e[:, 13] != DEFERRED)))  # fmt: skip
         cols = [
             pa.array(e[:, 0]),
             pa.array(kinds, pa.string()),
@@ -398,14 +456,14 @@ class _Replay:
             pa.array(modes, pa.string()),
         ]
         cols += [pa.array(e[:, j]) for j in range(4, 13)]
-        cols += [pa.array(np.array(R.RESULTS, dtype=object)[e[:, 13]], pa.string()),
+        cols += [pa.array(np.array(RESULTS, dtype=object)[e[:, 13]], pa.string()),
                  pa.array(e[:, 14]), pa.array(e[:, 15])]  # fmt: skip
         self.model_events.write(pa.RecordBatch.from_arrays(cols, schema=MODEL_EVENTS_SCHEMA))
-        self.zone.counters[M.C_ME] = 0
+        self.zone.counters[C_ME] = 0
 
     def snapshot(self, seq: int) -> None:
         """One ``pageblocks`` row per pageblock: the state after step ``seq``."""
-        M.pageblock_snapshot(self.zone.arrays, self.zone.prm, self._pb)
+        pageblock_snapshot(self.zone.arrays, self.zone.prm, self._pb)
         p = self._pb
         cols: list[pa.Array] = [
             pa.array(np.full(p.shape[0], seq, np.int64)),
@@ -431,9 +489,9 @@ class _Replay:
         ev[8][:] = self.type_flags(ev[5])
         prm = self.zone.prm
         saved = prm.copy()
-        prm[M.P_COMPACT] = prm[M.P_VCOMPOUND] = 0
-        prm[M.P_PRESSURE_RECLAIM] = prm[M.P_PRESSURE_OOM] = 0
-        prm[M.P_KSWAPD] = prm[M.P_DEFRAG_IDLE] = 0
+        prm[P_COMPACT] = prm[P_VCOMPOUND] = 0
+        prm[P_PRESSURE_RECLAIM] = prm[P_PRESSURE_OOM] = 0
+        prm[P_KSWAPD] = prm[P_DEFRAG_IDLE] = 0
         try:
             self.apply(ev, no, no, outputs(0))
         finally:
@@ -444,11 +502,11 @@ class _Replay:
     def type_flags(self, mts: np.ndarray) -> np.ndarray:
         """F_* flags of objects known by their migratetype only (no event flags):
         movable when MOVABLE, reclaimable by the run's kswapd victims."""
-        victims = [M.MIGRATE_RECLAIMABLE]
+        victims = [MIGRATE_RECLAIMABLE]
         if self.config.get("kswapd_movable", True):
-            victims.append(M.MIGRATE_MOVABLE)
-        return (np.where(mts == M.MIGRATE_MOVABLE, C.F_MOVABLE, 0)
-                | np.where(np.isin(mts, victims), C.F_RECLAIM, 0)).astype(np.int8)  # fmt: skip
+            victims.append(MIGRATE_MOVABLE)
+        return (np.where(mts == MIGRATE_MOVABLE, F_MOVABLE, 0)
+                | np.where(np.isin(mts, victims), F_RECLAIM, 0)).astype(np.int8)  # fmt: skip
 
 
 def contiguity(region: np.ndarray, vpn: np.ndarray, pfn: np.ndarray, order: np.ndarray,
@@ -529,10 +587,10 @@ def flags_sql(config: RunConfig) -> tuple[str, dict[str, str]]:
     vc, p2 = ("true", {}) if not vclasses else _class_sql(vclasses, "vc")
     reclaim = "migratetype = 2" + (" OR migratetype = 1" if config.get("kswapd_movable", True)
                                    else "")  # fmt: skip
-    sql = (f"((CASE WHEN coalesce(movable, migratetype = 1) OR {movable} THEN {C.F_MOVABLE} "
-           f"ELSE 0 END) + (CASE WHEN {reclaim} THEN {C.F_RECLAIM} ELSE 0 END) "
-           f"+ (CASE WHEN {vc} THEN {C.F_VCOMPOUND} ELSE 0 END) "
-           f"+ (CASE WHEN {gfp_direct_reclaim_sql('gfp')} THEN 0 ELSE {C.F_NORECLAIM} END)"
+    sql = (f"((CASE WHEN coalesce(movable, migratetype = 1) OR {movable} THEN {F_MOVABLE} "
+           f"ELSE 0 END) + (CASE WHEN {reclaim} THEN {F_RECLAIM} ELSE 0 END) "
+           f"+ (CASE WHEN {vc} THEN {F_VCOMPOUND} ELSE 0 END) "
+           f"+ (CASE WHEN {gfp_direct_reclaim_sql('gfp')} THEN 0 ELSE {F_NORECLAIM} END)"
            f")::TINYINT")  # fmt: skip
     return sql, {**p1, **p2}
 
@@ -624,7 +682,7 @@ def run(
         rp.set_regions(dense(regions.column("obj").to_numpy()),
                        regions.column("region").to_numpy(), regions.column("vpn").to_numpy(),
                        regions.column("order").to_numpy())  # fmt: skip
-    placed = rp.objects[0]
+    placed = rp.objects.placed
     background = 0
     if page_mt is not None and blk is not None:
         rp.zone.load(blk, page_mt)
@@ -647,7 +705,7 @@ def run(
                     continue
                 claimed[off:end] = True
                 placed[objs[j]] = int(base[j])
-                rp.objects[1][objs[j]] = page_mt[off]
+                rp.objects.obj_mt[objs[j]] = page_mt[off]
         # every other allocated page: an order-0 object, movable when the kernel had it on
         # an LRU list (page_mt MOVABLE), reclaimable by its type
         offs = np.flatnonzero(~claimed)
@@ -661,18 +719,18 @@ def run(
                         pre.column("mt").to_numpy())  # fmt: skip
     if fill_from_snapshot:
         nb_ = kinds.shape[0]
-        before = int(rp.stats[K.S_FAILURES])
+        before = int(rp.stats[S_FAILURES])
         rp.allocate_all(n_obj + np.arange(nb_), np.zeros(nb_, np.int64), kinds)
         background = int(np.count_nonzero(placed[n_obj:] >= 0))
-        rp.stats[K.S_FAILURES] = before  # background that does not fit is not a failure
+        rp.stats[S_FAILURES] = before  # background that does not fit is not a failure
     # Pre-existing pages that do not fit count as failures; the passes' other counts do not.
-    pre_failed = int(rp.stats[K.S_FAILURES])
+    pre_failed = int(rp.stats[S_FAILURES])
     rp.stats[:] = 0
-    rp.stats[K.S_FAILURES] = pre_failed
+    rp.stats[S_FAILURES] = pre_failed
     # Counters are of the trace's events; the passes' fallbacks stay as extfrag rows at seq -1.
-    pcp_pages = rp.zone.counters[M.C_PCP_PAGES]
+    pcp_pages = rp.zone.counters[C_PCP_PAGES]
     rp.zone.counters[:] = 0
-    rp.zone.counters[M.C_PCP_PAGES] = pcp_pages
+    rp.zone.counters[C_PCP_PAGES] = pcp_pages
     rp.replay_s = 0.0  # events/s is of the trace's events only
     actions = [(s_, "compact", None) for s_ in sorted(set(config.get("compact_at", [])))]
     actions += [(s_, "exchange", None) for s_ in sorted(set(config.get("exchange_at", [])))]
@@ -789,30 +847,30 @@ def _record_run(
     nr_free = [int(v) for v in z.nr_free]
     result = RunResult(
         run_id=run_id, trace=store.trace_row(trace_id)["name"], model=config.model,
-        events=n_events, events_per_s=eps, wall_s=wall, allocs=int(s[K.S_ALLOCS]),
-        frees=int(s[K.S_FREES]), failures=int(s[K.S_FAILURES]),
-        ignored_frees=int(s[K.S_IGNORED]), preexisting=n_pre, background=background,
+        events=n_events, events_per_s=eps, wall_s=wall, allocs=int(s[S_ALLOCS]),
+        frees=int(s[S_FREES]), failures=int(s[S_FAILURES]),
+        ignored_frees=int(s[S_IGNORED]), preexisting=n_pre, background=background,
         zone_start_pfn=env.start_pfn, zone_pages=env.pages, free_pages=z.free_pages(),
         pcp_pages=z.pcp_pages(), nr_free=nr_free,
-        fallbacks=int(c[M.C_CLAIMS] + c[M.C_STEALS]), claims=int(c[M.C_CLAIMS]),
-        steals=int(c[M.C_STEALS]), below_low=int(s[K.S_BELOW_LOW]),
-        below_min=int(s[K.S_BELOW_MIN]), wmark_min=env.wmark[0], wmark_low=env.wmark[1],
-        wmark_high=env.wmark[2], migrated=int(c[M.C_MIGRATED]), scanned=int(c[M.C_SCANNED]),
-        evicted=int(c[M.C_EVICTED]), evicted_frees=int(s[K.S_EVICTED_FREES]),
-        degraded=int(c[M.C_DEGRADED]), compactions=rp.compactions,
-        model_events=rp.model_events.rows, exchanged=int(c[M.C_EXCHANGED]),
-        contig_pages=rp.contig_pages, pool_chunks=int(c[M.C_POOL_CHUNKS]),
-        pool_waste=(int(c[M.C_POOL_CHUNKS]) << int(z.prm[M.P_POOL_ORDER]))
-        - int(c[M.C_POOL_PAGES]),
-        pool_fallbacks=int(s[K.S_POOL_FALLBACKS]),
+        fallbacks=int(c[C_CLAIMS] + c[C_STEALS]), claims=int(c[C_CLAIMS]),
+        steals=int(c[C_STEALS]), below_low=int(s[S_BELOW_LOW]),
+        below_min=int(s[S_BELOW_MIN]), wmark_min=env.wmark[0], wmark_low=env.wmark[1],
+        wmark_high=env.wmark[2], migrated=int(c[C_MIGRATED]), scanned=int(c[C_SCANNED]),
+        evicted=int(c[C_EVICTED]), evicted_frees=int(s[S_EVICTED_FREES]),
+        degraded=int(c[C_DEGRADED]), compactions=rp.compactions,
+        model_events=rp.model_events.rows, exchanged=int(c[C_EXCHANGED]),
+        contig_pages=rp.contig_pages, pool_chunks=int(c[C_POOL_CHUNKS]),
+        pool_waste=(int(c[C_POOL_CHUNKS]) << int(z.prm[P_POOL_ORDER]))
+        - int(c[C_POOL_PAGES]),
+        pool_fallbacks=int(s[S_POOL_FALLBACKS]),
     )  # fmt: skip
     values = {
         **{k: v for k, v in result.summary().items() if k in RUNS_COLUMNS},
         "trace_id": trace_id, "config": config.to_json(), "started": started,
         "replay_s": rp.replay_s, "every": every, "ncpus": env.ncpus,
         "pcp_batch": env.batch, "pcp_high": env.high,
-        "pcp_refills": int(c[M.C_REFILLS]), "pcp_bulk_frees": int(c[M.C_BULK]),
-        "drain_retries": int(c[M.C_DRAINS]), "pageblock_every": pbe, "start": start,
+        "pcp_refills": int(c[C_REFILLS]), "pcp_bulk_frees": int(c[C_BULK]),
+        "drain_retries": int(c[C_DRAINS]), "pageblock_every": pbe, "start": start,
     }  # fmt: skip
     insert_run(store, values)
     return result

@@ -1,217 +1,336 @@
-"""``buddy``: the plain binary buddy allocator, exact (one free list per order).
+"""The buddy allocator's free lists with grouping by mobility (Linux 6.10+ claim/steal).
 
-Follows mm/page_alloc.c of Linux 6.x: ``__rmqueue_smallest`` + ``expand``
-for allocation, ``__free_one_page`` (+ ``buddy_merge_likely``) for freeing,
-``__free_pages_core`` with FPI_TO_TAIL for the initial state. The sequence of
-pfns handed out for an event stream is fully determined: two correct
-implementations agree at every step (tests/ref_buddy.py checks this one).
+The exact semantics are in docs/mobility.md (the contract this kernel and
+tests/ref_mobility.py both implement); it follows mm/page_alloc.c of Linux
+6.18: ``__rmqueue`` (NORMAL/CLAIM/STEAL modes), ``__rmqueue_smallest``,
+``__rmqueue_claim`` + ``try_to_claim_block``, ``__rmqueue_steal``,
+``split_large_buddy`` + ``__free_one_page``, and the boot state
+(``__free_pages_core`` with FPI_TO_TAIL). With grouping off every list is
+MOVABLE: exactly the plain buddy allocator (replay.models.plain_buddy).
 
-State (numpy arrays, indexed by pfn offset ``o = pfn - start_pfn``):
-``blk_order[o]`` order of the free block whose first page is ``o`` (-1 if
-none), ``nxt``/``prv`` intrusive free-list links (-1 = none), ``head``/
-``tail`` the first/last block offset per free list, ``nr_free`` free blocks
-per order. Free lists are identified by a list index ``li`` (= order here;
-the mobility model uses order * MIGRATE_TYPES + migratetype with the same
-primitives).
+The kernels take the zone ``z`` (replay.models.internal.Zone), its settings
+``prm`` (P_*), the ``counters`` (C_*) and the extfrag buffer ``ef`` (rows of
+EF_COLS, written as fallbacks happen). Offsets ``o = pfn - start_pfn``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numba as nb
 import numpy as np
 
-MAX_PAGE_ORDER = 10
-NR_PAGE_ORDERS = MAX_PAGE_ORDER + 1
-PAGEBLOCK_ORDER = 9
+from replay.models.internal import (
+    C_CLAIMS,
+    C_EF,
+    C_STEALS,
+    FALLBACKS,
+    MAX_PAGE_ORDER,
+    MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
+    MIGRATE_RECLAIMABLE,
+    MIGRATE_UNMOVABLE,
+    MODE_CLAIM,
+    MODE_NORMAL,
+    MODE_STEAL,
+    NR_PAGE_ORDERS,
+    P_PAGES,
+    P_PB0,
+    P_START,
+    PAGEBLOCK_ORDER,
+    PAGEBLOCK_PAGES,
+    buddy_merge_likely,
+    list_add,
+    list_del,
+)
 
 
-@dataclass(frozen=True)
-class BuddyConfig:
-    """What a user sets for the ``buddy`` model (nothing yet: it has no knobs)."""
-
-    model: str = "buddy"
-
-
-# -- free-list primitives -----------------------------------------------------
+# -- free blocks ------------------------------------------------------------------
 @nb.njit(cache=True, inline="always", _nrt=False)
-def list_add(o, li, to_tail, nxt, prv, head, tail):  # type: ignore[no-untyped-def]
-    """Add block ``o`` at the head (or tail) of free list ``li``."""
-    if to_tail:
-        t = tail[li]
-        prv[o] = t
-        nxt[o] = -1
-        if t >= 0:
-            nxt[t] = o
-        else:
-            head[li] = o
-        tail[li] = o
+def _pb_free_add(pfn, k, delta, pb_free, pb0):  # type: ignore[no-untyped-def]
+    """Account ``delta`` (+1/-1) times the block (pfn, order k) in per-pageblock free pages."""
+    if k >= PAGEBLOCK_ORDER:
+        first = (pfn >> PAGEBLOCK_ORDER) - pb0
+        for j in range(np.int64(1) << (k - PAGEBLOCK_ORDER)):
+            pb_free[first + j] += delta * PAGEBLOCK_PAGES
     else:
-        h = head[li]
-        nxt[o] = h
-        prv[o] = -1
-        if h >= 0:
-            prv[h] = o
-        else:
-            tail[li] = o
-        head[li] = o
+        pb_free[(pfn >> PAGEBLOCK_ORDER) - pb0] += delta * (np.int64(1) << k)
 
 
 @nb.njit(cache=True, inline="always", _nrt=False)
-def list_del(o, li, nxt, prv, head, tail):  # type: ignore[no-untyped-def]
-    """Remove block ``o`` from free list ``li``."""
-    p = prv[o]
-    n = nxt[o]
-    if p >= 0:
-        nxt[p] = n
-    else:
-        head[li] = n
-    if n >= 0:
-        prv[n] = p
-    else:
-        tail[li] = p
-    nxt[o] = -1
-    prv[o] = -1
+def add_free(o, k, mt, to_tail, z, prm):  # type: ignore[no-untyped-def]
+    """``__add_to_free_list``: block at offset o, order k, onto list (k, mt)."""
+    li = k * MIGRATE_PCPTYPES + mt
+    list_add(o, li, to_tail, z.list_next, z.list_prev, z.free_head, z.free_tail)
+    z.buddy_order[o] = k
+    z.nr_free[k] += 1
+    z.nr_free_mt[li] += 1
+    _pb_free_add(o + prm[P_START], k, 1, z.pageblock_free, prm[P_PB0])
 
 
-# -- the allocator ----------------------------------------------------------------
+@nb.njit(cache=True, inline="always", _nrt=False)
+def del_free(o, k, mt, z, prm):  # type: ignore[no-untyped-def]
+    """``__del_page_from_free_list``: take block at offset o off list (k, mt)."""
+    li = k * MIGRATE_PCPTYPES + mt
+    list_del(o, li, z.list_next, z.list_prev, z.free_head, z.free_tail)
+    z.buddy_order[o] = -1
+    z.nr_free[k] -= 1
+    z.nr_free_mt[li] -= 1
+    _pb_free_add(o + prm[P_START], k, -1, z.pageblock_free, prm[P_PB0])
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def expand(o, high, low, mt, z, prm):  # type: ignore[no-untyped-def]
+    """``expand``: split block o of order ``high`` down to ``low``; halves to list heads."""
+    while high > low:
+        high -= 1
+        add_free(o + (np.int64(1) << high), high, mt, False, z, prm)
+
+
 @nb.njit(cache=True, _nrt=False)
-def init_zone(start_pfn, pages, blk_order, nxt, prv, head, tail, nr_free):  # type: ignore[no-untyped-def]
-    """Boot state: the zone cut into the largest naturally aligned blocks.
-
-    Ascending pfn order, each added at the TAIL of its list (__free_pages_core
-    frees with FPI_TO_TAIL), so the lowest pfn is at the head of each list.
-    """
-    blk_order[:] = -1
-    nxt[:] = -1
-    prv[:] = -1
-    head[:] = -1
-    tail[:] = -1
-    nr_free[:] = 0
-    pfn = np.int64(start_pfn)
-    end = np.int64(start_pfn) + np.int64(pages)
+def init_zone(z, prm):  # type: ignore[no-untyped-def]
+    """Boot: the largest aligned blocks, ascending, each at the TAIL of its MOVABLE list."""
+    z.buddy_order[:] = -1
+    z.list_next[:] = -1
+    z.list_prev[:] = -1
+    z.free_head[:] = -1
+    z.free_tail[:] = -1
+    z.pcp_head[:] = -1
+    z.pcp_tail[:] = -1
+    z.pageblock_mt[:] = MIGRATE_MOVABLE
+    start = prm[P_START]
+    end = start + prm[P_PAGES]
+    pfn = start
     while pfn < end:
         k = MAX_PAGE_ORDER
         while k > 0 and ((pfn & ((np.int64(1) << k) - 1)) != 0 or pfn + (np.int64(1) << k) > end):
             k -= 1
-        o = pfn - start_pfn
-        list_add(o, k, True, nxt, prv, head, tail)
-        blk_order[o] = k
-        nr_free[k] += 1
+        add_free(pfn - start, k, MIGRATE_MOVABLE, True, z, prm)
         pfn += np.int64(1) << k
 
 
-@nb.njit(cache=True, _nrt=False)
-def rmqueue_smallest(order, start_pfn, blk_order, nxt, prv, head, tail, nr_free):  # type: ignore[no-untyped-def]
-    """__rmqueue_smallest + expand: a block of ``order``; returns its pfn or -1.
-
-    Takes the HEAD block of the first non-empty list at order >= ``order``;
-    each split puts the upper half at the HEAD of the lower list.
-    """
-    for c in range(order, NR_PAGE_ORDERS):
-        o = head[c]
+# -- allocation from the buddy ---------------------------------------------------------
+@nb.njit(cache=True, inline="always", _nrt=False)
+def rmqueue_smallest(k, mt, z, prm):  # type: ignore[no-untyped-def]
+    """``__rmqueue_smallest``: head of the first non-empty (c, mt) list, c >= k; offset or -1."""
+    for c in range(k, NR_PAGE_ORDERS):
+        o = z.free_head[c * MIGRATE_PCPTYPES + mt]
         if o < 0:
             continue
-        list_del(o, c, nxt, prv, head, tail)
-        blk_order[o] = -1
-        nr_free[c] -= 1
-        while c > order:
-            c -= 1
-            u = o + (np.int64(1) << c)
-            list_add(u, c, False, nxt, prv, head, tail)
-            blk_order[u] = c
-            nr_free[c] += 1
-        return o + start_pfn
+        del_free(o, c, mt, z, prm)
+        expand(o, c, k, mt, z, prm)
+        return o
     return np.int64(-1)
 
 
 @nb.njit(cache=True, inline="always", _nrt=False)
-def buddy_merge_likely(pfn, k, start_pfn, pages, blk_order):  # type: ignore[no-untyped-def]
-    """``buddy_merge_likely``: is the parent's buddy a free block of order k + 1?
+def _emit_extfrag(o, k, c, mt, f, z, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
+    pfn = o + prm[P_START]
+    n = counters[C_EF]
+    if n < ef.shape[0]:
+        ef[n, 0] = seq
+        ef[n, 1] = pfn
+        ef[n, 2] = k
+        ef[n, 3] = c
+        ef[n, 4] = mt
+        ef[n, 5] = f
+        ef[n, 6] = 1 if c < PAGEBLOCK_ORDER else 0
+        ef[n, 7] = 1 if z.pageblock_mt[(pfn >> PAGEBLOCK_ORDER) - prm[P_PB0]] == mt else 0
+    counters[C_EF] = n + 1
 
-    Then the just-freed block (pfn, order k) goes to the list TAIL: it will
-    probably merge soon. Never from order MAX_PAGE_ORDER - 1 up. The parent's
-    first page must be in the zone (page_is_buddy's zone check).
-    """
-    if k >= MAX_PAGE_ORDER - 1:
-        return False
-    b = pfn ^ (np.int64(1) << k)
-    h = pfn & b
-    hbo = (h ^ (np.int64(1) << (k + 1))) - start_pfn
-    return h >= start_pfn and hbo >= 0 and hbo < pages and blk_order[hbo] == k + 1
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def should_try_claim_block(c, mt):  # type: ignore[no-untyped-def]
+    """``should_try_claim_block``: claim large blocks, and always for non-movable requests."""
+    return c >= PAGEBLOCK_ORDER // 2 or mt == MIGRATE_RECLAIMABLE or mt == MIGRATE_UNMOVABLE
 
 
 @nb.njit(cache=True, _nrt=False)
-def free_one_page(pfn, order, start_pfn, pages, blk_order, nxt, prv, head, tail, nr_free):  # type: ignore[no-untyped-def]
-    """__free_one_page: merge with free buddies of equal order, then add to a list.
+def try_to_claim_block(o, c, k, mt, f, z, prm):  # type: ignore[no-untyped-def]
+    """``try_to_claim_block``: retype the fallback block's pageblock(s) and allocate; -1 if not."""
+    start = prm[P_START]
+    pb0 = prm[P_PB0]
+    pfn = o + start
+    if c >= PAGEBLOCK_ORDER:
+        del_free(o, c, f, z, prm)
+        first = (pfn >> PAGEBLOCK_ORDER) - pb0
+        for j in range(np.int64(1) << (c - PAGEBLOCK_ORDER)):
+            z.pageblock_mt[first + j] = mt
+        expand(o, c, k, mt, z, prm)
+        return o
+    # prep_move_freepages_block: the pageblock must lie wholly inside the zone
+    pb_start = (pfn >> PAGEBLOCK_ORDER) << PAGEBLOCK_ORDER
+    if pb_start < start or pb_start + PAGEBLOCK_PAGES > start + prm[P_PAGES]:
+        return np.int64(-1)
+    pb = (pfn >> PAGEBLOCK_ORDER) - pb0
+    free = z.pageblock_free[pb]
+    movable = z.pageblock_alloc[pb * MIGRATE_PCPTYPES + MIGRATE_MOVABLE]
+    if mt == MIGRATE_MOVABLE:
+        alike = movable
+    elif f == MIGRATE_MOVABLE:
+        alike = PAGEBLOCK_PAGES - (free + movable)
+    else:
+        alike = 0
+    if free + alike < PAGEBLOCK_PAGES // 2:
+        return np.int64(-1)
+    # __move_freepages_block: every free block of the pageblock, ascending, to the tail
+    q = pb_start - start
+    end = q + PAGEBLOCK_PAGES
+    while q < end:
+        b = z.buddy_order[q]
+        if b >= 0:
+            del_free(q, b, f, z, prm)
+            add_free(q, b, mt, True, z, prm)
+            q += np.int64(1) << b
+        else:
+            q += 1
+    z.pageblock_mt[pb] = mt
+    return rmqueue_smallest(k, mt, z, prm)
 
-    The merged block goes to the TAIL when its parent's buddy is free at the
-    next order (buddy_merge_likely: it will probably merge soon), else to the
-    HEAD; never to the tail from order MAX_PAGE_ORDER - 1 up. As in the
-    kernel's page_is_buddy, the parent's first page must be in the zone too
-    (it is not when an unaligned zone starts inside the parent block).
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def find_suitable_fallback(c, mt, head):  # type: ignore[no-untyped-def]
+    """``find_suitable_fallback``: the first fallback type with a block of order c, or -1."""
+    for i in range(2):
+        f = FALLBACKS[mt, i]
+        if head[c * MIGRATE_PCPTYPES + f] >= 0:
+            return f
+    return np.int64(-1)
+
+
+@nb.njit(cache=True, _nrt=False)
+def rmqueue_claim(k, mt, nofrag, z, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
+    """``__rmqueue_claim``: largest fallback block first, down to k; offset or -1.
+
+    Under ALLOC_NOFRAGMENT only whole pageblocks (order >= 9) are claimed.
     """
+    min_order = PAGEBLOCK_ORDER if nofrag and k < PAGEBLOCK_ORDER else k
+    for c in range(MAX_PAGE_ORDER, min_order - 1, -1):
+        if not should_try_claim_block(c, mt):
+            break
+        f = find_suitable_fallback(c, mt, z.free_head)
+        if f < 0:
+            continue
+        o = try_to_claim_block(z.free_head[c * MIGRATE_PCPTYPES + f], c, k, mt, f, z, prm)
+        if o >= 0:
+            counters[C_CLAIMS] += 1
+            _emit_extfrag(o, k, c, mt, f, z, prm, counters, ef, seq)
+            return o
+    return np.int64(-1)
+
+
+@nb.njit(cache=True, _nrt=False)
+def rmqueue_steal(k, mt, z, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
+    """``__rmqueue_steal``: smallest fallback block, split; the rest stays on its lists."""
+    for c in range(k, NR_PAGE_ORDERS):
+        f = find_suitable_fallback(c, mt, z.free_head)
+        if f < 0:
+            continue
+        o = z.free_head[c * MIGRATE_PCPTYPES + f]
+        del_free(o, c, f, z, prm)
+        expand(o, c, k, f, z, prm)
+        counters[C_STEALS] += 1
+        _emit_extfrag(o, k, c, mt, f, z, prm, counters, ef, seq)
+        return o
+    return np.int64(-1)
+
+
+@nb.njit(cache=True, _nrt=False)
+def rmqueue(k, mt, mode, nofrag, z, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
+    """``__rmqueue``: own type, then claim, then steal. ``mode[0]`` carries the mode.
+
+    Returns the block's offset, or -1. Under ALLOC_NOFRAGMENT there is no steal.
+    """
+    m = mode[0]
+    if m == MODE_NORMAL:
+        o = rmqueue_smallest(k, mt, z, prm)
+        if o >= 0:
+            return o
+    if m == MODE_NORMAL or m == MODE_CLAIM:
+        o = rmqueue_claim(k, mt, nofrag, z, prm, counters, ef, seq)
+        if o >= 0:
+            mode[0] = MODE_NORMAL
+            return o
+    if nofrag:
+        return np.int64(-1)
+    o = rmqueue_steal(k, mt, z, prm, counters, ef, seq)
+    if o >= 0:
+        mode[0] = MODE_STEAL
+    return o
+
+
+# -- freeing to the buddy ------------------------------------------------------------
+@nb.njit(cache=True, inline="always", _nrt=False)
+def free_one_page(pfn, k, mt, z, prm):  # type: ignore[no-untyped-def]
+    """``__free_one_page``: merge (retyping order >= 9 buddies), then head or tail."""
+    start = prm[P_START]
+    pages = prm[P_PAGES]
+    pb0 = prm[P_PB0]
     pfn = np.int64(pfn)
-    k = order
     while k < MAX_PAGE_ORDER:
         b = pfn ^ (np.int64(1) << k)
-        bo = b - start_pfn
-        if bo < 0 or bo >= pages or blk_order[bo] != k:
+        bo = b - start
+        if bo < 0 or bo >= pages or z.buddy_order[bo] != k:
             break
-        list_del(bo, k, nxt, prv, head, tail)
-        blk_order[bo] = -1
-        nr_free[k] -= 1
+        bpb = (b >> PAGEBLOCK_ORDER) - pb0
+        bt = z.pageblock_mt[bpb]
+        del_free(bo, k, bt, z, prm)
+        if bt != mt:
+            z.pageblock_mt[bpb] = mt
         pfn = pfn & b
         k += 1
-    o = pfn - start_pfn
-    list_add(o, k, buddy_merge_likely(pfn, k, start_pfn, pages, blk_order), nxt, prv, head, tail)
-    blk_order[o] = k
-    nr_free[k] += 1
+    add_free(pfn - start, k, mt, buddy_merge_likely(pfn, k, start, pages, z.buddy_order), z, prm)
 
 
-class BuddyZone:
-    """A zone run by the exact buddy allocator (a thin Python handle on the state).
+@nb.njit(cache=True, inline="always", _nrt=False)
+def free_to_buddy(pfn, k, z, prm):  # type: ignore[no-untyped-def]
+    """``free_one_page`` -> ``split_large_buddy``: pageblock-sized pieces, each with its type."""
+    pb0 = prm[P_PB0]
+    piece = k if k <= PAGEBLOCK_ORDER else PAGEBLOCK_ORDER
+    end = pfn + (np.int64(1) << k)
+    p = np.int64(pfn)
+    while p < end:
+        free_one_page(p, piece, z.pageblock_mt[(p >> PAGEBLOCK_ORDER) - pb0], z, prm)
+        p += np.int64(1) << piece
 
-    ``start_pfn`` and ``pages`` define ``[start_pfn, start_pfn + pages)``.
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def pageblock_alloc_add(pfn, k, mt, delta, pb_alloc, pb0):  # type: ignore[no-untyped-def]
+    if k >= PAGEBLOCK_ORDER:
+        first = (pfn >> PAGEBLOCK_ORDER) - pb0
+        for j in range(np.int64(1) << (k - PAGEBLOCK_ORDER)):
+            pb_alloc[(first + j) * MIGRATE_PCPTYPES + mt] += delta * PAGEBLOCK_PAGES
+    else:
+        pb_alloc[((pfn >> PAGEBLOCK_ORDER) - pb0) * MIGRATE_PCPTYPES + mt] += delta * (
+            np.int64(1) << k
+        )
+
+
+@nb.njit(cache=True, _nrt=False)
+def load_state(z, prm, blk, page_mt):  # type: ignore[no-untyped-def]
+    """Replace the boot state by a given one (``--start observed``).
+
+    ``blk[o]``: order of the free block starting at offset o (-1 elsewhere);
+    ``page_mt[o]``: -1 for free pages, else the migratetype the allocated page
+    is counted as. ``z.pageblock_mt`` (pb_mt) must already hold the pageblock types;
+    each free block goes to the TAIL of its pageblock type's list, ascending.
     """
-
-    def __init__(self, start_pfn: int, pages: int) -> None:
-        if pages <= 0 or start_pfn < 0:
-            raise ValueError("a zone needs pages > 0 and start_pfn >= 0")
-        self.start_pfn = int(start_pfn)
-        self.pages = int(pages)
-        self.blk_order = np.empty(pages, dtype=np.int8)
-        self.nxt = np.empty(pages, dtype=np.int32)
-        self.prv = np.empty(pages, dtype=np.int32)
-        self.head = np.empty(NR_PAGE_ORDERS, dtype=np.int64)
-        self.tail = np.empty(NR_PAGE_ORDERS, dtype=np.int64)
-        self.nr_free = np.zeros(NR_PAGE_ORDERS, dtype=np.int64)
-        init_zone(self.start_pfn, self.pages, self.blk_order, self.nxt, self.prv,
-                  self.head, self.tail, self.nr_free)  # fmt: skip
-
-    def alloc(self, order: int) -> int:
-        """Allocate a block of ``order``; its first pfn, or -1 if none is free."""
-        return int(rmqueue_smallest(order, self.start_pfn, self.blk_order, self.nxt, self.prv,
-                                    self.head, self.tail, self.nr_free))  # fmt: skip
-
-    def free(self, pfn: int, order: int) -> None:
-        """Free the block of ``order`` at ``pfn`` (which the caller owns)."""
-        free_one_page(pfn, order, self.start_pfn, self.pages, self.blk_order, self.nxt,
-                      self.prv, self.head, self.tail, self.nr_free)  # fmt: skip
-
-    def free_lists(self) -> list[list[int]]:
-        """Per order, the free blocks' pfns from head to tail."""
-        out: list[list[int]] = []
-        for k in range(NR_PAGE_ORDERS):
-            blocks = []
-            o = int(self.head[k])
-            while o >= 0:
-                blocks.append(o + self.start_pfn)
-                o = int(self.nxt[o])
-            out.append(blocks)
-        return out
-
-    def free_pages(self) -> int:
-        """Free pages (sum of nr_free[o] << o)."""
-        return int(sum(int(n) << k for k, n in enumerate(self.nr_free)))
+    z.buddy_order[:] = -1
+    z.list_next[:] = -1
+    z.list_prev[:] = -1
+    z.free_head[:] = -1
+    z.free_tail[:] = -1
+    z.nr_free[:] = 0
+    z.nr_free_mt[:] = 0
+    z.pageblock_free[:] = 0
+    z.pageblock_alloc[:] = 0
+    z.pcp_head[:] = -1
+    z.pcp_tail[:] = -1
+    z.pcp_count[:] = 0
+    start = prm[P_START]
+    pb0 = prm[P_PB0]
+    for o in range(blk.shape[0]):
+        if blk[o] >= 0:
+            mt = z.pageblock_mt[((o + start) >> PAGEBLOCK_ORDER) - pb0]
+            add_free(o, np.int64(blk[o]), mt, True, z, prm)
+        t = page_mt[o]
+        if t >= 0:
+            z.pageblock_alloc[(((o + start) >> PAGEBLOCK_ORDER) - pb0) * MIGRATE_PCPTYPES + t] += 1

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from replay.errors import BadInputError, UsageError
-from replay.models.buddy import NR_PAGE_ORDERS
+from replay.models.internal import NR_PAGE_ORDERS
 
 NF = NR_PAGE_ORDERS
 MODELS = ("buddy", "mobility")

@@ -25,10 +25,15 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from replay.models import mobility as M
-from replay.models.buddy import list_add, list_del
-
-F_POOLED = 32  # an object flag: the page came from its owner's pool chunk
+from replay.models.internal import (
+    C_POOL_CHUNKS,
+    C_POOL_PAGES,
+    P_POOL_ORDER,
+    P_START,
+    list_add,
+    list_del,
+)
+from replay.models.page_alloc import alloc_pages, free_pages
 
 
 def new_pools(start_pfn: int, pages: int, order: int, owners: int) -> tuple[np.ndarray, ...]:
@@ -65,50 +70,50 @@ def _first_free(bits, c, n):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, _nrt=False)
-def pool_alloc(x, own, m, cpu, seq, st, prm, ob, pl, counters, ef, mode, stats, s_fallback):  # type: ignore[no-untyped-def]  # fmt: skip
+def pool_alloc(x, own, m, cpu, seq, z, prm, ob, pl, counters, ef, mode, stats, s_fallback):  # type: ignore[no-untyped-def]  # fmt: skip
     """An order-0 page for object x of owner ``own`` from its pool; pfn, or -1 when no chunk
     could be had (the caller then allocates normally; ``stats[s_fallback]`` counts it)."""
     ch_owner, ch_mt, ch_used, ch_bits, ch_next, ch_prev, own_head, own_tail = pl
-    K = prm[M.P_POOL_ORDER]
+    K = prm[P_POOL_ORDER]
     n = np.int64(1) << K
     c = own_head[own]
     if c < 0:
-        pfn = M.alloc_pages(K, m, cpu, st, prm, counters, ef, seq, mode)
+        pfn = alloc_pages(K, m, cpu, z, prm, counters, ef, seq, mode)
         if pfn < 0:
             stats[s_fallback] += 1
             return np.int64(-1)
-        c = (pfn >> K) - (prm[M.P_START] >> K)
+        c = (pfn >> K) - (prm[P_START] >> K)
         ch_owner[c] = own
         ch_mt[c] = m
         ch_used[c] = 0
         ch_bits[c, :] = 0
         list_add(c, own, True, ch_next, ch_prev, own_head, own_tail)
-        counters[M.C_POOL_CHUNKS] += 1
+        counters[C_POOL_CHUNKS] += 1
     i = _first_free(ch_bits, c, n)
     ch_bits[c, i >> 6] |= np.uint64(1) << np.uint64(i & 63)
     ch_used[c] += 1
-    counters[M.C_POOL_PAGES] += 1
+    counters[C_POOL_PAGES] += 1
     if ch_used[c] == n:
         list_del(c, own, ch_next, ch_prev, own_head, own_tail)
-    return (((prm[M.P_START] >> K) + c) << K) + i
+    return (((prm[P_START] >> K) + c) << K) + i
 
 
 @nb.njit(cache=True, _nrt=False)
-def pool_free(pfn, cpu, st, prm, pl, counters):  # type: ignore[no-untyped-def]
+def pool_free(pfn, cpu, z, prm, pl, counters):  # type: ignore[no-untyped-def]
     """Page ``pfn`` goes back to its chunk; an empty chunk goes back to the buddy."""
     ch_owner, ch_mt, ch_used, ch_bits, ch_next, ch_prev, own_head, own_tail = pl
-    K = prm[M.P_POOL_ORDER]
+    K = prm[P_POOL_ORDER]
     n = np.int64(1) << K
-    c = (pfn >> K) - (prm[M.P_START] >> K)
+    c = (pfn >> K) - (prm[P_START] >> K)
     own = ch_owner[c]
     i = pfn & (n - 1)
     ch_bits[c, i >> 6] &= ~(np.uint64(1) << np.uint64(i & 63))
     if ch_used[c] == n:
         list_add(c, own, True, ch_next, ch_prev, own_head, own_tail)
     ch_used[c] -= 1
-    counters[M.C_POOL_PAGES] -= 1
+    counters[C_POOL_PAGES] -= 1
     if ch_used[c] == 0:
         list_del(c, own, ch_next, ch_prev, own_head, own_tail)
         ch_owner[c] = -1
-        counters[M.C_POOL_CHUNKS] -= 1
-        M.free_pages(pfn - i, K, np.int64(ch_mt[c]), cpu, st, prm, counters)
+        counters[C_POOL_CHUNKS] -= 1
+        free_pages(pfn - i, K, np.int64(ch_mt[c]), cpu, z, prm, counters)

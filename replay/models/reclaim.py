@@ -28,99 +28,123 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from replay.models import compaction as C
-from replay.models import mobility as M
-from replay.models.buddy import NR_PAGE_ORDERS, list_add, list_del
+from replay.models.buddy import free_to_buddy, pageblock_alloc_add
+from replay.models.internal import (
+    BALANCED,
+    C_DEGRADED,
+    C_EVICTED,
+    C_PRESSURE,
+    CZ_VC_USED,
+    DEGRADED,
+    F_EVICTED,
+    F_RECLAIM,
+    FAILED,
+    K_KSWAPD,
+    K_PRESSURE,
+    K_VCOMPOUND,
+    LEVEL_NORMAL,
+    NR_PAGE_ORDERS,
+    P_KSWAPD,
+    P_PAGES,
+    P_PB0,
+    P_PRESSURE_OOM,
+    P_PRESSURE_RECLAIM,
+    P_START,
+    P_WHIGH,
+    PLACED_EVICTED,
+    UNBALANCED,
+    emit,
+    list_add,
+    list_del,
+    zone_free_pages,
+)
+from replay.models.page_alloc import alloc_pages, free_pages
 from replay.models.watermarks import zone_watermark_ok
 
 # result codes of the non-compaction kinds (after compaction's, in model_events.result)
-BALANCED, UNBALANCED, DEGRADED, FAILED, LEVEL_NORMAL, LEVEL_RECLAIM, LEVEL_OOM = range(6, 13)
-RESULTS = (*C.RESULTS, "BALANCED", "UNBALANCED", "DEGRADED", "FAILED", "normal", "reclaim",
-           "oom")  # fmt: skip
-PLACED_VC_BASE = -3  # placed[x] = PLACED_VC_BASE - index into the vcompound page pool
 
 
 @nb.njit(cache=True, inline="always", _nrt=False)
 def lru_add(x, ob):  # type: ignore[no-untyped-def]
     """A reclaimable object joins the LRU tail (newest)."""
-    list_add(x, 0, True, ob[4], ob[5], ob[6], ob[7])
+    list_add(x, 0, True, ob.lru_next, ob.lru_prev, ob.lru_head, ob.lru_tail)
 
 
 @nb.njit(cache=True, inline="always", _nrt=False)
 def lru_del(x, ob):  # type: ignore[no-untyped-def]
-    list_del(x, 0, ob[4], ob[5], ob[6], ob[7])
+    list_del(x, 0, ob.lru_next, ob.lru_prev, ob.lru_head, ob.lru_tail)
 
 
 @nb.njit(cache=True, _nrt=False)
-def evict(x, st, prm, ob, counters):  # type: ignore[no-untyped-def]
+def evict(x, z, prm, ob, counters):  # type: ignore[no-untyped-def]
     """Reclaim object x's unit: freed to the buddy, the object marked evicted; pages."""
-    start = prm[M.P_START]
-    pfn = ob[0][x]
-    j = np.int64(ob[2][x])
+    start = prm[P_START]
+    pfn = ob.placed[x]
+    j = np.int64(ob.obj_order[x])
     lru_del(x, ob)
-    M._pb_alloc_add(pfn, j, np.int64(ob[1][x]), -1, st[9], prm[M.P_PB0])
-    st[13][pfn - start] = -1
-    ob[0][x] = C.PLACED_EVICTED
-    ob[3][x] |= C.F_EVICTED
-    M.free_to_buddy(pfn, j, st, prm)
+    pageblock_alloc_add(pfn, j, np.int64(ob.obj_mt[x]), -1, z.pageblock_alloc, prm[P_PB0])
+    z.pg_obj[pfn - start] = -1
+    ob.placed[x] = PLACED_EVICTED
+    ob.obj_flags[x] |= F_EVICTED
+    free_to_buddy(pfn, j, z, prm)
     n = np.int64(1) << j
-    counters[M.C_EVICTED] += n
+    counters[C_EVICTED] += n
     return n
 
 
 @nb.njit(cache=True, _nrt=False)
-def kswapd(k, seq, st, prm, ob, counters, me):  # type: ignore[no-untyped-def]
+def kswapd(k, seq, z, prm, ob, counters, me):  # type: ignore[no-untyped-def]
     """``balance_pgdat`` for order k with the run's victim policy; records one model event."""
-    start = prm[M.P_START]
-    pages = prm[M.P_PAGES]
-    nr_free_mt = st[6].reshape((NR_PAGE_ORDERS, 3))
+    start = prm[P_START]
+    pages = prm[P_PAGES]
+    nr_free_mt = z.nr_free_mt.reshape((NR_PAGE_ORDERS, 3))
     budget = max(np.int64(8) << k, np.int64(32))
     evicted = np.int64(0)
     lo = np.int64(-1)
     hi = np.int64(-1)
     while True:
-        free = C.zone_free_pages(st[5])
-        if zone_watermark_ok(k, prm[M.P_WHIGH], free, nr_free_mt, 0):
+        free = zone_free_pages(z.nr_free)
+        if zone_watermark_ok(k, prm[P_WHIGH], free, nr_free_mt, 0):
             break
         if evicted >= budget:
             break
-        x = ob[6][0]
+        x = ob.lru_head[0]
         if x < 0:
             break
-        pfn = ob[0][x]
+        pfn = ob.placed[x]
         if lo < 0 or pfn < lo:
             lo = pfn
         if pfn > hi:
             hi = pfn
-        if prm[M.P_KSWAPD] == 2 and k > 0:
+        if prm[P_KSWAPD] == 2 and k > 0:
             # lumpy: every reclaimable unit in the aligned order-k block around the victim
             size = np.int64(1) << k
             b0 = max(pfn & ~(size - 1), start)
             b1 = min((pfn & ~(size - 1)) + size, start + pages)
-            evicted += evict(x, st, prm, ob, counters)
+            evicted += evict(x, z, prm, ob, counters)
             p = b0
             while p < b1:
                 o = p - start
-                y = st[13][o]
-                if st[0][o] < 0 and y >= 0:
-                    n = np.int64(1) << ob[2][y]
-                    if (ob[3][y] & C.F_RECLAIM) != 0:
-                        evicted += evict(y, st, prm, ob, counters)
+                y = z.pg_obj[o]
+                if z.buddy_order[o] < 0 and y >= 0:
+                    n = np.int64(1) << ob.obj_order[y]
+                    if (ob.obj_flags[y] & F_RECLAIM) != 0:
+                        evicted += evict(y, z, prm, ob, counters)
                     p += n
-                elif st[0][o] >= 0:
-                    p += np.int64(1) << st[0][o]
+                elif z.buddy_order[o] >= 0:
+                    p += np.int64(1) << z.buddy_order[o]
                 else:
                     p += 1
         else:
-            evicted += evict(x, st, prm, ob, counters)
-    free = C.zone_free_pages(st[5])
-    ok = zone_watermark_ok(k, prm[M.P_WHIGH], free, nr_free_mt, 0)
-    C.emit(st, me, counters, seq, C.K_KSWAPD, k, prm[M.P_KSWAPD] - 1, lo, hi + 1 if hi >= 0 else hi,
+            evicted += evict(x, z, prm, ob, counters)
+    free = zone_free_pages(z.nr_free)
+    ok = zone_watermark_ok(k, prm[P_WHIGH], free, nr_free_mt, 0)
+    emit(z, me, counters, seq, K_KSWAPD, k, prm[P_KSWAPD] - 1, lo, hi + 1 if hi >= 0 else hi,
            -1, -1, 0, 0, 0, 0, evicted, BALANCED if ok else UNBALANCED)  # fmt: skip
 
 
 @nb.njit(cache=True, _nrt=False)
-def vcompound_alloc(x, k, mt, cpu, seq, st, prm, counters, ef, mode, vc, cz, me):  # type: ignore[no-untyped-def]
+def vcompound_alloc(x, k, mt, cpu, seq, z, prm, counters, ef, mode, vc, cz, me):  # type: ignore[no-untyped-def]
     """Serve a failed order-k allocation as ``1 << k`` order-0 pages; the pool index or -1.
 
     ``vc`` is the pool of pfns, ``cz[CZ_VC_USED]`` its used length (the
@@ -130,35 +154,32 @@ def vcompound_alloc(x, k, mt, cpu, seq, st, prm, counters, ef, mode, vc, cz, me)
     base = cz[CZ_VC_USED]
     got = np.int64(0)
     while got < n:
-        pfn = M.alloc_pages(0, mt, cpu, st, prm, counters, ef, seq, mode)
+        pfn = alloc_pages(0, mt, cpu, z, prm, counters, ef, seq, mode)
         if pfn < 0:
             break
         vc[base + got] = pfn
         got += 1
     if got < n:
         for i in range(got):
-            M.free_pages(vc[base + i], 0, mt, cpu, st, prm, counters)
-        C.emit(st, me, counters, seq, C.K_VCOMPOUND, k, 0, -1, -1, -1, -1, 0, 0, 0, 0, 0, FAILED)
+            free_pages(vc[base + i], 0, mt, cpu, z, prm, counters)
+        emit(z, me, counters, seq, K_VCOMPOUND, k, 0, -1, -1, -1, -1, 0, 0, 0, 0, 0, FAILED)
         return np.int64(-1)
     cz[CZ_VC_USED] = base + n
-    counters[M.C_DEGRADED] += 1
-    C.emit(st, me, counters, seq, C.K_VCOMPOUND, k, 0, -1, -1, -1, -1, 0, 0, n, 0, 0, DEGRADED)
+    counters[C_DEGRADED] += 1
+    emit(z, me, counters, seq, K_VCOMPOUND, k, 0, -1, -1, -1, -1, 0, 0, n, 0, 0, DEGRADED)
     return base
 
 
-CZ_VC_USED = 9  # cz slot: used length of the vcompound pool
-
-
 @nb.njit(cache=True, _nrt=False)
-def pressure_check(seq, st, prm, counters, me):  # type: ignore[no-untyped-def]
+def pressure_check(seq, z, prm, counters, me):  # type: ignore[no-untyped-def]
     """Record a model event when free pages cross a notification threshold."""
-    free = C.zone_free_pages(st[5])
+    free = zone_free_pages(z.nr_free)
     level = np.int64(0)
-    if prm[M.P_PRESSURE_OOM] > 0 and free < prm[M.P_PRESSURE_OOM]:
+    if prm[P_PRESSURE_OOM] > 0 and free < prm[P_PRESSURE_OOM]:
         level = 2
-    elif prm[M.P_PRESSURE_RECLAIM] > 0 and free < prm[M.P_PRESSURE_RECLAIM]:
+    elif prm[P_PRESSURE_RECLAIM] > 0 and free < prm[P_PRESSURE_RECLAIM]:
         level = 1
-    if level != counters[M.C_PRESSURE]:
-        counters[M.C_PRESSURE] = level
-        C.emit(st, me, counters, seq, C.K_PRESSURE, -1, 0, -1, -1, -1, -1, 0, 0, 0, 0, 0,
+    if level != counters[C_PRESSURE]:
+        counters[C_PRESSURE] = level
+        emit(z, me, counters, seq, K_PRESSURE, -1, 0, -1, -1, -1, -1, 0, 0, 0, 0, 0,
                LEVEL_NORMAL + level)  # fmt: skip

@@ -1,0 +1,246 @@
+"""One trace event through a model zone: the allocator plus its defragmentation models.
+
+``apply_event`` is the single path every event takes, from the engine's
+chunk loop (``replay_chunk``) and from ``ZoneState``'s object API that the
+tests drive: proactive compaction checks due by the event's time, the
+allocation or free (replay.models.page_alloc), direct compaction and the
+virtual compound fallback after a failure, kswapd after an allocation below
+the low watermark, and pressure notifications.
+
+Objects ``ob`` = (placed, obj_mt, obj_order, obj_flags, lru_next, lru_prev,
+lru_head, lru_tail): per object its pfn (-1 failed, -2 evicted, <= -3 a
+virtual compound in the pool ``vc``), request migratetype, order, F_* flags
+(replay.models.compaction) and LRU links (replay.models.reclaim).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from replay.models.compaction import direct_compact, proactive_tick
+from replay.models.defrag import defrag_due
+from replay.models.internal import (
+    C_CLAIMS,
+    C_DEGRADED,
+    C_EF,
+    C_EVICTED,
+    C_EXCHANGED,
+    C_ME,
+    C_MIGRATED,
+    C_PCP_PAGES,
+    C_SCANNED,
+    C_STEALS,
+    COMPACT_DIRECT,
+    COMPACT_PROACTIVE,
+    CZ_DF_DUE,
+    CZ_VC_USED,
+    EF_MAX_PER_ALLOC,
+    F_MOVABLE,
+    F_NORECLAIM,
+    F_PINNED,
+    F_POOLED,
+    F_RECLAIM,
+    F_VCOMPOUND,
+    ME_MAX_PER_EVENT,
+    MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
+    NR_PAGE_ORDERS,
+    OUT_DEGRADED,
+    OUT_EVICTED,
+    OUT_FAILED,
+    OUT_IGNORED,
+    OUT_OK,
+    P_COMPACT,
+    P_DEFRAG_IDLE,
+    P_GROUP,
+    P_KSWAPD,
+    P_POOL_ORDER,
+    P_PRESSURE_OOM,
+    P_PRESSURE_RECLAIM,
+    P_START,
+    P_UNITS,
+    P_VCOMPOUND,
+    P_WLOW,
+    P_WMIN,
+    PLACED_EVICTED,
+    PLACED_FAILED,
+    PLACED_VC_BASE,
+    S_ALLOCS,
+    S_BELOW_LOW,
+    S_BELOW_MIN,
+    S_EVICTED_FREES,
+    S_FAILURES,
+    S_FREES,
+    S_IGNORED,
+    S_POOL_FALLBACKS,
+)
+from replay.models.page_alloc import alloc_pages, free_pages
+from replay.models.pools import pool_alloc, pool_free
+from replay.models.reclaim import kswapd, lru_add, lru_del, pressure_check, vcompound_alloc
+from replay.models.watermarks import zone_watermark_ok
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def room(counters, ef, me, cz, vc):  # type: ignore[no-untyped-def]
+    """Whether the buffers can take one more event's output."""
+    return (
+        counters[C_EF] + EF_MAX_PER_ALLOC <= ef.shape[0]
+        and counters[C_ME] + ME_MAX_PER_EVENT <= me.shape[0]
+        and cz[CZ_VC_USED] + (1 << NR_PAGE_ORDERS) <= vc.shape[0]
+    )
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, z, prm, ob, cz, counters, ef, me,
+                mode, vc, stats, pl):  # type: ignore[no-untyped-def]  # fmt: skip
+    """Apply one event; returns (pfn, outcome). ``fl``: the event's F_* flags (allocations);
+    ``own``: its pool owner (-1: none); ``pl``: the pools (replay.models.pools)."""
+    start = prm[P_START]
+    if prm[P_COMPACT] & COMPACT_PROACTIVE:
+        proactive_tick(ts, sq, z, prm, ob, cz, counters, me)
+    pfn = np.int64(-1)
+    outcome = OUT_OK
+    if is_alloc:
+        stats[S_ALLOCS] += 1
+        free = np.int64(0)
+        for j in range(NR_PAGE_ORDERS):
+            free += z.nr_free[j] << j
+        # __zone_watermark_ok, with a fast path for the common case: well above
+        # the low watermark and a free block of order >= k (any type is 0..2 here)
+        fast = free - ((np.int64(1) << k) - 1) > prm[P_WLOW]
+        if fast and k > 0:
+            fast = False
+            for j in range(k, NR_PAGE_ORDERS):
+                if z.nr_free[j] > 0:
+                    fast = True
+                    break
+        below_low = False
+        if not fast:
+            nr_free_mt = z.nr_free_mt.reshape((NR_PAGE_ORDERS, MIGRATE_PCPTYPES))
+            if not zone_watermark_ok(k, prm[P_WLOW], free, nr_free_mt, 0):
+                below_low = True
+                stats[S_BELOW_LOW] += 1
+                if not zone_watermark_ok(k, prm[P_WMIN], free, nr_free_mt, 0):
+                    stats[S_BELOW_MIN] += 1
+        pfn = np.int64(-1)
+        if prm[P_POOL_ORDER] > 0 and k == 0 and own >= 0:
+            pfn = pool_alloc(x, own, m, c, sq, z, prm, ob, pl, counters, ef, mode, stats,
+                               S_POOL_FALLBACKS)  # fmt: skip
+            if pfn >= 0:
+                fl = (fl & ~(F_MOVABLE | F_RECLAIM)) | F_POOLED
+        direct = (fl & F_NORECLAIM) == 0  # may enter direct reclaim (and compaction)
+        if pfn < 0:
+            pfn = alloc_pages(k, m, c, z, prm, counters, ef, sq, mode, direct)
+        if pfn < 0 and k > 0 and direct and (prm[P_COMPACT] & COMPACT_DIRECT):
+            mt = m if 0 <= m < MIGRATE_PCPTYPES else MIGRATE_MOVABLE
+            lmt = mt if prm[P_GROUP] != 0 else MIGRATE_MOVABLE
+            pfn = direct_compact(k, mt, lmt, c, sq, z, prm, ob, cz, counters, ef, me, mode)
+        ob.placed[x] = pfn
+        ob.obj_mt[x] = m
+        ob.obj_order[x] = k
+        ob.obj_flags[x] = fl
+        if pfn >= 0:
+            if prm[P_UNITS] != 0:
+                z.pg_obj[pfn - start] = x
+            if prm[P_KSWAPD] != 0 and (fl & F_RECLAIM) != 0:
+                lru_add(x, ob)
+        elif prm[P_VCOMPOUND] > 0 and k >= prm[P_VCOMPOUND] and (fl & F_VCOMPOUND):
+            idx = vcompound_alloc(x, k, m, c, sq, z, prm, counters, ef, mode, vc, cz, me)
+            if idx >= 0:
+                ob.placed[x] = PLACED_VC_BASE - idx
+                outcome = OUT_DEGRADED
+        if ob.placed[x] == PLACED_FAILED:
+            outcome = OUT_FAILED
+            stats[S_FAILURES] += 1
+        if below_low and prm[P_KSWAPD] != 0:
+            kswapd(k, sq, z, prm, ob, counters, me)
+    else:
+        stats[S_FREES] += 1
+        base = ob.placed[x]
+        if base == PLACED_FAILED:
+            outcome = OUT_IGNORED
+            stats[S_IGNORED] += 1
+        elif base == PLACED_EVICTED:
+            outcome = OUT_EVICTED
+            stats[S_EVICTED_FREES] += 1
+        elif base <= PLACED_VC_BASE:
+            idx = PLACED_VC_BASE - base + off
+            m0 = np.int64(ob.obj_mt[x])
+            for i in range(np.int64(1) << k):
+                free_pages(vc[idx + i], 0, m0, c, z, prm, counters)
+        elif ob.obj_flags[x] & F_POOLED:
+            z.pg_obj[base - start] = -1
+            pool_free(base, c, z, prm, pl, counters)
+        else:
+            j = np.int64(ob.obj_order[x])
+            if prm[P_UNITS] != 0 and z.pg_obj[base - start] == x:
+                # the unit ends: freed whole, or split by its first partial free
+                z.pg_obj[base - start] = -1
+                if off != 0 or k != j:
+                    ob.obj_flags[x] |= F_PINNED
+                if prm[P_KSWAPD] != 0 and (ob.obj_flags[x] & F_RECLAIM) != 0:
+                    lru_del(x, ob)
+            free_pages(base + off, k, np.int64(ob.obj_mt[x]), c, z, prm, counters)
+    if prm[P_PRESSURE_RECLAIM] > 0 or prm[P_PRESSURE_OOM] > 0:
+        pressure_check(sq, z, prm, counters, me)
+    return pfn, outcome
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def replay_chunk(  # type: ignore[no-untyped-def]
+    i0, i1, ev, keep_row, keep_counters, ob, z, prm, counters, ef, me, cz, mode, vc, stats, r0,
+    out, pl,
+):  # fmt: skip
+    """Apply events ``i0 .. i1-1`` of a chunk; returns (next event, next output row).
+
+    ``ev`` = (seq, is_alloc, obj, offset, order, migratetype, cpu, ts_ns,
+    flags, owner) arrays. Also stops before an event that finds an active
+    defragmentation pass due (``cz[CZ_DF_DUE]`` set): the caller runs it.
+    An allocation places ``placed[obj]``; a free frees
+    ``placed[obj] + offset`` at its order (ignored when the allocation failed,
+    a no-op when kswapd evicted the object). Rows with ``keep_row`` go to
+    ``out`` = (pfn, outcome, z.nr_free[.., 11], has_counters, failures,
+    pcp_pages, fallbacks, migrated, scanned, evicted, degraded, exchanged). Stops early,
+    before an event, when an output buffer could overflow; the caller
+    flushes or grows it and calls again.
+    """
+    seq, is_alloc, obj, offset, order, mtype, cpu, ts, flags, owner = ev
+    out_pfn, out_outcome, out_nr, out_has, out_fail, out_pcp, out_fb = out[:7]
+    out_mig, out_scan, out_evict, out_degr, out_exch = out[7:]
+    defrag = prm[P_DEFRAG_IDLE] > 0  # hoisted: the check costs 10% of the loop otherwise
+    # Only models that keep units move, evict, degrade or exchange anything: without
+    # them those five cumulative counters stay 0, as do the caller's fresh buffers.
+    units = prm[P_UNITS] != 0
+    r = r0
+    for i in range(i0, i1):
+        if not room(counters, ef, me, cz, vc):
+            return i, r
+        if defrag:
+            if cz[CZ_DF_DUE] == 0 and defrag_due(ts[i], z, prm, cz):
+                cz[CZ_DF_DUE] = 1
+                return i, r
+            cz[CZ_DF_DUE] = 0
+        pfn, outcome = apply_event(
+            is_alloc[i], obj[i], np.int64(offset[i]), np.int64(order[i]), np.int64(mtype[i]),
+            flags[i], np.int64(owner[i]), np.int64(cpu[i]), ts[i], seq[i], z, prm, ob, cz,
+            counters, ef, me, mode, vc, stats, pl,
+        )  # fmt: skip
+        if keep_row[i]:
+            out_pfn[r] = pfn
+            out_outcome[r] = outcome
+            out_fail[r] = stats[S_FAILURES]
+            out_has[r] = keep_counters[i]
+            out_pcp[r] = counters[C_PCP_PAGES]
+            out_fb[r] = counters[C_CLAIMS] + counters[C_STEALS]
+            if units:
+                out_mig[r] = counters[C_MIGRATED]
+                out_scan[r] = counters[C_SCANNED]
+                out_evict[r] = counters[C_EVICTED]
+                out_degr[r] = counters[C_DEGRADED]
+                out_exch[r] = counters[C_EXCHANGED]
+            if keep_counters[i]:
+                for j in range(NR_PAGE_ORDERS):
+                    out_nr[r, j] = z.nr_free[j]
+            r += 1
+    return i1, r

@@ -1,0 +1,392 @@
+"""Declarations every model mechanism shares, as mm/internal.h and mmzone.h are for mm/.
+
+The zone's state (:class:`Zone`), the objects the engine places
+(:class:`Objects`), the layouts of the scalar arrays the kernels take
+(``prm`` settings ``P_*``, ``counters`` ``C_*``, ``stats`` ``S_*``, the
+models' scratch ``cz`` slots ``CZ_*``/``CC_*``), the buffers' columns
+(extfrag ``EF_COLS``, model events ``ME_COLS``), the object flags ``F_*`` and
+the small inline helpers every mechanism uses (intrusive lists,
+``buddy_merge_likely``, pcp list indices, ``emit`` of a model event).
+
+Units: pfn (absolute page frame numbers); offsets ``o = pfn - start_pfn``
+index per-page arrays; ``pb = (pfn >> pageblock_order) - pb0`` indexes
+per-pageblock arrays; pages are 4 KiB; orders are blocks of ``1 << order``
+pages; ns are trace time.
+
+The mechanisms (``buddy``, ``pcp``, ``page_alloc``, ``watermarks``,
+``compaction``, ``reclaim``, ``defrag``, ``pools``) import this module and
+the ones below them, never each other in a circle; ``events`` dispatches
+one trace event over all of them and ``zone`` is the Python handle.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+
+# -- include/linux/mmzone.h ------------------------------------------------------------
+MAX_PAGE_ORDER = 10
+NR_PAGE_ORDERS = MAX_PAGE_ORDER + 1
+PAGEBLOCK_ORDER = 9
+PAGEBLOCK_PAGES = 1 << PAGEBLOCK_ORDER
+PAGE_ALLOC_COSTLY_ORDER = 3
+MIGRATE_UNMOVABLE = 0
+MIGRATE_MOVABLE = 1
+MIGRATE_RECLAIMABLE = 2
+MIGRATE_PCPTYPES = 3
+NR_PCP_LISTS = 14  # 3 types x orders 0..3, plus order 9 (movable, other)
+
+# fallbacks[] of mm/page_alloc.c, row per requested type
+FALLBACKS = np.array([[2, 1], [2, 0], [0, 1]], dtype=np.int64)
+
+
+class Zone(NamedTuple):
+    """One zone's arrays, as ``struct zone`` and its pages hold them.
+
+    Per page (offset ``o``): ``buddy_order`` the order of the free block
+    starting at o, else -1 (``buddy_order()``, valid with PageBuddy);
+    ``list_next``/``list_prev`` the links of whichever list the page heads (a
+    free list, a pcp list or compaction's isolated list: ``page->lru``);
+    ``pg_obj`` the object whose unit starts at o (-1: none; kept when
+    ``prm[P_UNITS]``). Per free list ``li = order * MIGRATE_PCPTYPES + mt``:
+    ``free_head``/``free_tail`` (``free_area[order].free_list[mt]``) and
+    ``nr_free_mt``; per order ``nr_free`` (``free_area[order].nr_free``).
+    Per pageblock: ``pageblock_mt`` (``get_pageblock_migratetype``),
+    ``pageblock_free`` (free pages in it) and ``pageblock_alloc`` (allocated
+    pages by request type, ``pb * MIGRATE_PCPTYPES + mt``). Per pcp list
+    ``cpu * NR_PCP_LISTS + pindex``: ``pcp_head``/``pcp_tail``; per cpu
+    ``pcp_count`` (``pcp->count``, pages). ``isolated_head``/
+    ``isolated_tail``: per order, compaction's isolated free pages
+    (``cc->freepages[order]``).
+    """
+
+    buddy_order: np.ndarray  # int8 per page
+    list_next: np.ndarray  # int32 per page
+    list_prev: np.ndarray  # int32 per page
+    free_head: np.ndarray  # int64 per free list
+    free_tail: np.ndarray  # int64 per free list
+    nr_free: np.ndarray  # int64 per order (blocks)
+    nr_free_mt: np.ndarray  # int64 per free list (blocks)
+    pageblock_mt: np.ndarray  # int8 per pageblock
+    pageblock_free: np.ndarray  # int64 per pageblock (pages)
+    pageblock_alloc: np.ndarray  # int64 per pageblock and type (pages)
+    pcp_head: np.ndarray  # int64 per pcp list
+    pcp_tail: np.ndarray  # int64 per pcp list
+    pcp_count: np.ndarray  # int64 per cpu (pages)
+    pg_obj: np.ndarray  # int32 per page
+    isolated_head: np.ndarray  # int64 per order
+    isolated_tail: np.ndarray  # int64 per order
+
+
+def new_zone(start_pfn: int, pages: int, ncpus: int) -> Zone:
+    """Uninitialised arrays for the zone [start_pfn, start_pfn + pages) and ``ncpus`` CPUs."""
+    pb0 = start_pfn >> PAGEBLOCK_ORDER
+    npb = ((start_pfn + pages - 1) >> PAGEBLOCK_ORDER) - pb0 + 1
+    nl = NR_PAGE_ORDERS * MIGRATE_PCPTYPES
+    return Zone(
+        buddy_order=np.empty(pages, np.int8),
+        list_next=np.empty(pages, np.int32),
+        list_prev=np.empty(pages, np.int32),
+        free_head=np.empty(nl, np.int64),
+        free_tail=np.empty(nl, np.int64),
+        nr_free=np.zeros(NR_PAGE_ORDERS, np.int64),
+        nr_free_mt=np.zeros(nl, np.int64),
+        pageblock_mt=np.empty(npb, np.int8),
+        pageblock_free=np.zeros(npb, np.int64),
+        pageblock_alloc=np.zeros(npb * MIGRATE_PCPTYPES, np.int64),
+        pcp_head=np.empty(ncpus * NR_PCP_LISTS, np.int64),
+        pcp_tail=np.empty(ncpus * NR_PCP_LISTS, np.int64),
+        pcp_count=np.zeros(ncpus, np.int64),
+        pg_obj=np.full(pages, -1, np.int32),
+        isolated_head=np.full(NR_PAGE_ORDERS, -1, np.int64),
+        isolated_tail=np.full(NR_PAGE_ORDERS, -1, np.int64),
+    )
+
+
+class Objects(NamedTuple):
+    """The engine's objects (allocations), by dense object id.
+
+    ``placed``: the pfn (``PLACED_FAILED``, ``PLACED_EVICTED``, or at most
+    ``PLACED_VC_BASE``: a virtual compound in the pool ``vc``);
+    ``obj_mt``/``obj_order``/``obj_flags``: request migratetype, order and
+    F_* flags (three columns of one (n, 4) int8 array: a free reads all
+    three, and with random ids separate arrays were a cache miss each);
+    ``lru_next``/``lru_prev`` and ``lru_head``/``lru_tail``: kswapd's LRU
+    (replay.models.reclaim), oldest at the head.
+    """
+
+    placed: np.ndarray  # int64 per object
+    obj_mt: np.ndarray  # int8 per object
+    obj_order: np.ndarray  # int8 per object
+    obj_flags: np.ndarray  # int8 per object
+    lru_next: np.ndarray  # int32 per object
+    lru_prev: np.ndarray  # int32 per object
+    lru_head: np.ndarray  # int64, one
+    lru_tail: np.ndarray  # int64, one
+
+
+def new_objects(n: int) -> Objects:
+    """Arrays for ``n`` objects, none placed yet."""
+    info = np.zeros((n, 4), np.int8)
+    return Objects(
+        placed=np.full(n, -1, np.int64),
+        obj_mt=info[:, 0],
+        obj_order=info[:, 1],
+        obj_flags=info[:, 2],
+        lru_next=np.full(n, -1, np.int32),
+        lru_prev=np.full(n, -1, np.int32),
+        lru_head=np.full(1, -1, np.int64),
+        lru_tail=np.full(1, -1, np.int64),
+    )
+
+
+# -- prm: the zone's settings (int64 array) -------------------------------------------
+# P_GROUP = 0: grouping by mobility off, every list is MOVABLE: the plain buddy.
+# P_NOFRAG: try with ALLOC_NOFRAGMENT first (the kernel sets it for ZONE_NORMAL below DMA32).
+# P_BATCH/P_HIGH: pcp batch and high (pages); P_NCPU: CPUs with pcp lists.
+P_START, P_PAGES, P_PB0, P_PCP, P_BATCH, P_HIGH, P_NCPU, P_GROUP, P_NOFRAG = range(9)
+# the defragmentation models' switches and settings (replay.models.compaction, .reclaim):
+# P_COMPACT: COMPACT_DIRECT | COMPACT_PROACTIVE bits; P_EXTFRAG: extfrag_threshold;
+# P_PROACTIVE: compaction_proactiveness; P_WMIN/LOW/HIGH: watermarks (pages);
+# P_KSWAPD: 0 off, 1 LRU-like, 2 targeted; P_VCOMPOUND: lowest order that may fall back
+# (0: off); P_PRESSURE_RECLAIM/OOM: free-page thresholds of the notifications (0: off)
+P_COMPACT, P_EXTFRAG, P_PROACTIVE, P_WMIN, P_WLOW, P_WHIGH = range(9, 15)
+P_KSWAPD, P_VCOMPOUND, P_PRESSURE_RECLAIM, P_PRESSURE_OOM = range(15, 19)
+# active defragmentation (replay.models.defrag): P_DEFRAG_IDLE the idle gap (ns; 0 off),
+# P_DEFRAG_T0 + k the free order-k blocks wanted (0: no threshold for order k);
+# per-owner pools (replay.models.pools): P_POOL_ORDER the chunk order (0 off)
+P_DEFRAG_IDLE, P_DEFRAG_T0 = 19, 20
+P_POOL_ORDER = 31
+# P_UNITS: keep pg_obj (the object whose unit starts at each page). Every model that
+# moves, evicts or reads units needs it; a plain buddy/mobility run skips the writes
+# (a cache miss per event).
+P_UNITS = 32
+NR_PRM = 33
+
+# -- counters (int64 array) -------------------------------------------------------------
+# C_EF, C_ME: rows used in the extfrag and model-event buffers; C_PRESSURE: the pressure
+# level now; the others are cumulative: pages for MIGRATED/SCANNED/EVICTED/PCP_PAGES,
+# allocations for DEGRADED, events for CLAIMS/STEALS/REFILLS/BULK/DRAINS.
+C_EF, C_CLAIMS, C_STEALS, C_REFILLS, C_BULK, C_DRAINS, C_PCP_PAGES = range(7)
+C_ME, C_MIGRATED, C_SCANNED, C_EVICTED, C_DEGRADED, C_PRESSURE = range(7, 13)
+C_EXCHANGED = 13  # pages moved by exchange_pages (both units of each exchange)
+C_POOL_CHUNKS, C_POOL_PAGES = 14, 15  # per-owner pools now: chunks held, pages in use
+NR_COUNTERS = 16
+
+# -- stats (int64 array, the trace's events) ---------------------------------------------
+S_ALLOCS, S_FREES, S_FAILURES, S_IGNORED, S_BELOW_LOW, S_BELOW_MIN, S_EVICTED_FREES = range(7)
+S_POOL_FALLBACKS = 7  # pooled requests served by the normal allocator (no chunk to be had)
+NR_STATS = 8
+# step outcomes (index into replay.engine.results.OUTCOMES)
+OUT_OK = 0
+OUT_FAILED = 1
+OUT_IGNORED = 2
+OUT_EVICTED = 4  # index 3 is "inconsistent" (observed runs)
+OUT_DEGRADED = 5
+
+# -- extfrag buffer (rows of trace_mm_page_alloc_extfrag) -----------------------------
+EF_COLS = ("seq", "pfn", "alloc_order", "fallback_order", "alloc_migratetype",
+           "fallback_migratetype", "fragmenting", "change_ownership")  # fmt: skip
+EF_MAX_PER_ALLOC = 2 * 64 + 2  # refill, drain, refill again, plus a direct fallback
+
+# __rmqueue's modes (rmqueue_mode), carried across a pcp refill in ``mode[0]``
+MODE_NORMAL = 0
+MODE_CLAIM = 1
+MODE_STEAL = 2
+
+# -- objects ----------------------------------------------------------------------------
+F_MOVABLE = 1  # compaction may migrate the object's unit
+F_PINNED = 2  # partly freed: no longer a unit, never moves
+F_RECLAIM = 4  # kswapd may evict it
+F_EVICTED = 8  # evicted by kswapd: later frees are no-ops
+F_VCOMPOUND = 16  # may fall back to order-0 pages (virtual compound)
+F_POOLED = 32  # the page came from its owner's pool chunk (replay.models.pools)
+# The request cannot enter direct reclaim (no __GFP_DIRECT_RECLAIM: GFP_ATOMIC, GFP_NOWAIT,
+# GFP_TRANSHUGE_LIGHT): its failure neither drains the pcp lists nor compacts (the kernel's
+# slow path runs both only when can_direct_reclaim).
+F_NORECLAIM = 64
+PLACED_FAILED = -1
+PLACED_EVICTED = -2
+PLACED_VC_BASE = -3  # placed[x] = PLACED_VC_BASE - index into the vcompound page pool
+
+# -- model events ----------------------------------------------------------------------
+# compaction switches (prm[P_COMPACT] bits)
+COMPACT_DIRECT = 1
+COMPACT_PROACTIVE = 2
+COMPACT_CLUSTER_MAX = 32
+COMPACT_MAX_DEFER_SHIFT = 6
+HPAGE_FRAG_CHECK_INTERVAL_NS = 500_000_000
+# compact_result values, then the other mechanisms' results (model_events.result)
+SUCCESS, COMPLETE, PARTIAL_SKIPPED, SKIPPED, DEFERRED, CONTINUE = range(6)
+BALANCED, UNBALANCED, DEGRADED, FAILED, LEVEL_NORMAL, LEVEL_RECLAIM, LEVEL_OOM = range(6, 13)
+RESULTS = ("SUCCESS", "COMPLETE", "PARTIAL_SKIPPED", "SKIPPED", "DEFERRED", "CONTINUE",
+           "BALANCED", "UNBALANCED", "DEGRADED", "FAILED", "normal", "reclaim",
+           "oom")  # fmt: skip
+MODE_ASYNC = 0
+MODE_SYNC = 1
+MODES = ("async", "sync")
+# model event kinds (model_events.kind)
+K_COMPACT_DIRECT, K_COMPACT_PROACTIVE, K_COMPACT_ONESHOT = 0, 1, 2
+K_KSWAPD, K_VCOMPOUND, K_PRESSURE = 3, 4, 5
+K_DEFRAG, K_EXCHANGE, K_CONTIG = 6, 7, 8
+KINDS = ("compact_direct", "compact_proactive", "compact_oneshot", "kswapd", "vcompound",
+         "pressure", "defrag", "exchange", "contig")  # fmt: skip
+# model event columns
+ME_COLS = ("seq", "kind", "order", "mode", "start_pfn", "end_pfn", "migrate_pfn", "free_pfn",
+           "scanned_migrate", "scanned_free", "moved", "failed", "evicted", "result",
+           "free_pages", "exchanged")  # fmt: skip
+ME_MAX_PER_EVENT = 8  # direct compaction (2), kswapd (1), vcompound (1), pressure (2), spare
+
+# -- cz: the models' zone state (int64 array) -------------------------------------------
+# compaction: cached scanner positions, deferral, proactive checks
+CZ_MIG0, CZ_MIG1, CZ_FREE, CZ_CONSIDERED, CZ_SHIFT, CZ_ORDER_FAILED = range(6)
+CZ_PDEFER, CZ_NEXT_CHECK, CZ_TS0_SET = 6, 7, 8
+CZ_VC_USED = 9  # reclaim: used length of the vcompound pool
+# active defragmentation (replay.models.defrag)
+CZ_DF_LAST_TS, CZ_DF_DUE, CZ_DF_CONSIDERED, CZ_DF_SHIFT, CZ_DF_SEEN = 10, 11, 12, 13, 14
+# the running compact_control
+CC_ORDER, CC_MODE, CC_WHOLE, CC_PROACTIVE, CC_MT = 16, 17, 18, 19, 20
+CC_MIGRATE_PFN, CC_FREE_PFN, CC_NR_MIGRATE, CC_NR_FREE = 21, 22, 23, 24
+CC_SCAN_M, CC_SCAN_F, CC_MOVED, CC_FAILED, CC_NUNITS = 25, 26, 27, 28, 29
+CC_UNITS = 32  # isolated units' offsets (COMPACT_CLUSTER_MAX at most)
+NR_CZ = CC_UNITS + COMPACT_CLUSTER_MAX
+
+
+def new_cz(start_pfn: int, pages: int) -> np.ndarray:
+    """The models' zone state as ``reset_cached_positions`` and a zeroed zone leave it."""
+    cz = np.zeros(NR_CZ, np.int64)
+    cz[CZ_MIG0] = cz[CZ_MIG1] = start_pfn
+    cz[CZ_FREE] = (start_pfn + pages - 1) & ~(PAGEBLOCK_PAGES - 1)
+    return cz
+
+
+# -- intrusive lists (list_add / list_add_tail / list_del) ---------------------------
+@nb.njit(cache=True, inline="always", _nrt=False)
+def list_add(o, li, to_tail, nxt, prv, head, tail):  # type: ignore[no-untyped-def]
+    """Add block ``o`` at the head (or tail) of list ``li``."""
+    if to_tail:
+        t = tail[li]
+        prv[o] = t
+        nxt[o] = -1
+        if t >= 0:
+            nxt[t] = o
+        else:
+            head[li] = o
+        tail[li] = o
+    else:
+        h = head[li]
+        nxt[o] = h
+        prv[o] = -1
+        if h >= 0:
+            prv[h] = o
+        else:
+            tail[li] = o
+        head[li] = o
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def list_del(o, li, nxt, prv, head, tail):  # type: ignore[no-untyped-def]
+    """Remove block ``o`` from list ``li``."""
+    p = prv[o]
+    n = nxt[o]
+    if p >= 0:
+        nxt[p] = n
+    else:
+        head[li] = n
+    if n >= 0:
+        prv[n] = p
+    else:
+        tail[li] = p
+    nxt[o] = -1
+    prv[o] = -1
+
+
+# -- page_alloc.c's small helpers ------------------------------------------------------
+@nb.njit(cache=True, inline="always", _nrt=False)
+def buddy_merge_likely(pfn, k, start_pfn, pages, buddy_order):  # type: ignore[no-untyped-def]
+    """``buddy_merge_likely``: is the parent's buddy a free block of order k + 1?
+
+    Then the just-freed block (pfn, order k) goes to the list TAIL: it will
+    probably merge soon. Never from order MAX_PAGE_ORDER - 1 up. The parent's
+    first page must be in the zone (page_is_buddy's zone check).
+    """
+    if k >= MAX_PAGE_ORDER - 1:
+        return False
+    b = pfn ^ (np.int64(1) << k)
+    h = pfn & b
+    hbo = (h ^ (np.int64(1) << (k + 1))) - start_pfn
+    return h >= start_pfn and hbo >= 0 and hbo < pages and buddy_order[hbo] == k + 1
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def pageblock_start_pfn(pfn):  # type: ignore[no-untyped-def]
+    """``pageblock_start_pfn``: the first pfn of pfn's pageblock."""
+    return pfn & ~np.int64(PAGEBLOCK_PAGES - 1)
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def pageblock_end_pfn(pfn):  # type: ignore[no-untyped-def]
+    """``pageblock_end_pfn``: the first pfn after pfn's pageblock."""
+    return pageblock_start_pfn(pfn) + PAGEBLOCK_PAGES
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def pcp_allowed_order(k):  # type: ignore[no-untyped-def]
+    """``pcp_allowed_order``: orders up to PAGE_ALLOC_COSTLY_ORDER and the THP order."""
+    return k <= PAGE_ALLOC_COSTLY_ORDER or k == PAGEBLOCK_ORDER
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def order_to_pindex(k, mt):  # type: ignore[no-untyped-def]
+    """``order_to_pindex``."""
+    if k > PAGE_ALLOC_COSTLY_ORDER:
+        return 12 + (1 if mt == MIGRATE_MOVABLE else 0)
+    return MIGRATE_PCPTYPES * k + mt
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def pindex_to_order(p):  # type: ignore[no-untyped-def]
+    """``pindex_to_order``."""
+    if p >= 12:
+        return PAGEBLOCK_ORDER
+    return p // MIGRATE_PCPTYPES
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def zone_free_pages(nr_free):  # type: ignore[no-untyped-def]
+    """NR_FREE_PAGES (pages) from nr_free per order."""
+    free = np.int64(0)
+    for j in range(NR_PAGE_ORDERS):
+        free += nr_free[j] << j
+    return free
+
+
+@nb.njit(cache=True, _nrt=False)
+def emit(z, me, counters, seq, kind, order, mode, a, b, c, d, sm, sf, moved, failed, evicted,
+         result):  # type: ignore[no-untyped-def]  # fmt: skip
+    """One model_events row (dropped, but counted, when the buffer is full).
+
+    a..d: start_pfn, end_pfn, migrate_pfn, free_pfn; sm/sf: pages scanned by
+    the migration and free scanners; moved, failed, evicted: pages.
+    """
+    n = counters[C_ME]
+    if n < me.shape[0]:
+        me[n, 0] = seq
+        me[n, 1] = kind
+        me[n, 2] = order
+        me[n, 3] = mode
+        me[n, 4] = a
+        me[n, 5] = b
+        me[n, 6] = c
+        me[n, 7] = d
+        me[n, 8] = sm
+        me[n, 9] = sf
+        me[n, 10] = moved
+        me[n, 11] = failed
+        me[n, 12] = evicted
+        me[n, 13] = result
+        me[n, 14] = zone_free_pages(z.nr_free)
+        me[n, 15] = 0
+    counters[C_ME] = n + 1

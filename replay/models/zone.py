@@ -1,0 +1,403 @@
+"""``ZoneState``: one model zone in Python, the handle tests and the engine drive.
+
+It owns the zone's arrays (replay.models.internal.Zone), the objects, the
+models' state and buffers, and offers the allocator API (``alloc``/``free``,
+shared with tests/ref_mobility.py) and the object API (``alloc_obj``/
+``free_obj``/``tick``/``compact_memory``, shared with tests/ref_compaction.py),
+which go through the same event path the engine runs
+(replay.models.events.apply_event).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from replay.models.buddy import init_zone, load_state
+from replay.models.compaction import compact_memory, proactive_tick
+from replay.models.defrag import alloc_contig, defrag_due, defrag_pass, exchange_pages
+from replay.models.events import apply_event
+from replay.models.internal import (
+    C_DRAINS,
+    C_EF,
+    C_ME,
+    COMPACT_PROACTIVE,
+    CZ_VC_USED,
+    EF_COLS,
+    EF_MAX_PER_ALLOC,
+    F_MOVABLE,
+    F_NORECLAIM,
+    F_RECLAIM,
+    F_VCOMPOUND,
+    KINDS,
+    ME_COLS,
+    MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
+    MIGRATE_RECLAIMABLE,
+    MIGRATE_UNMOVABLE,
+    MODES,
+    NR_COUNTERS,
+    NR_PAGE_ORDERS,
+    NR_PCP_LISTS,
+    NR_PRM,
+    NR_STATS,
+    P_COMPACT,
+    P_DEFRAG_IDLE,
+    P_KSWAPD,
+    P_NCPU,
+    PAGEBLOCK_ORDER,
+    RESULTS,
+    Objects,
+    new_cz,
+    new_objects,
+    new_zone,
+)
+from replay.models.page_alloc import alloc_pages, free_pages
+from replay.models.pcp import drain_all, pageblock_snapshot
+from replay.models.pools import new_pools
+from replay.models.reclaim import lru_add
+
+
+# -- Python handle -------------------------------------------------------------------------
+class ZoneState:
+    """The arrays of one zone under ``mobility`` (optionally with ``pcp``).
+
+    ``arrays`` is the tuple the kernels take: blk_order, nxt, prv, head, tail,
+    nr_free, nr_free_mt, pb_mt, pb_free, pb_alloc, pcp_head, pcp_tail,
+    pcp_count, pg_obj, iso_head, iso_tail. ``high`` and ``batch`` are in
+    pages. The defragmentation models' settings (docs/compaction.md,
+    replay.models.reclaim) are keyword arguments: ``compaction`` off, direct,
+    proactive or both; ``wmark`` (min, low, high) pages; ``kswapd`` off, lru
+    or targeted; ``vcompound_order`` (0 off); ``pressure`` (reclaim, oom)
+    free-page thresholds; ``defrag_idle_ns`` and ``defrag_thresholds`` {order:
+    free blocks wanted} (active defragmentation, replay.models.defrag);
+    ``pool_order`` and ``pool_owners`` (per-owner pools, replay.models.pools).
+    ``objects`` holds ``max_objects`` objects for the object API
+    (``alloc_obj``/``free_obj``) that tests drive.
+    """
+
+    def __init__(
+        self,
+        start_pfn: int,
+        pages: int,
+        *,
+        pcp: bool = False,
+        ncpus: int = 1,
+        batch: int = 63,
+        high: int = 252,
+        grouping: bool = True,
+        nofragment: bool = True,
+        compaction: str = "off",
+        extfrag_threshold: int = 500,
+        proactiveness: int = 20,
+        wmark: tuple[int, int, int] = (0, 0, 0),
+        kswapd: str = "off",
+        vcompound_order: int = 0,
+        pressure: tuple[int, int] = (0, 0),
+        defrag_idle_ns: int = 0,
+        defrag_thresholds: dict[int, int] | None = None,
+        pool_order: int = 0,
+        pool_owners: int = 1,
+        max_objects: int = 1 << 12,
+    ) -> None:
+        if pages <= 0 or start_pfn < 0:
+            raise ValueError("a zone needs pages > 0 and start_pfn >= 0")
+        if ncpus < 1 or batch < 1 or high < 1:
+            raise ValueError("pcp needs ncpus, batch and high >= 1")
+        self.start_pfn = int(start_pfn)
+        self.pages = int(pages)
+        pb0 = self.start_pfn >> PAGEBLOCK_ORDER
+        npb = ((self.start_pfn + self.pages - 1) >> PAGEBLOCK_ORDER) - pb0 + 1
+        self.npb = npb
+        self.arrays = new_zone(self.start_pfn, self.pages, ncpus)
+        self.prm = np.array(
+            [
+                self.start_pfn,
+                self.pages,
+                pb0,
+                int(pcp),
+                batch,
+                high,
+                ncpus,
+                int(grouping),
+                int(nofragment),
+                {"off": 0, "direct": 1, "proactive": 2, "both": 3}[compaction],
+                extfrag_threshold,
+                proactiveness,
+                *wmark,
+                {"off": 0, "lru": 1, "targeted": 2}[kswapd],
+                vcompound_order,
+                *pressure,
+                defrag_idle_ns,
+                *[(defrag_thresholds or {}).get(k, 0) for k in range(NR_PAGE_ORDERS)],
+                pool_order,
+                1,  # P_UNITS: the object API and the models rely on pg_obj
+            ],
+            dtype=np.int64,
+        )
+        assert self.prm.shape[0] == NR_PRM
+        self.pools = new_pools(self.start_pfn, self.pages, pool_order, pool_owners)
+        self.cz = new_cz(self.start_pfn, self.pages)
+        self.me = np.zeros((256, len(ME_COLS)), np.int64)
+        self.objects = new_objects(max_objects)
+        self.vc = np.zeros(1 << 12, np.int64)
+        self.stats = np.zeros(NR_STATS, np.int64)
+        self._me_rows: list[tuple[int, ...]] = []
+        self.counters = np.zeros(NR_COUNTERS, np.int64)
+        self.mode = np.zeros(1, np.int64)
+        self.ef = np.zeros((4096, len(EF_COLS)), np.int64)
+        init_zone(self.arrays, self.prm)
+
+    # the API shared with tests/ref_mobility.py -------------------------------------
+    @property
+    def nr_free(self) -> np.ndarray:
+        return self.arrays.nr_free
+
+    @property
+    def extfrag(self) -> list[tuple[int, int, int, int, int, bool, bool]]:
+        n = min(int(self.counters[C_EF]), self.ef.shape[0])
+        return [
+            (int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), bool(r[6]), bool(r[7]))
+            for r in self.ef[:n]
+        ]
+
+    @property
+    def drains(self) -> int:
+        return int(self.counters[C_DRAINS])
+
+    def alloc(self, order: int, mt: int, cpu: int = 0) -> int:
+        """Allocate a block of ``order`` for a request of migratetype ``mt``; pfn or -1."""
+        if int(self.counters[C_EF]) + EF_MAX_PER_ALLOC > self.ef.shape[0]:
+            self.ef = np.concatenate([self.ef, np.zeros_like(self.ef)])
+        return int(alloc_pages(order, mt, cpu, self.arrays, self.prm, self.counters, self.ef,
+                               -1, self.mode))  # fmt: skip
+
+    def free(self, pfn: int, order: int, mt: int, cpu: int = 0) -> None:
+        """Free the block (pfn, order) that a request of migratetype ``mt`` allocated."""
+        free_pages(pfn, order, mt, cpu, self.arrays, self.prm, self.counters)
+
+    def drain_all(self) -> None:
+        drain_all(self.arrays, self.prm, self.counters)
+
+    # the object API (docs/compaction.md), shared with tests/ref_compaction.py ----------
+    def _room(self, pages: int) -> None:
+
+        if int(self.counters[C_EF]) + EF_MAX_PER_ALLOC > self.ef.shape[0]:
+            self.ef = np.concatenate([self.ef, np.zeros_like(self.ef)])
+        self._flush_me()
+        while int(self.cz[CZ_VC_USED]) + pages + 1024 > self.vc.shape[0]:
+            self.vc = np.concatenate([self.vc, np.zeros_like(self.vc)])
+
+    def _flush_me(self) -> None:
+        n = int(self.counters[C_ME])
+        self._me_rows.extend(tuple(int(v) for v in row) for row in self.me[:n])
+        self.counters[C_ME] = 0
+
+    def _event(self, is_alloc: bool, obj: int, offset: int, order: int, mt: int, flags: int,
+               cpu: int, ts_ns: int, seq: int, owner: int = -1) -> int:  # fmt: skip
+
+        if not 0 <= cpu < self.prm[P_NCPU]:
+            raise ValueError(f"cpu {cpu} outside 0..{int(self.prm[P_NCPU]) - 1}")
+
+        n = self.objects.placed.shape[0]
+        if obj >= n:  # grow the per-object arrays (not the LRU's head/tail)
+            grown = new_objects(max(obj + 1, 2 * n))
+            for a, b in zip(self.objects[:6], grown[:6], strict=True):
+                b[:n] = a
+            self.objects = Objects(*grown[:6], *self.objects[6:])
+        self._room(1 << NR_PAGE_ORDERS)
+        if self.prm[P_DEFRAG_IDLE] > 0 and defrag_due(ts_ns, self.arrays, self.prm, self.cz):
+            self.active_defrag(seq)
+        pfn, _ = apply_event(is_alloc, obj, offset, order, mt, flags, owner, cpu, ts_ns, seq,
+                             self.arrays, self.prm, self.objects, self.cz, self.counters, self.ef,
+                             self.me, self.mode, self.vc, self.stats, self.pools)  # fmt: skip
+        self._flush_me()
+        return int(pfn)
+
+    def active_defrag(self, seq: int = -1) -> tuple[int, int, int, int]:
+        """One active defragmentation pass now: (order, blocks freed, pages migrated, tried)."""
+
+        self._room(0)
+        r = defrag_pass(seq, self.arrays, self.prm, self.objects, self.cz, self.counters,
+                          self._pass_ef(), self.mode, self.me)  # fmt: skip
+        self._flush_me()
+        return tuple(int(v) for v in r)  # type: ignore[return-value]
+
+    def exchange(self, objs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Exchange pages: put each object at its target pfn, in order; the EX_* per object."""
+
+        res = np.zeros(objs.shape[0], np.int8)
+        exchange_pages(objs.astype(np.int64), targets.astype(np.int64), self.arrays, self.prm,
+                         self.objects, self.counters, res)  # fmt: skip
+        return res
+
+    def alloc_contig(self, nr_pages: int, pfn: int = -1, best: bool = False,
+                     seq: int = -1) -> tuple[int, int, int]:  # fmt: skip
+        """``alloc_contig_pages``: (first pfn or -1, pages migrated, ranges tried)."""
+
+        r = alloc_contig(nr_pages, pfn, best, seq, self.arrays, self.prm, self.objects,
+                           self.counters, self._pass_ef(), self.mode)  # fmt: skip
+        return tuple(int(v) for v in r)  # type: ignore[return-value]
+
+    def _pass_ef(self) -> np.ndarray:
+        """The extfrag buffer, with room for a pass between events (its targets' rows)."""
+        need = int(self.counters[C_EF]) + 4 * self.pages + 1024
+        if need > self.ef.shape[0]:
+            self.ef = np.concatenate([self.ef, np.zeros((need - self.ef.shape[0],
+                                                         len(EF_COLS)), np.int64)])  # fmt: skip
+        return self.ef
+
+    def alloc_obj(self, obj: int, order: int, mt: int, movable: bool | None = None,
+                  cpu: int = 0, ts_ns: int = 0, seq: int = -1, reclaimable: bool | None = None,
+                  vcompound: bool = False, owner: int = -1,
+                  direct_reclaim: bool = True) -> int:  # fmt: skip
+        """Allocate object ``obj`` (order, request migratetype); pfn or -1.
+
+        ``movable`` None: movable when mt is MOVABLE; ``reclaimable`` None:
+        when mt is RECLAIMABLE or MOVABLE (kswapd victims). ``direct_reclaim``
+        False: a GFP_ATOMIC-like request, whose failure neither drains the pcp
+        lists nor compacts.
+        """
+
+        mov = (mt == MIGRATE_MOVABLE) if movable is None else movable
+        rec = mt in (MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE) if reclaimable is None else reclaimable
+        flags = (F_MOVABLE if mov else 0) | (F_RECLAIM if rec else 0)
+        flags |= F_VCOMPOUND if vcompound else 0
+        flags |= 0 if direct_reclaim else F_NORECLAIM
+        return self._event(True, obj, 0, order, mt, flags, cpu, ts_ns, seq, owner)
+
+    def free_obj(self, obj: int, offset: int = 0, order: int | None = None, cpu: int = 0,
+                 ts_ns: int = 0, seq: int = -1) -> None:  # fmt: skip
+        """Free ``order`` pages at ``offset`` of object ``obj`` (default: all of it)."""
+        k = int(self.objects.obj_order[obj]) if order is None else order
+        self._event(False, obj, offset, k, int(self.objects.obj_mt[obj]), 0, cpu, ts_ns, seq)
+
+    def tick(self, ts_ns: int) -> None:
+        """Run the proactive compaction checks due by trace time ``ts_ns``."""
+
+        if int(self.prm[P_COMPACT]) & COMPACT_PROACTIVE:
+            self._room(0)
+            proactive_tick(ts_ns, -1, self.arrays, self.prm, self.objects, self.cz,
+                             self.counters, self.me)  # fmt: skip
+            self._flush_me()
+
+    def compact_memory(self, seq: int = -1) -> str:
+        """One-shot whole-zone compaction; the result name."""
+
+        self._room(0)
+        r = compact_memory(seq, self.arrays, self.prm, self.objects, self.cz, self.counters,
+                             self.me)  # fmt: skip
+        self._flush_me()
+        return RESULTS[int(r)]
+
+    def placement(self, obj: int) -> int:
+        """The object's pfn, or -1 (failed, evicted, freed or a virtual compound)."""
+        pfn = int(self.objects.placed[obj])
+        return pfn if pfn >= 0 else -1
+
+    @property
+    def model_events(self) -> list[tuple[object, ...]]:
+        """(kind, seq, order, mode, start_pfn, end_pfn, migrate_pfn, free_pfn,
+        scanned_migrate, scanned_free, moved, failed, result) per model event."""
+
+        out: list[tuple[object, ...]] = []
+        for r in self._me_rows:
+            out.append((KINDS[r[1]], r[0], r[2], MODES[r[3]] if r[3] in (0, 1) else r[3],
+                        *r[4:12], RESULTS[r[13]]))  # fmt: skip
+        return out
+
+    def load(self, blk: np.ndarray, page_mt: np.ndarray, pb_mt: np.ndarray | None = None) -> None:
+        """Start from a given state (offsets from start_pfn; see :func:`load_state`).
+
+        Pageblock types: ``pb_mt`` when given, else UNMOVABLE where unmovable
+        pages outnumber movable ones, else MOVABLE; an order-10 free block
+        takes its first pageblock's type for both.
+        """
+        if pb_mt is None:
+            pb0 = self.start_pfn >> PAGEBLOCK_ORDER
+            idx = (
+                (np.arange(self.pages, dtype=np.int64) + self.start_pfn) >> PAGEBLOCK_ORDER
+            ) - pb0
+            unmov = np.bincount(idx, weights=(page_mt == MIGRATE_UNMOVABLE), minlength=self.npb)
+            mov = np.bincount(idx, weights=(page_mt == MIGRATE_MOVABLE), minlength=self.npb)
+            pb_mt = np.where(unmov > mov, MIGRATE_UNMOVABLE, MIGRATE_MOVABLE).astype(np.int8)
+            for o in np.flatnonzero(blk > PAGEBLOCK_ORDER):
+                first = ((int(o) + self.start_pfn) >> PAGEBLOCK_ORDER) - pb0
+                pb_mt[first + 1 : first + (1 << (int(blk[o]) - PAGEBLOCK_ORDER))] = pb_mt[first]
+        self.arrays.pageblock_mt[:] = pb_mt
+        load_state(self.arrays, self.prm, blk.astype(np.int8), page_mt.astype(np.int8))
+
+    def adopt(self, ids: np.ndarray, offsets: np.ndarray, orders: np.ndarray | int,
+              mts: np.ndarray, flags: np.ndarray) -> None:  # fmt: skip
+        """Make the allocated units at ``offsets`` (from start_pfn) objects ``ids``.
+
+        For a state given by :meth:`load`: each unit (order, request type,
+        F_* flags) starts at its offset (``pg_obj``); with kswapd on, the
+        reclaimable ones join the LRU in ``ids`` order.
+        """
+        placed, obj_mt, obj_order, obj_flags = self.objects[:4]
+        placed[ids] = offsets + self.start_pfn
+        obj_mt[ids] = mts
+        obj_order[ids] = orders
+        obj_flags[ids] = flags
+        self.arrays.pg_obj[offsets] = ids.astype(np.int32)
+        self.lru_add(ids)
+
+    def lru_add(self, ids: np.ndarray) -> None:
+        """With kswapd on: the placed reclaimable objects among ``ids`` join the LRU tail."""
+
+        if not self.prm[P_KSWAPD]:
+            return
+        placed, obj_flags = self.objects.placed, self.objects.obj_flags
+        for x in ids[((obj_flags[ids] & F_RECLAIM) != 0) & (placed[ids] >= 0)]:
+            lru_add(np.int64(x), self.objects)
+
+    def free_lists(self) -> dict[tuple[int, int], list[int]]:
+        """(order, migratetype) -> free blocks' pfns, head to tail (non-empty lists only)."""
+        nxt, head = self.arrays.list_next, self.arrays.free_head
+        out: dict[tuple[int, int], list[int]] = {}
+        for k in range(NR_PAGE_ORDERS):
+            for mt in range(MIGRATE_PCPTYPES):
+                o = int(head[k * MIGRATE_PCPTYPES + mt])
+                blocks = []
+                while o >= 0:
+                    blocks.append(o + self.start_pfn)
+                    o = int(nxt[o])
+                if blocks:
+                    out[(k, mt)] = blocks
+        return out
+
+    def pcp_lists(self) -> dict[tuple[int, int], list[int]]:
+        """(cpu, pindex) -> pfns on that pcp list, head to tail (non-empty lists only)."""
+        nxt, pcp_head = self.arrays.list_next, self.arrays.pcp_head
+        out: dict[tuple[int, int], list[int]] = {}
+        for li in range(pcp_head.shape[0]):
+            o = int(pcp_head[li])
+            pfns = []
+            while o >= 0:
+                pfns.append(o + self.start_pfn)
+                o = int(nxt[o])
+            if pfns:
+                out[(li // NR_PCP_LISTS, li % NR_PCP_LISTS)] = pfns
+        return out
+
+    def pcp_count(self) -> list[int]:
+        return [int(v) for v in self.arrays.pcp_count]
+
+    def pageblock_types(self) -> list[int]:
+        return [int(v) for v in self.arrays.pageblock_mt]
+
+    def nr_free_mt(self) -> list[list[int]]:
+        m = self.arrays.nr_free_mt
+        return [[int(m[k * 3 + t]) for t in range(3)] for k in range(NR_PAGE_ORDERS)]
+
+    def free_pages(self) -> int:
+        return int(sum(int(n) << k for k, n in enumerate(self.arrays.nr_free)))
+
+    def pcp_pages(self) -> int:
+        return int(self.arrays.pcp_count.sum())
+
+    def pageblock_counts(self) -> list[tuple[int, int, int, int, int]]:
+        """Per pageblock: (free, unmovable, movable, reclaimable allocated, pcp) pages."""
+        snap = np.zeros((self.npb, 6), np.int64)
+        pageblock_snapshot(self.arrays, self.prm, snap)
+        return [tuple(int(v) for v in row[1:]) for row in snap]  # type: ignore[misc]
