@@ -8,14 +8,14 @@ direct compaction after a failed allocation, proactive compaction on the
 fragmentation score (kcompactd) and one-shot whole-zone compaction
 (``compact_memory``).
 
-State, beyond the zone's (replay.models.internal.Zone):
+State, beyond the free lists of the zone ``z`` (replay.models.internal.Zone):
 
-- ``z.pg_obj`` ``pg_obj`` (int32 per page): the object whose unit starts at
-  that offset, else -1; ``z.isolated_head``/``z.isolated_tail`` the heads/tails of the eleven
-  isolated free lists (``cc->freepages[order]``, linked through nxt/prv like
-  the free lists).
-- ``ob`` = (placed, obj_mt, obj_order, obj_flags): per object its pfn (-1
-  failed, -2 evicted), request migratetype, order and F_* flags.
+- ``z.pg_obj`` (int32 per page): the object whose unit starts at that
+  offset, else -1; ``z.isolated_head``/``z.isolated_tail`` the heads/tails
+  of the eleven isolated free lists (``cc->freepages[order]``, linked
+  through ``list_next``/``list_prev`` like the free lists).
+- ``ob`` (replay.models.internal.Objects): per object its pfn (-1 failed,
+  -2 evicted), request migratetype, order and F_* flags.
 - ``cz`` (int64): the zone's compaction state (CZ_*), the scratch of the
   running ``compact_control`` (CC_*) and the isolated units (from CC_UNITS).
 - ``me``: model events, rows of ME_COLS, ``counters[C_ME]`` rows used.
