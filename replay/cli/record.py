@@ -66,8 +66,9 @@ def record(
             "--events",
             "-e",
             help="Comma list of 'subsystem:event' or 'subsystem' replacing the default set: "
-            "the kmem page events, compaction, migrate:mm_migrate_pages(_start) and the "
-            "kswapd wake/sleep events ('default' stands for it: default,vmscan). "
+            "every kmem page event (pfn level, watermark changes), compaction, migrate "
+            "(with remove_migration_pte's new pfns), kswapd wake/sleep and direct reclaim "
+            "('default' stands for it: default,filemap). "
             "Events this kernel lacks are skipped and reported.",
             show_default=False,
         ),

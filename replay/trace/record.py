@@ -67,8 +67,9 @@ DEFAULT_TRACEFS = Path("/sys/kernel/tracing")
 PROC = Path("/proc")
 INSTANCE_PREFIX = "replay-"
 
-#: per-CPU ring buffer size asked for, KiB.
-DEFAULT_BUFFER_KB = 32768
+#: per-CPU ring buffer size asked for, KiB: room for a burst of reclaim and
+#: compaction events (about 8 per migrated page) while the reader catches up.
+DEFAULT_BUFFER_KB = 131072
 #: the ring buffers may take at most this fraction of MemAvailable.
 MAX_BUFFER_FRACTION = 8
 #: workload length when no command is given, seconds.
@@ -89,8 +90,12 @@ MARKERS = (
     "snapshot after end",
 )
 
-#: The default event set: page allocator (pfn-level), compaction, migration
-#: and kswapd activity. A bare subsystem means every event it has.
+#: The default event set: every event that moves pages between the free
+#: lists, the pcp lists and their users at pfn level (kmem), compaction's
+#: free-page isolation and scanners (compaction), migration with each mapped
+#: page's new pfn (migrate: remove_migration_pte), reclaim's wake-ups and
+#: direct reclaim (vmscan), and watermark changes (kmem:mm_setup_per_zone_*).
+#: A bare subsystem means every event it has.
 DEFAULT_EVENTS: tuple[str, ...] = (
     "kmem:mm_page_alloc",
     "kmem:mm_page_free",
@@ -98,12 +103,30 @@ DEFAULT_EVENTS: tuple[str, ...] = (
     "kmem:mm_page_alloc_zone_locked",
     "kmem:mm_page_pcpu_drain",
     "kmem:mm_page_alloc_extfrag",
+    "kmem:mm_setup_per_zone_wmarks",
+    "kmem:mm_setup_per_zone_lowmem_reserve",
+    "kmem:mm_calculate_totalreserve_pages",
     "compaction",
-    "migrate:mm_migrate_pages",
-    "migrate:mm_migrate_pages_start",
+    "migrate",
     "vmscan:mm_vmscan_kswapd_wake",
     "vmscan:mm_vmscan_kswapd_sleep",
     "vmscan:mm_vmscan_wakeup_kswapd",
+    "vmscan:mm_vmscan_direct_reclaim_begin",
+    "vmscan:mm_vmscan_direct_reclaim_end",
+)
+
+#: The vm sysctls a model of this kernel needs, saved as ``<when>.sysctl``
+#: (``name = value`` lines, as ``sysctl`` prints them; absent ones left out).
+SYSCTLS: tuple[str, ...] = (
+    "vm.min_free_kbytes",
+    "vm.watermark_scale_factor",
+    "vm.watermark_boost_factor",
+    "vm.compaction_proactiveness",
+    "vm.extfrag_threshold",
+    "vm.percpu_pagelist_high_fraction",
+    "vm.lowmem_reserve_ratio",
+    "vm.compact_unevictable_allowed",
+    "vm.zone_reclaim_mode",
 )
 
 _EVENT_TOKEN_RE = re.compile(r"^[A-Za-z0-9_]+(?::[A-Za-z0-9_]+)?$")
@@ -519,8 +542,20 @@ def copy_kpageflags(src: Path, dst: Path, chunk: int = KPAGEFLAGS_CHUNK) -> int:
     return total // 8
 
 
+def sysctl_text(proc: Path = PROC) -> str:
+    """The :data:`SYSCTLS` present under ``proc/sys`` as ``name = value`` lines."""
+    lines = []
+    for name in SYSCTLS:
+        path = proc / "sys" / name.replace(".", "/")
+        with contextlib.suppress(OSError):
+            value = " ".join(path.read_text().split())
+            lines.append(f"{name} = {value}\n")
+    return "".join(lines)
+
+
 def take_snapshots(out: Path, when: str, proc: Path = PROC) -> tuple[list[str], int]:
-    """Copy the /proc files into ``OUT/<when>.<kind>`` in :data:`SNAPSHOT_KINDS` order.
+    """Copy the /proc files into ``OUT/<when>.<kind>`` in :data:`SNAPSHOT_KINDS` order,
+    then the vm sysctls into ``OUT/<when>.sysctl``.
 
     Returns the file names written and the pfns in the kpageflags copy.
     """
@@ -534,6 +569,9 @@ def take_snapshots(out: Path, when: str, proc: Path = PROC) -> tuple[list[str], 
             name = f"{when}.{kind}"
             (out / name).write_bytes((proc / kind).read_bytes())
         names.append(name)
+    # last: buddyinfo stays the first file read after the marker
+    (out / f"{when}.sysctl").write_text(sysctl_text(proc))
+    names.append(f"{when}.sysctl")
     return names, pages
 
 
