@@ -1,4 +1,4 @@
-"""The numba ``mobility``/``pcp`` kernel (replay/models/buddy.py, pcp.py, page_alloc.py) against the reference.
+"""The numba ``mobility``/``pcp`` kernels (replay/models/buddy.py, pcp.py) against the reference.
 
 tests/ref_mobility.py implements docs/mobility.md independently in plain
 Python. Random streams (hypothesis seeds, random orders, migratetypes, CPUs,
