@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS events (
     vpn BIGINT,
     movable BOOLEAN,
     line BIGINT,
-    batched BOOLEAN
+    batched BOOLEAN,
+    failed BOOLEAN           -- an allocation the recorded kernel failed (pfn NULL)
 );
 CREATE TABLE IF NOT EXISTS aux_events (
     trace_id INTEGER NOT NULL,
@@ -141,7 +142,8 @@ CREATE TABLE IF NOT EXISTS runs (
     contig_pages BIGINT,     -- pages handed out by contiguous range allocations
     pool_chunks BIGINT,      -- per-owner pool chunks held at the end
     pool_waste BIGINT,       -- pages reserved in pool chunks but not in use at the end
-    pool_fallbacks BIGINT    -- pooled requests served by the normal allocator
+    pool_fallbacks BIGINT,   -- pooled requests served by the normal allocator
+    served_kernel_failures BIGINT  -- requests the recorded kernel failed that the model served
 );
 CREATE TABLE IF NOT EXISTS contiguity (
     run_id INTEGER NOT NULL,
@@ -277,6 +279,7 @@ TRACE_TABLES = (
 
 # Columns added after the first release, for database files created before them.
 MIGRATIONS_SQL = """
+ALTER TABLE events ADD COLUMN IF NOT EXISTS failed BOOLEAN;
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS pcp_pages BIGINT;
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
 ALTER TABLE model_events ADD COLUMN IF NOT EXISTS exchanged BIGINT;
@@ -297,6 +300,7 @@ ALTER TABLE contiguity ADD COLUMN IF NOT EXISTS phase VARCHAR;
         ("evicted_frees", "BIGINT"), ("degraded", "BIGINT"), ("compactions", "BIGINT"),
         ("model_events", "BIGINT"), ("exchanged", "BIGINT"), ("contig_pages", "BIGINT"),
         ("pool_chunks", "BIGINT"), ("pool_waste", "BIGINT"), ("pool_fallbacks", "BIGINT"),
+        ("served_kernel_failures", "BIGINT"),
     ]
 )  # fmt: skip
 

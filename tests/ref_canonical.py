@@ -300,9 +300,12 @@ def canonicalise(table: pa.Table, path: Path, kind: str) -> tuple[pa.Table, dict
     cols["movable"] = get("movable", pa.bool_())
     cols["line"] = pa.array(df["_row"].to_numpy() + (2 if kind == "csv" else 1))
     cols["batched"] = get("batched", pa.bool_())
+    cols["failed"] = get("failed", pa.bool_())
     out = pa.Table.from_arrays([cols[c] for c in EVENT_SCHEMA.names], schema=EVENT_SCHEMA)
 
-    n_alloc = int(is_alloc.sum())
+    # requests the kernel failed (failed = true) got no pages: not allocations
+    n_failed = int(df["failed"].fill_null(False).sum()) if "failed" in df.columns else 0
+    n_alloc = int(is_alloc.sum()) - n_failed
     live_pages = freed.join(allocs.select("obj"), on="obj", how="inner")
     fully_freed = live_pages.filter(pl.col("_freed") == _pages("_oorder")).height
     partial = int(
@@ -310,10 +313,10 @@ def canonicalise(table: pa.Table, path: Path, kind: str) -> tuple[pa.Table, dict
     )
     counts = {
         "allocs": n_alloc,
-        "frees": n - n_alloc,
+        "frees": n - n_alloc - n_failed,
         "partial_frees": partial,
         "preexisting": pre.height,
-        "failed_allocs": 0,
+        "failed_allocs": n_failed,
         "batched": int(df["batched"].fill_null(False).sum()) if "batched" in df.columns else 0,
         "live_at_end": n_alloc - fully_freed,
     }

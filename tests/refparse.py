@@ -15,7 +15,8 @@ Semantics (the contract, with the decisions this reference made):
 * Canonical rows: ``mm_page_alloc`` with a valid page; ``mm_page_free``,
   ``mm_page_free_direct`` and ``mm_pagevec_free`` (the last one batched).
   ``mm_page_alloc`` with ``page=(null)`` or pfn 0 is a failed allocation:
-  counted in ``failed_allocs`` and in ``aux['mm_page_alloc']``.
+  a canonical alloc row of a new object with pfn None (never live, nothing
+  frees it), counted in ``failed_allocs``.
 * Field checks (only for the four canonical event names and
   ``mm_page_free_batched``): alloc needs page, pfn, order, migratetype
   (checked in that order); frees and ``mm_page_free_batched`` need pfn and
@@ -282,7 +283,10 @@ def parse_text(text: str) -> RefResult:
         if name == ALLOC:
             if page == "(null)" or pfn == 0:
                 res.failed_allocs += 1
-                res.aux[name] = res.aux.get(name, 0) + 1
+                x = len(objs)
+                objs.append(_Obj(-1, order, mt, 0))
+                rows.append(["alloc", x, 0, order, mt, None, ts, cpu, pid, comm, False])
+                ev_src.append(name)
                 continue
             x = len(objs)
             overlapped = False

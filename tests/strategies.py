@@ -351,16 +351,21 @@ class _History:
             page, pfn = draw(st.sampled_from(("          (null)", "0000000000000000"))), "0x0"
         else:
             page, pfn = "          (null)", "0"
+        k = draw(st.integers(0, 10))
+        mt = draw(st.integers(0, 4))
         pairs = [
             ("page", page),
             ("pfn", pfn),
-            ("order", str(draw(st.integers(0, 10)))),
-            ("migratetype", str(draw(st.integers(0, 4)))),
+            ("order", str(k)),
+            ("migratetype", str(mt)),
             ("gfp_flags", draw(st.sampled_from(GFPS))),
         ]
-        self.emit("mm_page_alloc", pairs)
+        cpu, pid, comm = self.emit("mm_page_alloc", pairs)
+        # A request the kernel failed: a canonical row of its own object, no pfn.
+        x = len(self.objs)
+        self.objs.append(_Obj(-1, k, mt, set(), False))
+        self.events.append(["alloc", x, 0, k, mt, None, self.ts, cpu, pid, comm, False])
         self.bump("failed_allocs")
-        self.bump_aux("mm_page_alloc")
 
     def aux_event(self) -> None:
         draw = self.draw

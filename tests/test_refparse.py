@@ -71,7 +71,7 @@ def test_invariants(path: Path) -> None:
     n_batched_lines = res.event_lines.get("mm_page_free_batched", 0)
     n_pagevec = res.event_lines.get("mm_pagevec_free", 0)
     assert res.batched - n_pagevec + res.batched_orphans == n_batched_lines
-    assert res.allocs + res.frees == len(res.events)
+    assert res.allocs + res.failed_allocs + res.frees == len(res.events)
     assert res.allocs + res.failed_allocs == res.event_lines.get("mm_page_alloc", 0)
     _check_event_consistency(res)
 

@@ -19,24 +19,23 @@ SELECT name, kind, source, format, kernel, command, lines, events, aux_events,
 FROM traces WHERE trace_id = $id
 """
 EVENT_TYPES_SQL = """
-SELECT CASE WHEN op = 'alloc' THEN 'alloc (canonical)' ELSE 'free (canonical)' END AS event,
+SELECT CASE WHEN op = 'free' THEN 'free (canonical)'
+            WHEN coalesce(failed, false) THEN 'alloc (canonical, failed)'
+            ELSE 'alloc (canonical)' END AS event,
        count(*) AS count
 FROM events WHERE trace_id = $id GROUP BY ALL
 UNION ALL
-SELECT CASE WHEN event = 'mm_page_alloc' THEN 'mm_page_alloc (failed)' ELSE event END, count(*)
-FROM aux_events WHERE trace_id = $id GROUP BY ALL
+SELECT event, count(*) FROM aux_events WHERE trace_id = $id GROUP BY ALL
 ORDER BY count DESC, event
 """
 ORDERS_SQL = """
-WITH f AS (SELECT "order", count(*) AS failed FROM aux_events
-           WHERE trace_id = $id AND event = 'mm_page_alloc' GROUP BY ALL)
-SELECT o."order", o.allocs, o.frees, coalesce(f.failed, 0) AS failed, o.alloc_pages
-FROM (SELECT "order",
-             count(*) FILTER (op = 'alloc') AS allocs,
-             count(*) FILTER (op = 'free') AS frees,
-             (sum(1::BIGINT << "order") FILTER (op = 'alloc'))::BIGINT AS alloc_pages
-      FROM events WHERE trace_id = $id GROUP BY ALL) o
-FULL JOIN f USING ("order")
+SELECT "order",
+       count(*) FILTER (op = 'alloc' AND NOT coalesce(failed, false)) AS allocs,
+       count(*) FILTER (op = 'free') AS frees,
+       count(*) FILTER (failed) AS failed,
+       (sum(1::BIGINT << "order") FILTER (op = 'alloc' AND NOT coalesce(failed, false)))::BIGINT
+           AS alloc_pages
+FROM events WHERE trace_id = $id GROUP BY ALL
 ORDER BY "order"
 """
 MIGRATETYPES_SQL = """

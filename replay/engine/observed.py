@@ -52,6 +52,7 @@ KPF_BUDDY = 10
 BEFORE_BEGIN, BEFORE_END, AFTER_BEGIN, _ = MARKERS
 
 K_ALLOC, K_FREE, K_ZONE_LOCKED, K_DRAIN, K_ISOLATE_FREE = range(5)
+K_FAILED = 5  # an allocation the kernel failed (no pfn): changes nothing
 # Inconsistencies: what the recorded events cannot explain, by kind.
 INCONSISTENCIES = (
     "zone_locked_not_free",  # the buddy did not hold the block it handed out
@@ -230,7 +231,9 @@ def observe_steps(  # type: ignore[no-untyped-def]
         mine = lo == track_lo
         zn = nr if mine else scratch
         before = incons.sum()
-        if e == K_ISOLATE_FREE:
+        if e == K_FAILED:
+            pass  # the kernel failed the request: no page changed hands
+        elif e == K_ISOLATE_FREE:
             if lo < 0:
                 incons[I_OUTSIDE] += 1
             else:
@@ -473,6 +476,9 @@ def buddy_events(
                      pfn, "order", false AS refill, 0::BIGINT AS arg, 0::BIGINT AS arg2,
                      seq
               FROM events WHERE trace_id = $t AND pfn IS NOT NULL
+              UNION ALL
+              SELECT line, {K_FAILED}, -1, "order", false, 0, 0, seq
+              FROM events WHERE trace_id = $t AND failed
               UNION ALL
               SELECT line, CASE WHEN event = 'mm_page_alloc_zone_locked' THEN {K_ZONE_LOCKED}
                                 ELSE {K_DRAIN} END,
@@ -752,7 +758,7 @@ def run_observed(
         is_canon = ~np.isnan(seq) if seq.dtype.kind == "f" else np.ones(seq.shape, bool)
         cols = _event_columns(ev, zlo, zhi)
         kind, pfns = cols[0], cols[1]
-        keep = is_canon & ((kind == K_ALLOC) | (kind == K_FREE))
+        keep = is_canon & ((kind == K_ALLOC) | (kind == K_FREE) | (kind == K_FAILED))
         m = int(np.count_nonzero(keep))
         out_nr = np.zeros((m, NF), np.int64)
         out_pcp = np.zeros(m, np.int64)
@@ -782,8 +788,9 @@ def run_observed(
             i0, r0 = i1, r1
         if not counted:
             out_bad[:] = False  # the snapshot window settles the kpageflags state
-        parts.append((seq[keep].astype(np.int64), (kind[keep] == K_ALLOC), pfns[keep], out_nr,
-                      out_pcp, out_bad))  # fmt: skip
+        failed_kept = kind[keep] == K_FAILED
+        parts.append((seq[keep].astype(np.int64), (kind[keep] == K_ALLOC) | failed_kept,
+                      pfns[keep], out_nr, out_pcp, out_bad, failed_kept))  # fmt: skip
         if progress is not None:
             progress.advance_to(int(seq[keep][-1]) + 1 if m else 0)
     seq = np.concatenate([p[0] for p in parts])
@@ -795,10 +802,14 @@ def run_observed(
     m = int(np.count_nonzero(keep_row))
     out = outputs(m)
     out[0][:] = np.concatenate([p[2] for p in parts])[keep_row]
-    out[1][:] = np.where(np.concatenate([p[5] for p in parts])[keep_row], 3, 0)
+    failed = np.concatenate([p[6] for p in parts])
+    # outcome: failed where the kernel failed the request, inconsistent where the
+    # rebuilt state could not explain the event, else ok (OUTCOMES' indices)
+    outcome = np.where(np.concatenate([p[5] for p in parts]), 3, 0)
+    out[1][:] = np.where(failed, 1, outcome)[keep_row]
     out[2][:] = np.concatenate([p[3] for p in parts])[keep_row]
     out[3][:] = keep_counters[keep_row]
-    out[4][:] = 0
+    out[4][:] = np.cumsum(failed)[keep_row]
     out[5][:] = np.concatenate([p[4] for p in parts])[keep_row]
     for a in out[6:]:
         a[:] = 0
@@ -829,7 +840,8 @@ def run_observed(
             "config": json.dumps({"model": "observed", "inconsistencies": inconsistencies}),
             "started": started, "wall_s": time.perf_counter() - t_start, "replay_s": t_replay,
             "events": n_events, "events_per_s": n_events / t_replay if t_replay else 0.0,
-            "allocs": int(is_alloc.sum()), "frees": int((~is_alloc).sum()), "failures": 0,
+            "allocs": int(is_alloc.sum()), "frees": int((~is_alloc).sum()),
+            "failures": int(failed.sum()),
             "ignored_frees": 0, "preexisting": 0, "zone_start_pfn": track_lo,
             "zone_pages": int(zhi[zi] - zlo[zi]), "every": every, "free_pages": free_pages,
             "nr_free": [int(v) for v in nr], "pcp_pages": int(pcp_pages[0]), "background": 0,
@@ -839,7 +851,8 @@ def run_observed(
     return {
         "run_id": run_id, "trace": store.trace_row(trace_id)["name"], "model": "observed",
         "zone": zones[zi]["zone"], "events": n_events,
-        "events_per_s": n_events / t_replay if t_replay else 0.0, "failures": 0,
+        "events_per_s": n_events / t_replay if t_replay else 0.0,
+        "failures": int(failed.sum()),
         "free_pages": free_pages, "pcp_pages": int(pcp_pages[0]),
         "nr_free": [int(v) for v in nr], "inconsistencies": inconsistencies,
     }  # fmt: skip

@@ -121,6 +121,7 @@ class RunResult:
     pool_chunks: int = 0
     pool_waste: int = 0
     pool_fallbacks: int = 0
+    served_kernel_failures: int = 0  # requests the recorded kernel failed that the model served
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,7 +135,7 @@ RUNS_COLUMNS = (
     "below_min", "fallbacks", "claims", "steals", "pcp_refills", "pcp_bulk_frees",
     "drain_retries", "pageblock_every", "start", "migrated", "scanned", "evicted",
     "evicted_frees", "degraded", "compactions", "model_events", "exchanged", "contig_pages",
-    "pool_chunks", "pool_waste", "pool_fallbacks",
+    "pool_chunks", "pool_waste", "pool_fallbacks", "served_kernel_failures",
 )  # fmt: skip
 
 

@@ -89,6 +89,7 @@ from replay.models.internal import (
     CZ_VC_USED,
     DEFERRED,
     EF_COLS,
+    F_KERNEL_FAILED,
     F_MOVABLE,
     F_NORECLAIM,
     F_RECLAIM,
@@ -120,6 +121,7 @@ from replay.models.internal import (
     S_FREES,
     S_IGNORED,
     S_POOL_FALLBACKS,
+    S_SERVED_KERNEL_FAILED,
 )
 from replay.models.pcp import drain_all, pageblock_snapshot
 from replay.models.zone import ZoneState
@@ -137,7 +139,7 @@ def event_arrays(n: int) -> tuple[np.ndarray, ...]:
     migratetype, cpu, ts_ns, flags, owner (-1: none)."""
     return (np.zeros(n, np.int64), np.zeros(n, np.bool_), np.zeros(n, np.int64),
             np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int8),
-            np.zeros(n, np.int16), np.zeros(n, np.int64), np.zeros(n, np.int8),
+            np.zeros(n, np.int16), np.zeros(n, np.int64), np.zeros(n, np.int16),
             np.full(n, -1, np.int64))  # fmt: skip
 
 
@@ -581,7 +583,8 @@ def _class_sql(classes: list[str], prefix: str) -> tuple[str, dict[str, str]]:
 
 
 def flags_sql(config: RunConfig) -> tuple[str, dict[str, str]]:
-    """The F_* object flags of each allocation event, as an SQL expression over events."""
+    """The F_* flags of each allocation event (int16: F_KERNEL_FAILED is an event flag),
+    as an SQL expression over events."""
     movable, p1 = _class_sql(config.get("movable_classes", []), "mc")
     vclasses = config.get("vcompound_classes")
     vc, p2 = ("true", {}) if not vclasses else _class_sql(vclasses, "vc")
@@ -591,7 +594,8 @@ def flags_sql(config: RunConfig) -> tuple[str, dict[str, str]]:
            f"ELSE 0 END) + (CASE WHEN {reclaim} THEN {F_RECLAIM} ELSE 0 END) "
            f"+ (CASE WHEN {vc} THEN {F_VCOMPOUND} ELSE 0 END) "
            f"+ (CASE WHEN {gfp_direct_reclaim_sql('gfp')} THEN 0 ELSE {F_NORECLAIM} END)"
-           f")::TINYINT")  # fmt: skip
+           f"+ (CASE WHEN coalesce(failed, false) THEN {F_KERNEL_FAILED} ELSE 0 END)"
+           f")::SMALLINT")  # fmt: skip
     return sql, {**p1, **p2}
 
 
@@ -774,7 +778,7 @@ def run(
                     batch.column("migratetype").to_numpy().astype(np.int8),
                     (batch.column("cpu").to_numpy().astype(np.int64) % rp.ncpus).astype(np.int16),
                     batch.column("ts_ns").to_numpy().astype(np.int64, copy=True),
-                    batch.column("flags").to_numpy().astype(np.int8, copy=True),
+                    batch.column("flags").to_numpy().astype(np.int16, copy=True),
                     batch.column("owner").to_numpy().astype(np.int64, copy=True),
                 )
                 # actions before an event of this chunk, or after the trace's last event
@@ -863,6 +867,7 @@ def _record_run(
         pool_waste=(int(c[C_POOL_CHUNKS]) << int(z.prm[P_POOL_ORDER]))
         - int(c[C_POOL_PAGES]),
         pool_fallbacks=int(s[S_POOL_FALLBACKS]),
+        served_kernel_failures=int(s[S_SERVED_KERNEL_FAILED]),
     )  # fmt: skip
     values = {
         **{k: v for k, v in result.summary().items() if k in RUNS_COLUMNS},

@@ -36,6 +36,7 @@ from replay.models.internal import (
     CZ_DF_DUE,
     CZ_VC_USED,
     EF_MAX_PER_ALLOC,
+    F_KERNEL_FAILED,
     F_MOVABLE,
     F_NORECLAIM,
     F_PINNED,
@@ -46,6 +47,7 @@ from replay.models.internal import (
     MIGRATE_MOVABLE,
     MIGRATE_PCPTYPES,
     NR_PAGE_ORDERS,
+    OBJ_FLAGS_MASK,
     OUT_DEGRADED,
     OUT_EVICTED,
     OUT_FAILED,
@@ -74,6 +76,7 @@ from replay.models.internal import (
     S_FREES,
     S_IGNORED,
     S_POOL_FALLBACKS,
+    S_SERVED_KERNEL_FAILED,
 )
 from replay.models.page_alloc import alloc_pages, free_pages
 from replay.models.pools import pool_alloc, pool_free
@@ -89,6 +92,32 @@ def room(counters, ef, me, cz, vc):  # type: ignore[no-untyped-def]
         and counters[C_ME] + ME_MAX_PER_EVENT <= me.shape[0]
         and cz[CZ_VC_USED] + (1 << NR_PAGE_ORDERS) <= vc.shape[0]
     )
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def free_object(x, off, k, c, z, prm, ob, counters, vc, pl):  # type: ignore[no-untyped-def]
+    """Free ``1 << k`` pages at page ``off`` of placed object ``x`` (a unit, a pooled
+    page or part of a virtual compound) on cpu ``c``."""
+    start = prm[P_START]
+    base = ob.placed[x]
+    if base <= PLACED_VC_BASE:
+        idx = PLACED_VC_BASE - base + off
+        m0 = np.int64(ob.obj_mt[x])
+        for i in range(np.int64(1) << k):
+            free_pages(vc[idx + i], 0, m0, c, z, prm, counters)
+    elif ob.obj_flags[x] & F_POOLED:
+        z.pg_obj[base - start] = -1
+        pool_free(base, c, z, prm, pl, counters)
+    else:
+        j = np.int64(ob.obj_order[x])
+        if prm[P_UNITS] != 0 and z.pg_obj[base - start] == x:
+            # the unit ends: freed whole, or split by its first partial free
+            z.pg_obj[base - start] = -1
+            if off != 0 or k != j:
+                ob.obj_flags[x] |= F_PINNED
+            if prm[P_KSWAPD] != 0 and (ob.obj_flags[x] & F_RECLAIM) != 0:
+                lru_del(x, ob)
+        free_pages(base + off, k, np.int64(ob.obj_mt[x]), c, z, prm, counters)
 
 
 @nb.njit(cache=True, inline="always", _nrt=False)
@@ -139,7 +168,7 @@ def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, z, prm, ob, cz, coun
         ob.placed[x] = pfn
         ob.obj_mt[x] = m
         ob.obj_order[x] = k
-        ob.obj_flags[x] = fl
+        ob.obj_flags[x] = fl & OBJ_FLAGS_MASK
         if pfn >= 0:
             if prm[P_UNITS] != 0:
                 z.pg_obj[pfn - start] = x
@@ -153,6 +182,13 @@ def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, z, prm, ob, cz, coun
         if ob.placed[x] == PLACED_FAILED:
             outcome = OUT_FAILED
             stats[S_FAILURES] += 1
+        elif (fl & F_KERNEL_FAILED) != 0:
+            # The recorded kernel failed this request and the model served it: the
+            # what-if answer. The trace goes on as the kernel's caller did without the
+            # block (it fell back or gave up), so the block goes straight back.
+            stats[S_SERVED_KERNEL_FAILED] += 1
+            free_object(x, 0, k, c, z, prm, ob, counters, vc, pl)
+            ob.placed[x] = PLACED_FAILED
         if below_low and prm[P_KSWAPD] != 0:
             kswapd(k, sq, z, prm, ob, counters, me)
     else:
@@ -164,24 +200,8 @@ def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, z, prm, ob, cz, coun
         elif base == PLACED_EVICTED:
             outcome = OUT_EVICTED
             stats[S_EVICTED_FREES] += 1
-        elif base <= PLACED_VC_BASE:
-            idx = PLACED_VC_BASE - base + off
-            m0 = np.int64(ob.obj_mt[x])
-            for i in range(np.int64(1) << k):
-                free_pages(vc[idx + i], 0, m0, c, z, prm, counters)
-        elif ob.obj_flags[x] & F_POOLED:
-            z.pg_obj[base - start] = -1
-            pool_free(base, c, z, prm, pl, counters)
         else:
-            j = np.int64(ob.obj_order[x])
-            if prm[P_UNITS] != 0 and z.pg_obj[base - start] == x:
-                # the unit ends: freed whole, or split by its first partial free
-                z.pg_obj[base - start] = -1
-                if off != 0 or k != j:
-                    ob.obj_flags[x] |= F_PINNED
-                if prm[P_KSWAPD] != 0 and (ob.obj_flags[x] & F_RECLAIM) != 0:
-                    lru_del(x, ob)
-            free_pages(base + off, k, np.int64(ob.obj_mt[x]), c, z, prm, counters)
+            free_object(x, off, k, c, z, prm, ob, counters, vc, pl)
     if prm[P_PRESSURE_RECLAIM] > 0 or prm[P_PRESSURE_OOM] > 0:
         pressure_check(sq, z, prm, counters, me)
     return pfn, outcome

@@ -178,7 +178,8 @@ NR_COUNTERS = 16
 # -- stats (int64 array, the trace's events) ---------------------------------------------
 S_ALLOCS, S_FREES, S_FAILURES, S_IGNORED, S_BELOW_LOW, S_BELOW_MIN, S_EVICTED_FREES = range(7)
 S_POOL_FALLBACKS = 7  # pooled requests served by the normal allocator (no chunk to be had)
-NR_STATS = 8
+S_SERVED_KERNEL_FAILED = 8  # requests the recorded kernel failed that the model served
+NR_STATS = 9
 # step outcomes (index into replay.engine.results.OUTCOMES)
 OUT_OK = 0
 OUT_FAILED = 1
@@ -207,6 +208,11 @@ F_POOLED = 32  # the page came from its owner's pool chunk (replay.models.pools)
 # GFP_TRANSHUGE_LIGHT): its failure neither drains the pcp lists nor compacts (the kernel's
 # slow path runs both only when can_direct_reclaim).
 F_NORECLAIM = 64
+# An event flag, never an object's: the recorded kernel failed this request. A model
+# that serves it gives the block straight back (the trace goes on without it). Event
+# flags are int16; object flags keep the low seven bits (OBJ_FLAGS_MASK).
+F_KERNEL_FAILED = 128
+OBJ_FLAGS_MASK = 0x7F
 PLACED_FAILED = -1
 PLACED_EVICTED = -2
 PLACED_VC_BASE = -3  # placed[x] = PLACED_VC_BASE - index into the vcompound page pool

@@ -765,7 +765,7 @@ COUNTER_NAMES = (
 OUT_NONE = 0  # batched duplicate: no row
 OUT_ALLOC = 1
 OUT_FREE = 2
-OUT_FAILED = 3  # failed allocation: an aux row
+OUT_FAILED = 3  # an allocation the kernel failed: a canonical row with no pfn
 
 
 @nb.njit(cache=True, inline="always")
@@ -846,8 +846,19 @@ def pair_events(  # type: ignore[no-untyped-def]
         out_mt[i] = mt[i]
         if c == EV_ALLOC:
             if page_null[i] == 1 or p == 0:
-                out_kind[i] = OUT_FAILED
+                # The kernel failed the request: a canonical row of its own
+                # object, with no pages (nothing frees it).
+                x = counters[C_NOBJ]
+                counters[C_NOBJ] += 1
+                obj_start[x] = -1
+                obj_order[x] = order[i]
+                obj_mt[x] = mt[i]
+                obj_live[x] = 0
                 counters[C_FAILED] += 1
+                out_kind[i] = OUT_FAILED
+                out_obj[i] = x
+                row_ev[g - g_base] = i
+                g += 1
                 continue
             k = order[i]
             x = counters[C_NOBJ]

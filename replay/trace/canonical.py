@@ -55,7 +55,7 @@ INT_COLUMNS = (
     "vpn",
 )
 STRING_COLUMNS = ("gfp", "comm")
-BOOL_COLUMNS = ("movable", "batched")
+BOOL_COLUMNS = ("movable", "batched", "failed")
 COLUMNS = ("seq", "op", *INT_COLUMNS, *STRING_COLUMNS, *BOOL_COLUMNS)
 BATCH_ROWS = 1 << 18  # rows per chunk: bounds the memory of one chunk's columns
 CSV_BLOCK_BYTES = 1 << 22  # bytes of CSV text parsed per block (about 100-200k rows)
@@ -505,6 +505,7 @@ class CanonicalStream:
         self.pfn_max: int | None = None
         self._objects = ObjectTable()
         self._batched = 0
+        self._failed = 0  # allocation rows the kernel failed
 
     def _fail(self, row: int, col: str, message: str) -> BadInputError:
         return _fail(self.path, self.kind, row, col, message)
@@ -538,13 +539,15 @@ class CanonicalStream:
         if self.rows == 0:
             raise BadInputError("no events (the file has no rows)", file=str(self.path))
         st = self._objects.st
-        allocs = int(st[K.ST_ALLOCS])
+        # Requests the kernel failed are rows of their own objects, never freed: they
+        # are counted apart from the allocations that got pages.
+        allocs = int(st[K.ST_ALLOCS]) - self._failed
         self.counts = {
             "allocs": allocs,
             "frees": int(st[K.ST_FREES]),
             "partial_frees": int(st[K.ST_PARTIAL]),
             "preexisting": int(st[K.ST_PRE]),
-            "failed_allocs": 0,
+            "failed_allocs": self._failed,
             "batched": self._batched,
             "live_at_end": allocs - int(st[K.ST_FULL]),
         }
@@ -700,6 +703,29 @@ class CanonicalStream:
                             f"expected true or false, got {cols[col][r_b].as_py()!r}",
                         ),
                     )
+        if "failed" in bools:
+            # An allocation the recorded kernel failed: no pages, so no pfn.
+            fl = bools["failed"].fill_null(False).to_numpy(zero_copy_only=False)
+            has = (
+                np.zeros(m, np.bool_)
+                if "pfn" not in ints
+                else (ints["pfn"].valid if ints["pfn"].valid is not None else np.ones(m, np.bool_))
+            )
+            bad_failed = fl & ((op != K.OP_ALLOC) | has)
+            if bad_failed.any():
+                r_f = int(np.argmax(bad_failed))
+                why = "a free" if op[r_f] != K.OP_ALLOC else "an allocation with a pfn"
+                offer(
+                    r_f,
+                    P_LATE,
+                    lambda r_f=r_f, why=why: self._fail(
+                        int(rows[r_f]),
+                        "failed",
+                        f"failed is true on {why}: only an allocation the kernel failed "
+                        "(no pfn) can be failed",
+                    ),
+                )
+            self._failed += int(np.count_nonzero(fl))
         narrowed: dict[str, pa.Array] = {}
         for col, typ in (("offset", pa.int32()), ("cpu", pa.int16()), ("pid", pa.int32())):
             if col in ints:

@@ -401,7 +401,7 @@ class FtraceParser:
             pa.array(cols["order"], type=pa.int8()),
             pa.array(cols["migratetype"], type=pa.int8()),
             cols["gfp"],
-            pa.array(cols["pfn"], type=pa.int64()),
+            pa.array(cols["pfn"], type=pa.int64(), mask=cols["failed"]),
             pa.array(cols["cpu"], type=pa.int16()),
             pa.array(cols["pid"], type=pa.int32()),
             cols["comm"],
@@ -410,6 +410,7 @@ class FtraceParser:
             pa.nulls(n, pa.bool_()),
             pa.array(cols["line"], type=pa.int64()),
             pa.array(cols["batched"], type=pa.bool_()),
+            pa.array(cols["failed"], type=pa.bool_()),
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=EVENT_SCHEMA)
 
@@ -535,14 +536,15 @@ class FtraceParser:
             row_ev,
         )
         self._g += int(emitted)
-        canon = (out_kind == K.OUT_ALLOC) | (out_kind == K.OUT_FREE)
+        canon = (out_kind == K.OUT_ALLOC) | (out_kind == K.OUT_FREE) | (out_kind == K.OUT_FAILED)
         rows = pe[canon]
         st.events += rows.size
+        failed = out_kind[canon] == K.OUT_FAILED
 
         ev_cols: dict[str, object] = {"_nlines": n, "n": rows.size, "base": g_base}
         ev_cols["seq"] = np.arange(g_base, g_base + rows.size, dtype=np.int64)
         ev_cols["ts_ns"] = ts_ns[rows]
-        is_alloc = out_kind[canon] == K.OUT_ALLOC
+        is_alloc = (out_kind[canon] == K.OUT_ALLOC) | failed
         ev_cols["op"] = np.where(is_alloc, 0, 1).astype(np.int8)
         ev_cols["obj"] = out_obj[canon]
         ev_cols["offset"] = out_offset[canon].astype(np.int32)
@@ -555,9 +557,10 @@ class FtraceParser:
         ev_cols["comm"] = self._comm.encode(buf, comm_s, comm_e, rows)
         ev_cols["line"] = rows.astype(np.int64) + (line_base + 1)
         ev_cols["batched"] = out_batched[canon].copy()
+        ev_cols["failed"] = failed
 
         # Aux rows: every good event line that is not a canonical row. That
-        # includes failed allocations and the mm_page_free_batched lines, which
+        # includes the mm_page_free_batched lines, which
         # are a flag on their free in the canonical table but are kept here so
         # per-process accounting can attribute them to the task that printed them.
         is_canon_line = np.zeros(n, np.bool_)

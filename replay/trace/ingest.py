@@ -486,6 +486,20 @@ def _store_canonical(
     """
     stream = canonical.CanonicalStream(src, on_rows=on_rows)
     _stream_into_store(store, trace_id, _EventBatches(stream), stream.schema)
+    if stream.counts["failed_allocs"]:
+        # A request the kernel failed got no pages: nothing can free them.
+        row = store.one(
+            """SELECT min(f.line) FROM events f JOIN events a USING (trace_id, obj)
+               WHERE f.trace_id = $t AND a.failed AND f.op = 'free'""",
+            {"t": trace_id},
+        )
+        if row is not None and row[0] is not None:
+            raise BadInputError(
+                "a free of an object whose allocation failed (failed = true): it has no pages",
+                file=source,
+                line=int(row[0]),
+                field="obj",
+            )
     pfn_min, pfn_max = stream.pfn_min, stream.pfn_max
     zone_start = meta.get("zone_start_pfn")
     zone_pages = meta.get("zone_pages")

@@ -1,6 +1,9 @@
 """Arrow schemas of the canonical event table and the aux (side) event table.
 
-The canonical columns are those of SPEC-trace.md. Two extra columns are
+The canonical columns are those of SPEC-trace.md plus ``failed``: true on an
+allocation request the recorded kernel failed (``mm_page_alloc`` with
+``page=(null)``/``pfn=0``; its ``pfn`` is null and nothing frees it), so a
+model is asked the same requests the kernel was. Two extra columns are
 carried beside them: ``line`` (1-based line of the source text, or row of a
 canonical file) and ``batched`` (a batched/pagevec free tracepoint reported
 this free too).
@@ -52,9 +55,10 @@ EVENT_SCHEMA = pa.schema(
         pa.field("movable", pa.bool_()),
         pa.field("line", pa.int64()),
         pa.field("batched", pa.bool_()),
+        pa.field("failed", pa.bool_()),
     ]
 )
-CANONICAL_COLUMNS = tuple(EVENT_SCHEMA.names[:15])
+CANONICAL_COLUMNS = (*EVENT_SCHEMA.names[:15], "failed")
 
 AUX_SCHEMA = pa.schema(
     [
