@@ -237,7 +237,8 @@ CREATE TABLE IF NOT EXISTS snap_buddyinfo (
 );
 CREATE TABLE IF NOT EXISTS snap_pagetypeinfo (
     trace_id INTEGER, snapshot VARCHAR, node SMALLINT, zone VARCHAR,
-    migratetype VARCHAR, mt TINYINT, "order" TINYINT, nr_free BIGINT
+    migratetype VARCHAR, mt TINYINT, "order" TINYINT, nr_free BIGINT,
+    capped BOOLEAN           -- printed as ">100000": nr_free is a lower bound
 );
 CREATE TABLE IF NOT EXISTS snap_pageblocks (
     trace_id INTEGER, snapshot VARCHAR, node SMALLINT, zone VARCHAR,
@@ -280,6 +281,7 @@ TRACE_TABLES = (
 # Columns added after the first release, for database files created before them.
 MIGRATIONS_SQL = """
 ALTER TABLE events ADD COLUMN IF NOT EXISTS failed BOOLEAN;
+ALTER TABLE snap_pagetypeinfo ADD COLUMN IF NOT EXISTS capped BOOLEAN;
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS pcp_pages BIGINT;
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
 ALTER TABLE model_events ADD COLUMN IF NOT EXISTS exchanged BIGINT;

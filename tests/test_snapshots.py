@@ -503,3 +503,18 @@ def test_bad_kpageflags_sizes(tmp_path: Path) -> None:
     g = tmp_path / "cut.kpageflags.gz"
     g.write_bytes(gzip.compress(b"\0" * 80000)[:100])
     _expect_bad(g, None, func=read_kpageflags)
+
+
+def test_pagetypeinfo_capped_counts(tmp_path: Path) -> None:
+    """Lists of 100000+ entries print as ``>100000`` (pagetypeinfo_showfree_print stops
+    counting there): read as a lower bound, flagged ``capped``."""
+    text = (CAPTURE / "after.pagetypeinfo").read_text()
+    line = next(ln for ln in text.splitlines() if "Normal, type      Movable" in ln)
+    capped = line.replace("   397 ", ">100000 ", 1)  # "%s%6lu " with the ">"
+    p = tmp_path / "pagetypeinfo"
+    p.write_text(text.replace(line, capped))
+    free, _, _ = parse_pagetypeinfo(p)
+    rows = [r for r in free.to_pylist() if r["zone"] == "Normal" and r["migratetype"] == "Movable"]
+    assert (rows[0]["nr_free"], rows[0]["capped"]) == (100000, True)
+    assert not any(r["capped"] for r in rows[1:])
+    assert sum(r["capped"] for r in free.to_pylist()) == 1

@@ -295,6 +295,7 @@ PAGETYPE_FREE_SCHEMA = pa.schema(
         pa.field("mt", pa.int8(), nullable=False),
         pa.field("order", pa.int8(), nullable=False),
         pa.field("nr_free", pa.int64(), nullable=False),
+        pa.field("capped", pa.bool_(), nullable=False),
     ]
 )
 PAGETYPE_BLOCK_SCHEMA = pa.schema(
@@ -321,7 +322,8 @@ def parse_pagetypeinfo(path: PathLike) -> tuple[pa.Table, pa.Table, dict[str, in
     * ``free``: ``node`` int16, ``zone``, ``migratetype`` (name as printed,
       e.g. ``"Movable"``), ``mt`` int8 (:data:`MIGRATETYPE_IDS`, -1 when
       unknown), ``order`` int8, ``nr_free`` int64 (free blocks of that order
-      on that migratetype's free list);
+      on that migratetype's free list), ``capped`` (the kernel stopped counting
+      at ``nr_free`` and printed ``>100000``: a lower bound);
     * ``blocks``: ``node``, ``zone``, ``migratetype``, ``mt``,
       ``nr_pageblocks`` int64 (pageblocks whose migratetype is that one);
     * ``info``: ``{"pageblock_order": order, "pages_per_block": pages}``.
@@ -379,8 +381,11 @@ def parse_pagetypeinfo(path: PathLike) -> tuple[pa.Table, pa.Table, dict[str, in
                     field="nr_free",
                 )
             for order, tok in zip(orders, toks, strict=True):
-                count = _int(tok, file, lineno, f"nr_free[order {order}]")
-                free_rows.append((node, m["zone"], m["mt"], order, count))
+                # pagetypeinfo_showfree_print stops counting a list at 100000 entries
+                # and prints ">100000": a lower bound (buddyinfo has the exact total)
+                capped = tok.startswith(">")
+                count = _int(tok[1:] if capped else tok, file, lineno, f"nr_free[order {order}]")
+                free_rows.append((node, m["zone"], m["mt"], order, count, capped))
         elif section in ("blocks", "mixed") and (m := _PT_BLOCK_RE.match(text)) is not None:
             node = _node(m["node"], file, lineno)
             toks = m["rest"].split()
@@ -414,6 +419,7 @@ def parse_pagetypeinfo(path: PathLike) -> tuple[pa.Table, pa.Table, dict[str, in
             [MIGRATETYPE_IDS.get(r[2], -1) for r in free_rows],
             [r[3] for r in free_rows],
             [r[4] for r in free_rows],
+            [r[5] for r in free_rows],
         ],
         schema=PAGETYPE_FREE_SCHEMA,
     )
