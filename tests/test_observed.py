@@ -19,6 +19,7 @@ from replay.engine.observed import (
     I_ALLOC_OF_FREE,
     I_ALLOC_UNSEEN_PCP,
     I_DRAIN_UNSEEN,
+    I_FAST_UNMATCHED,
     I_FREE_OF_FREE,
     I_FREE_OF_PCP,
     I_ISOLATE_MISMATCH,
@@ -27,10 +28,14 @@ from replay.engine.observed import (
     INCONSISTENCIES,
     K_ALLOC,
     K_DRAIN,
+    K_FAILED,
+    K_FAST_ISOLATE,
     K_FREE,
     K_ISOLATE_FREE,
+    K_MIGRATE_NEW,
     K_ZONE_LOCKED,
     MAX_ORDER,
+    N_INFERRED,
     NF,
     give,
     init_blocks,
@@ -75,6 +80,7 @@ def _observe(
     zone: tuple[int, int],
     base: int,
     n: int,
+    inferred: np.ndarray | None = None,
 ) -> tuple[dict[int, int], dict[int, int], dict[str, int]]:
     """Run ``observe`` on (kind, pfn, order[, refill[, arg, arg2]]) events in one zone.
 
@@ -94,7 +100,8 @@ def _observe(
     blk = _state(n, blocks, base)
     pcp = np.zeros(n, np.int8)
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
-    observe(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk, pcp, incons)
+    observe(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk, pcp, incons,
+            inferred if inferred is not None else np.zeros(N_INFERRED, np.int64))  # fmt: skip
     pcp_map = {base + int(i): int(pcp[i]) for i in np.flatnonzero(pcp)}
     return _blocks(blk, base), pcp_map, dict(zip(INCONSISTENCIES, incons.tolist(), strict=True))
 
@@ -396,7 +403,8 @@ def test_observe_outside_zones() -> None:
 
 def test_observe_constants() -> None:
     assert (K_ALLOC, K_FREE, K_ZONE_LOCKED, K_DRAIN, K_ISOLATE_FREE) == (0, 1, 2, 3, 4)
-    assert NF == 11 and len(INCONSISTENCIES) == 9
+    assert (K_FAILED, K_FAST_ISOLATE, K_MIGRATE_NEW) == (5, 6, 7)
+    assert NF == 11 and len(INCONSISTENCIES) == 10
     assert [INCONSISTENCIES[i] for i in (I_ZL_NOT_FREE, I_OUTSIDE)] == [
         "zone_locked_not_free",
         "outside_zones",
@@ -422,8 +430,19 @@ ZONE_KEYS = {
     "nr_free_kernel",
     "nr_free_rebuilt",
     "pcp_pages_rebuilt",
+    "free_pages_diff_pct",
+    "order3_pages_diff_pct",
+    "order_diff_pct",
 }
-TOP_KEYS = {"trace", "events_applied", "from_line", "to_line", "zones", "inconsistencies"}
+TOP_KEYS = {
+    "trace",
+    "events_applied",
+    "from_line",
+    "to_line",
+    "zones",
+    "inconsistencies",
+    "inferred",
+}
 
 
 @pytest.fixture(scope="module")
@@ -447,6 +466,9 @@ def test_capture_validate_json_shape(capture_validation: dict[str, Any], capture
         assert z["free_pages_kernel"] == sum(n << k for k, n in enumerate(z["nr_free_kernel"]))
         assert z["free_pages_rebuilt"] == sum(n << k for k, n in enumerate(z["nr_free_rebuilt"]))
         assert type(z["pcp_pages_rebuilt"]) is int and z["pcp_pages_rebuilt"] >= 0
+        fk, fr = z["free_pages_kernel"], z["free_pages_rebuilt"]
+        assert z["free_pages_diff_pct"] == round(100 * (fr - fk) / fk, 2)
+        assert [d is None for d in z["order_diff_pct"]] == [n == 0 for n in z["nr_free_kernel"]]
     assert list(r["inconsistencies"]) == list(INCONSISTENCIES)
     assert all(type(v) is int and v >= 0 for v in r["inconsistencies"].values())
     with Store(capture_db, read_only=True) as store:
@@ -986,3 +1008,52 @@ def test_head_only_kpageflags_are_detected_and_extended() -> None:
     h2[[4, 12, 16]] = True
     extend_heads(zero[4:], h2, 4)
     assert np.array_equal(h2, full[4:])
+
+
+# ------------------------------------------------ pages that change hands without an allocation
+def test_fast_isolate_takes_the_block_a_later_event_names() -> None:
+    """fast_isolate_freepages takes one free order-k block (its pfn is not traced): the
+    first later free or migration pte on a candidate block names it."""
+    zone = (B, B + 64)
+    blocks = {B + 8: 3, B + 16: 3, B + 32: 3, B + 48: 3}
+    inferred = np.zeros(N_INFERRED, np.int64)
+    ev = [
+        (K_FAST_ISOLATE, B + 16, 0, 0, B + 64, 8),  # min_pfn B+16, free_pfn B+64, 8 pages
+        (K_FREE, B + 34, 0),  # a page of the block at B+32: it was taken, now freed
+    ]
+    got, pcp, inc = _observe(ev, blocks, zone=zone, base=B, n=64, inferred=inferred)
+    # B+32 left the buddy; its page 34 went to a pcp list; the others stay free
+    assert got == {B + 8: 3, B + 16: 3, B + 48: 3}
+    assert pcp == {B + 34: 1}
+    assert inc == _only()
+    assert inferred.tolist() == [1, 0, 0]
+
+
+def test_fast_isolate_without_evidence_takes_the_highest_below_free_pfn() -> None:
+    zone = (B, B + 64)
+    blocks = {B + 8: 3, B + 16: 3, B + 32: 3, B + 48: 3}
+    inferred = np.zeros(N_INFERRED, np.int64)
+    ev = [(K_FAST_ISOLATE, B + 16, 0, 0, B + 48, 8)]  # free_pfn B+48: B+32 is highest below
+    got, _, inc = _observe(ev, blocks, zone=zone, base=B, n=64, inferred=inferred)
+    assert got == {B + 8: 3, B + 16: 3, B + 48: 3}
+    assert inc == _only() and inferred.tolist() == [0, 1, 0]
+    # no free block of that order at or above min_pfn: counted, nothing taken
+    got, _, inc = _observe([(K_FAST_ISOLATE, B + 16, 0, 0, B + 48, 16)], blocks, zone=zone,
+                           base=B, n=64)  # fmt: skip
+    assert got == blocks and inc == _only(**{_name(I_FAST_UNMATCHED): 1})
+
+
+def test_migration_pte_takes_a_target_the_rebuild_holds_free() -> None:
+    """remove_migration_pte names a migrated page's new pfn: a target compaction_alloc
+    handed out with no allocation event. Held free, it is taken (inferred, consistent)."""
+    zone = (B, B + 64)
+    inferred = np.zeros(N_INFERRED, np.int64)
+    got, _, inc = _observe([(K_MIGRATE_NEW, B + 5, 0), (K_MIGRATE_NEW, B + 40, 0)],
+                           {B: 3}, zone=zone, base=B, n=64, inferred=inferred)  # fmt: skip
+    assert got == {B: 2, B + 4: 0, B + 6: 1}  # page 5 left the order-3 block at B
+    assert inc == _only() and inferred.tolist() == [0, 0, 1]  # B+40 was not free: no-op
+
+
+def test_kernel_failures_change_nothing() -> None:
+    got, pcp, inc = _observe([(K_FAILED, -1, 3)], {B: 3}, zone=(B, B + 64), base=B, n=64)
+    assert (got, pcp, inc) == ({B: 3}, {}, _only())

@@ -53,6 +53,13 @@ BEFORE_BEGIN, BEFORE_END, AFTER_BEGIN, _ = MARKERS
 
 K_ALLOC, K_FREE, K_ZONE_LOCKED, K_DRAIN, K_ISOLATE_FREE = range(5)
 K_FAILED = 5  # an allocation the kernel failed (no pfn): changes nothing
+K_FAST_ISOLATE = 6  # mm_compaction_fast_isolate_freepages: one free block taken, pfn unknown
+K_MIGRATE_NEW = 7  # remove_migration_pte: a migrated page's new pfn (a migration target)
+# How far ahead (events) a fast-isolated block is looked for: the first later event on
+# one of the candidate blocks tells which one the kernel took.
+FAST_ISOLATE_LOOKAHEAD = 1 << 18
+# Pages the fallback choice of a fast-isolated block scans at most (from free_pfn down).
+FAST_ISOLATE_SCAN = 1 << 20
 # Inconsistencies: what the recorded events cannot explain, by kind.
 INCONSISTENCIES = (
     "zone_locked_not_free",  # the buddy did not hold the block it handed out
@@ -64,10 +71,18 @@ INCONSISTENCIES = (
     "outside_zones",  # a pfn in no zone of the snapshot
     "isolate_mismatch_pages",  # |pages found free in an isolate range - nr_taken|
     "unknown_pages",  # events on pages whose state was unknown (no kpageflags): learned
+    "fast_isolate_unmatched",  # a fast-isolated block with no free block of its order left
 )
 (I_ZL_NOT_FREE, I_ALLOC_OF_FREE, I_ALLOC_UNSEEN_PCP, I_FREE_OF_FREE, I_FREE_OF_PCP,
  I_DRAIN_UNSEEN, I_OUTSIDE, I_ISOLATE_MISMATCH,
- I_UNKNOWN) = range(len(INCONSISTENCIES))  # fmt: skip
+ I_UNKNOWN, I_FAST_UNMATCHED) = range(len(INCONSISTENCIES))  # fmt: skip
+# What the rebuild inferred from events that are not allocations (counted, consistent).
+INFERRED = (
+    "fast_isolate_seen",  # fast-isolated blocks placed by a later event on them
+    "fast_isolate_guessed",  # ... placed by the kernel's search order, no later event
+    "migration_targets",  # pages taken as migration targets (remove_migration_pte)
+)
+N_INFERRED = len(INFERRED)
 # pcp[] value of a page whose state is unknown (a trace without a kpageflags snapshot)
 UNKNOWN = 100
 
@@ -200,15 +215,61 @@ def give(pfn, k, lo, hi, base, blk_order):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
-def observe_steps(  # type: ignore[no-untyped-def]
-    kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp, incons,
-    track_lo, nr, pcp_pages, keep_row, out_nr, out_pcp, out_bad, scratch, saved,
-):  # fmt: skip
-    """Apply recorded events to the buddy state (see the module docstring).
+def fast_isolate_block(i, k, min_pfn, free_pfn, kind, pfn, lo, hi, base, blk_order):  # type: ignore[no-untyped-def]
+    """The free order-k block ``fast_isolate_freepages`` took at event ``i``: (pfn, seen).
 
+    The kernel takes one free block of exactly order k off the MOVABLE free
+    list (searched from its tail for a pfn at or above ``low_pfn``, else the
+    highest candidate at or above ``min_pfn``: mm/compaction.c
+    ``fast_isolate_freepages``); the tracepoint gives only ``min_pfn``,
+    ``free_pfn`` and the pages taken. The first later free, or migration pte,
+    on a page inside one of the rebuilt free order-k blocks at or above
+    ``min_pfn`` names it (``seen``: the block was a migration target or came
+    back unused). Without one: the highest such block below ``free_pfn``,
+    else above it (the kernel's preference for the top of the search space).
+    -1 when the zone has no free order-k block at or above ``min_pfn``.
+    """
+    end = min(kind.shape[0], i + 1 + FAST_ISOLATE_LOOKAHEAD)
+    for j in range(i + 1, end):
+        e = kind[j]
+        if e != K_FREE and e != K_MIGRATE_NEW:
+            continue
+        q = pfn[j]
+        if q < lo or q >= hi:
+            continue
+        s, c = _containing_free(q, 0, lo, base, blk_order)
+        if s >= 0 and c == k and s >= min_pfn:
+            return s, True
+    top = min(free_pfn, hi)
+    stop = max(min_pfn, lo, top - FAST_ISOLATE_SCAN)
+    q = top - (np.int64(1) << k)
+    q -= q & ((np.int64(1) << k) - 1)
+    while q >= stop:
+        if blk_order[q - base] == k:
+            return q, False
+        q -= np.int64(1) << k
+    q = max(free_pfn, min_pfn, lo)
+    q += (-q) & ((np.int64(1) << k) - 1)
+    stop = min(hi, q + FAST_ISOLATE_SCAN)
+    while q + (np.int64(1) << k) <= stop:
+        if blk_order[q - base] == k:
+            return q, False
+        q += np.int64(1) << k
+    return np.int64(-1), False
+
+
+@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
+def observe_steps(  # type: ignore[no-untyped-def]
+    kind, pfn, order, refill, arg, arg2, zlo, zhi, i0, i1, base, blk_order, pcp, incons,
+    inferred, track_lo, nr, pcp_pages, keep_row, out_nr, out_pcp, out_bad, scratch, saved,
+):  # fmt: skip
+    """Apply recorded events ``i0 .. i1-1`` to the buddy state (see the module docstring).
+
+    The event arrays are the whole trace's (a fast isolation looks ahead).
     ``zlo``/``zhi``: each event's zone bounds (pfn; -1 when in no zone).
     ``arg``/``arg2``: for an isolate-freepages event, the range end (pfn)
-    and nr_taken (pages).
+    and nr_taken (pages); for a fast isolation, ``free_pfn`` and the pages
+    taken (``pfn`` is ``min_pfn``). ``inferred``: counts of INFERRED.
     ``pcp[i]``: k+1 when an order-k block starting at ``base + i`` is on a pcp
     list, -(k+1) when ``mm_page_alloc_zone_locked`` took it for a caller.
     The zone starting at ``track_lo`` is followed: ``nr`` (its free blocks per
@@ -222,7 +283,7 @@ def observe_steps(  # type: ignore[no-untyped-def]
     known. ``saved``: a scratch copy of ``incons``.
     """
     r = 0
-    for i in range(kind.shape[0]):
+    for i in range(i0, i1):
         p = pfn[i]
         k = np.int64(order[i])
         lo = zlo[i]
@@ -233,6 +294,27 @@ def observe_steps(  # type: ignore[no-untyped-def]
         before = incons.sum()
         if e == K_FAILED:
             pass  # the kernel failed the request: no page changed hands
+        elif e == K_FAST_ISOLATE:
+            # one free block of order log2(pages taken) left the buddy, no pfn given
+            if lo < 0:
+                incons[I_OUTSIDE] += 1
+            else:
+                fk = np.int64(0)
+                while (np.int64(1) << (fk + 1)) <= arg2[i]:
+                    fk += 1
+                s, seen = fast_isolate_block(i, fk, p, arg[i], kind, pfn, lo, hi, base,
+                                             blk_order)  # fmt: skip
+                if s < 0:
+                    incons[I_FAST_UNMATCHED] += 1
+                else:
+                    take_nr(s, fk, lo, base, blk_order, zn)
+                    inferred[0 if seen else 1] += 1
+        elif e == K_MIGRATE_NEW:
+            # a migrated page's new home: a target compaction_alloc handed out from
+            # isolated free pages; if the rebuild still holds it free, take it now
+            if lo >= 0 and p + (np.int64(1) << k) <= hi:
+                if take_nr(p, k, lo, base, blk_order, zn):
+                    inferred[2] += np.int64(1) << k
         elif e == K_ISOLATE_FREE:
             if lo < 0:
                 incons[I_OUTSIDE] += 1
@@ -300,7 +382,7 @@ def observe_steps(  # type: ignore[no-untyped-def]
                     pcp_pages[0] -= np.int64(1) << (was - 1)
                 if pcp[o] > 0:
                     pcp_pages[0] += np.int64(1) << (pcp[o] - 1)
-        if keep_row[i]:
+        if keep_row[i - i0]:
             for j in range(NF):
                 out_nr[r, j] = nr[j]
             out_pcp[r] = pcp_pages[0]
@@ -310,11 +392,12 @@ def observe_steps(  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True)
-def observe(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp, incons):  # type: ignore[no-untyped-def]
-    """:func:`observe_steps` without a followed zone or step rows."""
+def observe(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp, incons,
+            inferred):  # type: ignore[no-untyped-def]  # fmt: skip
+    """:func:`observe_steps` over all events, without a followed zone or step rows."""
     n = kind.shape[0]
-    observe_steps(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp, incons,
-                  np.int64(-2), np.zeros(NF, np.int64), np.zeros(1, np.int64),
+    observe_steps(kind, pfn, order, refill, arg, arg2, zlo, zhi, 0, n, base, blk_order, pcp,
+                  incons, inferred, np.int64(-2), np.zeros(NF, np.int64), np.zeros(1, np.int64),
                   np.zeros(n, np.bool_), np.zeros((1, NF), np.int64), np.zeros(1, np.int64),
                   np.zeros(1, np.bool_), np.zeros(NF, np.int64),
                   np.zeros(incons.shape[0], np.int64))  # fmt: skip
@@ -347,6 +430,7 @@ class Observed:
     zones: list[ZoneState]
     initial: list[ZoneState]
     inconsistencies: dict[str, int] = field(default_factory=dict)
+    inferred: dict[str, int] = field(default_factory=dict)
 
 
 def marker_line(store: Store, trace_id: int, text: str) -> int | None:
@@ -492,7 +576,22 @@ def buddy_events(
                      hexint(regexp_extract(args->>'range', '~ (0x[0-9a-fA-F]+)\)', 1)),
                      TRY_CAST(args->>'nr_taken' AS BIGINT), NULL
               FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_isolate_freepages'
-                AND TRY_CAST(args->>'nr_taken' AS BIGINT) > 0)
+                AND TRY_CAST(args->>'nr_taken' AS BIGINT) > 0
+              UNION ALL
+              SELECT line, {K_FAST_ISOLATE},
+                     hexint(regexp_extract(args->>'range', '\((0x[0-9a-fA-F]+) ~', 1)),
+                     0, false,
+                     hexint(regexp_extract(args->>'range', '~ (0x[0-9a-fA-F]+)\)', 1)),
+                     TRY_CAST(args->>'nr_taken' AS BIGINT), NULL
+              FROM aux_events WHERE trace_id = $t
+                AND event = 'mm_compaction_fast_isolate_freepages'
+                AND TRY_CAST(args->>'nr_taken' AS BIGINT) > 0
+              UNION ALL
+              -- remove_migration_pte's pte: a present x86-64 pte, pfn in bits 12..51
+              SELECT line, {K_MIGRATE_NEW},
+                     TRY_CAST('0x' || substr(lpad(args->>'pte', 16, '0'), 4, 10) AS BIGINT),
+                     TRY_CAST(args->>'order' AS INTEGER), false, 0, 0, NULL
+              FROM aux_events WHERE trace_id = $t AND event = 'remove_migration_pte')
             WHERE pfn IS NOT NULL
               AND ($after IS NULL OR line > $after) AND ($before IS NULL OR line < $before)
             ORDER BY line""",
@@ -521,10 +620,14 @@ def _event_columns(ev: Any, zlo: np.ndarray, zhi: np.ndarray) -> tuple[np.ndarra
     )
 
 
-def apply_events(ev: Any, zb: tuple, incons: np.ndarray) -> int:
-    """Run ``observe`` over an Arrow table of events; returns how many were applied."""
+def apply_events(ev: Any, zb: tuple, incons: np.ndarray, inferred: np.ndarray | None = None) -> int:
+    """Run ``observe`` over an Arrow table of events; returns how many were applied.
+
+    ``inferred`` (N_INFERRED int64 counts, optional) gets what was inferred."""
     zlo, zhi, base, blk_order, pcp = zb
-    observe(*_event_columns(ev, zlo, zhi), base, blk_order, pcp, incons)
+    if inferred is None:
+        inferred = np.zeros(N_INFERRED, np.int64)
+    observe(*_event_columns(ev, zlo, zhi), base, blk_order, pcp, incons, inferred)
     return int(ev.num_rows)
 
 
@@ -607,7 +710,8 @@ def rebuild(store: Store, trace_id: int) -> Observed:
     first = marker_line(store, trace_id, BEFORE_END)
     last = marker_line(store, trace_id, AFTER_BEGIN)
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
-    n_events = apply_events(buddy_events(store, trace_id, first, last), zb, incons)
+    inferred = np.zeros(N_INFERRED, np.int64)
+    n_events = apply_events(buddy_events(store, trace_id, first, last), zb, incons, inferred)
     return Observed(
         trace_id=trace_id,
         first_line=first,
@@ -616,6 +720,7 @@ def rebuild(store: Store, trace_id: int) -> Observed:
         zones=_counts(zones, base, blk_order, pcp),
         initial=initial,
         inconsistencies=dict(zip(INCONSISTENCIES, (int(v) for v in incons), strict=True)),
+        inferred=dict(zip(INFERRED, (int(v) for v in inferred), strict=True)),
     )
 
 
@@ -641,10 +746,16 @@ def validate(store: Store, trace: str) -> dict[str, Any]:
         if k is None:
             continue
         fk = sum(n << o for o, n in enumerate(k))
+        high_k = sum(n << o for o, n in enumerate(k) if o >= 3)
+        high_r = sum(n << o for o, n in enumerate(z.nr_free) if o >= 3)
         zones.append({
             "zone": z.zone, "node": z.node,
             "free_pages_kernel": fk, "free_pages_rebuilt": z.free_pages,
+            "free_pages_diff_pct": _pct(z.free_pages - fk, fk),
+            "order3_pages_diff_pct": _pct(high_r - high_k, high_k),
             "nr_free_kernel": k, "nr_free_rebuilt": z.nr_free,
+            "order_diff_pct": [_pct(r - n, n) if n else None for r, n in zip(z.nr_free, k,
+                                                                             strict=True)],
             "pcp_pages_rebuilt": z.pcp_pages,
         })  # fmt: skip
     return {
@@ -654,7 +765,13 @@ def validate(store: Store, trace: str) -> dict[str, Any]:
         "to_line": obs.last_line,
         "zones": zones,
         "inconsistencies": obs.inconsistencies,
+        "inferred": obs.inferred,
     }
+
+
+def _pct(diff: int, of: int) -> float | None:
+    """``diff`` as a percentage of ``of`` (2 decimals); None when ``of`` is 0."""
+    return round(100.0 * diff / of, 2) if of else None
 
 
 def _pageblock_rows(
@@ -745,6 +862,7 @@ def run_observed(
     opened = marker_line(store, trace_id, BEFORE_BEGIN)
     first = marker_line(store, trace_id, BEFORE_END)
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
+    inferred = np.zeros(N_INFERRED, np.int64)
     parts = []
     t_replay = 0.0
     n_all = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
@@ -776,10 +894,11 @@ def run_observed(
             r1 = r0 + int(np.count_nonzero(seg))
             t0 = time.perf_counter()
             observe_steps(
-                *(c[i0:i1] for c in cols), base, blk_order, pcp,
-                incons if counted else np.zeros_like(incons), np.int64(track_lo), nr, pcp_pages,
-                seg, out_nr[r0:r1], out_pcp[r0:r1], out_bad[r0:r1], np.zeros(NF, np.int64),
-                np.zeros(len(INCONSISTENCIES), np.int64),
+                *cols, i0, i1, base, blk_order, pcp,
+                incons if counted else np.zeros_like(incons),
+                inferred if counted else np.zeros_like(inferred), np.int64(track_lo), nr,
+                pcp_pages, seg, out_nr[r0:r1], out_pcp[r0:r1], out_bad[r0:r1],
+                np.zeros(NF, np.int64), np.zeros(len(INCONSISTENCIES), np.int64),
             )  # fmt: skip
             t_replay += time.perf_counter() - t0
             if i1 - 1 in snap_set and counted:
@@ -819,6 +938,7 @@ def run_observed(
         i = batch.schema.get_field_index(name)
         batch = batch.set_column(i, STEPS_SCHEMA.field(name), pa.nulls(m, pa.int64()))
     inconsistencies = dict(zip(INCONSISTENCIES, (int(v) for v in incons), strict=True))
+    inferred_by = dict(zip(INFERRED, (int(v) for v in inferred), strict=True))
     with store.transaction():
         r = store.one("SELECT coalesce(max(run_id), 0) + 1 FROM runs")
         run_id = int(r[0]) if r else 1
@@ -837,7 +957,8 @@ def run_observed(
         free_pages = int(sum(int(v) << k for k, v in enumerate(nr)))
         values: dict[str, Any] = {
             "run_id": run_id, "trace_id": trace_id, "model": "observed",
-            "config": json.dumps({"model": "observed", "inconsistencies": inconsistencies}),
+            "config": json.dumps({"model": "observed", "inconsistencies": inconsistencies,
+                                  "inferred": inferred_by}),
             "started": started, "wall_s": time.perf_counter() - t_start, "replay_s": t_replay,
             "events": n_events, "events_per_s": n_events / t_replay if t_replay else 0.0,
             "allocs": int(is_alloc.sum()), "frees": int((~is_alloc).sum()),
@@ -855,6 +976,7 @@ def run_observed(
         "failures": int(failed.sum()),
         "free_pages": free_pages, "pcp_pages": int(pcp_pages[0]),
         "nr_free": [int(v) for v in nr], "inconsistencies": inconsistencies,
+        "inferred": inferred_by,
     }  # fmt: skip
 
 
