@@ -442,6 +442,7 @@ TOP_KEYS = {
     "zones",
     "inconsistencies",
     "inferred",
+    "missing_events",
 }
 
 

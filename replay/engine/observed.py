@@ -766,7 +766,54 @@ def validate(store: Store, trace: str) -> dict[str, Any]:
         "zones": zones,
         "inconsistencies": obs.inconsistencies,
         "inferred": obs.inferred,
+        "missing_events": missing_events(store, trace_id),
     }
+
+
+# What the rebuild needs from a trace when the kernel did something (a vmstat counter
+# grew over the capture): the events that show it, and what is lost without them.
+NEEDED_EVENTS = (
+    (("compact_isolated", "compact_free_scanned"),
+     ("mm_compaction_isolate_freepages", "mm_compaction_fast_isolate_freepages"),
+     "compaction took free pages as migration targets with no allocation event: the "
+     "rebuild keeps them free until they are freed"),
+    (("pgmigrate_success",), ("remove_migration_pte",),
+     "migration targets of mapped pages are only named by their new pte"),
+    (("pgalloc_normal", "pgalloc_dma32"), ("mm_page_alloc_zone_locked", "mm_page_pcpu_drain"),
+     "pages moving between the buddy and the pcp lists (refills, drains) are invisible: "
+     "the rebuild cannot tell pcp pages from allocated ones"),
+)  # fmt: skip
+
+
+def missing_events(store: Store, trace_id: int) -> list[dict[str, Any]]:
+    """Events the rebuild needs that the trace lacks, though the kernel used their paths.
+
+    From the capture's vmstat (after minus before): a counter in NEEDED_EVENTS
+    that grew while none of its events is in the trace. Each entry names the
+    events, the counters that grew and what the rebuild cannot follow.
+    """
+    grown = {
+        str(r["key"]): int(r["d"])
+        for r in store.query(
+            """SELECT key, max(value) FILTER (snapshot = 'after')
+                          - max(value) FILTER (snapshot = 'before') AS d
+               FROM snap_vmstat WHERE trace_id = $t GROUP BY key""",
+            {"t": trace_id},
+        ).to_pylist()
+        if r["d"] is not None and r["d"] > 0
+    }
+    seen = {
+        str(r["event"])
+        for r in store.query(
+            "SELECT DISTINCT event FROM aux_events WHERE trace_id = $t", {"t": trace_id}
+        ).to_pylist()
+    }
+    out = []
+    for counters, events, why in NEEDED_EVENTS:
+        used = {c: grown[c] for c in counters if c in grown}
+        if used and not seen.intersection(events):
+            out.append({"events": list(events), "vmstat": used, "without_them": why})
+    return out
 
 
 def _pct(diff: int, of: int) -> float | None:
