@@ -253,6 +253,9 @@ CREATE TABLE IF NOT EXISTS snap_zoneinfo (
 CREATE TABLE IF NOT EXISTS snap_vmstat (
     trace_id INTEGER, snapshot VARCHAR, key VARCHAR, value BIGINT
 );
+CREATE TABLE IF NOT EXISTS snap_sysctl (
+    trace_id INTEGER, snapshot VARCHAR, key VARCHAR, value VARCHAR
+);
 CREATE TABLE IF NOT EXISTS snap_meminfo (
     trace_id INTEGER, snapshot VARCHAR, key VARCHAR, value BIGINT, unit VARCHAR
 );
@@ -274,6 +277,7 @@ TRACE_TABLES = (
     "snap_zoneinfo",
     "snap_vmstat",
     "snap_meminfo",
+    "snap_sysctl",
     "snap_kpageflags",
     "traces",
 )

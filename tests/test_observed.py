@@ -40,6 +40,7 @@ from replay.engine.observed import (
     give,
     init_blocks,
     observe,
+    reported_in_flight,
     take,
 )
 from replay.errors import TraceNotFoundError, UsageError
@@ -433,6 +434,8 @@ ZONE_KEYS = {
     "free_pages_diff_pct",
     "order3_pages_diff_pct",
     "order_diff_pct",
+    "reporting_in_flight_pages",
+    "free_pages_diff_pct_reporting",
 }
 TOP_KEYS = {
     "trace",
@@ -1058,3 +1061,14 @@ def test_migration_pte_takes_a_target_the_rebuild_holds_free() -> None:
 def test_kernel_failures_change_nothing() -> None:
     got, pcp, inc = _observe([(K_FAILED, -1, 3)], {B: 3}, zone=(B, B + 64), base=B, n=64)
     assert (got, pcp, inc) == ({B: 3}, {}, _only())
+
+
+def test_page_reporting_in_flight() -> None:
+    """Free page reporting holds up to 32 blocks of one order >= page_reporting_order off
+    the free lists with no tracepoint: a surplus of rebuilt blocks that fits one cycle."""
+    kernel = [0] * 9 + [80, 125]
+    assert reported_in_flight(kernel, [0] * 9 + [112, 125], 9) == 32 * 512
+    assert reported_in_flight(kernel, [0] * 9 + [113, 125], 9) == 0  # more than a cycle
+    assert reported_in_flight(kernel, [0] * 9 + [112, 125], None) == 0  # unknown: none
+    assert reported_in_flight(kernel, [0] * 9 + [112, 125], 10) == 0  # below the order
+    assert reported_in_flight([5] * 11, [6] * 9 + [7, 5], 0) == 2 * 512

@@ -518,3 +518,20 @@ def test_pagetypeinfo_capped_counts(tmp_path: Path) -> None:
     assert (rows[0]["nr_free"], rows[0]["capped"]) == (100000, True)
     assert not any(r["capped"] for r in rows[1:])
     assert sum(r["capped"] for r in free.to_pylist()) == 1
+
+
+def test_sysctl_snapshot(tmp_path: Path) -> None:
+    """``<when>.sysctl``: the vm sysctls and module parameters replay record saves."""
+    from replay.trace.snapshots import parse_sysctl
+
+    shipped = Path(__file__).resolve().parent.parent / "traces" / "small-calm-6.18"
+    t = parse_sysctl(shipped / "after.sysctl").to_pylist()
+    got = {r["key"]: r["value"] for r in t}
+    assert got["vm.min_free_kbytes"] == "67584"
+    assert got["vm.lowmem_reserve_ratio"] == "256 256 32 0 0"
+    assert got["page_reporting.page_reporting_order"] == "9"
+    bad = tmp_path / "after.sysctl"
+    bad.write_text("vm.min_free_kbytes = 1\nnot a sysctl line\n")
+    with pytest.raises(BadInputError) as ei:
+        parse_sysctl(bad)
+    assert ei.value.line == 2 and ei.value.file == str(bad)

@@ -740,12 +740,14 @@ def validate(store: Store, trace: str) -> dict[str, Any]:
         by_zone.setdefault((int(r["node"]), str(r["zone"])), [0] * NF)[int(r["order"])] = int(
             r["nr_free"]
         )
+    reporting_order = _reporting_order(store, trace_id)
     zones = []
     for z in obs.zones:
         k = by_zone.get((z.node, z.zone))
         if k is None:
             continue
         fk = sum(n << o for o, n in enumerate(k))
+        in_flight = reported_in_flight(k, z.nr_free, reporting_order)
         high_k = sum(n << o for o, n in enumerate(k) if o >= 3)
         high_r = sum(n << o for o, n in enumerate(z.nr_free) if o >= 3)
         zones.append({
@@ -757,6 +759,8 @@ def validate(store: Store, trace: str) -> dict[str, Any]:
             "order_diff_pct": [_pct(r - n, n) if n else None for r, n in zip(z.nr_free, k,
                                                                              strict=True)],
             "pcp_pages_rebuilt": z.pcp_pages,
+            "reporting_in_flight_pages": in_flight,
+            "free_pages_diff_pct_reporting": _pct(z.free_pages - in_flight - fk, fk),
         })  # fmt: skip
     return {
         "trace": store.trace_row(trace_id)["name"],
@@ -814,6 +818,42 @@ def missing_events(store: Store, trace_id: int) -> list[dict[str, Any]]:
         if used and not seen.intersection(events):
             out.append({"events": list(events), "vmstat": used, "without_them": why})
     return out
+
+
+# mm/page_reporting.h: PAGE_REPORTING_CAPACITY, the blocks one report cycle isolates
+PAGE_REPORTING_CAPACITY = 32
+
+
+def _reporting_order(store: Store, trace_id: int) -> int | None:
+    """page_reporting_order from the capture's sysctl snapshot (None: not recorded)."""
+    row = store.one(
+        """SELECT TRY_CAST(value AS INTEGER) FROM snap_sysctl
+           WHERE trace_id = $t AND key = 'page_reporting.page_reporting_order'
+           ORDER BY snapshot = 'after' DESC LIMIT 1""",
+        {"t": trace_id},
+    )
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def reported_in_flight(kernel: list[int], rebuilt: list[int], order: int | None) -> int:
+    """Pages free page reporting may have held off the free lists when buddyinfo was read.
+
+    ``page_reporting_cycle`` (mm/page_reporting.c) isolates up to
+    PAGE_REPORTING_CAPACITY free blocks of one order >= ``page_reporting_order``
+    (``__isolate_free_page``, no tracepoint) while the host is told, then puts
+    them back (``__putback_isolated_page``, no tracepoint either). A snapshot
+    taken meanwhile lacks them. Returns the pages of the largest surplus of
+    rebuilt over kernel blocks, at one order >= ``order``, that one cycle can
+    hold (1..32 blocks); 0 when there is none or reporting is off/unknown.
+    """
+    if order is None or order < 0:
+        return 0
+    best = 0
+    for o in range(max(order, 0), NF):
+        d = rebuilt[o] - kernel[o]
+        if 0 < d <= PAGE_REPORTING_CAPACITY:
+            best = max(best, d << o)
+    return best
 
 
 def _pct(diff: int, of: int) -> float | None:

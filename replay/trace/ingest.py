@@ -400,6 +400,8 @@ def _store_snapshots(store: Store, trace_id: int, snaps: dict[str, dict[str, Any
             )
         if "meminfo" in s:
             store.append("snap_meminfo", s["meminfo"], trace_id, snapshot=when)
+        if "sysctl" in s:
+            store.append("snap_sysctl", s["sysctl"], trace_id, snapshot=when)
         if "kpageflags" in s:
             flags = snapshots.read_kpageflags(s["kpageflags"])
             store.append(

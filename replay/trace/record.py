@@ -542,11 +542,21 @@ def copy_kpageflags(src: Path, dst: Path, chunk: int = KPAGEFLAGS_CHUNK) -> int:
     return total // 8
 
 
-def sysctl_text(proc: Path = PROC) -> str:
-    """The :data:`SYSCTLS` present under ``proc/sys`` as ``name = value`` lines."""
+#: Module parameters saved beside them (``module.param``, from /sys/module):
+#: free page reporting takes up to 32 free blocks of at least this order off
+#: the free lists, without a tracepoint, while the host is told.
+MODULE_PARAMS: tuple[str, ...] = ("page_reporting.page_reporting_order",)
+SYS_MODULE = Path("/sys/module")
+
+
+def sysctl_text(proc: Path = PROC, sys_module: Path = SYS_MODULE) -> str:
+    """The :data:`SYSCTLS` under ``proc/sys`` and the :data:`MODULE_PARAMS` under
+    ``sys_module`` that exist, as ``name = value`` lines."""
+    paths = [(n, proc / "sys" / n.replace(".", "/")) for n in SYSCTLS]
+    paths += [(n, sys_module / n.partition(".")[0] / "parameters" / n.partition(".")[2])
+              for n in MODULE_PARAMS]  # fmt: skip
     lines = []
-    for name in SYSCTLS:
-        path = proc / "sys" / name.replace(".", "/")
+    for name, path in paths:
         with contextlib.suppress(OSError):
             value = " ".join(path.read_text().split())
             lines.append(f"{name} = {value}\n")

@@ -83,6 +83,7 @@ __all__ = [
     "parse_buddyinfo",
     "parse_keyvalue",
     "parse_pagetypeinfo",
+    "parse_sysctl",
     "parse_zoneinfo",
     "parse_zoneinfo_counters",
     "read_kpageflags",
@@ -653,6 +654,32 @@ def parse_keyvalue(path: PathLike, kind: str) -> pa.Table:
     return pa.table([keys, values, units], schema=KEYVALUE_SCHEMA)
 
 
+SYSCTL_SCHEMA = pa.schema(
+    [pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string(), nullable=False)]
+)
+
+
+def parse_sysctl(path: PathLike) -> pa.Table:
+    """Parse a capture's ``<when>.sysctl``: ``name = value`` lines, as ``sysctl`` prints.
+
+    Columns ``key`` (``vm.min_free_kbytes``, ``page_reporting.page_reporting_order``)
+    and ``value`` (text: some are lists, ``vm.lowmem_reserve_ratio = 256 256 32 0 0``).
+    """
+    file = _name(path)
+    keys: list[str] = []
+    values: list[str] = []
+    for lineno, raw in enumerate(_read_lines(path, "sysctl"), start=1):
+        text = raw.strip()
+        if not text:
+            continue
+        key, eq, value = text.partition("=")
+        if not eq or not key.strip() or " " in key.strip():
+            raise _shape_error(file, lineno, "sysctl 'name = value'", raw)
+        keys.append(key.strip())
+        values.append(" ".join(value.split()))
+    return pa.table([keys, values], schema=SYSCTL_SCHEMA)
+
+
 # --------------------------------------------------------------------------
 # /proc/kpageflags
 # --------------------------------------------------------------------------
@@ -881,7 +908,7 @@ def load_capture_snapshots(folder: PathLike) -> dict[str, dict[str, Any]]:
     each inner dict has only the snapshots that exist, under the keys
     ``"buddyinfo"`` (table), ``"pagetypeinfo"`` (the
     :func:`parse_pagetypeinfo` tuple), ``"zoneinfo"`` (table), ``"vmstat"``,
-    ``"meminfo"`` (tables) and ``"kpageflags"``: the *path* of the kpageflags
+    ``"meminfo"``, ``"sysctl"`` (tables) and ``"kpageflags"``: the *path* of the kpageflags
     copy (raw or compressed), not loaded since it is large; read it with
     :func:`read_kpageflags`.
     """
@@ -910,5 +937,8 @@ def load_capture_snapshots(folder: PathLike) -> dict[str, dict[str, Any]]:
                 snaps[kind] = parse_zoneinfo(path)
             else:
                 snaps[kind] = parse_keyvalue(path, kind)
+        sysctl = root / f"{when}.sysctl"
+        if sysctl.is_file():
+            snaps["sysctl"] = parse_sysctl(sysctl)
         out[when] = snaps
     return out
