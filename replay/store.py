@@ -143,7 +143,9 @@ CREATE TABLE IF NOT EXISTS runs (
     pool_chunks BIGINT,      -- per-owner pool chunks held at the end
     pool_waste BIGINT,       -- pages reserved in pool chunks but not in use at the end
     pool_fallbacks BIGINT,   -- pooled requests served by the normal allocator
-    served_kernel_failures BIGINT  -- requests the recorded kernel failed that the model served
+    served_kernel_failures BIGINT,  -- requests the recorded kernel failed that the model served
+    start_seq BIGINT,        -- the first seq replayed (a fork's --at)
+    end_seq BIGINT           -- the last seq replayed
 );
 CREATE TABLE IF NOT EXISTS contiguity (
     run_id INTEGER NOT NULL,
@@ -306,7 +308,7 @@ ALTER TABLE contiguity ADD COLUMN IF NOT EXISTS phase VARCHAR;
         ("evicted_frees", "BIGINT"), ("degraded", "BIGINT"), ("compactions", "BIGINT"),
         ("model_events", "BIGINT"), ("exchanged", "BIGINT"), ("contig_pages", "BIGINT"),
         ("pool_chunks", "BIGINT"), ("pool_waste", "BIGINT"), ("pool_fallbacks", "BIGINT"),
-        ("served_kernel_failures", "BIGINT"),
+        ("served_kernel_failures", "BIGINT"), ("start_seq", "BIGINT"), ("end_seq", "BIGINT"),
     ]
 )  # fmt: skip
 

@@ -925,14 +925,18 @@ def test_what_if_from_the_observed_start(capture_db: Path, tmp_path: Path) -> No
 
     import duckdb
 
-    from replay.engine.observed import initial_zone_state
+    from replay.engine.observed import fork_state
 
     db = tmp_path / "start.duckdb"
     shutil.copyfile(capture_db, db)
     with Store(db) as store:
         zs, zp = store.one("SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = 1")
-        blk, page_mt = initial_zone_state(store, 1, zs, zp)
+        fork = fork_state(store, 1, zs, zp)
+        blk, page_mt = fork.blk, fork.page_mt
+    # free: the free blocks and the pages the rebuild saw on pcp lists (freed to the
+    # buddy in a model without pcp lists)
     free0 = int(sum(1 << int(k) for k in blk[blk >= 0]))
+    free0 += int(sum(1 << (int(k) - 1) for k in fork.pcp[fork.pcp > 0]))
     assert free0 == int((page_mt < 0).sum()) > 0
     res = run_cli("run", "compact", "--model", "mobility", "--start", "observed",
                   "--pageblock-every", "0", "--db", db, "-q", "-f", "json")  # fmt: skip
@@ -1072,3 +1076,39 @@ def test_page_reporting_in_flight() -> None:
     assert reported_in_flight(kernel, [0] * 9 + [112, 125], None) == 0  # unknown: none
     assert reported_in_flight(kernel, [0] * 9 + [112, 125], 10) == 0  # below the order
     assert reported_in_flight([5] * 11, [6] * 9 + [7, 5], 0) == 2 * 512
+
+
+def test_fork_from_the_kernel_state_at_any_seq(capture_db: Path, tmp_path: Path) -> None:
+    """--start observed --at SEQ --until SEQ: the model starts from the kernel's state just
+    before SEQ, each event applied once (the rebuild up to SEQ, the model from SEQ on); its
+    first step's free + pcp pages equal the observed run's at the same seq."""
+    import shutil
+
+    db = tmp_path / "fork.duckdb"
+    shutil.copyfile(capture_db, db)
+    obs = run_cli("run", "compact", "--observed", "--db", db, "-q", "-f", "json").json()
+    fork = run_cli("run", "compact", "-m", "mobility+pcp", "--start", "observed", "--at",
+                   "100000", "--until", "100500", "--db", db, "-q", "-f", "json")  # fmt: skip
+    assert fork.code == 0, fork.err
+    f = fork.json()
+    assert (f["start_seq"], f["end_seq"], f["events"]) == (100000, 100499, 500)
+    with Store(db, read_only=True) as s:
+        rows = s.query(
+            """SELECT run_id, min(seq) AS first, max(seq) AS last,
+                      arg_min(free_pages + pcp_pages, seq) AS total
+               FROM steps WHERE run_id IN ($o, $f) AND seq >= 100000 GROUP BY run_id
+               ORDER BY run_id""",
+            {"o": obs["run_id"], "f": f["run_id"]},
+        ).to_pylist()
+        stored = s.one("SELECT start_seq, end_seq FROM runs WHERE run_id = $r", {"r": f["run_id"]})
+    assert stored == (100000, 100499)
+    assert rows[1]["first"] == 100000 and rows[1]["last"] == 100499
+    assert rows[0]["total"] == rows[1]["total"]
+    # a fork before the before-snapshot, an --at without --start observed, a bad --until
+    for args, words in (
+        (["--start", "observed", "--at", "0"], "before-snapshot"),
+        (["--at", "100000"], "--start observed"),
+        (["--start", "observed", "--at", "100000", "--until", "100000"], "--until"),
+    ):
+        res = run_cli("run", "compact", "-m", "buddy", *args, "--db", db)
+        assert res.code == 2 and words in res.err, res.err

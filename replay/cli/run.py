@@ -46,10 +46,29 @@ def run(
         str,
         typer.Option(
             "--start",
-            help="Initial state: empty (a booted zone) or observed (the kernel's real state at "
-            "the start of the capture, rebuilt from its kpageflags and events).",
+            help="Initial state: empty (a booted zone) or observed (the kernel's real state, "
+            "rebuilt from the capture's kpageflags and events, just before --at).",
         ),
     ] = "empty",
+    at: Annotated[
+        int | None,
+        typer.Option(
+            "--at",
+            min=0,
+            help="With --start observed: fork from the kernel's state just before event SEQ "
+            "(default: the first event after the before-snapshot).",
+            show_default=False,
+        ),
+    ] = None,
+    until: Annotated[
+        int | None,
+        typer.Option(
+            "--until",
+            min=1,
+            help="Stop before event SEQ (a short fork is cheap).",
+            show_default=False,
+        ),
+    ] = None,
     fill_from_snapshot: Annotated[
         bool,
         typer.Option(
@@ -81,6 +100,10 @@ def run(
     stores the kernel's own placements and the rebuilt state instead
     (docs/observed.md), for side-by-side SQL with modelled runs.
 
+    --start observed --at SEQ forks the model from the kernel's real state just
+    before event SEQ (each event is applied once: the rebuild up to SEQ, the
+    model from SEQ on); --until SEQ stops early.
+
     Example: replay run compact-6.18 --model mobility+pcp --every 100 --format json
     """
     if observed:
@@ -95,7 +118,7 @@ def run(
         result = do_run(
             store, trace, config, zone_pages=zone_pages, every=every,
             pageblock_every=pageblock_every, fill_from_snapshot=fill_from_snapshot, start=start,
-            progress=progress,
+            at=at, until=until, progress=progress,
         )  # fmt: skip
     _emit_summary(result.summary(), fmt)
 

@@ -1067,21 +1067,68 @@ def run_observed(
     }  # fmt: skip
 
 
-def initial_zone_state(
-    store: Store, trace_id: int, start_pfn: int, pages: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The rebuilt state at the start of the trace, for ``[start_pfn, start_pfn + pages)``.
+@dataclass
+class ForkState:
+    """The kernel's rebuilt state just before canonical event ``seq``, for one pfn range.
 
-    The before-kpageflags decomposition with the snapshot window's events
-    replayed (as :func:`rebuild`). Returns ``blk_order`` (int8 per page: the
-    order of the free block starting there, else -1; only blocks wholly
-    inside the range) and ``page_mt`` (int8 per page: -1 free, else the
-    migratetype the allocated page is counted as: MOVABLE when kpageflags has
-    KPF_LRU, the pages the kernel's ``prep_move_freepages_block`` counts as
-    movable, else UNMOVABLE).
+    ``blk``: int8 per page of ``[start_pfn, start_pfn + pages)``, the order of
+    the free block starting there (-1 elsewhere; only blocks wholly inside).
+    ``page_mt``: int8 per page, -1 free (or on a pcp list), else the migratetype
+    an allocated page counts as: MOVABLE where the before-kpageflags has
+    KPF_LRU (what ``prep_move_freepages_block`` counts as movable), else
+    UNMOVABLE. ``pcp``: int8 per page, k+1 where an order-k block on a pcp list
+    starts (the pages the rebuild saw arrive there). ``first_seq``: the first
+    seq a fork may start at (the first event after the before-snapshot).
     """
+
+    seq: int
+    first_seq: int
+    blk: np.ndarray
+    page_mt: np.ndarray
+    pcp: np.ndarray
+
+
+def first_fork_seq(store: Store, trace_id: int) -> int:
+    """The first canonical seq after the ``snapshot before end`` marker (0 without one)."""
+    first = marker_line(store, trace_id, BEFORE_END)
+    row = store.one(
+        "SELECT min(seq) FROM events WHERE trace_id = $t AND ($l IS NULL OR line > $l)",
+        {"t": trace_id, "l": first},
+    )
+    if row is None or row[0] is None:
+        raise UsageError("the trace has no events after its before-snapshot")
+    return int(row[0])
+
+
+def fork_state(
+    store: Store, trace_id: int, start_pfn: int, pages: int, seq: int | None = None
+) -> ForkState:
+    """The rebuilt state just before canonical event ``seq`` (default: the first event
+    after the before-snapshot), for ``[start_pfn, start_pfn + pages)`` (pfn, pages).
+
+    The before-kpageflags decomposition, the snapshot window's events replayed over
+    it (as :func:`rebuild`), then every buddy-level event up to ``seq``. Each event
+    is applied once: a model forked here replays the events from ``seq`` on.
+    """
+    first_seq = first_fork_seq(store, trace_id)
+    at = first_seq if seq is None else int(seq)
+    row = store.one(
+        "SELECT line FROM events WHERE trace_id = $t AND seq = $s", {"t": trace_id, "s": at}
+    )
+    if row is None:
+        raise UsageError(f"the trace has no event with seq {at}")
+    if at < first_seq:
+        raise UsageError(
+            f"--at {at} is before the before-snapshot: the kernel's state is known from "
+            f"seq {first_seq} on"
+        )
     _, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id)
-    settle_snapshot_window(store, trace_id, (zlo, zhi, base, blk_order, pcp))
+    zb = (zlo, zhi, base, blk_order, pcp)
+    settle_snapshot_window(store, trace_id, zb)
+    first = marker_line(store, trace_id, BEFORE_END)
+    if at > first_seq:
+        incons = np.zeros(len(INCONSISTENCIES), np.int64)
+        apply_events(buddy_events(store, trace_id, first, int(row[0])), zb, incons)
     if start_pfn < base or start_pfn + pages > base + blk_order.shape[0]:
         raise UsageError(
             f"the run's zone [{start_pfn:#x}, {start_pfn + pages:#x}) is outside the snapshot's"
@@ -1094,6 +1141,14 @@ def initial_zone_state(
             blk[o] = -1
         else:
             free[o : o + (1 << k)] = True
+    on_pcp = pcp[start_pfn - base : start_pfn + pages - base].copy()
+    on_pcp[(on_pcp < 0) | (on_pcp >= UNKNOWN)] = 0
+    for o in np.flatnonzero(on_pcp > 0):
+        k = int(on_pcp[o]) - 1
+        if o + (1 << k) > pages:
+            on_pcp[o] = 0
+        else:
+            free[o : o + (1 << k)] = True  # not allocated: the model's pcp lists hold it
     lru = np.zeros(pages, np.bool_)
     runs = store.query(
         """SELECT pfn, nr_pages FROM snap_kpageflags WHERE trace_id = $t AND snapshot = 'before'
@@ -1104,4 +1159,4 @@ def initial_zone_state(
         lo, hi = max(int(p), start_pfn), min(int(p + m), start_pfn + pages)
         lru[lo - start_pfn : hi - start_pfn] = True
     page_mt = np.where(free, -1, np.where(lru, 1, 0)).astype(np.int8)
-    return blk, page_mt
+    return ForkState(seq=at, first_seq=first_seq, blk=blk, page_mt=page_mt, pcp=on_pcp)

@@ -122,6 +122,8 @@ class RunResult:
     pool_waste: int = 0
     pool_fallbacks: int = 0
     served_kernel_failures: int = 0  # requests the recorded kernel failed that the model served
+    start_seq: int = 0  # the first seq replayed (a fork's --at)
+    end_seq: int = -1  # the last seq replayed
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +138,7 @@ RUNS_COLUMNS = (
     "drain_retries", "pageblock_every", "start", "migrated", "scanned", "evicted",
     "evicted_frees", "degraded", "compactions", "model_events", "exchanged", "contig_pages",
     "pool_chunks", "pool_waste", "pool_fallbacks", "served_kernel_failures",
+    "start_seq", "end_seq",
 )  # fmt: skip
 
 

@@ -43,6 +43,7 @@ from replay.engine.environment import (
     object_index,
     zone_environment,
 )
+from replay.engine.observed import fork_state
 from replay.engine.results import (
     CONTIGUITY_SCHEMA,
     EXTFRAG_SCHEMA,
@@ -609,6 +610,8 @@ def run(
     pageblock_every: int | None = None,
     fill_from_snapshot: bool = False,
     start: str = "empty",
+    at: int | None = None,
+    until: int | None = None,
     progress: Progress | None = None,
 ) -> RunResult:
     """Replay ``trace`` through the configured model; returns what the run measured.
@@ -616,11 +619,15 @@ def run(
     ``every``: keep the counters of every K-th step (placements always).
     ``pageblock_every``: a pageblocks snapshot every K steps (default: about
     100 over the run; 0: only before the first and after the last step).
-    ``start``: ``empty`` (a booted zone) or ``observed`` (the kernel's state at
-    the start of the trace, rebuilt from the capture: replay.engine.observed).
+    ``start``: ``empty`` (a booted zone) or ``observed`` (the kernel's state
+    just before event ``at``, rebuilt from the capture: replay.engine.observed;
+    default: the first event after the before-snapshot). ``until``: stop
+    before the event of that seq. Steps cover seqs ``[at, until)``.
     """
     if start not in ("empty", "observed"):
         raise UsageError(f"--start must be empty or observed, not {start!r}")
+    if at is not None and start != "observed":
+        raise UsageError("--at forks from the kernel's state: it needs --start observed")
     if start == "observed" and (fill_from_snapshot or zone_pages is not None):
         raise UsageError(
             "--start observed takes the zone and its contents from the capture: "
@@ -634,8 +641,23 @@ def run(
     env = zone_environment(store, trace_id, config, zone_pages)
     warm_up()
     ids, n_obj = object_index(store, trace_id)
-    n_events = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
-    last_seq = n_events - 1
+    fork = None
+    if start == "observed":
+        if env.zone is None:
+            raise UsageError(
+                "--start observed needs the trace's zone from its snapshots (a capture)"
+            )
+        fork = fork_state(store, trace_id, env.start_pfn, env.pages, at)
+    lo_seq = fork.seq if fork is not None else 0
+    total = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
+    hi_seq = total if until is None else int(until)
+    if hi_seq <= lo_seq or hi_seq > total:
+        raise UsageError(
+            f"--until {hi_seq} must be after the first replayed seq {lo_seq} and at most "
+            f"{total} (the trace's events)"
+        )
+    n_events = hi_seq - lo_seq
+    last_seq = hi_seq - 1
     pbe = pageblock_every if pageblock_every is not None else math.ceil(
         n_events / PAGEBLOCK_SNAPSHOTS
     )  # fmt: skip
@@ -646,26 +668,30 @@ def run(
     def dense(objs: np.ndarray) -> np.ndarray:
         return objs if ids is None else np.searchsorted(ids, objs)
 
-    # Objects freed before any allocation: allocated first, by first appearance.
+    # Objects live when the run starts (freed in it, allocated before it or before the
+    # trace): allocated first, by first appearance; where the kernel had them from an
+    # observed start (their allocation's pfn, else their frees').
     pre = store.query(
-        """SELECT obj, max("offset" + (1::BIGINT << "order")) AS pages, min(seq) AS first,
-                  arg_min(migratetype, seq) AS mt, min(pfn - "offset") AS base_pfn
-           FROM events WHERE trace_id = $t AND op = 'free'
-             AND obj NOT IN (SELECT obj FROM events WHERE trace_id = $t AND op = 'alloc')
-           GROUP BY obj ORDER BY first""",
-        {"t": trace_id},
+        """WITH f AS (
+               SELECT obj, max("offset" + (1::BIGINT << "order")) AS pages, min(seq) AS first,
+                      arg_min(migratetype, seq) AS mt, min(pfn - "offset") AS base_pfn
+               FROM events WHERE trace_id = $t AND op = 'free' AND seq >= $lo AND seq < $hi
+               GROUP BY obj),
+           a AS (SELECT obj, seq, pfn, migratetype, "order" FROM events
+                 WHERE trace_id = $t AND op = 'alloc' AND NOT coalesce(failed, false))
+           SELECT f.obj, greatest(f.pages, coalesce(1::BIGINT << a."order", 0)) AS pages,
+                  f.first, coalesce(a.migratetype, f.mt) AS mt,
+                  coalesce(a.pfn, f.base_pfn) AS base_pfn
+           FROM f LEFT JOIN a USING (obj)
+           WHERE a.seq IS NULL OR a.seq < $lo
+           ORDER BY f.first""",
+        {"t": trace_id, "lo": lo_seq, "hi": hi_seq},
     )
     n_pre = pre.num_rows
     pre_pages = 0
     blk = page_mt = None
-    if start == "observed":
-        from replay.engine.observed import initial_zone_state
-
-        if env.zone is None:
-            raise UsageError(
-                "--start observed needs the trace's zone from its snapshots (a capture)"
-            )
-        blk, page_mt = initial_zone_state(store, trace_id, env.start_pfn, env.pages)
+    if fork is not None:
+        blk, page_mt = fork.blk, fork.page_mt
     elif n_pre:
         pre_pages = int(pre.column("pages").to_numpy().sum())
     kinds = np.zeros(0, np.int8)
@@ -699,6 +725,7 @@ def run(
             # so the model never frees a page twice.
             base = pre.column("base_pfn").to_numpy(zero_copy_only=False)
             npages = pre.column("pages").to_numpy()
+            pre_mt = pre.column("mt").to_numpy(zero_copy_only=False)
             objs = dense(pre.column("obj").to_numpy()).astype(np.int64)
             for j in range(n_pre):
                 if base[j] != base[j]:  # NaN: no pfn recorded
@@ -709,13 +736,20 @@ def run(
                     continue
                 claimed[off:end] = True
                 placed[objs[j]] = int(base[j])
-                rp.objects.obj_mt[objs[j]] = page_mt[off]
+                mt_j = int(pre_mt[j]) if pre_mt[j] >= 0 else int(page_mt[off])
+                rp.objects.obj_mt[objs[j]] = mt_j
+                rp.objects.obj_order[objs[j]] = max(int(npages[j]) - 1, 0).bit_length()
+                rp.objects.obj_flags[objs[j]] = rp.type_flags(np.array([mt_j]))[0]
         # every other allocated page: an order-0 object, movable when the kernel had it on
         # an LRU list (page_mt MOVABLE), reclaimable by its type
         offs = np.flatnonzero(~claimed)
         mts = page_mt[offs]
         rp.zone.adopt(n_obj + np.arange(offs.shape[0], dtype=np.int64), offs, 0, mts,
                       rp.type_flags(mts))  # fmt: skip
+        # the pages the kernel had on pcp lists: the model's pcp lists (or its buddy)
+        assert fork is not None
+        pcp_at = np.flatnonzero(fork.pcp > 0)
+        rp.zone.load_pcp(pcp_at, fork.pcp[pcp_at].astype(np.int64) - 1)
     elif n_pre:
         pages_col = pre.column("pages").to_numpy()
         pre_order = np.ceil(np.log2(pages_col.astype(np.float64))).astype(np.int64)
@@ -762,8 +796,9 @@ def run(
             reader = cur.sql(
                 'SELECT seq, op = \'alloc\' AS is_alloc, obj, "offset", "order", migratetype, '
                 f"coalesce(cpu, 0) AS cpu, ts_ns, {flags_expr} AS flags, {owner_sql} AS owner "
-                f"FROM events e {owner_join} WHERE trace_id = $t ORDER BY seq",
-                params={"t": trace_id, **flags_params},
+                f"FROM events e {owner_join} WHERE trace_id = $t AND seq >= $lo AND seq < $hi "
+                "ORDER BY seq",
+                params={"t": trace_id, "lo": lo_seq, "hi": hi_seq, **flags_params},
             ).to_arrow_reader(CHUNK_EVENTS)
             for batch in reader:
                 seq = batch.column("seq").to_numpy()
@@ -798,7 +833,7 @@ def run(
                 r = rp.apply(ev, keep_row, keep_counters, out, snap_at=np.flatnonzero(snap),
                              actions=at)  # fmt: skip
                 assert r == m
-                progress.advance_to(int(seq[-1]) + 1)
+                progress.advance_to(int(seq[-1]) + 1 - lo_seq)
                 yield steps_batch(seq[keep_row], is_alloc[keep_row], out)
         finally:
             if reader is not None:
@@ -831,7 +866,8 @@ def run(
                 if spool.rows:
                     store.append_parquet(table, spool.path, run_id, key="run_id")
             result = _record_run(store, run_id, trace_id, config, env, rp, started, t_start,
-                                 n_events, n_pre, background, every, pbe, start)  # fmt: skip
+                                 n_events, n_pre, background, every, pbe, start,
+                                 (lo_seq, last_seq))  # fmt: skip
     finally:
         for spool in (rp.extfrag, rp.pageblocks, rp.model_events, rp.contiguity):
             spool.close()
@@ -842,7 +878,7 @@ def run(
 def _record_run(
     store: Store, run_id: int, trace_id: int, config: RunConfig, env: Environment, rp: _Replay,
     started: datetime, t_start: float, n_events: int, n_pre: int, background: int, every: int,
-    pbe: int, start: str,
+    pbe: int, start: str, seqs: tuple[int, int],
 ) -> RunResult:  # fmt: skip
     z = rp.zone
     c, s = z.counters, rp.stats
@@ -868,6 +904,7 @@ def _record_run(
         - int(c[C_POOL_PAGES]),
         pool_fallbacks=int(s[S_POOL_FALLBACKS]),
         served_kernel_failures=int(s[S_SERVED_KERNEL_FAILED]),
+        start_seq=seqs[0], end_seq=seqs[1],
     )  # fmt: skip
     values = {
         **{k: v for k, v in result.summary().items() if k in RUNS_COLUMNS},

@@ -26,11 +26,13 @@ from replay.models.internal import (
     P_HIGH,
     P_NCPU,
     P_PB0,
+    P_PCP,
     P_START,
     PAGEBLOCK_ORDER,
     list_add,
     list_del,
     order_to_pindex,
+    pcp_allowed_order,
     pindex_to_order,
 )
 
@@ -148,3 +150,28 @@ def pageblock_snapshot(z, prm, out):  # type: ignore[no-untyped-def]
         while o >= 0:
             out[((o + start) >> PAGEBLOCK_ORDER) - pb0, 5] += np.int64(1) << k
             o = z.list_next[o]
+
+
+@nb.njit(cache=True, _nrt=False)
+def pcp_load(offs, orders, z, prm, counters):  # type: ignore[no-untyped-def]
+    """Put blocks (offset, order) a starting state found on pcp lists back on pcp lists.
+
+    For ``--start observed``: the blocks go to the tail of the cpus' lists for
+    their order and pageblock type, cpu by cpu in turn (the rebuild does not
+    know which cpu held them), without draining at ``high``. With pcp lists
+    off they are freed to the buddy instead, merging (``free_to_buddy``).
+    """
+    start = prm[P_START]
+    ncpu = prm[P_NCPU]
+    for i in range(offs.shape[0]):
+        o = offs[i]
+        k = orders[i]
+        if prm[P_PCP] == 0 or not pcp_allowed_order(k):
+            free_to_buddy(o + start, k, z, prm)
+            continue
+        cpu = i % ncpu
+        mt = z.pageblock_mt[((o + start) >> PAGEBLOCK_ORDER) - prm[P_PB0]]
+        li = cpu * NR_PCP_LISTS + order_to_pindex(k, mt)
+        list_add(o, li, True, z.list_next, z.list_prev, z.pcp_head, z.pcp_tail)
+        z.pcp_count[cpu] += np.int64(1) << k
+        counters[C_PCP_PAGES] += np.int64(1) << k

@@ -52,7 +52,7 @@ from replay.models.internal import (
     new_zone,
 )
 from replay.models.page_alloc import alloc_pages, free_pages
-from replay.models.pcp import drain_all, pageblock_snapshot
+from replay.models.pcp import drain_all, pageblock_snapshot, pcp_load
 from replay.models.pools import new_pools
 from replay.models.reclaim import lru_add
 
@@ -325,6 +325,12 @@ class ZoneState:
                 pb_mt[first + 1 : first + (1 << (int(blk[o]) - PAGEBLOCK_ORDER))] = pb_mt[first]
         self.arrays.pageblock_mt[:] = pb_mt
         load_state(self.arrays, self.prm, blk.astype(np.int8), page_mt.astype(np.int8))
+
+    def load_pcp(self, offsets: np.ndarray, orders: np.ndarray) -> None:
+        """Blocks (offsets from start_pfn, orders) a loaded state had on pcp lists:
+        onto the pcp lists (:func:`replay.models.pcp.pcp_load`), or the buddy without pcp."""
+        pcp_load(offsets.astype(np.int64), orders.astype(np.int64), self.arrays, self.prm,
+                 self.counters)  # fmt: skip
 
     def adopt(self, ids: np.ndarray, offsets: np.ndarray, orders: np.ndarray | int,
               mts: np.ndarray, flags: np.ndarray) -> None:  # fmt: skip
