@@ -14,7 +14,13 @@ import numpy as np
 
 from replay.errors import UsageError
 from replay.models.config import RunConfig
-from replay.models.internal import MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE
+from replay.models.internal import (
+    MAX_PAGE_ORDER,
+    MIGRATE_MOVABLE,
+    MIGRATE_RECLAIMABLE,
+    MIGRATE_UNMOVABLE,
+    PAGEBLOCK_ORDER,
+)
 from replay.models.watermarks import (
     calculate_min_free_kbytes,
     mult_frac,
@@ -36,14 +42,26 @@ class Environment:
     wmark: tuple[int, int, int]  # min, low, high (pages)
     batch: int
     high: int
+    # pages the zone's buddy allocator managed at the start (the before-snapshot's
+    # ``managed``); the zone's pages past ``start_pfn + managed`` are holes: memory not
+    # in the allocator yet, until the trace frees it into the zone (memory onlining)
+    managed: int | None = None
+
+    @property
+    def holes_from(self) -> int | None:
+        """The first hole's offset from ``start_pfn`` (pages), or None without holes."""
+        if self.managed is None or self.managed >= self.pages:
+            return None
+        return self.managed
 
 
 def snapshot_zone(store: Store, trace_id: int, start: int, pages: int) -> tuple | None:
-    """The before (else after) zoneinfo row of the zone [start, start + pages), if any:
-    (zone, min, low, high, managed, snapshot, node)."""
+    """The before (else after) zoneinfo row of the zone starting at ``start`` whose
+    managed pages or span are ``pages``, if any: (zone, min, low, high, managed,
+    snapshot, node)."""
     return store.one(
         """SELECT zone, "min", low, high, managed, snapshot, node FROM snap_zoneinfo
-           WHERE trace_id = $t AND start_pfn = $s AND managed = $p
+           WHERE trace_id = $t AND start_pfn = $s AND (managed = $p OR spanned = $p)
            ORDER BY snapshot = 'before' DESC LIMIT 1""",
         {"t": trace_id, "s": start, "p": pages},
     )
@@ -65,6 +83,8 @@ def zone_watermarks(
     if snap is not None and mfk is None and wsf is None:
         return int(snap[1]), int(snap[2]), int(snap[3])  # what the kernel had
     wsf = 10 if wsf is None else wsf
+    if snap is not None and snap[4]:
+        pages = int(snap[4])  # the kernel sizes a zone's watermarks by its managed pages
     if snap is not None and mfk is None:
         wmin = int(snap[1])
         tmp = max(wmin >> 2, mult_frac(pages, wsf, 10000))
@@ -77,7 +97,7 @@ def zone_watermarks(
         ).to_pylist()
         managed = [int(z["managed"]) for z in zones]
         highmem = [z["zone"] in ("HighMem", "Movable") for z in zones]
-        i = next(j for j, z in enumerate(zones) if z["zone"] == snap[0] and managed[j] == pages)
+        i = next(j for j, z in enumerate(zones) if z["zone"] == snap[0])
         w = setup_per_zone_wmarks(managed, mfk, wsf, highmem)[i]
         return w.min, w.low, w.high
     if mfk is None:
@@ -106,9 +126,12 @@ def zone_environment(
     max_cpu = store.one("SELECT max(cpu) FROM events WHERE trace_id = $t", {"t": trace_id})
     ncpus = config.get("ncpus") or max(1, int(max_cpu[0] or 0) + 1 if max_cpu else 1)
     wmark = zone_watermarks(store, trace_id, snap, pages, config)
-    batch = config.get("pcp_batch") or max(1, zone_batchsize(pages))
+    sized = int(snap[4]) if snap is not None and snap[4] else pages  # managed pages
+    batch = config.get("pcp_batch") or max(1, zone_batchsize(sized))
     high = config.get("pcp_high") or zone_highsize(wmark[1], batch, ncpus)
-    return Environment(start, pages, snap[0] if snap else None, int(ncpus), wmark, batch, high)
+    managed = int(snap[4]) if snap is not None and snap[4] else None
+    return Environment(start, pages, snap[0] if snap else None, int(ncpus), wmark, batch, high,
+                       managed)  # fmt: skip
 
 
 def object_index(store: Store, trace_id: int) -> tuple[np.ndarray | None, int]:
@@ -189,3 +212,86 @@ def background_stream(pages_by_mt: dict[int, int]) -> np.ndarray:
                 parts.append(np.full(n, mt, np.int8))
                 left[mt] -= n
     return np.concatenate(parts) if parts else np.zeros(0, np.int8)
+
+
+def zone_pageblocks(start_pfn: int, pages: int) -> int:
+    """Pageblocks the zone [start_pfn, start_pfn + pages) touches."""
+    return ((start_pfn + pages - 1) >> PAGEBLOCK_ORDER) - (start_pfn >> PAGEBLOCK_ORDER) + 1
+
+
+def aligned_blocks(mask: np.ndarray, start_pfn: int) -> tuple[np.ndarray, np.ndarray]:
+    """The maximal naturally aligned blocks (order <= 10) covering the True pages of
+    ``mask`` (offsets from ``start_pfn``): (offsets, orders), ascending."""
+    offs: list[int] = []
+    orders: list[int] = []
+    idx = np.flatnonzero(mask)
+    if idx.shape[0] == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    cut = np.flatnonzero(np.diff(idx) != 1) + 1
+    for run in np.split(idx, cut):
+        o, end = int(run[0]), int(run[-1]) + 1
+        while o < end:
+            k = MAX_PAGE_ORDER
+            while k > 0 and (((o + start_pfn) & ((1 << k) - 1)) != 0 or o + (1 << k) > end):
+                k -= 1
+            offs.append(o)
+            orders.append(k)
+            o += 1 << k
+    return np.array(offs, np.int64), np.array(orders, np.int64)
+
+
+def boot_blocks(pages: int, managed: int, start_pfn: int) -> np.ndarray:
+    """``buddy_order`` per page of a zone whose first ``managed`` pages are free (as
+    ``__free_pages_core`` leaves them: maximal aligned blocks) and the rest holes (-1)."""
+    blk = np.full(pages, -1, np.int8)
+    mask = np.zeros(pages, np.bool_)
+    mask[:managed] = True
+    offs, orders = aligned_blocks(mask, start_pfn)
+    blk[offs] = orders
+    return blk
+
+
+def initial_pageblock_types(
+    store: Store, trace_id: int, env: Environment, page_mt: np.ndarray
+) -> np.ndarray:
+    """Pageblock migratetypes for a zone starting from the kernel's state (int8 each).
+
+    The capture records how many pageblocks of each type the zone has
+    (pagetypeinfo's "Number of blocks type"), not which. The pageblocks in
+    holes are MOVABLE (``memmap_init_range`` sets every new pageblock MOVABLE)
+    and not counted, as pagetypeinfo does not count them. Of the others, the
+    ones with the most unmovable pages (``page_mt`` UNMOVABLE: no KPF_LRU) are
+    UNMOVABLE, as many as the snapshot counts, then the next ones RECLAIMABLE
+    as many as it counts, the rest MOVABLE; an order-10 free block takes its
+    first pageblock's type for both. Without a count: UNMOVABLE where
+    unmovable pages outnumber movable ones.
+    """
+    npb = zone_pageblocks(env.start_pfn, env.pages)
+    pb0 = env.start_pfn >> PAGEBLOCK_ORDER
+    idx = ((np.arange(env.pages, dtype=np.int64) + env.start_pfn) >> PAGEBLOCK_ORDER) - pb0
+    unmov = np.bincount(idx, weights=(page_mt == MIGRATE_UNMOVABLE), minlength=npb)
+    mov = np.bincount(idx, weights=(page_mt == MIGRATE_MOVABLE), minlength=npb)
+    hole = np.zeros(npb, np.bool_)
+    if env.holes_from is not None:
+        hole[(env.start_pfn + env.holes_from - (pb0 << PAGEBLOCK_ORDER)) >> PAGEBLOCK_ORDER :] = (
+            True
+        )
+    counts = {
+        int(r["mt"]): int(r["n"])
+        for r in store.query(
+            """SELECT mt, sum(nr_pageblocks) AS n FROM snap_pageblocks
+               WHERE trace_id = $t AND snapshot = 'before' AND zone = $z GROUP BY mt""",
+            {"t": trace_id, "z": env.zone},
+        ).to_pylist()
+    }
+    pb_mt = np.full(npb, MIGRATE_MOVABLE, np.int8)
+    if not counts:
+        pb_mt[(unmov > mov) & ~hole] = MIGRATE_UNMOVABLE
+        return pb_mt
+    order = np.argsort(-(unmov - mov), kind="stable")
+    order = order[~hole[order]]
+    n_u = min(counts.get(MIGRATE_UNMOVABLE, 0), order.shape[0])
+    n_r = min(counts.get(MIGRATE_RECLAIMABLE, 0), order.shape[0] - n_u)
+    pb_mt[order[:n_u]] = MIGRATE_UNMOVABLE
+    pb_mt[order[n_u : n_u + n_r]] = MIGRATE_RECLAIMABLE
+    return pb_mt

@@ -38,10 +38,14 @@ import pyarrow as pa
 
 from replay.engine.environment import (
     Environment,
+    aligned_blocks,
     background_pages,
     background_stream,
+    boot_blocks,
+    initial_pageblock_types,
     object_index,
     zone_environment,
+    zone_pageblocks,
 )
 from replay.engine.observed import fork_state
 from replay.engine.results import (
@@ -93,6 +97,7 @@ from replay.models.internal import (
     F_KERNEL_FAILED,
     F_MOVABLE,
     F_NORECLAIM,
+    F_PINNED,
     F_RECLAIM,
     F_VCOMPOUND,
     K_COMPACT_ONESHOT,
@@ -101,6 +106,7 @@ from replay.models.internal import (
     ME_COLS,
     MIGRATE_MOVABLE,
     MIGRATE_RECLAIMABLE,
+    MIGRATE_UNMOVABLE,
     MODES,
     NR_STATS,
     P_COMPACT,
@@ -689,17 +695,58 @@ def run(
     )
     n_pre = pre.num_rows
     pre_pages = 0
-    blk = page_mt = None
+    blk = page_mt = pb_mt = None
+    holes_from = env.holes_from
     if fork is not None:
         blk, page_mt = fork.blk, fork.page_mt
-    elif n_pre:
+        pb_mt = initial_pageblock_types(store, trace_id, env, page_mt)
+    elif holes_from is not None:
+        # the booted managed pages; the rest are holes until the trace frees them in
+        blk = boot_blocks(env.pages, holes_from, env.start_pfn)
+        page_mt = np.full(env.pages, -1, np.int8)
+        page_mt[holes_from:] = MIGRATE_UNMOVABLE
+        pb_mt = np.full(zone_pageblocks(env.start_pfn, env.pages), MIGRATE_MOVABLE, np.int8)
+    if n_pre and fork is None:
         pre_pages = int(pre.column("pages").to_numpy().sum())
     kinds = np.zeros(0, np.int8)
     if fill_from_snapshot:
         kinds = background_stream(background_pages(store, trace_id, env, pre_pages))
+    # Objects live at the start that hold pages of the starting state where the kernel
+    # had them: all of them from an observed start, those in the holes (memory the
+    # trace brings online) from an empty one. Two can claim the same pages (untraced
+    # allocations, e.g. compaction targets): the first keeps them, the later one is
+    # ignored, so the model never frees a page twice.
+    claims: list[tuple[int, int, int, int]] = []  # (pre row, offset, pages, migratetype)
+    claimed = None
+    if page_mt is not None:
+        claimed = page_mt < 0  # free pages cannot be held by anyone
+        base = pre.column("base_pfn").to_numpy(zero_copy_only=False)
+        npages = pre.column("pages").to_numpy()
+        pre_mt = pre.column("mt").to_numpy(zero_copy_only=False)
+        low = 0 if fork is not None else holes_from
+        for j in range(n_pre):
+            if base[j] != base[j]:  # NaN: no pfn recorded
+                continue
+            off = int(base[j]) - env.start_pfn
+            end = off + int(npages[j])
+            if off < low or end > env.pages or claimed[off:end].any():
+                continue
+            claimed[off:end] = True
+            claims.append((j, off, int(npages[j]),
+                           int(pre_mt[j]) if pre_mt[j] >= 0 else int(page_mt[off])))  # fmt: skip
     # Background pages are objects too (ids after the trace's), so compaction can move
-    # them and kswapd evict them: the fill's pages, or the observed state's allocated pages.
-    n_bg = kinds.shape[0] if page_mt is None else int(np.count_nonzero(page_mt >= 0))
+    # them and kswapd evict them: the fill's pages, or the starting state's allocated
+    # pages no object claimed (holes as whole aligned blocks, other pages one by one).
+    bg_offs = bg_orders = np.zeros(0, np.int64)
+    if claimed is not None and page_mt is not None:
+        in_hole = np.zeros(env.pages, np.bool_)
+        if holes_from is not None:
+            in_hole[holes_from:] = True
+        single = np.flatnonzero(~claimed & ~in_hole)
+        h_offs, h_orders = aligned_blocks(~claimed & in_hole, env.start_pfn)
+        bg_offs = np.concatenate([single, h_offs])
+        bg_orders = np.concatenate([np.zeros(single.shape[0], np.int64), h_orders])
+    n_bg = kinds.shape[0] if page_mt is None else int(bg_offs.shape[0])
     tmp_dir = tempfile.TemporaryDirectory(prefix="replay-run-")
     owner_sql, owner_join, n_owners = _owners(store, trace_id, config)
     rp = _Replay(env, config, n_obj + n_bg, Path(tmp_dir.name), n_owners)
@@ -715,46 +762,33 @@ def run(
     placed = rp.objects.placed
     background = 0
     if page_mt is not None and blk is not None:
-        rp.zone.load(blk, page_mt)
-        claimed = page_mt < 0  # free pages cannot be held by anyone
-        if n_pre:
-            # Pages allocated before the trace are already in the observed state:
-            # placed where the kernel had them (those not allocated there are ignored).
-            # Two objects can claim the same pages (the trace's untraced allocations,
-            # e.g. compaction targets): the first keeps them, the later one is ignored,
-            # so the model never frees a page twice.
-            base = pre.column("base_pfn").to_numpy(zero_copy_only=False)
-            npages = pre.column("pages").to_numpy()
-            pre_mt = pre.column("mt").to_numpy(zero_copy_only=False)
-            objs = dense(pre.column("obj").to_numpy()).astype(np.int64)
-            for j in range(n_pre):
-                if base[j] != base[j]:  # NaN: no pfn recorded
-                    continue
-                off = int(base[j]) - env.start_pfn
-                end = off + int(npages[j])
-                if off < 0 or end > env.pages or claimed[off:end].any():
-                    continue
-                claimed[off:end] = True
-                placed[objs[j]] = int(base[j])
-                mt_j = int(pre_mt[j]) if pre_mt[j] >= 0 else int(page_mt[off])
-                rp.objects.obj_mt[objs[j]] = mt_j
-                rp.objects.obj_order[objs[j]] = max(int(npages[j]) - 1, 0).bit_length()
-                rp.objects.obj_flags[objs[j]] = rp.type_flags(np.array([mt_j]))[0]
-        # every other allocated page: an order-0 object, movable when the kernel had it on
-        # an LRU list (page_mt MOVABLE), reclaimable by its type
-        offs = np.flatnonzero(~claimed)
-        mts = page_mt[offs]
-        rp.zone.adopt(n_obj + np.arange(offs.shape[0], dtype=np.int64), offs, 0, mts,
-                      rp.type_flags(mts))  # fmt: skip
-        # the pages the kernel had on pcp lists: the model's pcp lists (or its buddy)
-        assert fork is not None
-        pcp_at = np.flatnonzero(fork.pcp > 0)
-        rp.zone.load_pcp(pcp_at, fork.pcp[pcp_at].astype(np.int64) - 1)
-    elif n_pre:
-        pages_col = pre.column("pages").to_numpy()
+        rp.zone.load(blk, page_mt, pb_mt)
+        if claims:
+            rows = np.array([c[0] for c in claims], np.int64)
+            objs = dense(pre.column("obj").to_numpy()[rows]).astype(np.int64)
+            offs = np.array([c[1] for c in claims], np.int64)
+            orders = np.array([max(c[2] - 1, 0).bit_length() for c in claims], np.int64)
+            mts = np.array([c[3] for c in claims], np.int8)
+            # an object of a size that is no power of two is no unit: it never moves
+            odd = np.array([c[2] & (c[2] - 1) != 0 for c in claims], np.bool_)
+            flags = np.where(odd, F_PINNED, rp.type_flags(mts)).astype(np.int8)
+            rp.zone.adopt(objs, offs, orders, mts, flags)
+        # every other allocated page: movable when the kernel had it on an LRU list
+        # (page_mt MOVABLE), reclaimable by its type; holes never move
+        mts = page_mt[bg_offs]
+        flags = np.where(bg_orders > 0, 0, rp.type_flags(mts)).astype(np.int8)
+        rp.zone.adopt(n_obj + np.arange(n_bg, dtype=np.int64), bg_offs, bg_orders, mts, flags)
+        if fork is not None:
+            # the pages the kernel had on pcp lists: the model's pcp lists (or its buddy)
+            pcp_at = np.flatnonzero(fork.pcp > 0)
+            rp.zone.load_pcp(pcp_at, fork.pcp[pcp_at].astype(np.int64) - 1)
+    if n_pre and fork is None:
+        # the others: allocated by the model before the trace's first event
+        rest = np.setdiff1d(np.arange(n_pre), np.array([c[0] for c in claims], np.int64))
+        pages_col = pre.column("pages").to_numpy()[rest]
         pre_order = np.ceil(np.log2(pages_col.astype(np.float64))).astype(np.int64)
-        rp.allocate_all(dense(pre.column("obj").to_numpy()), pre_order,
-                        pre.column("mt").to_numpy())  # fmt: skip
+        rp.allocate_all(dense(pre.column("obj").to_numpy()[rest]), pre_order,
+                        pre.column("mt").to_numpy()[rest])  # fmt: skip
     if fill_from_snapshot:
         nb_ = kinds.shape[0]
         before = int(rp.stats[S_FAILURES])

@@ -320,9 +320,12 @@ class ZoneState:
             unmov = np.bincount(idx, weights=(page_mt == MIGRATE_UNMOVABLE), minlength=self.npb)
             mov = np.bincount(idx, weights=(page_mt == MIGRATE_MOVABLE), minlength=self.npb)
             pb_mt = np.where(unmov > mov, MIGRATE_UNMOVABLE, MIGRATE_MOVABLE).astype(np.int8)
-            for o in np.flatnonzero(blk > PAGEBLOCK_ORDER):
-                first = ((int(o) + self.start_pfn) >> PAGEBLOCK_ORDER) - pb0
-                pb_mt[first + 1 : first + (1 << (int(blk[o]) - PAGEBLOCK_ORDER))] = pb_mt[first]
+        else:
+            pb_mt = pb_mt.astype(np.int8, copy=True)
+        pb0 = self.start_pfn >> PAGEBLOCK_ORDER
+        for o in np.flatnonzero(blk > PAGEBLOCK_ORDER):
+            first = ((int(o) + self.start_pfn) >> PAGEBLOCK_ORDER) - pb0
+            pb_mt[first + 1 : first + (1 << (int(blk[o]) - PAGEBLOCK_ORDER))] = pb_mt[first]
         self.arrays.pageblock_mt[:] = pb_mt
         load_state(self.arrays, self.prm, blk.astype(np.int8), page_mt.astype(np.int8))
 

@@ -577,6 +577,7 @@ def to_table(built: Built, t0_ns: int = 0) -> pa.Table:
             "region": opt("region"),
             "vpn": opt("vpn"),
             "movable": pa.nulls(n, pa.bool_()),
+            "failed": pa.array(np.zeros(n, np.bool_)),  # a synthetic kernel fails nothing
         },
         schema=pa.schema(
             [
@@ -595,6 +596,7 @@ def to_table(built: Built, t0_ns: int = 0) -> pa.Table:
                 ("region", pa.int64()),
                 ("vpn", pa.int64()),
                 ("movable", pa.bool_()),
+                ("failed", pa.bool_()),
             ]
         ),
     )

@@ -115,12 +115,17 @@ def detect(path: Path) -> str:
 def _zone_from_zoneinfo(
     zi: pa.Table, pfn_min: int | None, pfn_max: int | None
 ) -> tuple[int, int] | None:
-    """The default what-if zone: starts at the first zone the trace's pfns fall in,
-    sized by the pages those zones' buddy allocators manage (``managed``).
+    """The default what-if zone: the zone the trace's pfns fall in that manages the most
+    pages (the one a model of one zone stands for: Normal on a 64-bit machine), from its
+    start pfn, sized by the pages its buddy allocator manages (``managed``).
 
     ``spanned`` can be far larger than what the allocator had: on the shipped
     6.18 capture the Normal zone spans 5.5M pages but manages 1M, exactly the
-    pfn range [0x100000, 0x200000) its events use.
+    pfn range [0x100000, 0x200000) its events use. When the trace uses pfns past
+    ``start + managed`` (memory the kernel added during the trace: this
+    machine's ``deferred_init=lazy`` grows the zone by sections), the zone is
+    the whole span; a run treats the pages past the managed ones as holes until
+    the trace frees them into the zone.
     """
     rows = [r for r in zi.to_pylist() if r.get("start_pfn") is not None and r.get("spanned")]
     if not rows:
@@ -130,11 +135,11 @@ def _zone_from_zoneinfo(
             r for r in rows if r["start_pfn"] <= pfn_max and r["start_pfn"] + r["spanned"] > pfn_min
         ]
         rows = hit or rows
-    start = min(r["start_pfn"] for r in rows)
-    pages = sum(int(r.get("managed") or r.get("present") or r["spanned"]) for r in rows)
-    if pfn_max is not None and start + pages <= pfn_max:
-        # Managed pages sit in a larger span (holes): cover every pfn the trace uses.
-        pages = max(r["start_pfn"] + r["spanned"] for r in rows) - start
+    z = max(rows, key=lambda r: int(r.get("managed") or r.get("present") or r["spanned"]))
+    start, spanned = int(z["start_pfn"]), int(z["spanned"])
+    pages = int(z.get("managed") or z.get("present") or spanned)
+    if pfn_max is not None and start + pages <= pfn_max < start + spanned:
+        pages = spanned  # the trace onlines memory past the managed pages: the whole span
     return start, pages
 
 
