@@ -7,8 +7,8 @@ from typing import Annotated
 import pyarrow as pa
 import typer
 
-from replay.cli.common import DbOpt, FormatOpt
-from replay.cli.output import Format, emit_sections, write_json
+from replay.cli.common import DbOpt, FormatOpt, QuietOpt
+from replay.cli.output import Format, emit_sections, progress_bar, write_json
 from replay.engine.observed import NF
 from replay.engine.observed import validate as do_validate
 from replay.store import Store
@@ -16,8 +16,23 @@ from replay.store import Store
 
 def validate(
     trace: Annotated[str, typer.Argument(help="Trace name or id (a capture with snapshots).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Also replay the capture through this model (a preset or a TOML file) from "
+            "the kernel's real state and compare it with the observed run, step by step.",
+            show_default=False,
+        ),
+    ] = None,
+    every: Annotated[
+        int,
+        typer.Option("--every", min=1, help="With --model: compare every K-th step's counters."),
+    ] = 100,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
+    quiet: QuietOpt = False,
 ) -> None:
     """Rebuild the real buddy state from the recorded pfns and compare it with the kernel.
 
@@ -27,8 +42,33 @@ def validate(
     to the after-snapshot's buddyinfo, with the differences, and the
     inconsistencies counted on the way. See docs/observed.md.
 
+    With --model: how closely the model reproduces the kernel (both runs are
+    stored): failures against the kernel's, the mean difference of pages in
+    free blocks of order >= 3 and >= 9 over the trace, the end state's
+    per-order difference, pageblock type counts against the after-pagetypeinfo
+    and the share of placements on the kernel's pfn (docs/fidelity.md).
+
     Example: replay validate compact-6.18 --format json
+    Example: replay validate compact-6.18 --model mobility+compaction
     """
+    if model is not None:
+        from replay.analysis.fidelity import model_fidelity
+        from replay.models.config import load_model
+
+        config = load_model(model)
+        with Store(db) as store, progress_bar(quiet, "events") as progress:
+            fid = model_fidelity(store, trace, config, every=every, progress=progress)
+        if fmt == Format.json:
+            write_json(fid)
+        else:
+            emit_sections(
+                {
+                    "fidelity": {k: v for k, v in fid.items() if not isinstance(v, (dict, list))},
+                    "pageblocks": fid["pageblocks"],
+                },
+                fmt,
+            )
+        return
     with Store(db, read_only=True) as store:
         result = do_validate(store, trace)
     if fmt == Format.json:
@@ -59,6 +99,16 @@ def validate(
             "zones": summary,
             "orders": orders,
             "inconsistencies": result["inconsistencies"],
+            "inferred": result["inferred"],
+            **(
+                {
+                    "missing events": {
+                        ", ".join(m["events"]): m["without_them"] for m in result["missing_events"]
+                    }
+                }
+                if result["missing_events"]
+                else {}
+            ),
         },
         fmt,
     )

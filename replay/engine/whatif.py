@@ -674,6 +674,24 @@ def run(
     def dense(objs: np.ndarray) -> np.ndarray:
         return objs if ids is None else np.searchsorted(ids, objs)
 
+    # zone_choice = trace: the objects the kernel placed in another zone (its zonelist
+    # fallback) are not this zone's: their events are left out, as the kernel's zone
+    # choice is an input here, not the model's decision
+    elsewhere, zone_params = "", {}
+    if config.get("zone_choice", "model") == "trace":
+        elsewhere = (
+            "AND obj NOT IN (SELECT obj FROM events WHERE trace_id = $t AND pfn IS NOT NULL "
+            "AND (pfn < $zs OR pfn >= $ze))"
+        )
+        zone_params = {"zs": env.start_pfn, "ze": env.start_pfn + env.pages}
+        row = store.one(
+            f"""SELECT count(*), max(seq) FROM events WHERE trace_id = $t AND seq >= $lo
+                AND seq < $hi {elsewhere}""",
+            {"t": trace_id, "lo": lo_seq, "hi": hi_seq, **zone_params},
+        )
+        if row is None or not row[0]:
+            raise UsageError("no event of the trace falls in the run's zone")
+        n_events, last_seq = int(row[0]), int(row[1])
     # Objects live when the run starts (freed in it, allocated before it or before the
     # trace): allocated first, by first appearance; where the kernel had them from an
     # observed start (their allocation's pfn, else their frees').
@@ -682,6 +700,7 @@ def run(
                SELECT obj, max("offset" + (1::BIGINT << "order")) AS pages, min(seq) AS first,
                       arg_min(migratetype, seq) AS mt, min(pfn - "offset") AS base_pfn
                FROM events WHERE trace_id = $t AND op = 'free' AND seq >= $lo AND seq < $hi
+                 {elsewhere}
                GROUP BY obj),
            a AS (SELECT obj, seq, pfn, migratetype, "order" FROM events
                  WHERE trace_id = $t AND op = 'alloc' AND NOT coalesce(failed, false))
@@ -690,8 +709,8 @@ def run(
                   coalesce(a.pfn, f.base_pfn) AS base_pfn
            FROM f LEFT JOIN a USING (obj)
            WHERE a.seq IS NULL OR a.seq < $lo
-           ORDER BY f.first""",
-        {"t": trace_id, "lo": lo_seq, "hi": hi_seq},
+           ORDER BY f.first""".replace("{elsewhere}", elsewhere),
+        {"t": trace_id, "lo": lo_seq, "hi": hi_seq, **zone_params},
     )
     n_pre = pre.num_rows
     pre_pages = 0
@@ -831,8 +850,8 @@ def run(
                 'SELECT seq, op = \'alloc\' AS is_alloc, obj, "offset", "order", migratetype, '
                 f"coalesce(cpu, 0) AS cpu, ts_ns, {flags_expr} AS flags, {owner_sql} AS owner "
                 f"FROM events e {owner_join} WHERE trace_id = $t AND seq >= $lo AND seq < $hi "
-                "ORDER BY seq",
-                params={"t": trace_id, "lo": lo_seq, "hi": hi_seq, **flags_params},
+                f"{elsewhere} ORDER BY seq",
+                params={"t": trace_id, "lo": lo_seq, "hi": hi_seq, **zone_params, **flags_params},
             ).to_arrow_reader(CHUNK_EVENTS)
             for batch in reader:
                 seq = batch.column("seq").to_numpy()

@@ -51,6 +51,11 @@ PARAMS: dict[str, tuple[type, str]] = {
     "contig_policy": (str, "first (alloc_contig_pages' first fit, default) | best"),
     "pool_order": (int, "per-owner pools: order of an owner's chunk (default 0: off)"),
     "pool_owner": (str, "what owns a pool: region (default) | pid | comm"),
+    "zone_choice": (
+        str,
+        "model (the run's zone serves every request, default) | trace (a "
+        "request goes to the zone the kernel chose; the model places it there)",
+    ),
 }
 
 
@@ -79,6 +84,7 @@ PARAM_CHOICES = {
     "kswapd": ("off", "lru", "targeted"),
     "contig_policy": ("first", "best"),
     "pool_owner": ("region", "pid", "comm"),
+    "zone_choice": ("model", "trace"),
 }
 
 
