@@ -80,7 +80,13 @@ class RefMobility:
 
     ``pcp`` turns on the per-CPU lists of ``ncpus`` CPUs, refilled with
     ``max(batch >> order, 2)`` blocks and drained by ``batch`` pages once a
-    CPU holds ``high`` pages or more.
+    CPU holds ``high`` pages or more. ``pcp_tuning``: Linux 6.7+'s
+    auto-tuning instead, written from mm/page_alloc.c of 6.12
+    (``nr_pcp_high``, ``nr_pcp_free``, ``nr_pcp_alloc``, ``decay_pcp_high``,
+    ``free_unref_page_commit``, ``rmqueue_pcplist``): ``high`` is high_min,
+    ``high_max`` its ceiling, ``wmark_high`` the zone's high watermark (the
+    ZONE_BELOW_HIGH test is ``__zone_watermark_ok`` with no lowmem reserve),
+    ``free_high_batch`` sets PCPF_FREE_HIGH_BATCH on every cpu.
     """
 
     def __init__(
@@ -93,6 +99,10 @@ class RefMobility:
         batch: int = 63,
         high: int = 252,
         nofragment: bool = True,
+        high_max: int | None = None,
+        pcp_tuning: bool = False,
+        free_high_batch: bool = False,
+        wmark_high: int = 0,
     ) -> None:
         assert start_pfn >= 0 and pages > 0 and ncpus >= 1 and batch >= 1 and high >= 1
         self.start_pfn = start_pfn
@@ -103,6 +113,17 @@ class RefMobility:
         self.batch = batch
         self.high = high
         self.nofragment = nofragment
+        self.high_max = high if high_max is None else high_max
+        self.tuning = pcp_tuning
+        self.wmark_high = wmark_high
+        # per cpu: pcp->high, free_count, alloc_factor, flags (bit 0 PREV_FREE_HIGH_ORDER,
+        # bit 1 FREE_HIGH_BATCH); the zone's BELOW_HIGH and RECLAIM_ACTIVE flags
+        self.cur_high = [high] * ncpus
+        self.free_count = [0] * ncpus
+        self.alloc_factor = [0] * ncpus
+        self.flags = [2 if free_high_batch else 0] * ncpus
+        self.below_high = False
+        self.reclaim_active = False
         # free lists [order][migratetype], index 0 = HEAD
         self.lists: list[list[list[int]]] = [
             [[] for _ in range(MIGRATE_PCPTYPES)] for _ in range(NR_PAGE_ORDERS)
@@ -372,18 +393,98 @@ class RefMobility:
                     self._free_merge(page, o, self._get_pb_mt(page))
             assert self.count[cpu] == 0
 
-    def _nr_pcp_alloc(self, k: int) -> int:
-        """``nr_pcp_alloc`` without auto-tuning: blocks per refill."""
-        if self.high < self.batch:
+    def _clamped_high(self, cpu: int) -> int:
+        self.cur_high[cpu] = min(max(self.cur_high[cpu], self.high), self.high_max)
+        return self.cur_high[cpu]
+
+    def _nr_pcp_alloc(self, k: int, cpu: int) -> int:
+        """``nr_pcp_alloc``: blocks per refill."""
+        if not self.tuning:
+            if self.high < self.batch:
+                return 1
+            return max(self.batch >> k, 2) if self.batch > 1 else self.batch
+        base = self.batch
+        high = self._clamped_high(cpu)
+        if high < base:
             return 1
-        return max(self.batch >> k, 2) if self.batch > 1 else self.batch
+        batch = base if k else base << self.alloc_factor[cpu]
+        if self.high != self.high_max and not self.below_high:
+            high = self.cur_high[cpu] = min(high + batch, self.high_max)
+        if k == 0:
+            max_nr_alloc = max(high - self.count[cpu] - base, base)
+            if batch <= max_nr_alloc and self.alloc_factor[cpu] < 5:
+                self.alloc_factor[cpu] += 1
+            batch = min(batch, max_nr_alloc)
+        if batch > 1:
+            batch = max(batch >> k, 2)
+        return batch
+
+    def _nr_pcp_high(self, cpu: int, free_high: bool) -> int:
+        """``nr_pcp_high``."""
+        batch = self.batch
+        high = self._clamped_high(cpu)
+        if high == 0:
+            return 0
+        if free_high:
+            self.cur_high[cpu] = max(high - (batch << 5), self.high)
+            return 0
+        if self.reclaim_active:
+            fc = max(self.free_count[cpu], batch)
+            self.cur_high[cpu] = max(high - fc, self.high)
+            return min(batch << 2, self.cur_high[cpu])
+        if self.high == self.high_max:
+            return high
+        if self.below_high:
+            fc = max(self.free_count[cpu], batch)
+            self.cur_high[cpu] = max(high - fc, self.high)
+            high = max(self.count[cpu], self.high)
+        elif self.count[cpu] >= high:
+            need = self.free_count[cpu] + batch
+            if self.cur_high[cpu] < need:
+                self.cur_high[cpu] = min(max(need, self.high), self.high_max)
+        return high
+
+    def _nr_pcp_free(self, cpu: int, high: int, free_high: bool) -> int:
+        """``nr_pcp_free``."""
+        if free_high:
+            return min(self.count[cpu], self.batch << 5)
+        if high < self.batch:
+            return 1
+        return min(max(self.free_count[cpu], self.batch), high - self.batch)
+
+    def _watermark_ok(self, k: int, mark: int) -> bool:
+        """``__zone_watermark_ok`` for MIGRATE_PCPTYPES lists, no reserves or lowmem."""
+        free = self.free_pages() - (1 << k) + 1
+        if free <= mark:
+            return False
+        if k == 0:
+            return True
+        return any(
+            self.lists[o][t] for o in range(k, NR_PAGE_ORDERS) for t in range(MIGRATE_PCPTYPES)
+        )
+
+    def decay(self) -> None:
+        """One ``decay_pcp_high`` period on every cpu (vmstat_update)."""
+        for cpu in range(self.ncpus):
+            if self.cur_high[cpu] > self.high:
+                self.cur_high[cpu] = max(
+                    self.count[cpu] - (self.batch << 5),
+                    self.cur_high[cpu] - (self.cur_high[cpu] >> 3),
+                    self.high,
+                )
+            to_drain = self.count[cpu] - self.cur_high[cpu]
+            while to_drain > 0:
+                self._free_pcppages_bulk(cpu, min(to_drain, self.batch), 0)
+                to_drain -= self.batch
 
     def _rmqueue_pcplist(self, k: int, mt: int, cpu: int, nofrag: bool) -> int:
         """Take the HEAD of the cpu's list, refilling it first when empty."""
+        if self.tuning:
+            self.free_count[cpu] >>= 1
         lst = self.pcp_l[cpu][pindex(k, mt)]
         if not lst:
             mode = RMQUEUE_NORMAL
-            for _ in range(self._nr_pcp_alloc(k)):
+            for _ in range(self._nr_pcp_alloc(k, cpu)):
                 pfn, mode = self._rmqueue(k, mt, mode, nofrag)
                 if pfn < 0:
                     break
@@ -418,6 +519,8 @@ class RefMobility:
         """
         assert 0 <= order <= MAX_PAGE_ORDER and 0 <= cpu < self.ncpus
         mt = request_type(mt)
+        if self.tuning and not self.below_high and not self._watermark_ok(order, self.wmark_high):
+            self.below_high = True
         pfn = self._get_page_from_freelist(order, mt, cpu)
         if pfn < 0 and self.pcp_pages() > 0:
             self._drain_all()
@@ -442,9 +545,28 @@ class RefMobility:
             pi = pindex(order, self._get_pb_mt(pfn))
             self.pcp_l[cpu][pi].insert(0, pfn)
             self.count[cpu] += 1 << order
-            if self.count[cpu] >= self.high:
-                # nr_pcp_free without auto-tuning: batch pages (1 when high < batch)
-                self._free_pcppages_bulk(cpu, 1 if self.high < self.batch else self.batch, pi)
+            if not self.tuning:
+                if self.count[cpu] >= self.high:
+                    # nr_pcp_free without auto-tuning: batch pages (1 when high < batch)
+                    n = 1 if self.high < self.batch else self.batch
+                    self._free_pcppages_bulk(cpu, n, pi)
+                return
+            self.alloc_factor[cpu] >>= 1
+            free_high = False
+            if 0 < order <= 3:
+                f = self.flags[cpu]
+                free_high = (self.free_count[cpu] >= self.batch and bool(f & 1)
+                             and (not f & 2 or self.count[cpu] >= self.batch))  # fmt: skip
+                self.flags[cpu] |= 1
+            else:
+                self.flags[cpu] &= ~1
+            if self.free_count[cpu] < (self.batch << 5):
+                self.free_count[cpu] += 1 << order
+            high = self._nr_pcp_high(cpu, free_high)
+            if self.count[cpu] >= high:
+                self._free_pcppages_bulk(cpu, self._nr_pcp_free(cpu, high, free_high), pi)
+                if self.below_high and self._watermark_ok(0, self.wmark_high):
+                    self.below_high = False
         else:
             self._free_one_page(pfn, order)
 

@@ -23,10 +23,16 @@ from replay.models.zone import ZoneState
 ORDERS = [0] * 12 + [1] * 3 + [2] * 2 + [3] * 2 + [4, 5, 6, 9, 9, 10]
 
 
-def _stream(zones: list, rng: random.Random, steps: int, ncpus: int, check_every: int) -> None:
-    """Drive every zone in ``zones`` through the same random stream, comparing as we go."""
+def _stream(zones: list, rng: random.Random, steps: int, ncpus: int, check_every: int,
+            decay: float = 0.0) -> None:  # fmt: skip
+    """Drive every zone in ``zones`` through the same random stream, comparing as we go.
+
+    ``decay``: the chance of a ``decay_pcp_high`` period before a step (pcp tuning)."""
     allocated: dict[int, tuple[int, int]] = {}  # first pfn -> (order, request type)
     for step in range(steps):
+        if decay and rng.random() < decay:
+            for z in zones:
+                z.decay()
         free_now = allocated and (rng.random() < 0.45 or len(allocated) > 400)
         if free_now:
             pfn = rng.choice(list(allocated))
@@ -79,6 +85,33 @@ def test_kernel_matches_reference(
     kw = {"pcp": pcp, "ncpus": ncpus, "batch": batch, "high": high, "nofragment": nofragment}
     zones = [RefMobility(start, pages, **kw), ZoneState(start, pages, **kw)]
     _stream(zones, random.Random(seed), 600, ncpus, check_every=25)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    pages=st.sampled_from([2048, 4096]),
+    ncpus=st.integers(1, 3),
+    batch=st.sampled_from([3, 7, 63]),
+    high=st.sampled_from([4, 12, 40]),
+    spread=st.sampled_from([0, 30, 500]),
+    wmark_high=st.sampled_from([0, 300, 1500, 3000]),
+    free_high_batch=st.booleans(),
+)
+def test_pcp_tuning_matches_reference(
+    seed: int, pages: int, ncpus: int, batch: int, high: int, spread: int, wmark_high: int,
+    free_high_batch: bool,
+) -> None:  # fmt: skip
+    """Linux 6.7+ pcp->high auto-tuning (nr_pcp_high, nr_pcp_free, nr_pcp_alloc with its
+    alloc_factor, free_high, ZONE_BELOW_HIGH, decay_pcp_high) in both implementations."""
+    kw = {"pcp": True, "ncpus": ncpus, "batch": batch, "high": high, "high_max": high + spread,
+          "pcp_tuning": True, "free_high_batch": free_high_batch}  # fmt: skip
+    zones = [RefMobility(0, pages, wmark_high=wmark_high, **kw),
+             ZoneState(0, pages, wmark=(0, 0, wmark_high), **kw)]  # fmt: skip
+    _stream(zones, random.Random(seed), 800, ncpus, check_every=20, decay=0.02)
+    ref, z = zones
+    assert z.pcp_count() == ref.count
+    assert [int(v) for v in z.arrays.pcp_state[:, 0]] == ref.cur_high
 
 
 @pytest.mark.parametrize("seed", range(4))

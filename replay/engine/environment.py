@@ -22,6 +22,7 @@ from replay.models.internal import (
     PAGEBLOCK_ORDER,
 )
 from replay.models.watermarks import (
+    MIN_PERCPU_PAGELIST_HIGH_FRACTION,
     calculate_min_free_kbytes,
     mult_frac,
     setup_per_zone_wmarks,
@@ -46,6 +47,7 @@ class Environment:
     # ``managed``); the zone's pages past ``start_pfn + managed`` are holes: memory not
     # in the allocator yet, until the trace frees it into the zone (memory onlining)
     managed: int | None = None
+    high_max: int | None = None  # pcp high_max (pages), when the run tunes pcp->high
 
     @property
     def holes_from(self) -> int | None:
@@ -58,9 +60,10 @@ class Environment:
 def snapshot_zone(store: Store, trace_id: int, start: int, pages: int) -> tuple | None:
     """The before (else after) zoneinfo row of the zone starting at ``start`` whose
     managed pages or span are ``pages``, if any: (zone, min, low, high, managed,
-    snapshot, node)."""
+    snapshot, node, pcp_high_min, pcp_high_max)."""
     return store.one(
-        """SELECT zone, "min", low, high, managed, snapshot, node FROM snap_zoneinfo
+        """SELECT zone, "min", low, high, managed, snapshot, node, pcp_high_min, pcp_high_max
+           FROM snap_zoneinfo
            WHERE trace_id = $t AND start_pfn = $s AND (managed = $p OR spanned = $p)
            ORDER BY snapshot = 'before' DESC LIMIT 1""",
         {"t": trace_id, "s": start, "p": pages},
@@ -129,9 +132,20 @@ def zone_environment(
     sized = int(snap[4]) if snap is not None and snap[4] else pages  # managed pages
     batch = config.get("pcp_batch") or max(1, zone_batchsize(sized))
     high = config.get("pcp_high") or zone_highsize(wmark[1], batch, ncpus)
+    high_max = None
+    if config.get("pcp_tuning", False):
+        # zone_set_pageset_high_and_batch: high_min from the low watermark, high_max from
+        # managed / MIN_PERCPU_PAGELIST_HIGH_FRACTION; the snapshot's own when it has them
+        if not config.get("pcp_high") and snap is not None and snap[7]:
+            high = int(snap[7])
+        high_max = config.get("pcp_high_max") or (
+            int(snap[8]) if snap is not None and snap[8] else
+            zone_highsize(sized // MIN_PERCPU_PAGELIST_HIGH_FRACTION, batch, ncpus)
+        )  # fmt: skip
+        high_max = max(high_max, high)
     managed = int(snap[4]) if snap is not None and snap[4] else None
     return Environment(start, pages, snap[0] if snap else None, int(ncpus), wmark, batch, high,
-                       managed)  # fmt: skip
+                       managed, high_max)  # fmt: skip
 
 
 def object_index(store: Store, trace_id: int) -> tuple[np.ndarray | None, int]:

@@ -181,7 +181,10 @@ class _Replay:
             pressure=_pressure(config, env),
             defrag_idle_ns=config.get("defrag_idle_ms", 100) * 1_000_000 if thresholds else 0,
             defrag_thresholds=thresholds, pool_order=config.get("pool_order", 0),
-            pool_owners=n_owners, max_objects=n_obj,
+            pool_owners=n_owners, max_objects=n_obj, high_max=env.high_max,
+            pcp_tuning=bool(config.get("pcp_tuning", False)),
+            free_high_batch=bool(config.get("pcp_free_high_batch", False)),
+            pcp_decay_ns=config.get("pcp_decay_ms", 1000) * 1_000_000,
         )  # fmt: skip
         # pg_obj (which object's unit starts at each page) is kept only when a model
         # moves, evicts or reads units; set_regions turns it on for contiguity too.

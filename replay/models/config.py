@@ -28,7 +28,21 @@ PARAMS: dict[str, tuple[type, str]] = {
     "pcp": (bool, "per-CPU page lists for orders 0-3 and 9 (default false)"),
     "nofragment": (bool, "try with ALLOC_NOFRAGMENT first, as for ZONE_NORMAL (default true)"),
     "pcp_batch": (int, "pcp batch in pages (default: zone_batchsize of the zone)"),
-    "pcp_high": (int, "pcp high in pages (default: zone_highsize from the low watermark)"),
+    "pcp_high": (
+        int,
+        "pcp high (high_min with pcp_tuning) in pages (default: the snapshot's "
+        "high_min, else zone_highsize from the low watermark)",
+    ),
+    "pcp_tuning": (
+        bool,
+        "Linux 6.7+ pcp->high auto-tuning between high and pcp_high_max (default false)",
+    ),
+    "pcp_high_max": (
+        int,
+        "pcp high_max in pages (default: the snapshot's, else managed/8 split over the cpus)",
+    ),
+    "pcp_free_high_batch": (bool, "PCPF_FREE_HIGH_BATCH on every cpu (default false)"),
+    "pcp_decay_ms": (int, "decay_pcp_high's period, ms of trace time (default 1000)"),
     "ncpus": (int, "CPUs with pcp lists (default: the trace's highest cpu + 1)"),
     "min_free_kbytes": (int, "default: the snapshot's watermarks, else the kernel's formula"),
     "watermark_scale_factor": (int, "default 10 (per 10000 of the zone)"),
@@ -62,6 +76,8 @@ PARAMS: dict[str, tuple[type, str]] = {
 PARAM_MAX = {
     "pcp_batch": 2**31 - 1,
     "pcp_high": 2**31 - 1,
+    "pcp_high_max": 2**31 - 1,
+    "pcp_decay_ms": 2**31 - 1,
     "ncpus": 8192,  # NR_CPUS of distribution kernels
     "min_free_kbytes": 2**31 - 1,  # an int sysctl
     "watermark_scale_factor": 3000,  # the sysctl's maximum
@@ -101,6 +117,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mobility+exchange": {"model": "mobility", "exchange_at": [-1]},
     "mobility+defrag": {"model": "mobility", "defrag_thresholds": [[9, 8]]},
     "mobility+pools": {"model": "mobility", "pool_order": 4},
+    # The closest model of the recorded kernel (docs/fidelity.md): grouping by mobility,
+    # pcp lists with 6.7+ high tuning sized from the capture's pagesets, each request in
+    # the zone the kernel chose, direct compaction as the GFP flags allow.
+    "kernel": {
+        "model": "mobility",
+        "pcp": True,
+        "pcp_tuning": True,
+        "zone_choice": "trace",
+        "compaction": "direct",
+    },
 }
 
 

@@ -34,6 +34,7 @@ from replay.models.internal import (
     COMPACT_DIRECT,
     COMPACT_PROACTIVE,
     CZ_DF_DUE,
+    CZ_PCP_DECAY,
     CZ_VC_USED,
     EF_MAX_PER_ALLOC,
     F_KERNEL_FAILED,
@@ -57,6 +58,8 @@ from replay.models.internal import (
     P_DEFRAG_IDLE,
     P_GROUP,
     P_KSWAPD,
+    P_PCP,
+    P_PCP_DECAY_NS,
     P_POOL_ORDER,
     P_PRESSURE_OOM,
     P_PRESSURE_RECLAIM,
@@ -79,6 +82,7 @@ from replay.models.internal import (
     S_SERVED_KERNEL_FAILED,
 )
 from replay.models.page_alloc import alloc_pages, free_pages
+from replay.models.pcp import decay_pcp_high
 from replay.models.pools import pool_alloc, pool_free
 from replay.models.reclaim import kswapd, lru_add, lru_del, pressure_check, vcompound_alloc
 from replay.models.watermarks import zone_watermark_ok
@@ -128,6 +132,8 @@ def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, z, prm, ob, cz, coun
     start = prm[P_START]
     if prm[P_COMPACT] & COMPACT_PROACTIVE:
         proactive_tick(ts, sq, z, prm, ob, cz, counters, me)
+    if prm[P_PCP_DECAY_NS] > 0 and prm[P_PCP] != 0 and ts >= cz[CZ_PCP_DECAY]:
+        decay_pcp_high(ts, z, prm, cz, counters)
     pfn = np.int64(-1)
     outcome = OUT_OK
     if is_alloc:

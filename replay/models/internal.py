@@ -59,7 +59,9 @@ class Zone(NamedTuple):
     ``cpu * NR_PCP_LISTS + pindex``: ``pcp_head``/``pcp_tail``; per cpu
     ``pcp_count`` (``pcp->count``, pages). ``isolated_head``/
     ``isolated_tail``: per order, compaction's isolated free pages
-    (``cc->freepages[order]``).
+    (``cc->freepages[order]``). ``pcp_state``: per cpu, the 6.7+ tuning
+    state of its pcp (``pcp->high``, ``free_count``, ``alloc_factor``,
+    ``flags``); ``zone_flags``: ZONE_BELOW_HIGH, ZONE_RECLAIM_ACTIVE.
     """
 
     buddy_order: np.ndarray  # int8 per page
@@ -78,6 +80,8 @@ class Zone(NamedTuple):
     pg_obj: np.ndarray  # int32 per page
     isolated_head: np.ndarray  # int64 per order
     isolated_tail: np.ndarray  # int64 per order
+    pcp_state: np.ndarray  # int64 (ncpus, 4): PCP_HIGH, PCP_FREE_COUNT, PCP_ALLOC_FACTOR, PCP_FLAGS
+    zone_flags: np.ndarray  # int64 per ZONE_* flag (0/1)
 
 
 def new_zone(start_pfn: int, pages: int, ncpus: int) -> Zone:
@@ -102,6 +106,8 @@ def new_zone(start_pfn: int, pages: int, ncpus: int) -> Zone:
         pg_obj=np.full(pages, -1, np.int32),
         isolated_head=np.full(NR_PAGE_ORDERS, -1, np.int64),
         isolated_tail=np.full(NR_PAGE_ORDERS, -1, np.int64),
+        pcp_state=np.zeros((ncpus, 4), np.int64),
+        zone_flags=np.zeros(2, np.int64),
     )
 
 
@@ -163,7 +169,13 @@ P_POOL_ORDER = 31
 # moves, evicts or reads units needs it; a plain buddy/mobility run skips the writes
 # (a cache miss per event).
 P_UNITS = 32
-NR_PRM = 33
+# pcp high auto-tuning (Linux 6.7+): P_HIGH is high_min, P_HIGH_MAX high_max (pages);
+# P_PCP_TUNE 1: nr_pcp_high/nr_pcp_free/nr_pcp_alloc/decay_pcp_high as 6.7+, 0: high
+# fixed at P_HIGH and batch-sized refills and bulk frees; P_PCP_FREE_HIGH_BATCH: every
+# cpu has PCPF_FREE_HIGH_BATCH (its cache slice holds three batches);
+# P_PCP_DECAY_NS: decay_pcp_high's period (vmstat_update, ns of trace time; 0 off)
+P_HIGH_MAX, P_PCP_TUNE, P_PCP_FREE_HIGH_BATCH, P_PCP_DECAY_NS = 33, 34, 35, 36
+NR_PRM = 37
 
 # -- counters (int64 array) -------------------------------------------------------------
 # C_EF, C_ME: rows used in the extfrag and model-event buffers; C_PRESSURE: the pressure
@@ -191,6 +203,14 @@ OUT_DEGRADED = 5
 EF_COLS = ("seq", "pfn", "alloc_order", "fallback_order", "alloc_migratetype",
            "fallback_migratetype", "fragmenting", "change_ownership")  # fmt: skip
 EF_MAX_PER_ALLOC = 2 * 64 + 2  # refill, drain, refill again, plus a direct fallback
+
+# the pcp tuning state (Zone.pcp_state columns, pcp->flags, CONFIG_PCP_BATCH_SCALE_MAX)
+PCP_HIGH, PCP_FREE_COUNT, PCP_ALLOC_FACTOR, PCP_FLAGS = range(4)
+PCPF_PREV_FREE_HIGH_ORDER = 1
+PCPF_FREE_HIGH_BATCH = 2
+PCP_BATCH_SCALE_MAX = 5
+# zone->flags the pcp tuning reads (Zone.zone_flags indices)
+ZONE_BELOW_HIGH, ZONE_RECLAIM_ACTIVE = 0, 1
 
 # __rmqueue's modes (rmqueue_mode), carried across a pcp refill in ``mode[0]``
 MODE_NORMAL = 0
@@ -250,6 +270,7 @@ ME_MAX_PER_EVENT = 8  # direct compaction (2), kswapd (1), vcompound (1), pressu
 CZ_MIG0, CZ_MIG1, CZ_FREE, CZ_CONSIDERED, CZ_SHIFT, CZ_ORDER_FAILED = range(6)
 CZ_PDEFER, CZ_NEXT_CHECK, CZ_TS0_SET = 6, 7, 8
 CZ_VC_USED = 9  # reclaim: used length of the vcompound pool
+CZ_PCP_DECAY = 15  # pcp: trace time (ns) of the next decay_pcp_high (0: not yet set)
 # active defragmentation (replay.models.defrag)
 CZ_DF_LAST_TS, CZ_DF_DUE, CZ_DF_CONSIDERED, CZ_DF_SHIFT, CZ_DF_SEEN = 10, 11, 12, 13, 14
 # the running compact_control

@@ -23,12 +23,14 @@ from replay.models.internal import (
     P_NOFRAG,
     P_PB0,
     P_PCP,
+    P_PCP_TUNE,
     P_START,
+    PCP_FREE_COUNT,
     list_del,
     order_to_pindex,
     pcp_allowed_order,
 )
-from replay.models.pcp import drain_all, pcp_alloc, pcp_free
+from replay.models.pcp import check_below_high, drain_all, pcp_alloc, pcp_free
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -65,12 +67,16 @@ def alloc_pages(k, mt, cpu, z, prm, counters, ef, seq, mode, drain=True):  # typ
     if mt < 0 or mt >= MIGRATE_PCPTYPES:
         mt = MIGRATE_MOVABLE
     lmt = mt if prm[P_GROUP] != 0 else MIGRATE_MOVABLE
+    if prm[P_PCP_TUNE] != 0:
+        check_below_high(k, z, prm)
     # Fast path, inlined: what every pass below would do first (the head of a
     # non-empty pcp list, else __rmqueue_smallest), so the result is the same.
     if prm[P_PCP] != 0 and pcp_allowed_order(k):
         li = cpu * NR_PCP_LISTS + order_to_pindex(k, lmt)
         o = z.pcp_head[li]
         if o >= 0:
+            if prm[P_PCP_TUNE] != 0:
+                z.pcp_state[cpu, PCP_FREE_COUNT] >>= 1  # rmqueue_pcplist
             list_del(o, li, z.list_next, z.list_prev, z.pcp_head, z.pcp_tail)
             z.pcp_count[cpu] -= np.int64(1) << k
             counters[C_PCP_PAGES] -= np.int64(1) << k

@@ -2,9 +2,11 @@
 
 ``rmqueue_pcplist``/``__rmqueue_pcplist`` (allocation from the head of the
 cpu's list for (order, migratetype), refilled from the buddy by
-``rmqueue_bulk``), ``free_frozen_page_commit`` (a freed page to the head of
+``rmqueue_bulk``), ``free_unref_page_commit`` (a freed page to the head of
 its pageblock type's list; a bulk free at ``high``),
-``free_pcppages_bulk`` and ``drain_all_pages``. Lists are indexed
+``free_pcppages_bulk`` and ``drain_all_pages``, and the 6.7+ auto-tuning of
+``pcp->high`` between ``high_min`` and ``high_max`` (``nr_pcp_high``,
+``nr_pcp_free``, ``nr_pcp_alloc``, ``decay_pcp_high``) when ``P_PCP_TUNE``. Lists are indexed
 ``cpu * NR_PCP_LISTS + pindex`` (``order_to_pindex``); pages on them reuse
 the zone's ``list_next``/``list_prev`` links. Counts are pages.
 """
@@ -19,22 +21,39 @@ from replay.models.internal import (
     C_BULK,
     C_PCP_PAGES,
     C_REFILLS,
+    CZ_PCP_DECAY,
     MIGRATE_PCPTYPES,
     MODE_NORMAL,
+    NR_PAGE_ORDERS,
     NR_PCP_LISTS,
     P_BATCH,
     P_HIGH,
+    P_HIGH_MAX,
     P_NCPU,
     P_PB0,
     P_PCP,
+    P_PCP_DECAY_NS,
+    P_PCP_TUNE,
     P_START,
+    P_WHIGH,
+    PAGE_ALLOC_COSTLY_ORDER,
     PAGEBLOCK_ORDER,
+    PCP_ALLOC_FACTOR,
+    PCP_BATCH_SCALE_MAX,
+    PCP_FLAGS,
+    PCP_FREE_COUNT,
+    PCP_HIGH,
+    PCPF_FREE_HIGH_BATCH,
+    PCPF_PREV_FREE_HIGH_ORDER,
+    ZONE_BELOW_HIGH,
+    ZONE_RECLAIM_ACTIVE,
     list_add,
     list_del,
     order_to_pindex,
     pcp_allowed_order,
     pindex_to_order,
 )
+from replay.models.watermarks import zone_watermark_ok
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -73,8 +92,105 @@ def drain_all(z, prm, counters):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, inline="always", _nrt=False)
+def zone_free_page_count(z):  # type: ignore[no-untyped-def]
+    """NR_FREE_PAGES: pages in the buddy's free blocks (pcp pages are not free)."""
+    free = np.int64(0)
+    for j in range(NR_PAGE_ORDERS):
+        free += z.nr_free[j] << j
+    return free
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def check_below_high(k, z, prm):  # type: ignore[no-untyped-def]
+    """``get_page_from_freelist``: ZONE_BELOW_HIGH set when the zone fails its high
+    watermark for this order (``zone_watermark_fast``); cleared on the free side."""
+    if z.zone_flags[ZONE_BELOW_HIGH] != 0:
+        return
+    free = zone_free_page_count(z)
+    nr_free_mt = z.nr_free_mt.reshape((NR_PAGE_ORDERS, MIGRATE_PCPTYPES))
+    if not zone_watermark_ok(k, prm[P_WHIGH], free, nr_free_mt, 0):
+        z.zone_flags[ZONE_BELOW_HIGH] = 1
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def nr_pcp_high(cpu, batch, free_high, z, prm):  # type: ignore[no-untyped-def]
+    """``nr_pcp_high``: the count at which a free triggers a bulk free; tunes pcp->high."""
+    st = z.pcp_state
+    high_min = prm[P_HIGH]
+    high_max = prm[P_HIGH_MAX]
+    high = min(max(st[cpu, PCP_HIGH], high_min), high_max)
+    st[cpu, PCP_HIGH] = high
+    if high == 0:
+        return np.int64(0)
+    if free_high:
+        st[cpu, PCP_HIGH] = max(high - (batch << PCP_BATCH_SCALE_MAX), high_min)
+        return np.int64(0)
+    # reclaim is active: limit the pages pcp lists may hold
+    if z.zone_flags[ZONE_RECLAIM_ACTIVE] != 0:
+        free_count = max(st[cpu, PCP_FREE_COUNT], batch)
+        st[cpu, PCP_HIGH] = max(high - free_count, high_min)
+        return min(batch << 2, st[cpu, PCP_HIGH])
+    if high_min == high_max:
+        return high
+    if z.zone_flags[ZONE_BELOW_HIGH] != 0:
+        free_count = max(st[cpu, PCP_FREE_COUNT], batch)
+        st[cpu, PCP_HIGH] = max(high - free_count, high_min)
+        high = max(z.pcp_count[cpu], high_min)
+    elif z.pcp_count[cpu] >= high:
+        need_high = st[cpu, PCP_FREE_COUNT] + batch
+        # pcp->high should be large enough to hold batch freed pages
+        if st[cpu, PCP_HIGH] < need_high:
+            st[cpu, PCP_HIGH] = min(max(need_high, high_min), high_max)
+    return high
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def nr_pcp_free(cpu, batch, high, free_high, z):  # type: ignore[no-untyped-def]
+    """``nr_pcp_free``: pages a bulk free takes, at least batch left on the lists."""
+    if free_high:
+        return min(z.pcp_count[cpu], batch << PCP_BATCH_SCALE_MAX)
+    if high < batch:  # pcp disabled or a boot pageset
+        return np.int64(1)
+    # clamp_t(free_count, batch, high - batch): the consecutive frees, bounded
+    return min(max(z.pcp_state[cpu, PCP_FREE_COUNT], batch), high - batch)
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def nr_pcp_alloc(cpu, k, z, prm):  # type: ignore[no-untyped-def]
+    """``nr_pcp_alloc``: blocks a refill takes; with tuning, doubled for each order-0
+    refill without a free in between (``alloc_factor``) and raising pcp->high."""
+    base_batch = prm[P_BATCH]
+    if prm[P_PCP_TUNE] == 0:
+        # without auto-tuning: 1 when high < batch, else max(batch >> k, 2)
+        if prm[P_HIGH] < base_batch:
+            return np.int64(1)
+        return max(base_batch >> k, np.int64(2)) if base_batch > 1 else base_batch
+    st = z.pcp_state
+    high_min = prm[P_HIGH]
+    high_max = prm[P_HIGH_MAX]
+    high = min(max(st[cpu, PCP_HIGH], high_min), high_max)
+    st[cpu, PCP_HIGH] = high
+    if high < base_batch:
+        return np.int64(1)
+    batch = base_batch if k else base_batch << st[cpu, PCP_ALLOC_FACTOR]
+    # with a larger pcp->high the refills would not need the zone
+    if high_min != high_max and z.zone_flags[ZONE_BELOW_HIGH] == 0:
+        high = min(high + batch, high_max)
+        st[cpu, PCP_HIGH] = high
+    if k == 0:
+        max_nr_alloc = max(high - z.pcp_count[cpu] - base_batch, base_batch)
+        if batch <= max_nr_alloc and st[cpu, PCP_ALLOC_FACTOR] < PCP_BATCH_SCALE_MAX:
+            st[cpu, PCP_ALLOC_FACTOR] += 1
+        batch = min(batch, max_nr_alloc)
+    if batch > 1:
+        batch = max(batch >> k, np.int64(2))
+    return batch
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
 def pcp_free(pfn, k, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
-    """``free_frozen_page_commit``: to the head of the pageblock type's list; drain at high."""
+    """``free_unref_page_commit``: to the head of the pageblock type's list; a bulk free
+    at high (``nr_pcp_high``, ``nr_pcp_free``; fixed high and batch without tuning)."""
     mt = z.pageblock_mt[(pfn >> PAGEBLOCK_ORDER) - prm[P_PB0]]
     p = order_to_pindex(k, mt)
     list_add(
@@ -88,30 +204,53 @@ def pcp_free(pfn, k, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
     )
     z.pcp_count[cpu] += np.int64(1) << k
     counters[C_PCP_PAGES] += np.int64(1) << k
-    if z.pcp_count[cpu] >= prm[P_HIGH]:
+    if prm[P_PCP_TUNE] == 0:
+        if z.pcp_count[cpu] >= prm[P_HIGH]:
+            counters[C_BULK] += 1
+            # nr_pcp_free without auto-tuning: batch pages (1 when high < batch)
+            n = np.int64(1) if prm[P_HIGH] < prm[P_BATCH] else prm[P_BATCH]
+            free_pcppages_bulk(n, cpu, p, z, prm, counters)
+        return
+    st = z.pcp_state
+    st[cpu, PCP_ALLOC_FACTOR] >>= 1  # fewer pages per refill after a free
+    batch = prm[P_BATCH]
+    free_high = False
+    # high-order pages other than THPs on pcp lists fragment memory: when freeing
+    # them in a row without allocating, free them all (free_high)
+    if k != 0 and k <= PAGE_ALLOC_COSTLY_ORDER:
+        free_high = (
+            st[cpu, PCP_FREE_COUNT] >= batch
+            and (st[cpu, PCP_FLAGS] & PCPF_PREV_FREE_HIGH_ORDER) != 0
+            and ((st[cpu, PCP_FLAGS] & PCPF_FREE_HIGH_BATCH) == 0 or z.pcp_count[cpu] >= batch)
+        )
+        st[cpu, PCP_FLAGS] |= PCPF_PREV_FREE_HIGH_ORDER
+    elif st[cpu, PCP_FLAGS] & PCPF_PREV_FREE_HIGH_ORDER:
+        st[cpu, PCP_FLAGS] &= ~PCPF_PREV_FREE_HIGH_ORDER
+    if st[cpu, PCP_FREE_COUNT] < (batch << PCP_BATCH_SCALE_MAX):
+        st[cpu, PCP_FREE_COUNT] += np.int64(1) << k
+    high = nr_pcp_high(cpu, batch, free_high, z, prm)
+    if z.pcp_count[cpu] >= high:
         counters[C_BULK] += 1
-        # nr_pcp_free without auto-tuning: batch pages (1 when high < batch)
-        n = np.int64(1) if prm[P_HIGH] < prm[P_BATCH] else prm[P_BATCH]
-        free_pcppages_bulk(n, cpu, p, z, prm, counters)
+        free_pcppages_bulk(nr_pcp_free(cpu, batch, high, free_high, z), cpu, p, z, prm, counters)
+        if z.zone_flags[ZONE_BELOW_HIGH] != 0:
+            nr_free_mt = z.nr_free_mt.reshape((NR_PAGE_ORDERS, MIGRATE_PCPTYPES))
+            if zone_watermark_ok(0, prm[P_WHIGH], zone_free_page_count(z), nr_free_mt, 0):
+                z.zone_flags[ZONE_BELOW_HIGH] = 0
 
 
 @nb.njit(cache=True, inline="always", _nrt=False)
 def pcp_alloc(k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
     """``__rmqueue_pcplist``: the list head, after a refill of ``nr_pcp_alloc`` blocks.
 
-    ``nr_pcp_alloc`` without auto-tuning: 1 when high < batch, else
-    max(batch >> k, 2) (batch itself when batch is 1).
+    With tuning, an allocation halves the cpu's ``free_count`` first
+    (``rmqueue_pcplist``).
     """
+    if prm[P_PCP_TUNE] != 0:
+        z.pcp_state[cpu, PCP_FREE_COUNT] >>= 1
     li = cpu * NR_PCP_LISTS + order_to_pindex(k, mt)
     if z.pcp_head[li] < 0:
         counters[C_REFILLS] += 1
-        batch = prm[P_BATCH]
-        if prm[P_HIGH] < batch:
-            n = np.int64(1)
-        elif batch > 1:
-            n = max(batch >> k, np.int64(2))
-        else:
-            n = batch
+        n = nr_pcp_alloc(cpu, k, z, prm)
         mode[0] = MODE_NORMAL
         for _ in range(n):
             o = rmqueue(k, mt, mode, nofrag, z, prm, counters, ef, seq)
@@ -127,6 +266,39 @@ def pcp_alloc(k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode):  # type: ign
     z.pcp_count[cpu] -= np.int64(1) << k
     counters[C_PCP_PAGES] -= np.int64(1) << k
     return o
+
+
+@nb.njit(cache=True, _nrt=False)
+def decay_pcp_high(ts, z, prm, cz, counters):  # type: ignore[no-untyped-def]
+    """``decay_pcp_high`` for every cpu, each ``P_PCP_DECAY_NS`` of trace time up to ``ts``
+    (vmstat_update): pcp->high falls by an eighth towards high_min and pages above it
+    go back to the buddy, a batch at a time. After a long idle gap at most 64 periods
+    are run (each takes an eighth: high is at high_min long before)."""
+    period = prm[P_PCP_DECAY_NS]
+    if cz[CZ_PCP_DECAY] == 0:
+        cz[CZ_PCP_DECAY] = ts + period
+        return
+    n = 0
+    while cz[CZ_PCP_DECAY] <= ts and n < 64:
+        n += 1
+        cz[CZ_PCP_DECAY] += period
+        batch = prm[P_BATCH]
+        high_min = prm[P_HIGH]
+        st = z.pcp_state
+        for cpu in range(prm[P_NCPU]):
+            if st[cpu, PCP_HIGH] > high_min:
+                st[cpu, PCP_HIGH] = max(
+                    z.pcp_count[cpu] - (batch << PCP_BATCH_SCALE_MAX),
+                    st[cpu, PCP_HIGH] - (st[cpu, PCP_HIGH] >> 3),
+                    high_min,
+                )
+            to_drain = z.pcp_count[cpu] - st[cpu, PCP_HIGH]
+            while to_drain > 0:
+                counters[C_BULK] += 1
+                free_pcppages_bulk(min(to_drain, batch), cpu, 0, z, prm, counters)
+                to_drain -= batch
+    if cz[CZ_PCP_DECAY] <= ts:
+        cz[CZ_PCP_DECAY] = ts + period
 
 
 @nb.njit(cache=True, _nrt=False)

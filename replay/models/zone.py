@@ -21,6 +21,7 @@ from replay.models.internal import (
     C_EF,
     C_ME,
     COMPACT_PROACTIVE,
+    CZ_PCP_DECAY,
     CZ_VC_USED,
     EF_COLS,
     EF_MAX_PER_ALLOC,
@@ -44,7 +45,11 @@ from replay.models.internal import (
     P_DEFRAG_IDLE,
     P_KSWAPD,
     P_NCPU,
+    P_PCP_DECAY_NS,
     PAGEBLOCK_ORDER,
+    PCP_FLAGS,
+    PCP_HIGH,
+    PCPF_FREE_HIGH_BATCH,
     RESULTS,
     Objects,
     new_cz,
@@ -52,7 +57,7 @@ from replay.models.internal import (
     new_zone,
 )
 from replay.models.page_alloc import alloc_pages, free_pages
-from replay.models.pcp import drain_all, pageblock_snapshot, pcp_load
+from replay.models.pcp import decay_pcp_high, drain_all, pageblock_snapshot, pcp_load
 from replay.models.pools import new_pools
 from replay.models.reclaim import lru_add
 
@@ -64,7 +69,9 @@ class ZoneState:
     ``arrays`` is the tuple the kernels take: blk_order, nxt, prv, head, tail,
     nr_free, nr_free_mt, pb_mt, pb_free, pb_alloc, pcp_head, pcp_tail,
     pcp_count, pg_obj, iso_head, iso_tail. ``high`` and ``batch`` are in
-    pages. The defragmentation models' settings (docs/compaction.md,
+    pages (``high`` is high_min; ``high_max``, ``pcp_tuning``, ``free_high_batch``
+    and ``pcp_decay_ns`` are the 6.7+ auto-tuning's, replay.models.pcp). The
+    defragmentation models' settings (docs/compaction.md,
     replay.models.reclaim) are keyword arguments: ``compaction`` off, direct,
     proactive or both; ``wmark`` (min, low, high) pages; ``kswapd`` off, lru
     or targeted; ``vcompound_order`` (0 off); ``pressure`` (reclaim, oom)
@@ -98,11 +105,18 @@ class ZoneState:
         pool_order: int = 0,
         pool_owners: int = 1,
         max_objects: int = 1 << 12,
+        high_max: int | None = None,
+        pcp_tuning: bool = False,
+        free_high_batch: bool = False,
+        pcp_decay_ns: int = 0,
     ) -> None:
         if pages <= 0 or start_pfn < 0:
             raise ValueError("a zone needs pages > 0 and start_pfn >= 0")
         if ncpus < 1 or batch < 1 or high < 1:
             raise ValueError("pcp needs ncpus, batch and high >= 1")
+        high_max = high if high_max is None else high_max
+        if high_max < high:
+            raise ValueError("pcp high_max must be at least high (high_min)")
         self.start_pfn = int(start_pfn)
         self.pages = int(pages)
         pb0 = self.start_pfn >> PAGEBLOCK_ORDER
@@ -131,6 +145,10 @@ class ZoneState:
                 *[(defrag_thresholds or {}).get(k, 0) for k in range(NR_PAGE_ORDERS)],
                 pool_order,
                 1,  # P_UNITS: the object API and the models rely on pg_obj
+                high_max,
+                int(pcp_tuning),
+                int(free_high_batch),
+                pcp_decay_ns if pcp_tuning else 0,
             ],
             dtype=np.int64,
         )
@@ -146,6 +164,9 @@ class ZoneState:
         self.mode = np.zeros(1, np.int64)
         self.ef = np.zeros((4096, len(EF_COLS)), np.int64)
         init_zone(self.arrays, self.prm)
+        # setup_pageset: pcp->high starts at high_min; PCPF_FREE_HIGH_BATCH per cpu
+        self.arrays.pcp_state[:, PCP_HIGH] = high
+        self.arrays.pcp_state[:, PCP_FLAGS] = PCPF_FREE_HIGH_BATCH if free_high_batch else 0
 
     # the API shared with tests/ref_mobility.py -------------------------------------
     @property
@@ -174,6 +195,14 @@ class ZoneState:
     def free(self, pfn: int, order: int, mt: int, cpu: int = 0) -> None:
         """Free the block (pfn, order) that a request of migratetype ``mt`` allocated."""
         free_pages(pfn, order, mt, cpu, self.arrays, self.prm, self.counters)
+
+    def decay(self) -> None:
+        """One ``decay_pcp_high`` period on every cpu now (vmstat_update)."""
+        saved = int(self.prm[P_PCP_DECAY_NS])
+        self.prm[P_PCP_DECAY_NS] = max(saved, 1)
+        self.cz[CZ_PCP_DECAY] = 1
+        decay_pcp_high(np.int64(1), self.arrays, self.prm, self.cz, self.counters)
+        self.prm[P_PCP_DECAY_NS] = saved
 
     def drain_all(self) -> None:
         drain_all(self.arrays, self.prm, self.counters)

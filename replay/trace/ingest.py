@@ -431,6 +431,9 @@ _ZONEINFO_COLUMNS = {
     "protection",
     "pcp_high",
     "pcp_batch",
+    "pcp_high_min",
+    "pcp_high_max",
+    "pcp_count",
 }
 
 

@@ -465,6 +465,9 @@ ZONEINFO_SCHEMA = pa.schema(
         pa.field("protection", pa.string()),
         pa.field("pcp_high", pa.int64()),
         pa.field("pcp_batch", pa.int64()),
+        pa.field("pcp_high_min", pa.int64()),
+        pa.field("pcp_high_max", pa.int64()),
+        pa.field("pcp_count", pa.int64()),
     ]
 )
 ZONEINFO_COUNTER_SCHEMA = pa.schema(
@@ -535,8 +538,10 @@ def _parse_zoneinfo(path: PathLike) -> tuple[pa.Table, pa.Table]:
         elif mode == "pcp":
             if key == "cpu":
                 ncpu += 1
-            elif ncpu == 1 and key in ("high", "batch"):
+            elif ncpu == 1 and key in ("high", "batch", "high_min", "high_max"):
                 cur[f"pcp_{key}"] = value
+            if key == "count":  # pages on the pcp lists, summed over the cpus
+                cur["pcp_count"] = cur.get("pcp_count", 0) + value
         elif key in _ZONE_FIELDS:
             cur[key] = value
         else:
@@ -580,7 +585,9 @@ def parse_zoneinfo(path: PathLike) -> pa.Table:
     ``spanned``/``present``/``managed``/``cma`` (pages), ``boost``, ``min``,
     ``low``, ``high``, ``promo`` (watermarks, pages), ``nr_free_pages``
     (pages), ``protection`` (the lowmem_reserve tuple as printed, pages),
-    ``pcp_high`` and ``pcp_batch`` (pages, from the first CPU's pageset).
+    ``pcp_high``, ``pcp_batch``, ``pcp_high_min`` and ``pcp_high_max`` (pages,
+    from the first CPU's pageset; high_min/max are 6.7+) and ``pcp_count``
+    (pages on the pcp lists of every CPU).
     Everything but node and zone is nullable: unpopulated zones (``present
     0``, e.g. Movable or Device) print no start_pfn, counters nor pagesets,
     ``cma`` needs CONFIG_CMA and ``promo`` is 6.x only.  The per-node stats
