@@ -63,7 +63,7 @@ from replay.engine.results import (
     steps_batch,
 )
 from replay.errors import UsageError
-from replay.models.compaction import compact_memory
+from replay.models.compaction import compact_memory, compact_recorded
 from replay.models.config import RunConfig
 from replay.models.defrag import (
     EX_BLOCKED,
@@ -101,12 +101,15 @@ from replay.models.internal import (
     F_RECLAIM,
     F_VCOMPOUND,
     K_COMPACT_ONESHOT,
+    K_COMPACT_RECORDED,
     K_KSWAPD,
     KINDS,
     ME_COLS,
     MIGRATE_MOVABLE,
     MIGRATE_RECLAIMABLE,
     MIGRATE_UNMOVABLE,
+    MODE_ASYNC,
+    MODE_SYNC,
     MODES,
     NR_STATS,
     P_COMPACT,
@@ -193,6 +196,7 @@ class _Replay:
             or config.get("kswapd", "off") != "off" or config.get("vcompound_order", 0) > 0
             or bool(thresholds) or bool(config.get("exchange_at"))
             or bool(config.get("contig_at")) or config.get("pool_order", 0) > 0
+            or bool(config.get("recorded_compaction"))
         )  # fmt: skip
         self.config = config
         self.ncpus = env.ncpus
@@ -263,6 +267,8 @@ class _Replay:
                 self.snapshot(int(ev[0][stop - 1]))
             elif what == "compact":
                 self.compact_memory(seq)
+            elif what == "compact_recorded":
+                self.compact_recorded(seq, arg)
             elif what == "exchange":
                 self.exchange(seq)
             elif what == "contig":
@@ -427,6 +433,15 @@ class _Replay:
         self.replay_s += time.perf_counter() - t0
         self.flush()
 
+    def compact_recorded(self, seq: int, arg: tuple[int, int]) -> None:
+        """The model's compaction where the recorded kernel compacted (order, mode)."""
+        z = self.zone
+        t0 = time.perf_counter()
+        compact_recorded(arg[0], arg[1], seq, z.arrays, z.prm, self.objects, z.cz, z.counters,
+                         self.me)  # fmt: skip
+        self.replay_s += time.perf_counter() - t0
+        self.flush()
+
     def flush(self) -> None:
         """Spool the extfrag and model-event buffers; grow the virtual compound pool."""
         self.flush_extfrag()
@@ -453,14 +468,14 @@ class _Replay:
             return
         e = self.me[:n]
         kinds = np.array(KINDS, dtype=object)[e[:, 1]]
+        compacting = (e[:, 1] <= K_COMPACT_ONESHOT) | (e[:, 1] == K_COMPACT_RECORDED)
         modes = np.where(
-            e[:, 1] <= K_COMPACT_ONESHOT,
+            compacting,
             np.array(MODES, dtype=object)[np.clip(e[:, 3], 0, 1)],
             np.where(e[:, 1] == K_KSWAPD,
                      np.array(["lru", "targeted"], dtype=object)[np.clip(e[:, 3], 0, 1)], None),
         )  # fmt: skip
-        self.compactions += int(np.count_nonzero((e[:, 1] <= K_COMPACT_ONESHOT)
-                                                 & (e[:, 13] != DEFERRED)))  # fmt: skip
+        self.compactions += int(np.count_nonzero(compacting & (e[:, 13] != DEFERRED)))
         cols = [
             pa.array(e[:, 0]),
             pa.array(kinds, pa.string()),
@@ -554,6 +569,31 @@ def contiguity(region: np.ndarray, vpn: np.ndarray, pfn: np.ndarray, order: np.n
     out["top1_pct"] = 100.0 * out["largest_run"] / pages
     out["top4_pct"] = 100.0 * top4 / pages
     return out
+
+
+def recorded_compactions(
+    store: Store, trace_id: int, env: Environment, lo_seq: int, hi_seq: int
+) -> list[tuple[int, str, tuple[int, int]]]:
+    """The compactions the recorded kernel ran in the run's zone, as actions before the
+    first event after each ``mm_compaction_begin``: (seq, "compact_recorded", (order,
+    mode)). The order is the first ``mm_compaction_finished``'s after the begin (-1: a
+    whole-zone pass), the mode the begin's (async 0, sync and sync_light 1)."""
+    rows = store.query(
+        """WITH b AS (
+               SELECT line, args->>'mode' AS mode FROM aux_events
+               WHERE trace_id = $t AND event = 'mm_compaction_begin'
+                 AND hexint(args->>'zone_start') = $zs),
+           f AS (SELECT line, TRY_CAST(args->>'order' AS INTEGER) AS "order" FROM aux_events
+                 WHERE trace_id = $t AND event = 'mm_compaction_finished'),
+           e AS (SELECT line, seq FROM events WHERE trace_id = $t)
+           SELECT e.seq, coalesce(f."order", -1) AS "order", b.mode
+           FROM b ASOF LEFT JOIN f ON b.line < f.line ASOF JOIN e ON b.line < e.line
+           WHERE e.seq >= $lo AND e.seq < $hi ORDER BY e.seq""",
+        {"t": trace_id, "zs": env.start_pfn, "lo": lo_seq, "hi": hi_seq},
+    ).to_pylist()
+    return [(int(r["seq"]), "compact_recorded",
+             (int(r["order"]), MODE_ASYNC if r["mode"] == "async" else MODE_SYNC))
+            for r in rows]  # fmt: skip
 
 
 def _pressure(config: RunConfig, env: Environment) -> tuple[int, int]:
@@ -829,6 +869,8 @@ def run(
     actions = [(s_, "compact", None) for s_ in sorted(set(config.get("compact_at", [])))]
     actions += [(s_, "exchange", None) for s_ in sorted(set(config.get("exchange_at", [])))]
     actions += [(a[0], "contig", a[1:]) for a in config.get("contig_at", [])]
+    if config.get("recorded_compaction", False):
+        actions += recorded_compactions(store, trace_id, env, lo_seq, hi_seq)
     flags_expr, flags_params = flags_sql(config)
     rp.snapshot(-1)
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)

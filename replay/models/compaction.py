@@ -74,6 +74,7 @@ from replay.models.internal import (
     K_COMPACT_DIRECT,
     K_COMPACT_ONESHOT,
     K_COMPACT_PROACTIVE,
+    K_COMPACT_RECORDED,
     MIGRATE_MOVABLE,
     MODE_ASYNC,
     MODE_SYNC,
@@ -574,6 +575,14 @@ def proactive_tick(ts, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-un
         cz[CZ_PDEFER] = 0 if score < prev else np.int64(1) << COMPACT_MAX_DEFER_SHIFT
         cz[CZ_NEXT_CHECK] += interval
     return True
+
+
+@nb.njit(cache=True, _nrt=False)
+def compact_recorded(t, mode, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
+    """The model's ``compact_zone`` where the recorded kernel ran one: for order ``t``
+    (-1: the whole zone, as kcompactd's proactive and /proc passes) in ``mode``."""
+    return compact_zone(t, mode, t == -1, False, MIGRATE_MOVABLE, K_COMPACT_RECORDED, seq, z,
+                        prm, ob, cz, counters, me)  # fmt: skip
 
 
 @nb.njit(cache=True, _nrt=False)

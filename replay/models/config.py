@@ -49,6 +49,11 @@ PARAMS: dict[str, tuple[type, str]] = {
     "compaction": (str, "off | direct | proactive | both (docs/compaction.md; default off)"),
     "extfrag_threshold": (int, "vm.extfrag_threshold for direct compaction (default 500)"),
     "proactiveness": (int, "vm.compaction_proactiveness (default 20)"),
+    "recorded_compaction": (
+        bool,
+        "run the model's compaction where the recorded kernel "
+        "compacted (order and mode from its trace; default false)",
+    ),
     "compact_at": (list, "seqs before which to compact the whole zone once (-1: at the end)"),
     "kswapd": (str, "off | lru | targeted: kswapd high-order reclaim (default off)"),
     "kswapd_movable": (bool, "kswapd may evict movable pages too (default true)"),

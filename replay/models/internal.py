@@ -257,8 +257,9 @@ MODES = ("async", "sync")
 K_COMPACT_DIRECT, K_COMPACT_PROACTIVE, K_COMPACT_ONESHOT = 0, 1, 2
 K_KSWAPD, K_VCOMPOUND, K_PRESSURE = 3, 4, 5
 K_DEFRAG, K_EXCHANGE, K_CONTIG = 6, 7, 8
+K_COMPACT_RECORDED = 9  # the model's compaction where the recorded kernel compacted
 KINDS = ("compact_direct", "compact_proactive", "compact_oneshot", "kswapd", "vcompound",
-         "pressure", "defrag", "exchange", "contig")  # fmt: skip
+         "pressure", "defrag", "exchange", "contig", "compact_recorded")  # fmt: skip
 # model event columns
 ME_COLS = ("seq", "kind", "order", "mode", "start_pfn", "end_pfn", "migrate_pfn", "free_pfn",
            "scanned_migrate", "scanned_free", "moved", "failed", "evicted", "result",
