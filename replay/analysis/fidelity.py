@@ -12,8 +12,9 @@ step over the same seqs:
   >= 3 (>= 9), relative to the kernel's mean (percent);
 - ``end_diff_pct``: the end state's per-order difference weighted by block
   size, sum_o |m_o - k_o| << o, over the kernel's free pages (percent);
-- ``pageblocks``: the model's pageblock type counts at its end against the
-  after-pagetypeinfo's, and the largest relative difference (percent);
+- ``pageblocks``: the model's pageblock type counts at its end (over the
+  pageblocks the zone manages then) against the after-pagetypeinfo's, and
+  the largest difference relative to all of them (percent);
 - ``same_pfn_pct`` / ``same_pageblock_pct``: the share of allocations both
   served that the model placed on the kernel's pfn, and on its pageblock.
 
@@ -99,8 +100,9 @@ def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, A
     )
     assert place is not None
     zone = store.one(
-        """SELECT z.zone FROM runs r JOIN snap_zoneinfo z ON z.trace_id = r.trace_id
-             AND z.start_pfn = r.zone_start_pfn WHERE r.run_id = $m LIMIT 1""",
+        """SELECT z.zone, z.start_pfn + z.managed FROM runs r JOIN snap_zoneinfo z
+             ON z.trace_id = r.trace_id AND z.start_pfn = r.zone_start_pfn
+           WHERE r.run_id = $m ORDER BY z.snapshot = 'after' DESC LIMIT 1""",
         {"m": model_run},
     )
     pageblocks: dict[str, Any] = {}
@@ -117,10 +119,13 @@ def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, A
         model_pb = {
             int(r["migratetype"]): int(r["n"])
             for r in store.query(
+                # pagetypeinfo counts the pageblocks the zone manages: not the model's
+                # holes past them (memory the kernel had not brought online)
                 """SELECT migratetype, count(*) AS n FROM pageblocks
                    WHERE run_id = $m AND seq = (SELECT max(seq) FROM pageblocks WHERE run_id = $m)
+                     AND pageblock < ($end + 511) >> 9
                    GROUP BY ALL""",
-                {"m": model_run},
+                {"m": model_run, "end": int(zone[1])},
             ).to_pylist()
         }
         for mt, name in MIGRATETYPE_KEYS.items():

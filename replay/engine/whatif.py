@@ -876,6 +876,7 @@ def run(
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)
 
     failure: list[BaseException] = []
+    prev_last = [lo_seq - 1]  # the last seq of the previous chunk
 
     def steps() -> Iterator[pa.RecordBatch]:
         try:
@@ -914,14 +915,17 @@ def run(
                     batch.column("flags").to_numpy().astype(np.int16, copy=True),
                     batch.column("owner").to_numpy().astype(np.int64, copy=True),
                 )
-                # actions before an event of this chunk, or after the trace's last event
+                # actions before the first event of this chunk at or after their seq (a
+                # seq the run leaves out, e.g. another zone's, runs before the next one),
+                # or after the run's last event
                 at: list[tuple[int, str, Any]] = []
                 for s_, kind, arg in actions:
                     if s_ == -1 or s_ > last_seq:
                         if seq[-1] == last_seq:
                             at.append((seq.shape[0], kind, arg))
-                    elif seq[0] <= s_ <= seq[-1]:
-                        at.extend((int(j), kind, arg) for j in np.flatnonzero(seq == s_))
+                    elif prev_last[0] < s_ <= seq[-1]:
+                        at.append((int(np.searchsorted(seq, s_)), kind, arg))
+                prev_last[0] = int(seq[-1])
                 keep_counters = (seq % every == 0) | (seq == last_seq)
                 keep_row = keep_counters | is_alloc
                 snap = (seq == last_seq) if pbe == 0 else (seq % pbe == 0) | (seq == last_seq)

@@ -124,7 +124,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mobility+pools": {"model": "mobility", "pool_order": 4},
     # The closest model of the recorded kernel (docs/fidelity.md): grouping by mobility,
     # pcp lists with 6.7+ high tuning sized from the capture's pagesets, each request in
-    # the zone the kernel chose, direct compaction as the GFP flags allow.
+    # the zone the kernel chose, and direct compaction as the GFP flags allow. (Not yet
+    # recorded_compaction: the model's passes do far more than the kernel's recorded ones,
+    # and the trace's migration frees would count twice; docs/fidelity.md.)
     "kernel": {
         "model": "mobility",
         "pcp": True,
