@@ -87,9 +87,13 @@ def run(
     Linux 6.10+ claim/steal), mobility+pcp (with per-CPU lists), the
     defragmentation presets (buddy+compaction, mobility+compaction,
     mobility+proactive, mobility+kswapd, mobility+kswapd-targeted,
-    mobility+vcompound, mobility+exchange, mobility+defrag, mobility+pools), or
+    mobility+vcompound, mobility+exchange, mobility+defrag, mobility+pools),
+    kernel (the closest model of the recorded kernel: pcp with 6.7+ tuning, each
+    request in the zone the kernel chose, direct compaction; docs/fidelity.md), or
     a TOML file: model = "mobility" plus parameters (pcp, nofragment, pcp_batch,
-    pcp_high, ncpus, min_free_kbytes, watermark_scale_factor: docs/mobility.md;
+    pcp_high, pcp_tuning, pcp_high_max, ncpus, min_free_kbytes,
+    watermark_scale_factor: docs/mobility.md; zone_choice, recorded_compaction:
+    docs/fidelity.md;
     compaction, compact_at, kswapd, vcompound_order, pressure:
     docs/compaction.md; exchange_at, contig_at, defrag_thresholds, pool_order:
     docs/defrag.md).
