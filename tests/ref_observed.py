@@ -1,0 +1,188 @@
+"""Pure-Python reference of the observed rebuild's rules (docs/observed.md).
+
+Written from the rules, not from replay/engine/observed.py: the buddy state
+of one zone ``[lo, hi)`` is a dict of free blocks (first pfn -> order) plus a
+dict of blocks on pcp lists (first pfn -> order) and of blocks a
+zone_locked event handed to a caller; events apply in order. It is the
+oracle ``observe`` is checked against on random event streams
+(tests/test_observed_reference.py).
+
+Kinds (the kernel's numbering): 0 alloc, 1 free, 2 zone_locked, 3 drain,
+4 isolate_freepages (pfn = range start, arg = range end, arg2 = nr_taken),
+5 failed, 6 fast_isolate_freepages (pfn = min_pfn, arg = free_pfn, arg2 =
+pages taken), 7 remove_migration_pte (pfn = new pfn).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ALLOC, FREE, ZONE_LOCKED, DRAIN, ISOLATE, FAILED, FAST_ISOLATE, MIGRATE_NEW = range(8)
+MAX_ORDER = 10
+PCP_ORDERS = {0, 1, 2, 3, 9}
+LOOKAHEAD = 1 << 18
+SCAN = 1 << 20
+
+
+@dataclass
+class RefObserved:
+    """One zone [lo, hi) rebuilt from events; counts by the kernel's names."""
+
+    lo: int
+    hi: int
+    free: dict[int, int]  # first pfn -> order of each free buddy block
+    pcp: dict[int, int] = field(default_factory=dict)  # first pfn -> order, on a pcp list
+    taken: dict[int, int] = field(default_factory=dict)  # zone_locked for a caller
+    incons: dict[str, int] = field(default_factory=dict)
+    inferred: dict[str, int] = field(default_factory=dict)
+
+    def _count(self, name: str, n: int = 1, what: str = "incons") -> None:
+        d = self.incons if what == "incons" else self.inferred
+        if n:
+            d[name] = d.get(name, 0) + n
+
+    def _holder(self, pfn: int) -> tuple[int, int] | None:
+        """The free block holding page ``pfn``: (first pfn, order), or None."""
+        for k in range(MAX_ORDER + 1):
+            s = pfn & ~((1 << k) - 1)
+            if s < self.lo:
+                break
+            if self.free.get(s) == k:
+                return s, k
+        return None
+
+    def _take(self, pfn: int, k: int) -> bool:
+        """Take [pfn, pfn + 2^k) out of the free blocks (splitting the one holding it);
+        without one, drop whatever free blocks lie inside. True when one held it."""
+        h = self._holder(pfn)
+        if h is None or h[1] < k:
+            for s in [s for s in self.free if pfn <= s < pfn + (1 << k)]:
+                del self.free[s]
+            return False
+        s, c = h
+        del self.free[s]
+        while c > k:  # expand: keep the half without pfn
+            c -= 1
+            half = s + (1 << c)
+            if pfn >= half:
+                self.free[s] = c
+                s = half
+            else:
+                self.free[half] = c
+        return True
+
+    def _give(self, pfn: int, k: int) -> bool:
+        """Return [pfn, pfn + 2^k) to the free blocks, merging with free buddies in the
+        zone. False (nothing changes) when it is free already; a partial overlap is
+        dropped first (also False)."""
+        h = self._holder(pfn)
+        if h is not None and h[1] >= k:
+            return False
+        ok = True
+        inside = [s for s in self.free if pfn <= s < pfn + (1 << k)]
+        for s in inside:
+            del self.free[s]
+            ok = False
+        while k < MAX_ORDER:
+            b = pfn ^ (1 << k)
+            if b < self.lo or b + (1 << k) > self.hi or self.free.get(b) != k:
+                break
+            del self.free[b]
+            pfn &= b
+            k += 1
+        self.free[pfn] = k
+        return ok
+
+    def _fast_block(self, i: int, k: int, min_pfn: int, free_pfn: int,
+                    events: list[tuple[int, ...]]) -> tuple[int, bool]:  # fmt: skip
+        for j in range(i + 1, min(len(events), i + 1 + LOOKAHEAD)):
+            kind, q = events[j][0], events[j][1]
+            if kind not in (FREE, MIGRATE_NEW) or not self.lo <= q < self.hi:
+                continue
+            h = self._holder(q)
+            if h is not None and h[1] == k and h[0] >= min_pfn:
+                return h[0], True
+        blocks = sorted(s for s, o in self.free.items() if o == k)
+        top = min(free_pfn, self.hi)
+        stop = max(min_pfn, self.lo, top - SCAN)
+        below = [s for s in blocks if stop <= s and s + (1 << k) <= top]
+        if below:
+            return below[-1], False
+        q = max(free_pfn, min_pfn, self.lo)
+        q += (-q) % (1 << k)
+        end = min(self.hi, q + SCAN)
+        above = [s for s in blocks if s >= q and s + (1 << k) <= end]
+        return (above[0], False) if above else (-1, False)
+
+    def apply(self, events: list[tuple[int, ...]]) -> None:
+        """(kind, pfn, order, refill, arg, arg2) events, in order."""
+        for i, (kind, p, k, refill, arg, arg2) in enumerate(events):
+            if kind == FAILED:
+                continue
+            if kind == FAST_ISOLATE:
+                if not self.lo <= p < self.hi:
+                    self._count("outside_zones")
+                    continue
+                fk = arg2.bit_length() - 1
+                s, seen = self._fast_block(i, fk, p, arg, events)
+                if s < 0:
+                    self._count("fast_isolate_unmatched")
+                else:
+                    self._take(s, fk)
+                    self._count("fast_isolate_seen" if seen else "fast_isolate_guessed", 1,
+                                "inferred")  # fmt: skip
+                continue
+            if kind == MIGRATE_NEW:
+                if self.lo <= p and p + (1 << k) <= self.hi and self._take(p, k):
+                    self._count("migration_targets", 1 << k, "inferred")
+                continue
+            if kind == ISOLATE:
+                if not self.lo <= p < self.hi:
+                    self._count("outside_zones")
+                    continue
+                got, q = 0, p
+                while q < min(arg, self.hi) and got < arg2:
+                    if q in self.free:
+                        o = self.free.pop(q)
+                        got += 1 << o
+                        q += 1 << o
+                    else:
+                        q += 1
+                self._count("isolate_mismatch_pages", abs(got - arg2))
+                continue
+            if not self.lo <= p or p + (1 << k) > self.hi:
+                self._count("outside_zones")
+                continue
+            if kind == ZONE_LOCKED:
+                if not self._take(p, k):
+                    self._count("zone_locked_not_free")
+                self.pcp.pop(p, None)
+                self.taken.pop(p, None)
+                (self.pcp if refill else self.taken)[p] = k
+            elif kind == ALLOC:
+                if self.pcp.get(p) == k or self.taken.get(p) == k:
+                    self.pcp.pop(p, None)
+                    self.taken.pop(p, None)
+                elif self._take(p, k):
+                    self._count("alloc_of_buddy_free")
+                elif k in PCP_ORDERS:
+                    self._count("alloc_not_seen_on_pcp")
+            elif kind == FREE:
+                if k in PCP_ORDERS:
+                    if p in self.pcp:
+                        self._count("free_of_pcp_page")
+                    if self._take(p, k):
+                        self._count("free_of_free")
+                    self.taken.pop(p, None)
+                    self.pcp[p] = k
+                elif not self._give(p, k):
+                    self._count("free_of_free")
+            else:  # DRAIN
+                if self.pcp.get(p) == k:
+                    del self.pcp[p]
+                else:
+                    self._count("drain_not_seen_on_pcp")
+                    self.pcp.pop(p, None)
+                    self.taken.pop(p, None)
+                if not self._give(p, k):
+                    self._count("free_of_free")
