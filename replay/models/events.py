@@ -58,8 +58,6 @@ from replay.models.internal import (
     P_DEFRAG_IDLE,
     P_GROUP,
     P_KSWAPD,
-    P_PCP,
-    P_PCP_DECAY_NS,
     P_POOL_ORDER,
     P_PRESSURE_OOM,
     P_PRESSURE_RECLAIM,
@@ -124,6 +122,14 @@ def free_object(x, off, k, c, z, prm, ob, counters, vc, pl):  # type: ignore[no-
         free_pages(base + off, k, np.int64(ob.obj_mt[x]), c, z, prm, counters)
 
 
+@nb.njit(cache=True, _nrt=False)
+def give_back(x, k, c, z, prm, ob, counters, vc, pl):  # type: ignore[no-untyped-def]
+    """Free object ``x`` (order k) at once and forget it: a request the recorded kernel
+    failed that the model served. Not inlined: rare, and apply_event stays small."""
+    free_object(x, 0, k, c, z, prm, ob, counters, vc, pl)
+    ob.placed[x] = PLACED_FAILED
+
+
 @nb.njit(cache=True, inline="always", _nrt=False)
 def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, z, prm, ob, cz, counters, ef, me,
                 mode, vc, stats, pl):  # type: ignore[no-untyped-def]  # fmt: skip
@@ -132,7 +138,7 @@ def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, z, prm, ob, cz, coun
     start = prm[P_START]
     if prm[P_COMPACT] & COMPACT_PROACTIVE:
         proactive_tick(ts, sq, z, prm, ob, cz, counters, me)
-    if prm[P_PCP_DECAY_NS] > 0 and prm[P_PCP] != 0 and ts >= cz[CZ_PCP_DECAY]:
+    if ts >= cz[CZ_PCP_DECAY]:  # never, unless pcp tuning decays (ZoneState sets it)
         decay_pcp_high(ts, z, prm, cz, counters)
     pfn = np.int64(-1)
     outcome = OUT_OK
@@ -193,8 +199,7 @@ def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, z, prm, ob, cz, coun
             # what-if answer. The trace goes on as the kernel's caller did without the
             # block (it fell back or gave up), so the block goes straight back.
             stats[S_SERVED_KERNEL_FAILED] += 1
-            free_object(x, 0, k, c, z, prm, ob, counters, vc, pl)
-            ob.placed[x] = PLACED_FAILED
+            give_back(x, k, c, z, prm, ob, counters, vc, pl)
         if below_low and prm[P_KSWAPD] != 0:
             kswapd(k, sq, z, prm, ob, counters, me)
     else:

@@ -271,7 +271,11 @@ ME_MAX_PER_EVENT = 8  # direct compaction (2), kswapd (1), vcompound (1), pressu
 CZ_MIG0, CZ_MIG1, CZ_FREE, CZ_CONSIDERED, CZ_SHIFT, CZ_ORDER_FAILED = range(6)
 CZ_PDEFER, CZ_NEXT_CHECK, CZ_TS0_SET = 6, 7, 8
 CZ_VC_USED = 9  # reclaim: used length of the vcompound pool
-CZ_PCP_DECAY = 15  # pcp: trace time (ns) of the next decay_pcp_high (0: not yet set)
+# pcp: trace time (ns) of the next decay_pcp_high: CZ_DECAY_UNSET until the first event
+# sets it, CZ_DECAY_OFF (never) without pcp tuning
+CZ_PCP_DECAY = 15
+CZ_DECAY_UNSET = -(1 << 62)
+CZ_DECAY_OFF = (1 << 63) - 1
 # active defragmentation (replay.models.defrag)
 CZ_DF_LAST_TS, CZ_DF_DUE, CZ_DF_CONSIDERED, CZ_DF_SHIFT, CZ_DF_SEEN = 10, 11, 12, 13, 14
 # the running compact_control

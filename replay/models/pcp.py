@@ -21,6 +21,8 @@ from replay.models.internal import (
     C_BULK,
     C_PCP_PAGES,
     C_REFILLS,
+    CZ_DECAY_OFF,
+    CZ_DECAY_UNSET,
     CZ_PCP_DECAY,
     MIGRATE_PCPTYPES,
     MODE_NORMAL,
@@ -275,7 +277,10 @@ def decay_pcp_high(ts, z, prm, cz, counters):  # type: ignore[no-untyped-def]
     go back to the buddy, a batch at a time. After a long idle gap at most 64 periods
     are run (each takes an eighth: high is at high_min long before)."""
     period = prm[P_PCP_DECAY_NS]
-    if cz[CZ_PCP_DECAY] == 0:
+    if period <= 0 or prm[P_PCP] == 0:
+        cz[CZ_PCP_DECAY] = CZ_DECAY_OFF
+        return
+    if cz[CZ_PCP_DECAY] == CZ_DECAY_UNSET:
         cz[CZ_PCP_DECAY] = ts + period
         return
     n = 0

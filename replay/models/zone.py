@@ -21,6 +21,8 @@ from replay.models.internal import (
     C_EF,
     C_ME,
     COMPACT_PROACTIVE,
+    CZ_DECAY_OFF,
+    CZ_DECAY_UNSET,
     CZ_PCP_DECAY,
     CZ_VC_USED,
     EF_COLS,
@@ -155,6 +157,9 @@ class ZoneState:
         assert self.prm.shape[0] == NR_PRM
         self.pools = new_pools(self.start_pfn, self.pages, pool_order, pool_owners)
         self.cz = new_cz(self.start_pfn, self.pages)
+        # decay_pcp_high's clock: the first event sets it; never without decaying tuning
+        decays = pcp and pcp_tuning and pcp_decay_ns > 0
+        self.cz[CZ_PCP_DECAY] = CZ_DECAY_UNSET if decays else CZ_DECAY_OFF
         self.me = np.zeros((256, len(ME_COLS)), np.int64)
         self.objects = new_objects(max_objects)
         self.vc = np.zeros(1 << 12, np.int64)
@@ -200,9 +205,11 @@ class ZoneState:
         """One ``decay_pcp_high`` period on every cpu now (vmstat_update)."""
         saved = int(self.prm[P_PCP_DECAY_NS])
         self.prm[P_PCP_DECAY_NS] = max(saved, 1)
+        clock = int(self.cz[CZ_PCP_DECAY])
         self.cz[CZ_PCP_DECAY] = 1
         decay_pcp_high(np.int64(1), self.arrays, self.prm, self.cz, self.counters)
         self.prm[P_PCP_DECAY_NS] = saved
+        self.cz[CZ_PCP_DECAY] = clock
 
     def drain_all(self) -> None:
         drain_all(self.arrays, self.prm, self.counters)
