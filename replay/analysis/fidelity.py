@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from replay.analysis.metrics import NR_PAGE_ORDERS
+from replay.analysis.metrics import NR_PAGE_ORDERS, percent
 from replay.engine.observed import run_observed
 from replay.engine.whatif import run
 from replay.models.config import RunConfig
@@ -40,10 +40,6 @@ MIGRATETYPE_KEYS = {0: "unmovable", 1: "movable", 2: "reclaimable"}
 def _pages_from(k: int, prefix: str = "") -> str:
     """SQL: pages in free blocks of order >= k from a steps row's nr_free_* columns."""
     return " + ".join(f"({prefix}nr_free_{o} << {o})" for o in range(k, NR_PAGE_ORDERS))
-
-
-def _pct(part: float, whole: float) -> float | None:
-    return round(100.0 * part / whole, 2) if whole else None
 
 
 def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, Any]:
@@ -89,7 +85,7 @@ def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, A
     if k_end is not None and m_end is not None:
         pairs = enumerate(zip(m_end, k_end, strict=True))
         weighted = sum(abs(int(a) - int(b)) << o for o, (a, b) in pairs)
-        end_diff = _pct(weighted, sum(int(b) << o for o, b in enumerate(k_end)))
+        end_diff = percent(weighted, sum(int(b) << o for o, b in enumerate(k_end)))
     place = store.one(
         f"""SELECT count(*), count(*) FILTER (o.pfn = m.pfn),
                    count(*) FILTER (o.pfn >> 9 = m.pfn >> 9)
@@ -130,10 +126,10 @@ def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, A
         }
         for mt, name in MIGRATETYPE_KEYS.items():
             k, m = kernel_pb.get(mt, 0), model_pb.get(mt, 0)
-            pageblocks[name] = {"kernel": k, "model": m, "diff_pct": _pct(m - k, k)}
+            pageblocks[name] = {"kernel": k, "model": m, "diff_pct": percent(m - k, k)}
         total = sum(kernel_pb.get(mt, 0) for mt in MIGRATETYPE_KEYS)
         worst = max((abs(m["model"] - m["kernel"]) for m in pageblocks.values()), default=0)
-        worst = _pct(worst, total)
+        worst = percent(worst, total)
     return {
         "observed_run": observed_run,
         "model_run": model_run,
@@ -143,16 +139,16 @@ def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, A
         "kernel_failures": int(fail[0]),
         "model_failures": int(fail[1]),
         "failures_kernel_did_not_have": int(fail[2]),
-        "order3_diff_pct": _pct(float(diffs[1] or 0), float(diffs[2] or 0)),
-        "order9_diff_pct": _pct(float(diffs[3] or 0), float(diffs[4] or 0)),
+        "order3_diff_pct": percent(float(diffs[1] or 0), float(diffs[2] or 0)),
+        "order9_diff_pct": percent(float(diffs[3] or 0), float(diffs[4] or 0)),
         "end_diff_pct": end_diff,
         "end_nr_free_kernel": [int(v) for v in k_end] if k_end else None,
         "end_nr_free_model": [int(v) for v in m_end] if m_end else None,
         "pageblocks": pageblocks,
         "pageblock_worst_diff_pct": worst,
         "allocations_compared": int(place[0]),
-        "same_pfn_pct": _pct(int(place[1]), int(place[0])),
-        "same_pageblock_pct": _pct(int(place[2]), int(place[0])),
+        "same_pfn_pct": percent(int(place[1]), int(place[0])),
+        "same_pageblock_pct": percent(int(place[2]), int(place[0])),
     }
 
 

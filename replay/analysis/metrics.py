@@ -69,6 +69,7 @@ __all__ = [
     "install_macros",
     "largest_free_order",
     "largest_free_order_np",
+    "percent",
     "should_proactive_compact",
     "suitable_blocks",
     "suitable_blocks_np",
@@ -139,6 +140,12 @@ def _contig_page_info(counts: Sequence[int], k: int) -> tuple[int, int, int]:
         if o >= k:
             suitable += blocks << (o - k)
     return free, total, suitable
+
+
+def percent(part: float, whole: float) -> float | None:
+    """``part`` as a percentage of ``whole``, rounded to 2 decimals; None when ``whole``
+    is 0 (a difference relative to a reference that has nothing)."""
+    return round(100.0 * part / whole, 2) if whole else None
 
 
 def free_pages(nr_free: Sequence[int]) -> int:

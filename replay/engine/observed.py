@@ -40,6 +40,7 @@ from typing import Any
 import numba as nb
 import numpy as np
 
+from replay.analysis.metrics import percent
 from replay.errors import UsageError
 from replay.store import Store
 from replay.trace.record import MARKERS
@@ -753,14 +754,14 @@ def validate(store: Store, trace: str) -> dict[str, Any]:
         zones.append({
             "zone": z.zone, "node": z.node,
             "free_pages_kernel": fk, "free_pages_rebuilt": z.free_pages,
-            "free_pages_diff_pct": _pct(z.free_pages - fk, fk),
-            "order3_pages_diff_pct": _pct(high_r - high_k, high_k),
+            "free_pages_diff_pct": percent(z.free_pages - fk, fk),
+            "order3_pages_diff_pct": percent(high_r - high_k, high_k),
             "nr_free_kernel": k, "nr_free_rebuilt": z.nr_free,
-            "order_diff_pct": [_pct(r - n, n) if n else None for r, n in zip(z.nr_free, k,
+            "order_diff_pct": [percent(r - n, n) if n else None for r, n in zip(z.nr_free, k,
                                                                              strict=True)],
             "pcp_pages_rebuilt": z.pcp_pages,
             "reporting_in_flight_pages": in_flight,
-            "free_pages_diff_pct_reporting": _pct(z.free_pages - in_flight - fk, fk),
+            "free_pages_diff_pct_reporting": percent(z.free_pages - in_flight - fk, fk),
         })  # fmt: skip
     return {
         "trace": store.trace_row(trace_id)["name"],
@@ -854,11 +855,6 @@ def reported_in_flight(kernel: list[int], rebuilt: list[int], order: int | None)
         if 0 < d <= PAGE_REPORTING_CAPACITY:
             best = max(best, d << o)
     return best
-
-
-def _pct(diff: int, of: int) -> float | None:
-    """``diff`` as a percentage of ``of`` (2 decimals); None when ``of`` is 0."""
-    return round(100.0 * diff / of, 2) if of else None
 
 
 def _pageblock_rows(
