@@ -47,6 +47,8 @@ demo: $(STAMP)
 	$(VENV)/bin/replay query fragmentation_over_time --param run=2 --param buckets=10 --db demo.duckdb
 	@echo "== observed: the kernel's real buddy state rebuilt from the recorded pfns, against its buddyinfo"
 	$(VENV)/bin/replay validate compact-6.18 --db demo.duckdb
+	@echo "== fidelity: the kernel preset from the kernel's real state, step by step against the observed run"
+	$(VENV)/bin/replay validate compact-6.18 --model kernel --db demo.duckdb -q
 	@echo "== a batch: two scenarios and the real capture x buddy, mobility, compaction, exchange (2 processes)"
 	$(VENV)/bin/replay batch examples/demo.toml --db demo.duckdb --jobs 2
 	$(VENV)/bin/replay compare --batch demo --db demo.duckdb
