@@ -727,6 +727,22 @@ def run(
             "AND (pfn < $zs OR pfn >= $ze))"
         )
         zone_params = {"zs": env.start_pfn, "ze": env.start_pfn + env.pages}
+    if config.get("recorded_compaction", False):
+        # The kernel's compaction is replayed as the model's own: the frees its task
+        # made between mm_compaction_begin and _end (the migrated pages' old homes, and
+        # the isolated targets it gave back) are the kernel's moves, not frees of the
+        # objects, which the model's compaction moves (or not) itself.
+        elsewhere += (
+            " AND seq NOT IN (SELECT f.seq FROM events f JOIN ("
+            "  SELECT cb.pid, cb.line AS b_line, ce.line AS e_line FROM"
+            "   (SELECT pid, line FROM aux_events WHERE trace_id = $t"
+            "    AND event = 'mm_compaction_begin') cb"
+            "   ASOF JOIN (SELECT pid, line FROM aux_events WHERE trace_id = $t"
+            "    AND event = 'mm_compaction_end') ce ON cb.pid = ce.pid AND cb.line < ce.line) w"
+            "  ON f.pid = w.pid AND f.line > w.b_line AND f.line < w.e_line"
+            "  WHERE f.trace_id = $t AND f.op = 'free')"
+        )
+    if elsewhere:
         row = store.one(
             f"""SELECT count(*), max(seq) FROM events WHERE trace_id = $t AND seq >= $lo
                 AND seq < $hi {elsewhere}""",
