@@ -91,3 +91,45 @@ def test_kernel_preset_under_pressure(small_db: Path, tmp_path: Path) -> None:
     assert k["order3_diff_pct"] < m["order3_diff_pct"] and k["order3_diff_pct"] <= 10
     assert k["pageblock_worst_diff_pct"] <= 5
     assert recorded == begins > 0  # every compaction the kernel ran in this zone
+
+
+def test_recorded_compaction_leaves_out_the_kernels_migration_frees(
+    capture_db: Path, tmp_path: Path
+) -> None:
+    """The shipped capture's compact_memory pass: with recorded_compaction the model
+    compacts there itself, and the frees the echo task made inside the pass (126k
+    migrated pages' old homes) are not frees of the model's objects."""
+    db = tmp_path / "c.duckdb"
+    shutil.copyfile(capture_db, db)
+    toml = tmp_path / "rc.toml"
+    toml.write_text('model = "mobility"\nrecorded_compaction = true\n')
+    with Store(db) as s:
+        r = engine.run(s, "compact", load_model(str(toml)), start="observed")
+        # each pass: a begin and the next end of the same task (any zone)
+        marks = s.query(
+            """SELECT pid, line, event FROM aux_events
+               WHERE event IN ('mm_compaction_begin', 'mm_compaction_end') ORDER BY line"""
+        ).to_pylist()
+        windows, open_at = [], {}
+        for m in marks:
+            if m["event"] == "mm_compaction_begin":
+                open_at[m["pid"]] = m["line"]
+            elif m["pid"] in open_at:
+                windows.append((m["pid"], open_at.pop(m["pid"]), m["line"]))
+        frees = s.query(
+            "SELECT pid, line FROM events WHERE op = 'free' AND seq >= $lo", {"lo": r.start_seq}
+        ).to_pylist()
+        inside = sum(
+            any(f["pid"] == pid and b < f["line"] < e for pid, b, e in windows) for f in frees
+        )
+        steps = s.one(
+            "SELECT count(*) FROM steps WHERE run_id = $r AND pfn IS NULL", {"r": r.run_id}
+        )[0]
+        kinds = (
+            s.query("SELECT DISTINCT kind FROM model_events WHERE run_id = $r", {"r": r.run_id})
+            .column("kind")
+            .to_pylist()
+        )
+    assert inside > 100_000
+    assert steps == len(frees) - inside  # free steps: pfn is NULL
+    assert "compact_recorded" in kinds
