@@ -36,6 +36,7 @@ from replay.engine.observed import (
     apply_events,
     buddy_events,
     initial_state,
+    kpageflags_bits,
     marker_line,
     settle_snapshot_window,
 )
@@ -44,9 +45,9 @@ from replay.models.compaction import compact_memory
 from replay.models.internal import F_MOVABLE, ME_COLS, MIGRATE_MOVABLE, MIGRATE_UNMOVABLE, RESULTS
 from replay.models.zone import ZoneState
 from replay.store import Store
+from replay.trace.snapshots import KPF_LRU
 
 # /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h)
-KPF_LRU = 5
 KPF_COMPOUND_HEAD = 15
 KPF_COMPOUND_TAIL = 16
 PAGEBLOCK_ORDER = 9
@@ -241,31 +242,6 @@ def _events_between(
     return dict(zip(keys, (int(v) for v in row), strict=True))
 
 
-def _kpf_bits(
-    store: Store, trace_id: int, lo: int, hi: int, bits: tuple[int, ...]
-) -> list[np.ndarray]:
-    """Per page of [lo, hi) (pfn), whether each of ``bits`` is set in the before-kpageflags."""
-    runs = store.query(
-        """SELECT pfn, nr_pages, flags FROM snap_kpageflags WHERE trace_id = $t
-             AND snapshot = 'before' AND pfn < $hi AND pfn + nr_pages > $lo""",
-        {"t": trace_id, "lo": lo, "hi": hi},
-    )
-    n = hi - lo
-    p = runs.column("pfn").to_numpy().astype(np.int64)
-    m = runs.column("nr_pages").to_numpy().astype(np.int64)
-    f = runs.column("flags").to_numpy()
-    a = np.clip(p - lo, 0, n)
-    b = np.clip(p + m - lo, 0, n)
-    out = []
-    for bit in bits:
-        sel = ((f >> np.uint64(bit)) & np.uint64(1)) == 1
-        delta = np.zeros(n + 1, np.int64)
-        np.add.at(delta, a[sel], 1)
-        np.add.at(delta, b[sel], -1)
-        out.append(np.cumsum(delta[:n]) > 0)
-    return out
-
-
 def _window_allocs(store: Store, trace_id: int, first: int | None, last: int) -> Any:
     """Canonical events with a pfn in first < line < last, in line order (Arrow)."""
     return store.query(
@@ -299,7 +275,7 @@ def observed_start(
     are free pages parked per CPU, not evidence of unmovable use. Pages
     the kpageflags snapshot counts as on pcp lists before the trace cannot be
     told from other non-LRU pages: they stay UNMOVABLE, as in
-    ``initial_zone_state``.
+    ``replay.engine.observed.fork_state``.
 
     Every other page is allocated; its unit (object) comes from, in order:
     the last recorded allocation covering it after ``first_line`` (the
@@ -382,7 +358,7 @@ def observed_start(
         add_units(stale, np.zeros(stale.size), np.zeros(stale.size), SRC_STALE)
 
     # 2. the before-kpageflags: compound LRU folios, then LRU pages, then the rest
-    lru, chead, ctail = _kpf_bits(store, trace_id, start_pfn, start_pfn + pages,
+    lru, chead, ctail = kpageflags_bits(store, trace_id, start_pfn, start_pfn + pages,
                                   (KPF_LRU, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL))  # fmt: skip
     non_tail = np.flatnonzero(~ctail)
 

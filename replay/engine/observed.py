@@ -44,6 +44,7 @@ from replay.analysis.metrics import percent
 from replay.errors import UsageError
 from replay.store import Store
 from replay.trace.record import MARKERS
+from replay.trace.snapshots import KPF_LRU
 
 MAX_ORDER = 10
 NF = MAX_ORDER + 1
@@ -1063,6 +1064,31 @@ def run_observed(
     }  # fmt: skip
 
 
+def kpageflags_bits(
+    store: Store, trace_id: int, lo: int, hi: int, bits: tuple[int, ...]
+) -> list[np.ndarray]:
+    """Per page of [lo, hi) (pfn), whether each of ``bits`` is set in the before-kpageflags."""
+    runs = store.query(
+        """SELECT pfn, nr_pages, flags FROM snap_kpageflags WHERE trace_id = $t
+             AND snapshot = 'before' AND pfn < $hi AND pfn + nr_pages > $lo""",
+        {"t": trace_id, "lo": lo, "hi": hi},
+    )
+    n = hi - lo
+    p = runs.column("pfn").to_numpy().astype(np.int64)
+    m = runs.column("nr_pages").to_numpy().astype(np.int64)
+    f = runs.column("flags").to_numpy()
+    a = np.clip(p - lo, 0, n)
+    b = np.clip(p + m - lo, 0, n)
+    out = []
+    for bit in bits:
+        sel = ((f >> np.uint64(bit)) & np.uint64(1)) == 1
+        delta = np.zeros(n + 1, np.int64)
+        np.add.at(delta, a[sel], 1)
+        np.add.at(delta, b[sel], -1)
+        out.append(np.cumsum(delta[:n]) > 0)
+    return out
+
+
 @dataclass
 class ForkState:
     """The kernel's rebuilt state just before canonical event ``seq``, for one pfn range.
@@ -1145,14 +1171,6 @@ def fork_state(
             on_pcp[o] = 0
         else:
             free[o : o + (1 << k)] = True  # not allocated: the model's pcp lists hold it
-    lru = np.zeros(pages, np.bool_)
-    runs = store.query(
-        """SELECT pfn, nr_pages FROM snap_kpageflags WHERE trace_id = $t AND snapshot = 'before'
-           AND (flags >> 5) & 1 = 1 AND pfn < $hi AND pfn + nr_pages > $lo ORDER BY pfn""",
-        {"t": trace_id, "lo": start_pfn, "hi": start_pfn + pages},
-    )
-    for p, m in zip(runs.column("pfn").to_numpy(), runs.column("nr_pages").to_numpy(), strict=True):
-        lo, hi = max(int(p), start_pfn), min(int(p + m), start_pfn + pages)
-        lru[lo - start_pfn : hi - start_pfn] = True
+    (lru,) = kpageflags_bits(store, trace_id, start_pfn, start_pfn + pages, (KPF_LRU,))
     page_mt = np.where(free, -1, np.where(lru, 1, 0)).astype(np.int8)
     return ForkState(seq=at, first_seq=first_seq, blk=blk, page_mt=page_mt, pcp=on_pcp)
