@@ -86,7 +86,8 @@ class RefMobility:
     ``free_unref_page_commit``, ``rmqueue_pcplist``): ``high`` is high_min,
     ``high_max`` its ceiling, ``wmark_high`` the zone's high watermark (the
     ZONE_BELOW_HIGH test is ``__zone_watermark_ok`` with no lowmem reserve),
-    ``free_high_batch`` sets PCPF_FREE_HIGH_BATCH on every cpu.
+    ``free_high_batch`` sets PCPF_FREE_HIGH_BATCH on every cpu; ``free_high_min``
+    raises free_high's threshold to batch + high_min / 2 (6.15+).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class RefMobility:
         pcp_tuning: bool = False,
         free_high_batch: bool = False,
         wmark_high: int = 0,
+        free_high_min: bool = False,
     ) -> None:
         assert start_pfn >= 0 and pages > 0 and ncpus >= 1 and batch >= 1 and high >= 1
         self.start_pfn = start_pfn
@@ -116,6 +118,8 @@ class RefMobility:
         self.high_max = high if high_max is None else high_max
         self.tuning = pcp_tuning
         self.wmark_high = wmark_high
+        # 6.15+: free_high after batch + high_min / 2 consecutive freed pages
+        self.free_high_threshold = batch + (high // 2 if free_high_min else 0)
         # per cpu: pcp->high, free_count, alloc_factor, flags (bit 0 PREV_FREE_HIGH_ORDER,
         # bit 1 FREE_HIGH_BATCH); the zone's BELOW_HIGH and RECLAIM_ACTIVE flags
         self.cur_high = [high] * ncpus
@@ -555,7 +559,7 @@ class RefMobility:
             free_high = False
             if 0 < order <= 3:
                 f = self.flags[cpu]
-                free_high = (self.free_count[cpu] >= self.batch and bool(f & 1)
+                free_high = (self.free_count[cpu] >= self.free_high_threshold and bool(f & 1)
                              and (not f & 2 or self.count[cpu] >= self.batch))  # fmt: skip
                 self.flags[cpu] |= 1
             else:

@@ -97,15 +97,17 @@ def test_kernel_matches_reference(
     spread=st.sampled_from([0, 30, 500]),
     wmark_high=st.sampled_from([0, 300, 1500, 3000]),
     free_high_batch=st.booleans(),
+    free_high_min=st.booleans(),
 )
 def test_pcp_tuning_matches_reference(
     seed: int, pages: int, ncpus: int, batch: int, high: int, spread: int, wmark_high: int,
-    free_high_batch: bool,
+    free_high_batch: bool, free_high_min: bool,
 ) -> None:  # fmt: skip
     """Linux 6.7+ pcp->high auto-tuning (nr_pcp_high, nr_pcp_free, nr_pcp_alloc with its
     alloc_factor, free_high, ZONE_BELOW_HIGH, decay_pcp_high) in both implementations."""
     kw = {"pcp": True, "ncpus": ncpus, "batch": batch, "high": high, "high_max": high + spread,
-          "pcp_tuning": True, "free_high_batch": free_high_batch}  # fmt: skip
+          "pcp_tuning": True, "free_high_batch": free_high_batch,
+          "free_high_min": free_high_min}  # fmt: skip
     zones = [RefMobility(0, pages, wmark_high=wmark_high, **kw),
              ZoneState(0, pages, wmark=(0, 0, wmark_high), **kw)]  # fmt: skip
     _stream(zones, random.Random(seed), 800, ncpus, check_every=20, decay=0.02)

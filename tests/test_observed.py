@@ -38,6 +38,7 @@ from replay.engine.observed import (
     N_INFERRED,
     NF,
     give,
+    hidden_free,
     init_blocks,
     observe,
     reported_in_flight,
@@ -400,6 +401,59 @@ def test_observe_outside_zones() -> None:
     got, pcp, inc = _obs(ev, {}, zone=zone)
     assert inc == _only(**{_name(I_OUTSIDE): 4, _name(I_DRAIN_UNSEEN): 1})
     assert (got, pcp) == ({16: 0}, {})
+
+
+def _hidden(
+    events: Sequence[tuple[int, int, int]], flagless: Iterable[int], blocks: dict[int, int],
+    n: int = 64, zone: tuple[int, int] = (0, 64),
+) -> tuple[dict[int, int], dict[int, int], list[int]]:  # fmt: skip
+    """Run ``hidden_free`` on (kind, pfn, order) events; (free blocks, pcp, found)."""
+    kind = np.array([e[0] for e in events], np.int8)
+    pfn = np.array([e[1] for e in events], np.int64)
+    order = np.array([e[2] for e in events], np.int64)
+    zlo = np.full(len(events), zone[0], np.int64)
+    zhi = np.full(len(events), zone[1], np.int64)
+    mask = np.zeros(n, np.bool_)
+    mask[list(flagless)] = True
+    blk = _state(n, blocks)
+    pcp = np.zeros(n, np.int8)
+    found = np.zeros(2, np.int64)
+    hidden_free(kind, pfn, order, zlo, zhi, 0, mask, blk, pcp, found)
+    return _blocks(blk), {int(i): int(pcp[i]) for i in np.flatnonzero(pcp)}, found.tolist()
+
+
+def test_hidden_free_pages_are_named_by_their_first_event() -> None:
+    """A flagless page first allocated or drained was on a pcp list at the snapshot; one
+    first taken from the buddy (zone_locked, a migration target) was free in it (page
+    reporting held it); one first freed was allocated. Later events say nothing."""
+    flagless = [*range(0, 4), 8, 9, 12, *range(16, 32)]
+    blocks, pcp, found = _hidden(
+        [
+            (K_ALLOC, 0, 2),  # pages 0-3: an order-2 block on a pcp list
+            (K_FREE, 8, 0),  # page 8: allocated (freed first)
+            (K_ALLOC, 8, 0),  # ... its later allocation says nothing
+            (K_DRAIN, 9, 0),  # page 9: drained from a pcp list
+            (K_ZONE_LOCKED, 16, 4),  # pages 16-31: in the buddy (merges with 32-63)
+            (K_ALLOC, 40, 0),  # page 40 has flags: not hidden
+            (K_ALLOC, 12, 0),
+            (K_ALLOC, 13, 0),  # 13 has flags; 12 is hidden
+        ],
+        flagless,
+        {32: 5},
+    )
+    assert pcp == {0: 3, 9: 1, 12: 1}
+    assert blocks == {16: 4, 32: 5}
+    assert found == [4 + 1 + 1, 16]
+
+
+def test_hidden_free_needs_every_page_flagless_and_untouched() -> None:
+    # an order-1 allocation over a flagged page, and one over a page touched before
+    _b, pcp, found = _hidden([(K_ALLOC, 2, 1), (K_FREE, 5, 0), (K_ALLOC, 4, 1)], [2, 4, 5], {})
+    assert (pcp, found) == ({}, [0, 0])
+    # a non-pcp order first allocated goes to the buddy; pages outside the zone are skipped
+    blocks, pcp, found = _hidden([(K_ALLOC, 16, 4), (K_ALLOC, 60, 3)], range(64), {},
+                                 zone=(0, 62))  # fmt: skip
+    assert (blocks, pcp, found) == ({16: 4}, {}, [0, 16])
 
 
 def test_observe_constants() -> None:
@@ -1034,7 +1088,7 @@ def test_fast_isolate_takes_the_block_a_later_event_names() -> None:
     assert got == {B + 8: 3, B + 16: 3, B + 48: 3}
     assert pcp == {B + 34: 1}
     assert inc == _only()
-    assert inferred.tolist() == [1, 0, 0]
+    assert inferred.tolist() == [1, 0, 0, 0, 0]
 
 
 def test_fast_isolate_without_evidence_takes_the_highest_below_free_pfn() -> None:
@@ -1044,7 +1098,7 @@ def test_fast_isolate_without_evidence_takes_the_highest_below_free_pfn() -> Non
     ev = [(K_FAST_ISOLATE, B + 16, 0, 0, B + 48, 8)]  # free_pfn B+48: B+32 is highest below
     got, _, inc = _observe(ev, blocks, zone=zone, base=B, n=64, inferred=inferred)
     assert got == {B + 8: 3, B + 16: 3, B + 48: 3}
-    assert inc == _only() and inferred.tolist() == [0, 1, 0]
+    assert inc == _only() and inferred.tolist() == [0, 1, 0, 0, 0]
     # no free block of that order at or above min_pfn: counted, nothing taken
     got, _, inc = _observe([(K_FAST_ISOLATE, B + 16, 0, 0, B + 48, 16)], blocks, zone=zone,
                            base=B, n=64)  # fmt: skip
@@ -1059,7 +1113,7 @@ def test_migration_pte_takes_a_target_the_rebuild_holds_free() -> None:
     got, _, inc = _observe([(K_MIGRATE_NEW, B + 5, 0), (K_MIGRATE_NEW, B + 40, 0)],
                            {B: 3}, zone=zone, base=B, n=64, inferred=inferred)  # fmt: skip
     assert got == {B: 2, B + 4: 0, B + 6: 1}  # page 5 left the order-3 block at B
-    assert inc == _only() and inferred.tolist() == [0, 0, 1]  # B+40 was not free: no-op
+    assert inc == _only() and inferred.tolist() == [0, 0, 1, 0, 0]  # B+40 was not free: no-op
 
 
 def test_kernel_failures_change_nothing() -> None:

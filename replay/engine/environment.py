@@ -8,6 +8,7 @@ numbering; and the background pages ``--fill-from-snapshot`` allocates.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,13 @@ class Environment:
     # in the allocator yet, until the trace frees it into the zone (memory onlining)
     managed: int | None = None
     high_max: int | None = None  # pcp high_max (pages), when the run tunes pcp->high
+    kernel: str | None = None  # the capture's kernel release (uname -r), if recorded
+
+    def kernel_at_least(self, major: int, minor: int) -> bool:
+        """Is the capture's kernel ``major.minor`` or newer? True when unknown (a model
+        follows the newest kernel it knows unless the capture says otherwise)."""
+        m = re.match(r"(\d+)\.(\d+)", self.kernel or "")
+        return m is None or (int(m[1]), int(m[2])) >= (major, minor)
 
     @property
     def holes_from(self) -> int | None:
@@ -144,8 +152,10 @@ def zone_environment(
         )  # fmt: skip
         high_max = max(high_max, high)
     managed = int(snap[4]) if snap is not None and snap[4] else None
+    row = store.one("SELECT kernel FROM traces WHERE trace_id = $t", {"t": trace_id})
+    kernel = str(row[0]) if row and row[0] else None
     return Environment(start, pages, snap[0] if snap else None, int(ncpus), wmark, batch, high,
-                       managed, high_max)  # fmt: skip
+                       managed, high_max, kernel)  # fmt: skip
 
 
 def object_index(store: Store, trace_id: int) -> tuple[np.ndarray | None, int]:

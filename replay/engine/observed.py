@@ -83,6 +83,8 @@ INFERRED = (
     "fast_isolate_seen",  # fast-isolated blocks placed by a later event on them
     "fast_isolate_guessed",  # ... placed by the kernel's search order, no later event
     "migration_targets",  # pages taken as migration targets (remove_migration_pte)
+    "hidden_pcp_pages",  # flagless at the snapshot, first allocated or drained: on pcp lists
+    "hidden_buddy_pages",  # flagless, first taken from the buddy: held by page reporting
 )
 N_INFERRED = len(INFERRED)
 # pcp[] value of a page whose state is unknown (a trace without a kpageflags snapshot)
@@ -214,6 +216,61 @@ def give_nr(pfn, k, lo, hi, base, blk_order, nr):  # type: ignore[no-untyped-def
 def give(pfn, k, lo, hi, base, blk_order):  # type: ignore[no-untyped-def]
     """:func:`give_nr` without the per-order counts."""
     return give_nr(pfn, k, lo, hi, base, blk_order, np.zeros(NF, np.int64))
+
+
+@nb.njit(cache=True)
+def hidden_free(kind, pfn, order, zlo, zhi, base, flagless, blk_order, pcp, found):  # type: ignore[no-untyped-def]
+    """Free pages the before-kpageflags cannot show, named by their first later event.
+
+    A page on a pcp list, or a free block that free page reporting holds off
+    the free lists while it reports it (``page_reporting_cycle``:
+    ``__isolate_free_page``), has no flag at all in /proc/kpageflags (no
+    KPF_BUDDY, refcount 0), like an allocated page nobody flagged. The kernel
+    never allocates an allocated page, so a flagless block whose first event
+    after the snapshot allocates it (``mm_page_alloc``), drains it from a pcp
+    list or takes it from the buddy (``mm_page_alloc_zone_locked``, a
+    migration target) was free then: on a pcp list for the first two (pcp
+    orders), in the buddy otherwise (``give_nr``, merging). A first free says
+    it was allocated. ``flagless``: per page of ``[base, base + n)``, no flag
+    set and not free in the kpageflags decomposition. ``found``: pages put on
+    pcp lists, pages put in the buddy (int64[2]). Events are in trace order,
+    from the before-snapshot's start.
+    """
+    n = blk_order.shape[0]
+    touched = np.zeros(n, np.bool_)
+    scratch = np.zeros(NF, np.int64)
+    for i in range(kind.shape[0]):
+        e = kind[i]
+        if (
+            e != K_ALLOC
+            and e != K_FREE
+            and e != K_ZONE_LOCKED
+            and e != K_DRAIN
+            and (e != K_MIGRATE_NEW)
+        ):
+            continue
+        p = pfn[i]
+        k = np.int64(order[i])
+        o = p - base
+        npg = np.int64(1) << k
+        if o < 0 or o + npg > n or zlo[i] < 0 or p + npg > zhi[i]:
+            continue
+        first = True
+        hidden = True
+        for q in range(o, o + npg):
+            if touched[q]:
+                first = False
+            if not flagless[q] or pcp[q] != 0:
+                hidden = False
+            touched[q] = True
+        if not first or not hidden or e == K_FREE:
+            continue
+        if (e == K_ALLOC or e == K_DRAIN) and _pcp_order(k):
+            pcp[o] = k + 1
+            found[0] += npg
+        else:
+            give_nr(p, k, zlo[i], zhi[i], base, blk_order, scratch)
+            found[1] += npg
 
 
 @nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
@@ -496,8 +553,11 @@ def head_pages_only(free: np.ndarray, expected_free_pages: int | None) -> bool:
     return marked * 2 < expected_free_pages
 
 
-def _free_mask(store: Store, trace_id: int, snapshot: str, base: int, n: int) -> np.ndarray:
-    """Free pages of [base, base + n) from the stored kpageflags runs (KPF_BUDDY).
+def _free_mask(
+    store: Store, trace_id: int, snapshot: str, base: int, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Free pages of [base, base + n) from the stored kpageflags runs (KPF_BUDDY), and
+    the pages with no flag at all that are not free (``flagless``: see :func:`hidden_free`).
 
     Detects kernels that mark only a free block's first page
     (:func:`head_pages_only`) and then grows each head over the flagless pages
@@ -530,7 +590,8 @@ def _free_mask(store: Store, trace_id: int, snapshot: str, base: int, n: int) ->
     )
     if head_pages_only(free, int(row[0]) if row and row[0] is not None else None):
         extend_heads(zero, free, base)
-    return free
+    zero &= ~free
+    return free, zero
 
 
 def _counts(zones: list[dict[str, Any]], base: int, blk_order: np.ndarray,
@@ -657,12 +718,17 @@ def _has_kpageflags(store: Store, trace_id: int) -> bool:
     return bool(row and row[0])
 
 
-def initial_state(store: Store, trace_id: int, need_snapshot: bool = True) -> tuple:
+def initial_state(
+    store: Store, trace_id: int, need_snapshot: bool = True, hidden: np.ndarray | None = None
+) -> tuple:
     """Zones, base pfn, blk_order and pcp arrays, zone bounds: the before-kpageflags state.
 
-    Without a kpageflags snapshot (``need_snapshot`` False) every page starts
-    UNKNOWN and is learned from its first event; the zones come from the
-    zoneinfo snapshot, else the trace's zone.
+    Free pages kpageflags cannot show (on pcp lists, or held by free page
+    reporting) are found from their first later event (:func:`hidden_free`);
+    ``hidden`` (int64[2], optional) gets the pages put on pcp lists and in
+    the buddy that way. Without a kpageflags snapshot (``need_snapshot``
+    False) every page starts UNKNOWN and is learned from its first event; the
+    zones come from the zoneinfo snapshot, else the trace's zone.
     """
     zones = _zones(store, trace_id, "before")
     has_flags = _has_kpageflags(store, trace_id)
@@ -686,10 +752,15 @@ def initial_state(store: Store, trace_id: int, need_snapshot: bool = True) -> tu
     zlo = np.array([int(z["start_pfn"]) for z in zones], np.int64)
     zhi = np.array([int(z["start_pfn"]) + int(z["spanned"]) for z in zones], np.int64)
     if has_flags:
-        free = _free_mask(store, trace_id, "before", base, n)
+        free, flagless = _free_mask(store, trace_id, "before", base, n)
         init_blocks(free, base, zlo, zhi, blk_order)
         del free
         pcp = np.zeros(n, np.int8)
+        found = hidden if hidden is not None else np.zeros(2, np.int64)
+        ev = buddy_events(store, trace_id, marker_line(store, trace_id, BEFORE_BEGIN), None)
+        cols = _event_columns(ev, zlo, zhi)
+        hidden_free(*cols[:3], *cols[6:], base, flagless, blk_order, pcp, found)
+        del ev, cols, flagless
     else:
         pcp = np.full(n, UNKNOWN, np.int8)
     return zones, base, blk_order, pcp, zlo, zhi
@@ -704,7 +775,8 @@ def rebuild(store: Store, trace_id: int) -> Observed:
     (buddyinfo is the first file of the after-snapshot); without markers, all
     of them.
     """
-    zones, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id)
+    hidden = np.zeros(2, np.int64)
+    zones, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id, hidden=hidden)
     initial = _counts(zones, base, blk_order, pcp)
 
     zb = (zlo, zhi, base, blk_order, pcp)
@@ -713,6 +785,7 @@ def rebuild(store: Store, trace_id: int) -> Observed:
     last = marker_line(store, trace_id, AFTER_BEGIN)
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
     inferred = np.zeros(N_INFERRED, np.int64)
+    inferred[N_INFERRED - 2 :] = hidden
     n_events = apply_events(buddy_events(store, trace_id, first, last), zb, incons, inferred)
     return Observed(
         trace_id=trace_id,
@@ -942,7 +1015,10 @@ def run_observed(
     lo, hi = track_lo - base, int(zhi[zi]) - base
     b = blk_order[lo:hi]
     nr = np.bincount(b[b >= 0].astype(np.int64), minlength=NF)[:NF].astype(np.int64)
-    pcp_pages = np.zeros(1, np.int64)
+    # the pages found on pcp lists at the snapshot (hidden_free) are the zone's pcp pages
+    pc = pcp[lo:hi]
+    on = pc[(pc > 0) & (pc < UNKNOWN)].astype(np.int64)
+    pcp_pages = np.array([int((np.int64(1) << (on - 1)).sum())], np.int64)
     opened = marker_line(store, trace_id, BEFORE_BEGIN)
     first = marker_line(store, trace_id, BEFORE_END)
     incons = np.zeros(len(INCONSISTENCIES), np.int64)

@@ -188,6 +188,7 @@ class _Replay:
             pcp_tuning=bool(config.get("pcp_tuning", False)),
             free_high_batch=bool(config.get("pcp_free_high_batch", False)),
             pcp_decay_ns=config.get("pcp_decay_ms", 1000) * 1_000_000,
+            free_high_min=bool(config.get("pcp_free_high_min", env.kernel_at_least(6, 15))),
         )  # fmt: skip
         # pg_obj (which object's unit starts at each page) is kept only when a model
         # moves, evicts or reads units; set_regions turns it on for contiguity too.

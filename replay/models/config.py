@@ -42,6 +42,11 @@ PARAMS: dict[str, tuple[type, str]] = {
         "pcp high_max in pages (default: the snapshot's, else managed/8 split over the cpus)",
     ),
     "pcp_free_high_batch": (bool, "PCPF_FREE_HIGH_BATCH on every cpu (default false)"),
+    "pcp_free_high_min": (
+        bool,
+        "free_high needs batch + high_min/2 consecutive freed pages, as Linux 6.15+ "
+        "(default: true unless the capture's kernel is older than 6.15)",
+    ),
     "pcp_decay_ms": (int, "decay_pcp_high's period, ms of trace time (default 1000)"),
     "ncpus": (int, "CPUs with pcp lists (default: the trace's highest cpu + 1)"),
     "min_free_kbytes": (int, "default: the snapshot's watermarks, else the kernel's formula"),

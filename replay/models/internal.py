@@ -173,9 +173,12 @@ P_UNITS = 32
 # P_PCP_TUNE 1: nr_pcp_high/nr_pcp_free/nr_pcp_alloc/decay_pcp_high as 6.7+, 0: high
 # fixed at P_HIGH and batch-sized refills and bulk frees; P_PCP_FREE_HIGH_BATCH: every
 # cpu has PCPF_FREE_HIGH_BATCH (its cache slice holds three batches);
-# P_PCP_DECAY_NS: decay_pcp_high's period (vmstat_update, ns of trace time; 0 off)
+# P_PCP_DECAY_NS: decay_pcp_high's period (vmstat_update, ns of trace time; 0 off);
+# P_PCP_FREE_HIGH_MIN: 1 when free_high needs free_count >= batch + high_min / 2 (Linux
+# 6.15+, "mm: pcp: increase pcp->free_count threshold to trigger free_high"), 0: batch
 P_HIGH_MAX, P_PCP_TUNE, P_PCP_FREE_HIGH_BATCH, P_PCP_DECAY_NS = 33, 34, 35, 36
-NR_PRM = 37
+P_PCP_FREE_HIGH_MIN = 37
+NR_PRM = 38
 
 # -- counters (int64 array) -------------------------------------------------------------
 # C_EF, C_ME: rows used in the extfrag and model-event buffers; C_PRESSURE: the pressure

@@ -2,8 +2,9 @@
 
 ``rmqueue_pcplist``/``__rmqueue_pcplist`` (allocation from the head of the
 cpu's list for (order, migratetype), refilled from the buddy by
-``rmqueue_bulk``), ``free_unref_page_commit`` (a freed page to the head of
-its pageblock type's list; a bulk free at ``high``),
+``rmqueue_bulk``), ``free_unref_page_commit`` (``free_frozen_page_commit`` in
+6.15+: a freed page to the head of its pageblock type's list; a bulk free at
+``high``; 6.15+'s free_high threshold),
 ``free_pcppages_bulk`` and ``drain_all_pages``, and the 6.7+ auto-tuning of
 ``pcp->high`` between ``high_min`` and ``high_max`` (``nr_pcp_high``,
 ``nr_pcp_free``, ``nr_pcp_alloc``, ``decay_pcp_high``) when ``P_PCP_TUNE``. Lists are indexed
@@ -35,6 +36,7 @@ from replay.models.internal import (
     P_PB0,
     P_PCP,
     P_PCP_DECAY_NS,
+    P_PCP_FREE_HIGH_MIN,
     P_PCP_TUNE,
     P_START,
     P_WHIGH,
@@ -218,10 +220,12 @@ def pcp_free(pfn, k, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
     batch = prm[P_BATCH]
     free_high = False
     # high-order pages other than THPs on pcp lists fragment memory: when freeing
-    # them in a row without allocating, free them all (free_high)
+    # them in a row without allocating, free them all (free_high); 6.15+ asks for
+    # batch + high_min / 2 consecutive frees (free_count is capped at batch << 5)
     if k != 0 and k <= PAGE_ALLOC_COSTLY_ORDER:
+        threshold = batch + (prm[P_HIGH] >> 1 if prm[P_PCP_FREE_HIGH_MIN] != 0 else 0)
         free_high = (
-            st[cpu, PCP_FREE_COUNT] >= batch
+            st[cpu, PCP_FREE_COUNT] >= threshold
             and (st[cpu, PCP_FLAGS] & PCPF_PREV_FREE_HIGH_ORDER) != 0
             and ((st[cpu, PCP_FLAGS] & PCPF_FREE_HIGH_BATCH) == 0 or z.pcp_count[cpu] >= batch)
         )

@@ -71,8 +71,9 @@ class ZoneState:
     ``arrays`` is the tuple the kernels take: blk_order, nxt, prv, head, tail,
     nr_free, nr_free_mt, pb_mt, pb_free, pb_alloc, pcp_head, pcp_tail,
     pcp_count, pg_obj, iso_head, iso_tail. ``high`` and ``batch`` are in
-    pages (``high`` is high_min; ``high_max``, ``pcp_tuning``, ``free_high_batch``
-    and ``pcp_decay_ns`` are the 6.7+ auto-tuning's, replay.models.pcp). The
+    pages (``high`` is high_min; ``high_max``, ``pcp_tuning``, ``free_high_batch``,
+    ``pcp_decay_ns`` and ``free_high_min`` (6.15+) are the 6.7+ auto-tuning's,
+    replay.models.pcp). The
     defragmentation models' settings (docs/compaction.md,
     replay.models.reclaim) are keyword arguments: ``compaction`` off, direct,
     proactive or both; ``wmark`` (min, low, high) pages; ``kswapd`` off, lru
@@ -111,6 +112,7 @@ class ZoneState:
         pcp_tuning: bool = False,
         free_high_batch: bool = False,
         pcp_decay_ns: int = 0,
+        free_high_min: bool = False,
     ) -> None:
         if pages <= 0 or start_pfn < 0:
             raise ValueError("a zone needs pages > 0 and start_pfn >= 0")
@@ -151,6 +153,7 @@ class ZoneState:
                 int(pcp_tuning),
                 int(free_high_batch),
                 pcp_decay_ns if pcp_tuning else 0,
+                int(free_high_min),
             ],
             dtype=np.int64,
         )
