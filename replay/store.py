@@ -252,7 +252,8 @@ CREATE TABLE IF NOT EXISTS snap_zoneinfo (
     boost BIGINT, "min" BIGINT, low BIGINT, high BIGINT, promo BIGINT,
     nr_free_pages BIGINT, protection VARCHAR, pcp_high BIGINT, pcp_batch BIGINT,
     pcp_high_min BIGINT, pcp_high_max BIGINT,  -- pages, the first cpu's (6.7+)
-    pcp_count BIGINT         -- pages on the pcp lists of every cpu
+    pcp_count BIGINT,        -- pages on the pcp lists of every cpu
+    pcp_cpus VARCHAR         -- JSON [[count, high], ...] per cpu, pages
 );
 CREATE TABLE IF NOT EXISTS snap_vmstat (
     trace_id INTEGER, snapshot VARCHAR, key VARCHAR, value BIGINT
@@ -293,6 +294,7 @@ ALTER TABLE snap_pagetypeinfo ADD COLUMN IF NOT EXISTS capped BOOLEAN;
 ALTER TABLE snap_zoneinfo ADD COLUMN IF NOT EXISTS pcp_high_min BIGINT;
 ALTER TABLE snap_zoneinfo ADD COLUMN IF NOT EXISTS pcp_high_max BIGINT;
 ALTER TABLE snap_zoneinfo ADD COLUMN IF NOT EXISTS pcp_count BIGINT;
+ALTER TABLE snap_zoneinfo ADD COLUMN IF NOT EXISTS pcp_cpus VARCHAR;
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS pcp_pages BIGINT;
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
 ALTER TABLE model_events ADD COLUMN IF NOT EXISTS exchanged BIGINT;

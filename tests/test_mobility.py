@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -188,3 +189,35 @@ def test_nofragment_stops_a_refill_before_fragmenting(impl: type, nofragment: bo
         assert z.pcp_lists() == {(0, 0): list(range(529, 544)) + list(range(47))}
         assert z.extfrag == [first, (0, 0, 8, 0, 1, True, True)]
         assert z.pageblock_types() == [0, 0]
+
+
+def test_load_pcp_puts_blocks_on_their_cpu_and_sets_high_from_the_snapshot() -> None:
+    """A fork's pcp pages: a block whose first event named its cpu goes to that cpu's list;
+    the others fill each cpu up to the snapshot's count (less what the known blocks
+    hold), then cpu by cpu in turn; with tuning each pcp->high starts at the snapshot's,
+    clamped to high_min..high_max."""
+    z = ZoneState(0, 1024, pcp=True, ncpus=2, batch=7, high=20, high_max=60, pcp_tuning=True)
+    blk = np.full(1024, -1, np.int8)
+    page_mt = np.full(1024, 1, np.int8)
+    page_mt[:8] = -1  # pages 0..7 are free: on pcp lists below
+    z.load(blk, page_mt)
+    offs = np.array([0, 1, 2, 3, 4, 6], np.int64)
+    orders = np.array([0, 0, 0, 0, 1, 1], np.int64)
+    z.load_pcp(offs, orders, cpus=[(2, 100), (3, 5)],
+               block_cpus=np.array([1, -1, -1, -1, -1, 1], np.int64))  # fmt: skip
+    lists = z.pcp_lists()
+    on = {cpu: sorted(p for (c, _), ps in lists.items() if c == cpu for p in ps)
+          for cpu in (0, 1)}  # fmt: skip
+    # cpu 1 holds 0 and 6 (3 pages, its count): 1 and 2 fill cpu 0's 2; 3, 4 in turn
+    assert on == {0: [1, 2, 3], 1: [0, 4, 6]}
+    assert z.pcp_count() == [3, 5] and z.pcp_pages() == 8
+    assert [int(v) for v in z.arrays.pcp_state[:, 0]] == [60, 20]
+    # a snapshot count beyond the named pages is held: it fills the list, never leaves
+    z = ZoneState(0, 1024, pcp=True, ncpus=2, batch=7, high=20, high_max=60, pcp_tuning=True)
+    z.load(blk, page_mt)
+    z.load_pcp(offs[:2], orders[:2], cpus=[(30, 20), (1, 20)],
+               block_cpus=np.array([0, 0], np.int64))  # fmt: skip
+    assert z.pcp_count() == [30, 1] and z.pcp_pages() == 2
+    assert [int(v) for v in z.arrays.pcp_state[:, 4]] == [28, 1]
+    z.drain_all()  # only the two named pages leave
+    assert z.pcp_count() == [28, 1] and z.pcp_pages() == 0

@@ -404,22 +404,26 @@ def test_observe_outside_zones() -> None:
 
 
 def _hidden(
-    events: Sequence[tuple[int, int, int]], flagless: Iterable[int], blocks: dict[int, int],
+    events: Sequence[tuple[int, ...]], flagless: Iterable[int], blocks: dict[int, int],
     n: int = 64, zone: tuple[int, int] = (0, 64),
 ) -> tuple[dict[int, int], dict[int, int], list[int]]:  # fmt: skip
-    """Run ``hidden_free`` on (kind, pfn, order) events; (free blocks, pcp, found)."""
+    """Run ``hidden_free`` on (kind, pfn, order[, cpu]) events; (free blocks, pcp as
+    {pfn: (k+1, cpu)}, found)."""
     kind = np.array([e[0] for e in events], np.int8)
     pfn = np.array([e[1] for e in events], np.int64)
     order = np.array([e[2] for e in events], np.int64)
     zlo = np.full(len(events), zone[0], np.int64)
     zhi = np.full(len(events), zone[1], np.int64)
+    cpu = np.array([e[3] if len(e) > 3 else 0 for e in events], np.int16)
     mask = np.zeros(n, np.bool_)
     mask[list(flagless)] = True
     blk = _state(n, blocks)
     pcp = np.zeros(n, np.int8)
+    pcp_cpu = np.full(n, -1, np.int16)
     found = np.zeros(2, np.int64)
-    hidden_free(kind, pfn, order, zlo, zhi, 0, mask, blk, pcp, found)
-    return _blocks(blk), {int(i): int(pcp[i]) for i in np.flatnonzero(pcp)}, found.tolist()
+    hidden_free(kind, pfn, order, zlo, zhi, cpu, 0, mask, blk, pcp, pcp_cpu, found)
+    on = {int(i): (int(pcp[i]), int(pcp_cpu[i])) for i in np.flatnonzero(pcp)}
+    return _blocks(blk), on, found.tolist()
 
 
 def test_hidden_free_pages_are_named_by_their_first_event() -> None:
@@ -429,10 +433,10 @@ def test_hidden_free_pages_are_named_by_their_first_event() -> None:
     flagless = [*range(0, 4), 8, 9, 12, *range(16, 32)]
     blocks, pcp, found = _hidden(
         [
-            (K_ALLOC, 0, 2),  # pages 0-3: an order-2 block on a pcp list
+            (K_ALLOC, 0, 2, 1),  # pages 0-3: an order-2 block on cpu 1's pcp list
             (K_FREE, 8, 0),  # page 8: allocated (freed first)
             (K_ALLOC, 8, 0),  # ... its later allocation says nothing
-            (K_DRAIN, 9, 0),  # page 9: drained from a pcp list
+            (K_DRAIN, 9, 0),  # page 9: drained from (cpu 0's) pcp list
             (K_ZONE_LOCKED, 16, 4),  # pages 16-31: in the buddy (merges with 32-63)
             (K_ALLOC, 40, 0),  # page 40 has flags: not hidden
             (K_ALLOC, 12, 0),
@@ -441,7 +445,7 @@ def test_hidden_free_pages_are_named_by_their_first_event() -> None:
         flagless,
         {32: 5},
     )
-    assert pcp == {0: 3, 9: 1, 12: 1}
+    assert pcp == {0: (3, 1), 9: (1, 0), 12: (1, 0)}
     assert blocks == {16: 4, 32: 5}
     assert found == [4 + 1 + 1, 16]
 

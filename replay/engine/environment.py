@@ -8,6 +8,7 @@ numbering; and the background pages ``--fill-from-snapshot`` allocates.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -76,6 +77,21 @@ def snapshot_zone(store: Store, trace_id: int, start: int, pages: int) -> tuple 
            ORDER BY snapshot = 'before' DESC LIMIT 1""",
         {"t": trace_id, "s": start, "p": pages},
     )
+
+
+def snapshot_pagesets(store: Store, trace_id: int, env: Environment) -> list[tuple[int, int]]:
+    """Each cpu's (count, high) of the run's zone in the before-zoneinfo's pagesets (pages);
+    empty when the capture has no such snapshot (or predates the column)."""
+    if env.zone is None:
+        return []
+    row = store.one(
+        """SELECT pcp_cpus FROM snap_zoneinfo WHERE trace_id = $t AND snapshot = 'before'
+             AND zone = $z AND start_pfn = $s""",
+        {"t": trace_id, "z": env.zone, "s": env.start_pfn},
+    )
+    if row is None or not row[0]:
+        return []
+    return [(int(c), int(h)) for c, h in json.loads(row[0])]
 
 
 def zone_watermarks(

@@ -219,7 +219,7 @@ def give(pfn, k, lo, hi, base, blk_order):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True)
-def hidden_free(kind, pfn, order, zlo, zhi, base, flagless, blk_order, pcp, found):  # type: ignore[no-untyped-def]
+def hidden_free(kind, pfn, order, zlo, zhi, cpu, base, flagless, blk_order, pcp, pcp_cpu, found):  # type: ignore[no-untyped-def]
     """Free pages the before-kpageflags cannot show, named by their first later event.
 
     A page on a pcp list, or a free block that free page reporting holds off
@@ -232,9 +232,11 @@ def hidden_free(kind, pfn, order, zlo, zhi, base, flagless, blk_order, pcp, foun
     migration target) was free then: on a pcp list for the first two (pcp
     orders), in the buddy otherwise (``give_nr``, merging). A first free says
     it was allocated. ``flagless``: per page of ``[base, base + n)``, no flag
-    set and not free in the kpageflags decomposition. ``found``: pages put on
-    pcp lists, pages put in the buddy (int64[2]). Events are in trace order,
-    from the before-snapshot's start.
+    set and not free in the kpageflags decomposition. ``pcp_cpu`` (int16 per
+    page) gets, at a block put on a pcp list, the cpu of its first event (the
+    cpu whose list an allocation takes from; -1 unknown). ``found``: pages put
+    on pcp lists, pages put in the buddy (int64[2]). Events are in trace
+    order, from the before-snapshot's start; ``cpu`` is each one's cpu.
     """
     n = blk_order.shape[0]
     touched = np.zeros(n, np.bool_)
@@ -267,6 +269,7 @@ def hidden_free(kind, pfn, order, zlo, zhi, base, flagless, blk_order, pcp, foun
             continue
         if (e == K_ALLOC or e == K_DRAIN) and _pcp_order(k):
             pcp[o] = k + 1
+            pcp_cpu[o] = cpu[i]
             found[0] += npg
         else:
             give_nr(p, k, zlo[i], zhi[i], base, blk_order, scratch)
@@ -610,26 +613,29 @@ def _counts(zones: list[dict[str, Any]], base: int, blk_order: np.ndarray,
 
 
 def buddy_events(
-    store: Store, trace_id: int, after: int | None, before: int | None, with_seq: bool = False
-) -> Any:
+    store: Store, trace_id: int, after: int | None, before: int | None, with_seq: bool = False,
+    with_cpu: bool = False,
+) -> Any:  # fmt: skip
     """The buddy-level events with ``after < line < before``, in line order (Arrow).
 
-    ``with_seq``: add the canonical events' ``seq`` (NULL for the others).
+    ``with_seq``: add the canonical events' ``seq`` (NULL for the others);
+    ``with_cpu``: add each event's ``cpu`` (-1 when not recorded).
     """
-    seq = ", seq" if with_seq else ""
+    seq = (", seq" if with_seq else "") + (", cpu" if with_cpu else "")
     return store.query(
         rf"""SELECT line, kind, pfn, "order", refill, arg, arg2{seq} FROM (
               SELECT line, CASE WHEN op = 'alloc' THEN {K_ALLOC} ELSE {K_FREE} END AS kind,
                      pfn, "order", false AS refill, 0::BIGINT AS arg, 0::BIGINT AS arg2,
-                     seq
+                     seq, coalesce(cpu, -1) AS cpu
               FROM events WHERE trace_id = $t AND pfn IS NOT NULL
               UNION ALL
-              SELECT line, {K_FAILED}, -1, "order", false, 0, 0, seq
+              SELECT line, {K_FAILED}, -1, "order", false, 0, 0, seq, coalesce(cpu, -1)
               FROM events WHERE trace_id = $t AND failed
               UNION ALL
               SELECT line, CASE WHEN event = 'mm_page_alloc_zone_locked' THEN {K_ZONE_LOCKED}
                                 ELSE {K_DRAIN} END,
-                     pfn, "order", coalesce(args->>'percpu_refill' = '1', false), 0, 0, NULL
+                     pfn, "order", coalesce(args->>'percpu_refill' = '1', false), 0, 0, NULL,
+                     coalesce(cpu, -1)
               FROM aux_events WHERE trace_id = $t AND pfn IS NOT NULL AND "order" IS NOT NULL
                 AND event IN ('mm_page_alloc_zone_locked', 'mm_page_pcpu_drain')
               UNION ALL
@@ -637,7 +643,7 @@ def buddy_events(
                      hexint(regexp_extract(args->>'range', '\((0x[0-9a-fA-F]+) ~', 1)),
                      0, false,
                      hexint(regexp_extract(args->>'range', '~ (0x[0-9a-fA-F]+)\)', 1)),
-                     TRY_CAST(args->>'nr_taken' AS BIGINT), NULL
+                     TRY_CAST(args->>'nr_taken' AS BIGINT), NULL, coalesce(cpu, -1)
               FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_isolate_freepages'
                 AND TRY_CAST(args->>'nr_taken' AS BIGINT) > 0
               UNION ALL
@@ -645,7 +651,7 @@ def buddy_events(
                      hexint(regexp_extract(args->>'range', '\((0x[0-9a-fA-F]+) ~', 1)),
                      0, false,
                      hexint(regexp_extract(args->>'range', '~ (0x[0-9a-fA-F]+)\)', 1)),
-                     TRY_CAST(args->>'nr_taken' AS BIGINT), NULL
+                     TRY_CAST(args->>'nr_taken' AS BIGINT), NULL, coalesce(cpu, -1)
               FROM aux_events WHERE trace_id = $t
                 AND event = 'mm_compaction_fast_isolate_freepages'
                 AND TRY_CAST(args->>'nr_taken' AS BIGINT) > 0
@@ -653,7 +659,7 @@ def buddy_events(
               -- remove_migration_pte's pte: a present x86-64 pte, pfn in bits 12..51
               SELECT line, {K_MIGRATE_NEW},
                      TRY_CAST('0x' || substr(lpad(args->>'pte', 16, '0'), 4, 10) AS BIGINT),
-                     TRY_CAST(args->>'order' AS INTEGER), false, 0, 0, NULL
+                     TRY_CAST(args->>'order' AS INTEGER), false, 0, 0, NULL, coalesce(cpu, -1)
               FROM aux_events WHERE trace_id = $t AND event = 'remove_migration_pte')
             WHERE pfn IS NOT NULL
               AND ($after IS NULL OR line > $after) AND ($before IS NULL OR line < $before)
@@ -718,15 +724,24 @@ def _has_kpageflags(store: Store, trace_id: int) -> bool:
     return bool(row and row[0])
 
 
+@dataclass
+class HiddenFree:
+    """What :func:`hidden_free` found: ``pages`` (int64[2]: put on pcp lists, put in
+    the buddy) and ``pcp_cpu`` (int16 per page of the state's range: the cpu whose
+    pcp list held the block starting there, -1 unknown)."""
+
+    pages: np.ndarray = field(default_factory=lambda: np.zeros(2, np.int64))
+    pcp_cpu: np.ndarray | None = None
+
+
 def initial_state(
-    store: Store, trace_id: int, need_snapshot: bool = True, hidden: np.ndarray | None = None
+    store: Store, trace_id: int, need_snapshot: bool = True, hidden: HiddenFree | None = None
 ) -> tuple:
     """Zones, base pfn, blk_order and pcp arrays, zone bounds: the before-kpageflags state.
 
     Free pages kpageflags cannot show (on pcp lists, or held by free page
     reporting) are found from their first later event (:func:`hidden_free`);
-    ``hidden`` (int64[2], optional) gets the pages put on pcp lists and in
-    the buddy that way. Without a kpageflags snapshot (``need_snapshot``
+    ``hidden`` (optional) gets what was found. Without a kpageflags snapshot (``need_snapshot``
     False) every page starts UNKNOWN and is learned from its first event; the
     zones come from the zoneinfo snapshot, else the trace's zone.
     """
@@ -756,11 +771,15 @@ def initial_state(
         init_blocks(free, base, zlo, zhi, blk_order)
         del free
         pcp = np.zeros(n, np.int8)
-        found = hidden if hidden is not None else np.zeros(2, np.int64)
-        ev = buddy_events(store, trace_id, marker_line(store, trace_id, BEFORE_BEGIN), None)
+        found = hidden if hidden is not None else HiddenFree()
+        found.pcp_cpu = np.full(n, -1, np.int16)
+        ev = buddy_events(store, trace_id, marker_line(store, trace_id, BEFORE_BEGIN), None,
+                          with_cpu=True)  # fmt: skip
         cols = _event_columns(ev, zlo, zhi)
-        hidden_free(*cols[:3], *cols[6:], base, flagless, blk_order, pcp, found)
-        del ev, cols, flagless
+        cpu = ev.column("cpu").to_numpy().astype(np.int16)
+        hidden_free(*cols[:3], *cols[6:], cpu, base, flagless, blk_order, pcp, found.pcp_cpu,
+                    found.pages)  # fmt: skip
+        del ev, cols, cpu, flagless
     else:
         pcp = np.full(n, UNKNOWN, np.int8)
     return zones, base, blk_order, pcp, zlo, zhi
@@ -775,7 +794,7 @@ def rebuild(store: Store, trace_id: int) -> Observed:
     (buddyinfo is the first file of the after-snapshot); without markers, all
     of them.
     """
-    hidden = np.zeros(2, np.int64)
+    hidden = HiddenFree()
     zones, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id, hidden=hidden)
     initial = _counts(zones, base, blk_order, pcp)
 
@@ -785,7 +804,7 @@ def rebuild(store: Store, trace_id: int) -> Observed:
     last = marker_line(store, trace_id, AFTER_BEGIN)
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
     inferred = np.zeros(N_INFERRED, np.int64)
-    inferred[N_INFERRED - 2 :] = hidden
+    inferred[N_INFERRED - 2 :] = hidden.pages
     n_events = apply_events(buddy_events(store, trace_id, first, last), zb, incons, inferred)
     return Observed(
         trace_id=trace_id,
@@ -1175,8 +1194,11 @@ class ForkState:
     an allocated page counts as: MOVABLE where the before-kpageflags has
     KPF_LRU (what ``prep_move_freepages_block`` counts as movable), else
     UNMOVABLE. ``pcp``: int8 per page, k+1 where an order-k block on a pcp list
-    starts (the pages the rebuild saw arrive there). ``first_seq``: the first
-    seq a fork may start at (the first event after the before-snapshot).
+    starts (the pages the rebuild saw arrive there, or found there:
+    :func:`hidden_free`). ``pcp_cpu``: int16 per page, the cpu whose list held
+    the block starting there when its first event says (-1 unknown).
+    ``first_seq``: the first seq a fork may start at (the first event after
+    the before-snapshot).
     """
 
     seq: int
@@ -1184,6 +1206,7 @@ class ForkState:
     blk: np.ndarray
     page_mt: np.ndarray
     pcp: np.ndarray
+    pcp_cpu: np.ndarray
 
 
 def first_fork_seq(store: Store, trace_id: int) -> int:
@@ -1220,7 +1243,8 @@ def fork_state(
             f"--at {at} is before the before-snapshot: the kernel's state is known from "
             f"seq {first_seq} on"
         )
-    _, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id)
+    hidden = HiddenFree()
+    _, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id, hidden=hidden)
     zb = (zlo, zhi, base, blk_order, pcp)
     settle_snapshot_window(store, trace_id, zb)
     first = marker_line(store, trace_id, BEFORE_END)
@@ -1249,4 +1273,7 @@ def fork_state(
             free[o : o + (1 << k)] = True  # not allocated: the model's pcp lists hold it
     (lru,) = kpageflags_bits(store, trace_id, start_pfn, start_pfn + pages, (KPF_LRU,))
     page_mt = np.where(free, -1, np.where(lru, 1, 0)).astype(np.int8)
-    return ForkState(seq=at, first_seq=first_seq, blk=blk, page_mt=page_mt, pcp=on_pcp)
+    cpus = (hidden.pcp_cpu[start_pfn - base : start_pfn + pages - base]
+            if hidden.pcp_cpu is not None else np.full(pages, -1, np.int16))  # fmt: skip
+    return ForkState(seq=at, first_seq=first_seq, blk=blk, page_mt=page_mt, pcp=on_pcp,
+                     pcp_cpu=np.where(on_pcp > 0, cpus, -1).astype(np.int16))  # fmt: skip

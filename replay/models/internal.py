@@ -61,7 +61,7 @@ class Zone(NamedTuple):
     ``isolated_tail``: per order, compaction's isolated free pages
     (``cc->freepages[order]``). ``pcp_state``: per cpu, the 6.7+ tuning
     state of its pcp (``pcp->high``, ``free_count``, ``alloc_factor``,
-    ``flags``); ``zone_flags``: ZONE_BELOW_HIGH, ZONE_RECLAIM_ACTIVE.
+    ``flags``) and PCP_HELD; ``zone_flags``: ZONE_BELOW_HIGH, ZONE_RECLAIM_ACTIVE.
     """
 
     buddy_order: np.ndarray  # int8 per page
@@ -80,7 +80,7 @@ class Zone(NamedTuple):
     pg_obj: np.ndarray  # int32 per page
     isolated_head: np.ndarray  # int64 per order
     isolated_tail: np.ndarray  # int64 per order
-    pcp_state: np.ndarray  # int64 (ncpus, 4): PCP_HIGH, PCP_FREE_COUNT, PCP_ALLOC_FACTOR, PCP_FLAGS
+    pcp_state: np.ndarray  # int64 (ncpus, 5): PCP_HIGH .. PCP_FLAGS, PCP_HELD
     zone_flags: np.ndarray  # int64 per ZONE_* flag (0/1)
 
 
@@ -106,7 +106,7 @@ def new_zone(start_pfn: int, pages: int, ncpus: int) -> Zone:
         pg_obj=np.full(pages, -1, np.int32),
         isolated_head=np.full(NR_PAGE_ORDERS, -1, np.int64),
         isolated_tail=np.full(NR_PAGE_ORDERS, -1, np.int64),
-        pcp_state=np.zeros((ncpus, 4), np.int64),
+        pcp_state=np.zeros((ncpus, 5), np.int64),
         zone_flags=np.zeros(2, np.int64),
     )
 
@@ -209,6 +209,10 @@ EF_MAX_PER_ALLOC = 2 * 64 + 2  # refill, drain, refill again, plus a direct fall
 
 # the pcp tuning state (Zone.pcp_state columns, pcp->flags, CONFIG_PCP_BATCH_SCALE_MAX)
 PCP_HIGH, PCP_FREE_COUNT, PCP_ALLOC_FACTOR, PCP_FLAGS = range(4)
+# PCP_HELD: pages a pagesets snapshot counted on the cpu's lists that the trace never
+# names (no event ever allocates or drains them, so they stay for the whole run): part
+# of pcp_count (the lists' fill, against pcp->high), on no list, never bulk-freed
+PCP_HELD = 4
 PCPF_PREV_FREE_HIGH_ORDER = 1
 PCPF_FREE_HIGH_BATCH = 2
 PCP_BATCH_SCALE_MAX = 5

@@ -46,6 +46,7 @@ from replay.models.internal import (
     PCP_BATCH_SCALE_MAX,
     PCP_FLAGS,
     PCP_FREE_COUNT,
+    PCP_HELD,
     PCP_HIGH,
     PCPF_FREE_HIGH_BATCH,
     PCPF_PREV_FREE_HIGH_ORDER,
@@ -62,10 +63,11 @@ from replay.models.watermarks import zone_watermark_ok
 
 @nb.njit(cache=True, _nrt=False)
 def free_pcppages_bulk(n, cpu, pindex, z, prm, counters):  # type: ignore[no-untyped-def]
-    """``free_pcppages_bulk``: free ``n`` pages from list tails, lists round robin."""
+    """``free_pcppages_bulk``: free ``n`` pages from list tails, lists round robin (the
+    cpu's PCP_HELD pages are on no list: never freed)."""
     start = prm[P_START]
-    if n > z.pcp_count[cpu]:
-        n = z.pcp_count[cpu]
+    if n > z.pcp_count[cpu] - z.pcp_state[cpu, PCP_HELD]:
+        n = z.pcp_count[cpu] - z.pcp_state[cpu, PCP_HELD]
     p = pindex - 1
     base = cpu * NR_PCP_LISTS
     while n > 0:
@@ -91,7 +93,7 @@ def free_pcppages_bulk(n, cpu, pindex, z, prm, counters):  # type: ignore[no-unt
 def drain_all(z, prm, counters):  # type: ignore[no-untyped-def]
     """``drain_all_pages``: every cpu's lists, pindex 0..13, each from its tail."""
     for cpu in range(prm[P_NCPU]):
-        if z.pcp_count[cpu] > 0:
+        if z.pcp_count[cpu] > z.pcp_state[cpu, PCP_HELD]:
             free_pcppages_bulk(z.pcp_count[cpu], cpu, 0, z, prm, counters)
 
 
@@ -334,23 +336,38 @@ def pageblock_snapshot(z, prm, out):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, _nrt=False)
-def pcp_load(offs, orders, z, prm, counters):  # type: ignore[no-untyped-def]
+def pcp_load(offs, orders, cpus, quota, z, prm, counters):  # type: ignore[no-untyped-def]
     """Put blocks (offset, order) a starting state found on pcp lists back on pcp lists.
 
     For ``--start observed``: the blocks go to the tail of the cpus' lists for
-    their order and pageblock type, cpu by cpu in turn (the rebuild does not
-    know which cpu held them), without draining at ``high``. With pcp lists
-    off they are freed to the buddy instead, merging (``free_to_buddy``).
+    their order and pageblock type, without draining at ``high``: to ``cpus[i]``
+    when known (>= 0: the cpu of the block's first event), else to the first
+    cpu whose ``quota`` (pages, per cpu: what the snapshot's pagesets counted,
+    less the blocks placed by their cpu) still has room, else cpu by cpu in
+    turn. With pcp lists off they are freed to the buddy instead,
+    merging (``free_to_buddy``).
     """
     start = prm[P_START]
     ncpu = prm[P_NCPU]
+    rr = 0
     for i in range(offs.shape[0]):
         o = offs[i]
         k = orders[i]
         if prm[P_PCP] == 0 or not pcp_allowed_order(k):
             free_to_buddy(o + start, k, z, prm)
             continue
-        cpu = i % ncpu
+        cpu = np.int64(cpus[i])
+        if cpu >= ncpu:
+            cpu = -1
+        if cpu < 0:
+            for c in range(min(ncpu, quota.shape[0])):
+                if quota[c] >= (np.int64(1) << k):
+                    quota[c] -= np.int64(1) << k
+                    cpu = c
+                    break
+        if cpu < 0:
+            cpu = rr % ncpu
+            rr += 1
         mt = z.pageblock_mt[((o + start) >> PAGEBLOCK_ORDER) - prm[P_PB0]]
         li = cpu * NR_PCP_LISTS + order_to_pindex(k, mt)
         list_add(o, li, True, z.list_next, z.list_prev, z.pcp_head, z.pcp_tail)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from replay.models.buddy import init_zone, load_state
-from replay.models.compaction import compact_memory, proactive_tick
+from replay.models.compaction import compact_memory, compact_recorded, proactive_tick
 from replay.models.defrag import alloc_contig, defrag_due, defrag_pass, exchange_pages
 from replay.models.events import apply_event
 from replay.models.internal import (
@@ -45,11 +45,16 @@ from replay.models.internal import (
     NR_STATS,
     P_COMPACT,
     P_DEFRAG_IDLE,
+    P_HIGH,
+    P_HIGH_MAX,
     P_KSWAPD,
     P_NCPU,
+    P_PCP,
     P_PCP_DECAY_NS,
+    P_PCP_TUNE,
     PAGEBLOCK_ORDER,
     PCP_FLAGS,
+    PCP_HELD,
     PCP_HIGH,
     PCPF_FREE_HIGH_BATCH,
     RESULTS,
@@ -328,6 +333,20 @@ class ZoneState:
         self._flush_me()
         return RESULTS[int(r)]
 
+    def compact_recorded(self, order: int, mode: str, budget: int = -1,
+                         scan: tuple[int, int, int, int] = (-1, -1, -1, -1),
+                         seq: int = -1) -> str:  # fmt: skip
+        """The model's compaction where a recorded kernel compacted: for ``order`` (-1:
+        the whole zone) in ``mode`` (async or sync), moving at most ``budget`` pages
+        (-1: no bound), the scanners from and to the recorded pfns ``scan`` (migrate
+        and free scanner at the begin, at the end; -1 unknown); the result name."""
+        self._room(0)
+        r = compact_recorded(order, MODES.index(mode), budget, np.array(scan, np.int64), seq,
+                             self.arrays, self.prm, self.objects, self.cz, self.counters,
+                             self.me)  # fmt: skip
+        self._flush_me()
+        return RESULTS[int(r)]
+
     def placement(self, obj: int) -> int:
         """The object's pfn, or -1 (failed, evicted, freed or a virtual compound)."""
         pfn = int(self.objects.placed[obj])
@@ -368,11 +387,38 @@ class ZoneState:
         self.arrays.pageblock_mt[:] = pb_mt
         load_state(self.arrays, self.prm, blk.astype(np.int8), page_mt.astype(np.int8))
 
-    def load_pcp(self, offsets: np.ndarray, orders: np.ndarray) -> None:
+    def load_pcp(self, offsets: np.ndarray, orders: np.ndarray,
+                 cpus: list[tuple[int, int]] | None = None,
+                 block_cpus: np.ndarray | None = None) -> None:  # fmt: skip
         """Blocks (offsets from start_pfn, orders) a loaded state had on pcp lists:
-        onto the pcp lists (:func:`replay.models.pcp.pcp_load`), or the buddy without pcp."""
-        pcp_load(offsets.astype(np.int64), orders.astype(np.int64), self.arrays, self.prm,
-                 self.counters)  # fmt: skip
+        onto the pcp lists (:func:`replay.models.pcp.pcp_load`), or the buddy without pcp.
+
+        ``block_cpus``: each block's cpu when known (-1 not). ``cpus``: each cpu's
+        (count, high) from a pagesets snapshot (pages): the other blocks fill
+        each cpu's lists up to its count, what is left of the count is held
+        (PCP_HELD: pages the trace never names, which stay on the lists), and
+        with pcp tuning each cpu's ``pcp->high`` starts at the snapshot's
+        (within high_min..high_max).
+        """
+        n = offsets.shape[0]
+        bc = (np.full(n, -1, np.int64) if block_cpus is None
+              else block_cpus.astype(np.int64))  # fmt: skip
+        quota = np.array([c[0] for c in cpus or []], np.int64)
+        for c in range(quota.shape[0]):  # what the known blocks already hold
+            quota[c] -= int((np.int64(1) << orders[bc == c].astype(np.int64)).sum())
+        pcp_load(offsets.astype(np.int64), orders.astype(np.int64), bc, quota, self.arrays,
+                 self.prm, self.counters)  # fmt: skip
+        if self.prm[P_PCP] != 0:
+            # what the snapshot counted beyond the pages the trace names: PCP_HELD
+            for cpu in range(min(quota.shape[0], int(self.prm[P_NCPU]))):
+                held = max(int(quota[cpu]), 0)
+                self.arrays.pcp_state[cpu, PCP_HELD] = held
+                self.arrays.pcp_count[cpu] += held
+        if cpus and self.prm[P_PCP_TUNE] != 0:
+            for cpu, (_count, high) in enumerate(cpus[: int(self.prm[P_NCPU])]):
+                self.arrays.pcp_state[cpu, PCP_HIGH] = min(
+                    max(int(high), int(self.prm[P_HIGH])), int(self.prm[P_HIGH_MAX])
+                )
 
     def adopt(self, ids: np.ndarray, offsets: np.ndarray, orders: np.ndarray | int,
               mts: np.ndarray, flags: np.ndarray) -> None:  # fmt: skip
@@ -442,7 +488,8 @@ class ZoneState:
         return int(sum(int(n) << k for k, n in enumerate(self.arrays.nr_free)))
 
     def pcp_pages(self) -> int:
-        return int(self.arrays.pcp_count.sum())
+        """Pages on the pcp lists (not the held ones a snapshot counted: PCP_HELD)."""
+        return int(self.arrays.pcp_count.sum() - self.arrays.pcp_state[:, PCP_HELD].sum())
 
     def pageblock_counts(self) -> list[tuple[int, int, int, int, int]]:
         """Per pageblock: (free, unmovable, movable, reclaimable allocated, pcp) pages."""

@@ -434,6 +434,7 @@ _ZONEINFO_COLUMNS = {
     "pcp_high_min",
     "pcp_high_max",
     "pcp_count",
+    "pcp_cpus",
 }
 
 

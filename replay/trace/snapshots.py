@@ -18,6 +18,7 @@ Units, throughout:
 from __future__ import annotations
 
 import gzip
+import json
 import lzma
 import os
 import re
@@ -468,6 +469,7 @@ ZONEINFO_SCHEMA = pa.schema(
         pa.field("pcp_high_min", pa.int64()),
         pa.field("pcp_high_max", pa.int64()),
         pa.field("pcp_count", pa.int64()),
+        pa.field("pcp_cpus", pa.string()),
     ]
 )
 ZONEINFO_COUNTER_SCHEMA = pa.schema(
@@ -542,6 +544,8 @@ def _parse_zoneinfo(path: PathLike) -> tuple[pa.Table, pa.Table]:
                 cur[f"pcp_{key}"] = value
             if key == "count":  # pages on the pcp lists, summed over the cpus
                 cur["pcp_count"] = cur.get("pcp_count", 0) + value
+            if key in ("count", "high"):  # each cpu's, in cpu order
+                cur.setdefault("_cpus", {}).setdefault(ncpu - 1, {})[key] = value
         elif key in _ZONE_FIELDS:
             cur[key] = value
         else:
@@ -561,6 +565,9 @@ def _parse_zoneinfo(path: PathLike) -> tuple[pa.Table, pa.Table]:
         # "pages free" and the nr_free_pages counter are the same number
         # (NR_FREE_PAGES); unpopulated zones only print the former.
         zone.setdefault("nr_free_pages", zone.get("pages_free"))
+        if "_cpus" in zone:
+            zone["pcp_cpus"] = json.dumps([[c.get("count", 0), c.get("high", 0)]
+                                           for _, c in sorted(zone["_cpus"].items())])  # fmt: skip
 
     table = pa.table(
         {f.name: [z.get(f.name) for z in zones] for f in ZONEINFO_SCHEMA},
@@ -586,8 +593,9 @@ def parse_zoneinfo(path: PathLike) -> pa.Table:
     ``low``, ``high``, ``promo`` (watermarks, pages), ``nr_free_pages``
     (pages), ``protection`` (the lowmem_reserve tuple as printed, pages),
     ``pcp_high``, ``pcp_batch``, ``pcp_high_min`` and ``pcp_high_max`` (pages,
-    from the first CPU's pageset; high_min/max are 6.7+) and ``pcp_count``
-    (pages on the pcp lists of every CPU).
+    from the first CPU's pageset; high_min/max are 6.7+), ``pcp_count``
+    (pages on the pcp lists of every CPU) and ``pcp_cpus`` (JSON: each CPU's
+    ``[count, high]``, pages, in CPU order).
     Everything but node and zone is nullable: unpopulated zones (``present
     0``, e.g. Movable or Device) print no start_pfn, counters nor pagesets,
     ``cma`` needs CONFIG_CMA and ``promo`` is 6.x only.  The per-node stats
