@@ -114,6 +114,34 @@ def test_compact_memory_builds_order_9_and_10_blocks(impl: type, grouping: bool)
     assert z.free_lists() == {(9, M): [1024], (10, M): [0]}
 
 
+@pytest.mark.parametrize("budget", [0, 32, 64, 100])
+def test_recorded_compaction_moves_at_most_what_the_kernel_migrated(budget: int) -> None:
+    """compact_recorded bounded by the recorded pass's nr_migrated: the pass ends (SUCCESS)
+    at the first round boundary with at least ``budget`` pages moved (rounds of 32
+    units, COMPACT_CLUSTER_MAX); unbounded it is the whole-zone pass."""
+    z, units = fragmented(ZoneState)
+    assert z.compact_recorded(-1, "sync", budget, seq=3) == "SUCCESS"
+    moved = events(z)[-1][10]
+    assert moved == -(-budget // 32) * 32 and events(z)[-1][0] == "compact_recorded"
+    assert sum(z.placement(i) != i for i in units) == moved
+    check_compaction_invariants(z, units, {})
+    z, units = fragmented(ZoneState)
+    assert z.compact_recorded(-1, "sync", -1, seq=3) == "COMPLETE"
+    assert events(z)[-1][10] == 384
+
+
+def test_recorded_compaction_scans_the_range_the_kernel_scanned() -> None:
+    """The recorded begin's scanner pfns start the model's scanners, the recorded end's
+    stop them: here the migration scanner from pageblock 1 to pageblock 2 only."""
+    z, units = fragmented(ZoneState)
+    assert z.compact_recorded(-1, "sync", -1, (512, 2047, 1024, -1), seq=4) == "SUCCESS"
+    ev = events(z)[-1]
+    assert ev[4:6] == (512, 1536) and ev[6] >= 1024 and ev[10] == 128
+    moved = [i for i in units if z.placement(i) != i]
+    assert len(moved) == 128 and all(512 <= i < 1024 for i in moved)
+    check_compaction_invariants(z, units, {})
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("grouping", [True, False])
 def test_unmovable_page_keeps_its_pageblock_from_becoming_free(impl: type, grouping: bool) -> None:

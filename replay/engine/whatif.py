@@ -35,6 +35,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from replay.engine.environment import (
     Environment,
@@ -44,6 +45,7 @@ from replay.engine.environment import (
     boot_blocks,
     initial_pageblock_types,
     object_index,
+    snapshot_pagesets,
     zone_environment,
     zone_pageblocks,
 )
@@ -434,12 +436,13 @@ class _Replay:
         self.replay_s += time.perf_counter() - t0
         self.flush()
 
-    def compact_recorded(self, seq: int, arg: tuple[int, int]) -> None:
-        """The model's compaction where the recorded kernel compacted (order, mode)."""
+    def compact_recorded(self, seq: int, arg: tuple[int, ...]) -> None:
+        """The model's compaction where the recorded kernel compacted (order, mode, pages
+        the kernel's pass migrated, its scanners' pfns at the begin and the end)."""
         z = self.zone
         t0 = time.perf_counter()
-        compact_recorded(arg[0], arg[1], seq, z.arrays, z.prm, self.objects, z.cz, z.counters,
-                         self.me)  # fmt: skip
+        compact_recorded(arg[0], arg[1], arg[2], np.array(arg[3:7], np.int64), seq, z.arrays,
+                         z.prm, self.objects, z.cz, z.counters, self.me)  # fmt: skip
         self.replay_s += time.perf_counter() - t0
         self.flush()
 
@@ -574,27 +577,121 @@ def contiguity(region: np.ndarray, vpn: np.ndarray, pfn: np.ndarray, order: np.n
 
 def recorded_compactions(
     store: Store, trace_id: int, env: Environment, lo_seq: int, hi_seq: int
-) -> list[tuple[int, str, tuple[int, int]]]:
+) -> list[tuple[int, str, tuple[int, ...]]]:
     """The compactions the recorded kernel ran in the run's zone, as actions before the
     first event after each ``mm_compaction_begin``: (seq, "compact_recorded", (order,
-    mode)). The order is the first ``mm_compaction_finished``'s after the begin (-1: a
-    whole-zone pass), the mode the begin's (async 0, sync and sync_light 1)."""
+    mode, budget, mig0, fr0, mig1, fr1)). The order is the task's first
+    ``mm_compaction_finished``'s after the begin (-1: a whole-zone pass), the mode the
+    begin's (async 0, sync and sync_light 1), the budget the pages the pass migrated:
+    the ``nr_migrated`` of its task's ``mm_compaction_migratepages`` up to its
+    ``mm_compaction_end`` (-1, no bound, when the trace has no such event); then the
+    migrate and free scanners' pfns at the begin and at the end (-1 unknown)."""
     rows = store.query(
         """WITH b AS (
-               SELECT line, args->>'mode' AS mode FROM aux_events
+               SELECT line, pid, args->>'mode' AS mode,
+                      hexint(args->>'migrate_pfn') AS mig0, hexint(args->>'free_pfn') AS fr0
+               FROM aux_events
                WHERE trace_id = $t AND event = 'mm_compaction_begin'
                  AND hexint(args->>'zone_start') = $zs),
-           f AS (SELECT line, TRY_CAST(args->>'order' AS INTEGER) AS "order" FROM aux_events
-                 WHERE trace_id = $t AND event = 'mm_compaction_finished'),
+           en AS (SELECT line, pid, hexint(args->>'migrate_pfn') AS mig1,
+                         hexint(args->>'free_pfn') AS fr1 FROM aux_events
+                  WHERE trace_id = $t AND event = 'mm_compaction_end'),
+           be AS (SELECT b.line, b.pid, b.mode, en.line AS end_line, b.mig0, b.fr0, en.mig1,
+                         en.fr1
+                  FROM b ASOF LEFT JOIN en ON b.pid = en.pid AND b.line < en.line),
+           mg AS (SELECT line, pid, TRY_CAST(args->>'nr_migrated' AS BIGINT) AS n
+                  FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_migratepages'),
+           moved AS (SELECT be.line, sum(mg.n) AS n FROM be JOIN mg ON mg.pid = be.pid
+                       AND mg.line > be.line AND (be.end_line IS NULL OR mg.line < be.end_line)
+                     GROUP BY be.line),
+           f AS (SELECT line, pid, TRY_CAST(args->>'order' AS INTEGER) AS "order"
+                 FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_finished'),
            e AS (SELECT line, seq FROM events WHERE trace_id = $t)
-           SELECT e.seq, coalesce(f."order", -1) AS "order", b.mode
-           FROM b ASOF LEFT JOIN f ON b.line < f.line ASOF JOIN e ON b.line < e.line
+           SELECT e.seq, coalesce(f."order", -1) AS "order", be.mode,
+                  CASE WHEN (SELECT count(*) FROM mg) = 0 THEN -1
+                       ELSE coalesce(moved.n, 0) END AS budget,
+                  coalesce(be.mig0, -1) AS mig0, coalesce(be.fr0, -1) AS fr0,
+                  coalesce(be.mig1, -1) AS mig1, coalesce(be.fr1, -1) AS fr1
+           FROM be LEFT JOIN moved USING (line)
+             ASOF LEFT JOIN f ON be.pid = f.pid AND be.line < f.line
+             ASOF JOIN e ON be.line < e.line
            WHERE e.seq >= $lo AND e.seq < $hi ORDER BY e.seq""",
         {"t": trace_id, "zs": env.start_pfn, "lo": lo_seq, "hi": hi_seq},
     ).to_pylist()
     return [(int(r["seq"]), "compact_recorded",
-             (int(r["order"]), MODE_ASYNC if r["mode"] == "async" else MODE_SYNC))
+             (int(r["order"]), MODE_ASYNC if r["mode"] == "async" else MODE_SYNC,
+              int(r["budget"]), int(r["mig0"]), int(r["fr0"]), int(r["mig1"]), int(r["fr1"])))
             for r in rows]  # fmt: skip
+
+
+# x86-64 ptes of set_/remove_migration_pte: a migration entry holds the old pfn inverted
+# (L1TF) from bit 9 (__swp_entry: SWP_OFFSET_FIRST_BIT 9, the 5 type bits on top), of
+# which swp_offset_pfn keeps SWP_PFN_BITS = 46 - 12 = 34 (the young/dirty bits are
+# above); a present pte has its pfn in bits 12..51.
+_OLD_PFN_SQL = (
+    "(((~TRY_CAST('0x' || right(lpad(args->>'pte', 16, '0'), 11) AS BIGINT)) "
+    "& 17592186044415) >> 9) & 17179869183"
+)
+_NEW_PFN_SQL = "TRY_CAST('0x' || substr(lpad(args->>'pte', 16, '0'), 4, 10) AS BIGINT)"
+
+
+def migration_links(
+    store: Store, trace_id: int, from_seq: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Objects the recorded kernel migrated, followed to their new pfn (``migrate_pages``).
+
+    ``try_to_migrate`` writes a migration entry for the old pfn into each pte
+    that maps the folio (``set_migration_pte``), ``remove_migration_pte`` the
+    new pfn into the same address, and ``migrate_folio_done`` then frees the
+    old folio (its ``mm_page_free``, by the migrating task). The trace pairs
+    that free with the object; its later free at the new pfn is a free of an
+    object never allocated in the trace (``compaction_alloc`` has no event).
+    Returns, sorted by the first: the objects freed at a new pfn, the migrated
+    object each one is, and the seqs of the migrations' frees of the old
+    folios (the object lives on at its new pfn, freed where the trace frees
+    the new one, if it does). Chains (an object migrated twice) lead to the
+    first object. Folios no pte maps (unmapped page cache) are not named by
+    the trace: their old folio's free stays the object's free (keeping the
+    object alive instead would keep it to the end of the run, as its new
+    home's free names no object: the model would fail what the kernel served).
+    Only migrations from seq ``from_seq`` on (a run's first): an object
+    migrated before it is where its new home is at the fork.
+    """
+    rows = store.query(
+        f"""WITH s AS (SELECT line, pid, args->>'addr' AS addr, {_OLD_PFN_SQL} AS old_pfn
+                       FROM aux_events WHERE trace_id = $t AND event = 'set_migration_pte'),
+                r AS (SELECT line, pid, args->>'addr' AS addr, {_NEW_PFN_SQL} AS new_pfn
+                      FROM aux_events WHERE trace_id = $t AND event = 'remove_migration_pte'),
+                m AS (SELECT r.line, r.pid, s.old_pfn, r.new_pfn
+                      FROM r ASOF JOIN s ON r.pid = s.pid AND r.addr = s.addr AND s.line < r.line
+                      WHERE s.old_pfn <> r.new_pfn),
+                fr AS (SELECT line, pfn, obj, seq, pid FROM events
+                       WHERE trace_id = $t AND op = 'free'),
+                allocated AS (SELECT DISTINCT obj FROM events
+                              WHERE trace_id = $t AND op = 'alloc')
+           SELECT DISTINCT x.seq AS x_seq, x.obj AS x_obj,
+                  CASE WHEN y.line > x.line AND y.obj NOT IN (SELECT obj FROM allocated)
+                       THEN y.obj END AS y_obj
+           FROM m ASOF JOIN fr x ON x.pfn = m.old_pfn AND x.line > m.line
+                  ASOF LEFT JOIN fr y ON y.pfn = m.new_pfn AND y.line > m.line
+           WHERE x.pid = m.pid AND x.seq >= $from""",
+        {"t": trace_id, "from": from_seq},
+    )
+    seqs = np.unique(rows.column("x_seq").to_numpy().astype(np.int64))
+    linked = rows.filter(pc.is_valid(rows.column("y_obj")))
+    y = linked.column("y_obj").to_numpy().astype(np.int64)
+    x = linked.column("x_obj").to_numpy().astype(np.int64)
+    uy, first = np.unique(y, return_index=True)  # one migrated object per new home
+    ux = x[first]
+    for _ in range(64):  # follow chains: x itself the new home of an earlier migration
+        if uy.shape[0] == 0:
+            break
+        i = np.minimum(np.searchsorted(uy, ux), uy.shape[0] - 1)
+        hit = uy[i] == ux
+        if not hit.any():
+            break
+        ux = np.where(hit, ux[i], ux)
+    return uy, ux, seqs
 
 
 def _pressure(config: RunConfig, env: Environment) -> tuple[int, int]:
@@ -728,24 +825,26 @@ def run(
             "AND (pfn < $zs OR pfn >= $ze))"
         )
         zone_params = {"zs": env.start_pfn, "ze": env.start_pfn + env.pages}
+    # recorded_compaction: the kernel's compaction is replayed as the model's own. Its
+    # migrations are not the model's: the old folio's free (pages the migrating task
+    # freed after remove_migration_pte) is left out, and the object lives on, freed
+    # where the trace frees its new pfn (migration_links).
+    src = src_all = "events"
+    linked: dict[str, pa.Table] = {}
     if config.get("recorded_compaction", False):
-        # The kernel's compaction is replayed as the model's own: the frees its task
-        # made between mm_compaction_begin and _end (the migrated pages' old homes, and
-        # the isolated targets it gave back) are the kernel's moves, not frees of the
-        # objects, which the model's compaction moves (or not) itself.
-        elsewhere += (
-            " AND seq NOT IN (SELECT f.seq FROM events f JOIN ("
-            "  SELECT cb.pid, cb.line AS b_line, ce.line AS e_line FROM"
-            "   (SELECT pid, line FROM aux_events WHERE trace_id = $t"
-            "    AND event = 'mm_compaction_begin') cb"
-            "   ASOF JOIN (SELECT pid, line FROM aux_events WHERE trace_id = $t"
-            "    AND event = 'mm_compaction_end') ce ON cb.pid = ce.pid AND cb.line < ce.line) w"
-            "  ON f.pid = w.pid AND f.line > w.b_line AND f.line < w.e_line"
-            "  WHERE f.trace_id = $t AND f.op = 'free')"
+        y_obj, x_obj, mig_seqs = migration_links(store, trace_id, lo_seq)
+        linked = {"migration_links": pa.table({"y_obj": y_obj, "x_obj": x_obj}),
+                  "migration_frees": pa.table({"seq": mig_seqs})}  # fmt: skip
+        for name_, tab in linked.items():
+            store.con.register(name_, tab)
+        src_all = (
+            "(SELECT e.* REPLACE (coalesce(ml.x_obj, e.obj) AS obj) FROM events e "
+            "LEFT JOIN migration_links ml ON ml.y_obj = e.obj WHERE e.trace_id = $t)"
         )
-    if elsewhere:
+        src = f"(SELECT * FROM {src_all} WHERE seq NOT IN (SELECT seq FROM migration_frees))"
+    if elsewhere or linked:
         row = store.one(
-            f"""SELECT count(*), max(seq) FROM events WHERE trace_id = $t AND seq >= $lo
+            f"""SELECT count(*), max(seq) FROM {src} WHERE trace_id = $t AND seq >= $lo
                 AND seq < $hi {elsewhere}""",
             {"t": trace_id, "lo": lo_seq, "hi": hi_seq, **zone_params},
         )
@@ -754,12 +853,13 @@ def run(
         n_events, last_seq = int(row[0]), int(row[1])
     # Objects live when the run starts (freed in it, allocated before it or before the
     # trace): allocated first, by first appearance; where the kernel had them from an
-    # observed start (their allocation's pfn, else their frees').
+    # observed start (their allocation's pfn, else their first free's: a migrated
+    # object's old home, where the kernel had it).
     pre = store.query(
         """WITH f AS (
                SELECT obj, max("offset" + (1::BIGINT << "order")) AS pages, min(seq) AS first,
-                      arg_min(migratetype, seq) AS mt, min(pfn - "offset") AS base_pfn
-               FROM events WHERE trace_id = $t AND op = 'free' AND seq >= $lo AND seq < $hi
+                      arg_min(migratetype, seq) AS mt, arg_min(pfn - "offset", seq) AS base_pfn
+               FROM {src_all} WHERE trace_id = $t AND op = 'free' AND seq >= $lo AND seq < $hi
                  {elsewhere}
                GROUP BY obj),
            a AS (SELECT obj, seq, pfn, migratetype, "order" FROM events
@@ -769,7 +869,7 @@ def run(
                   coalesce(a.pfn, f.base_pfn) AS base_pfn
            FROM f LEFT JOIN a USING (obj)
            WHERE a.seq IS NULL OR a.seq < $lo
-           ORDER BY f.first""".replace("{elsewhere}", elsewhere),
+           ORDER BY f.first""".replace("{elsewhere}", elsewhere).replace("{src_all}", src_all),
         {"t": trace_id, "lo": lo_seq, "hi": hi_seq, **zone_params},
     )
     n_pre = pre.num_rows
@@ -859,8 +959,11 @@ def run(
         rp.zone.adopt(n_obj + np.arange(n_bg, dtype=np.int64), bg_offs, bg_orders, mts, flags)
         if fork is not None:
             # the pages the kernel had on pcp lists: the model's pcp lists (or its buddy)
+            # (each cpu's share and pcp->high: the before-snapshot's pagesets)
             pcp_at = np.flatnonzero(fork.pcp > 0)
-            rp.zone.load_pcp(pcp_at, fork.pcp[pcp_at].astype(np.int64) - 1)
+            rp.zone.load_pcp(pcp_at, fork.pcp[pcp_at].astype(np.int64) - 1,
+                             snapshot_pagesets(store, trace_id, env),
+                             fork.pcp_cpu[pcp_at])  # fmt: skip
     if n_pre and fork is None:
         # the others: allocated by the model before the trace's first event
         rest = np.setdiff1d(np.arange(n_pre), np.array([c[0] for c in claims], np.int64))
@@ -907,12 +1010,14 @@ def run(
         # is closed in all cases, so a failed run never leaves a streaming
         # result open while the transaction rolls back.
         cur = store.con.cursor()
+        for name_, tab in linked.items():
+            cur.register(name_, tab)
         reader = None
         try:
             reader = cur.sql(
                 'SELECT seq, op = \'alloc\' AS is_alloc, obj, "offset", "order", migratetype, '
                 f"coalesce(cpu, 0) AS cpu, ts_ns, {flags_expr} AS flags, {owner_sql} AS owner "
-                f"FROM events e {owner_join} WHERE trace_id = $t AND seq >= $lo AND seq < $hi "
+                f"FROM {src} e {owner_join} WHERE trace_id = $t AND seq >= $lo AND seq < $hi "
                 f"{elsewhere} ORDER BY seq",
                 params={"t": trace_id, "lo": lo_seq, "hi": hi_seq, **zone_params, **flags_params},
             ).to_arrow_reader(CHUNK_EVENTS)
@@ -991,6 +1096,8 @@ def run(
         for spool in (rp.extfrag, rp.pageblocks, rp.model_events, rp.contiguity):
             spool.close()
         tmp_dir.cleanup()
+        for name_ in linked:
+            store.con.unregister(name_)
     return result
 
 

@@ -462,8 +462,16 @@ def release_freepages(z, prm, cz):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, _nrt=False)
-def compact_zone(t, mode, whole, proactive, mt, kind, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
-    """``compact_zone``; returns the compact_result and records one model event."""
+def compact_zone(t, mode, whole, proactive, mt, kind, seq, z, prm, ob, cz, counters, me,  # type: ignore[no-untyped-def]
+                 budget=-1, scan=None):  # fmt: skip
+    """``compact_zone``; returns the compact_result and records one model event.
+
+    For a pass a recorded kernel ran (``compact_recorded``): ``budget`` (pages,
+    -1 none) ends it (SUCCESS) once it has migrated that many pages, and
+    ``scan`` (int64[4] pfns, -1 each where not known: the recorded
+    ``mm_compaction_begin``'s migrate_pfn and free_pfn, its
+    ``mm_compaction_end``'s) starts the scanners where the kernel's started and
+    ends the pass where the kernel's scanners stopped."""
     start = prm[P_START]
     end = start + prm[P_PAGES]
     if t != -1:
@@ -488,6 +496,12 @@ def compact_zone(t, mode, whole, proactive, mt, kind, seq, z, prm, ob, cz, count
             cz[CZ_MIG0] = mig
             cz[CZ_MIG1] = mig
         whole = mig == start
+    if scan is not None:
+        if scan[0] >= start and scan[0] < end:
+            mig = scan[0]
+        if scan[1] >= start and scan[1] < end:
+            fr = pageblock_start_pfn(scan[1])
+        whole = whole or mig == start
     cz[CC_ORDER] = t
     cz[CC_MODE] = mode
     cz[CC_WHOLE] = 1 if whole else 0
@@ -500,6 +514,15 @@ def compact_zone(t, mode, whole, proactive, mt, kind, seq, z, prm, ob, cz, count
     while True:
         r = compact_finished(z, prm, cz)
         if r != CONTINUE:
+            break
+        if budget >= 0 and cz[CC_MOVED] >= budget:
+            r = SUCCESS
+            break
+        if scan is not None and (
+            (scan[2] >= 0 and cz[CC_MIGRATE_PFN] >= scan[2])
+            or (scan[3] >= 0 and cz[CC_FREE_PFN] <= scan[3])
+        ):
+            r = SUCCESS  # where the recorded pass ended
             break
         isolate_migratepages(z, prm, ob, cz)
         if cz[CC_NUNITS] > 0:
@@ -578,11 +601,14 @@ def proactive_tick(ts, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-un
 
 
 @nb.njit(cache=True, _nrt=False)
-def compact_recorded(t, mode, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
+def compact_recorded(t, mode, budget, scan, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
     """The model's ``compact_zone`` where the recorded kernel ran one: for order ``t``
-    (-1: the whole zone, as kcompactd's proactive and /proc passes) in ``mode``."""
+    (-1: the whole zone, as kcompactd's proactive and /proc passes) in ``mode``, moving
+    at most ``budget`` pages (the pages the kernel's pass migrated,
+    ``mm_compaction_migratepages``; -1: no bound), its scanners over the range the
+    kernel's scanned (``scan``: see :func:`compact_zone`)."""
     return compact_zone(t, mode, t == -1, False, MIGRATE_MOVABLE, K_COMPACT_RECORDED, seq, z,
-                        prm, ob, cz, counters, me)  # fmt: skip
+                        prm, ob, cz, counters, me, budget, scan)  # fmt: skip
 
 
 @nb.njit(cache=True, _nrt=False)
