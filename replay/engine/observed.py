@@ -732,6 +732,24 @@ class HiddenFree:
 
     pages: np.ndarray = field(default_factory=lambda: np.zeros(2, np.int64))
     pcp_cpu: np.ndarray | None = None
+    # the buddy-level events it read (from the before-snapshot's opening marker), as
+    # :func:`_event_columns` arrays and their lines: the rebuild applies slices of them
+    cols: tuple[np.ndarray, ...] | None = None
+    lines: np.ndarray | None = None
+
+    def apply(self, after: int | None, before: int | None, zb: tuple, incons: np.ndarray,
+              inferred: np.ndarray | None = None) -> int:  # fmt: skip
+        """:func:`apply_events` of the events with ``after < line < before`` (either
+        None: unbounded), from the arrays already read; returns how many."""
+        assert self.cols is not None and self.lines is not None
+        i0 = 0 if after is None else int(np.searchsorted(self.lines, after, side="right"))
+        i1 = (self.lines.shape[0] if before is None
+              else int(np.searchsorted(self.lines, before, side="left")))  # fmt: skip
+        _zlo, _zhi, base, blk_order, pcp = zb
+        if inferred is None:
+            inferred = np.zeros(N_INFERRED, np.int64)
+        observe(*(c[i0:i1] for c in self.cols), base, blk_order, pcp, incons, inferred)
+        return max(i1 - i0, 0)
 
 
 def initial_state(
@@ -779,7 +797,8 @@ def initial_state(
         cpu = ev.column("cpu").to_numpy().astype(np.int16)
         hidden_free(*cols[:3], *cols[6:], cpu, base, flagless, blk_order, pcp, found.pcp_cpu,
                     found.pages)  # fmt: skip
-        del ev, cols, cpu, flagless
+        found.cols, found.lines = cols, ev.column("line").to_numpy().astype(np.int64)
+        del ev, cpu, flagless
     else:
         pcp = np.full(n, UNKNOWN, np.int8)
     return zones, base, blk_order, pcp, zlo, zhi
@@ -799,13 +818,14 @@ def rebuild(store: Store, trace_id: int) -> Observed:
     initial = _counts(zones, base, blk_order, pcp)
 
     zb = (zlo, zhi, base, blk_order, pcp)
-    settle_snapshot_window(store, trace_id, zb)
     first = marker_line(store, trace_id, BEFORE_END)
     last = marker_line(store, trace_id, AFTER_BEGIN)
+    if marker_line(store, trace_id, BEFORE_BEGIN) is not None and first is not None:
+        hidden.apply(None, first, zb, np.zeros(len(INCONSISTENCIES), np.int64))  # settle
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
     inferred = np.zeros(N_INFERRED, np.int64)
     inferred[N_INFERRED - 2 :] = hidden.pages
-    n_events = apply_events(buddy_events(store, trace_id, first, last), zb, incons, inferred)
+    n_events = hidden.apply(first, last, zb, incons, inferred)
     return Observed(
         trace_id=trace_id,
         first_line=first,
@@ -1246,11 +1266,11 @@ def fork_state(
     hidden = HiddenFree()
     _, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id, hidden=hidden)
     zb = (zlo, zhi, base, blk_order, pcp)
-    settle_snapshot_window(store, trace_id, zb)
     first = marker_line(store, trace_id, BEFORE_END)
+    if marker_line(store, trace_id, BEFORE_BEGIN) is not None and first is not None:
+        hidden.apply(None, first, zb, np.zeros(len(INCONSISTENCIES), np.int64))  # settle
     if at > first_seq:
-        incons = np.zeros(len(INCONSISTENCIES), np.int64)
-        apply_events(buddy_events(store, trace_id, first, int(row[0])), zb, incons)
+        hidden.apply(first, int(row[0]), zb, np.zeros(len(INCONSISTENCIES), np.int64))
     if start_pfn < base or start_pfn + pages > base + blk_order.shape[0]:
         raise UsageError(
             f"the run's zone [{start_pfn:#x}, {start_pfn + pages:#x}) is outside the snapshot's"
