@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -666,3 +667,43 @@ def test_openapi_conformance(guarded: Live, mode: GenerationMode) -> None:
     assert all(c < 500 for c in calls)
     if mode == GenerationMode.POSITIVE:
         assert 200 in calls
+
+
+def test_validate_job_measures_a_model_against_the_recorded_kernel(tmp_path: Path) -> None:
+    """POST /api/jobs/validate is `replay validate TRACE --model M`: the job stores the
+    observed and the model run and its result is the CLI's comparison, figure for figure;
+    a trace with no capture snapshots fails the job with the CLI's usage error."""
+    db = tmp_path / "v.duckdb"
+    make_store(db)
+    shipped = Path(__file__).resolve().parent.parent / "traces" / "small-calm-6.18"
+    res = run_cli("ingest", shipped, "--name", "calm", "--db", db, "-q")
+    assert res.code == 0, res.err
+    cli_db = tmp_path / "cli.duckdb"
+    shutil.copyfile(db, cli_db)
+    with live_server(ServiceConfig(db=db)) as lv:
+        r = lv.client.post("/api/jobs/validate", json={"trace": "calm", "every": 50})
+        assert r.status_code == 202, r.text
+        view = lv.job(r.json())
+        assert view["status"] == "done" and view["kind"] == "validate", view
+        got = view["result"]
+        runs = lv.client.get("/api/runs").json()["runs"]
+        bad = lv.job(lv.client.post("/api/jobs/validate", json={"trace": "kernel-build"}).json())
+        assert lv.client.post("/api/jobs/validate", json={"trace": "nope"}).status_code == 404
+        assert (
+            lv.client.post(
+                "/api/jobs/validate", json={"trace": "calm", "model": "/etc/x.toml"}
+            ).status_code
+            == 422
+        )
+    res = run_cli("validate", "calm", "--model", "kernel", "--every", "50", "--db", cli_db,
+                  "-q", "-f", "json")  # fmt: skip
+    assert res.code == 0, res.err
+    want = res.json()
+    assert got["model"] == "kernel" and got["failures_kernel_did_not_have"] == 0
+    skip = {"observed_run", "model_run"}
+    assert {k: v for k, v in got.items() if k not in skip} == {
+        k: v for k, v in want.items() if k not in skip
+    }
+    assert {got["observed_run"], got["model_run"]} <= {r["run_id"] for r in runs}
+    assert bad["status"] == "failed" and bad["error"]["kind"] == "usage", bad
+    assert "snapshot" in bad["error"]["error"]

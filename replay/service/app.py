@@ -185,6 +185,14 @@ class RunRequest(BaseModel):
     start: Literal["empty", "observed"] = "empty"
 
 
+class ValidateRequest(BaseModel):
+    """How closely a model reproduces a recorded capture (replay validate --model)."""
+
+    trace: str = Field(pattern=NAME_PATTERN, description="a capture's trace name or id")
+    model: Preset = Field(default=Preset("kernel"), description="a preset model name")
+    every: int = Field(default=100, ge=1, le=2**31 - 1, description="compare every K-th step")
+
+
 class JobProgress(BaseModel):
     description: str | None
     done: int
@@ -194,7 +202,7 @@ class JobProgress(BaseModel):
 
 class JobView(BaseModel):
     id: str
-    kind: Literal["ingest", "run"]
+    kind: Literal["ingest", "run", "validate"]
     status: Literal["queued", "running", "done", "failed"]
     params: dict[str, Any]
     created: str
@@ -869,6 +877,20 @@ def add_job_routes(api: APIRouter, svc: Service) -> None:
         job = svc.jobs.submit("run", params, _run_work(svc, body))
         return job.view()
 
+    @api.post(
+        "/jobs/validate", status_code=202, response_model=JobView,
+        summary="Measure a model against the recorded kernel",
+    )  # fmt: skip
+    def post_validate(body: ValidateRequest) -> dict[str, Any]:
+        """Queue ``replay validate TRACE --model MODEL`` (default ``kernel``): the observed
+        run and the model from the kernel's real state are stored, and the job's result
+        is the comparison (docs/fidelity.md): failures against the kernel's, order >= 3
+        and >= 9 and end-state differences, pageblock counts, same pfn/pageblock."""
+        svc.trace_id(body.trace)  # 404 now rather than a failed job
+        params = body.model_dump(mode="json")
+        job = svc.jobs.submit("validate", params, _validate_work(svc, body))
+        return job.view()
+
     @api.get("/jobs", response_model=JobList, summary="Jobs")
     def list_jobs(
         status: Annotated[Literal["queued", "running", "done", "failed"] | None, Query()] = None,
@@ -945,6 +967,18 @@ def _run_work(svc: Service, body: RunRequest) -> Callable[[Any], dict]:
             progress=progress,
         )
         return jsonable(result.summary())
+
+    return work
+
+
+def _validate_work(svc: Service, body: ValidateRequest) -> Callable[[Any], dict]:
+    def work(progress: Any) -> dict[str, Any]:
+        from replay.analysis.fidelity import model_fidelity
+        from replay.models.config import load_model
+
+        config = load_model(str(body.model))
+        fid = model_fidelity(svc.db.writer, body.trace, config, every=body.every, progress=progress)
+        return jsonable(fid)
 
     return work
 
