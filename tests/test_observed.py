@@ -945,7 +945,7 @@ def test_observed_run_on_the_capture(capture_db: Path, tmp_path: Path) -> None:
         ).fetchone()
         pb = con.execute(
             """SELECT count(DISTINCT pageblock), sum(free_pages), sum(pcp_pages),
-                      count(*) FILTER (migratetype IS NOT NULL OR movable IS NOT NULL)
+                      count(*) FILTER (migratetype IS NULL OR movable IS NOT NULL)
                FROM pageblocks WHERE run_id = ?
                  AND seq = (SELECT max(seq) FROM pageblocks WHERE run_id = ?)""",
             [rid, rid],
@@ -962,7 +962,8 @@ def test_observed_run_on_the_capture(capture_db: Path, tmp_path: Path) -> None:
     # the run's final state is the end of the trace, inconsistencies marked on their steps
     assert run[0] == "observed" and list(run[1]) == out["nr_free"] and run[3] == out["events"]
     # pageblocks: the trace's zone (2048 pageblocks), free and pcp pages of the rebuilt state,
-    # types unknown; an initial snapshot, about 100 over the trace and the last
+    # each pageblock's type (the allocated pages' types unknown); an initial snapshot,
+    # about 100 over the trace and the last
     assert pb == (2048, out["free_pages"], out["pcp_pages"], 0)
     assert 80 <= n_snaps <= 102
     canonical_kinds = ("alloc_not_seen_on_pcp", "free_of_pcp_page", "free_of_free",

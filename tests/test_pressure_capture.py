@@ -121,3 +121,40 @@ def test_a_trace_without_the_isolation_events_says_what_it_lacks(
     assert all(m["vmstat"] and m["without_them"] for m in r["missing_events"])
     with Store(captures_db, read_only=True) as s:
         assert validate(s, "small-pressure-6.18")["missing_events"] == []
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_observed_runs_carry_the_kernels_pageblock_types(
+    captures_db: Path, tmp_path: Path, name: str
+) -> None:
+    """An observed run's pageblocks rows have each pageblock's type: the before-snapshot's
+    pagetypeinfo counts placed by the pages' flags, then every recorded claim
+    (mm_page_alloc_extfrag change_ownership=1). At the end they match the
+    after-pagetypeinfo's counts (within 5 blocks, 3% for the movable ones)."""
+    db = tmp_path / "pb.duckdb"
+    shutil.copyfile(captures_db, db)
+    with Store(db) as s:
+        r = run_observed(s, name, every=1000, pageblock_every=0)
+        rid = int(r["run_id"])
+        rows = s.query(
+            """SELECT seq, migratetype AS mt, count(*) AS n FROM pageblocks WHERE run_id = $r
+               GROUP BY ALL ORDER BY ALL""",
+            {"r": rid},
+        ).to_pylist()
+        want = {
+            int(x["mt"]): int(x["n"])
+            for x in s.query(
+                """SELECT mt, sum(nr_pageblocks) AS n FROM snap_pageblocks b
+                   JOIN traces t USING (trace_id)
+                   WHERE t.name = $n AND snapshot = $w AND zone = 'Normal' GROUP BY mt""",
+                {"n": name, "w": "after"},
+            ).to_pylist()
+        }
+    last = max(x["seq"] for x in rows)
+    got = {x["mt"]: x["n"] for x in rows if x["seq"] == last}
+    first = {x["mt"]: x["n"] for x in rows if x["seq"] == -1}
+    assert None not in got and None not in first
+    assert set(got) <= {0, 1, 2} and sum(got.values()) == sum(first.values())
+    for mt in (0, 2):
+        assert abs(got.get(mt, 0) - want.get(mt, 0)) <= 5, (mt, got, want)
+    assert abs(got[1] - want[1]) <= 0.03 * want[1], (got, want)

@@ -48,6 +48,7 @@ from replay.trace.snapshots import KPF_LRU
 
 MAX_ORDER = 10
 NF = MAX_ORDER + 1
+PAGEBLOCK_ORDER_OBS = 9  # pageblock_order on x86-64 (HPAGE_PMD_ORDER)
 KPF_BUDDY = 10
 
 # The markers replay record writes around its snapshots (the shipped capture has them too).
@@ -970,12 +971,81 @@ def reported_in_flight(kernel: list[int], rebuilt: list[int], order: int | None)
     return best
 
 
-def _pageblock_rows(
-    seq: int, lo: int, hi: int, base: int, blk_order: np.ndarray, pcp: np.ndarray
-) -> Any:
-    """``pageblocks`` rows of the followed zone [lo, hi) (pfn): free and pcp pages.
+def page_types(
+    store: Store, trace_id: int, lo: int, hi: int, base: int, blk_order: np.ndarray,
+    pcp: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """Per page of [lo, hi) (pfn): -1 free (in a free block or on a pcp list), else the
+    migratetype an allocated page counts as: MOVABLE where the before-kpageflags has
+    KPF_LRU (what ``prep_move_freepages_block`` counts as movable), else UNMOVABLE."""
+    n = hi - lo
+    free = np.zeros(n, np.bool_)
+    b = blk_order[lo - base : hi - base]
+    for o in np.flatnonzero(b >= 0):
+        free[o : o + (1 << int(b[o]))] = True
+    pc = pcp[lo - base : hi - base]
+    for o in np.flatnonzero((pc > 0) & (pc < UNKNOWN)):
+        free[o : o + (1 << (int(pc[o]) - 1))] = True
+    (lru,) = kpageflags_bits(store, trace_id, lo, hi, (KPF_LRU,))
+    return np.where(free, -1, np.where(lru, 1, 0)).astype(np.int8)
 
-    Pageblock types and the allocated pages' types are not recorded: NULL.
+
+class PageblockTypes:
+    """The kernel's pageblock migratetypes over an observed run of the zone [lo, hi).
+
+    At the before-snapshot: pagetypeinfo's count of each type placed by each page's
+    flags (:func:`replay.engine.environment.initial_pageblock_types`), as a fork's
+    model starts; then each recorded claim: an ``mm_page_alloc_extfrag`` with
+    ``change_ownership=1`` gives the fallback block's pageblocks the allocation's type
+    (``try_to_claim_block``; a block of order >= pageblock_order, all of its
+    pageblocks). ``pb_mt``: int8 per pageblock of the range, current up to
+    :meth:`advance`'s line.
+    """
+
+    def __init__(self, store: Store, trace_id: int, zone: str, managed: int | None, lo: int,
+                 hi: int, base: int, blk_order: np.ndarray, pcp: np.ndarray) -> None:  # fmt: skip
+        from replay.engine.environment import Environment, initial_pageblock_types
+
+        env = Environment(lo, hi - lo, zone, 1, (0, 0, 0), 1, 1, managed)
+        mt = page_types(store, trace_id, lo, hi, base, blk_order, pcp)
+        self.pb0 = lo >> PAGEBLOCK_ORDER_OBS
+        self.pb_mt = initial_pageblock_types(store, trace_id, env, mt)
+        claims = store.query(
+            """SELECT line, pfn, TRY_CAST(args->>'alloc_migratetype' AS INTEGER) AS mt,
+                      coalesce(TRY_CAST(args->>'fallback_order' AS INTEGER), 0) AS k
+               FROM aux_events WHERE trace_id = $t AND event = 'mm_page_alloc_extfrag'
+                 AND args->>'change_ownership' = '1' AND pfn >= $lo AND pfn < $hi
+                 AND TRY_CAST(args->>'alloc_migratetype' AS INTEGER) BETWEEN 0 AND 2
+               ORDER BY line""",
+            {"t": trace_id, "lo": lo, "hi": hi},
+        )
+        self._line = claims.column("line").to_numpy().astype(np.int64)
+        self._pfn = claims.column("pfn").to_numpy().astype(np.int64)
+        self._mt = claims.column("mt").to_numpy().astype(np.int8)
+        self._k = claims.column("k").to_numpy().astype(np.int64)
+        self._next = 0
+        self.claims = 0
+
+    def advance(self, line: int) -> None:
+        """Apply the claims recorded at or before ``line``."""
+        n = self.pb_mt.shape[0]
+        while self._next < self._line.shape[0] and self._line[self._next] <= line:
+            i = self._next
+            first = (self._pfn[i] >> PAGEBLOCK_ORDER_OBS) - self.pb0
+            span = 1 << max(int(self._k[i]) - PAGEBLOCK_ORDER_OBS, 0)
+            self.pb_mt[max(first, 0) : min(first + span, n)] = self._mt[i]
+            self._next += 1
+            self.claims += 1
+
+
+def _pageblock_rows(
+    seq: int, lo: int, hi: int, base: int, blk_order: np.ndarray, pcp: np.ndarray,
+    pb_mt: np.ndarray | None = None,
+) -> Any:  # fmt: skip
+    """``pageblocks`` rows of the followed zone [lo, hi) (pfn): free and pcp pages, and
+    each pageblock's type when ``pb_mt`` gives it (:class:`PageblockTypes`).
+
+    The allocated pages' types are not recorded: NULL.
     """
     import pyarrow as pa
 
@@ -998,9 +1068,10 @@ def _pageblock_rows(
     pcp_pb = np.bincount(((on + lo) >> 9) - pb0, weights=(1 << (pc[on].astype(np.int64) - 1)),
                          minlength=n).astype(np.int64)  # fmt: skip
     null32 = pa.nulls(n, pa.int32())
+    types = pa.nulls(n, pa.int8()) if pb_mt is None else pa.array(pb_mt[:n].astype(np.int8))
     return pa.RecordBatch.from_arrays(
         [pa.array(np.full(n, seq, np.int64)), pa.array(np.arange(pb0, pb1 + 1, dtype=np.int64)),
-         pa.nulls(n, pa.int8()), pa.array(free.astype(np.int32)), null32, null32, null32,
+         types, pa.array(free.astype(np.int32)), null32, null32, null32,
          pa.array(pcp_pb.astype(np.int32))],
         schema=PAGEBLOCKS_SCHEMA,
     )  # fmt: skip
@@ -1066,11 +1137,36 @@ def run_observed(
     t_replay = 0.0
     n_all = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
     pbe = max(1, -(-n_all // 100)) if pageblock_every is None else pageblock_every
-    pb_rows: list[pa.RecordBatch] = [_pageblock_rows(-1, pb_lo, pb_hi, base, blk_order, pcp)]
+    # the kernel's pageblock types, with a kpageflags snapshot (else NULL)
+    types = None
+    zrow = store.one(
+        """SELECT zone, managed FROM snap_zoneinfo WHERE trace_id = $t AND snapshot = 'before'
+             AND start_pfn = $s""",
+        {"t": trace_id, "s": track_lo},
+    )
+    if zrow is not None and _has_kpageflags(store, trace_id):
+        types = PageblockTypes(store, trace_id, str(zrow[0]),
+                               int(zrow[1]) - (pb_lo - track_lo) if zrow[1] else None, pb_lo,
+                               pb_hi, base, blk_order, pcp)  # fmt: skip
+
+    def pb_types(line: int | None) -> np.ndarray | None:
+        if types is None:
+            return None
+        if line is not None:
+            types.advance(line)
+        return types.pb_mt
+
+    pb_rows: list[pa.RecordBatch] = [
+        _pageblock_rows(-1, pb_lo, pb_hi, base, blk_order, pcp, pb_types(None))
+    ]
+    last_line: int | None = None
     for after, before, counted in ((opened, first, False), (first, None, True)):
         if after is None and not counted:
             continue
         ev = buddy_events(store, trace_id, after, before, with_seq=True)
+        lines = ev.column("line").to_numpy().astype(np.int64)
+        if lines.shape[0]:
+            last_line = int(lines[-1])
         seq = ev.column("seq").to_numpy(zero_copy_only=False)
         is_canon = ~np.isnan(seq) if seq.dtype.kind == "f" else np.ones(seq.shape, bool)
         cols = _event_columns(ev, zlo, zhi)
@@ -1101,8 +1197,9 @@ def run_observed(
             )  # fmt: skip
             t_replay += time.perf_counter() - t0
             if i1 - 1 in snap_set and counted:
+                mt_now = pb_types(int(lines[i1 - 1]))
                 pb_rows.append(_pageblock_rows(int(canon_seq[i1 - 1]), pb_lo, pb_hi, base,
-                                               blk_order, pcp))  # fmt: skip
+                                               blk_order, pcp, mt_now))  # fmt: skip
             i0, r0 = i1, r1
         if not counted:
             out_bad[:] = False  # the snapshot window settles the kpageflags state
@@ -1145,8 +1242,8 @@ def run_observed(
             "steps", pa.RecordBatchReader.from_batches(STEPS_SCHEMA, [batch]), run_id, "run_id"
         )
         if last_seq >= 0 and (pbe == 0 or last_seq % pbe != 0):
-            pb_rows.append(_pageblock_rows(last_seq, pb_lo, pb_hi, base, blk_order,
-                                           pcp))  # fmt: skip
+            pb_rows.append(_pageblock_rows(last_seq, pb_lo, pb_hi, base, blk_order, pcp,
+                                           pb_types(last_line)))  # fmt: skip
         store.append_stream(
             "pageblocks",
             pa.RecordBatchReader.from_batches(pb_rows[0].schema, pb_rows),
