@@ -86,7 +86,7 @@ def _observe(
 ) -> tuple[dict[int, int], dict[int, int], dict[str, int]]:
     """Run ``observe`` on (kind, pfn, order[, refill[, arg, arg2]]) events in one zone.
 
-    Each event's zone bounds are found from its pfn as ``apply_events`` does (-1 outside).
+    Each event's zone bounds are found from its pfn as ``_event_columns`` does (-1 outside).
     Returns (free blocks, pcp entries, inconsistencies by name).
     """
     full = [tuple(e) + (0,) * (6 - len(e)) for e in events]

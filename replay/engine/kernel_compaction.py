@@ -33,11 +33,11 @@ from replay.engine.observed import (
     INCONSISTENCIES,
     NF,
     UNKNOWN,
-    apply_events,
-    buddy_events,
+    HiddenFree,
     initial_state,
     kpageflags_bits,
     marker_line,
+    pcp_page_count,
     settle_snapshot_window,
 )
 from replay.errors import UsageError
@@ -527,12 +527,13 @@ def compare(store: Store, trace: str, zone: str = "Normal") -> dict[str, Any]:
     pbs = snapshot_pageblocks(store, trace_id, zone)
 
     # the observed state at the begin event
-    _zones, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id)
+    hidden = HiddenFree()
+    _zones, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id, hidden=hidden)
     zb = (zlo, zhi, base, blk_order, pcp)
-    settle_snapshot_window(store, trace_id, zb)
+    settle_snapshot_window(store, trace_id, zb, hidden)
     first = marker_line(store, trace_id, BEFORE_END)
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
-    n_pre = apply_events(buddy_events(store, trace_id, first, kc.begin_line), zb, incons)
+    n_pre = hidden.apply(first, kc.begin_line, zb, incons)
     t_obs = time.perf_counter()
     # typing looks at the events from the snapshot window's start: kpageflags is read in it
     opened = marker_line(store, trace_id, BEFORE_BEGIN)
@@ -554,13 +555,10 @@ def compare(store: Store, trace: str, zone: str = "Normal") -> dict[str, Any]:
     nr_model = [int(v) for v in mz.nr_free]
     # the observed state at the end event (the same arrays, replayed on)
     incons_during = np.zeros(len(INCONSISTENCIES), np.int64)
-    n_during = apply_events(buddy_events(store, trace_id, kc.begin_line, kc.end_line + 1), zb,
-                      incons_during)  # fmt: skip
+    n_during = hidden.apply(kc.begin_line, kc.end_line + 1, zb, incons_during)
     lo, hi = start - base, start + pages - base
     nr_end = _nr_free(blk_order[lo:hi])
-    pc = pcp[lo:hi]
-    on = pc[(pc > 0) & (pc < UNKNOWN)].astype(np.int64)
-    pcp_end = int((np.int64(1) << (on - 1)).sum())
+    pcp_end = pcp_page_count(pcp[lo:hi])
     kern = kernel_sums(store, trace_id, kc)
     during = _events_between(store, trace_id, kc.begin_line, kc.end_line, kc.pid)
     after_end = _events_between(

@@ -598,6 +598,12 @@ def _free_mask(
     return free, zero
 
 
+def pcp_page_count(pcp: np.ndarray) -> int:
+    """Pages on pcp lists in a ``pcp`` array (k+1 where an order-k block starts)."""
+    on = pcp[(pcp > 0) & (pcp < UNKNOWN)].astype(np.int64)
+    return int((np.int64(1) << (on - 1)).sum())
+
+
 def _counts(zones: list[dict[str, Any]], base: int, blk_order: np.ndarray,
             pcp: np.ndarray) -> list[ZoneState]:  # fmt: skip
     out = []
@@ -605,11 +611,8 @@ def _counts(zones: list[dict[str, Any]], base: int, blk_order: np.ndarray,
         lo, hi = int(z["start_pfn"]) - base, int(z["start_pfn"]) + int(z["spanned"]) - base
         b = blk_order[lo:hi]
         nr = np.bincount(b[b >= 0].astype(np.int64), minlength=NF)[:NF]
-        pc = pcp[lo:hi]
-        on = pc[(pc > 0) & (pc < UNKNOWN)].astype(np.int64)
-        pcp_pages = int((np.int64(1) << (on - 1)).sum())
         out.append(ZoneState(int(z["node"]), str(z["zone"]), lo + base, hi + base,
-                             [int(v) for v in nr], pcp_pages))  # fmt: skip
+                             [int(v) for v in nr], pcp_page_count(pcp[lo:hi])))  # fmt: skip
     return out
 
 
@@ -690,31 +693,19 @@ def _event_columns(ev: Any, zlo: np.ndarray, zhi: np.ndarray) -> tuple[np.ndarra
     )
 
 
-def apply_events(ev: Any, zb: tuple, incons: np.ndarray, inferred: np.ndarray | None = None) -> int:
-    """Run ``observe`` over an Arrow table of events; returns how many were applied.
-
-    ``inferred`` (N_INFERRED int64 counts, optional) gets what was inferred."""
-    zlo, zhi, base, blk_order, pcp = zb
-    if inferred is None:
-        inferred = np.zeros(N_INFERRED, np.int64)
-    observe(*_event_columns(ev, zlo, zhi), base, blk_order, pcp, incons, inferred)
-    return int(ev.num_rows)
-
-
-def settle_snapshot_window(store: Store, trace_id: int, zb: tuple) -> None:
+def settle_snapshot_window(store: Store, trace_id: int, zb: tuple, hidden: HiddenFree) -> None:
     """Replay the before-snapshot window's own events over the kpageflags state.
 
     The kpageflags file is read over a fraction of a second inside that
     window, so it mixes states from it. Replaying the window's events settles
     those pages (a free of a page already free, or an allocation of a page
     already allocated, is a no-op); what they would count as inconsistent is
-    not counted.
+    not counted. ``hidden``: what :func:`initial_state` read (its events start
+    at the window's opening marker).
     """
-    opened = marker_line(store, trace_id, BEFORE_BEGIN)
     first = marker_line(store, trace_id, BEFORE_END)
-    if opened is not None and first is not None:
-        scratch = np.zeros(len(INCONSISTENCIES), np.int64)
-        apply_events(buddy_events(store, trace_id, opened, first), zb, scratch)
+    if marker_line(store, trace_id, BEFORE_BEGIN) is not None and first is not None:
+        hidden.apply(None, first, zb, np.zeros(len(INCONSISTENCIES), np.int64))
 
 
 def _has_kpageflags(store: Store, trace_id: int) -> bool:
@@ -734,23 +725,39 @@ class HiddenFree:
     pages: np.ndarray = field(default_factory=lambda: np.zeros(2, np.int64))
     pcp_cpu: np.ndarray | None = None
     # the buddy-level events it read (from the before-snapshot's opening marker), as
-    # :func:`_event_columns` arrays and their lines: the rebuild applies slices of them
+    # :func:`_event_columns` arrays, their lines and seqs (NaN for non-canonical events):
+    # the rebuild applies slices of them
     cols: tuple[np.ndarray, ...] | None = None
     lines: np.ndarray | None = None
+    seqs: np.ndarray | None = None
 
-    def apply(self, after: int | None, before: int | None, zb: tuple, incons: np.ndarray,
-              inferred: np.ndarray | None = None) -> int:  # fmt: skip
-        """:func:`apply_events` of the events with ``after < line < before`` (either
-        None: unbounded), from the arrays already read; returns how many."""
-        assert self.cols is not None and self.lines is not None
+    def _range(self, after: int | None, before: int | None) -> tuple[int, int]:
+        assert self.lines is not None
         i0 = 0 if after is None else int(np.searchsorted(self.lines, after, side="right"))
         i1 = (self.lines.shape[0] if before is None
               else int(np.searchsorted(self.lines, before, side="left")))  # fmt: skip
+        return i0, max(i0, i1)
+
+    def events(
+        self, after: int | None, before: int | None
+    ) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
+        """The events with ``after < line < before`` (either None: unbounded): their
+        :func:`_event_columns` arrays, lines and seqs."""
+        assert self.cols is not None and self.lines is not None and self.seqs is not None
+        i0, i1 = self._range(after, before)
+        return tuple(c[i0:i1] for c in self.cols), self.lines[i0:i1], self.seqs[i0:i1]
+
+    def apply(self, after: int | None, before: int | None, zb: tuple, incons: np.ndarray,
+              inferred: np.ndarray | None = None) -> int:  # fmt: skip
+        """Apply the events with ``after < line < before`` (either None: unbounded) to
+        the state ``zb`` (:func:`observe`), from the arrays already read; returns how
+        many."""
+        cols, lines, _seqs = self.events(after, before)
         _zlo, _zhi, base, blk_order, pcp = zb
         if inferred is None:
             inferred = np.zeros(N_INFERRED, np.int64)
-        observe(*(c[i0:i1] for c in self.cols), base, blk_order, pcp, incons, inferred)
-        return max(i1 - i0, 0)
+        observe(*cols, base, blk_order, pcp, incons, inferred)
+        return int(lines.shape[0])
 
 
 def initial_state(
@@ -793,12 +800,13 @@ def initial_state(
         found = hidden if hidden is not None else HiddenFree()
         found.pcp_cpu = np.full(n, -1, np.int16)
         ev = buddy_events(store, trace_id, marker_line(store, trace_id, BEFORE_BEGIN), None,
-                          with_cpu=True)  # fmt: skip
+                          with_seq=True, with_cpu=True)  # fmt: skip
         cols = _event_columns(ev, zlo, zhi)
         cpu = ev.column("cpu").to_numpy().astype(np.int16)
         hidden_free(*cols[:3], *cols[6:], cpu, base, flagless, blk_order, pcp, found.pcp_cpu,
                     found.pages)  # fmt: skip
         found.cols, found.lines = cols, ev.column("line").to_numpy().astype(np.int64)
+        found.seqs = ev.column("seq").to_numpy(zero_copy_only=False).astype(np.float64)
         del ev, cpu, flagless
     else:
         pcp = np.full(n, UNKNOWN, np.int8)
@@ -819,10 +827,9 @@ def rebuild(store: Store, trace_id: int) -> Observed:
     initial = _counts(zones, base, blk_order, pcp)
 
     zb = (zlo, zhi, base, blk_order, pcp)
+    settle_snapshot_window(store, trace_id, zb, hidden)
     first = marker_line(store, trace_id, BEFORE_END)
     last = marker_line(store, trace_id, AFTER_BEGIN)
-    if marker_line(store, trace_id, BEFORE_BEGIN) is not None and first is not None:
-        hidden.apply(None, first, zb, np.zeros(len(INCONSISTENCIES), np.int64))  # settle
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
     inferred = np.zeros(N_INFERRED, np.int64)
     inferred[N_INFERRED - 2 :] = hidden.pages
@@ -972,21 +979,19 @@ def reported_in_flight(kernel: list[int], rebuilt: list[int], order: int | None)
 
 
 def page_types(
-    store: Store, trace_id: int, lo: int, hi: int, base: int, blk_order: np.ndarray,
-    pcp: np.ndarray,
-) -> np.ndarray:  # fmt: skip
-    """Per page of [lo, hi) (pfn): -1 free (in a free block or on a pcp list), else the
+    store: Store, trace_id: int, lo: int, blk: np.ndarray, pcp: np.ndarray
+) -> np.ndarray:
+    """Per page of [lo, lo + n) (pfn), from its ``blk`` and ``pcp`` arrays (one entry
+    per page of the range): -1 free (in a free block or on a pcp list), else the
     migratetype an allocated page counts as: MOVABLE where the before-kpageflags has
     KPF_LRU (what ``prep_move_freepages_block`` counts as movable), else UNMOVABLE."""
-    n = hi - lo
+    n = blk.shape[0]
     free = np.zeros(n, np.bool_)
-    b = blk_order[lo - base : hi - base]
-    for o in np.flatnonzero(b >= 0):
-        free[o : o + (1 << int(b[o]))] = True
-    pc = pcp[lo - base : hi - base]
-    for o in np.flatnonzero((pc > 0) & (pc < UNKNOWN)):
-        free[o : o + (1 << (int(pc[o]) - 1))] = True
-    (lru,) = kpageflags_bits(store, trace_id, lo, hi, (KPF_LRU,))
+    for o in np.flatnonzero(blk >= 0):
+        free[o : o + (1 << int(blk[o]))] = True
+    for o in np.flatnonzero((pcp > 0) & (pcp < UNKNOWN)):
+        free[o : o + (1 << (int(pcp[o]) - 1))] = True
+    (lru,) = kpageflags_bits(store, trace_id, lo, lo + n, (KPF_LRU,))
     return np.where(free, -1, np.where(lru, 1, 0)).astype(np.int8)
 
 
@@ -1007,7 +1012,8 @@ class PageblockTypes:
         from replay.engine.environment import Environment, initial_pageblock_types
 
         env = Environment(lo, hi - lo, zone, 1, (0, 0, 0), 1, 1, managed)
-        mt = page_types(store, trace_id, lo, hi, base, blk_order, pcp)
+        mt = page_types(store, trace_id, lo, blk_order[lo - base : hi - base],
+                        pcp[lo - base : hi - base])  # fmt: skip
         self.pb0 = lo >> PAGEBLOCK_ORDER_OBS
         self.pb_mt = initial_pageblock_types(store, trace_id, env, mt)
         claims = store.query(
@@ -1024,7 +1030,6 @@ class PageblockTypes:
         self._mt = claims.column("mt").to_numpy().astype(np.int8)
         self._k = claims.column("k").to_numpy().astype(np.int64)
         self._next = 0
-        self.claims = 0
 
     def advance(self, line: int) -> None:
         """Apply the claims recorded at or before ``line``."""
@@ -1035,7 +1040,6 @@ class PageblockTypes:
             span = 1 << max(int(self._k[i]) - PAGEBLOCK_ORDER_OBS, 0)
             self.pb_mt[max(first, 0) : min(first + span, n)] = self._mt[i]
             self._next += 1
-            self.claims += 1
 
 
 def _pageblock_rows(
@@ -1110,7 +1114,9 @@ def run_observed(
     t_start = time.perf_counter()
     started = datetime.now(UTC).replace(tzinfo=None)
     trace_id = store.trace_id(trace)
-    zones, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id, need_snapshot=False)
+    hidden = HiddenFree()
+    zones, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id, need_snapshot=False,
+                                                          hidden=hidden)  # fmt: skip
     row = store.one(
         "SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = $t", {"t": trace_id}
     )
@@ -1126,9 +1132,7 @@ def run_observed(
     b = blk_order[lo:hi]
     nr = np.bincount(b[b >= 0].astype(np.int64), minlength=NF)[:NF].astype(np.int64)
     # the pages found on pcp lists at the snapshot (hidden_free) are the zone's pcp pages
-    pc = pcp[lo:hi]
-    on = pc[(pc > 0) & (pc < UNKNOWN)].astype(np.int64)
-    pcp_pages = np.array([int((np.int64(1) << (on - 1)).sum())], np.int64)
+    pcp_pages = np.array([pcp_page_count(pcp[lo:hi])], np.int64)
     opened = marker_line(store, trace_id, BEFORE_BEGIN)
     first = marker_line(store, trace_id, BEFORE_END)
     incons = np.zeros(len(INCONSISTENCIES), np.int64)
@@ -1163,13 +1167,17 @@ def run_observed(
     for after, before, counted in ((opened, first, False), (first, None, True)):
         if after is None and not counted:
             continue
-        ev = buddy_events(store, trace_id, after, before, with_seq=True)
-        lines = ev.column("line").to_numpy().astype(np.int64)
+        if hidden.cols is not None and (after is not None or opened is None):
+            # the events initial_state read (from the opening marker on)
+            cols, lines, seq = hidden.events(after, before)
+        else:
+            ev = buddy_events(store, trace_id, after, before, with_seq=True)
+            lines = ev.column("line").to_numpy().astype(np.int64)
+            seq = ev.column("seq").to_numpy(zero_copy_only=False)
+            cols = _event_columns(ev, zlo, zhi)
         if lines.shape[0]:
             last_line = int(lines[-1])
-        seq = ev.column("seq").to_numpy(zero_copy_only=False)
         is_canon = ~np.isnan(seq) if seq.dtype.kind == "f" else np.ones(seq.shape, bool)
-        cols = _event_columns(ev, zlo, zhi)
         kind, pfns = cols[0], cols[1]
         keep = is_canon & ((kind == K_ALLOC) | (kind == K_FREE) | (kind == K_FAILED))
         m = int(np.count_nonzero(keep))
@@ -1363,33 +1371,26 @@ def fork_state(
     hidden = HiddenFree()
     _, base, blk_order, pcp, zlo, zhi = initial_state(store, trace_id, hidden=hidden)
     zb = (zlo, zhi, base, blk_order, pcp)
+    settle_snapshot_window(store, trace_id, zb, hidden)
     first = marker_line(store, trace_id, BEFORE_END)
-    if marker_line(store, trace_id, BEFORE_BEGIN) is not None and first is not None:
-        hidden.apply(None, first, zb, np.zeros(len(INCONSISTENCIES), np.int64))  # settle
     if at > first_seq:
         hidden.apply(first, int(row[0]), zb, np.zeros(len(INCONSISTENCIES), np.int64))
     if start_pfn < base or start_pfn + pages > base + blk_order.shape[0]:
         raise UsageError(
             f"the run's zone [{start_pfn:#x}, {start_pfn + pages:#x}) is outside the snapshot's"
         )
+    # blocks reaching past the range: their pages count as used
     blk = blk_order[start_pfn - base : start_pfn + pages - base].copy()
-    free = np.zeros(pages, np.bool_)
     for o in np.flatnonzero(blk >= 0):
-        k = int(blk[o])
-        if o + (1 << k) > pages:  # a block reaching past the range: its pages count as used
+        if o + (1 << int(blk[o])) > pages:
             blk[o] = -1
-        else:
-            free[o : o + (1 << k)] = True
     on_pcp = pcp[start_pfn - base : start_pfn + pages - base].copy()
     on_pcp[(on_pcp < 0) | (on_pcp >= UNKNOWN)] = 0
     for o in np.flatnonzero(on_pcp > 0):
-        k = int(on_pcp[o]) - 1
-        if o + (1 << k) > pages:
+        if o + (1 << (int(on_pcp[o]) - 1)) > pages:
             on_pcp[o] = 0
-        else:
-            free[o : o + (1 << k)] = True  # not allocated: the model's pcp lists hold it
-    (lru,) = kpageflags_bits(store, trace_id, start_pfn, start_pfn + pages, (KPF_LRU,))
-    page_mt = np.where(free, -1, np.where(lru, 1, 0)).astype(np.int8)
+    # pages on pcp lists are not allocated: the model's pcp lists hold them
+    page_mt = page_types(store, trace_id, start_pfn, blk, on_pcp)
     cpus = (hidden.pcp_cpu[start_pfn - base : start_pfn + pages - base]
             if hidden.pcp_cpu is not None else np.full(pages, -1, np.int16))  # fmt: skip
     return ForkState(seq=at, first_seq=first_seq, blk=blk, page_mt=page_mt, pcp=on_pcp,
