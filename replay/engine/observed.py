@@ -42,13 +42,15 @@ import numpy as np
 
 from replay.analysis.metrics import percent
 from replay.errors import UsageError
+from replay.models.internal import PAGEBLOCK_ORDER
 from replay.store import Store
 from replay.trace.record import MARKERS
 from replay.trace.snapshots import KPF_LRU
 
 MAX_ORDER = 10
 NF = MAX_ORDER + 1
-PAGEBLOCK_ORDER_OBS = 9  # pageblock_order on x86-64 (HPAGE_PMD_ORDER)
+# remove_migration_pte's pte: a present x86-64 pte, pfn in bits 12..51
+PRESENT_PTE_PFN_SQL = "TRY_CAST('0x' || substr(lpad(args->>'pte', 16, '0'), 4, 10) AS BIGINT)"
 KPF_BUDDY = 10
 
 # The markers replay record writes around its snapshots (the shipped capture has them too).
@@ -660,9 +662,7 @@ def buddy_events(
                 AND event = 'mm_compaction_fast_isolate_freepages'
                 AND TRY_CAST(args->>'nr_taken' AS BIGINT) > 0
               UNION ALL
-              -- remove_migration_pte's pte: a present x86-64 pte, pfn in bits 12..51
-              SELECT line, {K_MIGRATE_NEW},
-                     TRY_CAST('0x' || substr(lpad(args->>'pte', 16, '0'), 4, 10) AS BIGINT),
+              SELECT line, {K_MIGRATE_NEW}, {PRESENT_PTE_PFN_SQL},
                      TRY_CAST(args->>'order' AS INTEGER), false, 0, 0, NULL, coalesce(cpu, -1)
               FROM aux_events WHERE trace_id = $t AND event = 'remove_migration_pte')
             WHERE pfn IS NOT NULL
@@ -1014,7 +1014,7 @@ class PageblockTypes:
         env = Environment(lo, hi - lo, zone, 1, (0, 0, 0), 1, 1, managed)
         mt = page_types(store, trace_id, lo, blk_order[lo - base : hi - base],
                         pcp[lo - base : hi - base])  # fmt: skip
-        self.pb0 = lo >> PAGEBLOCK_ORDER_OBS
+        self.pb0 = lo >> PAGEBLOCK_ORDER
         self.pb_mt = initial_pageblock_types(store, trace_id, env, mt)
         claims = store.query(
             """SELECT line, pfn, TRY_CAST(args->>'alloc_migratetype' AS INTEGER) AS mt,
@@ -1036,8 +1036,8 @@ class PageblockTypes:
         n = self.pb_mt.shape[0]
         while self._next < self._line.shape[0] and self._line[self._next] <= line:
             i = self._next
-            first = (self._pfn[i] >> PAGEBLOCK_ORDER_OBS) - self.pb0
-            span = 1 << max(int(self._k[i]) - PAGEBLOCK_ORDER_OBS, 0)
+            first = (self._pfn[i] >> PAGEBLOCK_ORDER) - self.pb0
+            span = 1 << max(int(self._k[i]) - PAGEBLOCK_ORDER, 0)
             self.pb_mt[max(first, 0) : min(first + span, n)] = self._mt[i]
             self._next += 1
 

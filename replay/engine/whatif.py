@@ -49,7 +49,7 @@ from replay.engine.environment import (
     zone_environment,
     zone_pageblocks,
 )
-from replay.engine.observed import fork_state
+from replay.engine.observed import PRESENT_PTE_PFN_SQL, fork_state
 from replay.engine.results import (
     CONTIGUITY_SCHEMA,
     EXTFRAG_SCHEMA,
@@ -627,12 +627,11 @@ def recorded_compactions(
 # x86-64 ptes of set_/remove_migration_pte: a migration entry holds the old pfn inverted
 # (L1TF) from bit 9 (__swp_entry: SWP_OFFSET_FIRST_BIT 9, the 5 type bits on top), of
 # which swp_offset_pfn keeps SWP_PFN_BITS = 46 - 12 = 34 (the young/dirty bits are
-# above); a present pte has its pfn in bits 12..51.
+# above); a present pte has its pfn in bits 12..51 (PRESENT_PTE_PFN_SQL).
 _OLD_PFN_SQL = (
     "(((~TRY_CAST('0x' || right(lpad(args->>'pte', 16, '0'), 11) AS BIGINT)) "
     "& 17592186044415) >> 9) & 17179869183"
 )
-_NEW_PFN_SQL = "TRY_CAST('0x' || substr(lpad(args->>'pte', 16, '0'), 4, 10) AS BIGINT)"
 
 
 def migration_links(
@@ -660,7 +659,7 @@ def migration_links(
     rows = store.query(
         f"""WITH s AS (SELECT line, pid, args->>'addr' AS addr, {_OLD_PFN_SQL} AS old_pfn
                        FROM aux_events WHERE trace_id = $t AND event = 'set_migration_pte'),
-                r AS (SELECT line, pid, args->>'addr' AS addr, {_NEW_PFN_SQL} AS new_pfn
+                r AS (SELECT line, pid, args->>'addr' AS addr, {PRESENT_PTE_PFN_SQL} AS new_pfn
                       FROM aux_events WHERE trace_id = $t AND event = 'remove_migration_pte'),
                 m AS (SELECT r.line, r.pid, s.old_pfn, r.new_pfn
                       FROM r ASOF JOIN s ON r.pid = s.pid AND r.addr = s.addr AND s.line < r.line
