@@ -15,7 +15,10 @@ import pytest
 from conftest import run_cli
 
 from replay.analysis.fidelity import compare_runs
+from replay.engine import recorded
 from replay.engine import whatif as engine
+from replay.engine.environment import zone_environment
+from replay.engine.observed import fork_state
 from replay.models.config import load_model
 from replay.store import Store
 from replay.trace.ingest import ingest
@@ -99,8 +102,9 @@ def test_recorded_compaction_follows_the_kernels_migrations(
     """The shipped capture's compact_memory pass: with recorded_compaction the model
     compacts there itself; of the frees the echo task made inside the pass (126k
     migrated pages' old homes), those of folios the ptes name (set_/remove_migration_pte)
-    are not frees of the model's objects, and such an object is freed where the trace
-    frees its new pfn."""
+    and those of the unmapped folios the pass migrated (replay.engine.recorded) are not
+    frees of the model's objects, and such an object is freed where the trace frees its
+    new pfn."""
     db = tmp_path / "c.duckdb"
     shutil.copyfile(capture_db, db)
     toml = tmp_path / "rc.toml"
@@ -126,7 +130,12 @@ def test_recorded_compaction_follows_the_kernels_migrations(
             f["seq"] for f in frees
             if any(f["pid"] == pid and b < f["line"] < e for pid, b, e in windows)
         }  # fmt: skip
-        _y, _x, dropped = engine.migration_links(s, s.trace_id("compact"))
+        tid = s.trace_id("compact")
+        _y, _x, dropped = recorded.migration_links(s, tid)
+        env = zone_environment(s, tid, load_model(str(toml)), None)
+        fork = fork_state(s, tid, env.start_pfn, env.pages)
+        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        every = recorded.migration_map(s, tid, fork.seq, total, env.start_pfn, fork.page_mt)
         steps = s.one(
             "SELECT count(*) FROM steps WHERE run_id = $r AND pfn IS NULL", {"r": r.run_id}
         )[0]
@@ -139,7 +148,10 @@ def test_recorded_compaction_follows_the_kernels_migrations(
     run_dropped = {int(q) for q in dropped if q >= r.start_seq}
     # the frees of the old folios the ptes name are left out (all inside the pass here)
     assert 1000 < len(run_dropped) < len(inside) and run_dropped <= inside
-    assert steps == len(frees) - len(run_dropped)  # free steps: pfn is NULL
+    # and those of the folios no pte names (page cache), matched by the pass's frees
+    all_dropped = set(every.seqs.tolist())
+    assert run_dropped < all_dropped <= inside and len(all_dropped) > 100_000
+    assert steps == len(frees) - len(all_dropped)  # free steps: pfn is NULL
     assert "compact_recorded" in kinds
 
 
@@ -155,7 +167,7 @@ def test_migrated_objects_are_freed_at_their_new_pfn(small_db: Path, tmp_path: P
                     'zone_choice = "trace"\ncompaction = "direct"\n')  # fmt: skip
     with Store(db) as s:
         tid = s.trace_id("small-pressure-6.18")
-        y_obj, x_obj, dropped = engine.migration_links(s, tid)
+        y_obj, x_obj, dropped = recorded.migration_links(s, tid)
         allocated = set(
             s.query("SELECT DISTINCT obj FROM events WHERE trace_id = $t AND op = 'alloc'",
                     {"t": tid}).column("obj").to_pylist()
@@ -173,7 +185,7 @@ def test_migrated_objects_are_freed_at_their_new_pfn(small_db: Path, tmp_path: P
         k = engine.run(s, "small-pressure-6.18", load_model("kernel"), start="observed")
         off = engine.run(s, "small-pressure-6.18", load_model(str(toml)), start="observed")
         # the new homes' frees in the run's zone, after the fork
-        y_run, _x, _d = engine.migration_links(s, tid, k.start_seq)
+        y_run, _x, _d = recorded.migration_links(s, tid, k.start_seq)
         y_seqs = s.query(
             """SELECT seq FROM events WHERE trace_id = $t AND op = 'free' AND pfn >= $zs
                  AND pfn < $ze AND obj IN (SELECT unnest($y::BIGINT[]))""",

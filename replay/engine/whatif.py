@@ -35,7 +35,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from replay.engine.environment import (
     Environment,
@@ -49,7 +48,15 @@ from replay.engine.environment import (
     zone_environment,
     zone_pageblocks,
 )
-from replay.engine.observed import PRESENT_PTE_PFN_SQL, fork_state
+from replay.engine.observed import fork_state
+from replay.engine.recorded import (
+    PASS_BEGIN,
+    PASS_END,
+    PASS_ONCE,
+    kswapd_reclaim,
+    migration_map,
+    recorded_compactions,
+)
 from replay.engine.results import (
     CONTIGUITY_SCHEMA,
     EXTFRAG_SCHEMA,
@@ -65,7 +72,12 @@ from replay.engine.results import (
     steps_batch,
 )
 from replay.errors import UsageError
-from replay.models.compaction import compact_memory, compact_recorded
+from replay.models.compaction import (
+    compact_memory,
+    compact_recorded,
+    compact_recorded_begin,
+    compact_recorded_step,
+)
 from replay.models.config import RunConfig
 from replay.models.defrag import (
     EX_BLOCKED,
@@ -92,6 +104,9 @@ from replay.models.internal import (
     C_REFILLS,
     C_SCANNED,
     C_STEALS,
+    CC_ORDER,
+    CC_UNITS,
+    CONTINUE,
     CZ_DF_DUE,
     CZ_VC_USED,
     DEFERRED,
@@ -110,8 +125,6 @@ from replay.models.internal import (
     MIGRATE_MOVABLE,
     MIGRATE_RECLAIMABLE,
     MIGRATE_UNMOVABLE,
-    MODE_ASYNC,
-    MODE_SYNC,
     MODES,
     NR_STATS,
     P_COMPACT,
@@ -134,6 +147,7 @@ from replay.models.internal import (
     S_IGNORED,
     S_POOL_FALLBACKS,
     S_SERVED_KERNEL_FAILED,
+    ZONE_RECLAIM_ACTIVE,
 )
 from replay.models.pcp import drain_all, pageblock_snapshot
 from replay.models.zone import ZoneState
@@ -214,6 +228,8 @@ class _Replay:
         self.model_events = Spool(tmp / "model_events.parquet", MODEL_EVENTS_SCHEMA)
         self.contiguity = Spool(tmp / "contiguity.parquet", CONTIGUITY_SCHEMA)
         self.compactions = 0
+        # recorded passes in progress: pass -> [its compact_control, its loop's result]
+        self.passes: dict[int, list[Any]] = {}
         self.contig_pages = 0
         self._pass_ef: np.ndarray | None = None
         # regions (exchange pages, contiguity): per object its dense region (-1: none) and
@@ -242,7 +258,9 @@ class _Replay:
         snap_at; ``actions`` (index, kind, argument) before the event at that index (the
         length of ``ev``: after the last): ``compact`` (one-shot compaction),
         ``exchange`` (exchange pages), ``contig`` (a contiguous range allocation,
-        argument [pages] or [pages, pfn]). Active defragmentation passes run where the
+        argument [pages] or [pages, pfn]), ``compact_recorded`` (a step of a pass the
+        recorded kernel ran), ``reclaim_active`` (argument (1,) or (0,): the recorded
+        kswapd's reclaim began or ended). Active defragmentation passes run where the
         kernel stops for them."""
         n = ev[0].shape[0]
         bounds: list[tuple[int, int, str, Any]] = []
@@ -272,6 +290,8 @@ class _Replay:
                 self.compact_memory(seq)
             elif what == "compact_recorded":
                 self.compact_recorded(seq, arg)
+            elif what == "reclaim_active":
+                z.arrays.zone_flags[ZONE_RECLAIM_ACTIVE] = arg[0]
             elif what == "exchange":
                 self.exchange(seq)
             elif what == "contig":
@@ -437,12 +457,30 @@ class _Replay:
         self.flush()
 
     def compact_recorded(self, seq: int, arg: tuple[int, ...]) -> None:
-        """The model's compaction where the recorded kernel compacted (order, mode, pages
-        the kernel's pass migrated, its scanners' pfns at the begin and the end)."""
+        """The model's compaction where the recorded kernel compacted: ``arg`` is (pass,
+        phase, order, mode, budget, the scanners' pfns at the begin and the end; see
+        replay.engine.recorded.recorded_compactions). Each pass in progress keeps its
+        own compact_control between its steps (passes of several tasks overlap)."""
         z = self.zone
+        pass_, phase, order, mode, budget = arg[:5]
+        scan = np.array(arg[5:9], np.int64)
         t0 = time.perf_counter()
-        compact_recorded(arg[0], arg[1], arg[2], np.array(arg[3:7], np.int64), seq, z.arrays,
-                         z.prm, self.objects, z.cz, z.counters, self.me)  # fmt: skip
+        if phase == PASS_ONCE:
+            compact_recorded(order, mode, budget, scan, seq, z.arrays, z.prm, self.objects,
+                             z.cz, z.counters, self.me)  # fmt: skip
+        elif phase == PASS_BEGIN:
+            compact_recorded_begin(order, mode, scan, z.arrays, z.prm, z.cz)
+            self.passes[pass_] = [z.cz[CC_ORDER:CC_UNITS].copy(), CONTINUE]
+        elif pass_ in self.passes:
+            cc, r = self.passes[pass_]
+            last = phase == PASS_END
+            if r == CONTINUE or last:
+                z.cz[CC_ORDER:CC_UNITS] = cc
+                r = int(compact_recorded_step(budget, last, r, scan, seq, z.arrays, z.prm,
+                                              self.objects, z.cz, z.counters, self.me))  # fmt: skip
+                self.passes[pass_] = [z.cz[CC_ORDER:CC_UNITS].copy(), r]
+            if last:
+                del self.passes[pass_]
         self.replay_s += time.perf_counter() - t0
         self.flush()
 
@@ -573,124 +611,6 @@ def contiguity(region: np.ndarray, vpn: np.ndarray, pfn: np.ndarray, order: np.n
     out["top1_pct"] = 100.0 * out["largest_run"] / pages
     out["top4_pct"] = 100.0 * top4 / pages
     return out
-
-
-def recorded_compactions(
-    store: Store, trace_id: int, env: Environment, lo_seq: int, hi_seq: int
-) -> list[tuple[int, str, tuple[int, ...]]]:
-    """The compactions the recorded kernel ran in the run's zone, as actions before the
-    first event after each ``mm_compaction_begin``: (seq, "compact_recorded", (order,
-    mode, budget, mig0, fr0, mig1, fr1)). The order is the task's first
-    ``mm_compaction_finished``'s after the begin (-1: a whole-zone pass), the mode the
-    begin's (async 0, sync and sync_light 1), the budget the pages the pass migrated:
-    the ``nr_migrated`` of its task's ``mm_compaction_migratepages`` up to its
-    ``mm_compaction_end`` (-1, no bound, when the trace has no such event); then the
-    migrate and free scanners' pfns at the begin and at the end (-1 unknown)."""
-    rows = store.query(
-        """WITH b AS (
-               SELECT line, pid, args->>'mode' AS mode,
-                      hexint(args->>'migrate_pfn') AS mig0, hexint(args->>'free_pfn') AS fr0
-               FROM aux_events
-               WHERE trace_id = $t AND event = 'mm_compaction_begin'
-                 AND hexint(args->>'zone_start') = $zs),
-           en AS (SELECT line, pid, hexint(args->>'migrate_pfn') AS mig1,
-                         hexint(args->>'free_pfn') AS fr1 FROM aux_events
-                  WHERE trace_id = $t AND event = 'mm_compaction_end'),
-           be AS (SELECT b.line, b.pid, b.mode, en.line AS end_line, b.mig0, b.fr0, en.mig1,
-                         en.fr1
-                  FROM b ASOF LEFT JOIN en ON b.pid = en.pid AND b.line < en.line),
-           mg AS (SELECT line, pid, TRY_CAST(args->>'nr_migrated' AS BIGINT) AS n
-                  FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_migratepages'),
-           moved AS (SELECT be.line, sum(mg.n) AS n FROM be JOIN mg ON mg.pid = be.pid
-                       AND mg.line > be.line AND (be.end_line IS NULL OR mg.line < be.end_line)
-                     GROUP BY be.line),
-           f AS (SELECT line, pid, TRY_CAST(args->>'order' AS INTEGER) AS "order"
-                 FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_finished'),
-           e AS (SELECT line, seq FROM events WHERE trace_id = $t)
-           SELECT e.seq, coalesce(f."order", -1) AS "order", be.mode,
-                  CASE WHEN (SELECT count(*) FROM mg) = 0 THEN -1
-                       ELSE coalesce(moved.n, 0) END AS budget,
-                  coalesce(be.mig0, -1) AS mig0, coalesce(be.fr0, -1) AS fr0,
-                  coalesce(be.mig1, -1) AS mig1, coalesce(be.fr1, -1) AS fr1
-           FROM be LEFT JOIN moved USING (line)
-             ASOF LEFT JOIN f ON be.pid = f.pid AND be.line < f.line
-             ASOF JOIN e ON be.line < e.line
-           WHERE e.seq >= $lo AND e.seq < $hi ORDER BY e.seq""",
-        {"t": trace_id, "zs": env.start_pfn, "lo": lo_seq, "hi": hi_seq},
-    ).to_pylist()
-    return [(int(r["seq"]), "compact_recorded",
-             (int(r["order"]), MODE_ASYNC if r["mode"] == "async" else MODE_SYNC,
-              int(r["budget"]), int(r["mig0"]), int(r["fr0"]), int(r["mig1"]), int(r["fr1"])))
-            for r in rows]  # fmt: skip
-
-
-# x86-64 ptes of set_/remove_migration_pte: a migration entry holds the old pfn inverted
-# (L1TF) from bit 9 (__swp_entry: SWP_OFFSET_FIRST_BIT 9, the 5 type bits on top), of
-# which swp_offset_pfn keeps SWP_PFN_BITS = 46 - 12 = 34 (the young/dirty bits are
-# above); a present pte has its pfn in bits 12..51 (PRESENT_PTE_PFN_SQL).
-_OLD_PFN_SQL = (
-    "(((~TRY_CAST('0x' || right(lpad(args->>'pte', 16, '0'), 11) AS BIGINT)) "
-    "& 17592186044415) >> 9) & 17179869183"
-)
-
-
-def migration_links(
-    store: Store, trace_id: int, from_seq: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Objects the recorded kernel migrated, followed to their new pfn (``migrate_pages``).
-
-    ``try_to_migrate`` writes a migration entry for the old pfn into each pte
-    that maps the folio (``set_migration_pte``), ``remove_migration_pte`` the
-    new pfn into the same address, and ``migrate_folio_done`` then frees the
-    old folio (its ``mm_page_free``, by the migrating task). The trace pairs
-    that free with the object; its later free at the new pfn is a free of an
-    object never allocated in the trace (``compaction_alloc`` has no event).
-    Returns, sorted by the first: the objects freed at a new pfn, the migrated
-    object each one is, and the seqs of the migrations' frees of the old
-    folios (the object lives on at its new pfn, freed where the trace frees
-    the new one, if it does). Chains (an object migrated twice) lead to the
-    first object. Folios no pte maps (unmapped page cache) are not named by
-    the trace: their old folio's free stays the object's free (keeping the
-    object alive instead would keep it to the end of the run, as its new
-    home's free names no object: the model would fail what the kernel served).
-    Only migrations from seq ``from_seq`` on (a run's first): an object
-    migrated before it is where its new home is at the fork.
-    """
-    rows = store.query(
-        f"""WITH s AS (SELECT line, pid, args->>'addr' AS addr, {_OLD_PFN_SQL} AS old_pfn
-                       FROM aux_events WHERE trace_id = $t AND event = 'set_migration_pte'),
-                r AS (SELECT line, pid, args->>'addr' AS addr, {PRESENT_PTE_PFN_SQL} AS new_pfn
-                      FROM aux_events WHERE trace_id = $t AND event = 'remove_migration_pte'),
-                m AS (SELECT r.line, r.pid, s.old_pfn, r.new_pfn
-                      FROM r ASOF JOIN s ON r.pid = s.pid AND r.addr = s.addr AND s.line < r.line
-                      WHERE s.old_pfn <> r.new_pfn),
-                fr AS (SELECT line, pfn, obj, seq, pid FROM events
-                       WHERE trace_id = $t AND op = 'free'),
-                allocated AS (SELECT DISTINCT obj FROM events
-                              WHERE trace_id = $t AND op = 'alloc')
-           SELECT DISTINCT x.seq AS x_seq, x.obj AS x_obj,
-                  CASE WHEN y.line > x.line AND y.obj NOT IN (SELECT obj FROM allocated)
-                       THEN y.obj END AS y_obj
-           FROM m ASOF JOIN fr x ON x.pfn = m.old_pfn AND x.line > m.line
-                  ASOF LEFT JOIN fr y ON y.pfn = m.new_pfn AND y.line > m.line
-           WHERE x.pid = m.pid AND x.seq >= $from""",
-        {"t": trace_id, "from": from_seq},
-    )
-    seqs = np.unique(rows.column("x_seq").to_numpy().astype(np.int64))
-    linked = rows.filter(pc.is_valid(rows.column("y_obj")))
-    y = linked.column("y_obj").to_numpy().astype(np.int64)
-    x = linked.column("x_obj").to_numpy().astype(np.int64)
-    uy, first = np.unique(y, return_index=True)  # one migrated object per new home
-    ux = x[first]
-    for _ in range(64):  # follow chains: x itself the new home of an earlier migration
-        if uy.shape[0] == 0:
-            break
-        i = np.minimum(np.searchsorted(uy, ux), uy.shape[0] - 1)
-        hit = uy[i] == ux
-        if not hit.any():
-            break
-        ux = np.where(hit, ux[i], ux)
-    return uy, ux, seqs
 
 
 def _pressure(config: RunConfig, env: Environment) -> tuple[int, int]:
@@ -831,9 +751,10 @@ def run(
     src = src_all = "events"
     linked: dict[str, pa.Table] = {}
     if config.get("recorded_compaction", False):
-        y_obj, x_obj, mig_seqs = migration_links(store, trace_id, lo_seq)
-        linked = {"migration_links": pa.table({"y_obj": y_obj, "x_obj": x_obj}),
-                  "migration_frees": pa.table({"seq": mig_seqs})}  # fmt: skip
+        mig = migration_map(store, trace_id, lo_seq, hi_seq, env.start_pfn,
+                            fork.page_mt if fork is not None else None)  # fmt: skip
+        linked = {"migration_links": pa.table({"y_obj": mig.y_obj, "x_obj": mig.x_obj}),
+                  "migration_frees": pa.table({"seq": mig.seqs})}  # fmt: skip
         for name_, tab in linked.items():
             store.con.register(name_, tab)
         src_all = (
@@ -989,7 +910,9 @@ def run(
     actions += [(s_, "exchange", None) for s_ in sorted(set(config.get("exchange_at", [])))]
     actions += [(a[0], "contig", a[1:]) for a in config.get("contig_at", [])]
     if config.get("recorded_compaction", False):
-        actions += recorded_compactions(store, trace_id, env, lo_seq, hi_seq)
+        actions += recorded_compactions(store, trace_id, env, lo_seq, hi_seq, total)
+    if config.get("recorded_kswapd", False) and config.get("pcp", False):
+        actions += kswapd_reclaim(store, trace_id, lo_seq, hi_seq)
     flags_expr, flags_params = flags_sql(config)
     rp.snapshot(-1)
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)

@@ -42,6 +42,8 @@ from replay.models.internal import (
     C_SCANNED,
     CC_FAILED,
     CC_FREE_PFN,
+    CC_FREE_START,
+    CC_MIG_START,
     CC_MIGRATE_PFN,
     CC_MODE,
     CC_MOVED,
@@ -462,26 +464,12 @@ def release_freepages(z, prm, cz):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, _nrt=False)
-def compact_zone(t, mode, whole, proactive, mt, kind, seq, z, prm, ob, cz, counters, me,  # type: ignore[no-untyped-def]
-                 budget=-1, scan=None):  # fmt: skip
-    """``compact_zone``; returns the compact_result and records one model event.
-
-    For a pass a recorded kernel ran (``compact_recorded``): ``budget`` (pages,
-    -1 none) ends it (SUCCESS) once it has migrated that many pages, and
-    ``scan`` (int64[4] pfns, -1 each where not known: the recorded
-    ``mm_compaction_begin``'s migrate_pfn and free_pfn, its
-    ``mm_compaction_end``'s) starts the scanners where the kernel's started and
-    ends the pass where the kernel's scanners stopped."""
+def compact_start(t, mode, whole, proactive, mt, z, prm, cz, scan=None):  # type: ignore[no-untyped-def]
+    """``compact_zone`` up to its loop: the scanners' start (the zone's cached positions,
+    or the zone's ends for a whole-zone pass; ``scan``: see :func:`compact_zone`) and a
+    fresh compact_control in ``cz``'s CC fields (pfns)."""
     start = prm[P_START]
     end = start + prm[P_PAGES]
-    if t != -1:
-        free = zone_free_pages(z.nr_free)
-        if zone_watermark_ok(t, prm[P_WMIN], free, z.nr_free_mt.reshape((NR_PAGE_ORDERS, 3)), 0):
-            emit(z, me, counters, seq, kind, t, mode, -1, -1, -1, -1, 0, 0, 0, 0, 0, SUCCESS)
-            return SUCCESS
-        if not compaction_suitable(t, z, prm):
-            emit(z, me, counters, seq, kind, t, mode, -1, -1, -1, -1, 0, 0, 0, 0, 0, SKIPPED)
-            return SKIPPED
     if whole:
         mig = start
         fr = pageblock_start_pfn(end - 1)
@@ -511,23 +499,38 @@ def compact_zone(t, mode, whole, proactive, mt, kind, seq, z, prm, ob, cz, count
     cz[CC_FREE_PFN] = fr
     for f in range(CC_NR_MIGRATE, CC_NUNITS + 1):
         cz[f] = 0
+    cz[CC_MIG_START] = mig
+    cz[CC_FREE_START] = fr
+
+
+@nb.njit(cache=True, _nrt=False)
+def compact_loop(budget, z, prm, ob, cz, counters, scan=None):  # type: ignore[no-untyped-def]
+    """``compact_zone``'s loop: isolate and migrate until ``compact_finished`` says
+    otherwise (its result), ``budget`` pages (-1: none) have moved in the pass
+    (CONTINUE: the pass can go on), or the scanners reach where the recorded pass's
+    stopped (``scan[2:]``: SUCCESS)."""
     while True:
         r = compact_finished(z, prm, cz)
         if r != CONTINUE:
-            break
+            return r
         if budget >= 0 and cz[CC_MOVED] >= budget:
-            r = SUCCESS
-            break
+            return CONTINUE
         if scan is not None and (
             (scan[2] >= 0 and cz[CC_MIGRATE_PFN] >= scan[2])
             or (scan[3] >= 0 and cz[CC_FREE_PFN] <= scan[3])
         ):
-            r = SUCCESS  # where the recorded pass ended
-            break
+            return SUCCESS  # where the recorded pass ended
         isolate_migratepages(z, prm, ob, cz)
         if cz[CC_NUNITS] > 0:
             migrate_pages(z, prm, ob, cz, counters)
+
+
+@nb.njit(cache=True, _nrt=False)
+def compact_done(r, kind, seq, z, prm, cz, counters, me):  # type: ignore[no-untyped-def]
+    """``compact_zone`` after its loop: the isolated free pages back, the zone's cached
+    scanner positions updated (a pass that did not run to the end), one model event."""
     release_freepages(z, prm, cz)
+    mode = cz[CC_MODE]
     if r != COMPLETE and r != PARTIAL_SKIPPED:
         if cz[CC_MIGRATE_PFN] > cz[CZ_MIG0]:
             cz[CZ_MIG0] = cz[CC_MIGRATE_PFN]
@@ -536,8 +539,35 @@ def compact_zone(t, mode, whole, proactive, mt, kind, seq, z, prm, ob, cz, count
         if cz[CC_FREE_PFN] < cz[CZ_FREE]:
             cz[CZ_FREE] = cz[CC_FREE_PFN]
     counters[C_SCANNED] += cz[CC_SCAN_M] + cz[CC_SCAN_F]
-    emit(z, me, counters, seq, kind, t, mode, mig, fr, cz[CC_MIGRATE_PFN], cz[CC_FREE_PFN],
-         cz[CC_SCAN_M], cz[CC_SCAN_F], cz[CC_MOVED], cz[CC_FAILED], 0, r)  # fmt: skip
+    emit(z, me, counters, seq, kind, cz[CC_ORDER], mode, cz[CC_MIG_START], cz[CC_FREE_START],
+         cz[CC_MIGRATE_PFN], cz[CC_FREE_PFN], cz[CC_SCAN_M], cz[CC_SCAN_F], cz[CC_MOVED],
+         cz[CC_FAILED], 0, r)  # fmt: skip
+
+
+@nb.njit(cache=True, _nrt=False)
+def compact_zone(t, mode, whole, proactive, mt, kind, seq, z, prm, ob, cz, counters, me,  # type: ignore[no-untyped-def]
+                 budget=-1, scan=None):  # fmt: skip
+    """``compact_zone``; returns the compact_result and records one model event.
+
+    For a pass a recorded kernel ran (``compact_recorded``): ``budget`` (pages,
+    -1 none) ends it (SUCCESS) once it has migrated that many pages, and
+    ``scan`` (int64[4] pfns, -1 each where not known: the recorded
+    ``mm_compaction_begin``'s migrate_pfn and free_pfn, its
+    ``mm_compaction_end``'s) starts the scanners where the kernel's started and
+    ends the pass where the kernel's scanners stopped."""
+    if t != -1:
+        free = zone_free_pages(z.nr_free)
+        if zone_watermark_ok(t, prm[P_WMIN], free, z.nr_free_mt.reshape((NR_PAGE_ORDERS, 3)), 0):
+            emit(z, me, counters, seq, kind, t, mode, -1, -1, -1, -1, 0, 0, 0, 0, 0, SUCCESS)
+            return SUCCESS
+        if not compaction_suitable(t, z, prm):
+            emit(z, me, counters, seq, kind, t, mode, -1, -1, -1, -1, 0, 0, 0, 0, 0, SKIPPED)
+            return SKIPPED
+    compact_start(t, mode, whole, proactive, mt, z, prm, cz, scan)
+    r = compact_loop(budget, z, prm, ob, cz, counters, scan)
+    if r == CONTINUE:
+        r = SUCCESS  # the budget is spent
+    compact_done(r, kind, seq, z, prm, cz, counters, me)
     return r
 
 
@@ -602,13 +632,43 @@ def proactive_tick(ts, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-un
 
 @nb.njit(cache=True, _nrt=False)
 def compact_recorded(t, mode, budget, scan, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
-    """The model's ``compact_zone`` where the recorded kernel ran one: for order ``t``
-    (-1: the whole zone, as kcompactd's proactive and /proc passes) in ``mode``, moving
-    at most ``budget`` pages (the pages the kernel's pass migrated,
-    ``mm_compaction_migratepages``; -1: no bound), its scanners over the range the
-    kernel's scanned (``scan``: see :func:`compact_zone`)."""
+    """The model's ``compact_zone`` where the recorded kernel ran one, all at once: for
+    order ``t`` (-1: the whole zone, as kcompactd's proactive and /proc passes) in
+    ``mode``, moving at most ``budget`` pages (-1: no bound), its scanners over the
+    range the kernel's scanned (``scan``: see :func:`compact_zone`). For a trace
+    without ``mm_compaction_migratepages``; otherwise the pass runs as the kernel's
+    did, batch by batch (:func:`compact_recorded_begin`, :func:`compact_recorded_step`)."""
     return compact_zone(t, mode, t == -1, False, MIGRATE_MOVABLE, K_COMPACT_RECORDED, seq, z,
                         prm, ob, cz, counters, me, budget, scan)  # fmt: skip
+
+
+@nb.njit(cache=True, _nrt=False)
+def compact_recorded_begin(t, mode, scan, z, prm, cz):  # type: ignore[no-untyped-def]
+    """A recorded pass begins (``mm_compaction_begin``): the kernel found the zone
+    suitable, so no check of the model's; the scanners start where the kernel's did.
+    The caller keeps ``cz[CC_ORDER:CC_UNITS]`` as the pass's compact_control."""
+    compact_start(t, mode, t == -1, False, MIGRATE_MOVABLE, z, prm, cz, scan)
+
+
+@nb.njit(cache=True, _nrt=False)
+def compact_recorded_step(budget, last, prev, scan, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
+    """A recorded pass goes on to ``budget`` pages migrated since its begin (the sum of
+    its task's ``mm_compaction_migratepages`` nr_migrated so far): the model's scanners
+    continue from where the pass's last step left them (``cz``'s CC fields, restored by
+    the caller). The free pages isolated but not used go back after each step (the
+    kernel holds at most a batch's worth between its migrate_pages calls). ``last``:
+    the pass ends (``mm_compaction_end``): one model event. ``prev``: the result of
+    the pass's earlier steps (not CONTINUE: the model's pass finished there, and only
+    the end's event is left). Returns the loop's result (CONTINUE: it can go on)."""
+    r = prev
+    if r == CONTINUE:
+        r = compact_loop(budget, z, prm, ob, cz, counters, scan)
+    if last:
+        compact_done(SUCCESS if r == CONTINUE else r, K_COMPACT_RECORDED, seq, z, prm, cz,
+                     counters, me)  # fmt: skip
+    else:
+        release_freepages(z, prm, cz)
+    return r
 
 
 @nb.njit(cache=True, _nrt=False)

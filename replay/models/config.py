@@ -59,6 +59,11 @@ PARAMS: dict[str, tuple[type, str]] = {
         "run the model's compaction where the recorded kernel "
         "compacted (order and mode from its trace; default false)",
     ),
+    "recorded_kswapd": (
+        bool,
+        "the recorded kswapd's reclaim sets ZONE_RECLAIM_ACTIVE while it ran (from each "
+        "mm_vmscan_kswapd_wake; the pcp lists hold at most 4 batches; default false)",
+    ),
     "compact_at": (list, "seqs before which to compact the whole zone once (-1: at the end)"),
     "kswapd": (str, "off | lru | targeted: kswapd high-order reclaim (default off)"),
     "kswapd_movable": (bool, "kswapd may evict movable pages too (default true)"),
@@ -130,8 +135,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The closest model of the recorded kernel (docs/fidelity.md): grouping by mobility,
     # pcp lists with 6.7+ high tuning sized from the capture's pagesets, each request in
     # the zone the kernel chose, direct compaction as the GFP flags allow, and the model's
-    # compaction wherever the kernel compacted (bounded by what the kernel's pass migrated
-    # and scanned; the migrated objects followed to their new pfns).
+    # compaction wherever the kernel compacted (batch by batch as the kernel's pass
+    # migrated; the migrated objects followed to their new pfns), and the pcp limits of
+    # reclaim while the kernel's kswapd reclaimed.
     "kernel": {
         "model": "mobility",
         "pcp": True,
@@ -139,6 +145,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "zone_choice": "trace",
         "compaction": "direct",
         "recorded_compaction": True,
+        "recorded_kswapd": True,
     },
 }
 

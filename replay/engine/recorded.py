@@ -1,0 +1,387 @@
+"""What the recorded kernel did that is an input to the ``kernel`` model, not its decision.
+
+Compaction: each ``mm_compaction_begin``/``mm_compaction_end`` pass of the
+run's zone is replayed as the model's own compaction, batch by batch where
+the kernel's ``migrate_pages`` calls were (:func:`recorded_compactions`).
+kswapd: while the recorded kswapd reclaimed, the zone's ZONE_RECLAIM_ACTIVE
+(:func:`kswapd_reclaim`). Migrations: the objects the kernel moved, followed from their old pfn to
+their new one, so a migration's free of the old folio is not the object's
+free (:func:`migration_map`): by the migration ptes where the folio is
+mapped (:func:`migration_links`), and otherwise by matching each free of a
+page the trace never allocated (a ``compaction_alloc`` target: no event) to
+a migrated folio of its order (:func:`unnamed_migrations`).
+
+Units: pfn, pages (4 KiB), order, seq (canonical event index), trace lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+
+from replay.engine.environment import Environment
+from replay.engine.observed import PRESENT_PTE_PFN_SQL
+from replay.models.internal import MIGRATE_MOVABLE, MODE_ASYNC, MODE_SYNC
+from replay.store import Store
+
+# the phases of a recorded pass (the ``compact_recorded`` action's second field)
+PASS_ONCE, PASS_BEGIN, PASS_STEP, PASS_END = range(4)
+AFTER_LAST = -1  # an action's seq: after the trace's last event
+
+
+def recorded_compactions(
+    store: Store, trace_id: int, env: Environment, lo_seq: int, hi_seq: int, total: int
+) -> list[tuple[int, str, tuple[int, ...]]]:
+    """The compactions the recorded kernel ran in the run's zone, as actions
+    ``(seq, "compact_recorded", (pass, phase, order, mode, budget, mig0, fr0, mig1,
+    fr1))`` before the first event after the line they stand for (seq -1: after the
+    trace's last event), in seq order.
+
+    A pass is the task's ``mm_compaction_begin`` (phase PASS_BEGIN; ``pass`` is its
+    line), each of its ``mm_compaction_migratepages`` up to its
+    ``mm_compaction_end`` (PASS_STEP; budget: the pages its migrate_pages calls
+    have migrated so far, the sum of nr_migrated), and the end (PASS_END; budget:
+    the pass's total), so the model compacts while the kernel did, between the
+    same allocations. A trace without migratepages events gets one PASS_ONCE
+    action per pass at its begin (budget -1: no bound). The order is the task's
+    first ``mm_compaction_finished``'s after the begin (-1: a whole-zone pass), the
+    mode the begin's (async 0, sync and sync_light 1), then the migrate and free
+    scanners' pfns at the begin and at the end (-1 unknown). Passes that began
+    before ``lo_seq`` (the fork) are left out: the fork's state holds what they did.
+    Steps at or after ``hi_seq`` are left out unless ``hi_seq`` is the trace's end
+    (``total``)."""
+    rows = store.query(
+        """WITH b AS (
+               SELECT line, pid, args->>'mode' AS mode,
+                      hexint(args->>'migrate_pfn') AS mig0, hexint(args->>'free_pfn') AS fr0
+               FROM aux_events
+               WHERE trace_id = $t AND event = 'mm_compaction_begin'
+                 AND hexint(args->>'zone_start') = $zs),
+           en AS (SELECT line, pid, hexint(args->>'migrate_pfn') AS mig1,
+                         hexint(args->>'free_pfn') AS fr1 FROM aux_events
+                  WHERE trace_id = $t AND event = 'mm_compaction_end'),
+           be AS (SELECT b.line, b.pid, b.mode, en.line AS end_line, b.mig0, b.fr0, en.mig1,
+                         en.fr1
+                  FROM b ASOF LEFT JOIN en ON b.pid = en.pid AND b.line < en.line),
+           mg AS (SELECT line, pid, TRY_CAST(args->>'nr_migrated' AS BIGINT) AS n
+                  FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_migratepages'),
+           st AS (SELECT be.line AS pass, mg.line AS at_line,
+                         sum(coalesce(mg.n, 0)) OVER (PARTITION BY be.line ORDER BY mg.line)
+                           AS budget
+                  FROM be JOIN mg ON mg.pid = be.pid AND mg.line > be.line
+                    AND (be.end_line IS NULL OR mg.line < be.end_line)),
+           f AS (SELECT line, pid, TRY_CAST(args->>'order' AS INTEGER) AS "order"
+                 FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_finished'),
+           p AS (SELECT be.*, coalesce(f."order", -1) AS "order",
+                        coalesce((SELECT max(budget) FROM st WHERE st.pass = be.line), 0)
+                          AS total
+                 FROM be ASOF LEFT JOIN f ON be.pid = f.pid AND be.line < f.line),
+           a AS (SELECT line AS pass, 1 AS phase, line AS at_line, 0 AS budget FROM p
+                 UNION ALL SELECT pass, 2, at_line, budget FROM st
+                 UNION ALL SELECT line, 3, end_line, total FROM p WHERE end_line IS NOT NULL),
+           e AS (SELECT line, seq FROM events WHERE trace_id = $t)
+           SELECT a.pass, a.phase, coalesce(e.seq, -1) AS seq, a.budget, p."order", p.mode,
+                  coalesce(p.mig0, -1) AS mig0, coalesce(p.fr0, -1) AS fr0,
+                  coalesce(p.mig1, -1) AS mig1, coalesce(p.fr1, -1) AS fr1,
+                  (SELECT count(*) FROM mg) AS n_mg
+           FROM a JOIN p ON p.line = a.pass ASOF LEFT JOIN e ON a.at_line < e.line
+           ORDER BY a.at_line, a.phase""",
+        {"t": trace_id, "zs": env.start_pfn},
+    ).to_pylist()
+    out: list[tuple[int, str, tuple[int, ...]]] = []
+    started: set[int] = set()
+    for r in rows:
+        seq, phase, pass_ = int(r["seq"]), int(r["phase"]), int(r["pass"])
+        if phase == PASS_BEGIN:
+            if seq == AFTER_LAST or seq < lo_seq or seq >= hi_seq:
+                continue  # began before the fork, or after the run
+            started.add(pass_)
+        elif pass_ not in started:
+            continue
+        if seq == AFTER_LAST and hi_seq < total:
+            continue
+        if seq != AFTER_LAST and seq >= hi_seq:
+            continue
+        if int(r["n_mg"]) == 0:  # no batches recorded: the whole pass at its begin
+            if phase != PASS_BEGIN:
+                continue
+            phase = PASS_ONCE
+        mode = MODE_ASYNC if r["mode"] == "async" else MODE_SYNC
+        budget = -1 if phase == PASS_ONCE else int(r["budget"])
+        out.append((seq, "compact_recorded",
+                    (pass_, phase, int(r["order"]), mode, budget, int(r["mig0"]), int(r["fr0"]),
+                     int(r["mig1"]), int(r["fr1"]))))  # fmt: skip
+    out.sort(key=lambda a: (a[0] == AFTER_LAST, a[0]))  # stable: the lines' order within a seq
+    return out
+
+
+def kswapd_reclaim(
+    store: Store, trace_id: int, lo_seq: int, hi_seq: int
+) -> list[tuple[int, str, tuple[int, ...]]]:
+    """While the recorded kswapd balanced the node, as actions ``(seq, "reclaim_active",
+    (1,))`` where it began and ``(seq, "reclaim_active", (0,))`` where it ended.
+
+    ``kswapd`` traces ``mm_vmscan_kswapd_wake`` just before each ``balance_pgdat``,
+    which sets ZONE_RECLAIM_ACTIVE on the node's zones (``set_reclaim_active``) and
+    clears it when it returns (``clear_reclaim_active``): not traced. The window ends
+    at kswapd's first ``mm_compaction_wakeup_kcompactd`` after the wake (it wakes
+    kcompactd from ``kswapd_try_to_sleep``, after balance_pgdat), else at its last
+    page event (the pages it reclaimed) before its next wake or sleep. While the flag
+    is set, ``nr_pcp_high`` keeps each pcp list to at most ``batch << 2`` pages.
+    A window open at the fork (``lo_seq``) starts there; one still open at
+    ``hi_seq`` is left open."""
+    rows = store.query(
+        """WITH k AS (SELECT line, pid, event FROM aux_events WHERE trace_id = $t
+                      AND event IN ('mm_vmscan_kswapd_wake', 'mm_vmscan_kswapd_sleep')),
+                w AS (SELECT line AS l0, pid, lead(line) OVER (PARTITION BY pid ORDER BY line)
+                             AS l_next
+                      FROM k QUALIFY event = 'mm_vmscan_kswapd_wake'),
+                kc AS (SELECT line, pid FROM aux_events WHERE trace_id = $t
+                       AND event = 'mm_compaction_wakeup_kcompactd'),
+                pe AS (SELECT line, pid FROM events WHERE trace_id = $t
+                       AND pid IN (SELECT DISTINCT pid FROM w)),
+                ends AS (
+                    SELECT w.l0, w.pid,
+                           coalesce(
+                               (SELECT min(kc.line) FROM kc WHERE kc.pid = w.pid
+                                  AND kc.line > w.l0 AND (w.l_next IS NULL OR kc.line < w.l_next)),
+                               (SELECT max(pe.line) FROM pe WHERE pe.pid = w.pid
+                                  AND pe.line > w.l0 AND (w.l_next IS NULL OR pe.line < w.l_next)),
+                               w.l0) AS l1
+                    FROM w),
+                e AS (SELECT line, seq FROM events WHERE trace_id = $t)
+           SELECT coalesce(s0.seq, -1) AS s0, coalesce(s1.seq, -1) AS s1
+           FROM ends ASOF LEFT JOIN e s0 ON ends.l0 < s0.line
+                ASOF LEFT JOIN e s1 ON ends.l1 < s1.line
+           ORDER BY ends.l0""",
+        {"t": trace_id},
+    ).to_pylist()
+    out: list[tuple[int, str, tuple[int, ...]]] = []
+    for r in rows:
+        s0, s1 = int(r["s0"]), int(r["s1"])
+        s1 = hi_seq if s1 == AFTER_LAST else s1
+        if s0 == AFTER_LAST or s1 <= lo_seq or s0 >= hi_seq or s1 <= s0:
+            continue
+        out.append((max(s0, lo_seq), "reclaim_active", (1,)))
+        if s1 < hi_seq:
+            out.append((s1, "reclaim_active", (0,)))
+    out.sort(key=lambda a: a[0])
+    return out
+
+
+# x86-64 ptes of set_/remove_migration_pte: a migration entry holds the old pfn inverted
+# (L1TF) from bit 9 (__swp_entry: SWP_OFFSET_FIRST_BIT 9, the 5 type bits on top), of
+# which swp_offset_pfn keeps SWP_PFN_BITS = 46 - 12 = 34 (the young/dirty bits are
+# above); a present pte has its pfn in bits 12..51 (PRESENT_PTE_PFN_SQL).
+_OLD_PFN_SQL = (
+    "(((~TRY_CAST('0x' || right(lpad(args->>'pte', 16, '0'), 11) AS BIGINT)) "
+    "& 17592186044415) >> 9) & 17179869183"
+)
+
+
+def migration_links(
+    store: Store, trace_id: int, from_seq: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Objects the recorded kernel migrated, followed to their new pfn by the ptes.
+
+    ``try_to_migrate`` writes a migration entry for the old pfn into each pte
+    that maps the folio (``set_migration_pte``), ``remove_migration_pte`` the
+    new pfn into the same address, and ``migrate_folio_done`` then frees the
+    old folio (its ``mm_page_free``, by the migrating task). The trace pairs
+    that free with the object; its later free at the new pfn is a free of an
+    object never allocated in the trace (``compaction_alloc`` has no event).
+    Returns, sorted by the first: the objects freed at a new pfn, the migrated
+    object each one is, and the seqs of the migrations' frees of the old
+    folios (the object lives on at its new pfn, freed where the trace frees
+    the new one, if it does). Chains (an object migrated twice) lead to the
+    first object. Folios no pte maps (unmapped page cache) are not named here
+    (:func:`unnamed_migrations`). Only migrations from seq ``from_seq`` on (a
+    run's first): an object migrated before it is where its new home is at the
+    fork.
+    """
+    rows = store.query(
+        f"""WITH s AS (SELECT line, pid, args->>'addr' AS addr, {_OLD_PFN_SQL} AS old_pfn
+                       FROM aux_events WHERE trace_id = $t AND event = 'set_migration_pte'),
+                r AS (SELECT line, pid, args->>'addr' AS addr, {PRESENT_PTE_PFN_SQL} AS new_pfn
+                      FROM aux_events WHERE trace_id = $t AND event = 'remove_migration_pte'),
+                m AS (SELECT r.line, r.pid, s.old_pfn, r.new_pfn
+                      FROM r ASOF JOIN s ON r.pid = s.pid AND r.addr = s.addr AND s.line < r.line
+                      WHERE s.old_pfn <> r.new_pfn),
+                fr AS (SELECT line, pfn, obj, seq, pid FROM events
+                       WHERE trace_id = $t AND op = 'free'),
+                allocated AS (SELECT DISTINCT obj FROM events
+                              WHERE trace_id = $t AND op = 'alloc')
+           SELECT DISTINCT x.seq AS x_seq, x.obj AS x_obj,
+                  CASE WHEN y.line > x.line AND y.obj NOT IN (SELECT obj FROM allocated)
+                       THEN y.obj END AS y_obj
+           FROM m ASOF JOIN fr x ON x.pfn = m.old_pfn AND x.line > m.line
+                  ASOF LEFT JOIN fr y ON y.pfn = m.new_pfn AND y.line > m.line
+           WHERE x.pid = m.pid AND x.seq >= $from""",
+        {"t": trace_id, "from": from_seq},
+    )
+    seqs = np.unique(rows.column("x_seq").to_numpy().astype(np.int64))
+    linked = rows.filter(pc.is_valid(rows.column("y_obj")))
+    y = linked.column("y_obj").to_numpy().astype(np.int64)
+    x = linked.column("x_obj").to_numpy().astype(np.int64)
+    uy, first = np.unique(y, return_index=True)  # one migrated object per new home
+    return uy, follow_chains(uy, x[first]), seqs
+
+
+def follow_chains(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``x`` with each object that is itself a new home (in ``y``, sorted) replaced by
+    the object it is, transitively (a folio migrated twice is the first object)."""
+    x = x.copy()
+    for _ in range(64):
+        if y.shape[0] == 0:
+            break
+        i = np.minimum(np.searchsorted(y, x), y.shape[0] - 1)
+        hit = y[i] == x
+        if not hit.any():
+            break
+        x = np.where(hit, x[i], x)
+    return x
+
+
+@dataclass
+class Migrations:
+    """What the run treats as migrations, not frees (obj ids as the events table has
+    them, seqs canonical)."""
+
+    y_obj: np.ndarray  # objects freed at a new home (sorted)
+    x_obj: np.ndarray  # the migrated object each one is
+    seqs: np.ndarray  # the frees of migrated folios' old homes, left out of the run
+    named: int  # of the links: by the migration ptes
+    unnamed: int  # by matching a never-allocated page's free to a migrated folio
+
+
+def unnamed_migrations(
+    store: Store, trace_id: int, lo_seq: int, hi_seq: int, start_pfn: int,
+    page_mt: np.ndarray, named_seqs: np.ndarray, named_y: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Migrations of folios no pte maps (unmapped page cache), which the trace does
+    not name: (new-home objects, the migrated object each one is, the old folios'
+    free seqs left out of the run).
+
+    Inside a compaction pass (between the task's ``mm_compaction_begin`` and
+    ``mm_compaction_end``) the compacting task frees the folios it migrated
+    (``migrate_folio_done``), at the end the free pages it isolated and did not use
+    (``release_free_list``), and little else (slab pages it emptied). So each free
+    the task makes there of a movable object of the pass's zone that was allocated
+    (in the trace, or at the fork: ``page_mt``, the fork's type per page of the
+    zone from ``start_pfn``, -1 free, MOVABLE for LRU pages) and that the ptes do
+    not name is a migration: the folio lives on at a pfn the kernel took with
+    ``compaction_alloc`` (no event). Such a new home is freed later as an object
+    never allocated in the trace, outside its freeing task's own pass, on a page
+    free just before (the last event at its pfn freed it, or there is none since
+    the fork and it was free there). Each such free goes, in seq order, to the
+    earliest unmatched migrated folio of its order migrated before it (which folio
+    went where the trace does not say; the model places the folio itself). A
+    migrated folio that no such free matches lives to the end of the run, as the
+    kernel's did past the trace. Only frees in ``[lo_seq, hi_seq)`` in the zone.
+    """
+    pages = page_mt.shape[0]
+    rows = store.query(
+        """WITH b AS (SELECT line, pid, hexint(args->>'zone_start') AS z0,
+                             hexint(args->>'zone_end') AS z1 FROM aux_events
+                      WHERE trace_id = $t AND event = 'mm_compaction_begin'),
+                en AS (SELECT line, pid FROM aux_events
+                       WHERE trace_id = $t AND event = 'mm_compaction_end'),
+                w AS (SELECT b.pid, b.line AS l0, en.line AS l1, b.z0, b.z1
+                      FROM b ASOF LEFT JOIN en ON b.pid = en.pid AND b.line < en.line),
+                fr AS (SELECT seq, line, pid, obj, pfn, "order", "offset",
+                              count(*) OVER (PARTITION BY obj) AS n_free
+                       FROM events WHERE trace_id = $t AND op = 'free'),
+                a AS (SELECT obj, any_value(migratetype) AS mt FROM events
+                      WHERE trace_id = $t AND op = 'alloc' AND NOT coalesce(failed, false)
+                      GROUP BY obj),
+                ev AS (SELECT seq, pfn, op = 'free' AS freed FROM events
+                       WHERE trace_id = $t AND pfn IS NOT NULL AND seq >= $lo
+                         AND NOT coalesce(failed, false))
+           SELECT fr.seq, fr.obj, fr.pfn - $zs AS off, fr."order",
+                  a.obj IS NOT NULL AS allocated, coalesce(a.mt, -1) AS mt,
+                  coalesce(w.l0 IS NOT NULL AND (w.l1 IS NULL OR fr.line < w.l1), false)
+                    AS in_pass,
+                  coalesce(fr.pfn >= w.z0 AND fr.pfn < w.z1, false) AS in_pass_zone,
+                  coalesce(CAST(p.freed AS TINYINT), -1) AS prev_freed
+           FROM fr ASOF LEFT JOIN w ON fr.pid = w.pid AND fr.line > w.l0
+                LEFT JOIN a ON a.obj = fr.obj
+                ASOF LEFT JOIN ev p ON p.pfn = fr.pfn AND p.seq < fr.seq
+           WHERE fr.seq >= $lo AND fr.seq < $hi AND fr.n_free = 1 AND fr."offset" = 0
+             AND fr.pfn >= $zs AND fr.pfn + (1::BIGINT << fr."order") <= $ze
+           ORDER BY fr.seq""",
+        {"t": trace_id, "lo": lo_seq, "hi": hi_seq, "zs": start_pfn, "ze": start_pfn + pages},
+    )
+    seq = rows.column("seq").to_numpy().astype(np.int64)
+    obj = rows.column("obj").to_numpy().astype(np.int64)
+    off = rows.column("off").to_numpy().astype(np.int64)
+    order = rows.column("order").to_numpy().astype(np.int64)
+    allocated = rows.column("allocated").to_numpy(zero_copy_only=False).astype(np.bool_)
+    in_pass = rows.column("in_pass").to_numpy(zero_copy_only=False).astype(np.bool_)
+    in_zone = rows.column("in_pass_zone").to_numpy(zero_copy_only=False).astype(np.bool_)
+    mt = rows.column("mt").to_numpy().astype(np.int64)
+    prev = rows.column("prev_freed").to_numpy().astype(np.int64)
+    # the page was free just before this free: the last event at its pfn since the fork
+    # freed it, or there is none and it was free at the fork
+    was_free = np.where(prev >= 0, prev == 1, page_mt[off] < 0)
+    # compaction migrates movable folios of the zone it compacts (isolate_migratepages:
+    # LRU pages and movable_ops pages); the task's other frees in the pass (slab pages
+    # it emptied, another zone's pages, the unused isolated pages) are frees
+    movable = np.where(allocated, mt == MIGRATE_MOVABLE,
+                       (prev >= 0) | (page_mt[off] == MIGRATE_MOVABLE))  # fmt: skip
+    source = in_pass & in_zone & movable & ~was_free & ~np.isin(seq, named_seqs)
+    home = ~in_pass & ~allocated & was_free & ~np.isin(obj, named_y)
+    ys, xs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for k in np.unique(order[source]):
+        src = np.flatnonzero(source & (order == k))  # in seq order
+        dst = np.flatnonzero(home & (order == k))
+        matched, taken = fifo_match(seq[src], seq[dst])
+        ys.append(obj[dst[matched]])
+        xs.append(obj[src[taken]])
+    y, x = np.concatenate(ys), np.concatenate(xs)
+    order_y = np.argsort(y)
+    return y[order_y], x[order_y], seq[source]
+
+
+def fifo_match(src_seq: np.ndarray, dst_seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each destination in turn (``dst_seq`` ascending) takes the earliest source not yet
+    taken if that one came before it (``src_seq`` ascending): (the destinations
+    matched, as a bool mask; the indices of the sources they took, in order).
+
+    Greedy, so with ``c[d]`` the sources before destination ``d``, the count taken
+    after ``d`` is ``i[d] = min(i[d-1] + 1, c[d])``, that is
+    ``d + 1 + min(0, min over j <= d of (c[j] - j - 1))``: a running minimum."""
+    n = dst_seq.shape[0]
+    if n == 0 or src_seq.shape[0] == 0:
+        return np.zeros(n, np.bool_), np.zeros(0, np.int64)
+    c = np.searchsorted(src_seq, dst_seq, side="left").astype(np.int64)
+    d = np.arange(n, dtype=np.int64)
+    taken_after = d + 1 + np.minimum(0, np.minimum.accumulate(c - d - 1))
+    matched = np.diff(taken_after, prepend=0) > 0
+    return matched, taken_after[matched] - 1
+
+
+def migration_map(
+    store: Store, trace_id: int, lo_seq: int, hi_seq: int, start_pfn: int,
+    page_mt: np.ndarray | None,
+) -> Migrations:  # fmt: skip
+    """Every migration of the recorded kernel the run can follow: by the ptes
+    (:func:`migration_links`), then, given the fork's page types, the unnamed ones
+    (:func:`unnamed_migrations`); chains followed across both."""
+    y, x, seqs = migration_links(store, trace_id, lo_seq)
+    named = int(y.shape[0])
+    unnamed = 0
+    if page_mt is not None:
+        uy, ux, useqs = unnamed_migrations(store, trace_id, lo_seq, hi_seq, start_pfn,
+                                           page_mt, seqs, y)  # fmt: skip
+        unnamed = int(uy.shape[0])
+        y = np.concatenate([y, uy])
+        x = np.concatenate([x, ux])
+        seqs = np.union1d(seqs, useqs)
+        order = np.argsort(y, kind="stable")
+        y, x = y[order], x[order]
+        keep = np.ones(y.shape[0], np.bool_)
+        keep[1:] = y[1:] != y[:-1]
+        y, x = y[keep], follow_chains(y[keep], x[keep])
+    return Migrations(y_obj=y, x_obj=x, seqs=seqs, named=named, unnamed=unnamed)

@@ -1,0 +1,206 @@
+"""What the recorded kernel did, as the kernel model's inputs (replay.engine.recorded):
+its compaction passes batch by batch, and the migrations the ptes do not name."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replay.engine import recorded
+from replay.engine import whatif as engine
+from replay.engine.environment import zone_environment
+from replay.engine.observed import fork_state, run_observed
+from replay.models.config import load_model
+from replay.store import Store
+from replay.trace.ingest import ingest
+
+TRACES = Path(__file__).resolve().parent.parent / "traces"
+
+
+def _greedy(src: list[int], dst: list[int]) -> tuple[list[bool], list[int]]:
+    """The matching as a loop: each destination takes the next source if it came first."""
+    i, matched, taken = 0, [], []
+    for d in dst:
+        ok = i < len(src) and src[i] < d
+        matched.append(ok)
+        if ok:
+            taken.append(i)
+            i += 1
+    return matched, taken
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 400), st.booleans()), max_size=60, unique_by=lambda t: t[0])
+)
+def test_fifo_match_is_the_greedy_loop(events: list[tuple[int, bool]]) -> None:
+    src = sorted(s for s, is_src in events if is_src)
+    dst = sorted(s for s, is_src in events if not is_src)
+    matched, taken = recorded.fifo_match(np.array(src, np.int64), np.array(dst, np.int64))
+    want_m, want_t = _greedy(src, dst)
+    assert matched.tolist() == want_m and taken.tolist() == want_t
+
+
+def test_recorded_passes_run_batch_by_batch(capture_db: Path) -> None:
+    """The shipped capture's Normal-zone compact_memory pass: a begin, a step at each of
+    its task's mm_compaction_migratepages with the running sum of nr_migrated, an end
+    with the total; the actions are in seq order."""
+    with Store(capture_db) as s:
+        tid = s.trace_id("compact")
+        env = zone_environment(s, tid, load_model("kernel"), None)
+        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        acts = recorded.recorded_compactions(s, tid, env, 0, total, total)
+        migrated = (
+            s.query(
+                """SELECT TRY_CAST(args->>'nr_migrated' AS BIGINT) AS n FROM aux_events
+               WHERE trace_id = $t AND event = 'mm_compaction_migratepages'
+                 AND line > (SELECT line FROM aux_events WHERE trace_id = $t
+                               AND event = 'mm_compaction_begin'
+                               AND hexint(args->>'zone_start') = $zs)
+               ORDER BY line""",
+                {"t": tid, "zs": env.start_pfn},
+            )
+            .column("n")
+            .to_pylist()
+        )
+    phases = [a[2][1] for a in acts]
+    assert phases[0] == recorded.PASS_BEGIN and phases[-1] == recorded.PASS_END
+    assert phases[1:-1] == [recorded.PASS_STEP] * len(migrated)
+    budgets = [a[2][4] for a in acts[1:]]
+    assert budgets[:-1] == np.cumsum(migrated).tolist() and budgets[-1] == sum(migrated)
+    seqs = [a[0] for a in acts if a[0] != recorded.AFTER_LAST]
+    assert seqs == sorted(seqs) and len(set(a[2][0] for a in acts)) == 1
+    assert sum(migrated) > 100_000
+
+
+def test_the_models_pass_moves_when_the_kernels_did(capture_db: Path, tmp_path: Path) -> None:
+    """Along the pass the model has migrated what the kernel's migrate_pages calls had
+    so far (at most one batch more: under 32 pages, plus the unit that crossed 32, at
+    most a pageblock), not everything at the begin."""
+    db = tmp_path / "steps.duckdb"
+    shutil.copyfile(capture_db, db)
+    with Store(db) as s:
+        tid = s.trace_id("compact")
+        r = engine.run(s, "compact", load_model("kernel"), start="observed", every=1)
+        env = zone_environment(s, tid, load_model("kernel"), None)
+        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        acts = recorded.recorded_compactions(s, tid, env, r.start_seq, total, total)
+        rows = s.query(
+            "SELECT seq, migrated FROM steps WHERE run_id = $r AND migrated IS NOT NULL",
+            {"r": r.run_id},
+        ).to_pylist()
+    seqs = np.array([q["seq"] for q in rows], np.int64)
+    migrated = np.array([q["migrated"] for q in rows], np.int64)
+    # after the last step before each replayed event: the kernel's running total there
+    # (a step's seq may be an event the run leaves out: it runs before the next one)
+    budget: dict[int, int] = {}
+    for a in acts:
+        if a[2][1] == recorded.PASS_STEP:
+            budget[int(seqs[np.searchsorted(seqs, a[0])])] = a[2][4]
+    moved = dict(zip(seqs.tolist(), migrated.tolist(), strict=True))
+    assert len(budget) > 100
+    slack = 31 + 512
+    # until the model's pass ran out of pages to move (its scanners met), on track
+    done = max(moved.values())
+    on_track = [budget[q] <= moved[q] <= budget[q] + slack for q in budget if budget[q] <= done]
+    bad = [(q, budget[q], moved[q]) for q in budget if moved[q] > budget[q] + slack]
+    assert not bad, bad[:10]
+    assert all(on_track) and len(on_track) >= 0.8 * len(budget)
+    assert moved[min(budget)] < max(budget.values()) // 4  # not all at the begin
+
+
+def test_unnamed_migrations_pair_old_folios_with_new_homes(capture_db: Path) -> None:
+    """compact_memory migrated ~126k pages, mostly unmapped page cache the ptes do not
+    name (few of them freed again before the trace ends): each pair is a free by the
+    compacting task inside its pass of an allocated folio, and a later free, outside
+    any pass of its task, of a never-allocated folio of the same order on pages free
+    at the fork."""
+    with Store(capture_db) as s:
+        tid = s.trace_id("compact")
+        env = zone_environment(s, tid, load_model("kernel"), None)
+        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        fork = fork_state(s, tid, env.start_pfn, env.pages)
+        free = fork.page_mt < 0
+        named = recorded.migration_links(s, tid, fork.seq)
+        m = recorded.migration_map(s, tid, fork.seq, total, env.start_pfn, fork.page_mt)
+        y, x, _ = recorded.unnamed_migrations(s, tid, fork.seq, total, env.start_pfn, fork.page_mt,
+                                              named[2], named[0])  # fmt: skip
+        ev = s.query(
+            """SELECT obj, seq, pid, pfn, "order", line FROM events WHERE trace_id = $t
+                 AND op = 'free' AND obj IN (SELECT unnest($o::BIGINT[]))""",
+            {"t": tid, "o": np.concatenate([x, y]).tolist()},
+        ).to_pylist()
+        allocated = set(
+            s.query("SELECT obj FROM events WHERE trace_id = $t AND op = 'alloc'", {"t": tid})
+            .column("obj").to_pylist()
+        )  # fmt: skip
+        begin = s.one("""SELECT line, pid FROM aux_events WHERE trace_id = $t AND
+                         event = 'mm_compaction_begin' AND hexint(args->>'zone_start') = $zs""",
+                      {"t": tid, "zs": env.start_pfn})  # fmt: skip
+        end = s.one(
+            """SELECT min(line) FROM aux_events WHERE trace_id = $t AND
+                       event = 'mm_compaction_end' AND line > $l""",
+            {"t": tid, "l": begin[0]},
+        )
+    by_obj = {e["obj"]: e for e in ev}
+    assert m.named == named[0].shape[0] and m.unnamed == y.shape[0] > 0
+    # the old folios' frees left out: the pte-named ones and ~110k more
+    assert m.seqs.shape[0] > named[2].shape[0] + 100_000
+    assert set(y.tolist()) <= set(m.y_obj.tolist())
+    assert not set(y.tolist()) & allocated and not set(y.tolist()) & set(named[0].tolist())
+    for yo, xo in zip(y.tolist()[:2000], x.tolist()[:2000], strict=True):
+        a, b = by_obj[xo], by_obj[yo]
+        assert a["pid"] == begin[1] and begin[0] < a["line"] < end[0]  # inside the pass
+        assert a["order"] == b["order"] and a["seq"] < b["seq"]
+        assert free[b["pfn"] - env.start_pfn]
+        assert xo in allocated or not free[a["pfn"] - env.start_pfn]
+    assert len(set(x.tolist())) == x.shape[0]  # each migrated folio has one new home
+
+
+def test_kswapds_reclaim_limits_the_pcp_lists(tmp_path: Path) -> None:
+    """The shipped pressure capture's kswapd woke 164 times: each balance_pgdat is a
+    window of ZONE_RECLAIM_ACTIVE (set, then cleared, in seq order), and inside the
+    windows the kernel preset holds fewer pages on its pcp lists, nearer the kernel's
+    count than without the windows."""
+    db = tmp_path / "k.duckdb"
+    name = "small-pressure-6.18"
+    with Store(db) as s:
+        ingest(s, TRACES / name, name=name)
+        tid = s.trace_id(name)
+        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        acts = recorded.kswapd_reclaim(s, tid, 0, total)
+        obs = run_observed(s, name, every=10, pageblock_every=0)
+        toml = tmp_path / "nok.toml"
+        cfg = {"model": "mobility"} | {
+            k: v for k, v in load_model("kernel").params.items() if k != "recorded_kswapd"
+        }
+        toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
+        k = engine.run(s, name, load_model("kernel"), start="observed", every=10)
+        off = engine.run(s, name, load_model(str(toml)), start="observed", every=10)
+
+        def pcp(run_id: int) -> dict[int, int]:
+            rows = s.query("SELECT seq, pcp_pages FROM steps WHERE run_id = $r AND "
+                           "pcp_pages IS NOT NULL", {"r": run_id}).to_pylist()  # fmt: skip
+            return {q["seq"]: q["pcp_pages"] for q in rows}
+
+        p_obs, p_k, p_off = pcp(int(obs["run_id"])), pcp(k.run_id), pcp(off.run_id)
+    flags = [a[2][0] for a in acts]
+    assert 20 < flags.count(1) <= 164 and flags == [1, 0] * (len(flags) // 2) + [1] * (
+        len(flags) % 2
+    )
+    seqs = [a[0] for a in acts]
+    assert seqs == sorted(seqs)
+    inside = [q for q in p_obs if q in p_k and q in p_off
+              and any(seqs[i] <= q < seqs[i + 1] for i in range(0, len(seqs) - 1, 2))]  # fmt: skip
+    assert len(inside) > 100
+
+    def mean(p: dict[int, int]) -> float:
+        return sum(p[q] for q in inside) / len(inside)
+
+    assert abs(mean(p_k) - mean(p_obs)) < abs(mean(p_off) - mean(p_obs))
+    assert mean(p_k) < 0.8 * mean(p_off)
