@@ -131,6 +131,8 @@ class CompactControl:
     moved: int = 0
     failed: int = 0
     met: bool = False
+    cpu: int = 0  # the compacting task's: its pcp list gets the migrated folios' pages
+    last_migrated_pfn: int = -1  # compact_zone's, -1 after a drain
 
 
 class RefCompaction(RefMobility):
@@ -396,8 +398,10 @@ class RefCompaction(RefMobility):
                 self._isolate_freepages(cc)
         return -1
 
-    def _move_unit(self, obj: int, dst: int) -> None:
-        """The unit moves to ``dst``; its old block goes to the buddy (merging, no pcp)."""
+    def _move_unit(self, obj: int, dst: int, cpu: int | None = None) -> None:
+        """The unit moves to ``dst``; compaction frees its old block as any page is
+        (``migrate_folio_done`` -> ``folio_put``): to ``cpu``'s pcp list at pcp orders,
+        else to the buddy (``cpu`` None: the defrag models' moves, to the buddy)."""
         o = self.objs[obj]
         src = o.pfn
         n = 1 << o.order
@@ -409,7 +413,10 @@ class RefCompaction(RefMobility):
         del self.pg_obj[src]
         self.pg_obj[dst] = obj
         o.pfn = dst
-        self._free_one_page(src, o.order)
+        if cpu is None:
+            self._free_one_page(src, o.order)
+        else:
+            self._free_frozen(src, o.order, cpu)
 
     def _migrate_pages(self, cc: CompactControl) -> None:
         """Move the isolated units in isolation order; the first without a target fails
@@ -420,7 +427,7 @@ class RefCompaction(RefMobility):
             if dst < 0:
                 cc.failed += sum(1 << self.objs[x].order for x in cc.migratepages[i:])
                 return
-            self._move_unit(obj, dst)
+            self._move_unit(obj, dst, cc.cpu)
             cc.moved += 1 << j
 
     def _release_free_list(self, cc: CompactControl) -> None:
@@ -432,8 +439,9 @@ class RefCompaction(RefMobility):
         cc.nr_freepages = 0
 
     def _compact_zone(
-        self, kind: str, seq: int, t: int, sync: bool, whole_zone: bool, proactive: bool, mt: int
-    ) -> str:
+        self, kind: str, seq: int, t: int, sync: bool, whole_zone: bool, proactive: bool, mt: int,
+        cpu: int = 0,
+    ) -> str:  # fmt: skip
         """``compact_zone``; records one model event and returns the result name."""
         if t != -1:
             if self._zone_watermark_ok(t, self.wmark_min, self._nr_free_pages()):
@@ -449,12 +457,17 @@ class RefCompaction(RefMobility):
             migrate_pfn = self.cached_migrate_pfn[1 if sync else 0]
             free_pfn = self.cached_free_pfn
             whole_zone = migrate_pfn == self.start_pfn
-        cc = CompactControl(t, sync, mt, whole_zone, proactive, migrate_pfn, free_pfn)
+        cc = CompactControl(t, sync, mt, whole_zone, proactive, migrate_pfn, free_pfn, cpu=cpu)
         while (r := self._compact_finished(cc)) == CONTINUE:
             self._isolate_migratepages(cc)
-            if not cc.migratepages:
-                continue
-            self._migrate_pages(cc)
+            if cc.migratepages:
+                cc.last_migrated_pfn = max(self.start_pfn, pageblock_start_pfn(cc.migrate_pfn - 1))
+                self._migrate_pages(cc)
+            # check_drain: the migrate scanner left the order-aligned block it migrated from
+            if t > 0 and cc.last_migrated_pfn >= 0 and self.pcp:
+                if cc.last_migrated_pfn < cc.migrate_pfn - cc.migrate_pfn % (1 << t):
+                    self._drain_local(cpu)
+                    cc.last_migrated_pfn = -1
         self._release_free_list(cc)
         if not cc.met:
             self.cached_migrate_pfn[0] = max(self.cached_migrate_pfn[0], cc.migrate_pfn)
@@ -496,7 +509,7 @@ class RefCompaction(RefMobility):
             if self._compaction_deferred(k):
                 self._emit(KIND_DIRECT, seq, k, sync, DEFERRED)
                 continue
-            r = self._compact_zone(KIND_DIRECT, seq, k, sync, False, False, lmt)
+            r = self._compact_zone(KIND_DIRECT, seq, k, sync, False, False, lmt, cpu)
             if r == SUCCESS:
                 self._compaction_defer_reset(k, False)
             elif sync and r in (COMPLETE, PARTIAL_SKIPPED):

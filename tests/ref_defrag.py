@@ -119,9 +119,10 @@ class RefDefrag(RefCompaction):
         self.contig: list[tuple[int, int]] = []
 
     # -- common helpers -----------------------------------------------------------------
-    def _move_unit(self, obj: int, dst: int) -> None:
-        """Compaction's move (the old block goes to the buddy); counted as migrated."""
-        super()._move_unit(obj, dst)
+    def _move_unit(self, obj: int, dst: int, cpu: int | None = None) -> None:
+        """A move (compaction's, or the defrag models' with ``cpu`` None: the old block
+        to the buddy); counted as migrated."""
+        super()._move_unit(obj, dst, cpu)
         self.counters[C_MIGRATED] += 1 << self.objs[obj].order
 
     def _free_block_at(self, pfn: int) -> tuple[int, int] | None:

@@ -388,14 +388,18 @@ class RefMobility:
     def _drain_all(self) -> None:
         """``drain_all_pages``: every cpu in order, lists 0..13, each from its TAIL."""
         for cpu in range(self.ncpus):
-            for pi in range(NR_PCP_LISTS):
-                lst = self.pcp_l[cpu][pi]
-                o = pindex_to_order(pi)
-                while lst:
-                    page = lst.pop()
-                    self.count[cpu] -= 1 << o
-                    self._free_merge(page, o, self._get_pb_mt(page))
-            assert self.count[cpu] == 0
+            self._drain_local(cpu)
+
+    def _drain_local(self, cpu: int) -> None:
+        """``drain_pages_zone``: the cpu's lists 0..13, each from its TAIL."""
+        for pi in range(NR_PCP_LISTS):
+            lst = self.pcp_l[cpu][pi]
+            o = pindex_to_order(pi)
+            while lst:
+                page = lst.pop()
+                self.count[cpu] -= 1 << o
+                self._free_merge(page, o, self._get_pb_mt(page))
+        assert self.count[cpu] == 0
 
     def _clamped_high(self, cpu: int) -> int:
         self.cur_high[cpu] = min(max(self.cur_high[cpu], self.high), self.high_max)
@@ -544,6 +548,10 @@ class RefMobility:
         assert pfn % (1 << order) == 0, "misaligned free"
         assert self._in_zone(pfn) and self._in_zone(pfn + (1 << order) - 1), "free outside zone"
         self._mark_freed(pfn, order, request_type(mt))
+        self._free_frozen(pfn, order, cpu)
+
+    def _free_frozen(self, pfn: int, order: int, cpu: int) -> None:
+        """``free_frozen_pages``: pcp orders to the cpu's list, the others to the buddy."""
         if self.pcp and order in PCP_ORDERS:
             # free_frozen_page_commit
             pi = pindex(order, self._get_pb_mt(pfn))

@@ -210,3 +210,62 @@ def test_migrated_objects_are_freed_at_their_new_pfn(small_db: Path, tmp_path: P
     assert set(x_obj.tolist()).isdisjoint(set(y_obj.tolist()))  # chains followed
     assert kinds == ["free"]
     assert y_seqs and set(got_k) == {"ok"} and set(got_off) == {"ignored"}
+
+
+def _bad_capture(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / name
+    shutil.copytree(TRACES / "small-calm-6.18", folder)
+    return folder
+
+
+def _set_zone_field(path: Path, zone: str, field: str, value: int) -> None:
+    """Rewrite one zone's ``field`` (spanned, or start_pfn) in a zoneinfo file."""
+    out, current = [], None
+    for ln in path.read_text().splitlines():
+        if ln.startswith("Node "):
+            current = ln.split()[-1]
+        words = ln.split()
+        if current == zone and words and words[0].rstrip(":") == field:
+            ln = ln[: ln.index(words[1])] + str(value)
+        out.append(ln)
+    path.write_text("\n".join(out) + "\n")
+
+
+def test_snapshots_of_another_machine_are_refused(tmp_path: Path) -> None:
+    """Snapshots that cannot be of the machine that recorded the trace: a clear error
+    naming the file, the line and the field, exit 65, and no trace stored."""
+    db = tmp_path / "bad.duckdb"
+    # the after-zoneinfo's Normal zone starts elsewhere
+    moved = _bad_capture(tmp_path, "moved")
+    _set_zone_field(moved / "after.zoneinfo", "Normal", "start_pfn", 0x80000)
+    # a smaller machine's zoneinfo: the trace's pfns lie past every zone
+    small = _bad_capture(tmp_path, "small")
+    for when in ("before", "after"):
+        _set_zone_field(small / f"{when}.zoneinfo", "Normal", "spanned", 1 << 18)
+    # a kpageflags shorter than the zones (read from a smaller machine)
+    short = _bad_capture(tmp_path, "short")
+    (short / "before.kpageflags.zst").unlink()
+    (short / "before.kpageflags").write_bytes(bytes(8 * 4096))
+    res = run_cli("ingest", moved, "--name", "m", "--db", db, "-q")
+    assert res.code == 65 and "after.zoneinfo" in res.err and "'start_pfn'" in res.err
+    assert "Normal" in res.err and "Traceback" not in res.err
+    res = run_cli("ingest", small, "--name", "s", "--db", db, "-q")
+    assert res.code == 65 and "trace.txt.zst:" in res.err and "'pfn'" in res.err
+    assert "in no zone of before.zoneinfo and after.zoneinfo" in res.err
+    line = int(res.err.split("trace.txt.zst:")[1].split(":")[0])
+    assert line > 1
+    res = run_cli("ingest", short, "--name", "k", "--db", db, "-q")
+    assert res.code == 65 and "before.kpageflags" in res.err and "4096 pfns" in res.err
+    assert not db.exists() or run_cli("list", "--db", db, "-f", "json").json() == []
+
+
+def test_kernel_model_without_zoneinfo_is_a_clear_error(tmp_path: Path) -> None:
+    """The kernel model starts from the kernel's state: a capture without zoneinfo
+    snapshots cannot give it, and validate says so (exit 2), naming what is missing."""
+    folder = _bad_capture(tmp_path, "nozi")
+    for when in ("before", "after"):
+        (folder / f"{when}.zoneinfo").unlink()
+    db = tmp_path / "nozi.duckdb"
+    assert run_cli("ingest", folder, "--name", "nozi", "--db", db, "-q").code == 0
+    res = run_cli("validate", "nozi", "--model", "kernel", "--db", db, "-q")
+    assert res.code == 2 and "zoneinfo" in res.err and "Traceback" not in res.err

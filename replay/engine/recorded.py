@@ -36,7 +36,7 @@ def recorded_compactions(
 ) -> list[tuple[int, str, tuple[int, ...]]]:
     """The compactions the recorded kernel ran in the run's zone, as actions
     ``(seq, "compact_recorded", (pass, phase, order, mode, budget, mig0, fr0, mig1,
-    fr1))`` before the first event after the line they stand for (seq -1: after the
+    fr1, cpu))`` before the first event after the line they stand for (seq -1: after the
     trace's last event), in seq order.
 
     A pass is the task's ``mm_compaction_begin`` (phase PASS_BEGIN; ``pass`` is its
@@ -48,26 +48,31 @@ def recorded_compactions(
     action per pass at its begin (budget -1: no bound). The order is the task's
     first ``mm_compaction_finished``'s after the begin (-1: a whole-zone pass), the
     mode the begin's (async 0, sync and sync_light 1), then the migrate and free
-    scanners' pfns at the begin and at the end (-1 unknown). Passes that began
-    before ``lo_seq`` (the fork) are left out: the fork's state holds what they did.
+    scanners' pfns at the begin and at the end (-1 unknown), and the cpu the line was
+    traced on (the compacting task's then, which moves between cpus: its pcp list gets
+    the pages of the folios migrated in that batch).
+    Passes that began before ``lo_seq`` (the fork) are left out: the fork's state holds
+    what they did.
     Steps at or after ``hi_seq`` are left out unless ``hi_seq`` is the trace's end
     (``total``)."""
     rows = store.query(
         """WITH b AS (
-               SELECT line, pid, args->>'mode' AS mode,
+               SELECT line, pid, coalesce(cpu, 0) AS cpu, args->>'mode' AS mode,
                       hexint(args->>'migrate_pfn') AS mig0, hexint(args->>'free_pfn') AS fr0
                FROM aux_events
                WHERE trace_id = $t AND event = 'mm_compaction_begin'
                  AND hexint(args->>'zone_start') = $zs),
-           en AS (SELECT line, pid, hexint(args->>'migrate_pfn') AS mig1,
+           en AS (SELECT line, pid, coalesce(cpu, 0) AS end_cpu,
+                         hexint(args->>'migrate_pfn') AS mig1,
                          hexint(args->>'free_pfn') AS fr1 FROM aux_events
                   WHERE trace_id = $t AND event = 'mm_compaction_end'),
-           be AS (SELECT b.line, b.pid, b.mode, en.line AS end_line, b.mig0, b.fr0, en.mig1,
-                         en.fr1
+           be AS (SELECT b.line, b.pid, b.cpu, b.mode, en.line AS end_line, en.end_cpu, b.mig0,
+                         b.fr0, en.mig1, en.fr1
                   FROM b ASOF LEFT JOIN en ON b.pid = en.pid AND b.line < en.line),
-           mg AS (SELECT line, pid, TRY_CAST(args->>'nr_migrated' AS BIGINT) AS n
+           mg AS (SELECT line, pid, coalesce(cpu, 0) AS cpu,
+                         TRY_CAST(args->>'nr_migrated' AS BIGINT) AS n
                   FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_migratepages'),
-           st AS (SELECT be.line AS pass, mg.line AS at_line,
+           st AS (SELECT be.line AS pass, mg.line AS at_line, mg.cpu,
                          sum(coalesce(mg.n, 0)) OVER (PARTITION BY be.line ORDER BY mg.line)
                            AS budget
                   FROM be JOIN mg ON mg.pid = be.pid AND mg.line > be.line
@@ -78,13 +83,14 @@ def recorded_compactions(
                         coalesce((SELECT max(budget) FROM st WHERE st.pass = be.line), 0)
                           AS total
                  FROM be ASOF LEFT JOIN f ON be.pid = f.pid AND be.line < f.line),
-           a AS (SELECT line AS pass, 1 AS phase, line AS at_line, 0 AS budget FROM p
-                 UNION ALL SELECT pass, 2, at_line, budget FROM st
-                 UNION ALL SELECT line, 3, end_line, total FROM p WHERE end_line IS NOT NULL),
+           a AS (SELECT line AS pass, 1 AS phase, line AS at_line, 0 AS budget, cpu FROM p
+                 UNION ALL SELECT pass, 2, at_line, budget, cpu FROM st
+                 UNION ALL SELECT line, 3, end_line, total, end_cpu FROM p
+                           WHERE end_line IS NOT NULL),
            e AS (SELECT line, seq FROM events WHERE trace_id = $t)
            SELECT a.pass, a.phase, coalesce(e.seq, -1) AS seq, a.budget, p."order", p.mode,
                   coalesce(p.mig0, -1) AS mig0, coalesce(p.fr0, -1) AS fr0,
-                  coalesce(p.mig1, -1) AS mig1, coalesce(p.fr1, -1) AS fr1,
+                  coalesce(p.mig1, -1) AS mig1, coalesce(p.fr1, -1) AS fr1, a.cpu,
                   (SELECT count(*) FROM mg) AS n_mg
            FROM a JOIN p ON p.line = a.pass ASOF LEFT JOIN e ON a.at_line < e.line
            ORDER BY a.at_line, a.phase""",
@@ -112,7 +118,7 @@ def recorded_compactions(
         budget = -1 if phase == PASS_ONCE else int(r["budget"])
         out.append((seq, "compact_recorded",
                     (pass_, phase, int(r["order"]), mode, budget, int(r["mig0"]), int(r["fr0"]),
-                     int(r["mig1"]), int(r["fr1"]))))  # fmt: skip
+                     int(r["mig1"]), int(r["fr1"]), int(r["cpu"]))))  # fmt: skip
     out.sort(key=lambda a: (a[0] == AFTER_LAST, a[0]))  # stable: the lines' order within a seq
     return out
 

@@ -458,25 +458,26 @@ class _Replay:
 
     def compact_recorded(self, seq: int, arg: tuple[int, ...]) -> None:
         """The model's compaction where the recorded kernel compacted: ``arg`` is (pass,
-        phase, order, mode, budget, the scanners' pfns at the begin and the end; see
+        phase, order, mode, budget, the scanners' pfns at the begin and the end, cpu; see
         replay.engine.recorded.recorded_compactions). Each pass in progress keeps its
         own compact_control between its steps (passes of several tasks overlap)."""
         z = self.zone
         pass_, phase, order, mode, budget = arg[:5]
         scan = np.array(arg[5:9], np.int64)
+        cpu = arg[9] % self.ncpus
         t0 = time.perf_counter()
         if phase == PASS_ONCE:
-            compact_recorded(order, mode, budget, scan, seq, z.arrays, z.prm, self.objects,
+            compact_recorded(order, mode, budget, scan, cpu, seq, z.arrays, z.prm, self.objects,
                              z.cz, z.counters, self.me)  # fmt: skip
         elif phase == PASS_BEGIN:
-            compact_recorded_begin(order, mode, scan, z.arrays, z.prm, z.cz)
+            compact_recorded_begin(order, mode, scan, cpu, z.arrays, z.prm, z.cz)
             self.passes[pass_] = [z.cz[CC_ORDER:CC_UNITS].copy(), CONTINUE]
         elif pass_ in self.passes:
             cc, r = self.passes[pass_]
             last = phase == PASS_END
             if r == CONTINUE or last:
                 z.cz[CC_ORDER:CC_UNITS] = cc
-                r = int(compact_recorded_step(budget, last, r, scan, seq, z.arrays, z.prm,
+                r = int(compact_recorded_step(budget, last, r, scan, cpu, seq, z.arrays, z.prm,
                                               self.objects, z.cz, z.counters, self.me))  # fmt: skip
                 self.passes[pass_] = [z.cz[CC_ORDER:CC_UNITS].copy(), r]
             if last:
@@ -711,7 +712,9 @@ def run(
     if start == "observed":
         if env.zone is None:
             raise UsageError(
-                "--start observed needs the trace's zone from its snapshots (a capture)"
+                f"--start observed (and the kernel model) rebuilds the kernel's state from "
+                f"the capture's snapshots, and {trace!r} has no zoneinfo snapshot of its zone "
+                "(before.zoneinfo/after.zoneinfo: replay record saves them)"
             )
         fork = fork_state(store, trace_id, env.start_pfn, env.pages, at)
     lo_seq = fork.seq if fork is not None else 0

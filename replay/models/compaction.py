@@ -40,9 +40,11 @@ from replay.models.internal import (
     C_ME,
     C_MIGRATED,
     C_SCANNED,
+    CC_CPU,
     CC_FAILED,
     CC_FREE_PFN,
     CC_FREE_START,
+    CC_LAST_MIGRATED,
     CC_MIG_START,
     CC_MIGRATE_PFN,
     CC_MODE,
@@ -85,6 +87,7 @@ from replay.models.internal import (
     P_GROUP,
     P_PAGES,
     P_PB0,
+    P_PCP,
     P_PROACTIVE,
     P_START,
     P_WLOW,
@@ -100,9 +103,11 @@ from replay.models.internal import (
     list_del,
     pageblock_end_pfn,
     pageblock_start_pfn,
+    pcp_allowed_order,
     zone_free_pages,
 )
 from replay.models.page_alloc import get_page_from_freelist
+from replay.models.pcp import drain_local, pcp_free
 from replay.models.watermarks import zone_watermark_ok
 
 # object flags
@@ -396,7 +401,12 @@ def migrate_pages(z, prm, ob, cz, counters):  # type: ignore[no-untyped-def]
             break
         cz[CC_NR_MIGRATE] -= np.int64(1) << j  # compaction_alloc: one unit less to place
         move_unit(x, src + start, dst + start, z, prm, ob)
-        free_to_buddy(src + start, j, z, prm)
+        # migrate_folio_done -> folio_put: the old folio is freed as any page is, to the
+        # compacting cpu's pcp list when its order has one
+        if prm[P_PCP] != 0 and pcp_allowed_order(j):
+            pcp_free(src + start, j, cz[CC_CPU], z, prm, counters)
+        else:
+            free_to_buddy(src + start, j, z, prm)
         cz[CC_MOVED] += np.int64(1) << j
         counters[C_MIGRATED] += np.int64(1) << j
     cz[CC_NUNITS] = 0
@@ -464,10 +474,10 @@ def release_freepages(z, prm, cz):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, _nrt=False)
-def compact_start(t, mode, whole, proactive, mt, z, prm, cz, scan=None):  # type: ignore[no-untyped-def]
+def compact_start(t, mode, whole, proactive, mt, cpu, z, prm, cz, scan=None):  # type: ignore[no-untyped-def]
     """``compact_zone`` up to its loop: the scanners' start (the zone's cached positions,
     or the zone's ends for a whole-zone pass; ``scan``: see :func:`compact_zone`) and a
-    fresh compact_control in ``cz``'s CC fields (pfns)."""
+    fresh compact_control in ``cz``'s CC fields (pfns; ``cpu``: the compacting task's)."""
     start = prm[P_START]
     end = start + prm[P_PAGES]
     if whole:
@@ -501,6 +511,8 @@ def compact_start(t, mode, whole, proactive, mt, z, prm, cz, scan=None):  # type
         cz[f] = 0
     cz[CC_MIG_START] = mig
     cz[CC_FREE_START] = fr
+    cz[CC_CPU] = cpu
+    cz[CC_LAST_MIGRATED] = -1
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -522,7 +534,16 @@ def compact_loop(budget, z, prm, ob, cz, counters, scan=None):  # type: ignore[n
             return SUCCESS  # where the recorded pass ended
         isolate_migratepages(z, prm, ob, cz)
         if cz[CC_NUNITS] > 0:
+            cz[CC_LAST_MIGRATED] = max(prm[P_START], pageblock_start_pfn(cz[CC_MIGRATE_PFN] - 1))
             migrate_pages(z, prm, ob, cz, counters)
+        # check_drain: the migration scanner left the cc->order aligned block it migrated
+        # from: flush this cpu's pcp pages so they merge (lru_add_drain_cpu_zone)
+        t = cz[CC_ORDER]
+        if t > 0 and cz[CC_LAST_MIGRATED] >= 0 and prm[P_PCP] != 0:
+            block_start = cz[CC_MIGRATE_PFN] & ~((np.int64(1) << t) - 1)
+            if cz[CC_LAST_MIGRATED] < block_start:
+                drain_local(cz[CC_CPU], z, prm, counters)
+                cz[CC_LAST_MIGRATED] = -1
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -545,7 +566,7 @@ def compact_done(r, kind, seq, z, prm, cz, counters, me):  # type: ignore[no-unt
 
 
 @nb.njit(cache=True, _nrt=False)
-def compact_zone(t, mode, whole, proactive, mt, kind, seq, z, prm, ob, cz, counters, me,  # type: ignore[no-untyped-def]
+def compact_zone(t, mode, whole, proactive, mt, cpu, kind, seq, z, prm, ob, cz, counters, me,  # type: ignore[no-untyped-def]
                  budget=-1, scan=None):  # fmt: skip
     """``compact_zone``; returns the compact_result and records one model event.
 
@@ -563,7 +584,7 @@ def compact_zone(t, mode, whole, proactive, mt, kind, seq, z, prm, ob, cz, count
         if not compaction_suitable(t, z, prm):
             emit(z, me, counters, seq, kind, t, mode, -1, -1, -1, -1, 0, 0, 0, 0, 0, SKIPPED)
             return SKIPPED
-    compact_start(t, mode, whole, proactive, mt, z, prm, cz, scan)
+    compact_start(t, mode, whole, proactive, mt, cpu, z, prm, cz, scan)
     r = compact_loop(budget, z, prm, ob, cz, counters, scan)
     if r == CONTINUE:
         r = SUCCESS  # the budget is spent
@@ -584,7 +605,7 @@ def direct_compact(k, mt, lmt, cpu, seq, z, prm, ob, cz, counters, ef, me, mode)
             emit(z, me, counters, seq, K_COMPACT_DIRECT, k, prio, -1, -1, -1, -1, 0, 0, 0, 0, 0,
                  DEFERRED)  # fmt: skip
         else:
-            r = compact_zone(k, prio, False, False, lmt, K_COMPACT_DIRECT, seq, z, prm, ob, cz,
+            r = compact_zone(k, prio, False, False, lmt, cpu, K_COMPACT_DIRECT, seq, z, prm, ob, cz,
                              counters, me)  # fmt: skip
             if r == SUCCESS:
                 compaction_defer_reset(k, False, cz)
@@ -622,7 +643,7 @@ def proactive_tick(ts, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-un
             break
         if counters[C_ME] + 1 > me.shape[0]:
             return False
-        compact_zone(-1, MODE_SYNC, True, True, MIGRATE_MOVABLE, K_COMPACT_PROACTIVE, seq, z,
+        compact_zone(-1, MODE_SYNC, True, True, MIGRATE_MOVABLE, 0, K_COMPACT_PROACTIVE, seq, z,
                      prm, ob, cz, counters, me)  # fmt: skip
         score = fragmentation_score(z.nr_free, pages)
         cz[CZ_PDEFER] = 0 if score < prev else np.int64(1) << COMPACT_MAX_DEFER_SHIFT
@@ -631,36 +652,38 @@ def proactive_tick(ts, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-un
 
 
 @nb.njit(cache=True, _nrt=False)
-def compact_recorded(t, mode, budget, scan, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
+def compact_recorded(t, mode, budget, scan, cpu, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
     """The model's ``compact_zone`` where the recorded kernel ran one, all at once: for
     order ``t`` (-1: the whole zone, as kcompactd's proactive and /proc passes) in
     ``mode``, moving at most ``budget`` pages (-1: no bound), its scanners over the
     range the kernel's scanned (``scan``: see :func:`compact_zone`). For a trace
     without ``mm_compaction_migratepages``; otherwise the pass runs as the kernel's
     did, batch by batch (:func:`compact_recorded_begin`, :func:`compact_recorded_step`)."""
-    return compact_zone(t, mode, t == -1, False, MIGRATE_MOVABLE, K_COMPACT_RECORDED, seq, z,
+    return compact_zone(t, mode, t == -1, False, MIGRATE_MOVABLE, cpu, K_COMPACT_RECORDED, seq, z,
                         prm, ob, cz, counters, me, budget, scan)  # fmt: skip
 
 
 @nb.njit(cache=True, _nrt=False)
-def compact_recorded_begin(t, mode, scan, z, prm, cz):  # type: ignore[no-untyped-def]
+def compact_recorded_begin(t, mode, scan, cpu, z, prm, cz):  # type: ignore[no-untyped-def]
     """A recorded pass begins (``mm_compaction_begin``): the kernel found the zone
     suitable, so no check of the model's; the scanners start where the kernel's did.
     The caller keeps ``cz[CC_ORDER:CC_UNITS]`` as the pass's compact_control."""
-    compact_start(t, mode, t == -1, False, MIGRATE_MOVABLE, z, prm, cz, scan)
+    compact_start(t, mode, t == -1, False, MIGRATE_MOVABLE, cpu, z, prm, cz, scan)
 
 
 @nb.njit(cache=True, _nrt=False)
-def compact_recorded_step(budget, last, prev, scan, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
+def compact_recorded_step(budget, last, prev, scan, cpu, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
     """A recorded pass goes on to ``budget`` pages migrated since its begin (the sum of
     its task's ``mm_compaction_migratepages`` nr_migrated so far): the model's scanners
     continue from where the pass's last step left them (``cz``'s CC fields, restored by
     the caller). The free pages isolated but not used go back after each step (the
     kernel holds at most a batch's worth between its migrate_pages calls). ``last``:
-    the pass ends (``mm_compaction_end``): one model event. ``prev``: the result of
+    the pass ends (``mm_compaction_end``): one model event. ``cpu``: the task's cpu
+    for this batch (its migratepages event's). ``prev``: the result of
     the pass's earlier steps (not CONTINUE: the model's pass finished there, and only
     the end's event is left). Returns the loop's result (CONTINUE: it can go on)."""
     r = prev
+    cz[CC_CPU] = cpu  # where the task ran this batch
     if r == CONTINUE:
         r = compact_loop(budget, z, prm, ob, cz, counters, scan)
     if last:
@@ -674,5 +697,5 @@ def compact_recorded_step(budget, last, prev, scan, seq, z, prm, ob, cz, counter
 @nb.njit(cache=True, _nrt=False)
 def compact_memory(seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
     """``compact_memory`` (/proc/sys/vm/compact_memory): one whole-zone SYNC compaction."""
-    return compact_zone(-1, MODE_SYNC, True, False, MIGRATE_MOVABLE, K_COMPACT_ONESHOT, seq, z,
+    return compact_zone(-1, MODE_SYNC, True, False, MIGRATE_MOVABLE, 0, K_COMPACT_ONESHOT, seq, z,
                         prm, ob, cz, counters, me)  # fmt: skip

@@ -290,7 +290,10 @@ CC_ORDER, CC_MODE, CC_WHOLE, CC_PROACTIVE, CC_MT = 16, 17, 18, 19, 20
 CC_MIGRATE_PFN, CC_FREE_PFN, CC_NR_MIGRATE, CC_NR_FREE = 21, 22, 23, 24
 CC_SCAN_M, CC_SCAN_F, CC_MOVED, CC_FAILED, CC_NUNITS = 25, 26, 27, 28, 29
 CC_MIG_START, CC_FREE_START = 30, 31  # where the pass's scanners started (pfn)
-CC_UNITS = 32  # isolated units' offsets (COMPACT_CLUSTER_MAX at most)
+# the compacting task's cpu (whose pcp list gets the migrated folios' old pages) and
+# compact_zone's last_migrated_pfn (-1: none since the last drain)
+CC_CPU, CC_LAST_MIGRATED = 32, 33
+CC_UNITS = 34  # isolated units' offsets (COMPACT_CLUSTER_MAX at most)
 NR_CZ = CC_UNITS + COMPACT_CLUSTER_MAX
 
 

@@ -90,11 +90,17 @@ def free_pcppages_bulk(n, cpu, pindex, z, prm, counters):  # type: ignore[no-unt
 
 
 @nb.njit(cache=True, _nrt=False)
+def drain_local(cpu, z, prm, counters):  # type: ignore[no-untyped-def]
+    """``drain_pages_zone``: all of one cpu's lists, pindex 0..13, each from its tail."""
+    if z.pcp_count[cpu] > z.pcp_state[cpu, PCP_HELD]:
+        free_pcppages_bulk(z.pcp_count[cpu], cpu, 0, z, prm, counters)
+
+
+@nb.njit(cache=True, _nrt=False)
 def drain_all(z, prm, counters):  # type: ignore[no-untyped-def]
-    """``drain_all_pages``: every cpu's lists, pindex 0..13, each from its tail."""
+    """``drain_all_pages``: every cpu's lists (``drain_local`` of each)."""
     for cpu in range(prm[P_NCPU]):
-        if z.pcp_count[cpu] > z.pcp_state[cpu, PCP_HELD]:
-            free_pcppages_bulk(z.pcp_count[cpu], cpu, 0, z, prm, counters)
+        drain_local(cpu, z, prm, counters)
 
 
 @nb.njit(cache=True, inline="always", _nrt=False)

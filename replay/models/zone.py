@@ -335,14 +335,15 @@ class ZoneState:
 
     def compact_recorded(self, order: int, mode: str, budget: int = -1,
                          scan: tuple[int, int, int, int] = (-1, -1, -1, -1),
-                         seq: int = -1) -> str:  # fmt: skip
+                         seq: int = -1, cpu: int = 0) -> str:  # fmt: skip
         """The model's compaction where a recorded kernel compacted: for ``order`` (-1:
         the whole zone) in ``mode`` (async or sync), moving at most ``budget`` pages
         (-1: no bound), the scanners from and to the recorded pfns ``scan`` (migrate
-        and free scanner at the begin, at the end; -1 unknown); the result name."""
+        and free scanner at the begin, at the end; -1 unknown), on ``cpu`` (whose pcp
+        lists get the migrated pages); the result name."""
         self._room(0)
-        r = compact_recorded(order, MODES.index(mode), budget, np.array(scan, np.int64), seq,
-                             self.arrays, self.prm, self.objects, self.cz, self.counters,
+        r = compact_recorded(order, MODES.index(mode), budget, np.array(scan, np.int64), cpu,
+                             seq, self.arrays, self.prm, self.objects, self.cz, self.counters,
                              self.me)  # fmt: skip
         self._flush_me()
         return RESULTS[int(r)]

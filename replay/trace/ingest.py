@@ -245,6 +245,8 @@ def _ingest_text(
     parser = FtraceParser(text_path, skip_bad=skip_bad, on_raw=progress.advance_to, **kwargs)
     _stream_into_store(store, trace_id, parser)
     st = parser.stats
+    if folder is not None:
+        check_same_machine(store, trace_id, folder, text_path, snaps, st.pfn_min, st.pfn_max)
     zi = snaps["before"].get("zoneinfo") or snaps["after"].get("zoneinfo")
     zone = _zone_from_zoneinfo(zi, st.pfn_min, st.pfn_max) if zi is not None else None
     zone_start, zone_pages = zone if zone else _zone_from_pfns(st.pfn_min, st.pfn_max)
@@ -387,6 +389,58 @@ def _stream(store: Store, trace_id: int, parser: BatchProducer, schema: pa.Schem
                 store.append_stream("aux_events", spooled, trace_id)
 
 
+def _zone_spans(zi: pa.Table) -> dict[tuple[int, str], tuple[int, int]]:
+    """(node, zone) -> (start_pfn, spanned pages) of the zones that span pages."""
+    return {
+        (int(r["node"]), str(r["zone"])): (int(r["start_pfn"]), int(r["spanned"]))
+        for r in zi.select(["node", "zone", "start_pfn", "spanned"]).to_pylist()
+        if r["start_pfn"] is not None and r["spanned"]
+    }
+
+
+def check_same_machine(
+    store: Store, trace_id: int, folder: Path, trace_file: Path,
+    snaps: dict[str, dict[str, Any]], pfn_min: int | None, pfn_max: int | None,
+) -> None:  # fmt: skip
+    """A capture's snapshots must be of the machine that recorded its trace: the before-
+    and after-zoneinfo list the same zones from the same start pfns (memory onlined
+    in between may grow a zone's span, never move its start), and every pfn the trace
+    names lies in a zone one of them spans. BadInputError otherwise, naming the
+    file, the line and the field."""
+    spans = {w: _zone_spans(s["zoneinfo"]) for w, s in snaps.items() if "zoneinfo" in s}
+    if "before" in spans and "after" in spans:
+        b, a = spans["before"], spans["after"]
+        for key in sorted(set(b) | set(a)):
+            if key not in b or key not in a or b[key][0] != a[key][0]:
+                where = f"node {key[0]} zone {key[1]}"
+                was = f"starts at pfn {b[key][0]:#x}" if key in b else "spans no pages"
+                now = f"starts at pfn {a[key][0]:#x}" if key in a else "spans no pages"
+                raise BadInputError(
+                    f"{where} {now} here but {was} in before.zoneinfo: the snapshots are "
+                    "not of one machine",
+                    file=str(folder / "after.zoneinfo"), field="start_pfn",
+                )  # fmt: skip
+    if not spans or pfn_min is None or pfn_max is None:
+        return
+    ranges = [r for sp in spans.values() for r in sp.values()]
+    for pfn in (pfn_min, pfn_max):
+        if any(start <= pfn < start + n for start, n in ranges):
+            continue
+        row = store.one(
+            "SELECT min(line) FROM events WHERE trace_id = $t AND pfn = $p",
+            {"t": trace_id, "p": pfn},
+        )
+        lo = min(start for start, _ in ranges)
+        hi = max(start + n for start, n in ranges)
+        which = " and ".join(f"{w}.zoneinfo" for w in spans)
+        raise BadInputError(
+            f"pfn {pfn:#x} is in no zone of {which} (they span pfns [{lo:#x}, {hi:#x})): "
+            "the snapshots are not of the machine that recorded the trace",
+            file=str(trace_file), line=int(row[0]) if row and row[0] is not None else None,
+            field="pfn",
+        )  # fmt: skip
+
+
 def _store_snapshots(store: Store, trace_id: int, snaps: dict[str, dict[str, Any]]) -> None:
     for when, s in snaps.items():
         if "buddyinfo" in s:
@@ -409,6 +463,15 @@ def _store_snapshots(store: Store, trace_id: int, snaps: dict[str, dict[str, Any
             store.append("snap_sysctl", s["sysctl"], trace_id, snapshot=when)
         if "kpageflags" in s:
             flags = snapshots.read_kpageflags(s["kpageflags"])
+            if "zoneinfo" in s and (spans := _zone_spans(s["zoneinfo"])):
+                # /proc/kpageflags has a word per pfn up to max_pfn, past every zone's end
+                end = max(start + n for start, n in spans.values())
+                if flags.size < end:
+                    raise BadInputError(
+                        f"{flags.size} pfns, but {when}.zoneinfo's zones end at pfn "
+                        f"{end:#x}: not a snapshot of the same machine",
+                        file=str(s["kpageflags"]), field="kpageflags",
+                    )  # fmt: skip
             store.append(
                 "snap_kpageflags", snapshots.kpageflags_runs(flags), trace_id, snapshot=when
             )
