@@ -12,6 +12,7 @@ import typer
 from replay import __version__
 from replay.cli import batch as batch_cmd
 from replay.cli import compare_kernel as compare_kernel_cmd
+from replay.cli import explain as explain_cmd
 from replay.cli import generate as generate_cmd
 from replay.cli import ingest as ingest_cmd
 from replay.cli import inspect as inspect_cmd
@@ -41,6 +42,7 @@ app.command()(sql_cmd.query)
 app.command()(run_cmd.run)
 app.command()(run_cmd.runs)
 app.command()(validate_cmd.validate)
+app.command()(explain_cmd.explain)
 app.command()(record_cmd.record)
 app.command()(compare_kernel_cmd.compare_kernel_compaction)
 app.command()(generate_cmd.generate)

@@ -28,6 +28,7 @@ import math
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from replay.engine.environment import (
     zone_environment,
     zone_pageblocks,
 )
-from replay.engine.observed import fork_state
+from replay.engine.observed import ForkState, fork_state
 from replay.engine.recorded import (
     PASS_BEGIN,
     PASS_END,
@@ -148,6 +149,7 @@ from replay.models.internal import (
     S_POOL_FALLBACKS,
     S_SERVED_KERNEL_FAILED,
     ZONE_RECLAIM_ACTIVE,
+    pindex_to_order,
 )
 from replay.models.pcp import drain_all, pageblock_snapshot
 from replay.models.zone import ZoneState
@@ -680,8 +682,96 @@ def run(
     at: int | None = None,
     until: int | None = None,
     progress: Progress | None = None,
+    from_state: ModelState | None = None,
 ) -> RunResult:
     """Replay ``trace`` through the configured model; returns what the run measured.
+    (Arguments: :func:`_run`.)"""
+    result, _rp, _env = _run(store, trace, config, zone_pages=zone_pages, every=every,
+                             pageblock_every=pageblock_every,
+                             fill_from_snapshot=fill_from_snapshot, start=start, at=at,
+                             until=until, progress=progress,
+                             from_state=from_state)  # fmt: skip
+    assert result is not None
+    return result
+
+
+@dataclass
+class ModelState:
+    """A model's zone just before event ``seq``: the run's model replayed from its start
+    up to it, nothing stored (pfn, pages; ``objects``: the placements, object ids
+    dense as the run numbers them, the trace's first, then background pages)."""
+
+    seq: int
+    env: Environment
+    zone: ZoneState
+    ncpus: int
+
+
+def model_state(
+    store: Store, trace: str, config: RunConfig, seq: int, *, start: str = "empty",
+    at: int | None = None, zone_pages: int | None = None, fill_from_snapshot: bool = False,
+) -> ModelState:  # fmt: skip
+    """The state the run (``trace``, ``config``, ``start``, ``at``, ``zone_pages``,
+    ``fill_from_snapshot``, as the run was made) had just before event ``seq``: the
+    same replay, stopped there, writing nothing."""
+    _result, rp, env = _run(store, trace, config, zone_pages=zone_pages, every=1 << 40,
+                            pageblock_every=0, fill_from_snapshot=fill_from_snapshot,
+                            start=start, at=at, until=seq, progress=None,
+                            state_only=True)  # fmt: skip
+    return ModelState(seq=seq, env=env, zone=rp.zone, ncpus=rp.ncpus)
+
+
+def fork_of_model(ms: ModelState) -> ForkState:
+    """A model's state as a fork's starting state (what :func:`fork_state` gives for
+    the kernel's): its free blocks, its pcp blocks and their cpus, and per page the
+    type an allocated page counts as (the object's; pages no object holds: UNMOVABLE)."""
+    z = ms.zone
+    pages = int(z.pages)
+    start = int(ms.env.start_pfn)
+    blk = np.asarray(z.arrays.buddy_order[:pages]).astype(np.int8)
+    page_mt = np.full(pages, MIGRATE_UNMOVABLE, np.int8)
+    ob = z.objects
+    live = np.flatnonzero((ob.placed >= start) & (ob.placed < start + pages))
+    for x in live:
+        o = int(ob.placed[x]) - start
+        page_mt[o : o + (1 << int(ob.obj_order[x]))] = ob.obj_mt[x]
+    for o in np.flatnonzero(blk >= 0):
+        page_mt[o : o + (1 << int(blk[o]))] = -1
+    pcp = np.zeros(pages, np.int8)
+    pcp_cpu = np.full(pages, -1, np.int16)
+    for (cpu, pi), heads in z.pcp_lists().items():
+        k = int(pindex_to_order(pi))
+        for pfn in heads:
+            pcp[pfn - start] = k + 1
+            pcp_cpu[pfn - start] = cpu
+            page_mt[pfn - start : pfn - start + (1 << k)] = -1
+    return ForkState(seq=ms.seq, first_seq=ms.seq, blk=blk, page_mt=page_mt, pcp=pcp,
+                     pcp_cpu=pcp_cpu)  # fmt: skip
+
+
+def _run(
+    store: Store,
+    trace: str,
+    config: RunConfig,
+    *,
+    zone_pages: int | None,
+    every: int,
+    pageblock_every: int | None,
+    fill_from_snapshot: bool,
+    start: str,
+    at: int | None,
+    until: int | None,
+    progress: Progress | None,
+    state_only: bool = False,
+    from_state: ModelState | None = None,
+) -> tuple[RunResult | None, _Replay, Environment]:
+    """Replay ``trace`` through the configured model: the run's result (None with
+    ``state_only``: nothing is written, the replay stops before ``until``), the
+    replay's state at its end, the zone's environment.
+
+    ``from_state`` (with ``start = observed`` and ``at`` its seq): fork from another
+    run's model state instead of the kernel's (:func:`model_state`): its free blocks,
+    pcp pages, pageblock types, and the live objects where that model placed them.
 
     ``every``: keep the counters of every K-th step (placements always).
     ``pageblock_every``: a pageblocks snapshot every K steps (default: about
@@ -695,7 +785,11 @@ def run(
         raise UsageError(f"--start must be empty or observed, not {start!r}")
     if at is not None and start != "observed":
         raise UsageError("--at forks from the kernel's state: it needs --start observed")
-    if start == "observed" and (fill_from_snapshot or zone_pages is not None):
+    if (
+        start == "observed"
+        and from_state is None
+        and (fill_from_snapshot or zone_pages is not None)
+    ):
         raise UsageError(
             "--start observed takes the zone and its contents from the capture: "
             "it cannot be combined with --fill-from-snapshot or --zone-pages"
@@ -710,17 +804,27 @@ def run(
     ids, n_obj = object_index(store, trace_id)
     fork = None
     if start == "observed":
-        if env.zone is None:
+        if env.zone is None and from_state is None:
             raise UsageError(
                 f"--start observed (and the kernel model) rebuilds the kernel's state from "
                 f"the capture's snapshots, and {trace!r} has no zoneinfo snapshot of its zone "
                 "(before.zoneinfo/after.zoneinfo: replay record saves them)"
             )
-        fork = fork_state(store, trace_id, env.start_pfn, env.pages, at)
+        if from_state is not None:
+            if at != from_state.seq or (from_state.env.start_pfn, from_state.env.pages) != (
+                env.start_pfn,
+                env.pages,
+            ):
+                raise UsageError("a fork from a model's state starts at its seq, in its zone")
+            fork = fork_of_model(from_state)
+        else:
+            fork = fork_state(store, trace_id, env.start_pfn, env.pages, at)
     lo_seq = fork.seq if fork is not None else 0
     total = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
     hi_seq = total if until is None else int(until)
-    if hi_seq <= lo_seq or hi_seq > total:
+    if state_only and hi_seq == lo_seq:
+        pass  # the starting state itself
+    elif hi_seq <= lo_seq or hi_seq > total:
         raise UsageError(
             f"--until {hi_seq} must be after the first replayed seq {lo_seq} and at most "
             f"{total} (the trace's events)"
@@ -772,8 +876,10 @@ def run(
             {"t": trace_id, "lo": lo_seq, "hi": hi_seq, **zone_params},
         )
         if row is None or not row[0]:
-            raise UsageError("no event of the trace falls in the run's zone")
-        n_events, last_seq = int(row[0]), int(row[1])
+            if not state_only:
+                raise UsageError("no event of the trace falls in the run's zone")
+        else:
+            n_events, last_seq = int(row[0]), int(row[1])
     # Objects live when the run starts (freed in it, allocated before it or before the
     # trace): allocated first, by first appearance; where the kernel had them from an
     # observed start (their allocation's pfn, else their first free's: a migrated
@@ -801,7 +907,8 @@ def run(
     holes_from = env.holes_from
     if fork is not None:
         blk, page_mt = fork.blk, fork.page_mt
-        pb_mt = initial_pageblock_types(store, trace_id, env, page_mt)
+        pb_mt = (initial_pageblock_types(store, trace_id, env, page_mt) if from_state is None
+                 else np.asarray(from_state.zone.pageblock_types(), np.int8))  # fmt: skip
     elif holes_from is not None:
         # the booted managed pages; the rest are holes until the trace frees them in
         blk = boot_blocks(env.pages, holes_from, env.start_pfn)
@@ -823,6 +930,10 @@ def run(
     if page_mt is not None:
         claimed = page_mt < 0  # free pages cannot be held by anyone
         base = pre.column("base_pfn").to_numpy(zero_copy_only=False)
+        if from_state is not None and n_pre:
+            # where the other model had the objects, not where the kernel had them
+            placed = from_state.zone.objects.placed[dense(pre.column("obj").to_numpy())]
+            base = np.where(placed >= 0, placed, np.nan)
         npages = pre.column("pages").to_numpy()
         pre_mt = pre.column("mt").to_numpy(zero_copy_only=False)
         low = 0 if fork is not None else holes_from
@@ -989,6 +1100,17 @@ def run(
                 reader.close()
             cur.close()
 
+    if state_only:
+        try:
+            for _ in steps():
+                pass
+        finally:
+            for spool in (rp.extfrag, rp.pageblocks, rp.model_events, rp.contiguity):
+                spool.close()
+            tmp_dir.cleanup()
+            for name_ in linked:
+                store.con.unregister(name_)
+        return None, rp, env
     try:
         with store.transaction():
             row = store.one("SELECT coalesce(max(run_id), 0) + 1 FROM runs")
@@ -1023,7 +1145,7 @@ def run(
         tmp_dir.cleanup()
         for name_ in linked:
             store.con.unregister(name_)
-    return result
+    return result, rp, env
 
 
 def _record_run(

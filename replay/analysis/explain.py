@@ -1,0 +1,553 @@
+"""Why an allocation failed (or nearly did), and what another model would have done.
+
+``explain(store, run_id, seq)`` answers for one allocation of a run, from the
+state just before it:
+
+- ``request``: the event (order, migratetype, GFP flags and what they allow:
+  direct reclaim, kswapd, compaction; the highest zone; pid, comm, cpu, time)
+  and the run's outcome for it;
+- ``state``: ``nr_free`` per order and per free-list type, free and pcp
+  pages, the watermarks with the zone's lowmem reserve for the request and
+  whether ``__zone_watermark_ok`` passes at each for this order, the unusable
+  and fragmentation indexes, ``compaction_suitable``'s verdict against
+  ``extfrag_threshold``, and the fragmentation score;
+- ``candidates``: the aligned blocks of the request's order nearest to free,
+  with their pageblocks' types, free, pcp and allocated pages by type and
+  movability, and what freeing one would take (pages to migrate, pages only
+  reclaim frees, or impossible: the first page nothing can move);
+- ``counterfactuals``: models forked from the kernel's real state just
+  before the event (``replay run --start observed --at SEQ --until
+  SEQ+horizon+1``, stored as runs): the outcome of the event, pages
+  migrated, scanned and evicted, and failures in the next ``horizon`` events.
+  The run's own row is the run itself.
+
+The state is the run's own: for an observed run the kernel's state rebuilt
+from the capture (replay.engine.observed.fork_state), for a model's run that
+model's state, replayed from the run's start to the event and not stored
+(replay.engine.whatif.model_state). ``rank(store, run_id)`` lists the failed
+and most at-risk allocations of a run.
+
+Units: pfn, pages (4 KiB), order, thousandths for the indexes, percent for
+the score, seq (canonical event index), ns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from replay.analysis.metrics import (
+    fragmentation_index,
+    fragmentation_score_zone,
+    unusable_index,
+)
+from replay.engine.environment import Environment, initial_pageblock_types, zone_environment
+from replay.engine.observed import fork_state
+from replay.engine.whatif import ModelState, model_state, run
+from replay.errors import BadInputError, UsageError
+from replay.models.config import RunConfig, load_model
+from replay.models.internal import (
+    F_MOVABLE,
+    F_RECLAIM,
+    MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
+    MIGRATE_RECLAIMABLE,
+    NR_PAGE_ORDERS,
+    PAGE_ALLOC_COSTLY_ORDER,
+    PAGEBLOCK_ORDER,
+    pindex_to_order,
+)
+from replay.models.watermarks import zone_watermark_ok
+from replay.store import Store
+
+DEFAULT_MODELS = ("mobility", "mobility+pcp", "mobility+compaction",
+                  "mobility+kswapd-targeted", "mobility+vcompound", "kernel")  # fmt: skip
+TYPE_NAMES = ("unmovable", "movable", "reclaimable")
+ZONE_NAMES = ("DMA", "DMA32", "Normal", "Movable")
+
+# Page states of a PageView
+FREE, PCP, ALLOCATED, OTHER = range(4)
+
+# include/linux/gfp_types.h: the composite names show_gfp_flags prints, by the bits
+# that matter here, and the low ___GFP_* bits of a raw mask (stable since 4.x)
+_GFP_BITS = {"__GFP_DMA": 0x01, "__GFP_HIGHMEM": 0x02, "__GFP_DMA32": 0x04,
+             "__GFP_MOVABLE": 0x08, "__GFP_RECLAIMABLE": 0x10, "__GFP_HIGH": 0x20,
+             "__GFP_IO": 0x40, "__GFP_FS": 0x80, "__GFP_DIRECT_RECLAIM": 0x400,
+             "__GFP_KSWAPD_RECLAIM": 0x800}  # fmt: skip
+_RECLAIM = 0x400 | 0x800
+_GFP_COMPOSITES = {
+    "__GFP_RECLAIM": _RECLAIM,
+    "__GFP_WAIT": 0x400,  # before 4.4
+    "GFP_ATOMIC": 0x20 | 0x800,
+    "GFP_NOWAIT": 0x800,
+    "GFP_NOIO": _RECLAIM,
+    "GFP_NOFS": _RECLAIM | 0x40,
+    "GFP_KERNEL": _RECLAIM | 0x40 | 0x80,
+    "GFP_KERNEL_ACCOUNT": _RECLAIM | 0x40 | 0x80,
+    "GFP_USER": _RECLAIM | 0x40 | 0x80,
+    "GFP_HIGHUSER": _RECLAIM | 0x40 | 0x80 | 0x02,
+    "GFP_HIGHUSER_MOVABLE": _RECLAIM | 0x40 | 0x80 | 0x02 | 0x08,
+    "GFP_TRANSHUGE_LIGHT": 0x40 | 0x80 | 0x02 | 0x08,
+    "GFP_TRANSHUGE": 0x400 | 0x40 | 0x80 | 0x02 | 0x08,
+    "GFP_DMA": 0x01,
+    "GFP_DMA32": 0x04,
+}
+
+
+def gfp_bits(gfp: str | None) -> int | None:
+    """The ___GFP_* bits (of _GFP_BITS) a printed GFP mask holds; None when unknown."""
+    if gfp is None or not gfp.strip():
+        return None
+    text = gfp.strip().replace(" ", "")
+    try:
+        return int(text, 16) & 0xFFF
+    except ValueError:
+        pass
+    bits = 0
+    for name in text.split("|"):
+        bits |= _GFP_COMPOSITES.get(name, _GFP_BITS.get(name, 0))
+    return bits
+
+
+def gfp_allows(gfp: str | None, order: int) -> dict[str, Any]:
+    """What a request's GFP flags allow: direct reclaim (``__GFP_DIRECT_RECLAIM``),
+    waking kswapd, direct compaction (``gfp_compaction_allowed``: __GFP_IO, and the
+    slow path compacts only for order > 0 with direct reclaim), and the highest zone
+    it may use (``gfp_zone``). Unknown flags allow everything, in Normal."""
+    bits = gfp_bits(gfp)
+    if bits is None:
+        return {"direct_reclaim": True, "kswapd_reclaim": True, "compaction": order > 0,
+                "highest_zone": "Normal", "known": False}  # fmt: skip
+    direct = bool(bits & 0x400)
+    if bits & 0x01:
+        zone = "DMA"
+    elif bits & 0x04:
+        zone = "DMA32"
+    elif bits & 0x02 and bits & 0x08:
+        zone = "Movable"
+    else:
+        zone = "Normal"
+    return {"direct_reclaim": direct, "kswapd_reclaim": bool(bits & 0x800),
+            "compaction": direct and bool(bits & 0x40) and order > 0,
+            "highest_zone": zone, "known": True}  # fmt: skip
+
+
+@dataclass
+class PageView:
+    """A zone's pages at one moment (pfn from ``start_pfn``; arrays per page):
+    ``state`` FREE/PCP/ALLOCATED/OTHER (OTHER: held by nothing the run names: holes,
+    pcp pages the trace never names), ``free_order`` the order of the free block
+    starting there (-1 elsewhere), ``mt`` the allocated page's migratetype (-1 not
+    allocated), ``movable`` and ``reclaimable`` what compaction may migrate and what
+    only reclaim frees; per pageblock its type."""
+
+    start_pfn: int
+    state: np.ndarray
+    free_order: np.ndarray
+    mt: np.ndarray
+    movable: np.ndarray
+    reclaimable: np.ndarray
+    pageblock_mt: np.ndarray
+    pcp_pages: int
+
+    @property
+    def pages(self) -> int:
+        return int(self.state.shape[0])
+
+    def nr_free_mt(self) -> np.ndarray:
+        """Free blocks per order and free-list type (the pageblock's), int64[11, 3]."""
+        out = np.zeros((NR_PAGE_ORDERS, MIGRATE_PCPTYPES), np.int64)
+        heads = np.flatnonzero(self.free_order >= 0)
+        pb = ((heads + self.start_pfn) >> PAGEBLOCK_ORDER) - (self.start_pfn >> PAGEBLOCK_ORDER)
+        types = np.clip(self.pageblock_mt[pb], 0, MIGRATE_PCPTYPES - 1)
+        np.add.at(out, (self.free_order[heads].astype(np.int64), types), 1)
+        return out
+
+
+def _model_view(ms: ModelState) -> PageView:
+    """The model's zone as a PageView."""
+    z = ms.zone
+    pages = int(z.pages)
+    start = int(ms.env.start_pfn)
+    state = np.full(pages, OTHER, np.int8)
+    mt = np.full(pages, -1, np.int8)
+    movable = np.zeros(pages, np.bool_)
+    reclaimable = np.zeros(pages, np.bool_)
+    ob = z.objects
+    live = np.flatnonzero((ob.placed >= start) & (ob.placed < start + pages))
+    for x in live:  # units, each 2^order pages
+        o = int(ob.placed[x]) - start
+        n = 1 << int(ob.obj_order[x])
+        state[o : o + n] = ALLOCATED
+        mt[o : o + n] = ob.obj_mt[x]
+        movable[o : o + n] = (int(ob.obj_flags[x]) & F_MOVABLE) != 0
+        reclaimable[o : o + n] = (int(ob.obj_flags[x]) & F_RECLAIM) != 0
+    free_order = np.asarray(z.arrays.buddy_order[:pages]).astype(np.int8)
+    for o in np.flatnonzero(free_order >= 0):
+        state[o : o + (1 << int(free_order[o]))] = FREE
+    pcp_pages = 0
+    for (_cpu, pi), heads in z.pcp_lists().items():
+        k = int(pindex_to_order(pi))
+        for pfn in heads:
+            state[pfn - start : pfn - start + (1 << k)] = PCP
+            pcp_pages += 1 << k
+    not_alloc = state != ALLOCATED
+    mt[not_alloc] = -1
+    movable[not_alloc] = False
+    reclaimable[not_alloc] = False
+    return PageView(start, state, free_order, mt, movable, reclaimable,
+                    np.asarray(z.pageblock_types(), np.int8), pcp_pages)  # fmt: skip
+
+
+def _observed_view(store: Store, trace_id: int, env: Environment, seq: int) -> PageView:
+    """The kernel's rebuilt zone just before ``seq`` as a PageView: allocated pages
+    movable where the before-kpageflags has them on an LRU list (what compaction
+    isolates), the pageblock types as a fork starts with them."""
+    fork = fork_state(store, trace_id, env.start_pfn, env.pages, seq)
+    pages = int(env.pages)
+    state = np.where(fork.page_mt >= 0, ALLOCATED, FREE).astype(np.int8)
+    free_order = fork.blk.astype(np.int8)
+    covered = np.zeros(pages, np.bool_)
+    for o in np.flatnonzero(free_order >= 0):
+        covered[o : o + (1 << int(free_order[o]))] = True
+    pcp_pages = 0
+    for o in np.flatnonzero(fork.pcp > 0):
+        n = 1 << (int(fork.pcp[o]) - 1)
+        state[o : o + n] = PCP
+        covered[o : o + n] = True
+        pcp_pages += n
+    state[(state == FREE) & ~covered] = OTHER  # free pages in no whole block: held
+    mt = np.where(state == ALLOCATED, fork.page_mt, -1).astype(np.int8)
+    movable = mt == MIGRATE_MOVABLE
+    reclaimable = mt == MIGRATE_RECLAIMABLE
+    pb = initial_pageblock_types(store, trace_id, env, fork.page_mt)
+    return PageView(int(env.start_pfn), state, free_order, mt, movable, reclaimable,
+                    np.asarray(pb, np.int8), pcp_pages)  # fmt: skip
+
+
+@dataclass
+class RunInfo:
+    run_id: int
+    trace_id: int
+    trace: str
+    model: str
+    config: RunConfig | None  # None for an observed run
+    start: str
+    start_seq: int | None
+    end_seq: int | None
+    zone_start_pfn: int
+    zone_pages: int
+    background: int
+
+
+def run_info(store: Store, run_id: int) -> RunInfo:
+    """The run's row, its configuration parsed (BadInputError: no such run)."""
+    row = store.query(
+        """SELECT r.run_id, r.trace_id, t.name, r.model, r.config, r.start, r.start_seq,
+                  r.end_seq, r.zone_start_pfn, r.zone_pages, coalesce(r.background, 0) AS bg
+           FROM runs r JOIN traces t USING (trace_id) WHERE r.run_id = $r""",
+        {"r": run_id},
+    ).to_pylist()
+    if not row:
+        raise BadInputError(f"no run {run_id}", field="run_id")
+    r = row[0]
+    cfg = None
+    if r["model"] != "observed":
+        data = json.loads(r["config"] or "{}")
+        cfg = RunConfig(model=data.get("model", r["model"]), preset=data.get("preset"),
+                        params=dict(data.get("params") or {}))  # fmt: skip
+    return RunInfo(run_id=int(r["run_id"]), trace_id=int(r["trace_id"]), trace=r["name"],
+                   model=r["model"], config=cfg, start=r["start"] or "empty",
+                   start_seq=r["start_seq"], end_seq=r["end_seq"],
+                   zone_start_pfn=int(r["zone_start_pfn"] or 0),
+                   zone_pages=int(r["zone_pages"] or 0), background=int(r["bg"]))  # fmt: skip
+
+
+def _request(store: Store, info: RunInfo, seq: int) -> dict[str, Any]:
+    rows = store.query(
+        """SELECT e.seq, e.op, e."order", e.migratetype, e.gfp, e.pid, e.comm, e.cpu, e.ts_ns,
+                  e.line, s.outcome, s.pfn
+           FROM events e LEFT JOIN steps s ON s.run_id = $r AND s.seq = e.seq
+           WHERE e.trace_id = $t AND e.seq = $s""",
+        {"t": info.trace_id, "s": seq, "r": info.run_id},
+    ).to_pylist()
+    if not rows:
+        raise BadInputError(f"the trace {info.trace!r} has no event with seq {seq}",
+                            field="seq")  # fmt: skip
+    e = rows[0]
+    if e["op"] != "alloc":
+        raise BadInputError(
+            f"seq {seq} (trace line {e['line']}) is a {e['op']}, not an allocation: only "
+            "allocations are explained", field="seq",
+        )  # fmt: skip
+    if e["outcome"] is None:
+        raise BadInputError(
+            f"run {info.run_id} has no step at seq {seq}: it covers seqs "
+            f"{info.start_seq if info.start_seq is not None else 'from its start'} to "
+            f"{info.end_seq if info.end_seq is not None else 'its end'} of its zone",
+            field="seq",
+        )  # fmt: skip
+    k = int(e["order"])
+    mt = int(e["migratetype"])
+    return {
+        "seq": seq, "line": e["line"], "order": k,
+        "migratetype": TYPE_NAMES[mt] if 0 <= mt < 3 else str(mt), "gfp": e["gfp"],
+        **gfp_allows(e["gfp"], k), "pid": e["pid"], "comm": e["comm"], "cpu": e["cpu"],
+        "ts_ns": e["ts_ns"], "outcome": e["outcome"], "pfn": e["pfn"],
+    }  # fmt: skip
+
+
+def _lowmem_reserve(store: Store, info: RunInfo, zone: str) -> int:
+    """The run's zone's ``lowmem_reserve`` against a request whose highest zone is
+    ``zone`` (zoneinfo's ``protection``, by zone index), 0 when not known."""
+    row = store.one(
+        """SELECT protection FROM snap_zoneinfo WHERE trace_id = $t AND snapshot = 'before'
+             AND start_pfn = $s LIMIT 1""",
+        {"t": info.trace_id, "s": info.zone_start_pfn},
+    )
+    if row is None or not row[0]:
+        return 0
+    try:
+        values = [int(v) for v in str(row[0]).strip("() ").split(",") if v.strip()]
+    except ValueError:
+        return 0
+    i = ZONE_NAMES.index(zone)
+    return values[i] if i < len(values) else 0
+
+
+def _state(view: PageView, k: int, wmark: tuple[int, int, int], reserve: int,
+           extfrag_threshold: int) -> dict[str, Any]:  # fmt: skip
+    nr_free_mt = view.nr_free_mt()
+    nr_free = nr_free_mt.sum(axis=1)
+    free = int((nr_free << np.arange(NR_PAGE_ORDERS)).sum())
+    ok = {name: bool(zone_watermark_ok(k, mark + reserve, free, nr_free_mt))
+          for name, mark in zip(("min", "low", "high"), wmark, strict=True)}  # fmt: skip
+    counts = [int(v) for v in nr_free]
+    # compaction_suitable: order-0 watermark plus compact_gap, then the fragindex
+    mark = (wmark[1] if k > PAGE_ALLOC_COSTLY_ORDER else wmark[0]) + (2 << k) + reserve
+    fi = fragmentation_index(counts, k)
+    if not zone_watermark_ok(0, mark, free, nr_free_mt):
+        verdict, why = "skipped", f"free pages {free} <= watermark + compact_gap {mark}"
+    elif k > PAGE_ALLOC_COSTLY_ORDER and 0 <= fi <= extfrag_threshold:
+        verdict, why = (
+            "not_suitable",
+            (
+                f"fragmentation index {fi} <= extfrag_threshold {extfrag_threshold}: "
+                "a failure from lack of memory, for reclaim"
+            ),
+        )
+    else:
+        verdict, why = "continue", "compaction may run"
+    return {
+        "nr_free": counts,
+        "nr_free_by_type": {TYPE_NAMES[t]: [int(v) for v in nr_free_mt[:, t]] for t in range(3)},
+        "free_pages": free, "pcp_pages": view.pcp_pages,
+        "watermarks": {"min": wmark[0], "low": wmark[1], "high": wmark[2]},
+        "lowmem_reserve": reserve, "watermark_ok": ok,
+        "unusable_index": unusable_index(counts, k),
+        "fragmentation_index": fi,
+        "compaction_suitable": {"verdict": verdict, "reason": why,
+                                "extfrag_threshold": extfrag_threshold},
+        "fragmentation_score": fragmentation_score_zone(counts),
+    }  # fmt: skip
+
+
+def candidates(view: PageView, k: int, top: int = 5) -> list[dict[str, Any]]:
+    """The aligned order-``k`` blocks nearest to free: those nothing pins first, by the
+    pages it would take to free them (migrate, then reclaim), then the others by their
+    pinned pages. Each with its pageblocks' types, free, pcp and allocated pages by
+    type, and what freeing it takes."""
+    n = 1 << k
+    first = (-view.start_pfn) % n
+    count = (view.pages - first) // n
+    if count <= 0:
+        return []
+    sl = slice(first, first + count * n)
+    st = view.state[sl].reshape(count, n)
+    mt = view.mt[sl].reshape(count, n)
+    mov = view.movable[sl].reshape(count, n)
+    rec = view.reclaimable[sl].reshape(count, n)
+    alloc = st == ALLOCATED
+    free = (st == FREE).sum(axis=1)
+    pcp = (st == PCP).sum(axis=1)
+    migrate = (alloc & mov).sum(axis=1)
+    reclaim = (alloc & ~mov & rec).sum(axis=1)
+    pinned = (alloc & ~mov & ~rec).sum(axis=1) + (st == OTHER).sum(axis=1)
+    cost = np.where(pinned > 0, (1 << 40) + pinned, migrate + reclaim)
+    order = np.lexsort((np.arange(count), cost))
+    out = []
+    pb_first = view.start_pfn >> PAGEBLOCK_ORDER
+    for b in order[:top]:
+        lo = first + int(b) * n
+        pfn = view.start_pfn + lo
+        blocks = range(pfn >> PAGEBLOCK_ORDER, ((pfn + n - 1) >> PAGEBLOCK_ORDER) + 1)
+        pbt = [int(view.pageblock_mt[p - pb_first]) for p in blocks]
+        types = [TYPE_NAMES[t] if 0 <= t < 3 else "other" for t in pbt]
+        blocker = np.flatnonzero((alloc[b] & ~mov[b] & ~rec[b]) | (st[b] == OTHER))
+        by_type = {TYPE_NAMES[t]: int((alloc[b] & (mt[b] == t)).sum()) for t in range(3)}
+        out.append({
+            "pfn": pfn, "pageblock_types": types, "free_pages": int(free[b]),
+            "pcp_pages": int(pcp[b]), "allocated": by_type,
+            "movable_pages": int(migrate[b]), "to_migrate": int(migrate[b]),
+            "to_reclaim": int(reclaim[b]), "pinned_pages": int(pinned[b]),
+            "possible": bool(pinned[b] == 0),
+            "blocked_by_pfn": pfn + int(blocker[0]) if blocker.size else None,
+        })  # fmt: skip
+    return out
+
+
+def _counterfactuals(store: Store, info: RunInfo, seq: int, models: list[str], horizon: int,
+                     ms: ModelState | None) -> list[dict[str, Any]]:  # fmt: skip
+    """The run's own row, then each model forked just before ``seq``: from the run's
+    model state ``ms`` (a model's run; the run's own model forked there first, which
+    reproduces the run's outcome), or from the kernel's real state (an observed run)."""
+    total = int(store.one("SELECT events FROM traces WHERE trace_id = $t",
+                          {"t": info.trace_id})[0])  # fmt: skip
+    until = min(seq + horizon + 1, total)
+    out = [_own_row(store, info, seq, until)]
+    configs: list[tuple[str, RunConfig]] = []
+    if info.config is not None:
+        configs.append((info.config.preset or info.config.model, info.config))
+    configs += [(m, load_model(m)) for m in models]
+    zone_pages = ms.env.pages if ms is not None and ms.env.zone is None else None
+    for name, cfg in configs:
+        r = run(store, info.trace, cfg, start="observed", at=seq, until=until, every=1,
+                pageblock_every=0, from_state=ms, zone_pages=zone_pages)  # fmt: skip
+        out.append(_fork_row(store, name, r.run_id, seq, until, r.migrated, r.scanned,
+                             r.evicted))  # fmt: skip
+    return out
+
+
+def _fork_row(store: Store, model: str, run_id: int, seq: int, until: int, migrated: int,
+              scanned: int, evicted: int) -> dict[str, Any]:  # fmt: skip
+    rows = store.query(
+        """SELECT seq, outcome, pfn FROM steps WHERE run_id = $r AND seq >= $s AND seq < $u
+             AND (seq = $s OR outcome = 'failed')""",
+        {"r": run_id, "s": seq, "u": until},
+    ).to_pylist()
+    at = next((q for q in rows if q["seq"] == seq), None)
+    return {"model": model, "run_id": run_id,
+            "outcome": at["outcome"] if at else None, "pfn": at["pfn"] if at else None,
+            "migrated": migrated, "scanned": scanned, "evicted": evicted,
+            "later_failures": sum(1 for q in rows if q["seq"] > seq)}  # fmt: skip
+
+
+def _own_row(store: Store, info: RunInfo, seq: int, until: int) -> dict[str, Any]:
+    """The run itself over the same events: its outcome and its later failures."""
+    row = _fork_row(store, info.model if info.config is None else
+                    (info.config.preset or info.config.model), info.run_id, seq, until,
+                    0, 0, 0)  # fmt: skip
+    totals = store.query(
+        """SELECT max(migrated) - min(migrated) AS m, max(scanned) - min(scanned) AS s,
+                  max(evicted) - min(evicted) AS e
+           FROM steps WHERE run_id = $r AND seq >= $a AND seq < $u
+             AND migrated IS NOT NULL""",
+        {"r": info.run_id, "a": seq - 1, "u": until},
+    ).to_pylist()[0]
+    row.update(migrated=int(totals["m"] or 0), scanned=int(totals["s"] or 0),
+               evicted=int(totals["e"] or 0), own=True)  # fmt: skip
+    return row
+
+
+def state_view(
+    store: Store, info: RunInfo, seq: int
+) -> tuple[PageView, Environment, ModelState | None]:
+    """The run's own zone just before ``seq``, the zone's environment, and for a
+    model's run that model's state (forks start from it)."""
+    if info.config is None:
+        env = zone_environment(store, info.trace_id, load_model("mobility"), None)
+        return _observed_view(store, info.trace_id, env, seq), env, None
+    zone_pages = None
+    trace_zone = store.one("SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = $t",
+                           {"t": info.trace_id})  # fmt: skip
+    if trace_zone is None or (int(trace_zone[0] or 0), int(trace_zone[1] or 0)) != (
+        info.zone_start_pfn,
+        info.zone_pages,
+    ):
+        zone_pages = info.zone_pages  # the run had --zone-pages
+    ms = model_state(store, info.trace, info.config, seq, start=info.start,
+                     at=info.start_seq if info.start == "observed" else None,
+                     zone_pages=zone_pages, fill_from_snapshot=info.background > 0)  # fmt: skip
+    return _model_view(ms), ms.env, ms
+
+
+def explain(store: Store, run_id: int, seq: int, *, models: list[str] | None = None,
+            horizon: int = 1000, top: int = 5) -> dict[str, Any]:  # fmt: skip
+    """The explanation of allocation ``seq`` of run ``run_id`` (see the module)."""
+    if horizon < 0:
+        raise UsageError("--horizon must be 0 or more")
+    info = run_info(store, run_id)
+    req = _request(store, info, seq)
+    if info.start_seq is not None and seq < info.start_seq:
+        raise BadInputError(f"seq {seq} is before run {run_id}'s first seq {info.start_seq}",
+                            field="seq")  # fmt: skip
+    view, env, ms = state_view(store, info, seq)
+    wmark = (int(env.wmark[0]), int(env.wmark[1]), int(env.wmark[2]))
+    reserve = _lowmem_reserve(store, info, req["highest_zone"])
+    threshold = int(info.config.get("extfrag_threshold", 500) if info.config else 500)
+    state = _state(view, req["order"], wmark, reserve, threshold)
+    out: dict[str, Any] = {
+        "run": {"run_id": info.run_id, "trace": info.trace, "model": info.model,
+                "preset": info.config.preset if info.config else None,
+                "start": info.start, "start_seq": info.start_seq},
+        "seq": seq, "request": req, "state": state,
+        "candidates": candidates(view, req["order"], top),
+    }  # fmt: skip
+    out["counterfactuals"] = _counterfactuals(
+        store, info, seq, list(DEFAULT_MODELS if models is None else models), horizon, ms
+    )
+    return out
+
+
+def rank(store: Store, run_id: int, top: int = 20) -> list[dict[str, Any]]:
+    """A run's failed and most at-risk allocations: failed ones first (by seq), then
+    those served with the least margin: free blocks of at least their order (the
+    nearest stored step before them), watermark headroom (free pages above the min
+    watermark), and whether the model served them only after a fallback or after
+    compacting."""
+    info = run_info(store, run_id)
+    rows = store.query(
+        """WITH a AS (SELECT s.seq, s.outcome, s.pfn, e."order", e.migratetype, e.comm
+                      FROM steps s JOIN events e ON e.trace_id = $t AND e.seq = s.seq
+                      WHERE s.run_id = $r AND e.op = 'alloc'),
+                c AS (SELECT seq, free_pages, nr_free_0, nr_free_1, nr_free_2, nr_free_3,
+                             nr_free_4, nr_free_5, nr_free_6, nr_free_7, nr_free_8, nr_free_9,
+                             nr_free_10
+                      FROM steps WHERE run_id = $r AND free_pages IS NOT NULL),
+                fb AS (SELECT DISTINCT seq FROM extfrag WHERE run_id = $r),
+                me AS (SELECT DISTINCT seq FROM model_events WHERE run_id = $r
+                       AND kind LIKE 'compact%')
+           SELECT a.*, c.free_pages,
+                  CAST(list_sum([CASE WHEN i >= a."order" THEN
+                       [c.nr_free_0, c.nr_free_1, c.nr_free_2, c.nr_free_3, c.nr_free_4,
+                        c.nr_free_5, c.nr_free_6, c.nr_free_7, c.nr_free_8, c.nr_free_9,
+                        c.nr_free_10][i + 1] ELSE 0 END FOR i IN range(11)]) AS BIGINT) AS blocks,
+                  a.seq IN (SELECT seq FROM fb) AS fallback,
+                  a.seq IN (SELECT seq FROM me) AS compacted
+           FROM a ASOF LEFT JOIN c ON c.seq < a.seq""",
+        {"t": info.trace_id, "r": run_id},
+    ).to_pylist()
+    if not rows:
+        raise BadInputError(f"run {run_id} has no allocation steps", field="run_id")
+    env = zone_environment(store, info.trace_id, info.config or load_model("mobility"), None)
+    wmin = int(env.wmark[0])
+    for q in rows:
+        q["headroom"] = None if q["free_pages"] is None else int(q["free_pages"]) - wmin
+        q["failed"] = q["outcome"] == "failed"
+    rows.sort(key=lambda q: (not q["failed"], q["seq"] if q["failed"] else 0,
+                             q["blocks"] if q["blocks"] is not None else 1 << 40,
+                             not (q["fallback"] or q["compacted"]),
+                             q["headroom"] if q["headroom"] is not None else 1 << 40))  # fmt: skip
+    out = []
+    for q in rows[:top]:
+        mt = int(q["migratetype"])
+        out.append({"seq": int(q["seq"]), "order": int(q["order"]),
+                    "migratetype": TYPE_NAMES[mt] if 0 <= mt < 3 else str(mt),
+                    "comm": q["comm"], "outcome": q["outcome"], "pfn": q["pfn"],
+                    "free_blocks_at_order": q["blocks"], "watermark_headroom": q["headroom"],
+                    "after_fallback": bool(q["fallback"]),
+                    "after_compaction": bool(q["compacted"])})  # fmt: skip
+    return out

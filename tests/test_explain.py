@@ -1,0 +1,188 @@
+"""replay explain: one allocation from the state just before it (replay.analysis.explain)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from replay.analysis import explain as ex
+from replay.engine import whatif as engine
+from replay.engine.observed import run_observed
+from replay.models.config import load_model
+from replay.models.internal import MIGRATE_MOVABLE, MIGRATE_UNMOVABLE
+from replay.store import Store
+from replay.trace.ingest import ingest
+
+TRACES = Path(__file__).resolve().parent.parent / "traces"
+NAME = "small-pressure-6.18"
+
+
+@pytest.fixture(scope="module")
+def runs_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
+    """The shipped pressure capture with its observed run and a kernel-preset run (every
+    step's counters kept)."""
+    db = tmp_path_factory.mktemp("explain") / "e.duckdb"
+    with Store(db) as s:
+        ingest(s, TRACES / NAME, name=NAME)
+        obs = run_observed(s, NAME, every=1, pageblock_every=0)
+        k = engine.run(s, NAME, load_model("kernel"), start="observed", every=1,
+                       pageblock_every=0)  # fmt: skip
+    return db, int(obs["run_id"]), k.run_id
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    db = tmp_path / "x.duckdb"
+    shutil.copyfile(src, db)
+    return db
+
+
+def _step_before(s: Store, run_id: int, seq: int) -> dict[str, object]:
+    return s.query(
+        """SELECT * FROM steps WHERE run_id = $r AND seq < $s AND free_pages IS NOT NULL
+           ORDER BY seq DESC LIMIT 1""",
+        {"r": run_id, "s": seq},
+    ).to_pylist()[0]
+
+
+def _allocs(s: Store, run_id: int, outcome: str) -> list[int]:
+    return (
+        s.query(
+            """SELECT s.seq FROM steps s JOIN events e ON e.seq = s.seq AND e.op = 'alloc'
+               WHERE s.run_id = $r AND s.outcome = $o ORDER BY s.seq""",
+            {"r": run_id, "o": outcome},
+        )
+        .column("seq")
+        .to_pylist()
+    )
+
+
+def test_state_is_the_stored_step_before_and_the_own_fork_repeats_the_outcome(
+    runs_db: tuple[Path, int, int], tmp_path: Path
+) -> None:
+    """For a model's run: the state just before N is the run's step before N (nr_free,
+    free and pcp pages), and the run's own model forked from that state serves or
+    fails N as the run did; the forks start at N."""
+    db = _copy(runs_db[0], tmp_path)
+    k_run = runs_db[2]
+    with Store(db) as s:
+        failed = _allocs(s, k_run, "failed")
+        served = _allocs(s, k_run, "ok")
+        for seq in (failed[len(failed) // 2], served[len(served) // 3]):
+            out = ex.explain(s, k_run, seq, models=["mobility"], horizon=50)
+            before = _step_before(s, k_run, seq)
+            st = out["state"]
+            assert st["nr_free"] == [before[f"nr_free_{o}"] for o in range(11)]
+            assert st["free_pages"] == before["free_pages"]
+            assert st["pcp_pages"] == before["pcp_pages"]
+            own, fork, other = out["counterfactuals"]
+            assert own["own"] and own["run_id"] == k_run
+            assert fork["model"] == "kernel" and fork["outcome"] == own["outcome"]
+            assert other["model"] == "mobility" and other["outcome"] in ("ok", "failed")
+            first = s.one("SELECT min(seq) FROM steps WHERE run_id = $r", {"r": fork["run_id"]})
+            assert first[0] == seq
+    assert failed and served
+
+
+def test_observed_run_state_and_forks_from_the_kernels_state(
+    runs_db: tuple[Path, int, int], tmp_path: Path
+) -> None:
+    """For the observed run: the kernel's rebuilt state before N (its stored step), the
+    kernel's own outcome, each model forked from that same real state."""
+    db = _copy(runs_db[0], tmp_path)
+    obs_run = runs_db[1]
+    with Store(db) as s:
+        failed = _allocs(s, obs_run, "failed")
+        seq = failed[0]
+        out = ex.explain(s, obs_run, seq, models=["kernel"], horizon=20)
+        before = _step_before(s, obs_run, seq)
+    assert out["request"]["outcome"] == "failed" and out["request"]["order"] >= 0
+    assert out["state"]["nr_free"] == [before[f"nr_free_{o}"] for o in range(11)]
+    assert out["state"]["free_pages"] == before["free_pages"]
+    assert out["state"]["pcp_pages"] == before["pcp_pages"]
+    own, k = out["counterfactuals"]
+    assert own["model"] == "observed" and own["outcome"] == "failed"
+    assert k["model"] == "kernel" and k["outcome"] in ("ok", "failed")
+    # the order the request needs has no free block where its watermark fails
+    assert isinstance(out["state"]["watermark_ok"]["min"], bool)
+    assert len(out["candidates"]) == 5
+
+
+def test_rank_puts_failures_first(runs_db: tuple[Path, int, int], tmp_path: Path) -> None:
+    db = _copy(runs_db[0], tmp_path)
+    res = run_cli("explain", str(runs_db[1]), "--top", "200", "--db", db, "-f", "json")
+    assert res.code == 0, res.err
+    rows = res.json()
+    n_failed = sum(r["outcome"] == "failed" for r in rows)
+    assert n_failed == 157 or (n_failed == 200 and len(rows) == 200)
+    assert all(r["outcome"] == "failed" for r in rows[:n_failed])
+    assert [r["seq"] for r in rows[:n_failed]] == sorted(r["seq"] for r in rows[:n_failed])
+
+
+def test_cli_table_and_bad_input(runs_db: tuple[Path, int, int], tmp_path: Path) -> None:
+    """A table with every section; a free, a seq outside the run, or an unknown run: a
+    clear error, exit 65."""
+    db = _copy(runs_db[0], tmp_path)
+    with Store(db) as s:
+        seq = _allocs(s, runs_db[1], "failed")[0]
+        free_seq = s.one("SELECT min(seq) FROM events WHERE op = 'free' AND seq > $s",
+                         {"s": seq})[0]  # fmt: skip
+        total = s.one("SELECT events FROM traces")[0]
+    res = run_cli("explain", str(runs_db[1]), "--seq", str(seq), "--models", "mobility",
+                  "--horizon", "10", "--db", db)  # fmt: skip
+    assert res.code == 0, res.err
+    for section in ("request", "state", "nr_free", "candidates", "counterfactuals"):
+        assert section in res.out
+    res = run_cli("explain", str(runs_db[1]), "--seq", str(free_seq), "--db", db)
+    assert res.code == 65 and "is a free, not an allocation" in res.err
+    res = run_cli("explain", str(runs_db[1]), "--seq", str(total + 5), "--db", db)
+    assert res.code == 65 and "no event with seq" in res.err
+    res = run_cli("explain", "9999", "--seq", str(seq), "--db", db)
+    assert res.code == 65 and "no run 9999" in res.err
+    assert "Traceback" not in res.err
+
+
+@pytest.mark.parametrize(
+    ("gfp", "order", "direct", "compaction", "zone"),
+    [
+        ("GFP_KERNEL|__GFP_COMP", 3, True, True, "Normal"),
+        ("GFP_KERNEL", 0, True, False, "Normal"),
+        ("GFP_NOIO", 2, True, False, "Normal"),
+        ("GFP_ATOMIC|__GFP_NOWARN", 1, False, False, "Normal"),
+        ("GFP_TRANSHUGE_LIGHT", 9, False, False, "Movable"),
+        ("GFP_TRANSHUGE", 9, True, True, "Movable"),
+        ("GFP_HIGHUSER_MOVABLE|__GFP_COMP", 2, True, True, "Movable"),
+        ("GFP_KERNEL|GFP_DMA32", 0, True, False, "DMA32"),
+        ("0xcc0", 1, True, True, "Normal"),  # GFP_KERNEL as a raw mask
+        (None, 4, True, True, "Normal"),
+    ],
+)
+def test_gfp_allows(gfp: str | None, order: int, direct: bool, compaction: bool, zone: str) -> None:
+    a = ex.gfp_allows(gfp, order)
+    assert (a["direct_reclaim"], a["compaction"], a["highest_zone"]) == (direct, compaction, zone)
+
+
+def test_candidates_by_what_freeing_takes() -> None:
+    """Order-2 blocks of a 16-page zone at pfn 4: one free, one with a movable page
+    (migrate 1), one with a reclaimable page (reclaim 1), one pinned by an unmovable
+    page; ranked in that order, the pinned one naming its page."""
+    pages = 16
+    state = np.full(pages, ex.FREE, np.int8)
+    mt = np.full(pages, -1, np.int8)
+    mov = np.zeros(pages, np.bool_)
+    rec = np.zeros(pages, np.bool_)
+    state[4], mt[4], mov[4] = ex.ALLOCATED, MIGRATE_MOVABLE, True  # block 1 (pfn 8)
+    state[9], mt[9], rec[9] = ex.ALLOCATED, 2, True  # block 2 (pfn 12)
+    state[13], mt[13] = ex.ALLOCATED, MIGRATE_UNMOVABLE  # block 3 (pfn 16)
+    state[1] = ex.PCP  # block 0 (pfn 4): 3 free + 1 pcp
+    free_order = np.full(pages, -1, np.int8)
+    view = ex.PageView(4, state, free_order, mt, mov, rec, np.zeros(1, np.int8), 1)
+    c = ex.candidates(view, 2, top=4)
+    assert [x["pfn"] for x in c] == [4, 8, 12, 16]
+    assert (c[0]["pcp_pages"], c[0]["to_migrate"], c[0]["possible"]) == (1, 0, True)
+    assert (c[1]["to_migrate"], c[1]["allocated"]["movable"]) == (1, 1)
+    assert (c[2]["to_reclaim"], c[2]["possible"]) == (1, True)
+    assert (c[3]["possible"], c[3]["blocked_by_pfn"], c[3]["pinned_pages"]) == (False, 17, 1)
