@@ -65,6 +65,7 @@ bench: $(STAMP) sysdeps
 	$(PY) bench/bench_replay.py
 	$(PY) bench/bench_observed.py
 	$(PY) bench/bench_compaction.py
+	$(PY) bench/bench_explain.py
 	$(PY) bench/bench_batch.py
 	$(PY) bench/bench_serve.py
 

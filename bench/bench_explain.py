@@ -1,0 +1,93 @@
+"""Explain benchmark: ``replay explain`` on a 10M-event run and on the shipped capture.
+
+A model's run is explained from that model's state just before the seq,
+replayed from the run's start (nothing stored), then forked: the cost grows
+with the seq. Times whole ``replay explain`` child processes on
+bench_replay's seeded 10M-event stream (a ``mobility+pcp`` run) at 10%, 50%
+and 90% of the trace (one forked model, 1000 events on), the ranking of the
+run's allocations, and an observed run's explanation on traces/compact-6.18
+(the kernel's state rebuilt from the capture). Prints each wall time against
+issue 15's 2 s target, and each child's peak RSS.
+Usage: python bench/bench_explain.py [--events N] [--zone-pages P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from bench_replay import synthetic_table, timed
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / "data"
+TARGET_S = 2.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--zone-pages", type=int, default=1 << 20)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    DATA.mkdir(parents=True, exist_ok=True)
+    src = DATA / f"synthetic-mt-{args.events}-{args.zone_pages}-{args.seed}.parquet"
+    if not src.exists():
+        pq.write_table(synthetic_table(args.events, args.zone_pages, args.seed), src)
+    db = DATA / "explain-bench.duckdb"
+    for p in (db, Path(str(db) + ".wal")):
+        p.unlink(missing_ok=True)
+    replay = str(Path(sys.executable).parent / "replay")
+    timed([replay, "ingest", str(src), "--name", "synthetic", "--db", str(db), "-q",
+           "-f", "json"])  # fmt: skip
+    run_s, out, _ = timed([replay, "run", "synthetic", "-m", "mobility+pcp", "--zone-pages",
+                           str(args.zone_pages), "--every", "10000", "--db", str(db), "-q",
+                           "-f", "json"])  # fmt: skip
+    run_id = int(json.loads(out)["run_id"])
+    print(f"explain: {args.events:,}-event run {run_id} (mobility+pcp, {args.zone_pages:,} "
+          f"pages): the whole run {run_s:.2f} s")  # fmt: skip
+    wall, out, rss = timed([replay, "explain", str(run_id), "--top", "20", "--db", str(db),
+                            "-f", "json"])  # fmt: skip
+    print(
+        f"explain: ranking the run's allocations {wall:.2f} s "
+        f"({wall / TARGET_S:.2f} x the {TARGET_S:.0f} s target), peak RSS {rss:.0f} MiB"
+    )
+    for share in (0.1, 0.5, 0.9):
+        seq = int(args.events * share)
+        # the first allocation at or after that point
+        _, found, _ = timed([replay, "sql", "--db", str(db), "-f", "json",
+                             f"SELECT min(seq) AS s FROM events WHERE op = 'alloc' "
+                             f"AND seq >= {seq}"])  # fmt: skip
+        seq = int(json.loads(found)[0]["s"])
+        wall, out, rss = timed([replay, "explain", str(run_id), "--seq", str(seq), "--models",
+                                "mobility", "--horizon", "1000", "--db", str(db), "-q",
+                                "-f", "json"])  # fmt: skip
+        print(f"explain: seq {seq:,} ({share:.0%} in) {wall:.2f} s "
+              f"({wall / TARGET_S:.2f} x target, {wall / run_s:.2f} x the whole run), "
+              f"peak RSS {rss:.0f} MiB")  # fmt: skip
+    cap = DATA / "explain-capture.duckdb"
+    for p in (cap, Path(str(cap) + ".wal")):
+        p.unlink(missing_ok=True)
+    timed([replay, "ingest", str(ROOT / "traces" / "compact-6.18"), "--name", "compact",
+           "--db", str(cap), "-q", "-f", "json"])  # fmt: skip
+    _, out, _ = timed([replay, "run", "compact", "--observed", "--every", "1000", "--db",
+                       str(cap), "-q", "-f", "json"])  # fmt: skip
+    obs = int(json.loads(out)["run_id"])
+    _, found, _ = timed([replay, "sql", "--db", str(cap), "-f", "json",
+                         "SELECT min(seq) AS s FROM events WHERE op = 'alloc' "
+                         "AND seq >= 100000"])  # fmt: skip
+    seq = int(json.loads(found)[0]["s"])
+    wall, out, rss = timed([replay, "explain", str(obs), "--seq", str(seq), "--models",
+                            "kernel", "--horizon", "1000", "--db", str(cap), "-q",
+                            "-f", "json"])  # fmt: skip
+    print(
+        f"explain: observed run of the 6.18 capture, seq {seq:,}: {wall:.2f} s "
+        f"({wall / TARGET_S:.2f} x target), peak RSS {rss:.0f} MiB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
