@@ -707,3 +707,30 @@ def test_validate_job_measures_a_model_against_the_recorded_kernel(tmp_path: Pat
     assert {got["observed_run"], got["model_run"]} <= {r["run_id"] for r in runs}
     assert bad["status"] == "failed" and bad["error"]["kind"] == "usage", bad
     assert "snapshot" in bad["error"]["error"]
+
+
+def test_explain_job_is_the_cli_explanation(tmp_path: Path) -> None:
+    """POST /api/jobs/explain is `replay explain RUN --seq SEQ`: the job's result is the
+    CLI's JSON, figure for figure (the forks are stored runs in both); without a seq the
+    ranking; a run that does not exist fails the job as bad input."""
+    db = tmp_path / "x.duckdb"
+    shipped = Path(__file__).resolve().parent.parent / "traces" / "small-pressure-6.18"
+    assert run_cli("ingest", shipped, "--name", "sp", "--db", db, "-q").code == 0
+    assert run_cli("run", "sp", "--observed", "--db", db, "-q").code == 0
+    seq = run_cli("explain", "1", "--top", "1", "--db", db, "-f", "json").json()[0]["seq"]
+    cli_db = tmp_path / "cli.duckdb"
+    shutil.copyfile(db, cli_db)
+    body = {"run": 1, "seq": seq, "models": ["mobility"], "horizon": 20}
+    with live_server(ServiceConfig(db=db)) as lv:
+        view = lv.job(lv.client.post("/api/jobs/explain", json=body).json())
+        ranked = lv.job(lv.client.post("/api/jobs/explain", json={"run": 1, "top": 3}).json())
+        bad = lv.job(lv.client.post("/api/jobs/explain", json={"run": 99, "seq": seq}).json())
+        assert lv.client.post("/api/jobs/explain", json={"run": 0}).status_code == 422
+    assert view["status"] == "done" and view["kind"] == "explain", view
+    res = run_cli("explain", "1", "--seq", str(seq), "--models", "mobility", "--horizon", "20",
+                  "--db", cli_db, "-f", "json")  # fmt: skip
+    assert res.code == 0, res.err
+    assert view["result"] == res.json()
+    assert view["result"]["request"]["outcome"] == "failed"
+    assert ranked["result"]["ranked"][0]["seq"] == seq
+    assert bad["status"] == "failed" and "no run 99" in bad["error"]["error"], bad

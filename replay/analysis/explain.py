@@ -452,6 +452,19 @@ def _own_row(store: Store, info: RunInfo, seq: int, until: int) -> dict[str, Any
     return row
 
 
+def _zone_pages(store: Store, info: RunInfo) -> int | None:
+    """The run's ``--zone-pages`` (None: the trace's own zone)."""
+    trace_zone = store.one("SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = $t",
+                           {"t": info.trace_id})  # fmt: skip
+    if (
+        trace_zone is not None
+        and trace_zone[1] is not None
+        and (int(trace_zone[0] or 0), int(trace_zone[1])) == (info.zone_start_pfn, info.zone_pages)
+    ):
+        return None
+    return info.zone_pages
+
+
 def state_view(
     store: Store, info: RunInfo, seq: int
 ) -> tuple[PageView, Environment, ModelState | None]:
@@ -460,14 +473,7 @@ def state_view(
     if info.config is None:
         env = zone_environment(store, info.trace_id, load_model("mobility"), None)
         return _observed_view(store, info.trace_id, env, seq), env, None
-    zone_pages = None
-    trace_zone = store.one("SELECT zone_start_pfn, zone_pages FROM traces WHERE trace_id = $t",
-                           {"t": info.trace_id})  # fmt: skip
-    if trace_zone is None or (int(trace_zone[0] or 0), int(trace_zone[1] or 0)) != (
-        info.zone_start_pfn,
-        info.zone_pages,
-    ):
-        zone_pages = info.zone_pages  # the run had --zone-pages
+    zone_pages = _zone_pages(store, info)
     ms = model_state(store, info.trace, info.config, seq, start=info.start,
                      at=info.start_seq if info.start == "observed" else None,
                      zone_pages=zone_pages, fill_from_snapshot=info.background > 0)  # fmt: skip
@@ -532,7 +538,8 @@ def rank(store: Store, run_id: int, top: int = 20) -> list[dict[str, Any]]:
     ).to_pylist()
     if not rows:
         raise BadInputError(f"run {run_id} has no allocation steps", field="run_id")
-    env = zone_environment(store, info.trace_id, info.config or load_model("mobility"), None)
+    pages = _zone_pages(store, info) if info.config is not None else None
+    env = zone_environment(store, info.trace_id, info.config or load_model("mobility"), pages)
     wmin = int(env.wmark[0])
     for q in rows:
         q["headroom"] = None if q["free_pages"] is None else int(q["free_pages"]) - wmin

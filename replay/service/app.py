@@ -193,6 +193,18 @@ class ValidateRequest(BaseModel):
     every: int = Field(default=100, ge=1, le=2**31 - 1, description="compare every K-th step")
 
 
+class ExplainRequest(BaseModel):
+    """One allocation of a run explained, or the run's allocations ranked (replay explain)."""
+
+    run: int = Field(ge=1, le=2**31 - 1, description="a run id")
+    seq: int | None = Field(default=None, ge=0, le=2**62,
+                            description="the allocation's seq; none: rank the run's")  # fmt: skip
+    models: list[Preset] | None = Field(default=None, max_length=16,
+                                        description="presets to fork (default: six)")  # fmt: skip
+    horizon: int = Field(default=1000, ge=0, le=1 << 24, description="events each fork replays")
+    top: int = Field(default=5, ge=1, le=1000, description="candidates (or ranked rows)")
+
+
 class JobProgress(BaseModel):
     description: str | None
     done: int
@@ -202,7 +214,7 @@ class JobProgress(BaseModel):
 
 class JobView(BaseModel):
     id: str
-    kind: Literal["ingest", "run", "validate"]
+    kind: Literal["ingest", "run", "validate", "explain"]
     status: Literal["queued", "running", "done", "failed"]
     params: dict[str, Any]
     created: str
@@ -891,6 +903,19 @@ def add_job_routes(api: APIRouter, svc: Service) -> None:
         job = svc.jobs.submit("validate", params, _validate_work(svc, body))
         return job.view()
 
+    @api.post(
+        "/jobs/explain", status_code=202, response_model=JobView,
+        summary="Explain an allocation of a run",
+    )  # fmt: skip
+    def post_explain(body: ExplainRequest) -> dict[str, Any]:
+        """Queue ``replay explain RUN --seq SEQ`` (docs/explain.md): the request, the
+        state just before it, the blocks nearest to free, and the models forked from
+        that state (stored as runs); without ``seq`` the run's failed and most at-risk
+        allocations, ranked. The job's result is the CLI's JSON."""
+        params = body.model_dump(mode="json")
+        job = svc.jobs.submit("explain", params, _explain_work(svc, body))
+        return job.view()
+
     @api.get("/jobs", response_model=JobList, summary="Jobs")
     def list_jobs(
         status: Annotated[Literal["queued", "running", "done", "failed"] | None, Query()] = None,
@@ -979,6 +1004,20 @@ def _validate_work(svc: Service, body: ValidateRequest) -> Callable[[Any], dict]
         config = load_model(str(body.model))
         fid = model_fidelity(svc.db.writer, body.trace, config, every=body.every, progress=progress)
         return jsonable(fid)
+
+    return work
+
+
+def _explain_work(svc: Service, body: ExplainRequest) -> Callable[[Any], dict]:
+    def work(progress: Any) -> dict[str, Any]:
+        from replay.analysis.explain import explain, rank
+
+        del progress  # forks are short
+        if body.seq is None:
+            return jsonable({"ranked": rank(svc.db.writer, body.run, top=body.top)})
+        models = None if body.models is None else [str(m) for m in body.models]
+        return jsonable(explain(svc.db.writer, body.run, body.seq, models=models,
+                                horizon=body.horizon, top=body.top))  # fmt: skip
 
     return work
 
