@@ -46,7 +46,7 @@ from replay.analysis.metrics import (
 )
 from replay.engine.environment import Environment, initial_pageblock_types, zone_environment
 from replay.engine.observed import fork_state
-from replay.engine.whatif import ModelState, model_state, run
+from replay.engine.whatif import ModelState, block_pages, live_units, model_state, pcp_blocks, run
 from replay.errors import BadInputError, UsageError
 from replay.models.config import RunConfig, load_model
 from replay.models.internal import (
@@ -58,7 +58,6 @@ from replay.models.internal import (
     NR_PAGE_ORDERS,
     PAGE_ALLOC_COSTLY_ORDER,
     PAGEBLOCK_ORDER,
-    pindex_to_order,
 )
 from replay.models.watermarks import zone_watermark_ok
 from replay.store import Store
@@ -177,23 +176,19 @@ def _model_view(ms: ModelState) -> PageView:
     movable = np.zeros(pages, np.bool_)
     reclaimable = np.zeros(pages, np.bool_)
     ob = z.objects
-    live = np.flatnonzero((ob.placed >= start) & (ob.placed < start + pages))
-    for x in live:  # units, each 2^order pages
-        o = int(ob.placed[x]) - start
-        n = 1 << int(ob.obj_order[x])
-        state[o : o + n] = ALLOCATED
-        mt[o : o + n] = ob.obj_mt[x]
-        movable[o : o + n] = (int(ob.obj_flags[x]) & F_MOVABLE) != 0
-        reclaimable[o : o + n] = (int(ob.obj_flags[x]) & F_RECLAIM) != 0
+    live = live_units(ms)
+    idx, owner = block_pages(ob.placed[live] - start, ob.obj_order[live])
+    flags = ob.obj_flags[live].astype(np.int64)[owner]
+    state[idx] = ALLOCATED
+    mt[idx] = ob.obj_mt[live][owner]
+    movable[idx] = (flags & F_MOVABLE) != 0
+    reclaimable[idx] = (flags & F_RECLAIM) != 0
     free_order = np.asarray(z.arrays.buddy_order[:pages]).astype(np.int8)
-    for o in np.flatnonzero(free_order >= 0):
-        state[o : o + (1 << int(free_order[o]))] = FREE
-    pcp_pages = 0
-    for (_cpu, pi), heads in z.pcp_lists().items():
-        k = int(pindex_to_order(pi))
-        for pfn in heads:
-            state[pfn - start : pfn - start + (1 << k)] = PCP
-            pcp_pages += 1 << k
+    heads = np.flatnonzero(free_order >= 0)
+    state[block_pages(heads, free_order[heads])[0]] = FREE
+    offs, orders, _cpus = pcp_blocks(z)
+    state[block_pages(offs, orders)[0]] = PCP
+    pcp_pages = int((np.int64(1) << orders).sum())
     not_alloc = state != ALLOCATED
     mt[not_alloc] = -1
     movable[not_alloc] = False
@@ -211,14 +206,13 @@ def _observed_view(store: Store, trace_id: int, env: Environment, seq: int) -> P
     state = np.where(fork.page_mt >= 0, ALLOCATED, FREE).astype(np.int8)
     free_order = fork.blk.astype(np.int8)
     covered = np.zeros(pages, np.bool_)
-    for o in np.flatnonzero(free_order >= 0):
-        covered[o : o + (1 << int(free_order[o]))] = True
-    pcp_pages = 0
-    for o in np.flatnonzero(fork.pcp > 0):
-        n = 1 << (int(fork.pcp[o]) - 1)
-        state[o : o + n] = PCP
-        covered[o : o + n] = True
-        pcp_pages += n
+    heads = np.flatnonzero(free_order >= 0)
+    covered[block_pages(heads, free_order[heads])[0]] = True
+    heads = np.flatnonzero(fork.pcp > 0)
+    pcp_idx = block_pages(heads, fork.pcp[heads].astype(np.int64) - 1)[0]
+    state[pcp_idx] = PCP
+    covered[pcp_idx] = True
+    pcp_pages = int(pcp_idx.shape[0])
     state[(state == FREE) & ~covered] = OTHER  # free pages in no whole block: held
     mt = np.where(state == ALLOCATED, fork.page_mt, -1).astype(np.int8)
     movable = mt == MIGRATE_MOVABLE
@@ -511,45 +505,39 @@ def explain(store: Store, run_id: int, seq: int, *, models: list[str] | None = N
 def rank(store: Store, run_id: int, top: int = 20) -> list[dict[str, Any]]:
     """A run's failed and most at-risk allocations: failed ones first (by seq), then
     those served with the least margin: free blocks of at least their order (the
-    nearest stored step before them), watermark headroom (free pages above the min
-    watermark), and whether the model served them only after a fallback or after
-    compacting."""
+    nearest stored step before them), served only after a fallback or after
+    compacting, then the watermark headroom (free pages above the min watermark)."""
     info = run_info(store, run_id)
+    pages = _zone_pages(store, info) if info.config is not None else None
+    env = zone_environment(store, info.trace_id, info.config or load_model("mobility"), pages)
     rows = store.query(
         """WITH a AS (SELECT s.seq, s.outcome, s.pfn, e."order", e.migratetype, e.comm
                       FROM steps s JOIN events e ON e.trace_id = $t AND e.seq = s.seq
                       WHERE s.run_id = $r AND e.op = 'alloc'),
-                c AS (SELECT seq, free_pages, nr_free_0, nr_free_1, nr_free_2, nr_free_3,
+                c AS (SELECT seq, free_pages, [nr_free_0, nr_free_1, nr_free_2, nr_free_3,
                              nr_free_4, nr_free_5, nr_free_6, nr_free_7, nr_free_8, nr_free_9,
-                             nr_free_10
+                             nr_free_10] AS nr
                       FROM steps WHERE run_id = $r AND free_pages IS NOT NULL),
                 fb AS (SELECT DISTINCT seq FROM extfrag WHERE run_id = $r),
                 me AS (SELECT DISTINCT seq FROM model_events WHERE run_id = $r
-                       AND kind LIKE 'compact%')
-           SELECT a.*, c.free_pages,
-                  CAST(list_sum([CASE WHEN i >= a."order" THEN
-                       [c.nr_free_0, c.nr_free_1, c.nr_free_2, c.nr_free_3, c.nr_free_4,
-                        c.nr_free_5, c.nr_free_6, c.nr_free_7, c.nr_free_8, c.nr_free_9,
-                        c.nr_free_10][i + 1] ELSE 0 END FOR i IN range(11)]) AS BIGINT) AS blocks,
-                  a.seq IN (SELECT seq FROM fb) AS fallback,
-                  a.seq IN (SELECT seq FROM me) AS compacted
-           FROM a ASOF LEFT JOIN c ON c.seq < a.seq""",
-        {"t": info.trace_id, "r": run_id},
+                       AND kind LIKE 'compact%'),
+                r AS (SELECT a.*, c.free_pages - $wmin AS headroom,
+                             CAST(list_sum(list_slice(c.nr, a."order" + 1, 11)) AS BIGINT)
+                               AS blocks,
+                             a.seq IN (SELECT seq FROM fb) AS fallback,
+                             a.seq IN (SELECT seq FROM me) AS compacted
+                      FROM a ASOF LEFT JOIN c ON c.seq < a.seq)
+           SELECT * FROM r
+           ORDER BY outcome <> 'failed', CASE WHEN outcome = 'failed' THEN seq ELSE 0 END,
+                    coalesce(blocks, 1::BIGINT << 40), NOT (fallback OR compacted),
+                    coalesce(headroom, 1::BIGINT << 40), seq
+           LIMIT $top""",
+        {"t": info.trace_id, "r": run_id, "wmin": int(env.wmark[0]), "top": top},
     ).to_pylist()
     if not rows:
         raise BadInputError(f"run {run_id} has no allocation steps", field="run_id")
-    pages = _zone_pages(store, info) if info.config is not None else None
-    env = zone_environment(store, info.trace_id, info.config or load_model("mobility"), pages)
-    wmin = int(env.wmark[0])
-    for q in rows:
-        q["headroom"] = None if q["free_pages"] is None else int(q["free_pages"]) - wmin
-        q["failed"] = q["outcome"] == "failed"
-    rows.sort(key=lambda q: (not q["failed"], q["seq"] if q["failed"] else 0,
-                             q["blocks"] if q["blocks"] is not None else 1 << 40,
-                             not (q["fallback"] or q["compacted"]),
-                             q["headroom"] if q["headroom"] is not None else 1 << 40))  # fmt: skip
     out = []
-    for q in rows[:top]:
+    for q in rows:
         mt = int(q["migratetype"])
         out.append({"seq": int(q["seq"]), "order": int(q["order"]),
                     "migratetype": TYPE_NAMES[mt] if 0 <= mt < 3 else str(mt),

@@ -230,6 +230,8 @@ class _Replay:
         self.model_events = Spool(tmp / "model_events.parquet", MODEL_EVENTS_SCHEMA)
         self.contiguity = Spool(tmp / "contiguity.parquet", CONTIGUITY_SCHEMA)
         self.compactions = 0
+        self.obj_ids: np.ndarray | None = None  # the object numbering (object_index)
+        self.n_trace_obj = n_obj
         # recorded passes in progress: pass -> [its compact_control, its loop's result]
         self.passes: dict[int, list[Any]] = {}
         self.contig_pages = 0
@@ -705,6 +707,9 @@ class ModelState:
     env: Environment
     zone: ZoneState
     ncpus: int
+    ids: np.ndarray | None  # the run's object numbering (environment.object_index)
+    n_obj: int
+    fork: ForkState | None = None  # fork_of_model's, computed once
 
 
 def model_state(
@@ -718,33 +723,69 @@ def model_state(
                             pageblock_every=0, fill_from_snapshot=fill_from_snapshot,
                             start=start, at=at, until=seq, progress=None,
                             state_only=True)  # fmt: skip
-    return ModelState(seq=seq, env=env, zone=rp.zone, ncpus=rp.ncpus)
+    return ModelState(seq=seq, env=env, zone=rp.zone, ncpus=rp.ncpus, ids=rp.obj_ids,
+                      n_obj=rp.n_trace_obj)  # fmt: skip
+
+
+def block_pages(offs: np.ndarray, orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pages of blocks (offsets, orders): each page's offset and its block's index."""
+    sizes = np.int64(1) << orders.astype(np.int64)
+    owner = np.repeat(np.arange(offs.shape[0], dtype=np.int64), sizes)
+    starts = np.cumsum(sizes) - sizes
+    pages = offs.astype(np.int64)[owner] + (np.arange(owner.shape[0], dtype=np.int64)
+                                            - starts[owner])  # fmt: skip
+    return pages, owner
+
+
+def pcp_blocks(zone: ZoneState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The blocks on a model zone's pcp lists: offsets, orders, cpus."""
+    offs, orders, cpus = [], [], []
+    for (cpu, pi), heads in zone.pcp_lists().items():
+        k = int(pindex_to_order(pi))
+        offs += [pfn - zone.start_pfn for pfn in heads]
+        orders += [k] * len(heads)
+        cpus += [cpu] * len(heads)
+    return (np.array(offs, np.int64), np.array(orders, np.int64), np.array(cpus, np.int64))
+
+
+def live_units(ms: ModelState) -> np.ndarray:
+    """The dense ids of the objects a model state has placed in its zone."""
+    placed = ms.zone.objects.placed
+    start = int(ms.env.start_pfn)
+    return np.flatnonzero((placed >= start) & (placed < start + int(ms.zone.pages)))
 
 
 def fork_of_model(ms: ModelState) -> ForkState:
     """A model's state as a fork's starting state (what :func:`fork_state` gives for
     the kernel's): its free blocks, its pcp blocks and their cpus, and per page the
-    type an allocated page counts as (the object's; pages no object holds: UNMOVABLE)."""
+    type an allocated page counts as (the object's; pages no object holds: UNMOVABLE).
+    Computed once per state; each call gets its own copies."""
+    if ms.fork is None:
+        ms.fork = _fork_of_model(ms)
+    f = ms.fork
+    return ForkState(seq=f.seq, first_seq=f.first_seq, blk=f.blk.copy(),
+                     page_mt=f.page_mt.copy(), pcp=f.pcp.copy(),
+                     pcp_cpu=f.pcp_cpu.copy())  # fmt: skip
+
+
+def _fork_of_model(ms: ModelState) -> ForkState:
     z = ms.zone
     pages = int(z.pages)
     start = int(ms.env.start_pfn)
     blk = np.asarray(z.arrays.buddy_order[:pages]).astype(np.int8)
     page_mt = np.full(pages, MIGRATE_UNMOVABLE, np.int8)
     ob = z.objects
-    live = np.flatnonzero((ob.placed >= start) & (ob.placed < start + pages))
-    for x in live:
-        o = int(ob.placed[x]) - start
-        page_mt[o : o + (1 << int(ob.obj_order[x]))] = ob.obj_mt[x]
-    for o in np.flatnonzero(blk >= 0):
-        page_mt[o : o + (1 << int(blk[o]))] = -1
+    live = live_units(ms)
+    idx, owner = block_pages(ob.placed[live] - start, ob.obj_order[live])
+    page_mt[idx] = ob.obj_mt[live][owner]
+    heads = np.flatnonzero(blk >= 0)
+    page_mt[block_pages(heads, blk[heads])[0]] = -1
     pcp = np.zeros(pages, np.int8)
     pcp_cpu = np.full(pages, -1, np.int16)
-    for (cpu, pi), heads in z.pcp_lists().items():
-        k = int(pindex_to_order(pi))
-        for pfn in heads:
-            pcp[pfn - start] = k + 1
-            pcp_cpu[pfn - start] = cpu
-            page_mt[pfn - start : pfn - start + (1 << k)] = -1
+    offs, orders, cpus = pcp_blocks(z)
+    pcp[offs] = orders + 1
+    pcp_cpu[offs] = cpus
+    page_mt[block_pages(offs, orders)[0]] = -1
     return ForkState(seq=ms.seq, first_seq=ms.seq, blk=blk, page_mt=page_mt, pcp=pcp,
                      pcp_cpu=pcp_cpu)  # fmt: skip
 
@@ -801,7 +842,8 @@ def _run(
     trace_id = store.trace_id(trace)
     env = zone_environment(store, trace_id, config, zone_pages)
     warm_up()
-    ids, n_obj = object_index(store, trace_id)
+    ids, n_obj = ((from_state.ids, from_state.n_obj) if from_state is not None
+                  else object_index(store, trace_id))  # fmt: skip
     fork = None
     if start == "observed":
         if env.zone is None and from_state is None:
@@ -963,6 +1005,7 @@ def _run(
     tmp_dir = tempfile.TemporaryDirectory(prefix="replay-run-")
     owner_sql, owner_join, n_owners = _owners(store, trace_id, config)
     rp = _Replay(env, config, n_obj + n_bg, Path(tmp_dir.name), n_owners)
+    rp.obj_ids, rp.n_trace_obj = ids, n_obj
     regions = store.query(
         """SELECT obj, region, vpn, "order" FROM events WHERE trace_id = $t AND op = 'alloc'
              AND region IS NOT NULL AND vpn IS NOT NULL""",
@@ -1086,7 +1129,12 @@ def _run(
                 prev_last[0] = int(seq[-1])
                 keep_counters = (seq % every == 0) | (seq == last_seq)
                 keep_row = keep_counters | is_alloc
+                if state_only:  # nothing is stored: no rows to fill
+                    keep_counters[:] = False
+                    keep_row[:] = False
                 snap = (seq == last_seq) if pbe == 0 else (seq % pbe == 0) | (seq == last_seq)
+                if state_only:
+                    snap[:] = False
                 m = int(np.count_nonzero(keep_row))
                 # Reused buffers: fresh ones would page-fault inside the kernel.
                 out = tuple(a[:m] for a in rp.out)
