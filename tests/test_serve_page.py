@@ -119,3 +119,44 @@ def test_page_asks_for_the_token(tmp_path: Path) -> None:
         page.wait_for_selector("body[data-ready='1']")
         assert "token" not in page.url
     assert unexpected(log.errors) == [], log.errors
+
+
+def test_page_explains_an_allocation(live: Live) -> None:
+    """The explain form: a run and a seq give the request, the state, the candidates and
+    the forked models (a job); an empty seq ranks the run's allocations; a free's seq
+    shows the server's reason."""
+    rows = live.client.post(
+        "/api/sql", json={"sql": "SELECT min(seq) AS a, max(seq) FILTER (WHERE op = 'free') "
+                          "AS f FROM events WHERE op = 'alloc' OR op = 'free'"}
+    ).json()["rows"]  # fmt: skip
+    seq = live.client.post(
+        "/api/sql", json={"sql": "SELECT min(seq) FROM events WHERE op = 'alloc' AND seq > 20000"}
+    ).json()["rows"][0][0]
+    free_seq = rows[0][1]
+    with chromium_page(1280, 1400) as (page, log):
+        page.goto(live.url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.fill("#explain-run", "2")
+        page.fill("#explain-seq", str(seq))
+        page.fill("#explain-models", "mobility+compaction")
+        page.fill("#explain-horizon", "50")
+        page.click("#explain-form button[type=submit]")
+        page.wait_for_selector("#explain[data-loaded='1']", timeout=60_000)
+        for part in ("request", "state", "candidates", "counterfactuals"):
+            assert page.locator(f"#explain h3[data-part='{part}']").count() == 1
+        text = page.inner_text("#explain")
+        assert "compaction_suitable" in text and "mobility+compaction" in text
+        # the own run, its model forked, and the asked model
+        assert page.locator("#explain h3[data-part='counterfactuals'] + div tbody tr").count() == 3
+        page.locator("#explain-section").scroll_into_view_if_needed()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "explain.png"), full_page=True)
+        page.fill("#explain-seq", "")
+        page.click("#explain-form button[type=submit]")
+        page.wait_for_selector("#explain h3[data-part='ranked']", timeout=60_000)
+        assert page.locator("#explain tbody tr").count() >= 1
+        page.fill("#explain-seq", str(free_seq))
+        page.click("#explain-form button[type=submit]")
+        page.wait_for_selector("#explain[data-loaded='error']", timeout=60_000)
+        assert "not an allocation" in page.inner_text("#explain")
+    assert unexpected(log.errors) == [], log.errors

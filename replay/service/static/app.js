@@ -242,13 +242,14 @@
       $('jobs').tBodies[0].innerHTML = data.jobs.slice().reverse().map(function (j) {
         if (j.status === 'queued' || j.status === 'running') active += 1;
         var what = j.kind === 'ingest' ? (j.params.file + ' → ' + j.params.name)
+          : j.kind === 'explain' ? ('run ' + j.params.run +
+            (j.params.seq == null ? ' (rank)' : ' seq ' + j.params.seq))
           : (j.params.trace + ' · ' + j.params.model);
         var p = j.progress || {};
         var bar = p.fraction == null ? '' : '<progress max="1" value="' + p.fraction +
           '"></progress> ' + Math.round(p.fraction * 100) + '%';
         var out = j.error ? '<span class="status-failed">' + esc(j.error.error) + '</span>'
-          : (j.result ? esc(j.kind === 'run' ? 'run ' + j.result.run_id
-            : 'trace ' + j.result.name + ' (' + fmt(j.result.events) + ' events)') : '');
+          : (j.result ? esc(jobResult(j)) : '');
         return '<tr data-job="' + esc(j.id) + '" data-status="' + j.status + '"><td>' +
           esc(j.id) + '</td><td>' + j.kind + '</td><td>' + esc(what) +
           '</td><td class="status-' + j.status + '">' + j.status + '</td><td>' + bar +
@@ -259,6 +260,104 @@
       badge.textContent = active + ' job' + (active === 1 ? '' : 's') + ' running';
       return active;
     });
+  }
+
+  function jobResult(j) {
+    var r = j.result;
+    if (j.kind === 'run') return 'run ' + r.run_id;
+    if (j.kind === 'ingest') return 'trace ' + r.name + ' (' + fmt(r.events) + ' events)';
+    if (j.kind === 'validate') {
+      return 'order >= 9 ' + fmt(r.order9_diff_pct) + '%, end ' + fmt(r.end_diff_pct) + '%';
+    }
+    if (j.kind === 'explain') {
+      return r.ranked ? r.ranked.length + ' allocations ranked'
+        : r.request.order + '-order ' + r.request.migratetype + ': ' + r.request.outcome;
+    }
+    return '';
+  }
+
+  /* -- explain --------------------------------------------------------------------- */
+  function gridOf(rows, cols) {
+    if (!rows || !rows.length) return '<p class="muted">none</p>';
+    cols = cols || Object.keys(rows[0]);
+    return '<div class="scroll"><table class="grid"><thead><tr>' + cols.map(function (c) {
+      return '<th>' + esc(c) + '</th>';
+    }).join('') + '</tr></thead><tbody>' + rows.map(function (r) {
+      return '<tr>' + cols.map(function (c) {
+        var v = r[c];
+        if (Array.isArray(v)) v = v.join(', ');
+        else if (v && typeof v === 'object') {
+          v = Object.keys(v).map(function (k) { return k + ' ' + fmt(v[k]); }).join(', ');
+        }
+        return '<td>' + esc(RAW[c] ? (v == null ? '' : String(v)) : fmt(v)) + '</td>';
+      }).join('') + '</tr>';
+    }).join('') + '</tbody></table></div>';
+  }
+  // identifiers, not quantities: no thousands separators
+  var RAW = {pfn: 1, blocked_by_pfn: 1, seq: 1, line: 1, run_id: 1, pid: 1, value: 0};
+
+  function keyValues(obj) {
+    return gridOf(Object.keys(obj).filter(function (k) {
+      return obj[k] == null || typeof obj[k] !== 'object';
+    }).map(function (k) { return {key: k, value: obj[k]}; }), ['key', 'value']);
+  }
+
+  function renderExplain(r) {
+    var el = $('explain');
+    if (r.ranked) {
+      el.innerHTML = '<h3 data-part="ranked">Failed and at-risk allocations</h3>' +
+        gridOf(r.ranked);
+    } else {
+      var st = r.state;
+      var orders = st.nr_free.map(function (n, o) {
+        return {order: o, nr_free: n, unmovable: st.nr_free_by_type.unmovable[o],
+          movable: st.nr_free_by_type.movable[o],
+          reclaimable: st.nr_free_by_type.reclaimable[o]};
+      });
+      var verdict = st.compaction_suitable;
+      el.innerHTML = '<h3 data-part="request">Request</h3>' + keyValues(r.request) +
+        '<h3 data-part="state">State just before it</h3>' + keyValues(st) +
+        '<p>watermarks min/low/high ' + fmt(st.watermarks.min) + ' / ' +
+        fmt(st.watermarks.low) + ' / ' + fmt(st.watermarks.high) + ' (ok: ' +
+        ['min', 'low', 'high'].map(function (k) { return st.watermark_ok[k]; }).join(' / ') +
+        '); compaction_suitable: <b>' + esc(verdict.verdict) + '</b> (' +
+        esc(verdict.reason) + ')</p>' + gridOf(orders) +
+        '<h3 data-part="candidates">Blocks nearest to free</h3>' + gridOf(r.candidates) +
+        '<h3 data-part="counterfactuals">Models forked from that state</h3>' +
+        gridOf(r.counterfactuals || []);
+    }
+    el.setAttribute('data-loaded', '1');
+  }
+
+  function waitJob(id) {
+    return api('/api/jobs/' + encodeURIComponent(id)).then(function (j) {
+      if (j.status === 'done') return j;
+      if (j.status === 'failed') throw new Error(j.error ? j.error.error : 'job failed');
+      return new Promise(function (ok) { setTimeout(ok, 500); }).then(function () {
+        return waitJob(id);
+      });
+    });
+  }
+
+  function submitExplain(ev) {
+    ev.preventDefault();
+    var body = {run: parseInt($('explain-run').value, 10),
+      horizon: parseInt($('explain-horizon').value || '1000', 10)};
+    if ($('explain-seq').value !== '') body.seq = parseInt($('explain-seq').value, 10);
+    var models = $('explain-models').value.split(',').map(function (m) { return m.trim(); })
+      .filter(function (m) { return m; });
+    if (models.length) body.models = models;
+    $('explain').removeAttribute('data-loaded');
+    $('explain').innerHTML = '<p class="muted">explaining…</p>';
+    postJSON('/api/jobs/explain', body).then(function (job) {
+      loadJobs();
+      pollJobs();
+      return waitJob(job.id);
+    }).then(function (j) { renderExplain(j.result); })
+      .catch(function (e) {
+        $('explain').innerHTML = '<p class="error" role="alert">' + esc(e.message) + '</p>';
+        $('explain').setAttribute('data-loaded', 'error');
+      });
   }
 
   function pollJobs() {
@@ -355,6 +454,7 @@
     $('query-run').addEventListener('click', runQuery);
     $('ingest-form').addEventListener('submit', submitIngest);
     $('run-form').addEventListener('submit', submitRun);
+    $('explain-form').addEventListener('submit', submitExplain);
     $('token-form').addEventListener('submit', function (ev) {
       ev.preventDefault();
       state.token = $('token-input').value;
