@@ -286,14 +286,22 @@ def test_report_in_headless_chromium(db: Path, tmp_path: Path) -> None:
     assert requests == [out.as_uri()], requests  # nothing but the file itself
     names = [c["name"] for c in charts]
     want = {"summary", "free_pages", "largest_free_order", "unusable_index",
-            "fragmentation_score", "failures", "cost", "cost-success", "cost-free"}  # fmt: skip
+            "fragmentation_score", "failures", "cost", "cost-success", "cost-free",
+            "failed-allocations"}  # fmt: skip
     want |= {f"buddyinfo-{r}" for r in RUNS} | {f"pageblocks-{r}" for r in RUNS}
     assert set(names) == want and len(names) == len(want)
+    # the failures table: the first failed allocations of the runs that had some
+    failed = blob(html)["failures"]
+    assert failed["rows"] and failed["columns"][:2] == ["run", "seq"]
+    cells = next(c["cells"] for c in charts if c["name"] == "failed-allocations")
+    assert cells == len(failed["rows"]) * len(failed["columns"])
     assert n_again == len(want)
     for c in charts:
         assert c["drawn"] == "1" and c["empty"] == "", c
         if c["name"] == "summary":
             assert c["cells"] > len(RUNS) * 20
+        elif c["name"] == "failed-allocations":
+            assert c["cells"] > 0
         else:
             assert c["marks"] > 0, c
     lines = {c["name"]: c["paths"] for c in charts}

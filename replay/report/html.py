@@ -484,7 +484,7 @@ def report_data(
     migrated + scanned + evicted + exchanged pages, per bucket),
     ``pageblocks`` (the ownership map, or None without snapshots) and
     ``cost_benefit`` (``cost_pages``, ``high_order_success_pct``,
-    ``free_high_pct``).
+    ``free_high_pct``); ``failures`` (:func:`failures_table`).
     """
     _check_order(order)
     if not 2 <= points <= MAX_POINTS:
@@ -525,7 +525,36 @@ def report_data(
         "costly_order": COSTLY_ORDER,
         "summary": {"columns": columns, "rows": [[r[c] for c in columns] for r in rows]},
         "runs": runs,
+        "failures": failures_table(store, [(r["run_id"], r["label"]) for r in runs]),
     }
+
+
+FAILURE_COLUMNS = ("run", "seq", "order", "migratetype", "comm", "free_blocks_at_order",
+                   "watermark_headroom", "after_fallback", "after_compaction")  # fmt: skip
+
+
+def failures_table(
+    store: Store, runs: Sequence[tuple[int, str]], per_run: int = 5
+) -> dict[str, Any]:
+    """The first failed allocations of each run (at most ``per_run``), each with the
+    summary of its explanation the stored steps give (replay.analysis.explain.rank):
+    free blocks of at least its order just before it, free pages above the min
+    watermark (pages), whether the model fell back or compacted for it.
+    ``replay explain RUN --seq SEQ`` gives the whole explanation."""
+    from replay.analysis.explain import rank
+    from replay.errors import BadInputError
+
+    rows = []
+    for run_id, label in runs:
+        try:
+            ranked = rank(store, run_id, top=per_run)
+        except BadInputError:  # no allocation steps
+            continue
+        for q in ranked:
+            if q["outcome"] != "failed":
+                break
+            rows.append([label, *(q[c] for c in FAILURE_COLUMNS[1:])])
+    return {"columns": list(FAILURE_COLUMNS), "rows": rows}
 
 
 def _json_for_html(obj: Any) -> str:

@@ -577,6 +577,19 @@
     scatter(cell(cb), {name: 'cost-free', title: 'Free memory in large blocks at the end',
       note: 'order ' + data.order + ' or more', xLabel: 'cost (pages migrated + scanned + ' +
       'evicted + exchanged)', yLabel: '% of free pages', yMax: 100, points: pts('free_high_pct')});
+
+    var fl = data.failures || {columns: [], rows: []};
+    if (fl.rows.length) {
+      table(section(container, 'Failures',
+        'The first failed allocations of each run (at most five), with what the stored ' +
+        'steps say of each: free blocks of at least its order just before it, free pages ' +
+        'above the min watermark, and whether the model fell back or compacted for it. ' +
+        '`replay explain RUN --seq SEQ` explains one from the state just before it and ' +
+        'forks other models there.'), {
+        name: 'failed-allocations', title: 'Failed allocations', columns: fl.columns,
+        rows: fl.rows
+      });
+    }
     container.setAttribute('data-drawn', '1');
     return container;
   }
