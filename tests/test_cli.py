@@ -187,6 +187,9 @@ def test_query_list_params_and_errors(capture_db: Path) -> None:
     assert run_cli("query", "lifetimes", "--db", capture_db).code == 2  # missing param
     assert run_cli("query", "lifetimes", "-p", "nope=1", "--db", capture_db).code == 2
     assert run_cli("query", "../etc/passwd", "--db", capture_db).code == 2
+    # a run that does not exist: an error, not an empty table
+    res = run_cli("query", "failures_by_order", "-p", "run=999", "--db", capture_db)
+    assert res.code == 1 and "no run 999" in res.err and res.out == ""
 
 
 def test_sql_is_read_only(capture_db: Path) -> None:

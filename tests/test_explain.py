@@ -31,6 +31,8 @@ def runs_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
         obs = run_observed(s, NAME, every=1, pageblock_every=0)
         k = engine.run(s, NAME, load_model("kernel"), start="observed", every=1,
                        pageblock_every=0)  # fmt: skip
+    # what replay run prints names the preset, not only its base model
+    assert (k.model, k.summary()["preset"]) == ("mobility", "kernel")
     return db, int(obs["run_id"]), k.run_id
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from replay.errors import UsageError
+from replay.errors import RunNotFoundError, UsageError
 from replay.store import Store
 
 PARAM_RE = re.compile(
@@ -103,5 +103,13 @@ def list_queries() -> list[NamedQuery]:
 
 
 def run(store: Store, name: str, given: dict[str, str]) -> pa.Table:
+    """The named query's result; RunNotFoundError when its ``run`` parameter names no run
+    (an empty table would read as "nothing happened")."""
     q = load(name)
-    return store.query(q.sql, q.bind(given))
+    bound = q.bind(given)
+    if (
+        "run" in bound
+        and store.one("SELECT 1 FROM runs WHERE run_id = $r", {"r": bound["run"]}) is None
+    ):
+        raise RunNotFoundError(f"no run {bound['run']} (replay runs lists them)")
+    return store.query(q.sql, bound)

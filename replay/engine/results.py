@@ -124,6 +124,7 @@ class RunResult:
     served_kernel_failures: int = 0  # requests the recorded kernel failed that the model served
     start_seq: int = 0  # the first seq replayed (a fork's --at)
     end_seq: int = -1  # the last seq replayed
+    preset: str | None = None  # the preset the configuration came from (runs.config)
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)

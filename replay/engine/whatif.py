@@ -1225,7 +1225,7 @@ def _record_run(
         - int(c[C_POOL_PAGES]),
         pool_fallbacks=int(s[S_POOL_FALLBACKS]),
         served_kernel_failures=int(s[S_SERVED_KERNEL_FAILED]),
-        start_seq=seqs[0], end_seq=seqs[1],
+        start_seq=seqs[0], end_seq=seqs[1], preset=config.preset,
     )  # fmt: skip
     values = {
         **{k: v for k, v in result.summary().items() if k in RUNS_COLUMNS},
