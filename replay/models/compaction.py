@@ -103,11 +103,10 @@ from replay.models.internal import (
     list_del,
     pageblock_end_pfn,
     pageblock_start_pfn,
-    pcp_allowed_order,
     zone_free_pages,
 )
-from replay.models.page_alloc import get_page_from_freelist
-from replay.models.pcp import drain_local, pcp_free
+from replay.models.page_alloc import free_frozen_pages, get_page_from_freelist
+from replay.models.pcp import drain_local
 from replay.models.watermarks import zone_watermark_ok
 
 # object flags
@@ -403,10 +402,7 @@ def migrate_pages(z, prm, ob, cz, counters):  # type: ignore[no-untyped-def]
         move_unit(x, src + start, dst + start, z, prm, ob)
         # migrate_folio_done -> folio_put: the old folio is freed as any page is, to the
         # compacting cpu's pcp list when its order has one
-        if prm[P_PCP] != 0 and pcp_allowed_order(j):
-            pcp_free(src + start, j, cz[CC_CPU], z, prm, counters)
-        else:
-            free_to_buddy(src + start, j, z, prm)
+        free_frozen_pages(src + start, j, cz[CC_CPU], z, prm, counters)
         cz[CC_MOVED] += np.int64(1) << j
         counters[C_MIGRATED] += np.int64(1) << j
     cz[CC_NUNITS] = 0

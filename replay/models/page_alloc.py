@@ -101,12 +101,18 @@ def alloc_pages(k, mt, cpu, z, prm, counters, ef, seq, mode, drain=True):  # typ
 
 
 @nb.njit(cache=True, inline="always", _nrt=False)
-def free_pages(pfn, k, mt, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
-    """``__free_pages``: pcp orders to the cpu's lists, others to the buddy."""
-    if mt < 0 or mt >= MIGRATE_PCPTYPES:
-        mt = MIGRATE_MOVABLE
-    pageblock_alloc_add(pfn, k, mt, -1, z.pageblock_alloc, prm[P_PB0])
+def free_frozen_pages(pfn, k, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
+    """``free_frozen_pages``: pcp orders to the cpu's lists, others to the buddy."""
     if prm[P_PCP] != 0 and pcp_allowed_order(k):
         pcp_free(pfn, k, cpu, z, prm, counters)
     else:
         free_to_buddy(pfn, k, z, prm)
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def free_pages(pfn, k, mt, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
+    """``__free_pages``: the allocated-page accounting, then ``free_frozen_pages``."""
+    if mt < 0 or mt >= MIGRATE_PCPTYPES:
+        mt = MIGRATE_MOVABLE
+    pageblock_alloc_add(pfn, k, mt, -1, z.pageblock_alloc, prm[P_PB0])
+    free_frozen_pages(pfn, k, cpu, z, prm, counters)
