@@ -230,8 +230,9 @@ class _Replay:
         self.model_events = Spool(tmp / "model_events.parquet", MODEL_EVENTS_SCHEMA)
         self.contiguity = Spool(tmp / "contiguity.parquet", CONTIGUITY_SCHEMA)
         self.compactions = 0
-        self.obj_ids: np.ndarray | None = None  # the object numbering (object_index)
-        self.n_trace_obj = n_obj
+        # the trace's object numbering (object_index): ids (None: dense) and how many
+        self.obj_ids: np.ndarray | None = None
+        self.n_trace_obj = 0
         # recorded passes in progress: pass -> [its compact_control, its loop's result]
         self.passes: dict[int, list[Any]] = {}
         self.contig_pages = 0
@@ -1148,18 +1149,11 @@ def _run(
                 reader.close()
             cur.close()
 
-    if state_only:
-        try:
+    try:
+        if state_only:
             for _ in steps():
                 pass
-        finally:
-            for spool in (rp.extfrag, rp.pageblocks, rp.model_events, rp.contiguity):
-                spool.close()
-            tmp_dir.cleanup()
-            for name_ in linked:
-                store.con.unregister(name_)
-        return None, rp, env
-    try:
+            return None, rp, env
         with store.transaction():
             row = store.one("SELECT coalesce(max(run_id), 0) + 1 FROM runs")
             run_id = int(row[0]) if row else 1
