@@ -33,7 +33,6 @@ the score, seq (canonical event index), ns.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +44,15 @@ from replay.analysis.metrics import (
     unusable_index,
 )
 from replay.engine.environment import Environment, initial_pageblock_types, zone_environment
-from replay.engine.observed import fork_state
-from replay.engine.whatif import ModelState, block_pages, live_units, model_state, pcp_blocks, run
+from replay.engine.observed import ForkState, fork_state
+from replay.engine.whatif import (
+    ModelState,
+    block_pages,
+    fork_of_model,
+    live_units,
+    model_state,
+    run,
+)
 from replay.errors import BadInputError, UsageError
 from replay.models.config import RunConfig, load_model
 from replay.models.internal import (
@@ -166,34 +172,43 @@ class PageView:
         return out
 
 
+def _page_states(fork: ForkState) -> tuple[np.ndarray, int]:
+    """Each page's FREE/PCP/ALLOCATED/OTHER from a fork's starting state (free pages in
+    no whole free block or pcp block: OTHER), and the pages on pcp lists."""
+    state = np.where(fork.page_mt >= 0, ALLOCATED, OTHER).astype(np.int8)
+    heads = np.flatnonzero(fork.blk >= 0)
+    state[block_pages(heads, fork.blk[heads])[0]] = FREE
+    heads = np.flatnonzero(fork.pcp > 0)
+    pcp_idx = block_pages(heads, fork.pcp[heads].astype(np.int64) - 1)[0]
+    state[pcp_idx] = PCP
+    return state, int(pcp_idx.shape[0])
+
+
 def _model_view(ms: ModelState) -> PageView:
-    """The model's zone as a PageView."""
+    """The model's zone as a PageView, from the fork state its forks start from (computed
+    once): allocated pages by their objects' type and flags; pages no object holds OTHER."""
+    fork = fork_of_model(ms)
+    state, pcp_pages = _page_states(fork)
     z = ms.zone
     pages = int(z.pages)
-    start = int(ms.env.start_pfn)
-    state = np.full(pages, OTHER, np.int8)
     mt = np.full(pages, -1, np.int8)
     movable = np.zeros(pages, np.bool_)
     reclaimable = np.zeros(pages, np.bool_)
+    held = np.zeros(pages, np.bool_)
     ob = z.objects
     live = live_units(ms)
-    idx, owner = block_pages(ob.placed[live] - start, ob.obj_order[live])
+    idx, owner = block_pages(ob.placed[live] - int(ms.env.start_pfn), ob.obj_order[live])
     flags = ob.obj_flags[live].astype(np.int64)[owner]
-    state[idx] = ALLOCATED
+    held[idx] = True
     mt[idx] = ob.obj_mt[live][owner]
     movable[idx] = (flags & F_MOVABLE) != 0
     reclaimable[idx] = (flags & F_RECLAIM) != 0
-    free_order = np.asarray(z.arrays.buddy_order[:pages]).astype(np.int8)
-    heads = np.flatnonzero(free_order >= 0)
-    state[block_pages(heads, free_order[heads])[0]] = FREE
-    offs, orders, _cpus = pcp_blocks(z)
-    state[block_pages(offs, orders)[0]] = PCP
-    pcp_pages = int((np.int64(1) << orders).sum())
+    state[(state == ALLOCATED) & ~held] = OTHER
     not_alloc = state != ALLOCATED
     mt[not_alloc] = -1
     movable[not_alloc] = False
     reclaimable[not_alloc] = False
-    return PageView(start, state, free_order, mt, movable, reclaimable,
+    return PageView(int(ms.env.start_pfn), state, fork.blk, mt, movable, reclaimable,
                     np.asarray(z.pageblock_types(), np.int8), pcp_pages)  # fmt: skip
 
 
@@ -202,24 +217,13 @@ def _observed_view(store: Store, trace_id: int, env: Environment, seq: int) -> P
     movable where the before-kpageflags has them on an LRU list (what compaction
     isolates), the pageblock types as a fork starts with them."""
     fork = fork_state(store, trace_id, env.start_pfn, env.pages, seq)
-    pages = int(env.pages)
-    state = np.where(fork.page_mt >= 0, ALLOCATED, FREE).astype(np.int8)
-    free_order = fork.blk.astype(np.int8)
-    covered = np.zeros(pages, np.bool_)
-    heads = np.flatnonzero(free_order >= 0)
-    covered[block_pages(heads, free_order[heads])[0]] = True
-    heads = np.flatnonzero(fork.pcp > 0)
-    pcp_idx = block_pages(heads, fork.pcp[heads].astype(np.int64) - 1)[0]
-    state[pcp_idx] = PCP
-    covered[pcp_idx] = True
-    pcp_pages = int(pcp_idx.shape[0])
-    state[(state == FREE) & ~covered] = OTHER  # free pages in no whole block: held
+    state, pcp_pages = _page_states(fork)
     mt = np.where(state == ALLOCATED, fork.page_mt, -1).astype(np.int8)
     movable = mt == MIGRATE_MOVABLE
     reclaimable = mt == MIGRATE_RECLAIMABLE
     pb = initial_pageblock_types(store, trace_id, env, fork.page_mt)
-    return PageView(int(env.start_pfn), state, free_order, mt, movable, reclaimable,
-                    np.asarray(pb, np.int8), pcp_pages)  # fmt: skip
+    return PageView(int(env.start_pfn), state, fork.blk.astype(np.int8), mt, movable,
+                    reclaimable, np.asarray(pb, np.int8), pcp_pages)  # fmt: skip
 
 
 @dataclass
@@ -236,6 +240,11 @@ class RunInfo:
     zone_pages: int
     background: int
 
+    @property
+    def label(self) -> str:
+        """How the run's model is named: its preset, else its model (``observed``)."""
+        return self.model if self.config is None else (self.config.preset or self.config.model)
+
 
 def run_info(store: Store, run_id: int) -> RunInfo:
     """The run's row, its configuration parsed (BadInputError: no such run)."""
@@ -248,11 +257,7 @@ def run_info(store: Store, run_id: int) -> RunInfo:
     if not row:
         raise BadInputError(f"no run {run_id}", field="run_id")
     r = row[0]
-    cfg = None
-    if r["model"] != "observed":
-        data = json.loads(r["config"] or "{}")
-        cfg = RunConfig(model=data.get("model", r["model"]), preset=data.get("preset"),
-                        params=dict(data.get("params") or {}))  # fmt: skip
+    cfg = None if r["model"] == "observed" else RunConfig.from_json(r["config"])
     return RunInfo(run_id=int(r["run_id"]), trace_id=int(r["trace_id"]), trace=r["name"],
                    model=r["model"], config=cfg, start=r["start"] or "empty",
                    start_seq=r["start_seq"], end_seq=r["end_seq"],
@@ -404,7 +409,7 @@ def _counterfactuals(store: Store, info: RunInfo, seq: int, models: list[str], h
     out = [_own_row(store, info, seq, until)]
     configs: list[tuple[str, RunConfig]] = []
     if info.config is not None:
-        configs.append((info.config.preset or info.config.model, info.config))
+        configs.append((info.label, info.config))
     configs += [(m, load_model(m)) for m in models]
     zone_pages = ms.env.pages if ms is not None and ms.env.zone is None else None
     for name, cfg in configs:
@@ -431,9 +436,7 @@ def _fork_row(store: Store, model: str, run_id: int, seq: int, until: int, migra
 
 def _own_row(store: Store, info: RunInfo, seq: int, until: int) -> dict[str, Any]:
     """The run itself over the same events: its outcome and its later failures."""
-    row = _fork_row(store, info.model if info.config is None else
-                    (info.config.preset or info.config.model), info.run_id, seq, until,
-                    0, 0, 0)  # fmt: skip
+    row = _fork_row(store, info.label, info.run_id, seq, until, 0, 0, 0)
     totals = store.query(
         """SELECT max(migrated) - min(migrated) AS m, max(scanned) - min(scanned) AS s,
                   max(evicted) - min(evicted) AS e
@@ -459,13 +462,20 @@ def _zone_pages(store: Store, info: RunInfo) -> int | None:
     return info.zone_pages
 
 
+def run_environment(store: Store, info: RunInfo) -> Environment:
+    """The run's zone environment (an observed run's: the trace's zone's)."""
+    if info.config is None:
+        return zone_environment(store, info.trace_id, load_model("mobility"), None)
+    return zone_environment(store, info.trace_id, info.config, _zone_pages(store, info))
+
+
 def state_view(
     store: Store, info: RunInfo, seq: int
 ) -> tuple[PageView, Environment, ModelState | None]:
     """The run's own zone just before ``seq``, the zone's environment, and for a
     model's run that model's state (forks start from it)."""
     if info.config is None:
-        env = zone_environment(store, info.trace_id, load_model("mobility"), None)
+        env = run_environment(store, info)
         return _observed_view(store, info.trace_id, env, seq), env, None
     zone_pages = _zone_pages(store, info)
     ms = model_state(store, info.trace, info.config, seq, start=info.start,
@@ -508,8 +518,7 @@ def rank(store: Store, run_id: int, top: int = 20) -> list[dict[str, Any]]:
     nearest stored step before them), served only after a fallback or after
     compacting, then the watermark headroom (free pages above the min watermark)."""
     info = run_info(store, run_id)
-    pages = _zone_pages(store, info) if info.config is not None else None
-    env = zone_environment(store, info.trace_id, info.config or load_model("mobility"), pages)
+    env = run_environment(store, info)
     rows = store.query(
         """WITH a AS (SELECT s.seq, s.outcome, s.pfn, e."order", e.migratetype, e.comm
                       FROM steps s JOIN events e ON e.trace_id = $t AND e.seq = s.seq

@@ -515,7 +515,7 @@ def run_task(task: Task) -> dict[str, Any]:
             if task.threads:
                 store.run(f"SET threads = {int(task.threads)}")
             attach_trace(store, Path(task.trace_dir))
-            config = RunConfig(**json.loads(task.config))
+            config = RunConfig.from_json(task.config)
             result = engine_run(store, task.trace, config, **task.options)
             staging.mkdir(parents=True)
             rid = int(result.run_id)

@@ -161,6 +161,11 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        """The configuration :meth:`to_json` wrote (``runs.config``)."""
+        return cls(**json.loads(text))
+
     def get(self, name: str, default: Any = None) -> Any:
         return self.params.get(name, default)
 
