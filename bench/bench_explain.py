@@ -18,11 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
-from bench_replay import synthetic_table, timed
+from bench_replay import fresh_db, synthetic_source, timed
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "bench" / "data"
 TARGET_S = 2.0
 
 
@@ -32,13 +30,8 @@ def main() -> int:
     ap.add_argument("--zone-pages", type=int, default=1 << 20)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    DATA.mkdir(parents=True, exist_ok=True)
-    src = DATA / f"synthetic-mt-{args.events}-{args.zone_pages}-{args.seed}.parquet"
-    if not src.exists():
-        pq.write_table(synthetic_table(args.events, args.zone_pages, args.seed), src)
-    db = DATA / "explain-bench.duckdb"
-    for p in (db, Path(str(db) + ".wal")):
-        p.unlink(missing_ok=True)
+    src = synthetic_source(args.events, args.zone_pages, args.seed)
+    db = fresh_db("explain-bench.duckdb")
     replay = str(Path(sys.executable).parent / "replay")
     timed([replay, "ingest", str(src), "--name", "synthetic", "--db", str(db), "-q",
            "-f", "json"])  # fmt: skip
@@ -71,9 +64,7 @@ def main() -> int:
         print(f"explain: seq {seq:,} ({share:.0%} in) {wall:.2f} s "
               f"({wall / TARGET_S:.2f} x target, {wall / run_s:.2f} x the whole run), "
               f"peak RSS {rss:.0f} MiB")  # fmt: skip
-    cap = DATA / "explain-capture.duckdb"
-    for p in (cap, Path(str(cap) + ".wal")):
-        p.unlink(missing_ok=True)
+    cap = fresh_db("explain-capture.duckdb")
     timed([replay, "ingest", str(ROOT / "traces" / "compact-6.18"), "--name", "compact",
            "--db", str(cap), "-q", "-f", "json"])  # fmt: skip
     _, out, _ = timed([replay, "run", "compact", "--observed", "--every", "1000", "--db",

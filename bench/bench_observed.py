@@ -14,17 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-from bench_replay import timed
+from bench_replay import fresh_db, timed
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "bench" / "data"
 
 
 def main() -> int:
-    DATA.mkdir(parents=True, exist_ok=True)
-    db = DATA / "observed-bench.duckdb"
-    for p in (db, Path(str(db) + ".wal")):
-        p.unlink(missing_ok=True)
+    db = fresh_db("observed-bench.duckdb")
     replay = str(Path(sys.executable).parent / "replay")
     timed([replay, "ingest", str(ROOT / "traces" / "compact-6.18"), "--name", "compact",
            "--db", str(db), "-q", "-f", "json"])  # fmt: skip

@@ -94,6 +94,24 @@ def synthetic_table(events: int, zone_pages: int, seed: int, csv: bool = False) 
                      "cpu": cpu})  # fmt: skip
 
 
+def synthetic_source(events: int, zone_pages: int, seed: int) -> Path:
+    """The benchmark stream's canonical Parquet file under bench/data (written once)."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    src = DATA / f"synthetic-mt-{events}-{zone_pages}-{seed}.parquet"
+    if not src.exists():
+        pq.write_table(synthetic_table(events, zone_pages, seed), src)
+    return src
+
+
+def fresh_db(name: str) -> Path:
+    """bench/data/NAME, with any store (and WAL) a previous run left there removed."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    db = DATA / name
+    for p in (db, Path(str(db) + ".wal")):
+        p.unlink(missing_ok=True)
+    return db
+
+
 def timed(cmd: list[str]) -> tuple[float, str, float]:
     """Run a child; its wall time (s), stdout and own peak RSS (MiB, from wait4)."""
     t0 = time.perf_counter()
@@ -114,13 +132,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--models", default="buddy,mobility,mobility+pcp")
     args = ap.parse_args()
-    DATA.mkdir(parents=True, exist_ok=True)
-    src = DATA / f"synthetic-mt-{args.events}-{args.zone_pages}-{args.seed}.parquet"
-    if not src.exists():
-        pq.write_table(synthetic_table(args.events, args.zone_pages, args.seed), src)
-    db = DATA / "replay-bench.duckdb"
-    for p in (db, Path(str(db) + ".wal")):
-        p.unlink(missing_ok=True)
+    src = synthetic_source(args.events, args.zone_pages, args.seed)
+    db = fresh_db("replay-bench.duckdb")
     replay = str(Path(sys.executable).parent / "replay")
     ingest_s, _, ingest_rss = timed([replay, "ingest", str(src), "--name", "synthetic", "--db",
                                      str(db), "-q", "-f", "json"])  # fmt: skip
