@@ -22,8 +22,7 @@ import pyarrow.ipc as ipc
 from replay.errors import BadInputError, UnknownFormatError, UsageError
 from replay.progress import Progress
 from replay.store import Store, check_name
-from replay.trace import canonical, snapshots
-from replay.trace.ftrace import FtraceParser
+from replay.trace import canonical, perfscript, recordings, snapshots
 from replay.trace.reader import compression_of, file_size, iter_chunks
 from replay.trace.schema import AUX_SCHEMA, EVENT_SCHEMA
 
@@ -78,7 +77,9 @@ def detect(path: Path) -> str:
         return "capture"
     if file_size(path) == 0:
         raise BadInputError("empty file", file=str(path))
-    kind = canonical.sniff(path) if compression_of(path) is None else None
+    kind = recordings.sniff(path) or (
+        canonical.sniff(path) if compression_of(path) is None else None
+    )
     if kind is not None:
         return kind
     # Text (maybe compressed): look at the first lines.
@@ -103,6 +104,8 @@ def detect(path: Path) -> str:
                 "compressed CSV is not supported: decompress it first", file=str(path)
             )
         return "csv"
+    if perfscript.sniff(text_lines):
+        return "perfscript"
     if any(b"]" in ln and b": " in ln for ln in text_lines):
         return "ftrace"
     raise UnknownFormatError(
@@ -171,7 +174,7 @@ def ingest(
     progress = progress or Progress()
     kind = detect(path)
     name = check_name(default_name(path) if name is None else name)
-    canonical_file = kind not in ("ftrace", "capture")
+    canonical_file = kind not in ("ftrace", "capture", "perfscript", *recordings.RECORDING_KINDS)
     try:
         with _insert_threads(store, 1 if canonical_file else None), store.transaction():
             trace_id = store.begin_trace(name, replace=replace)
@@ -242,7 +245,10 @@ def _ingest_text(
     kwargs: dict[str, Any] = {}
     if chunk_bytes is not None:
         kwargs["chunk_bytes"] = chunk_bytes
-    parser = FtraceParser(text_path, skip_bad=skip_bad, on_raw=progress.advance_to, **kwargs)
+    parser = recordings.open_parser(
+        kind, text_path, skip_bad=skip_bad, on_raw=progress.advance_to, **kwargs
+    )
+    kernel = kernel or getattr(parser, "kernel", None)
     _stream_into_store(store, trace_id, parser)
     st = parser.stats
     if folder is not None:

@@ -1,0 +1,97 @@
+"""``perf script`` text of tracepoint samples, read by the ftrace text parser.
+
+perf script prints a sample of ``perf record -e kmem:...`` as
+``comm tid [cpu] secs.frac: [period] system:event: payload`` (``pid/tid``
+with ``-F pid,tid``; ``--ns`` gives 9 fraction digits), and with
+``--show-lost-events`` a loss as ``comm tid [cpu] secs.frac:
+PERF_RECORD_LOST lost N``. The payload is libtraceevent's rendering of the
+event's print format, as in ftrace text (hex pfn since about 5.14, decimal
+before). Each chunk is rewritten into ftrace's ``comm-tid [cpu] secs.frac:
+event: payload`` and ``CPU:N [N EVENTS DROPPED]`` lines by two C-level
+regex substitutions, then parsed by :class:`replay.trace.ftrace.FtraceParser`
+unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from replay.trace.ftrace import FtraceParser, IngestStats, _scan_chunks
+from replay.trace.reader import ahead, iter_chunks
+
+_HEAD = (
+    rb"^[ \t]*(?P<comm>\S(?:.*?\S)?)[ \t]+(?:\d+/)?(?P<tid>-?\d+)[ \t]+\[(?P<cpu>\d+)\][ \t]+"
+    rb"(?P<ts>\d+\.\d+):[ \t]+"
+)
+SAMPLE_RE = re.compile(_HEAD + rb"(?:\d+[ \t]+)?[\w-]+:(?P<ev>\w+):", re.M)
+LOST_RE = re.compile(
+    _HEAD + rb"PERF_RECORD_LOST(?:_SAMPLES)?:?[ \t]+lost:?[ \t]+(?P<n>\d+).*$", re.M
+)
+
+
+def sniff(lines: list[bytes]) -> bool:
+    """True when most of the first non-comment lines are perf script samples."""
+    body = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith(b"#")][:50]
+    if not body:
+        return False
+    hits = sum(1 for ln in body if SAMPLE_RE.match(ln) or LOST_RE.match(ln))
+    return hits * 2 > len(body)
+
+
+def to_ftrace(chunk: bytes) -> bytes:
+    """A chunk of perf script text as ftrace text (line for line)."""
+    chunk = LOST_RE.sub(rb"CPU:\g<cpu> [\g<n> EVENTS DROPPED]", chunk)
+    return SAMPLE_RE.sub(rb"\g<comm>-\g<tid> [\g<cpu>] \g<ts>: \g<ev>:", chunk)
+
+
+class PerfScriptStats(IngestStats):
+    """IngestStats whose format line says perf script."""
+
+    def format_description(self) -> str:
+        rest = super().format_description().split(", ", 1)
+        return "perf script" + (", " + rest[1] if len(rest) > 1 else "")
+
+
+class PerfScriptParser(FtraceParser):
+    """perf script text as (events, aux) batches (FtraceParser over rewritten lines)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stats = PerfScriptStats()
+
+    def batches(self) -> Iterator[tuple[pa.RecordBatch | None, pa.RecordBatch | None]]:
+        """Yield (events, aux) batches, as FtraceParser.batches does."""
+        chunks = (
+            to_ftrace(c) for c in iter_chunks(self.path, self.chunk_bytes, on_raw=self.on_raw)
+        )
+        line_base = 0
+        pending: dict[str, object] | None = None
+        for scanned in ahead(_scan_chunks(chunks)):
+            ev_cols, aux = self._chunk(scanned, line_base, pending)
+            line_base += int(ev_cols.pop("_nlines"))  # type: ignore[arg-type]
+            if pending is not None:
+                yield self._event_batch(pending), None
+            pending = ev_cols
+            if aux is not None:
+                yield None, aux
+        if pending is not None:
+            yield self._event_batch(pending), None
+        self._finish()
+
+    def _finish(self) -> None:
+        from replay.errors import BadInputError
+        from replay.trace import _kernels as K
+
+        if self.stats.event_lines == 0:
+            raise BadInputError("no perf script samples found", file=self.name)
+        check = getattr(self, "_check_bad_fraction", None)
+        if check is not None:
+            check()
+        c = self._state.counters
+        c[K.C_BATCHED_ORPHANS] += K.count_pending(self._state.pool, self._state.nblocks)
+        self.stats.counters = {name: int(c[i]) for i, name in enumerate(K.COUNTER_NAMES)}
+        self.stats.counters.pop("objects")
