@@ -24,12 +24,15 @@ apt-python-venv:
 	@test -f $(APT_UPDATED) || (apt-get update -qq && touch $(APT_UPDATED))
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null
 
-# System tools the tests use: the zstd command line (interoperability of its files) and
-# Debian's chromium (the report and web page tests drive it headless through Playwright).
+# System tools the tests use: the zstd command line (interoperability of its files),
+# Debian's chromium (the report and web page tests drive it headless through Playwright),
+# trace-cmd and perf (binary recordings made here and compared with their text renderings).
 sysdeps:
 	@missing=""; \
 	  command -v zstd >/dev/null 2>&1 || missing="$$missing zstd"; \
 	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  command -v trace-cmd >/dev/null 2>&1 || missing="$$missing trace-cmd"; \
+	  command -v perf >/dev/null 2>&1 || missing="$$missing linux-perf"; \
 	  test -z "$$missing" || { \
 	    (test -f $(APT_UPDATED) || (apt-get update -qq && touch $(APT_UPDATED))) && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }

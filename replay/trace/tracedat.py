@@ -135,7 +135,10 @@ class TraceDat:
         try:
             size = self.path.stat().st_size
             if size < 16:
-                raise BadInputError(f"truncated: {size} bytes, not even a header", file=self.name)
+                raise BadInputError(
+                    f"byte offset {size}: truncated: {size} bytes, not even a header",
+                    file=self.name,
+                )
             self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         except BaseException:
             self._file.close()
