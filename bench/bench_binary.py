@@ -1,0 +1,127 @@
+"""Binary ingest against the text renderers: trace.dat vs ``trace-cmd report``, perf.data
+vs ``perf script``.
+
+Records a real trace.dat (a tracefs instance with the kmem page events, a
+``--buffer-kb`` ring buffer per CPU, a file-reading workload, ``trace-cmd
+extract``) and a perf.data (``perf record -a -e kmem:...`` of the same
+workload) into bench/data, unless they exist. Then times, as whole child
+processes: the renderer printing the file to /dev/null, and ``replay ingest
+--quiet`` of it into a fresh store (numba cache warmed by a first ingest).
+Prints events, wall seconds, events/s and each child's peak RSS (MiB, from
+wait4). Needs root, tracefs, trace-cmd and perf.
+
+    .venv/bin/python bench/bench_binary.py [--buffer-kb 65536] [--seconds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data"
+TRACEFS = Path("/sys/kernel/tracing")
+EVENTS = ("mm_page_alloc", "mm_page_free", "mm_page_free_batched", "mm_page_pcpu_drain",
+          "mm_page_alloc_zone_locked")  # fmt: skip
+WORKLOAD = "for i in 1 2 3; do cat /usr/lib/x86_64-linux-gnu/*.so* > /dev/null; done; " \
+           "find /usr -type f > /dev/null"  # fmt: skip
+
+
+def timed(cmd: list[str], out: int | None = subprocess.DEVNULL) -> tuple[float, float, int]:
+    """(wall s, peak RSS MiB, exit code) of a child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+
+
+def record_tracedat(path: Path, buffer_kb: int, seconds: float) -> None:
+    name = f"replay-bench-{os.getpid()}"
+    inst = TRACEFS / "instances" / name
+    inst.mkdir()
+    try:
+        (inst / "buffer_size_kb").write_text(str(buffer_kb))
+        for ev in EVENTS:
+            (inst / "events" / "kmem" / ev / "enable").write_text("1")
+        (inst / "tracing_on").write_text("1")
+        subprocess.run(["timeout", str(seconds), "sh", "-c", WORKLOAD], check=False)
+        (inst / "tracing_on").write_text("0")
+        subprocess.run(["trace-cmd", "extract", "-B", name, "-o", str(path)], check=True,
+                       capture_output=True)  # fmt: skip
+    finally:
+        if inst.exists():
+            (inst / "events" / "kmem" / "enable").write_text("0")
+            inst.rmdir()
+
+
+def record_perf(path: Path, seconds: float) -> None:
+    cmd = ["perf", "record", "-q", "-a", "-m", "4096", "-o", str(path)]
+    for ev in EVENTS[:3]:
+        cmd += ["-e", f"kmem:{ev}"]
+    cmd += ["--", "timeout", str(seconds), "sh", "-c", WORKLOAD]
+    subprocess.run(cmd, check=False, capture_output=True)  # the workload's timeout: exit 124
+    if not path.exists():
+        raise SystemExit(f"perf record wrote no {path}")
+
+
+def bench(path: Path, render: list[str], replay: Path) -> dict[str, float]:
+    db = DATA / "binary-bench.duckdb"
+    for p in (db, Path(str(db) + ".wal")):
+        p.unlink(missing_ok=True)
+    subprocess.run([str(replay), "ingest", str(path), "--db", str(db), "--quiet"], check=True)
+    db.unlink()
+    r_wall, r_rss, code = timed(render)
+    assert code == 0, render
+    i_wall, i_rss, code = timed(
+        [str(replay), "ingest", str(path), "--db", str(db), "--quiet", "-f", "json"],
+        out=subprocess.PIPE,
+    )
+    assert code == 0
+    out = subprocess.run([str(replay), "sql", "SELECT events + aux_events, lost_events FROM traces",
+                          "--db", str(db), "-f", "json"], check=True, capture_output=True,
+                         text=True).stdout  # fmt: skip
+    rows = json.loads(out)
+    first = rows[0] if isinstance(rows, list) else rows["rows"][0]
+    records = int(list(first.values())[0] if isinstance(first, dict) else first[0])
+    return {"records": records, "render_s": r_wall, "render_mib": r_rss,
+            "ingest_s": i_wall, "ingest_mib": i_rss}  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--buffer-kb", type=int, default=65536)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    args = ap.parse_args()
+    if os.geteuid() != 0 or not shutil.which("trace-cmd") or not shutil.which("perf"):
+        print("needs root, trace-cmd and perf (make sysdeps)", file=sys.stderr)
+        return 1
+    DATA.mkdir(exist_ok=True)
+    replay = Path(sys.executable).parent / "replay"
+    dat = DATA / f"kmem-{args.buffer_kb}.dat"
+    if not dat.exists():
+        record_tracedat(dat, args.buffer_kb, args.seconds)
+    pdata = DATA / "kmem-perf.data"
+    if not pdata.exists():
+        record_perf(pdata, args.seconds)
+    for label, path, render in (
+        ("trace.dat", dat, ["trace-cmd", "report", "-t", "-i", str(dat)]),
+        ("perf.data", pdata, ["perf", "script", "-i", str(pdata), "--ns"]),
+    ):
+        r = bench(path, render, replay)
+        n = r["records"]
+        print(f"{label} {path.stat().st_size / 1e6:.1f} MB, {n:,} records: "
+              f"renderer {r['render_s']:.2f} s ({n / r['render_s'] / 1e6:.2f} M/s, "
+              f"{r['render_mib']:.0f} MiB); replay ingest {r['ingest_s']:.2f} s "
+              f"({n / r['ingest_s'] / 1e6:.2f} M/s, {r['ingest_mib']:.0f} MiB); "
+              f"ingest/render = {r['ingest_s'] / r['render_s']:.2f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
