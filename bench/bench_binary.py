@@ -88,7 +88,7 @@ def bench(path: Path, render: list[str], replay: Path) -> dict[str, float]:
                          text=True).stdout  # fmt: skip
     rows = json.loads(out)
     first = rows[0] if isinstance(rows, list) else rows["rows"][0]
-    records = int(list(first.values())[0] if isinstance(first, dict) else first[0])
+    records = int(next(iter(first.values())) if isinstance(first, dict) else first[0])
     return {"records": records, "render_s": r_wall, "render_mib": r_rss,
             "ingest_s": i_wall, "ingest_mib": i_rss}  # fmt: skip
 
