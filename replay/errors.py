@@ -73,6 +73,22 @@ class QueryTimeoutError(QueryError):
     """A query ran past its time limit and was interrupted (replay serve)."""
 
 
+class ResultTooLargeError(QueryError):
+    """A query's first row alone is larger than the answer's byte limit (replay serve)."""
+
+
+class JobQueueFullError(ReplayError):
+    """replay serve has as many jobs waiting as it queues (HTTP 429): retry later."""
+
+
+class UploadSpaceError(ReplayError):
+    """Waiting uploads hold the disk replay serve may use for them (HTTP 507)."""
+
+
+class DatabaseBusyError(ReplayError):
+    """Another process (a ``replay serve``, another command) holds the database (exit code 1)."""
+
+
 EXIT_CODES: dict[type[ReplayError], int] = {
     ReplayError: 1,
     UsageError: 2,

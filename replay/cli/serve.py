@@ -75,12 +75,37 @@ def serve(
     max_rows: Annotated[
         int, typer.Option("--max-rows", help="Row cap per query result.", min=1)
     ] = 10_000,
+    max_result_mb: Annotated[
+        float,
+        typer.Option(
+            "--max-result-mb",
+            help="Largest JSON answer to a query, MiB: rows past it are cut (truncated).",
+            min=0.001,
+        ),
+    ] = 16.0,
     cache: Annotated[
         int,
         typer.Option(
             "--cache", help="Query results kept until the next job ends (0: no cache).", min=0
         ),
     ] = 256,
+    cache_mb: Annotated[
+        float, typer.Option("--cache-mb", help="Memory the kept results may hold, MiB.", min=0)
+    ] = 128.0,
+    max_queued_jobs: Annotated[
+        int,
+        typer.Option(
+            "--max-queued-jobs", help="Jobs waiting for the writer; more are refused (429).", min=1
+        ),
+    ] = 8,
+    max_queued_upload_mb: Annotated[
+        float,
+        typer.Option(
+            "--max-queued-upload-mb",
+            help="Disk that uploads waiting to be ingested may hold, MiB; more are refused (507).",
+            min=0.001,
+        ),
+    ] = 1024.0,
     quiet: QuietOpt = False,
 ) -> None:
     """Serve a read-only HTTP API and a web page over the store, with ingest/run jobs.
@@ -88,8 +113,9 @@ def serve(
     The page at / lists traces and runs, compares runs with the report's
     charts and runs SQL. The API (/api/..., OpenAPI schema at /openapi.json,
     docs at /docs) serves traces, runs, steps, metrics over time, named
-    queries, one-SELECT SQL (time limit, row cap), reports, and jobs that
-    ingest an uploaded trace or replay a trace (one writer thread). The
+    queries, one-SELECT SQL (time limit, row and byte caps), reports, and jobs
+    that ingest an uploaded trace or replay a trace (one writer thread, a
+    bounded queue). The
     server holds the database file: stop other replay commands on it first.
     Listens on loopback by default; any other address needs --token.
 
@@ -116,7 +142,11 @@ def serve(
         max_upload_bytes=int(max_upload_mb * (1 << 20)),
         sql_timeout_s=sql_timeout,
         result_cache=cache,
+        cache_bytes=int(cache_mb * (1 << 20)),
         max_rows=max_rows,
+        max_result_bytes=int(max_result_mb * (1 << 20)),
+        max_queued_jobs=max_queued_jobs,
+        max_queued_upload_bytes=int(max_queued_upload_mb * (1 << 20)),
     )
     try:
         app = create_app(config)

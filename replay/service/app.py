@@ -42,15 +42,17 @@ from replay import __version__
 from replay.analysis import queries
 from replay.errors import (
     BadInputError,
+    JobQueueFullError,
     QueryError,
     QueryTimeoutError,
     ReplayError,
     RunNotFoundError,
     TraceExistsError,
     TraceNotFoundError,
+    UploadSpaceError,
     UsageError,
 )
-from replay.service.cache import ResultCache
+from replay.service.cache import CACHE_BYTES, ResultCache
 from replay.service.db import Database, Lease
 from replay.service.jobs import STATUSES, JobRunner
 from replay.service.sqlguard import (
@@ -71,6 +73,7 @@ FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 MAX_INT = 2**62  # bound for seq/pfn parameters (DuckDB BIGINT)
 MAX_REPORT_RUNS = 16
 UPLOAD_PATH = "/api/jobs/ingest"
+RETRY_AFTER_S = 5  # Retry-After of a refused job (429, 507), s
 
 
 @dataclass
@@ -83,7 +86,11 @@ class ServiceConfig:
     max_body_bytes: int = 1 << 20  # any other request body, bytes
     sql_timeout_s: float = 10.0  # per query (client SQL, named queries, reports), s
     max_rows: int = 10_000  # rows per result; more are cut and flagged truncated
+    max_result_bytes: int = 16 << 20  # bytes of a query's JSON answer; rows past it are cut
     result_cache: int = 256  # results kept until the next write (0: none)
+    cache_bytes: int = CACHE_BYTES  # bytes the kept results may hold
+    max_queued_jobs: int = 8  # jobs waiting for the writer thread; more are refused (429)
+    max_queued_upload_bytes: int = 1 << 30  # disk held by uploads not yet ingested (507)
 
 
 # -- response models (the OpenAPI schema) -----------------------------------------------
@@ -97,13 +104,16 @@ class ErrorBody(BaseModel):
 
 
 class TableResult(BaseModel):
-    """A query result: column names and DuckDB types, rows as lists (at most max_rows)."""
+    """A query result: column names and DuckDB types, rows as lists (at most max_rows,
+    and no more than fit in an answer of max_result_bytes bytes)."""
 
     columns: list[str]
     types: list[str]
     rows: list[list[Any]]
     row_count: int
-    truncated: bool = Field(description="more rows were there than returned")
+    truncated: bool = Field(
+        description="more rows were there than returned (the row cap or the answer's byte cap)"
+    )
     elapsed_ms: float = Field(description="time the query took when it ran, ms")
     cached: bool = Field(description="served from the result cache (valid until a job ends)")
 
@@ -113,6 +123,7 @@ class Health(BaseModel):
     version: str
     db: str
     jobs: dict[str, int]
+    queue: dict[str, int]
     cache: dict[str, int]
     limits: dict[str, float | int]
     presets: list[str]
@@ -236,7 +247,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such trace, run, query or job"},
     413: {"model": ErrorBody, "description": "Request body too large"},
     422: {"model": ErrorBody, "description": "Invalid parameters or input data"},
+    429: {"model": ErrorBody, "description": "The job queue is full: retry later"},
     500: {"model": ErrorBody, "description": "Internal error"},
+    507: {"model": ErrorBody, "description": "Waiting uploads hold the disk they may: retry later"},
 }
 
 
@@ -249,6 +262,10 @@ def status_of(exc: ReplayError) -> int:
         return 404
     if isinstance(exc, TraceExistsError):
         return 409
+    if isinstance(exc, JobQueueFullError):
+        return 429
+    if isinstance(exc, UploadSpaceError):
+        return 507
     if isinstance(exc, BadInputError):
         return 422
     if isinstance(exc, UsageError | QueryError):
@@ -301,7 +318,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ReplayError)
     async def replay_error(request: Request, exc: ReplayError) -> Response:
-        return error_response(status_of(exc), str(exc), {"type": type(exc).__name__})
+        status = status_of(exc)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 507) else None
+        return error_response(status, str(exc), {"type": type(exc).__name__}, headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
@@ -312,13 +331,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class Gate:
-    """ASGI middleware: bearer token on /api, and a cap on request body sizes (bytes)."""
+    """ASGI middleware: bearer token on /api, a cap on request body sizes (bytes), and
+    room in the job queue for an upload (429, 507) before its body is read."""
 
-    def __init__(self, app: ASGIApp, *, token: str | None, upload_limit: int, body_limit: int):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        upload_limit: int,
+        body_limit: int,
+        jobs: JobRunner | None = None,
+    ):
         self.app = app
         self.expected = f"Bearer {token}".encode() if token else None
         self.upload_limit = upload_limit
         self.body_limit = body_limit
+        self.jobs = jobs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -346,6 +375,23 @@ class Gate:
         if declared > limit:
             await _too_large(limit, declared)(scope, receive, send)
             return
+        if path == UPLOAD_PATH and scope.get("method") == "POST" and self.jobs is not None:
+            # The upload will wait on disk as a queued job: room for it (its declared
+            # size, else the largest allowed) is set aside before its body is read.
+            try:
+                with self.jobs.reserve(declared if declared >= 0 else limit) as reservation:
+                    scope.setdefault("state", {})["upload_reservation"] = reservation
+                    await self._limited(scope, receive, send, limit)
+            except (JobQueueFullError, UploadSpaceError) as exc:
+                await error_response(
+                    status_of(exc), str(exc), {"type": type(exc).__name__},
+                    {"Retry-After": str(RETRY_AFTER_S), "Connection": "close"},
+                )(scope, receive, send)  # fmt: skip
+            return
+        await self._limited(scope, receive, send, limit)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """The app, with the request body cut (413) past ``limit`` bytes."""
         seen = 0
 
         async def limited() -> Message:
@@ -380,8 +426,13 @@ class Service:
         self.config = config
         self.db = Database(config.db)
         self.watchdog = Watchdog()
-        self.cache = ResultCache(config.result_cache)
-        self.jobs = JobRunner(on_change=self.cache.invalidate)
+        self.cache = ResultCache(config.result_cache, config.cache_bytes)
+        self.jobs = JobRunner(
+            on_change=self.cache.invalidate,
+            max_queued=config.max_queued_jobs,
+            max_upload_bytes=config.max_queued_upload_bytes,
+            upload_dir=config.db.resolve().parent,
+        )
 
     def close(self) -> None:
         self.jobs.shutdown()
@@ -408,13 +459,14 @@ class Service:
                     watchdog=self.watchdog,
                     timeout_s=self.config.sql_timeout_s,
                     max_rows=cap,
+                    max_bytes=self.config.max_result_bytes,
                 )
                 if fired:
                     lease.discard()
                 return res
 
         key = (sql, json.dumps(params, sort_keys=True, default=str), cap)
-        return self.cache.get(key, compute, lambda r: r.cells)
+        return self.cache.get(key, compute)
 
     def records(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         res, _ = self.table(sql, params)
@@ -557,6 +609,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         token=config.token,
         upload_limit=config.max_upload_bytes,
         body_limit=config.max_body_bytes,
+        jobs=svc.jobs,
     )
     return app
 
@@ -592,10 +645,12 @@ def add_read_routes(api: APIRouter, svc: Service) -> None:
             "version": __version__,
             "db": str(cfg.db),
             "jobs": svc.jobs.counts(),
+            "queue": svc.jobs.queue_stats(),
             "cache": svc.cache.stats(),
             "limits": {
                 "sql_timeout_s": cfg.sql_timeout_s,
                 "max_rows": cfg.max_rows,
+                "max_result_bytes": cfg.max_result_bytes,
                 "max_upload_bytes": cfg.max_upload_bytes,
                 "max_body_bytes": cfg.max_body_bytes,
             },
@@ -787,11 +842,10 @@ def add_read_routes(api: APIRouter, svc: Service) -> None:
             t0 = time.perf_counter()
             with svc.reader_store() as store:
                 table = report.summary_table(store, ids, order=order)
-            return QueryResult(
+            return QueryResult.from_rows(
                 columns=list(table.column_names),
                 types=[str(t) for t in table.schema.types],
                 rows=[[jsonable(v) for v in r.values()] for r in table.to_pylist()],
-                truncated=False,
                 elapsed_ms=(time.perf_counter() - t0) * 1e3,
             )
 
@@ -830,6 +884,7 @@ def add_job_routes(api: APIRouter, svc: Service) -> None:
         responses={409: {"model": ErrorBody, "description": "Name taken"}},
     )
     def post_ingest(
+        request: Request,
         file: Annotated[
             UploadFile,
             File(description="ftrace text (maybe compressed) or canonical Parquet/Arrow/CSV"),
@@ -873,12 +928,18 @@ def add_job_routes(api: APIRouter, svc: Service) -> None:
             "skip_bad": skip_bad,
             "bytes": dest.stat().st_size,
         }
-        job = svc.jobs.submit(
-            "ingest",
-            params,
-            _ingest_work(svc, dest, params),
-            cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True),
-        )
+        try:
+            job = svc.jobs.submit(
+                "ingest",
+                params,
+                _ingest_work(svc, dest, params),
+                cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True),
+                disk_bytes=params["bytes"],
+                reservation=getattr(request.state, "upload_reservation", None),
+            )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return job.view()
 
     @api.post("/jobs/run", status_code=202, response_model=JobView, summary="Replay a trace")

@@ -16,8 +16,10 @@ What makes client SQL safe here (replay serve):
 - :func:`run_limited` runs the statement inside a READ ONLY transaction that is
   always rolled back (DuckDB refuses any write in it), interrupts it after
   ``timeout_s`` seconds (``cursor.interrupt`` from a :class:`Watchdog` thread)
-  and fetches at most ``max_rows + 1`` rows from the streaming result
-  (``truncated`` says whether more were there).
+  and fetches at most ``max_rows`` rows from the streaming result, in small
+  batches encoded to JSON as they come, until the answer would pass
+  ``max_bytes`` bytes or the time limit (which covers the fetching and the
+  encoding too) has passed (``truncated`` says whether more rows were there).
 """
 
 from __future__ import annotations
@@ -32,14 +34,13 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from replay.errors import QueryError, QueryTimeoutError, UsageError
+from replay.errors import QueryError, QueryTimeoutError, ResultTooLargeError, UsageError
 
 # Executed once on the server's instance, after the schema is set up. Every
 # setting applies to the whole instance (all cursors) and, once
@@ -170,41 +171,93 @@ class Watchdog:
         self._thread.join(timeout=5)
 
 
-@dataclass
 class QueryResult:
-    """A capped result: column names and DuckDB types, rows as JSON-able lists."""
+    """A capped result: column names and DuckDB types, and its rows as JSON text.
 
-    columns: list[str]
-    types: list[str]
-    rows: list[list[Any]]
-    truncated: bool
-    elapsed_ms: float
-    _bodies: dict[bool, bytes] = field(default_factory=dict, repr=False, compare=False)
+    The rows are kept encoded (``rows_json``, a JSON array of arrays): what the
+    cache holds and what a client gets are the same bytes, and :attr:`nbytes`
+    is what the result costs in memory.
+    """
 
-    def as_dict(self, cached: bool = False) -> dict[str, Any]:
-        return {
-            "columns": self.columns,
-            "types": self.types,
-            "rows": self.rows,
-            "row_count": len(self.rows),
-            "truncated": self.truncated,
-            "elapsed_ms": round(self.elapsed_ms, 3),
-            "cached": cached,
-        }
+    __slots__ = ("columns", "elapsed_ms", "row_count", "rows_json", "truncated", "types")
 
-    def body(self, cached: bool = False) -> bytes:
-        """The JSON text (rendered once per variant: results are shared by the cache)."""
-        out = self._bodies.get(cached)
-        if out is None:
-            out = json.dumps(
-                self.as_dict(cached), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-            ).encode()
-            self._bodies[cached] = out
-        return out
+    def __init__(
+        self,
+        columns: list[str],
+        types: list[str],
+        rows_json: bytes,
+        row_count: int,
+        truncated: bool,
+        elapsed_ms: float,
+    ) -> None:
+        self.columns = columns
+        self.types = types
+        self.rows_json = rows_json
+        self.row_count = row_count
+        self.truncated = truncated  # more rows were there than returned (row or byte cap)
+        self.elapsed_ms = elapsed_ms  # ms
+
+    @classmethod
+    def from_rows(
+        cls, columns: list[str], types: list[str], rows: list[list[Any]], elapsed_ms: float
+    ) -> QueryResult:
+        """A whole (uncapped) result from rows of JSON-able values."""
+        text = json.dumps(rows, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return cls(columns, types, text.encode(), len(rows), False, elapsed_ms)
 
     @property
-    def cells(self) -> int:
-        return len(self.rows) * max(1, len(self.columns))
+    def rows(self) -> list[list[Any]]:
+        """The rows as Python lists (decoded: for small results the server reads itself)."""
+        return json.loads(self.rows_json)  # type: ignore[no-any-return]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the result, bytes (its rows' JSON and the column names and types)."""
+        return len(self.rows_json) + len(_head(self.columns, self.types)) + 200
+
+    def body(self, cached: bool = False) -> bytes:
+        """The JSON answer: columns, types, rows, row_count, truncated, elapsed_ms, cached."""
+        tail = json.dumps(
+            {
+                "row_count": self.row_count,
+                "truncated": self.truncated,
+                "elapsed_ms": round(self.elapsed_ms, 3),
+                "cached": cached,
+            },
+            separators=(",", ":"),
+        )
+        return b"".join((_head(self.columns, self.types), b',"rows":', self.rows_json, b",",
+                         tail[1:].encode()))  # fmt: skip
+
+
+def _head(columns: list[str], types: list[str]) -> bytes:
+    """``{"columns":[...],"types":[...]`` (the answer's start, without the closing brace)."""
+    text = json.dumps({"columns": columns, "types": types}, ensure_ascii=False,
+                      separators=(",", ":"))  # fmt: skip
+    return text[:-1].encode()
+
+
+# Rows come from DuckDB as an Arrow stream and are converted to Python and JSON in
+# slices of 1, 2, 4, ... rows, doubled while a slice stays cheap (BATCH_BYTES of
+# Arrow data, BATCH_S) and halved when one was not: no huge value is turned into
+# Python objects before its size is known, and the time limit is checked between
+# slices.
+ARROW_BATCH_ROWS = 2048  # rows per batch of the Arrow stream (DuckDB's vector size)
+BATCH_BYTES = 1 << 20  # Arrow bytes of one converted slice
+BATCH_S = 0.02  # s per slice
+MAX_BATCH_ROWS = 2048
+# A row whose Arrow data is larger than this many times the answer's byte limit
+# is refused without converting it: its JSON would not fit either (a number of
+# 8 bytes takes at least 2 bytes of JSON, a string at least its length).
+ARROW_TO_JSON = 4
+
+
+class _RowTooLargeError(Exception):
+    """The next row's Arrow data alone is over the limit (``nbytes``, bytes)."""
+
+    def __init__(self, nbytes: int) -> None:
+        super().__init__(nbytes)
+        self.nbytes = nbytes
 
 
 def run_limited(
@@ -215,79 +268,204 @@ def run_limited(
     watchdog: Watchdog,
     timeout_s: float,
     max_rows: int,
+    max_bytes: int = 16 << 20,
 ) -> tuple[QueryResult, bool]:
-    """Run one statement in a rolled-back transaction with a time limit and a row cap.
+    """Run one statement in a rolled-back transaction with a time limit, a row and a byte cap.
 
-    Returns the result and whether the watchdog fired anyway (a query that
-    finished just at its deadline: the cursor should then not be reused).
-    Raises QueryTimeoutError past ``timeout_s`` seconds (discard the cursor)
-    and QueryError for any other DuckDB error.
+    The limit of ``timeout_s`` seconds covers running the statement, fetching its
+    rows and encoding them; at most ``max_rows`` rows are returned, and no more
+    than fit in an answer (:meth:`QueryResult.body`) of ``max_bytes`` bytes
+    (``truncated`` says whether more were there). Returns the result and
+    whether the watchdog fired anyway (a query that finished just at its
+    deadline: the cursor should then not be reused). Raises QueryTimeoutError
+    past the limit (discard the cursor), ResultTooLargeError when the first row
+    alone is over ``max_bytes``, and QueryError for any other DuckDB error.
     """
     t0 = time.perf_counter()
+    deadline = time.monotonic() + timeout_s
+
+    def too_slow() -> QueryTimeoutError:
+        return QueryTimeoutError(
+            f"the query ran longer than the time limit of {timeout_s:g} s and was interrupted"
+        )
+
     cursor.execute("BEGIN TRANSACTION READ ONLY")  # a write fails even if one got through
     try:
         with watchdog.guard(cursor, timeout_s) as g:
             try:
-                cursor.execute(sql, dict(params) if params else None)
-                desc = cursor.description or []
-                if not desc:
-                    fetched: list[Any] = []
-                elif any("TIME ZONE" in str(d[1]) for d in desc):
-                    fetched = _fetch_arrow(cursor, sql, params, max_rows + 1)
-                else:
-                    fetched = cursor.fetchmany(max_rows + 1)
-                cursor.abort()  # cancel the rest of a capped result (DuckDB 2.0 requires it)
-            except duckdb.Error as exc:
+                rel = cursor.sql(sql, params=dict(params) if params else None)
+                columns = [str(c) for c in rel.columns] if rel is not None else []
+                types = [str(t) for t in rel.types] if rel is not None else []
+                head = _head(columns, types)
+                budget = max_bytes - len(head) - 200  # bytes left for the rows' JSON
+                if budget <= 0:
+                    raise ResultTooLargeError(
+                        f"the result's {len(columns)} column names alone are larger than "
+                        f"the limit of {max_bytes} bytes of an answer: select fewer columns"
+                    )
+                batches = _no_rows() if rel is None else _batches(rel, budget)
+                try:
+                    rows_json, n, truncated = _encode_rows(
+                        batches, max_rows, budget, max_bytes, deadline, g
+                    )
+                finally:
+                    batches.close()  # the stream's reader: the rest of a capped result goes
+                if n < 0:
+                    raise too_slow()
+            except (duckdb.Error, pa.ArrowException, OSError) as exc:  # OSError: Arrow's read
                 if g.fired or isinstance(exc, duckdb.InterruptException):
-                    raise QueryTimeoutError(
-                        f"the query ran longer than the time limit of {timeout_s:g} s "
-                        "and was interrupted"
-                    ) from exc
+                    raise too_slow() from exc
                 raise QueryError(str(exc).strip()) from exc
         fired = g.fired  # read after the guard: it cannot fire any more
     finally:
         with contextlib.suppress(duckdb.Error):
             cursor.execute("ROLLBACK")
-    truncated = len(fetched) > max_rows
-    rows = [jsonable_row(r) for r in fetched[:max_rows]]
     result = QueryResult(
-        columns=[str(d[0]) for d in desc],
-        types=[str(d[1]) for d in desc],
-        rows=rows,
+        columns=columns,
+        types=types,
+        rows_json=rows_json,
+        row_count=n,
         truncated=truncated,
         elapsed_ms=(time.perf_counter() - t0) * 1e3,
     )
     return result, fired
 
 
-def _fetch_arrow(
-    cursor: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None, n: int
-) -> list[tuple[Any, ...]]:
-    """At most ``n`` rows through Arrow (streamed): for results with time zone types.
+# Slices of rows; each is sent the number of rows the next slice should have.
+Batches = Generator[list[tuple[Any, ...]], int, None]
 
-    Python objects for TIMESTAMP WITH TIME ZONE need pytz, which replay does not
-    depend on; Arrow converts them with zoneinfo. The statement runs again as a
-    relation (only such results pay for it).
+
+def _no_rows() -> Batches:
+    """The rows of a statement without a result: none."""
+    yield from ()
+
+
+_convert = threading.local()  # a cursor per thread of an empty in-memory instance
+
+
+def _python_rows(batch: pa.RecordBatch, arrow_tz: bool) -> list[tuple[Any, ...]]:
+    """The rows of an Arrow batch as Python tuples, converted as DuckDB converts them.
+
+    DuckDB reads the batch back (zero-copy) and converts it as its own fetch
+    does; with a time zone column (``arrow_tz``) pyarrow converts it instead:
+    DuckDB's Python values for TIMESTAMP WITH TIME ZONE need pytz, which replay
+    does not depend on, and Arrow's use zoneinfo.
     """
-    cursor.abort()
-    reader = cursor.sql(sql, params=dict(params) if params else None).to_arrow_reader(
-        min(n, 1 << 16)
-    )
-    rows: list[tuple[Any, ...]] = []
+    if not arrow_tz:
+        cur = getattr(_convert, "cursor", None)
+        if cur is None:
+            cur = _convert.cursor = duckdb.connect().cursor()
+        return cur.from_arrow(batch).fetchall()  # type: ignore[no-any-return]
+    cols = []
+    for fld, col in zip(batch.schema, batch.columns, strict=True):
+        values = col.to_pylist()
+        if pa.types.is_map(fld.type):
+            values = [None if v is None else dict(v) for v in values]
+        cols.append(values)
+    return list(zip(*cols, strict=True))
+
+
+def _batches(rel: duckdb.DuckDBPyRelation, budget: int) -> Batches:
+    """The relation's rows in slices: one row first, then as many as are sent
+    (fewer while a slice's Arrow data is over BATCH_BYTES). _RowTooLargeError when a
+    single row's Arrow data is over ARROW_TO_JSON x ``budget`` bytes."""
+    arrow_tz = any("TIME ZONE" in str(t) for t in rel.types)
+    reader = rel.to_arrow_reader(ARROW_BATCH_ROWS)
     try:
+        want = 1
         for batch in reader:
-            cols = []
-            for field, col in zip(batch.schema, batch.columns, strict=True):
-                values = col.to_pylist()
-                if pa.types.is_map(field.type):
-                    values = [None if v is None else dict(v) for v in values]
-                cols.append(values)
-            rows.extend(zip(*cols, strict=True))
-            if len(rows) >= n:
-                break
+            start = 0
+            while start < batch.num_rows:
+                k = min(want, batch.num_rows - start)
+                part = batch.slice(start, k)
+                while k > 1 and part.nbytes > BATCH_BYTES:
+                    k //= 2
+                    part = batch.slice(start, k)
+                if part.nbytes > ARROW_TO_JSON * budget:
+                    raise _RowTooLargeError(part.nbytes)
+                want = yield _python_rows(part, arrow_tz)
+                start += k
     finally:
         reader.close()
-    return rows[:n]
+
+
+def _encode_rows(
+    batches: Batches,
+    max_rows: int,
+    budget: int,
+    max_bytes: int,
+    deadline: float,
+    guard: _Guard,
+) -> tuple[bytes, int, bool]:
+    """The JSON array of at most ``max_rows`` rows in at most ``budget`` bytes.
+
+    Returns (text, rows, truncated); rows is -1 when the time ran out (``deadline``,
+    time.monotonic()) or the watchdog fired. Slices double while one stays
+    cheap (BATCH_BYTES, BATCH_S) and halve when one was not; past ``max_rows``
+    rows one more is asked for, to know whether there were more.
+    """
+    parts: list[bytes] = []
+    size = 2  # the brackets, bytes
+    n = 0
+    want = 1  # rows in the next slice
+
+    def too_large(nbytes: int) -> ResultTooLargeError:
+        return ResultTooLargeError(
+            f"the first row alone (about {nbytes} bytes) is larger than the limit of "
+            f"{max_bytes} bytes of an answer: select fewer or shorter values"
+        )
+
+    def done(truncated: bool) -> tuple[bytes, int, bool]:
+        return b"[" + b",".join(parts) + b"]", n, truncated
+
+    try:
+        batch = next(batches, None)
+    except _RowTooLargeError as exc:
+        raise too_large(exc.nbytes) from None
+    while batch is not None:
+        t_batch = time.monotonic()
+        batch_bytes = 0
+        for row in batch:
+            if n == max_rows:
+                return done(True)
+            enc = encode_row(row)
+            if size + len(enc) + 1 > budget:
+                if n == 0:
+                    raise too_large(len(enc))
+                return done(True)
+            parts.append(enc)
+            size += len(enc) + 1
+            batch_bytes += len(enc)
+            n += 1
+        now = time.monotonic()
+        if now > deadline or guard.fired:
+            return b"", -1, False
+        cheap = batch_bytes < BATCH_BYTES // 2 and now - t_batch < BATCH_S / 2
+        want = min(MAX_BATCH_ROWS, want * 2) if cheap else max(1, want // 2)
+        try:
+            batch = batches.send(min(want, max_rows - n + 1))
+        except StopIteration:
+            batch = None
+        except _RowTooLargeError:
+            return done(True)
+    return done(False)
+
+
+def encode_row(row: tuple[Any, ...] | list[Any]) -> bytes:
+    """One row as a JSON array (UTF-8): :func:`jsonable`'s conversions, in C where it can.
+
+    The json module's encoder takes numbers, strings, lists and dicts as they
+    are; other values go through :func:`jsonable`. A NaN or infinity (which JSON
+    cannot hold) or a dict with keys JSON cannot take sends the row through
+    :func:`jsonable_row` whole.
+    """
+    try:
+        text = json.dumps(row, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                          default=jsonable)  # fmt: skip
+    except (ValueError, TypeError):
+        text = json.dumps(jsonable_row(tuple(row)), ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":"))  # fmt: skip
+    return text.encode()
 
 
 _PLAIN = (int, str, bool, type(None))
