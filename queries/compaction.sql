@@ -1,5 +1,5 @@
 -- Real compaction in a trace: each mm_compaction_begin/end pair with what it scanned and migrated
--- param: trace  the trace name
+-- param: trace VARCHAR  the trace name
 WITH t AS (SELECT trace_id FROM traces WHERE name = $trace),
 a AS (SELECT a.* FROM aux_events a JOIN t USING (trace_id)
       WHERE a.event LIKE 'mm_compaction_%' OR a.event = 'mm_migrate_pages'),

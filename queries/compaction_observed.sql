@@ -1,5 +1,5 @@
 -- The observed zone's state (the trace's zone) before and after each real compaction
--- param: run  an observed run id (replay run TRACE --observed)
+-- param: run BIGINT  an observed run id (replay run TRACE --observed)
 WITH r AS (SELECT run_id, trace_id FROM runs WHERE run_id = $run AND model = 'observed'),
 c AS (
     SELECT a.*, sum(CASE WHEN a.event = 'mm_compaction_begin' THEN 1 ELSE 0 END)

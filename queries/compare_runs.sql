@@ -1,6 +1,6 @@
 -- Runs side by side: outcomes, fallbacks and the final fragmentation of each
--- param: runs = all  comma-separated run ids, or all
--- param: order = 9  the order the final indices are computed for
+-- param: runs VARCHAR = all  comma-separated run ids, or all
+-- param: order BIGINT = 9  the order the final indices are computed for
 SELECT r.run_id, t.name AS trace,
        coalesce(json_extract_string(r.config, '$.preset'), r.model) AS model,
        r.events, r.allocs, r.failures,

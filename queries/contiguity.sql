@@ -1,5 +1,5 @@
 -- Physical contiguity of each run's regions (VMAs): runs where pfn - vpn is constant
--- param: runs = all  comma-separated run ids, or all
+-- param: runs VARCHAR = all  comma-separated run ids, or all
 SELECT c.run_id, coalesce(json_extract_string(r.config, '$.preset'), r.model) AS model,
        c.phase, c.seq, count(*) AS regions, sum(c.pages) AS pages, sum(c.runs) AS runs,
        round(sum(c.pages) / sum(c.runs), 1) AS pages_per_run,

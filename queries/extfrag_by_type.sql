@@ -1,5 +1,5 @@
 -- Fallback (mm_page_alloc_extfrag) events by allocation and fallback migratetype
--- param: trace  the trace name
+-- param: trace VARCHAR  the trace name
 SELECT mt_name(TRY_CAST(a.args->>'alloc_migratetype' AS INTEGER)) AS alloc_migratetype,
        mt_name(TRY_CAST(a.args->>'fallback_migratetype' AS INTEGER)) AS fallback_migratetype,
        count(*) AS events,

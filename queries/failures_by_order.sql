@@ -1,5 +1,5 @@
 -- A run's allocations and failures per order and migratetype (what-if success rate)
--- param: run  the run id
+-- param: run BIGINT  the run id
 SELECT e."order", mt_name(e.migratetype) AS migratetype,
        count(*) AS allocs,
        count(*) FILTER (s.outcome = 'failed') AS failures,

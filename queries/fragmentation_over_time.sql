@@ -1,7 +1,7 @@
 -- A run's fragmentation over time: free pages, largest free order and the kernel's indices, per step bucket
--- param: run  the run id
--- param: buckets = 100  number of step buckets
--- param: order = 9  the order the indices are computed for
+-- param: run BIGINT  the run id
+-- param: buckets BIGINT = 100  number of step buckets
+-- param: order BIGINT = 9  the order the indices are computed for
 WITH s AS (
     SELECT * FROM steps WHERE run_id = $run AND free_pages IS NOT NULL
 ),

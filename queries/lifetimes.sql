@@ -1,5 +1,5 @@
 -- Object lifetime distribution by order and migratetype (alloc to last free, log2 buckets of us)
--- param: trace  the trace name
+-- param: trace VARCHAR  the trace name
 -- Objects still live at the end of the trace are counted in the 'live at end' bucket;
 -- objects allocated before tracing began (frees without an alloc) are left out.
 WITH t AS (SELECT trace_id, ts_last FROM traces WHERE name = $trace),

@@ -1,5 +1,5 @@
 -- A run's defragmentation actions by kind and result: how often, at what cost
--- param: run  the run id
+-- param: run BIGINT  the run id
 SELECT kind, result, count(*) AS actions,
        min(seq) AS first_seq, max(seq) AS last_seq,
        sum(coalesce(scanned_migrate, 0) + coalesce(scanned_free, 0)) AS pages_scanned,

@@ -1,6 +1,6 @@
 -- Allocations per order in time buckets (trace time), with the pages they take
--- param: trace  the trace name
--- param: bucket_ms = 100  bucket width in ms of trace time
+-- param: trace VARCHAR  the trace name
+-- param: bucket_ms BIGINT = 100  bucket width in ms of trace time
 SELECT (e.ts_ns - t.ts_first) // ($bucket_ms * 1000000) AS bucket,
        ((e.ts_ns - t.ts_first) // ($bucket_ms * 1000000)) * $bucket_ms AS start_ms,
        e."order",

@@ -1,5 +1,5 @@
 -- Pageblocks over a run: by type, how many are mixed (hold allocated pages of another type)
--- param: run  the run id
+-- param: run BIGINT  the run id
 SELECT seq, mt_name(migratetype) AS migratetype,
        count(*) AS pageblocks,
        count(*) FILTER (

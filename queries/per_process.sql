@@ -1,5 +1,5 @@
 -- Per-process page allocator activity, counted as Documentation/trace/postprocess/trace-pagealloc-postprocess.pl does
--- param: trace  the trace name
+-- param: trace VARCHAR  the trace name
 -- Columns follow the script: pages allocd (mm_page_alloc events, failed ones included),
 -- allocd under lock (mm_page_alloc_zone_locked), freed direct (mm_page_free, or
 -- mm_page_free_direct before 3.3), freed pagevec (mm_page_free_batched lines, or

@@ -1,5 +1,5 @@
 -- A run's modelled fallbacks (extfrag events) by allocation and fallback migratetype
--- param: run  the run id
+-- param: run BIGINT  the run id
 SELECT mt_name(alloc_migratetype) AS alloc_migratetype,
        mt_name(fallback_migratetype) AS fallback_migratetype,
        count(*) AS events,

@@ -1,8 +1,11 @@
 """Named SQL queries: ``queries/NAME.sql`` files with declared parameters.
 
 A query file starts with comment lines: the first is its description, and each
-``-- param: NAME [= DEFAULT]  description`` declares a named parameter that
-the SQL uses as ``$NAME``. A parameter without a default is required.
+``-- param: NAME [TYPE] [= DEFAULT]  description`` declares a named parameter
+that the SQL uses as ``$NAME``. A parameter without a default is required.
+TYPE is VARCHAR (the default; also TEXT), BIGINT (also INTEGER) or DOUBLE:
+the value given (a string, from the command line or a URL) is bound as that
+type, so a trace named ``1`` is the string '1', never the number 1.
 """
 
 from __future__ import annotations
@@ -19,8 +22,18 @@ from replay.errors import RunNotFoundError, UsageError
 from replay.store import Store
 
 PARAM_RE = re.compile(
-    r"^--\s*param:\s*(?P<name>[A-Za-z_]\w*)\s*(?:=\s*(?P<default>\S+))?\s*(?P<doc>.*)$"
+    r"^--\s*param:\s*(?P<name>[A-Za-z_]\w*)"
+    r"(?:\s+(?P<type>VARCHAR|TEXT|BIGINT|INTEGER|DOUBLE)\b)?"
+    r"\s*(?:=\s*(?P<default>\S+))?\s*(?P<doc>.*)$"
 )
+# Declared type -> the type a value is bound as (DuckDB's name for it).
+PARAM_TYPES = {
+    "VARCHAR": "VARCHAR",
+    "TEXT": "VARCHAR",
+    "BIGINT": "BIGINT",
+    "INTEGER": "BIGINT",
+    "DOUBLE": "DOUBLE",
+}
 ENV_QUERIES = "REPLAY_QUERIES"
 
 
@@ -40,6 +53,7 @@ class NamedQuery:
     sql: str
     params: dict[str, str | None] = field(default_factory=dict)  # name -> default
     param_docs: dict[str, str] = field(default_factory=dict)
+    param_types: dict[str, str] = field(default_factory=dict)  # name -> VARCHAR/BIGINT/DOUBLE
 
     def bind(self, given: dict[str, str]) -> dict[str, Any]:
         unknown = sorted(set(given) - set(self.params))
@@ -55,16 +69,26 @@ class NamedQuery:
                 raise UsageError(
                     f"query {self.name!r} needs --param {p}=VALUE ({self.param_docs.get(p, '')})"
                 )
-            out[p] = _coerce(v)
+            out[p] = self._convert(p, v)
         return out
 
-
-def _coerce(v: str) -> Any:
-    if re.fullmatch(r"-?\d+", v):
-        return int(v)
-    if re.fullmatch(r"-?\d+\.\d*", v):
-        return float(v)
-    return v
+    def _convert(self, param: str, value: str) -> Any:
+        """``value`` as the parameter's declared type (UsageError when it is not one)."""
+        typ = self.param_types.get(param, "VARCHAR")
+        try:
+            if typ == "BIGINT":
+                n = int(value.strip(), 10)
+                if not -(2**63) <= n < 2**63:
+                    raise ValueError(value)
+                return n
+            if typ == "DOUBLE":
+                return float(value)
+        except ValueError:
+            kind = "an integer" if typ == "BIGINT" else "a number"
+            raise UsageError(
+                f"query {self.name!r}: parameter {param!r} takes {kind} ({typ}), got {value!r}"
+            ) from None
+        return str(value)
 
 
 def load(name: str) -> NamedQuery:
@@ -82,6 +106,7 @@ def parse(path: Path) -> NamedQuery:
     desc = ""
     params: dict[str, str | None] = {}
     docs: dict[str, str] = {}
+    types: dict[str, str] = {}
     for line in text.splitlines():
         s = line.strip()
         if not s.startswith("--"):
@@ -92,9 +117,10 @@ def parse(path: Path) -> NamedQuery:
         if m:
             params[m["name"]] = m["default"]
             docs[m["name"]] = m["doc"].strip()
+            types[m["name"]] = PARAM_TYPES[m["type"] or "VARCHAR"]
         elif not desc:
             desc = s.lstrip("-").strip()
-    return NamedQuery(path.stem, path, desc, text, params, docs)
+    return NamedQuery(path.stem, path, desc, text, params, docs, types)
 
 
 def list_queries() -> list[NamedQuery]:
