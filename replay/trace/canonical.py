@@ -20,6 +20,7 @@ row in replay order (file order, unless the seq column reorders the rows).
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -37,7 +38,7 @@ import pyarrow.parquet as pq
 
 from replay.errors import BadInputError
 from replay.trace import _canonical_kernels as K
-from replay.trace.schema import COMM_TYPE, EVENT_SCHEMA, MAX_ORDER, OP_DICTIONARY
+from replay.trace.schema import COMM_TYPE, EVENT_SCHEMA, MAX_ORDER, MAX_PFN, OP_DICTIONARY
 
 META_KEY = b"replay"
 REQUIRED = ("op", "obj", "order")
@@ -175,8 +176,8 @@ class CanonicalFile:
                 yield from self._read_ipc(columns)
             else:
                 yield from _open_csv(self.path, columns)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise BadInputError(f"cannot read as {self.kind}: {exc}", file=str(self.path)) from exc
+        except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+            raise _read_error(self.path, self.kind, exc) from exc
 
     def _read_ipc(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
         # Only the columns asked for are decoded (the seq pass reads one).
@@ -200,7 +201,12 @@ def _ipc_schema(path: Path) -> tuple[bool, pa.Schema]:
 
 
 def _open_csv(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """A CSV file's ``columns``, every one read as strings (converted by the caller)."""
+    """A CSV file's ``columns``, every one read as strings (converted by the caller).
+
+    Arrow reads a quote left open as one value that runs to the end of the
+    file; so a value with a newline, or fewer rows than the file has lines,
+    sends the file to _csv_problem, which names the line and field.
+    """
     reader = pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
@@ -210,8 +216,130 @@ def _open_csv(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
             strings_can_be_null=True,
         ),
     )
+    rows = 0
     with reader:
-        yield from reader
+        for batch in reader:
+            for col in batch.columns:
+                data = col.buffers()[2]
+                if data is not None and bool((np.frombuffer(data, np.uint8) == 10).any()):
+                    raise _csv_problem(path) or BadInputError(
+                        "a value runs over lines (a quote left open?)", file=str(path)
+                    )
+            rows += batch.num_rows
+            yield batch
+    if rows + 1 < _count_lines(path):
+        # Blank lines (Arrow skips them), or a quoted value over lines in a column
+        # not read here.
+        problem = _csv_problem(path)
+        if problem is not None:
+            raise problem
+
+
+def _count_lines(path: Path) -> int:
+    """Lines of a text file (a last line without a newline counts)."""
+    n = 0
+    last = b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            n += int(np.count_nonzero(np.frombuffer(block, np.uint8) == 10))
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
+def _read_error(path: Path, kind: str, exc: BaseException) -> BadInputError:
+    """A reader's failure as a BadInputError; for CSV, naming the line and field."""
+    if kind == "csv":
+        problem = _csv_problem(path)
+        if problem is not None:
+            return problem
+    return BadInputError(f"cannot read as {kind}: {exc}", file=str(path))
+
+
+def _csv_problem(path: Path) -> BadInputError | None:
+    """The first line of a CSV file that is not well formed, as an error naming the line
+    (1-based) and the field; None when every line is.
+
+    Not well formed: bytes that are not UTF-8, a row with more or fewer fields
+    than the header, a quoted value that runs over lines (its closing quote is
+    missing). Blank lines are allowed (Arrow skips them). A second, slow pass
+    over the file in Python, made only after a fast read found something wrong.
+    """
+    name = str(path)
+    where = [0]  # physical lines handed to the csv reader
+
+    def lines() -> Iterator[str]:
+        with open(path, "rb") as f:
+            for raw in f:
+                where[0] += 1
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise _BadUtf8Error(where[0], raw, exc) from None
+
+    header: list[str] | None = None
+    reader = csv.reader(lines())
+    try:
+        while True:
+            start = where[0] + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return None
+            if not row:
+                continue
+            for k, value in enumerate(row):
+                if "\n" in value:
+                    col = header[k] if header is not None and k < len(header) else None
+                    return BadInputError(
+                        f"a quoted value runs from line {start} over {where[0] - start + 1} "
+                        f"lines{_column(k, col)}: is its closing quote missing?",
+                        file=name, line=start, field=col,
+                    )  # fmt: skip
+            if header is None:
+                header = [c.strip() for c in row]
+                continue
+            if len(row) != len(header):
+                missing = len(row) < len(header)
+                col = header[len(row)] if missing else None
+                what = (
+                    f"no value for column {len(row) + 1} ({header[len(row)]!r})"
+                    if missing
+                    else f"an extra value {row[len(header)]!r} in column {len(header) + 1}"
+                )
+                return BadInputError(
+                    f"{len(row)} fields, but the header has {len(header)}: {what}",
+                    file=name, line=start, field=col,
+                )  # fmt: skip
+    except _BadUtf8Error as bad:
+        text = bad.raw.decode("utf-8", "surrogateescape")
+        k = 0
+        try:
+            fields = next(csv.reader([text]))
+            k = next(i for i, v in enumerate(fields) if any("\udc80" <= c <= "\udcff" for c in v))
+        except (csv.Error, StopIteration):
+            fields = []
+        col = header[k] if header is not None and fields and k < len(header) else None
+        return BadInputError(
+            f"invalid UTF-8: byte {bad.raw[bad.exc.start]:#04x} at byte {bad.exc.start + 1} "
+            f"of the line{_column(k, col) if fields else ''}",
+            file=name, line=bad.line, field=col,
+        )  # fmt: skip
+    except csv.Error as exc:
+        return BadInputError(f"malformed CSV: {exc}", file=name, line=where[0])
+
+
+def _column(k: int, name: str | None) -> str:
+    return f", column {k + 1}" + (f" ({name!r})" if name else "")
+
+
+class _BadUtf8Error(Exception):
+    """A line of a CSV file that is not UTF-8 (raised inside _csv_problem)."""
+
+    def __init__(self, line: int, raw: bytes, exc: UnicodeDecodeError) -> None:
+        super().__init__(line)
+        self.line = line
+        self.raw = raw
+        self.exc = exc
 
 
 def open_file(path: Path, kind: str) -> CanonicalFile:
@@ -220,7 +348,6 @@ def open_file(path: Path, kind: str) -> CanonicalFile:
     Reads only the schema, the replay metadata stored with it (Parquet and
     Arrow) and, where the file says, the number of rows.
     """
-    name = str(path)
     num_rows = None
     try:
         if kind == "parquet":
@@ -238,9 +365,10 @@ def open_file(path: Path, kind: str) -> CanonicalFile:
                 ),
             ) as reader:
                 schema = reader.schema
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise BadInputError(f"cannot read as {kind}: {exc}", file=name) from exc
-    names = [c for c in COLUMNS if c in schema.names]
+        have = set(schema.names)  # column names that are not UTF-8 fail here
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+        raise _read_error(Path(path), kind, exc) from exc
+    names = [c for c in COLUMNS if c in have]
     return CanonicalFile(Path(path), kind, names, _decode_meta(schema), num_rows)
 
 
@@ -726,6 +854,26 @@ class CanonicalStream:
                     ),
                 )
             self._failed += int(np.count_nonzero(fl))
+        pfn_col = ints.get("pfn")
+        if pfn_col is not None:
+            # A pfn no kernel has: the zone and the models would be sized by it.
+            bad_pfn = (pfn_col.values < 0) | (pfn_col.values > MAX_PFN)
+            if pfn_col.valid is not None:
+                bad_pfn &= pfn_col.valid
+            if pfn_col.bad >= 0:
+                bad_pfn[pfn_col.bad] = False  # reported as not an integer
+            if bad_pfn.any():
+                r_pfn = int(np.argmax(bad_pfn))
+                offer(
+                    r_pfn,
+                    P_LATE,
+                    lambda: self._fail(
+                        int(rows[r_pfn]),
+                        "pfn",
+                        f"pfn {cols['pfn'][r_pfn].as_py()} is outside 0..{MAX_PFN:#x}: no "
+                        "kernel has a page there (physical addresses have at most 52 bits)",
+                    ),
+                )
         narrowed: dict[str, pa.Array] = {}
         for col, typ in (("offset", pa.int32()), ("cpu", pa.int16()), ("pid", pa.int32())):
             if col in ints:
@@ -833,10 +981,16 @@ class CanonicalStream:
             out_of[col_ints.bad] = False
         if out_of.any():
             r = int(np.argmax(out_of))
+            value = int(v[r])  # the value as given (v is zeroed below)
             offer(
                 r,
                 P_LATE,
-                lambda: self._fail(int(rows[r]), col, f"{v[r]} does not fit in a {typ} column"),
+                lambda: self._fail(
+                    int(rows[r]),
+                    col,
+                    f"{col} {value} does not fit in the {typ} {col} column "
+                    f"({info.min}..{info.max})",
+                ),
             )
             v = np.where(out_of, 0, v)
         mask = None if col_ints.valid is None or col == "offset" else ~col_ints.valid

@@ -30,6 +30,9 @@ MIGRATE_CMA = 4
 MIGRATE_UNKNOWN = -1  # frees of objects allocated before tracing began
 
 MAX_ORDER = 10
+# The largest pfn any kernel has with 4 KiB pages: MAX_PHYSMEM_BITS is at most 52
+# (x86-64 with 5-level paging, arm64 with 52-bit physical addresses).
+MAX_PFN = (1 << 40) - 1
 
 OP_TYPE = pa.dictionary(pa.int8(), pa.string())
 COMM_TYPE = pa.dictionary(pa.int32(), pa.string())
