@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import typer
 from replay.cli.common import DbOpt, FormatOpt, QuietOpt
 from replay.cli.output import Format, emit_sections, progress_bar
 from replay.store import Store
+from replay.trace.ftrace import DEFAULT_MAX_BAD_FRACTION
 from replay.trace.ingest import ingest as do_ingest
 
 SUMMARY_KEYS = (
@@ -36,6 +38,16 @@ def ingest(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Skip and count malformed lines instead of failing.")
     ] = False,
+    max_bad_fraction: Annotated[
+        float,
+        typer.Option(
+            "--max-bad-fraction",
+            min=0.0,
+            max=1.0,
+            help="With --skip-bad: refuse the trace when more than this fraction of its "
+            "non-blank lines is malformed.",
+        ),
+    ] = DEFAULT_MAX_BAD_FRACTION,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
     quiet: QuietOpt = False,
@@ -45,15 +57,30 @@ def ingest(
     Frees are paired with allocations by pfn; batched duplicates, partial frees,
     pre-existing pages and lost events are detected and counted. The whole
     ingest is one transaction: on error the database is left as it was.
+    With --skip-bad, the malformed lines skipped are reported on stderr.
 
     Example: replay ingest traces/compact-6.18 --name compact
     """
     with Store(db) as store, progress_bar(quiet) as progress:
         row = do_ingest(
-            store, path, name=name, replace=replace, skip_bad=skip_bad, progress=progress
+            store,
+            path,
+            name=name,
+            replace=replace,
+            skip_bad=skip_bad,
+            max_bad_fraction=max_bad_fraction,
+            progress=progress,
         )
     summary = {k: row.get(k) for k in SUMMARY_KEYS}
     meta = row.get("meta") or {}
+    skipped = int(row.get("skipped_bad") or 0)
+    if skipped:
+        lines = int(row.get("lines") or 0) - int(meta.get("ignored_lines") or 0)
+        first = (meta.get("bad_examples") or ["?"])[0]
+        sys.stderr.write(
+            f"ingest: warning: skipped {skipped} malformed line(s) of {lines} "
+            f"({100 * skipped / max(1, lines):.1f}%); first: {first}\n"
+        )
     sections: dict[str, object] = {"ingested": summary}
     if meta.get("bad_examples"):
         sections["skipped"] = pa.table({"example": meta["bad_examples"]})

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from replay.trace.schema import MAX_PFN
+
 MISSING = np.int64(-(2**63))
 
 # Event codes (index into EVENT_NAMES).
@@ -77,6 +79,23 @@ E_MISSING = 2
 E_RANGE = 3
 
 MAX_ORDER = 10  # MAX_PAGE_ORDER
+MAX_MIGRATETYPE = 5  # MIGRATE_ISOLATE, the last of enum migratetype (-1: unknown)
+MAX_TS_SECS = 9223372035  # the most whole seconds whose ns fit in int64 (with any fraction)
+INT16_MAX = 32767
+INT32_MAX = 2147483647
+INT64_MAX = 9223372036854775807
+
+# Header fields an error can name (err_field codes past FIELD_NAMES; see header_field_name).
+H_TIMESTAMP = 100
+H_CPU = 101
+H_PID = 102
+H_TGID = 103
+HEADER_FIELD_NAMES = {H_TIMESTAMP: "timestamp", H_CPU: "cpu", H_PID: "pid", H_TGID: "tgid"}
+
+# _parse_int statuses.
+INT_OK = 0
+INT_BAD = 1
+INT_OVERFLOW = 2
 
 
 def name_table(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -125,39 +144,47 @@ def _match(buf, s, e, table, lens) -> int:  # type: ignore[no-untyped-def]
 
 @nb.njit(cache=True)
 def _parse_int(buf, s, e):  # type: ignore[no-untyped-def]
-    """Parse a decimal or 0x-hex integer in buf[s:e]; returns (ok, value, is_hex)."""
+    """Parse a decimal or 0x-hex integer in buf[s:e]; returns (status, value, is_hex).
+
+    status is INT_OK, INT_BAD (not an integer) or INT_OVERFLOW (an integer whose
+    magnitude does not fit in int64: the value is 0, never a wrapped one).
+    """
     neg = False
     p = s
     if p < e and buf[p] == 45:  # '-'
         neg = True
         p += 1
     if p >= e:
-        return False, np.int64(0), False
-    v = np.int64(0)
+        return INT_BAD, np.int64(0), False
+    base = 10
+    ishex = False
     if p + 1 < e and buf[p] == 48 and (buf[p + 1] == 120 or buf[p + 1] == 88):  # 0x
         p += 2
+        base = 16
+        ishex = True
         if p >= e:
-            return False, np.int64(0), True
-        while p < e:
-            c = buf[p]
-            if 48 <= c <= 57:
-                d = c - 48
-            elif 97 <= c <= 102:
-                d = c - 87
-            elif 65 <= c <= 70:
-                d = c - 55
-            else:
-                return False, np.int64(0), True
-            v = v * 16 + d
-            p += 1
-        return True, -v if neg else v, True
+            return INT_BAD, np.int64(0), True
+    v = np.int64(0)
+    over = False
     while p < e:
         c = buf[p]
-        if not _is_digit(c):
-            return False, np.int64(0), False
-        v = v * 10 + (c - 48)
+        if 48 <= c <= 57:
+            d = c - 48
+        elif base == 16 and 97 <= c <= 102:
+            d = c - 87
+        elif base == 16 and 65 <= c <= 70:
+            d = c - 55
+        else:
+            return INT_BAD, np.int64(0), ishex
+        if not over:
+            if v > (np.int64(INT64_MAX) - d) // base:
+                over = True  # go on: a later non-digit still makes it not an integer
+            else:
+                v = v * base + d
         p += 1
-    return True, -v if neg else v, False
+    if over:
+        return INT_OVERFLOW, np.int64(0), ishex
+    return INT_OK, -v if neg else v, ishex
 
 
 @nb.njit(cache=True)
@@ -255,7 +282,8 @@ def parse_lines(  # type: ignore[no-untyped-def]
                 v = 0
                 nd = 0
                 while r < e and _is_digit(buf[r]):
-                    v = v * 10 + (buf[r] - 48)
+                    if v <= INT32_MAX:  # past it the value is only "too large": no wrap
+                        v = v * 10 + (buf[r] - 48)
                     r += 1
                     nd += 1
                 if nd > 0 and r < e and buf[r] == 93:  # ']'
@@ -275,7 +303,8 @@ def parse_lines(  # type: ignore[no-untyped-def]
                             tnd = 0
                             for c in range(a + 1, b):
                                 if _is_digit(buf[c]):
-                                    tv = tv * 10 + (buf[c] - 48)
+                                    if tv <= INT32_MAX:
+                                        tv = tv * 10 + (buf[c] - 48)
                                     tnd += 1
                             if tnd > 0:
                                 tg = tv
@@ -289,11 +318,23 @@ def parse_lines(  # type: ignore[no-untyped-def]
                         if d < b and d > p and buf[d] == 45:  # '-' before the pid
                             pv = 0
                             for c in range(d + 1, b + 1):
-                                pv = pv * 10 + (buf[c] - 48)
+                                if pv <= INT32_MAX:
+                                    pv = pv * 10 + (buf[c] - 48)
                             comm_s[i] = p
                             comm_e[i] = d
-                            pid[i] = pv
-                            tgid[i] = tg
+                            # Values past their column are errors, stored clamped.
+                            if v > INT16_MAX:
+                                err_field[i] = H_CPU
+                                err_kind[i] = E_RANGE
+                                v = INT16_MAX
+                            if pv > INT32_MAX and err_field[i] < 0:
+                                err_field[i] = H_PID
+                                err_kind[i] = E_RANGE
+                            if tg > INT32_MAX and err_field[i] < 0:
+                                err_field[i] = H_TGID
+                                err_kind[i] = E_RANGE
+                            pid[i] = min(pv, INT32_MAX)
+                            tgid[i] = min(tg, INT32_MAX)
                             cpu[i] = v
                             after = r + 1
                             found = True
@@ -335,7 +376,10 @@ def parse_lines(  # type: ignore[no-untyped-def]
                         frac = frac * 10 + (ch - 48)
                         nfrac += 1
                 else:
-                    secs = secs * 10 + (ch - 48)
+                    if secs <= INT64_MAX // 10 - 1:  # past it: "too large", never wrapped
+                        secs = secs * 10 + (ch - 48)
+                    else:
+                        secs = INT64_MAX
                     nsec += 1
             else:
                 good = False
@@ -345,7 +389,19 @@ def parse_lines(  # type: ignore[no-untyped-def]
         if seen_dot:
             for _ in range(9 - nfrac):
                 frac *= 10
-            ts_ns[i] = secs * 1000000000 + frac
+            if secs > MAX_TS_SECS:
+                # ns past int64 (292 years): an error, never a wrapped time
+                if err_field[i] < 0:
+                    err_field[i] = H_TIMESTAMP
+                    err_kind[i] = E_RANGE
+                ts_ns[i] = 0
+            else:
+                ts_ns[i] = secs * 1000000000 + frac
+        elif secs == INT64_MAX:  # the clamp above: past int64
+            if err_field[i] < 0:
+                err_field[i] = H_TIMESTAMP
+                err_kind[i] = E_RANGE
+            ts_ns[i] = 0
         else:
             ts_ns[i] = secs  # a counter clock: no unit, kept as is
         # Event name "name:".
@@ -409,11 +465,16 @@ def parse_lines(  # type: ignore[no-untyped-def]
                 elif fi == F_PAGE:
                     fields[i, F_PAGE] = 1 if _page_is_null(buf, vs, ve) else 0
                 else:
-                    ok, val, ishex = _parse_int(buf, vs, ve)
-                    if not ok:
+                    status, val, ishex = _parse_int(buf, vs, ve)
+                    if status == INT_OVERFLOW and fi == F_PFN:
+                        # Past every pfn: an error below unless the page is null
+                        # (2.6-era kernels print page_to_pfn(NULL) for those).
+                        status = INT_OK
+                        val = INT64_MAX
+                    if status != INT_OK:
                         if err_field[i] < 0:
                             err_field[i] = fi
-                            err_kind[i] = E_NOT_INT
+                            err_kind[i] = E_NOT_INT if status == INT_BAD else E_RANGE
                         continue
                     fields[i, fi] = val
                     if fi == F_PFN:
@@ -428,21 +489,28 @@ def parse_lines(  # type: ignore[no-untyped-def]
             err_field[i] = F_PFN
             err_kind[i] = E_MISSING
             continue
-        if ec != EV_FREE_BATCHED and ec != EV_EXTFRAG:
-            o = fields[i, F_ORDER]
-            if o == MISSING:
-                err_field[i] = F_ORDER
-                err_kind[i] = E_MISSING
-                continue
-            if o < 0 or o > MAX_ORDER:
-                err_field[i] = F_ORDER
-                err_kind[i] = E_RANGE
-                continue
-        if ec == EV_ALLOC and fields[i, F_MIGRATETYPE] == MISSING:
+        o = fields[i, F_ORDER]
+        if o == MISSING and ec != EV_FREE_BATCHED and ec != EV_EXTFRAG:
+            err_field[i] = F_ORDER
+            err_kind[i] = E_MISSING
+            continue
+        if o != MISSING and (o < 0 or o > MAX_ORDER):
+            err_field[i] = F_ORDER
+            err_kind[i] = E_RANGE
+            continue
+        mt = fields[i, F_MIGRATETYPE]
+        if ec == EV_ALLOC and mt == MISSING:
             err_field[i] = F_MIGRATETYPE
             err_kind[i] = E_MISSING
             continue
-        if fields[i, F_PFN] < 0:
+        if mt != MISSING and (mt < -1 or mt > MAX_MIGRATETYPE):
+            err_field[i] = F_MIGRATETYPE
+            err_kind[i] = E_RANGE
+            continue
+        pf = fields[i, F_PFN]
+        if pf > MAX_PFN and fields[i, F_PAGE] == 1:
+            fields[i, F_PFN] = 0  # a failed allocation's meaningless pfn
+        elif pf < 0 or pf > MAX_PFN:
             err_field[i] = F_PFN
             err_kind[i] = E_RANGE
 
@@ -712,8 +780,12 @@ def rehash(hashes, nent, slots):  # type: ignore[no-untyped-def]
 # ---------------------------------------------------------------------------
 # Pairing: frees matched to allocations by pfn.
 #
-# The page map is two-level (a directory of 64 Ki-page blocks) so that sparse
-# pfn ranges on big machines cost memory only where pages were seen. Values:
+# The page map holds a row of PAGE_BLOCK pages (8 KiB) for each block an event
+# touched, in a pool whose directory (block number -> pool row) the Python side
+# keeps (replay.trace.ftrace._PairState): memory grows with the blocks a trace
+# touches, never with the span of its pfns. Each event comes with the pool rows
+# of its first and last page (an event of order <= MAX_ORDER spans at most two
+# blocks), and every page the kernel reads or writes is one of its event's. Values:
 #   >= 0         live page of object (v & OBJ_MASK); bit PENDING_BIT set when a
 #                batched free with `cold=` (3.3-4.14 order) announced its free
 #   -1           unknown: never seen, or nothing pending
@@ -724,7 +796,7 @@ def rehash(hashes, nent, slots):  # type: ignore[no-untyped-def]
 #                batched flag is not applied yet (4.15+: the batched event
 #                follows the free)
 # ---------------------------------------------------------------------------
-PAGE_SHIFT_BLOCK = 16
+PAGE_SHIFT_BLOCK = MAX_ORDER  # a block of pages is a MAX_ORDER buddy block
 PAGE_BLOCK = 1 << PAGE_SHIFT_BLOCK
 PENDING_BIT = np.int64(1) << 62
 OBJ_MASK = PENDING_BIT - 1
@@ -769,34 +841,19 @@ OUT_FAILED = 3  # an allocation the kernel failed: a canonical row with no pfn
 
 
 @nb.njit(cache=True, inline="always")
-def _get(pdir, pool, pfn):  # type: ignore[no-untyped-def]
-    return pool[pdir[pfn >> PAGE_SHIFT_BLOCK], pfn & (PAGE_BLOCK - 1)]
+def _row(rows, i, p, q):  # type: ignore[no-untyped-def]
+    """The pool row of page ``q`` of event ``i`` (first page ``p``)."""
+    return rows[i, 0] if (q >> PAGE_SHIFT_BLOCK) == (p >> PAGE_SHIFT_BLOCK) else rows[i, 1]
 
 
 @nb.njit(cache=True, inline="always")
-def _set(pdir, pool, pfn, v):  # type: ignore[no-untyped-def]
-    pool[pdir[pfn >> PAGE_SHIFT_BLOCK], pfn & (PAGE_BLOCK - 1)] = v
+def _get(rows, pool, i, p, q):  # type: ignore[no-untyped-def]
+    return pool[_row(rows, i, p, q), q & (PAGE_BLOCK - 1)]
 
 
-@nb.njit(cache=True, nogil=True)
-def unmapped_blocks(first, last, pdir):  # type: ignore[no-untyped-def]
-    """The page-map blocks touched by [first[i], last[i]] (pfn) that pdir lacks, each once.
-
-    ``pdir`` must cover every block; negative pfns (failed allocations) are skipped.
-    """
-    out = np.empty(2 * first.shape[0], dtype=np.int64)
-    m = 0
-    for i in range(first.shape[0]):
-        if first[i] < 0:
-            continue
-        for b in (first[i] >> PAGE_SHIFT_BLOCK, last[i] >> PAGE_SHIFT_BLOCK):
-            if pdir[b] == -1:
-                pdir[b] = -2  # seen: not again
-                out[m] = b
-                m += 1
-    for k in range(m):
-        pdir[out[k]] = -1
-    return out[:m]
+@nb.njit(cache=True, inline="always")
+def _set(rows, pool, i, p, q, v):  # type: ignore[no-untyped-def]
+    pool[_row(rows, i, p, q), q & (PAGE_BLOCK - 1)] = v
 
 
 @nb.njit(cache=True, nogil=True)
@@ -807,7 +864,7 @@ def pair_events(  # type: ignore[no-untyped-def]
     mt,
     page_null,
     cold,
-    pdir,
+    rows,
     pool,
     obj_start,
     obj_order,
@@ -828,8 +885,9 @@ def pair_events(  # type: ignore[no-untyped-def]
 
     Inputs per event: ecode (EV_ALLOC, EV_FREE, EV_FREE_BATCHED,
     EV_FREE_DIRECT, EV_PAGEVEC_FREE), pfn, order, migratetype, page_null,
-    cold (1 when the batched event carries a ``cold=`` field). State: the
-    page map (pdir/pool), per-object arrays and counters, carried across
+    cold (1 when the batched event carries a ``cold=`` field), rows (the
+    pool rows of its first and last page; unused for a failed allocation).
+    State: the page map (pool), per-object arrays and counters, carried across
     chunks. g_base is the global index of this chunk's first canonical row;
     rows of the previous chunk (from prev_base) can still get their batched
     flag. Outputs per event: kind (OUT_*), obj, offset (pages), migratetype,
@@ -870,7 +928,7 @@ def pair_events(  # type: ignore[no-untyped-def]
             obj_live[x] = npages
             overlapped = False
             for j in range(npages):
-                v = _get(pdir, pool, p + j)
+                v = _get(rows, pool, i, p, p + j)
                 keep = np.int64(0)
                 if v >= 0:
                     # A page still live in another object: its free was lost.
@@ -882,7 +940,7 @@ def pair_events(  # type: ignore[no-untyped-def]
                     keep = v & PENDING_BIT
                 elif v == V_PENDING_UNKNOWN:
                     keep = PENDING_BIT  # a pending batched flag waits for this pfn's free
-                _set(pdir, pool, p + j, x | keep)
+                _set(rows, pool, i, p, p + j, x | keep)
             if overlapped:
                 counters[C_ALLOC_OVERLAPS] += 1
             counters[C_LIVE_OBJECTS] += 1
@@ -893,14 +951,14 @@ def pair_events(  # type: ignore[no-untyped-def]
             g += 1
         elif c == EV_FREE_BATCHED:
             out_kind[i] = OUT_NONE
-            v = _get(pdir, pool, p)
+            v = _get(rows, pool, i, p, p)
             if cold[i] == 1:
                 # 3.3-4.14: free_hot_cold_page_list() traces the batched free
                 # just before free_hot_cold_page() traces mm_page_free.
                 if v >= 0 and (v & PENDING_BIT) == 0:
-                    _set(pdir, pool, p, v | PENDING_BIT)
+                    _set(rows, pool, i, p, p, v | PENDING_BIT)
                 elif v == V_UNKNOWN or v <= V_FREED:
-                    _set(pdir, pool, p, V_PENDING_UNKNOWN)
+                    _set(rows, pool, i, p, p, V_PENDING_UNKNOWN)
                 else:
                     counters[C_BATCHED_ORPHANS] += 1
             else:
@@ -917,18 +975,18 @@ def pair_events(  # type: ignore[no-untyped-def]
                         counters[C_BATCHED] += 1
                     else:
                         counters[C_BATCHED_ORPHANS] += 1
-                    _set(pdir, pool, p, V_FREED)
+                    _set(rows, pool, i, p, p, V_FREED)
                 elif v >= 0 and (v & PENDING_BIT) == 0:
                     # Its free has not been seen yet (lost or reordered): the
                     # next mm_page_free of the page takes the flag.
-                    _set(pdir, pool, p, v | PENDING_BIT)
+                    _set(rows, pool, i, p, p, v | PENDING_BIT)
                 else:
                     counters[C_BATCHED_ORPHANS] += 1
         else:
             # A free: mm_page_free, mm_page_free_direct or mm_pagevec_free.
             k = order[i]
             npages = np.int64(1) << np.int64(k)
-            v = _get(pdir, pool, p)
+            v = _get(rows, pool, i, p, p)
             batched = c == EV_PAGEVEC_FREE
             # Only an mm_page_free can get its batched flag afterwards.
             freed_mark = -(g + 4) if c == EV_FREE else V_FREED
@@ -942,12 +1000,12 @@ def pair_events(  # type: ignore[no-untyped-def]
                 mismatch = False
                 for j in range(npages):
                     q = p + j
-                    w = _get(pdir, pool, q)
+                    w = _get(rows, pool, i, p, q)
                     if w >= 0 and (w & OBJ_MASK) == x and q < oend:
                         obj_live[x] -= 1
                         # Another page's pending flag waits for a free of that pfn.
                         pend = j > 0 and (w & PENDING_BIT) != 0
-                        _set(pdir, pool, q, V_PENDING_UNKNOWN if pend else freed_mark)
+                        _set(rows, pool, i, p, q, V_PENDING_UNKNOWN if pend else freed_mark)
                     else:
                         mismatch = True
                 if mismatch:
@@ -972,8 +1030,8 @@ def pair_events(  # type: ignore[no-untyped-def]
                 obj_mt[x] = -1
                 obj_live[x] = 0
                 for j in range(npages):
-                    if j == 0 or _get(pdir, pool, p + j) != V_PENDING_UNKNOWN:
-                        _set(pdir, pool, p + j, freed_mark)
+                    if j == 0 or _get(rows, pool, i, p, p + j) != V_PENDING_UNKNOWN:
+                        _set(rows, pool, i, p, p + j, freed_mark)
                 counters[C_PREEXISTING] += 1
                 out_obj[i] = x
                 out_mt[i] = -1

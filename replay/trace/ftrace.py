@@ -16,6 +16,7 @@ before its mm_page_free) or not (4.15+, traced after it).
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -42,6 +43,9 @@ PREAMBLE_RE = re.compile(
     rb"|trace-cmd:.*|CPU\s*\d+\s+data recorded.*)\s*$"
 )
 MAX_BAD_EXAMPLES = 5
+# --skip-bad refuses a trace once more than this fraction of its non-blank lines is bad:
+# mostly junk is not the trace the user meant.
+DEFAULT_MAX_BAD_FRACTION = 0.5
 
 _ERROR_TEXT = {
     K.E_NOT_INT: "expected an integer",
@@ -127,11 +131,33 @@ class IngestStats:
         }
 
 
-class _PairState:
-    """Pairing state carried across chunks (page map and per-object arrays)."""
+def default_max_state_bytes() -> int:
+    """The most bytes the pairing page map may take by default: a quarter of the
+    machine's physical memory (bytes)."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        total = 16 << 30
+    return max(64 << 20, total // 4)
 
-    def __init__(self) -> None:
-        self.pdir = np.full(16, -1, dtype=np.int64)
+
+BLOCK_BYTES = K.PAGE_BLOCK * 8  # one page-map row: an int64 per page of a 1024-page block
+
+
+class _PairState:
+    """Pairing state carried across chunks (page map and per-object arrays).
+
+    The page map has a pool row of K.PAGE_BLOCK pages for each block an event
+    touched; ``blocks`` (sorted block numbers, pfn >> K.PAGE_SHIFT_BLOCK) and
+    ``block_rows`` (their pool rows) are its directory. Its memory grows with
+    the blocks a trace touches (8 KiB each), not with the span of its pfns,
+    and never past ``max_bytes``.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.blocks = np.zeros(0, dtype=np.int64)
+        self.block_rows = np.zeros(0, dtype=np.int64)
         self.pool = np.full((0, K.PAGE_BLOCK), K.V_UNKNOWN, dtype=np.int64)
         self.nblocks = 0
         cap = 1 << 16
@@ -141,26 +167,62 @@ class _PairState:
         self.obj_live = np.zeros(cap, dtype=np.int64)
         self.counters = np.zeros(K.N_COUNTERS, dtype=np.int64)
 
-    def ensure_pages(self, first: np.ndarray, last: np.ndarray) -> None:
-        """Make the page map cover every pfn in [first[i], last[i]]."""
-        if first.size == 0:
-            return
-        top = int(last.max()) >> K.PAGE_SHIFT_BLOCK
-        if top >= self.pdir.shape[0]:
-            grown = np.full(max(top + 1, 2 * self.pdir.shape[0]), -1, dtype=np.int64)
-            grown[: self.pdir.shape[0]] = self.pdir
-            self.pdir = grown
-        missing = K.unmapped_blocks(first, last, self.pdir)
-        if missing.size == 0:
-            return
-        need = self.nblocks + missing.size
+    def rows_for(self, first: np.ndarray, last: np.ndarray, used: np.ndarray) -> np.ndarray:
+        """The pool rows (n x 2) of pfns ``first[i]`` and ``last[i]`` for the events
+        where ``used`` is set (-1 elsewhere), mapping the blocks not seen before.
+
+        Raises _StateTooLargeError, with the index of the first event whose block
+        would take the map past ``max_bytes``, before allocating anything.
+        """
+        n = first.shape[0]
+        rows = np.full((n, 2), -1, dtype=np.int64)
+        if not used.any():
+            return rows
+        # Interleaved (first, last) per event: np.unique's first index // 2 is the
+        # earliest event that touches each block.
+        touched = np.stack([first, last], axis=1) >> K.PAGE_SHIFT_BLOCK
+        touched[~used] = -1
+        flat = touched.ravel()
+        cand, first_at = np.unique(flat, return_index=True)
+        keep = cand >= 0
+        cand, first_at = cand[keep], first_at[keep]
+        pos = np.searchsorted(self.blocks, cand)
+        known = pos < self.blocks.shape[0]
+        known[known] = self.blocks[pos[known]] == cand[known]
+        new = cand[~known]
+        if new.size:
+            self._grow(new, first_at[~known] // 2)
+        rows_flat = self.block_rows[np.searchsorted(self.blocks, np.where(flat < 0, 0, flat))]
+        rows[:] = np.where(flat < 0, -1, rows_flat).reshape(n, 2)
+        return rows
+
+    def _grow(self, new: np.ndarray, new_first_event: np.ndarray) -> None:
+        need = self.nblocks + new.size
+        limit = self.max_bytes // BLOCK_BYTES
+        if need > limit:
+            # The first event (in trace order) whose block is one too many.
+            over = np.sort(new_first_event)[max(0, limit - self.nblocks)]
+            raise _StateTooLargeError(int(over), need, limit)
         if need > self.pool.shape[0]:
-            cap = max(need, 2 * self.pool.shape[0], 4)
+            cap = min(max(need, 2 * self.pool.shape[0], 4), limit)
             grown_pool = np.full((cap, K.PAGE_BLOCK), K.V_UNKNOWN, dtype=np.int64)
             grown_pool[: self.nblocks] = self.pool[: self.nblocks]
             self.pool = grown_pool
-        self.pdir[missing] = np.arange(self.nblocks, need, dtype=np.int64)
+        at = np.searchsorted(self.blocks, new)
+        self.blocks = np.insert(self.blocks, at, new)
+        self.block_rows = np.insert(
+            self.block_rows, at, np.arange(self.nblocks, need, dtype=np.int64)
+        )
         self.nblocks = need
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the pairing state holds (page map, its directory, per-object arrays)."""
+        return sum(
+            a.nbytes
+            for a in (self.pool, self.blocks, self.block_rows, self.obj_start,
+                      self.obj_order, self.obj_mt, self.obj_live)
+        )  # fmt: skip
 
     def ensure_objects(self, extra: int) -> None:
         need = int(self.counters[K.C_NOBJ]) + extra
@@ -173,6 +235,48 @@ class _PairState:
             new = np.zeros(cap, dtype=old.dtype)
             new[: old.shape[0]] = old
             setattr(self, name, new)
+
+
+class _StateTooLargeError(Exception):
+    """The page map would pass its byte limit at chunk event ``event``."""
+
+    def __init__(self, event: int, blocks: int, limit: int) -> None:
+        super().__init__(event)
+        self.event = event
+        self.blocks = blocks
+        self.limit = limit
+
+
+# Where each field that can be out of range is written in a line (its value, as written).
+_VALUE_RE = {
+    "timestamp": re.compile(rb"\]\s+(?:\S+\s+)?(\d[\d.]*):\s"),
+    "cpu": re.compile(rb"\s\[(\d+)\]"),
+    "pid": re.compile(rb"-(\d+)\s+(?:\([^)]*\)\s+)?\[\d+\]"),
+    "tgid": re.compile(rb"\((\d+)\)\s+\[\d+\]"),
+}
+_RANGE_TEXT = {
+    "timestamp": "is past the largest time an int64 of ns holds (about 292 years)",
+    "cpu": f"does not fit in the int16 cpu column (at most {K.INT16_MAX})",
+    "pid": f"does not fit in the int32 pid column (at most {K.INT32_MAX})",
+    "tgid": f"does not fit in an int32 (at most {K.INT32_MAX})",
+    "order": f"is outside 0..{K.MAX_ORDER}",
+    "migratetype": f"is not one of -1..{K.MAX_MIGRATETYPE}",
+    "pfn": (
+        f"is outside 0..{K.MAX_PFN:#x}: no kernel has a page there "
+        "(physical addresses have at most 52 bits)"
+    ),
+}
+
+
+def _range_error(fname: str, text: bytes, parsed: object) -> str:
+    """``FIELD VALUE is ...``: an out-of-range field's value as the line writes it
+    (``parsed``, the value as parsed, when the line does not show it: a binary record)."""
+    pattern = _VALUE_RE.get(fname) or re.compile(
+        rb"(?:^|[\s,])" + re.escape(fname.encode()) + rb"=([^\s,]*)"
+    )
+    m = pattern.search(text)
+    value = m.group(1).decode("utf-8", "replace") if m else str(parsed)
+    return f"{fname} {value} {_RANGE_TEXT.get(fname, 'is out of range')}"
 
 
 def _strings(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> pa.Array:
@@ -321,7 +425,11 @@ class FtraceParser:
     """Stream an ftrace text file as (events, aux) Arrow record batches.
 
     ``skip_bad`` skips and counts malformed lines instead of failing on the
-    first one. After iteration, ``stats`` holds the counts.
+    first one, up to ``max_bad_fraction`` of the lines that are not blank:
+    past it the trace is refused at its end (BadInputError). The pairing page
+    map may take at most ``max_state_bytes`` (default: a quarter of physical
+    memory); a trace whose pfns need more is refused before it is allocated.
+    After iteration, ``stats`` holds the counts.
     """
 
     def __init__(
@@ -329,17 +437,22 @@ class FtraceParser:
         path: Path,
         *,
         skip_bad: bool = False,
+        max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         on_raw: Callable[[int], None] | None = None,
         display_name: str | None = None,
+        max_state_bytes: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.name = display_name or str(path)
         self.skip_bad = skip_bad
+        self.max_bad_fraction = max_bad_fraction
         self.chunk_bytes = chunk_bytes
         self.on_raw = on_raw
         self.stats = IngestStats()
-        self._state = _PairState()
+        self._state = _PairState(
+            default_max_state_bytes() if max_state_bytes is None else max_state_bytes
+        )
         self._comm = SpanDictionary()  # task names, of events and aux rows
         self._gfp = SpanDictionary()
         self._event = SpanDictionary()  # aux rows' event names
@@ -358,6 +471,21 @@ class FtraceParser:
         if len(self.stats.bad_examples) < MAX_BAD_EXAMPLES:
             where = f"line {line_no}" + (f" field '{fieldname}'" if fieldname else "")
             self.stats.bad_examples.append(f"{where}: {message}")
+
+    def _check_bad_fraction(self) -> None:
+        """BadInputError when --skip-bad skipped more than max_bad_fraction of the lines."""
+        st = self.stats
+        lines = st.lines - st.ignored_lines
+        if not st.skipped_bad or st.skipped_bad <= self.max_bad_fraction * lines:
+            return
+        first = st.bad_examples[0] if st.bad_examples else ""
+        raise BadInputError(
+            f"skipped {st.skipped_bad} of {lines} lines as malformed "
+            f"({100 * st.skipped_bad / lines:.1f}%), more than the "
+            f"{100 * self.max_bad_fraction:g}% allowed (--max-bad-fraction "
+            f"{self.max_bad_fraction:g}): is this the trace you meant? First: {first}",
+            file=self.name,
+        )
 
     # -- main loop ----------------------------------------------------------
     def batches(self) -> Iterator[tuple[pa.RecordBatch | None, pa.RecordBatch | None]]:
@@ -383,6 +511,7 @@ class FtraceParser:
             raise BadInputError(
                 "no trace events found (empty file, or not ftrace text)", file=self.name
             )
+        self._check_bad_fraction()
         c = self._state.counters
         c[K.C_BATCHED_ORPHANS] += K.count_pending(self._state.pool, self._state.nblocks)
         self.stats.counters = {name: int(c[i]) for i, name in enumerate(K.COUNTER_NAMES)}
@@ -444,11 +573,20 @@ class FtraceParser:
         bad_ev = good & (err_field >= 0)
         for i in np.flatnonzero(bad_ev).tolist():
             text = chunk[starts[i] : ends[i]]
-            fname = K.FIELD_NAMES[err_field[i]]
+            code_i = int(err_field[i])
+            fname = K.HEADER_FIELD_NAMES.get(code_i) or K.FIELD_NAMES[code_i]
             evname = chunk[ev_s[i] : ev_e[i]].decode("utf-8", "replace")
             msg = f"{evname}: {fname} {_ERROR_TEXT[int(err_kind[i])]}"
-            if err_kind[i] == K.E_RANGE and fname == "order":
-                msg = f"{evname}: order {fields[i, K.F_ORDER]} is outside 0..{K.MAX_ORDER}"
+            if err_kind[i] == K.E_RANGE:
+                parsed: object = {
+                    "timestamp": ts_ns[i],
+                    "cpu": cpu[i],
+                    "pid": pid[i],
+                    "tgid": tgid[i],
+                }.get(fname)
+                if parsed is None and code_i < K.N_INT_FIELDS:
+                    parsed = fields[i, code_i]
+                msg = f"{evname}: {_range_error(fname, text, parsed)}"
             self._bad(line_base + i + 1, text, fname, msg)
         good &= err_field < 0
         st.ignored_lines += int(np.count_nonzero(kind == K.K_BLANK))
@@ -493,13 +631,27 @@ class FtraceParser:
         batched = pe_code == K.EV_FREE_BATCHED
         st.batched_with_cold += int(np.count_nonzero(batched & (pe_cold == 1)))
         st.batched_without_cold += int(np.count_nonzero(batched & (pe_cold == 0)))
-        valid_pfn = pe_pfn[pe_pfn > 0]
+        # A failed allocation's pfn (0, or 2.6-era garbage) names no page.
+        has_page = ~((pe_code == K.EV_ALLOC) & ((pe_null == 1) | (pe_pfn == 0)))
+        valid_pfn = pe_pfn[has_page & (pe_pfn > 0)]
         if valid_pfn.size:
             lo, hi = int(valid_pfn.min()), int(valid_pfn.max())
             st.pfn_min = lo if st.pfn_min is None else min(st.pfn_min, lo)
             st.pfn_max = hi if st.pfn_max is None else max(st.pfn_max, hi)
         state = self._state
-        state.ensure_pages(pe_pfn, pe_pfn + (np.int64(1) << pe_order) - 1)
+        try:
+            page_rows = state.rows_for(pe_pfn, pe_pfn + (np.int64(1) << pe_order) - 1, has_page)
+        except _StateTooLargeError as exc:
+            i = int(pe[exc.event])
+            raise BadInputError(
+                f"pfn {int(pe_pfn[exc.event]):#x}: the trace's pages lie in more than "
+                f"{exc.limit} distinct {K.PAGE_BLOCK}-page blocks; pairing them would take "
+                f"more than {state.max_bytes >> 20} MiB ({BLOCK_BYTES >> 10} KiB per block): "
+                "its pfns are spread over too much memory",
+                file=self.name,
+                line=line_base + i + 1,
+                field="pfn",
+            ) from None
         state.ensure_objects(pe.size)
         m = pe.size
         out_kind = np.zeros(m, np.int8)
@@ -518,7 +670,7 @@ class FtraceParser:
             pe_mt,
             pe_null,
             pe_cold,
-            state.pdir,
+            page_rows,
             state.pool,
             state.obj_start,
             state.obj_order,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import queue
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -23,8 +24,9 @@ from replay.errors import BadInputError, UnknownFormatError, UsageError
 from replay.progress import Progress
 from replay.store import Store, check_name
 from replay.trace import canonical, perfscript, recordings, snapshots
+from replay.trace.ftrace import DEFAULT_MAX_BAD_FRACTION
 from replay.trace.reader import compression_of, file_size, iter_chunks
-from replay.trace.schema import AUX_SCHEMA, EVENT_SCHEMA
+from replay.trace.schema import AUX_SCHEMA, EVENT_SCHEMA, MAX_PFN
 
 TRACE_NAMES = (
     "trace.txt",
@@ -69,8 +71,30 @@ def find_capture_trace(folder: Path) -> Path:
     raise BadInputError("capture folder has no trace.txt[.zst|.gz|.xz]", file=str(folder))
 
 
-def detect(path: Path) -> str:
-    """``capture``, ``ftrace``, ``parquet``, ``arrow`` or ``csv``."""
+# An ftrace event line's header: "comm-pid [(tgid)] [cpu] [flags] secs.usecs: event:".
+EVENT_LINE_RE = re.compile(rb"-\d+\s+(?:\([^)]*\)\s+)?\[\d+\]\s+(?:\S+\s+)?\d+(?:\.\d+)?:\s+\w+:")
+SKIP_BAD_SCAN_BYTES = 64 << 20  # how far --skip-bad looks for a first ftrace event line
+
+
+def _has_event_line(path: Path, limit: int) -> bool:
+    """Whether an ftrace event line starts within the first ``limit`` bytes of the text."""
+    seen = 0
+    for chunk in iter_chunks(path, 1 << 20, threaded=False):
+        if EVENT_LINE_RE.search(chunk):
+            return True
+        seen += len(chunk)
+        if seen >= limit:
+            break
+    return False
+
+
+def detect(path: Path, skip_bad: bool = False) -> str:
+    """``capture``, ``ftrace``, ``parquet``, ``arrow`` or ``csv``.
+
+    Text is ftrace when one of its first 200 lines looks like an event line;
+    with ``skip_bad`` (junk lines are to be skipped) the first
+    SKIP_BAD_SCAN_BYTES bytes are searched for one.
+    """
     if not path.exists():
         raise UsageError(f"{path}: no such file or directory")
     if path.is_dir():
@@ -107,6 +131,8 @@ def detect(path: Path) -> str:
     if perfscript.sniff(text_lines):
         return "perfscript"
     if any(b"]" in ln and b": " in ln for ln in text_lines):
+        return "ftrace"
+    if skip_bad and _has_event_line(path, SKIP_BAD_SCAN_BYTES):
         return "ftrace"
     raise UnknownFormatError(
         "not a recognised trace format (expected ftrace text, a capture folder, "
@@ -162,26 +188,37 @@ def ingest(
     name: str | None = None,
     replace: bool = False,
     skip_bad: bool = False,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
     progress: Progress | None = None,
     chunk_bytes: int | None = None,
+    max_state_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Ingest ``path`` under ``name``; returns the stored trace row.
 
     One transaction: on any error nothing is written (and a database file this
-    call created is removed).
+    call created is removed). ``skip_bad`` skips malformed ftrace lines, up to
+    ``max_bad_fraction`` of the non-blank lines; ``max_state_bytes`` bounds
+    the pairing page map (bytes; see FtraceParser).
     """
     path = Path(path)
     progress = progress or Progress()
-    kind = detect(path)
+    if not 0 <= max_bad_fraction <= 1:
+        raise UsageError(f"max_bad_fraction must be within 0..1, got {max_bad_fraction}")
+    kind = detect(path, skip_bad)
     name = check_name(default_name(path) if name is None else name)
     canonical_file = kind not in ("ftrace", "capture", "perfscript", *recordings.RECORDING_KINDS)
     try:
         with _insert_threads(store, 1 if canonical_file else None), store.transaction():
             trace_id = store.begin_trace(name, replace=replace)
             if not canonical_file:
-                row, snaps = _ingest_text(
-                    store, trace_id, path, kind, skip_bad, progress, chunk_bytes
-                )
+                parser_opts = {
+                    "skip_bad": skip_bad,
+                    "max_bad_fraction": max_bad_fraction,
+                    "max_state_bytes": max_state_bytes,
+                }
+                if chunk_bytes is not None:
+                    parser_opts["chunk_bytes"] = chunk_bytes
+                row, snaps = _ingest_text(store, trace_id, path, kind, progress, parser_opts)
             else:
                 row, snaps = _ingest_canonical(store, trace_id, path, kind, progress)
             row["name"] = name
@@ -227,9 +264,8 @@ def _ingest_text(
     trace_id: int,
     path: Path,
     kind: str,
-    skip_bad: bool,
     progress: Progress,
-    chunk_bytes: int | None,
+    parser_opts: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     folder = path if kind == "capture" else None
     text_path = find_capture_trace(path) if folder is not None else path
@@ -242,12 +278,7 @@ def _ingest_text(
         if (folder / "command").is_file():
             command = (folder / "command").read_text().strip() or None
     progress.start(f"ingest {text_path.name}", file_size(text_path))
-    kwargs: dict[str, Any] = {}
-    if chunk_bytes is not None:
-        kwargs["chunk_bytes"] = chunk_bytes
-    parser = recordings.open_parser(
-        kind, text_path, skip_bad=skip_bad, on_raw=progress.advance_to, **kwargs
-    )
+    parser = recordings.open_parser(kind, text_path, on_raw=progress.advance_to, **parser_opts)
     kernel = kernel or getattr(parser, "kernel", None)
     _stream_into_store(store, trace_id, parser)
     st = parser.stats
@@ -591,6 +622,8 @@ def _store_canonical(
     zone_pages = meta.get("zone_pages")
     if zone_pages is None:
         zone_start, zone_pages = _zone_from_pfns(pfn_min, pfn_max)
+    else:
+        zone_start, zone_pages = _check_zone(source, zone_start, zone_pages)
     return {
         "source": source,
         "kind": meta.get("kind", "canonical"),
@@ -613,6 +646,26 @@ def _store_canonical(
         "page_size": int(meta.get("page_size") or PAGE_SIZE),
         "meta": row_meta,
     }
+
+
+def _check_zone(source: str, start: Any, pages: Any) -> tuple[int, int]:
+    """The zone a canonical file's metadata gives (start pfn, pages), checked: whole
+    numbers, at least one page, and no pfn past MAX_PFN."""
+    ok = (
+        isinstance(pages, int)
+        and not isinstance(pages, bool)
+        and isinstance(start if start is not None else 0, int)
+        and not isinstance(start, bool)
+    )
+    start = 0 if start is None else start
+    if not ok or start < 0 or pages < 1 or start + pages > MAX_PFN + 1:
+        raise BadInputError(
+            f"the metadata's zone (zone_start_pfn {start!r}, zone_pages {pages!r}) is not a "
+            f"range of pfns within 0..{MAX_PFN:#x}",
+            file=source,
+            field="zone_pages",
+        )
+    return start, pages
 
 
 def ingest_table(
