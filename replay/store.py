@@ -22,7 +22,14 @@ import duckdb
 import pyarrow as pa
 
 from replay.analysis.metrics import install_macros
-from replay.errors import QueryError, TraceExistsError, TraceNotFoundError, UsageError
+from replay.errors import (
+    DatabaseBusyError,
+    QueryError,
+    TraceExistsError,
+    TraceNotFoundError,
+    UsageError,
+)
+from replay.spool import NewDatabase, remove_leftovers
 
 DEFAULT_DB = "replay.duckdb"
 ENV_DB = "REPLAY_DB"
@@ -402,20 +409,60 @@ def check_name(name: str) -> str:
     return name
 
 
+def busy_message(path: Path, error: str) -> str | None:
+    """What to tell a user whose command cannot open ``path`` because another process
+    holds it (DuckDB's lock ``error`` names its PID), or None for any other error."""
+    m = re.search(r"Could not set lock.*?\(PID (\d+)\)", error)
+    if m is None:
+        return None
+    pid = int(m.group(1))
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        argv = []
+    words = [os.path.basename(a) for a in argv if a]
+    if "serve" in words and any(w.startswith("replay") for w in words):
+        return (
+            f"{path} is held by replay serve (PID {pid}): while it runs, do the work "
+            "through its API (POST /api/jobs/ingest, /api/jobs/run, /api/sql; "
+            "docs/service.md), or stop it first"
+        )
+    what = " ".join(a for a in argv if a)[:120] or "another process"
+    return (
+        f"{path} is in use by another process (PID {pid}: {what}); "
+        "wait for it to finish, or stop it"
+    )
+
+
 class Store:
-    """A replay database file. Use as a context manager, or call close()."""
+    """A replay database file. Use as a context manager, or call close().
+
+    Opening it removes what killed replay processes left beside it
+    (replay.spool.remove_leftovers). DatabaseBusyError when another process
+    holds the file.
+    """
 
     def __init__(self, path: Path | str | None = None, *, read_only: bool = False) -> None:
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = read_only
+        self._new: NewDatabase | None = None
+        remove_leftovers(self.path)
         if read_only and not self.path.exists():
             raise UsageError(
                 f"{self.path}: no such database (ingest a trace first, or pass --db FILE)"
             )
         self._created = not self.path.exists()
+        if self._created:
+            # Held until the first commit: a kill before it leaves a file the next
+            # Store removes (replay.spool).
+            self._new = NewDatabase(self.path)
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as exc:
+            self._release_new()
+            busy = busy_message(self.path, str(exc))
+            if busy is not None:
+                raise DatabaseBusyError(busy) from exc
             raise UsageError(f"{self.path}: cannot open as a DuckDB database ({exc})") from exc
         # DuckDB prints its own progress bar on stdout for long statements: data goes there
         self.run("SET enable_progress_bar = false")
@@ -446,6 +493,12 @@ class Store:
 
     def close(self) -> None:
         self.con.close()
+        self._release_new()  # closed on purpose: whatever the file holds stays
+
+    def _release_new(self) -> None:
+        if self._new is not None:
+            self._new.release()
+            self._new = None
 
     def __enter__(self) -> Store:
         return self
@@ -465,15 +518,17 @@ class Store:
             raise
         self.run("COMMIT")
         self._created = False  # it holds committed data now: never discard it
+        self._release_new()
 
     def discard_if_new(self) -> None:
         """Remove the database file if this Store created it (after a failed first write)."""
         if not self._created:
             return
-        self.close()
+        self.con.close()
         for suffix in ("", ".wal"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(str(self.path) + suffix)
+        self._release_new()
 
     def _insert(
         self,

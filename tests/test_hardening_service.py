@@ -289,3 +289,47 @@ def test_queue_frees_up_as_jobs_finish(blocked: tuple[Live, threading.Event]) ->
     assert live.client.get("/api/health").json()["queue"]["upload_bytes"] == 0
     view = live.job(_upload(live, "w2.txt", data, name="w2").json())
     assert view["status"] == "done", view
+
+
+# -- item 17: server paths only for token holders ------------------------------------------------
+
+
+def _store_with_paths(folder: Path) -> Path:
+    """A store with a trace ingested from inside its folder and one from elsewhere."""
+    db = folder / "paths.duckdb"
+    (folder / "traces").mkdir()
+    inside = folder / "traces" / "inside.txt"
+    inside.write_bytes((ERAS / "v6.18.txt").read_bytes())
+    assert run_cli("ingest", inside, "--db", db, "-q").code == 0
+    assert run_cli("ingest", ERAS / "v5.15.txt", "--name", "outside", "--db", db, "-q").code == 0
+    return db
+
+
+def test_trace_sources_hide_server_paths_without_a_token(tmp_path: Path) -> None:
+    db = _store_with_paths(tmp_path)
+    with live_server(ServiceConfig(db=db)) as lv:
+        traces = lv.client.get("/api/traces")
+        sources = {t["name"]: t["source"] for t in traces.json()["traces"]}
+        assert sources == {"inside": "traces/inside.txt", "outside": "v5.15.txt"}
+        summary = lv.client.get("/api/traces/outside")
+        assert summary.json()["trace"]["source"] == "v5.15.txt"
+        health = lv.client.get("/api/health")
+        assert health.json()["db"] == "paths.duckdb"
+        missing = lv.client.get("/api/traces/nope")
+        assert missing.status_code == 404 and "paths.duckdb" in missing.json()["error"]
+        for r in (traces, summary, health, missing):
+            assert str(tmp_path) not in r.text and str(ERAS) not in r.text, r.text[:300]
+        # an upload is named by its file name, as before
+        view = lv.job(_upload(lv, "up.txt", _trace_text(1000), name="up").json())
+        assert view["status"] == "done", view
+        sources = {t["name"]: t["source"] for t in lv.client.get("/api/traces").json()["traces"]}
+        assert sources["up"] == "upload:up.txt"
+
+
+def test_token_holders_see_server_paths(tmp_path: Path) -> None:
+    db = _store_with_paths(tmp_path)
+    with live_server(ServiceConfig(db=db, token="t0ken"), token="t0ken") as lv:
+        sources = {t["name"]: t["source"] for t in lv.client.get("/api/traces").json()["traces"]}
+        assert sources["inside"] == str(tmp_path / "traces" / "inside.txt")
+        assert sources["outside"] == str((ERAS / "v5.15.txt").resolve())
+        assert lv.client.get("/api/health").json()["db"] == str(db)

@@ -70,14 +70,18 @@ the cache is keyed by a hash of the files that do.)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import multiprocessing
 import os
 import resource
 import shutil
+import signal
 import socket
+import sys
 import tempfile
+import threading
 import time
 import tomllib
 import uuid
@@ -889,6 +893,41 @@ class _Coordinator:
             self.record_failed(task.key, task.trace, task.model, str(err), meta)
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2) option, <linux/prctl.h>
+WATCH_PARENT_S = 1.0  # s between checks of the coordinator, where prctl is not there
+
+
+def worker_init(coordinator_pid: int) -> None:
+    """First thing in every local pool worker: die with the coordinator, leave Ctrl-C to it.
+
+    On Linux the kernel sends the worker SIGKILL when the coordinator's thread
+    that spawned it (its main thread) ends, however it ends, ``kill -9``
+    included (prctl PR_SET_PDEATHSIG); elsewhere a thread checks every
+    WATCH_PARENT_S seconds that the coordinator is still its parent. A
+    terminal's Ctrl-C reaches the whole process group: workers ignore it, and
+    the coordinator stops them (_Executor.abort).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not _die_with_parent():
+        threading.Thread(target=_watch_parent, args=(coordinator_pid,), daemon=True).start()
+    if os.getppid() != coordinator_pid:  # it died before the prctl: nobody wants our results
+        os._exit(1)
+
+
+def _die_with_parent() -> bool:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL) for this process; False where there is none."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)) == 0
+
+
+def _watch_parent(coordinator_pid: int) -> None:
+    while os.getppid() == coordinator_pid:
+        time.sleep(WATCH_PARENT_S)
+    os._exit(1)
+
+
 class _Executor:
     """Where tasks run: a local pool of spawned processes, or a Dask cluster (``client``).
 
@@ -912,7 +951,12 @@ class _Executor:
         else:
             if self.pool is None:  # never fork once the JIT/DuckDB are loaded
                 ctx = multiprocessing.get_context("spawn")
-                self.pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
+                self.pool = ProcessPoolExecutor(
+                    max_workers=self.jobs,
+                    mp_context=ctx,
+                    initializer=worker_init,
+                    initargs=(os.getpid(),),
+                )
             # Processes are the parallelism: DuckDB threads only for the cores left over.
             threads = max(1, (os.cpu_count() or 1) // self.jobs)
             fut = self.pool.submit(run_task, with_fields(task, threads=threads))
@@ -937,6 +981,22 @@ class _Executor:
         if self.client is not None:
             for fut in self.futures:
                 fut.release()
+
+    def abort(self) -> None:
+        """Stop at once (an interrupt, an error): running tasks are killed, not awaited."""
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            # No public way to stop a pool's running workers before Python 3.14
+            # (ProcessPoolExecutor.terminate_workers).
+            terminate = getattr(pool, "terminate_workers", None)
+            if terminate is not None:
+                terminate()
+            else:
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+        if self.client is not None:
+            self.client.cancel(list(self.futures))
 
 
 def _result_of(get: Callable[[], dict[str, Any]], task: Task) -> dict[str, Any]:
@@ -1052,6 +1112,9 @@ def _run(
             store.run(f"SET memory_limit = '{LOADER_MEMORY_LIMIT}'")
             for task, meta in ex.results():
                 co.finish(task, meta)
+        except BaseException:
+            ex.abort()
+            raise
         finally:
             ex.close()
         _cleanup(co.workdir, own=co.own_workdir)

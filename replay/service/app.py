@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -63,6 +62,7 @@ from replay.service.sqlguard import (
     jsonable,
     run_limited,
 )
+from replay.spool import Spool
 from replay.store import NAME_RE, check_name
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -424,6 +424,9 @@ class Service:
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
+        # Clients hold the token, or are anyone on loopback: only the former see where
+        # files are on the server (trace sources, the database's path).
+        self.show_paths = config.token is not None
         self.db = Database(config.db)
         self.watchdog = Watchdog()
         self.cache = ResultCache(config.result_cache, config.cache_bytes)
@@ -478,8 +481,11 @@ class Service:
         interrupted past the time limit (reports)."""
         with self.cursor() as lease, self.watchdog.guard(lease.cur, self.config.sql_timeout_s) as g:
             lease.cur.execute("BEGIN TRANSACTION READ ONLY")
+            store = self.db.reader_store(lease.cur)
+            if not self.show_paths:
+                store.path = Path(self.config.db.name)  # what its messages name
             try:
-                yield self.db.reader_store(lease.cur)
+                yield store
             except Exception as exc:
                 if g.fired:
                     raise QueryTimeoutError(
@@ -492,6 +498,13 @@ class Service:
                     lease.cur.execute("ROLLBACK")
                 if g.fired:
                     lease.discard()
+
+    def public(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Trace rows with their ``source`` as this server's clients may see it."""
+        if self.show_paths:
+            return rows
+        base = self.config.db.resolve().parent
+        return [{**r, "source": shown_source(r.get("source"), base)} for r in rows]
 
     def trace_id(self, trace: str) -> int:
         with self.reader_store() as store:
@@ -528,6 +541,19 @@ def parse_run_ids(runs: str) -> list[int]:
     if len(ids) > MAX_REPORT_RUNS:
         raise HTTPException(400, f"at most {MAX_REPORT_RUNS} runs at once (got {len(ids)})")
     return ids
+
+
+def shown_source(source: Any, base: Path) -> Any:
+    """A trace's ``source`` as a client without the token sees it: an absolute path on
+    the server becomes relative to ``base`` (the database's folder), or just its last
+    component outside it; ``upload:NAME`` and descriptions (``<scenario ...>``) stay."""
+    if not isinstance(source, str) or not source.startswith("/"):
+        return source
+    path = PurePosixPath(source)
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return path.name
 
 
 def safe_filename(name: str | None) -> str:
@@ -643,7 +669,7 @@ def add_read_routes(api: APIRouter, svc: Service) -> None:
         return {
             "status": "ok",
             "version": __version__,
-            "db": str(cfg.db),
+            "db": str(cfg.db) if svc.show_paths else cfg.db.name,
             "jobs": svc.jobs.counts(),
             "queue": svc.jobs.queue_stats(),
             "cache": svc.cache.stats(),
@@ -660,7 +686,7 @@ def add_read_routes(api: APIRouter, svc: Service) -> None:
     @api.get("/traces", response_model=TraceList, summary="Stored traces")
     def traces() -> dict[str, Any]:
         """Every stored trace: sizes (events), zone (pages), span (seconds), run count."""
-        return {"traces": svc.records(TRACES_SQL)}
+        return {"traces": svc.public(svc.records(TRACES_SQL))}
 
     @api.get("/traces/{trace}", response_model=TraceDetail, summary="A trace's summary")
     def trace_summary(
@@ -677,7 +703,7 @@ def add_read_routes(api: APIRouter, svc: Service) -> None:
         tid = svc.trace_id(trace)
         p = {"id": tid}
         return {
-            "trace": svc.records(SUMMARY_SQL, p)[0],
+            "trace": svc.public(svc.records(SUMMARY_SQL, p))[0],
             "event_types": svc.records(EVENT_TYPES_SQL, p),
             "orders": svc.records(ORDERS_SQL, p),
             "migratetypes": svc.records(MIGRATETYPES_SQL, p),
@@ -902,7 +928,9 @@ def add_job_routes(api: APIRouter, svc: Service) -> None:
 
         filename = safe_filename(file.filename)
         trace_name = check_name(name if name else default_name(Path(filename)))
-        tmp = Path(tempfile.mkdtemp(prefix=".replay-upload-", dir=cfg.db.resolve().parent))
+        # Locked while it exists: a killed server's uploads are leftovers (replay.spool).
+        spool = Spool(cfg.db.resolve().parent, ".replay-upload-")
+        tmp = spool.path
         dest = tmp / filename
         try:
             with open(dest, "wb") as out:
@@ -916,7 +944,7 @@ def add_job_routes(api: APIRouter, svc: Service) -> None:
                         f"a trace named {trace_name!r} exists; send replace=true to overwrite it"
                     )
         except BaseException as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
+            spool.remove()
             if isinstance(exc, ReplayError):
                 exc.args = (str(exc).replace(str(tmp) + os.sep, ""),)
             raise
@@ -933,12 +961,12 @@ def add_job_routes(api: APIRouter, svc: Service) -> None:
                 "ingest",
                 params,
                 _ingest_work(svc, dest, params),
-                cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True),
+                cleanup=spool.remove,
                 disk_bytes=params["bytes"],
                 reservation=getattr(request.state, "upload_reservation", None),
             )
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            spool.remove()
             raise
         return job.view()
 

@@ -105,6 +105,7 @@ class Database:
         s.path = self.path
         s.read_only = True
         s._created = False
+        s._new = None
         s.con = cur
         return s
 

@@ -11,7 +11,6 @@ import contextlib
 import gc
 import queue
 import re
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pyarrow.ipc as ipc
 
 from replay.errors import BadInputError, UnknownFormatError, UsageError
 from replay.progress import Progress
+from replay.spool import Spool
 from replay.store import Store, check_name
 from replay.trace import canonical, perfscript, recordings, snapshots
 from replay.trace.ftrace import DEFAULT_MAX_BAD_FRACTION
@@ -359,7 +359,8 @@ def _stream(store: Store, trace_id: int, parser: BatchProducer, schema: pa.Schem
     events_q: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=4)
     failure: list[BaseException] = []
     stop = threading.Event()  # set when the INSERT failed: no point parsing on
-    with tempfile.TemporaryDirectory(prefix=".replay-ingest-", dir=store.path.parent) as tmp:
+    # Locked while it exists: a killed ingest's spool is a leftover (replay.spool).
+    with Spool(store.path.parent, ".replay-ingest-") as tmp:
         aux_path = Path(tmp) / "aux.arrows"
         n_aux = [0]
 
