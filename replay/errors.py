@@ -89,6 +89,10 @@ class DatabaseBusyError(ReplayError):
     """Another process (a ``replay serve``, another command) holds the database (exit code 1)."""
 
 
+class CheckpointError(ReplayError):
+    """A stored model-state checkpoint this version of replay cannot read (exit code 1)."""
+
+
 EXIT_CODES: dict[type[ReplayError], int] = {
     ReplayError: 1,
     UsageError: 2,

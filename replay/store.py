@@ -240,6 +240,12 @@ CREATE TABLE IF NOT EXISTS pageblocks (
     unmovable INTEGER, movable INTEGER, reclaimable INTEGER,  -- allocated pages by request type
     pcp_pages INTEGER
 );
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id INTEGER NOT NULL,
+    seq BIGINT NOT NULL,     -- the model's whole state after this step (replay.engine.checkpoint)
+    events BIGINT,           -- the run's events replayed up to it
+    state BLOB               -- its arrays, zstd-compressed
+);
 CREATE TABLE IF NOT EXISTS snap_buddyinfo (
     trace_id INTEGER, snapshot VARCHAR, node SMALLINT, zone VARCHAR,
     "order" TINYINT, nr_free BIGINT
@@ -277,7 +283,7 @@ CREATE TABLE IF NOT EXISTS snap_kpageflags (
 """
 
 # Tables keyed by run_id (rows of a run besides its ``runs`` row).
-RUN_TABLES = ("steps", "extfrag", "pageblocks", "model_events", "contiguity")
+RUN_TABLES = ("steps", "extfrag", "pageblocks", "model_events", "contiguity", "checkpoints")
 
 # Tables keyed by trace_id, in the order rows are deleted on --replace.
 TRACE_TABLES = (

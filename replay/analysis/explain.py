@@ -480,7 +480,9 @@ def state_view(
     zone_pages = _zone_pages(store, info)
     ms = model_state(store, info.trace, info.config, seq, start=info.start,
                      at=info.start_seq if info.start == "observed" else None,
-                     zone_pages=zone_pages, fill_from_snapshot=info.background > 0)  # fmt: skip
+                     zone_pages=zone_pages, fill_from_snapshot=info.background > 0,
+                     until=info.end_seq + 1 if info.end_seq is not None else None,
+                     run_id=info.run_id)  # fmt: skip
     return _model_view(ms), ms.env, ms
 
 

@@ -34,6 +34,17 @@ def run(
             "(default: about 100 snapshots; 0: first and last only).",
         ),
     ] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(
+            "--checkpoint-every",
+            min=0,
+            help="Store the model's whole state after about every K events, so replay "
+            "explain forks from the nearest one (default: eight over a run of more than "
+            "two million events; 0: none).",
+            show_default=False,
+        ),
+    ] = None,
     observed: Annotated[
         bool,
         typer.Option(
@@ -122,7 +133,7 @@ def run(
         result = do_run(
             store, trace, config, zone_pages=zone_pages, every=every,
             pageblock_every=pageblock_every, fill_from_snapshot=fill_from_snapshot, start=start,
-            at=at, until=until, progress=progress,
+            at=at, until=until, progress=progress, checkpoint_every=checkpoint_every,
         )  # fmt: skip
     _emit_summary(result.summary(), fmt)
 

@@ -28,7 +28,7 @@ import math
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from replay.engine.checkpoint import pack, unpack
 from replay.engine.environment import (
     Environment,
     aligned_blocks,
@@ -54,6 +55,7 @@ from replay.engine.recorded import (
     PASS_BEGIN,
     PASS_END,
     PASS_ONCE,
+    Migrations,
     kswapd_reclaim,
     migration_map,
     recorded_compactions,
@@ -72,7 +74,7 @@ from replay.engine.results import (
     outputs,
     steps_batch,
 )
-from replay.errors import UsageError
+from replay.errors import CheckpointError, UsageError
 from replay.models.compaction import (
     compact_memory,
     compact_recorded,
@@ -157,6 +159,8 @@ from replay.progress import Progress
 from replay.store import Store, gfp_direct_reclaim_sql
 
 CHUNK_EVENTS = 1 << 20
+# checkpoints over a run of more than 2 * CHUNK_EVENTS events, by default (at chunk ends)
+CHECKPOINTS = 8
 
 
 PAGEBLOCK_SNAPSHOTS = 100  # default number of pageblock snapshots over a run
@@ -182,6 +186,12 @@ def warm_up() -> None:
                    z.pools)  # fmt: skip
     pageblock_snapshot(z.arrays, z.prm, np.zeros((z.npb, 6), np.int64))
     compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
+
+
+# _Replay and ZoneState attributes that are output or scratch buffers, not state: each
+# chunk leaves them flushed (ef, me: rows already spooled), or set up once and never
+# written by a replay
+_NOT_STATE = frozenset({"out", "_pb", "_pass_ef", "ef", "me", "_pb_index", "replay_s"})
 
 
 class _Replay:
@@ -249,6 +259,64 @@ class _Replay:
         self._pb_index = np.arange(self.zone.npb, dtype=np.int64) + (
             env.start_pfn >> PAGEBLOCK_ORDER
         )
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Every array (and int) the replay reads or writes between events, by name: the
+        zone's arrays and parameters, the objects, counters, statistics, the virtual
+        compound pool, the recorded compaction passes in progress (a checkpoint,
+        replay.engine.checkpoint). Not the output and scratch buffers: each chunk
+        leaves them flushed."""
+        out: dict[str, np.ndarray] = {}
+        for owner, obj in (("rp", self), ("zone", self.zone)):
+            for name, v in vars(obj).items():
+                if name in _NOT_STATE or (owner == "rp" and name == "objects"):
+                    continue
+                key = f"{owner}.{name}"
+                if isinstance(v, np.ndarray):
+                    out[key] = v
+                elif isinstance(v, tuple) and v and all(isinstance(a, np.ndarray) for a in v):
+                    for i, a in enumerate(v):
+                        out[f"{key}.{i}"] = a
+                elif isinstance(v, int) and not isinstance(v, bool):
+                    out[key] = np.array(v, np.int64)
+        ids = np.array(sorted(self.passes), np.int64)
+        out["passes.ids"] = ids
+        out["passes.cc"] = np.array([self.passes[int(i)][0] for i in ids], np.int64).reshape(
+            ids.shape[0], CC_UNITS - CC_ORDER)  # fmt: skip
+        out["passes.r"] = np.array([int(self.passes[int(i)][1]) for i in ids], np.int64)
+        return out
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state_arrays` saved, into a replay set up for the same run."""
+        parts: dict[tuple[str, str], dict[int, np.ndarray]] = {}
+        for key, a in arrays.items():
+            owner, _, rest = key.partition(".")
+            if owner not in ("rp", "zone"):
+                continue
+            obj = self if owner == "rp" else self.zone
+            name, _, idx = rest.partition(".")
+            if not hasattr(obj, name):
+                raise CheckpointError(f"the checkpoint holds {key}, which this replay has not")
+            if idx:
+                parts.setdefault((owner, name), {})[int(idx)] = a
+            elif isinstance(getattr(obj, name), np.ndarray):
+                setattr(obj, name, a)
+            else:
+                setattr(obj, name, int(a))
+        for (owner, name), got in parts.items():
+            obj = self if owner == "rp" else self.zone
+            cur = getattr(obj, name)
+            if len(got) != len(cur):
+                raise CheckpointError(f"the checkpoint holds {len(got)} arrays of {owner}."
+                                      f"{name}, this replay {len(cur)}")  # fmt: skip
+            vals = [got[i] for i in range(len(cur))]
+            setattr(obj, name, type(cur)(*vals) if hasattr(cur, "_fields") else tuple(vals))
+        self.objects = self.zone.objects
+        self.passes = {
+            int(i): [cc.copy(), int(r)]
+            for i, cc, r in zip(arrays["passes.ids"], arrays["passes.cc"], arrays["passes.r"],
+                                strict=True)
+        }  # fmt: skip
 
     def apply(
         self,
@@ -686,14 +754,15 @@ def run(
     until: int | None = None,
     progress: Progress | None = None,
     from_state: ModelState | None = None,
+    checkpoint_every: int | None = None,
 ) -> RunResult:
     """Replay ``trace`` through the configured model; returns what the run measured.
     (Arguments: :func:`_run`.)"""
     result, _rp, _env = _run(store, trace, config, zone_pages=zone_pages, every=every,
                              pageblock_every=pageblock_every,
                              fill_from_snapshot=fill_from_snapshot, start=start, at=at,
-                             until=until, progress=progress,
-                             from_state=from_state)  # fmt: skip
+                             until=until, progress=progress, from_state=from_state,
+                             checkpoint_every=checkpoint_every)  # fmt: skip
     assert result is not None
     return result
 
@@ -711,21 +780,33 @@ class ModelState:
     ids: np.ndarray | None  # the run's object numbering (environment.object_index)
     n_obj: int
     fork: ForkState | None = None  # fork_of_model's, computed once
+    # every array the replay holds, by name (what a checkpoint stores): references
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def model_state(
     store: Store, trace: str, config: RunConfig, seq: int, *, start: str = "empty",
     at: int | None = None, zone_pages: int | None = None, fill_from_snapshot: bool = False,
+    until: int | None = None, run_id: int | None = None,
 ) -> ModelState:  # fmt: skip
-    """The state the run (``trace``, ``config``, ``start``, ``at``, ``zone_pages``,
-    ``fill_from_snapshot``, as the run was made) had just before event ``seq``: the
-    same replay, stopped there, writing nothing."""
+    """The state the run (``trace``, ``config``, ``start``, ``at``, ``until``,
+    ``zone_pages``, ``fill_from_snapshot``, as the run was made) had just before event
+    ``seq``: the same replay, stopped there, writing nothing. With the stored run's
+    ``run_id``, from its nearest checkpoint before ``seq`` (if it has one)."""
+    blob = None
+    if run_id is not None:
+        row = store.one(
+            "SELECT state FROM checkpoints WHERE run_id = $r AND seq < $s ORDER BY seq DESC "
+            "LIMIT 1",
+            {"r": run_id, "s": seq},
+        )
+        blob = bytes(row[0]) if row is not None else None
     _result, rp, env = _run(store, trace, config, zone_pages=zone_pages, every=1 << 40,
                             pageblock_every=0, fill_from_snapshot=fill_from_snapshot,
-                            start=start, at=at, until=seq, progress=None,
-                            state_only=True)  # fmt: skip
+                            start=start, at=at, until=until, stop=seq, progress=None,
+                            state_only=True, resume=blob)  # fmt: skip
     return ModelState(seq=seq, env=env, zone=rp.zone, ncpus=rp.ncpus, ids=rp.obj_ids,
-                      n_obj=rp.n_trace_obj)  # fmt: skip
+                      n_obj=rp.n_trace_obj, arrays=rp.state_arrays())  # fmt: skip
 
 
 def block_pages(offs: np.ndarray, orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -806,6 +887,9 @@ def _run(
     progress: Progress | None,
     state_only: bool = False,
     from_state: ModelState | None = None,
+    stop: int | None = None,
+    checkpoint_every: int | None = 0,
+    resume: bytes | None = None,
 ) -> tuple[RunResult | None, _Replay, Environment]:
     """Replay ``trace`` through the configured model: the run's result (None with
     ``state_only``: nothing is written, the replay stops before ``until``), the
@@ -822,6 +906,14 @@ def _run(
     just before event ``at``, rebuilt from the capture: replay.engine.observed;
     default: the first event after the before-snapshot). ``until``: stop
     before the event of that seq. Steps cover seqs ``[at, until)``.
+
+    ``state_only``: store nothing; the replay stops before ``stop`` (default
+    ``until``), with the run's own inputs (objects live at its start, migrations,
+    recorded compactions) as the whole run ``[at, until)`` has them. ``resume``: a
+    checkpoint of this same run (replay.engine.checkpoint) to go on from instead of
+    setting the run up. ``checkpoint_every``: store the model's whole state after
+    about every K events (None: about eight over a run of more than
+    ``2 * CHUNK_EVENTS`` events; 0: none).
     """
     if start not in ("empty", "observed"):
         raise UsageError(f"--start must be empty or observed, not {start!r}")
@@ -845,6 +937,7 @@ def _run(
     warm_up()
     ids, n_obj = ((from_state.ids, from_state.n_obj) if from_state is not None
                   else object_index(store, trace_id))  # fmt: skip
+    saved = unpack(resume) if resume is not None else None
     fork = None
     if start == "observed":
         if env.zone is None and from_state is None:
@@ -860,9 +953,11 @@ def _run(
             ):
                 raise UsageError("a fork from a model's state starts at its seq, in its zone")
             fork = fork_of_model(from_state)
-        else:
+        elif saved is None:
             fork = fork_state(store, trace_id, env.start_pfn, env.pages, at)
     lo_seq = fork.seq if fork is not None else 0
+    if saved is not None:
+        lo_seq = int(saved["run.lo_seq"])
     total = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
     hi_seq = total if until is None else int(until)
     if state_only and hi_seq == lo_seq:
@@ -872,6 +967,12 @@ def _run(
             f"--until {hi_seq} must be after the first replayed seq {lo_seq} and at most "
             f"{total} (the trace's events)"
         )
+    # the events replayed: from the run's first (or after the checkpoint's) to stop
+    ev_lo = lo_seq if saved is None else int(saved["run.seq"]) + 1
+    ev_hi = hi_seq if stop is None else int(stop)
+    if not lo_seq <= ev_hi <= hi_seq or (saved is not None and ev_lo > ev_hi):
+        raise UsageError(f"the state before seq {ev_hi} is not in the run's seqs "
+                         f"[{lo_seq}, {hi_seq}) after its checkpoint")  # fmt: skip
     n_events = hi_seq - lo_seq
     last_seq = hi_seq - 1
     pbe = pageblock_every if pageblock_every is not None else math.ceil(
@@ -900,9 +1001,14 @@ def _run(
     # where the trace frees its new pfn (migration_links).
     src = src_all = "events"
     linked: dict[str, pa.Table] = {}
-    if config.get("recorded_compaction", False):
+    mig = None
+    if config.get("recorded_compaction", False) and saved is not None:
+        mig = Migrations(y_obj=saved["run.mig_y"], x_obj=saved["run.mig_x"],
+                         seqs=saved["run.mig_seqs"], named=0, unnamed=0)  # fmt: skip
+    elif config.get("recorded_compaction", False):
         mig = migration_map(store, trace_id, lo_seq, hi_seq, env.start_pfn,
                             fork.page_mt if fork is not None else None)  # fmt: skip
+    if mig is not None:
         linked = {"migration_links": pa.table({"y_obj": mig.y_obj, "x_obj": mig.x_obj}),
                   "migration_frees": pa.table({"seq": mig.seqs})}  # fmt: skip
         for name_, tab in linked.items():
@@ -923,86 +1029,89 @@ def _run(
                 raise UsageError("no event of the trace falls in the run's zone")
         else:
             n_events, last_seq = int(row[0]), int(row[1])
-    # Objects live when the run starts (freed in it, allocated before it or before the
-    # trace): allocated first, by first appearance; where the kernel had them from an
-    # observed start (their allocation's pfn, else their first free's: a migrated
-    # object's old home, where the kernel had it).
-    pre = store.query(
-        """WITH f AS (
-               SELECT obj, max("offset" + (1::BIGINT << "order")) AS pages, min(seq) AS first,
-                      arg_min(migratetype, seq) AS mt, arg_min(pfn - "offset", seq) AS base_pfn
-               FROM {src_all} WHERE trace_id = $t AND op = 'free' AND seq >= $lo AND seq < $hi
-                 {elsewhere}
-               GROUP BY obj),
-           a AS (SELECT obj, seq, pfn, migratetype, "order" FROM events
-                 WHERE trace_id = $t AND op = 'alloc' AND NOT coalesce(failed, false))
-           SELECT f.obj, greatest(f.pages, coalesce(1::BIGINT << a."order", 0)) AS pages,
-                  f.first, coalesce(a.migratetype, f.mt) AS mt,
-                  coalesce(a.pfn, f.base_pfn) AS base_pfn
-           FROM f LEFT JOIN a USING (obj)
-           WHERE a.seq IS NULL OR a.seq < $lo
-           ORDER BY f.first""".replace("{elsewhere}", elsewhere).replace("{src_all}", src_all),
-        {"t": trace_id, "lo": lo_seq, "hi": hi_seq, **zone_params},
-    )
-    n_pre = pre.num_rows
-    pre_pages = 0
-    blk = page_mt = pb_mt = None
-    holes_from = env.holes_from
-    if fork is not None:
-        blk, page_mt = fork.blk, fork.page_mt
-        pb_mt = (initial_pageblock_types(store, trace_id, env, page_mt) if from_state is None
-                 else np.asarray(from_state.zone.pageblock_types(), np.int8))  # fmt: skip
-    elif holes_from is not None:
-        # the booted managed pages; the rest are holes until the trace frees them in
-        blk = boot_blocks(env.pages, holes_from, env.start_pfn)
-        page_mt = np.full(env.pages, -1, np.int8)
-        page_mt[holes_from:] = MIGRATE_UNMOVABLE
-        pb_mt = np.full(zone_pageblocks(env.start_pfn, env.pages), MIGRATE_MOVABLE, np.int8)
-    if n_pre and fork is None:
-        pre_pages = int(pre.column("pages").to_numpy().sum())
-    kinds = np.zeros(0, np.int8)
-    if fill_from_snapshot:
-        kinds = background_stream(background_pages(store, trace_id, env, pre_pages))
-    # Objects live at the start that hold pages of the starting state where the kernel
-    # had them: all of them from an observed start, those in the holes (memory the
-    # trace brings online) from an empty one. Two can claim the same pages (untraced
-    # allocations, e.g. compaction targets): the first keeps them, the later one is
-    # ignored, so the model never frees a page twice.
-    claims: list[tuple[int, int, int, int]] = []  # (pre row, offset, pages, migratetype)
-    claimed = None
-    if page_mt is not None:
-        claimed = page_mt < 0  # free pages cannot be held by anyone
-        base = pre.column("base_pfn").to_numpy(zero_copy_only=False)
-        if from_state is not None and n_pre:
-            # where the other model had the objects, not where the kernel had them
-            placed = from_state.zone.objects.placed[dense(pre.column("obj").to_numpy())]
-            base = np.where(placed >= 0, placed, np.nan)
-        npages = pre.column("pages").to_numpy()
-        pre_mt = pre.column("mt").to_numpy(zero_copy_only=False)
-        low = 0 if fork is not None else holes_from
-        for j in range(n_pre):
-            if base[j] != base[j]:  # NaN: no pfn recorded
-                continue
-            off = int(base[j]) - env.start_pfn
-            end = off + int(npages[j])
-            if off < low or end > env.pages or claimed[off:end].any():
-                continue
-            claimed[off:end] = True
-            claims.append((j, off, int(npages[j]),
-                           int(pre_mt[j]) if pre_mt[j] >= 0 else int(page_mt[off])))  # fmt: skip
-    # Background pages are objects too (ids after the trace's), so compaction can move
-    # them and kswapd evict them: the fill's pages, or the starting state's allocated
-    # pages no object claimed (holes as whole aligned blocks, other pages one by one).
-    bg_offs = bg_orders = np.zeros(0, np.int64)
-    if claimed is not None and page_mt is not None:
-        in_hole = np.zeros(env.pages, np.bool_)
-        if holes_from is not None:
-            in_hole[holes_from:] = True
-        single = np.flatnonzero(~claimed & ~in_hole)
-        h_offs, h_orders = aligned_blocks(~claimed & in_hole, env.start_pfn)
-        bg_offs = np.concatenate([single, h_offs])
-        bg_orders = np.concatenate([np.zeros(single.shape[0], np.int64), h_orders])
-    n_bg = kinds.shape[0] if page_mt is None else int(bg_offs.shape[0])
+    if saved is None:
+        # Objects live when the run starts (freed in it, allocated before it or before the
+        # trace): allocated first, by first appearance; where the kernel had them from an
+        # observed start (their allocation's pfn, else their first free's: a migrated
+        # object's old home, where the kernel had it).
+        pre = store.query(
+            """WITH f AS (
+                   SELECT obj, max("offset" + (1::BIGINT << "order")) AS pages, min(seq) AS first,
+                          arg_min(migratetype, seq) AS mt, arg_min(pfn - "offset", seq) AS base_pfn
+                   FROM {src_all} WHERE trace_id = $t AND op = 'free' AND seq >= $lo AND seq < $hi
+                     {elsewhere}
+                   GROUP BY obj),
+               a AS (SELECT obj, seq, pfn, migratetype, "order" FROM events
+                     WHERE trace_id = $t AND op = 'alloc' AND NOT coalesce(failed, false))
+               SELECT f.obj, greatest(f.pages, coalesce(1::BIGINT << a."order", 0)) AS pages,
+                      f.first, coalesce(a.migratetype, f.mt) AS mt,
+                      coalesce(a.pfn, f.base_pfn) AS base_pfn
+               FROM f LEFT JOIN a USING (obj)
+               WHERE a.seq IS NULL OR a.seq < $lo
+               ORDER BY f.first""".replace("{elsewhere}", elsewhere).replace("{src_all}", src_all),
+            {"t": trace_id, "lo": lo_seq, "hi": hi_seq, **zone_params},
+        )
+        n_pre = pre.num_rows
+        pre_pages = 0
+        blk = page_mt = pb_mt = None
+        holes_from = env.holes_from
+        if fork is not None:
+            blk, page_mt = fork.blk, fork.page_mt
+            pb_mt = (initial_pageblock_types(store, trace_id, env, page_mt) if from_state is None
+                     else np.asarray(from_state.zone.pageblock_types(), np.int8))  # fmt: skip
+        elif holes_from is not None:
+            # the booted managed pages; the rest are holes until the trace frees them in
+            blk = boot_blocks(env.pages, holes_from, env.start_pfn)
+            page_mt = np.full(env.pages, -1, np.int8)
+            page_mt[holes_from:] = MIGRATE_UNMOVABLE
+            pb_mt = np.full(zone_pageblocks(env.start_pfn, env.pages), MIGRATE_MOVABLE, np.int8)
+        if n_pre and fork is None:
+            pre_pages = int(pre.column("pages").to_numpy().sum())
+        kinds = np.zeros(0, np.int8)
+        if fill_from_snapshot:
+            kinds = background_stream(background_pages(store, trace_id, env, pre_pages))
+        # Objects live at the start that hold pages of the starting state where the kernel
+        # had them: all of them from an observed start, those in the holes (memory the
+        # trace brings online) from an empty one. Two can claim the same pages (untraced
+        # allocations, e.g. compaction targets): the first keeps them, the later one is
+        # ignored, so the model never frees a page twice.
+        claims: list[tuple[int, int, int, int]] = []  # (pre row, offset, pages, migratetype)
+        claimed = None
+        if page_mt is not None:
+            claimed = page_mt < 0  # free pages cannot be held by anyone
+            base = pre.column("base_pfn").to_numpy(zero_copy_only=False)
+            if from_state is not None and n_pre:
+                # where the other model had the objects, not where the kernel had them
+                placed = from_state.zone.objects.placed[dense(pre.column("obj").to_numpy())]
+                base = np.where(placed >= 0, placed, np.nan)
+            npages = pre.column("pages").to_numpy()
+            pre_mt = pre.column("mt").to_numpy(zero_copy_only=False)
+            low = 0 if fork is not None else holes_from
+            for j in range(n_pre):
+                if base[j] != base[j]:  # NaN: no pfn recorded
+                    continue
+                off = int(base[j]) - env.start_pfn
+                end = off + int(npages[j])
+                if off < low or end > env.pages or claimed[off:end].any():
+                    continue
+                claimed[off:end] = True
+                mt_j = int(pre_mt[j]) if pre_mt[j] >= 0 else int(page_mt[off])
+                claims.append((j, off, int(npages[j]), mt_j))
+        # Background pages are objects too (ids after the trace's), so compaction can move
+        # them and kswapd evict them: the fill's pages, or the starting state's allocated
+        # pages no object claimed (holes as whole aligned blocks, other pages one by one).
+        bg_offs = bg_orders = np.zeros(0, np.int64)
+        if claimed is not None and page_mt is not None:
+            in_hole = np.zeros(env.pages, np.bool_)
+            if holes_from is not None:
+                in_hole[holes_from:] = True
+            single = np.flatnonzero(~claimed & ~in_hole)
+            h_offs, h_orders = aligned_blocks(~claimed & in_hole, env.start_pfn)
+            bg_offs = np.concatenate([single, h_offs])
+            bg_orders = np.concatenate([np.zeros(single.shape[0], np.int64), h_orders])
+        n_bg = kinds.shape[0] if page_mt is None else int(bg_offs.shape[0])
+    else:
+        n_pre = n_bg = 0
     tmp_dir = tempfile.TemporaryDirectory(prefix="replay-run-")
     owner_sql, owner_join, n_owners = _owners(store, trace_id, config)
     rp = _Replay(env, config, n_obj + n_bg, Path(tmp_dir.name), n_owners)
@@ -1016,53 +1125,58 @@ def _run(
         rp.set_regions(dense(regions.column("obj").to_numpy()),
                        regions.column("region").to_numpy(), regions.column("vpn").to_numpy(),
                        regions.column("order").to_numpy())  # fmt: skip
-    placed = rp.objects.placed
-    background = 0
-    if page_mt is not None and blk is not None:
-        rp.zone.load(blk, page_mt, pb_mt)
-        if claims:
-            rows = np.array([c[0] for c in claims], np.int64)
-            objs = dense(pre.column("obj").to_numpy()[rows]).astype(np.int64)
-            offs = np.array([c[1] for c in claims], np.int64)
-            orders = np.array([max(c[2] - 1, 0).bit_length() for c in claims], np.int64)
-            mts = np.array([c[3] for c in claims], np.int8)
-            # an object of a size that is no power of two is no unit: it never moves
-            odd = np.array([c[2] & (c[2] - 1) != 0 for c in claims], np.bool_)
-            flags = np.where(odd, F_PINNED, rp.type_flags(mts)).astype(np.int8)
-            rp.zone.adopt(objs, offs, orders, mts, flags)
-        # every other allocated page: movable when the kernel had it on an LRU list
-        # (page_mt MOVABLE), reclaimable by its type; holes never move
-        mts = page_mt[bg_offs]
-        flags = np.where(bg_orders > 0, 0, rp.type_flags(mts)).astype(np.int8)
-        rp.zone.adopt(n_obj + np.arange(n_bg, dtype=np.int64), bg_offs, bg_orders, mts, flags)
-        if fork is not None:
-            # the pages the kernel had on pcp lists: the model's pcp lists (or its buddy)
-            # (each cpu's share and pcp->high: the before-snapshot's pagesets)
-            pcp_at = np.flatnonzero(fork.pcp > 0)
-            rp.zone.load_pcp(pcp_at, fork.pcp[pcp_at].astype(np.int64) - 1,
-                             snapshot_pagesets(store, trace_id, env),
-                             fork.pcp_cpu[pcp_at])  # fmt: skip
-    if n_pre and fork is None:
-        # the others: allocated by the model before the trace's first event
-        rest = np.setdiff1d(np.arange(n_pre), np.array([c[0] for c in claims], np.int64))
-        pages_col = pre.column("pages").to_numpy()[rest]
-        pre_order = np.ceil(np.log2(pages_col.astype(np.float64))).astype(np.int64)
-        rp.allocate_all(dense(pre.column("obj").to_numpy()[rest]), pre_order,
-                        pre.column("mt").to_numpy()[rest])  # fmt: skip
-    if fill_from_snapshot:
-        nb_ = kinds.shape[0]
-        before = int(rp.stats[S_FAILURES])
-        rp.allocate_all(n_obj + np.arange(nb_), np.zeros(nb_, np.int64), kinds)
-        background = int(np.count_nonzero(placed[n_obj:] >= 0))
-        rp.stats[S_FAILURES] = before  # background that does not fit is not a failure
-    # Pre-existing pages that do not fit count as failures; the passes' other counts do not.
-    pre_failed = int(rp.stats[S_FAILURES])
-    rp.stats[:] = 0
-    rp.stats[S_FAILURES] = pre_failed
-    # Counters are of the trace's events; the passes' fallbacks stay as extfrag rows at seq -1.
-    pcp_pages = rp.zone.counters[C_PCP_PAGES]
-    rp.zone.counters[:] = 0
-    rp.zone.counters[C_PCP_PAGES] = pcp_pages
+    if saved is None:
+        placed = rp.objects.placed
+        background = 0
+        if page_mt is not None and blk is not None:
+            rp.zone.load(blk, page_mt, pb_mt)
+            if claims:
+                rows = np.array([c[0] for c in claims], np.int64)
+                objs = dense(pre.column("obj").to_numpy()[rows]).astype(np.int64)
+                offs = np.array([c[1] for c in claims], np.int64)
+                orders = np.array([max(c[2] - 1, 0).bit_length() for c in claims], np.int64)
+                mts = np.array([c[3] for c in claims], np.int8)
+                # an object of a size that is no power of two is no unit: it never moves
+                odd = np.array([c[2] & (c[2] - 1) != 0 for c in claims], np.bool_)
+                flags = np.where(odd, F_PINNED, rp.type_flags(mts)).astype(np.int8)
+                rp.zone.adopt(objs, offs, orders, mts, flags)
+            # every other allocated page: movable when the kernel had it on an LRU list
+            # (page_mt MOVABLE), reclaimable by its type; holes never move
+            mts = page_mt[bg_offs]
+            flags = np.where(bg_orders > 0, 0, rp.type_flags(mts)).astype(np.int8)
+            rp.zone.adopt(n_obj + np.arange(n_bg, dtype=np.int64), bg_offs, bg_orders, mts, flags)
+            if fork is not None:
+                # the pages the kernel had on pcp lists: the model's pcp lists (or its buddy)
+                # (each cpu's share and pcp->high: the before-snapshot's pagesets)
+                pcp_at = np.flatnonzero(fork.pcp > 0)
+                rp.zone.load_pcp(pcp_at, fork.pcp[pcp_at].astype(np.int64) - 1,
+                                 snapshot_pagesets(store, trace_id, env),
+                                 fork.pcp_cpu[pcp_at])  # fmt: skip
+        if n_pre and fork is None:
+            # the others: allocated by the model before the trace's first event
+            rest = np.setdiff1d(np.arange(n_pre), np.array([c[0] for c in claims], np.int64))
+            pages_col = pre.column("pages").to_numpy()[rest]
+            pre_order = np.ceil(np.log2(pages_col.astype(np.float64))).astype(np.int64)
+            rp.allocate_all(dense(pre.column("obj").to_numpy()[rest]), pre_order,
+                            pre.column("mt").to_numpy()[rest])  # fmt: skip
+        if fill_from_snapshot:
+            nb_ = kinds.shape[0]
+            before = int(rp.stats[S_FAILURES])
+            rp.allocate_all(n_obj + np.arange(nb_), np.zeros(nb_, np.int64), kinds)
+            background = int(np.count_nonzero(placed[n_obj:] >= 0))
+            rp.stats[S_FAILURES] = before  # background that does not fit is not a failure
+        # Pre-existing pages that do not fit count as failures; the passes' other counts do not.
+        pre_failed = int(rp.stats[S_FAILURES])
+        rp.stats[:] = 0
+        rp.stats[S_FAILURES] = pre_failed
+        # Counters are of the trace's events; the passes' fallbacks stay as extfrag rows at seq -1.
+        pcp_pages = rp.zone.counters[C_PCP_PAGES]
+        rp.zone.counters[:] = 0
+        rp.zone.counters[C_PCP_PAGES] = pcp_pages
+    else:
+        # a checkpoint of this run: its whole state, as the run had it there
+        rp.load_state_arrays(saved)
+        n_pre = background = 0
     rp.replay_s = 0.0  # events/s is of the trace's events only
     actions = [(s_, "compact", None) for s_ in sorted(set(config.get("compact_at", [])))]
     actions += [(s_, "exchange", None) for s_ in sorted(set(config.get("exchange_at", [])))]
@@ -1076,7 +1190,14 @@ def _run(
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)
 
     failure: list[BaseException] = []
-    prev_last = [lo_seq - 1]  # the last seq of the previous chunk
+    prev_last = [ev_lo - 1]  # the last seq of the previous chunk
+    # checkpoints: the model's whole state after about every `spacing` events, spooled
+    # to files until the run's rows are stored (seq after, events replayed, file)
+    spacing = int(checkpoint_every) if checkpoint_every is not None else (
+        -(-n_events // CHECKPOINTS) if n_events > 2 * CHUNK_EVENTS else 0)  # fmt: skip
+    if spacing < 0:
+        raise UsageError("--checkpoint-every must be 0 (none) or more events")
+    ckpts: list[tuple[int, int, Path]] = []
 
     def steps() -> Iterator[pa.RecordBatch]:
         try:
@@ -1099,9 +1220,11 @@ def _run(
                 f"coalesce(cpu, 0) AS cpu, ts_ns, {flags_expr} AS flags, {owner_sql} AS owner "
                 f"FROM {src} e {owner_join} WHERE trace_id = $t AND seq >= $lo AND seq < $hi "
                 f"{elsewhere} ORDER BY seq",
-                params={"t": trace_id, "lo": lo_seq, "hi": hi_seq, **zone_params, **flags_params},
+                params={"t": trace_id, "lo": ev_lo, "hi": ev_hi, **zone_params, **flags_params},
             ).to_arrow_reader(CHUNK_EVENTS)
-            for batch in reader:
+            # chunks of at most `spacing` rows when checkpointing: one after each
+            step = min(CHUNK_EVENTS, spacing) if spacing else CHUNK_EVENTS
+            for batch in (b.slice(o, step) for b in reader for o in range(0, b.num_rows, step)):
                 seq = batch.column("seq").to_numpy()
                 is_alloc = batch.column("is_alloc").to_numpy(zero_copy_only=False)
                 # Writable copies: numba compiles read-only (zero-copy) arrays separately.
@@ -1142,7 +1265,16 @@ def _run(
                 r = rp.apply(ev, keep_row, keep_counters, out, snap_at=np.flatnonzero(snap),
                              actions=at)  # fmt: skip
                 assert r == m
-                progress.advance_to(int(seq[-1]) + 1 - lo_seq)
+                done = int(seq[-1]) + 1 - lo_seq
+                if (
+                    not state_only
+                    and spacing
+                    and int(seq[-1]) < last_seq
+                    and done >= (len(ckpts) + 1) * spacing
+                ):
+                    ckpts.append(_checkpoint(rp, Path(tmp_dir.name), lo_seq, int(seq[-1]),
+                                             done, mig))  # fmt: skip
+                progress.advance_to(done)
                 yield steps_batch(seq[keep_row], is_alloc[keep_row], out)
         finally:
             if reader is not None:
@@ -1169,6 +1301,12 @@ def _run(
                     raise failure[0] from None
                 raise
             rp.record_contiguity(-1, "end")
+            for seq_, done_, path_ in ckpts:
+                store.run(
+                    "INSERT INTO checkpoints VALUES ($r, $s, $e, $b)",
+                    {"r": run_id, "s": seq_, "e": done_, "b": path_.read_bytes()},
+                )
+                path_.unlink()
             for spool, table in (
                 (rp.extfrag, "extfrag"),
                 (rp.pageblocks, "pageblocks"),
@@ -1188,6 +1326,22 @@ def _run(
         for name_ in linked:
             store.con.unregister(name_)
     return result, rp, env
+
+
+def _checkpoint(rp: _Replay, tmp: Path, lo_seq: int, seq: int, done: int,
+                mig: Migrations | None) -> tuple[int, int, Path]:  # fmt: skip
+    """The replay's state after event ``seq`` (``done`` events into a run that began at
+    ``lo_seq``) as a checkpoint file in ``tmp``, with the run's migration map (an input
+    a resumed replay cannot rebuild without the fork): (seq, done, path)."""
+    arrays = rp.state_arrays()
+    arrays["run.lo_seq"] = np.array(lo_seq, np.int64)
+    arrays["run.seq"] = np.array(seq, np.int64)
+    if mig is not None:
+        arrays["run.mig_y"], arrays["run.mig_x"] = mig.y_obj, mig.x_obj
+        arrays["run.mig_seqs"] = mig.seqs
+    path = tmp / f"checkpoint-{seq}.bin"
+    path.write_bytes(pack(arrays))
+    return seq, done, path
 
 
 def _record_run(

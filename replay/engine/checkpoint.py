@@ -1,0 +1,100 @@
+"""Model-state checkpoints: a run's complete replay state, stored every so many events.
+
+``replay explain`` and the forks it runs need a model's state just before any
+event N of a stored run. Replaying the run from its start costs time in
+proportion to N (seconds on a 10M-event run); a checkpoint holds every array
+the replay's kernels read and write (the zone's free lists and per-page
+arrays, the pcp lists and their tuning state, the objects' placements, the
+compaction passes in progress, counters and statistics) after an event, so the
+state before N is the nearest earlier checkpoint plus at most one spacing of
+events replayed from there. The continuation is exact: the same arrays, the
+same list orders, the same counters as the run had.
+
+A checkpoint is one BLOB: ``MAGIC``, a little-endian u32 header length, a JSON
+header (format version, each array's name, dtype, shape and byte offset, the
+payload's length in bytes) and the arrays' bytes compressed with zstd.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from replay.errors import CheckpointError
+
+MAGIC = b"RPCKPT\x00"
+VERSION = 1
+_LEN = struct.Struct("<I")
+ALIGN = 64  # bytes: each array's offset in the payload is a multiple
+
+
+def pack(arrays: dict[str, np.ndarray]) -> bytes:
+    """The arrays (name -> array of any shape, a numeric dtype) as one checkpoint BLOB."""
+    entries: list[dict[str, Any]] = []
+    parts: list[bytes] = []
+    offset = 0
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        if not a.flags.c_contiguous:  # (ascontiguousarray would make a 0-d array 1-d)
+            a = a.copy(order="C")
+        raw = a.tobytes()
+        entries.append({"name": name, "dtype": a.dtype.str, "shape": list(a.shape),
+                        "offset": offset, "nbytes": len(raw)})  # fmt: skip
+        pad = -len(raw) % ALIGN  # each array starts aligned: unpacked, it is a view
+        parts += [raw, b"\0" * pad]
+        offset += len(raw) + pad
+    payload = b"".join(parts)
+    header = json.dumps({"version": VERSION, "bytes": offset, "arrays": entries}).encode()
+    body = pa.compress(payload, codec="zstd", asbytes=True) if payload else b""
+    return MAGIC + _LEN.pack(len(header)) + header + body
+
+
+def header(blob: bytes) -> dict[str, Any]:
+    """The JSON header of a checkpoint BLOB (raises CheckpointError if it is none)."""
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + _LEN.size:
+        raise CheckpointError("not a replay checkpoint (bad magic)")
+    (n,) = _LEN.unpack_from(blob, len(MAGIC))
+    start = len(MAGIC) + _LEN.size
+    try:
+        head = json.loads(blob[start : start + n])
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint header at byte {start} is not JSON: {exc}") from None
+    if not isinstance(head, dict) or head.get("version") != VERSION:
+        raise CheckpointError(
+            f"checkpoint format version {head.get('version') if isinstance(head, dict) else '?'}"
+            f" is not {VERSION}: replay the run again (replay run) to rebuild its checkpoints"
+        )
+    head["_body"] = start + n
+    return head
+
+
+def unpack(blob: bytes) -> dict[str, np.ndarray]:
+    """The arrays of a checkpoint BLOB: writable, aligned, C-contiguous views of one
+    decompressed buffer (the kernels take them as the arrays they were)."""
+    head = header(blob)
+    size = int(head["bytes"])
+    body = blob[int(head["_body"]) :]
+    payload = (pa.decompress(body, decompressed_size=size, codec="zstd", asbytes=True)
+               if size else b"")  # fmt: skip
+    if len(payload) != size:
+        raise CheckpointError(f"checkpoint payload is {len(payload)} bytes, not {size}")
+    # one writable copy, on an ALIGN-byte boundary (numpy's own allocation is 16-aligned)
+    raw = np.empty(size + ALIGN, np.uint8)
+    skip = -raw.ctypes.data % ALIGN
+    buf = raw[skip : skip + size]
+    buf[:] = np.frombuffer(payload, np.uint8)
+    out: dict[str, np.ndarray] = {}
+    for e in head["arrays"]:
+        start, nbytes = int(e["offset"]), int(e["nbytes"])
+        if start % ALIGN or start + nbytes > size:
+            raise CheckpointError(
+                f"checkpoint array {e['name']} at byte {start} is not "
+                f"inside the {size}-byte payload on a {ALIGN}-byte boundary"
+            )
+        a = buf[start : start + nbytes].view(np.dtype(e["dtype"]))
+        out[str(e["name"])] = a.reshape(tuple(e["shape"]))
+    return out
