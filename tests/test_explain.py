@@ -188,3 +188,29 @@ def test_candidates_by_what_freeing_takes() -> None:
     assert (c[1]["to_migrate"], c[1]["allocated"]["movable"]) == (1, 1)
     assert (c[2]["to_reclaim"], c[2]["possible"]) == (1, True)
     assert (c[3]["possible"], c[3]["blocked_by_pfn"], c[3]["pinned_pages"]) == (False, 17, 1)
+
+
+def test_candidate_maps_agree_with_their_counts(
+    runs_db: tuple[Path, int, int], tmp_path: Path
+) -> None:
+    """Each candidate's pageblock map (a letter per page) holds the candidate block at its
+    offset, and the block's letters are the candidate's counts: free, pcp, to migrate, to
+    reclaim, pinned; the map covers whole pageblocks of the zone."""
+    db = _copy(runs_db[0], tmp_path)
+    with Store(db) as s:
+        for run_id in (runs_db[1], runs_db[2]):
+            seqs = _allocs(s, run_id, "failed" if run_id == runs_db[2] else "ok")
+            seq = seqs[len(seqs) // 2]
+            out = ex.explain(s, run_id, seq, models=[], horizon=0)
+            k = out["request"]["order"]
+            assert out["candidates"]
+            for c in out["candidates"]:
+                m, off = c["map"], c["map_offset"]
+                assert c["map_pfn"] + off == c["pfn"] and c["map_pfn"] % 512 == 0
+                assert len(m) % 512 == 0 and set(m) <= set(ex.MAP_LETTERS.values())
+                block = m[off : off + (1 << k)]
+                assert len(block) == 1 << k
+                assert block.count("F") == c["free_pages"] and block.count("P") == c["pcp_pages"]
+                assert block.count("M") == c["to_migrate"]
+                assert block.count("R") == c["to_reclaim"]
+                assert block.count("U") + block.count("H") == c["pinned_pages"]

@@ -289,9 +289,12 @@ def test_report_in_headless_chromium(db: Path, tmp_path: Path) -> None:
             "fragmentation_score", "failures", "cost", "cost-success", "cost-free",
             "failed-allocations"}  # fmt: skip
     want |= {f"buddyinfo-{r}" for r in RUNS} | {f"pageblocks-{r}" for r in RUNS}
+    # the first failure of each run that failed: its candidate blocks in their pageblocks
+    failed = blob(html)["failures"]
+    assert failed["maps"] and {m["run_id"] for m in failed["maps"]} == set(failed["run_ids"])
+    want |= {f"candidates-{m['run_id']}" for m in failed["maps"]}
     assert set(names) == want and len(names) == len(want)
     # the failures table: the first failed allocations of the runs that had some
-    failed = blob(html)["failures"]
     assert failed["rows"] and failed["columns"][:2] == ["run", "seq"]
     cells = next(c["cells"] for c in charts if c["name"] == "failed-allocations")
     assert cells == len(failed["rows"]) * len(failed["columns"])
@@ -309,6 +312,11 @@ def test_report_in_headless_chromium(db: Path, tmp_path: Path) -> None:
                  "failures", "cost"):  # fmt: skip
         assert lines[name] == len(RUNS), name  # one line per run
     assert "#1 buddy on sh" in tip and "seq" in tip
+    # each candidate map: a square per page of its pageblocks, the block outlined
+    for m in failed["maps"]:
+        c = next(c for c in charts if c["name"] == f"candidates-{m['run_id']}")
+        pages = sum(len(x["map"]) for x in m["candidates"])
+        assert c["marks"] == pages + len(m["candidates"]), c
     assert (artifacts / "report.png").stat().st_size > 10_000
 
 

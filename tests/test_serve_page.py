@@ -146,6 +146,10 @@ def test_page_explains_an_allocation(live: Live) -> None:
             assert page.locator(f"#explain h3[data-part='{part}']").count() == 1
         text = page.inner_text("#explain")
         assert "compaction_suitable" in text and "mobility+compaction" in text
+        # the candidates drawn in their pageblocks, one map each
+        n_cands = page.locator("#explain h3[data-part='candidates'] + div tbody tr").count()
+        assert n_cands > 0
+        assert page.locator("#explain-maps svg.rc-blockmap").count() == n_cands
         # the own run, its model forked, and the asked model
         assert page.locator("#explain h3[data-part='counterfactuals'] + div tbody tr").count() == 3
         page.locator("#explain-section").scroll_into_view_if_needed()
@@ -159,4 +163,46 @@ def test_page_explains_an_allocation(live: Live) -> None:
         page.click("#explain-form button[type=submit]")
         page.wait_for_selector("#explain[data-loaded='error']", timeout=60_000)
         assert "not an allocation" in page.inner_text("#explain")
+    assert unexpected(log.errors) == [], log.errors
+
+
+def test_a_failure_on_a_chart_opens_its_explanation(live: Live) -> None:
+    """A run that fails allocations (buddy in a zone too small for the trace), compared on
+    the page: its failures are marks on the failures chart and rows of the Failures table;
+    clicking one explains that allocation below."""
+    r = live.client.post("/api/jobs/run", json={"trace": "kernel-build", "model": "buddy",
+                                                 "zone_pages": 4096, "every": 10})  # fmt: skip
+    assert r.status_code == 202, r.text
+    view = live.job(r.json())
+    assert view["status"] == "done" and view["result"]["failures"] > 0, view
+    run_id = view["result"]["run_id"]
+    with chromium_page(1280, 1400) as (page, log):
+        page.goto(live.url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.locator(f"#runs input[type=checkbox][data-run='{run_id}']").check()
+        page.click("#compare")
+        page.wait_for_selector("#report[data-drawn='1']", timeout=60_000)
+        marks = page.locator("#report [data-chart='failures'] line.rc-mark")
+        assert marks.count() > 0
+        assert page.locator("#report [data-chart='failures'][data-clickable='1']").count() == 1
+        row = page.locator("#report [data-chart='failed-allocations'] tbody tr").first
+        seq = int(row.locator("td").nth(1).inner_text().replace(",", ""))
+        row.click()
+        page.wait_for_selector("#explain[data-loaded]", timeout=60_000)
+        assert page.get_attribute("#explain", "data-loaded") == "1", page.inner_text("#explain")
+        assert page.input_value("#explain-run") == str(run_id)
+        assert page.input_value("#explain-seq") == str(seq)
+        assert "failed" in page.inner_text("#explain [data-part='request'] + div")
+        # and a click on the chart explains the failure nearest the pointer
+        page.evaluate("document.getElementById('explain').removeAttribute('data-loaded')")
+        chart = page.locator("#report [data-chart='failures'] svg")
+        chart.scroll_into_view_if_needed()
+        box = chart.bounding_box()
+        assert box is not None
+        chart.click(position={"x": box["width"] * 0.9, "y": box["height"] / 2})
+        page.wait_for_selector("#explain[data-loaded]", timeout=60_000)
+        assert page.get_attribute("#explain", "data-loaded") == "1", page.inner_text("#explain")
+        assert page.input_value("#explain-run") == str(run_id)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "explain-failure.png"), full_page=True)
     assert unexpected(log.errors) == [], log.errors

@@ -394,8 +394,36 @@ def candidates(view: PageView, k: int, top: int = 5) -> list[dict[str, Any]]:
             "to_reclaim": int(reclaim[b]), "pinned_pages": int(pinned[b]),
             "possible": bool(pinned[b] == 0),
             "blocked_by_pfn": pfn + int(blocker[0]) if blocker.size else None,
+            **pageblock_map(view, pfn, n),
         })  # fmt: skip
     return out
+
+
+# pageblock_map's letters, one per page
+MAP_LETTERS = {"free": "F", "pcp": "P", "movable": "M", "reclaimable": "R",
+               "unmovable": "U", "other": "H"}  # fmt: skip
+
+
+def pageblock_map(view: PageView, pfn: int, pages: int) -> dict[str, Any]:
+    """The pageblocks around the block [pfn, pfn + pages), a letter per page (pfn order):
+    ``F`` free, ``P`` on a pcp list, ``M`` allocated and movable (compaction may
+    migrate it), ``R`` allocated and only reclaimable, ``U`` allocated and pinned
+    (unmovable), ``H`` held by nothing the run names (a hole, an untraced page):
+    ``map_pfn`` (the first page's pfn), ``map`` and the block's ``map_offset`` in it."""
+    lo = max((pfn >> PAGEBLOCK_ORDER) << PAGEBLOCK_ORDER, view.start_pfn) - view.start_pfn
+    end = ((pfn + pages - 1) >> PAGEBLOCK_ORDER) + 1 << PAGEBLOCK_ORDER
+    hi = min(end - view.start_pfn, view.pages)
+    st = view.state[lo:hi]
+    alloc = st == ALLOCATED
+    code = np.full(hi - lo, ord(MAP_LETTERS["other"]), np.uint8)
+    code[st == FREE] = ord(MAP_LETTERS["free"])
+    code[st == PCP] = ord(MAP_LETTERS["pcp"])
+    mov, rec = view.movable[lo:hi], view.reclaimable[lo:hi]
+    code[alloc & mov] = ord(MAP_LETTERS["movable"])
+    code[alloc & ~mov & rec] = ord(MAP_LETTERS["reclaimable"])
+    code[alloc & ~mov & ~rec] = ord(MAP_LETTERS["unmovable"])
+    return {"map_pfn": view.start_pfn + lo, "map": code.tobytes().decode("ascii"),
+            "map_offset": pfn - (view.start_pfn + lo)}  # fmt: skip
 
 
 def _counterfactuals(store: Store, info: RunInfo, seq: int, models: list[str], horizon: int,

@@ -83,7 +83,9 @@ def explain(
     flat.update({f"watermark_ok_{k}": v for k, v in state["watermark_ok"].items()})
     flat["compaction_suitable"] = state["compaction_suitable"]["verdict"]
     flat["compaction_reason"] = state["compaction_suitable"]["reason"]
-    cands = [{**{k: v for k, v in c.items() if k not in ("allocated", "pageblock_types")},
+    # the page maps (a letter per page) are for --format json and the web page
+    cands = [{**{k: v for k, v in c.items()
+                 if k not in ("allocated", "pageblock_types", "map", "map_pfn", "map_offset")},
               "pageblock_types": ",".join(c["pageblock_types"]),
               **{f"alloc_{t}": n for t, n in c["allocated"].items()}}
              for c in out["candidates"]]  # fmt: skip

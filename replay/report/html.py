@@ -469,8 +469,11 @@ def report_data(
     points: int = 400,
     *,
     progress: Progress | None = None,
+    failure_maps: bool = True,
 ) -> dict[str, Any]:
     """Everything the report's charts need, JSON-able (ints, floats, strings, None).
+    ``failure_maps``: map the candidates of each run's first failure (a state rebuilt
+    per run; the web page asks for an explanation instead).
 
     ``order``: the order of the unusable index and of the other per-order
     metrics (0..10). ``points``: at most this many step buckets per run and
@@ -525,7 +528,9 @@ def report_data(
         "costly_order": COSTLY_ORDER,
         "summary": {"columns": columns, "rows": [[r[c] for c in columns] for r in rows]},
         "runs": runs,
-        "failures": failures_table(store, [(r["run_id"], r["label"]) for r in runs]),
+        "failures": failures_table(
+            store, [(r["run_id"], r["label"]) for r in runs], maps=failure_maps
+        ),
     }
 
 
@@ -534,7 +539,7 @@ FAILURE_COLUMNS = ("run", "seq", "order", "migratetype", "comm", "free_blocks_at
 
 
 def failures_table(
-    store: Store, runs: Sequence[tuple[int, str]], per_run: int = 5
+    store: Store, runs: Sequence[tuple[int, str]], per_run: int = 5, *, maps: bool = True
 ) -> dict[str, Any]:
     """The first failed allocations of each run (at most ``per_run``), each with the
     summary of its explanation the stored steps give (replay.analysis.explain.rank):
@@ -544,7 +549,9 @@ def failures_table(
     from replay.analysis.explain import rank
     from replay.errors import BadInputError
 
-    rows = []
+    rows: list[list[Any]] = []
+    run_ids: list[int] = []
+    mapped: list[dict[str, Any]] = []
     for run_id, label in runs:
         try:
             ranked = rank(store, run_id, top=per_run)
@@ -554,7 +561,35 @@ def failures_table(
             if q["outcome"] != "failed":
                 break
             rows.append([label, *(q[c] for c in FAILURE_COLUMNS[1:])])
-    return {"columns": list(FAILURE_COLUMNS), "rows": rows}
+            run_ids.append(run_id)
+        if maps and run_ids and run_ids[-1] == run_id and len(mapped) < MAX_FAILURE_MAPS:
+            first = next(r for r, i in zip(rows, run_ids, strict=True) if i == run_id)
+            mapped.append(failure_map(store, run_id, label, int(first[1]), int(first[2])))
+    return {"columns": list(FAILURE_COLUMNS), "rows": rows, "run_ids": run_ids,
+            "maps": mapped}  # fmt: skip
+
+
+MAX_FAILURE_MAPS = 8  # runs whose first failure's candidates the report maps
+
+
+def failure_map(store: Store, run_id: int, label: str, seq: int, order: int,
+                top: int = 3) -> dict[str, Any]:  # fmt: skip
+    """The ``top`` blocks of ``order`` nearest to free just before allocation ``seq`` of
+    the run, each with its pageblocks' page map (replay.analysis.explain.pageblock_map):
+    the state the run had there (the kernel's rebuilt one, or its model's, from the
+    nearest checkpoint)."""
+    from replay.analysis.explain import candidates, run_info, state_view
+
+    view, _env, _ms = state_view(store, run_info(store, run_id), seq)
+    keep = ("pfn", "map_pfn", "map_offset", "map", "to_migrate", "to_reclaim",
+            "pinned_pages", "possible", "blocked_by_pfn")  # fmt: skip
+    return {
+        "run_id": run_id,
+        "label": label,
+        "seq": seq,
+        "order": order,
+        "candidates": [{k: c[k] for k in keep} for c in candidates(view, order, top)],
+    }
 
 
 def _json_for_html(obj: Any) -> str:

@@ -848,7 +848,9 @@ def add_read_routes(api: APIRouter, svc: Service) -> None:
 
         def compute() -> dict[str, Any]:
             with svc.reader_store() as store:
-                return jsonable(report.report_data(store, ids, order=order, points=points))
+                return jsonable(
+                    report.report_data(store, ids, order=order, points=points, failure_maps=False)
+                )
 
         data, _ = svc.cache.get(("report_data", tuple(ids), order, points), compute)
         return data

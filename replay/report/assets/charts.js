@@ -206,10 +206,31 @@
       s += '<path class="rc-line" d="' + d + '" stroke="' + esc(sr.color) + '"' +
         (sr.dash ? ' stroke-dasharray="' + sr.dash + '"' : '') + '/>';
     });
+    // marks: a rug of events under the plot (failed allocations), each clickable when
+    // spec.onMark is given
+    (spec.marks || []).forEach(function (m, i) {
+      if (m.x < xmin || m.x > xmax) return;
+      s += '<line class="rc-mark" data-mark="' + i + '" x1="' + x(m.x).toFixed(1) + '" x2="' +
+        x(m.x).toFixed(1) + '" y1="' + (h - M.b - 8) + '" y2="' + (h - M.b) + '" stroke="' +
+        esc(m.color || '#000') + '"><title>' + esc(m.title || '') + '</title></line>';
+    });
     s += '<line class="rc-cursor" x1="0" x2="0" y1="' + M.t + '" y2="' + (h - M.b) +
       '" visibility="hidden"/></svg>';
     fig.insertAdjacentHTML('beforeend', legend(series) + s);
     var svg = fig.querySelector('svg'), cursor = svg.querySelector('.rc-cursor');
+    if (spec.onMark && (spec.marks || []).length) {
+      fig.setAttribute('data-clickable', '1');
+      svg.style.cursor = 'pointer';
+      svg.addEventListener('click', function (ev) {  // the mark nearest the pointer's seq
+        var p = svgPoint(svg, w, h, ev);
+        var xv = xmin + (p[0] - M.l) * (xmax - xmin) / (w - M.r - M.l);
+        var best = null;
+        spec.marks.forEach(function (m) {
+          if (best === null || Math.abs(m.x - xv) < Math.abs(best.x - xv)) best = m;
+        });
+        if (best) spec.onMark(best);
+      });
+    }
     var tip = tooltip(fig);
     svg.addEventListener('mousemove', function (ev) {
       var p = svgPoint(svg, w, h, ev);
@@ -468,6 +489,46 @@
     return done(fig);
   }
 
+  // Pages of a pageblock map, by the letter replay.analysis.explain.pageblock_map gives
+  var PAGE_STATES = [['F', 'free', '#f4f4f4'], ['P', 'pcp list', '#b9d7f0'],
+    ['M', 'movable', '#66a182'], ['R', 'reclaimable', '#4f86c6'],
+    ['U', 'unmovable (pinned)', '#d1495b'], ['H', 'hole / untraced', '#555555']];
+
+  function blockmap(el, spec) {
+    // One grid per candidate block: its pageblocks, 32 pages a row, the block outlined.
+    var fig = figure(el, spec.name, spec.title, spec.note);
+    var cands = spec.candidates || [];
+    if (!cands.length) return done(fig, 'no candidate blocks');
+    var colors = {};
+    PAGE_STATES.forEach(function (p) { colors[p[0]] = p[2]; });
+    var cols = 32, px = 6, html = '<div class="rc-legend">' + PAGE_STATES.map(function (p) {
+      return '<span class="rc-key"><i style="background:' + p[2] + '"></i>' + esc(p[1]) + '</span>';
+    }).join('') + '</div><div class="rc-maps">';
+    cands.forEach(function (c, ci) {
+      var n = c.map.length, rows = Math.ceil(n / cols), size = 1 << spec.order;
+      var svg = '<svg class="rc-svg rc-blockmap" data-candidate="' + ci + '" width="' +
+        (cols * px + 2) + '" height="' + (rows * px + 2) + '" role="img" aria-label="pages ' +
+        'of the pageblocks around pfn ' + c.pfn + '">';
+      for (var i = 0; i < n; i++) {
+        svg += '<rect x="' + (1 + (i % cols) * px) + '" y="' + (1 + Math.floor(i / cols) * px) +
+          '" width="' + (px - 1) + '" height="' + (px - 1) + '" fill="' +
+          (colors[c.map[i]] || '#fff') + '"/>';
+      }
+      // the candidate block: whole rows when it spans them, else a run within a row
+      var r0 = Math.floor(c.map_offset / cols), r1 = Math.floor((c.map_offset + size - 1) / cols);
+      var x0 = r0 === r1 ? c.map_offset % cols : 0, x1 = r0 === r1 ? x0 + size : cols;
+      svg += '<rect class="rc-block" x="' + (0.5 + x0 * px) + '" y="' + (0.5 + r0 * px) +
+        '" width="' + ((x1 - x0) * px) + '" height="' + ((r1 - r0 + 1) * px) +
+        '" fill="none" stroke="#000" stroke-width="1.5"/></svg>';
+      html += '<div class="rc-map"><div class="rc-note">pfn ' + esc(c.pfn) + ': ' +
+        (c.possible ? 'migrate ' + num(c.to_migrate) + ', reclaim ' + num(c.to_reclaim)
+          : 'pinned (' + num(c.pinned_pages) + ' pages, first at pfn ' +
+            esc(c.blocked_by_pfn) + ')') + '</div>' + svg + '</div>';
+    });
+    fig.insertAdjacentHTML('beforeend', html + '</div>');
+    return done(fig);
+  }
+
   function section(container, title, text) {
     var sec = document.createElement('section');
     sec.className = 'rc-section';
@@ -488,7 +549,8 @@
   }
 
   /* The whole report into container (replaces its content). */
-  function render(container, data) {
+  function render(container, data, opts) {
+    opts = opts || {};
     container.innerHTML = '';
     container.classList.add('rc-report');
     var runs = data.runs || [];
@@ -536,10 +598,20 @@
     ];
     var ts = section(container, 'Over time', 'The last step of each of at most ' + data.points +
       ' buckets of events per run (downsampled in SQL). Move the pointer over a chart for values.');
+    var fails = data.failures || {columns: [], rows: [], run_ids: []};
+    var seqCol = fails.columns.indexOf('seq');
+    var marks = (fails.run_ids || []).map(function (id, i) {
+      var r = runs.filter(function (q) { return q.run_id === id; })[0] || {};
+      return {x: fails.rows[i][seqCol], run_id: id, seq: fails.rows[i][seqCol],
+        color: r.color, title: (r.label || 'run ' + id) + ': failed allocation, seq ' +
+        fails.rows[i][seqCol] + (opts.onFailure ? ' (click: explain it)' : '')};
+    });
     lines.forEach(function (l) {
       line(cell(ts), {
         name: l[0], title: l[2], note: l[3], xLabel: 'event (seq)', yLabel: l[4], integer: true,
         yMin: l[5], yMax: l[6],
+        marks: l[0] === 'failures' ? marks : null,
+        onMark: opts.onFailure ? function (m) { opts.onFailure(m.run_id, m.seq); } : null,
         series: runs.map(function (r) {
           var src = r[l[1]] || {};
           return {label: r.label, color: r.color, dash: r.dash, x: src.seq || [],
@@ -589,6 +661,28 @@
         name: 'failed-allocations', title: 'Failed allocations', columns: fl.columns,
         rows: fl.rows
       });
+      if (opts.onFailure) {  // a row opens its explanation
+        var trs = container.querySelectorAll('[data-chart="failed-allocations"] tbody tr');
+        Array.prototype.forEach.call(trs, function (tr, i) {
+          tr.className = 'rc-clickable';
+          tr.title = 'explain this allocation';
+          tr.addEventListener('click', function () {
+            opts.onFailure(fl.run_ids[i], fl.rows[i][seqCol]);
+          });
+        });
+      }
+      var maps = fl.maps || [];
+      if (maps.length) {
+        var mp = section(container, 'Where a block could have come from',
+          'For the first failed allocation of each run: the aligned blocks of its order ' +
+          'nearest to free just before it, each in its pageblocks (32 pages a row, the ' +
+          'block outlined): free pages, pcp pages, and the allocated pages compaction could ' +
+          'migrate, only reclaim could free, or nothing can move.');
+        maps.forEach(function (m) {
+          blockmap(cell(mp), {name: 'candidates-' + m.run_id, title: m.label + ', seq ' +
+            m.seq + ' (order ' + m.order + ')', order: m.order, candidates: m.candidates});
+        });
+      }
     }
     container.setAttribute('data-drawn', '1');
     return container;
@@ -596,6 +690,6 @@
 
   global.ReplayCharts = {
     render: render, line: line, heatmap: heatmap, ownership: ownership, scatter: scatter,
-    table: table, MIGRATETYPES: MIGRATETYPES, PALETTE: PALETTE
+    table: table, blockmap: blockmap, MIGRATETYPES: MIGRATETYPES, PALETTE: PALETTE
   };
 })(typeof window !== 'undefined' ? window : this);

@@ -158,7 +158,9 @@
         data.title = data.title || (uniq(runs.map(function (r) { return String(r.model); }))
           .join(' vs ') + ' on ' + uniq(runs.map(function (r) { return String(r.trace); }))
           .join(', ') + ' (runs ' + ids.join(', ') + ')');
-        window.ReplayCharts.render(box, data);
+        // a failed allocation on a chart (its mark) or in the Failures table opens its
+        // explanation below
+        window.ReplayCharts.render(box, data, {onFailure: explainFailure});
       })
       .catch(function (err) {
         box.innerHTML = '';
@@ -322,9 +324,19 @@
         ['min', 'low', 'high'].map(function (k) { return st.watermark_ok[k]; }).join(' / ') +
         '); compaction_suitable: <b>' + esc(verdict.verdict) + '</b> (' +
         esc(verdict.reason) + ')</p>' + gridOf(orders) +
-        '<h3 data-part="candidates">Blocks nearest to free</h3>' + gridOf(r.candidates) +
+        '<h3 data-part="candidates">Blocks nearest to free</h3>' +
+        gridOf((r.candidates || []).map(function (c) {
+          var row = {};
+          Object.keys(c).forEach(function (k) { if (k.indexOf('map') !== 0) row[k] = c[k]; });
+          return row;
+        })) + '<div id="explain-maps"></div>' +
         '<h3 data-part="counterfactuals">Models forked from that state</h3>' +
         gridOf(r.counterfactuals || []);
+      if (window.ReplayCharts && (r.candidates || []).length) {
+        window.ReplayCharts.blockmap($('explain-maps'), {name: 'explain-candidates',
+          title: 'The candidates in their pageblocks', note: '32 pages a row, the block ' +
+          'outlined', order: r.request.order, candidates: r.candidates});
+      }
     }
     el.setAttribute('data-loaded', '1');
   }
@@ -339,8 +351,15 @@
     });
   }
 
+  function explainFailure(run, seq) {
+    $('explain-run').value = run;
+    $('explain-seq').value = seq;
+    $('explain-section').scrollIntoView();
+    submitExplain();
+  }
+
   function submitExplain(ev) {
-    ev.preventDefault();
+    if (ev) ev.preventDefault();
     var body = {run: parseInt($('explain-run').value, 10),
       horizon: parseInt($('explain-horizon').value || '1000', 10)};
     if ($('explain-seq').value !== '') body.seq = parseInt($('explain-seq').value, 10);
