@@ -294,6 +294,9 @@ class InProcess:
     def close(self) -> None:
         pass
 
+    def abort(self) -> None:
+        pass  # the tasks ran as they were submitted: nothing is left running
+
 
 class NoRuns(InProcess):
     def submit(self, task: batch.Task) -> None:

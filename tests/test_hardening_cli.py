@@ -108,6 +108,22 @@ def test_sigint_while_loading_exits_130(tmp_path: Path) -> None:
     assert proc.returncode == 130 and err == "interrupted\n", (proc.returncode, err)
 
 
+def test_sigint_during_a_run_stores_no_run(tmp_path: Path) -> None:
+    db = tmp_path / "r.duckdb"
+    res = run_cli("generate", "kernel-build", "--events", "1500000", "--zone-pages", "65536",
+                  "--name", "kb", "--db", db, "-q")  # fmt: skip
+    assert res.code == 0, res.err
+    proc = start("run", "kb", "--model", "mobility", "--db", db, "-q")
+    ps = psutil.Process(proc.pid)
+    wait_for(lambda: ps.cpu_times().user > 2.0, what="the run to compute")  # past imports
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "interrupted\n", (proc.returncode, err)
+    res = run_cli("sql", "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM steps)",
+                  "--db", db, "-f", "csv")  # fmt: skip
+    assert res.code == 0 and res.out.splitlines()[1:] == ["0,0"], res.out
+
+
 # -- item 13: leftovers of killed processes are removed by the next command -----------------------
 
 
@@ -273,9 +289,7 @@ def _batch(tmp_path: Path, events: int) -> tuple[subprocess.Popen[str], list[psu
         kids = coordinator.children(recursive=True)  # workers and the resource tracker
         workers = [p for p in kids if "resource_tracker" not in " ".join(p.cmdline())]
         # both have imported and are computing (not the spawn bootstrap any more)
-        return kids if len(workers) == 2 and all(
-            p.cpu_times().user > 1.0 for p in workers
-        ) else []
+        return kids if len(workers) == 2 and all(p.cpu_times().user > 1.0 for p in workers) else []
 
     kids = wait_for(busy, timeout_s=120, what="two busy workers")
     return proc, kids
