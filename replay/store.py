@@ -329,6 +329,7 @@ ALTER TABLE contiguity ADD COLUMN IF NOT EXISTS phase VARCHAR;
         ("model_events", "BIGINT"), ("exchanged", "BIGINT"), ("contig_pages", "BIGINT"),
         ("pool_chunks", "BIGINT"), ("pool_waste", "BIGINT"), ("pool_fallbacks", "BIGINT"),
         ("served_kernel_failures", "BIGINT"), ("start_seq", "BIGINT"), ("end_seq", "BIGINT"),
+        ("forked_from", "INTEGER"),  # the run whose model state a fork started from
     ]
 )  # fmt: skip
 

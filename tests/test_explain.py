@@ -214,3 +214,27 @@ def test_candidate_maps_agree_with_their_counts(
                 assert block.count("M") == c["to_migrate"]
                 assert block.count("R") == c["to_reclaim"]
                 assert block.count("U") + block.count("H") == c["pinned_pages"]
+
+
+def test_a_fork_is_explained_from_the_state_it_was_forked_from(
+    runs_db: tuple[Path, int, int], tmp_path: Path
+) -> None:
+    """A counterfactual fork records the run it forked from; explaining an allocation of
+    the fork rebuilds the parent's model state at the fork's seq, then the fork's own
+    replay: its state is the fork's stored step before N (not the kernel's state)."""
+    db = _copy(runs_db[0], tmp_path)
+    k_run = runs_db[2]
+    with Store(db) as s:
+        served = _allocs(s, k_run, "ok")
+        seq = served[len(served) // 2]
+        out = ex.explain(s, k_run, seq, models=["mobility"], horizon=400)
+        fork = next(c for c in out["counterfactuals"] if c["model"] == "mobility")
+        info = ex.run_info(s, fork["run_id"])
+        assert info.forked_from == k_run and info.start_seq == seq
+        later = [q for q in _allocs(s, fork["run_id"], "ok") if q > seq + 100]
+        assert later
+        n = later[0]
+        again = ex.explain(s, fork["run_id"], n, models=[], horizon=0)
+        before = _step_before(s, fork["run_id"], n)
+        assert again["state"]["nr_free"] == [before[f"nr_free_{o}"] for o in range(11)]
+        assert again["state"]["pcp_pages"] == before["pcp_pages"]

@@ -239,6 +239,7 @@ class RunInfo:
     zone_start_pfn: int
     zone_pages: int
     background: int
+    forked_from: int | None = None  # the run whose model state this run forked from
 
     @property
     def label(self) -> str:
@@ -250,7 +251,8 @@ def run_info(store: Store, run_id: int) -> RunInfo:
     """The run's row, its configuration parsed (BadInputError: no such run)."""
     row = store.query(
         """SELECT r.run_id, r.trace_id, t.name, r.model, r.config, r.start, r.start_seq,
-                  r.end_seq, r.zone_start_pfn, r.zone_pages, coalesce(r.background, 0) AS bg
+                  r.end_seq, r.zone_start_pfn, r.zone_pages, coalesce(r.background, 0) AS bg,
+                  r.forked_from
            FROM runs r JOIN traces t USING (trace_id) WHERE r.run_id = $r""",
         {"r": run_id},
     ).to_pylist()
@@ -262,7 +264,8 @@ def run_info(store: Store, run_id: int) -> RunInfo:
                    model=r["model"], config=cfg, start=r["start"] or "empty",
                    start_seq=r["start_seq"], end_seq=r["end_seq"],
                    zone_start_pfn=int(r["zone_start_pfn"] or 0),
-                   zone_pages=int(r["zone_pages"] or 0), background=int(r["bg"]))  # fmt: skip
+                   zone_pages=int(r["zone_pages"] or 0), background=int(r["bg"]),
+                   forked_from=r["forked_from"])  # fmt: skip
 
 
 def _request(store: Store, info: RunInfo, seq: int) -> dict[str, Any]:
@@ -506,11 +509,17 @@ def state_view(
         env = run_environment(store, info)
         return _observed_view(store, info.trace_id, env, seq), env, None
     zone_pages = _zone_pages(store, info)
+    parent = None
+    if info.forked_from is not None and info.start_seq is not None:
+        # a fork of another run's model state (a counterfactual): that state, then this run
+        _view, _env, parent = state_view(store, run_info(store, info.forked_from),
+                                         info.start_seq)  # fmt: skip
+        zone_pages = parent.env.pages if parent is not None and parent.env.zone is None else None
     ms = model_state(store, info.trace, info.config, seq, start=info.start,
                      at=info.start_seq if info.start == "observed" else None,
                      zone_pages=zone_pages, fill_from_snapshot=info.background > 0,
                      until=info.end_seq + 1 if info.end_seq is not None else None,
-                     run_id=info.run_id)  # fmt: skip
+                     run_id=info.run_id, from_state=parent)  # fmt: skip
     return _model_view(ms), ms.env, ms
 
 

@@ -139,7 +139,7 @@ RUNS_COLUMNS = (
     "drain_retries", "pageblock_every", "start", "migrated", "scanned", "evicted",
     "evicted_frees", "degraded", "compactions", "model_events", "exchanged", "contig_pages",
     "pool_chunks", "pool_waste", "pool_fallbacks", "served_kernel_failures",
-    "start_seq", "end_seq",
+    "start_seq", "end_seq", "forked_from",
 )  # fmt: skip
 
 

@@ -782,17 +782,19 @@ class ModelState:
     fork: ForkState | None = None  # fork_of_model's, computed once
     # every array the replay holds, by name (what a checkpoint stores): references
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    run_id: int | None = None  # the stored run whose state this is (forks record it)
 
 
 def model_state(
     store: Store, trace: str, config: RunConfig, seq: int, *, start: str = "empty",
     at: int | None = None, zone_pages: int | None = None, fill_from_snapshot: bool = False,
-    until: int | None = None, run_id: int | None = None,
+    until: int | None = None, run_id: int | None = None, from_state: ModelState | None = None,
 ) -> ModelState:  # fmt: skip
     """The state the run (``trace``, ``config``, ``start``, ``at``, ``until``,
     ``zone_pages``, ``fill_from_snapshot``, as the run was made) had just before event
     ``seq``: the same replay, stopped there, writing nothing. With the stored run's
-    ``run_id``, from its nearest checkpoint before ``seq`` (if it has one)."""
+    ``run_id``, from its nearest checkpoint before ``seq`` (if it has one). A fork of
+    another run's model state (``from_state``) is replayed from that state."""
     blob = None
     if run_id is not None:
         row = store.one(
@@ -804,9 +806,9 @@ def model_state(
     _result, rp, env = _run(store, trace, config, zone_pages=zone_pages, every=1 << 40,
                             pageblock_every=0, fill_from_snapshot=fill_from_snapshot,
                             start=start, at=at, until=until, stop=seq, progress=None,
-                            state_only=True, resume=blob)  # fmt: skip
+                            state_only=True, resume=blob, from_state=from_state)  # fmt: skip
     return ModelState(seq=seq, env=env, zone=rp.zone, ncpus=rp.ncpus, ids=rp.obj_ids,
-                      n_obj=rp.n_trace_obj, arrays=rp.state_arrays())  # fmt: skip
+                      n_obj=rp.n_trace_obj, arrays=rp.state_arrays(), run_id=run_id)  # fmt: skip
 
 
 def block_pages(offs: np.ndarray, orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1318,7 +1320,8 @@ def _run(
                     store.append_parquet(table, spool.path, run_id, key="run_id")
             result = _record_run(store, run_id, trace_id, config, env, rp, started, t_start,
                                  n_events, n_pre, background, every, pbe, start,
-                                 (lo_seq, last_seq))  # fmt: skip
+                                 (lo_seq, last_seq),
+                                 from_state.run_id if from_state is not None else None)  # fmt: skip
     finally:
         for spool in (rp.extfrag, rp.pageblocks, rp.model_events, rp.contiguity):
             spool.close()
@@ -1347,7 +1350,7 @@ def _checkpoint(rp: _Replay, tmp: Path, lo_seq: int, seq: int, done: int,
 def _record_run(
     store: Store, run_id: int, trace_id: int, config: RunConfig, env: Environment, rp: _Replay,
     started: datetime, t_start: float, n_events: int, n_pre: int, background: int, every: int,
-    pbe: int, start: str, seqs: tuple[int, int],
+    pbe: int, start: str, seqs: tuple[int, int], forked_from: int | None = None,
 ) -> RunResult:  # fmt: skip
     z = rp.zone
     c, s = z.counters, rp.stats
@@ -1382,6 +1385,7 @@ def _record_run(
         "pcp_batch": env.batch, "pcp_high": env.high,
         "pcp_refills": int(c[C_REFILLS]), "pcp_bulk_frees": int(c[C_BULK]),
         "drain_retries": int(c[C_DRAINS]), "pageblock_every": pbe, "start": start,
+        "forked_from": forked_from,
     }  # fmt: skip
     insert_run(store, values)
     return result
