@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -171,9 +173,16 @@ def serve(
             lifespan="on",
         )
     )
+    # Ctrl-C is how a server stops: uvicorn shuts down cleanly, then raises SIGINT again
+    # once our handler is back. Python's own handler takes it here, not replay's (which
+    # would report the command as interrupted, exit 130).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if main_thread else None
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:
-        pass  # Ctrl-C: uvicorn shut down cleanly, then re-raised SIGINT
+        pass
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         sock.close()
