@@ -10,6 +10,7 @@ events; BENCHMARKS.md has the figures for a 10M-line trace.)
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from replay.analysis.metrics import install_macros
+from replay.analysis.metrics import install_macros, metric_macros_sql
 from replay.errors import (
     DatabaseBusyError,
     QueryError,
@@ -477,8 +478,27 @@ class Store:
             self.run(SCHEMA_SQL)
             self.run(MIGRATIONS_SQL)
             self._migrate_args_to_json()
+            self._store_macros()
         self.run(MACROS_SQL)
         install_macros(self.con)
+
+    def _store_macros(self) -> None:
+        """Keep this version's macros in the file (mt_name, unusable_index, ...), so a
+        plain DuckDB client (the duckdb CLI, a notebook) can call them.
+
+        The connection's temporary macros shadow the stored ones, so a read-only
+        open of a file an older version wrote still computes with this version's.
+        A stored ``replay_macros_sha()`` names the definitions: they are rewritten
+        only when it differs (rewriting all of them takes about 50 ms).
+        """
+        sql = MACROS_SQL.replace(" TEMP MACRO ", " MACRO ") + metric_macros_sql(temporary=False)
+        sha = hashlib.sha256(sql.encode()).hexdigest()[:16]
+        try:
+            stored = self.one("SELECT main.replay_macros_sha()")
+        except duckdb.CatalogException:
+            stored = None
+        if stored is None or stored[0] != sha:
+            self.run(sql + f"\nCREATE OR REPLACE MACRO replay_macros_sha() AS '{sha}';")
 
     def _migrate_args_to_json(self) -> None:
         """Database files before 2026-11-22 kept aux_events.args as MAP(VARCHAR, VARCHAR)."""

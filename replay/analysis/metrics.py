@@ -69,6 +69,7 @@ __all__ = [
     "install_macros",
     "largest_free_order",
     "largest_free_order_np",
+    "metric_macros_sql",
     "percent",
     "should_proactive_compact",
     "suitable_blocks",
@@ -584,10 +585,19 @@ METRIC_MACROS: dict[str, tuple[str, str]] = {
     ),
 }
 
-METRIC_MACROS_SQL: str = "\n".join(
-    f"CREATE OR REPLACE TEMP MACRO {name}({params}) AS ({body});"
-    for name, (params, body) in METRIC_MACROS.items()
-)
+
+def metric_macros_sql(*, temporary: bool = True) -> str:
+    """SQL creating the metric macros: ``temporary`` ones live as long as the
+    connection; the others are stored in the database file (its main schema),
+    where any DuckDB client finds them."""
+    kind = "TEMP MACRO" if temporary else "MACRO"
+    return "\n".join(
+        f"CREATE OR REPLACE {kind} {name}({params}) AS ({body});"
+        for name, (params, body) in METRIC_MACROS.items()
+    )
+
+
+METRIC_MACROS_SQL: str = metric_macros_sql()
 """SQL creating the metric macros (temporary, per connection).
 
 Argument order: the optional order ``k`` first, then the 11 counts
