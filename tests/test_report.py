@@ -12,7 +12,9 @@ Python metrics of replay.analysis.metrics (not the DuckDB macros the report uses
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -70,6 +72,8 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 RUNS = [1, 2, 3, 4, 5]
+LINE_CHARTS = ("free_pages", "largest_free_order", "unusable_index", "fragmentation_score",
+               "failures", "moved", "scanned")  # fmt: skip
 
 
 def rows(store: Store, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -273,7 +277,7 @@ def test_report_in_headless_chromium(db: Path, tmp_path: Path) -> None:
                         cells: e.querySelectorAll('td').length}))""")
         page.screenshot(path=str(artifacts / "report.png"), full_page=True)
         # hovering a chart shows its values
-        box = page.locator('#replay-report [data-chart="free_pages"] svg').bounding_box()
+        box = page.locator('#replay-report [data-chart="free_pages"] svg.rc-svg').bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         tip = page.locator('#replay-report [data-chart="free_pages"] .rc-tip').inner_text()
         # the chart layer works on another page's element too (the web service's use)
@@ -286,8 +290,8 @@ def test_report_in_headless_chromium(db: Path, tmp_path: Path) -> None:
     assert requests == [out.as_uri()], requests  # nothing but the file itself
     names = [c["name"] for c in charts]
     want = {"summary", "free_pages", "largest_free_order", "unusable_index",
-            "fragmentation_score", "failures", "cost", "cost-success", "cost-free",
-            "failed-allocations"}  # fmt: skip
+            "fragmentation_score", "failures", "moved", "scanned", "cost-success", "cost-free",
+            "scan-success", "failed-allocations"}  # fmt: skip
     want |= {f"buddyinfo-{r}" for r in RUNS} | {f"pageblocks-{r}" for r in RUNS}
     # the first failure of each run that failed: its candidate blocks in their pageblocks
     failed = blob(html)["failures"]
@@ -308,8 +312,7 @@ def test_report_in_headless_chromium(db: Path, tmp_path: Path) -> None:
         else:
             assert c["marks"] > 0, c
     lines = {c["name"]: c["paths"] for c in charts}
-    for name in ("free_pages", "largest_free_order", "unusable_index", "fragmentation_score",
-                 "failures", "cost"):  # fmt: skip
+    for name in LINE_CHARTS:
         assert lines[name] == len(RUNS), name  # one line per run
     assert "#1 buddy on sh" in tip and "seq" in tip
     # each candidate map: a square per page of its pageblocks, the block outlined
@@ -386,3 +389,232 @@ def test_batch(db: Path, tmp_path: Path) -> None:
     assert [r["run_id"] for r in blob(out.read_text())["runs"]] == [2, 3]
     broken = run_cli("compare", "--batch", "broken", "--db", copy)
     assert broken.code == 1 and "no finished runs" in broken.err
+
+
+# -- time, failures, costs: the data behind the charts' views (issue 19) --------------------
+
+
+def test_seconds_failure_rug_and_costs_apart(db: Path) -> None:
+    """Every point's ``t`` is its event's ts_ns less the trace's first, in seconds; the
+    failure rug holds every failed step (bucketed: the first of each bucket, and how
+    many); the cost counters come apart (migrated, scanned, ...) and ``moved_pages``
+    leaves the scanned pages out."""
+    with Store(db, read_only=True) as store:
+        data = report.report_data(store, RUNS, points=60, failure_maps=False)
+        for run in data["runs"]:
+            rid = run["run_id"]
+            ts = dict(rows(store, """SELECT e.seq, (e.ts_ns - min(e.ts_ns) OVER ()) / 1e9
+                FROM events e JOIN runs r USING (trace_id) WHERE r.run_id = ?""", rid))  # fmt: skip
+            for part in ("series", "counters"):
+                got = run[part]
+                assert len(got["t"]) == len(got["seq"]) > 0
+                for q, t in zip(got["seq"], got["t"], strict=True):
+                    assert t == pytest.approx(ts[q], abs=1e-6), (rid, part, q)
+                known = [t for t in got["t"] if t is not None]
+                assert known == sorted(known)
+            sql = "SELECT seq FROM steps WHERE run_id = ? AND outcome = 'failed' ORDER BY seq"
+            failed = [r[0] for r in rows(store, sql, rid)]
+            rug = run["failure_rug"]
+            assert sum(rug["n"]) == len(failed)
+            assert set(rug["seq"]) <= set(failed) and rug["seq"] == sorted(rug["seq"])
+            if failed:
+                assert rug["seq"][0] == failed[0]
+                assert rug["t"][0] == pytest.approx(ts[failed[0]], abs=1e-6)
+            assert len(rug["seq"]) <= report.RUG_BUCKETS
+            last = rows(store, "SELECT migrated, scanned, evicted, exchanged FROM steps "
+                               "WHERE run_id = ? ORDER BY seq DESC LIMIT 1", rid)[0]  # fmt: skip
+            c = run["counters"]
+            assert tuple(c[k][-1] for k in COSTS) == last
+            cb = run["cost_benefit"]
+            assert cb["moved_pages"] == (last[0] or 0) + (last[2] or 0) + (last[3] or 0)
+            assert cb["scanned"] == last[1]
+            m = run["pageblocks"]
+            assert len(m["t"]) == len(m["seq"])
+            assert all(t is None or t == pytest.approx(ts[q], abs=1e-6)
+                       for q, t in zip(m["seq"], m["t"], strict=True))  # fmt: skip
+        assert data["runs"][2]["cost_benefit"]["scanned"] > 0  # buddy+compaction scans
+        assert sum(data["runs"][0]["failure_rug"]["n"]) > 0  # buddy fails
+
+
+def _round_step(step: float) -> bool:
+    """A tick step people read: 1, 2, 2.5 or 5 times a power of ten."""
+    mag = 10 ** math.floor(math.log10(step))
+    return any(math.isclose(step, f * mag, rel_tol=1e-6) for f in (1, 2, 2.5, 5, 10))
+
+
+def _tick_value(label: str) -> float:
+    mult = {"k": 1e3, "M": 1e6, "G": 1e9}
+    return float(label[:-1]) * mult[label[-1]] if label[-1] in mult else float(label)
+
+
+CHART_STATE = """(name) => {
+    const fig = document.querySelector(`#replay-report [data-chart="${name}"]`);
+    const svg = fig.querySelector('svg.rc-svg');
+    const texts = Array.from(svg.querySelectorAll('.rc-axis > text:not(.rc-label)'));
+    const ys = texts.filter(t => t.getAttribute('text-anchor') === 'end');
+    const xs = texts.filter(t => t.getAttribute('text-anchor') === 'middle');
+    return {x: fig.dataset.x, log: fig.dataset.log, zoomed: fig.dataset.zoomed,
+            coincide: fig.dataset.coincide || '', clickable: fig.dataset.clickable || '',
+            xticks: xs.map(t => t.textContent), yticks: ys.map(t => t.textContent),
+            labels: Array.from(svg.querySelectorAll('.rc-label')).map(t => t.textContent),
+            marks: svg.querySelectorAll('line.rc-mark').length,
+            markers: svg.querySelectorAll('.rc-marker').length,
+            lines: svg.querySelectorAll('path.rc-line').length,
+            legend: fig.querySelector('.rc-legend').innerText};
+}"""
+
+
+def test_report_views_in_chromium(db: Path) -> None:
+    """The report's charts over time: runs drawing the same line are named in the legend
+    and carry markers; every series chart has the failure rug; the x axis switches to
+    seconds of trace time; a drag zooms every chart, typed bounds too, a double-click
+    zooms out; the log scale; the buddyinfo maps' ticks are round; scatter labels do not
+    overlap; the summary table downloads as CSV and JSON."""
+    ids = [1, 2, 3, 5]
+    with Store(db, read_only=True) as store:
+        html = report.render_report(store, ids, points=120)
+        span = rows(store, "SELECT (max(ts_ns) - min(ts_ns)) / 1e9 FROM events e JOIN runs r "
+                           "USING (trace_id) WHERE r.run_id = 5")[0][0]  # fmt: skip
+    data = blob(html)
+    # which runs draw the same free_pages line, from the data
+    sig: dict[str, list[str]] = {}
+    for r in data["runs"]:
+        key = json.dumps([r["series"]["seq"], r["series"]["free_pages"]])
+        sig.setdefault(key, []).append(f"#{r['run_id']}")
+    same = sorted(" ".join(g) for g in sig.values() if len(g) > 1)
+    assert same, "the test data should have runs drawing the same line"
+    n_rug = sum(len(r["failure_rug"]["seq"]) for r in data["runs"])
+    assert n_rug > 0
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    path = artifacts / "report-views.html"
+    path.write_text(html)
+    with chromium_page(1280, 1000) as (page, log):
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(path.as_uri())
+        page.wait_for_selector('#replay-report[data-drawn="1"]', timeout=60_000)
+        state = {n: page.evaluate(CHART_STATE, n) for n in LINE_CHARTS}
+        fp = state["free_pages"]
+        assert sorted(fp["coincide"].split("; ")) == same
+        assert "same line as" in fp["legend"]
+        assert fp["markers"] > 0 and fp["lines"] == len(ids)
+        for name, st in state.items():
+            assert st["marks"] == n_rug, name  # the rug of every run's failures
+            assert st["x"] == "seq" and st["log"] == "0", name
+        # seconds of trace time
+        page.select_option('[data-control="x"]', "t")
+        for name in LINE_CHARTS:
+            st = page.evaluate(CHART_STATE, name)
+            assert st["x"] == "t" and "trace time (s)" in st["labels"], name
+            values = [_tick_value(t) for t in st["xticks"]]
+            assert values and 0 <= min(values) and max(values) <= span + 1e-9
+            assert st["marks"] == n_rug
+        hm = page.evaluate("""() => document.querySelector(
+            '[data-chart="buddyinfo-5"]').dataset.x""")
+        assert hm == "t"
+        page.screenshot(path=str(artifacts / "report-seconds.png"), full_page=False)
+        page.select_option('[data-control="x"]', "seq")
+        # a drag across a chart zooms every chart to that range
+        svg = page.locator('[data-chart="free_pages"] svg.rc-svg')
+        svg.scroll_into_view_if_needed()
+        box = svg.bounding_box()
+        assert box is not None
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] * 0.3, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.45, y, steps=4)
+        page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=4)
+        page.mouse.up()
+        lo = float(page.input_value('[data-control="lo"]'))
+        hi = float(page.input_value('[data-control="hi"]'))
+        assert 0 < lo < hi
+        for name in LINE_CHARTS:
+            st = page.evaluate(CHART_STATE, name)
+            assert st["zoomed"] == "1", name
+            ticks = [_tick_value(t) for t in st["xticks"]]
+            assert ticks and lo <= min(ticks) and max(ticks) <= hi, (name, ticks, lo, hi)
+        page.screenshot(path=str(artifacts / "report-zoom.png"), full_page=False)
+        svg.dblclick(position={"x": box["width"] / 2, "y": box["height"] / 2})
+        assert page.evaluate(CHART_STATE, "moved")["zoomed"] == "0"
+        assert page.input_value('[data-control="lo"]') == ""
+        # typed bounds zoom too
+        page.fill('[data-control="lo"]', "20000")
+        page.fill('[data-control="hi"]', "24,000")
+        page.press('[data-control="hi"]', "Enter")
+        ticks = [_tick_value(t) for t in page.evaluate(CHART_STATE, "failures")["xticks"]]
+        assert ticks and 20000 <= min(ticks) and max(ticks) <= 24000
+        page.click('[data-control="reset"]')
+        # the log scale, on the charts of counts that start at 0
+        page.check('[data-control="log"]')
+        for name in LINE_CHARTS:
+            st = page.evaluate(CHART_STATE, name)
+            want = "0" if name == "largest_free_order" else "1"
+            assert st["log"] == want, name
+            if want == "1":
+                assert any("(log scale)" in t for t in st["labels"])
+                # ticks at 0, 1, 10, 100, ... (with 2 and 5 between them on short ranges)
+                values = [_tick_value(t) for t in st["yticks"]]
+                assert len(values) >= 2 and values == sorted(values), (name, values)
+                assert all(v == 0 or (_round_step(v) and v >= 1) for v in values), (name, values)
+        page.uncheck('[data-control="log"]')
+        # the buddyinfo maps: ticks at round values, evenly spaced
+        for r in ids:
+            labels = page.evaluate("""(r) => Array.from(document.querySelectorAll(
+                `[data-chart="buddyinfo-${r}"] .rc-axis > text[text-anchor="middle"]`))
+                .filter(t => !t.classList.contains('rc-label'))
+                .map(t => t.textContent)""", r)  # fmt: skip
+            values = [_tick_value(t) for t in labels]
+            assert len(values) >= 3, labels
+            steps = {round(b - a, 6) for a, b in itertools.pairwise(values)}
+            assert len(steps) == 1 and _round_step(steps.pop()), labels
+        # scatter labels do not overlap one another
+        boxes = page.evaluate("""() => Array.from(document.querySelectorAll(
+            '[data-chart^="cost-"], [data-chart="scan-success"]')).map(f =>
+            Array.from(f.querySelectorAll('.rc-dotlabel')).map(t => {
+                const b = t.getBoundingClientRect();
+                return [b.left, b.top, b.right, b.bottom]; }))""")
+        assert sum(len(b) for b in boxes) >= 3
+        for chart in boxes:
+            for a, b in itertools.combinations(chart, 2):
+                apart = a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+                assert apart, (a, b)
+        # downloads of the summary table
+        with page.expect_download() as got:
+            page.click('[data-chart="summary"] .rc-downloads a[data-format="csv"]')
+        csv_text = Path(got.value.path()).read_text()
+        with page.expect_download() as got:
+            page.click('[data-chart="summary"] .rc-downloads a[data-format="json"]')
+        json_rows = json.loads(Path(got.value.path()).read_text())
+    assert log.errors == [], log.errors
+    assert requests == [path.as_uri()], requests  # the file, nothing else
+    lines = csv_text.splitlines()
+    assert lines[0].split(",") == data["summary"]["columns"]
+    assert len(lines) == 1 + len(ids)
+    assert [r["run_id"] for r in json_rows] == ids
+    assert json_rows[0]["allocs"] == data["summary"]["rows"][0][
+        data["summary"]["columns"].index("allocs")]  # fmt: skip
+
+
+def test_pageblock_map_without_types(db: Path, tmp_path: Path) -> None:
+    """Pageblocks whose migratetype the run did not record (an observed run of a capture
+    without a kpageflags snapshot stores NULL) are drawn, shaded by their free pages,
+    not left out (the map was axes only)."""
+    copy = tmp_path / "untyped.duckdb"
+    copy.write_bytes(db.read_bytes())
+    with Store(copy) as store:
+        store.run("UPDATE pageblocks SET migratetype = NULL WHERE run_id = 5")
+        html = report.render_report(store, [5], points=50)
+    m = blob(html)["runs"][0]["pageblocks"]
+    assert set(m["mt"]) == {-1} and sum(m["blocks"]) > 0
+    out = tmp_path / "untyped.html"
+    out.write_text(html)
+    with chromium_page() as (page, log):
+        page.goto(out.as_uri())
+        page.wait_for_selector('#replay-report[data-drawn="1"]', timeout=60_000)
+        fig = page.locator('[data-chart="pageblocks-5"]')
+        assert fig.get_attribute("data-empty") is None
+        assert fig.locator("svg.rc-svg rect").count() > 0
+        assert fig.locator('[data-unknown="1"]').count() == 1
+        fig.screenshot(path=str(ROOT / "test-artifacts" / "pageblocks-untyped.png"))
+    assert log.errors == [], log.errors

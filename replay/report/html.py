@@ -68,6 +68,9 @@ ASSETS = "assets"
 COSTS = ("migrated", "scanned", "evicted", "exchanged")
 """Pages moved, stepped over, reclaimed and swapped by the defragmentation mechanisms."""
 
+MOVED = ("migrated", "evicted", "exchanged")
+"""The costs that move or drop a page's contents (``scanned`` only looks at pages)."""
+
 SERIES = ("free_pages", "largest_free_order", "unusable_index", "fragmentation_score")
 """The metrics of each bucket's last counters row (pages, order, thousandths, percent)."""
 
@@ -367,7 +370,9 @@ def _series(store: Store, run_ids: list[int], order: int, points: int) -> dict[i
     for rid in run_ids:
         out[rid] = {
             "series": {k: [] for k in ("seq", *SERIES, "nr_free")},
-            "counters": {k: [] for k in ("seq", "failures", "degraded", "fallbacks", "cost")},
+            "counters": {
+                k: [] for k in ("seq", "failures", "degraded", "fallbacks", "cost", *COSTS)
+            },
         }
     tab = store.query(sql, {"order": order, "points": points}).to_pydict()
     for i, rid in enumerate(tab["run_id"]):
@@ -378,11 +383,83 @@ def _series(store: Store, run_ids: list[int], order: int, points: int) -> dict[i
     ctab = store.query(csql, {"points": points}).to_pydict()
     for i, rid in enumerate(ctab["run_id"]):
         c = out[rid]["counters"]
-        for k in ("seq", "failures", "degraded", "fallbacks"):
+        for k in ("seq", "failures", "degraded", "fallbacks", *COSTS):
             c[k].append(ctab[k][i])
         parts = [ctab[k][i] for k in COSTS]
         known = [p for p in parts if p is not None]
         c["cost"].append(sum(known) if known else None)
+    parts = [{"run_id": rid, "seq": out[rid][k]["seq"]} for rid in run_ids
+             for k in ("series", "counters")]  # fmt: skip
+    _add_seconds(store, parts)
+    for i, rid in enumerate(run_ids):
+        out[rid]["series"]["t"] = parts[2 * i]["t"]
+        out[rid]["counters"]["t"] = parts[2 * i + 1]["t"]
+    return out
+
+
+def _add_seconds(store: Store, parts: list[dict[str, Any]]) -> None:
+    """Give each part (a dict with ``run_id`` or its run's, and ``seq``) a ``t``: the
+    seconds of trace time of each seq (its event's ts_ns less the trace's first event's;
+    None for a seq with no event, such as -1, the state before the first)."""
+    runs = [int(p["run_id"]) for p in parts for _ in p["seq"]]
+    seqs = [int(q) for p in parts for q in p["seq"]]
+    if not seqs:
+        for p in parts:
+            p["t"] = []
+        return
+    ids = _ids_sql(sorted(set(runs)))
+    sql = f"""
+    WITH t0 AS (SELECT trace_id, min(ts_ns) AS ts0 FROM events
+                WHERE trace_id IN (SELECT trace_id FROM runs WHERE run_id IN ({ids}))
+                GROUP BY trace_id)
+    SELECT q.run_id, q.seq, (e.ts_ns - t0.ts0) / 1e9 AS t
+    FROM (SELECT unnest($runs) AS run_id, unnest($seqs) AS seq) q
+    JOIN runs r USING (run_id) JOIN t0 USING (trace_id)
+    JOIN events e ON e.trace_id = r.trace_id AND e.seq = q.seq
+    """
+    got = store.query(sql, {"runs": runs, "seqs": seqs}).to_pydict()
+    at = {(r, q): t for r, q, t in zip(got["run_id"], got["seq"], got["t"], strict=True)}
+    for p in parts:
+        p["t"] = [_seconds(at.get((int(p["run_id"]), int(q)))) for q in p["seq"]]
+
+
+def _seconds(t: float | None) -> float | None:
+    """Seconds rounded to the microsecond (the charts need no more)."""
+    return None if t is None else round(t, 6)
+
+
+RUG_BUCKETS = 1000
+"""Most marks of a run's failure rug: failures are bucketed by seq, the first of each kept."""
+
+
+def _failure_rugs(store: Store, run_ids: list[int]) -> dict[int, dict[str, list[Any]]]:
+    """Per run, its failed allocations in at most :data:`RUG_BUCKETS` buckets of seq:
+    ``seq`` (the first failure of each bucket), ``t`` (seconds of trace time), ``n``
+    (failures in the bucket)."""
+    ids = _ids_sql(run_ids)
+    sql = f"""
+    WITH n AS (SELECT run_id, max(seq) + 1 AS n FROM steps WHERE run_id IN ({ids})
+               GROUP BY run_id),
+    t0 AS (SELECT trace_id, min(ts_ns) AS ts0 FROM events
+           WHERE trace_id IN (SELECT trace_id FROM runs WHERE run_id IN ({ids}))
+           GROUP BY trace_id),
+    f AS (SELECT s.run_id, (s.seq * $buckets) // n.n AS bucket, min(s.seq) AS seq,
+                 count(*) AS k
+          FROM steps s JOIN n USING (run_id)
+          WHERE s.run_id IN ({ids}) AND s.outcome = 'failed' AND s.seq >= 0
+          GROUP BY ALL)
+    SELECT f.run_id, f.seq, (e.ts_ns - t0.ts0) / 1e9 AS t, f.k
+    FROM f JOIN runs r USING (run_id) JOIN t0 USING (trace_id)
+    LEFT JOIN events e ON e.trace_id = r.trace_id AND e.seq = f.seq
+    ORDER BY f.run_id, f.seq
+    """
+    out: dict[int, dict[str, list[Any]]] = {r: {"seq": [], "t": [], "n": []} for r in run_ids}
+    tab = store.query(sql, {"buckets": RUG_BUCKETS}).to_pydict()
+    for i, rid in enumerate(tab["run_id"]):
+        rug = out[rid]
+        rug["seq"].append(tab["seq"][i])
+        rug["t"].append(_seconds(tab["t"][i]))
+        rug["n"].append(int(tab["k"][i]))
     return out
 
 
@@ -481,13 +558,17 @@ def report_data(
     ``points``, ``costly_order``, ``summary`` (``columns`` and ``rows`` of
     :func:`summary_table`), and ``runs``: per run ``run_id``, ``label``,
     ``trace``, ``model``, ``zone_pages``, ``events``, ``series`` (``seq``,
-    ``free_pages``, ``largest_free_order``, ``unusable_index``,
-    ``fragmentation_score``, ``nr_free`` per bucket), ``counters``
-    (cumulative ``failures``, ``degraded``, ``fallbacks`` and ``cost`` =
-    migrated + scanned + evicted + exchanged pages, per bucket),
-    ``pageblocks`` (the ownership map, or None without snapshots) and
-    ``cost_benefit`` (``cost_pages``, ``high_order_success_pct``,
-    ``free_high_pct``); ``failures`` (:func:`failures_table`).
+    ``t`` (seconds of trace time: the step's event's ts_ns less the trace's
+    first), ``free_pages``, ``largest_free_order``, ``unusable_index``,
+    ``fragmentation_score``, ``nr_free`` per bucket), ``counters`` (``seq``,
+    ``t``, cumulative ``failures``, ``degraded``, ``fallbacks``, the pages
+    ``migrated``, ``scanned``, ``evicted``, ``exchanged`` and their sum
+    ``cost``, per bucket), ``pageblocks`` (the ownership map, or None without
+    snapshots), ``failure_rug`` (its failed allocations bucketed by seq:
+    :func:`_failure_rugs`) and ``cost_benefit`` (``cost_pages``, each of
+    :data:`COSTS`, ``moved_pages`` = migrated + evicted + exchanged,
+    ``high_order_success_pct``, ``free_high_pct``); ``failures``
+    (:func:`failures_table`).
     """
     _check_order(order)
     if not 2 <= points <= MAX_POINTS:
@@ -500,6 +581,11 @@ def report_data(
     series = _series(store, ids, order, points)
     progress.advance_to(2)
     blocks = _pageblocks(store, ids)
+    maps = [{"run_id": rid, "seq": m["seq"]} for rid, m in blocks.items() if m is not None]
+    _add_seconds(store, maps)
+    for m in maps:
+        blocks[m["run_id"]]["t"] = m["t"]
+    rugs = _failure_rugs(store, ids)
     progress.advance_to(3)
     runs = []
     for row in rows:
@@ -514,9 +600,13 @@ def report_data(
                 "events": row["events"],
                 **series[rid],
                 "pageblocks": blocks[rid],
+                "failure_rug": rugs[rid],
                 "cost_benefit": {
-                    k: row[k]
-                    for k in ("cost_pages", *COSTS, "high_order_success_pct", "free_high_pct")
+                    **{
+                        k: row[k]
+                        for k in ("cost_pages", *COSTS, "high_order_success_pct", "free_high_pct")
+                    },
+                    "moved_pages": sum(row[k] or 0 for k in MOVED),
                 },
             }
         )

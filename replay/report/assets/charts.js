@@ -166,90 +166,259 @@
     return lo;
   }
 
-  /* A line chart. spec: {name, title, note, xLabel, yLabel, integer, yMin, yMax,
-   * series: [{label, color, x: [], y: []}]} (null y values break the line). */
-  function line(el, spec) {
-    var fig = figure(el, spec.name, spec.title, spec.note);
-    var series = spec.series.filter(function (s) {
-      return s.y.some(function (v) { return v != null; });
-    });
-    if (!series.length) return done(fig, 'no data');
-    var w = width(el, 600), h = spec.height || 250;
-    var xmin = Infinity, xmax = -Infinity, ymin = Infinity, ymax = -Infinity;
-    series.forEach(function (s) {
-      s.x.forEach(function (v, i) {
-        if (s.y[i] == null) return;
-        xmin = Math.min(xmin, v); xmax = Math.max(xmax, v);
-        ymin = Math.min(ymin, s.y[i]); ymax = Math.max(ymax, s.y[i]);
-      });
-    });
-    if (spec.yMin != null) ymin = Math.min(ymin, spec.yMin);
-    if (spec.yMax != null) ymax = Math.max(ymax, spec.yMax);
-    if (ymax === ymin) { ymax = ymin + 1; }
-    if (xmax === xmin) { xmax = xmin + 1; }
-    var yt = ticks(ymin, ymax, 5, spec.integer);
-    ymin = Math.min(ymin, yt[0]); ymax = Math.max(ymax, yt[yt.length - 1]);
-    var x = scale(xmin, xmax, M.l, w - M.r), y = scale(ymin, ymax, h - M.b, M.t);
-    var s = '<svg class="rc-svg" viewBox="0 0 ' + w + ' ' + h + '" role="img" aria-label="' +
-      esc(spec.title) + '">';
-    s += axes(w, h, x, y, ticks(xmin, xmax, 6, true), yt, spec.xLabel, spec.yLabel);
+  var uid = 0;  // ids of clip paths, unique in the document (a page may draw twice)
+  var MARKERS = ['circle', 'square', 'triangle', 'diamond', 'down', 'bar'];
+
+  // A marker shape (not a path: a chart's <path> elements are its lines).
+  function marker(kind, px, py, color, cls) {
+    var a = ' class="' + (cls || 'rc-marker') + '" fill="' + esc(color) + '"';
+    var poly = function (pts) {
+      return '<polygon' + a + ' points="' + pts.map(function (q) {
+        return (px + q[0]).toFixed(1) + ',' + (py + q[1]).toFixed(1);
+      }).join(' ') + '"/>';
+    };
+    if (kind === 'square') {
+      return '<rect' + a + ' x="' + (px - 3).toFixed(1) + '" y="' + (py - 3).toFixed(1) +
+        '" width="6" height="6"/>';
+    }
+    if (kind === 'triangle') return poly([[0, -4], [3.8, 2.8], [-3.8, 2.8]]);
+    if (kind === 'diamond') return poly([[0, -4.2], [4.2, 0], [0, 4.2], [-4.2, 0]]);
+    if (kind === 'down') return poly([[0, 4], [3.8, -2.8], [-3.8, -2.8]]);
+    if (kind === 'bar') {
+      return '<rect' + a + ' x="' + (px - 4.5).toFixed(1) + '" y="' + (py - 1.8).toFixed(1) +
+        '" width="9" height="3.6"/>';
+    }
+    return '<circle' + a + ' cx="' + px.toFixed(1) + '" cy="' + py.toFixed(1) + '" r="3.2"/>';
+  }
+
+  // The legend of line charts: each run's dash and marker, and the runs it coincides with.
+  function lineLegend(series) {
+    var s = '<div class="rc-legend">';
     series.forEach(function (sr) {
-      var d = '', pen = false;
-      sr.x.forEach(function (v, i) {
-        var yv = sr.y[i];
-        if (yv == null) { pen = false; return; }
-        d += (pen ? 'L' : 'M') + x(v).toFixed(1) + ' ' + y(yv).toFixed(1);
-        pen = true;
+      s += '<span class="rc-key" data-run="' + esc(sr.run_id) + '"><svg class="rc-keyline" ' +
+        'width="30" height="10" aria-hidden="true"><line x1="1" x2="29" y1="5" y2="5" stroke="' +
+        esc(sr.color) + '" stroke-width="2"' + (sr.dash ? ' stroke-dasharray="' + sr.dash + '"'
+        : '') + '/>' + marker(sr.marker, 15, 5, sr.color) + '</svg>' + esc(sr.label) +
+        (sr.same && sr.same.length ? ' <span class="rc-same">(same line as ' +
+          esc(sr.same.join(', ')) + ')</span>' : '') + '</span>';
+    });
+    return s + '</div>';
+  }
+
+  /* Series drawn at the same place: each series' ``same`` lists the short names of the
+   * others with identical x and y; returns the groups (lists of short names). */
+  function coincide(series) {
+    var by = {}, groups = [];
+    series.forEach(function (sr) {
+      var key = JSON.stringify([sr.x, sr.y]);
+      (by[key] = by[key] || []).push(sr);
+    });
+    Object.keys(by).forEach(function (k) {
+      var g = by[k];
+      g.forEach(function (sr) {
+        sr.same = g.filter(function (o) { return o !== sr; }).map(function (o) { return o.short; });
       });
-      // A lone point still shows: a zero-length segment with round caps.
-      if (sr.y.filter(function (v) { return v != null; }).length === 1) d += 'h0.01';
-      s += '<path class="rc-line" d="' + d + '" stroke="' + esc(sr.color) + '"' +
-        (sr.dash ? ' stroke-dasharray="' + sr.dash + '"' : '') + '/>';
+      if (g.length > 1) groups.push(g.map(function (o) { return o.short; }));
     });
-    // marks: a rug of events under the plot (failed allocations), each clickable when
-    // spec.onMark is given
-    (spec.marks || []).forEach(function (m, i) {
-      if (m.x < xmin || m.x > xmax) return;
-      s += '<line class="rc-mark" data-mark="' + i + '" x1="' + x(m.x).toFixed(1) + '" x2="' +
-        x(m.x).toFixed(1) + '" y1="' + (h - M.b - 8) + '" y2="' + (h - M.b) + '" stroke="' +
-        esc(m.color || '#000') + '"><title>' + esc(m.title || '') + '</title></line>';
-    });
-    s += '<line class="rc-cursor" x1="0" x2="0" y1="' + M.t + '" y2="' + (h - M.b) +
-      '" visibility="hidden"/></svg>';
-    fig.insertAdjacentHTML('beforeend', legend(series) + s);
-    var svg = fig.querySelector('svg'), cursor = svg.querySelector('.rc-cursor');
-    if (spec.onMark && (spec.marks || []).length) {
-      fig.setAttribute('data-clickable', '1');
-      svg.style.cursor = 'pointer';
-      svg.addEventListener('click', function (ev) {  // the mark nearest the pointer's seq
-        var p = svgPoint(svg, w, h, ev);
-        var xv = xmin + (p[0] - M.l) * (xmax - xmin) / (w - M.r - M.l);
-        var best = null;
-        spec.marks.forEach(function (m) {
-          if (best === null || Math.abs(m.x - xv) < Math.abs(best.x - xv)) best = m;
-        });
-        if (best) spec.onMark(best);
+    return groups;
+  }
+
+  function log1p10(v) { return Math.log(1 + Math.max(0, v)) / Math.LN10; }
+
+  // Ticks of a log(1 + y) axis over [lo, hi] (in log units): 0, 1, 10, ... (2 and 5 between
+  // them when the range is short), as log units.
+  function logTicks(lo, hi) {
+    var vmax = Math.pow(10, hi) - 1, out = [], mults = hi - lo < 2.5 ? [1, 2, 5] : [1];
+    if (lo <= 0) out.push(0);
+    for (var d = 1; d <= vmax * 10 && d < 1e18; d *= 10) {
+      mults.forEach(function (m) {
+        var v = m * d, f = log1p10(v);
+        if (f >= lo - 1e-9 && f <= hi + 1e-9) out.push(f);
       });
     }
-    var tip = tooltip(fig);
-    svg.addEventListener('mousemove', function (ev) {
-      var p = svgPoint(svg, w, h, ev);
-      if (p[0] < M.l || p[0] > w - M.r) { tip.hide(); cursor.setAttribute('visibility', 'hidden'); return; }
-      var xv = xmin + (p[0] - M.l) * (xmax - xmin) / (w - M.r - M.l);
-      var html = '<b>' + esc(spec.xLabel) + ' ' + num(Math.round(xv)) + '</b>';
-      series.forEach(function (sr) {
-        var i = bisect(sr.x, xv);
-        if (i < 0) return;
-        html += '<br><i style="background:' + esc(sr.color) + '"></i>' + esc(sr.label) +
-          ': ' + num(sr.y[i]) + ' <span class="rc-note">(seq ' + num(sr.x[i]) + ')</span>';
+    if (out.length < 2) return ticks(lo, hi, 4);
+    return out;
+  }
+
+  /* A line chart. spec: {name, title, note, xLabel, yLabel, integer, yMin, yMax, logOk,
+   * view: {x: 'seq'|'t', lo, hi, log} (shared by a report's charts), onZoom(lo, hi),
+   * series: [{label, short, run_id, color, dash, marker, x: [seq], t: [seconds], y: []}],
+   * marks: [{x: seq, t, lane, color, title}] (a rug per lane at the bottom), onMark(m)}.
+   * Null y values break the line. The chart redraws itself with fig.redraw(). Drag across
+   * it to zoom (spec.onZoom, else itself), double-click to zoom out. */
+  function line(el, spec) {
+    var fig = figure(el, spec.name, spec.title, spec.note);
+    var all = spec.series.filter(function (s) {
+      return s.y.some(function (v) { return v != null; });
+    });
+    if (!all.length) return done(fig, 'no data');
+    all.forEach(function (sr, i) {
+      sr.short = sr.short || sr.label;
+      sr.marker = sr.marker || MARKERS[i % MARKERS.length];
+    });
+    var groups = coincide(all);
+    if (groups.length) {
+      fig.setAttribute('data-coincide', groups.map(function (g) { return g.join(' '); })
+        .join('; '));
+    }
+    var view = spec.view || {x: 'seq', lo: null, hi: null, log: false};
+    var body = document.createElement('div');
+    fig.appendChild(body);
+    var tip = tooltip(fig), clip = 'rc-clip-' + (++uid);
+    var zoom = spec.onZoom || function (lo, hi) { view.lo = lo; view.hi = hi; draw(); };
+
+    function draw() {
+      var useT = view.x === 't', log = !!(view.log && spec.logOk);
+      var xsOf = function (sr) { return useT ? (sr.t || []) : sr.x; };
+      var fy = log ? log1p10 : function (v) { return v; };
+      var w = width(el, 600), h = spec.height || 250;
+      var xmin = Infinity, xmax = -Infinity;
+      all.forEach(function (sr) {
+        xsOf(sr).forEach(function (v, i) {
+          if (v == null || sr.y[i] == null) return;
+          xmin = Math.min(xmin, v); xmax = Math.max(xmax, v);
+        });
       });
-      cursor.setAttribute('x1', p[0]); cursor.setAttribute('x2', p[0]);
-      cursor.setAttribute('visibility', 'visible');
-      tip.show(html, ev);
-    });
-    svg.addEventListener('mouseleave', function () {
-      tip.hide(); cursor.setAttribute('visibility', 'hidden');
-    });
+      fig.setAttribute('data-x', useT ? 't' : 'seq');
+      fig.setAttribute('data-log', log ? '1' : '0');
+      if (!isFinite(xmin)) {
+        body.innerHTML = '<p class="rc-empty">no ' + (useT ? 'timestamps' : 'data') + '</p>';
+        return;
+      }
+      var lo = view.lo != null ? Math.max(xmin, view.lo) : xmin;
+      var hi = view.hi != null ? Math.min(xmax, view.hi) : xmax;
+      if (!(hi > lo)) { lo = Math.min(lo, hi); hi = lo + (useT ? 1e-6 : 1); }
+      fig.setAttribute('data-zoomed', view.lo != null || view.hi != null ? '1' : '0');
+      var ymin = Infinity, ymax = -Infinity;
+      all.forEach(function (sr) {
+        xsOf(sr).forEach(function (v, i) {
+          if (v == null || sr.y[i] == null || v < lo || v > hi) return;
+          var f = fy(sr.y[i]);
+          ymin = Math.min(ymin, f); ymax = Math.max(ymax, f);
+        });
+      });
+      if (!isFinite(ymin)) { ymin = 0; ymax = 1; }
+      if (spec.yMin != null) ymin = Math.min(ymin, fy(spec.yMin));
+      if (spec.yMax != null && view.lo == null && view.hi == null) {
+        ymax = Math.max(ymax, fy(spec.yMax));
+      }
+      if (ymax === ymin) { ymax = ymin + 1; }
+      var yt = log ? logTicks(ymin, ymax) : ticks(ymin, ymax, 5, spec.integer);
+      ymin = Math.min(ymin, yt[0]); ymax = Math.max(ymax, yt[yt.length - 1]);
+      var x = scale(lo, hi, M.l, w - M.r), y = scale(ymin, ymax, h - M.b, M.t);
+      var yfmt = log ? function (t) { return short(Math.round(Math.pow(10, t) - 1)); } : short;
+      var xlabel = useT ? 'trace time (s)' : spec.xLabel;
+      var s = '<svg class="rc-svg" viewBox="0 0 ' + w + ' ' + h + '" role="img" aria-label="' +
+        esc(spec.title) + '"><defs><clipPath id="' + clip + '"><rect x="' + M.l + '" y="' +
+        (M.t - 4) + '" width="' + (w - M.r - M.l) + '" height="' + (h - M.b - M.t + 8) +
+        '"/></clipPath></defs>';
+      s += axes(w, h, x, y, ticks(lo, hi, 6, !useT), yt, xlabel,
+        spec.yLabel + (log ? ' (log scale)' : ''), null, yfmt);
+      s += '<g clip-path="url(#' + clip + ')">';
+      all.forEach(function (sr, k) {
+        var xs = xsOf(sr), d = '', pen = false, vis = [];
+        xs.forEach(function (v, i) {
+          var yv = sr.y[i];
+          if (yv == null || v == null) { pen = false; return; }
+          d += (pen ? 'L' : 'M') + x(v).toFixed(1) + ' ' + y(fy(yv)).toFixed(1);
+          pen = true;
+          if (v >= lo && v <= hi) vis.push(i);
+        });
+        // A lone point still shows: a zero-length segment with round caps.
+        if (sr.y.filter(function (v) { return v != null; }).length === 1) d += 'h0.01';
+        s += '<path class="rc-line" d="' + d + '" stroke="' + esc(sr.color) + '"' +
+          (sr.dash ? ' stroke-dasharray="' + sr.dash + '"' : '') + '/>';
+        // markers on about ten of the visible points, each series at its own phase, so
+        // that series drawn at the same place stay told apart
+        var step = Math.max(1, Math.ceil(vis.length / 10)), phase = Math.floor(step * k / all.length);
+        for (var j = phase; j < vis.length; j += step) {
+          var i = vis[j];
+          s += marker(sr.marker, x(xs[i]), y(fy(sr.y[i])), sr.color);
+        }
+      });
+      s += '</g>';
+      // marks: a rug per lane (run) under the plot, failed allocations; clickable when
+      // spec.onMark is given
+      var shown = [];
+      (spec.marks || []).forEach(function (m, i) {
+        var mx = useT ? m.t : m.x;
+        if (mx == null || mx < lo || mx > hi) return;
+        var y2 = h - M.b - 5 * (m.lane || 0), px = x(mx).toFixed(1);
+        shown.push(m);
+        s += '<line class="rc-mark" data-mark="' + i + '" data-run="' + esc(m.run_id) +
+          '" x1="' + px + '" x2="' + px + '" y1="' + (y2 - 5) + '" y2="' + y2 + '" stroke="' +
+          esc(m.color || '#000') + '"><title>' + esc(m.title || '') + '</title></line>';
+      });
+      s += '<rect class="rc-brush" x="0" y="' + M.t + '" width="0" height="' + (h - M.b - M.t) +
+        '" visibility="hidden"/>';
+      s += '<line class="rc-cursor" x1="0" x2="0" y1="' + M.t + '" y2="' + (h - M.b) +
+        '" visibility="hidden"/></svg>';
+      body.innerHTML = lineLegend(all) + s;
+      var svg = body.querySelector('svg.rc-svg'), cursor = svg.querySelector('.rc-cursor');
+      var brush = svg.querySelector('.rc-brush'), drag = null, dragged = false;
+      var valueAt = function (px) { return lo + (px - M.l) * (hi - lo) / (w - M.r - M.l); };
+      var clamp = function (px) { return Math.max(M.l, Math.min(w - M.r, px)); };
+      svg.style.cursor = 'crosshair';
+      if (spec.onMark && shown.length) {
+        fig.setAttribute('data-clickable', '1');
+        svg.addEventListener('click', function (ev) {  // the mark nearest the pointer
+          if (dragged) { dragged = false; return; }
+          var xv = valueAt(svgPoint(svg, w, h, ev)[0]), best = null, bd = Infinity;
+          shown.forEach(function (m) {
+            var d = Math.abs((useT ? m.t : m.x) - xv);
+            if (d < bd) { best = m; bd = d; }
+          });
+          if (best) spec.onMark(best);
+        });
+      }
+      svg.addEventListener('mousedown', function (ev) {
+        if (ev.button !== 0) return;
+        var p = svgPoint(svg, w, h, ev);
+        if (p[0] < M.l || p[0] > w - M.r) return;
+        drag = clamp(p[0]);
+        ev.preventDefault();
+      });
+      svg.addEventListener('mouseup', function (ev) {
+        if (drag == null) return;
+        var end = clamp(svgPoint(svg, w, h, ev)[0]), start = drag;
+        drag = null;
+        brush.setAttribute('visibility', 'hidden');
+        if (Math.abs(end - start) < 5) return;  // a click, not a drag
+        dragged = true;
+        setTimeout(function () { dragged = false; }, 0);
+        zoom(valueAt(Math.min(start, end)), valueAt(Math.max(start, end)));
+      });
+      svg.addEventListener('dblclick', function () { zoom(null, null); });
+      svg.addEventListener('mousemove', function (ev) {
+        var p = svgPoint(svg, w, h, ev);
+        if (drag != null) {
+          var a = clamp(p[0]);
+          brush.setAttribute('x', Math.min(a, drag)); brush.setAttribute('width', Math.abs(a - drag));
+          brush.setAttribute('visibility', 'visible');
+        }
+        if (p[0] < M.l || p[0] > w - M.r) {
+          tip.hide(); cursor.setAttribute('visibility', 'hidden'); return;
+        }
+        var xv = valueAt(p[0]);
+        var html = '<b>' + esc(xlabel) + ' ' + (useT ? num(xv, 4) : num(Math.round(xv))) + '</b>';
+        all.forEach(function (sr) {
+          var xs = xsOf(sr), i = bisect(xs, xv);
+          if (i < 0) return;
+          html += '<br><i style="background:' + esc(sr.color) + '"></i>' + esc(sr.label) +
+            ': ' + num(sr.y[i]) + ' <span class="rc-note">(seq ' + num(sr.x[i]) +
+            (sr.t && sr.t[i] != null ? ', ' + num(sr.t[i], 4) + ' s' : '') + ')</span>';
+        });
+        cursor.setAttribute('x1', p[0]); cursor.setAttribute('x2', p[0]);
+        cursor.setAttribute('visibility', 'visible');
+        tip.show(html, ev);
+      });
+      svg.addEventListener('mouseleave', function () {
+        tip.hide(); cursor.setAttribute('visibility', 'hidden');
+        brush.setAttribute('visibility', 'hidden'); drag = null;
+      });
+    }
+    fig.redraw = draw;
+    draw();
     return done(fig);
   }
 
@@ -289,10 +458,25 @@
     return s + '</g>';
   }
 
-  function colTicks(seqs, x0, cw, n) {
-    var out = [], step = Math.max(1, Math.ceil(seqs.length / n));
-    for (var i = 0; i < seqs.length; i += step) out.push(i);
-    return out.map(function (i) { return {px: x0 + (i + 0.5) * cw, label: short(seqs[i])}; });
+  /* Round ticks of a grid's columns: vals[c] is column c's seq or seconds (null: none);
+   * a tick sits between the centres of the columns around its value. */
+  function colTicks(vals, x0, cw, n, integer) {
+    var known = [];
+    vals.forEach(function (v, c) { if (v != null) known.push([c, v]); });
+    if (!known.length) return [];
+    var lo = known[0][1], hi = known[known.length - 1][1];
+    if (known.length === 1 || !(hi > lo)) {
+      return [{px: x0 + (known[0][0] + 0.5) * cw, label: short(lo), value: lo}];
+    }
+    var out = [], j = 0;
+    ticks(lo, hi, n, integer).forEach(function (t) {
+      while (j < known.length - 2 && known[j + 1][1] < t) j += 1;
+      var a = known[j], b = known[j + 1];
+      var f = b[1] > a[1] ? (t - a[1]) / (b[1] - a[1]) : 0;
+      f = Math.max(0, Math.min(1, f));
+      out.push({px: x0 + (a[0] + 0.5 + f * (b[0] - a[0])) * cw, label: short(t), value: t});
+    });
+    return out;
   }
 
   function gridAxes(w, h, xt, rowLabels, xlabel, ylabel) {
@@ -327,36 +511,48 @@
     var max = 0;
     pages.forEach(function (row) { row.forEach(function (v) { if (v > max) max = v; }); });
     var lmax = Math.log2(1 + Math.max(1, max)), LEVELS = 32;
-    var w = width(el, 600), h = spec.height || 230;
-    var cw = (w - M.l - M.r) / cols, ch = (h - M.t - M.b) / norders;
-    var s = '<svg class="rc-svg" viewBox="0 0 ' + w + ' ' + h + '" role="img" aria-label="' +
-      esc(spec.title) + '">';
-    s += grid(cols, norders, M.l, M.t, cw, ch, function (c, r) {
-      var v = pages[c][r];
-      if (v == null) return null;
-      return heatColor(Math.round(LEVELS * Math.log2(1 + v) / lmax) / LEVELS);
-    });
-    var rows = [];
-    for (var k = 0; k < norders; k += (ch < 12 ? 2 : 1)) {
-      rows.push({py: M.t + (norders - 0.5 - k) * ch, label: String(k)});
+    var view = spec.view || {x: 'seq'};
+    var body = document.createElement('div');
+    fig.appendChild(body);
+    var tip = tooltip(fig);
+    function draw() {
+      var useT = view.x === 't' && (spec.t || []).some(function (v) { return v != null; });
+      var w = width(el, 600), h = spec.height || 230;
+      var cw = (w - M.l - M.r) / cols, ch = (h - M.t - M.b) / norders;
+      var s = '<svg class="rc-svg" viewBox="0 0 ' + w + ' ' + h + '" role="img" aria-label="' +
+        esc(spec.title) + '">';
+      s += grid(cols, norders, M.l, M.t, cw, ch, function (c, r) {
+        var v = pages[c][r];
+        if (v == null) return null;
+        return heatColor(Math.round(LEVELS * Math.log2(1 + v) / lmax) / LEVELS);
+      });
+      var rows = [];
+      for (var k = 0; k < norders; k += (ch < 12 ? 2 : 1)) {
+        rows.push({py: M.t + (norders - 0.5 - k) * ch, label: String(k)});
+      }
+      s += gridAxes(w, h, colTicks(useT ? spec.t : spec.seq, M.l, cw, 8, !useT), rows,
+        useT ? 'trace time (s)' : 'event (seq)', 'order');
+      s += '</svg>';
+      var keys = '<div class="rc-legend"><span class="rc-key">free pages per order, log ' +
+        'scale: </span><span class="rc-ramp" style="background:linear-gradient(90deg,' +
+        [0, 0.25, 0.5, 0.75, 1].map(heatColor).join(',') + ')"></span><span class="rc-key">' +
+        '0 .. ' + num(max) + ' pages</span></div>';
+      body.innerHTML = keys + s;
+      fig.setAttribute('data-x', useT ? 't' : 'seq');
+      var svg = body.querySelector('svg.rc-svg');
+      svg.addEventListener('mousemove', function (ev) {
+        var p = svgPoint(svg, w, h, ev);
+        var c = Math.floor((p[0] - M.l) / cw), r = norders - 1 - Math.floor((p[1] - M.t) / ch);
+        if (c < 0 || c >= cols || r < 0 || r >= norders) { tip.hide(); return; }
+        var n = spec.nr_free[c][r], t = (spec.t || [])[c];
+        tip.show('<b>seq ' + num(spec.seq[c]) + (t != null ? ' (' + num(t, 4) + ' s)' : '') +
+          ', order ' + r + '</b><br>' + num(n) + ' free blocks = ' + num(pages[c][r]) +
+          ' pages', ev);
+      });
+      svg.addEventListener('mouseleave', tip.hide);
     }
-    s += gridAxes(w, h, colTicks(spec.seq, M.l, cw, 8), rows, 'event (seq)', 'order');
-    s += '</svg>';
-    var keys = '<div class="rc-legend"><span class="rc-key">free pages per order, log scale: ' +
-      '</span><span class="rc-ramp" style="background:linear-gradient(90deg,' +
-      [0, 0.25, 0.5, 0.75, 1].map(heatColor).join(',') + ')"></span><span class="rc-key">0 .. ' +
-      num(max) + ' pages</span></div>';
-    fig.insertAdjacentHTML('beforeend', keys + s);
-    var svg = fig.querySelector('svg'), tip = tooltip(fig);
-    svg.addEventListener('mousemove', function (ev) {
-      var p = svgPoint(svg, w, h, ev);
-      var c = Math.floor((p[0] - M.l) / cw), r = norders - 1 - Math.floor((p[1] - M.t) / ch);
-      if (c < 0 || c >= cols || r < 0 || r >= norders) { tip.hide(); return; }
-      var n = spec.nr_free[c][r];
-      tip.show('<b>seq ' + num(spec.seq[c]) + ', order ' + r + '</b><br>' + num(n) +
-        ' free blocks = ' + num(pages[c][r]) + ' pages', ev);
-    });
-    svg.addEventListener('mouseleave', tip.hide);
+    fig.redraw = draw;
+    draw();
     return done(fig);
   }
 
@@ -370,47 +566,71 @@
     var m = spec.map;
     if (!m || !m.seq.length) return done(fig, 'no pageblock snapshots in this run');
     var cols = m.seq.length, rows = m.rows;
-    var w = width(el, 600), h = spec.height || Math.max(200, Math.min(420, rows * 8 + M.t + M.b));
-    var cw = (w - M.l - M.r) / cols, ch = (h - M.t - M.b) / rows;
-    var present = {};
-    var s = '<svg class="rc-svg" viewBox="0 0 ' + w + ' ' + h + '" role="img" aria-label="' +
-      esc(spec.title) + '">';
-    s += grid(cols, rows, M.l, M.t, cw, ch, function (c, r) {
-      var i = c * rows + r, mt = m.mt[i];
-      if (mt == null || mt < 0) return null;
-      present[mt] = true;
-      var base = (MIGRATETYPES[mt] || ['?', '#444444'])[1];
-      return mixColor(base, 0.7 * Math.round(m.mixed[i] / 20) / 5);
-    });
-    var labels = [], step = Math.max(1, Math.ceil(rows / 8));
-    for (var r = 0; r < rows; r += step) {
-      labels.push({py: M.t + (rows - 0.5 - r) * ch,
-        label: short(m.first_pageblock + r * m.pageblocks_per_row)});
+    var view = spec.view || {x: 'seq'};
+    var body = document.createElement('div');
+    fig.appendChild(body);
+    var tip = tooltip(fig);
+    // a pageblock whose type the run did not record (an observed run without a kpageflags
+    // snapshot): grey, lighter the more of its pages are free
+    var unknownColor = function (free) { return mixColor('#d0d0d0', 0.75 * (1 - free / 100)); };
+    function draw() {
+      var useT = view.x === 't' && (m.t || []).some(function (v) { return v != null; });
+      var w = width(el, 600);
+      var h = spec.height || Math.max(200, Math.min(420, rows * 8 + M.t + M.b));
+      var cw = (w - M.l - M.r) / cols, ch = (h - M.t - M.b) / rows;
+      var present = {}, unknown = false;
+      var s = '<svg class="rc-svg" viewBox="0 0 ' + w + ' ' + h + '" role="img" aria-label="' +
+        esc(spec.title) + '">';
+      s += grid(cols, rows, M.l, M.t, cw, ch, function (c, r) {
+        var i = c * rows + r, mt = m.mt[i];
+        if (mt == null || mt < 0) {
+          if (!(m.blocks && m.blocks[i] > 0)) return null;
+          unknown = true;
+          return unknownColor(Math.round(m.free[i] / 20) * 20);
+        }
+        present[mt] = true;
+        var base = (MIGRATETYPES[mt] || ['?', '#444444'])[1];
+        return mixColor(base, 0.7 * Math.round(m.mixed[i] / 20) / 5);
+      });
+      var labels = [], step = Math.max(1, Math.ceil(rows / 8));
+      for (var r = 0; r < rows; r += step) {
+        labels.push({py: M.t + (rows - 0.5 - r) * ch,
+          label: short(m.first_pageblock + r * m.pageblocks_per_row)});
+      }
+      s += gridAxes(w, h, colTicks(useT ? m.t : m.seq, M.l, cw, 8, !useT), labels,
+        useT ? 'snapshot at trace time (s)' : 'snapshot after event (seq)',
+        m.pageblocks_per_row > 1 ? 'pageblock (' + m.pageblocks_per_row + ' per row)'
+          : 'pageblock');
+      s += '</svg>';
+      var items = Object.keys(present).sort().map(function (k) {
+        var t = MIGRATETYPES[+k] || ['type ' + k, '#444444'];
+        return {label: t[0], color: t[1]};
+      });
+      var keys = legend(items).replace('</div>', (items.length ? '<span class="rc-key">' +
+        'darker: more of the pageblocks mixed (holding pages of another type)</span><span ' +
+        'class="rc-ramp" style="background:linear-gradient(90deg,' + mixColor('#66a182', 0) +
+        ',' + mixColor('#66a182', 0.7) + ')"></span>' : '') + (unknown ? '<span class="rc-key" ' +
+        'data-unknown="1">type not recorded (no kpageflags snapshot): lighter = more pages ' +
+        'free</span><span class="rc-ramp" style="background:linear-gradient(90deg,' +
+        unknownColor(0) + ',' + unknownColor(100) + ')"></span>' : '') + '</div>');
+      body.innerHTML = keys + s;
+      fig.setAttribute('data-x', useT ? 't' : 'seq');
+      var svg = body.querySelector('svg.rc-svg');
+      svg.addEventListener('mousemove', function (ev) {
+        var p = svgPoint(svg, w, h, ev);
+        var c = Math.floor((p[0] - M.l) / cw), r = rows - 1 - Math.floor((p[1] - M.t) / ch);
+        if (c < 0 || c >= cols || r < 0 || r >= rows) { tip.hide(); return; }
+        var i = c * rows + r, pb = m.first_pageblock + r * m.pageblocks_per_row;
+        var mt = MIGRATETYPES[m.mt[i]], t = (m.t || [])[c];
+        tip.show('<b>seq ' + num(m.seq[c]) + (t != null ? ' (' + num(t, 4) + ' s)' : '') +
+          ', pageblock ' + num(pb) + (m.pageblocks_per_row > 1 ? '..' +
+          num(pb + m.pageblocks_per_row - 1) : '') + '</b><br>' + (mt ? mt[0] + ', ' +
+          m.mixed[i] + '% mixed, ' : 'type not recorded, ') + m.free[i] + '% free', ev);
+      });
+      svg.addEventListener('mouseleave', tip.hide);
     }
-    s += gridAxes(w, h, colTicks(m.seq, M.l, cw, 8), labels, 'snapshot after event (seq)',
-      m.pageblocks_per_row > 1 ? 'pageblock (' + m.pageblocks_per_row + ' per row)' : 'pageblock');
-    s += '</svg>';
-    var items = Object.keys(present).sort().map(function (k) {
-      var t = MIGRATETYPES[+k] || ['type ' + k, '#444444'];
-      return {label: t[0], color: t[1]};
-    });
-    var keys = legend(items).replace('</div>', '<span class="rc-key">darker: more of the ' +
-      'pageblocks mixed (holding pages of another type)</span><span class="rc-ramp" ' +
-      'style="background:linear-gradient(90deg,' + mixColor('#66a182', 0) + ',' +
-      mixColor('#66a182', 0.7) + ')"></span></div>');
-    fig.insertAdjacentHTML('beforeend', keys + s);
-    var svg = fig.querySelector('svg'), tip = tooltip(fig);
-    svg.addEventListener('mousemove', function (ev) {
-      var p = svgPoint(svg, w, h, ev);
-      var c = Math.floor((p[0] - M.l) / cw), r = rows - 1 - Math.floor((p[1] - M.t) / ch);
-      if (c < 0 || c >= cols || r < 0 || r >= rows) { tip.hide(); return; }
-      var i = c * rows + r, pb = m.first_pageblock + r * m.pageblocks_per_row;
-      var mt = MIGRATETYPES[m.mt[i]];
-      tip.show('<b>seq ' + num(m.seq[c]) + ', pageblock ' + num(pb) +
-        (m.pageblocks_per_row > 1 ? '..' + num(pb + m.pageblocks_per_row - 1) : '') + '</b><br>' +
-        (mt ? mt[0] : 'none') + ', ' + m.mixed[i] + '% mixed, ' + m.free[i] + '% free', ev);
-    });
-    svg.addEventListener('mouseleave', tip.hide);
+    fig.redraw = draw;
+    draw();
     return done(fig);
   }
 
@@ -436,16 +656,45 @@
       var px = x(p.x), py = y(p.y), key = Math.round(px / 6) + ',' + Math.round(py / 6);
       s += '<circle class="rc-dot" cx="' + px.toFixed(1) + '" cy="' + py.toFixed(1) +
         '" r="6" fill="' + esc(p.color) + '"><title>' + esc(p.label + ': ' + num(p.x) +
-        ' pages, ' + num(p.y)) + '</title></circle>';
+        ' pages, ' + num(p.y) + (p.extra ? '; ' + p.extra : '')) + '</title></circle>';
       (at[key] = at[key] || {px: px, py: py, names: []}).names.push(p.short);
     });
+    // Labels placed one by one where they overlap no label or dot placed before: right of
+    // the dot, left, above, below, then further down (the font is about 7 px a character).
+    var boxes = [];
     Object.keys(at).forEach(function (k) {
       var a = at[k];
-      var right = a.px > w * 0.7;  // labels of points near the right edge go to their left
-      s += '<text class="rc-dotlabel" x="' + (a.px + (right ? -9 : 9)).toFixed(1) + '" y="' +
-        a.py.toFixed(1) + '" dy="0.32em" text-anchor="' + (right ? 'end' : 'start') + '">' +
-        esc(a.names.join(' ')) + '</text>';
+      boxes.push({x0: a.px - 6, x1: a.px + 6, y0: a.py - 6, y1: a.py + 6});
     });
+    var hits = function (b) {
+      return boxes.some(function (o) {
+        return b.x0 < o.x1 && o.x0 < b.x1 && b.y0 < o.y1 && o.y0 < b.y1;
+      });
+    };
+    Object.keys(at).sort(function (k1, k2) { return at[k1].py - at[k2].py; })
+      .forEach(function (k) {
+        var a = at[k], text = a.names.join(' '), tw = 7 * text.length + 2, th = 14;
+        var tries = [[9, 0, 'start'], [-9, 0, 'end'], [-tw / 2, -14, 'start'],
+          [-tw / 2, 14, 'start']];
+        for (var d = 1; d <= 8; d++) tries.push([9, 14 * d, 'start'], [-9, 14 * d, 'end']);
+        var pick = null;
+        tries.some(function (t) {
+          var x0 = t[2] === 'end' ? a.px + t[0] - tw : a.px + t[0];
+          var b = {x0: x0, x1: x0 + tw, y0: a.py + t[1] - th / 2, y1: a.py + t[1] + th / 2};
+          if (b.x0 < 0 || b.x1 > w || hits(b)) return false;
+          pick = [t, b];
+          return true;
+        });
+        if (!pick) {
+          var x0 = a.px + 9;
+          pick = [[9, 0, 'start'], {x0: x0, x1: x0 + tw, y0: a.py - 7, y1: a.py + 7}];
+        }
+        boxes.push(pick[1]);
+        var t = pick[0];
+        s += '<text class="rc-dotlabel" x="' + (a.px + t[0]).toFixed(1) + '" y="' +
+          (a.py + t[1]).toFixed(1) + '" dy="0.32em" text-anchor="' + t[2] + '">' + esc(text) +
+          '</text>';
+      });
     s += '</svg>';
     fig.insertAdjacentHTML('beforeend', legend(pts) + s);
     if (missing.length) {
@@ -486,7 +735,53 @@
       s += '</tr>';
     });
     fig.insertAdjacentHTML('beforeend', s + '</tbody></table></div>');
+    fig.appendChild(downloads(spec.columns, spec.rows, spec.name));
     return done(fig);
+  }
+
+  function csvField(v) {
+    if (v == null) return '';
+    var t = typeof v === 'object' ? JSON.stringify(v) : String(v);
+    return /[",\r\n]/.test(t) ? '"' + t.replace(/"/g, '""') + '"' : t;
+  }
+
+  /* A table as CSV (a header line, then a line per row; null is empty) or JSON (an array of
+   * objects by column name). */
+  function tableText(columns, rows, format) {
+    if (format === 'json') {
+      return JSON.stringify(rows.map(function (r) {
+        var o = {};
+        columns.forEach(function (c, j) { o[c] = r[j] === undefined ? null : r[j]; });
+        return o;
+      }), null, 1);
+    }
+    return [columns].concat(rows).map(function (r) {
+      return r.map(csvField).join(',');
+    }).join('\r\n') + '\r\n';
+  }
+
+  /* CSV and JSON download links of a table's rows (data: URLs made when clicked, so that
+   * they always hold the rows shown). rows may be a function returning them. */
+  function downloads(columns, rows, name) {
+    var div = document.createElement('div');
+    div.className = 'rc-downloads';
+    div.appendChild(document.createTextNode('download: '));
+    [['csv', 'text/csv'], ['json', 'application/json']].forEach(function (f, i) {
+      var a = document.createElement('a');
+      a.textContent = f[0].toUpperCase();
+      a.setAttribute('data-format', f[0]);
+      a.download = (name || 'table') + '.' + f[0];
+      a.href = '#';
+      a.addEventListener('click', function () {
+        var cols = typeof columns === 'function' ? columns() : columns;
+        var data = typeof rows === 'function' ? rows() : rows;
+        a.href = 'data:' + f[1] + ';charset=utf-8,' +
+          encodeURIComponent(tableText(cols, data, f[0]));
+      });
+      if (i) div.appendChild(document.createTextNode(' · '));
+      div.appendChild(a);
+    });
+    return div;
   }
 
   // Pages of a pageblock map, by the letter replay.analysis.explain.pageblock_map gives
@@ -557,6 +852,7 @@
     runs.forEach(function (r, i) {
       r.color = r.color || PALETTE[i % PALETTE.length];
       r.dash = r.dash == null ? DASHES[i % DASHES.length] : r.dash;
+      r.marker = r.marker || MARKERS[i % MARKERS.length];
     });
     var head = document.createElement('header');
     head.className = 'rc-head';
@@ -582,6 +878,15 @@
         free_high_pct: 'max', mixed_pageblocks: 'min'}
     });
 
+    var sumOf = function (keys) {  // per bucket, the sum of counters (null: none known)
+      return function (c) {
+        return (c.seq || []).map(function (_, i) {
+          var known = keys.map(function (k) { return (c[k] || [])[i]; })
+            .filter(function (v) { return v != null; });
+          return known.length ? known.reduce(function (x, y) { return x + y; }, 0) : null;
+        });
+      };
+    };
     var lines = [
       ['free_pages', 'series', 'Free pages', 'pages in the buddy free lists', 'pages', 0],
       ['largest_free_order', 'series', 'Largest free order', 'order of the largest free block ' +
@@ -593,64 +898,138 @@
         'proactive compaction\'s node score (extfrag_for_order(9) of the zone), percent', '%',
         0, 100],
       ['failures', 'counters', 'Failed allocations', 'cumulative', 'allocations', 0],
-      ['cost', 'counters', 'Defragmentation cost', 'cumulative pages migrated + scanned + ' +
-        'evicted + exchanged', 'pages', 0]
+      ['moved', 'counters', 'Pages moved', 'cumulative pages migrated + evicted + exchanged ' +
+        '(contents moved or dropped)', 'pages', 0, null, sumOf(['migrated', 'evicted',
+          'exchanged'])],
+      ['scanned', 'counters', 'Pages scanned', 'cumulative pages compaction\'s scanners ' +
+        'stepped over', 'pages', 0]
     ];
+    // one view for every chart over time: the x axis (seq or seconds), the zoomed range and
+    // the log scale, set by the controls or a drag across a chart
+    var view = {x: 'seq', lo: null, hi: null, log: false};
+    var redraw = [];
+    var hasT = runs.some(function (r) {
+      return ((r.series || {}).t || []).some(function (v) { return v != null; });
+    });
     var ts = section(container, 'Over time', 'The last step of each of at most ' + data.points +
-      ' buckets of events per run (downsampled in SQL). Move the pointer over a chart for values.');
-    var fails = data.failures || {columns: [], rows: [], run_ids: []};
-    var seqCol = fails.columns.indexOf('seq');
-    var marks = (fails.run_ids || []).map(function (id, i) {
-      var r = runs.filter(function (q) { return q.run_id === id; })[0] || {};
-      return {x: fails.rows[i][seqCol], run_id: id, seq: fails.rows[i][seqCol],
-        color: r.color, title: (r.label || 'run ' + id) + ': failed allocation, seq ' +
-        fails.rows[i][seqCol] + (opts.onFailure ? ' (click: explain it)' : '')};
+      ' buckets of events per run (downsampled in SQL). Move the pointer over a chart for ' +
+      'values; drag across one to zoom every chart to that range, double-click to zoom out. ' +
+      'Ticks under a plot: failed allocations, a row per run. Lines of runs that coincide ' +
+      'are named in the legend; markers tell them apart.');
+    var ctl = document.createElement('div');
+    ctl.className = 'rc-controls';
+    ctl.innerHTML = '<label>x axis <select data-control="x"><option value="seq">event (seq)' +
+      '</option><option value="t"' + (hasT ? '' : ' disabled') + '>trace time (s)</option>' +
+      '</select></label> <label><input type="checkbox" data-control="log"> log scale</label>' +
+      ' <label>from <input data-control="lo" size="10" inputmode="decimal"></label> <label>' +
+      'to <input data-control="hi" size="10" inputmode="decimal"></label> <button ' +
+      'type="button" data-control="reset">zoom out</button>';
+    ts.parentNode.insertBefore(ctl, ts);
+    var control = function (k) { return ctl.querySelector('[data-control="' + k + '"]'); };
+    var update = function () {
+      control('x').value = view.x;
+      control('log').checked = view.log;
+      var fmt = function (v) {
+        return v == null ? '' : String(view.x === 't' ? +v.toFixed(6) : Math.round(v));
+      };
+      control('lo').value = fmt(view.lo);
+      control('hi').value = fmt(view.hi);
+      redraw.forEach(function (f) { f(); });
+      container.setAttribute('data-view', view.x + (view.log ? ' log' : '') +
+        (view.lo != null || view.hi != null ? ' zoomed' : ''));
+    };
+    var zoom = function (lo, hi) { view.lo = lo; view.hi = hi; update(); };
+    control('x').addEventListener('change', function () {
+      view.x = control('x').value; view.lo = view.hi = null; update();
+    });
+    control('log').addEventListener('change', function () {
+      view.log = control('log').checked; update();
+    });
+    var typed = function () {
+      var v = function (k) {
+        var t = control(k).value.replace(/[,_\s]/g, '');
+        return t === '' || isNaN(+t) ? null : +t;
+      };
+      zoom(v('lo'), v('hi'));
+    };
+    ['lo', 'hi'].forEach(function (k) {
+      control(k).addEventListener('change', typed);
+      control(k).addEventListener('keydown', function (ev) { if (ev.key === 'Enter') typed(); });
+    });
+    control('reset').addEventListener('click', function () { zoom(null, null); });
+
+    // the failure rug: every run's failed allocations (bucketed in SQL), a lane per run
+    var marks = [], lane = 0;
+    runs.forEach(function (r) {
+      var rug = r.failure_rug || {seq: [], t: [], n: []};
+      if (!rug.seq.length) return;
+      rug.seq.forEach(function (q, i) {
+        marks.push({x: q, t: rug.t[i], lane: lane, run_id: r.run_id, seq: q, color: r.color,
+          title: (r.label || 'run ' + r.run_id) + ': ' + (rug.n[i] > 1 ? rug.n[i] +
+            ' failed allocations from seq ' : 'failed allocation, seq ') + q +
+            (opts.onFailure ? ' (click: explain it)' : '')});
+      });
+      lane += 1;
     });
     lines.forEach(function (l) {
-      line(cell(ts), {
+      var fig = line(cell(ts), {
         name: l[0], title: l[2], note: l[3], xLabel: 'event (seq)', yLabel: l[4], integer: true,
-        yMin: l[5], yMax: l[6],
-        marks: l[0] === 'failures' ? marks : null,
+        yMin: l[5], yMax: l[6], logOk: l[5] === 0, view: view, onZoom: zoom, marks: marks,
         onMark: opts.onFailure ? function (m) { opts.onFailure(m.run_id, m.seq); } : null,
         series: runs.map(function (r) {
           var src = r[l[1]] || {};
-          return {label: r.label, color: r.color, dash: r.dash, x: src.seq || [],
-            y: src[l[0]] || []};
+          return {label: r.label, short: '#' + r.run_id, run_id: r.run_id, color: r.color,
+            dash: r.dash, marker: r.marker, x: src.seq || [], t: src.t || [],
+            y: (l[7] ? l[7](src) : src[l[0]]) || []};
         })
       });
+      if (fig.redraw) redraw.push(fig.redraw);
     });
 
     var hm = section(container, 'Buddyinfo over time',
       'Free pages per order (nr_free << order) over the run, one map per run.');
     runs.forEach(function (r) {
-      heatmap(cell(hm), {name: 'buddyinfo-' + r.run_id, title: r.label,
-        seq: (r.series || {}).seq || [], nr_free: (r.series || {}).nr_free || []});
+      var fig = heatmap(cell(hm), {name: 'buddyinfo-' + r.run_id, title: r.label, view: view,
+        seq: (r.series || {}).seq || [], t: (r.series || {}).t || [],
+        nr_free: (r.series || {}).nr_free || []});
+      if (fig.redraw) redraw.push(fig.redraw);
     });
 
     var pb = section(container, 'Pageblock ownership',
       'Pageblocks (512 pages) by migratetype over the run\'s snapshots; neighbouring ' +
       'pageblocks are aggregated into rows in large zones (the commonest type shown).');
     runs.forEach(function (r) {
-      ownership(cell(pb), {name: 'pageblocks-' + r.run_id, title: r.label, map: r.pageblocks});
+      var fig = ownership(cell(pb), {name: 'pageblocks-' + r.run_id, title: r.label,
+        map: r.pageblocks, view: view});
+      if (fig.redraw) redraw.push(fig.redraw);
     });
 
     var cb = section(container, 'Cost against benefit',
-      'Per run: pages the defragmentation mechanisms touched against what they bought.');
-    var pts = function (key) {
+      'Per run: pages the defragmentation mechanisms moved (migrated, evicted, exchanged) ' +
+      'or only scanned, against what they bought.');
+    var pts = function (xkey, key) {
       return runs.map(function (r) {
         var v = r.cost_benefit || {};
-        return {label: r.label, short: '#' + r.run_id, color: r.color, x: v.cost_pages,
-          y: v[key]};
+        var moved = v.moved_pages != null ? v.moved_pages : v.cost_pages;
+        return {label: r.label, short: '#' + r.run_id, color: r.color,
+          x: xkey === 'scanned' ? v.scanned : moved, y: v[key],
+          extra: 'moved ' + num(moved) + ', scanned ' + num(v.scanned) + ' pages'};
       });
     };
-    scatter(cell(cb), {name: 'cost-success', title: 'High-order success',
-      note: 'orders above ' + data.costly_order, xLabel: 'cost (pages migrated + scanned + ' +
-      'evicted + exchanged)', yLabel: 'success %', yMax: 100, points: pts('high_order_success_pct')});
+    var movedLabel = 'pages moved (migrated + evicted + exchanged)';
+    scatter(cell(cb), {name: 'cost-success', title: 'High-order success against pages moved',
+      note: 'orders above ' + data.costly_order, xLabel: movedLabel, yLabel: 'success %',
+      yMax: 100, points: pts('moved', 'high_order_success_pct')});
     scatter(cell(cb), {name: 'cost-free', title: 'Free memory in large blocks at the end',
-      note: 'order ' + data.order + ' or more', xLabel: 'cost (pages migrated + scanned + ' +
-      'evicted + exchanged)', yLabel: '% of free pages', yMax: 100, points: pts('free_high_pct')});
+      note: 'order ' + data.order + ' or more', xLabel: movedLabel, yLabel: '% of free pages',
+      yMax: 100, points: pts('moved', 'free_high_pct')});
+    scatter(cell(cb), {name: 'scan-success', title: 'High-order success against pages scanned',
+      note: 'orders above ' + data.costly_order, xLabel: 'pages scanned', yLabel: 'success %',
+      yMax: 100, points: pts('scanned', 'high_order_success_pct')});
+    update();
 
     var fl = data.failures || {columns: [], rows: []};
+    var seqCol = fl.columns.indexOf('seq');
     if (fl.rows.length) {
       table(section(container, 'Failures',
         'The first failed allocations of each run (at most five), with what the stored ' +
@@ -690,6 +1069,7 @@
 
   global.ReplayCharts = {
     render: render, line: line, heatmap: heatmap, ownership: ownership, scatter: scatter,
-    table: table, blockmap: blockmap, MIGRATETYPES: MIGRATETYPES, PALETTE: PALETTE
+    table: table, blockmap: blockmap, downloads: downloads, tableText: tableText,
+    MIGRATETYPES: MIGRATETYPES, PALETTE: PALETTE
   };
 })(typeof window !== 'undefined' ? window : this);
