@@ -9,6 +9,7 @@ besides the HTTP errors provoked on purpose. Screenshot: test-artifacts/serve.pn
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,7 +196,7 @@ def test_a_failure_on_a_chart_opens_its_explanation(live: Live) -> None:
         assert "failed" in page.inner_text("#explain [data-part='request'] + div")
         # and a click on the chart explains the failure nearest the pointer
         page.evaluate("document.getElementById('explain').removeAttribute('data-loaded')")
-        chart = page.locator("#report [data-chart='failures'] svg")
+        chart = page.locator("#report [data-chart='failures'] svg.rc-svg")
         chart.scroll_into_view_if_needed()
         box = chart.bounding_box()
         assert box is not None
@@ -205,4 +206,147 @@ def test_a_failure_on_a_chart_opens_its_explanation(live: Live) -> None:
         assert page.input_value("#explain-run") == str(run_id)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "explain-failure.png"), full_page=True)
+    assert unexpected(log.errors) == [], log.errors
+
+
+def test_page_addresses_downloads_and_tables(live: Live) -> None:
+    """Every view has an address: the compared runs, a named query (its SQL shown and
+    editable, an edited copy run with the parameters), a page of the table browser;
+    opening the address again shows the same result, and back goes to the previous one.
+    The tables download as CSV and JSON."""
+    api_runs = [r["run_id"] for r in live.client.get("/api/runs").json()["runs"]][:2]
+    want_total = live.sql("SELECT count(*) FROM steps WHERE run_id = 2")["rows"][0][0]
+    page2 = live.sql("SELECT seq FROM steps WHERE run_id = 2 ORDER BY rowid LIMIT 50 OFFSET 50")
+    with chromium_page(1280, 1000) as (page, log):
+        page.goto(live.url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        for r in api_runs:
+            page.check(f"input[data-run='{r}']")
+        page.click("#compare")
+        page.wait_for_selector("#report[data-drawn='1']", timeout=30_000)
+        assert "runs=" + "%2C".join(map(str, api_runs)) in page.url
+        # a named query: its SQL in the box; run as it is, then an edited copy
+        page.select_option("#query-select", "failures_by_order")
+        sql = page.input_value("#sql-input")
+        assert "$run" in sql and sql.lstrip().startswith("--")
+        page.fill("#query-params input[data-param='run']", "2")
+        page.click("#query-run")
+        page.wait_for_selector("#sql-table[data-loaded='1']")
+        full = page.locator("#sql-table tbody tr").count()
+        assert full >= 2 and "query=failures_by_order" in page.url and "p.run=2" in page.url
+        page.fill("#sql-input", sql.rstrip().rstrip(";") + "\nLIMIT 1")
+        page.click("#query-run")
+        page.wait_for_function("document.querySelector('#sql-status').textContent"
+                               ".startsWith('1 row ')")  # fmt: skip
+        assert page.locator("#sql-table tbody tr").count() == 1
+        edited_url = page.url
+        assert "sql=" in edited_url and "LIMIT+1" in edited_url
+        # the result table downloads as CSV and JSON
+        head = page.locator("#sql-table thead th").all_inner_texts()
+        with page.expect_download() as got:
+            page.click(".rc-downloads[data-for='sql-table'] a[data-format='csv']")
+        csv_lines = Path(got.value.path()).read_text().splitlines()
+        with page.expect_download() as got:
+            page.click(".rc-downloads[data-for='sql-table'] a[data-format='json']")
+        json_rows = json.loads(Path(got.value.path()).read_text())
+        assert csv_lines[0].split(",") == head and len(csv_lines) == 2
+        assert len(json_rows) == 1 and list(json_rows[0]) == head
+        for t in ("traces", "runs", "jobs"):
+            assert page.locator(f".rc-downloads[data-for='{t}'] a").count() == 2
+        # the table browser: a page at a time, with a condition
+        page.select_option("#table-select", "steps")
+        page.wait_for_selector("#browse-table[data-loaded='1']")
+        page.fill("#browse-where", "run_id = 2")
+        page.click("#browse-form button[type=submit]")
+        status = "(t) => document.querySelector('#browse-status').textContent.startsWith(t)"
+        page.wait_for_function(status, arg=f"{want_total:,} rows · page 1 of")
+        page.click("#browse-next")
+        page.wait_for_selector("#browse-table[data-page='2']")
+        assert "table=steps" in page.url and "page=2" in page.url
+        seqs = page.locator("#browse-table tbody tr td:nth-child(2)").all_inner_texts()
+        head = page.locator("#browse-table thead th").all_inner_texts()
+        assert head[1] == "seq"
+        assert [int(v.replace(",", "")) for v in seqs] == [r[0] for r in page2["rows"]]
+        assert "OFFSET 50" in page.inner_text("#browse-sql")
+        browse_url = page.url
+        page.go_back()
+        page.wait_for_selector("#browse-table[data-page='1']")
+        # each address opens the same views on a fresh page
+        page.goto(edited_url)
+        page.wait_for_selector("#report[data-drawn='1']", timeout=30_000)
+        page.wait_for_selector("#sql-table[data-loaded='1']")
+        assert page.locator("#sql-table tbody tr").count() == 1
+        assert page.input_value("#query-params input[data-param='run']") == "2"
+        for r in api_runs:
+            assert page.is_checked(f"input[data-run='{r}']")
+        page.goto(browse_url)
+        page.wait_for_selector("#browse-table[data-page='2']")
+        assert page.input_value("#browse-where") == "run_id = 2"
+        page.locator("#tables-section").scroll_into_view_if_needed()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "serve-tables.png"), full_page=True)
+    assert unexpected(log.errors) == [], log.errors
+
+
+def test_page_explain_form_has_an_address(live: Live) -> None:
+    """The explain form's fields go into the address; the address fills and runs it."""
+    seq = live.sql("SELECT min(seq) FROM events WHERE op = 'alloc' AND seq > 30000")["rows"][0][0]
+    with chromium_page(1280, 900) as (page, log):
+        page.goto(f"{live.url}/?explain=1&seq={seq}&models=buddy&horizon=20")
+        page.wait_for_selector("#explain[data-loaded]", timeout=60_000)
+        assert page.get_attribute("#explain", "data-loaded") == "1", page.inner_text("#explain")
+        assert page.input_value("#explain-seq") == str(seq)
+        assert page.input_value("#explain-models") == "buddy"
+        assert page.locator("#explain h3[data-part='request']").count() == 1
+        page.fill("#explain-seq", "")
+        page.click("#explain-form button[type=submit]")
+        page.wait_for_selector("#explain h3[data-part='ranked']", timeout=60_000)
+        assert "explain=1" in page.url and "seq=" not in page.url
+    assert unexpected(log.errors) == [], log.errors
+
+
+def test_page_run_form_sends_what_the_api_takes(live: Live) -> None:
+    """The run form sends start, fork point, until, fill from snapshot, pageblock interval
+    and zone pages: a run stopped early with its snapshots, and a fork from the kernel's
+    state on a trace without snapshots failing with the server's reason."""
+    with chromium_page(1280, 1200) as (page, log):
+        page.goto(live.url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.select_option("#run-trace", "kernel-build")
+        page.select_option("#run-model", "mobility")
+        page.fill("#run-every", "5")
+        page.fill("#run-until", "12000")
+        page.fill("#run-pageblock-every", "4000")
+        page.fill("#run-zone-pages", "16384")
+        assert page.is_disabled("#run-at")
+        page.click("#run-form button[type=submit]")
+        page.wait_for_selector("#jobs tbody tr[data-status='done'] >> text=until 12000",
+                               timeout=60_000)  # fmt: skip
+        jobs = live.client.get("/api/jobs").json()["jobs"]
+        job = next(j for j in jobs if j["kind"] == "run" and j["params"].get("until") == 12000)
+        assert job["params"]["every"] == 5 and job["params"]["pageblock_every"] == 4000
+        assert job["params"]["zone_pages"] == 16384 and job["params"]["start"] == "empty"
+        rid = job["result"]["run_id"]
+        last = live.sql(f"SELECT max(seq), count(DISTINCT seq) FILTER (seq % 5 = 0) "
+                        f"FROM steps WHERE run_id = {rid}")["rows"][0]  # fmt: skip
+        assert last[0] == 11999
+        snaps = live.sql(f"SELECT list(DISTINCT seq ORDER BY seq) FROM pageblocks "
+                         f"WHERE run_id = {rid}")["rows"][0][0]  # fmt: skip
+        assert 3 <= len(snaps) <= 6 and max(snaps) <= 11999
+        # observed start: the fork point goes with it, and the server's reason comes back
+        page.select_option("#run-start", "observed")
+        page.fill("#run-at", "100")
+        page.check("#run-fill")
+        page.click("#run-form button[type=submit]")
+        page.wait_for_selector("#jobs tbody tr[data-status='failed'] >> text=kernel's state",
+                               timeout=60_000)  # fmt: skip
+        failed = next(j for j in live.client.get("/api/jobs").json()["jobs"]
+                      if j["status"] == "failed" and j["kind"] == "run")  # fmt: skip
+        assert failed["params"]["at"] == 100 and failed["params"]["start"] == "observed"
+        assert failed["params"]["fill_from_snapshot"] is True
+        text = page.inner_text(f"#jobs tbody tr[data-job='{failed['id']}']")
+        assert failed["error"]["error"][:40] in text
+        page.locator("#jobs-section").scroll_into_view_if_needed()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "serve-run-form.png"), full_page=True)
     assert unexpected(log.errors) == [], log.errors

@@ -154,12 +154,14 @@ class QueryParamInfo(BaseModel):
     default: str | None
     doc: str
     required: bool
+    type: str = Field(description="the DuckDB type it is bound as (VARCHAR, BIGINT, DOUBLE)")
 
 
 class QueryInfo(BaseModel):
     name: str
     description: str
     params: list[QueryParamInfo]
+    sql: str = Field(description="the query's text; POST /api/sql runs an edited copy")
 
 
 class QueryList(BaseModel):
@@ -172,6 +174,9 @@ class SqlRequest(BaseModel):
     sql: str = Field(max_length=MAX_SQL_CHARS, examples=["SELECT name, events FROM traces"])
     max_rows: int | None = Field(
         default=None, ge=1, description="row cap (default and upper bound: the server's)"
+    )
+    params: dict[str, str | int | float | bool | None] | None = Field(
+        default=None, max_length=64, description="values of $name parameters in the SQL"
     )
 
 
@@ -194,6 +199,12 @@ class RunRequest(BaseModel):
     pageblock_every: int | None = Field(default=None, ge=0, le=2**31 - 1)
     fill_from_snapshot: bool = False
     start: Literal["empty", "observed"] = "empty"
+    at: int | None = Field(
+        default=None, ge=0, le=2**62, description="with start observed: fork before event SEQ"
+    )
+    until: int | None = Field(
+        default=None, ge=0, le=2**62, description="stop before the event of this seq"
+    )
 
 
 class ValidateRequest(BaseModel):
@@ -808,7 +819,7 @@ def add_read_routes(api: APIRouter, svc: Service) -> None:
         Anything but exactly one SELECT is refused (400); files, ATTACH, COPY,
         INSTALL/LOAD and settings are off for the whole server.
         """
-        return table_response(svc.table(check_select(body.sql), None, body.max_rows))
+        return table_response(svc.table(check_select(body.sql), body.params, body.max_rows))
 
     @api.get(
         "/report",
@@ -895,9 +906,16 @@ def _query_info(q: queries.NamedQuery) -> dict[str, Any]:
         "name": q.name,
         "description": q.description,
         "params": [
-            {"name": k, "default": v, "doc": q.param_docs.get(k, ""), "required": v is None}
+            {
+                "name": k,
+                "default": v,
+                "doc": q.param_docs.get(k, ""),
+                "required": v is None,
+                "type": q.param_types.get(k, "VARCHAR"),
+            }
             for k, v in q.params.items()
         ],
+        "sql": q.sql,
     }
 
 
@@ -1080,6 +1098,8 @@ def _run_work(svc: Service, body: RunRequest) -> Callable[[Any], dict]:
             pageblock_every=body.pageblock_every,
             fill_from_snapshot=body.fill_from_snapshot,
             start=body.start,
+            at=body.at,
+            until=body.until,
             progress=progress,
         )
         return jsonable(result.summary())

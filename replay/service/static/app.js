@@ -3,14 +3,18 @@
  * Lists traces and runs, compares the ticked runs with the report's charts
  * (window.ReplayCharts from /assets/charts.js, data from /api/report/data),
  * runs SQL or a named query into a results table, and uploads / replays
- * traces as jobs (polled until they finish). With `replay serve --token T`,
- * open the page as /#token=T or type the token into the field it shows.
+ * traces as jobs (polled until they finish), browses tables a page at a time. Every
+ * view's state is in the address (?runs=1,2&sql=...&table=steps&page=3, see
+ * ADDRESS_KEYS), so a result can be linked; every table has CSV and JSON downloads.
+ * With `replay serve --token T`, open the page as /#token=T or type the token into the
+ * field it shows.
  */
 (function () {
   'use strict';
 
   var state = {token: null, trace: null, runs: [], selected: new Set(), queries: [],
-    polling: null};
+    polling: null, traces: [], jobs: [], tables: [], browse: null};
+  var PAGE_ROWS = 50;  // rows per page of the table browser
   var $ = function (id) { return document.getElementById(id); };
 
   function esc(s) {
@@ -79,8 +83,92 @@
     el.hidden = !text;
   }
 
+  /* -- the address: every view's state, so that a result can be linked ------------- */
+  // keys of the query string: trace (runs of one trace), runs and order (the comparison),
+  // sql, query and p.NAME (a named query's parameters), explain, seq, models, horizon
+  // (the explain form), table, where, page (the table browser)
+  function address() { return new URLSearchParams(window.location.search); }
+
+  function setAddress(changes) {
+    var q = address();
+    Object.keys(changes).forEach(function (k) {
+      var v = changes[k];
+      if (v == null || v === '') q.delete(k); else q.set(k, String(v));
+    });
+    if (changes.query !== undefined) {  // a named query's parameters go with it
+      Array.from(q.keys()).forEach(function (k) {
+        if (k.indexOf('p.') === 0 && !(k in changes)) q.delete(k);
+      });
+    }
+    var text = q.toString(), url = window.location.pathname + (text ? '?' + text : '');
+    if (url !== window.location.pathname + window.location.search) {
+      history.pushState(null, '', url + window.location.hash);
+    }
+  }
+
+  /* Restore the views the address names (on load and on back / forward). */
+  function applyAddress() {
+    var q = address(), work = [];
+    var trace = q.get('trace');
+    if ((trace || null) !== state.trace) {
+      state.trace = trace || null;
+      work.push(loadTraces(), loadRuns());
+    }
+    if (q.get('runs')) {
+      var ids = q.get('runs').split(',').map(function (x) { return parseInt(x, 10); })
+        .filter(function (x) { return !isNaN(x); });
+      state.selected = new Set(ids);
+      if (q.get('order')) $('order').value = q.get('order');
+      Array.prototype.forEach.call(document.querySelectorAll('#runs input[data-run]'),
+        function (inp) { inp.checked = state.selected.has(parseInt(inp.dataset.run, 10)); });
+      work.push(compare(true));
+    }
+    if (q.get('query')) {
+      $('query-select').value = q.get('query');
+      pickQuery(true);
+      Array.prototype.forEach.call(document.querySelectorAll('#query-params input'),
+        function (inp) { inp.value = q.get('p.' + inp.dataset.param) || ''; });
+      if (q.get('sql') != null) $('sql-input').value = q.get('sql');
+      work.push(runQuery(true));
+    } else if (q.get('sql') != null) {
+      $('sql-input').value = q.get('sql');
+      work.push(runSqlBox(true));
+    }
+    if (q.get('explain')) {
+      $('explain-run').value = q.get('explain');
+      $('explain-seq').value = q.get('seq') || '';
+      $('explain-models').value = q.get('models') || '';
+      $('explain-horizon').value = q.get('horizon') || '1000';
+      submitExplain(null, true);
+    }
+    if (q.get('table')) {
+      work.push(browse(q.get('table'), parseInt(q.get('page') || '1', 10) - 1,
+        q.get('where') || '', true));
+    }
+    return Promise.all(work);
+  }
+
   /* -- tables ---------------------------------------------------------------------- */
-  function fillResult(table, res) {
+  /* CSV and JSON links under a table (once), of the rows it shows: columns() and rows()
+   * give them when a link is clicked. */
+  function addDownloads(table, name, columns, rows) {
+    var box = table.closest('.scroll') || table;
+    var next = box.nextElementSibling;
+    if (next && next.classList.contains('rc-downloads')) next.remove();
+    if (!window.ReplayCharts) return;
+    var links = window.ReplayCharts.downloads(columns, rows, name);
+    links.setAttribute('data-for', table.id);
+    box.insertAdjacentElement('afterend', links);
+  }
+
+  function objectRows(list) {  // [{...}] -> columns, rows
+    var cols = list.length ? Object.keys(list[0]) : [];
+    return {columns: cols, rows: list.map(function (o) { return cols.map(function (c) {
+      return o[c];
+    }); })};
+  }
+
+  function fillResult(table, res, name) {
     var html = '<thead><tr>' + res.columns.map(function (c, j) {
       return '<th title="' + esc(res.types[j]) + '">' + esc(c) + '</th>';
     }).join('') + '</tr></thead><tbody>';
@@ -91,6 +179,7 @@
       }).join('') + '</tr>';
     });
     table.innerHTML = html + '</tbody>';
+    addDownloads(table, name || 'result', res.columns, res.rows);
   }
 
   /* -- traces and runs ------------------------------------------------------------- */
@@ -111,6 +200,9 @@
         return '<option>' + esc(t.name) + '</option>';
       }).join('');
       if (keep) sel.value = keep;
+      state.traces = data.traces;
+      addDownloads($('traces'), 'traces', function () { return objectRows(state.traces).columns; },
+        function () { return objectRows(state.traces).rows; });
       $('traces').setAttribute('data-loaded', '1');
     });
   }
@@ -131,6 +223,8 @@
           '</td><td class="num">' + fmt(r.fallbacks) + '</td><td class="num">' +
           fmt(r.free_pages) + '</td></tr>';
       }).join('') || '<tr><td colspan="9" class="muted">no runs yet: replay a trace below</td></tr>';
+      addDownloads($('runs'), 'runs', function () { return objectRows(state.runs).columns; },
+        function () { return objectRows(state.runs).rows; });
       $('runs').setAttribute('data-loaded', '1');
       updateSelection();
     });
@@ -144,9 +238,11 @@
     return ids;
   }
 
-  function compare() {
+  function compare(restoring) {
     var ids = updateSelection();
     var order = $('order').value || '9';
+    if (restoring !== true) setAddress({runs: ids.join(','), order: order === '9' ? null : order});
+    if (!ids.length) return Promise.resolve();
     var box = $('report');
     box.removeAttribute('data-drawn');
     box.innerHTML = '<p class="muted">Loading…</p>';
@@ -186,6 +282,49 @@
   }
 
   /* -- SQL and named queries ------------------------------------------------------- */
+  function runSqlBox(restoring) {
+    var sql = $('sql-input').value, body = {sql: sql}, params = queryParams(true);
+    Object.keys(params).forEach(function (k) {  // only the parameters the SQL names
+      if (!new RegExp('\\$' + k + '\\b').test(sql)) delete params[k];
+    });
+    if (Object.keys(params).length) body.params = params;
+    if (restoring !== true) {
+      var ch = {sql: sql, query: $('query-select').value || null};
+      Object.keys(params).forEach(function (k) { ch['p.' + k] = params[k]; });
+      setAddress(ch);
+    }
+    return runSql(postJSON('/api/sql', body));
+  }
+
+  /* The named query's parameters from their fields, typed as the query declares them
+   * (typed: numbers for BIGINT and DOUBLE, for POST /api/sql) or as text. */
+  function queryParams(typed) {
+    var q = selectedQuery(), out = {};
+    Array.prototype.forEach.call(document.querySelectorAll('#query-params input'),
+      function (inp) {
+        if (inp.value === '') return;
+        var p = q ? q.params.filter(function (x) { return x.name === inp.dataset.param; })[0]
+          : null;
+        var numeric = p && /INT|DOUBLE|FLOAT|DECIMAL|REAL/.test(p.type || '');
+        out[inp.dataset.param] = typed && numeric && !isNaN(+inp.value) ? +inp.value : inp.value;
+      });
+    // a named query's defaults, for an edited copy sent as SQL
+    if (typed && q) {
+      q.params.forEach(function (p) {
+        if (!(p.name in out) && p.default != null) {
+          out[p.name] = /INT|DOUBLE|FLOAT|DECIMAL|REAL/.test(p.type || '') && !isNaN(+p.default)
+            ? +p.default : p.default;
+        }
+      });
+    }
+    return out;
+  }
+
+  function selectedQuery() {
+    var name = $('query-select').value;
+    return state.queries.filter(function (x) { return x.name === name; })[0] || null;
+  }
+
   function runSql(promise) {
     var err = $('sql-error');
     var table = $('sql-table');
@@ -193,7 +332,7 @@
     $('sql-status').textContent = 'running…';
     table.removeAttribute('data-loaded');
     return promise.then(function (res) {
-      fillResult(table, res);
+      fillResult(table, res, $('query-select').value || 'sql');
       table.setAttribute('data-loaded', '1');
       $('sql-status').textContent = res.row_count + ' row' + (res.row_count === 1 ? '' : 's') +
         (res.truncated ? ' (truncated: more rows matched)' : '') + ' in ' +
@@ -217,10 +356,13 @@
     });
   }
 
-  function pickQuery() {
-    var name = $('query-select').value;
-    var q = state.queries.filter(function (x) { return x.name === name; })[0];
+  function pickQuery(restoring) {
+    var q = selectedQuery();
     $('query-run').disabled = !q;
+    // the query's SQL, to read or edit (an edited copy runs as SQL with the parameters)
+    if (q) $('sql-input').value = q.sql;
+    $('query-sql-note').hidden = !q;
+    if (restoring !== true && q) setAddress({query: q.name, sql: null});
     $('query-params').innerHTML = q ? q.params.map(function (p) {
       return '<label title="' + esc(p.doc) + '">' + esc(p.name) + ' <input data-param="' +
         esc(p.name) + '" size="10" placeholder="' + esc(p.default == null ? 'required'
@@ -228,13 +370,72 @@
     }).join(' ') : '';
   }
 
-  function runQuery() {
-    var name = $('query-select').value;
-    var params = new URLSearchParams();
-    Array.prototype.forEach.call(document.querySelectorAll('#query-params input'),
-      function (inp) { if (inp.value !== '') params.set(inp.dataset.param, inp.value); });
+  function runQuery(restoring) {
+    var q = selectedQuery();
+    if (!q) return Promise.resolve();
+    if ($('sql-input').value !== q.sql) return runSqlBox(restoring);  // edited: run the copy
+    var given = queryParams(false), params = new URLSearchParams();
+    Object.keys(given).forEach(function (k) { params.set(k, given[k]); });
+    if (restoring !== true) {
+      var ch = {query: q.name, sql: null};
+      Object.keys(given).forEach(function (k) { ch['p.' + k] = given[k]; });
+      setAddress(ch);
+    }
     var qs = params.toString();
-    return runSql(api('/api/queries/' + encodeURIComponent(name) + (qs ? '?' + qs : '')));
+    return runSql(api('/api/queries/' + encodeURIComponent(q.name) + (qs ? '?' + qs : '')));
+  }
+
+  /* -- the table browser ----------------------------------------------------------- */
+  function quoteIdent(name) { return '"' + name.replace(/"/g, '""') + '"'; }
+
+  function loadTables() {
+    return api('/api/sql', {method: 'POST', headers: {'Content-Type': 'application/json'},
+      body: JSON.stringify({sql: "SELECT table_name, estimated_size FROM duckdb_tables() " +
+        "WHERE schema_name = 'main' AND NOT internal ORDER BY table_name"})
+    }).then(function (res) {
+      state.tables = res.rows.map(function (r) { return r[0]; });
+      $('table-select').innerHTML = '<option value="">table…</option>' +
+        state.tables.map(function (t, i) {
+          return '<option value="' + esc(t) + '">' + esc(t) + ' (~' + fmt(res.rows[i][1]) +
+            ' rows)</option>';
+        }).join('');
+    });
+  }
+
+  /* Page ``page`` (from 0) of a table, PAGE_ROWS rows in storage order (rowid), with an
+   * optional WHERE condition; the SQL it ran is shown and opens in the SQL box. */
+  function browse(name, page, where, restoring) {
+    if (state.tables.indexOf(name) < 0) {
+      $('browse-status').textContent = 'no table named ' + name;
+      return Promise.resolve();
+    }
+    page = Math.max(0, page || 0);
+    $('table-select').value = name;
+    $('browse-where').value = where || '';
+    var from = 'FROM ' + quoteIdent(name) + (where ? ' WHERE ' + where : '');
+    var sql = 'SELECT * ' + from + ' ORDER BY rowid LIMIT ' + PAGE_ROWS + ' OFFSET ' +
+      page * PAGE_ROWS;
+    if (restoring !== true) setAddress({table: name, page: page ? page + 1 : null, where: where});
+    var table = $('browse-table');
+    table.removeAttribute('data-loaded');
+    $('browse-error').hidden = true;
+    return Promise.all([postJSON('/api/sql', {sql: 'SELECT count(*) AS n ' + from}),
+      postJSON('/api/sql', {sql: sql})]).then(function (res) {
+      var total = res[0].rows[0][0], pages = Math.max(1, Math.ceil(total / PAGE_ROWS));
+      state.browse = {name: name, page: page, where: where, pages: pages, sql: sql};
+      fillResult(table, res[1], name + '-page' + (page + 1));
+      $('browse-status').textContent = fmt(total) + ' rows · page ' + (page + 1) + ' of ' +
+        fmt(pages);
+      $('browse-sql').textContent = sql;
+      $('browse-prev').disabled = page <= 0;
+      $('browse-next').disabled = page + 1 >= pages;
+      table.setAttribute('data-loaded', '1');
+      table.setAttribute('data-page', String(page + 1));
+    }).catch(function (e) {
+      table.innerHTML = '';
+      $('browse-error').textContent = e.message;
+      $('browse-error').hidden = false;
+    });
   }
 
   /* -- jobs ------------------------------------------------------------------------ */
@@ -246,7 +447,9 @@
         var what = j.kind === 'ingest' ? (j.params.file + ' → ' + j.params.name)
           : j.kind === 'explain' ? ('run ' + j.params.run +
             (j.params.seq == null ? ' (rank)' : ' seq ' + j.params.seq))
-          : (j.params.trace + ' · ' + j.params.model);
+          : (j.params.trace + ' · ' + j.params.model + (j.params.start === 'observed'
+            ? ' from the kernel\'s state' + (j.params.at != null ? ' at ' + j.params.at : '')
+            : '') + (j.params.until != null ? ' until ' + j.params.until : ''));
         var p = j.progress || {};
         var bar = p.fraction == null ? '' : '<progress max="1" value="' + p.fraction +
           '"></progress> ' + Math.round(p.fraction * 100) + '%';
@@ -257,6 +460,13 @@
           '</td><td class="status-' + j.status + '">' + j.status + '</td><td>' + bar +
           '</td><td class="num">' + fmt(j.seconds) + '</td><td>' + out + '</td></tr>';
       }).join('');
+      state.jobs = data.jobs;
+      addDownloads($('jobs'), 'jobs', ['id', 'kind', 'status', 'params', 'seconds', 'result',
+        'error'], function () {
+        return state.jobs.map(function (j) {
+          return [j.id, j.kind, j.status, j.params, j.seconds, j.result, j.error];
+        });
+      });
       var badge = $('jobs-badge');
       badge.hidden = !active;
       badge.textContent = active + ' job' + (active === 1 ? '' : 's') + ' running';
@@ -358,10 +568,15 @@
     submitExplain();
   }
 
-  function submitExplain(ev) {
+  function submitExplain(ev, restoring) {
     if (ev) ev.preventDefault();
     var body = {run: parseInt($('explain-run').value, 10),
       horizon: parseInt($('explain-horizon').value || '1000', 10)};
+    if (restoring !== true) {
+      setAddress({explain: $('explain-run').value, seq: $('explain-seq').value,
+        models: $('explain-models').value.trim(),
+        horizon: body.horizon === 1000 ? null : body.horizon});
+    }
     if ($('explain-seq').value !== '') body.seq = parseInt($('explain-seq').value, 10);
     var models = $('explain-models').value.split(',').map(function (m) { return m.trim(); })
       .filter(function (m) { return m; });
@@ -408,10 +623,23 @@
     }).catch(function (e) { showMessage(e.message); });
   }
 
+  /* The run form: what POST /api/jobs/run takes (replay run's options); empty fields are
+   * left to the server's defaults. */
+  function runBody() {
+    var body = {trace: $('run-trace').value, model: $('run-model').value,
+      every: parseInt($('run-every').value || '1', 10), start: $('run-start').value,
+      fill_from_snapshot: $('run-fill').checked};
+    [['run-at', 'at'], ['run-until', 'until'], ['run-pageblock-every', 'pageblock_every'],
+      ['run-zone-pages', 'zone_pages']].forEach(function (f) {
+      var v = $(f[0]).value;
+      if (v !== '') body[f[1]] = parseInt(v, 10);
+    });
+    return body;
+  }
+
   function submitRun(ev) {
     ev.preventDefault();
-    postJSON('/api/jobs/run', {trace: $('run-trace').value, model: $('run-model').value,
-      every: parseInt($('run-every').value || '1', 10)}).then(function (job) {
+    postJSON('/api/jobs/run', runBody()).then(function (job) {
       showMessage('run job ' + job.id + ' queued', true);
       loadJobs();
       pollJobs();
@@ -427,10 +655,12 @@
       $('run-model').innerHTML = h.presets.map(function (p) {
         return '<option>' + esc(p) + '</option>';
       }).join('');
-      return Promise.all([loadTraces(), loadRuns(), loadQueries(), loadJobs()]);
+      state.trace = address().get('trace') || null;
+      return Promise.all([loadTraces(), loadRuns(), loadQueries(), loadJobs(), loadTables()]);
     }).then(function (res) {
       if (res[3]) pollJobs();
       document.body.setAttribute('data-ready', '1');
+      return applyAddress();
     }).catch(function (e) { showMessage(e.message); });
   }
 
@@ -440,6 +670,7 @@
       var tr = ev.target.closest('tr[data-trace]');
       if (!tr) return;
       state.trace = state.trace === tr.dataset.trace ? null : tr.dataset.trace;
+      setAddress({trace: state.trace});
       Array.prototype.forEach.call($('traces').tBodies[0].rows, function (row) {
         row.classList.toggle('active', row.dataset.trace === state.trace);
       });
@@ -449,6 +680,7 @@
       if (ev.target.id !== 'all-runs') return;
       ev.preventDefault();
       state.trace = null;
+      setAddress({trace: null});
       loadTraces();
       loadRuns();
     });
@@ -460,17 +692,45 @@
     });
     $('compare').addEventListener('click', compare);
     $('open-report').addEventListener('click', openReport);
-    $('sql-run').addEventListener('click', function () {
-      runSql(postJSON('/api/sql', {sql: $('sql-input').value}));
-    });
+    $('sql-run').addEventListener('click', function () { runSqlBox(); });
     $('sql-input').addEventListener('keydown', function (ev) {
       if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
         ev.preventDefault();
         $('sql-run').click();
       }
     });
-    $('query-select').addEventListener('change', pickQuery);
-    $('query-run').addEventListener('click', runQuery);
+    $('query-select').addEventListener('change', function () { pickQuery(); });
+    $('query-run').addEventListener('click', function () { runQuery(); });
+    $('table-select').addEventListener('change', function () {
+      if ($('table-select').value) browse($('table-select').value, 0, $('browse-where').value);
+    });
+    $('browse-form').addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      if ($('table-select').value) browse($('table-select').value, 0, $('browse-where').value);
+    });
+    $('browse-prev').addEventListener('click', function () {
+      var b = state.browse;
+      if (b) browse(b.name, b.page - 1, b.where);
+    });
+    $('browse-next').addEventListener('click', function () {
+      var b = state.browse;
+      if (b) browse(b.name, b.page + 1, b.where);
+    });
+    $('browse-edit').addEventListener('click', function (ev) {
+      ev.preventDefault();
+      if (!state.browse) return;
+      $('query-select').value = '';
+      pickQuery(true);
+      $('sql-input').value = state.browse.sql;
+      $('sql-section').scrollIntoView();
+      runSqlBox();
+    });
+    $('run-start').addEventListener('change', function () {
+      $('run-at').disabled = $('run-start').value !== 'observed';
+    });
+    window.addEventListener('popstate', function () {
+      applyAddress().catch(function (e) { showMessage(e.message); });
+    });
     $('ingest-form').addEventListener('submit', submitIngest);
     $('run-form').addEventListener('submit', submitRun);
     $('explain-form').addEventListener('submit', submitExplain);
