@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import typer
 
@@ -34,8 +37,52 @@ def traces(db: DbOpt = None, fmt: FormatOpt = Format.table) -> None:
         )
 
 
+# per_process's columns as the table names them (the JSON and CSV keep the query's names)
+PROCESS_HEADERS = {
+    "pages_allocd": "allocd", "allocd_under_lock": "allocd_locked", "freed_direct": "freed",
+    "freed_pagevec": "freed_pagevec", "pcpu_drain_pages": "drained_pages",
+    "pcpu_drains": "drains", "pcpu_refills": "refills", "extfrag_fallback": "extfrag",
+    "extfrag_causing": "extfrag_causing", "extfrag_changed": "extfrag_changed",
+    "extfrag_severe": "extfrag_severe", "extfrag_moderate": "extfrag_moderate",
+}  # fmt: skip
+
+
+# the compaction table's columns a person reads first (the rest follow while they fit)
+COMPACTION_FIRST = ("comm", "pid", "run", "mode", "status", "zone_start", "begin_seq",
+                    "migrate_scanned", "free_scanned", "migrated", "migrate_failed")  # fmt: skip
+
+
+def processes_for_people(processes: pa.Table, top: int | None) -> tuple[pa.Table, str]:
+    """The per-process table as ``replay show`` prints it: the ``top`` processes by pages
+    allocated (None: all; the query orders them so), without the columns that are 0
+    for every process, the columns named shortly; and a line saying what was left out."""
+    total = processes.num_rows
+    shown = processes if top is None else processes.slice(0, top)
+    zero = [
+        c
+        for c in processes.column_names[1:]
+        if pc.max(processes[c]).as_py() in (0, None)  # over all processes, not only the shown
+    ]
+    shown = shown.drop_columns(zero).rename_columns(
+        [PROCESS_HEADERS.get(c, c) for c in shown.column_names if c not in zero]
+    )
+    what = [f"{shown.num_rows:,} of {total:,} processes, by pages allocated"]
+    if shown.num_rows < total:
+        what.append("--top N or --all for more")
+    if zero:
+        what.append(f"0 for all: {', '.join(zero)}")
+    return shown, "; ".join(what) + "; --format csv has every process and column"
+
+
 def show(
     trace: Annotated[str, typer.Argument(help="Trace name or id.")],
+    top: Annotated[
+        int,
+        typer.Option("--top", min=1, help="Processes shown in the table (most pages allocated)."),
+    ] = 10,
+    all_processes: Annotated[
+        bool, typer.Option("--all", help="Every process in the table (--top is ignored).")
+    ] = False,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -43,24 +90,38 @@ def show(
     pairing and lost events, the per-process table of the kernel's
     trace-pagealloc-postprocess.pl, and any real compaction it recorded.
 
-    Example: replay show compact --format json
+    The table shows the --top processes by pages allocated, with the columns that
+    fit the terminal ($COLUMNS); --format json and csv have every process and column.
+
+    Example: replay show compact --top 5
     """
     with Store(db, read_only=True) as store:
         tid = store.trace_id(trace)
         name = store.trace_row(tid)["name"]
         p = {"id": tid}
         summary = store.query(SUMMARY_SQL, p).to_pylist()[0]
-        sections = {
+        processes = queries.run(store, "per_process", {"trace": name})
+        compaction = queries.run(store, "compaction", {"trace": name})
+        sections: dict[str, Any] = {
             "summary": summary,
             "event types": store.query(EVENT_TYPES_SQL, p),
             "orders": store.query(ORDERS_SQL, p),
             "migratetypes": store.query(MIGRATETYPES_SQL, p),
-            "processes": queries.run(store, "per_process", {"trace": name}),
         }
-        compaction = queries.run(store, "compaction", {"trace": name})
+    if fmt != Format.table:
+        sections["processes"] = processes
         if compaction.num_rows:
             sections["compaction"] = compaction
-        emit_sections(sections, fmt)  # type: ignore[arg-type]
+        emit_sections(sections, fmt)
+        return
+    emit_sections(sections, fmt)
+    shown, note = processes_for_people(processes, None if all_processes else top)
+    emit_table(shown, fmt, title="processes", note=note, records_max_rows=0)
+    if compaction.num_rows:
+        sys.stdout.write("\n")
+        first = [c for c in COMPACTION_FIRST if c in compaction.column_names]
+        rest = [c for c in compaction.column_names if c not in first]
+        emit_table(compaction.select(first + rest), fmt, title="compaction")
 
 
 def export(

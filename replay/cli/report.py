@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from replay.cli.common import DbOpt, FormatOpt, QuietOpt
-from replay.cli.output import Format, emit_table, progress_bar
+from replay.cli.output import Format, emit_table, print_runs_side_by_side, progress_bar
 from replay.errors import UsageError
 from replay.report.html import MAX_POINTS, render_report, runs_of_batch, summary_table
 from replay.store import Store
@@ -110,7 +110,11 @@ def compare(
 ) -> None:
     """Print runs side by side: the summary table of replay report.
 
-    One row per run: allocations, successes (ok + degraded), failures,
+    The table has a column per run and a row per metric, grouped (outcomes,
+    fragmentation at the end, cost), each run after the first with its
+    difference to the first (percent change of a count, the difference of a
+    percentage or index), fitted to the terminal; json and csv have one row per
+    run with the raw values: allocations, successes (ok + degraded), failures,
     degraded, success_pct overall, per order (success_pct_oK) and above order
     3, extfrag events, pages migrated/scanned/evicted/exchanged and their sum,
     then the final free pages, share of them in blocks of order >= --order,
@@ -121,4 +125,8 @@ def compare(
     """
     with Store(db, read_only=True) as store:
         ids = _run_ids(store, run_ids, batch)
-        emit_table(summary_table(store, ids, order), fmt)
+        table = summary_table(store, ids, order)
+    if fmt == Format.table:
+        print_runs_side_by_side(table)
+    else:
+        emit_table(table, fmt)
