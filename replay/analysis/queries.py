@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,16 @@ def queries_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "queries"
 
 
+def cli_param(name: str) -> str:
+    """A named query's parameter as ``replay query`` takes it."""
+    return f"--param {name}=VALUE"
+
+
+def api_param(name: str) -> str:
+    """A named query's parameter as ``GET /api/queries/NAME`` takes it."""
+    return f"the query parameter {name} (?{name}=VALUE)"
+
+
 @dataclass
 class NamedQuery:
     name: str
@@ -55,7 +66,13 @@ class NamedQuery:
     param_docs: dict[str, str] = field(default_factory=dict)
     param_types: dict[str, str] = field(default_factory=dict)  # name -> VARCHAR/BIGINT/DOUBLE
 
-    def bind(self, given: dict[str, str]) -> dict[str, Any]:
+    def bind(
+        self, given: dict[str, str], spell: Callable[[str], str] = cli_param
+    ) -> dict[str, Any]:
+        """The parameters' values as their declared types (UsageError when one is unknown,
+        missing or not of its type). ``spell`` names a parameter as the caller's user
+        passes it: ``--param run=VALUE`` on the command line (:func:`cli_param`), a
+        query-string parameter over HTTP (:func:`api_param`)."""
         unknown = sorted(set(given) - set(self.params))
         if unknown:
             raise UsageError(
@@ -67,7 +84,7 @@ class NamedQuery:
             v = given.get(p, default)
             if v is None:
                 raise UsageError(
-                    f"query {self.name!r} needs --param {p}=VALUE ({self.param_docs.get(p, '')})"
+                    f"query {self.name!r} needs {spell(p)} ({self.param_docs.get(p, '')})"
                 )
             out[p] = self._convert(p, v)
         return out

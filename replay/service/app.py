@@ -51,6 +51,8 @@ from replay.errors import (
     UploadSpaceError,
     UsageError,
 )
+from replay.service.apidocs import add_docs_route
+from replay.service.apiwords import api_worded, reword
 from replay.service.cache import CACHE_BYTES, ResultCache
 from replay.service.db import Database, Lease
 from replay.service.jobs import STATUSES, JobRunner
@@ -331,7 +333,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def replay_error(request: Request, exc: ReplayError) -> Response:
         status = status_of(exc)
         headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 507) else None
-        return error_response(status, str(exc), {"type": type(exc).__name__}, headers)
+        return error_response(status, str(reword(exc)), {"type": type(exc).__name__}, headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
@@ -641,6 +643,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.include_router(api)
     add_page_routes(app)
     install_openapi(app)
+    add_docs_route(app)
     app.add_middleware(
         Gate,
         token=config.token,
@@ -804,13 +807,17 @@ def add_read_routes(api: APIRouter, svc: Service) -> None:
     ) -> Response:
         """Run ``queries/NAME.sql``; its parameters come from the query string (?run=1).
 
-        A parameter without a default is required (400 when missing).
+        A parameter without a default is required (400 when missing); a ``run``
+        that names no run is a 404.
         """
         try:
             q = queries.load(name)
         except UsageError as exc:
             raise HTTPException(404, str(exc)) from exc
-        return table_response(svc.table(q.sql, q.bind(dict(request.query_params))))
+        bound = q.bind(dict(request.query_params), queries.api_param)
+        if "run" in bound:
+            svc.check_runs([bound["run"]])  # 404, not an empty table
+        return table_response(svc.table(q.sql, bound))
 
     @api.post("/sql", response_model=TableResult, summary="Run one SELECT")
     def sql(body: SqlRequest) -> Response:
@@ -980,7 +987,7 @@ def add_job_routes(api: APIRouter, svc: Service) -> None:
             job = svc.jobs.submit(
                 "ingest",
                 params,
-                _ingest_work(svc, dest, params),
+                api_worded(_ingest_work(svc, dest, params)),
                 cleanup=spool.remove,
                 disk_bytes=params["bytes"],
                 reservation=getattr(request.state, "upload_reservation", None),
@@ -995,7 +1002,7 @@ def add_job_routes(api: APIRouter, svc: Service) -> None:
         """Queue a replay of a stored trace through a preset model (as ``replay run``)."""
         svc.trace_id(body.trace)  # 404 now rather than a failed job
         params = body.model_dump(mode="json")
-        job = svc.jobs.submit("run", params, _run_work(svc, body))
+        job = svc.jobs.submit("run", params, api_worded(_run_work(svc, body)))
         return job.view()
 
     @api.post(
@@ -1009,7 +1016,7 @@ def add_job_routes(api: APIRouter, svc: Service) -> None:
         and >= 9 and end-state differences, pageblock counts, same pfn/pageblock."""
         svc.trace_id(body.trace)  # 404 now rather than a failed job
         params = body.model_dump(mode="json")
-        job = svc.jobs.submit("validate", params, _validate_work(svc, body))
+        job = svc.jobs.submit("validate", params, api_worded(_validate_work(svc, body)))
         return job.view()
 
     @api.post(
@@ -1022,7 +1029,7 @@ def add_job_routes(api: APIRouter, svc: Service) -> None:
         that state (stored as runs); without ``seq`` the run's failed and most at-risk
         allocations, ranked. The job's result is the CLI's JSON."""
         params = body.model_dump(mode="json")
-        job = svc.jobs.submit("explain", params, _explain_work(svc, body))
+        job = svc.jobs.submit("explain", params, api_worded(_explain_work(svc, body)))
         return job.view()
 
     @api.get("/jobs", response_model=JobList, summary="Jobs")
