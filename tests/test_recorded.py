@@ -218,3 +218,70 @@ def test_kswapds_reclaim_limits_the_pcp_lists(tmp_path: Path) -> None:
 
     assert abs(mean(p_k) - mean(p_obs)) < abs(mean(p_off) - mean(p_obs))
     assert mean(p_k) < 0.8 * mean(p_off)
+
+
+def _line(task: str, cpu: int, ts: float, event: str, body: str) -> str:
+    return f"{task:>16} [{cpu:03d}] .....  {ts:.6f}: {event}: {body}\n"
+
+
+def test_drain_all_after_direct_reclaim_is_an_input(tmp_path: Path) -> None:
+    """A task whose direct reclaim left its request unserved drains every cpu's pcp
+    lists (__alloc_pages_direct_reclaim -> drain_all_pages): its drains right after its
+    mm_vmscan_direct_reclaim_end are one drain_all, replayed before its retry; another
+    task's drains (trimming its own list) are not. With recorded_drains the model's pcp
+    lists are empty there, the other cpu's included."""
+    lines, ts = [], 100.0
+    gfp = "gfp_flags=GFP_HIGHUSER_MOVABLE"
+    for i in range(60):  # cpu 0 allocates and frees 60 pages: they sit on its pcp list
+        ts += 1e-5
+        lines.append(_line("a-10", 0, ts, "mm_page_alloc", f"page=0 pfn={0x1000 + i:#x} "
+                           f"order=0 migratetype=1 {gfp}"))  # fmt: skip
+    for i in range(60):
+        ts += 1e-5
+        lines.append(_line("a-10", 0, ts, "mm_page_free", f"page=0 pfn={0x1000 + i:#x} order=0"))
+    ts += 1e-5  # another task trims its own list: not a drain_all
+    lines.append(_line("c-30", 0, ts, "mm_page_pcpu_drain",
+                       "page=0 pfn=0x1000 order=0 migratetype=1"))  # fmt: skip
+    ts += 1e-5
+    lines.append(_line("c-30", 0, ts, "mm_page_alloc", f"page=0 pfn=0x2000 order=0 "
+                       f"migratetype=1 {gfp}"))  # fmt: skip
+    ts += 1e-5
+    lines.append(_line("b-20", 1, ts, "mm_vmscan_direct_reclaim_begin", f"order=0 {gfp}"))
+    ts += 1e-5
+    lines.append(_line("b-20", 1, ts, "mm_vmscan_direct_reclaim_end", "nr_reclaimed=0"))
+    for i in range(1, 60):  # drain_all_pages from cpu 1: cpu 0's list
+        ts += 1e-6
+        lines.append(_line("b-20", 1, ts, "mm_page_pcpu_drain",
+                           f"page=0 pfn={0x1000 + i:#x} order=0 migratetype=1"))  # fmt: skip
+    ts += 1e-5  # the retry
+    lines.append(_line("b-20", 1, ts, "mm_page_alloc", f"page=0 pfn=0x1005 order=0 "
+                       f"migratetype=1 {gfp}"))  # fmt: skip
+    ts += 1e-5
+    lines.append(_line("a-10", 0, ts, "mm_page_free", "page=0 pfn=0x2000 order=0"))
+    trace = tmp_path / "drain.txt"
+    trace.write_text("".join(lines))
+    db = tmp_path / "d.duckdb"
+    with Store(db) as s:
+        ingest(s, trace, name="drain")
+        tid = s.trace_id("drain")
+        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        retry = int(s.one("SELECT seq FROM events WHERE trace_id = $t AND pid = 20 AND "
+                          "op = 'alloc'", {"t": tid})[0])  # fmt: skip
+        assert recorded.recorded_drains(s, tid, 0, total) == [(retry, "drain_all", ())]
+        assert recorded.recorded_drains(s, tid, retry, total) == []  # before the range
+        base = {"model": "mobility", "pcp": True}
+        runs = {}
+        for on in (False, True):
+            toml = tmp_path / f"d{on}.toml"
+            cfg = base | {"recorded_drains": on}
+            toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
+            r = engine.run(s, "drain", load_model(str(toml)), zone_pages=4096, every=1)
+            runs[on] = {q["seq"]: q["pcp_pages"] for q in s.query(
+                "SELECT seq, pcp_pages FROM steps WHERE run_id = $r", {"r": r.run_id}
+            ).to_pylist()}  # fmt: skip
+    before = retry - 1
+    assert runs[True][before] == runs[False][before] > 50  # cpu 0's list, as the kernel's
+    # with the drain only what the retry's refill left on cpu 1's list (at most a batch);
+    # without, cpu 0's list is still there
+    assert runs[True][retry] <= 63 and runs[False][retry] >= runs[False][before]
+    assert runs[False][retry] - runs[True][retry] >= runs[True][before] - 1

@@ -177,6 +177,47 @@ def kswapd_reclaim(
     return out
 
 
+def recorded_drains(
+    store: Store, trace_id: int, lo_seq: int, hi_seq: int
+) -> list[tuple[int, str, tuple[int, ...]]]:
+    """Where the recorded kernel drained every cpu's pcp lists because direct reclaim
+    left a request unserved, as actions ``(seq, "drain_all", ())`` before the event at
+    that seq.
+
+    ``__alloc_pages_direct_reclaim`` (mm/page_alloc.c) reclaims (traced as
+    ``mm_vmscan_direct_reclaim_begin``/``_end``), retries the freelists, and when that
+    still fails and it has not drained yet, calls ``drain_all_pages(NULL)``: every
+    cpu's lists of every zone go back to the buddy, each page traced as
+    ``mm_page_pcpu_drain`` by the reclaiming task (``__drain_all_pages`` drains the
+    other cpus' lists from the calling cpu), before it retries. So a drain is this one
+    when it is the task's next traced event after its ``mm_vmscan_direct_reclaim_end``.
+    The task's other drains are of its own cpu's list (the free path trimming to
+    ``pcp->high``), which the model does itself. A drain_all that found every list
+    empty traces nothing and cannot be seen. Its seq is the next page event's."""
+    rows = (
+        store.query(
+            """WITH ev AS (
+               SELECT line, pid, 'page' AS event FROM events WHERE trace_id = $t
+               UNION ALL
+               SELECT line, pid, event FROM aux_events WHERE trace_id = $t
+                 AND event IN ('mm_page_pcpu_drain', 'mm_vmscan_direct_reclaim_end',
+                               'mm_vmscan_direct_reclaim_begin')),
+           d AS (SELECT line FROM ev
+                 QUALIFY event = 'mm_page_pcpu_drain'
+                   AND lag(event) OVER (PARTITION BY pid ORDER BY line)
+                       = 'mm_vmscan_direct_reclaim_end'),
+           e AS (SELECT line, seq FROM events WHERE trace_id = $t)
+           SELECT coalesce(e.seq, -1) AS seq FROM d ASOF LEFT JOIN e ON d.line < e.line
+           ORDER BY 1""",
+            {"t": trace_id},
+        )
+        .column("seq")
+        .to_pylist()
+    )
+    return [(int(s), "drain_all", ()) for s in rows
+            if s != AFTER_LAST and lo_seq < s < hi_seq]  # fmt: skip
+
+
 # x86-64 ptes of set_/remove_migration_pte: a migration entry holds the old pfn inverted
 # (L1TF) from bit 9 (__swp_entry: SWP_OFFSET_FIRST_BIT 9, the 5 type bits on top), of
 # which swp_offset_pfn keeps SWP_PFN_BITS = 46 - 12 = 34 (the young/dirty bits are

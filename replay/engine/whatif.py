@@ -59,6 +59,7 @@ from replay.engine.recorded import (
     kswapd_reclaim,
     migration_map,
     recorded_compactions,
+    recorded_drains,
 )
 from replay.engine.results import (
     CONTIGUITY_SCHEMA,
@@ -333,7 +334,8 @@ class _Replay:
         ``exchange`` (exchange pages), ``contig`` (a contiguous range allocation,
         argument [pages] or [pages, pfn]), ``compact_recorded`` (a step of a pass the
         recorded kernel ran), ``reclaim_active`` (argument (1,) or (0,): the recorded
-        kswapd's reclaim began or ended). Active defragmentation passes run where the
+        kswapd's reclaim began or ended), ``drain_all`` (the recorded kernel drained
+        every cpu's pcp lists). Active defragmentation passes run where the
         kernel stops for them."""
         n = ev[0].shape[0]
         bounds: list[tuple[int, int, str, Any]] = []
@@ -365,6 +367,8 @@ class _Replay:
                 self.compact_recorded(seq, arg)
             elif what == "reclaim_active":
                 z.arrays.zone_flags[ZONE_RECLAIM_ACTIVE] = arg[0]
+            elif what == "drain_all":
+                drain_all(z.arrays, z.prm, z.counters)
             elif what == "exchange":
                 self.exchange(seq)
             elif what == "contig":
@@ -1187,6 +1191,8 @@ def _run(
         actions += recorded_compactions(store, trace_id, env, lo_seq, hi_seq, total)
     if config.get("recorded_kswapd", False) and config.get("pcp", False):
         actions += kswapd_reclaim(store, trace_id, lo_seq, hi_seq)
+    if config.get("recorded_drains", False) and config.get("pcp", False):
+        actions += recorded_drains(store, trace_id, lo_seq, hi_seq)
     flags_expr, flags_params = flags_sql(config)
     rp.snapshot(-1)
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)

@@ -64,6 +64,11 @@ PARAMS: dict[str, tuple[type, str]] = {
         "the recorded kswapd's reclaim sets ZONE_RECLAIM_ACTIVE while it ran (from each "
         "mm_vmscan_kswapd_wake; the pcp lists hold at most 4 batches; default false)",
     ),
+    "recorded_drains": (
+        bool,
+        "drain every cpu's pcp lists where the recorded kernel did (drain_all_pages after "
+        "direct reclaim left a request unserved; default false)",
+    ),
     "compact_at": (list, "seqs before which to compact the whole zone once (-1: at the end)"),
     "kswapd": (str, "off | lru | targeted: kswapd high-order reclaim (default off)"),
     "kswapd_movable": (bool, "kswapd may evict movable pages too (default true)"),
@@ -136,8 +141,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # pcp lists with 6.7+ high tuning sized from the capture's pagesets, each request in
     # the zone the kernel chose, direct compaction as the GFP flags allow, and the model's
     # compaction wherever the kernel compacted (batch by batch as the kernel's pass
-    # migrated; the migrated objects followed to their new pfns), and the pcp limits of
-    # reclaim while the kernel's kswapd reclaimed.
+    # migrated; the migrated objects followed to their new pfns), the pcp limits of
+    # reclaim while the kernel's kswapd reclaimed, and the kernel's drains of every pcp list.
     "kernel": {
         "model": "mobility",
         "pcp": True,
@@ -146,6 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "compaction": "direct",
         "recorded_compaction": True,
         "recorded_kswapd": True,
+        "recorded_drains": True,
     },
 }
 
