@@ -200,6 +200,11 @@ def test_observed_outcomes_as_the_kernel_had_them(store: dict[str, Any]) -> None
     total = sum(n for n, _ in kernel.values())
     failed = sum(f for _, f in kernel.values())
     assert row["success_pct"] == round(100.0 * (total - failed) / total, 3)
+    # the report and replay compare count them the same way
+    rep = run_cli("compare", str(obs), "--db", store["db"], "-f", "json")
+    assert rep.code == 0, rep.err
+    (summary,) = rep.json()
+    assert summary["success_pct"] == round(100.0 * (total - failed) / total, 3), summary
 
 
 def test_every_line_fits_across_commands(

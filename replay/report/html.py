@@ -229,7 +229,8 @@ def _per_order(store: Store, run_ids: list[int]) -> dict[int, dict[int, dict[str
     """run -> order -> alloc steps, ok, degraded, failed (allocations of the run's trace)."""
     sql = f"""
     SELECT s.run_id, e."order" AS "order", count(*) AS allocs,
-           count(*) FILTER (s.outcome = 'ok') AS ok,
+           -- an observed run's inconsistent step is an allocation the kernel served
+           count(*) FILTER (s.outcome IN ('ok', 'inconsistent')) AS ok,
            count(*) FILTER (s.outcome = 'degraded') AS degraded,
            count(*) FILTER (s.outcome = 'failed') AS failed
     FROM steps s JOIN runs r ON r.run_id = s.run_id
