@@ -837,10 +837,24 @@ def pcp_blocks(zone: ZoneState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def live_units(ms: ModelState) -> np.ndarray:
-    """The dense ids of the objects a model state has placed in its zone."""
+    """The dense ids of the objects a model state has placed in its zone, the newest at
+    each pfn only (ascending). A freed object keeps its ``placed`` pfn: of the objects
+    placed at one pfn only the newest can still hold it (ids are in allocation order);
+    one whose pages are free now is left to the caller's free and pcp pages."""
     placed = ms.zone.objects.placed
-    start = int(ms.env.start_pfn)
-    return np.flatnonzero((placed >= start) & (placed < start + int(ms.zone.pages)))
+    start, pages = int(ms.env.start_pfn), int(ms.zone.pages)
+    cand = np.flatnonzero((placed >= start) & (placed < start + pages))
+    offs = placed[cand] - start
+    newest = np.full(pages, -1, np.int64)
+    np.maximum.at(newest, offs, cand)
+    keep = newest[offs] == cand
+    if ms.zone.prm[P_UNITS] != 0:
+        # models that move objects keep each whole unit's holder (pg_obj): an object
+        # migrated onto a pfn a newer, freed one had is its holder; a unit split by a
+        # partial free has none, and the newest rule stands
+        pg = ms.zone.arrays.pg_obj[offs]
+        keep = (pg == cand) | ((pg < 0) & keep)
+    return cand[keep]
 
 
 def fork_of_model(ms: ModelState) -> ForkState:
@@ -1040,6 +1054,7 @@ def _run(
         # trace): allocated first, by first appearance; where the kernel had them from an
         # observed start (their allocation's pfn, else their first free's: a migrated
         # object's old home, where the kernel had it).
+        pre_hi = lo_seq if _none_preexisting(store, trace_id, lo_seq) else hi_seq
         pre = store.query(
             """WITH f AS (
                    SELECT obj, max("offset" + (1::BIGINT << "order")) AS pages, min(seq) AS first,
@@ -1048,14 +1063,18 @@ def _run(
                      {elsewhere}
                    GROUP BY obj),
                a AS (SELECT obj, seq, pfn, migratetype, "order" FROM events
-                     WHERE trace_id = $t AND op = 'alloc' AND NOT coalesce(failed, false))
+                     WHERE trace_id = $t AND op = 'alloc' AND NOT coalesce(failed, false)
+                       AND obj IN (SELECT obj FROM f))
                SELECT f.obj, greatest(f.pages, coalesce(1::BIGINT << a."order", 0)) AS pages,
                       f.first, coalesce(a.migratetype, f.mt) AS mt,
                       coalesce(a.pfn, f.base_pfn) AS base_pfn
                FROM f LEFT JOIN a USING (obj)
                WHERE a.seq IS NULL OR a.seq < $lo
                ORDER BY f.first""".replace("{elsewhere}", elsewhere).replace("{src_all}", src_all),
-            {"t": trace_id, "lo": lo_seq, "hi": hi_seq, **zone_params},
+            # from the trace's first event, only objects freed with no allocation are live
+            # at the start: none when ingest counted no pre-existing object (the whole
+            # range's frees need not be grouped to find that out)
+            {"t": trace_id, "lo": lo_seq, "hi": pre_hi, **zone_params},
         )
         n_pre = pre.num_rows
         pre_pages = 0
@@ -1120,12 +1139,18 @@ def _run(
         n_pre = n_bg = 0
     tmp_dir = tempfile.TemporaryDirectory(prefix="replay-run-")
     owner_sql, owner_join, n_owners = _owners(store, trace_id, config)
-    rp = _Replay(env, config, n_obj + n_bg, Path(tmp_dir.name), n_owners)
+    # (resumed from a checkpoint, the objects' arrays are the checkpoint's)
+    rp = _Replay(env, config, n_obj + n_bg if saved is None else 1, Path(tmp_dir.name),
+                 n_owners)  # fmt: skip
     rp.obj_ids, rp.n_trace_obj = ids, n_obj
-    regions = store.query(
-        """SELECT obj, region, vpn, "order" FROM events WHERE trace_id = $t AND op = 'alloc'
+    regions = (
+        pa.table({"obj": pa.array([], pa.int64())})
+        if saved is not None
+        else store.query(
+            """SELECT obj, region, vpn, "order" FROM events WHERE trace_id = $t AND op = 'alloc'
              AND region IS NOT NULL AND vpn IS NOT NULL""",
-        {"t": trace_id},
+            {"t": trace_id},
+        )
     )
     if regions.num_rows:
         rp.set_regions(dense(regions.column("obj").to_numpy()),
@@ -1335,6 +1360,15 @@ def _run(
         for name_ in linked:
             store.con.unregister(name_)
     return result, rp, env
+
+
+def _none_preexisting(store: Store, trace_id: int, lo_seq: int) -> bool:
+    """A run from the trace's first event whose trace has no pre-existing object (freed
+    with no allocation in it, as ingest counted them): no object is live at its start."""
+    if lo_seq != 0:
+        return False
+    row = store.one("SELECT preexisting FROM traces WHERE trace_id = $t", {"t": trace_id})
+    return row is not None and row[0] == 0
 
 
 def _checkpoint(rp: _Replay, tmp: Path, lo_seq: int, seq: int, done: int,
