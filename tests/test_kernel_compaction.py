@@ -272,7 +272,7 @@ def test_cli_formats(capture_db: Path, result: dict[str, Any]) -> None:
     assert [r["metric"] for r in table] == ROWS
     assert table[6]["kernel"] == "126462"
     code, out, _ = _cli("compare-kernel-compaction", TRACE, "--db", capture_db)
-    assert code == 0 and "pages migrated" in out and "126462" in out
+    assert code == 0 and "pages migrated" in out and "126,462" in out  # numbers for people
     code, out, _ = _cli("compare-kernel-compaction", "--help")
     assert code == 0 and "Example: replay compare-kernel-compaction" in " ".join(out.split())
 

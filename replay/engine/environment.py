@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from replay.errors import UsageError
+from replay.limits import check_zone_fits
 from replay.models.config import RunConfig
 from replay.models.internal import (
     MAX_PAGE_ORDER,
@@ -133,6 +134,11 @@ def zone_watermarks(
     return w.min, w.low, w.high
 
 
+# bytes a model keeps per page of its zone: buddy order (1), the list links (2 x 4), the
+# unit's object (4), and the starting state's per-page arrays while it is set up
+MODEL_BYTES_PER_PAGE = 24
+
+
 def zone_environment(
     store: Store, trace_id: int, config: RunConfig, zone_pages: int | None
 ) -> Environment:
@@ -149,6 +155,13 @@ def zone_environment(
                 "the trace has no zone (no zoneinfo snapshot and no pfns): pass --zone-pages N"
             )
         start, pages = int(row[0] or 0), int(row[1])
+    # a model keeps about MODEL_BYTES_PER_PAGE bytes per page of its zone: refuse a zone
+    # that cannot fit before allocating any of it
+    check_zone_fits(
+        pages, MODEL_BYTES_PER_PAGE, f"the run's zone (pfn {start} to {start + pages})",
+        "pass --zone-pages N for a smaller zone, or record the trace with replay record "
+        "(its zoneinfo snapshots give the zone the kernel had)",
+    )  # fmt: skip
     snap = snapshot_zone(store, trace_id, start, pages) if zone_pages is None else None
     max_cpu = store.one("SELECT max(cpu) FROM events WHERE trace_id = $t", {"t": trace_id})
     ncpus = config.get("ncpus") or max(1, int(max_cpu[0] or 0) + 1 if max_cpu else 1)

@@ -42,6 +42,7 @@ import numpy as np
 
 from replay.analysis.metrics import percent
 from replay.errors import UsageError
+from replay.limits import check_zone_fits
 from replay.models.internal import PAGEBLOCK_ORDER
 from replay.store import Store
 from replay.trace.record import MARKERS
@@ -57,6 +58,7 @@ KPF_BUDDY = 10
 BEFORE_BEGIN, BEFORE_END, AFTER_BEGIN, _ = MARKERS
 
 K_ALLOC, K_FREE, K_ZONE_LOCKED, K_DRAIN, K_ISOLATE_FREE = range(5)
+OBSERVED_BYTES_PER_PAGE = 8  # blk_order, pcp, the free mask, flags, the fork's copies
 K_FAILED = 5  # an allocation the kernel failed (no pfn): changes nothing
 K_FAST_ISOLATE = 6  # mm_compaction_fast_isolate_freepages: one free block taken, pfn unknown
 K_MIGRATE_NEW = 7  # remove_migration_pte: a migrated page's new pfn (a migration target)
@@ -789,6 +791,11 @@ def initial_state(
     base = min(int(z["start_pfn"]) for z in zones)
     end = max(int(z["start_pfn"]) + int(z["spanned"]) for z in zones)
     n = end - base
+    # the rebuild keeps a few bytes per page of the zones' span (block orders, pcp
+    # marks, the snapshot's free mask): refuse a span that cannot fit before allocating
+    check_zone_fits(n, OBSERVED_BYTES_PER_PAGE, f"the zones' span (pfn {base} to {end})",
+                    "the observed rebuild needs the trace's zones from its snapshots "
+                    "(replay record saves them)")  # fmt: skip
     blk_order = np.full(n, -1, np.int8)
     zlo = np.array([int(z["start_pfn"]) for z in zones], np.int64)
     zhi = np.array([int(z["start_pfn"]) + int(z["spanned"]) for z in zones], np.int64)

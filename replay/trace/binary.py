@@ -10,7 +10,7 @@ whole block, one event type at a time, and evaluates the print format over
 those columns (:mod:`replay.trace.tpformat`) to get exactly the values
 ``trace-cmd report`` and ``perf script`` print: the pfn (``REC->pfn != -1UL ?
 REC->pfn : 0``), a null page, the gfp flag names. The result is the same
-per-line arrays the ftrace text scanner produces (:class:`_Scanned`), so
+per-line arrays the ftrace text scanner produces (:class:`Scanned`), so
 pairing, aux rows, counts and lost-event accounting are the text ingester's
 own code: the event table of a binary recording is the one of its text
 rendering. Nothing here knows a kernel version.
@@ -35,7 +35,7 @@ import pyarrow as pa
 from replay.errors import BadInputError
 from replay.trace import _kernels as K
 from replay.trace._binary_kernels import read_field
-from replay.trace.ftrace import FtraceParser, IngestStats, _Scanned
+from replay.trace.ftrace import FtraceParser, IngestStats, Scanned
 from replay.trace.reader import ahead
 from replay.trace.tpformat import EventFormat, ExprError
 
@@ -331,7 +331,7 @@ class BinaryDecoder:
             " ".join(f"{nm}={c[i]}" for nm, c in zip(names, cols, strict=True)) for i in range(m)
         ]
 
-    def decode(self, blk: RecordBlock) -> _Scanned:
+    def decode(self, blk: RecordBlock) -> Scanned:
         """The block as per-line arrays (records, and a line before each lost-events mark)."""
         n = int(blk.off.shape[0])
         buf = blk.buf
@@ -351,7 +351,7 @@ class BinaryDecoder:
         rows = np.arange(n, dtype=np.int64) + np.searchsorted(mark_at, np.arange(n), side="right")
         nrows = n + nmarks
         text = _Text()
-        sc = _Scanned(
+        sc = Scanned(
             chunk=b"",
             buf=np.zeros(0, np.uint8),
             starts=np.zeros(nrows, np.int64),
@@ -445,7 +445,7 @@ class BinaryDecoder:
 
     def _kmem_fields(
         self,
-        sc: _Scanned,
+        sc: Scanned,
         r: np.ndarray,
         ev: _Event,
         col: Callable[[str], np.ndarray],
@@ -520,7 +520,7 @@ class BinaryParser(FtraceParser):
         #: the recorded kernel's release, when the container says (uname, osrelease)
         self.kernel: str | None = None
 
-    def _scans(self) -> Iterator[_Scanned]:
+    def _scans(self) -> Iterator[Scanned]:
         for blk in self.source.blocks():
             yield self.decoder.decode(blk)
 

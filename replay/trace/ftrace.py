@@ -16,7 +16,6 @@ before its mm_page_free) or not (4.15+, traced after it).
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.errors import BadInputError
+from replay.limits import default_max_state_bytes
 from replay.trace import _kernels as K
 from replay.trace.dictenc import SpanDictionary
 from replay.trace.reader import DEFAULT_CHUNK_BYTES, ahead, iter_chunks
@@ -129,16 +129,6 @@ class IngestStats:
             "format": self.format_description(),
             "ts_backwards": self.ts_backwards,
         }
-
-
-def default_max_state_bytes() -> int:
-    """The most bytes the pairing page map may take by default: a quarter of the
-    machine's physical memory (bytes)."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        total = 16 << 30
-    return max(64 << 20, total // 4)
 
 
 BLOCK_BYTES = K.PAGE_BLOCK * 8  # one page-map row: an int64 per page of a 1024-page block
@@ -332,7 +322,7 @@ def _opt(values: np.ndarray, present: np.ndarray, typ: pa.DataType) -> pa.Array:
 
 
 @dataclass
-class _Scanned:
+class Scanned:
     """One chunk's lines parsed by K.parse_lines (byte spans into ``buf``)."""
 
     chunk: bytes
@@ -362,7 +352,7 @@ class _Scanned:
     n_untyped: np.ndarray
 
 
-def _scan_chunk(chunk: bytes) -> _Scanned:
+def _scan_chunk(chunk: bytes) -> Scanned:
     """Split a chunk into lines and parse each line's header and kmem fields."""
     buf = np.frombuffer(chunk, dtype=np.uint8)
     # numpy's SIMD compare and nonzero find the newlines faster than a byte loop
@@ -375,7 +365,7 @@ def _scan_chunk(chunk: bytes) -> _Scanned:
         starts[0] = 0
         starts[1:] = ends[:-1] + 1
     n = ends.shape[0]
-    sc = _Scanned(
+    sc = Scanned(
         chunk=chunk,
         buf=buf,
         starts=starts,
@@ -411,7 +401,7 @@ def _scan_chunk(chunk: bytes) -> _Scanned:
     return sc
 
 
-def _scan_chunks(chunks: Iterator[bytes]) -> Iterator[_Scanned]:
+def scan_chunks(chunks: Iterator[bytes]) -> Iterator[Scanned]:
     try:
         for chunk in chunks:
             yield _scan_chunk(chunk)
@@ -496,7 +486,7 @@ class FtraceParser:
         chunks = iter_chunks(self.path, self.chunk_bytes, on_raw=self.on_raw)
         # Line parsing (numba, GIL released) runs a chunk ahead in its own
         # thread, pairing and Arrow output in this one.
-        for scanned in ahead(_scan_chunks(chunks)):
+        for scanned in ahead(scan_chunks(chunks)):
             saw_any = True
             ev_cols, aux = self._chunk(scanned, line_base, pending)
             line_base += int(ev_cols.pop("_nlines"))  # type: ignore[arg-type]
@@ -544,7 +534,7 @@ class FtraceParser:
         return pa.RecordBatch.from_arrays(arrays, schema=EVENT_SCHEMA)
 
     def _chunk(
-        self, sc: _Scanned, line_base: int, pending: dict[str, object] | None
+        self, sc: Scanned, line_base: int, pending: dict[str, object] | None
     ) -> tuple[dict[str, object], pa.RecordBatch | None]:
         st = self.stats
         chunk, buf, starts, ends, n = sc.chunk, sc.buf, sc.starts, sc.ends, sc.n

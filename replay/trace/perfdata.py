@@ -256,9 +256,9 @@ class PerfData:
         what = "tracing-data feature section"
         if off + size > self.raw.shape[0]:
             raise BadInputError(f"{what}, byte offset {off}: truncated", file=self.name)
-        from replay.trace.tracedat import MAGIC, _Reader
+        from replay.trace.tracedat import MAGIC, Reader
 
-        r = _Reader(memoryview(self._map)[off : off + size], self.name, False, base=off, what=what)
+        r = Reader(memoryview(self._map)[off : off + size], self.name, False, base=off, what=what)
         if r.bytes(10) != MAGIC:
             raise r.fail("no tracing-data magic", 0)
         r.cstr()  # version, "0.6"

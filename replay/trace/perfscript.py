@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from replay.trace.ftrace import FtraceParser, IngestStats, _scan_chunks
+from replay.trace.ftrace import FtraceParser, IngestStats, scan_chunks
 from replay.trace.reader import ahead, iter_chunks
 
 _HEAD = (
@@ -70,7 +70,7 @@ class PerfScriptParser(FtraceParser):
         )
         line_base = 0
         pending: dict[str, object] | None = None
-        for scanned in ahead(_scan_chunks(chunks)):
+        for scanned in ahead(scan_chunks(chunks)):
             ev_cols, aux = self._chunk(scanned, line_base, pending)
             line_base += int(ev_cols.pop("_nlines"))  # type: ignore[arg-type]
             if pending is not None:

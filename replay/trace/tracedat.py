@@ -84,7 +84,7 @@ class Buffer:
     compressed: bool = False
 
 
-class _Reader:
+class Reader:
     """Bounds-checked reads of a byte view, errors naming the file, section and offset."""
 
     def __init__(
@@ -159,7 +159,7 @@ class TraceDat:
 
     # -- header ------------------------------------------------------------
     def _parse(self) -> None:
-        r = _Reader(self.view, self.name, False, what="file header")
+        r = Reader(self.view, self.name, False, what="file header")
         head = r.bytes(10)
         if head != MAGIC:
             raise BadInputError(
@@ -215,9 +215,9 @@ class TraceDat:
             )
         return out
 
-    def _section(self, offset: int, expect: int | None, what: str) -> _Reader:
+    def _section(self, offset: int, expect: int | None, what: str) -> Reader:
         """A v7 section at ``offset``: its (decompressed) content."""
-        r = _Reader(self.view, self.name, self.big, what=f"{what} section")
+        r = Reader(self.view, self.name, self.big, what=f"{what} section")
         if offset >= len(self.view):
             raise r.fail(
                 f"section offset {offset} is past the end of the file ({len(self.view)} bytes)",
@@ -238,14 +238,14 @@ class TraceDat:
             data = self._decompress(
                 bytes(self.view[r.pos : r.pos + csize]), usize, f"{what} section", start
             )
-            return _Reader(
+            return Reader(
                 data,
                 self.name,
                 self.big,
                 what=f"{what} section at byte offset {offset} (decompressed)",
             )
         r.need(size)
-        return _Reader(
+        return Reader(
             self.view[start : start + size], self.name, self.big, base=start, what=f"{what} section"
         )
 
@@ -260,7 +260,7 @@ class TraceDat:
             while True:
                 oid = r.uint(2)
                 osize = r.uint(4)
-                body = _Reader(r.bytes(osize), self.name, self.big, what=r.what)
+                body = Reader(r.bytes(osize), self.name, self.big, what=r.what)
                 if oid == OPT_DONE:
                     offset = body.uint(8) if osize >= 8 else 0
                     break
@@ -291,7 +291,7 @@ class TraceDat:
 
     def _section_header(self, buf: Buffer, path: str) -> int:
         off = getattr(buf, "section_offset", 0)
-        r = _Reader(self.view, path, self.big, what=f"buffer {buf.name!r} flyrecord section")
+        r = Reader(self.view, path, self.big, what=f"buffer {buf.name!r} flyrecord section")
         r.pos = off
         sid = r.uint(2)
         flags = r.uint(2)
@@ -299,7 +299,7 @@ class TraceDat:
             raise r.fail(f"section id {sid}, expected 3 (BUFFER FLYRECORD)", off)
         return flags
 
-    def _buffer_v7(self, r: _Reader) -> Buffer:
+    def _buffer_v7(self, r: Reader) -> Buffer:
         section = r.uint(8)
         buf = Buffer(r.cstr())
         buf.clock = r.cstr()
@@ -310,7 +310,7 @@ class TraceDat:
         buf.section_offset = section  # type: ignore[attr-defined]
         return buf
 
-    def _option(self, oid: int, r: _Reader) -> None:
+    def _option(self, oid: int, r: Reader) -> None:
         text = bytes(r.data).split(b"\0")[0].decode("utf-8", "replace")
         if oid == OPT_UNAME:
             self.options["uname"] = text
@@ -325,7 +325,7 @@ class TraceDat:
         elif oid == OPT_CPUSTAT:
             self.options.setdefault("cpustat", []).append(text)  # type: ignore[union-attr]
 
-    def _header_info(self, r: _Reader) -> None:
+    def _header_info(self, r: Reader) -> None:
         if r.bytes(12) != b"header_page\0":
             raise r.fail("expected 'header_page'", r.pos - 12)
         text = r.bytes(r.uint(8)).decode("utf-8", "replace")
@@ -334,13 +334,13 @@ class TraceDat:
             raise r.fail("expected 'header_event'", r.pos - 13)
         r.bytes(r.uint(8))
 
-    def _ftrace_formats(self, r: _Reader) -> None:
+    def _ftrace_formats(self, r: Reader) -> None:
         for _ in range(r.uint(4)):
             text = r.bytes(r.uint(8)).decode("utf-8", "replace")
             fmt = parse_format(text, "ftrace", f"{self.name}: ftrace format")
             self.formats[fmt.id] = fmt
 
-    def _event_formats(self, r: _Reader) -> None:
+    def _event_formats(self, r: Reader) -> None:
         for _ in range(r.uint(4)):
             system = r.cstr()
             for _ in range(r.uint(4)):
@@ -360,7 +360,7 @@ class TraceDat:
             self._pid_comm[pid] = len(self.comm_names)
             self.comm_names.append(comm)
 
-    def _parse_v6(self, r: _Reader) -> None:
+    def _parse_v6(self, r: Reader) -> None:
         r.what = "header info"
         self._header_info(r)
         r.what = "ftrace formats"
@@ -384,7 +384,7 @@ class TraceDat:
                 if oid == 0:
                     break
                 osize = r.uint(4)
-                body = _Reader(r.bytes(osize), self.name, self.big, what="options")
+                body = Reader(r.bytes(osize), self.name, self.big, what="options")
                 if oid == OPT_BUFFER:
                     off = body.uint(8)
                     instances.append((body.cstr(), off))
@@ -397,7 +397,7 @@ class TraceDat:
             raise r.fail(f"expected 'flyrecord', got {kind!r}", r.pos - 10)
         self.buffers.append(self._cpus_v6("", r))
         for name, off in instances:
-            rr = _Reader(self.view, self.name, self.big, what=f"buffer {name!r}")
+            rr = Reader(self.view, self.name, self.big, what=f"buffer {name!r}")
             rr.pos = off
             k = rr.bytes(10)
             if k == b"options  \0":
@@ -408,7 +408,7 @@ class TraceDat:
                 raise rr.fail(f"expected 'flyrecord', got {k!r}", off)
             self.buffers.append(self._cpus_v6(name, rr))
 
-    def _cpus_v6(self, name: str, r: _Reader) -> Buffer:
+    def _cpus_v6(self, name: str, r: Reader) -> Buffer:
         buf = Buffer(name, self.options.get("trace_clock", "local"), self.page_size)  # type: ignore[arg-type]
         for cpu in range(self.cpu_count):
             off, size = r.uint(8), r.uint(8)
@@ -473,7 +473,7 @@ class TraceDat:
                 e = min(s + step, cpu.offset + cpu.size)
                 yield self.raw[s:e], s
             return
-        r = _Reader(self.view, self.name, self.big, what=what)
+        r = Reader(self.view, self.name, self.big, what=what)
         r.pos = cpu.offset
         count = r.uint(4)
         parts: list[bytes] = []
