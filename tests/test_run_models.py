@@ -1168,3 +1168,24 @@ def test_scale_factor_alone_keeps_the_snapshot_min(tmp_path: Path, cap: Path) ->
         cli_run(cap, "compact", "--model", spec, "--every", "100000")["run_id"],
     )
     assert (r["wmark_min"], r["wmark_low"], r["wmark_high"]) == (9706, 20191, 30676)
+
+
+def test_a_model_warns_when_the_trace_lacks_what_it_needs(tmp_path: Path) -> None:
+    """Exchange pages works on regions; ftrace's kmem events carry none, so on a real
+    capture mobility+exchange says so (stderr, and the result's warnings) instead of
+    silently exchanging nothing; a trace with regions gets no warning."""
+    from conftest import run_cli
+
+    db = tmp_path / "w.duckdb"
+    traces = Path(__file__).resolve().parent.parent / "traces"
+    assert run_cli("ingest", traces / "small-calm-6.18", "--name", "calm", "--db", db,
+                   "-q").code == 0  # fmt: skip
+    r = run_cli("run", "calm", "-m", "mobility+exchange", "--db", db, "-q", "-f", "json")
+    assert r.code == 0, r.err
+    assert "warning: exchange_at: the trace has no regions" in r.err
+    assert r.json()["warnings"] and r.json()["exchanged"] == 0
+    assert run_cli("generate", "vma", "--zone-pages", "16384", "--db", db, "-q").code == 0
+    r = run_cli("run", "vma", "-m", "mobility+exchange", "--db", db, "-q", "-f", "json")
+    assert r.code == 0, r.err
+    assert "warning" not in r.err and r.json()["warnings"] == []
+    assert r.json()["exchanged"] > 0

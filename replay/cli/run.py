@@ -135,6 +135,8 @@ def run(
             pageblock_every=pageblock_every, fill_from_snapshot=fill_from_snapshot, start=start,
             at=at, until=until, progress=progress, checkpoint_every=checkpoint_every,
         )  # fmt: skip
+    for w in result.warnings:  # what the model needed that the trace lacks
+        typer.echo(f"warning: {w}", err=True)
     _emit_summary(result.summary(), fmt)
 
 

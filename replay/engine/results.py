@@ -7,7 +7,7 @@ Shared by the what-if driver (``replay.engine.whatif``) and observed replay
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,8 @@ class RunResult:
     start_seq: int = 0  # the first seq replayed (a fork's --at)
     end_seq: int = -1  # the last seq replayed
     preset: str | None = None  # the preset the configuration came from (runs.config)
+    # what the model needed that the trace lacks (the run went on without it)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)

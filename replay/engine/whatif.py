@@ -1152,6 +1152,15 @@ def _run(
             {"t": trace_id},
         )
     )
+    # exchange pages works on regions (a file's or a mapping's pages by their offset):
+    # ftrace's kmem events carry none, so on such a trace it has nothing to exchange
+    warnings: list[str] = []
+    if config.get("exchange_at") and saved is None and not regions.num_rows:
+        warnings.append(
+            "exchange_at: the trace has no regions (its allocations carry no region and "
+            "virtual page number; ftrace kmem events never do), so exchange pages had "
+            "nothing to exchange and the contiguity table is empty"
+        )
     if regions.num_rows:
         rp.set_regions(dense(regions.column("obj").to_numpy()),
                        regions.column("region").to_numpy(), regions.column("vpn").to_numpy(),
@@ -1350,7 +1359,7 @@ def _run(
                 if spool.rows:
                     store.append_parquet(table, spool.path, run_id, key="run_id")
             result = _record_run(store, run_id, trace_id, config, env, rp, started, t_start,
-                                 n_events, n_pre, background, every, pbe, start,
+                                 warnings, n_events, n_pre, background, every, pbe, start,
                                  (lo_seq, last_seq),
                                  from_state.run_id if from_state is not None else None)  # fmt: skip
     finally:
@@ -1389,8 +1398,9 @@ def _checkpoint(rp: _Replay, tmp: Path, lo_seq: int, seq: int, done: int,
 
 def _record_run(
     store: Store, run_id: int, trace_id: int, config: RunConfig, env: Environment, rp: _Replay,
-    started: datetime, t_start: float, n_events: int, n_pre: int, background: int, every: int,
-    pbe: int, start: str, seqs: tuple[int, int], forked_from: int | None = None,
+    started: datetime, t_start: float, warnings: list[str], n_events: int, n_pre: int,
+    background: int, every: int, pbe: int, start: str, seqs: tuple[int, int],
+    forked_from: int | None = None,
 ) -> RunResult:  # fmt: skip
     z = rp.zone
     c, s = z.counters, rp.stats
@@ -1416,7 +1426,7 @@ def _record_run(
         - int(c[C_POOL_PAGES]),
         pool_fallbacks=int(s[S_POOL_FALLBACKS]),
         served_kernel_failures=int(s[S_SERVED_KERNEL_FAILED]),
-        start_seq=seqs[0], end_seq=seqs[1], preset=config.preset,
+        start_seq=seqs[0], end_seq=seqs[1], preset=config.preset, warnings=warnings,
     )  # fmt: skip
     values = {
         **{k: v for k, v in result.summary().items() if k in RUNS_COLUMNS},
