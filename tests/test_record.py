@@ -376,3 +376,36 @@ def test_interrupted_recording_cleans_up(tmp_path: Path, sig: signal.Signals) ->
     if db.exists():
         with Store(db, read_only=True) as store:
             assert store.one("SELECT count(*) FROM traces") == (0,)
+
+
+@needs_tracefs
+def test_page_cache_capture_has_regions_exchange_works_on(tmp_path: Path) -> None:
+    """replay record enables the page-cache events; a capture of dd writing a file gives
+    the file's folios a region (the file) and vpn (their index), and exchange pages on
+    it has something to exchange (issue 19 item 16)."""
+    db = tmp_path / "pc.duckdb"
+    done = run_record("--name", "pc", "--out", tmp_path / "cap", "--db", db, "-q",
+                      "--format", "json", "--", "dd", "if=/dev/zero",
+                      f"of={tmp_path / 'file'}", "bs=1M", "count=24")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    meta = json.loads((tmp_path / "cap" / "record.json").read_text())
+    assert "filemap:mm_filemap_add_to_page_cache" in meta["events_enabled"]
+    with Store(db) as s:
+        n, regions, pages = s.one(
+            """SELECT count(*), count(DISTINCT region), sum(1::BIGINT << "order")
+               FROM events WHERE op = 'alloc' AND region IS NOT NULL"""
+        )
+        # dd's 24 MiB file: about 6,144 pages in one region (and other files' pages)
+        assert regions >= 1 and pages >= 5000, (n, regions, pages)
+        top = s.one(
+            """SELECT sum(1::BIGINT << "order"), max(vpn + (1::BIGINT << "order")) - min(vpn)
+               FROM events WHERE op = 'alloc' AND region = (
+                 SELECT region FROM events WHERE region IS NOT NULL GROUP BY region
+                 ORDER BY sum(1::BIGINT << "order") DESC LIMIT 1)"""
+        )
+        # the file's pages (folios of any order), their indices within its 6,144 pages
+        assert top[0] >= 5000 and top[1] <= 6144, top
+    r = run_cli("run", "pc", "-m", "mobility+exchange", "--zone-pages", "262144", "--db", db,
+                "-q", "-f", "json")  # fmt: skip
+    assert r.code == 0, r.err
+    assert "warning" not in r.err and r.json()["exchanged"] > 0, r.json()

@@ -790,13 +790,18 @@ class FtraceParser:
         # type: a MAP cost DuckDB three times as much to store). Events whose
         # fields all have typed columns (pcp drains) get NULL.
         args = _json_args(buf, offsets, ks, ke, vs, ve, counts == 0)
-        # Free text (tracing_mark_write markers, events without key=value).
+        # Free text (tracing_mark_write markers, events without key=value), and the whole
+        # payload of the page-cache events: their file is "dev MAJ:MIN ino HEX", no
+        # key=value (include/trace/events/filemap.h), read back by page_cache_regions.
         free_text = (counts == 0) & ~kmem
+        names = event.dictionary.to_pylist()
+        filemap = [k for k, name in enumerate(names) if name.startswith("mm_filemap_")]
+        if filemap:
+            free_text |= np.isin(event.indices.to_numpy(), filemap)
         text = pa.nulls(n, pa.string())
         if free_text.any():
             text = pc.if_else(pa.array(free_text), _strings(buf, pay_s[ai], pay_e[ai]), text)
         self.stats.aux_events += n
-        names = event.dictionary.to_pylist()
         for k, c in enumerate(np.bincount(event.indices.to_numpy(), minlength=len(names))):
             if c:
                 self.stats.aux_by_event[names[k]] += int(c)

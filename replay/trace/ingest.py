@@ -181,6 +181,44 @@ def _zone_from_pfns(pfn_min: int | None, pfn_max: int | None) -> tuple[int | Non
     return start, end - start
 
 
+# mm_filemap_add_to_page_cache's payload: "dev %d:%d ino %lx pfn=0x%lx ofs=%lu order=%u"
+# (include/trace/events/filemap.h; ofs is the byte offset, index << PAGE_SHIFT)
+_FILEMAP_FILE_RE = r"dev (\d+:\d+) ino ([0-9a-f]+)"
+
+
+def page_cache_regions(store: Store, trace_id: int) -> int:
+    """Give the trace's page-cache folios regions: each file (device and inode) is a
+    region and a folio's page index in it its vpn (``ofs >> 12``), set on the allocation
+    the folio came from (the latest ``mm_page_alloc`` at its pfn before its
+    ``mm_filemap_add_to_page_cache``). Exchange pages and the contiguity table then work
+    on real page-cache traces. Returns the allocations given a region."""
+    store.run(
+        f"""UPDATE events SET region = r.region, vpn = r.vpn
+            FROM (
+              WITH a0 AS (
+                SELECT line, TRY_CAST(args->>'pfn' AS BIGINT) AS pfn_v,
+                       TRY_CAST(args->>'ofs' AS BIGINT) AS ofs,
+                       regexp_extract(text, '{_FILEMAP_FILE_RE}', 1) || ' ' ||
+                         regexp_extract(text, '{_FILEMAP_FILE_RE}', 2) AS file
+                FROM aux_events WHERE trace_id = $t
+                  AND event = 'mm_filemap_add_to_page_cache' AND text IS NOT NULL),
+              a AS (SELECT * FROM a0
+                    WHERE file <> ' ' AND ofs IS NOT NULL AND pfn_v IS NOT NULL),
+              al AS (SELECT seq, line, pfn FROM events WHERE trace_id = $t AND op = 'alloc'
+                       AND pfn IS NOT NULL)
+              SELECT al.seq, dense_rank() OVER (ORDER BY a.file) - 1 AS region,
+                     a.ofs >> 12 AS vpn
+              FROM a ASOF JOIN al ON a.pfn_v = al.pfn AND a.line > al.line
+              QUALIFY row_number() OVER (PARTITION BY al.seq ORDER BY a.line DESC) = 1
+            ) r
+            WHERE events.trace_id = $t AND events.seq = r.seq""",
+        {"t": trace_id},
+    )
+    row = store.one("SELECT count(*) FROM events WHERE trace_id = $t AND region IS NOT NULL",
+                    {"t": trace_id})  # fmt: skip
+    return int(row[0]) if row else 0
+
+
 def ingest(
     store: Store,
     path: Path | str,
@@ -281,6 +319,7 @@ def _ingest_text(
     parser = recordings.open_parser(kind, text_path, on_raw=progress.advance_to, **parser_opts)
     kernel = kernel or getattr(parser, "kernel", None)
     _stream_into_store(store, trace_id, parser)
+    page_cache_regions(store, trace_id)
     st = parser.stats
     if folder is not None:
         check_same_machine(store, trace_id, folder, text_path, snaps, st.pfn_min, st.pfn_max)

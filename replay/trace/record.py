@@ -113,6 +113,8 @@ DEFAULT_EVENTS: tuple[str, ...] = (
     "vmscan:mm_vmscan_wakeup_kswapd",
     "vmscan:mm_vmscan_direct_reclaim_begin",
     "vmscan:mm_vmscan_direct_reclaim_end",
+    "filemap:mm_filemap_add_to_page_cache",
+    "filemap:mm_filemap_delete_from_page_cache",
 )
 
 #: The vm sysctls a model of this kernel needs, saved as ``<when>.sysctl``
