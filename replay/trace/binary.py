@@ -526,26 +526,9 @@ class BinaryParser(FtraceParser):
 
     def batches(self) -> Iterator[tuple[pa.RecordBatch | None, pa.RecordBatch | None]]:
         """Yield (events, aux) batches, as FtraceParser.batches does for text."""
-        line_base = 0
-        pending: dict[str, object] | None = None
         # Decoding runs a block ahead in its own thread (numba and zstd release the GIL).
-        for scanned in ahead(self._scans()):
-            ev_cols, aux = self._chunk(scanned, line_base, pending)
-            line_base += int(ev_cols.pop("_nlines"))  # type: ignore[arg-type]
-            if pending is not None:
-                yield self._event_batch(pending), None
-            pending = ev_cols
-            if aux is not None:
-                yield None, aux
-        if pending is not None:
-            yield self._event_batch(pending), None
+        yield from self.scanned_batches(ahead(self._scans()))
         if self.stats.event_lines == 0:
             raise BadInputError("no trace events found in the recording", file=self.name)
-        check = getattr(self, "_check_bad_fraction", None)
-        if check is not None:
-            check()
         self.stats.recording = self.source.meta()
-        c = self._state.counters
-        c[K.C_BATCHED_ORPHANS] += K.count_pending(self._state.pool, self._state.nblocks)
-        self.stats.counters = {name: int(c[i]) for i, name in enumerate(K.COUNTER_NAMES)}
-        self.stats.counters.pop("objects")
+        self.finish()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -480,13 +480,26 @@ class FtraceParser:
     # -- main loop ----------------------------------------------------------
     def batches(self) -> Iterator[tuple[pa.RecordBatch | None, pa.RecordBatch | None]]:
         """Yield (events, aux) batches; either may be None for a chunk."""
-        line_base = 0
-        pending: dict[str, object] | None = None
-        saw_any = False
         chunks = iter_chunks(self.path, self.chunk_bytes, on_raw=self.on_raw)
         # Line parsing (numba, GIL released) runs a chunk ahead in its own
         # thread, pairing and Arrow output in this one.
-        for scanned in ahead(scan_chunks(chunks)):
+        saw_any = yield from self.scanned_batches(ahead(scan_chunks(chunks)))
+        if not saw_any or self.stats.event_lines == 0:
+            raise BadInputError(
+                "no trace events found (empty file, or not ftrace text)", file=self.name
+            )
+        self.finish()
+
+    def scanned_batches(
+        self, scans: Iterable[Scanned]
+    ) -> Generator[tuple[pa.RecordBatch | None, pa.RecordBatch | None], None, bool]:
+        """Pair and convert scanned chunks (from text, or decoded from a binary recording)
+        into (events, aux) batches; an event batch waits for the next chunk (its frees
+        may pair with it). Returns whether there was any chunk."""
+        line_base = 0
+        pending: dict[str, object] | None = None
+        saw_any = False
+        for scanned in scans:
             saw_any = True
             ev_cols, aux = self._chunk(scanned, line_base, pending)
             line_base += int(ev_cols.pop("_nlines"))  # type: ignore[arg-type]
@@ -497,10 +510,11 @@ class FtraceParser:
                 yield None, aux
         if pending is not None:
             yield self._event_batch(pending), None
-        if not saw_any or self.stats.event_lines == 0:
-            raise BadInputError(
-                "no trace events found (empty file, or not ftrace text)", file=self.name
-            )
+        return saw_any
+
+    def finish(self) -> None:
+        """After the last batch: refuse past --max-bad-fraction, then the counters
+        (batched frees never matched counted as orphans)."""
         self._check_bad_fraction()
         c = self._state.counters
         c[K.C_BATCHED_ORPHANS] += K.count_pending(self._state.pool, self._state.nblocks)

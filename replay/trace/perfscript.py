@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from replay.errors import BadInputError
 from replay.trace.ftrace import FtraceParser, IngestStats, scan_chunks
 from replay.trace.reader import ahead, iter_chunks
 
@@ -68,30 +69,7 @@ class PerfScriptParser(FtraceParser):
         chunks = (
             to_ftrace(c) for c in iter_chunks(self.path, self.chunk_bytes, on_raw=self.on_raw)
         )
-        line_base = 0
-        pending: dict[str, object] | None = None
-        for scanned in ahead(scan_chunks(chunks)):
-            ev_cols, aux = self._chunk(scanned, line_base, pending)
-            line_base += int(ev_cols.pop("_nlines"))  # type: ignore[arg-type]
-            if pending is not None:
-                yield self._event_batch(pending), None
-            pending = ev_cols
-            if aux is not None:
-                yield None, aux
-        if pending is not None:
-            yield self._event_batch(pending), None
-        self._finish()
-
-    def _finish(self) -> None:
-        from replay.errors import BadInputError
-        from replay.trace import _kernels as K
-
+        yield from self.scanned_batches(ahead(scan_chunks(chunks)))
         if self.stats.event_lines == 0:
             raise BadInputError("no perf script samples found", file=self.name)
-        check = getattr(self, "_check_bad_fraction", None)
-        if check is not None:
-            check()
-        c = self._state.counters
-        c[K.C_BATCHED_ORPHANS] += K.count_pending(self._state.pool, self._state.nblocks)
-        self.stats.counters = {name: int(c[i]) for i, name in enumerate(K.COUNTER_NAMES)}
-        self.stats.counters.pop("objects")
+        self.finish()
