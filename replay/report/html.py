@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from importlib import resources
@@ -648,14 +649,12 @@ def failures_table(
             ranked = rank(store, run_id, top=per_run)
         except BadInputError:  # no allocation steps
             continue
-        for q in ranked:
-            if q["outcome"] != "failed":
-                break
-            rows.append([label, *(q[c] for c in FAILURE_COLUMNS[1:])])
-            run_ids.append(run_id)
-        if maps and run_ids and run_ids[-1] == run_id and len(mapped) < MAX_FAILURE_MAPS:
-            first = next(r for r, i in zip(rows, run_ids, strict=True) if i == run_id)
-            mapped.append(failure_map(store, run_id, label, int(first[1]), int(first[2])))
+        failed = list(itertools.takewhile(lambda q: q["outcome"] == "failed", ranked))
+        rows += [[label, *(q[c] for c in FAILURE_COLUMNS[1:])] for q in failed]
+        run_ids += [run_id] * len(failed)
+        if maps and failed and len(mapped) < MAX_FAILURE_MAPS:
+            first = failed[0]
+            mapped.append(failure_map(store, run_id, label, int(first["seq"]), int(first["order"])))
     return {"columns": list(FAILURE_COLUMNS), "rows": rows, "run_ids": run_ids,
             "maps": mapped}  # fmt: skip
 
