@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pytest
 import zstandard
 
@@ -81,8 +82,8 @@ def assert_same_tables(db: Path, a: dict[str, Any], b: dict[str, Any]) -> None:
             assert con.execute(q.format(ta, tb)).fetchall() == [], table
             assert con.execute(q.format(tb, ta)).fetchall() == [], table
         per_proc = (
-            'SELECT comm, pid, op, count(*), sum(1 << "order") FROM events WHERE trace_id = {} '
-            "GROUP BY ALL ORDER BY ALL"
+            'SELECT comm, pid, op, count(*), sum(1::BIGINT << "order") FROM events '
+            "WHERE trace_id = {} GROUP BY ALL ORDER BY ALL"
         )
         assert (
             con.execute(per_proc.format(ta)).fetchall()
@@ -309,3 +310,40 @@ def test_live_perf_data_equals_perf_script(tmp_path: Path) -> None:
     (tmp_path / "p.txt").write_bytes(out)
     db, a, b = ingest_pair(tmp_path, tmp_path / "p.data", tmp_path / "p.txt")
     assert_same_tables(db, a, b)
+
+
+def test_coded_print_values_equal_per_record_ones() -> None:
+    """gfp_flags names evaluated once per distinct mask equal the per-record evaluation."""
+    from replay.trace.tpformat import FormatTable
+    from replay.trace.tracedat import TraceDat
+
+    td = TraceDat(FIX / "kmem-v7-zstd.dat")
+    try:
+        system, text = td.formats.text(653)  # mm_page_alloc
+    finally:
+        td.close()
+    table = FormatTable()
+    table.add(text, system, "fixture")
+    pr = table[653].printer
+    conv = pr.conversion("gfp_flags")
+    assert conv is not None
+    rng = np.random.default_rng(7)
+    masks = rng.choice(np.array([0, 0x100CCA, 0x140CCA, 0x2800, 0x820, 1 << 40], np.int64), 500)
+    cols = {"gfp_flags": masks, "pfn": np.arange(500, dtype=np.int64)}
+    inv, labels = pr.coded(conv, cols.__getitem__, 500)
+    want = pr.values(conv, cols.__getitem__, 500)
+    assert [labels[i] for i in inv] == list(want)
+    assert labels[int(inv[int(np.flatnonzero(masks == 0)[0])])] == "none"
+
+
+def test_format_files_are_parsed_when_looked_up() -> None:
+    from replay.errors import BadInputError
+    from replay.trace.tpformat import FormatTable
+
+    table = FormatTable()
+    table.add("name: broken\nID: 77\nformat:\n\tfield:int x;\toffset:zz;\n", "kmem", "f77")
+    assert 77 in table and len(table) == 1  # registered, not parsed
+    with pytest.raises(BadInputError, match="bad field line"):
+        table[77]
+    with pytest.raises(BadInputError, match="no name or ID"):
+        table.add("name: no_id\nformat:\n", "kmem", "f78")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from replay.trace.record import (
     parse_events,
     resolve_events,
 )
+from replay.trace.recordings import open_parser
 from replay.trace.snapshots import SNAPSHOT_KINDS
 
 TRACEFS = DEFAULT_TRACEFS
@@ -116,6 +118,20 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
+def folder_markers(folder: Path) -> list[str]:
+    """The snapshot markers of a capture: from its trace.dat (raw, the default) or its text."""
+    if not (folder / "trace.dat").exists():
+        return marker_lines(trace_text(folder))
+    parser = open_parser("capture", folder / "trace.dat")
+    out: list[str] = []
+    for _, aux in parser.batches():
+        if aux is not None:
+            for ev, text in zip(aux["event"].to_pylist(), aux["text"].to_pylist(), strict=True):
+                if ev == "tracing_mark_write":
+                    out.append(text)
+    return out
+
+
 def trace_text(folder: Path) -> str:
     plain = folder / "trace.txt"
     if plain.exists():
@@ -178,7 +194,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     before = global_state()
     proc = subprocess.Popen(
         record_cmd("--name", "rec", "--out", tmp / "cap", "--db", tmp / "r.duckdb", "-q",
-                   "--format", "json", "--", *WORKLOAD),
+                   "--stacks", "--format", "json", "--", *WORKLOAD),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     out, err = proc.communicate(timeout=120)
@@ -208,6 +224,21 @@ def test_record_exit_and_summary(recorded: dict[str, Any]) -> None:
 
 
 @needs_tracefs
+def test_stacks_give_the_allocations_their_call_sites(recorded: dict[str, Any]) -> None:
+    """--stacks: each allocation's kernel stack (trace_pipe_raw's kernel_stack records)."""
+    assert json.loads(recorded["out"])["recorded"]["stacks_armed"] == ["kmem:mm_page_alloc"]
+    with Store(recorded["db"], read_only=True) as store:
+        allocs, with_site, anon = store.one(
+            """SELECT count(*), count(c.seq), count(*) FILTER (c.callsite = 'do_anonymous_page')
+               FROM events e LEFT JOIN callsites c USING (trace_id, seq)
+               WHERE e.trace_id = $t AND e.op = 'alloc'""",
+            {"t": store.trace_id("rec")},
+        )
+    # measured on 6.18: 314,408 of 314,411; the workload's pages fault in anonymously
+    assert with_site >= 0.99 * allocs and anon > 0.5 * allocs, (allocs, with_site, anon)
+
+
+@needs_tracefs
 def test_capture_folder_has_every_file(recorded: dict[str, Any]) -> None:
     folder: Path = recorded["folder"]
     for when in ("before", "after"):
@@ -229,7 +260,9 @@ def test_capture_folder_has_every_file(recorded: dict[str, Any]) -> None:
 
 @needs_tracefs
 def test_trace_has_the_four_markers_in_order(recorded: dict[str, Any]) -> None:
-    assert marker_lines(trace_text(recorded["folder"])) == list(MARKERS)
+    assert (recorded["folder"] / "trace.dat").stat().st_size > 0
+    assert not (recorded["folder"] / "trace.txt").exists()
+    assert folder_markers(recorded["folder"]) == list(MARKERS)
 
 
 @needs_tracefs
@@ -324,20 +357,21 @@ def test_failing_workload_still_gives_a_capture(tmp_path: Path) -> None:
     assert "exited with status 3" in err
     assert json.loads(out)["recorded"]["workload_exit"] == 3
     assert (tmp_path / "cap" / "after.kpageflags.zst").exists()
-    assert marker_lines(trace_text(tmp_path / "cap")) == list(MARKERS)
+    assert folder_markers(tmp_path / "cap") == list(MARKERS)
     assert global_state() == before
     assert_no_instance_left(proc.pid)
 
 
 @needs_tracefs
 def test_duration_stops_a_long_command(tmp_path: Path) -> None:
-    """With a command, --duration is a time limit; --compress gives trace.txt.zst."""
+    """With a command, --duration is a time limit; --text --compress gives trace.txt.zst."""
     t0 = time.monotonic()
-    res = run_record("--name", "limit", "--duration", "0.5", "--compress", "--out",
+    res = run_record("--name", "limit", "--duration", "0.5", "--text", "--compress", "--out",
                      tmp_path / "cap", "--db", tmp_path / "t.duckdb", "-q", "--format", "json",
-                     "--", "sleep", "30")  # fmt: skip
+                     "--", "sleep", "300")  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert time.monotonic() - t0 < 25
+    # far below the workload's 300 s, with room for a loaded machine's ingest
+    assert time.monotonic() - t0 < 120
     summary = json.loads(res.stdout)["recorded"]
     assert summary["timed_out"] is True and summary["workload_exit"] == -signal.SIGTERM
     assert not (tmp_path / "cap" / "trace.txt").exists()
@@ -384,8 +418,11 @@ def test_page_cache_capture_has_regions_exchange_works_on(tmp_path: Path) -> Non
     the file's folios a region (the file) and vpn (their index), and exchange pages on
     it has something to exchange (issue 19 item 16)."""
     db = tmp_path / "pc.duckdb"
+    # a dd of its own name: other processes (another dd too) write files meanwhile
+    writer = tmp_path / "ddpc"
+    shutil.copy(shutil.which("dd") or "/bin/dd", writer)
     done = run_record("--name", "pc", "--out", tmp_path / "cap", "--db", db, "-q",
-                      "--format", "json", "--", "dd", "if=/dev/zero",
+                      "--format", "json", "--", writer, "if=/dev/zero",
                       f"of={tmp_path / 'file'}", "bs=1M", "count=24")  # fmt: skip
     assert done.returncode == 0, done.stderr
     meta = json.loads((tmp_path / "cap" / "record.json").read_text())
@@ -400,10 +437,10 @@ def test_page_cache_capture_has_regions_exchange_works_on(tmp_path: Path) -> Non
         top = s.one(
             """SELECT sum(1::BIGINT << "order"), max(vpn + (1::BIGINT << "order")) - min(vpn)
                FROM events WHERE op = 'alloc' AND region = (
-                 SELECT region FROM events WHERE region IS NOT NULL GROUP BY region
-                 ORDER BY sum(1::BIGINT << "order") DESC LIMIT 1)"""
+                 SELECT region FROM events WHERE region IS NOT NULL AND comm = 'ddpc'
+                 GROUP BY region ORDER BY sum(1::BIGINT << "order") DESC LIMIT 1)"""
         )
-        # the file's pages (folios of any order), their indices within its 6,144 pages
+        # its file: its pages, their indices within the file's 6,144 pages
         assert top[0] >= 5000 and top[1] <= 6144, top
     r = run_cli("run", "pc", "-m", "mobility+exchange", "--zone-pages", "262144", "--db", db,
                 "-q", "-f", "json")  # fmt: skip

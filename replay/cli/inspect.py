@@ -1,23 +1,24 @@
-"""``replay traces``, ``replay show``, ``replay export``: look at stored traces."""
+"""``replay traces``, ``replay runs``, ``replay show``, ``replay export``: look at the store.
+
+``traces`` and ``runs`` are light commands (DuckDB only): pyarrow and the trace
+readers are imported inside the commands that need them.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import typer
 
-from replay.analysis import queries
-from replay.analysis.traces import EVENT_TYPES_SQL, MIGRATETYPES_SQL, ORDERS_SQL, SUMMARY_SQL
 from replay.cli.common import DbOpt, FormatOpt
-from replay.cli.output import Format, emit_sections, emit_table
+from replay.cli.output import Format, Rows, emit_sections, emit_table
+from replay.errors import UsageError
 from replay.store import Store
-from replay.trace.canonical import with_metadata
-from replay.trace.schema import CANONICAL_COLUMNS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def traces(db: DbOpt = None, fmt: FormatOpt = Format.table) -> None:
@@ -27,14 +28,40 @@ def traces(db: DbOpt = None, fmt: FormatOpt = Format.table) -> None:
     """
     with Store(db, read_only=True) as store:
         emit_table(
-            store.query(
+            Rows(*store.query_rows(
                 "SELECT trace_id, name, kind, kernel, lines, events, allocs, frees, "
                 "preexisting, live_at_end, failed_allocs, lost_events, "
                 "round((ts_last - ts_first) / 1e9, 3) AS seconds, created "
                 "FROM traces ORDER BY trace_id"
-            ),
+            )),
             fmt,
-        )
+        )  # fmt: skip
+
+
+def runs(
+    trace: Annotated[str | None, typer.Option("--trace", help="Only runs of this trace.")] = None,
+    db: DbOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """List the stored runs with their model, speed and outcome counts.
+
+    Example: replay runs --trace compact-6.18 --format json
+    """
+    with Store(db, read_only=True) as store:
+        where, params = "", {}
+        if trace is not None:
+            where, params = "WHERE r.trace_id = $t", {"t": store.trace_id(trace)}
+        emit_table(
+            Rows(*store.query_rows(
+                "SELECT r.run_id, t.name AS trace, "
+                "coalesce(json_extract_string(r.config, '$.preset'), r.model) AS model, "
+                "r.events, round(r.events_per_s) AS events_per_s, r.failures, r.ignored_frees, "
+                "r.fallbacks, r.zone_pages, r.free_pages, r.started "
+                f"FROM runs r JOIN traces t USING (trace_id) {where} ORDER BY r.run_id",
+                params,
+            )),
+            fmt,
+        )  # fmt: skip
 
 
 # per_process's columns as the table names them (the JSON and CSV keep the query's names)
@@ -56,6 +83,8 @@ def processes_for_people(processes: pa.Table, top: int | None) -> tuple[pa.Table
     """The per-process table as ``replay show`` prints it: the ``top`` processes by pages
     allocated (None: all; the query orders them so), without the columns that are 0
     for every process, the columns named shortly; and a line saying what was left out."""
+    import pyarrow.compute as pc
+
     total = processes.num_rows
     shown = processes if top is None else processes.slice(0, top)
     zero = [
@@ -74,6 +103,23 @@ def processes_for_people(processes: pa.Table, top: int | None) -> tuple[pa.Table
     return shown, "; ".join(what) + "; --format csv has every process and column"
 
 
+def _show_by(trace: str, by: str, sort: str, db: Path | None, fmt: Format) -> None:
+    """``replay show TRACE --by callsite``: the named query callsites."""
+    if by != "callsite":
+        raise UsageError(f"--by {by!r}: the one grouping is 'callsite'")
+    from replay.analysis import queries
+
+    with Store(db, read_only=True) as store:
+        name = store.trace_row(store.trace_id(trace))["name"]
+        table = queries.run(store, "callsites", {"trace": name, "sort": sort})
+    if not table.num_rows:
+        raise UsageError(
+            f"trace {name!r} has no call sites: record it with 'replay record --stacks', or "
+            "with a stacktrace trigger on kmem:mm_page_alloc (trace.dat, ftrace text)"
+        )
+    emit_table(table, fmt, title="call sites")
+
+
 def show(
     trace: Annotated[str, typer.Argument(help="Trace name or id.")],
     top: Annotated[
@@ -83,6 +129,24 @@ def show(
     all_processes: Annotated[
         bool, typer.Option("--all", help="Every process in the table (--top is ignored).")
     ] = False,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            help="'callsite': the allocations by call site, order, migratetype and GFP flags "
+            "instead (perf kmem --page --caller; needs stacks: replay record --stacks), "
+            "sorted by --sort.",
+            show_default=False,
+        ),
+    ] = None,
+    sort: Annotated[
+        str,
+        typer.Option(
+            "--sort",
+            help="With --by callsite: perf kmem's --page sort keys, a comma "
+            "list of page, callsite, hit, bytes, order, migtype, gfp.",
+        ),
+    ] = "bytes,hit",
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -93,8 +157,14 @@ def show(
     The table shows the --top processes by pages allocated, with the columns that
     fit the terminal ($COLUMNS); --format json and csv have every process and column.
 
-    Example: replay show compact --top 5
+    Example: replay show compact --top 5; replay show rec --by callsite --sort hit
     """
+    if by is not None:
+        _show_by(trace, by, sort, db, fmt)
+        return
+    from replay.analysis import queries
+    from replay.analysis.traces import EVENT_TYPES_SQL, MIGRATETYPES_SQL, ORDERS_SQL, SUMMARY_SQL
+
     with Store(db, read_only=True) as store:
         tid = store.trace_id(trace)
         name = store.trace_row(tid)["name"]
@@ -135,6 +205,11 @@ def export(
 
     Example: replay export compact -o compact.parquet
     """
+    import pyarrow.parquet as pq
+
+    from replay.trace.canonical import with_metadata
+    from replay.trace.schema import CANONICAL_COLUMNS
+
     with Store(db, read_only=True) as store:
         row = store.trace_row(trace)
         cols = ", ".join(f'"{c}"' for c in (*CANONICAL_COLUMNS, "line", "batched"))

@@ -90,8 +90,25 @@ def record(
             help="Ring buffer per CPU, KiB (capped at MemAvailable/8 over all CPUs).",
         ),
     ] = DEFAULT_BUFFER_KB,
+    text: Annotated[
+        bool,
+        typer.Option(
+            "--text",
+            help="Read the text trace_pipe into OUT/trace.txt instead of each CPU's "
+            "trace_pipe_raw pages into OUT/trace.dat.",
+        ),
+    ] = False,
     compress: Annotated[
-        bool, typer.Option("--compress", help="Store the trace as trace.txt.zst.")
+        bool, typer.Option("--compress", help="With --text: store the trace as trace.txt.zst.")
+    ] = False,
+    stacks: Annotated[
+        bool,
+        typer.Option(
+            "--stacks",
+            help="Record the kernel stack of every page allocation (a stacktrace trigger on "
+            "kmem:mm_page_alloc): the callsites table, 'replay show TRACE --by callsite'. "
+            "About 100 bytes more per allocation in the ring buffer.",
+        ),
     ] = False,
     replace: Annotated[
         bool, typer.Option("--replace", help="Overwrite a trace of the same name.")
@@ -104,8 +121,10 @@ def record(
 
     Uses its own ftrace instance (the global tracer is untouched, the instance
     is removed on exit, error, Ctrl-C or SIGTERM). Enables the page allocator,
-    compaction, migration and kswapd events that exist, streams trace_pipe to
-    OUT/trace.txt, and takes before/after snapshots of buddyinfo,
+    compaction, migration and kswapd events that exist, copies each CPU's
+    ring-buffer pages from per_cpu/cpuN/trace_pipe_raw (a reader per CPU) into
+    OUT/trace.dat (trace-cmd's format; --text: trace_pipe into OUT/trace.txt),
+    and takes before/after snapshots of buddyinfo,
     pagetypeinfo, zoneinfo, vmstat, meminfo and kpageflags between the
     'snapshot before/after begin/end' markers that replay validate uses.
 
@@ -138,6 +157,8 @@ def record(
             events=wanted,
             buffer_kb=buffer_kb,
             status=status,
+            raw=not text,
+            stacks=("kmem:mm_page_alloc",) if stacks else (),
         )
     except KeyboardInterrupt:
         if folder.is_dir():
@@ -152,7 +173,7 @@ def record(
             f"record: warning: the kernel dropped {res.lost_events_kernel} events (ring buffer "
             f"full); a larger --buffer-kb (now {res.buffer_kb_per_cpu} KiB per CPU) helps\n"
         )
-    if compress:
+    if compress and text:
         status("compressing trace.txt")
         compress_trace(folder)
     try:
@@ -183,6 +204,7 @@ def record(
         "buffer_kb_per_cpu": res.buffer_kb_per_cpu,
         "events_enabled": len(res.events_enabled),
         "events_skipped": res.events_skipped,
+        "stacks_armed": res.stacks_armed,
         "snapshot_files": res.snapshot_files,
         "kpageflags_pages": res.kpageflags_pages,
         "before_snapshot_s": res.before_snapshot_s,

@@ -24,7 +24,7 @@ are rendered from the print format.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,7 +37,7 @@ from replay.trace import _kernels as K
 from replay.trace._binary_kernels import read_field
 from replay.trace.ftrace import FtraceParser, IngestStats, Scanned
 from replay.trace.reader import ahead
-from replay.trace.tpformat import EventFormat, ExprError
+from replay.trace.tpformat import EventFormat, ExprError, factorize
 
 _EVENT_CODE = {name: i for i, name in enumerate(K.EVENT_NAMES) if name}
 _FIELD_INDEX = {name: i for i, name in enumerate(K.FIELD_NAMES)}
@@ -75,13 +75,15 @@ class RecordBlock:
     #: lost-event marks not tied to a page (perf's LOST records): the record each is
     #: printed before (``n`` = after the last) and its (cpu, count)
     marks: list[tuple[int, int, int]] = field(default_factory=list)
+    #: kernel stacks that belong to a record itself (perf callchains): (record, frames)
+    stacks: list[tuple[int, tuple[str, ...]]] | None = None
 
 
 class BinarySource(Protocol):
     """A container of tracepoint records (trace.dat, perf.data)."""
 
     path: Path
-    formats: dict[int, EventFormat]
+    formats: Mapping[int, EventFormat]
     big_endian: bool
     comm_names: list[str]
 
@@ -113,14 +115,15 @@ class BinarySource(Protocol):
 class Symbols:
     """Kernel symbols from kallsyms text (``addr type name [module]`` lines), for ``%ps``."""
 
-    def __init__(self, text: str) -> None:
-        self._text = text
+    def __init__(self, text: str | Callable[[], str]) -> None:
+        self._text = text  # or what reads it, on the first lookup
         self._addrs: list[int] | None = None
         self._names: list[str] = []
 
     def _load(self) -> None:
         pairs = []
-        for line in self._text.splitlines():
+        text = self._text if isinstance(self._text, str) else self._text()
+        for line in text.splitlines():
             parts = line.split()
             if len(parts) >= 3 and parts[1] in "tTwW":
                 try:
@@ -233,14 +236,22 @@ class _Event:
 class BinaryDecoder:
     """Turns RecordBlocks of a source into the text scanner's per-line arrays."""
 
-    def __init__(self, source: BinarySource, stats: BinaryStats, name: str) -> None:
+    def __init__(
+        self, source: BinarySource, stats: BinaryStats, name: str, trace_pipe_print: bool = False
+    ) -> None:
         self.source = source
+        #: ftrace ``print`` records (trace_marker writes) as trace_pipe prints them
+        #: (kernel/trace/trace_output.c, trace_print_print: ``%ps: %s`` of ip and buf, no
+        #: event name: ``tracing_mark_write: TEXT``), not as trace-cmd report does
+        #: (``print: tracing_mark_write: TEXT``)
+        self.trace_pipe_print = trace_pipe_print
         self.stats = stats
         self.name = name
         self.big = source.big_endian
         self.events: dict[int, _Event] = {}
         common = None
-        for fmt in source.formats.values():
+        for ident in source.formats:  # parses formats until one has the common fields
+            fmt = source.formats[ident]
             if "common_type" in fmt.fields and "common_pid" in fmt.fields:
                 common = fmt
                 break
@@ -394,14 +405,15 @@ class BinaryDecoder:
         sc.cpu[rows] = blk.cpu
         sc.ts_ns[rows] = blk.ts_ns
         comm = blk.comm if blk.comm is not None else self.source.comm_index(pid)
-        used = np.unique(comm)
+        where, used = factorize(comm)
         names = self.source.comm_names
         cs, ce = text.add_many([names[int(k)] for k in used.tolist()])
-        where = np.searchsorted(used, comm)
         sc.comm_s[rows] = cs[where]
         sc.comm_e[rows] = ce[where]
 
-        order = np.argsort(ids, kind="stable")
+        # common_type is a u16: numpy sorts 16-bit keys stably by radix
+        order = np.argsort(ids.astype(np.uint16) if ids.max(initial=0) < 1 << 16 else ids,
+                           kind="stable")  # fmt: skip
         bounds = np.flatnonzero(np.diff(ids[order])) + 1
         for sel in np.split(order, bounds):
             if sel.size == 0:
@@ -415,6 +427,12 @@ class BinaryDecoder:
             sc.ev_s[r] = es
             sc.ev_e[r] = ee
             col = self._columns(blk, ev, sel)
+            if ev.fmt.system == "ftrace" and ev.fmt.name == "kernel_stack":
+                self._kernel_stacks(sc, blk, r, sel, ev)
+                continue
+            if self.trace_pipe_print and ev.fmt.system == "ftrace" and ev.fmt.name == "print":
+                self._trace_pipe_print(sc, r, col, text)
+                continue
             kmem = K.EV_ALLOC <= ev.code <= K.EV_EXTFRAG
             if kmem:
                 self._kmem_fields(sc, r, ev, col, m, text)
@@ -426,6 +444,12 @@ class BinaryDecoder:
             ps, pe = text.add_many(payload)
             sc.pay_s[r] = ps
             sc.pay_e[r] = pe
+        if blk.stacks:
+            # a sample's own stack: its line (the callsites join takes a stack's line
+            # itself when it is an event's)
+            own = [(int(rows[i]), frames) for i, frames in blk.stacks]
+            sc.stacks = (sc.stacks or []) + own
+            sc.own_stacks = len(own)
         ev_rows = rows
         sc.starts[ev_rows] = sc.pay_s[ev_rows]
         sc.ends[ev_rows] = sc.pay_e[ev_rows]
@@ -433,6 +457,52 @@ class BinaryDecoder:
         sc.chunk = chunk
         sc.buf = np.frombuffer(chunk, np.uint8) if chunk else np.zeros(1, np.uint8)
         return sc
+
+    def _kernel_stacks(
+        self, sc: Scanned, blk: RecordBlock, r: np.ndarray, sel: np.ndarray, ev: _Event
+    ) -> None:
+        """ftrace ``kernel_stack`` records (a stacktrace trigger's): their frames, symbolized.
+
+        ``size`` is the frame count (kernel/trace/trace.c, __ftrace_trace_stack:
+        ``entry->size = nr_entries``), ``caller[]`` as long as the record holds;
+        the rows become K_BLANK lines and the stacks go to ``sc.stacks``.
+        """
+        f_size = ev.fmt.fields.get("size")
+        f_call = ev.fmt.fields.get("caller")
+        sc.kind[r] = K.K_BLANK
+        if f_size is None or f_call is None:
+            return
+        offs = blk.off[sel]
+        count = self._read(blk.buf, offs, f_size)
+        room = (blk.size[sel] - f_call.offset) // 8
+        count = np.clip(np.minimum(count, room), 0, None)
+        width = int(count.max(initial=0))
+        frames = np.zeros((sel.size, width), np.int64)
+        out = np.empty(sel.size, np.int64)
+        for k in range(width):
+            read_field(blk.buf, offs + 8 * k, f_call.offset, 8, False, self.big, out)
+            frames[:, k] = np.where(k < count, out, 0)
+        names: dict[int, str] = {}
+        stacks = sc.stacks if sc.stacks is not None else []
+        for j, (row, n) in enumerate(zip(r.tolist(), count.tolist(), strict=True)):
+            addrs = [a for a in frames[j, :n].tolist() if a not in (0, -1)]
+            for a in addrs:
+                if a not in names:
+                    names[a] = self.source.symbol(a & (2**64 - 1))
+            stacks.append((row, tuple(names[a] for a in addrs)))
+        sc.stacks = stacks
+
+    def _trace_pipe_print(
+        self, sc: Scanned, r: np.ndarray, col: Callable[[str], np.ndarray], text: _Text
+    ) -> None:
+        """A trace_marker record as trace_pipe prints it: the ip's symbol as the event."""
+        inv, uniq = factorize(col("ip"))
+        es, ee = text.add_many([self.source.symbol(int(v) & (2**64 - 1)) for v in uniq.tolist()])
+        sc.ev_s[r] = es[inv]
+        sc.ev_e[r] = ee[inv]
+        ps, pe = text.add_many([str(v) for v in col("buf")])
+        sc.pay_s[r] = ps
+        sc.pay_e[r] = pe
 
     def _payload(self, ev: _Event, col: Callable[[str], np.ndarray], m: int) -> list[str]:
         if ev.printer is not None:
@@ -457,6 +527,16 @@ class BinaryDecoder:
         for key, fi in _FIELD_INDEX.items():
             conv = pr.conversion(key) if pr is not None else None
             vals: np.ndarray | None = None
+            if fi == K.F_GFP and conv is not None and pr is not None:
+                try:
+                    inv, labels = pr.coded(conv, col, m)
+                except (ExprError, IndexError, KeyError):
+                    inv = None
+                if inv is not None:
+                    us, ue = text.add_many([_gfp_label(v) for v in labels])
+                    sc.gfp_s[r] = us[inv]
+                    sc.gfp_e[r] = ue[inv]
+                    continue
             if conv is not None and pr is not None:
                 try:
                     vals = pr.values(conv, col, m)
@@ -471,15 +551,11 @@ class BinaryDecoder:
                 if key == "pfn":
                     vals = np.where(vals == -1, 0, vals)
             if fi == K.F_GFP:
-                strs = (
-                    vals
-                    if vals.dtype == object
-                    else np.array([f"0x{v & (2**64 - 1):x}" for v in vals.tolist()], object)
-                )
-                uniq, inv = np.unique(strs.astype(str), return_inverse=True)
-                us, ue = text.add_many(list(uniq))
-                sc.gfp_s[r] = us[inv]
-                sc.gfp_e[r] = ue[inv]
+                uniq, inv = np.unique(vals.astype(str) if vals.dtype == object else vals,
+                                      return_inverse=True)  # fmt: skip
+                us, ue = text.add_many([_gfp_label(v) for v in uniq.tolist()])
+                sc.gfp_s[r] = us[inv.reshape(-1)]
+                sc.gfp_e[r] = ue[inv.reshape(-1)]
                 continue
             if vals.dtype == object:
                 if fi == K.F_PAGE:
@@ -501,6 +577,11 @@ class BinaryDecoder:
                 sc.err_kind[r[bad]] = K.E_RANGE
 
 
+def _gfp_label(v: object) -> str:
+    """A gfp value as printed: the flag names, or the raw value's hex."""
+    return v if isinstance(v, str) else f"0x{int(v) & (2**64 - 1):x}"  # type: ignore[call-overload]
+
+
 class BinaryParser(FtraceParser):
     """A binary recording as (events, aux) batches, through the text ingester's pairing."""
 
@@ -510,13 +591,14 @@ class BinaryParser(FtraceParser):
         *,
         on_raw: Callable[[int], None] | None = None,
         display_name: str | None = None,
+        trace_pipe_print: bool = False,
         **opts: Any,
     ) -> None:
         super().__init__(source.path, display_name=display_name, **opts)
         self.source = source
         self.on_raw = on_raw
         self.stats = BinaryStats(container=source.describe())
-        self.decoder = BinaryDecoder(source, self.stats, self.name)
+        self.decoder = BinaryDecoder(source, self.stats, self.name, trace_pipe_print)
         #: the recorded kernel's release, when the container says (uname, osrelease)
         self.kernel: str | None = None
 

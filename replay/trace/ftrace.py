@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from replay.errors import BadInputError
 from replay.limits import default_max_state_bytes
 from replay.trace import _kernels as K
+from replay.trace.callsites import StackCollector
 from replay.trace.dictenc import SpanDictionary
 from replay.trace.reader import DEFAULT_CHUNK_BYTES, ahead, iter_chunks
 from replay.trace.schema import AUX_SCHEMA, EVENT_SCHEMA, OP_DICTIONARY
@@ -42,6 +43,9 @@ PREAMBLE_RE = re.compile(
     rb"^\s*(?:cpus=\d+|version\s*=\s*\d+|CPU\s*\d+\s+is\s+empty|#{3,}.*buffer started.*"
     rb"|trace-cmd:.*|CPU\s*\d+\s+data recorded.*)\s*$"
 )
+# A stacktrace trigger's header line: "comm-pid [(tgid)] [cpu] [flags] secs: <stack trace>"
+# (trace-cmd report: "... kernel_stack: <stack trace >"); its frames follow as " => func".
+STACK_HEAD_RE = re.compile(rb"-(\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(\d+)\][^<]*<stack trace")
 MAX_BAD_EXAMPLES = 5
 # --skip-bad refuses a trace once more than this fraction of its non-blank lines is bad:
 # mostly junk is not the trace the user meant.
@@ -83,6 +87,9 @@ class IngestStats:
     ts_backwards: int = 0
     pfn_min: int | None = None
     pfn_max: int | None = None
+    #: kernel stacks read (ftrace stacktrace triggers, trace.dat kernel_stack records)
+    stacks: int = 0
+    stack_lines: int = 0
 
     def format_description(self) -> str:
         """A one-line account of the format variants seen in the data."""
@@ -128,6 +135,7 @@ class IngestStats:
             "aux_by_event": dict(self.aux_by_event),
             "format": self.format_description(),
             "ts_backwards": self.ts_backwards,
+            **({"stacks": self.stacks, "stack_lines": self.stack_lines} if self.stacks else {}),
         }
 
 
@@ -350,6 +358,11 @@ class Scanned:
     err_kind: np.ndarray
     pfn_hex: np.ndarray
     n_untyped: np.ndarray
+    #: kernel stacks of a binary recording: (row, frames innermost first); their rows
+    #: are K_BLANK (the text's ``<stack trace>`` and `` => `` lines are K_OTHER)
+    stacks: list[tuple[int, tuple[str, ...]]] | None = None
+    #: of them, stacks of the record on their own row (perf callchains), at its end
+    own_stacks: int = 0
 
 
 def _scan_chunk(chunk: bytes) -> Scanned:
@@ -447,6 +460,10 @@ class FtraceParser:
         self._gfp = SpanDictionary()
         self._event = SpanDictionary()  # aux rows' event names
         self._g = 0  # canonical rows emitted so far (the next seq)
+        #: kernel stacks read, for the callsites table (replay.trace.callsites)
+        self.stacks = StackCollector()
+        #: (line, cpu, pid) of the last chunk's last line when it is an event's
+        self._last_event: tuple[int, int, int] | None = None
 
     # -- errors -------------------------------------------------------------
     def _bad(self, line_no: int, text: bytes, fieldname: str | None, message: str) -> None:
@@ -560,9 +577,49 @@ class FtraceParser:
         st.lines += n
 
         good = kind == K.K_EVENT
-        # Lines that are not events: lost-event notices, preamble, or garbage.
-        for i in np.flatnonzero(kind == K.K_OTHER).tolist():
+        if sc.stacks:
+            for i, frames in sc.stacks:
+                self.stacks.add(line_base + i + 1, int(cpu[i]), int(pid[i]), frames)
+            st.stacks += len(sc.stacks)
+            rows_of_their_own = len(sc.stacks) - sc.own_stacks
+            st.ignored_lines -= rows_of_their_own  # K_BLANK rows, counted as stack lines
+            st.stack_lines += rows_of_their_own
+        # Lines that are not events: stack traces, lost-event notices, preamble, or garbage.
+        others = np.flatnonzero(kind == K.K_OTHER)
+        stacks = self.stacks
+        if stacks.is_open() and (others.size == 0 or others[0] != 0):
+            stacks.close()  # the open stack's frames ended at the chunk's boundary
+        prev = -1  # a frame on the chunk's first line continues the open stack
+        for i in others.tolist():
             text = chunk[starts[i] : ends[i]]
+            if i != prev + 1:
+                stacks.close()
+            prev = i
+            head = text.lstrip()
+            if head.startswith(b"=>"):
+                # frames right after an event line: trace-cmd report's kernel_stack event
+                # (the stack of the line before it), or perf script's callchain of the
+                # sample itself (the stack of that line); that line may end the last chunk
+                after = (
+                    (line_base + i, int(cpu[i - 1]), int(pid[i - 1]))
+                    if i > 0 and kind[i - 1] == K.K_EVENT
+                    else self._last_event
+                    if i == 0
+                    else None
+                )
+                if not stacks.is_open() and after is not None:
+                    stacks.open(*after)
+                    st.stacks += 1
+                if stacks.frame(head.decode("utf-8", "replace")):
+                    st.stack_lines += 1
+                    continue
+            if b"<stack trace" in text:
+                ms = STACK_HEAD_RE.search(text)
+                if ms is not None:
+                    stacks.open(line_base + i + 1, int(ms.group(2)), int(ms.group(1)))
+                    st.stacks += 1
+                    st.stack_lines += 1
+                    continue
             m = LOST_RE.search(text)
             if m:
                 st.lost_markers += 1
@@ -573,6 +630,13 @@ class FtraceParser:
                 st.preamble_lines += 1
             else:
                 self._bad(line_base + i + 1, text, None, "not an ftrace event line")
+        if stacks.is_open() and (others.size == 0 or others[-1] != n - 1):
+            stacks.close()  # an event line ends the chunk: no frame of this stack follows
+        self._last_event = (
+            (line_base + n, int(cpu[n - 1]), int(pid[n - 1]))
+            if n and kind[n - 1] == K.K_EVENT
+            else None
+        )
         # Event lines with a bad or missing field.
         bad_ev = good & (err_field >= 0)
         for i in np.flatnonzero(bad_ev).tolist():

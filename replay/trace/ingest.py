@@ -24,6 +24,7 @@ from replay.progress import Progress
 from replay.spool import Spool
 from replay.store import Store, check_name
 from replay.trace import canonical, perfscript, recordings, snapshots
+from replay.trace.callsites import store_callsites
 from replay.trace.ftrace import DEFAULT_MAX_BAD_FRACTION
 from replay.trace.reader import compression_of, file_size, iter_chunks
 from replay.trace.schema import AUX_SCHEMA, EVENT_SCHEMA, MAX_PFN
@@ -62,13 +63,11 @@ def find_capture_trace(folder: Path) -> Path:
     for cand in sorted(folder.glob("trace*")):
         if cand.is_file() and cand.suffix != ".dat":
             return cand
-    if (folder / "trace.dat").exists():
-        raise UnknownFormatError(
-            "binary trace.dat is not read directly: convert it with "
-            "'trace-cmd report -i trace.dat > trace.txt'",
-            file=str(folder / "trace.dat"),
-        )
-    raise BadInputError("capture folder has no trace.txt[.zst|.gz|.xz]", file=str(folder))
+    if (folder / "trace.dat").is_file():  # replay record's raw recording (trace_pipe_raw)
+        return folder / "trace.dat"
+    raise BadInputError(
+        "capture folder has no trace.txt[.zst|.gz|.xz] or trace.dat", file=str(folder)
+    )
 
 
 # An ftrace event line's header: "comm-pid [(tgid)] [cpu] [flags] secs.usecs: event:".
@@ -192,6 +191,13 @@ def page_cache_regions(store: Store, trace_id: int) -> int:
     the folio came from (the latest ``mm_page_alloc`` at its pfn before its
     ``mm_filemap_add_to_page_cache``). Exchange pages and the contiguity table then work
     on real page-cache traces. Returns the allocations given a region."""
+    has = store.one(
+        "SELECT count(*) FROM aux_events WHERE trace_id = $t "
+        "AND event = 'mm_filemap_add_to_page_cache'",
+        {"t": trace_id},
+    )
+    if not has or not has[0]:  # no page-cache events: no join over every allocation
+        return 0
     store.run(
         f"""UPDATE events SET region = r.region, vpn = r.vpn
             FROM (
@@ -320,6 +326,7 @@ def _ingest_text(
     kernel = kernel or getattr(parser, "kernel", None)
     _stream_into_store(store, trace_id, parser)
     page_cache_regions(store, trace_id)
+    n_callsites = store_callsites(store, trace_id, parser.stacks)
     st = parser.stats
     if folder is not None:
         check_same_machine(store, trace_id, folder, text_path, snaps, st.pfn_min, st.pfn_max)
@@ -329,6 +336,8 @@ def _ingest_text(
     c = st.counters
     meta = st.as_dict()
     meta["text_file"] = str(text_path)
+    if n_callsites:
+        meta["callsites"] = n_callsites
     meta["snapshots"] = {w: sorted(s) for w, s in snaps.items()}
     row = {
         "source": str(path.resolve()),

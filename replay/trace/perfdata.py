@@ -24,6 +24,7 @@ and sizes in bytes, times in ns.
 from __future__ import annotations
 
 import mmap
+import platform
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import numpy as np
 from replay.errors import BadInputError
 from replay.trace import _binary_kernels as BK
 from replay.trace.binary import RecordBlock, Symbols
-from replay.trace.tpformat import EventFormat, parse_format, parse_header_page
+from replay.trace.tpformat import FormatTable, parse_header_page
 
 PERF_MAGIC = b"PERFILE2"
 HEADER_TRACING_DATA = 1
@@ -55,6 +56,9 @@ S_TIME = 1 << 2
 S_ADDR = 1 << 3
 S_READ = 1 << 4
 S_CALLCHAIN = 1 << 5
+#: callchain context markers (include/uapi/linux/perf_event.h, enum perf_callchain_context)
+PERF_CONTEXT_KERNEL = 2**64 - 128
+PERF_CONTEXT_MAX = 2**64 - 4095
 S_ID = 1 << 6
 S_CPU = 1 << 7
 S_PERIOD = 1 << 8
@@ -75,10 +79,14 @@ BLOCK_RECORDS = 1 << 20
 
 
 @nb.njit(cache=True, nogil=True)
-def _samples(
-    buf, rec_off, sample_type, read_words, big, t_out, cpu_out, tid_out, raw_off, raw_size
-):  # type: ignore[no-untyped-def]
-    """Time (ns), cpu, tid and RAW payload (offset, bytes) of each PERF_RECORD_SAMPLE.
+def _samples(  # type: ignore[no-untyped-def]
+    buf, rec_off, sample_type, read_words, big, t_out, cpu_out, tid_out, raw_off, raw_size,
+    chain_off,
+):  # fmt: skip
+    """Time (ns), cpu, tid, RAW payload (offset, bytes) and callchain of each sample.
+
+    ``chain_off``: byte offset of the callchain's u64 ``nr`` (then ``nr`` u64
+    ips), or -1 without PERF_SAMPLE_CALLCHAIN.
 
     Returns the index of the first record whose fields run past its size, or -1.
     """
@@ -116,7 +124,9 @@ def _samples(
                 p += 8 + nr * 8 * (-read_words)
             else:
                 p += 8 * read_words
+        chain_off[i] = -1
         if sample_type & S_CALLCHAIN:
+            chain_off[i] = p
             nr = BK.read_u(buf, p, 8, big)
             p += 8 + 8 * nr
         raw_off[i] = -1
@@ -150,7 +160,7 @@ class PerfData:
             self._file.close()
             raise
         self.raw = np.frombuffer(self._map, np.uint8)
-        self.formats: dict[int, EventFormat] = {}
+        self.formats = FormatTable()
         self.comm_names: list[str] = ["swapper"]
         self._comm_ids: dict[str, int] = {"swapper": 0}
         self.kallsyms = ""
@@ -158,7 +168,7 @@ class PerfData:
         #: events PERF_RECORD_LOST_SAMPLES reports lost (perf record's totals)
         self.lost_samples = 0
         self._parse()
-        self.symbol = Symbols(self.kallsyms)
+        self.symbol = Symbols(self.kallsyms or self._running_kallsyms)
 
     def _u(self, off: int, n: int, what: str) -> int:
         if off < 0 or off + n > self.raw.shape[0]:
@@ -272,14 +282,12 @@ class PerfData:
             raise r.fail("expected 'header_event'")
         r.bytes(r.uint(8))
         for _ in range(r.uint(4)):
-            fmt = parse_format(r.bytes(r.uint(8)).decode("utf-8", "replace"), "ftrace", self.name)
-            self.formats[fmt.id] = fmt
+            self.formats.add(r.bytes(r.uint(8)).decode("utf-8", "replace"), "ftrace", self.name)
         for _ in range(r.uint(4)):
             system = r.cstr()
             for _ in range(r.uint(4)):
                 text = r.bytes(r.uint(8)).decode("utf-8", "replace")
-                fmt = parse_format(text, system, f"{self.name}: events/{system} format")
-                self.formats[fmt.id] = fmt
+                self.formats.add(text, system, f"{self.name}: events/{system} format")
         if r.pos < len(r.data):
             self.kallsyms = r.bytes(r.uint(4)).decode("utf-8", "replace")
 
@@ -373,7 +381,8 @@ class PerfData:
         tid = np.empty(m, np.int64)
         raw_off = np.empty(m, np.int64)
         raw_size = np.empty(m, np.int64)
-        badi = _samples(buf, s_off, st, words, self.big, t, cpu, tid, raw_off, raw_size)
+        chain = np.empty(m, np.int64)
+        badi = _samples(buf, s_off, st, words, self.big, t, cpu, tid, raw_off, raw_size, chain)
         if badi >= 0:
             raise BadInputError(
                 f"data section, byte offset {int(s_off[badi])}: a sample's fields run past its "
@@ -451,8 +460,57 @@ class PerfData:
             yield RecordBlock(
                 buf=buf, off=raw_off[part], size=raw_size[part], ts_ns=pts,
                 cpu=cpu[part].astype(np.int32), lost=np.zeros(part.size, np.int64), comm=comm,
-                marks=marks,
+                marks=marks, stacks=self._callchains(chain[part]) if st & S_CALLCHAIN else None,
             )  # fmt: skip
+
+    def _running_kallsyms(self) -> str:
+        """/proc/kallsyms when the file has none and was recorded on the running kernel.
+
+        perf record keeps no symbols with tracepoint data; ``perf script``
+        resolves a callchain's kernel ips from the running kernel's kallsyms
+        too (the same boot's: KASLR moves them at each boot).
+        """
+        if self.osrelease is None or self.osrelease != platform.release():
+            return ""
+        try:
+            return Path("/proc/kallsyms").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _callchains(self, chain_off: np.ndarray) -> list[tuple[int, tuple[str, ...]]]:
+        """Each sample's kernel callchain (``perf record -g``), symbolized, innermost first.
+
+        The chain is context markers (PERF_CONTEXT_KERNEL, _USER, ...: the top
+        4095 values of a u64) followed by that context's ips; the kernel
+        context's ips are kept. Returns (record index in the block, frames).
+        """
+        out: list[tuple[int, tuple[str, ...]]] = []
+        names: dict[int, str] = {}
+        seen: dict[tuple[int, ...], tuple[str, ...]] = {}
+        order = "big" if self.big else "little"
+        raw = self._map
+        for i, p in enumerate(chain_off.tolist()):
+            if p < 0:
+                continue
+            nr = int.from_bytes(raw[p : p + 8], order)
+            ips = np.frombuffer(raw, dtype=">u8" if self.big else "<u8", count=nr, offset=p + 8)
+            kernel: list[int] = []
+            ctx = PERF_CONTEXT_KERNEL
+            for ip in ips.tolist():
+                if ip >= PERF_CONTEXT_MAX:
+                    ctx = ip
+                elif ctx == PERF_CONTEXT_KERNEL:
+                    kernel.append(ip)
+            key = tuple(kernel)
+            frames = seen.get(key)
+            if frames is None:
+                for a in key:
+                    if a not in names:
+                        names[a] = self.symbol(a)
+                frames = seen[key] = tuple(names[a] for a in key)
+            if frames:
+                out.append((i, frames))
+        return out
 
     def _trailer(self, end: int, names: list[str], typ: int) -> dict[str, int]:
         """The sample_id fields at the end of a non-sample record (sample_id_all)."""

@@ -34,9 +34,18 @@ LOST_RE = re.compile(
 )
 
 
+# A callchain frame (perf script of ``perf record -g``): "\t<ip> <sym>+0x.. (<dso>)".
+# Kernel frames become ftrace's stack lines (" => sym+0x.."), the others blank
+# lines (perf.data's callchains keep the kernel context's ips alone).
+FRAME_RE = re.compile(rb"^[ \t]+[0-9a-f]+[ \t]+(?P<sym>\S+)[ \t]+\(\[kernel\.kallsyms\]\)[ \t]*$",
+                      re.M)  # fmt: skip
+OTHER_FRAME_RE = re.compile(rb"^[ \t]+[0-9a-f]+[ \t]+\S.*\([^)]*\)[ \t]*$", re.M)
+
+
 def sniff(lines: list[bytes]) -> bool:
     """True when most of the first non-comment lines are perf script samples."""
-    body = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith(b"#")][:50]
+    body = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith(b"#")
+            and not OTHER_FRAME_RE.match(ln)][:50]  # fmt: skip
     if not body:
         return False
     hits = sum(1 for ln in body if SAMPLE_RE.match(ln) or LOST_RE.match(ln))
@@ -46,6 +55,9 @@ def sniff(lines: list[bytes]) -> bool:
 def to_ftrace(chunk: bytes) -> bytes:
     """A chunk of perf script text as ftrace text (line for line)."""
     chunk = LOST_RE.sub(rb"CPU:\g<cpu> [\g<n> EVENTS DROPPED]", chunk)
+    if b"\t" in chunk or b"  " in chunk:  # callchains (perf record -g)
+        chunk = FRAME_RE.sub(rb" => \g<sym>", chunk)
+        chunk = OTHER_FRAME_RE.sub(b"", chunk)
     return SAMPLE_RE.sub(rb"\g<comm>-\g<tid> [\g<cpu>] \g<ts>: \g<ev>:", chunk)
 
 

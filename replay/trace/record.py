@@ -1,8 +1,10 @@
 """Record a capture folder on this machine: ftrace page events plus /proc snapshots.
 
 The folder has the layout :func:`replay.trace.ingest.ingest` reads (and that
-``traces/compact-6.18`` was recorded in): ``trace.txt`` (the ftrace text, as
-read from ``trace_pipe``), ``before.*`` and ``after.*`` copies of
+``traces/compact-6.18`` was recorded in): ``trace.dat`` (each CPU's ring-buffer
+pages as ``per_cpu/cpuN/trace_pipe_raw`` gave them, in trace-cmd's v6 file;
+with ``raw=False`` ``trace.txt``, the text of ``trace_pipe``), ``before.*`` and
+``after.*`` copies of
 ``/proc/buddyinfo``, ``pagetypeinfo``, ``zoneinfo``, ``vmstat``, ``meminfo``
 and ``kpageflags`` (zstd-compressed, ``*.kpageflags.zst``), and the ``kernel``
 (``uname -r``) and ``command`` (the workload) files; ``record.json`` adds what
@@ -13,7 +15,8 @@ The order of operations is what :mod:`replay.engine.observed` relies on:
 
 1. tracing on in a dedicated ftrace instance (``instances/replay-<pid>``,
    so the global tracer and any other instance are untouched), a reader
-   thread streaming the instance's ``trace_pipe`` into ``trace.txt``;
+   thread per CPU copying its ``trace_pipe_raw`` pages (or one streaming
+   ``trace_pipe`` into ``trace.txt``);
 2. marker ``snapshot before begin``; the before snapshots, in the order
    buddyinfo, pagetypeinfo, zoneinfo, vmstat, meminfo, kpageflags; marker
    ``snapshot before end``;
@@ -21,9 +24,10 @@ The order of operations is what :mod:`replay.engine.observed` relies on:
 4. marker ``snapshot after begin``; the after snapshots in the same order
    (buddyinfo first: the observed replay compares its state at this marker
    with the after buddyinfo); marker ``snapshot after end``;
-5. tracing off; the reader drains ``trace_pipe`` until the instance's
-   per-CPU buffers hold no entries; the per-CPU ``overrun`` and ``dropped
-   events`` counts are summed as the lost events.
+5. tracing off; the readers drain until the instance's per-CPU buffers
+   hold no entries; the per-CPU ``overrun`` and ``dropped events`` counts are
+   summed as the lost events; the pages, the events' format files,
+   ``saved_cmdlines`` and the kernel's text symbols become ``trace.dat``.
 
 tracefs is mounted (``mount -t tracefs nodev``) when it is not, and left
 mounted. Whatever happens (an error, Ctrl-C, SIGTERM or SIGHUP), the instance's events
@@ -160,6 +164,7 @@ class RecordResult:
     tracefs: str
     mounted_tracefs: bool
     stale_instances_removed: list[str] = field(default_factory=list)
+    stacks_armed: list[str] = field(default_factory=list)  # events with a stacktrace trigger
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -334,6 +339,8 @@ class FtraceInstance:
         self.tracefs = tracefs
         self.path = tracefs / "instances" / name
         self.enabled: list[str] = []
+        #: events with a stacktrace trigger (arm_stacks)
+        self.stacks: list[str] = []
         self.created = False
 
     def create(self) -> None:
@@ -375,6 +382,26 @@ class FtraceInstance:
             self.enabled.append(name)
         return refused
 
+    def arm_stacks(self, events: Sequence[str]) -> list[str]:
+        """A ``stacktrace`` trigger on each enabled event of ``events``; returns those armed.
+
+        The kernel then records the task's kernel stack before each of their
+        records (an ftrace ``kernel_stack`` record; ``<stack trace>`` and
+        `` => func`` lines in the text), the input of the callsites table.
+        """
+        armed: list[str] = []
+        for name in events:
+            if name not in self.enabled:
+                continue
+            sub, _, ev = name.partition(":")
+            try:
+                _write(self.path / "events" / sub / ev / "trigger", "stacktrace")
+            except OSError:
+                continue
+            armed.append(name)
+        self.stacks = armed
+        return armed
+
     def tracing(self, on: bool) -> None:
         _write(self.path / "tracing_on", "1" if on else "0")
 
@@ -394,6 +421,15 @@ class FtraceInstance:
                     stats[key.strip()] = int(value)
             out[cpu.name] = stats
         return out
+
+    def cpu_entries(self, cpu: int) -> int:
+        """Events still in one CPU's ring buffer (``per_cpu/cpuN/stats`` entries)."""
+        try:
+            text = (self.path / "per_cpu" / f"cpu{cpu}" / "stats").read_text()
+        except OSError:
+            return 0
+        m = re.search(r"^entries:\s*(\d+)", text, re.M)
+        return int(m.group(1)) if m else 0
 
     def buffered_entries(self) -> int:
         """Events still in the ring buffers (not yet read from trace_pipe)."""
@@ -416,6 +452,8 @@ def remove_instance(path: Path, enabled: Sequence[str] = ()) -> None:
         sub, _, ev = name.partition(":")
         with contextlib.suppress(OSError):
             _write(path / "events" / sub / ev / "enable", "0")
+        with contextlib.suppress(OSError):
+            _write(path / "events" / sub / ev / "trigger", "!stacktrace")
     deadline = time.monotonic() + 5.0
     while True:
         try:
@@ -457,8 +495,13 @@ class PipeReader(threading.Thread):
     ``abort()`` stops it at once. The descriptor is closed when it ends.
     """
 
-    def __init__(self, pipe: Path, out: Path, is_empty: Callable[[], bool]) -> None:
-        super().__init__(name="replay-trace-pipe", daemon=True)
+    def __init__(
+        self, pipe: Path, out: Path, is_empty: Callable[[], bool], read_bytes: int = 1 << 16
+    ) -> None:
+        super().__init__(name=f"replay-{pipe.parent.name}-{pipe.name}", daemon=True)
+        #: bytes per read: a ``trace_pipe_raw`` read returns at most one ring-buffer page
+        #: (kernel/trace/trace.c, tracing_buffers_read), whole when this is a page or more
+        self.read_bytes = read_bytes
         self.fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
         self.out = out
         self.is_empty = is_empty
@@ -483,7 +526,7 @@ class PipeReader(threading.Thread):
         try:
             while not self._abort.is_set():
                 try:
-                    data = os.read(self.fd, 1 << 16)
+                    data = os.read(self.fd, self.read_bytes)
                 except BlockingIOError:
                     data = b""
                 if data:
@@ -518,12 +561,147 @@ class PipeReader(threading.Thread):
         self._finish.set()
         self.join()
         if self.error is not None:
-            raise ReplayError(f"reading trace_pipe into {self.out} failed: {self.error}")
+            raise ReplayError(f"reading {self.name} into {self.out} failed: {self.error}")
 
     def abort(self) -> None:
         self._abort.set()
         if self.is_alive():
             self.join(timeout=10)
+        elif self.ident is None:  # never started: run() did not close them
+            with contextlib.suppress(OSError):
+                self._file.close()
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+
+
+class RawReaders:
+    """One :class:`PipeReader` per CPU on ``per_cpu/cpuN/trace_pipe_raw``: pages as they are.
+
+    Each CPU's ring-buffer pages (``header_page``'s layout: a u64 timestamp,
+    the commit word, then the events) are copied unchanged into
+    ``<dir>/cpuN.pages``; :func:`write_raw_tracedat` then puts them into a
+    trace.dat that the binary decoder, ``trace-cmd report`` and KernelShark
+    read. A reader of its own per CPU keeps up with each buffer separately
+    (one text ``trace_pipe`` reader formats every CPU's events on one core).
+    """
+
+    def __init__(self, inst: FtraceInstance, tmp: Path) -> None:
+        self.inst = inst
+        self.tmp = tmp
+        self.page_size = raw_page_size(inst.path)
+        cpus = sorted(int(p.name[3:]) for p in (inst.path / "per_cpu").glob("cpu[0-9]*"))
+        self.readers: dict[int, PipeReader] = {}
+        #: CPUs whose trace_pipe_raw cannot be opened (possible but never online: no
+        #: ring buffer), with why
+        self.skipped: dict[int, str] = {}
+        try:
+            for cpu in cpus:
+                try:
+                    self.readers[cpu] = PipeReader(
+                        inst.path / "per_cpu" / f"cpu{cpu}" / "trace_pipe_raw",
+                        tmp / f"cpu{cpu}.pages",
+                        lambda cpu=cpu: inst.cpu_entries(cpu) == 0,  # type: ignore[misc]
+                        read_bytes=self.page_size,
+                    )
+                except OSError as exc:
+                    self.skipped[cpu] = exc.strerror or str(exc)
+            if not self.readers:
+                raise ReplayError(
+                    f"no per_cpu/cpuN/trace_pipe_raw of {inst.path} can be read: "
+                    + "; ".join(f"cpu{c}: {why}" for c, why in self.skipped.items())
+                )
+        except BaseException:
+            self.abort()
+            raise
+
+    def start(self) -> None:
+        for r in self.readers.values():
+            r.start()
+
+    def finish(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        """Drain every CPU's buffer (tracing off), then stop the readers."""
+        for r in self.readers.values():
+            r.finish(timeout_s)
+
+    def abort(self) -> None:
+        for r in self.readers.values():
+            r.abort()
+
+    def is_alive(self) -> bool:
+        return any(r.is_alive() for r in self.readers.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.readers.values())
+
+    @property
+    def drained(self) -> bool:
+        return all(r.drained for r in self.readers.values())
+
+
+def raw_page_size(inst: Path) -> int:
+    """Bytes of a ring-buffer page (sub-buffer): ``events/header_page``'s data offset + size."""
+    text = (inst / "events" / "header_page").read_text()
+    m = re.search(r"field:\s*char data;\s*offset:(\d+);\s*size:(\d+);", text)
+    if m is None:
+        raise ReplayError(f"{inst}/events/header_page has no 'data' field: cannot read raw pages")
+    return int(m.group(1)) + int(m.group(2))
+
+
+def _kallsyms_text(proc: Path = PROC) -> str:
+    """Text symbols of /proc/kallsyms (what %ps needs), empty when unreadable."""
+    try:
+        with open(proc / "kallsyms", encoding="utf-8", errors="replace") as f:
+            return "".join(ln for ln in f if ln[17:18] in ("t", "T", "w", "W"))
+    except OSError:
+        return ""
+
+
+def write_raw_tracedat(inst: FtraceInstance, readers: RawReaders, dst: Path) -> int:
+    """The instance's raw pages, formats and names as a trace.dat (v6); returns its bytes.
+
+    Formats: every enabled event's ``format`` file and ftrace's ``print`` (the
+    snapshot markers); task names: ``saved_cmdlines``; symbols: the text
+    symbols of /proc/kallsyms; the clock and ``uname`` as options.
+    """
+    from replay.trace.tracedat import OPT_TRACECLOCK, OPT_UNAME, write_v6
+
+    events = inst.path / "events"
+    formats: list[tuple[str, str]] = []
+    for name in [*inst.enabled, "ftrace:print", "ftrace:kernel_stack"]:
+        sub, _, ev = name.partition(":")
+        with contextlib.suppress(OSError):
+            formats.append((sub, (events / sub / ev / "format").read_text()))
+    try:
+        cmdlines = (inst.tracefs / "saved_cmdlines").read_bytes()
+    except OSError:
+        cmdlines = b""
+    clock = re.search(r"\[(\w+)\]", (inst.path / "trace_clock").read_text())
+    u = os.uname()
+    ncpu = max(readers.readers, default=-1) + 1
+
+    def pages(cpu: int) -> Iterator[bytes]:
+        reader = readers.readers.get(cpu)
+        if reader is None:
+            return
+        with open(reader.out, "rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+
+    return write_v6(
+        dst,
+        header_page=(events / "header_page").read_text(),
+        header_event=(events / "header_event").read_text(),
+        formats=formats,
+        cpu_pages=[pages(cpu) for cpu in range(ncpu)],
+        page_size=readers.page_size,
+        kallsyms=_kallsyms_text(),
+        cmdlines=cmdlines,
+        options={
+            OPT_UNAME: f"{u.sysname} {u.nodename} {u.release} {u.version} {u.machine}\0".encode(),
+            OPT_TRACECLOCK: f"{clock.group(1) if clock else 'local'}\0".encode(),
+        },
+    )
 
 
 # --------------------------------------------------------------------------
@@ -709,7 +887,7 @@ def _buffer_kb(requested_kb: int, proc: Path = PROC) -> int:
 
 
 def _cleanup(
-    inst: FtraceInstance, reader: PipeReader | None, marker_fd: int | None
+    inst: FtraceInstance, reader: PipeReader | RawReaders | None, marker_fd: int | None
 ) -> ReplayError | None:
     """Stop the reader, close the marker, remove the instance (signals held meanwhile).
 
@@ -737,6 +915,8 @@ def record_capture(
     buffer_kb: int = DEFAULT_BUFFER_KB,
     tracefs: Path | None = None,
     status: Callable[[str], None] = lambda msg: None,
+    raw: bool = True,
+    stacks: Sequence[str] = (),
 ) -> RecordResult:
     """Record a capture folder into ``out`` (created; must be new or empty).
 
@@ -744,7 +924,10 @@ def record_capture(
     :data:`DEFAULT_DURATION_S` seconds); ``duration_s`` with a command is a
     time limit. ``events``: ``subsystem[:event]`` names (see
     :func:`parse_events`). ``buffer_kb``: ring buffer per CPU, KiB.
-    ``tracefs``: mount point (default :func:`tracefs_root`).
+    ``tracefs``: mount point (default :func:`tracefs_root`). ``raw``: read
+    each CPU's ``trace_pipe_raw`` into ``trace.dat`` (:class:`RawReaders`);
+    False: the text ``trace_pipe`` into ``trace.txt``. ``stacks``: events
+    that get a ``stacktrace`` trigger (their kernel stacks: call sites).
 
     Raises :class:`UsageError` when not root, tracefs or /proc/kpageflags is
     unavailable, or no requested event exists; KeyboardInterrupt on Ctrl-C,
@@ -766,7 +949,8 @@ def record_capture(
         status(f"removed stale instances: {', '.join(stale)}")
 
     inst = FtraceInstance(root, f"{INSTANCE_PREFIX}{os.getpid()}")
-    reader: PipeReader | None = None
+    reader: PipeReader | RawReaders | None = None
+    raw_dir = out / ".raw"
     marker_fd: int | None = None
     sleep_s = DEFAULT_DURATION_S if duration_s is None else duration_s
     workload = shlex.join(command) if command else f"sleep {sleep_s:g}"
@@ -786,11 +970,21 @@ def record_capture(
                 skipped.update(inst.enable(present))
                 if not inst.enabled:
                     raise ReplayError("the kernel refused to enable every requested event")
-                reader = PipeReader(
-                    inst.path / "trace_pipe",
-                    out / "trace.txt",
-                    lambda: inst.buffered_entries() == 0,
-                )
+                if stacks:
+                    armed = inst.arm_stacks(stacks)
+                    for name in sorted(set(stacks) - set(armed)):
+                        skipped.setdefault(name + " (stacktrace)", "no stacktrace trigger armed")
+                if raw:
+                    raw_dir.mkdir()
+                    reader = RawReaders(inst, raw_dir)
+                    for cpu, why in reader.skipped.items():
+                        skipped[f"cpu{cpu} trace_pipe_raw"] = why
+                else:
+                    reader = PipeReader(
+                        inst.path / "trace_pipe",
+                        out / "trace.txt",
+                        lambda: inst.buffered_entries() == 0,
+                    )
                 reader.start()
                 marker_fd = os.open(inst.path / "trace_marker", os.O_WRONLY)
                 inst.tracing(True)
@@ -826,7 +1020,7 @@ def record_capture(
             inst.tracing(False)
             fd, marker_fd = marker_fd, None
             os.close(fd)
-            status("draining trace_pipe")
+            status("draining trace_pipe_raw" if raw else "draining trace_pipe")
             reader.finish()
             stats = inst.cpu_stats()
             lost_by_cpu = {
@@ -835,11 +1029,20 @@ def record_capture(
             }
             lost = sum(v["overrun"] + v["dropped"] for v in lost_by_cpu.values())
             enabled = list(inst.enabled)
+            armed_stacks = list(inst.stacks)
+            trace_file = out / ("trace.dat" if raw else "trace.txt")
+            if isinstance(reader, RawReaders):
+                status("writing trace.dat")
+                trace_bytes = write_raw_tracedat(inst, reader, trace_file)
+            else:
+                trace_bytes = reader.bytes
         except BaseException as exc:
             cleanup_error = _cleanup(inst, reader, marker_fd)
+            shutil.rmtree(raw_dir, ignore_errors=True)
             if cleanup_error is not None:
                 exc.add_note(str(cleanup_error))
             raise
+        shutil.rmtree(raw_dir, ignore_errors=True)
         cleanup_error = _cleanup(inst, reader, marker_fd)
         if cleanup_error is not None:
             raise cleanup_error
@@ -848,8 +1051,8 @@ def record_capture(
         (out / "command").write_text(workload + "\n")
         result = RecordResult(
             out_dir=str(out),
-            trace_file=str(out / "trace.txt"),
-            trace_bytes=reader.bytes,
+            trace_file=str(trace_file),
+            trace_bytes=trace_bytes,
             kernel=kernel,
             workload=workload,
             workload_exit=exit_code,
@@ -868,6 +1071,7 @@ def record_capture(
             tracefs=str(root),
             mounted_tracefs=mounted,
             stale_instances_removed=stale,
+            stacks_armed=armed_stacks,
         )
         (out / "record.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     return result

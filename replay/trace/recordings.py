@@ -61,6 +61,8 @@ def open_parser(
     """
     if kind == "perfscript":
         return PerfScriptParser(path, on_raw=on_raw, **opts)
+    # a capture folder's trace.dat is replay record's: its markers as trace_pipe prints them
+    trace_pipe_print = kind == "capture"
     if kind not in RECORDING_KINDS:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -69,7 +71,9 @@ def open_parser(
         kind = "tracedat" if head.startswith(TRACEDAT_MAGIC) else "perfdata"
     opts.pop("chunk_bytes", None)
     source: TraceDat | PerfData = TraceDat(path) if kind == "tracedat" else PerfData(path)
-    parser = BinaryParser(source, on_raw=on_raw, display_name=str(path), **opts)
+    parser = BinaryParser(
+        source, on_raw=on_raw, display_name=str(path), trace_pipe_print=trace_pipe_print, **opts
+    )
     parser.stats.recording = source.meta()
     parser.kernel = source.kernel()
     return parser

@@ -20,10 +20,11 @@ wraps the same way), or object arrays of str for strings.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from replay.errors import BadInputError
 
@@ -113,6 +114,57 @@ def parse_format(text: str, system: str = "", source: str = "") -> EventFormat:
     if name is None or ident is None:
         raise BadInputError("event format has no name or ID line", file=source)
     return EventFormat(ident, system, name, fields, print_fmt, source)
+
+
+_ID_RE = re.compile(r"^\s*ID:\s*(\d+)\s*$", re.M)
+
+
+class FormatTable(Mapping[int, EventFormat]):
+    """Event formats by ID, each parsed on first lookup.
+
+    A recording carries the format of every event the kernel has (2,323 on
+    6.18), an ingest reads a handful: :meth:`add` only finds the ID line, and
+    a format file is parsed when its ID is looked up (a file with no ID line
+    is parsed at once, for its error).
+    """
+
+    def __init__(self) -> None:
+        self._text: dict[int, tuple[str, str, str]] = {}
+        self._parsed: dict[int, EventFormat] = {}
+
+    def add(self, text: str, system: str = "", source: str = "") -> None:
+        """Register one ``format`` file's text; ``source`` names it in errors."""
+        m = _ID_RE.search(text)
+        if m is None:
+            fmt = parse_format(text, system, source)  # raises: no ID line
+            self._parsed[fmt.id] = fmt
+            return
+        ident = int(m.group(1))
+        self._text[ident] = (text, system, source)
+        self._parsed.pop(ident, None)
+
+    def text(self, ident: int) -> tuple[str, str]:
+        """(system, format file text) of an ID, as the recording holds it."""
+        if ident in self._text:
+            text, system, _ = self._text[ident]
+            return system, text
+        raise KeyError(ident)
+
+    def __getitem__(self, ident: int) -> EventFormat:
+        fmt = self._parsed.get(ident)
+        if fmt is None:
+            text, system, source = self._text[ident]  # KeyError: no such format
+            fmt = self._parsed[ident] = parse_format(text, system, source)
+        return fmt
+
+    def __contains__(self, ident: object) -> bool:
+        return ident in self._text or ident in self._parsed
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._text.keys() | self._parsed.keys())
+
+    def __len__(self) -> int:
+        return len(self._text.keys() | self._parsed.keys())
 
 
 @dataclass(frozen=True)
@@ -351,7 +403,7 @@ def _eval(node: Node, col: Callable[[str], np.ndarray], n: int) -> np.ndarray:
     if kind == "num":
         v = int(node[1])
         v = v - (1 << 64) if v >= 1 << 63 else v
-        return np.full(n, v, np.int64)
+        return np.array([v], np.int64)  # broadcasts against the n records
     if kind == "str":
         out = np.empty(n, object)
         out[:] = node[1]
@@ -444,12 +496,10 @@ def _eval(node: Node, col: Callable[[str], np.ndarray], n: int) -> np.ndarray:
         return _call(str(node[1]), node[2], col, n)
     if kind == "ident":
         name = str(node[1])
-        if name in ("NULL",):
-            return np.zeros(n, np.int64)
         if name in ("true", "false"):
-            return np.full(n, 1 if name == "true" else 0, np.int64)
-        # a kernel variable (vmemmap_base, jiffies): libtraceevent reads it as 0
-        return np.zeros(n, np.int64)
+            return np.array([1 if name == "true" else 0], np.int64)
+        # NULL, or a kernel variable (vmemmap_base, jiffies): libtraceevent reads it as 0
+        return np.zeros(1, np.int64)
     raise ExprError(f"cannot evaluate {kind}")
 
 
@@ -486,10 +536,20 @@ def print_flags(value: int, delim: str, table: list[tuple[int, str]]) -> str:
     return delim.join(parts)
 
 
+def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each value in the distinct values, the distinct values in first-seen order).
+
+    A hash table (Arrow's dictionary encoding), not a sort: a block's pids,
+    task names and gfp masks have few distinct values among many records.
+    """
+    enc = pa.array(np.ascontiguousarray(values)).dictionary_encode()
+    return enc.indices.to_numpy(), enc.dictionary.to_numpy(zero_copy_only=False)
+
+
 def _per_value(values: np.ndarray, render: Callable[[int], str]) -> np.ndarray:
-    uniq, inv = np.unique(values, return_inverse=True)
+    inv, uniq = factorize(values)
     names = np.array([render(int(u)) for u in uniq.tolist()] + [""], dtype=object)
-    return names[inv.reshape(-1)] if uniq.size else np.empty(0, object)
+    return names[inv] if uniq.size else np.empty(0, object)
 
 
 def _call(name: str, args: list[Node], col: Callable[[str], np.ndarray], n: int) -> np.ndarray:
@@ -627,6 +687,39 @@ class PrintFormat:
         out = _eval(conv.arg, col, n)
         return out if out.shape == (n,) else np.broadcast_to(out, (n,)).copy()
 
+    def coded(
+        self, conv: Conversion, col: Callable[[str], np.ndarray], n: int
+    ) -> tuple[np.ndarray, list[object]]:
+        """The argument of ``conv`` as (index per record, distinct values).
+
+        When the argument reads only integer fields (``__print_flags`` of
+        gfp_flags, ``__print_symbolic`` of a migratetype), it is evaluated
+        once per distinct combination of those fields, not once per record.
+        """
+        if conv.arg is None:
+            raise ExprError("a conversion without an argument")
+        names = _int_fields(conv.arg)
+        cols = [np.asarray(col(nm)) for nm in sorted(names or ())]
+        if not cols or any(c.dtype == object for c in cols):
+            vals = self.values(conv, col, n)
+            uniq, inv = np.unique(vals.astype(str) if vals.dtype == object else vals,
+                                  return_inverse=True)  # fmt: skip
+            return inv.reshape(-1).astype(np.int64), uniq.tolist()
+        assert names is not None
+        if len(cols) == 1:
+            inv, uniq = factorize(cols[0])
+            sub = {next(iter(names)): uniq}
+        else:
+            _, first, inv = np.unique(
+                np.stack(cols, axis=1), axis=0, return_index=True, return_inverse=True
+            )
+            sub = {nm: c[first] for nm, c in zip(sorted(names), cols, strict=True)}
+        m = int(next(iter(sub.values())).size)
+        out = _eval(conv.arg, lambda nm: sub[nm], m)
+        if out.shape != (m,):
+            out = np.broadcast_to(out, (m,))
+        return inv.reshape(-1).astype(np.int64), out.tolist()
+
     def render(
         self,
         col: Callable[[str], np.ndarray],
@@ -634,17 +727,40 @@ class PrintFormat:
         symbol: Callable[[int], str] | None = None,
     ) -> list[str]:
         """The printed payload of ``n`` records, as libtraceevent prints it."""
-        parts: list[list[str] | str] = []
+        # one %-format for the whole payload: integer conversions keep their own
+        # spec over values wrapped in numpy, the others are formatted first (%s)
+        fmt: list[str] = []
+        args: list[list[object]] = []
         for piece in self.pieces:
             if isinstance(piece, str):
-                parts.append(piece)
+                fmt.append(piece.replace("%", "%%"))
                 continue
             vals = self.values(piece, col, n)
-            parts.append(_format_values(piece, vals, symbol))
-        out = []
-        for i in range(n):
-            out.append("".join(p if isinstance(p, str) else p[i] for p in parts))
-        return out
+            ints = _plain_ints(piece, vals)
+            if ints is None:
+                fmt.append("%s")
+                args.append(_format_values(piece, vals, symbol))  # type: ignore[arg-type]
+            else:
+                fmt.append(piece.spec + ("d" if piece.conv in ("d", "i") else piece.conv))
+                args.append(ints)
+        spec = "".join(fmt)
+        if not args:
+            return [spec % ()] * n
+        return [spec % t for t in zip(*args, strict=True)]
+
+
+def _plain_ints(c: Conversion, vals: np.ndarray) -> list[object] | None:
+    """The values of an integer conversion (d i u x X o) as the ints printf prints, or None."""
+    if vals.dtype == object or c.conv not in ("d", "i", "u", "x", "X", "o"):
+        return None
+    ints = vals.astype(np.int64)
+    if c.conv in ("d", "i"):
+        if c.unsigned_bits == 32:
+            ints = ints.astype(np.int32).astype(np.int64)  # printf's int: wraps to 32 bits
+        return ints.tolist()  # type: ignore[no-any-return]
+    if c.unsigned_bits == 32:
+        return (ints & 0xFFFFFFFF).tolist()  # type: ignore[no-any-return]
+    return ints.view(np.uint64).tolist()  # type: ignore[no-any-return]
 
 
 def _format_values(
@@ -668,3 +784,22 @@ def _format_values(
     if c.unsigned_bits == 32:
         return [spec % (((v + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)) for v in ints.tolist()]
     return [spec % v for v in ints.tolist()]
+
+
+def _int_fields(node: Node) -> set[str] | None:
+    """The ``REC->field`` names an expression reads, or None when it reads a string."""
+    out: set[str] = set()
+
+    def walk(x: object) -> bool:
+        if isinstance(x, tuple) and x:
+            if x[0] == "field":
+                out.add(str(x[1]))
+                return True
+            if x[0] == "call" and str(x[1]) not in ("__print_flags", "__print_symbolic", "sizeof"):
+                return False
+            return all(walk(y) for y in x[1:])
+        if isinstance(x, list):
+            return all(walk(y) for y in x)
+        return True
+
+    return out if walk(node) else None

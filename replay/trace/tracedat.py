@@ -24,6 +24,7 @@ clock's units: ``local`` and the other ftrace clocks count ns).
 from __future__ import annotations
 
 import mmap
+import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ import zstandard
 from replay.errors import BadInputError
 from replay.trace import _binary_kernels as BK
 from replay.trace.binary import RecordBlock, Symbols
-from replay.trace.tpformat import EventFormat, PageHeader, parse_format, parse_header_page
+from replay.trace.tpformat import FormatTable, PageHeader, factorize, parse_header_page
 
 MAGIC = b"\x17\x08\x44tracing"
 SUPPORTED_VERSIONS = (6, 7)
@@ -60,8 +61,10 @@ OPT_CMDLINES = 21
 OPT_BUFFER_TEXT = 22
 
 SECTION_COMPRESSED = 1
-#: ring-buffer pages decoded per CPU at a time
+#: ring-buffer pages decoded at a time over all CPUs (4 MiB of 4 KiB pages: about
+#: 125k records, as many as the lines of a text chunk), at least MIN_WINDOW_PAGES per CPU
 WINDOW_PAGES = 1024
+MIN_WINDOW_PAGES = 16
 
 
 @dataclass
@@ -145,7 +148,7 @@ class TraceDat:
             raise
         self.raw = np.frombuffer(self._map, np.uint8)
         self.view = memoryview(self._map)
-        self.formats: dict[int, EventFormat] = {}
+        self.formats = FormatTable()
         self.comm_names: list[str] = ["<idle>", "<...>"]
         self._pid_comm: dict[int, int] = {}
         self.buffers: list[Buffer] = []
@@ -154,6 +157,10 @@ class TraceDat:
         self.compression = "none"
         self._zdec: zstandard.ZstdDecompressor | None = None
         self.kallsyms = ""
+        #: the saved_cmdlines text (``pid comm`` lines), as the file holds it
+        self.cmdlines_raw = b""
+        #: header_page and header_event text, as the file holds them
+        self.header_text = ("", "")
         self._parse()
         self.symbol = Symbols(self.kallsyms)
 
@@ -332,23 +339,22 @@ class TraceDat:
         self.header = parse_header_page(text, f"{self.name}: header_page")
         if r.bytes(13) != b"header_event\0":
             raise r.fail("expected 'header_event'", r.pos - 13)
-        r.bytes(r.uint(8))
+        self.header_text = (text, r.bytes(r.uint(8)).decode("utf-8", "replace"))
 
     def _ftrace_formats(self, r: Reader) -> None:
         for _ in range(r.uint(4)):
             text = r.bytes(r.uint(8)).decode("utf-8", "replace")
-            fmt = parse_format(text, "ftrace", f"{self.name}: ftrace format")
-            self.formats[fmt.id] = fmt
+            self.formats.add(text, "ftrace", f"{self.name}: ftrace format")
 
     def _event_formats(self, r: Reader) -> None:
         for _ in range(r.uint(4)):
             system = r.cstr()
             for _ in range(r.uint(4)):
                 text = r.bytes(r.uint(8)).decode("utf-8", "replace")
-                fmt = parse_format(text, system, f"{self.name}: events/{system} format")
-                self.formats[fmt.id] = fmt
+                self.formats.add(text, system, f"{self.name}: events/{system} format")
 
     def _cmdlines(self, raw: bytes) -> None:
+        self.cmdlines_raw = raw
         for line in raw.decode("utf-8", "replace").splitlines():
             pid_s, _, comm = line.strip().partition(" ")
             try:
@@ -423,11 +429,11 @@ class TraceDat:
 
     def comm_index(self, pid: np.ndarray) -> np.ndarray:
         """Index of each pid's task name in comm_names: saved cmdlines, <idle>, <...>."""
-        uniq, inv = np.unique(pid, return_inverse=True)
+        inv, uniq = factorize(pid)
         idx = np.array(
             [0 if p == 0 else self._pid_comm.get(int(p), 1) for p in uniq.tolist()], np.int32
         )
-        return idx[inv.reshape(-1)] if uniq.size else np.zeros(0, np.int32)
+        return idx[inv] if uniq.size else np.zeros(0, np.int32)
 
     def describe(self) -> str:
         named = [b.name for b in self.buffers if b.name and b.cpus]
@@ -458,7 +464,9 @@ class TraceDat:
         parts = uname.split()
         return parts[2] if len(parts) >= 3 else None
 
-    def _pages(self, buf: Buffer, cpu: CpuData) -> Iterator[tuple[np.ndarray, int]]:
+    def _pages(
+        self, buf: Buffer, cpu: CpuData, window: int = WINDOW_PAGES
+    ) -> Iterator[tuple[np.ndarray, int]]:
         """The CPU's pages, a window at a time: (bytes, file offset of the window or -1)."""
         what = f"buffer {buf.name!r} CPU {cpu.cpu}"
         if cpu.offset + cpu.size > len(self.raw):
@@ -468,10 +476,13 @@ class TraceDat:
                 file=self.name,
             )
         if not buf.compressed:
-            step = WINDOW_PAGES * buf.page_size
+            # read, not the map's pages: a mapped page read once stays in this
+            # process's RSS until the file is closed (a 10M-record file: 330 MB)
+            step = window * buf.page_size
+            fd = self._file.fileno()
             for s in range(cpu.offset, cpu.offset + cpu.size, step):
                 e = min(s + step, cpu.offset + cpu.size)
-                yield self.raw[s:e], s
+                yield np.frombuffer(os.pread(fd, e - s, s), np.uint8), s
             return
         r = Reader(self.view, self.name, self.big, what=what)
         r.pos = cpu.offset
@@ -489,15 +500,20 @@ class TraceDat:
             r.pos += csize
             parts.append(data)
             have += len(data)
-            if have >= WINDOW_PAGES * buf.page_size:
+            if have >= window * buf.page_size:
                 yield np.frombuffer(b"".join(parts), np.uint8), -1
                 parts, have = [], 0
         if parts:
             yield np.frombuffer(b"".join(parts), np.uint8), -1
 
-    def _windows(self, buf: Buffer, cpu: CpuData) -> Iterator[_Window]:
+    def pages(self, buf: Buffer, cpu: CpuData) -> Iterator[np.ndarray]:
+        """One CPU's ring-buffer pages as the file holds them (decompressed), a window at a time."""
+        for data, _ in self._pages(buf, cpu):
+            yield data
+
+    def _windows(self, buf: Buffer, cpu: CpuData, window: int) -> Iterator[_Window]:
         h = self.header
-        for data, file_off in self._pages(buf, cpu):
+        for data, file_off in self._pages(buf, cpu, window):
             cap = data.shape[0] // 4 + 1
             off = np.empty(cap, np.int64)
             ln = np.empty(cap, np.int64)
@@ -526,8 +542,12 @@ class TraceDat:
 
     def blocks(self) -> Iterator[RecordBlock]:
         """Every buffer's records merged in ``trace-cmd report``'s order, in blocks."""
+        ncpu = sum(len(b.cpus) for b in self.buffers)
+        window = max(MIN_WINDOW_PAGES, WINDOW_PAGES // max(ncpu, 1))
         streams = [
-            self._windows(b, c) for b in self.buffers for c in sorted(b.cpus, key=lambda c: c.cpu)
+            self._windows(b, c, window)
+            for b in self.buffers
+            for c in sorted(b.cpus, key=lambda c: c.cpu)
         ]
         wins: list[_Window | None] = [next(s, None) for s in streams]
         while True:
@@ -587,6 +607,75 @@ class _Window:
     lost: np.ndarray
     cpu: int
     pos: int = 0
+
+
+def write_v6(
+    dst: Path,
+    *,
+    header_page: str,
+    header_event: str,
+    formats: list[tuple[str, str]],
+    cpu_pages: list[Iterator[bytes]],
+    page_size: int,
+    kallsyms: str = "",
+    cmdlines: bytes = b"",
+    options: dict[int, bytes] | None = None,
+) -> int:
+    """Write a trace.dat v6 (trace-cmd.dat.v6.5.txt) of ring-buffer pages; returns its bytes.
+
+    ``formats``: (system, format file text), ``ftrace`` ones in the ftrace
+    section; ``cpu_pages[k]``: CPU k's pages as the kernel gave them (each a
+    multiple of ``page_size`` bytes), written page-aligned after the headers,
+    as trace-cmd writes them (``trace-cmd report`` and KernelShark read the
+    file). ``options``: extra v6 options by id (UNAME, TRACECLOCK: bytes
+    with their NUL). Little-endian, 8-byte longs: this machine's layout.
+    """
+    order = "little"
+    out = bytearray(MAGIC + b"6\0" + bytes([0, 8]) + page_size.to_bytes(4, order))
+
+    def blob(b: bytes, width: int) -> None:
+        out.extend(len(b).to_bytes(width, order) + b)
+
+    out += b"header_page\0"
+    blob(header_page.encode(), 8)
+    out += b"header_event\0"
+    blob(header_event.encode(), 8)
+    systems: dict[str, list[str]] = {}
+    for system, text in formats:
+        systems.setdefault(system, []).append(text)
+    ftrace = systems.pop("ftrace", [])
+    out += len(ftrace).to_bytes(4, order)
+    for text in ftrace:
+        blob(text.encode(), 8)
+    out += len(systems).to_bytes(4, order)
+    for system, texts in systems.items():
+        out += system.encode() + b"\0" + len(texts).to_bytes(4, order)
+        for text in texts:
+            blob(text.encode(), 8)
+    blob(kallsyms.encode(), 4)
+    blob(b"", 4)  # printk formats
+    blob(cmdlines, 8)
+    out += len(cpu_pages).to_bytes(4, order) + b"options  \0"
+    for oid, body in (options or {}).items():
+        out += oid.to_bytes(2, order)
+        blob(body, 4)
+    out += (0).to_bytes(2, order) + b"flyrecord\0"
+    table = len(out)
+    out += bytes(16 * len(cpu_pages))
+    at = -(-len(out) // page_size) * page_size
+    with open(dst, "wb") as f:
+        f.write(out)
+        for cpu, pages in enumerate(cpu_pages):
+            f.seek(at)
+            size = 0
+            for chunk in pages:
+                f.write(chunk)
+                size += len(chunk)
+            f.seek(table + 16 * cpu)
+            f.write(at.to_bytes(8, order) + size.to_bytes(8, order))
+            at += -(-size // page_size) * page_size
+        f.seek(0, 2)
+        return f.tell()
 
 
 def is_tracedat(head: bytes) -> bool:
