@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from replay.engine.present import PresentMemory, present_memory
 from replay.errors import UsageError
 from replay.limits import check_zone_fits
 from replay.models.config import RunConfig
@@ -52,6 +53,29 @@ class Environment:
     managed: int | None = None
     high_max: int | None = None  # pcp high_max (pages), when the run tunes pcp->high
     kernel: str | None = None  # the capture's kernel release (uname -r), if recorded
+    # the memory the trace shows to exist when it is less than the span (a model works on
+    # its dense pfn space: replay.engine.present); None: the whole span [start_pfn, +pages)
+    memory: PresentMemory | None = field(default=None, compare=False)
+
+    @property
+    def model_pages(self) -> int:
+        """Pages of the model's zone: the span's, or the kept memory's (pages)."""
+        return self.pages if self.memory is None else self.memory.pages
+
+    def to_real(self, mpfns: np.ndarray) -> np.ndarray:
+        """The trace's pfns of model pfns (negative values stay): identity on a whole span."""
+        m = np.asarray(mpfns, np.int64)
+        return m if self.memory is None else self.memory.to_real(m)
+
+    def to_real_end(self, mpfns: np.ndarray) -> np.ndarray:
+        """The trace's exclusive range ends of model ones (negative values stay)."""
+        m = np.asarray(mpfns, np.int64)
+        return m if self.memory is None else self.memory.to_real_end(m)
+
+    def to_model(self, pfns: np.ndarray) -> np.ndarray:
+        """Model pfns of the trace's pfns (-1: memory the model leaves out)."""
+        p = np.asarray(pfns, np.int64)
+        return p if self.memory is None else self.memory.to_model(p)
 
     def kernel_at_least(self, major: int, minor: int) -> bool:
         """Is the capture's kernel ``major.minor`` or newer? True when unknown (a model
@@ -155,18 +179,24 @@ def zone_environment(
                 "the trace has no zone (no zoneinfo snapshot and no pfns): pass --zone-pages N"
             )
         start, pages = int(row[0] or 0), int(row[1])
+    # a zone known only by the trace's pfns keeps the memory they show (present.py)
+    memory = present_memory(store, trace_id) if zone_pages is None else None
     # a model keeps about MODEL_BYTES_PER_PAGE bytes per page of its zone: refuse a zone
     # that cannot fit before allocating any of it
+    what = f"the run's zone (pfn {start} to {start + pages})"
+    if memory is not None:
+        what = what[:-1] + f"; the {memory.stretches:,} stretches of it the trace touches)"
+    present = pages if memory is None else memory.pages
     check_zone_fits(
-        pages, MODEL_BYTES_PER_PAGE, f"the run's zone (pfn {start} to {start + pages})",
+        present, MODEL_BYTES_PER_PAGE, what,
         "pass --zone-pages N for a smaller zone, or record the trace with replay record "
         "(its zoneinfo snapshots give the zone the kernel had)",
     )  # fmt: skip
     snap = snapshot_zone(store, trace_id, start, pages) if zone_pages is None else None
     max_cpu = store.one("SELECT max(cpu) FROM events WHERE trace_id = $t", {"t": trace_id})
     ncpus = config.get("ncpus") or max(1, int(max_cpu[0] or 0) + 1 if max_cpu else 1)
-    wmark = zone_watermarks(store, trace_id, snap, pages, config)
-    sized = int(snap[4]) if snap is not None and snap[4] else pages  # managed pages
+    wmark = zone_watermarks(store, trace_id, snap, present, config)
+    sized = int(snap[4]) if snap is not None and snap[4] else present  # managed pages
     batch = config.get("pcp_batch") or max(1, zone_batchsize(sized))
     high = config.get("pcp_high") or zone_highsize(wmark[1], batch, ncpus)
     high_max = None
@@ -184,7 +214,7 @@ def zone_environment(
     row = store.one("SELECT kernel FROM traces WHERE trace_id = $t", {"t": trace_id})
     kernel = str(row[0]) if row and row[0] else None
     return Environment(start, pages, snap[0] if snap else None, int(ncpus), wmark, batch, high,
-                       managed, high_max, kernel)  # fmt: skip
+                       managed, high_max, kernel, memory)  # fmt: skip
 
 
 def object_index(store: Store, trace_id: int) -> tuple[np.ndarray | None, int]:

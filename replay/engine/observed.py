@@ -41,6 +41,7 @@ import numba as nb
 import numpy as np
 
 from replay.analysis.metrics import percent
+from replay.engine.present import PresentMemory, present_memory
 from replay.errors import UsageError
 from replay.limits import check_zone_fits
 from replay.models.internal import PAGEBLOCK_ORDER
@@ -674,21 +675,29 @@ def buddy_events(
     )
 
 
-def _event_columns(ev: Any, zlo: np.ndarray, zhi: np.ndarray) -> tuple[np.ndarray, ...]:
+def _event_columns(ev: Any, zlo: np.ndarray, zhi: np.ndarray,
+                   memory: PresentMemory | None = None) -> tuple[np.ndarray, ...]:  # fmt: skip
     """The first eight arguments of :func:`observe_steps` from an :func:`buddy_events` table.
 
     kind, pfn, order, refill, arg, arg2, and each event's zone bounds (-1
-    when its pfn is in no zone).
+    when its pfn is in no zone). With ``memory``, pfns (and the isolate ranges'
+    ends in ``arg``) are the model's dense pfns (replay.engine.present).
     """
+    kind = ev.column("kind").to_numpy().astype(np.int8)
     pfns = ev.column("pfn").to_numpy().astype(np.int64)
+    arg = ev.column("arg").to_numpy().astype(np.int64)
+    if memory is not None:
+        ranges = (kind == K_ISOLATE_FREE) | (kind == K_FAST_ISOLATE)  # [pfn, arg)
+        pfns = np.where(ranges, memory.to_model_bound(pfns), memory.to_model(pfns))
+        arg = np.where(ranges, memory.to_model_bound(arg), arg)
     zi = np.clip(np.searchsorted(zlo, pfns, side="right") - 1, 0, None)
     inside = (pfns >= zlo[zi]) & (pfns < zhi[zi])
     return (
-        ev.column("kind").to_numpy().astype(np.int8),
+        kind,
         pfns,
         ev.column("order").to_numpy().astype(np.int64),
         ev.column("refill").to_numpy(zero_copy_only=False).astype(np.bool_),
-        ev.column("arg").to_numpy().astype(np.int64),
+        arg,
         ev.column("arg2").to_numpy().astype(np.int64),
         np.where(inside, zlo[zi], -1).astype(np.int64),
         np.where(inside, zhi[zi], -1).astype(np.int64),
@@ -732,6 +741,9 @@ class HiddenFree:
     cols: tuple[np.ndarray, ...] | None = None
     lines: np.ndarray | None = None
     seqs: np.ndarray | None = None
+    # the memory a trace with no snapshot shows (initial_state's dense pfns), if less
+    # than its zone's span
+    memory: PresentMemory | None = None
 
     def _range(self, after: int | None, before: int | None) -> tuple[int, int]:
         assert self.lines is not None
@@ -788,12 +800,22 @@ def initial_state(
             raise UsageError("the trace has no zone (no zoneinfo snapshot and no pfns)")
         zones = [{"node": 0, "zone": "trace", "start_pfn": int(row[0] or 0),
                   "spanned": int(row[1])}]  # fmt: skip
+        # pfns far apart: the state covers the memory they touch (dense pfns, present.py)
+        memory = None if has_flags else present_memory(store, trace_id)
+        if memory is not None:
+            zones[0]["spanned"] = memory.pages
+            if hidden is not None:
+                hidden.memory = memory
     base = min(int(z["start_pfn"]) for z in zones)
     end = max(int(z["start_pfn"]) + int(z["spanned"]) for z in zones)
     n = end - base
     # the rebuild keeps a few bytes per page of the zones' span (block orders, pcp
     # marks, the snapshot's free mask): refuse a span that cannot fit before allocating
-    check_zone_fits(n, OBSERVED_BYTES_PER_PAGE, f"the zones' span (pfn {base} to {end})",
+    what = f"the zones' span (pfn {base} to {end})"
+    if hidden is not None and hidden.memory is not None:
+        what = (f"the trace's zone (pfn {base} to {hidden.memory.end_pfn}; the "
+                f"{hidden.memory.stretches:,} stretches of it the trace touches)")  # fmt: skip
+    check_zone_fits(n, OBSERVED_BYTES_PER_PAGE, what,
                     "the observed rebuild needs the trace's zones from its snapshots "
                     "(replay record saves them)")  # fmt: skip
     blk_order = np.full(n, -1, np.int8)
@@ -1051,10 +1073,11 @@ class PageblockTypes:
 
 def _pageblock_rows(
     seq: int, lo: int, hi: int, base: int, blk_order: np.ndarray, pcp: np.ndarray,
-    pb_mt: np.ndarray | None = None,
+    pb_mt: np.ndarray | None = None, memory: PresentMemory | None = None,
 ) -> Any:  # fmt: skip
     """``pageblocks`` rows of the followed zone [lo, hi) (pfn): free and pcp pages, and
-    each pageblock's type when ``pb_mt`` gives it (:class:`PageblockTypes`).
+    each pageblock's type when ``pb_mt`` gives it (:class:`PageblockTypes`). With
+    ``memory``, [lo, hi) are its dense pfns and the rows name the trace's pageblocks.
 
     The allocated pages' types are not recorded: NULL.
     """
@@ -1080,8 +1103,11 @@ def _pageblock_rows(
                          minlength=n).astype(np.int64)  # fmt: skip
     null32 = pa.nulls(n, pa.int32())
     types = pa.nulls(n, pa.int8()) if pb_mt is None else pa.array(pb_mt[:n].astype(np.int8))
+    index = np.arange(pb0, pb1 + 1, dtype=np.int64)
+    if memory is not None:
+        index = memory.to_real(index << 9) >> 9
     return pa.RecordBatch.from_arrays(
-        [pa.array(np.full(n, seq, np.int64)), pa.array(np.arange(pb0, pb1 + 1, dtype=np.int64)),
+        [pa.array(np.full(n, seq, np.int64)), pa.array(index),
          types, pa.array(free.astype(np.int32)), null32, null32, null32,
          pa.array(pcp_pb.astype(np.int32))],
         schema=PAGEBLOCKS_SCHEMA,
@@ -1167,8 +1193,9 @@ def run_observed(
             types.advance(line)
         return types.pb_mt
 
+    memory = hidden.memory  # pfns far apart: the state's pfns are dense (present.py)
     pb_rows: list[pa.RecordBatch] = [
-        _pageblock_rows(-1, pb_lo, pb_hi, base, blk_order, pcp, pb_types(None))
+        _pageblock_rows(-1, pb_lo, pb_hi, base, blk_order, pcp, pb_types(None), memory)
     ]
     last_line: int | None = None
     for after, before, counted in ((opened, first, False), (first, None, True)):
@@ -1181,11 +1208,13 @@ def run_observed(
             ev = buddy_events(store, trace_id, after, before, with_seq=True)
             lines = ev.column("line").to_numpy().astype(np.int64)
             seq = ev.column("seq").to_numpy(zero_copy_only=False)
-            cols = _event_columns(ev, zlo, zhi)
+            cols = _event_columns(ev, zlo, zhi, memory)
         if lines.shape[0]:
             last_line = int(lines[-1])
         is_canon = ~np.isnan(seq) if seq.dtype.kind == "f" else np.ones(seq.shape, bool)
-        kind, pfns = cols[0], cols[1]
+        kind = cols[0]
+        # the steps name the pfns the kernel handed out (the trace's, not the dense ones)
+        pfns = cols[1] if memory is None else ev.column("pfn").to_numpy().astype(np.int64)
         keep = is_canon & ((kind == K_ALLOC) | (kind == K_FREE) | (kind == K_FAILED))
         m = int(np.count_nonzero(keep))
         out_nr = np.zeros((m, NF), np.int64)
@@ -1214,7 +1243,7 @@ def run_observed(
             if i1 - 1 in snap_set and counted:
                 mt_now = pb_types(int(lines[i1 - 1]))
                 pb_rows.append(_pageblock_rows(int(canon_seq[i1 - 1]), pb_lo, pb_hi, base,
-                                               blk_order, pcp, mt_now))  # fmt: skip
+                                               blk_order, pcp, mt_now, memory))  # fmt: skip
             i0, r0 = i1, r1
         if not counted:
             out_bad[:] = False  # the snapshot window settles the kpageflags state
@@ -1258,7 +1287,7 @@ def run_observed(
         )
         if last_seq >= 0 and (pbe == 0 or last_seq % pbe != 0):
             pb_rows.append(_pageblock_rows(last_seq, pb_lo, pb_hi, base, blk_order, pcp,
-                                           pb_types(last_line)))  # fmt: skip
+                                           pb_types(last_line), memory))  # fmt: skip
         store.append_stream(
             "pageblocks",
             pa.RecordBatchReader.from_batches(pb_rows[0].schema, pb_rows),
@@ -1275,7 +1304,8 @@ def run_observed(
             "allocs": int(is_alloc.sum()), "frees": int((~is_alloc).sum()),
             "failures": int(failed.sum()),
             "ignored_frees": 0, "preexisting": 0, "zone_start_pfn": track_lo,
-            "zone_pages": int(zhi[zi] - zlo[zi]), "every": every, "free_pages": free_pages,
+            "zone_pages": int(zhi[zi] - zlo[zi]) if memory is None
+            else memory.end_pfn - memory.start_pfn, "every": every, "free_pages": free_pages,
             "nr_free": [int(v) for v in nr], "pcp_pages": int(pcp_pages[0]), "background": 0,
             "pageblock_every": pbe, "start": "observed",
         }  # fmt: skip
