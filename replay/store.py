@@ -17,10 +17,9 @@ import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
 
 from replay.analysis.metrics import install_macros, metric_macros_sql
 from replay.errors import (
@@ -31,6 +30,9 @@ from replay.errors import (
     UsageError,
 )
 from replay.spool import NewDatabase, remove_leftovers
+
+if TYPE_CHECKING:  # pyarrow costs 0.2-0.5 s to import: the light commands never need it
+    import pyarrow as pa
 
 DEFAULT_DB = "replay.duckdb"
 ENV_DB = "REPLAY_DB"
@@ -103,6 +105,12 @@ CREATE TABLE IF NOT EXISTS aux_events (
     args JSON,               -- the other key=value fields: {"key": "value", ...} (text values)
     text VARCHAR
 );
+CREATE TABLE IF NOT EXISTS callsites (  -- kernel stacks of events (replay.trace.callsites)
+    trace_id INTEGER NOT NULL,
+    seq BIGINT NOT NULL,     -- the events row the stack was recorded for
+    callsite VARCHAR,        -- its first frame outside the page allocator (perf kmem's callsite)
+    stack VARCHAR            -- every frame, innermost first, one per line
+);
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER NOT NULL,
     trace_id INTEGER NOT NULL,
@@ -153,7 +161,22 @@ CREATE TABLE IF NOT EXISTS runs (
     pool_fallbacks BIGINT,   -- pooled requests served by the normal allocator
     served_kernel_failures BIGINT,  -- requests the recorded kernel failed that the model served
     start_seq BIGINT,        -- the first seq replayed (a fork's --at)
-    end_seq BIGINT           -- the last seq replayed
+    end_seq BIGINT,          -- the last seq replayed
+    zs_objects_moved BIGINT, -- zsmalloc: objects zs_compact moved (NULL: no zsmalloc)
+    zs_bytes_copied BIGINT,  -- zsmalloc: bytes of zram data copied (objects, migrated pages)
+    zs_pages_freed BIGINT,   -- zsmalloc: pages zs_compact freed to the buddy allocator
+    zs_pages_migrated BIGINT, -- zsmalloc: zram pages page compaction migrated
+    zs_pages BIGINT          -- zsmalloc: zram pages held at the end
+);
+CREATE TABLE IF NOT EXISTS zram_pool (
+    run_id INTEGER NOT NULL,
+    seq BIGINT NOT NULL,     -- a call of zsmalloc's shrinker, before this event
+    compacted BOOLEAN,       -- zs_compact ran
+    objects_moved BIGINT, bytes_copied BIGINT,  -- by this zs_compact
+    pages_freed BIGINT,      -- by this zs_compact, to the buddy allocator
+    pages BIGINT,            -- zram pages held after it (zspages' pages)
+    objects BIGINT,          -- objects stored
+    slots BIGINT             -- object slots of the zspages held
 );
 CREATE TABLE IF NOT EXISTS contiguity (
     run_id INTEGER NOT NULL,
@@ -245,7 +268,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     run_id INTEGER NOT NULL,
     seq BIGINT NOT NULL,     -- the model's whole state after this step (replay.engine.checkpoint)
     events BIGINT,           -- the run's events replayed up to it
-    state BLOB               -- its arrays, zstd-compressed
+    state BLOB,              -- its arrays, zstd-compressed: part `part` of the BLOB
+    part INTEGER DEFAULT 0   -- 0, 1, ...: 64 KiB parts (replay.engine.checkpoint)
 );
 CREATE TABLE IF NOT EXISTS snap_buddyinfo (
     trace_id INTEGER, snapshot VARCHAR, node SMALLINT, zone VARCHAR,
@@ -284,12 +308,14 @@ CREATE TABLE IF NOT EXISTS snap_kpageflags (
 """
 
 # Tables keyed by run_id (rows of a run besides its ``runs`` row).
-RUN_TABLES = ("steps", "extfrag", "pageblocks", "model_events", "contiguity", "checkpoints")
+RUN_TABLES = ("steps", "extfrag", "pageblocks", "model_events", "contiguity", "checkpoints",
+              "zram_pool")  # fmt: skip
 
 # Tables keyed by trace_id, in the order rows are deleted on --replace.
 TRACE_TABLES = (
     "events",
     "aux_events",
+    "callsites",
     "snap_buddyinfo",
     "snap_pagetypeinfo",
     "snap_pageblocks",
@@ -313,6 +339,7 @@ ALTER TABLE steps ADD COLUMN IF NOT EXISTS pcp_pages BIGINT;
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
 ALTER TABLE model_events ADD COLUMN IF NOT EXISTS exchanged BIGINT;
 ALTER TABLE contiguity ADD COLUMN IF NOT EXISTS phase VARCHAR;
+ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS part INTEGER DEFAULT 0;
 """ + "".join(
     f"ALTER TABLE steps ADD COLUMN IF NOT EXISTS {c} BIGINT;\n"
     for c in ("migrated", "scanned", "evicted", "degraded", "exchanged")
@@ -331,6 +358,8 @@ ALTER TABLE contiguity ADD COLUMN IF NOT EXISTS phase VARCHAR;
         ("pool_chunks", "BIGINT"), ("pool_waste", "BIGINT"), ("pool_fallbacks", "BIGINT"),
         ("served_kernel_failures", "BIGINT"), ("start_seq", "BIGINT"), ("end_seq", "BIGINT"),
         ("forked_from", "INTEGER"),  # the run whose model state a fork started from
+        ("zs_objects_moved", "BIGINT"), ("zs_bytes_copied", "BIGINT"),
+        ("zs_pages_freed", "BIGINT"), ("zs_pages_migrated", "BIGINT"), ("zs_pages", "BIGINT"),
     ]
 )  # fmt: skip
 
@@ -615,6 +644,7 @@ class Store:
         the file row group by row group and streams it as an Arrow reader
         (bounded memory).
         """
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         row = self.one("SELECT current_setting('enable_external_access')")
@@ -699,10 +729,27 @@ class Store:
     # -- queries ----------------------------------------------------------------
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """Run SQL and return the result as an Arrow table (QueryError on failure)."""
+        import pyarrow as pa
+
         try:
             rel = self.con.sql(sql, params=dict(params) if params else None)
             if rel is None:  # a statement without a result
                 return pa.table({})
             return rel.to_arrow_table()
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).strip()) from exc
+
+    def query_rows(
+        self, sql: str, params: Mapping[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run SQL; its column names and rows as Python values (QueryError on failure).
+
+        For the light commands (``replay sql``, ``traces``, ``runs``): no pyarrow import.
+        """
+        try:
+            rel = self.con.sql(sql, params=dict(params) if params else None)
+            if rel is None:  # a statement without a result
+                return [], []
+            return list(rel.columns), rel.fetchall()
         except duckdb.Error as exc:
             raise QueryError(str(exc).strip()) from exc

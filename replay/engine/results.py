@@ -122,6 +122,14 @@ class RunResult:
     pool_waste: int = 0
     pool_fallbacks: int = 0
     served_kernel_failures: int = 0  # requests the recorded kernel failed that the model served
+    # zsmalloc (replay.engine.zram; None without it): objects zs_compact moved, bytes of
+    # zram data copied (objects, and 4 KiB per zram page migrated), pages zs_compact freed
+    # to the buddy allocator, zram pages page compaction migrated, zram pages at the end
+    zs_objects_moved: int | None = None
+    zs_bytes_copied: int | None = None
+    zs_pages_freed: int | None = None
+    zs_pages_migrated: int | None = None
+    zs_pages: int | None = None
     start_seq: int = 0  # the first seq replayed (a fork's --at)
     end_seq: int = -1  # the last seq replayed
     preset: str | None = None  # the preset the configuration came from (runs.config)
@@ -141,7 +149,8 @@ RUNS_COLUMNS = (
     "drain_retries", "pageblock_every", "start", "migrated", "scanned", "evicted",
     "evicted_frees", "degraded", "compactions", "model_events", "exchanged", "contig_pages",
     "pool_chunks", "pool_waste", "pool_fallbacks", "served_kernel_failures",
-    "start_seq", "end_seq", "forked_from",
+    "start_seq", "end_seq", "forked_from", "zs_objects_moved", "zs_bytes_copied",
+    "zs_pages_freed", "zs_pages_migrated", "zs_pages",
 )  # fmt: skip
 
 
@@ -177,27 +186,54 @@ def insert_run(store: Store, values: dict[str, Any]) -> None:
     )
 
 
+def _int64(values: np.ndarray, valid: pa.Buffer | None, null_count: int) -> pa.Array:
+    """An int64 Arrow array over ``values`` (contiguous, owned by the array from now on)
+    with a shared validity bitmap: no copy, no per-column mask."""
+    return pa.Array.from_buffers(pa.int64(), values.shape[0], [valid, pa.py_buffer(values)],
+                                 null_count=null_count)  # fmt: skip
+
+
+def _validity(mask: np.ndarray) -> tuple[pa.Buffer | None, int]:
+    """An Arrow validity bitmap of the True rows of ``mask`` (None when all are) and the
+    number of nulls."""
+    nulls = int(mask.shape[0] - np.count_nonzero(mask))
+    if nulls == 0:
+        return None, 0
+    return pa.array(mask, pa.bool_()).buffers()[1], nulls
+
+
 def steps_batch(
     seq: np.ndarray, is_alloc: np.ndarray, out: tuple[np.ndarray, ...]
 ) -> pa.RecordBatch:
-    # Copies: the buffers are reused for the next chunk while DuckDB may still hold this one.
-    pfn, outcome, nr, has, failures, pcp, fallbacks, *costs = (a.copy() for a in out)
-    no_counters = ~has
-    free_pages = (nr << np.arange(NF, dtype=np.int64)).sum(axis=1)
-    nonzero = nr > 0
-    largest = np.where(nonzero.any(axis=1), NF - 1 - np.argmax(nonzero[:, ::-1], axis=1), -1)
+    """The ``steps`` rows of a chunk from the kernel's buffers ``out`` (replay_chunk's
+    order): the counters (nr_free_k in blocks, free_pages in pages, largest_free_order)
+    are NULL on the rows without them, the pfn on frees."""
+    pfn, outcome, nr, has, failures, pcp, fallbacks, *costs = out
+    m = seq.shape[0]
+    # Copies (one pass each): the buffers are reused for the next chunk while DuckDB may
+    # still hold this one. nr_free transposed so each order is one contiguous column.
+    nr_t = np.ascontiguousarray(nr.T, dtype=np.int64)
+    free_pages = np.zeros(m, np.int64)
+    largest = np.full(m, -1, np.int8)
+    for k in range(NF):
+        free_pages += nr_t[k] << k
+        largest[nr_t[k] > 0] = k
+    valid, nulls = _validity(has)
+    alloc_valid, frees = _validity(is_alloc)
     cols: list[pa.Array] = [
-        pa.array(seq, pa.int64()),
-        pa.array(pfn, pa.int64(), mask=~is_alloc),
-        pa.DictionaryArray.from_arrays(pa.array(outcome, pa.int8()), OUTCOMES),
-        pa.array(free_pages, pa.int64(), mask=no_counters),
+        _int64(np.array(seq, np.int64), None, 0),
+        _int64(np.array(pfn, np.int64), alloc_valid, frees),
+        pa.DictionaryArray.from_arrays(
+            pa.array(np.array(outcome, np.int8), pa.int8()), OUTCOMES, safe=False
+        ),
+        _int64(free_pages, valid, nulls),
     ]
-    cols += [pa.array(nr[:, k], pa.int64(), mask=no_counters) for k in range(NF)]
+    cols += [_int64(nr_t[k], valid, nulls) for k in range(NF)]
     cols += [
-        pa.array(largest.astype(np.int8), pa.int8(), mask=no_counters),
-        pa.array(failures, pa.int64()),
-        pa.array(pcp, pa.int64(), mask=no_counters),
-        pa.array(fallbacks, pa.int64()),
+        pa.Array.from_buffers(pa.int8(), m, [valid, pa.py_buffer(largest)], null_count=nulls),
+        _int64(np.array(failures, np.int64), None, 0),
+        _int64(np.array(pcp, np.int64), valid, nulls),
+        _int64(np.array(fallbacks, np.int64), None, 0),
     ]
-    cols += [pa.array(c, pa.int64()) for c in costs]
+    cols += [_int64(np.array(c, np.int64), None, 0) for c in costs]
     return pa.RecordBatch.from_arrays(cols, schema=STEPS_SCHEMA)

@@ -37,7 +37,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from replay.engine.checkpoint import pack, unpack
+from replay.engine.checkpoint import load_checkpoint, pack, store_checkpoint, unpack
 from replay.engine.environment import (
     Environment,
     aligned_blocks,
@@ -75,6 +75,8 @@ from replay.engine.results import (
     outputs,
     steps_batch,
 )
+from replay.engine.zram import ZramPlan, movable_zram, zram_classes
+from replay.engine.zram import plan as zram_plan
 from replay.errors import CheckpointError, UsageError
 from replay.models.compaction import (
     compact_memory,
@@ -97,6 +99,7 @@ from replay.models.internal import (
     C_CLAIMS,
     C_DEGRADED,
     C_DRAINS,
+    C_DRIVER_MIGRATED,
     C_EF,
     C_EVICTED,
     C_EXCHANGED,
@@ -155,11 +158,20 @@ from replay.models.internal import (
     pindex_to_order,
 )
 from replay.models.pcp import drain_all, pageblock_snapshot
+from replay.models.plain_buddy import plain_eligible, replay_chunk_plain, resync
 from replay.models.zone import ZoneState
 from replay.progress import Progress
 from replay.store import Store, gfp_direct_reclaim_sql
+from replay.trace.reader import ahead
 
 CHUNK_EVENTS = 1 << 20
+# Events per kernel call: its per-step output buffers (about 10 MB of rows) are
+# page-faulted once and stay in cache while the batch is built from them (1M-event
+# calls faulted 160 MB of fresh rows per run and missed cache on every row written).
+STEP_EVENTS = 1 << 16
+# Events read per query (each sorted by seq on its own): DuckDB's memory for the
+# sort stays about 0.2 GB whatever the trace's length.
+EVENT_WINDOW = 4 * CHUNK_EVENTS
 # checkpoints over a run of more than 2 * CHUNK_EVENTS events, by default (at chunk ends)
 CHECKPOINTS = 8
 
@@ -187,6 +199,10 @@ def warm_up() -> None:
                    z.pools)  # fmt: skip
     pageblock_snapshot(z.arrays, z.prm, np.zeros((z.npb, 6), np.int64))
     compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
+    z = ZoneState(0, 2, grouping=False, max_objects=1)
+    replay_chunk_plain(0, 1, ev, one, one, z.objects, z.arrays, z.prm,
+                       np.zeros(NR_STATS, np.int64), 0, outputs(1))  # fmt: skip
+    resync(z.arrays, z.prm)
 
 
 # _Replay and ZoneState attributes that are output or scratch buffers, not state: each
@@ -202,8 +218,9 @@ class _Replay:
         self, env: Environment, config: RunConfig, n_obj: int, tmp: Path, n_owners: int = 1
     ) -> None:
         thresholds = {int(k): int(n) for k, n in config.get("defrag_thresholds", [])}
+        # the model's zone: the span, or the memory the trace shows (env.memory's dense pfns)
         self.zone = ZoneState(
-            env.start_pfn, env.pages, pcp=bool(config.get("pcp", False)), ncpus=env.ncpus,
+            env.start_pfn, env.model_pages, pcp=bool(config.get("pcp", False)), ncpus=env.ncpus,
             batch=env.batch, high=env.high, grouping=config.model == "mobility",
             nofragment=bool(config.get("nofragment", True)),
             compaction=config.get("compaction", "off"),
@@ -226,9 +243,10 @@ class _Replay:
             or config.get("kswapd", "off") != "off" or config.get("vcompound_order", 0) > 0
             or bool(thresholds) or bool(config.get("exchange_at"))
             or bool(config.get("contig_at")) or config.get("pool_order", 0) > 0
-            or bool(config.get("recorded_compaction"))
+            or bool(config.get("recorded_compaction")) or config.get("zsmalloc") == "hybrid"
         )  # fmt: skip
         self.config = config
+        self.env = env
         self.ncpus = env.ncpus
         self.objects = self.zone.objects
         self.stats = np.zeros(NR_STATS, np.int64)
@@ -241,6 +259,7 @@ class _Replay:
         self.model_events = Spool(tmp / "model_events.parquet", MODEL_EVENTS_SCHEMA)
         self.contiguity = Spool(tmp / "contiguity.parquet", CONTIGUITY_SCHEMA)
         self.compactions = 0
+        self.zram: ZramPlan | None = None  # zsmalloc's run (replay.engine.zram)
         # the trace's object numbering (object_index): ids (None: dense) and how many
         self.obj_ids: np.ndarray | None = None
         self.n_trace_obj = 0
@@ -256,9 +275,13 @@ class _Replay:
         self.anchor_vpn = np.zeros(0, np.int64)
         self.anchor_pfn = np.zeros(0, np.int64)
         self._pb = np.zeros((self.zone.npb, 6), np.int64)
-        self.out = outputs(CHUNK_EVENTS)
-        self._pb_index = np.arange(self.zone.npb, dtype=np.int64) + (
-            env.start_pfn >> PAGEBLOCK_ORDER
+        self.out = outputs(min(CHUNK_EVENTS, STEP_EVENTS))
+        self._pb_index = (
+            env.to_real(
+                (np.arange(self.zone.npb, dtype=np.int64) + (env.start_pfn >> PAGEBLOCK_ORDER))
+                << PAGEBLOCK_ORDER
+            )
+            >> PAGEBLOCK_ORDER
         )
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -348,12 +371,20 @@ class _Replay:
             bounds.append((n, 2, "", None))
         i = r = 0
         z = self.zone
+        # the plain buddy alone: its own path, the skipped counters rebuilt at each stop
+        plain = plain_eligible(z.prm)
         for stop, _, what, arg in bounds:
             while i < stop:
                 t0 = time.perf_counter()
-                i, r = replay_chunk(i, stop, ev, keep_row, keep_counters, self.objects,
-                                      z.arrays, z.prm, z.counters, self.ef, self.me, z.cz,
-                                      z.mode, self.vc, self.stats, r, out, z.pools)  # fmt: skip
+                if plain:
+                    i, r = replay_chunk_plain(i, stop, ev, keep_row, keep_counters,
+                                              self.objects, z.arrays, z.prm, self.stats, r,
+                                              out)  # fmt: skip
+                    resync(z.arrays, z.prm)
+                else:
+                    i, r = replay_chunk(i, stop, ev, keep_row, keep_counters, self.objects,
+                                        z.arrays, z.prm, z.counters, self.ef, self.me, z.cz,
+                                        z.mode, self.vc, self.stats, r, out, z.pools)  # fmt: skip
                 self.replay_s += time.perf_counter() - t0
                 self.flush()
                 if i < stop and z.cz[CZ_DF_DUE]:
@@ -373,6 +404,8 @@ class _Replay:
                 self.exchange(seq)
             elif what == "contig":
                 self.alloc_contig(seq, arg)
+            elif what == "zs_free":
+                self.free_objects(arg, seq, int(ev[7][min(stop, n - 1)]))
         return r
 
     def _pass_buffer(self) -> np.ndarray:
@@ -398,6 +431,11 @@ class _Replay:
         z = self.zone
         n = int(arg[0])
         pfn = int(arg[1]) if len(arg) > 1 else -1
+        if pfn >= 0 and self.env.memory is not None:
+            pfn = int(self.env.to_model(np.array([pfn]))[0])
+            if pfn < 0:
+                raise UsageError(f"contig_at pfn {arg[1]} is in memory the trace never touches "
+                                 f"(the run's zone is {self.env.memory.describe()})")  # fmt: skip
         ef = self._pass_buffer()
         best = self.config.get("contig_policy", "first") == "best"
         t0 = time.perf_counter()
@@ -515,8 +553,11 @@ class _Replay:
             if f.name == "free_pages":
                 data[f.name] = pa.array([self.zone.free_pages()] * n, pa.int64())
             elif f.name in cols:
-                v = cols[f.name]
-                data[f.name] = pa.array(list(v) if not isinstance(v, list) else v, f.type)
+                v = list(cols[f.name])
+                if f.name in ("start_pfn", "end_pfn") and self.env.memory is not None:
+                    back = self.env.to_real if f.name == "start_pfn" else self.env.to_real_end
+                    v = [None if x is None else int(back(np.array([x]))[0]) for x in v]
+                data[f.name] = pa.array(v, f.type)
             else:
                 data[f.name] = pa.nulls(n, f.type)
         self.model_events.write(
@@ -576,7 +617,7 @@ class _Replay:
         if n == 0:
             return
         e = (self.ef if ef is None else ef)[:n]
-        cols = [pa.array(e[:, 0]), pa.array(e[:, 1])]
+        cols = [pa.array(e[:, 0]), pa.array(self.env.to_real(e[:, 1]))]
         cols += [pa.array(e[:, j].astype(np.int8)) for j in range(2, 6)]
         cols += [pa.array(e[:, 6] != 0), pa.array(e[:, 7] != 0)]
         self.extfrag.write(pa.RecordBatch.from_arrays(cols, schema=EXTFRAG_SCHEMA))
@@ -602,7 +643,14 @@ class _Replay:
             pa.array(e[:, 2].astype(np.int8)),
             pa.array(modes, pa.string()),
         ]
-        cols += [pa.array(e[:, j]) for j in range(4, 13)]
+        # start_pfn, end_pfn (exclusive), migrate_pfn, free_pfn: the trace's pfns
+        cols += [
+            pa.array(self.env.to_real(e[:, 4])),
+            pa.array(self.env.to_real_end(e[:, 5])),
+            pa.array(self.env.to_real(e[:, 6])),
+            pa.array(self.env.to_real(e[:, 7])),
+        ]
+        cols += [pa.array(e[:, j]) for j in range(8, 13)]
         cols += [pa.array(np.array(RESULTS, dtype=object)[e[:, 13]], pa.string()),
                  pa.array(e[:, 14]), pa.array(e[:, 15])]  # fmt: skip
         self.model_events.write(pa.RecordBatch.from_arrays(cols, schema=MODEL_EVENTS_SCHEMA))
@@ -645,6 +693,19 @@ class _Replay:
             prm[:] = saved
         # pre-existing reclaimable pages are kswapd victims too, oldest first
         self.zone.lru_add(ev[2])
+
+    def free_objects(self, obj: np.ndarray, seq: int, ts_ns: int) -> None:
+        """Free whole objects (dense ids) before event ``seq`` (trace time ``ts_ns``), as
+        frees of the trace are (zsmalloc's ``free_zspage``); no step rows."""
+        n = obj.shape[0]
+        no = np.zeros(n, np.bool_)
+        ev = event_arrays(n)
+        ev[0][:] = seq
+        ev[2][:] = obj
+        ev[4][:] = self.objects.obj_order[obj]
+        ev[5][:] = self.objects.obj_mt[obj]
+        ev[7][:] = ts_ns
+        self.apply(ev, no, no, outputs(0))
 
     def type_flags(self, mts: np.ndarray) -> np.ndarray:
         """F_* flags of objects known by their migratetype only (no event flags):
@@ -727,10 +788,12 @@ def _class_sql(classes: list[str], prefix: str) -> tuple[str, dict[str, str]]:
     return "(" + " OR ".join(terms) + ")", params
 
 
-def flags_sql(config: RunConfig) -> tuple[str, dict[str, str]]:
+def flags_sql(config: RunConfig, also_movable: list[str] | None = None
+              ) -> tuple[str, dict[str, str]]:  # fmt: skip
     """The F_* flags of each allocation event (int16: F_KERNEL_FAILED is an event flag),
-    as an SQL expression over events."""
-    movable, p1 = _class_sql(config.get("movable_classes", []), "mc")
+    as an SQL expression over events; ``also_movable``: classes movable besides
+    ``movable_classes`` (the zram pages of zsmalloc's page and hybrid choices)."""
+    movable, p1 = _class_sql(config.get("movable_classes", []) + (also_movable or []), "mc")
     vclasses = config.get("vcompound_classes")
     vc, p2 = ("true", {}) if not vclasses else _class_sql(vclasses, "vc")
     reclaim = "migratetype = 2" + (" OR migratetype = 1" if config.get("kswapd_movable", True)
@@ -801,12 +864,7 @@ def model_state(
     another run's model state (``from_state``) is replayed from that state."""
     blob = None
     if run_id is not None:
-        row = store.one(
-            "SELECT state FROM checkpoints WHERE run_id = $r AND seq < $s ORDER BY seq DESC "
-            "LIMIT 1",
-            {"r": run_id, "s": seq},
-        )
-        blob = bytes(row[0]) if row is not None else None
+        blob = load_checkpoint(store, run_id, seq)
     _result, rp, env = _run(store, trace, config, zone_pages=zone_pages, every=1 << 40,
                             pageblock_every=0, fill_from_snapshot=fill_from_snapshot,
                             start=start, at=at, until=until, stop=seq, progress=None,
@@ -967,9 +1025,14 @@ def _run(
                 "(before.zoneinfo/after.zoneinfo: replay record saves them)"
             )
         if from_state is not None:
-            if at != from_state.seq or (from_state.env.start_pfn, from_state.env.pages) != (
+            if at != from_state.seq or (
+                from_state.env.start_pfn,
+                from_state.env.pages,
+                from_state.env.model_pages,
+            ) != (
                 env.start_pfn,
                 env.pages,
+                env.model_pages,
             ):
                 raise UsageError("a fork from a model's state starts at its seq, in its zone")
             fork = fork_of_model(from_state)
@@ -1038,6 +1101,14 @@ def _run(
             "LEFT JOIN migration_links ml ON ml.y_obj = e.obj WHERE e.trace_id = $t)"
         )
         src = f"(SELECT * FROM {src_all} WHERE seq NOT IN (SELECT seq FROM migration_frees))"
+    zram = None
+    if config.get("zsmalloc"):
+        # zsmalloc frees its zspages' pages (zs_free actions): the trace's frees of them
+        # are left out
+        zram = zram_plan(store, trace_id, config, lo_seq, hi_seq, _class_sql, dense)
+        linked["zs_pages"] = zram.pages
+        store.con.register("zs_pages", zram.pages)
+        src = f"(SELECT * FROM {src} WHERE NOT (op = 'free' AND obj IN (SELECT obj FROM zs_pages)))"
     if elsewhere or linked:
         row = store.one(
             f"""SELECT count(*), max(seq) FROM {src} WHERE trace_id = $t AND seq >= $lo
@@ -1143,6 +1214,7 @@ def _run(
     rp = _Replay(env, config, n_obj + n_bg if saved is None else 1, Path(tmp_dir.name),
                  n_owners)  # fmt: skip
     rp.obj_ids, rp.n_trace_obj = ids, n_obj
+    rp.zram = zram
     regions = (
         pa.table({"obj": pa.array([], pa.int64())})
         if saved is not None
@@ -1155,6 +1227,12 @@ def _run(
     # exchange pages works on regions (a file's or a mapping's pages by their offset):
     # ftrace's kmem events carry none, so on such a trace it has nothing to exchange
     warnings: list[str] = []
+    if env.memory is not None:
+        warnings.append(
+            "the trace has no zone snapshot and its pfns lie far apart: the model's zone is "
+            f"the {env.memory.describe()} pages (untouched stretches of a memory section or "
+            "more are left out: replay.engine.present); stored pfns are the trace's"
+        )
     if config.get("exchange_at") and saved is None and not regions.num_rows:
         warnings.append(
             "exchange_at: the trace has no regions (its allocations carry no region and "
@@ -1222,12 +1300,21 @@ def _run(
     actions += [(s_, "exchange", None) for s_ in sorted(set(config.get("exchange_at", [])))]
     actions += [(a[0], "contig", a[1:]) for a in config.get("contig_at", [])]
     if config.get("recorded_compaction", False):
-        actions += recorded_compactions(store, trace_id, env, lo_seq, hi_seq, total)
+        recorded = recorded_compactions(store, trace_id, env, lo_seq, hi_seq, total)
+        if env.memory is not None:  # the scanners' pfns (-1 unknown) in the model's zone
+            recorded = [(s_, kind, (*arg[:5], *(int(env.memory.to_model_bound(np.array([p]))[0])
+                                               if p >= 0 else -1 for p in arg[5:9]), *arg[9:]))
+                        for s_, kind, arg in recorded]  # fmt: skip
+        actions += recorded
     if config.get("recorded_kswapd", False) and config.get("pcp", False):
         actions += kswapd_reclaim(store, trace_id, lo_seq, hi_seq)
     if config.get("recorded_drains", False) and config.get("pcp", False):
         actions += recorded_drains(store, trace_id, lo_seq, hi_seq)
-    flags_expr, flags_params = flags_sql(config)
+    if zram is not None:
+        actions += zram.actions
+    flags_expr, flags_params = flags_sql(
+        config, zram_classes(store, trace_id, config) if movable_zram(config) else None
+    )
     rp.snapshot(-1)
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)
 
@@ -1255,21 +1342,33 @@ def _run(
         cur = store.con.cursor()
         for name_, tab in linked.items():
             cur.register(name_, tab)
-        reader = None
+        reader: list[pa.RecordBatchReader] = []  # the window's, while one is open
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            # Windows of seqs, each sorted on its own: one ORDER BY over a whole
+            # 100M-event trace held 3.4 GB in DuckDB before its first batch.
+            for w_lo in range(ev_lo, ev_hi, EVENT_WINDOW):
+                reader[:] = [cur.sql(
+                    'SELECT seq, op = \'alloc\' AS is_alloc, obj, "offset", "order", '
+                    f"migratetype, coalesce(cpu, 0) AS cpu, ts_ns, {flags_expr} AS flags, "
+                    f"{owner_sql} AS owner FROM {src} e {owner_join} WHERE trace_id = $t "
+                    f"AND seq >= $lo AND seq < $hi {elsewhere} ORDER BY seq",
+                    params={"t": trace_id, "lo": w_lo, "hi": min(ev_hi, w_lo + EVENT_WINDOW),
+                            **zone_params, **flags_params},
+                ).to_arrow_reader(CHUNK_EVENTS)]  # fmt: skip
+                yield from reader[0]
+                reader.pop().close()
+
         try:
-            reader = cur.sql(
-                'SELECT seq, op = \'alloc\' AS is_alloc, obj, "offset", "order", migratetype, '
-                f"coalesce(cpu, 0) AS cpu, ts_ns, {flags_expr} AS flags, {owner_sql} AS owner "
-                f"FROM {src} e {owner_join} WHERE trace_id = $t AND seq >= $lo AND seq < $hi "
-                f"{elsewhere} ORDER BY seq",
-                params={"t": trace_id, "lo": ev_lo, "hi": ev_hi, **zone_params, **flags_params},
-            ).to_arrow_reader(CHUNK_EVENTS)
-            # chunks of at most `spacing` rows when checkpointing: one after each
+            # chunks of at most `spacing` rows when checkpointing: one after each; each
+            # replayed in kernel calls of STEP_EVENTS
             step = min(CHUNK_EVENTS, spacing) if spacing else CHUNK_EVENTS
-            for batch in (b.slice(o, step) for b in reader for o in range(0, b.num_rows, step)):
+            chunks = (b.slice(o, step) for b in batches() for o in range(0, b.num_rows, step))
+            sub = min(step, STEP_EVENTS)
+            for batch in (c.slice(o, sub) for c in chunks for o in range(0, c.num_rows, sub)):
                 seq = batch.column("seq").to_numpy()
                 is_alloc = batch.column("is_alloc").to_numpy(zero_copy_only=False)
-                # Writable copies: numba compiles read-only (zero-copy) arrays separately.
+                # Writable copies: the JIT compiles read-only (zero-copy) arrays separately.
                 ev = (
                     seq.astype(np.int64, copy=True),
                     is_alloc.astype(np.bool_, copy=True),
@@ -1307,6 +1406,8 @@ def _run(
                 r = rp.apply(ev, keep_row, keep_counters, out, snap_at=np.flatnonzero(snap),
                              actions=at)  # fmt: skip
                 assert r == m
+                if env.memory is not None:  # placements as the trace's pfns
+                    out[0][:] = env.to_real(out[0])
                 done = int(seq[-1]) + 1 - lo_seq
                 if (
                     not state_only
@@ -1319,8 +1420,8 @@ def _run(
                 progress.advance_to(done)
                 yield steps_batch(seq[keep_row], is_alloc[keep_row], out)
         finally:
-            if reader is not None:
-                reader.close()
+            for r_ in reader:
+                r_.close()
             cur.close()
 
     try:
@@ -1332,9 +1433,11 @@ def _run(
             row = store.one("SELECT coalesce(max(run_id), 0) + 1 FROM runs")
             run_id = int(row[0]) if row else 1
             try:
+                # The kernel (GIL released) and the batches a chunk ahead in a thread of
+                # their own, while DuckDB stores the previous chunk's steps
                 store.append_stream(
                     "steps",
-                    pa.RecordBatchReader.from_batches(STEPS_SCHEMA, steps()),
+                    pa.RecordBatchReader.from_batches(STEPS_SCHEMA, ahead(steps(), depth=1)),
                     run_id,
                     key="run_id",
                 )
@@ -1344,10 +1447,7 @@ def _run(
                 raise
             rp.record_contiguity(-1, "end")
             for seq_, done_, path_ in ckpts:
-                store.run(
-                    "INSERT INTO checkpoints VALUES ($r, $s, $e, $b)",
-                    {"r": run_id, "s": seq_, "e": done_, "b": path_.read_bytes()},
-                )
+                store_checkpoint(store, run_id, seq_, done_, path_.read_bytes())
                 path_.unlink()
             for spool, table in (
                 (rp.extfrag, "extfrag"),
@@ -1358,6 +1458,9 @@ def _run(
                 spool.close()
                 if spool.rows:
                     store.append_parquet(table, spool.path, run_id, key="run_id")
+            if zram is not None and zram.pool.num_rows:
+                store.append_stream("zram_pool", pa.RecordBatchReader.from_batches(
+                    zram.pool.schema, zram.pool.to_batches()), run_id, key="run_id")  # fmt: skip
             result = _record_run(store, run_id, trace_id, config, env, rp, started, t_start,
                                  warnings, n_events, n_pre, background, every, pbe, start,
                                  (lo_seq, last_seq),
@@ -1425,6 +1528,7 @@ def _record_run(
         pool_waste=(int(c[C_POOL_CHUNKS]) << int(z.prm[P_POOL_ORDER]))
         - int(c[C_POOL_PAGES]),
         pool_fallbacks=int(s[S_POOL_FALLBACKS]),
+        **(rp.zram.costs(int(c[C_DRIVER_MIGRATED])) if rp.zram is not None else {}),
         served_kernel_failures=int(s[S_SERVED_KERNEL_FAILED]),
         start_seq=seqs[0], end_seq=seqs[1], preset=config.preset, warnings=warnings,
     )  # fmt: skip

@@ -85,6 +85,25 @@ PARAMS: dict[str, tuple[type, str]] = {
     "contig_policy": (str, "first (alloc_contig_pages' first fit, default) | best"),
     "pool_order": (int, "per-owner pools: order of an owner's chunk (default 0: off)"),
     "pool_owner": (str, "what owns a pool: region (default) | pid | comm"),
+    "zsmalloc": (
+        str,
+        "page | object | hybrid: zram's pages under zsmalloc (replay.models.zsmalloc): "
+        "migrated whole by compaction, compacted by zs_compact, or both (default: off)",
+    ),
+    "zram_classes": (
+        list,
+        "comm/gfp substrings of the zram pages (default on embedded-gpu-zram: its zram gfp)",
+    ),
+    "zsmalloc_interval_ms": (
+        int,
+        "period of zsmalloc's shrinker calls, ms of trace time (default 100)",
+    ),
+    "zsmalloc_fill_pct": (
+        int,
+        "zs_compact runs when the pool's objects fill less than this % of its slots "
+        "(default 100: at every shrinker call)",
+    ),
+    "zsmalloc_seed": (int, "seed of the synthetic zspage structure (default 0)"),
     "zone_choice": (
         str,
         "model (the run's zone serves every request, default) | trace (a "
@@ -108,11 +127,14 @@ PARAM_MAX = {
     "pressure_oom_pages": 2**40,
     "defrag_idle_ms": 2**40,
     "pool_order": 10,
+    "zsmalloc_interval_ms": 2**40,
+    "zsmalloc_fill_pct": 100,
+    "zsmalloc_seed": 2**63 - 1,
 }
 
 
 PARAM_MIN = {"min_free_kbytes": 0, "extfrag_threshold": 0, "proactiveness": 0,
-             "vcompound_order": 0, "pool_order": 0}  # fmt: skip
+             "vcompound_order": 0, "pool_order": 0, "zsmalloc_seed": 0}  # fmt: skip
 
 
 PARAM_CHOICES = {
@@ -121,6 +143,7 @@ PARAM_CHOICES = {
     "contig_policy": ("first", "best"),
     "pool_owner": ("region", "pid", "comm"),
     "zone_choice": ("model", "trace"),
+    "zsmalloc": ("page", "object", "hybrid"),
 }
 
 
@@ -137,6 +160,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mobility+exchange": {"model": "mobility", "exchange_at": [-1]},
     "mobility+defrag": {"model": "mobility", "defrag_thresholds": [[9, 8]]},
     "mobility+pools": {"model": "mobility", "pool_order": 4},
+    # seed 002's three choices for zram's pages (replay.models.zsmalloc), each on mobility
+    # with direct compaction
+    "zsmalloc-page": {"model": "mobility", "compaction": "direct", "zsmalloc": "page"},
+    "zsmalloc-object": {
+        "model": "mobility",
+        "compaction": "direct",
+        "zsmalloc": "object",
+    },
+    "zsmalloc-hybrid": {
+        "model": "mobility",
+        "compaction": "direct",
+        "zsmalloc": "hybrid",
+    },
     # The closest model of the recorded kernel (docs/fidelity.md): grouping by mobility,
     # pcp lists with 6.7+ high tuning sized from the capture's pagesets, each request in
     # the zone the kernel chose, direct compaction as the GFP flags allow, and the model's

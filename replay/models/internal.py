@@ -188,7 +188,10 @@ C_EF, C_CLAIMS, C_STEALS, C_REFILLS, C_BULK, C_DRAINS, C_PCP_PAGES = range(7)
 C_ME, C_MIGRATED, C_SCANNED, C_EVICTED, C_DEGRADED, C_PRESSURE = range(7, 13)
 C_EXCHANGED = 13  # pages moved by exchange_pages (both units of each exchange)
 C_POOL_CHUNKS, C_POOL_PAGES = 14, 15  # per-owner pools now: chunks held, pages in use
-NR_COUNTERS = 16
+# pages of units compaction migrated whose request type is not MOVABLE: movable driver
+# pages (movable_classes, the zram pages of replay.models.zsmalloc), cumulative
+C_DRIVER_MIGRATED = 16
+NR_COUNTERS = 17
 
 # -- stats (int64 array, the trace's events) ---------------------------------------------
 S_ALLOCS, S_FREES, S_FAILURES, S_IGNORED, S_BELOW_LOW, S_BELOW_MIN, S_EVICTED_FREES = range(7)

@@ -613,7 +613,9 @@ def report_data(
             }
         )
     progress.advance_to(4)
+    zsmalloc = zsmalloc_section(store, ids)
     return {
+        **({"zsmalloc": zsmalloc} if zsmalloc is not None else {}),
         "version": 1,
         "order": order,
         "points": points,
@@ -624,6 +626,34 @@ def report_data(
             store, [(r["run_id"], r["label"]) for r in runs], maps=failure_maps
         ),
     }
+
+
+def zsmalloc_section(store: Store, run_ids: list[int]) -> dict[str, Any] | None:
+    """Seed 002's three choices side by side: ``columns`` and ``rows`` of
+    queries/zsmalloc_compare.sql over the runs that have zsmalloc, and per such run
+    its zram pages over the run (``footprint``: ``seq``, ``t`` seconds of trace time,
+    ``pages``, from queries/zram_footprint.sql); None when no run has zsmalloc."""
+    from replay.analysis.queries import run as run_query
+
+    if "zs_pages" not in _table_columns(store, "runs") or not _table_columns(store, "zram_pool"):
+        return None  # a database from before zsmalloc, opened read-only
+    tab = run_query(store, "zsmalloc_compare", {"runs": ",".join(str(r) for r in run_ids)})
+    if tab.num_rows == 0:
+        return None
+    footprint = {}
+    for rid in tab.column("run_id").to_pylist():
+        f = run_query(store, "zram_footprint", {"run": str(rid)})
+        footprint[rid] = {"seq": f.column("seq").to_pylist(), "t": f.column("t_s").to_pylist(),
+                          "pages": f.column("pages").to_pylist()}  # fmt: skip
+    rows = [[_plain(v) for v in r.values()] for r in tab.to_pylist()]
+    return {"columns": tab.column_names, "rows": rows, "footprint": footprint}
+
+
+def _plain(v: Any) -> Any:
+    """A JSON-able cell (DuckDB's rounded DECIMALs become floats)."""
+    import decimal
+
+    return float(v) if isinstance(v, decimal.Decimal) else v
 
 
 FAILURE_COLUMNS = ("run", "seq", "order", "migratetype", "comm", "free_blocks_at_order",

@@ -1026,6 +1026,28 @@
     scatter(cell(cb), {name: 'scan-success', title: 'High-order success against pages scanned',
       note: 'orders above ' + data.costly_order, xLabel: 'pages scanned', yLabel: 'success %',
       yMax: 100, points: pts('scanned', 'high_order_success_pct')});
+
+    // zsmalloc's three choices (seed 002), when a run has zsmalloc
+    var zs = data.zsmalloc;
+    if (zs && zs.rows.length) {
+      var zsec = section(container, 'zsmalloc: three choices for zram pages',
+        'Seed 002: zram pages migrated whole by compaction (page), compacted by zsmalloc ' +
+        '(object: zs_compact moves objects into the fullest zspages), or both (hybrid). ' +
+        'zram pages held, order-3 success and the data each choice copied (bytes).');
+      table(cell(zsec), {name: 'zsmalloc-compare', title: 'The choices side by side',
+        columns: zs.columns, rows: zs.rows,
+        highlight: {zram_pages_mean: 'min', order3_success_pct: 'max', order3_unusable_mean: 'min',
+          all_bytes_copied: 'min'}});
+      var zfig = line(cell(zsec), {name: 'zram-pages', title: 'zram pages held',
+        note: 'at each call of zsmalloc\'s shrinker', xLabel: 'event (seq)', yLabel: 'pages',
+        integer: true, yMin: 0, view: view, onZoom: zoom,
+        series: runs.filter(function (r) { return zs.footprint[r.run_id]; }).map(function (r) {
+          var f = zs.footprint[r.run_id];
+          return {label: r.label, short: '#' + r.run_id, run_id: r.run_id, color: r.color,
+            dash: r.dash, marker: r.marker, x: f.seq, t: f.t, y: f.pages};
+        })});
+      if (zfig.redraw) redraw.push(zfig.redraw);
+    }
     update();
 
     var fl = data.failures || {columns: [], rows: []};
