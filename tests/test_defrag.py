@@ -15,9 +15,8 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
-from conftest import run_cli
+from conftest import run_cli, sql
 
 from replay.models.config import PRESETS
 
@@ -38,14 +37,6 @@ def run(db: Path, trace: str, model: str | Path, *args: str) -> dict[str, Any]:
     assert res.code == 0, res.err
     out = res.json()
     return out[0] if isinstance(out, list) else out
-
-
-def sql(db: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(query, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def toml(tmp_path: Path, name: str, text: str) -> Path:

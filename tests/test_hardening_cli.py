@@ -101,8 +101,10 @@ def test_sigint_during_ingest_exits_130_with_one_line(tmp_path: Path, big_trace:
 
 def test_sigint_while_loading_exits_130(tmp_path: Path) -> None:
     """Ctrl-C before the command even started (its modules loading) is one line too."""
-    proc = start("traces", "--db", tmp_path / "none.duckdb")
-    time.sleep(0.3)  # importing numba, DuckDB and Arrow takes longer
+    # `run` imports numba, DuckDB and Arrow before it starts: that takes longer (a light
+    # command such as `traces` may be done by then)
+    proc = start("run", "x", "--db", tmp_path / "none.duckdb")
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err == "interrupted\n", (proc.returncode, err)
@@ -110,12 +112,14 @@ def test_sigint_while_loading_exits_130(tmp_path: Path) -> None:
 
 def test_sigint_during_a_run_stores_no_run(tmp_path: Path) -> None:
     db = tmp_path / "r.duckdb"
-    res = run_cli("generate", "kernel-build", "--events", "1500000", "--zone-pages", "65536",
+    res = run_cli("generate", "kernel-build", "--events", "3000000", "--zone-pages", "65536",
                   "--name", "kb", "--db", db, "-q")  # fmt: skip
     assert res.code == 0, res.err
     proc = start("run", "kb", "--model", "mobility", "--db", db, "-q")
     ps = psutil.Process(proc.pid)
-    wait_for(lambda: ps.cpu_times().user > 2.0, what="the run to compute")  # past imports
+    # past imports and loading the kernels (about 0.6 s of CPU), well before the end of
+    # the run (about 3.5 s of CPU; 1.5M events had ended by 2 s once start-up got lazy)
+    wait_for(lambda: ps.cpu_times().user > 1.5, what="the run to compute")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err == "interrupted\n", (proc.returncode, err)

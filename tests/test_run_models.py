@@ -208,6 +208,9 @@ def replay_ref(trace: Trace, zone: Any, ncpus: int, snap_at: set[int] | None = N
     for op, obj, order, _, _, _, _ in trace.rows:
         if op == "free" and obj not in allocated and obj not in placed:
             failures += alloc(-1, obj, order, -1, 0) < 0
+    # the run's counters are of the trace's events: a drain retry while placing the
+    # pre-existing objects is not one (whatif resets its counters there too)
+    zone.drains = 0
     if snap_at is not None:
         snaps[-1] = ref_snapshot(zone)
     for seq, (op, obj, order, off, _, mt, cpu) in enumerate(trace.rows):

@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # numpy is imported by the vectorised functions that use it: the light
+    import numpy as np  # commands open a store (these macros) without it
+    import numpy.typing as npt
 
 __all__ = [
     "COMPACTION_HPAGE_ORDER",
@@ -370,7 +371,7 @@ def should_proactive_compact(
 # Vectorised numpy versions: last axis = order, result has the other axes
 # --------------------------------------------------------------------------
 
-_INT64_MAX = np.iinfo(np.int64).max
+_INT64_MAX = 2**63 - 1  # np.iinfo(np.int64).max
 
 
 def _counts_np(nr_free: npt.ArrayLike) -> np.ndarray:
@@ -380,6 +381,8 @@ def _counts_np(nr_free: npt.ArrayLike) -> np.ndarray:
     1000`` fits in int64 (so every result is exact); the bound is far above
     any real machine (about 2**42 blocks per order for 11 orders).
     """
+    import numpy as np
+
     arr = np.asarray(nr_free)
     if arr.ndim < 1 or arr.shape[-1] < 1:
         raise ValueError("nr_free needs a last axis of at least one order")
@@ -396,21 +399,29 @@ def _counts_np(nr_free: npt.ArrayLike) -> np.ndarray:
 
 
 def _shifts(n: int) -> np.ndarray:
+    import numpy as np
+
     return np.arange(n, dtype=np.int64)
 
 
 def free_pages_np(nr_free: npt.ArrayLike) -> np.ndarray:
     """Vectorised :func:`free_pages` (pages, int64)."""
+    import numpy as np
+
     arr = _counts_np(nr_free)
     return (arr << _shifts(arr.shape[-1])).sum(axis=-1, dtype=np.int64)
 
 
 def free_blocks_np(nr_free: npt.ArrayLike) -> np.ndarray:
     """Vectorised :func:`free_blocks` (blocks, int64)."""
+    import numpy as np
+
     return _counts_np(nr_free).sum(axis=-1, dtype=np.int64)
 
 
 def _suitable_np(arr: np.ndarray, k: int) -> np.ndarray:
+    import numpy as np
+
     return (arr[..., k:] << _shifts(arr.shape[-1] - k)).sum(axis=-1, dtype=np.int64)
 
 
@@ -425,6 +436,8 @@ def unusable_index_np(nr_free: npt.ArrayLike, k: int) -> np.ndarray:
     """Vectorised :func:`unusable_index` (thousandths, int64); mm/vmstat.c
     unusable_free_index(). All operands are non-negative, so ``//`` is C's
     truncating division."""
+    import numpy as np
+
     arr = _counts_np(nr_free)
     k = _check_order(k, arr.shape[-1])
     free = (arr << _shifts(arr.shape[-1])).sum(axis=-1, dtype=np.int64)
@@ -438,6 +451,8 @@ def fragmentation_index_np(nr_free: npt.ArrayLike, k: int) -> np.ndarray:
     mm/vmstat.c __fragmentation_index(). The dividends and divisors are
     non-negative; only the final ``1000 - quotient`` can be negative, as in the
     kernel's conversion of the unsigned result to ``int``."""
+    import numpy as np
+
     arr = _counts_np(nr_free)
     k = _check_order(k, arr.shape[-1])
     free = (arr << _shifts(arr.shape[-1])).sum(axis=-1, dtype=np.int64)
@@ -452,6 +467,8 @@ def fragmentation_index_np(nr_free: npt.ArrayLike, k: int) -> np.ndarray:
 def extfrag_for_order_np(nr_free: npt.ArrayLike, k: int) -> np.ndarray:
     """Vectorised :func:`extfrag_for_order` (percent, int64); mm/vmstat.c
     extfrag_for_order()."""
+    import numpy as np
+
     arr = _counts_np(nr_free)
     k = _check_order(k, arr.shape[-1])
     free = (arr << _shifts(arr.shape[-1])).sum(axis=-1, dtype=np.int64)
@@ -462,6 +479,8 @@ def extfrag_for_order_np(nr_free: npt.ArrayLike, k: int) -> np.ndarray:
 
 def largest_free_order_np(nr_free: npt.ArrayLike) -> np.ndarray:
     """Vectorised :func:`largest_free_order` (order, int64; -1 when none)."""
+    import numpy as np
+
     arr = _counts_np(nr_free)
     n = arr.shape[-1]
     nonzero = arr > 0
@@ -480,6 +499,8 @@ def fragmentation_score_np(
     shape (e.g. rows = steps); mm/compaction.c fragmentation_score_node() over
     fragmentation_score_zone_weighted().
     """
+    import numpy as np
+
     zs = [(operator.index(p), _counts_np(a)) for p, a in zones]
     if not zs:
         raise ValueError("a node needs at least one zone")

@@ -15,12 +15,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from replay.errors import RunNotFoundError, UsageError
 from replay.store import Store
+
+if TYPE_CHECKING:  # replay query prints rows without pyarrow (Store.query_rows)
+    import pyarrow as pa
 
 PARAM_RE = re.compile(
     r"^--\s*param:\s*(?P<name>[A-Za-z_]\w*)"
@@ -148,6 +149,19 @@ def list_queries() -> list[NamedQuery]:
 def run(store: Store, name: str, given: dict[str, str]) -> pa.Table:
     """The named query's result; RunNotFoundError when its ``run`` parameter names no run
     (an empty table would read as "nothing happened")."""
+    sql, bound = _bound(store, name, given)
+    return store.query(sql, bound)
+
+
+def run_rows(
+    store: Store, name: str, given: dict[str, str]
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """:func:`run` as column names and Python rows (no pyarrow: ``replay query``)."""
+    sql, bound = _bound(store, name, given)
+    return store.query_rows(sql, bound)
+
+
+def _bound(store: Store, name: str, given: dict[str, str]) -> tuple[str, dict[str, Any]]:
     q = load(name)
     bound = q.bind(given)
     if (
@@ -155,4 +169,4 @@ def run(store: Store, name: str, given: dict[str, str]) -> pa.Table:
         and store.one("SELECT 1 FROM runs WHERE run_id = $r", {"r": bound["run"]}) is None
     ):
         raise RunNotFoundError(f"no run {bound['run']} (replay runs lists them)")
-    return store.query(q.sql, bound)
+    return q.sql, bound

@@ -7,71 +7,118 @@ transaction is rolled back).
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import importlib
+import importlib.util
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
-try:  # loading the commands (numba, DuckDB, Arrow) takes a while: Ctrl-C may come now
+# The commands in the order `replay --help` lists them: name -> (module, function).
+# A command's module is imported only when that command runs (or prints its help):
+# the JIT compiler, pyarrow and the kernels take most of a second to import, and `replay --help`,
+# `traces`, `runs`, `sql` and `query` need none of them (python -X importtime shows it).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("replay.cli.ingest", "ingest"),
+    "traces": ("replay.cli.inspect", "traces"),
+    "show": ("replay.cli.inspect", "show"),
+    "export": ("replay.cli.inspect", "export"),
+    "sql": ("replay.cli.sql", "sql"),
+    "query": ("replay.cli.sql", "query"),
+    "run": ("replay.cli.run", "run"),
+    "runs": ("replay.cli.inspect", "runs"),
+    "validate": ("replay.cli.validate", "validate"),
+    "explain": ("replay.cli.explain", "explain"),
+    "record": ("replay.cli.record", "record"),
+    "compare-kernel-compaction": ("replay.cli.compare_kernel", "compare_kernel_compaction"),
+    "generate": ("replay.cli.generate", "generate"),
+    "report": ("replay.cli.report", "report"),
+    "compare": ("replay.cli.report", "compare"),
+    "batch": ("replay.cli.batch", "batch"),
+    "serve": ("replay.cli.serve", "serve"),
+}
+
+try:  # typer takes a moment to import: Ctrl-C may come now
     import typer
 
     from replay import __version__
-    from replay.cli import batch as batch_cmd
-    from replay.cli import compare_kernel as compare_kernel_cmd
-    from replay.cli import explain as explain_cmd
-    from replay.cli import generate as generate_cmd
-    from replay.cli import ingest as ingest_cmd
-    from replay.cli import inspect as inspect_cmd
-    from replay.cli import record as record_cmd
-    from replay.cli import report as report_cmd
-    from replay.cli import run as run_cmd
-    from replay.cli import serve as serve_cmd
-    from replay.cli import sql as sql_cmd
-    from replay.cli import validate as validate_cmd
     from replay.errors import ReplayError
 except KeyboardInterrupt:
     sys.stderr.write("interrupted\n")
     raise SystemExit(EXIT_INTERRUPTED) from None
 
-app = typer.Typer(
-    name="replay",
-    help="Trace-replay analysis of Linux physical-memory fragmentation.\n\n"
-    "Example: replay ingest traces/compact-6.18 && replay show compact-6.18",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.command()(ingest_cmd.ingest)
-app.command()(inspect_cmd.traces)
-app.command()(inspect_cmd.show)
-app.command()(inspect_cmd.export)
-app.command()(sql_cmd.sql)
-app.command()(sql_cmd.query)
-app.command()(run_cmd.run)
-app.command()(run_cmd.runs)
-app.command()(validate_cmd.validate)
-app.command()(explain_cmd.explain)
-app.command()(record_cmd.record)
-app.command()(compare_kernel_cmd.compare_kernel_compaction)
-app.command()(generate_cmd.generate)
-app.command()(report_cmd.report)
-app.command()(report_cmd.compare)
-app.command()(batch_cmd.batch)
-app.command()(serve_cmd.serve)
 
-
-@app.command()
 def version() -> None:
     """Print the version.
 
     Example: replay version
     """
     typer.echo(__version__)
+
+
+def _docstring(module: str, function: str) -> str:
+    """A command's docstring read from its module's source, without importing the module."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return ""
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            return ast.get_docstring(node) or ""
+    return ""
+
+
+def _stub(name: str, doc: str) -> Callable[[], None]:
+    """A command that only names itself in the group's help (never run)."""
+
+    def stub() -> None:
+        raise AssertionError(f"the stub of {name} ran")  # _app registers the real one to run
+
+    stub.__doc__ = doc
+    return stub
+
+
+def _new_app() -> typer.Typer:
+    return typer.Typer(
+        name="replay",
+        help="Trace-replay analysis of Linux physical-memory fragmentation.\n\n"
+        "Example: replay ingest traces/compact-6.18 && replay show compact-6.18",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+
+def _app(run: str | None = None) -> typer.Typer:
+    """The app with every command; only ``run``'s module imported (None: all of them).
+
+    Other commands are stubs carrying their docstring (read from the source when the
+    group's own help may list them), so the group, its help and its errors for an
+    unknown command are the same whichever command runs.
+    """
+    listing = run is not None and run not in COMMANDS and run != "version"
+    app = _new_app()
+    for name, (module, function) in COMMANDS.items():
+        if run is None or name == run:
+            app.command(name)(getattr(importlib.import_module(module), function))
+        else:
+            app.command(name)(_stub(name, _docstring(module, function) if listing else ""))
+    app.command()(version)
+    return app
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``app``: the whole app, every command module imported (tests list its commands)."""
+    if name == "app":
+        return _app(None)
+    raise AttributeError(name)
 
 
 @contextlib.contextmanager
@@ -113,9 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
+def _command(argv: list[str]) -> str:
+    """The command an argument list names ("" for none: the group's help)."""
+    return argv[0] if argv and not argv[0].startswith("-") else ""
+
+
 def _run(argv: list[str] | None, interrupted: list[bool]) -> int:
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=argv, prog_name="replay")
+        _app(_command(args))(args=args, prog_name="replay")
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

@@ -13,9 +13,9 @@ import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -28,6 +28,9 @@ from rich.progress import (
 from rich.table import Table
 
 from replay.progress import Progress as CoreProgress
+
+if TYPE_CHECKING:  # imported where a table is built: `replay --help` and sql need no pyarrow
+    import pyarrow as pa
 
 
 class Format(enum.StrEnum):
@@ -54,7 +57,19 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def rows_of(table: pa.Table) -> list[dict[str, Any]]:
+@dataclass
+class Rows:
+    """A query result as Python rows (``Store.query_rows``): what :func:`emit_table` reads
+    of an Arrow table, for the commands that need no pyarrow."""
+
+    column_names: list[str]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def to_pylist(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.column_names, r, strict=True)) for r in self.rows]
+
+
+def rows_of(table: pa.Table | Rows) -> list[dict[str, Any]]:
     return [{k: _jsonable(v) for k, v in r.items()} for r in table.to_pylist()]
 
 
@@ -146,7 +161,7 @@ def write_json(obj: Any) -> None:
 
 
 def emit_table(
-    table: pa.Table,
+    table: pa.Table | Rows,
     fmt: Format,
     *,
     title: str | None = None,
@@ -246,6 +261,8 @@ def _print_records(
 
 def emit_sections(sections: Mapping[str, pa.Table | Mapping[str, Any]], fmt: Format) -> None:
     """Several named tables (``replay show``): one JSON object, CSV blocks, or tables."""
+    import pyarrow as pa
+
     if fmt == Format.json:
         write_json(
             {

@@ -1,4 +1,5 @@
-"""``replay run`` and ``replay runs``: replay a stored trace through a model."""
+"""``replay run``: replay a stored trace through a model (``replay runs`` lists them:
+replay/cli/inspect.py)."""
 
 from __future__ import annotations
 
@@ -148,30 +149,4 @@ def _emit_summary(summary: dict, fmt: Format) -> None:
 
         emit_table(
             pa.table({"key": list(summary), "value": [str(v) for v in summary.values()]}), fmt
-        )
-
-
-def runs(
-    trace: Annotated[str | None, typer.Option("--trace", help="Only runs of this trace.")] = None,
-    db: DbOpt = None,
-    fmt: FormatOpt = Format.table,
-) -> None:
-    """List the stored runs with their model, speed and outcome counts.
-
-    Example: replay runs --trace compact-6.18 --format json
-    """
-    with Store(db, read_only=True) as store:
-        where, params = "", {}
-        if trace is not None:
-            where, params = "WHERE r.trace_id = $t", {"t": store.trace_id(trace)}
-        emit_table(
-            store.query(
-                "SELECT r.run_id, t.name AS trace, "
-                "coalesce(json_extract_string(r.config, '$.preset'), r.model) AS model, "
-                "r.events, round(r.events_per_s) AS events_per_s, r.failures, r.ignored_frees, "
-                "r.fallbacks, r.zone_pages, r.free_pages, r.started "
-                f"FROM runs r JOIN traces t USING (trace_id) {where} ORDER BY r.run_id",
-                params,
-            ),
-            fmt,
         )

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import pyarrow as pa
 import typer
 
 from replay.analysis import queries
 from replay.cli.common import DbOpt, FormatOpt
-from replay.cli.output import Format, emit_table
+from replay.cli.output import Format, Rows, emit_table
 from replay.errors import UsageError
 from replay.store import Store
 
@@ -27,7 +26,7 @@ def sql(
     Example: replay sql 'SELECT "order", count(*) FROM events GROUP BY ALL ORDER BY 1'
     """
     with Store(db, read_only=True) as store:
-        emit_table(store.query(statement), fmt)
+        emit_table(Rows(*store.query_rows(statement)), fmt)
 
 
 def _params(values: list[str]) -> dict[str, str]:
@@ -56,11 +55,11 @@ def query(
     """
     if name is None:
         rows = [
-            {"name": q.name, "description": q.description,
-             "params": ", ".join(f"{k}={v}" if v is not None else k for k, v in q.params.items())}
+            (q.name, q.description,
+             ", ".join(f"{k}={v}" if v is not None else k for k, v in q.params.items()))
             for q in queries.list_queries()
         ]  # fmt: skip
-        emit_table(pa.Table.from_pylist(rows), fmt)
+        emit_table(Rows(["name", "description", "params"], rows), fmt)
         return
     with Store(db, read_only=True) as store:
-        emit_table(queries.run(store, name, _params(param or [])), fmt)
+        emit_table(Rows(*queries.run_rows(store, name, _params(param or []))), fmt)

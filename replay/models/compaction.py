@@ -37,6 +37,7 @@ from replay.models.buddy import (
     should_try_claim_block,
 )
 from replay.models.internal import (
+    C_DRIVER_MIGRATED,
     C_ME,
     C_MIGRATED,
     C_SCANNED,
@@ -405,6 +406,8 @@ def migrate_pages(z, prm, ob, cz, counters):  # type: ignore[no-untyped-def]
         free_frozen_pages(src + start, j, cz[CC_CPU], z, prm, counters)
         cz[CC_MOVED] += np.int64(1) << j
         counters[C_MIGRATED] += np.int64(1) << j
+        if ob.obj_mt[x] != MIGRATE_MOVABLE:  # a movable driver page (movable_classes)
+            counters[C_DRIVER_MIGRATED] += np.int64(1) << j
     cz[CC_NUNITS] = 0
     cz[CC_NR_MIGRATE] = 0
 

@@ -22,9 +22,43 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from replay.models.buddy import pageblock_alloc_add
 from replay.models.internal import (
+    F_KERNEL_FAILED,
     MAX_PAGE_ORDER,
+    MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
     NR_PAGE_ORDERS,
+    OBJ_FLAGS_MASK,
+    OUT_FAILED,
+    OUT_IGNORED,
+    OUT_OK,
+    P_COMPACT,
+    P_DEFRAG_IDLE,
+    P_GROUP,
+    P_KSWAPD,
+    P_PAGES,
+    P_PB0,
+    P_PCP,
+    P_PCP_TUNE,
+    P_POOL_ORDER,
+    P_PRESSURE_OOM,
+    P_PRESSURE_RECLAIM,
+    P_START,
+    P_UNITS,
+    P_VCOMPOUND,
+    P_WLOW,
+    P_WMIN,
+    PAGEBLOCK_ORDER,
+    PAGEBLOCK_PAGES,
+    PLACED_FAILED,
+    S_ALLOCS,
+    S_BELOW_LOW,
+    S_BELOW_MIN,
+    S_FAILURES,
+    S_FREES,
+    S_IGNORED,
+    S_SERVED_KERNEL_FAILED,
     buddy_merge_likely,
     list_add,
     list_del,
@@ -162,3 +196,186 @@ class BuddyZone:
     def free_pages(self) -> int:
         """Free pages (sum of nr_free[o] << o)."""
         return int(sum(int(n) << k for k, n in enumerate(self.nr_free)))
+
+
+# -- the engine's path for the `buddy` model ------------------------------------------
+# The `buddy` preset is the mobility kernel (replay.models.events.replay_chunk) with
+# grouping off and no other mechanism configured. That kernel keeps bookkeeping no part
+# of this model reads per event: per-pageblock free pages and per-type free-list counts
+# (its free lists are all MOVABLE, so nr_free_mt[k, MOVABLE] = nr_free[k]), pool, pcp,
+# compaction and pressure checks, the 11-order sum of free pages per allocation. The
+# path below does the same placements on the same Zone arrays without them; resync()
+# rebuilds the two skipped counters before anything else reads the zone.
+def plain_eligible(prm: np.ndarray) -> bool:
+    """Whether a zone's settings ``prm`` (P_*) configure nothing but the plain buddy."""
+    return all(int(prm[p]) == 0 for p in (
+        P_GROUP, P_PCP, P_COMPACT, P_KSWAPD, P_VCOMPOUND, P_PRESSURE_RECLAIM, P_PRESSURE_OOM,
+        P_DEFRAG_IDLE, P_POOL_ORDER, P_UNITS, P_PCP_TUNE))  # fmt: skip
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def _watermark_ok(k, mark, free, nr_free):  # type: ignore[no-untyped-def]
+    """``__zone_watermark_ok`` (alloc_flags 0, replay.models.watermarks) when every free
+    block is on a MOVABLE list: some list of order >= k non-empty iff some nr_free[o] > 0."""
+    if free - ((np.int64(1) << k) - 1) <= mark:
+        return False
+    if k == 0:
+        return True
+    for o in range(k, NR_PAGE_ORDERS):
+        if nr_free[o] > 0:
+            return True
+    return False
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def _add_movable(o, k, to_tail, z):  # type: ignore[no-untyped-def]
+    list_add(o, k * MIGRATE_PCPTYPES + MIGRATE_MOVABLE, to_tail, z.list_next, z.list_prev,
+             z.free_head, z.free_tail)  # fmt: skip
+    z.buddy_order[o] = k
+    z.nr_free[k] += 1
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def _del_movable(o, k, z):  # type: ignore[no-untyped-def]
+    list_del(o, k * MIGRATE_PCPTYPES + MIGRATE_MOVABLE, z.list_next, z.list_prev, z.free_head,
+             z.free_tail)  # fmt: skip
+    z.buddy_order[o] = -1
+    z.nr_free[k] -= 1
+
+
+@nb.njit(cache=True, inline="always", _nrt=False)
+def _plain_free(pfn, k, mt, z, prm):  # type: ignore[no-untyped-def]
+    """``__free_pages`` of the plain buddy: split_large_buddy's pageblock-sized pieces,
+    each merged by __free_one_page (as replay.models.buddy.free_to_buddy with every
+    pageblock MOVABLE), the pages accounted off the request type ``mt``."""
+    start = prm[P_START]
+    pages = prm[P_PAGES]
+    if mt < 0 or mt >= MIGRATE_PCPTYPES:
+        mt = MIGRATE_MOVABLE
+    pageblock_alloc_add(pfn, k, mt, -1, z.pageblock_alloc, prm[P_PB0])
+    piece = k if k <= PAGEBLOCK_ORDER else PAGEBLOCK_ORDER
+    end = pfn + (np.int64(1) << k)
+    p = np.int64(pfn)
+    while p < end:
+        q = p
+        j = piece
+        while j < MAX_PAGE_ORDER:
+            b = q ^ (np.int64(1) << j)
+            bo = b - start
+            if bo < 0 or bo >= pages or z.buddy_order[bo] != j:
+                break
+            _del_movable(bo, j, z)
+            q = q & b
+            j += 1
+        _add_movable(q - start, j, buddy_merge_likely(q, j, start, pages, z.buddy_order), z)
+        p += np.int64(1) << piece
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def replay_chunk_plain(i0, i1, ev, keep_row, keep_counters, ob, z, prm, stats, r0, out):  # type: ignore[no-untyped-def]
+    """``replay_chunk`` (replay.models.events) for a zone that is only the plain buddy
+    (:func:`plain_eligible`): the same pfns, outcomes, statistics and output rows, over
+    events ``i0 .. i1-1``; returns (i1, next output row). ``z.pageblock_free`` and
+    ``z.nr_free_mt`` are left stale: call :func:`resync` before reading them.
+    """
+    # ev = (seq, is_alloc, obj, offset, order, migratetype, cpu, ts_ns, flags, owner)
+    is_alloc, obj, offset, order, mtype, flags = ev[1], ev[2], ev[3], ev[4], ev[5], ev[8]
+    out_pfn, out_outcome, out_nr, out_has, out_fail, out_pcp, out_fb = out[:7]
+    start = prm[P_START]
+    pb0 = prm[P_PB0]
+    wlow = prm[P_WLOW]
+    wmin = prm[P_WMIN]
+    free = np.int64(0)  # free pages, kept as a running sum
+    for j in range(NR_PAGE_ORDERS):
+        free += z.nr_free[j] << j
+    r = r0
+    for i in range(i0, i1):
+        x = obj[i]
+        k = np.int64(order[i])
+        pfn = np.int64(-1)
+        outcome = OUT_OK
+        if is_alloc[i]:
+            stats[S_ALLOCS] += 1
+            if not _watermark_ok(k, wlow, free, z.nr_free):
+                stats[S_BELOW_LOW] += 1
+                if not _watermark_ok(k, wmin, free, z.nr_free):
+                    stats[S_BELOW_MIN] += 1
+            m = np.int64(mtype[i])
+            fl = flags[i]
+            # __rmqueue_smallest + expand on the MOVABLE lists
+            for c in range(k, NR_PAGE_ORDERS):
+                o = z.free_head[c * MIGRATE_PCPTYPES + MIGRATE_MOVABLE]
+                if o < 0:
+                    continue
+                _del_movable(o, c, z)
+                while c > k:
+                    c -= 1
+                    _add_movable(o + (np.int64(1) << c), c, False, z)
+                pfn = o + start
+                break
+            ob.placed[x] = pfn
+            ob.obj_mt[x] = m
+            ob.obj_order[x] = k
+            ob.obj_flags[x] = fl & OBJ_FLAGS_MASK
+            if pfn < 0:
+                outcome = OUT_FAILED
+                stats[S_FAILURES] += 1
+            else:
+                free -= np.int64(1) << k
+                mt = m if 0 <= m < MIGRATE_PCPTYPES else MIGRATE_MOVABLE
+                pageblock_alloc_add(pfn, k, mt, 1, z.pageblock_alloc, pb0)
+                if (fl & F_KERNEL_FAILED) != 0:
+                    # served what the recorded kernel failed: straight back (events.give_back)
+                    stats[S_SERVED_KERNEL_FAILED] += 1
+                    _plain_free(pfn, k, m, z, prm)
+                    free += np.int64(1) << k
+                    ob.placed[x] = PLACED_FAILED
+        else:
+            stats[S_FREES] += 1
+            base = ob.placed[x]
+            if base == PLACED_FAILED:
+                outcome = OUT_IGNORED
+                stats[S_IGNORED] += 1
+            else:
+                _plain_free(base + offset[i], k, np.int64(ob.obj_mt[x]), z, prm)
+                free += np.int64(1) << k
+        if keep_row[i]:
+            out_pfn[r] = pfn
+            out_outcome[r] = outcome
+            out_fail[r] = stats[S_FAILURES]
+            out_has[r] = keep_counters[i]
+            out_pcp[r] = 0
+            out_fb[r] = 0
+            if keep_counters[i]:
+                for j in range(NR_PAGE_ORDERS):
+                    out_nr[r, j] = z.nr_free[j]
+            r += 1
+    return i1, r
+
+
+@nb.njit(cache=True, _nrt=False)
+def resync(z, prm):  # type: ignore[no-untyped-def]
+    """Rebuild what :func:`replay_chunk_plain` leaves stale: ``pageblock_free`` (pages,
+    from the free blocks in ``buddy_order``) and ``nr_free_mt`` (every free block is on a
+    MOVABLE list)."""
+    z.pageblock_free[:] = 0
+    z.nr_free_mt[:] = 0
+    for k in range(NR_PAGE_ORDERS):
+        z.nr_free_mt[k * MIGRATE_PCPTYPES + MIGRATE_MOVABLE] = z.nr_free[k]
+    start = prm[P_START]
+    pb0 = prm[P_PB0]
+    o = np.int64(0)
+    pages = prm[P_PAGES]
+    while o < pages:
+        k = z.buddy_order[o]
+        if k < 0:
+            o += 1
+            continue
+        pfn = o + start
+        if k >= PAGEBLOCK_ORDER:
+            first = (pfn >> PAGEBLOCK_ORDER) - pb0
+            for j in range(np.int64(1) << (k - PAGEBLOCK_ORDER)):
+                z.pageblock_free[first + j] += PAGEBLOCK_PAGES
+        else:
+            z.pageblock_free[(pfn >> PAGEBLOCK_ORDER) - pb0] += np.int64(1) << k
+        o += np.int64(1) << k
