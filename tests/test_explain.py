@@ -238,3 +238,38 @@ def test_a_fork_is_explained_from_the_state_it_was_forked_from(
         before = _step_before(s, fork["run_id"], n)
         assert again["state"]["nr_free"] == [before[f"nr_free_{o}"] for o in range(11)]
         assert again["state"]["pcp_pages"] == before["pcp_pages"]
+
+
+def test_forks_of_a_run_on_a_trace_without_snapshots_keep_its_zone(tmp_path: Path) -> None:
+    """A trace without zoneinfo whose pfns start far from 0: its zone is its pfn span, and
+    explain's counterfactuals fork in that zone (they were given --zone-pages, a zone at
+    pfn 0, and refused: 'a fork from a model's state starts at its seq, in its zone')."""
+    rng = np.random.default_rng(3)
+    base, lines, live, ts = 0x140000, [], [], 100.0
+    for i in range(400):
+        ts += 0.0001
+        if live and rng.random() < 0.4:
+            pfn, order = live.pop(int(rng.integers(len(live))))
+            lines.append(f"  w-{9} [000] .....  {ts:.6f}: mm_page_free: page=0000000000000001 "
+                         f"pfn=0x{pfn:x} order={order}")  # fmt: skip
+            continue
+        order = int(rng.integers(0, 3))
+        pfn = base + (i << 3)
+        live.append((pfn, order))
+        lines.append(f"  w-{9} [000] .....  {ts:.6f}: mm_page_alloc: page=0000000000000001 "
+                     f"pfn=0x{pfn:x} order={order} migratetype={int(rng.integers(0, 2))} "
+                     "gfp_flags=GFP_KERNEL")  # fmt: skip
+    trace = tmp_path / "far.txt"
+    trace.write_text("\n".join(lines) + "\n")
+    db = tmp_path / "far.duckdb"
+    assert run_cli("ingest", trace, "--name", "far", "--db", db, "-q").code == 0
+    r = run_cli("run", "far", "-m", "mobility", "--db", db, "-q", "-f", "json")
+    assert r.code == 0, r.err
+    run_id = int(r.json()["run_id"])
+    with Store(db) as s:
+        seq = _allocs(s, run_id, "ok")[-5]
+        out = ex.explain(s, run_id, seq, models=["mobility+compaction"], horizon=3)
+    own, fork = out["counterfactuals"][1], out["counterfactuals"][2]
+    assert own["outcome"] == out["counterfactuals"][0]["outcome"] == "ok"
+    assert own["pfn"] == out["counterfactuals"][0]["pfn"] >= base
+    assert fork["model"] == "mobility+compaction" and fork["outcome"] == "ok"

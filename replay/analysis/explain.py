@@ -67,6 +67,7 @@ from replay.models.internal import (
 )
 from replay.models.watermarks import zone_watermark_ok
 from replay.store import Store
+from replay.trace.callsites import callsites_by_seq
 
 DEFAULT_MODELS = ("mobility", "mobility+pcp", "mobility+compaction",
                   "mobility+kswapd-targeted", "mobility+vcompound", "kernel")  # fmt: skip
@@ -402,6 +403,19 @@ def candidates(view: PageView, k: int, top: int = 5) -> list[dict[str, Any]]:
     return out
 
 
+def trace_pfns(cands: list[dict[str, Any]], env: Environment) -> list[dict[str, Any]]:
+    """``candidates`` with the trace's pfns: a model on the memory a trace touches works on
+    dense pfns (replay.engine.present); a block and its pageblock map lie in one 1024-page
+    block, which the map moves whole, so offsets within them stay."""
+    if env.memory is None:
+        return cands
+    for c in cands:
+        for key in ("pfn", "blocked_by_pfn", "map_pfn"):
+            if c.get(key) is not None:
+                c[key] = int(env.to_real(np.array([c[key]], np.int64))[0])
+    return cands
+
+
 # pageblock_map's letters, one per page
 MAP_LETTERS = {"free": "F", "pcp": "P", "movable": "M", "reclaimable": "R",
                "unmovable": "U", "other": "H"}  # fmt: skip
@@ -442,7 +456,9 @@ def _counterfactuals(store: Store, info: RunInfo, seq: int, models: list[str], h
     if info.config is not None:
         configs.append((info.label, info.config))
     configs += [(m, load_model(m)) for m in models]
-    zone_pages = ms.env.pages if ms is not None and ms.env.zone is None else None
+    # a model's forks in the run's own zone (the trace's, or the run's --zone-pages); an
+    # observed run's from the kernel's state, in the trace's zone
+    zone_pages = _zone_pages(store, info) if ms is not None else None
     for name, cfg in configs:
         r = run(store, info.trace, cfg, start="observed", at=seq, until=until, every=1,
                 pageblock_every=0, from_state=ms, zone_pages=zone_pages)  # fmt: skip
@@ -512,9 +528,9 @@ def state_view(
     parent = None
     if info.forked_from is not None and info.start_seq is not None:
         # a fork of another run's model state (a counterfactual): that state, then this run
-        _view, _env, parent = state_view(store, run_info(store, info.forked_from),
-                                         info.start_seq)  # fmt: skip
-        zone_pages = parent.env.pages if parent is not None and parent.env.zone is None else None
+        parent_info = run_info(store, info.forked_from)
+        _view, _env, parent = state_view(store, parent_info, info.start_seq)
+        zone_pages = _zone_pages(store, parent_info) if parent is not None else None
     ms = model_state(store, info.trace, info.config, seq, start=info.start,
                      at=info.start_seq if info.start == "observed" else None,
                      zone_pages=zone_pages, fill_from_snapshot=info.background > 0,
@@ -530,6 +546,7 @@ def explain(store: Store, run_id: int, seq: int, *, models: list[str] | None = N
         raise UsageError("--horizon must be 0 or more")
     info = run_info(store, run_id)
     req = _request(store, info, seq)
+    req["callsite"] = callsites_by_seq(store, info.trace_id, [seq]).get(seq)  # with stacks
     if info.start_seq is not None and seq < info.start_seq:
         raise BadInputError(f"seq {seq} is before run {run_id}'s first seq {info.start_seq}",
                             field="seq")  # fmt: skip
@@ -543,7 +560,7 @@ def explain(store: Store, run_id: int, seq: int, *, models: list[str] | None = N
                 "preset": info.config.preset if info.config else None,
                 "start": info.start, "start_seq": info.start_seq},
         "seq": seq, "request": req, "state": state,
-        "candidates": candidates(view, req["order"], top),
+        "candidates": trace_pfns(candidates(view, req["order"], top), env),
     }  # fmt: skip
     out["counterfactuals"] = _counterfactuals(
         store, info, seq, list(DEFAULT_MODELS if models is None else models), horizon, ms
@@ -584,12 +601,14 @@ def rank(store: Store, run_id: int, top: int = 20) -> list[dict[str, Any]]:
     ).to_pylist()
     if not rows:
         raise BadInputError(f"run {run_id} has no allocation steps", field="run_id")
+    sites = callsites_by_seq(store, info.trace_id, [int(q["seq"]) for q in rows])
     out = []
     for q in rows:
         mt = int(q["migratetype"])
         out.append({"seq": int(q["seq"]), "order": int(q["order"]),
                     "migratetype": TYPE_NAMES[mt] if 0 <= mt < 3 else str(mt),
-                    "comm": q["comm"], "outcome": q["outcome"], "pfn": q["pfn"],
+                    "comm": q["comm"], "callsite": sites.get(int(q["seq"])),
+                    "outcome": q["outcome"], "pfn": q["pfn"],
                     "free_blocks_at_order": q["blocks"], "watermark_headroom": q["headroom"],
                     "after_fallback": bool(q["fallback"]),
                     "after_compaction": bool(q["compacted"])})  # fmt: skip
