@@ -60,17 +60,25 @@ demo: $(STAMP)
 	@echo "demo database: demo.duckdb (try: $(VENV)/bin/replay serve --db demo.duckdb)"
 
 test: $(STAMP) sysdeps
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n auto --dist loadgroup
 
+# Benchmarks time whole processes as an installed package runs them: with Python's
+# bytecode cache (a PYTHONDONTWRITEBYTECODE in the environment would add ~0.3 s of
+# compiling the package's sources to every child process).
+bench: export PYTHONDONTWRITEBYTECODE =
 bench: $(STAMP) sysdeps
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_canonical.py
 	$(PY) bench/bench_replay.py
+	$(PY) bench/bench_cref.py
+	$(PY) bench/bench_scale.py
+	$(PY) bench/bench_perl.py
 	$(PY) bench/bench_observed.py
 	$(PY) bench/bench_compaction.py
 	$(PY) bench/bench_explain.py
 	$(PY) bench/bench_batch.py
 	$(PY) bench/bench_serve.py
+	$(PY) bench/bench_binary.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check replay tests bench

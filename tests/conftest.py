@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import sys
+import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -66,6 +69,15 @@ def run_cli(*args: str | Path) -> CliResult:
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def sql(db: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of ``query`` (``?`` parameters) over a database file, opened read-only."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(query, list(params)).fetchall()
+    finally:
+        con.close()
+
+
 @pytest.fixture
 def cli() -> Any:
     return run_cli
@@ -83,3 +95,46 @@ def capture_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = run_cli("ingest", CAPTURE, "--name", "compact", "--db", path, "--quiet")
     assert res.code == 0, res.err
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep the tests that record with the machine's tracefs on one xdist worker.
+
+    They create and remove ftrace instances and check none is left behind, so two
+    workers recording at once would see each other's instances.
+    """
+    for item in items:
+        if item.path.name in ("test_record.py", "test_binary_ingest.py"):
+            item.add_marker(pytest.mark.xdist_group("tracefs"))
+
+
+# Compiling numba's kernels takes most of a cold run (a clean clone on CI). With xdist,
+# both workers would compile the replay kernel (minutes, one core each) at once: instead
+# the controller compiles it once in one process while another compiles the trace,
+# scenario and observed-replay kernels, and the workers then load them from the cache.
+_WARM_REPLAY = "from replay.engine.whatif import warm_up; warm_up()"
+_WARM_REST = """
+import sys
+from pathlib import Path
+from replay.cli.main import main
+d = Path(sys.argv[1])
+db = str(d / "w.duckdb")
+for args in (["ingest", sys.argv[2], "--name", "w", "--db", db, "-q"],
+             ["run", "w", "--observed", "--db", db, "-q"],
+             ["generate", "fragmenter", "--zone-pages", "4096", "--db", db, "-q"]):
+    main(args)
+"""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On the xdist controller, compile the kernels once before the workers start."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        rest = [sys.executable, "-c", _WARM_REST, tmp, str(ERAS / "v6.18.txt")]
+        procs = [
+            subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for cmd in ([sys.executable, "-c", _WARM_REPLAY], rest)
+        ]
+        for proc in procs:
+            proc.wait()  # a failure shows again, with its test, in the run itself
