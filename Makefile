@@ -59,6 +59,9 @@ demo: $(STAMP)
 	@echo "report: $(CURDIR)/demo-report.html (self-contained, open it offline)"
 	@echo "demo database: demo.duckdb (try: $(VENV)/bin/replay serve --db demo.duckdb)"
 
+# The suite compiles numba's kernels for compile time, not speed (replay/jit.py: a cold
+# clone compiles them in minutes less; no test times a kernel).
+test: export REPLAY_JIT_FAST_COMPILE = 1
 test: $(STAMP) sysdeps
 	$(VENV)/bin/pytest -q -p no:cacheprovider -n auto --dist loadgroup
 

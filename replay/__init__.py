@@ -19,7 +19,7 @@ def _numba_cache_dir() -> None:
     when a function it inlines from another module does (the replay kernel
     inlines the allocator and compaction). A cache directory per source hash
     makes a stale cache impossible; an unwritable one makes numba compile in
-    memory. Only the modules that use numba are hashed (a kernel can inline
+    memory. Only the modules that use numba (or replay.jit's njit) are hashed (a kernel can inline
     nothing else), so editing the CLI or the report keeps the cache. Cache
     directories of other source versions unused for 14 days are removed.
     ``NUMBA_CACHE_DIR`` set by the user wins.
@@ -29,9 +29,11 @@ def _numba_cache_dir() -> None:
     h = hashlib.sha256()
     for p in sorted(Path(__file__).resolve().parent.rglob("*.py")):
         src = p.read_bytes()
-        if b"numba" in src:
+        if b"numba" in src or b"njit" in src:
             h.update(p.name.encode())
             h.update(src)
+    fast = os.environ.get("REPLAY_JIT_FAST_COMPILE", "0") not in ("", "0")  # replay.jit
+    h.update(b"fast-compile" if fast else b"")
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "replay" / "numba"
     here = base / h.hexdigest()[:16]
     os.environ["NUMBA_CACHE_DIR"] = str(here)

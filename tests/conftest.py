@@ -108,33 +108,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("tracefs"))
 
 
-# Compiling numba's kernels takes most of a cold run (a clean clone on CI). With xdist,
-# both workers would compile the replay kernel (minutes, one core each) at once: instead
-# the controller compiles it once in one process while another compiles the trace,
-# scenario and observed-replay kernels, and the workers then load them from the cache.
-_WARM_REPLAY = "from replay.engine.whatif import warm_up; warm_up()"
-_WARM_REST = """
-import sys
-from pathlib import Path
-from replay.cli.main import main
-d = Path(sys.argv[1])
-db = str(d / "w.duckdb")
-for args in (["ingest", sys.argv[2], "--name", "w", "--db", db, "-q"],
-             ["run", "w", "--observed", "--db", db, "-q"],
-             ["generate", "fragmenter", "--zone-pages", "4096", "--db", db, "-q"]):
-    main(args)
-"""
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    """On the xdist controller, compile the kernels once before the workers start."""
+    """On the xdist controller, compile the kernels once before the workers start
+    (tests/warm_kernels.py: its two roles in parallel, one core each)."""
     if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
         return
+    warm = Path(__file__).resolve().parent / "warm_kernels.py"
     with tempfile.TemporaryDirectory() as tmp:
-        rest = [sys.executable, "-c", _WARM_REST, tmp, str(ERAS / "v6.18.txt")]
-        procs = [
-            subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for cmd in ([sys.executable, "-c", _WARM_REPLAY], rest)
-        ]
+        procs = []
+        for role in ("models", "traces"):
+            d = Path(tmp) / role
+            d.mkdir()
+            cmd = [sys.executable, str(warm), role, str(d)]
+            quiet = subprocess.DEVNULL
+            procs.append(subprocess.Popen(cmd, stdout=quiet, stderr=quiet))
         for proc in procs:
             proc.wait()  # a failure shows again, with its test, in the run itself

@@ -37,12 +37,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numba as nb
 import numpy as np
 
 from replay.analysis.metrics import percent
 from replay.engine.present import PresentMemory, present_memory
 from replay.errors import UsageError
+from replay.jit import njit
 from replay.limits import check_zone_fits
 from replay.models.internal import PAGEBLOCK_ORDER
 from replay.store import Store
@@ -97,12 +97,12 @@ N_INFERRED = len(INFERRED)
 UNKNOWN = 100
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _pcp_order(k):  # type: ignore[no-untyped-def]
     return k <= 3 or k == 9
 
 
-@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
+@njit(cache=True, _nrt=False)  # never allocates: no refcounting
 def init_blocks(free, base, zlo, zhi, blk_order):  # type: ignore[no-untyped-def]
     """Maximal naturally aligned free blocks of each zone [zlo[z], zhi[z]) (pfn).
 
@@ -132,7 +132,7 @@ def init_blocks(free, base, zlo, zhi, blk_order):  # type: ignore[no-untyped-def
             pfn += np.int64(1) << k
 
 
-@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
+@njit(cache=True, _nrt=False)  # never allocates: no refcounting
 def _containing_free(pfn, k, lo, base, blk_order):  # type: ignore[no-untyped-def]
     """(start, order) of the free block that contains [pfn, pfn + 2^k), or (-1, -1)."""
     for c in range(k, NF):
@@ -144,7 +144,7 @@ def _containing_free(pfn, k, lo, base, blk_order):  # type: ignore[no-untyped-de
     return np.int64(-1), np.int64(-1)
 
 
-@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
+@njit(cache=True, _nrt=False)  # never allocates: no refcounting
 def _clear_inside(pfn, k, base, blk_order, nr):  # type: ignore[no-untyped-def]
     """Remove free blocks lying inside [pfn, pfn + 2^k); returns how many.
 
@@ -160,7 +160,7 @@ def _clear_inside(pfn, k, base, blk_order, nr):  # type: ignore[no-untyped-def]
     return n
 
 
-@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
+@njit(cache=True, _nrt=False)  # never allocates: no refcounting
 def take_nr(pfn, k, lo, base, blk_order, nr):  # type: ignore[no-untyped-def]
     """Take [pfn, pfn + 2^k) out of the buddy, splitting its free block (``expand``).
 
@@ -185,13 +185,13 @@ def take_nr(pfn, k, lo, base, blk_order, nr):  # type: ignore[no-untyped-def]
     return True
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def take(pfn, k, lo, base, blk_order):  # type: ignore[no-untyped-def]
     """:func:`take_nr` without the per-order counts."""
     return take_nr(pfn, k, lo, base, blk_order, np.zeros(NF, np.int64))
 
 
-@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
+@njit(cache=True, _nrt=False)  # never allocates: no refcounting
 def give_nr(pfn, k, lo, hi, base, blk_order, nr):  # type: ignore[no-untyped-def]
     """``__free_one_page``: return [pfn, pfn + 2^k) to the buddy, merging within the zone.
 
@@ -218,13 +218,13 @@ def give_nr(pfn, k, lo, hi, base, blk_order, nr):  # type: ignore[no-untyped-def
     return ok
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def give(pfn, k, lo, hi, base, blk_order):  # type: ignore[no-untyped-def]
     """:func:`give_nr` without the per-order counts."""
     return give_nr(pfn, k, lo, hi, base, blk_order, np.zeros(NF, np.int64))
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def hidden_free(kind, pfn, order, zlo, zhi, cpu, base, flagless, blk_order, pcp, pcp_cpu, found):  # type: ignore[no-untyped-def]
     """Free pages the before-kpageflags cannot show, named by their first later event.
 
@@ -282,7 +282,7 @@ def hidden_free(kind, pfn, order, zlo, zhi, cpu, base, flagless, blk_order, pcp,
             found[1] += npg
 
 
-@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
+@njit(cache=True, _nrt=False)  # never allocates: no refcounting
 def fast_isolate_block(i, k, min_pfn, free_pfn, kind, pfn, lo, hi, base, blk_order):  # type: ignore[no-untyped-def]
     """The free order-k block ``fast_isolate_freepages`` took at event ``i``: (pfn, seen).
 
@@ -326,7 +326,7 @@ def fast_isolate_block(i, k, min_pfn, free_pfn, kind, pfn, lo, hi, base, blk_ord
     return np.int64(-1), False
 
 
-@nb.njit(cache=True, _nrt=False)  # never allocates: no refcounting
+@njit(cache=True, _nrt=False)  # never allocates: no refcounting
 def observe_steps(  # type: ignore[no-untyped-def]
     kind, pfn, order, refill, arg, arg2, zlo, zhi, i0, i1, base, blk_order, pcp, incons,
     inferred, track_lo, nr, pcp_pages, keep_row, out_nr, out_pcp, out_bad, scratch, saved,
@@ -459,7 +459,7 @@ def observe_steps(  # type: ignore[no-untyped-def]
     return r
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def observe(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp, incons,
             inferred):  # type: ignore[no-untyped-def]  # fmt: skip
     """:func:`observe_steps` over all events, without a followed zone or step rows."""
@@ -519,7 +519,7 @@ def _zones(store: Store, trace_id: int, snapshot: str) -> list[dict[str, Any]]:
     ).to_pylist()
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def extend_heads(zero, free, base):  # type: ignore[no-untyped-def]
     """Free blocks from head pages only (kernels whose kpageflags marks only the first page).
 

@@ -15,9 +15,9 @@ EF_COLS, written as fallbacks happen). Offsets ``o = pfn - start_pfn``.
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from replay.jit import njit
 from replay.models.internal import (
     C_CLAIMS,
     C_EF,
@@ -44,7 +44,7 @@ from replay.models.internal import (
 
 
 # -- free blocks ------------------------------------------------------------------
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def _pb_free_add(pfn, k, delta, pb_free, pb0):  # type: ignore[no-untyped-def]
     """Account ``delta`` (+1/-1) times the block (pfn, order k) in per-pageblock free pages."""
     if k >= PAGEBLOCK_ORDER:
@@ -55,7 +55,7 @@ def _pb_free_add(pfn, k, delta, pb_free, pb0):  # type: ignore[no-untyped-def]
         pb_free[(pfn >> PAGEBLOCK_ORDER) - pb0] += delta * (np.int64(1) << k)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def add_free(o, k, mt, to_tail, z, prm):  # type: ignore[no-untyped-def]
     """``__add_to_free_list``: block at offset o, order k, onto list (k, mt)."""
     li = k * MIGRATE_PCPTYPES + mt
@@ -66,7 +66,7 @@ def add_free(o, k, mt, to_tail, z, prm):  # type: ignore[no-untyped-def]
     _pb_free_add(o + prm[P_START], k, 1, z.pageblock_free, prm[P_PB0])
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def del_free(o, k, mt, z, prm):  # type: ignore[no-untyped-def]
     """``__del_page_from_free_list``: take block at offset o off list (k, mt)."""
     li = k * MIGRATE_PCPTYPES + mt
@@ -77,7 +77,7 @@ def del_free(o, k, mt, z, prm):  # type: ignore[no-untyped-def]
     _pb_free_add(o + prm[P_START], k, -1, z.pageblock_free, prm[P_PB0])
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def expand(o, high, low, mt, z, prm):  # type: ignore[no-untyped-def]
     """``expand``: split block o of order ``high`` down to ``low``; halves to list heads."""
     while high > low:
@@ -85,7 +85,7 @@ def expand(o, high, low, mt, z, prm):  # type: ignore[no-untyped-def]
         add_free(o + (np.int64(1) << high), high, mt, False, z, prm)
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def init_zone(z, prm):  # type: ignore[no-untyped-def]
     """Boot: the largest aligned blocks, ascending, each at the TAIL of its MOVABLE list."""
     z.buddy_order[:] = -1
@@ -108,7 +108,7 @@ def init_zone(z, prm):  # type: ignore[no-untyped-def]
 
 
 # -- allocation from the buddy ---------------------------------------------------------
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def rmqueue_smallest(k, mt, z, prm):  # type: ignore[no-untyped-def]
     """``__rmqueue_smallest``: head of the first non-empty (c, mt) list, c >= k; offset or -1."""
     for c in range(k, NR_PAGE_ORDERS):
@@ -121,7 +121,7 @@ def rmqueue_smallest(k, mt, z, prm):  # type: ignore[no-untyped-def]
     return np.int64(-1)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def _emit_extfrag(o, k, c, mt, f, z, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
     pfn = o + prm[P_START]
     n = counters[C_EF]
@@ -137,13 +137,13 @@ def _emit_extfrag(o, k, c, mt, f, z, prm, counters, ef, seq):  # type: ignore[no
     counters[C_EF] = n + 1
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def should_try_claim_block(c, mt):  # type: ignore[no-untyped-def]
     """``should_try_claim_block``: claim large blocks, and always for non-movable requests."""
     return c >= PAGEBLOCK_ORDER // 2 or mt == MIGRATE_RECLAIMABLE or mt == MIGRATE_UNMOVABLE
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def try_to_claim_block(o, c, k, mt, f, z, prm):  # type: ignore[no-untyped-def]
     """``try_to_claim_block``: retype the fallback block's pageblock(s) and allocate; -1 if not."""
     start = prm[P_START]
@@ -186,7 +186,7 @@ def try_to_claim_block(o, c, k, mt, f, z, prm):  # type: ignore[no-untyped-def]
     return rmqueue_smallest(k, mt, z, prm)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def find_suitable_fallback(c, mt, head):  # type: ignore[no-untyped-def]
     """``find_suitable_fallback``: the first fallback type with a block of order c, or -1."""
     for i in range(2):
@@ -196,7 +196,7 @@ def find_suitable_fallback(c, mt, head):  # type: ignore[no-untyped-def]
     return np.int64(-1)
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def rmqueue_claim(k, mt, nofrag, z, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
     """``__rmqueue_claim``: largest fallback block first, down to k; offset or -1.
 
@@ -217,7 +217,7 @@ def rmqueue_claim(k, mt, nofrag, z, prm, counters, ef, seq):  # type: ignore[no-
     return np.int64(-1)
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def rmqueue_steal(k, mt, z, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
     """``__rmqueue_steal``: smallest fallback block, split; the rest stays on its lists."""
     for c in range(k, NR_PAGE_ORDERS):
@@ -233,7 +233,7 @@ def rmqueue_steal(k, mt, z, prm, counters, ef, seq):  # type: ignore[no-untyped-
     return np.int64(-1)
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def rmqueue(k, mt, mode, nofrag, z, prm, counters, ef, seq):  # type: ignore[no-untyped-def]
     """``__rmqueue``: own type, then claim, then steal. ``mode[0]`` carries the mode.
 
@@ -258,7 +258,7 @@ def rmqueue(k, mt, mode, nofrag, z, prm, counters, ef, seq):  # type: ignore[no-
 
 
 # -- freeing to the buddy ------------------------------------------------------------
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def free_one_page(pfn, k, mt, z, prm):  # type: ignore[no-untyped-def]
     """``__free_one_page``: merge (retyping order >= 9 buddies), then head or tail."""
     start = prm[P_START]
@@ -280,7 +280,7 @@ def free_one_page(pfn, k, mt, z, prm):  # type: ignore[no-untyped-def]
     add_free(pfn - start, k, mt, buddy_merge_likely(pfn, k, start, pages, z.buddy_order), z, prm)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def free_to_buddy(pfn, k, z, prm):  # type: ignore[no-untyped-def]
     """``free_one_page`` -> ``split_large_buddy``: pageblock-sized pieces, each with its type."""
     pb0 = prm[P_PB0]
@@ -292,7 +292,7 @@ def free_to_buddy(pfn, k, z, prm):  # type: ignore[no-untyped-def]
         p += np.int64(1) << piece
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def pageblock_alloc_add(pfn, k, mt, delta, pb_alloc, pb0):  # type: ignore[no-untyped-def]
     if k >= PAGEBLOCK_ORDER:
         first = (pfn >> PAGEBLOCK_ORDER) - pb0
@@ -304,7 +304,7 @@ def pageblock_alloc_add(pfn, k, mt, delta, pb_alloc, pb0):  # type: ignore[no-un
         )
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def load_state(z, prm, blk, page_mt):  # type: ignore[no-untyped-def]
     """Replace the boot state by a given one (``--start observed``).
 

@@ -26,9 +26,9 @@ pages (4 KiB), orders (blocks of ``1 << order`` pages), ns (trace time).
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from replay.jit import njit
 from replay.models.buddy import (
     del_free,
     find_suitable_fallback,
@@ -130,7 +130,7 @@ from replay.models.watermarks import zone_watermark_ok
 # -- metrics (mm/vmstat.c integer arithmetic) -----------------------------------------
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def extfrag_for_order(k, nr_free):  # type: ignore[no-untyped-def]
     """``extfrag_for_order``: percent of free pages in blocks below order k."""
     free = np.int64(0)
@@ -144,7 +144,7 @@ def extfrag_for_order(k, nr_free):  # type: ignore[no-untyped-def]
     return (free - (suitable << k)) * 100 // free
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def fragmentation_index(k, nr_free):  # type: ignore[no-untyped-def]
     """``__fragmentation_index`` in thousandths (can be negative, as the kernel's)."""
     free = np.int64(0)
@@ -162,13 +162,13 @@ def fragmentation_index(k, nr_free):  # type: ignore[no-untyped-def]
     return 1000 - (1000 + free * 1000 // (np.int64(1) << k)) // blocks
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def fragmentation_score(nr_free, pages):  # type: ignore[no-untyped-def]
     """``fragmentation_score_node`` of a node with this one zone (present = managed pages)."""
     return extfrag_for_order(PAGEBLOCK_ORDER, nr_free) * pages // (pages + 1)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def score_wmark(low, proactiveness):  # type: ignore[no-untyped-def]
     """``fragmentation_score_wmark``."""
     wlow = max(100 - proactiveness, np.int64(5))
@@ -176,7 +176,7 @@ def score_wmark(low, proactiveness):  # type: ignore[no-untyped-def]
 
 
 # -- deferral ----------------------------------------------------------------------------
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def compaction_deferred(k, cz):  # type: ignore[no-untyped-def]
     """``compaction_deferred``: true when this attempt should be skipped."""
     if k < cz[CZ_ORDER_FAILED]:
@@ -189,7 +189,7 @@ def compaction_deferred(k, cz):  # type: ignore[no-untyped-def]
     return True
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def defer_compaction(k, cz):  # type: ignore[no-untyped-def]
     """``defer_compaction``."""
     cz[CZ_CONSIDERED] = 0
@@ -200,7 +200,7 @@ def defer_compaction(k, cz):  # type: ignore[no-untyped-def]
         cz[CZ_SHIFT] = COMPACT_MAX_DEFER_SHIFT
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def compaction_defer_reset(k, success, cz):  # type: ignore[no-untyped-def]
     """``compaction_defer_reset``."""
     if success:
@@ -214,7 +214,7 @@ def compaction_defer_reset(k, success, cz):  # type: ignore[no-untyped-def]
 
 
 # -- units ---------------------------------------------------------------------------------
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def migratable(x, t, ob):  # type: ignore[no-untyped-def]
     """A movable unit that ``skip_isolation_on_order`` does not skip for target order t."""
     if (ob.obj_flags[x] & F_MOVABLE) == 0:
@@ -225,7 +225,7 @@ def migratable(x, t, ob):  # type: ignore[no-untyped-def]
     return t == -1 or j < t
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def step_over(o, z, ob):  # type: ignore[no-untyped-def]
     """Pages a scanner steps over at offset o: a free block, a unit, or one other page."""
     b = z.buddy_order[o]
@@ -238,7 +238,7 @@ def step_over(o, z, ob):  # type: ignore[no-untyped-def]
 
 
 # -- the free scanner ------------------------------------------------------------------
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def isolate_freepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
     """``isolate_freepages``, linear: free blocks from MOVABLE pageblocks, top down."""
     start = prm[P_START]
@@ -291,7 +291,7 @@ def isolate_freepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
     cz[CC_FREE_PFN] = isolate_start
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def compaction_alloc(j, z, prm, ob, cz):  # type: ignore[no-untyped-def]
     """``compaction_alloc``: an isolated free block of order j (split), offset or -1."""
     isolated = False
@@ -323,7 +323,7 @@ def compaction_alloc(j, z, prm, ob, cz):  # type: ignore[no-untyped-def]
 
 
 # -- the migration scanner -----------------------------------------------------------------
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def suitable_migration_source(pb, z, prm, cz):  # type: ignore[no-untyped-def]
     """``suitable_migration_source`` (only ASYNC compaction, run by direct compaction, filters)."""
     if cz[CC_MODE] != MODE_ASYNC or prm[P_GROUP] == 0:
@@ -334,7 +334,7 @@ def suitable_migration_source(pb, z, prm, cz):  # type: ignore[no-untyped-def]
     return bt == cz[CC_MT]
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def isolate_migratepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
     """``isolate_migratepages``, linear: up to 32 pages of units from one pageblock."""
     start = prm[P_START]
@@ -370,7 +370,7 @@ def isolate_migratepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
         return
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def move_unit(x, src, dst, z, prm, ob):  # type: ignore[no-untyped-def]
     """Object x's unit leaves pfn src for pfn dst: per-pageblock counts, pg_obj, placed
     (docs/defrag.md "moving a unit"; compaction's migrations and the defrag models')."""
@@ -385,7 +385,7 @@ def move_unit(x, src, dst, z, prm, ob):  # type: ignore[no-untyped-def]
     ob.placed[x] = dst
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def migrate_pages(z, prm, ob, cz, counters):  # type: ignore[no-untyped-def]
     """``migrate_pages``: each isolated unit to a target from ``compaction_alloc``."""
     start = prm[P_START]
@@ -413,7 +413,7 @@ def migrate_pages(z, prm, ob, cz, counters):  # type: ignore[no-untyped-def]
 
 
 # -- compact_zone ----------------------------------------------------------------------------
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def compaction_suitable(t, z, prm):  # type: ignore[no-untyped-def]
     """``compaction_suitable``: order-0 watermark plus compact_gap, then the fragindex test."""
     mark = (prm[P_WLOW] if t > PAGE_ALLOC_COSTLY_ORDER else prm[P_WMIN]) + (np.int64(2) << t)
@@ -427,7 +427,7 @@ def compaction_suitable(t, z, prm):  # type: ignore[no-untyped-def]
     return True
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def reset_cached_positions(prm, cz):  # type: ignore[no-untyped-def]
     start = prm[P_START]
     cz[CZ_MIG0] = start
@@ -435,7 +435,7 @@ def reset_cached_positions(prm, cz):  # type: ignore[no-untyped-def]
     cz[CZ_FREE] = pageblock_start_pfn(start + prm[P_PAGES] - 1)
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def compact_finished(z, prm, cz):  # type: ignore[no-untyped-def]
     """``__compact_finished`` (+ ``compact_finished``'s NO_SUITABLE_PAGE -> CONTINUE)."""
     if (cz[CC_FREE_PFN] >> PAGEBLOCK_ORDER) <= (cz[CC_MIGRATE_PFN] >> PAGEBLOCK_ORDER):
@@ -460,7 +460,7 @@ def compact_finished(z, prm, cz):  # type: ignore[no-untyped-def]
     return CONTINUE
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def release_freepages(z, prm, cz):  # type: ignore[no-untyped-def]
     """``release_free_list``: isolated free blocks back to the buddy, orders 0..10, head first."""
     start = prm[P_START]
@@ -472,7 +472,7 @@ def release_freepages(z, prm, cz):  # type: ignore[no-untyped-def]
     cz[CC_NR_FREE] = 0
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def compact_start(t, mode, whole, proactive, mt, cpu, z, prm, cz, scan=None):  # type: ignore[no-untyped-def]
     """``compact_zone`` up to its loop: the scanners' start (the zone's cached positions,
     or the zone's ends for a whole-zone pass; ``scan``: see :func:`compact_zone`) and a
@@ -514,7 +514,7 @@ def compact_start(t, mode, whole, proactive, mt, cpu, z, prm, cz, scan=None):  #
     cz[CC_LAST_MIGRATED] = -1
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def compact_loop(budget, z, prm, ob, cz, counters, scan=None):  # type: ignore[no-untyped-def]
     """``compact_zone``'s loop: isolate and migrate until ``compact_finished`` says
     otherwise (its result), ``budget`` pages (-1: none) have moved in the pass
@@ -545,7 +545,7 @@ def compact_loop(budget, z, prm, ob, cz, counters, scan=None):  # type: ignore[n
                 cz[CC_LAST_MIGRATED] = -1
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def compact_done(r, kind, seq, z, prm, cz, counters, me):  # type: ignore[no-untyped-def]
     """``compact_zone`` after its loop: the isolated free pages back, the zone's cached
     scanner positions updated (a pass that did not run to the end), one model event."""
@@ -564,7 +564,7 @@ def compact_done(r, kind, seq, z, prm, cz, counters, me):  # type: ignore[no-unt
          cz[CC_FAILED], 0, r)  # fmt: skip
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def compact_zone(t, mode, whole, proactive, mt, cpu, kind, seq, z, prm, ob, cz, counters, me,  # type: ignore[no-untyped-def]
                  budget=-1, scan=None):  # fmt: skip
     """``compact_zone``; returns the compact_result and records one model event.
@@ -592,7 +592,7 @@ def compact_zone(t, mode, whole, proactive, mt, cpu, kind, seq, z, prm, ob, cz, 
 
 
 # -- the three ways compaction runs --------------------------------------------------------
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def direct_compact(k, mt, lmt, cpu, seq, z, prm, ob, cz, counters, ef, me, mode):  # type: ignore[no-untyped-def]
     """``__alloc_pages_direct_compact`` for a failed order-k allocation: ASYNC, then SYNC.
 
@@ -619,7 +619,7 @@ def direct_compact(k, mt, lmt, cpu, seq, z, prm, ob, cz, counters, ef, me, mode)
     return np.int64(-1)
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def proactive_tick(ts, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
     """kcompactd's checks due at or before trace time ``ts`` (ns); False if ``me`` filled up."""
     if cz[CZ_TS0_SET] == 0:
@@ -650,7 +650,7 @@ def proactive_tick(ts, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-un
     return True
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def compact_recorded(t, mode, budget, scan, cpu, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
     """The model's ``compact_zone`` where the recorded kernel ran one, all at once: for
     order ``t`` (-1: the whole zone, as kcompactd's proactive and /proc passes) in
@@ -662,7 +662,7 @@ def compact_recorded(t, mode, budget, scan, cpu, seq, z, prm, ob, cz, counters, 
                         prm, ob, cz, counters, me, budget, scan)  # fmt: skip
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def compact_recorded_begin(t, mode, scan, cpu, z, prm, cz):  # type: ignore[no-untyped-def]
     """A recorded pass begins (``mm_compaction_begin``): the kernel found the zone
     suitable, so no check of the model's; the scanners start where the kernel's did.
@@ -670,7 +670,7 @@ def compact_recorded_begin(t, mode, scan, cpu, z, prm, cz):  # type: ignore[no-u
     compact_start(t, mode, t == -1, False, MIGRATE_MOVABLE, cpu, z, prm, cz, scan)
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def compact_recorded_step(budget, last, prev, scan, cpu, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
     """A recorded pass goes on to ``budget`` pages migrated since its begin (the sum of
     its task's ``mm_compaction_migratepages`` nr_migrated so far): the model's scanners
@@ -693,7 +693,7 @@ def compact_recorded_step(budget, last, prev, scan, cpu, seq, z, prm, ob, cz, co
     return r
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def compact_memory(seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
     """``compact_memory`` (/proc/sys/vm/compact_memory): one whole-zone SYNC compaction."""
     return compact_zone(-1, MODE_SYNC, True, False, MIGRATE_MOVABLE, 0, K_COMPACT_ONESHOT, seq, z,

@@ -42,9 +42,9 @@ from inside ``replay_chunk``), so they may allocate.
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from replay.jit import njit
 from replay.models.buddy import add_free, del_free, free_to_buddy, pageblock_alloc_add
 from replay.models.compaction import move_unit
 from replay.models.internal import (
@@ -84,7 +84,7 @@ EX_IN_PLACE, EX_MIGRATED, EX_EXCHANGED, EX_BLOCKED, EX_UNMOVABLE = range(5)
 # cz slots of active defragmentation
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def list_mt(o, z, prm):  # type: ignore[no-untyped-def]
     """The free list type of a block at offset o: its pageblock's (MOVABLE with grouping off)."""
     if prm[P_GROUP] == 0:
@@ -92,7 +92,7 @@ def list_mt(o, z, prm):  # type: ignore[no-untyped-def]
     return np.int64(z.pageblock_mt[((o + prm[P_START]) >> PAGEBLOCK_ORDER) - prm[P_PB0]])
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def free_block_at(pfn, z, prm):  # type: ignore[no-untyped-def]
     """The free buddy block covering ``pfn``: (offset of its head, order), or (-1, -1).
 
@@ -107,7 +107,7 @@ def free_block_at(pfn, z, prm):  # type: ignore[no-untyped-def]
     return np.int64(-1), np.int64(-1)
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def take_free_block(pfn, k, z, prm):  # type: ignore[no-untyped-def]
     """Take the free aligned order-k block at ``pfn`` off the buddy (``take_page_off_buddy``
     with ``break_down_buddy_pages``: the other halves go back to their lists' heads).
@@ -130,7 +130,7 @@ def take_free_block(pfn, k, z, prm):  # type: ignore[no-untyped-def]
     return True
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def exchange_pages(xs, targets, z, prm, ob, counters, res):  # type: ignore[no-untyped-def]
     """Put each object ``xs[i]`` at pfn ``targets[i]``, in order; ``res[i]`` says how (EX_*).
 
@@ -182,7 +182,7 @@ def exchange_pages(xs, targets, z, prm, ob, counters, res):  # type: ignore[no-u
 
 
 # -- evacuating a range ---------------------------------------------------------------
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def range_census(lo, n, z, prm, ob):  # type: ignore[no-untyped-def]
     """Pages of pfn range [lo, lo + n): (free in the buddy, in movable units that can be
     migrated out, anything else). A unit reaching outside the range counts as else."""
@@ -218,7 +218,7 @@ def range_census(lo, n, z, prm, ob):  # type: ignore[no-untyped-def]
     return free, movable, other
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def evacuate(lo, n, keep, seq, z, prm, ob, counters, ef, mode):  # type: ignore[no-untyped-def]
     """Migrate the movable units out of pfn range [lo, lo + n) and take it whole.
 
@@ -302,7 +302,7 @@ def evacuate(lo, n, keep, seq, z, prm, ob, counters, ef, mode):  # type: ignore[
     return ok, moved
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def _free_span(a, e, z, prm):  # type: ignore[no-untyped-def]
     """Free pfns [a, e) to the buddy as the largest aligned blocks."""
     while a < e:
@@ -317,7 +317,7 @@ def _free_span(a, e, z, prm):  # type: ignore[no-untyped-def]
         a += np.int64(1) << k
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def alloc_contig(n, pfn, best, seq, z, prm, ob, counters, ef, mode):  # type: ignore[no-untyped-def]
     """``alloc_contig_pages``: ``n`` contiguous pages at ``pfn`` (-1: the first, or with
     ``best`` the cheapest, range at steps of n from ``ALIGN(zone start, n)``). Returns
@@ -365,7 +365,7 @@ def alloc_contig(n, pfn, best, seq, z, prm, ob, counters, ef, mode):  # type: ig
 
 
 # -- active defragmentation --------------------------------------------------------------
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def suitable_blocks(k, nr_free):  # type: ignore[no-untyped-def]
     """Free blocks able to serve an order-k request, in order-k units."""
     s = np.int64(0)
@@ -374,7 +374,7 @@ def suitable_blocks(k, nr_free):  # type: ignore[no-untyped-def]
     return s
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def defrag_wanted(z, prm):  # type: ignore[no-untyped-def]
     """The lowest order whose threshold is crossed, or -1."""
     for k in range(NR_PAGE_ORDERS):
@@ -384,7 +384,7 @@ def defrag_wanted(z, prm):  # type: ignore[no-untyped-def]
     return np.int64(-1)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def defrag_due(ts, z, prm, cz):  # type: ignore[no-untyped-def]
     """Before an event at trace time ``ts`` (ns): is an active defragmentation pass due?
     (an idle gap, a crossed threshold, and not deferred)"""
@@ -402,7 +402,7 @@ def defrag_due(ts, z, prm, cz):  # type: ignore[no-untyped-def]
     return True
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def active_defrag(seq, z, prm, ob, counters, ef, mode):  # type: ignore[no-untyped-def]
     """One pass: evacuate the most-free movable aligned order-k blocks while a threshold
     is crossed. Returns (order, blocks freed, pages migrated, evacuations tried)."""
@@ -443,7 +443,7 @@ def active_defrag(seq, z, prm, ob, counters, ef, mode):  # type: ignore[no-untyp
     return first_k, freed, moved, tried
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def defrag_pass(seq, z, prm, ob, cz, counters, ef, mode, me):  # type: ignore[no-untyped-def]
     """An active defragmentation pass with its deferral and its model event (kind defrag:
     order, moved pages, ``failed`` = evacuations that freed nothing, result BALANCED when

@@ -15,9 +15,9 @@ virtual compound in the pool ``vc``), request migratetype, order, F_* flags
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from replay.jit import njit
 from replay.models.compaction import direct_compact, proactive_tick
 from replay.models.defrag import defrag_due
 from replay.models.internal import (
@@ -86,7 +86,7 @@ from replay.models.reclaim import kswapd, lru_add, lru_del, pressure_check, vcom
 from replay.models.watermarks import zone_watermark_ok
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def room(counters, ef, me, cz, vc):  # type: ignore[no-untyped-def]
     """Whether the buffers can take one more event's output."""
     return (
@@ -96,7 +96,7 @@ def room(counters, ef, me, cz, vc):  # type: ignore[no-untyped-def]
     )
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def free_object(x, off, k, c, z, prm, ob, counters, vc, pl):  # type: ignore[no-untyped-def]
     """Free ``1 << k`` pages at page ``off`` of placed object ``x`` (a unit, a pooled
     page or part of a virtual compound) on cpu ``c``."""
@@ -122,7 +122,7 @@ def free_object(x, off, k, c, z, prm, ob, counters, vc, pl):  # type: ignore[no-
         free_pages(base + off, k, np.int64(ob.obj_mt[x]), c, z, prm, counters)
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def give_back(x, k, c, z, prm, ob, counters, vc, pl):  # type: ignore[no-untyped-def]
     """Free object ``x`` (order k) at once and forget it: a request the recorded kernel
     failed that the model served. Not inlined: rare, and apply_event stays small."""
@@ -130,7 +130,7 @@ def give_back(x, k, c, z, prm, ob, counters, vc, pl):  # type: ignore[no-untyped
     ob.placed[x] = PLACED_FAILED
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, z, prm, ob, cz, counters, ef, me,
                 mode, vc, stats, pl):  # type: ignore[no-untyped-def]  # fmt: skip
     """Apply one event; returns (pfn, outcome). ``fl``: the event's F_* flags (allocations);
@@ -218,7 +218,7 @@ def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, z, prm, ob, cz, coun
     return pfn, outcome
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False)
 def replay_chunk(  # type: ignore[no-untyped-def]
     i0, i1, ev, keep_row, keep_counters, ob, z, prm, counters, ef, me, cz, mode, vc, stats, r0,
     out, pl,

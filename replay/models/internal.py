@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
+
+from replay.jit import njit
 
 # -- include/linux/mmzone.h ------------------------------------------------------------
 MAX_PAGE_ORDER = 10
@@ -309,7 +310,7 @@ def new_cz(start_pfn: int, pages: int) -> np.ndarray:
 
 
 # -- intrusive lists (list_add / list_add_tail / list_del) ---------------------------
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def list_add(o, li, to_tail, nxt, prv, head, tail):  # type: ignore[no-untyped-def]
     """Add block ``o`` at the head (or tail) of list ``li``."""
     if to_tail:
@@ -332,7 +333,7 @@ def list_add(o, li, to_tail, nxt, prv, head, tail):  # type: ignore[no-untyped-d
         head[li] = o
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def list_del(o, li, nxt, prv, head, tail):  # type: ignore[no-untyped-def]
     """Remove block ``o`` from list ``li``."""
     p = prv[o]
@@ -350,7 +351,7 @@ def list_del(o, li, nxt, prv, head, tail):  # type: ignore[no-untyped-def]
 
 
 # -- page_alloc.c's small helpers ------------------------------------------------------
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def buddy_merge_likely(pfn, k, start_pfn, pages, buddy_order):  # type: ignore[no-untyped-def]
     """``buddy_merge_likely``: is the parent's buddy a free block of order k + 1?
 
@@ -366,25 +367,25 @@ def buddy_merge_likely(pfn, k, start_pfn, pages, buddy_order):  # type: ignore[n
     return h >= start_pfn and hbo >= 0 and hbo < pages and buddy_order[hbo] == k + 1
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def pageblock_start_pfn(pfn):  # type: ignore[no-untyped-def]
     """``pageblock_start_pfn``: the first pfn of pfn's pageblock."""
     return pfn & ~np.int64(PAGEBLOCK_PAGES - 1)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def pageblock_end_pfn(pfn):  # type: ignore[no-untyped-def]
     """``pageblock_end_pfn``: the first pfn after pfn's pageblock."""
     return pageblock_start_pfn(pfn) + PAGEBLOCK_PAGES
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def pcp_allowed_order(k):  # type: ignore[no-untyped-def]
     """``pcp_allowed_order``: orders up to PAGE_ALLOC_COSTLY_ORDER and the THP order."""
     return k <= PAGE_ALLOC_COSTLY_ORDER or k == PAGEBLOCK_ORDER
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def order_to_pindex(k, mt):  # type: ignore[no-untyped-def]
     """``order_to_pindex``."""
     if k > PAGE_ALLOC_COSTLY_ORDER:
@@ -392,7 +393,7 @@ def order_to_pindex(k, mt):  # type: ignore[no-untyped-def]
     return MIGRATE_PCPTYPES * k + mt
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def pindex_to_order(p):  # type: ignore[no-untyped-def]
     """``pindex_to_order``."""
     if p >= 12:
@@ -400,7 +401,7 @@ def pindex_to_order(p):  # type: ignore[no-untyped-def]
     return p // MIGRATE_PCPTYPES
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def zone_free_pages(nr_free):  # type: ignore[no-untyped-def]
     """NR_FREE_PAGES (pages) from nr_free per order."""
     free = np.int64(0)
@@ -409,7 +410,7 @@ def zone_free_pages(nr_free):  # type: ignore[no-untyped-def]
     return free
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def emit(z, me, counters, seq, kind, order, mode, a, b, c, d, sm, sf, moved, failed, evicted,
          result):  # type: ignore[no-untyped-def]  # fmt: skip
     """One model_events row (dropped, but counted, when the buffer is full).

@@ -8,9 +8,9 @@ pcp lists and retry, and ``__free_pages``. Returns pfns (-1: failed).
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from replay.jit import njit
 from replay.models.buddy import free_to_buddy, pageblock_alloc_add, rmqueue, rmqueue_smallest
 from replay.models.internal import (
     C_DRAINS,
@@ -33,7 +33,7 @@ from replay.models.internal import (
 from replay.models.pcp import check_below_high, drain_all, pcp_alloc, pcp_free
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def rmqueue_zone(k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
     """``rmqueue``: pcp orders through the cpu's lists, others (or an empty refill) the buddy."""
     o = np.int64(-1)
@@ -45,7 +45,7 @@ def rmqueue_zone(k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode):  # type: 
     return o
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def get_page_from_freelist(k, mt, cpu, z, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
     """First with ALLOC_NOFRAGMENT (when on), then, if that failed, without it."""
     if prm[P_NOFRAG] != 0:
@@ -55,7 +55,7 @@ def get_page_from_freelist(k, mt, cpu, z, prm, counters, ef, seq, mode):  # type
     return rmqueue_zone(k, mt, cpu, False, z, prm, counters, ef, seq, mode)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def alloc_pages(k, mt, cpu, z, prm, counters, ef, seq, mode, drain=True):  # type: ignore[no-untyped-def]
     """``rmqueue``: pcp orders through the cpu's lists, others from the buddy; pfn or -1.
 
@@ -100,7 +100,7 @@ def alloc_pages(k, mt, cpu, z, prm, counters, ef, seq, mode, drain=True):  # typ
     return np.int64(-1)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def free_frozen_pages(pfn, k, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
     """``free_frozen_pages``: pcp orders to the cpu's lists, others to the buddy."""
     if prm[P_PCP] != 0 and pcp_allowed_order(k):
@@ -109,7 +109,7 @@ def free_frozen_pages(pfn, k, cpu, z, prm, counters):  # type: ignore[no-untyped
         free_to_buddy(pfn, k, z, prm)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def free_pages(pfn, k, mt, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
     """``__free_pages``: the allocated-page accounting, then ``free_frozen_pages``."""
     if mt < 0 or mt >= MIGRATE_PCPTYPES:

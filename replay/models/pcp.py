@@ -14,9 +14,9 @@ the zone's ``list_next``/``list_prev`` links. Counts are pages.
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from replay.jit import njit
 from replay.models.buddy import free_to_buddy, rmqueue
 from replay.models.internal import (
     C_BULK,
@@ -61,7 +61,7 @@ from replay.models.internal import (
 from replay.models.watermarks import zone_watermark_ok
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def free_pcppages_bulk(n, cpu, pindex, z, prm, counters):  # type: ignore[no-untyped-def]
     """``free_pcppages_bulk``: free ``n`` pages from list tails, lists round robin (the
     cpu's PCP_HELD pages are on no list: never freed)."""
@@ -89,21 +89,21 @@ def free_pcppages_bulk(n, cpu, pindex, z, prm, counters):  # type: ignore[no-unt
                 break
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def drain_local(cpu, z, prm, counters):  # type: ignore[no-untyped-def]
     """``drain_pages_zone``: all of one cpu's lists, pindex 0..13, each from its tail."""
     if z.pcp_count[cpu] > z.pcp_state[cpu, PCP_HELD]:
         free_pcppages_bulk(z.pcp_count[cpu], cpu, 0, z, prm, counters)
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def drain_all(z, prm, counters):  # type: ignore[no-untyped-def]
     """``drain_all_pages``: every cpu's lists (``drain_local`` of each)."""
     for cpu in range(prm[P_NCPU]):
         drain_local(cpu, z, prm, counters)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def zone_free_page_count(z):  # type: ignore[no-untyped-def]
     """NR_FREE_PAGES: pages in the buddy's free blocks (pcp pages are not free)."""
     free = np.int64(0)
@@ -112,7 +112,7 @@ def zone_free_page_count(z):  # type: ignore[no-untyped-def]
     return free
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def check_below_high(k, z, prm):  # type: ignore[no-untyped-def]
     """``get_page_from_freelist``: ZONE_BELOW_HIGH set when the zone fails its high
     watermark for this order (``zone_watermark_fast``); cleared on the free side."""
@@ -124,7 +124,7 @@ def check_below_high(k, z, prm):  # type: ignore[no-untyped-def]
         z.zone_flags[ZONE_BELOW_HIGH] = 1
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def nr_pcp_high(cpu, batch, free_high, z, prm):  # type: ignore[no-untyped-def]
     """``nr_pcp_high``: the count at which a free triggers a bulk free; tunes pcp->high."""
     st = z.pcp_state
@@ -156,7 +156,7 @@ def nr_pcp_high(cpu, batch, free_high, z, prm):  # type: ignore[no-untyped-def]
     return high
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def nr_pcp_free(cpu, batch, high, free_high, z):  # type: ignore[no-untyped-def]
     """``nr_pcp_free``: pages a bulk free takes, at least batch left on the lists."""
     if free_high:
@@ -167,7 +167,7 @@ def nr_pcp_free(cpu, batch, high, free_high, z):  # type: ignore[no-untyped-def]
     return min(max(z.pcp_state[cpu, PCP_FREE_COUNT], batch), high - batch)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def nr_pcp_alloc(cpu, k, z, prm):  # type: ignore[no-untyped-def]
     """``nr_pcp_alloc``: blocks a refill takes; with tuning, doubled for each order-0
     refill without a free in between (``alloc_factor``) and raising pcp->high."""
@@ -199,7 +199,7 @@ def nr_pcp_alloc(cpu, k, z, prm):  # type: ignore[no-untyped-def]
     return batch
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def pcp_free(pfn, k, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
     """``free_unref_page_commit``: to the head of the pageblock type's list; a bulk free
     at high (``nr_pcp_high``, ``nr_pcp_free``; fixed high and batch without tuning)."""
@@ -252,7 +252,7 @@ def pcp_free(pfn, k, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
                 z.zone_flags[ZONE_BELOW_HIGH] = 0
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def pcp_alloc(k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
     """``__rmqueue_pcplist``: the list head, after a refill of ``nr_pcp_alloc`` blocks.
 
@@ -282,7 +282,7 @@ def pcp_alloc(k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode):  # type: ign
     return o
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def decay_pcp_high(ts, z, prm, cz, counters):  # type: ignore[no-untyped-def]
     """``decay_pcp_high`` for every cpu, each ``P_PCP_DECAY_NS`` of trace time up to ``ts``
     (vmstat_update): pcp->high falls by an eighth towards high_min and pages above it
@@ -318,7 +318,7 @@ def decay_pcp_high(ts, z, prm, cz, counters):  # type: ignore[no-untyped-def]
         cz[CZ_PCP_DECAY] = ts + period
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def pageblock_snapshot(z, prm, out):  # type: ignore[no-untyped-def]
     """Per pageblock: type, free, allocated unmovable/movable/reclaimable, pcp pages.
 
@@ -341,7 +341,7 @@ def pageblock_snapshot(z, prm, out):  # type: ignore[no-untyped-def]
             o = z.list_next[o]
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def pcp_load(offs, orders, cpus, quota, z, prm, counters):  # type: ignore[no-untyped-def]
     """Put blocks (offset, order) a starting state found on pcp lists back on pcp lists.
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba as nb
 import numpy as np
 
+from replay.jit import njit
 from replay.models.buddy import pageblock_alloc_add
 from replay.models.internal import (
     F_KERNEL_FAILED,
@@ -73,7 +73,7 @@ class BuddyConfig:
 
 
 # -- the allocator ----------------------------------------------------------------
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def init_zone(start_pfn, pages, blk_order, nxt, prv, head, tail, nr_free):  # type: ignore[no-untyped-def]
     """Boot state: the zone cut into the largest naturally aligned blocks.
 
@@ -99,7 +99,7 @@ def init_zone(start_pfn, pages, blk_order, nxt, prv, head, tail, nr_free):  # ty
         pfn += np.int64(1) << k
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def rmqueue_smallest(order, start_pfn, blk_order, nxt, prv, head, tail, nr_free):  # type: ignore[no-untyped-def]
     """__rmqueue_smallest + expand: a block of ``order``; returns its pfn or -1.
 
@@ -123,7 +123,7 @@ def rmqueue_smallest(order, start_pfn, blk_order, nxt, prv, head, tail, nr_free)
     return np.int64(-1)
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def free_one_page(pfn, order, start_pfn, pages, blk_order, nxt, prv, head, tail, nr_free):  # type: ignore[no-untyped-def]
     """__free_one_page: merge with free buddies of equal order, then add to a list.
 
@@ -213,7 +213,7 @@ def plain_eligible(prm: np.ndarray) -> bool:
         P_DEFRAG_IDLE, P_POOL_ORDER, P_UNITS, P_PCP_TUNE))  # fmt: skip
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def _watermark_ok(k, mark, free, nr_free):  # type: ignore[no-untyped-def]
     """``__zone_watermark_ok`` (alloc_flags 0, replay.models.watermarks) when every free
     block is on a MOVABLE list: some list of order >= k non-empty iff some nr_free[o] > 0."""
@@ -227,7 +227,7 @@ def _watermark_ok(k, mark, free, nr_free):  # type: ignore[no-untyped-def]
     return False
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def _add_movable(o, k, to_tail, z):  # type: ignore[no-untyped-def]
     list_add(o, k * MIGRATE_PCPTYPES + MIGRATE_MOVABLE, to_tail, z.list_next, z.list_prev,
              z.free_head, z.free_tail)  # fmt: skip
@@ -235,7 +235,7 @@ def _add_movable(o, k, to_tail, z):  # type: ignore[no-untyped-def]
     z.nr_free[k] += 1
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def _del_movable(o, k, z):  # type: ignore[no-untyped-def]
     list_del(o, k * MIGRATE_PCPTYPES + MIGRATE_MOVABLE, z.list_next, z.list_prev, z.free_head,
              z.free_tail)  # fmt: skip
@@ -243,7 +243,7 @@ def _del_movable(o, k, z):  # type: ignore[no-untyped-def]
     z.nr_free[k] -= 1
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def _plain_free(pfn, k, mt, z, prm):  # type: ignore[no-untyped-def]
     """``__free_pages`` of the plain buddy: split_large_buddy's pageblock-sized pieces,
     each merged by __free_one_page (as replay.models.buddy.free_to_buddy with every
@@ -271,7 +271,7 @@ def _plain_free(pfn, k, mt, z, prm):  # type: ignore[no-untyped-def]
         p += np.int64(1) << piece
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False)
 def replay_chunk_plain(i0, i1, ev, keep_row, keep_counters, ob, z, prm, stats, r0, out):  # type: ignore[no-untyped-def]
     """``replay_chunk`` (replay.models.events) for a zone that is only the plain buddy
     (:func:`plain_eligible`): the same pfns, outcomes, statistics and output rows, over
@@ -353,7 +353,7 @@ def replay_chunk_plain(i0, i1, ev, keep_row, keep_counters, ob, z, prm, stats, r
     return i1, r
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def resync(z, prm):  # type: ignore[no-untyped-def]
     """Rebuild what :func:`replay_chunk_plain` leaves stale: ``pageblock_free`` (pages,
     from the free blocks in ``buddy_order``) and ``nr_free_mt`` (every free block is on a

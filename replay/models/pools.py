@@ -22,9 +22,9 @@ with free pages; per owner the head and tail of that list.
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from replay.jit import njit
 from replay.models.internal import (
     C_POOL_CHUNKS,
     C_POOL_PAGES,
@@ -54,7 +54,7 @@ def new_pools(start_pfn: int, pages: int, order: int, owners: int) -> tuple[np.n
     )
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def _first_free(bits, c, n):  # type: ignore[no-untyped-def]
     """The lowest clear bit of chunk c's bitmap (n pages), or -1."""
     for w in range(bits.shape[1]):
@@ -69,7 +69,7 @@ def _first_free(bits, c, n):  # type: ignore[no-untyped-def]
     return np.int64(-1)
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def pool_alloc(x, own, m, cpu, seq, z, prm, ob, pl, counters, ef, mode, stats, s_fallback):  # type: ignore[no-untyped-def]  # fmt: skip
     """An order-0 page for object x of owner ``own`` from its pool; pfn, or -1 when no chunk
     could be had (the caller then allocates normally; ``stats[s_fallback]`` counts it)."""
@@ -98,7 +98,7 @@ def pool_alloc(x, own, m, cpu, seq, z, prm, ob, pl, counters, ef, mode, stats, s
     return (((prm[P_START] >> K) + c) << K) + i
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def pool_free(pfn, cpu, z, prm, pl, counters):  # type: ignore[no-untyped-def]
     """Page ``pfn`` goes back to its chunk; an empty chunk goes back to the buddy."""
     ch_owner, ch_mt, ch_used, ch_bits, ch_next, ch_prev, own_head, own_tail = pl

@@ -25,9 +25,9 @@ Units as in replay.models.compaction: pfn, pages, order.
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from replay.jit import njit
 from replay.models.buddy import free_to_buddy, pageblock_alloc_add
 from replay.models.internal import (
     BALANCED,
@@ -64,18 +64,18 @@ from replay.models.watermarks import zone_watermark_ok
 # result codes of the non-compaction kinds (after compaction's, in model_events.result)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def lru_add(x, ob):  # type: ignore[no-untyped-def]
     """A reclaimable object joins the LRU tail (newest)."""
     list_add(x, 0, True, ob.lru_next, ob.lru_prev, ob.lru_head, ob.lru_tail)
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def lru_del(x, ob):  # type: ignore[no-untyped-def]
     list_del(x, 0, ob.lru_next, ob.lru_prev, ob.lru_head, ob.lru_tail)
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def evict(x, z, prm, ob, counters):  # type: ignore[no-untyped-def]
     """Reclaim object x's unit: freed to the buddy, the object marked evicted; pages."""
     start = prm[P_START]
@@ -92,7 +92,7 @@ def evict(x, z, prm, ob, counters):  # type: ignore[no-untyped-def]
     return n
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def kswapd(k, seq, z, prm, ob, counters, me):  # type: ignore[no-untyped-def]
     """``balance_pgdat`` for order k with the run's victim policy; records one model event."""
     start = prm[P_START]
@@ -143,7 +143,7 @@ def kswapd(k, seq, z, prm, ob, counters, me):  # type: ignore[no-untyped-def]
            -1, -1, 0, 0, 0, 0, evicted, BALANCED if ok else UNBALANCED)  # fmt: skip
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def vcompound_alloc(x, k, mt, cpu, seq, z, prm, counters, ef, mode, vc, cz, me):  # type: ignore[no-untyped-def]
     """Serve a failed order-k allocation as ``1 << k`` order-0 pages; the pool index or -1.
 
@@ -170,7 +170,7 @@ def vcompound_alloc(x, k, mt, cpu, seq, z, prm, counters, ef, mode, vc, cz, me):
     return base
 
 
-@nb.njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False)
 def pressure_check(seq, z, prm, counters, me):  # type: ignore[no-untyped-def]
     """Record a model event when free pages cross a notification threshold."""
     free = zone_free_pages(z.nr_free)

@@ -27,9 +27,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba as nb
 import numpy as np
 import numpy.typing as npt
+
+from replay.jit import njit
 
 __all__ = [
     "ALLOC_HIGHATOMIC",
@@ -252,7 +253,7 @@ def zone_highsize(low_wmark: int, batch: int, nr_cpus: int) -> int:
     return max(high, batch << 2)
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def zone_watermark_ok(
     order: int,
     mark: int,

@@ -66,8 +66,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba as nb
 import numpy as np
+
+from replay.jit import njit
 
 # insert_zspage / remove_zspage: list_add at a fullness list's head, list_del
 from replay.models.internal import list_add, list_del
@@ -233,7 +234,7 @@ def check_seqs(ts_ns: np.ndarray, seqs: np.ndarray, interval_ns: int) -> np.ndar
 # -- the simulation (numba) --------------------------------------------------------------
 
 
-@nb.njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def get_fullness_group(inuse, objs):  # type: ignore[no-untyped-def]
     """``get_fullness_group``: 0 empty, 11 full, else 1 + tenths of use."""
     if inuse == 0:
@@ -243,7 +244,7 @@ def get_fullness_group(inuse, objs):  # type: ignore[no-untyped-def]
     return (100 * inuse // objs) // 10 + 1
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def zs_simulate(cls, created, slot0, npages, c_size, c_pages, c_objs, free_order, free_seq,
                 checks, compact, fill_pct, freed_z, freed_seq, freed_by, ck):  # type: ignore[no-untyped-def]  # fmt: skip
     """zsmalloc over the run: zspages created full at ``created`` (ascending), objects

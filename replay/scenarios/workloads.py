@@ -36,11 +36,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numba as nb
 import numpy as np
 import pyarrow as pa
 
 from replay.errors import UsageError
+from replay.jit import njit
 from replay.trace.schema import (
     COMM_TYPE,
     MIGRATE_MOVABLE,
@@ -130,7 +130,7 @@ class EventClass:
 # -- the churn kernel ---------------------------------------------------------------
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _churn_kernel(
     u: np.ndarray,
     cap_pages: int,

@@ -15,8 +15,9 @@ running time, as libtraceevent's kbuffer does.
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
+
+from replay.jit import njit
 
 TYPE_PADDING = 29
 TYPE_TIME_EXTEND = 30
@@ -32,7 +33,7 @@ E_BAD_COMMIT = 1  # commit larger than the page
 E_BAD_EVENT = 2  # an event runs past the page's data
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def read_u(buf, p, size, big):  # type: ignore[no-untyped-def]
     """Unsigned integer of ``size`` bytes at buf[p], as int64 (u64 wraps)."""
     v = np.int64(0)
@@ -45,7 +46,7 @@ def read_u(buf, p, size, big):  # type: ignore[no-untyped-def]
     return v
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def walk_pages(  # type: ignore[no-untyped-def]
     buf, start, end, page_size, ts_off, commit_off, commit_size, data_off, big,
     out_off, out_len, out_ts, out_lost, err,
@@ -130,7 +131,7 @@ def walk_pages(  # type: ignore[no-untyped-def]
     return n
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def read_field(buf, offs, field_off, size, signed, big, out):  # type: ignore[no-untyped-def]
     """out[i] = the integer of ``size`` bytes at buf[offs[i] + field_off] (sign-extended)."""
     shift = 64 - 8 * size
@@ -141,7 +142,7 @@ def read_field(buf, offs, field_off, size, signed, big, out):  # type: ignore[no
         out[i] = v
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def merge_streams(ts, starts, ends, more, out):  # type: ignore[no-untyped-def]
     """Merge per-CPU record streams as trace-cmd's tracecmd_iterate_events_multi does.
 
@@ -173,7 +174,7 @@ def merge_streams(ts, starts, ends, more, out):  # type: ignore[no-untyped-def]
         n += 1
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def scan_perf_records(buf, start, end, big, rec_off, rec_type, rec_size):  # type: ignore[no-untyped-def]
     """Split perf.data's data section buf[start:end] into records (perf_event_header).
 

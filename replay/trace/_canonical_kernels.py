@@ -25,8 +25,9 @@ rows ``[obj, state]``; state 0 is an empty slot. State bits:
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
+
+from replay.jit import njit
 
 K_ALLOC = np.int64(1)
 K_PRE = np.int64(2)
@@ -85,7 +86,7 @@ _GROUP_BITS = np.uint64(2)
 _GROUP_MASK = np.uint64(3)
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _slot(key, mask):  # type: ignore[no-untyped-def]
     """Home slot of an object id.
 
@@ -106,7 +107,7 @@ def _slot(key, mask):  # type: ignore[no-untyped-def]
     return np.int64(((h << _GROUP_BITS) | (u & _GROUP_MASK)) & np.uint64(mask))
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def rehash_objects(old, new):  # type: ignore[no-untyped-def]
     """Insert every entry of table ``old`` into the empty (all 0) table ``new``."""
     mask = new.shape[0] - 1
@@ -120,7 +121,7 @@ def rehash_objects(old, new):  # type: ignore[no-untyped-def]
         new[s, 1] = old[j, 1]
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _fail(st, kind, row, obj, order, offset, oorder):  # type: ignore[no-untyped-def]
     st[ST_STOP] = STOP_ERROR
     st[ST_ERR] = kind
@@ -131,7 +132,7 @@ def _fail(st, kind, row, obj, order, offset, oorder):  # type: ignore[no-untyped
     st[ST_ERR_OORDER] = oorder
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def pair_objects(  # type: ignore[no-untyped-def]
     op, obj, order, offset, mt, has_pfn, rows, start, stop, tab, pool, st, out_order, out_mt
 ):
@@ -264,7 +265,7 @@ def pair_objects(  # type: ignore[no-untyped-def]
     return stop
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def parse_ints(data, offsets, valid, out, bad):  # type: ignore[no-untyped-def]
     """Parse the strings of an Arrow string array as int64.
 

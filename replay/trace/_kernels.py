@@ -11,9 +11,9 @@ trace_print_context / lat_print_generic):
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from replay.jit import njit
 from replay.trace.schema import MAX_PFN
 
 MISSING = np.int64(-(2**63))
@@ -110,22 +110,22 @@ def name_table(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     return table, lens
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _is_digit(c: int) -> bool:
     return 48 <= c <= 57
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _is_space(c: int) -> bool:
     return c == 32 or c == 9 or c == 13
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _is_keychar(c: int) -> bool:
     return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 95
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _match(buf, s, e, table, lens) -> int:  # type: ignore[no-untyped-def]
     """Index of the name equal to buf[s:e] in the table, or -1."""
     n = e - s
@@ -142,7 +142,7 @@ def _match(buf, s, e, table, lens) -> int:  # type: ignore[no-untyped-def]
     return -1
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _parse_int(buf, s, e):  # type: ignore[no-untyped-def]
     """Parse a decimal or 0x-hex integer in buf[s:e]; returns (status, value, is_hex).
 
@@ -187,7 +187,7 @@ def _parse_int(buf, s, e):  # type: ignore[no-untyped-def]
     return INT_OK, -v if neg else v, ishex
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _page_is_null(buf, s, e) -> bool:  # type: ignore[no-untyped-def]
     """True for '(null)' or an all-zero pointer (a failed allocation's page)."""
     if e - s >= 6 and buf[s] == 40:  # '('
@@ -204,7 +204,7 @@ def _page_is_null(buf, s, e) -> bool:  # type: ignore[no-untyped-def]
     return True
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def parse_lines(  # type: ignore[no-untyped-def]
     buf,
     starts,
@@ -515,7 +515,7 @@ def parse_lines(  # type: ignore[no-untyped-def]
             err_kind[i] = E_RANGE
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def count_kv(buf, pay_s, pay_e, rows, typed, key_table, key_lens):  # type: ignore[no-untyped-def]
     """Number of key=value tokens in each selected payload (see fill_kv)."""
     out = np.zeros(rows.shape[0], dtype=np.int64)
@@ -527,7 +527,7 @@ def count_kv(buf, pay_s, pay_e, rows, typed, key_table, key_lens):  # type: igno
     return out
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def fill_kv(buf, pay_s, pay_e, rows, typed, key_table, key_lens, offsets, ks, ke, vs, ve):  # type: ignore[no-untyped-def]
     """Fill key/value byte spans of the selected payloads at ``offsets``."""
     for j in range(rows.shape[0]):
@@ -535,7 +535,7 @@ def fill_kv(buf, pay_s, pay_e, rows, typed, key_table, key_lens, offsets, ks, ke
         _scan_kv(buf, pay_s[i], pay_e[i], typed[j], key_table, key_lens, ks, ke, vs, ve, offsets[j])
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _scan_kv(buf, s, e, typed, key_table, key_lens, ks, ke, vs, ve, at):  # type: ignore[no-untyped-def]
     """Tokenise ``key=value`` pairs (values may be ``(...)``, ending at ' ' or ',').
 
@@ -584,7 +584,7 @@ def _scan_kv(buf, s, e, typed, key_table, key_lens, ks, ke, vs, ve, at):  # type
     return count
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def gather_spans(buf, s, e):  # type: ignore[no-untyped-def]
     """Concatenate the byte spans [s[i], e[i]) into (data, int32 offsets) for Arrow."""
     n = s.shape[0]
@@ -602,7 +602,7 @@ def gather_spans(buf, s, e):  # type: ignore[no-untyped-def]
     return data, offsets
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _json_value_len(buf, s, e):  # type: ignore[no-untyped-def]
     n = 0
     for j in range(s, e):
@@ -616,7 +616,7 @@ def _json_value_len(buf, s, e):  # type: ignore[no-untyped-def]
     return n
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def json_objects(buf, offsets, ks, ke, vs, ve):  # type: ignore[no-untyped-def]
     """Each row's key=value spans as one JSON object text, for Arrow.
 
@@ -693,7 +693,7 @@ FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _entry_is(ent, buf, a, b, data, offsets):  # type: ignore[no-untyped-def]
     """Whether dictionary entry ``ent`` holds exactly the bytes buf[a:b]."""
     o = offsets[ent]
@@ -705,7 +705,7 @@ def _entry_is(ent, buf, a, b, data, offsets):  # type: ignore[no-untyped-def]
     return True
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def dict_encode(  # type: ignore[no-untyped-def]
     buf, s, e, rows, first, slots, hashes, data, offsets, state, out
 ):
@@ -766,7 +766,7 @@ def dict_encode(  # type: ignore[no-untyped-def]
     return rows.shape[0]
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def rehash(hashes, nent, slots):  # type: ignore[no-untyped-def]
     """Fill a fresh (all -1) ``slots`` table with entries 0..nent-1."""
     mask = slots.shape[0] - 1
@@ -840,23 +840,23 @@ OUT_FREE = 2
 OUT_FAILED = 3  # an allocation the kernel failed: a canonical row with no pfn
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _row(rows, i, p, q):  # type: ignore[no-untyped-def]
     """The pool row of page ``q`` of event ``i`` (first page ``p``)."""
     return rows[i, 0] if (q >> PAGE_SHIFT_BLOCK) == (p >> PAGE_SHIFT_BLOCK) else rows[i, 1]
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _get(rows, pool, i, p, q):  # type: ignore[no-untyped-def]
     return pool[_row(rows, i, p, q), q & (PAGE_BLOCK - 1)]
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _set(rows, pool, i, p, q, v):  # type: ignore[no-untyped-def]
     pool[_row(rows, i, p, q), q & (PAGE_BLOCK - 1)] = v
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def pair_events(  # type: ignore[no-untyped-def]
     ecode,
     pfn,
@@ -1045,7 +1045,7 @@ def pair_events(  # type: ignore[no-untyped-def]
     return g - g_base
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def count_pending(pool, nblocks):  # type: ignore[no-untyped-def]
     """Batched marks never consumed by a free (counted as orphans at the end)."""
     n = 0

@@ -28,10 +28,10 @@ import platform
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numba as nb
 import numpy as np
 
 from replay.errors import BadInputError
+from replay.jit import njit
 from replay.trace import _binary_kernels as BK
 from replay.trace.binary import RecordBlock, Symbols
 from replay.trace.tpformat import FormatTable, parse_header_page
@@ -78,7 +78,7 @@ R_LOST = 1 << 4
 BLOCK_RECORDS = 1 << 20
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _samples(  # type: ignore[no-untyped-def]
     buf, rec_off, sample_type, read_words, big, t_out, cpu_out, tid_out, raw_off, raw_size,
     chain_off,
