@@ -662,8 +662,11 @@ def _compare(ref: RefDefrag, z: Any, s: Stream, step: int) -> None:
     assert z.drains == ref.drains, where
     assert events(z) == events(ref), where
     assert list(z.extfrag) == list(ref.extfrag), where
-    for obj in [*s.live(), *s.failed[-20:], *s.freed[-20:]]:
-        assert int(z.placement(obj)) == ref.placement(obj), f"{where}: object {obj}"
+    objs = np.array([*s.live(), *s.failed[-20:], *s.freed[-20:]], np.int64)
+    want = np.array([ref.placement(int(obj)) for obj in objs], np.int64)
+    got = np.asarray(z.objects.placed)[objs]  # the numba zone's, all at once
+    bad = np.flatnonzero(np.where(got >= 0, got, -1) != want)
+    assert bad.size == 0, f"{where}: object {objs[bad[0]]}: {got[bad[0]]} != {want[bad[0]]}"
 
 
 def _check(zones: list[Any], s: Stream, step: int, full: bool) -> None:
