@@ -269,8 +269,10 @@ class _Replay:
         self._pass_ef: np.ndarray | None = None
         # regions (exchange pages, contiguity): per object its dense region (-1: none) and
         # vpn; per region its id in the trace and its exchange anchor (vpn, pfn)
-        self.obj_region = np.full(n_obj, -1, np.int64)
-        self.obj_vpn = np.zeros(n_obj, np.int64)
+        # (set_regions makes them n_obj long: a trace without regions needs neither)
+        self.n_obj = n_obj
+        self.obj_region = np.zeros(0, np.int64)
+        self.obj_vpn = np.zeros(0, np.int64)
         self.region_ids = np.zeros(0, np.int64)
         self.anchor_vpn = np.zeros(0, np.int64)
         self.anchor_pfn = np.zeros(0, np.int64)
@@ -460,6 +462,8 @@ class _Replay:
         the zone's start, each region after the previous one's span of vpns."""
         self.zone.prm[P_UNITS] = 1  # contiguity reads which objects are still in place
         self.region_ids, dense = np.unique(region, return_inverse=True)
+        self.obj_region = np.full(self.n_obj, -1, np.int64)
+        self.obj_vpn = np.zeros(self.n_obj, np.int64)
         self.obj_region[obj] = dense
         self.obj_vpn[obj] = vpn
         nr = self.region_ids.shape[0]

@@ -134,16 +134,19 @@ class Objects(NamedTuple):
     lru_tail: np.ndarray  # int64, one
 
 
-def new_objects(n: int) -> Objects:
-    """Arrays for ``n`` objects, none placed yet."""
+def new_objects(n: int, lru: bool = True) -> Objects:
+    """Arrays for ``n`` objects, none placed yet. Without ``lru`` (kswapd off: the
+    kernels touch the LRU only when P_KSWAPD is set) its per-object links are one
+    entry each, not ``n``: 8 bytes less per object to allocate and checkpoint."""
     info = np.zeros((n, 4), np.int8)
+    links = n if lru else 1
     return Objects(
         placed=np.full(n, -1, np.int64),
         obj_mt=info[:, 0],
         obj_order=info[:, 1],
         obj_flags=info[:, 2],
-        lru_next=np.full(n, -1, np.int32),
-        lru_prev=np.full(n, -1, np.int32),
+        lru_next=np.full(links, -1, np.int32),
+        lru_prev=np.full(links, -1, np.int32),
         lru_head=np.full(1, -1, np.int64),
         lru_tail=np.full(1, -1, np.int64),
     )

@@ -169,7 +169,7 @@ class ZoneState:
         decays = pcp and pcp_tuning and pcp_decay_ns > 0
         self.cz[CZ_PCP_DECAY] = CZ_DECAY_UNSET if decays else CZ_DECAY_OFF
         self.me = np.zeros((256, len(ME_COLS)), np.int64)
-        self.objects = new_objects(max_objects)
+        self.objects = new_objects(max_objects, lru=kswapd != "off")
         self.vc = np.zeros(1 << 12, np.int64)
         self.stats = np.zeros(NR_STATS, np.int64)
         self._me_rows: list[tuple[int, ...]] = []
@@ -244,9 +244,10 @@ class ZoneState:
 
         n = self.objects.placed.shape[0]
         if obj >= n:  # grow the per-object arrays (not the LRU's head/tail)
-            grown = new_objects(max(obj + 1, 2 * n))
+            lru = self.objects.lru_next.shape[0] == n
+            grown = new_objects(max(obj + 1, 2 * n), lru=lru)
             for a, b in zip(self.objects[:6], grown[:6], strict=True):
-                b[:n] = a
+                b[: a.shape[0]] = a
             self.objects = Objects(*grown[:6], *self.objects[6:])
         self._room(1 << NR_PAGE_ORDERS)
         if self.prm[P_DEFRAG_IDLE] > 0 and defrag_due(ts_ns, self.arrays, self.prm, self.cz):
