@@ -155,6 +155,8 @@ from replay.models.internal import (
     S_POOL_FALLBACKS,
     S_SERVED_KERNEL_FAILED,
     ZONE_RECLAIM_ACTIVE,
+    Objects,
+    objects_from,
     pindex_to_order,
 )
 from replay.models.pcp import drain_all, pageblock_snapshot
@@ -336,7 +338,10 @@ class _Replay:
                 raise CheckpointError(f"the checkpoint holds {len(got)} arrays of {owner}."
                                       f"{name}, this replay {len(cur)}")  # fmt: skip
             vals = [got[i] for i in range(len(cur))]
-            setattr(obj, name, type(cur)(*vals) if hasattr(cur, "_fields") else tuple(vals))
+            if isinstance(cur, Objects):
+                setattr(obj, name, objects_from(vals))
+            else:
+                setattr(obj, name, type(cur)(*vals) if hasattr(cur, "_fields") else tuple(vals))
         self.objects = self.zone.objects
         self.passes = {
             int(i): [cc.copy(), int(r)]

@@ -134,10 +134,24 @@ class Objects(NamedTuple):
     lru_tail: np.ndarray  # int64, one
 
 
+def objects_from(arrays: list[np.ndarray]) -> Objects:
+    """Objects from its eight arrays (a checkpoint's, in field order), laid out as
+    :func:`new_objects` lays them out: obj_mt, obj_order and obj_flags as columns of one
+    (n, 4) array. The kernels take them as such (strided); contiguous copies would be
+    another signature, compiled and loaded again."""
+    info = np.zeros((arrays[0].shape[0], 4), np.int8)
+    for col in range(3):
+        info[:, col] = arrays[1 + col]
+    return Objects(arrays[0], info[:, 0], info[:, 1], info[:, 2], *arrays[4:])
+
+
 def new_objects(n: int, lru: bool = True) -> Objects:
     """Arrays for ``n`` objects, none placed yet. Without ``lru`` (kswapd off: the
     kernels touch the LRU only when P_KSWAPD is set) its per-object links are one
-    entry each, not ``n``: 8 bytes less per object to allocate and checkpoint."""
+    entry each, not ``n``: 8 bytes less per object to allocate and checkpoint. At
+    least two objects: numba types a one-row column view as contiguous, and the replay
+    kernel was compiled (and loaded) twice, once for warm_up's one object."""
+    n = max(n, 2)
     info = np.zeros((n, 4), np.int8)
     links = n if lru else 1
     return Objects(

@@ -454,7 +454,9 @@ def remove_instance(path: Path, enabled: Sequence[str] = ()) -> None:
             _write(path / "events" / sub / ev / "enable", "0")
         with contextlib.suppress(OSError):
             _write(path / "events" / sub / ev / "trigger", "!stacktrace")
-    deadline = time.monotonic() + 5.0
+    # busy while a reader's descriptor is still open: on a loaded machine (a test suite's
+    # two workers) 5 s was once too short, and the instance outlived its process
+    deadline = time.monotonic() + 20.0
     while True:
         try:
             os.rmdir(path)
