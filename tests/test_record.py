@@ -364,12 +364,17 @@ def test_failing_workload_still_gives_a_capture(tmp_path: Path) -> None:
 
 @needs_tracefs
 def test_duration_stops_a_long_command(tmp_path: Path) -> None:
-    """With a command, --duration is a time limit; --text --compress gives trace.txt.zst."""
+    """With a command, --duration is a time limit on the whole workload (a shell's
+    children stop with it); --text --compress gives trace.txt.zst."""
     t0 = time.monotonic()
+    # a marker no other process has: the shell's background child must not outlive it
+    marker = f"{300 + os.getpid() % 1000}.{os.getpid()}"
     res = run_record("--name", "limit", "--duration", "0.5", "--text", "--compress", "--out",
                      tmp_path / "cap", "--db", tmp_path / "t.duckdb", "-q", "--format", "json",
-                     "--", "sleep", "300")  # fmt: skip
+                     "--", "sh", "-c", f"sleep {marker} & sleep {marker}; wait")  # fmt: skip
     assert res.returncode == 0, res.stderr
+    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", "the workload's children were left running"
     # far below the workload's 300 s, with room for a loaded machine's ingest
     assert time.monotonic() - t0 < 120
     summary = json.loads(res.stdout)["recorded"]

@@ -781,33 +781,43 @@ def compress_trace(out: Path) -> Path:
 # --------------------------------------------------------------------------
 # workload
 # --------------------------------------------------------------------------
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Send ``sig`` to the workload's process group (its leader's pid: run_workload starts
+    it in a session of its own), so a shell's or make's children stop with it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
 def _stop_child(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after :data:`KILL_GRACE_S`; always reaps it."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        proc.wait(timeout=KILL_GRACE_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
+    """SIGTERM to the workload's process group, then SIGKILL after :data:`KILL_GRACE_S`;
+    always reaps the leader. A leader that already exited still has its group stopped:
+    ``sh -c 'make -j2'`` stopped at --duration must not leave make compiling."""
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+    # the leader is gone; members that ignored SIGTERM or outlived it go too
+    _signal_group(proc, signal.SIGKILL)
 
 
 def run_workload(command: Sequence[str], duration_s: float | None) -> tuple[int | None, bool]:
     """Run the workload; returns ``(exit status or None for a sleep, timed out)``.
 
     Without a command: sleep ``duration_s``. With one: run it to the end, or
-    at most ``duration_s`` when given (then it is stopped, SIGTERM then
-    SIGKILL, and counted as timed out, not failed). Its stdout goes to our
-    stderr, so stdout keeps only the summary. Interrupted, the command is
-    stopped before the exception goes on.
+    at most ``duration_s`` when given (then its whole process group is stopped,
+    SIGTERM then SIGKILL, and counted as timed out, not failed). It runs in a
+    session of its own, so the stop reaches every process it started (a shell's
+    pipeline, make's compilers), not only the command's own process. Its stdout
+    goes to our stderr, so stdout keeps only the summary. Interrupted, the
+    workload is stopped before the exception goes on.
     """
     if not command:
         time.sleep(DEFAULT_DURATION_S if duration_s is None else duration_s)
         return None, False
-    proc = subprocess.Popen(list(command), stdout=2)
+    proc = subprocess.Popen(list(command), stdout=2, start_new_session=True)
     try:
         try:
             return proc.wait(timeout=duration_s), False
