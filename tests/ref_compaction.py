@@ -468,6 +468,9 @@ class RefCompaction(RefMobility):
                 if cc.last_migrated_pfn < cc.migrate_pfn - cc.migrate_pfn % (1 << t):
                     self._drain_local(cpu)
                     cc.last_migrated_pfn = -1
+            if self.capc is not None and self.capc[2] is not None:
+                r = SUCCESS  # stop if a page has been captured
+                break
         self._release_free_list(cc)
         if not cc.met:
             self.cached_migrate_pfn[0] = max(self.cached_migrate_pfn[0], cc.migrate_pfn)
@@ -504,17 +507,23 @@ class RefCompaction(RefMobility):
             self.compact_order_failed = k + 1
 
     def _direct_compact(self, k: int, lmt: int, cpu: int, seq: int) -> int:
-        """``__alloc_pages_direct_compact`` at ASYNC then SYNC; the pfn, or -1."""
+        """``__alloc_pages_direct_compact`` at ASYNC then SYNC; the pfn, or -1. A block
+        freed to order k while the pass runs is captured for the request."""
         for sync in (False, True):
             if self._compaction_deferred(k):
                 self._emit(KIND_DIRECT, seq, k, sync, DEFERRED)
                 continue
+            self.capc = [k, lmt, None]
             r = self._compact_zone(KIND_DIRECT, seq, k, sync, False, False, lmt, cpu)
+            captured = self.capc[2]
+            self.capc = None
+            if captured is not None:
+                r = SUCCESS
             if r == SUCCESS:
                 self._compaction_defer_reset(k, False)
             elif sync and r in (COMPLETE, PARTIAL_SKIPPED):
                 self._defer_compaction(k)
-            pfn = self._get_page_from_freelist(k, lmt, cpu)
+            pfn = captured if captured is not None else self._get_page_from_freelist(k, lmt, cpu)
             if pfn >= 0:
                 self._compaction_defer_reset(k, True)
                 return pfn

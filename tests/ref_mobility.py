@@ -112,6 +112,9 @@ class RefMobility:
         self.end_pfn = start_pfn + pages
         self.pcp = pcp
         self.ncpus = ncpus
+        # a running direct compaction's capture_control: [order, free-list type, captured
+        # pfn or None] (None: no compaction captures)
+        self.capc: list[int | None] | None = None
         self.batch = batch
         self.high = high
         self.nofragment = nofragment
@@ -340,7 +343,15 @@ class RefMobility:
         """``__free_one_page``: merge with free buddies (across types at order >= 9)."""
         assert pfn % (1 << k) == 0 and self._in_zone(pfn)
         assert mt == self._get_pb_mt(pfn)
+        capc = self.capc
         while k < MAX_PAGE_ORDER:
+            # compaction_capture: the running direct compaction takes a block of its order
+            # (a movable pageblock's block below pageblock order only for a movable request)
+            if (capc is not None and capc[2] is None and k == capc[0]
+                    and not (k < PAGEBLOCK_ORDER and mt == MIGRATE_MOVABLE
+                             and capc[1] != MIGRATE_MOVABLE)):  # fmt: skip
+                capc[2] = pfn
+                return
             b = pfn ^ (1 << k)
             if not self._is_free_block(b, k):
                 break

@@ -24,6 +24,16 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from ref_compaction import RefCompaction, check_compaction_invariants
 
+from replay.models.buddy import compaction_capture
+from replay.models.compaction import compact_recorded_begin, compact_recorded_step
+from replay.models.internal import (
+    CAPC_ORDER,
+    CAPC_PAGE,
+    CAPC_PAGE_ORDER,
+    CONTINUE,
+    MODE_ASYNC,
+    SUCCESS,
+)
 from replay.models.zone import ZoneState
 
 IMPLS: list[type] = [RefCompaction, ZoneState]
@@ -216,35 +226,71 @@ def test_direct_compaction_satisfies_a_failed_order_4_request(impl: type, groupi
     # __zone_watermark_ok(4, min 0) fails (no block >= order 4); compaction_suitable:
     # 1536 free > low 0 + compact_gap(4) = 32, fragmentation_index(4) = 1000 - (1000 +
     # 1536*1000/16) / 1024 = 906 > 500. Scanners start at the cached 0 and 1536.
-    # compact_finished only looks for a free page once migrate_pfn is pageblock aligned:
-    # rounds end at 125, 253, 381, 509, then 512 -> (9, M) holds [0, 512): SUCCESS.
-    # The free scanner moves the 128 units into [1536, 1708). Each isolate_freepages call
-    # stops once nr_freepages >= nr_migratepages, where nr_migratepages counts the round's
-    # units NOT YET MIGRATED (compaction_alloc takes 1 << j off it):
-    #   round 1 (units 0..124): 32 wanted, isolates 1537(o0) .. 1578(o1) = 33 pages, stops
-    #     at 1580; 1579 is left over;
-    #   round 2 (128..252): 1579 takes unit 128, so 31 are wanted: 1581 .. 1621(o0) = 31
-    #     pages, stops at 1622;
-    #   round 3 (256..380): 32 wanted: 1622(o1) .. 1662(o1) = 32 pages, stops at 1664;
-    #   round 4 (384..508): 32 wanted: 1665 .. 1706(o1) = 33 pages, stops at 1708; the page
-    #     left over (1707) is released at the end.
-    # cached migrate[0] = 512; cached free = min(1536, 1708) = 1536.
+    # Round 1 isolates units 0, 4, .., 124 (the migrate scanner ends at 125) and the free
+    # scanner 1537(o0) .. 1578(o1) = 33 pages (it stops at 1580 once nr_freepages >=
+    # nr_migratepages). Each migrated unit's old page is freed (no pcp: to the buddy) with
+    # the capture armed (compaction_capture: order 4, MOVABLE): units 0, 4, 8 merge their
+    # groups into [0, 12); unit 12's free merges [0, 16) to order 4, which is captured
+    # instead of going to a free list. The rest of the round's units still migrate
+    # ([16, 128) merges into 16(o4), 32(o5), 64(o6)); at the loop's end the capture stops
+    # the pass: SUCCESS after one round. The isolated page left over (1579, of the o1
+    # block [1578, 1580) that target 124's unit split) goes back to the buddy.
     assert z.alloc_obj(5000, 4, M, seq=9) == 0
     assert events(z) == [
-        ("compact_direct", 9, 4, "async", 0, 1536, 512, 1708, 512, 172, 128, 0, "SUCCESS")
+        ("compact_direct", 9, 4, "async", 0, 1536, 125, 1580, 125, 44, 32, 0, "SUCCESS")
     ]
-    # the retry took (9, M) head 0 and split it: 16 (o4) .. 256 (o8) at the heads
-    assert high_lists(z) == {(4, M): [16], (5, M): [32], (6, M): [64], (7, M): [128],
-                             (8, M): [256]}  # fmt: skip
-    # pageblocks 1, 2: 256 order-0 + 256 order-1; pageblock 3 beyond 1708: 85 + 85; and 1707
-    assert list(z.nr_free) == [342, 341, 0, 0, 1, 1, 1, 1, 1, 0, 0]
-    assert 1707 in z.free_lists()[(0, M)]
+    assert high_lists(z) == {(4, M): [16], (5, M): [32], (6, M): [64]}
+    # 512 o0 and 512 o1 blocks less the 32 groups of [0, 128) and the 11 groups of
+    # [1536, 1580) whose pages were targets, plus 1579 back: 1536 - 16 free pages
+    assert list(z.nr_free) == [470, 469, 0, 0, 1, 1, 1, 0, 0, 0, 0]
+    assert 1579 in z.free_lists()[(0, M)]
     for n, dst in enumerate(first_round_targets()):
         assert z.placement(4 * n) == dst
-    assert sorted(z.placement(i) for i in range(0, 512, 4)) == [
-        p for p in range(1536, 1708) if p % 4 != 0 and p != 1707
-    ]
+    assert z.placement(128) == 128  # round 2 never ran
     units[5000] = (4, M)
+    check_compaction_invariants(z, units, {})
+
+
+def test_capture_takes_only_a_block_the_request_may_use() -> None:
+    """compaction_capture: only at the order compacted for; a MOVABLE pageblock's block
+    below pageblock order only for a MOVABLE request; from pageblock order up any type."""
+    for k, mt, cc_order, cc_mt, want in [
+        (4, M, 4, M, True), (3, M, 4, M, False), (4, U, 4, U, True), (4, M, 4, U, False),
+        (4, R, 4, U, True), (9, M, 9, U, True),
+    ]:  # fmt: skip
+        capc = np.array([cc_order, cc_mt, -1, -1], np.int64)
+        assert compaction_capture(np.int64(512), np.int64(k), np.int64(mt), capc) == want
+        assert capc.tolist() == ([cc_order, cc_mt, 512, k] if want else [cc_order, cc_mt, -1, -1])
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_recorded_pass_captures_for_the_kernels_allocation(keep: bool) -> None:
+    """A recorded direct compaction of a user task for order 4 captures [0, 16) as the
+    direct one above does (one round, SUCCESS); at the pass's end the block waits for
+    the allocation the kernel served after it (F_CAPTURE), which takes it, or, with no
+    such allocation, goes back to the buddy (merging with the free [16, 128))."""
+    z, units = fragmented(ZoneState, compaction="direct")
+    scan = np.full(6, -1, np.int64)  # scanners and batch range unknown
+    compact_recorded_begin(4, MODE_ASYNC, scan, 0, True, z.arrays, z.prm, z.cz)
+    r = compact_recorded_step(1000, True, keep, CONTINUE, scan, 0, 9, z.arrays, z.prm,
+                              z.objects, z.cz, z.counters, z.me)  # fmt: skip
+    assert r == SUCCESS
+    assert z.arrays.capture[CAPC_ORDER] == -1  # disarmed
+    if keep:
+        assert z.arrays.capture[CAPC_PAGE] == 0 and z.arrays.capture[CAPC_PAGE_ORDER] == 4
+        assert high_lists(z) == {(4, M): [16], (5, M): [32], (6, M): [64]}
+        # another request first does not take it; the flagged one of order 4 does
+        assert z.alloc_obj(5001, 0, M) >= 0
+        units[5001] = (0, M)
+        assert z.alloc_obj(5000, 4, M, captured=True) == 0
+    else:
+        assert z.arrays.capture[CAPC_PAGE] == -1
+        assert high_lists(z) == {(7, M): [0]}  # [0, 16) merged with [16, 128)
+        assert z.alloc_obj(5000, 4, M, captured=True) == 0  # from the free list
+    units[5000] = (4, M)
+    assert z.arrays.capture[CAPC_PAGE] == -1
+    for n, dst in enumerate(first_round_targets()):
+        assert z.placement(4 * n) == dst
     check_compaction_invariants(z, units, {})
 
 
@@ -317,18 +363,19 @@ def test_compaction_suitable_skips_when_memory_is_short(
         assert list(z.nr_free) == [0, 0, 0, 128] + [0] * 7
         check_compaction_invariants(z, units, {})
         return
-    # 493 > 400: suitable. ASYNC rounds move 4 units (32 pages) each into pageblock 3's
-    # free order-3 blocks (1544, 1560, 1576, 1592, ...); 8 rounds empty pageblock 0 and use
-    # all of pageblock 3, so the free scanner ends at 2048 -> restarts at 1024. At
-    # migrate_pfn 512 the free order-9 block [0, 512) gives SUCCESS; the retry splits it.
+    # 493 > 400: suitable. The first ASYNC round isolates units 0, 2, 4, 6 (32 pages; the
+    # migrate scanner stops at 56) and moves them into pageblock 3's free order-3 blocks
+    # 1544, 1560, 1576, 1592 (the free scanner stops at 1600). Unit 0's old block merges
+    # with the free [8, 16) to order 4: captured for the request (compaction_capture),
+    # so the pass ends after this round (SUCCESS); [16, 32) and [32, 64) merge to o4, o5.
     assert got == 0
     assert events(z) == [
-        ("compact_direct", 3, 4, "async", 0, 1536, 512, 1024, 512, 512, 256, 0, "SUCCESS")
+        ("compact_direct", 3, 4, "async", 0, 1536, 56, 1600, 56, 64, 32, 0, "SUCCESS")
     ]
-    assert [z.placement(2 * n) for n in range(32)] == [1544 + 16 * n for n in range(32)]
-    assert high_lists(z, 4) == {(4, M): [16], (5, M): [32], (6, M): [64], (7, M): [128],
-                                (8, M): [256]}  # fmt: skip
-    assert list(z.nr_free) == [0, 0, 0, 64, 1, 1, 1, 1, 1, 0, 0]
+    assert [z.placement(2 * n) for n in range(4)] == [1544, 1560, 1576, 1592]
+    assert [z.placement(2 * n) for n in range(4, 32)] == [16 * n for n in range(4, 32)]
+    assert high_lists(z, 4) == {(4, M): [16], (5, M): [32]}
+    assert list(z.nr_free) == [0, 0, 0, 120, 1, 1, 0, 0, 0, 0, 0]
     units[999] = (4, M)
     check_compaction_invariants(z, units, {})
 
@@ -751,7 +798,10 @@ def _check_events(zone: RefCompaction) -> None:
         assert result != "DEFERRED" and (result != "SKIPPED")
         # (cached scanner positions need not be pageblock aligned: docs/compaction.md)
         assert start <= m0 <= m1 and start <= f0 < end
-        assert (f1 >> 9 <= m1 >> 9) == (result in ("COMPLETE", "PARTIAL_SKIPPED"))
+        # the scanners met: the pass ended there, unless a capture stopped it first (SUCCESS)
+        met = f1 >> 9 <= m1 >> 9
+        assert met or result not in ("COMPLETE", "PARTIAL_SKIPPED")
+        assert not met or result in ("COMPLETE", "PARTIAL_SKIPPED", "SUCCESS")
         assert (result == "COMPLETE") <= (m0 == start or kind != "compact_direct")
 
 

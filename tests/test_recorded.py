@@ -79,9 +79,10 @@ def test_recorded_passes_run_batch_by_batch(capture_db: Path) -> None:
 
 
 def test_the_models_pass_moves_when_the_kernels_did(capture_db: Path, tmp_path: Path) -> None:
-    """Along the pass the model has migrated what the kernel's migrate_pages calls had
-    so far (at most one batch more: under 32 pages, plus the unit that crossed 32, at
-    most a pageblock), not everything at the begin."""
+    """Along the pass the model has migrated at most what the kernel's migrate_pages
+    calls had so far (at most one batch more: under 32 pages, plus the unit that crossed
+    32, at most a pageblock), from the kernel's batch ranges, not everything at the
+    begin."""
     db = tmp_path / "steps.duckdb"
     shutil.copyfile(capture_db, db)
     with Store(db) as s:
@@ -105,12 +106,15 @@ def test_the_models_pass_moves_when_the_kernels_did(capture_db: Path, tmp_path: 
     moved = dict(zip(seqs.tolist(), migrated.tolist(), strict=True))
     assert len(budget) > 100
     slack = 31 + 512
-    # until the model's pass ran out of pages to move (its scanners met), on track
-    done = max(moved.values())
-    on_track = [budget[q] <= moved[q] <= budget[q] + slack for q in budget if budget[q] <= done]
+    # Never ahead of the kernel's running total by more than a batch. Each batch scans
+    # only the range the kernel's isolate_migratepages recorded for it, so where the
+    # model holds fewer movable pages there than the kernel did it falls behind (it
+    # never scans past the kernel's range to catch up): by at most 5% of the pass's
+    # pages here.
     bad = [(q, budget[q], moved[q]) for q in budget if moved[q] > budget[q] + slack]
     assert not bad, bad[:10]
-    assert all(on_track) and len(on_track) >= 0.8 * len(budget)
+    deficit = [budget[q] - moved[q] for q in sorted(budget)]
+    assert max(deficit) <= 0.05 * max(budget.values())
     assert moved[min(budget)] < max(budget.values()) // 4  # not all at the begin
 
 

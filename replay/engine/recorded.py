@@ -29,6 +29,16 @@ from replay.store import Store
 # the phases of a recorded pass (the ``compact_recorded`` action's second field)
 PASS_ONCE, PASS_BEGIN, PASS_STEP, PASS_END = range(4)
 AFTER_LAST = -1  # an action's seq: after the trace's last event
+# Kernel threads by the names the kernel gives them (the trace's comm): their direct
+# compactions capture nothing (task_capc: PF_KTHREAD), nor do kcompactd's passes.
+KTHREAD_COMMS = ("kworker/", "kswapd", "kcompactd", "khugepaged", "kthreadd", "ksoftirqd/",
+                 "migration/", "kdamond", "rcu_", "cpuhp/", "irq/", "jbd2/", "kblockd",
+                 "writeback", "kauditd", "oom_reaper", "watchdog")  # fmt: skip
+
+
+def is_kthread(comm: str | None) -> bool:
+    """Whether a task named ``comm`` is one of the kernel's own threads (KTHREAD_COMMS)."""
+    return comm is not None and comm.startswith(KTHREAD_COMMS)
 
 
 def recorded_compactions(
@@ -36,8 +46,8 @@ def recorded_compactions(
 ) -> list[tuple[int, str, tuple[int, ...]]]:
     """The compactions the recorded kernel ran in the run's zone, as actions
     ``(seq, "compact_recorded", (pass, phase, order, mode, budget, mig0, fr0, mig1,
-    fr1, cpu))`` before the first event after the line they stand for (seq -1: after the
-    trace's last event), in seq order.
+    fr1, cpu, capture, lo, hi))`` before the first event after the line they stand for (seq -1:
+    after the trace's last event), in seq order.
 
     A pass is the task's ``mm_compaction_begin`` (phase PASS_BEGIN; ``pass`` is its
     line), each of its ``mm_compaction_migratepages`` up to its
@@ -50,14 +60,23 @@ def recorded_compactions(
     mode the begin's (async 0, sync and sync_light 1), then the migrate and free
     scanners' pfns at the begin and at the end (-1 unknown), and the cpu the line was
     traced on (the compacting task's then, which moves between cpus: its pcp list gets
-    the pages of the folios migrated in that batch).
+    the pages of the folios migrated in that batch), ``capture`` (below), and for a step
+    the migration scanner's range of its batch (``lo``, ``hi``: the task's last
+    ``mm_compaction_isolate_migratepages`` that took pages; -1 unknown): async passes'
+    ``fast_find_migrateblock`` jumps between pageblocks, so the begin and end positions
+    do not bound where the pass migrated from. ``capture``: for a direct compaction
+    of a user task (``compaction_capture`` applies; not a kthread's, not kcompactd's,
+    not a whole-zone pass) the seq of the allocation the kernel served it right after
+    the pass (the task's next page event, an allocation of the pass's order: the
+    captured page or the free lists' block), -2 when none follows; -1 for a pass that
+    captures nothing.
     Passes that began before ``lo_seq`` (the fork) are left out: the fork's state holds
     what they did.
     Steps at or after ``hi_seq`` are left out unless ``hi_seq`` is the trace's end
     (``total``)."""
     rows = store.query(
         """WITH b AS (
-               SELECT line, pid, coalesce(cpu, 0) AS cpu, args->>'mode' AS mode,
+               SELECT line, pid, comm, coalesce(cpu, 0) AS cpu, args->>'mode' AS mode,
                       hexint(args->>'migrate_pfn') AS mig0, hexint(args->>'free_pfn') AS fr0
                FROM aux_events
                WHERE trace_id = $t AND event = 'mm_compaction_begin'
@@ -66,15 +85,30 @@ def recorded_compactions(
                          hexint(args->>'migrate_pfn') AS mig1,
                          hexint(args->>'free_pfn') AS fr1 FROM aux_events
                   WHERE trace_id = $t AND event = 'mm_compaction_end'),
-           be AS (SELECT b.line, b.pid, b.cpu, b.mode, en.line AS end_line, en.end_cpu, b.mig0,
-                         b.fr0, en.mig1, en.fr1
+           be AS (SELECT b.line, b.pid, b.comm, b.cpu, b.mode, en.line AS end_line,
+                         en.end_cpu, b.mig0, b.fr0, en.mig1, en.fr1
                   FROM b ASOF LEFT JOIN en ON b.pid = en.pid AND b.line < en.line),
-           mg AS (SELECT line, pid, coalesce(cpu, 0) AS cpu,
-                         TRY_CAST(args->>'nr_migrated' AS BIGINT) AS n
-                  FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_migratepages'),
+           mg0 AS (SELECT line, pid, coalesce(cpu, 0) AS cpu,
+                          TRY_CAST(args->>'nr_migrated' AS BIGINT) AS n
+                   FROM aux_events
+                   WHERE trace_id = $t AND event = 'mm_compaction_migratepages'),
+           -- the migration scanner's range of each batch: the task's last
+           -- isolate_migratepages that took pages (fast_find_migrateblock jumps)
+           im AS (SELECT line, pid,
+                         hexint(regexp_extract(args->>'range', '[(] *(0x[0-9a-fA-F]+)', 1))
+                           AS lo,
+                         hexint(regexp_extract(args->>'range', '(0x[0-9a-fA-F]+) *[)]', 1))
+                           AS hi
+                  FROM aux_events
+                  WHERE trace_id = $t AND event = 'mm_compaction_isolate_migratepages'
+                    AND TRY_CAST(args->>'nr_taken' AS BIGINT) > 0),
+           mg AS (SELECT mg0.*, im.line AS im_line, im.lo, im.hi
+                  FROM mg0 ASOF LEFT JOIN im ON mg0.pid = im.pid AND mg0.line > im.line),
            st AS (SELECT be.line AS pass, mg.line AS at_line, mg.cpu,
                          sum(coalesce(mg.n, 0)) OVER (PARTITION BY be.line ORDER BY mg.line)
-                           AS budget
+                           AS budget,
+                         CASE WHEN mg.im_line > be.line THEN mg.lo END AS lo,
+                         CASE WHEN mg.im_line > be.line THEN mg.hi END AS hi
                   FROM be JOIN mg ON mg.pid = be.pid AND mg.line > be.line
                     AND (be.end_line IS NULL OR mg.line < be.end_line)),
            f AS (SELECT line, pid, TRY_CAST(args->>'order' AS INTEGER) AS "order"
@@ -83,16 +117,28 @@ def recorded_compactions(
                         coalesce((SELECT max(budget) FROM st WHERE st.pass = be.line), 0)
                           AS total
                  FROM be ASOF LEFT JOIN f ON be.pid = f.pid AND be.line < f.line),
-           a AS (SELECT line AS pass, 1 AS phase, line AS at_line, 0 AS budget, cpu FROM p
-                 UNION ALL SELECT pass, 2, at_line, budget, cpu FROM st
-                 UNION ALL SELECT line, 3, end_line, total, end_cpu FROM p
+           a AS (SELECT line AS pass, 1 AS phase, line AS at_line, 0 AS budget, cpu,
+                        NULL::BIGINT AS lo, NULL::BIGINT AS hi FROM p
+                 UNION ALL SELECT pass, 2, at_line, budget, cpu, lo, hi FROM st
+                 UNION ALL SELECT line, 3, end_line, total, end_cpu, NULL, NULL FROM p
                            WHERE end_line IS NOT NULL),
-           e AS (SELECT line, seq FROM events WHERE trace_id = $t)
+           e AS (SELECT line, seq FROM events WHERE trace_id = $t),
+           -- the task's next page event after its pass: the allocation it compacted for
+           te AS (SELECT line, pid, seq, op, "order" FROM events
+                  WHERE trace_id = $t AND pid IN (SELECT pid FROM be)),
+           nx AS (SELECT p.line AS pass,
+                         CASE WHEN te.op = 'alloc' AND te."order" = p."order" THEN te.seq
+                              ELSE -2 END AS taker
+                  FROM p ASOF LEFT JOIN te ON p.pid = te.pid AND p.end_line < te.line
+                  WHERE p.end_line IS NOT NULL)
            SELECT a.pass, a.phase, coalesce(e.seq, -1) AS seq, a.budget, p."order", p.mode,
                   coalesce(p.mig0, -1) AS mig0, coalesce(p.fr0, -1) AS fr0,
                   coalesce(p.mig1, -1) AS mig1, coalesce(p.fr1, -1) AS fr1, a.cpu,
+                  p.comm, coalesce(nx.taker, -2) AS taker, coalesce(a.lo, -1) AS lo,
+                  coalesce(a.hi, -1) AS hi,
                   (SELECT count(*) FROM mg) AS n_mg
            FROM a JOIN p ON p.line = a.pass ASOF LEFT JOIN e ON a.at_line < e.line
+             LEFT JOIN nx ON nx.pass = a.pass
            ORDER BY a.at_line, a.phase""",
         {"t": trace_id, "zs": env.start_pfn},
     ).to_pylist()
@@ -116,9 +162,16 @@ def recorded_compactions(
             phase = PASS_ONCE
         mode = MODE_ASYNC if r["mode"] == "async" else MODE_SYNC
         budget = -1 if phase == PASS_ONCE else int(r["budget"])
+        order = int(r["order"])
+        capture = -1
+        if order > 0 and phase != PASS_ONCE and not is_kthread(r["comm"]):
+            capture = int(r["taker"])
+            if capture >= 0 and (capture < lo_seq or capture >= hi_seq):
+                capture = -2  # the allocation is outside the run
         out.append((seq, "compact_recorded",
-                    (pass_, phase, int(r["order"]), mode, budget, int(r["mig0"]), int(r["fr0"]),
-                     int(r["mig1"]), int(r["fr1"]), int(r["cpu"]))))  # fmt: skip
+                    (pass_, phase, order, mode, budget, int(r["mig0"]), int(r["fr0"]),
+                     int(r["mig1"]), int(r["fr1"]), int(r["cpu"]), capture, int(r["lo"]),
+                     int(r["hi"]))))  # fmt: skip
     out.sort(key=lambda a: (a[0] == AFTER_LAST, a[0]))  # stable: the lines' order within a seq
     return out
 

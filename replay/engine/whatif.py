@@ -118,6 +118,7 @@ from replay.models.internal import (
     CZ_VC_USED,
     DEFERRED,
     EF_COLS,
+    F_CAPTURE,
     F_KERNEL_FAILED,
     F_MOVABLE,
     F_NORECLAIM,
@@ -590,22 +591,26 @@ class _Replay:
         own compact_control between its steps (passes of several tasks overlap)."""
         z = self.zone
         pass_, phase, order, mode, budget = arg[:5]
-        scan = np.array(arg[5:9], np.int64)
+        # the scanners at the begin and the end, then this batch's migration range
+        batch = arg[11:13] if len(arg) > 12 else (-1, -1)
+        scan = np.array([*arg[5:9], *batch], np.int64)
         cpu = arg[9] % self.ncpus
         t0 = time.perf_counter()
+        capture = arg[10] if len(arg) > 10 else -1  # the allocation served after the pass
         if phase == PASS_ONCE:
             compact_recorded(order, mode, budget, scan, cpu, seq, z.arrays, z.prm, self.objects,
                              z.cz, z.counters, self.me)  # fmt: skip
         elif phase == PASS_BEGIN:
-            compact_recorded_begin(order, mode, scan, cpu, z.arrays, z.prm, z.cz)
+            compact_recorded_begin(order, mode, scan, cpu, capture != -1, z.arrays, z.prm, z.cz)
             self.passes[pass_] = [z.cz[CC_ORDER:CC_UNITS].copy(), CONTINUE]
         elif pass_ in self.passes:
             cc, r = self.passes[pass_]
             last = phase == PASS_END
             if r == CONTINUE or last:
                 z.cz[CC_ORDER:CC_UNITS] = cc
-                r = int(compact_recorded_step(budget, last, r, scan, cpu, seq, z.arrays, z.prm,
-                                              self.objects, z.cz, z.counters, self.me))  # fmt: skip
+                r = int(compact_recorded_step(budget, last, capture >= 0, r, scan, cpu, seq,
+                                              z.arrays, z.prm, self.objects, z.cz, z.counters,
+                                              self.me))  # fmt: skip
                 self.passes[pass_] = [z.cz[CC_ORDER:CC_UNITS].copy(), r]
             if last:
                 del self.passes[pass_]
@@ -1311,8 +1316,12 @@ def _run(
     if config.get("recorded_compaction", False):
         recorded = recorded_compactions(store, trace_id, env, lo_seq, hi_seq, total)
         if env.memory is not None:  # the scanners' pfns (-1 unknown) in the model's zone
-            recorded = [(s_, kind, (*arg[:5], *(int(env.memory.to_model_bound(np.array([p]))[0])
-                                               if p >= 0 else -1 for p in arg[5:9]), *arg[9:]))
+
+            def bound(p: int) -> int:
+                return int(env.memory.to_model_bound(np.array([p]))[0]) if p >= 0 else -1
+
+            recorded = [(s_, kind, (*arg[:5], *(bound(p) for p in arg[5:9]), *arg[9:11],
+                                    *(bound(p) for p in arg[11:13])))
                         for s_, kind, arg in recorded]  # fmt: skip
         actions += recorded
     if config.get("recorded_kswapd", False) and config.get("pcp", False):
@@ -1321,6 +1330,10 @@ def _run(
         actions += recorded_drains(store, trace_id, lo_seq, hi_seq)
     if zram is not None:
         actions += zram.actions
+    # the allocations served right after a recorded direct compaction: F_CAPTURE
+    capture_seqs = np.array(sorted({int(arg[10]) for _s, kind, arg in actions
+                                    if kind == "compact_recorded" and arg[1] == PASS_END
+                                    and len(arg) > 10 and arg[10] >= 0}), np.int64)  # fmt: skip
     flags_expr, flags_params = flags_sql(
         config, zram_classes(store, trace_id, config) if movable_zram(config) else None
     )
@@ -1390,6 +1403,10 @@ def _run(
                     batch.column("flags").to_numpy().astype(np.int16, copy=True),
                     batch.column("owner").to_numpy().astype(np.int64, copy=True),
                 )
+                if capture_seqs.shape[0]:
+                    hit = capture_seqs[(capture_seqs >= seq[0]) & (capture_seqs <= seq[-1])]
+                    idx = np.searchsorted(seq, hit)
+                    ev[8][idx[seq[idx] == hit]] |= F_CAPTURE
                 # actions before the first event of this chunk at or after their seq (a
                 # seq the run leaves out, e.g. another zone's, runs before the next one),
                 # or after the run's last event

@@ -22,6 +22,10 @@ from replay.models.internal import (
     C_CLAIMS,
     C_EF,
     C_STEALS,
+    CAPC_MT,
+    CAPC_ORDER,
+    CAPC_PAGE,
+    CAPC_PAGE_ORDER,
     FALLBACKS,
     MAX_PAGE_ORDER,
     MIGRATE_MOVABLE,
@@ -259,13 +263,35 @@ def rmqueue(k, mt, mode, nofrag, z, prm, counters, ef, seq):  # type: ignore[no-
 
 # -- freeing to the buddy ------------------------------------------------------------
 @njit(cache=True, inline="always", _nrt=False)
+def compaction_capture(pfn, k, mt, capc):  # type: ignore[no-untyped-def]
+    """``compaction_capture``: a block freed (and merged so far) to order ``k`` while a
+    direct compaction runs is taken for its requester when ``k`` is the order it
+    compacts for and its pageblock type ``mt`` may serve it (a movable pageblock's
+    block below pageblock order only for a movable request). The caller has checked
+    that a capture is armed (``task_capc``: the running direct compaction's, nothing
+    captured yet)."""
+    if k != capc[CAPC_ORDER]:
+        return False
+    if k < PAGEBLOCK_ORDER and mt == MIGRATE_MOVABLE and capc[CAPC_MT] != MIGRATE_MOVABLE:
+        return False
+    capc[CAPC_PAGE] = pfn
+    capc[CAPC_PAGE_ORDER] = k
+    return True
+
+
+@njit(cache=True, inline="always", _nrt=False)
 def free_one_page(pfn, k, mt, z, prm):  # type: ignore[no-untyped-def]
-    """``__free_one_page``: merge (retyping order >= 9 buddies), then head or tail."""
+    """``__free_one_page``: merge (retyping order >= 9 buddies), then head or tail; while
+    a direct compaction runs, a block reaching its order is captured instead."""
     start = prm[P_START]
     pages = prm[P_PAGES]
     pb0 = prm[P_PB0]
     pfn = np.int64(pfn)
+    capc = z.capture
+    armed = capc[CAPC_ORDER] >= 0 and capc[CAPC_PAGE] < 0  # task_capc()
     while k < MAX_PAGE_ORDER:
+        if armed and compaction_capture(pfn, k, mt, capc):
+            return
         b = pfn ^ (np.int64(1) << k)
         bo = b - start
         if bo < 0 or bo >= pages or z.buddy_order[bo] != k:

@@ -41,6 +41,12 @@ from replay.models.internal import (
     C_ME,
     C_MIGRATED,
     C_SCANNED,
+    CAPC_MT,
+    CAPC_ORDER,
+    CAPC_PAGE,
+    CAPC_PAGE_ORDER,
+    CC_CAPC,
+    CC_CAPC_PAGE,
     CC_CPU,
     CC_FAILED,
     CC_FREE_PFN,
@@ -81,6 +87,7 @@ from replay.models.internal import (
     K_COMPACT_PROACTIVE,
     K_COMPACT_RECORDED,
     MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
     MODE_ASYNC,
     MODE_SYNC,
     NR_PAGE_ORDERS,
@@ -512,25 +519,84 @@ def compact_start(t, mode, whole, proactive, mt, cpu, z, prm, cz, scan=None):  #
     cz[CC_FREE_START] = fr
     cz[CC_CPU] = cpu
     cz[CC_LAST_MIGRATED] = -1
+    cz[CC_CAPC] = -1
+    cz[CC_CAPC_PAGE] = -1
+
+
+# -- capture_control ---------------------------------------------------------------------
+@njit(cache=True, _nrt=False)
+def capture_release(z, prm):  # type: ignore[no-untyped-def]
+    """A captured block nobody takes goes back to the buddy (nothing armed meanwhile)."""
+    capc = z.capture
+    capc[CAPC_ORDER] = -1
+    page = capc[CAPC_PAGE]
+    if page >= 0:
+        capc[CAPC_PAGE] = -1
+        free_to_buddy(page, capc[CAPC_PAGE_ORDER], z, prm)
+
+
+@njit(cache=True, _nrt=False)
+def capture_arm(t, mt, z, prm):  # type: ignore[no-untyped-def]
+    """``compact_zone_order`` sets ``current->capture_control``: blocks freed to order
+    ``t`` in a pageblock type that may serve free-list type ``mt`` are captured from now
+    on (a block still waiting for a recorded pass's requester goes back first)."""
+    capture_release(z, prm)
+    z.capture[CAPC_ORDER] = t
+    z.capture[CAPC_MT] = mt
+
+
+@njit(cache=True, _nrt=False)
+def capture_disarm(z):  # type: ignore[no-untyped-def]
+    """``WRITE_ONCE(current->capture_control, NULL)``: the captured block's pfn (-1: none),
+    now the caller's."""
+    capc = z.capture
+    page = capc[CAPC_PAGE]
+    capc[CAPC_ORDER] = -1
+    capc[CAPC_PAGE] = -1
+    return page
+
+
+@njit(cache=True, _nrt=False)
+def take_captured(k, mt, z, prm):  # type: ignore[no-untyped-def]
+    """The allocation a recorded direct compaction ran for takes the block the model's
+    replay of that pass captured (``__alloc_pages_direct_compact``: ``prep_new_page`` of
+    the captured page): its pfn, or -1 when none of order k waits (one of another order
+    goes back to the buddy). ``mt``: the request's type, for the allocated-page count."""
+    capc = z.capture
+    page = capc[CAPC_PAGE]
+    if page < 0 or capc[CAPC_ORDER] >= 0:
+        return np.int64(-1)
+    if capc[CAPC_PAGE_ORDER] != k:
+        capture_release(z, prm)
+        return np.int64(-1)
+    capc[CAPC_PAGE] = -1
+    if mt < 0 or mt >= MIGRATE_PCPTYPES:
+        mt = MIGRATE_MOVABLE
+    pageblock_alloc_add(page, k, mt, 1, z.pageblock_alloc, prm[P_PB0])
+    return page
 
 
 @njit(cache=True, _nrt=False)
 def compact_loop(budget, z, prm, ob, cz, counters, scan=None):  # type: ignore[no-untyped-def]
     """``compact_zone``'s loop: isolate and migrate until ``compact_finished`` says
     otherwise (its result), ``budget`` pages (-1: none) have moved in the pass
-    (CONTINUE: the pass can go on), or the scanners reach where the recorded pass's
-    stopped (``scan[2:]``: SUCCESS)."""
+    (CONTINUE: the pass can go on), the migration scanner has left the recorded batch's
+    range (``scan[5]``, when known: CONTINUE), or else the scanners reach where the
+    recorded pass's stopped (``scan[2:4]``: SUCCESS)."""
     while True:
         r = compact_finished(z, prm, cz)
         if r != CONTINUE:
             return r
         if budget >= 0 and cz[CC_MOVED] >= budget:
             return CONTINUE
-        if scan is not None and (
-            (scan[2] >= 0 and cz[CC_MIGRATE_PFN] >= scan[2])
-            or (scan[3] >= 0 and cz[CC_FREE_PFN] <= scan[3])
-        ):
-            return SUCCESS  # where the recorded pass ended
+        if scan is not None:
+            if scan[5] >= 0:
+                if cz[CC_MIGRATE_PFN] >= scan[5]:
+                    return CONTINUE  # the batch's range is done
+            elif (scan[2] >= 0 and cz[CC_MIGRATE_PFN] >= scan[2]) or (
+                scan[3] >= 0 and cz[CC_FREE_PFN] <= scan[3]
+            ):
+                return SUCCESS  # where the recorded pass ended
         isolate_migratepages(z, prm, ob, cz)
         if cz[CC_NUNITS] > 0:
             cz[CC_LAST_MIGRATED] = max(prm[P_START], pageblock_start_pfn(cz[CC_MIGRATE_PFN] - 1))
@@ -543,6 +609,9 @@ def compact_loop(budget, z, prm, ob, cz, counters, scan=None):  # type: ignore[n
             if cz[CC_LAST_MIGRATED] < block_start:
                 drain_local(cz[CC_CPU], z, prm, counters)
                 cz[CC_LAST_MIGRATED] = -1
+        # Stop if a page has been captured
+        if z.capture[CAPC_ORDER] >= 0 and z.capture[CAPC_PAGE] >= 0:
+            return SUCCESS
 
 
 @njit(cache=True, _nrt=False)
@@ -597,20 +666,29 @@ def direct_compact(k, mt, lmt, cpu, seq, z, prm, ob, cz, counters, ef, me, mode)
     """``__alloc_pages_direct_compact`` for a failed order-k allocation: ASYNC, then SYNC.
 
     Returns the allocated pfn or -1; ``mt`` is the request's type (for the
-    allocated-page accounting), ``lmt`` its free-list type.
+    allocated-page accounting), ``lmt`` its free-list type. A block the pass
+    captured (``compaction_capture``: freed to order k while it ran) is the
+    allocation; otherwise the free lists are tried.
     """
     for prio in range(2):
+        o = np.int64(-1)
         if compaction_deferred(k, cz):
             emit(z, me, counters, seq, K_COMPACT_DIRECT, k, prio, -1, -1, -1, -1, 0, 0, 0, 0, 0,
                  DEFERRED)  # fmt: skip
         else:
+            capture_arm(k, lmt, z, prm)  # compact_zone_order's capc
             r = compact_zone(k, prio, False, False, lmt, cpu, K_COMPACT_DIRECT, seq, z, prm, ob, cz,
                              counters, me)  # fmt: skip
+            page = capture_disarm(z)
+            if page >= 0:
+                r = SUCCESS  # compact_zone_order: a captured page is COMPACT_SUCCESS
+                o = page - prm[P_START]
             if r == SUCCESS:
                 compaction_defer_reset(k, False, cz)
             elif prio == MODE_SYNC and (r == COMPLETE or r == PARTIAL_SKIPPED):
                 defer_compaction(k, cz)
-        o = get_page_from_freelist(k, lmt, cpu, z, prm, counters, ef, seq, mode)
+        if o < 0:
+            o = get_page_from_freelist(k, lmt, cpu, z, prm, counters, ef, seq, mode)
         if o >= 0:
             compaction_defer_reset(k, True, cz)
             pfn = o + prm[P_START]
@@ -663,26 +741,45 @@ def compact_recorded(t, mode, budget, scan, cpu, seq, z, prm, ob, cz, counters, 
 
 
 @njit(cache=True, _nrt=False)
-def compact_recorded_begin(t, mode, scan, cpu, z, prm, cz):  # type: ignore[no-untyped-def]
+def compact_recorded_begin(t, mode, scan, cpu, capture, z, prm, cz):  # type: ignore[no-untyped-def]
     """A recorded pass begins (``mm_compaction_begin``): the kernel found the zone
     suitable, so no check of the model's; the scanners start where the kernel's did.
-    The caller keeps ``cz[CC_ORDER:CC_UNITS]`` as the pass's compact_control."""
+    ``capture``: a direct compaction of a user task for order ``t`` (kcompactd's,
+    kthreads' and /proc passes capture nothing: ``task_capc``), whose blocks freed to
+    order t are captured. The caller keeps ``cz[CC_ORDER:CC_UNITS]`` as the pass's
+    compact_control."""
     compact_start(t, mode, t == -1, False, MIGRATE_MOVABLE, cpu, z, prm, cz, scan)
+    if capture and t > 0:
+        cz[CC_CAPC] = t
 
 
 @njit(cache=True, _nrt=False)
-def compact_recorded_step(budget, last, prev, scan, cpu, seq, z, prm, ob, cz, counters, me):  # type: ignore[no-untyped-def]
+def compact_recorded_step(budget, last, keep, prev, scan, cpu, seq, z, prm, ob, cz, counters,  # type: ignore[no-untyped-def]
+                          me):  # fmt: skip
     """A recorded pass goes on to ``budget`` pages migrated since its begin (the sum of
     its task's ``mm_compaction_migratepages`` nr_migrated so far): the model's scanners
     continue from where the pass's last step left them (``cz``'s CC fields, restored by
-    the caller). The free pages isolated but not used go back after each step (the
-    kernel holds at most a batch's worth between its migrate_pages calls). ``last``:
+    the caller), the migration scanner from the batch's recorded range when known
+    (``scan[4:6]``, [lo, hi) pfns: async compaction's ``fast_find_migrateblock`` jumps to
+    a pageblock its free lists suggest, and the linear scanner would never get there).
+    The free pages isolated but not used go back after each step (the kernel holds at
+    most a batch's worth between its migrate_pages calls). ``last``:
     the pass ends (``mm_compaction_end``): one model event. ``cpu``: the task's cpu
     for this batch (its migratepages event's). ``prev``: the result of
     the pass's earlier steps (not CONTINUE: the model's pass finished there, and only
-    the end's event is left). Returns the loop's result (CONTINUE: it can go on)."""
+    the end's event is left). A capturing pass (see :func:`compact_recorded_begin`)
+    captures while its batches run and stops at its capture (SUCCESS); at its end the
+    captured block waits in ``z.capture`` for the allocation the kernel served right
+    after it (``keep``: the event flagged F_CAPTURE) or, with none, goes back to the
+    buddy. Returns the loop's result (CONTINUE: it can go on)."""
     r = prev
     cz[CC_CPU] = cpu  # where the task ran this batch
+    if r == CONTINUE and scan[4] >= prm[P_START] and scan[4] < cz[CC_FREE_PFN]:
+        # the batch's migration range (fast_find_migrateblock may have jumped there)
+        cz[CC_MIGRATE_PFN] = scan[4]
+    armed = cz[CC_CAPC] >= 0 and cz[CC_CAPC_PAGE] < 0 and r == CONTINUE
+    if armed:
+        capture_arm(cz[CC_CAPC], cz[CC_MT], z, prm)
     if r == CONTINUE:
         r = compact_loop(budget, z, prm, ob, cz, counters, scan)
     if last:
@@ -690,6 +787,17 @@ def compact_recorded_step(budget, last, prev, scan, cpu, seq, z, prm, ob, cz, co
                      counters, me)  # fmt: skip
     else:
         release_freepages(z, prm, cz)
+    if armed:
+        cz[CC_CAPC_PAGE] = capture_disarm(z)
+    if last and cz[CC_CAPC_PAGE] >= 0:
+        page = cz[CC_CAPC_PAGE]
+        cz[CC_CAPC_PAGE] = -1
+        capture_release(z, prm)  # one waiting from an earlier pass: nobody took it
+        if keep:
+            z.capture[CAPC_PAGE] = page
+            z.capture[CAPC_PAGE_ORDER] = cz[CC_CAPC]
+        else:
+            free_to_buddy(page, cz[CC_CAPC], z, prm)
     return r
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from replay.jit import njit
-from replay.models.compaction import direct_compact, proactive_tick
+from replay.models.compaction import direct_compact, proactive_tick, take_captured
 from replay.models.defrag import defrag_due
 from replay.models.internal import (
     C_CLAIMS,
@@ -37,6 +37,7 @@ from replay.models.internal import (
     CZ_PCP_DECAY,
     CZ_VC_USED,
     EF_MAX_PER_ALLOC,
+    F_CAPTURE,
     F_KERNEL_FAILED,
     F_MOVABLE,
     F_NORECLAIM,
@@ -171,6 +172,10 @@ def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, z, prm, ob, cz, coun
             if pfn >= 0:
                 fl = (fl & ~(F_MOVABLE | F_RECLAIM)) | F_POOLED
         direct = (fl & F_NORECLAIM) == 0  # may enter direct reclaim (and compaction)
+        if pfn < 0 and (fl & F_CAPTURE) != 0:
+            # served right after the recorded kernel's direct compaction for it: the block
+            # the model's replay of that pass captured, if it captured one
+            pfn = take_captured(k, m, z, prm)
         if pfn < 0:
             pfn = alloc_pages(k, m, c, z, prm, counters, ef, sq, mode, direct)
         if pfn < 0 and k > 0 and direct and (prm[P_COMPACT] & COMPACT_DIRECT):

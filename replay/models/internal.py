@@ -63,6 +63,9 @@ class Zone(NamedTuple):
     (``cc->freepages[order]``). ``pcp_state``: per cpu, the 6.7+ tuning
     state of its pcp (``pcp->high``, ``free_count``, ``alloc_factor``,
     ``flags``) and PCP_HELD; ``zone_flags``: ZONE_BELOW_HIGH, ZONE_RECLAIM_ACTIVE.
+    ``capture``: the running direct compaction's ``capture_control`` (CAPC_*): the
+    order and free-list type a freed block is captured at (CAPC_ORDER -1: none armed),
+    and the captured block (CAPC_PAGE pfn, -1 none; CAPC_PAGE_ORDER).
     """
 
     buddy_order: np.ndarray  # int8 per page
@@ -83,6 +86,7 @@ class Zone(NamedTuple):
     isolated_tail: np.ndarray  # int64 per order
     pcp_state: np.ndarray  # int64 (ncpus, 5): PCP_HIGH .. PCP_FLAGS, PCP_HELD
     zone_flags: np.ndarray  # int64 per ZONE_* flag (0/1)
+    capture: np.ndarray  # int64 per CAPC_* field
 
 
 def new_zone(start_pfn: int, pages: int, ncpus: int) -> Zone:
@@ -109,6 +113,7 @@ def new_zone(start_pfn: int, pages: int, ncpus: int) -> Zone:
         isolated_tail=np.full(NR_PAGE_ORDERS, -1, np.int64),
         pcp_state=np.zeros((ncpus, 5), np.int64),
         zone_flags=np.zeros(2, np.int64),
+        capture=np.array([-1, 0, -1, -1], np.int64),
     )
 
 
@@ -239,6 +244,10 @@ PCPF_FREE_HIGH_BATCH = 2
 PCP_BATCH_SCALE_MAX = 5
 # zone->flags the pcp tuning reads (Zone.zone_flags indices)
 ZONE_BELOW_HIGH, ZONE_RECLAIM_ACTIVE = 0, 1
+# struct capture_control (Zone.capture indices): what direct compaction captures
+# (cc->order, cc->migratetype; CAPC_ORDER -1: no capture armed, as current->capture_control
+# NULL) and the page it captured (capc->page: pfn, -1 none; and its order)
+CAPC_ORDER, CAPC_MT, CAPC_PAGE, CAPC_PAGE_ORDER = 0, 1, 2, 3
 
 # __rmqueue's modes (rmqueue_mode), carried across a pcp refill in ``mode[0]``
 MODE_NORMAL = 0
@@ -260,6 +269,10 @@ F_NORECLAIM = 64
 # that serves it gives the block straight back (the trace goes on without it). Event
 # flags are int16; object flags keep the low seven bits (OBJ_FLAGS_MASK).
 F_KERNEL_FAILED = 128
+# An event flag: the allocation the recorded kernel served right after its own direct
+# compaction, which the model serves with the block its replay of that pass captured
+# (compaction_capture), if it captured one of this order.
+F_CAPTURE = 256
 OBJ_FLAGS_MASK = 0x7F
 PLACED_FAILED = -1
 PLACED_EVICTED = -2
@@ -314,7 +327,11 @@ CC_MIG_START, CC_FREE_START = 30, 31  # where the pass's scanners started (pfn)
 # the compacting task's cpu (whose pcp list gets the migrated folios' old pages) and
 # compact_zone's last_migrated_pfn (-1: none since the last drain)
 CC_CPU, CC_LAST_MIGRATED = 32, 33
-CC_UNITS = 34  # isolated units' offsets (COMPACT_CLUSTER_MAX at most)
+# the pass's capture_control while it is not running (a recorded pass between its
+# batches): the order it captures at (-1: none, as kcompactd's and /proc passes) and the
+# page it captured (pfn, -1 none). Running, it is Zone.capture.
+CC_CAPC, CC_CAPC_PAGE = 34, 35
+CC_UNITS = 36  # isolated units' offsets (COMPACT_CLUSTER_MAX at most)
 NR_CZ = CC_UNITS + COMPACT_CLUSTER_MAX
 
 

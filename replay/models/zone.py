@@ -27,6 +27,7 @@ from replay.models.internal import (
     CZ_VC_USED,
     EF_COLS,
     EF_MAX_PER_ALLOC,
+    F_CAPTURE,
     F_MOVABLE,
     F_NORECLAIM,
     F_RECLAIM,
@@ -294,13 +295,14 @@ class ZoneState:
     def alloc_obj(self, obj: int, order: int, mt: int, movable: bool | None = None,
                   cpu: int = 0, ts_ns: int = 0, seq: int = -1, reclaimable: bool | None = None,
                   vcompound: bool = False, owner: int = -1,
-                  direct_reclaim: bool = True) -> int:  # fmt: skip
+                  direct_reclaim: bool = True, captured: bool = False) -> int:  # fmt: skip
         """Allocate object ``obj`` (order, request migratetype); pfn or -1.
 
         ``movable`` None: movable when mt is MOVABLE; ``reclaimable`` None:
         when mt is RECLAIMABLE or MOVABLE (kswapd victims). ``direct_reclaim``
         False: a GFP_ATOMIC-like request, whose failure neither drains the pcp
-        lists nor compacts.
+        lists nor compacts. ``captured``: the allocation a recorded direct
+        compaction ran for (F_CAPTURE): it takes the block the pass captured.
         """
 
         mov = (mt == MIGRATE_MOVABLE) if movable is None else movable
@@ -308,6 +310,7 @@ class ZoneState:
         flags = (F_MOVABLE if mov else 0) | (F_RECLAIM if rec else 0)
         flags |= F_VCOMPOUND if vcompound else 0
         flags |= 0 if direct_reclaim else F_NORECLAIM
+        flags |= F_CAPTURE if captured else 0
         return self._event(True, obj, 0, order, mt, flags, cpu, ts_ns, seq, owner)
 
     def free_obj(self, obj: int, offset: int = 0, order: int | None = None, cpu: int = 0,
@@ -343,7 +346,8 @@ class ZoneState:
         and free scanner at the begin, at the end; -1 unknown), on ``cpu`` (whose pcp
         lists get the migrated pages); the result name."""
         self._room(0)
-        r = compact_recorded(order, MODES.index(mode), budget, np.array(scan, np.int64), cpu,
+        r = compact_recorded(order, MODES.index(mode), budget,
+                             np.array([*scan, -1, -1], np.int64), cpu,
                              seq, self.arrays, self.prm, self.objects, self.cz, self.counters,
                              self.me)  # fmt: skip
         self._flush_me()
