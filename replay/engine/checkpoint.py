@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from replay.store import Store
 
 MAGIC = b"RPCKPT\x00"
-VERSION = 1
+# 2: the zone's capture_control (Zone.capture, CC_CAPC/CC_CAPC_PAGE in cz)
+VERSION = 2
 _LEN = struct.Struct("<I")
 ALIGN = 64  # bytes: each array's offset in the payload is a multiple
 
