@@ -84,8 +84,8 @@ bench: $(STAMP) sysdeps
 	$(PY) bench/bench_binary.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check replay tests bench
-	$(VENV)/bin/ruff format --check replay tests bench
+	$(VENV)/bin/ruff check replay tests bench examples
+	$(VENV)/bin/ruff format --check replay tests bench examples
 
 clean:
 	rm -rf $(VENV) *.egg-info bench/data demo.duckdb demo.duckdb.wal demo.duckdb.batch demo-report.html .pytest_cache test-artifacts
