@@ -16,6 +16,7 @@ from replay.engine.checkpoint import (
     ALIGN,
     MAGIC,
     PART_BYTES,
+    VERSION,
     load_checkpoint,
     pack,
     store_checkpoint,
@@ -55,9 +56,13 @@ def test_codec_refuses_what_it_did_not_write() -> None:
     blob = pack({"a": np.arange(1000, dtype=np.int64)})
     with pytest.raises(CheckpointError, match="bad magic"):
         unpack(b"PAR1" + blob[4:])
-    newer = blob.replace(b'"version": 1', b'"version": 9')
+    newer = blob.replace(f'"version": {VERSION}'.encode(), b'"version": 9')
+    assert newer != blob
     with pytest.raises(CheckpointError, match="version 9"):
         unpack(newer)
+    older = blob.replace(f'"version": {VERSION}'.encode(), b'"version": 1')
+    with pytest.raises(CheckpointError, match=f"version 1 is not {VERSION}: replay the run again"):
+        unpack(older)  # format 1 had no capture control
     with pytest.raises(CheckpointError):
         unpack(blob[: len(MAGIC) + 4 + 20])  # truncated in the header
     with pytest.raises((CheckpointError, OSError)):
