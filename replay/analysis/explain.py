@@ -69,6 +69,9 @@ from replay.models.watermarks import zone_watermark_ok
 from replay.store import Store
 from replay.trace.callsites import callsites_by_seq
 
+# the kernel's __zone_watermark_ok run as Python: an 11 x 3 loop, not worth a JIT load
+watermark_ok = zone_watermark_ok.py_func
+
 DEFAULT_MODELS = ("mobility", "mobility+pcp", "mobility+compaction",
                   "mobility+kswapd-targeted", "mobility+vcompound", "kernel")  # fmt: skip
 TYPE_NAMES = ("unmovable", "movable", "reclaimable")
@@ -326,13 +329,13 @@ def _state(view: PageView, k: int, wmark: tuple[int, int, int], reserve: int,
     nr_free_mt = view.nr_free_mt()
     nr_free = nr_free_mt.sum(axis=1)
     free = int((nr_free << np.arange(NR_PAGE_ORDERS)).sum())
-    ok = {name: bool(zone_watermark_ok(k, mark + reserve, free, nr_free_mt))
+    ok = {name: bool(watermark_ok(k, mark + reserve, free, nr_free_mt))
           for name, mark in zip(("min", "low", "high"), wmark, strict=True)}  # fmt: skip
     counts = [int(v) for v in nr_free]
     # compaction_suitable: order-0 watermark plus compact_gap, then the fragindex
     mark = (wmark[1] if k > PAGE_ALLOC_COSTLY_ORDER else wmark[0]) + (2 << k) + reserve
     fi = fragmentation_index(counts, k)
-    if not zone_watermark_ok(0, mark, free, nr_free_mt):
+    if not watermark_ok(0, mark, free, nr_free_mt):
         verdict, why = "skipped", f"free pages {free} <= watermark + compact_gap {mark}"
     elif k > PAGE_ALLOC_COSTLY_ORDER and 0 <= fi <= extfrag_threshold:
         verdict, why = (

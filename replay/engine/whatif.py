@@ -191,21 +191,27 @@ def event_arrays(n: int) -> tuple[np.ndarray, ...]:
             np.full(n, -1, np.int64))  # fmt: skip
 
 
-def warm_up() -> None:
-    """Compile (or load from the cache) the kernels, so no timing includes a JIT."""
-    z = ZoneState(0, 2, pcp=True, max_objects=1)
+def warm_up(*, models: bool = True, plain: bool = True, oneshot: bool = True) -> None:
+    """Compile (or load from the cache) the kernels, so no timing includes a JIT: the
+    models' replay kernel and pageblock snapshots (``models``), the plain buddy's path
+    (``plain``), the one-shot compaction of ``compact_at`` (``oneshot``). A run loads
+    only those its model uses: each load from the cache costs about 0.1 s."""
     one = np.ones(1, np.bool_)
     ev = event_arrays(1)
     ev[1][0] = True
-    replay_chunk(0, 1, ev, one, one, z.objects, z.arrays, z.prm, z.counters, z.ef, z.me, z.cz,
-                   z.mode, z.vc, np.zeros(NR_STATS, np.int64), 0, outputs(1),
-                   z.pools)  # fmt: skip
-    pageblock_snapshot(z.arrays, z.prm, np.zeros((z.npb, 6), np.int64))
-    compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
-    z = ZoneState(0, 2, grouping=False, max_objects=1)
-    replay_chunk_plain(0, 1, ev, one, one, z.objects, z.arrays, z.prm,
-                       np.zeros(NR_STATS, np.int64), 0, outputs(1))  # fmt: skip
-    resync(z.arrays, z.prm)
+    z = ZoneState(0, 2, pcp=True, max_objects=1)
+    if models:
+        replay_chunk(0, 1, ev, one, one, z.objects, z.arrays, z.prm, z.counters, z.ef, z.me,
+                     z.cz, z.mode, z.vc, np.zeros(NR_STATS, np.int64), 0, outputs(1),
+                     z.pools)  # fmt: skip
+        pageblock_snapshot(z.arrays, z.prm, np.zeros((z.npb, 6), np.int64))
+    if oneshot:
+        compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
+    if plain:
+        z = ZoneState(0, 2, grouping=False, max_objects=1)
+        replay_chunk_plain(0, 1, ev, one, one, z.objects, z.arrays, z.prm,
+                           np.zeros(NR_STATS, np.int64), 0, outputs(1))  # fmt: skip
+        resync(z.arrays, z.prm)
 
 
 # _Replay and ZoneState attributes that are output or scratch buffers, not state: each
@@ -901,7 +907,7 @@ def pcp_blocks(zone: ZoneState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The blocks on a model zone's pcp lists: offsets, orders, cpus."""
     offs, orders, cpus = [], [], []
     for (cpu, pi), heads in zone.pcp_lists().items():
-        k = int(pindex_to_order(pi))
+        k = int(pindex_to_order.py_func(pi))  # the kernel's, in Python: no JIT load
         offs += [pfn - zone.start_pfn for pfn in heads]
         orders += [k] * len(heads)
         cpus += [cpu] * len(heads)
@@ -1026,7 +1032,6 @@ def _run(
         raise UsageError("--pageblock-every must be 0 or more")
     trace_id = store.trace_id(trace)
     env = zone_environment(store, trace_id, config, zone_pages)
-    warm_up()
     ids, n_obj = ((from_state.ids, from_state.n_obj) if from_state is not None
                   else object_index(store, trace_id))  # fmt: skip
     saved = unpack(resume) if resume is not None else None
@@ -1229,6 +1234,8 @@ def _run(
                  n_owners)  # fmt: skip
     rp.obj_ids, rp.n_trace_obj = ids, n_obj
     rp.zram = zram
+    plain = plain_eligible(rp.zone.prm)
+    warm_up(models=not plain, plain=plain, oneshot=bool(config.get("compact_at", [])))
     regions = (
         pa.table({"obj": pa.array([], pa.int64())})
         if saved is not None
