@@ -16,7 +16,8 @@ scanned_migrate, scanned_free, moved, failed, result)``.
 from __future__ import annotations
 
 import random
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from ref_compaction import RefCompaction, check_compaction_invariants
 
+from replay.engine.whatif import ModelState, captured_blocks, fork_of_model
 from replay.models.buddy import compaction_capture
 from replay.models.compaction import compact_recorded_begin, compact_recorded_step
 from replay.models.internal import (
@@ -292,6 +294,23 @@ def test_recorded_pass_captures_for_the_kernels_allocation(keep: bool) -> None:
     for n, dst in enumerate(first_round_targets()):
         assert z.placement(4 * n) == dst
     check_compaction_invariants(z, units, {})
+
+
+def test_a_fork_has_a_captured_block_free() -> None:
+    """A model state holding a block captured for the allocation after a recorded pass
+    (neither free nor allocated) forks with that block free: a fork carries no capture
+    control (docs/explain.md)."""
+    z, _units = fragmented(ZoneState, compaction="direct")
+    scan = np.full(6, -1, np.int64)
+    compact_recorded_begin(4, MODE_ASYNC, scan, 0, True, z.arrays, z.prm, z.cz)
+    compact_recorded_step(1000, True, True, CONTINUE, scan, 0, 9, z.arrays, z.prm, z.objects,
+                          z.cz, z.counters, z.me)  # fmt: skip
+    env = cast(Any, SimpleNamespace(start_pfn=0))
+    ms = ModelState(seq=10, env=env, zone=z, ncpus=1, ids=None, n_obj=2048)
+    assert captured_blocks(ms) == [(0, 4)]
+    fork = fork_of_model(ms)
+    assert fork.blk[0] == 4 and (fork.page_mt[:16] == -1).all()
+    assert fork.blk[16] == 4 and fork.page_mt[128] == M  # [16, 32) o4; unit 128 stayed
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -111,6 +111,11 @@ from replay.models.internal import (
     C_REFILLS,
     C_SCANNED,
     C_STEALS,
+    CAPC_ORDER,
+    CAPC_PAGE,
+    CAPC_PAGE_ORDER,
+    CC_CAPC,
+    CC_CAPC_PAGE,
     CC_ORDER,
     CC_UNITS,
     CONTINUE,
@@ -948,11 +953,30 @@ def fork_of_model(ms: ModelState) -> ForkState:
                      pcp_cpu=f.pcp_cpu.copy())  # fmt: skip
 
 
+def captured_blocks(ms: ModelState) -> list[tuple[int, int]]:
+    """The blocks a model state holds captured for a requester (pfn, order): the one
+    waiting for the allocation after a recorded pass (Zone.capture) and those of passes
+    still running (their compact_control's CC_CAPC_PAGE). Neither free nor allocated."""
+    out: list[tuple[int, int]] = []
+    cap = ms.zone.arrays.capture
+    if cap[CAPC_PAGE] >= 0 and cap[CAPC_ORDER] < 0:
+        out.append((int(cap[CAPC_PAGE]), int(cap[CAPC_PAGE_ORDER])))
+    cc = ms.arrays.get("passes.cc")
+    if cc is not None:
+        for row in np.asarray(cc).reshape(-1, CC_UNITS - CC_ORDER):
+            if row[CC_CAPC_PAGE - CC_ORDER] >= 0:
+                out.append((int(row[CC_CAPC_PAGE - CC_ORDER]), int(row[CC_CAPC - CC_ORDER])))
+    return out
+
+
 def _fork_of_model(ms: ModelState) -> ForkState:
     z = ms.zone
     pages = int(z.pages)
     start = int(ms.env.start_pfn)
     blk = np.asarray(z.arrays.buddy_order[:pages]).astype(np.int8)
+    # a fork carries no capture control: a block captured for a requester is free there
+    for pfn, k in captured_blocks(ms):
+        blk[pfn - start] = k
     page_mt = np.full(pages, MIGRATE_UNMOVABLE, np.int8)
     ob = z.objects
     live = live_units(ms)
