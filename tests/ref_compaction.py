@@ -463,14 +463,14 @@ class RefCompaction(RefMobility):
             if cc.migratepages:
                 cc.last_migrated_pfn = max(self.start_pfn, pageblock_start_pfn(cc.migrate_pfn - 1))
                 self._migrate_pages(cc)
+                if self.capc is not None and self.capc[2] is not None:
+                    r = SUCCESS  # stop if a page has been captured (before check_drain)
+                    break
             # check_drain: the migrate scanner left the order-aligned block it migrated from
             if t > 0 and cc.last_migrated_pfn >= 0 and self.pcp:
                 if cc.last_migrated_pfn < cc.migrate_pfn - cc.migrate_pfn % (1 << t):
                     self._drain_local(cpu)
                     cc.last_migrated_pfn = -1
-            if self.capc is not None and self.capc[2] is not None:
-                r = SUCCESS  # stop if a page has been captured
-                break
         self._release_free_list(cc)
         if not cc.met:
             self.cached_migrate_pfn[0] = max(self.cached_migrate_pfn[0], cc.migrate_pfn)

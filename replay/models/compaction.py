@@ -601,6 +601,12 @@ def compact_loop(budget, z, prm, ob, cz, counters, scan=None):  # type: ignore[n
         if cz[CC_NUNITS] > 0:
             cz[CC_LAST_MIGRATED] = max(prm[P_START], pageblock_start_pfn(cz[CC_MIGRATE_PFN] - 1))
             migrate_pages(z, prm, ob, cz, counters)
+            # Stop if a page has been captured: before draining the pcp lists, which is
+            # then unnecessary ("mm, compaction: check if a page has been captured before
+            # draining PCP pages", 2023; a round that isolated nothing goes straight to
+            # check_drain)
+            if z.capture[CAPC_ORDER] >= 0 and z.capture[CAPC_PAGE] >= 0:
+                return SUCCESS
         # check_drain: the migration scanner left the cc->order aligned block it migrated
         # from: flush this cpu's pcp pages so they merge (lru_add_drain_cpu_zone)
         t = cz[CC_ORDER]
@@ -609,9 +615,6 @@ def compact_loop(budget, z, prm, ob, cz, counters, scan=None):  # type: ignore[n
             if cz[CC_LAST_MIGRATED] < block_start:
                 drain_local(cz[CC_CPU], z, prm, counters)
                 cz[CC_LAST_MIGRATED] = -1
-        # Stop if a page has been captured
-        if z.capture[CAPC_ORDER] >= 0 and z.capture[CAPC_PAGE] >= 0:
-            return SUCCESS
 
 
 @njit(cache=True, _nrt=False)
