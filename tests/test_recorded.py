@@ -76,6 +76,27 @@ def test_recorded_passes_run_batch_by_batch(capture_db: Path) -> None:
     seqs = [a[0] for a in acts if a[0] != recorded.AFTER_LAST]
     assert seqs == sorted(seqs) and len(set(a[2][0] for a in acts)) == 1
     assert sum(migrated) > 100_000
+    # each batch's migration range: the last isolate_migratepages that took pages
+    # before its migratepages event; /proc's pass scans linearly, so they ascend
+    steps = [a[2] for a in acts if a[2][1] == recorded.PASS_STEP]
+    ranges = [(arg[11], arg[12]) for arg in steps]
+    assert all(0 <= lo < hi for lo, hi in ranges)
+    assert [lo for lo, _ in ranges] == sorted(lo for lo, _ in ranges)
+    with Store(capture_db) as s:
+        first = s.query(
+            """SELECT args->>'range' AS r FROM aux_events
+               WHERE trace_id = $t AND event = 'mm_compaction_isolate_migratepages'
+                 AND TRY_CAST(args->>'nr_taken' AS BIGINT) > 0
+                 AND line > (SELECT line FROM aux_events WHERE trace_id = $t
+                               AND event = 'mm_compaction_begin'
+                               AND hexint(args->>'zone_start') = $zs)
+               ORDER BY line LIMIT 1""",
+            {"t": tid, "zs": env.start_pfn},
+        ).to_pylist()[0]["r"]
+    lo, hi = (int(x, 16) for x in first.strip("()").split("~"))
+    assert ranges[0] == (lo, hi)
+    # /proc's whole-zone pass (order -1) captures nothing
+    assert all(arg[10] == -1 for arg in steps)
 
 
 def test_the_models_pass_moves_when_the_kernels_did(capture_db: Path, tmp_path: Path) -> None:
