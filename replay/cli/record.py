@@ -129,9 +129,10 @@ def record(
     'snapshot before/after begin/end' markers that replay validate uses.
 
     The workload is the command after '--' (its stdout goes to stderr), run
-    to its end or stopped at --duration; without one, a sleep of --duration
-    seconds. A failing command still gives a complete capture, ingested, but
-    the exit status is 1. Mounts tracefs if needed; the mount point is
+    in a session of its own to its end or stopped at --duration (with every
+    process it started); without one, a sleep of --duration seconds. A
+    failing command still gives a complete capture, ingested, but the exit
+    status is 1. Mounts tracefs if needed; the mount point is
     $REPLAY_TRACEFS or /sys/kernel/tracing. Lost events: the kernel's per-CPU
     overrun and dropped counts (lost_events_kernel) and the '[LOST N EVENTS]'
     lines of the text (lost_events).
