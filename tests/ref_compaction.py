@@ -456,6 +456,12 @@ class RefCompaction(RefMobility):
         else:
             migrate_pfn = self.cached_migrate_pfn[1 if sync else 0]
             free_pfn = self.cached_free_pfn
+            # compact_zone: cached positions outside the zone are reset
+            if not self.start_pfn <= free_pfn < self.end_pfn:
+                free_pfn = self.cached_free_pfn = pageblock_start_pfn(self.end_pfn - 1)
+            if not self.start_pfn <= migrate_pfn < self.end_pfn:
+                migrate_pfn = self.start_pfn
+                self.cached_migrate_pfn = [migrate_pfn, migrate_pfn]
             whole_zone = migrate_pfn == self.start_pfn
         cc = CompactControl(t, sync, mt, whole_zone, proactive, migrate_pfn, free_pfn, cpu=cpu)
         while (r := self._compact_finished(cc)) == CONTINUE:
