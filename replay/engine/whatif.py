@@ -603,11 +603,10 @@ class _Replay:
         z = self.zone
         pass_, phase, order, mode, budget = arg[:5]
         # the scanners at the begin and the end, then this batch's migration range
-        batch = arg[11:13] if len(arg) > 12 else (-1, -1)
-        scan = np.array([*arg[5:9], *batch], np.int64)
+        scan = np.array([*arg[5:9], *arg[11:13]], np.int64)
         cpu = arg[9] % self.ncpus
+        capture = arg[10]  # the allocation served after the pass (-1: none captures)
         t0 = time.perf_counter()
-        capture = arg[10] if len(arg) > 10 else -1  # the allocation served after the pass
         if phase == PASS_ONCE:
             compact_recorded(order, mode, budget, scan, cpu, seq, z.arrays, z.prm, self.objects,
                              z.cz, z.counters, self.me)  # fmt: skip
@@ -1364,7 +1363,7 @@ def _run(
     # the allocations served right after a recorded direct compaction: F_CAPTURE
     capture_seqs = np.array(sorted({int(arg[10]) for _s, kind, arg in actions
                                     if kind == "compact_recorded" and arg[1] == PASS_END
-                                    and len(arg) > 10 and arg[10] >= 0}), np.int64)  # fmt: skip
+                                    and arg[10] >= 0}), np.int64)  # fmt: skip
     flags_expr, flags_params = flags_sql(
         config, zram_classes(store, trace_id, config) if movable_zram(config) else None
     )
