@@ -419,11 +419,15 @@ class RefCompaction(RefMobility):
             self._free_frozen(src, o.order, cpu)
 
     def _migrate_pages(self, cc: CompactControl) -> None:
-        """Move the isolated units in isolation order; the first without a target fails
+        """Move the isolated units in isolation order; a large unit without a target
+        fails alone (the kernel would split it), the first base page without one fails
         with all after it (they stay where they are)."""
         for i, obj in enumerate(cc.migratepages):
             j = self.objs[obj].order
             dst = self._compaction_alloc(cc, j)
+            if dst < 0 and j > 0:
+                cc.failed += 1 << j
+                continue
             if dst < 0:
                 cc.failed += sum(1 << self.objs[x].order for x in cc.migratepages[i:])
                 return

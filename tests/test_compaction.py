@@ -27,13 +27,22 @@ from ref_compaction import RefCompaction, check_compaction_invariants
 
 from replay.engine.whatif import ModelState, captured_blocks, fork_of_model
 from replay.models.buddy import compaction_capture
-from replay.models.compaction import compact_recorded_begin, compact_recorded_step
+from replay.models.compaction import (
+    compact_recorded_begin,
+    compact_recorded_step,
+    isolated_free_pages,
+)
 from replay.models.internal import (
+    C_ME,
     CAPC_ORDER,
     CAPC_PAGE,
     CAPC_PAGE_ORDER,
+    CC_MOVED,
+    CC_NUNITS,
     CONTINUE,
+    ME_COLS,
     MODE_ASYNC,
+    MODE_SYNC,
     SUCCESS,
 )
 from replay.models.zone import ZoneState
@@ -857,3 +866,58 @@ def test_reference_streams_exercise_compaction() -> None:
     direct = {r for k, r in seen if k == "compact_direct"}
     assert direct == {"SUCCESS", "COMPLETE", "PARTIAL_SKIPPED", "SKIPPED", "DEFERRED"}, seen
     assert {k for k, _ in seen} == {"compact_direct", "compact_proactive", "compact_oneshot"}
+
+
+def test_a_recorded_step_can_stop_inside_a_batch() -> None:
+    """A recorded pass's step whose budget falls inside a batch (another task allocated
+    while the kernel's migrate_pages was freeing the batch's old folios) stops there: the
+    batch's other units stay isolated and its free targets stay off the free lists; the
+    next step migrates them first, passing over a unit freed meanwhile; the pass's end
+    puts back what is still isolated and releases the targets."""
+    z, units = fragmented(ZoneState, compaction="direct")
+    scan = np.full(6, -1, np.int64)
+    compact_recorded_begin(-1, MODE_SYNC, scan, 0, False, z.arrays, z.prm, z.cz)
+
+    def step(budget: int, last: bool = False) -> int:
+        return int(compact_recorded_step(budget, last, False, CONTINUE, scan, 0, 9, z.arrays,
+                                         z.prm, z.objects, z.cz, z.counters, z.me))  # fmt: skip
+
+    assert step(5) == CONTINUE
+    targets = first_round_targets()
+    assert [z.placement(4 * n) for n in range(6)] == [*targets[:5], 20]
+    assert z.cz[CC_MOVED] == 5 and z.cz[CC_NUNITS] == 27
+    held = isolated_free_pages(z.arrays)
+    assert held > 0 and sum(z.nr_free) < 512 + 512 * 2 - held + 1  # the targets are held
+    z.free_obj(24)  # a unit of the batch in flight is freed by its owner
+    del units[24]
+    assert step(40) == CONTINUE
+    assert z.placement(20) == targets[5] and z.placement(28) == targets[6]  # 24 skipped
+    assert z.cz[CC_MOVED] == 40 and z.cz[CC_NUNITS] > 0  # inside the second batch
+    assert step(40, last=True) == CONTINUE  # the budget was spent: the pass's event SUCCESS
+    row = z.me[int(z.counters[C_ME]) - 1]  # the pass's one model event
+    assert row[ME_COLS.index("moved")] == 40 and row[ME_COLS.index("result")] == SUCCESS
+    assert z.cz[CC_NUNITS] == 0 and isolated_free_pages(z.arrays) == 0
+    check_compaction_invariants(z, units, {})
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_large_unit_without_a_target_fails_alone(impl: type) -> None:
+    """Only base pages are free where the free scanner looks: an order-2 unit finds no
+    target (the kernel would split the folio) and stays, alone; the base pages isolated
+    with it still move (migrate_pages_batch goes on after a large folio's -ENOMEM)."""
+    z = impl(0, 2048)
+    units: dict[int, tuple[int, int]] = {}
+    assert z.alloc_obj(0, 2, M) == 0
+    units[0] = (2, M)
+    for i in range(4, 2048):
+        assert z.alloc_obj(i, 0, M, movable=i < 512 or i >= 1024) == i
+        units[i] = (0, M)
+    for i in range(1025, 2048, 2):  # pageblocks 2, 3: every other page free, order 0 only
+        z.free_obj(i)
+        del units[i]
+    z.compact_memory(seq=1)
+    assert z.placement(0) == 0  # no order-2 block anywhere: it stayed
+    assert all(z.placement(i) >= 1024 for i in range(4, 512))  # the base pages moved
+    kind, *_rest, moved, failed, _result = events(z)[-1]
+    assert kind == "compact_oneshot" and failed == 4 and moved == 508
+    check_compaction_invariants(z, units, {})

@@ -70,18 +70,41 @@ def test_recorded_passes_run_batch_by_batch(capture_db: Path) -> None:
         )
     phases = [a[2][1] for a in acts]
     assert phases[0] == recorded.PASS_BEGIN and phases[-1] == recorded.PASS_END
-    assert phases[1:-1] == [recorded.PASS_STEP] * len(migrated)
-    budgets = [a[2][4] for a in acts[1:]]
+    outer = [a for a in acts[1:-1] if a[2][1] != recorded.PASS_INSIDE]
+    assert [a[2][1] for a in outer] == [recorded.PASS_STEP] * len(migrated)
+    budgets = [a[2][4] for a in [*outer, acts[-1]]]
     assert budgets[:-1] == np.cumsum(migrated).tolist() and budgets[-1] == sum(migrated)
     seqs = [a[0] for a in acts if a[0] != recorded.AFTER_LAST]
     assert seqs == sorted(seqs) and len(set(a[2][0] for a in acts)) == 1
     assert sum(migrated) > 100_000
     # each batch's migration range: the last isolate_migratepages that took pages
-    # before its migratepages event; /proc's pass scans linearly, so they ascend
-    steps = [a[2] for a in acts if a[2][1] == recorded.PASS_STEP]
-    ranges = [(arg[11], arg[12]) for arg in steps]
-    assert all(0 <= lo < hi for lo, hi in ranges)
+    # before its migratepages event, carried by the batch's first action (later ones in
+    # the same batch: lo -1); /proc's pass scans linearly, so they ascend
+    steps = [a[2] for a in acts if a[2][1] in (recorded.PASS_STEP, recorded.PASS_INSIDE)]
+    ranges = [(arg[11], arg[12]) for arg in steps if arg[11] >= 0]
+    assert len(ranges) == len(migrated) and all(0 <= lo < hi for lo, hi in ranges)
     assert [lo for lo, _ in ranges] == sorted(lo for lo, _ in ranges)
+    # Inside a batch, before another task's allocation: the pages its task had freed
+    # (the batch's old folios) added to the budget before the batch, short of its end's
+    inside = [a for a in acts if a[2][1] == recorded.PASS_INSIDE]
+    assert len(inside) > 100
+    mid = [a[2] for a in acts[1:-1]]
+    ends = [next(b[4] for b in mid[i:] if b[1] == recorded.PASS_STEP) for i in range(len(mid))]
+    before = 0
+    for arg, end in zip(mid, ends, strict=True):
+        if arg[1] == recorded.PASS_STEP:
+            before = arg[4]
+        else:
+            assert before < arg[4] < end
+    with Store(capture_db) as s:
+        pid = int(s.one("SELECT pid FROM aux_events WHERE trace_id = $t AND line = $l",
+                        {"t": tid, "l": acts[0][2][0]})[0])  # fmt: skip
+        takers = s.query(
+            "SELECT seq, op, pid FROM events WHERE trace_id = $t AND list_contains($s, seq)",
+            {"t": tid, "s": [a[0] for a in inside]},
+        ).to_pylist()
+    assert len(takers) == len({a[0] for a in inside})
+    assert all(q["op"] == "alloc" and q["pid"] != pid for q in takers)
     with Store(capture_db) as s:
         first = s.query(
             """SELECT args->>'range' AS r FROM aux_events

@@ -27,7 +27,9 @@ from replay.models.internal import MIGRATE_MOVABLE, MODE_ASYNC, MODE_SYNC
 from replay.store import Store
 
 # the phases of a recorded pass (the ``compact_recorded`` action's second field)
-PASS_ONCE, PASS_BEGIN, PASS_STEP, PASS_END = range(4)
+# PASS_INSIDE: a point inside a batch (another task allocated while the kernel's
+# migrate_pages was freeing the batch's old folios)
+PASS_ONCE, PASS_BEGIN, PASS_STEP, PASS_END, PASS_INSIDE = range(5)
 AFTER_LAST = -1  # an action's seq: after the trace's last event
 # Kernel threads by the names the kernel gives them (the trace's comm): their direct
 # compactions capture nothing (task_capc: PF_KTHREAD), nor do kcompactd's passes.
@@ -54,8 +56,13 @@ def recorded_compactions(
     ``mm_compaction_end`` (PASS_STEP; budget: the pages its migrate_pages calls
     have migrated so far, the sum of nr_migrated), and the end (PASS_END; budget:
     the pass's total), so the model compacts while the kernel did, between the
-    same allocations. A trace without migratepages events gets one PASS_ONCE
-    action per pass at its begin (budget -1: no bound). The order is the task's
+    same allocations. Inside a batch, before each allocation of another task in the
+    zone made after the pass's task had freed some of the batch's old folios
+    (``migrate_pages_batch`` frees each as it moves it, and a task on that cpu gets
+    them from its pcp list), a PASS_INSIDE action with the pages freed so far added to
+    the budget: the model stops there inside its own batch. A trace without
+    migratepages events gets one PASS_ONCE action per pass at its begin (budget -1: no
+    bound). The order is the task's
     first ``mm_compaction_finished``'s after the begin (-1: a whole-zone pass), the
     mode the begin's (async 0, sync and sync_light 1), then the migrate and free
     scanners' pfns at the begin and at the end (-1 unknown), and the cpu the line was
@@ -64,7 +71,8 @@ def recorded_compactions(
     the migration scanner's range of its batch (``lo``, ``hi``: the task's last
     ``mm_compaction_isolate_migratepages`` that took pages; -1 unknown): async passes'
     ``fast_find_migrateblock`` jumps between pageblocks, so the begin and end positions
-    do not bound where the pass migrated from. ``capture``: for a direct compaction
+    do not bound where the pass migrated from; a batch's first action carries its
+    ``lo``, later ones -1 (the scanner jumps there once). ``capture``: for a direct compaction
     of a user task (``compaction_capture`` applies; not a kthread's, not kcompactd's,
     not a whole-zone pass) the seq of the allocation the kernel served it right after
     the pass (the task's next page event, an allocation of the pass's order: the
@@ -104,13 +112,33 @@ def recorded_compactions(
                     AND TRY_CAST(args->>'nr_taken' AS BIGINT) > 0),
            mg AS (SELECT mg0.*, im.line AS im_line, im.lo, im.hi
                   FROM mg0 ASOF LEFT JOIN im ON mg0.pid = im.pid AND mg0.line > im.line),
-           st AS (SELECT be.line AS pass, mg.line AS at_line, mg.cpu,
+           st AS (SELECT be.line AS pass, mg.line AS at_line, mg.cpu, be.pid,
+                         coalesce(mg.n, 0) AS n, mg.im_line,
                          sum(coalesce(mg.n, 0)) OVER (PARTITION BY be.line ORDER BY mg.line)
                            AS budget,
                          CASE WHEN mg.im_line > be.line THEN mg.lo END AS lo,
                          CASE WHEN mg.im_line > be.line THEN mg.hi END AS hi
                   FROM be JOIN mg ON mg.pid = be.pid AND mg.line > be.line
                     AND (be.end_line IS NULL OR mg.line < be.end_line)),
+           -- inside a batch (from its isolate_migratepages to its migratepages): the
+           -- old folios the task freed so far, before each allocation of another task
+           pe AS (SELECT line, pid, op, (1::BIGINT << "order") AS pages,
+                         op = 'alloc' AND NOT coalesce(failed, false)
+                           AND pfn >= $zs AND pfn < $ze AS zone_alloc
+                  FROM events WHERE trace_id = $t),
+           w AS (SELECT st.pass, st.at_line AS batch, st.cpu, st.budget - st.n AS before,
+                        st.budget, st.lo, st.hi, pe.line, pe.pid <> st.pid AND pe.zone_alloc
+                          AS other_alloc,
+                        sum(CASE WHEN pe.pid = st.pid AND pe.op = 'free' THEN pe.pages
+                                 ELSE 0 END)
+                          OVER (PARTITION BY st.pass, st.at_line ORDER BY pe.line) AS done
+                 FROM st JOIN pe ON pe.line > st.im_line AND pe.line < st.at_line
+                 WHERE st.im_line > st.pass),
+           ins AS (SELECT pass, min(line) - 1 AS at_line, batch, any_value(cpu) AS cpu,
+                          any_value(before) + done AS budget, any_value(lo) AS lo,
+                          any_value(hi) AS hi
+                   FROM w WHERE other_alloc AND done > 0 AND before + done < budget
+                   GROUP BY pass, batch, done),
            f AS (SELECT line, pid, TRY_CAST(args->>'order' AS INTEGER) AS "order"
                  FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_finished'),
            p AS (SELECT be.*, coalesce(f."order", -1) AS "order",
@@ -118,9 +146,10 @@ def recorded_compactions(
                           AS total
                  FROM be ASOF LEFT JOIN f ON be.pid = f.pid AND be.line < f.line),
            a AS (SELECT line AS pass, 1 AS phase, line AS at_line, 0 AS budget, cpu,
-                        NULL::BIGINT AS lo, NULL::BIGINT AS hi FROM p
-                 UNION ALL SELECT pass, 2, at_line, budget, cpu, lo, hi FROM st
-                 UNION ALL SELECT line, 3, end_line, total, end_cpu, NULL, NULL FROM p
+                        NULL::BIGINT AS lo, NULL::BIGINT AS hi, NULL::BIGINT AS batch FROM p
+                 UNION ALL SELECT pass, 2, at_line, budget, cpu, lo, hi, at_line FROM st
+                 UNION ALL SELECT pass, 4, at_line, budget, cpu, lo, hi, batch FROM ins
+                 UNION ALL SELECT line, 3, end_line, total, end_cpu, NULL, NULL, NULL FROM p
                            WHERE end_line IS NOT NULL),
            e AS (SELECT line, seq FROM events WHERE trace_id = $t),
            -- the task's next page event after its pass: the allocation it compacted for
@@ -135,15 +164,16 @@ def recorded_compactions(
                   coalesce(p.mig0, -1) AS mig0, coalesce(p.fr0, -1) AS fr0,
                   coalesce(p.mig1, -1) AS mig1, coalesce(p.fr1, -1) AS fr1, a.cpu,
                   p.comm, coalesce(nx.taker, -2) AS taker, coalesce(a.lo, -1) AS lo,
-                  coalesce(a.hi, -1) AS hi,
+                  coalesce(a.hi, -1) AS hi, a.batch,
                   (SELECT count(*) FROM mg) AS n_mg
            FROM a JOIN p ON p.line = a.pass ASOF LEFT JOIN e ON a.at_line < e.line
              LEFT JOIN nx ON nx.pass = a.pass
            ORDER BY a.at_line, a.phase""",
-        {"t": trace_id, "zs": env.start_pfn},
+        {"t": trace_id, "zs": env.start_pfn, "ze": env.start_pfn + env.pages},
     ).to_pylist()
     out: list[tuple[int, str, tuple[int, ...]]] = []
     started: set[int] = set()
+    jumped: dict[int, int] = {}  # pass -> the batch whose range its scanner jumped to
     for r in rows:
         seq, phase, pass_ = int(r["seq"]), int(r["phase"]), int(r["pass"])
         if phase == PASS_BEGIN:
@@ -163,6 +193,12 @@ def recorded_compactions(
         mode = MODE_ASYNC if r["mode"] == "async" else MODE_SYNC
         budget = -1 if phase == PASS_ONCE else int(r["budget"])
         order = int(r["order"])
+        lo = int(r["lo"])
+        if r["batch"] is not None:
+            # a batch's range is jumped to once, at its first action (inside or its end)
+            if jumped.get(pass_) == r["batch"]:
+                lo = -1
+            jumped[pass_] = r["batch"]
         capture = -1
         if order > 0 and phase != PASS_ONCE and not is_kthread(r["comm"]):
             capture = int(r["taker"])
@@ -170,7 +206,7 @@ def recorded_compactions(
                 capture = -2  # the allocation is outside the run
         out.append((seq, "compact_recorded",
                     (pass_, phase, order, mode, budget, int(r["mig0"]), int(r["fr0"]),
-                     int(r["mig1"]), int(r["fr1"]), int(r["cpu"]), capture, int(r["lo"]),
+                     int(r["mig1"]), int(r["fr1"]), int(r["cpu"]), capture, lo,
                      int(r["hi"]))))  # fmt: skip
     out.sort(key=lambda a: (a[0] == AFTER_LAST, a[0]))  # stable: the lines' order within a seq
     return out

@@ -117,7 +117,6 @@ from replay.models.internal import (
     CC_CAPC,
     CC_CAPC_PAGE,
     CC_ORDER,
-    CC_UNITS,
     CONTINUE,
     CZ_DF_DUE,
     CZ_VC_USED,
@@ -139,6 +138,8 @@ from replay.models.internal import (
     MIGRATE_RECLAIMABLE,
     MIGRATE_UNMOVABLE,
     MODES,
+    NR_CZ,
+    NR_PAGE_ORDERS,
     NR_STATS,
     P_COMPACT,
     P_DEFRAG_IDLE,
@@ -162,6 +163,7 @@ from replay.models.internal import (
     S_SERVED_KERNEL_FAILED,
     ZONE_RECLAIM_ACTIVE,
     Objects,
+    Zone,
     objects_from,
     pindex_to_order,
 )
@@ -322,7 +324,7 @@ class _Replay:
         ids = np.array(sorted(self.passes), np.int64)
         out["passes.ids"] = ids
         out["passes.cc"] = np.array([self.passes[int(i)][0] for i in ids], np.int64).reshape(
-            ids.shape[0], CC_UNITS - CC_ORDER)  # fmt: skip
+            ids.shape[0], NR_CZ - CC_ORDER)  # fmt: skip
         out["passes.r"] = np.array([int(self.passes[int(i)][1]) for i in ids], np.int64)
         return out
 
@@ -612,16 +614,16 @@ class _Replay:
                              z.cz, z.counters, self.me)  # fmt: skip
         elif phase == PASS_BEGIN:
             compact_recorded_begin(order, mode, scan, cpu, capture != -1, z.arrays, z.prm, z.cz)
-            self.passes[pass_] = [z.cz[CC_ORDER:CC_UNITS].copy(), CONTINUE]
+            self.passes[pass_] = [z.cz[CC_ORDER:NR_CZ].copy(), CONTINUE]
         elif pass_ in self.passes:
             cc, r = self.passes[pass_]
             last = phase == PASS_END
             if r == CONTINUE or last:
-                z.cz[CC_ORDER:CC_UNITS] = cc
+                z.cz[CC_ORDER:NR_CZ] = cc
                 r = int(compact_recorded_step(budget, last, capture >= 0, r, scan, cpu, seq,
                                               z.arrays, z.prm, self.objects, z.cz, z.counters,
                                               self.me))  # fmt: skip
-                self.passes[pass_] = [z.cz[CC_ORDER:CC_UNITS].copy(), r]
+                self.passes[pass_] = [z.cz[CC_ORDER:NR_CZ].copy(), r]
             if last:
                 del self.passes[pass_]
         self.replay_s += time.perf_counter() - t0
@@ -962,9 +964,21 @@ def captured_blocks(ms: ModelState) -> list[tuple[int, int]]:
         out.append((int(cap[CAPC_PAGE]), int(cap[CAPC_PAGE_ORDER])))
     cc = ms.arrays.get("passes.cc")
     if cc is not None:
-        for row in np.asarray(cc).reshape(-1, CC_UNITS - CC_ORDER):
+        for row in np.asarray(cc).reshape(-1, NR_CZ - CC_ORDER):
             if row[CC_CAPC_PAGE - CC_ORDER] >= 0:
                 out.append((int(row[CC_CAPC_PAGE - CC_ORDER]), int(row[CC_CAPC - CC_ORDER])))
+    return out
+
+
+def isolated_blocks(z: Zone) -> list[tuple[int, int]]:
+    """The free blocks on compaction's isolated lists (offset, order): a recorded pass
+    stopped inside a batch keeps its targets there until its next step."""
+    out: list[tuple[int, int]] = []
+    for k in range(NR_PAGE_ORDERS):
+        o = int(z.isolated_head[k])
+        while o >= 0:
+            out.append((o, k))
+            o = int(z.list_next[o])
     return out
 
 
@@ -976,6 +990,9 @@ def _fork_of_model(ms: ModelState) -> ForkState:
     # a fork carries no capture control: a block captured for a requester is free there
     for pfn, k in captured_blocks(ms):
         blk[pfn - start] = k
+    # nor a recorded pass's batch in flight: the free pages it holds isolated are free
+    for o, k in isolated_blocks(z.arrays):
+        blk[o] = k
     page_mt = np.full(pages, MIGRATE_UNMOVABLE, np.int8)
     ob = z.objects
     live = live_units(ms)

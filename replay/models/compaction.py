@@ -393,18 +393,41 @@ def move_unit(x, src, dst, z, prm, ob):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def migrate_pages(z, prm, ob, cz, counters):  # type: ignore[no-untyped-def]
-    """``migrate_pages``: each isolated unit to a target from ``compaction_alloc``."""
+def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyped-def]
+    """``migrate_pages``: each isolated unit to a target from ``compaction_alloc``, in
+    isolation order. With ``budget`` (pages, -1: none) it stops once the pass has moved
+    that many: the units left stay isolated in ``cz`` for a later call (a recorded pass
+    stopped inside the kernel's batch, where its migrate_pages had freed that many old
+    folios so far: ``migrate_pages_batch`` frees each as it moves it). A unit whose object
+    no longer starts at its offset (freed, or moved, while it waited) is done, as
+    ``migrate_folio_unmap`` finds a folio freed from under it."""
     start = prm[P_START]
     n = cz[CC_NUNITS]
-    for i in range(n):
+    i = 0
+    while i < n:
+        if budget >= 0 and cz[CC_MOVED] >= budget:
+            break
         src = cz[CC_UNITS + i]
         x = z.pg_obj[src]
+        if x < 0 or z.buddy_order[src] >= 0 or not migratable(x, cz[CC_ORDER], ob):
+            i += 1
+            continue
         j = np.int64(ob.obj_order[x])
         dst = compaction_alloc(j, z, prm, ob, cz)
+        if dst < 0 and j > 0:
+            # no free block of its order: the kernel splits a large folio and migrates
+            # its pages later (migrate_pages_batch's -ENOMEM: try_split_folio), then goes
+            # on with the batch. A unit cannot split here: it stays, the batch goes on.
+            cz[CC_FAILED] += np.int64(1) << j
+            i += 1
+            continue
         if dst < 0:
+            # -ENOMEM for a base page: the rest of the batch is not tried
             for r in range(i, n):
-                cz[CC_FAILED] += np.int64(1) << ob.obj_order[z.pg_obj[cz[CC_UNITS + r]]]
+                y = z.pg_obj[cz[CC_UNITS + r]]
+                if y >= 0:
+                    cz[CC_FAILED] += np.int64(1) << ob.obj_order[y]
+            i = n
             break
         cz[CC_NR_MIGRATE] -= np.int64(1) << j  # compaction_alloc: one unit less to place
         move_unit(x, src + start, dst + start, z, prm, ob)
@@ -415,8 +438,30 @@ def migrate_pages(z, prm, ob, cz, counters):  # type: ignore[no-untyped-def]
         counters[C_MIGRATED] += np.int64(1) << j
         if ob.obj_mt[x] != MIGRATE_MOVABLE:  # a movable driver page (movable_classes)
             counters[C_DRIVER_MIGRATED] += np.int64(1) << j
-    cz[CC_NUNITS] = 0
-    cz[CC_NR_MIGRATE] = 0
+        i += 1
+    left = n - i
+    nr = np.int64(0)
+    for r in range(left):
+        o = cz[CC_UNITS + i + r]
+        cz[CC_UNITS + r] = o
+        y = z.pg_obj[o]
+        if y >= 0:
+            nr += np.int64(1) << ob.obj_order[y]
+    cz[CC_NUNITS] = left
+    cz[CC_NR_MIGRATE] = nr
+
+
+@njit(cache=True, _nrt=False)
+def isolated_free_pages(z):  # type: ignore[no-untyped-def]
+    """Pages on compaction's isolated free lists (``cc->nr_freepages`` of whichever
+    passes isolated them: a recorded pass keeps its targets while its batch is in flight)."""
+    n = np.int64(0)
+    for c in range(NR_PAGE_ORDERS):
+        o = z.isolated_head[c]
+        while o >= 0:
+            n += np.int64(1) << c
+            o = z.list_next[o]
+    return n
 
 
 # -- compact_zone ----------------------------------------------------------------------------
@@ -515,6 +560,7 @@ def compact_start(t, mode, whole, proactive, mt, cpu, z, prm, cz, scan=None):  #
     cz[CC_FREE_PFN] = fr
     for f in range(CC_NR_MIGRATE, CC_NUNITS + 1):
         cz[f] = 0
+    cz[CC_NR_FREE] = isolated_free_pages(z)  # a recorded pass's targets, while it waits
     cz[CC_MIG_START] = mig
     cz[CC_FREE_START] = fr
     cz[CC_CPU] = cpu
@@ -577,30 +623,37 @@ def take_captured(k, mt, z, prm):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def compact_loop(budget, z, prm, ob, cz, counters, scan=None):  # type: ignore[no-untyped-def]
+def compact_loop(budget, z, prm, ob, cz, counters, scan=None, split=False):  # type: ignore[no-untyped-def]
     """``compact_zone``'s loop: isolate and migrate until ``compact_finished`` says
     otherwise (its result), ``budget`` pages (-1: none) have moved in the pass
     (CONTINUE: the pass can go on), the migration scanner has left the recorded batch's
     range (``scan[5]``, when known: CONTINUE), or else the scanners reach where the
-    recorded pass's stopped (``scan[2:4]``: SUCCESS)."""
+    recorded pass's stopped (``scan[2:4]``: SUCCESS). ``split``: the budget may end the
+    loop inside a batch (a recorded pass's step between the kernel's old-folio frees);
+    the units left stay isolated and the next call migrates them first."""
     while True:
-        r = compact_finished(z, prm, cz)
-        if r != CONTINUE:
-            return r
-        if budget >= 0 and cz[CC_MOVED] >= budget:
-            return CONTINUE
-        if scan is not None:
-            if scan[5] >= 0:
-                if cz[CC_MIGRATE_PFN] >= scan[5]:
-                    return CONTINUE  # the batch's range is done
-            elif (scan[2] >= 0 and cz[CC_MIGRATE_PFN] >= scan[2]) or (
-                scan[3] >= 0 and cz[CC_FREE_PFN] <= scan[3]
-            ):
-                return SUCCESS  # where the recorded pass ended
-        isolate_migratepages(z, prm, ob, cz)
+        if cz[CC_NUNITS] == 0:
+            r = compact_finished(z, prm, cz)
+            if r != CONTINUE:
+                return r
+            if budget >= 0 and cz[CC_MOVED] >= budget:
+                return CONTINUE
+            if scan is not None:
+                if scan[5] >= 0:
+                    if cz[CC_MIGRATE_PFN] >= scan[5]:
+                        return CONTINUE  # the batch's range is done
+                elif (scan[2] >= 0 and cz[CC_MIGRATE_PFN] >= scan[2]) or (
+                    scan[3] >= 0 and cz[CC_FREE_PFN] <= scan[3]
+                ):
+                    return SUCCESS  # where the recorded pass ended
+            isolate_migratepages(z, prm, ob, cz)
+            if cz[CC_NUNITS] > 0:
+                cz[CC_LAST_MIGRATED] = max(prm[P_START],
+                                           pageblock_start_pfn(cz[CC_MIGRATE_PFN] - 1))  # fmt: skip
         if cz[CC_NUNITS] > 0:
-            cz[CC_LAST_MIGRATED] = max(prm[P_START], pageblock_start_pfn(cz[CC_MIGRATE_PFN] - 1))
-            migrate_pages(z, prm, ob, cz, counters)
+            migrate_pages(z, prm, ob, cz, counters, budget if split else np.int64(-1))
+            if cz[CC_NUNITS] > 0:
+                return CONTINUE  # the budget ran out inside the batch
             # Stop if a page has been captured: before draining the pcp lists, which is
             # then unnecessary ("mm, compaction: check if a page has been captured before
             # draining PCP pages", 2023; a round that isolated nothing goes straight to
@@ -765,8 +818,11 @@ def compact_recorded_step(budget, last, keep, prev, scan, cpu, seq, z, prm, ob, 
     the caller), the migration scanner from the batch's recorded range when known
     (``scan[4:6]``, [lo, hi) pfns: async compaction's ``fast_find_migrateblock`` jumps to
     a pageblock its free lists suggest, and the linear scanner would never get there).
-    The free pages isolated but not used go back after each step (the kernel holds at
-    most a batch's worth between its migrate_pages calls). ``last``:
+    ``budget`` may fall inside a batch (the kernel's migrate_pages had freed that many of
+    its old folios when another task allocated): the model stops there too, its batch's
+    units left isolated and its free targets kept; otherwise the free pages isolated but
+    not used go back (the kernel holds at most a batch's worth between its migrate_pages
+    calls). ``last``:
     the pass ends (``mm_compaction_end``): one model event. ``cpu``: the task's cpu
     for this batch (its migratepages event's). ``prev``: the result of
     the pass's earlier steps (not CONTINUE: the model's pass finished there, and only
@@ -777,6 +833,7 @@ def compact_recorded_step(budget, last, keep, prev, scan, cpu, seq, z, prm, ob, 
     buddy. Returns the loop's result (CONTINUE: it can go on)."""
     r = prev
     cz[CC_CPU] = cpu  # where the task ran this batch
+    cz[CC_NR_FREE] = isolated_free_pages(z)  # its targets, unless another pass took them
     if r == CONTINUE and scan[4] >= prm[P_START] and scan[4] < cz[CC_FREE_PFN]:
         # the batch's migration range (fast_find_migrateblock may have jumped there)
         cz[CC_MIGRATE_PFN] = scan[4]
@@ -784,11 +841,13 @@ def compact_recorded_step(budget, last, keep, prev, scan, cpu, seq, z, prm, ob, 
     if armed:
         capture_arm(cz[CC_CAPC], cz[CC_MT], z, prm)
     if r == CONTINUE:
-        r = compact_loop(budget, z, prm, ob, cz, counters, scan)
+        r = compact_loop(budget, z, prm, ob, cz, counters, scan, True)
     if last:
+        cz[CC_NUNITS] = 0  # units still isolated go back (putback_movable_pages)
+        cz[CC_NR_MIGRATE] = 0
         compact_done(SUCCESS if r == CONTINUE else r, K_COMPACT_RECORDED, seq, z, prm, cz,
                      counters, me)  # fmt: skip
-    else:
+    elif cz[CC_NUNITS] == 0:
         release_freepages(z, prm, cz)
     if armed:
         cz[CC_CAPC_PAGE] = capture_disarm(z)
