@@ -315,3 +315,58 @@ def test_kernel_model_without_zoneinfo_is_a_clear_error(tmp_path: Path) -> None:
     assert run_cli("ingest", folder, "--name", "nozi", "--db", db, "-q").code == 0
     res = run_cli("validate", "nozi", "--model", "kernel", "--db", db, "-q")
     assert res.code == 2 and "zoneinfo" in res.err and "Traceback" not in res.err
+
+
+def test_an_observed_start_has_the_kernels_list_order(small_db: Path, tmp_path: Path) -> None:
+    """The rebuilt state's free and pcp lists start in the order the kernel took from
+    them (recorded.first_taken: its first allocation, or buddy-to-pcp refill, of each
+    block after the fork), each pcp block on the cpu that allocated it where nothing
+    before the fork names one: on the calm capture the kernel preset puts at least half
+    of its first 100 allocations on the kernel's pfn (none with pfn-ordered lists)."""
+    import numpy as np
+
+    db = tmp_path / "order.duckdb"
+    shutil.copyfile(small_db, db)
+    name = "small-calm-6.18"
+    with Store(db) as s:
+        tid = s.trace_id(name)
+        r = engine.run(s, name, load_model("kernel"), start="observed", every=1)
+        same = [q["same"] for q in s.query(
+            """SELECT st.pfn = e.pfn AS same FROM steps st JOIN events e
+               ON e.trace_id = $t AND e.seq = st.seq
+               WHERE st.run_id = $r AND e.op = 'alloc' ORDER BY st.seq LIMIT 100""",
+            {"t": tid, "r": r.run_id},
+        ).to_pylist()]  # fmt: skip
+        env = zone_environment(s, tid, load_model("kernel"), None)
+        fork = fork_state(s, tid, env.start_pfn, env.pages, r.start_seq)
+        order = recorded.free_list_order(s, tid, env, r.start_seq, fork.blk)
+        heads = np.flatnonzero(fork.blk >= 0)
+        first, _cpu = recorded.first_taken(s, tid, env, r.start_seq, heads, fork.blk[heads])
+        pcp_at = np.flatnonzero(fork.pcp > 0)
+        _k, taker = recorded.first_taken(s, tid, env, r.start_seq, pcp_at,
+                                         fork.pcp[pcp_at].astype(np.int64) - 1)  # fmt: skip
+        allocs = s.query(
+            """SELECT pfn - $zs AS off, cpu FROM events WHERE trace_id = $t AND op = 'alloc'
+               AND seq >= $lo AND pfn >= $zs AND pfn < $ze ORDER BY seq""",
+            {"t": tid, "lo": r.start_seq, "zs": env.start_pfn, "ze": env.start_pfn + env.pages},
+        ).to_pylist()
+    assert len(same) == 100 and sum(same) >= 50
+    # a permutation of the free blocks, in the order of their first take, the untouched
+    # ones after, ascending
+    assert sorted(order.tolist()) == heads.tolist()
+    key = dict(zip(heads.tolist(), first.tolist(), strict=True))
+    keys = [key[o] for o in order.tolist()]
+    assert keys == sorted(keys) and keys[0] < np.iinfo(np.int64).max
+    never = [o for o in order.tolist() if key[o] == np.iinfo(np.int64).max]
+    assert never == sorted(never)
+    # a pcp block's first taker: the cpu of the first allocation of one of its pages
+    on_pcp = {int(o): int(c) for o, c in zip(pcp_at, taker, strict=True)}
+    seen: set[int] = set()
+    checked = 0
+    for q in allocs:
+        o = int(q["off"])
+        if o in on_pcp and o not in seen and fork.pcp[o] == 1:  # order-0 pcp pages
+            seen.add(o)
+            assert on_pcp[o] == q["cpu"]
+            checked += 1
+    assert checked > 10

@@ -521,3 +521,59 @@ def migration_map(
         keep[1:] = y[1:] != y[:-1]
         y, x = y[keep], follow_chains(y[keep], x[keep])
     return Migrations(y_obj=y, x_obj=x, seqs=seqs, named=named, unnamed=unnamed)
+
+
+def first_taken(
+    store: Store, trace_id: int, env: Environment, lo_seq: int, offs: np.ndarray,
+    orders: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """For blocks (offsets ascending, orders) free or on pcp lists just before
+    ``lo_seq``: when the kernel first took a page of each after it, as a key that sorts
+    in trace order (``2 * seq`` for a ``mm_page_alloc_zone_locked``, the buddy giving a
+    page up to a pcp list, which its line puts before event seq; ``2 * seq + 1`` for an
+    allocation; int64 max for a block the trace never touches), and the cpu that took
+    it (-1: none; an allocation takes from its own cpu's pcp list, so a pcp block's
+    first taker names the list it was on)."""
+    first = np.full(offs.shape[0], np.iinfo(np.int64).max, np.int64)
+    cpu = np.full(offs.shape[0], -1, np.int64)
+    if offs.shape[0] == 0:
+        return first, cpu
+    rows = store.query(
+        """SELECT seq * 2 + 1 AS k, pfn, coalesce(cpu, -1) AS cpu FROM events
+           WHERE trace_id = $t AND op = 'alloc' AND seq >= $lo AND pfn >= $zs AND pfn < $ze
+             AND NOT coalesce(failed, false)
+           UNION ALL
+           SELECT seq * 2, pfn, coalesce(cpu, -1) FROM aux_events
+           WHERE trace_id = $t AND event = 'mm_page_alloc_zone_locked' AND seq >= $lo
+             AND pfn >= $zs AND pfn < $ze""",
+        {"t": trace_id, "lo": lo_seq, "zs": env.start_pfn, "ze": env.start_pfn + env.pages},
+    )
+    keys = rows.column("k").to_numpy().astype(np.int64)
+    pos = rows.column("pfn").to_numpy().astype(np.int64) - env.start_pfn
+    cpus = rows.column("cpu").to_numpy().astype(np.int64)
+    h = np.searchsorted(offs, pos, side="right") - 1
+    ok = h >= 0
+    ok[ok] = pos[ok] < offs[h[ok]] + (np.int64(1) << orders[h[ok]].astype(np.int64))
+    by_key = np.argsort(keys[ok], kind="stable")
+    hs = h[ok][by_key]
+    blocks, at = np.unique(hs, return_index=True)  # each block's earliest take
+    first[blocks] = keys[ok][by_key][at]
+    cpu[blocks] = cpus[ok][by_key][at]
+    return first, cpu
+
+
+def free_list_order(
+    store: Store, trace_id: int, env: Environment, lo_seq: int, blk: np.ndarray
+) -> np.ndarray:
+    """The free blocks of a state rebuilt just before ``lo_seq`` (``blk``: each block's
+    order at its offset, -1 elsewhere) in the order the kernel's free lists held them,
+    as far as the trace shows it: by the first page the kernel took from each after
+    ``lo_seq`` (:func:`first_taken`), since ``__rmqueue_smallest`` takes a list's head
+    first; blocks the trace never touches follow, ascending. The rebuild knows which
+    blocks were free, not the lists' order, which decides where the next allocations
+    land: blocks go to the head as they are freed (to the tail for boot memory,
+    FPI_TO_TAIL), so the order is the state's history, not pfn order. Returns offsets
+    (int64)."""
+    heads = np.flatnonzero(blk >= 0).astype(np.int64)
+    first, _cpu = first_taken(store, trace_id, env, lo_seq, heads, blk[heads])
+    return heads[np.lexsort((heads, first))]

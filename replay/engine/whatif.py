@@ -56,6 +56,8 @@ from replay.engine.recorded import (
     PASS_END,
     PASS_ONCE,
     Migrations,
+    first_taken,
+    free_list_order,
     kswapd_reclaim,
     migration_map,
     recorded_compactions,
@@ -1308,7 +1310,11 @@ def _run(
         placed = rp.objects.placed
         background = 0
         if page_mt is not None and blk is not None:
-            rp.zone.load(blk, page_mt, pb_mt)
+            # the kernel's free lists in the order its first allocations reveal (a fork of
+            # the kernel's state; another model's state knows no more than its blocks)
+            heads = (free_list_order(store, trace_id, env, lo_seq, blk)
+                     if fork is not None and from_state is None else None)  # fmt: skip
+            rp.zone.load(blk, page_mt, pb_mt, heads)
             if claims:
                 rows = np.array([c[0] for c in claims], np.int64)
                 objs = dense(pre.column("obj").to_numpy()[rows]).astype(np.int64)
@@ -1328,9 +1334,18 @@ def _run(
                 # the pages the kernel had on pcp lists: the model's pcp lists (or its buddy)
                 # (each cpu's share and pcp->high: the before-snapshot's pagesets)
                 pcp_at = np.flatnonzero(fork.pcp > 0)
+                pcp_cpu = fork.pcp_cpu[pcp_at].astype(np.int64)
+                if from_state is None:
+                    # each list from its head: the blocks the kernel allocated first
+                    # (rmqueue_pcplist takes the head; frees and refills push), on the cpu
+                    # that took it where no event before the fork names one
+                    first, taker = first_taken(store, trace_id, env, lo_seq, pcp_at,
+                                               fork.pcp[pcp_at].astype(np.int64) - 1)  # fmt: skip
+                    pcp_cpu = np.where(pcp_cpu < 0, taker, pcp_cpu)
+                    by_first = np.lexsort((pcp_at, first))
+                    pcp_at, pcp_cpu = pcp_at[by_first], pcp_cpu[by_first]
                 rp.zone.load_pcp(pcp_at, fork.pcp[pcp_at].astype(np.int64) - 1,
-                                 snapshot_pagesets(store, trace_id, env),
-                                 fork.pcp_cpu[pcp_at])  # fmt: skip
+                                 snapshot_pagesets(store, trace_id, env), pcp_cpu)  # fmt: skip
         if n_pre and fork is None:
             # the others: allocated by the model before the trace's first event
             rest = np.setdiff1d(np.arange(n_pre), np.array([c[0] for c in claims], np.int64))

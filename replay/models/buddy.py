@@ -331,13 +331,14 @@ def pageblock_alloc_add(pfn, k, mt, delta, pb_alloc, pb0):  # type: ignore[no-un
 
 
 @njit(cache=True, _nrt=False)
-def load_state(z, prm, blk, page_mt):  # type: ignore[no-untyped-def]
+def load_state(z, prm, blk, page_mt, heads):  # type: ignore[no-untyped-def]
     """Replace the boot state by a given one (``--start observed``).
 
     ``blk[o]``: order of the free block starting at offset o (-1 elsewhere);
     ``page_mt[o]``: -1 for free pages, else the migratetype the allocated page
     is counted as. ``z.pageblock_mt`` (pb_mt) must already hold the pageblock types;
-    each free block goes to the TAIL of its pageblock type's list, ascending.
+    each free block goes to the TAIL of its pageblock type's list in the order of
+    ``heads`` (the free blocks' offsets: each list's order from head to tail).
     """
     z.buddy_order[:] = -1
     z.list_next[:] = -1
@@ -353,10 +354,10 @@ def load_state(z, prm, blk, page_mt):  # type: ignore[no-untyped-def]
     z.pcp_count[:] = 0
     start = prm[P_START]
     pb0 = prm[P_PB0]
+    for o in heads:
+        mt = z.pageblock_mt[((o + start) >> PAGEBLOCK_ORDER) - pb0]
+        add_free(o, np.int64(blk[o]), mt, True, z, prm)
     for o in range(blk.shape[0]):
-        if blk[o] >= 0:
-            mt = z.pageblock_mt[((o + start) >> PAGEBLOCK_ORDER) - pb0]
-            add_free(o, np.int64(blk[o]), mt, True, z, prm)
         t = page_mt[o]
         if t >= 0:
             z.pageblock_alloc[(((o + start) >> PAGEBLOCK_ORDER) - pb0) * MIGRATE_PCPTYPES + t] += 1

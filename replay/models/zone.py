@@ -369,8 +369,11 @@ class ZoneState:
                         *r[4:12], RESULTS[r[13]]))  # fmt: skip
         return out
 
-    def load(self, blk: np.ndarray, page_mt: np.ndarray, pb_mt: np.ndarray | None = None) -> None:
+    def load(self, blk: np.ndarray, page_mt: np.ndarray, pb_mt: np.ndarray | None = None,
+             heads: np.ndarray | None = None) -> None:  # fmt: skip
         """Start from a given state (offsets from start_pfn; see :func:`load_state`).
+        ``heads``: the free blocks' offsets in the order their lists hold them
+        (default ascending).
 
         Pageblock types: ``pb_mt`` when given, else UNMOVABLE where unmovable
         pages outnumber movable ones, else MOVABLE; an order-10 free block
@@ -391,7 +394,10 @@ class ZoneState:
             first = ((int(o) + self.start_pfn) >> PAGEBLOCK_ORDER) - pb0
             pb_mt[first + 1 : first + (1 << (int(blk[o]) - PAGEBLOCK_ORDER))] = pb_mt[first]
         self.arrays.pageblock_mt[:] = pb_mt
-        load_state(self.arrays, self.prm, blk.astype(np.int8), page_mt.astype(np.int8))
+        if heads is None:
+            heads = np.flatnonzero(blk >= 0)
+        load_state(self.arrays, self.prm, blk.astype(np.int8), page_mt.astype(np.int8),
+                   np.asarray(heads, np.int64))  # fmt: skip
 
     def load_pcp(self, offsets: np.ndarray, orders: np.ndarray,
                  cpus: list[tuple[int, int]] | None = None,
