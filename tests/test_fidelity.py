@@ -18,7 +18,7 @@ from replay.analysis.fidelity import compare_runs
 from replay.engine import recorded
 from replay.engine import whatif as engine
 from replay.engine.environment import zone_environment
-from replay.engine.observed import fork_state
+from replay.engine.observed import first_fork_seq, fork_state
 from replay.models.config import load_model
 from replay.store import Store
 from replay.trace.ingest import ingest
@@ -341,10 +341,11 @@ def test_an_observed_start_has_the_kernels_list_order(small_db: Path, tmp_path: 
         fork = fork_state(s, tid, env.start_pfn, env.pages, r.start_seq)
         order = recorded.free_list_order(s, tid, env, r.start_seq, fork.blk)
         heads = np.flatnonzero(fork.blk >= 0)
-        first, _cpu = recorded.first_taken(s, tid, env, r.start_seq, heads, fork.blk[heads])
+        first, _cpu, _mt = recorded.first_taken(s, tid, env, r.start_seq, heads,
+                                                fork.blk[heads])  # fmt: skip
         pcp_at = np.flatnonzero(fork.pcp > 0)
-        _k, taker = recorded.first_taken(s, tid, env, r.start_seq, pcp_at,
-                                         fork.pcp[pcp_at].astype(np.int64) - 1)  # fmt: skip
+        _k, taker, _mt = recorded.first_taken(s, tid, env, r.start_seq, pcp_at,
+                                              fork.pcp[pcp_at].astype(np.int64) - 1)  # fmt: skip
         allocs = s.query(
             """SELECT pfn - $zs AS off, cpu FROM events WHERE trace_id = $t AND op = 'alloc'
                AND seq >= $lo AND pfn >= $zs AND pfn < $ze ORDER BY seq""",
@@ -370,3 +371,51 @@ def test_an_observed_start_has_the_kernels_list_order(small_db: Path, tmp_path: 
             assert on_pcp[o] == q["cpu"]
             checked += 1
     assert checked > 10
+
+
+def test_an_observed_start_types_pageblocks_as_the_kernels_takes_show(
+    small_db: Path, tmp_path: Path
+) -> None:
+    """A pageblock the kernel's first take after the fork (of a page free or on a pcp
+    list there) served a request of type T from, with no fallback there first, is of
+    type T in the model's starting state (a free page sits on its pageblock type's
+    list): on the pressure capture the pageblocks the kernel's order-8 page-cache
+    folios came from are MOVABLE, where the counts-and-flags guess made some
+    RECLAIMABLE; pagetypeinfo's counts still hold within 5%."""
+    import numpy as np
+
+    from replay.models.internal import MIGRATE_MOVABLE, MIGRATE_PCPTYPES
+
+    db = tmp_path / "types.duckdb"
+    shutil.copyfile(small_db, db)
+    name = "small-pressure-6.18"
+    with Store(db) as s:
+        tid = s.trace_id(name)
+        env = zone_environment(s, tid, load_model("kernel"), None)
+        lo = first_fork_seq(s, tid)
+        fork = fork_state(s, tid, env.start_pfn, env.pages, lo)
+        loose = np.flatnonzero((fork.blk >= 0) | (fork.pcp > 0))
+        orders = np.where(fork.blk[loose] >= 0, fork.blk[loose],
+                          fork.pcp[loose].astype(np.int64) - 1).astype(np.int64)  # fmt: skip
+        known = recorded.taken_pageblock_types(s, tid, env, lo, loose, orders)
+        pb_mt = recorded.fork_pageblock_types(s, tid, env, lo, fork)
+        pb0 = env.start_pfn >> 9
+        takes = s.query(
+            """SELECT (pfn >> 9) - $pb0 AS pb, migratetype AS mt FROM events
+               WHERE trace_id = $t AND op = 'alloc' AND seq >= $lo AND "order" = 8
+                 AND pfn >= $zs AND pfn < $ze ORDER BY seq LIMIT 50""",
+            {"t": tid, "lo": lo, "pb0": pb0, "zs": env.start_pfn,
+             "ze": env.start_pfn + env.pages},
+        ).to_pylist()  # fmt: skip
+        counts = {int(r["mt"]): int(r["n"]) for r in s.query(
+            """SELECT mt, sum(nr_pageblocks) AS n FROM snap_pageblocks
+               WHERE trace_id = $t AND snapshot = 'before' AND zone = $z GROUP BY mt""",
+            {"t": tid, "z": env.zone},
+        ).to_pylist()}  # fmt: skip
+    assert ((known >= -1) & (known < MIGRATE_PCPTYPES)).all() and (known >= 0).sum() > 100
+    assert (pb_mt[known >= 0] == known[known >= 0]).all()  # the takes' types stand
+    first_pbs = {q["pb"] for q in takes if q["mt"] == MIGRATE_MOVABLE}
+    assert first_pbs and all(pb_mt[pb] == MIGRATE_MOVABLE for pb in first_pbs if known[pb] >= 0)
+    for mt, n in counts.items():
+        if mt < MIGRATE_PCPTYPES and n > 20:
+            assert abs(int((pb_mt == mt).sum()) - n) <= 0.05 * n

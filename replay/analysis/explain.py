@@ -43,8 +43,9 @@ from replay.analysis.metrics import (
     fragmentation_score_zone,
     unusable_index,
 )
-from replay.engine.environment import Environment, initial_pageblock_types, zone_environment
+from replay.engine.environment import Environment, zone_environment
 from replay.engine.observed import ForkState, fork_state
+from replay.engine.recorded import fork_pageblock_types
 from replay.engine.whatif import (
     ModelState,
     block_pages,
@@ -225,7 +226,7 @@ def _observed_view(store: Store, trace_id: int, env: Environment, seq: int) -> P
     mt = np.where(state == ALLOCATED, fork.page_mt, -1).astype(np.int8)
     movable = mt == MIGRATE_MOVABLE
     reclaimable = mt == MIGRATE_RECLAIMABLE
-    pb = initial_pageblock_types(store, trace_id, env, fork.page_mt)
+    pb = fork_pageblock_types(store, trace_id, env, seq, fork)
     return PageView(int(env.start_pfn), state, fork.blk.astype(np.int8), mt, movable,
                     reclaimable, np.asarray(pb, np.int8), pcp_pages)  # fmt: skip
 

@@ -345,8 +345,9 @@ def boot_blocks(pages: int, managed: int, start_pfn: int) -> np.ndarray:
 
 
 def initial_pageblock_types(
-    store: Store, trace_id: int, env: Environment, page_mt: np.ndarray
-) -> np.ndarray:
+    store: Store, trace_id: int, env: Environment, page_mt: np.ndarray,
+    known: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
     """Pageblock migratetypes for a zone starting from the kernel's state (int8 each).
 
     The capture records how many pageblocks of each type the zone has
@@ -357,7 +358,9 @@ def initial_pageblock_types(
     UNMOVABLE, as many as the snapshot counts, then the next ones RECLAIMABLE
     as many as it counts, the rest MOVABLE; an order-10 free block takes its
     first pageblock's type for both. Without a count: UNMOVABLE where
-    unmovable pages outnumber movable ones.
+    unmovable pages outnumber movable ones. ``known`` (int8 per pageblock, -1
+    unknown): types the trace shows (``recorded.taken_pageblock_types``); they stand,
+    count towards the snapshot's, and the rest are chosen as above.
     """
     npb = zone_pageblocks(env.start_pfn, env.pages)
     pb0 = env.start_pfn >> PAGEBLOCK_ORDER
@@ -378,13 +381,19 @@ def initial_pageblock_types(
         ).to_pylist()
     }
     pb_mt = np.full(npb, MIGRATE_MOVABLE, np.int8)
+    fixed = np.zeros(npb, np.bool_) if known is None else (known >= 0) & ~hole
+    if known is not None:
+        pb_mt[fixed] = known[fixed]
     if not counts:
-        pb_mt[(unmov > mov) & ~hole] = MIGRATE_UNMOVABLE
+        pb_mt[(unmov > mov) & ~hole & ~fixed] = MIGRATE_UNMOVABLE
         return pb_mt
     order = np.argsort(-(unmov - mov), kind="stable")
-    order = order[~hole[order]]
-    n_u = min(counts.get(MIGRATE_UNMOVABLE, 0), order.shape[0])
-    n_r = min(counts.get(MIGRATE_RECLAIMABLE, 0), order.shape[0] - n_u)
+    order = order[~hole[order] & ~fixed[order]]
+    n_u = max(counts.get(MIGRATE_UNMOVABLE, 0) - int((pb_mt[fixed] == MIGRATE_UNMOVABLE).sum()), 0)
+    n_r = max(counts.get(MIGRATE_RECLAIMABLE, 0)
+              - int((pb_mt[fixed] == MIGRATE_RECLAIMABLE).sum()), 0)  # fmt: skip
+    n_u = min(n_u, order.shape[0])
+    n_r = min(n_r, order.shape[0] - n_u)
     pb_mt[order[:n_u]] = MIGRATE_UNMOVABLE
     pb_mt[order[n_u : n_u + n_r]] = MIGRATE_RECLAIMABLE
     return pb_mt

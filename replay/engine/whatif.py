@@ -44,7 +44,6 @@ from replay.engine.environment import (
     background_pages,
     background_stream,
     boot_blocks,
-    initial_pageblock_types,
     object_index,
     snapshot_pagesets,
     zone_environment,
@@ -57,6 +56,7 @@ from replay.engine.recorded import (
     PASS_ONCE,
     Migrations,
     first_taken,
+    fork_pageblock_types,
     free_list_order,
     kswapd_reclaim,
     migration_map,
@@ -1214,8 +1214,12 @@ def _run(
         holes_from = env.holes_from
         if fork is not None:
             blk, page_mt = fork.blk, fork.page_mt
-            pb_mt = (initial_pageblock_types(store, trace_id, env, page_mt) if from_state is None
-                     else np.asarray(from_state.zone.pageblock_types(), np.int8))  # fmt: skip
+            if from_state is None:
+                # the pageblocks whose free or pcp pages the kernel took from after the
+                # fork: of the type those takes show
+                pb_mt = fork_pageblock_types(store, trace_id, env, lo_seq, fork)
+            else:
+                pb_mt = np.asarray(from_state.zone.pageblock_types(), np.int8)
         elif holes_from is not None:
             # the booted managed pages; the rest are holes until the trace frees them in
             blk = boot_blocks(env.pages, holes_from, env.start_pfn)
@@ -1339,8 +1343,9 @@ def _run(
                     # each list from its head: the blocks the kernel allocated first
                     # (rmqueue_pcplist takes the head; frees and refills push), on the cpu
                     # that took it where no event before the fork names one
-                    first, taker = first_taken(store, trace_id, env, lo_seq, pcp_at,
-                                               fork.pcp[pcp_at].astype(np.int64) - 1)  # fmt: skip
+                    pcp_orders = fork.pcp[pcp_at].astype(np.int64) - 1
+                    first, taker, _mt = first_taken(store, trace_id, env, lo_seq, pcp_at,
+                                                    pcp_orders)  # fmt: skip
                     pcp_cpu = np.where(pcp_cpu < 0, taker, pcp_cpu)
                     by_first = np.lexsort((pcp_at, first))
                     pcp_at, pcp_cpu = pcp_at[by_first], pcp_cpu[by_first]
