@@ -49,7 +49,9 @@ from replay.engine.recorded import fork_pageblock_types
 from replay.engine.whatif import (
     ModelState,
     block_pages,
+    captured_blocks,
     fork_of_model,
+    isolated_blocks,
     live_units,
     model_state,
     run,
@@ -191,9 +193,18 @@ def _page_states(fork: ForkState) -> tuple[np.ndarray, int]:
 
 def _model_view(ms: ModelState) -> PageView:
     """The model's zone as a PageView, from the fork state its forks start from (computed
-    once): allocated pages by their objects' type and flags; pages no object holds OTHER."""
+    once): allocated pages by their objects' type and flags; pages no object holds OTHER,
+    and so are the blocks its compaction holds (captured for a requester, or isolated
+    as a recorded pass's targets), which a fork starts with free but the model's free
+    lists do not count."""
     fork = fork_of_model(ms)
     state, pcp_pages = _page_states(fork)
+    blk = fork.blk.copy()
+    start = int(ms.env.start_pfn)
+    held_blocks = [(pfn - start, k) for pfn, k in captured_blocks(ms)]
+    for o, k in held_blocks + isolated_blocks(ms.zone.arrays):
+        blk[o] = -1
+        state[o : o + (1 << k)] = OTHER
     z = ms.zone
     pages = int(z.pages)
     mt = np.full(pages, -1, np.int8)
@@ -213,7 +224,7 @@ def _model_view(ms: ModelState) -> PageView:
     mt[not_alloc] = -1
     movable[not_alloc] = False
     reclaimable[not_alloc] = False
-    return PageView(int(ms.env.start_pfn), state, fork.blk, mt, movable, reclaimable,
+    return PageView(start, state, blk, mt, movable, reclaimable,
                     np.asarray(z.pageblock_types(), np.int8), pcp_pages)  # fmt: skip
 
 
