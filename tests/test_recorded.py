@@ -333,3 +333,40 @@ def test_drain_all_after_direct_reclaim_is_an_input(tmp_path: Path) -> None:
     # without, cpu 0's list is still there
     assert runs[True][retry] <= 63 and runs[False][retry] >= runs[False][before]
     assert runs[False][retry] - runs[True][retry] >= runs[True][before] - 1
+
+
+def test_first_takes_show_list_order_cpu_and_pageblock_type(tmp_path: Path) -> None:
+    """first_taken and taken_pageblock_types on hand-made rows: each block's first take
+    after the fork (an allocation, or the buddy's refill of a pcp list, which comes
+    before event seq) gives its place, its cpu and its request type; a pageblock whose
+    first evidence is a fallback (mm_page_alloc_extfrag) is of the fallback's type;
+    takes before the fork and untouched pageblocks tell nothing."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    with Store(tmp_path / "t.duckdb") as s:
+        ev = [  # seq, op, pfn, order, migratetype, cpu
+            (5, "alloc", 4096 + 520, 0, 0, 0),  # before the fork: ignored
+            (10, "alloc", 4096 + 5, 0, 1, 1),  # pageblock 0: MOVABLE, on cpu 1
+            (11, "alloc", 4096 + 1024, 0, 0, 0),  # pageblock 2: UNMOVABLE
+            (12, "alloc", 4096 + 520, 0, 1, 0),  # pageblock 1: a MOVABLE fallback...
+            (13, "alloc", 4096 + 7, 0, 1, 0),
+        ]
+        for q, op, pfn, k, mt, cpu in ev:
+            s.run("""INSERT INTO events (trace_id, seq, ts_ns, op, obj, "offset", "order",
+                     migratetype, pfn, cpu) VALUES (1, $q, $q, $op, $q, 0, $k, $mt, $pfn, $cpu)""",
+                  {"q": q, "op": op, "k": k, "mt": mt, "pfn": pfn, "cpu": cpu})  # fmt: skip
+        s.run("""INSERT INTO aux_events (trace_id, seq, event, pfn, "order", migratetype, args)
+                 VALUES (1, 12, 'mm_page_alloc_extfrag', $p, 9, NULL,
+                         '{"alloc_migratetype":"1","fallback_migratetype":"2"}'),
+                        (1, 13, 'mm_page_alloc_zone_locked', $q, 0, 1, NULL)""",
+              {"p": 4096 + 512, "q": 4096 + 1536})  # fmt: skip
+        env = cast(Any, SimpleNamespace(start_pfn=4096, pages=2048))
+        offs = np.array([0, 512, 1024, 1536, 1600], np.int64)
+        orders = np.array([9, 9, 0, 0, 0], np.int64)
+        first, cpu, mt = recorded.first_taken(s, 1, env, 8, offs, orders)
+        types = recorded.taken_pageblock_types(s, 1, env, 8, offs, orders)
+    never = np.iinfo(np.int64).max
+    assert first.tolist() == [21, 25, 23, 26, never]  # 2 * seq + 1; a refill 2 * seq
+    assert cpu.tolist() == [1, 0, 0, -1, -1] and mt.tolist() == [1, 1, 0, 1, -1]
+    assert types.tolist() == [1, 2, 0, 1]  # ... of a RECLAIMABLE pageblock

@@ -579,9 +579,10 @@ def taken_pageblock_types(
     them (int8 per pageblock of the zone, -1 unknown): since 6.9 a free page sits on
     its pageblock type's list and a pcp page on the list of its pageblock's type when
     it was freed, and a request takes from its own type's lists unless it falls back
-    (``mm_page_alloc_extfrag``: a pageblock with a fallback between the fork and its
-    first take is left unknown). pagetypeinfo counts the types, not which pageblock
-    has which; the pages' flags cannot tell a free pageblock's."""
+    (``mm_page_alloc_extfrag``, whose ``fallback_migratetype`` is then the
+    pageblock's: a pageblock's first fallback after the fork, when no take came
+    before it, types it too). pagetypeinfo counts the types, not which pageblock has
+    which; the pages' flags cannot tell a free pageblock's."""
     npb = zone_pageblocks(env.start_pfn, env.pages)
     out = np.full(npb, -1, np.int8)
     first, _cpu, mt = first_taken(store, trace_id, env, lo_seq, offs, orders)
@@ -594,15 +595,22 @@ def taken_pageblock_types(
     key[pbs] = first[seen][by_key][at]
     out[pbs] = mt[seen][by_key][at]
     fb = store.query(
-        """SELECT min(seq) * 2 AS k, (pfn >> $o) - $pb0 AS pb FROM aux_events
+        """SELECT min(seq) * 2 AS k, (pfn >> $o) - $pb0 AS pb,
+                  arg_min(TRY_CAST(args->>'fallback_migratetype' AS INTEGER), seq) AS mt
+           FROM aux_events
            WHERE trace_id = $t AND event = 'mm_page_alloc_extfrag' AND seq >= $lo
              AND pfn >= $zs AND pfn < $ze GROUP BY pb""",
         {"t": trace_id, "lo": lo_seq, "zs": env.start_pfn, "ze": env.start_pfn + env.pages,
          "o": PAGEBLOCK_ORDER, "pb0": pb0},
     )  # fmt: skip
     fpb = fb.column("pb").to_numpy().astype(np.int64)
-    fell_back = fpb[fb.column("k").to_numpy().astype(np.int64) <= key[fpb] + 1]
-    out[fell_back] = -1
+    fmt = fb.column("mt").to_numpy(zero_copy_only=False)
+    fmt = np.where(np.isnan(fmt.astype(np.float64)), -1, fmt).astype(np.int64)
+    first_fb = fb.column("k").to_numpy().astype(np.int64) <= key[fpb] + 1
+    # a fallback came first: the block it took from was on its pageblock's list, of the
+    # fallback type
+    out[fpb[first_fb]] = np.where((fmt[first_fb] >= 0) & (fmt[first_fb] < MIGRATE_PCPTYPES),
+                                  fmt[first_fb], -1)  # fmt: skip
     return out
 
 
