@@ -174,7 +174,7 @@ def recorded_compactions(
                   (SELECT count(*) FROM mg) AS n_mg
            FROM a JOIN p ON p.line = a.pass ASOF LEFT JOIN e ON a.at_line < e.line
              LEFT JOIN nx ON nx.pass = a.pass
-           ORDER BY a.at_line, a.phase""",
+           ORDER BY a.at_line, a.phase, a.pass""",
         {"t": trace_id, "zs": env.start_pfn, "ze": env.start_pfn + env.pages},
     ).to_pylist()
     out: list[tuple[int, str, tuple[int, ...]]] = []
@@ -561,7 +561,9 @@ def first_taken(
     h = np.searchsorted(offs, pos, side="right") - 1
     ok = h >= 0
     ok[ok] = pos[ok] < offs[h[ok]] + (np.int64(1) << orders[h[ok]].astype(np.int64))
-    by_key = np.argsort(keys[ok], kind="stable")
+    # by key, then pfn: the rows come in no fixed order, and a refill takes several
+    # pages before one event (equal keys)
+    by_key = np.lexsort((pos[ok], keys[ok]))
     hs = h[ok][by_key]
     blocks, at = np.unique(hs, return_index=True)  # each block's earliest take
     first[blocks] = keys[ok][by_key][at]
@@ -590,13 +592,14 @@ def taken_pageblock_types(
     pb = ((offs + env.start_pfn) >> PAGEBLOCK_ORDER) - pb0
     key = np.full(npb, np.iinfo(np.int64).max, np.int64)
     seen = (first < np.iinfo(np.int64).max) & (mt >= 0) & (mt < MIGRATE_PCPTYPES)
-    by_key = np.argsort(first[seen], kind="stable")
+    by_key = np.lexsort((offs[seen], first[seen]))
     pbs, at = np.unique(pb[seen][by_key], return_index=True)
     key[pbs] = first[seen][by_key][at]
     out[pbs] = mt[seen][by_key][at]
     fb = store.query(
         """SELECT min(seq) * 2 AS k, (pfn >> $o) - $pb0 AS pb,
-                  arg_min(TRY_CAST(args->>'fallback_migratetype' AS INTEGER), seq) AS mt
+                  arg_min(TRY_CAST(args->>'fallback_migratetype' AS INTEGER),
+                          seq * 4194304 + coalesce(line, 0) % 4194304) AS mt
            FROM aux_events
            WHERE trace_id = $t AND event = 'mm_page_alloc_extfrag' AND seq >= $lo
              AND pfn >= $zs AND pfn < $ze GROUP BY pb""",
