@@ -17,7 +17,7 @@ from conftest import run_cli
 from replay.analysis.fidelity import compare_runs
 from replay.engine import recorded
 from replay.engine import whatif as engine
-from replay.engine.environment import zone_environment
+from replay.engine.environment import first_taken, taken_pageblock_types, zone_environment
 from replay.engine.observed import first_fork_seq, fork_state
 from replay.models.config import load_model
 from replay.store import Store
@@ -319,7 +319,7 @@ def test_kernel_model_without_zoneinfo_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_an_observed_start_has_the_kernels_list_order(small_db: Path, tmp_path: Path) -> None:
     """The rebuilt state's free and pcp lists start in the order the kernel took from
-    them (recorded.first_taken: its first allocation, or buddy-to-pcp refill, of each
+    them (environment.first_taken: its first allocation, or buddy-to-pcp refill, of each
     block after the fork), each pcp block on the cpu that allocated it where nothing
     before the fork names one: on the calm capture the kernel preset puts at least half
     of its first 100 allocations on the kernel's pfn (none with pfn-ordered lists)."""
@@ -341,10 +341,10 @@ def test_an_observed_start_has_the_kernels_list_order(small_db: Path, tmp_path: 
         fork = fork_state(s, tid, env.start_pfn, env.pages, r.start_seq)
         order = recorded.free_list_order(s, tid, env, r.start_seq, fork.blk)
         heads = np.flatnonzero(fork.blk >= 0)
-        first, _cpu, _mt = recorded.first_taken(s, tid, env, r.start_seq, heads,
+        first, _cpu, _mt = first_taken(s, tid, env, r.start_seq, heads,
                                                 fork.blk[heads])  # fmt: skip
         pcp_at = np.flatnonzero(fork.pcp > 0)
-        _k, taker, _mt = recorded.first_taken(s, tid, env, r.start_seq, pcp_at,
+        _k, taker, _mt = first_taken(s, tid, env, r.start_seq, pcp_at,
                                               fork.pcp[pcp_at].astype(np.int64) - 1)  # fmt: skip
         allocs = s.query(
             """SELECT pfn - $zs AS off, cpu FROM events WHERE trace_id = $t AND op = 'alloc'
@@ -397,7 +397,7 @@ def test_an_observed_start_types_pageblocks_as_the_kernels_takes_show(
         loose = np.flatnonzero((fork.blk >= 0) | (fork.pcp > 0))
         orders = np.where(fork.blk[loose] >= 0, fork.blk[loose],
                           fork.pcp[loose].astype(np.int64) - 1).astype(np.int64)  # fmt: skip
-        known = recorded.taken_pageblock_types(s, tid, env, lo, loose, orders)
+        known = taken_pageblock_types(s, tid, env, lo, loose, orders)
         pb_mt = recorded.fork_pageblock_types(s, tid, env, lo, fork)
         pb0 = env.start_pfn >> 9
         takes = s.query(

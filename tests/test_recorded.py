@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from replay.engine import recorded
 from replay.engine import whatif as engine
-from replay.engine.environment import zone_environment
+from replay.engine.environment import first_taken, taken_pageblock_types, zone_environment
 from replay.engine.observed import fork_state, run_observed
 from replay.models.config import load_model
 from replay.store import Store
@@ -364,8 +364,8 @@ def test_first_takes_show_list_order_cpu_and_pageblock_type(tmp_path: Path) -> N
         env = cast(Any, SimpleNamespace(start_pfn=4096, pages=2048))
         offs = np.array([0, 512, 1024, 1536, 1600], np.int64)
         orders = np.array([9, 9, 0, 0, 0], np.int64)
-        first, cpu, mt = recorded.first_taken(s, 1, env, 8, offs, orders)
-        types = recorded.taken_pageblock_types(s, 1, env, 8, offs, orders)
+        first, cpu, mt = first_taken(s, 1, env, 8, offs, orders)
+        types = taken_pageblock_types(s, 1, env, 8, offs, orders)
     never = np.iinfo(np.int64).max
     assert first.tolist() == [21, 25, 23, 26, never]  # 2 * seq + 1; a refill 2 * seq
     assert cpu.tolist() == [1, 0, 0, -1, -1] and mt.tolist() == [1, 1, 0, 1, -1]

@@ -21,6 +21,7 @@ from replay.models.config import RunConfig
 from replay.models.internal import (
     MAX_PAGE_ORDER,
     MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
     MIGRATE_RECLAIMABLE,
     MIGRATE_UNMOVABLE,
     PAGEBLOCK_ORDER,
@@ -397,3 +398,91 @@ def initial_pageblock_types(
     pb_mt[order[:n_u]] = MIGRATE_UNMOVABLE
     pb_mt[order[n_u : n_u + n_r]] = MIGRATE_RECLAIMABLE
     return pb_mt
+
+
+def first_taken(
+    store: Store, trace_id: int, env: Environment, lo_seq: int, offs: np.ndarray,
+    orders: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """For blocks (offsets ascending, orders) free or on pcp lists just before
+    ``lo_seq``: when the kernel first took a page of each after it, as a key that sorts
+    in trace order (``2 * seq`` for a ``mm_page_alloc_zone_locked``, the buddy giving a
+    page up to a pcp list, which its line puts before event seq; ``2 * seq + 1`` for an
+    allocation; int64 max for a block the trace never touches), the cpu that took it
+    (-1: none; an allocation takes from its own cpu's pcp list, so a pcp block's first
+    taker names the list it was on) and the request's migratetype (-1: none)."""
+    first = np.full(offs.shape[0], np.iinfo(np.int64).max, np.int64)
+    cpu = np.full(offs.shape[0], -1, np.int64)
+    mt = np.full(offs.shape[0], -1, np.int64)
+    if offs.shape[0] == 0:
+        return first, cpu, mt
+    rows = store.query(
+        """SELECT seq * 2 + 1 AS k, pfn, coalesce(cpu, -1) AS cpu,
+                  coalesce(migratetype, -1) AS mt FROM events
+           WHERE trace_id = $t AND op = 'alloc' AND seq >= $lo AND pfn >= $zs AND pfn < $ze
+             AND NOT coalesce(failed, false)
+           UNION ALL
+           SELECT seq * 2, pfn, coalesce(cpu, -1), coalesce(migratetype, -1) FROM aux_events
+           WHERE trace_id = $t AND event = 'mm_page_alloc_zone_locked' AND seq >= $lo
+             AND pfn >= $zs AND pfn < $ze""",
+        {"t": trace_id, "lo": lo_seq, "zs": env.start_pfn, "ze": env.start_pfn + env.pages},
+    )
+    keys = rows.column("k").to_numpy().astype(np.int64)
+    pos = rows.column("pfn").to_numpy().astype(np.int64) - env.start_pfn
+    h = np.searchsorted(offs, pos, side="right") - 1
+    ok = h >= 0
+    ok[ok] = pos[ok] < offs[h[ok]] + (np.int64(1) << orders[h[ok]].astype(np.int64))
+    # by key, then pfn: the rows come in no fixed order, and a refill takes several
+    # pages before one event (equal keys)
+    by_key = np.lexsort((pos[ok], keys[ok]))
+    hs = h[ok][by_key]
+    blocks, at = np.unique(hs, return_index=True)  # each block's earliest take
+    first[blocks] = keys[ok][by_key][at]
+    cpu[blocks] = rows.column("cpu").to_numpy().astype(np.int64)[ok][by_key][at]
+    mt[blocks] = rows.column("mt").to_numpy().astype(np.int64)[ok][by_key][at]
+    return first, cpu, mt
+
+
+def taken_pageblock_types(
+    store: Store, trace_id: int, env: Environment, lo_seq: int, offs: np.ndarray,
+    orders: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """The types of the pageblocks whose free or pcp pages at ``lo_seq`` (blocks: offsets
+    ascending, orders) the kernel took from after it, as its first take there shows
+    them (int8 per pageblock of the zone, -1 unknown): since 6.9 a free page sits on
+    its pageblock type's list and a pcp page on the list of its pageblock's type when
+    it was freed, and a request takes from its own type's lists unless it falls back
+    (``mm_page_alloc_extfrag``, whose ``fallback_migratetype`` is then the
+    pageblock's: a pageblock's first fallback after the fork, when no take came
+    before it, types it too). pagetypeinfo counts the types, not which pageblock has
+    which; the pages' flags cannot tell a free pageblock's."""
+    npb = zone_pageblocks(env.start_pfn, env.pages)
+    out = np.full(npb, -1, np.int8)
+    first, _cpu, mt = first_taken(store, trace_id, env, lo_seq, offs, orders)
+    pb0 = env.start_pfn >> PAGEBLOCK_ORDER
+    pb = ((offs + env.start_pfn) >> PAGEBLOCK_ORDER) - pb0
+    key = np.full(npb, np.iinfo(np.int64).max, np.int64)
+    seen = (first < np.iinfo(np.int64).max) & (mt >= 0) & (mt < MIGRATE_PCPTYPES)
+    by_key = np.lexsort((offs[seen], first[seen]))
+    pbs, at = np.unique(pb[seen][by_key], return_index=True)
+    key[pbs] = first[seen][by_key][at]
+    out[pbs] = mt[seen][by_key][at]
+    fb = store.query(
+        """SELECT min(seq) * 2 AS k, (pfn >> $o) - $pb0 AS pb,
+                  arg_min(TRY_CAST(args->>'fallback_migratetype' AS INTEGER),
+                          seq * 4194304 + coalesce(line, 0) % 4194304) AS mt
+           FROM aux_events
+           WHERE trace_id = $t AND event = 'mm_page_alloc_extfrag' AND seq >= $lo
+             AND pfn >= $zs AND pfn < $ze GROUP BY pb""",
+        {"t": trace_id, "lo": lo_seq, "zs": env.start_pfn, "ze": env.start_pfn + env.pages,
+         "o": PAGEBLOCK_ORDER, "pb0": pb0},
+    )  # fmt: skip
+    fpb = fb.column("pb").to_numpy().astype(np.int64)
+    fmt = fb.column("mt").to_numpy(zero_copy_only=False)
+    fmt = np.where(np.isnan(fmt.astype(np.float64)), -1, fmt).astype(np.int64)
+    first_fb = fb.column("k").to_numpy().astype(np.int64) <= key[fpb] + 1
+    # a fallback came first: the block it took from was on its pageblock's list, of the
+    # fallback type
+    out[fpb[first_fb]] = np.where((fmt[first_fb] >= 0) & (fmt[first_fb] < MIGRATE_PCPTYPES),
+                                  fmt[first_fb], -1)  # fmt: skip
+    return out

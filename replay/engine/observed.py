@@ -1027,9 +1027,11 @@ def page_types(
 class PageblockTypes:
     """The kernel's pageblock migratetypes over an observed run of the zone [lo, hi).
 
-    At the before-snapshot: pagetypeinfo's count of each type placed by each page's
-    flags (:func:`replay.engine.environment.initial_pageblock_types`), as a fork's
-    model starts; then each recorded claim: an ``mm_page_alloc_extfrag`` with
+    At the before-snapshot: the types the kernel's first takes after it show
+    (:func:`replay.engine.environment.taken_pageblock_types`), the rest pagetypeinfo's
+    count of each type placed by each page's flags
+    (:func:`replay.engine.environment.initial_pageblock_types`), as a fork's model
+    starts; then each recorded claim: an ``mm_page_alloc_extfrag`` with
     ``change_ownership=1`` gives the fallback block's pageblocks the allocation's type
     (``try_to_claim_block``; a block of order >= pageblock_order, all of its
     pageblocks). ``pb_mt``: int8 per pageblock of the range, current up to
@@ -1038,13 +1040,28 @@ class PageblockTypes:
 
     def __init__(self, store: Store, trace_id: int, zone: str, managed: int | None, lo: int,
                  hi: int, base: int, blk_order: np.ndarray, pcp: np.ndarray) -> None:  # fmt: skip
-        from replay.engine.environment import Environment, initial_pageblock_types
+        from replay.engine.environment import (
+            Environment,
+            initial_pageblock_types,
+            taken_pageblock_types,
+        )
 
         env = Environment(lo, hi - lo, zone, 1, (0, 0, 0), 1, 1, managed)
-        mt = page_types(store, trace_id, lo, blk_order[lo - base : hi - base],
-                        pcp[lo - base : hi - base])  # fmt: skip
+        blk = blk_order[lo - base : hi - base]
+        on_pcp = pcp[lo - base : hi - base]
+        mt = page_types(store, trace_id, lo, blk, on_pcp)
         self.pb0 = lo >> PAGEBLOCK_ORDER
-        self.pb_mt = initial_pageblock_types(store, trace_id, env, mt)
+        # the pageblocks the kernel's first takes after the snapshot show (a fork's too)
+        loose = np.flatnonzero((blk >= 0) | ((on_pcp > 0) & (on_pcp < UNKNOWN)))
+        orders = np.where(blk[loose] >= 0, blk[loose], on_pcp[loose].astype(np.int64) - 1)
+        try:
+            after = first_fork_seq(store, trace_id)
+        except UsageError:  # no event after the snapshot: nothing shows a type
+            after = None
+        known = (None if after is None else
+                 taken_pageblock_types(store, trace_id, env, after, loose.astype(np.int64),
+                                       orders.astype(np.int64)))  # fmt: skip
+        self.pb_mt = initial_pageblock_types(store, trace_id, env, mt, known)
         claims = store.query(
             """SELECT line, pfn, TRY_CAST(args->>'alloc_migratetype' AS INTEGER) AS mt,
                       coalesce(TRY_CAST(args->>'fallback_order' AS INTEGER), 0) AS k
