@@ -339,13 +339,13 @@ def test_an_observed_start_has_the_kernels_list_order(small_db: Path, tmp_path: 
         ).to_pylist()]  # fmt: skip
         env = zone_environment(s, tid, load_model("kernel"), None)
         fork = fork_state(s, tid, env.start_pfn, env.pages, r.start_seq)
-        order = recorded.free_list_order(s, tid, env, r.start_seq, fork.blk)
+        takes = recorded.fork_first_takes(s, tid, env, r.start_seq, fork)
+        order = recorded.free_list_order(takes, fork.blk)
         heads = np.flatnonzero(fork.blk >= 0)
-        first, _cpu, _mt = first_taken(s, tid, env, r.start_seq, heads,
-                                                fork.blk[heads])  # fmt: skip
+        first = first_taken(s, tid, env, r.start_seq, heads, fork.blk[heads]).first
         pcp_at = np.flatnonzero(fork.pcp > 0)
-        _k, taker, _mt = first_taken(s, tid, env, r.start_seq, pcp_at,
-                                              fork.pcp[pcp_at].astype(np.int64) - 1)  # fmt: skip
+        taker = first_taken(s, tid, env, r.start_seq, pcp_at,
+                            fork.pcp[pcp_at].astype(np.int64) - 1).cpu  # fmt: skip
         allocs = s.query(
             """SELECT pfn - $zs AS off, cpu FROM events WHERE trace_id = $t AND op = 'alloc'
                AND seq >= $lo AND pfn >= $zs AND pfn < $ze ORDER BY seq""",
@@ -382,7 +382,6 @@ def test_an_observed_start_types_pageblocks_as_the_kernels_takes_show(
     list): on the pressure capture the pageblocks the kernel's order-8 page-cache
     folios came from are MOVABLE, where the counts-and-flags guess made some
     RECLAIMABLE; pagetypeinfo's counts still hold within 5%."""
-    import numpy as np
 
     from replay.models.internal import MIGRATE_MOVABLE, MIGRATE_PCPTYPES
 
@@ -394,11 +393,9 @@ def test_an_observed_start_types_pageblocks_as_the_kernels_takes_show(
         env = zone_environment(s, tid, load_model("kernel"), None)
         lo = first_fork_seq(s, tid)
         fork = fork_state(s, tid, env.start_pfn, env.pages, lo)
-        loose = np.flatnonzero((fork.blk >= 0) | (fork.pcp > 0))
-        orders = np.where(fork.blk[loose] >= 0, fork.blk[loose],
-                          fork.pcp[loose].astype(np.int64) - 1).astype(np.int64)  # fmt: skip
-        known = taken_pageblock_types(s, tid, env, lo, loose, orders)
-        pb_mt = recorded.fork_pageblock_types(s, tid, env, lo, fork)
+        takes = recorded.fork_first_takes(s, tid, env, lo, fork)
+        known = taken_pageblock_types(s, tid, env, takes)
+        pb_mt = recorded.fork_pageblock_types(s, tid, env, fork, takes)
         pb0 = env.start_pfn >> 9
         takes = s.query(
             """SELECT (pfn >> 9) - $pb0 AS pb, migratetype AS mt FROM events

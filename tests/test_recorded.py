@@ -364,8 +364,9 @@ def test_first_takes_show_list_order_cpu_and_pageblock_type(tmp_path: Path) -> N
         env = cast(Any, SimpleNamespace(start_pfn=4096, pages=2048))
         offs = np.array([0, 512, 1024, 1536, 1600], np.int64)
         orders = np.array([9, 9, 0, 0, 0], np.int64)
-        first, cpu, mt = first_taken(s, 1, env, 8, offs, orders)
-        types = taken_pageblock_types(s, 1, env, 8, offs, orders)
+        takes = first_taken(s, 1, env, 8, offs, orders)
+        first, cpu, mt = takes.first, takes.cpu, takes.mt
+        types = taken_pageblock_types(s, 1, env, takes)
     never = np.iinfo(np.int64).max
     assert first.tolist() == [21, 25, 23, 26, never]  # 2 * seq + 1; a refill 2 * seq
     assert cpu.tolist() == [1, 0, 0, -1, -1] and mt.tolist() == [1, 1, 0, 1, -1]

@@ -360,7 +360,7 @@ def initial_pageblock_types(
     as many as it counts, the rest MOVABLE; an order-10 free block takes its
     first pageblock's type for both. Without a count: UNMOVABLE where
     unmovable pages outnumber movable ones. ``known`` (int8 per pageblock, -1
-    unknown): types the trace shows (``recorded.taken_pageblock_types``); they stand,
+    unknown): types the trace shows (:func:`taken_pageblock_types`); they stand,
     count towards the snapshot's, and the rest are chosen as above.
     """
     npb = zone_pageblocks(env.start_pfn, env.pages)
@@ -400,22 +400,45 @@ def initial_pageblock_types(
     return pb_mt
 
 
+@dataclass(frozen=True)
+class FirstTakes:
+    """Blocks free or on pcp lists in a state rebuilt just before ``lo_seq`` (``offs``
+    ascending, ``orders``) and, per block, the kernel's first take of one of its pages
+    after it: ``first`` a key that sorts in trace order (``2 * seq`` for a
+    ``mm_page_alloc_zone_locked``, the buddy giving a page up to a pcp list, which its
+    line puts before event seq; ``2 * seq + 1`` for an allocation; int64 max for a block
+    the trace never touches), ``cpu`` the cpu that took it (-1: none; an allocation
+    takes from its own cpu's pcp list, so a pcp block's first taker names the list it
+    was on) and ``mt`` the request's migratetype (-1: none)."""
+
+    lo_seq: int
+    offs: np.ndarray
+    orders: np.ndarray
+    first: np.ndarray
+    cpu: np.ndarray
+    mt: np.ndarray
+
+
+def loose_blocks(blk: np.ndarray, pcp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks of a rebuilt state that are free (``blk``: a free block's order at its
+    offset, -1 elsewhere) or on a pcp list (``pcp``: order + 1 at the block's offset, 0
+    elsewhere): offsets ascending and orders (int64)."""
+    offs = np.flatnonzero((blk >= 0) | (pcp > 0)).astype(np.int64)
+    orders = np.where(blk[offs] >= 0, blk[offs], pcp[offs].astype(np.int64) - 1)
+    return offs, orders.astype(np.int64)
+
+
 def first_taken(
     store: Store, trace_id: int, env: Environment, lo_seq: int, offs: np.ndarray,
     orders: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+) -> FirstTakes:  # fmt: skip
     """For blocks (offsets ascending, orders) free or on pcp lists just before
-    ``lo_seq``: when the kernel first took a page of each after it, as a key that sorts
-    in trace order (``2 * seq`` for a ``mm_page_alloc_zone_locked``, the buddy giving a
-    page up to a pcp list, which its line puts before event seq; ``2 * seq + 1`` for an
-    allocation; int64 max for a block the trace never touches), the cpu that took it
-    (-1: none; an allocation takes from its own cpu's pcp list, so a pcp block's first
-    taker names the list it was on) and the request's migratetype (-1: none)."""
+    ``lo_seq``: the kernel's first take of each after it (:class:`FirstTakes`)."""
     first = np.full(offs.shape[0], np.iinfo(np.int64).max, np.int64)
     cpu = np.full(offs.shape[0], -1, np.int64)
     mt = np.full(offs.shape[0], -1, np.int64)
     if offs.shape[0] == 0:
-        return first, cpu, mt
+        return FirstTakes(lo_seq, offs, orders, first, cpu, mt)
     rows = store.query(
         """SELECT seq * 2 + 1 AS k, pfn, coalesce(cpu, -1) AS cpu,
                   coalesce(migratetype, -1) AS mt FROM events
@@ -440,25 +463,24 @@ def first_taken(
     first[blocks] = keys[ok][by_key][at]
     cpu[blocks] = rows.column("cpu").to_numpy().astype(np.int64)[ok][by_key][at]
     mt[blocks] = rows.column("mt").to_numpy().astype(np.int64)[ok][by_key][at]
-    return first, cpu, mt
+    return FirstTakes(lo_seq, offs, orders, first, cpu, mt)
 
 
 def taken_pageblock_types(
-    store: Store, trace_id: int, env: Environment, lo_seq: int, offs: np.ndarray,
-    orders: np.ndarray,
-) -> np.ndarray:  # fmt: skip
-    """The types of the pageblocks whose free or pcp pages at ``lo_seq`` (blocks: offsets
-    ascending, orders) the kernel took from after it, as its first take there shows
-    them (int8 per pageblock of the zone, -1 unknown): since 6.9 a free page sits on
-    its pageblock type's list and a pcp page on the list of its pageblock's type when
-    it was freed, and a request takes from its own type's lists unless it falls back
-    (``mm_page_alloc_extfrag``, whose ``fallback_migratetype`` is then the
-    pageblock's: a pageblock's first fallback after the fork, when no take came
-    before it, types it too). pagetypeinfo counts the types, not which pageblock has
-    which; the pages' flags cannot tell a free pageblock's."""
+    store: Store, trace_id: int, env: Environment, takes: FirstTakes
+) -> np.ndarray:
+    """The types of the pageblocks whose free or pcp pages at ``takes.lo_seq`` the
+    kernel took from after it, as its first take there shows them (int8 per pageblock
+    of the zone, -1 unknown): since 6.9 a free page sits on its pageblock type's list
+    and a pcp page on the list of its pageblock's type when it was freed, and a request
+    takes from its own type's lists unless it falls back (``mm_page_alloc_extfrag``,
+    whose ``fallback_migratetype`` is then the pageblock's: a pageblock's first
+    fallback after the fork, when no take came before it, types it too). pagetypeinfo
+    counts the types, not which pageblock has which; the pages' flags cannot tell a
+    free pageblock's."""
     npb = zone_pageblocks(env.start_pfn, env.pages)
     out = np.full(npb, -1, np.int8)
-    first, _cpu, mt = first_taken(store, trace_id, env, lo_seq, offs, orders)
+    offs, first, mt = takes.offs, takes.first, takes.mt
     pb0 = env.start_pfn >> PAGEBLOCK_ORDER
     pb = ((offs + env.start_pfn) >> PAGEBLOCK_ORDER) - pb0
     key = np.full(npb, np.iinfo(np.int64).max, np.int64)
@@ -474,7 +496,7 @@ def taken_pageblock_types(
            FROM aux_events
            WHERE trace_id = $t AND event = 'mm_page_alloc_extfrag' AND seq >= $lo
              AND pfn >= $zs AND pfn < $ze GROUP BY pb""",
-        {"t": trace_id, "lo": lo_seq, "zs": env.start_pfn, "ze": env.start_pfn + env.pages,
+        {"t": trace_id, "lo": takes.lo_seq, "zs": env.start_pfn, "ze": env.start_pfn + env.pages,
          "o": PAGEBLOCK_ORDER, "pb0": pb0},
     )  # fmt: skip
     fpb = fb.column("pb").to_numpy().astype(np.int64)

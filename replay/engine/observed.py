@@ -1042,7 +1042,9 @@ class PageblockTypes:
                  hi: int, base: int, blk_order: np.ndarray, pcp: np.ndarray) -> None:  # fmt: skip
         from replay.engine.environment import (
             Environment,
+            first_taken,
             initial_pageblock_types,
+            loose_blocks,
             taken_pageblock_types,
         )
 
@@ -1052,15 +1054,15 @@ class PageblockTypes:
         mt = page_types(store, trace_id, lo, blk, on_pcp)
         self.pb0 = lo >> PAGEBLOCK_ORDER
         # the pageblocks the kernel's first takes after the snapshot show (a fork's too)
-        loose = np.flatnonzero((blk >= 0) | ((on_pcp > 0) & (on_pcp < UNKNOWN)))
-        orders = np.where(blk[loose] >= 0, blk[loose], on_pcp[loose].astype(np.int64) - 1)
         try:
             after = first_fork_seq(store, trace_id)
         except UsageError:  # no event after the snapshot: nothing shows a type
             after = None
-        known = (None if after is None else
-                 taken_pageblock_types(store, trace_id, env, after, loose.astype(np.int64),
-                                       orders.astype(np.int64)))  # fmt: skip
+        known = None
+        if after is not None:
+            loose = loose_blocks(blk, np.where(on_pcp < UNKNOWN, on_pcp, 0))
+            takes = first_taken(store, trace_id, env, after, *loose)
+            known = taken_pageblock_types(store, trace_id, env, takes)
         self.pb_mt = initial_pageblock_types(store, trace_id, env, mt, known)
         claims = store.query(
             """SELECT line, pfn, TRY_CAST(args->>'alloc_migratetype' AS INTEGER) AS mt,

@@ -23,8 +23,10 @@ import pyarrow.compute as pc
 
 from replay.engine.environment import (
     Environment,
+    FirstTakes,
     first_taken,
     initial_pageblock_types,
+    loose_blocks,
     taken_pageblock_types,
 )
 from replay.engine.observed import PRESENT_PTE_PFN_SQL, ForkState
@@ -532,32 +534,35 @@ def migration_map(
     return Migrations(y_obj=y, x_obj=x, seqs=seqs, named=named, unnamed=unnamed)
 
 
-def fork_pageblock_types(
+def fork_first_takes(
     store: Store, trace_id: int, env: Environment, lo_seq: int, fork: ForkState
+) -> FirstTakes:
+    """The kernel's first take after ``lo_seq`` of each block free or on a pcp list in
+    its state rebuilt just before it (``fork``): one pass over the trace's allocations
+    serves the pageblock types, the free lists' order and the pcp lists'."""
+    return first_taken(store, trace_id, env, lo_seq, *loose_blocks(fork.blk, fork.pcp))
+
+
+def fork_pageblock_types(
+    store: Store, trace_id: int, env: Environment, fork: ForkState, takes: FirstTakes
 ) -> np.ndarray:
-    """The pageblock types of the kernel's state rebuilt just before ``lo_seq``
-    (``fork``): those the kernel's first takes after it show
-    (:func:`taken_pageblock_types`), the rest from the snapshot's counts and the pages'
-    flags (``environment.initial_pageblock_types``). int8 per pageblock."""
-    loose = np.flatnonzero((fork.blk >= 0) | (fork.pcp > 0)).astype(np.int64)
-    orders = np.where(fork.blk[loose] >= 0, fork.blk[loose],
-                      fork.pcp[loose].astype(np.int64) - 1).astype(np.int64)  # fmt: skip
-    known = taken_pageblock_types(store, trace_id, env, lo_seq, loose, orders)
+    """The pageblock types of the kernel's rebuilt state (``fork``, with its
+    :func:`fork_first_takes`): those the kernel's first takes after it show
+    (``environment.taken_pageblock_types``), the rest from the snapshot's counts and
+    the pages' flags (``environment.initial_pageblock_types``). int8 per pageblock."""
+    known = taken_pageblock_types(store, trace_id, env, takes)
     return initial_pageblock_types(store, trace_id, env, fork.page_mt, known)
 
 
-def free_list_order(
-    store: Store, trace_id: int, env: Environment, lo_seq: int, blk: np.ndarray
-) -> np.ndarray:
-    """The free blocks of a state rebuilt just before ``lo_seq`` (``blk``: each block's
-    order at its offset, -1 elsewhere) in the order the kernel's free lists held them,
-    as far as the trace shows it: by the first page the kernel took from each after
-    ``lo_seq`` (:func:`first_taken`), since ``__rmqueue_smallest`` takes a list's head
-    first; blocks the trace never touches follow, ascending. The rebuild knows which
-    blocks were free, not the lists' order, which decides where the next allocations
-    land: blocks go to the head as they are freed (to the tail for boot memory,
-    FPI_TO_TAIL), so the order is the state's history, not pfn order. Returns offsets
-    (int64)."""
-    heads = np.flatnonzero(blk >= 0).astype(np.int64)
-    first, _cpu, _mt = first_taken(store, trace_id, env, lo_seq, heads, blk[heads])
-    return heads[np.lexsort((heads, first))]
+def free_list_order(takes: FirstTakes, blk: np.ndarray) -> np.ndarray:
+    """The free blocks of a rebuilt state (``blk``: each block's order at its offset, -1
+    elsewhere; ``takes`` its first takes) in the order the kernel's free lists held
+    them, as far as the trace shows it: by the first page the kernel took from each
+    after the fork, since ``__rmqueue_smallest`` takes a list's head first; blocks the
+    trace never touches follow, ascending. The rebuild knows which blocks were free,
+    not the lists' order, which decides where the next allocations land: blocks go to
+    the head as they are freed (to the tail for boot memory, FPI_TO_TAIL), so the order
+    is the state's history, not pfn order. Returns offsets (int64)."""
+    free = blk[takes.offs] >= 0
+    heads = takes.offs[free]
+    return heads[np.lexsort((heads, takes.first[free]))]

@@ -44,7 +44,6 @@ from replay.engine.environment import (
     background_pages,
     background_stream,
     boot_blocks,
-    first_taken,
     object_index,
     snapshot_pagesets,
     zone_environment,
@@ -56,6 +55,7 @@ from replay.engine.recorded import (
     PASS_END,
     PASS_ONCE,
     Migrations,
+    fork_first_takes,
     fork_pageblock_types,
     free_list_order,
     kswapd_reclaim,
@@ -1211,13 +1211,15 @@ def _run(
         n_pre = pre.num_rows
         pre_pages = 0
         blk = page_mt = pb_mt = None
+        takes = None  # the kernel's first takes after the fork, for a fork of its state
         holes_from = env.holes_from
         if fork is not None:
             blk, page_mt = fork.blk, fork.page_mt
             if from_state is None:
-                # the pageblocks whose free or pcp pages the kernel took from after the
-                # fork: of the type those takes show
-                pb_mt = fork_pageblock_types(store, trace_id, env, lo_seq, fork)
+                # the kernel's first takes after the fork: the pageblocks it took free or
+                # pcp pages from are of the type those takes show
+                takes = fork_first_takes(store, trace_id, env, lo_seq, fork)
+                pb_mt = fork_pageblock_types(store, trace_id, env, fork, takes)
             else:
                 pb_mt = np.asarray(from_state.zone.pageblock_types(), np.int8)
         elif holes_from is not None:
@@ -1316,8 +1318,7 @@ def _run(
         if page_mt is not None and blk is not None:
             # the kernel's free lists in the order its first allocations reveal (a fork of
             # the kernel's state; another model's state knows no more than its blocks)
-            heads = (free_list_order(store, trace_id, env, lo_seq, blk)
-                     if fork is not None and from_state is None else None)  # fmt: skip
+            heads = free_list_order(takes, blk) if takes is not None else None
             rp.zone.load(blk, page_mt, pb_mt, heads)
             if claims:
                 rows = np.array([c[0] for c in claims], np.int64)
@@ -1339,15 +1340,13 @@ def _run(
                 # (each cpu's share and pcp->high: the before-snapshot's pagesets)
                 pcp_at = np.flatnonzero(fork.pcp > 0)
                 pcp_cpu = fork.pcp_cpu[pcp_at].astype(np.int64)
-                if from_state is None:
+                if takes is not None:
                     # each list from its head: the blocks the kernel allocated first
                     # (rmqueue_pcplist takes the head; frees and refills push), on the cpu
                     # that took it where no event before the fork names one
-                    pcp_orders = fork.pcp[pcp_at].astype(np.int64) - 1
-                    first, taker, _mt = first_taken(store, trace_id, env, lo_seq, pcp_at,
-                                                    pcp_orders)  # fmt: skip
-                    pcp_cpu = np.where(pcp_cpu < 0, taker, pcp_cpu)
-                    by_first = np.lexsort((pcp_at, first))
+                    on_pcp = fork.pcp[takes.offs] > 0  # takes.offs: ascending, as pcp_at
+                    pcp_cpu = np.where(pcp_cpu < 0, takes.cpu[on_pcp], pcp_cpu)
+                    by_first = np.lexsort((pcp_at, takes.first[on_pcp]))
                     pcp_at, pcp_cpu = pcp_at[by_first], pcp_cpu[by_first]
                 rp.zone.load_pcp(pcp_at, fork.pcp[pcp_at].astype(np.int64) - 1,
                                  snapshot_pagesets(store, trace_id, env), pcp_cpu)  # fmt: skip
