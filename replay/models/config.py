@@ -107,7 +107,9 @@ PARAMS: dict[str, tuple[type, str]] = {
     "zone_choice": (
         str,
         "model (the run's zone serves every request, default) | trace (a "
-        "request goes to the zone the kernel chose; the model places it there)",
+        "request goes to the zone the kernel chose; the model places it there) | zonelist "
+        "(the model chooses: Normal, then DMA32, by watermarks, lowmem_reserve and "
+        "ALLOC_NOFRAGMENT, replay.models.zonelist)",
     ),
 }
 
@@ -142,7 +144,7 @@ PARAM_CHOICES = {
     "kswapd": ("off", "lru", "targeted"),
     "contig_policy": ("first", "best"),
     "pool_owner": ("region", "pid", "comm"),
-    "zone_choice": ("model", "trace"),
+    "zone_choice": ("model", "trace", "zonelist"),
     "zsmalloc": ("page", "object", "hybrid"),
 }
 
@@ -184,6 +186,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pcp": True,
         "pcp_tuning": True,
         "zone_choice": "trace",
+        "compaction": "direct",
+        "recorded_compaction": True,
+        "recorded_kswapd": True,
+        "recorded_drains": True,
+    },
+    # the same with the zone chosen by the model: the node's zonelist (Normal, then DMA32)
+    # as get_page_from_freelist walks it (replay.models.zonelist), where `kernel` takes
+    # the zone the recorded kernel chose
+    "kernel+zonelist": {
+        "model": "mobility",
+        "pcp": True,
+        "pcp_tuning": True,
+        "zone_choice": "zonelist",
         "compaction": "direct",
         "recorded_compaction": True,
         "recorded_kswapd": True,
@@ -283,6 +298,18 @@ def check_params(params: dict[str, Any], file: str | None) -> dict[str, Any]:
                 file=file,
                 field=name,
             )
+    if params.get("zone_choice") == "zonelist":
+        # replay.models.zonelist: these models act on one zone's objects and pages only
+        one_zone = {"pool_order": 0, "vcompound_order": 0, "kswapd": "off", "zsmalloc": None,
+                    "pressure": False}  # fmt: skip
+        for name, off in one_zone.items():
+            if name in params and params[name] != off:
+                raise BadInputError(
+                    f"{name} does not combine with zone_choice = zonelist (it acts on one "
+                    "zone's pages; replay.models.zonelist)",
+                    file=file,
+                    field=name,
+                )
     return params
 
 

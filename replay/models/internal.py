@@ -201,7 +201,10 @@ P_UNITS = 32
 # 6.15+, "mm: pcp: increase pcp->free_count threshold to trigger free_high"), 0: batch
 P_HIGH_MAX, P_PCP_TUNE, P_PCP_FREE_HIGH_BATCH, P_PCP_DECAY_NS = 33, 34, 35, 36
 P_PCP_FREE_HIGH_MIN = 37
-NR_PRM = 38
+# the zonelist (replay.models.zonelist): a lower zone's ``lowmem_reserve`` against
+# requests whose highest zone is the one above it (pages; zoneinfo's ``protection``)
+P_LOWMEM_RESERVE = 38
+NR_PRM = 39
 
 # -- counters (int64 array) -------------------------------------------------------------
 # C_EF, C_ME: rows used in the extfrag and model-event buffers; C_PRESSURE: the pressure
@@ -273,6 +276,12 @@ F_KERNEL_FAILED = 128
 # compaction, which the model serves with the block its replay of that pass captured
 # (compaction_capture), if it captured one of this order.
 F_CAPTURE = 256
+# An event flag: the request cannot be served above the lower zone (GFP_DMA32: its
+# zonelist starts at DMA32), for a node of two zones (replay.models.zonelist).
+F_LOWER_ZONE = 512
+# An event flag: __GFP_NORETRY. Its costly-order failure after direct compaction ends
+# the slow path without reclaim (__alloc_pages_slowpath; a zonelist run's, for now).
+F_NORETRY = 1024
 OBJ_FLAGS_MASK = 0x7F
 PLACED_FAILED = -1
 PLACED_EVICTED = -2

@@ -88,7 +88,9 @@ class ZoneState:
     free blocks wanted} (active defragmentation, replay.models.defrag);
     ``pool_order`` and ``pool_owners`` (per-owner pools, replay.models.pools).
     ``objects`` holds ``max_objects`` objects for the object API
-    (``alloc_obj``/``free_obj``) that tests drive.
+    (``alloc_obj``/``free_obj``) that tests drive. ``lowmem_reserve`` (pages): a
+    lower zone's reserve against requests that could use the zone above it
+    (replay.models.zonelist).
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class ZoneState:
         free_high_batch: bool = False,
         pcp_decay_ns: int = 0,
         free_high_min: bool = False,
+        lowmem_reserve: int = 0,
     ) -> None:
         if pages <= 0 or start_pfn < 0:
             raise ValueError("a zone needs pages > 0 and start_pfn >= 0")
@@ -160,6 +163,7 @@ class ZoneState:
                 int(free_high_batch),
                 pcp_decay_ns if pcp_tuning else 0,
                 int(free_high_min),
+                lowmem_reserve,
             ],
             dtype=np.int64,
         )
@@ -224,15 +228,17 @@ class ZoneState:
         drain_all(self.arrays, self.prm, self.counters)
 
     # the object API (docs/compaction.md), shared with tests/ref_compaction.py ----------
-    def _room(self, pages: int) -> None:
-
+    def make_room(self, pages: int) -> None:
+        """Room in the buffers for one event's output and ``pages`` more virtual compound
+        pages (the model events so far go to :meth:`model_events`)."""
         if int(self.counters[C_EF]) + EF_MAX_PER_ALLOC > self.ef.shape[0]:
             self.ef = np.concatenate([self.ef, np.zeros_like(self.ef)])
-        self._flush_me()
+        self.flush_model_events()
         while int(self.cz[CZ_VC_USED]) + pages + 1024 > self.vc.shape[0]:
             self.vc = np.concatenate([self.vc, np.zeros_like(self.vc)])
 
-    def _flush_me(self) -> None:
+    def flush_model_events(self) -> None:
+        """Move the buffered model events to :meth:`model_events`' list."""
         n = int(self.counters[C_ME])
         self._me_rows.extend(tuple(int(v) for v in row) for row in self.me[:n])
         self.counters[C_ME] = 0
@@ -250,22 +256,22 @@ class ZoneState:
             for a, b in zip(self.objects[:6], grown[:6], strict=True):
                 b[: a.shape[0]] = a
             self.objects = Objects(*grown[:6], *self.objects[6:])
-        self._room(1 << NR_PAGE_ORDERS)
+        self.make_room(1 << NR_PAGE_ORDERS)
         if self.prm[P_DEFRAG_IDLE] > 0 and defrag_due(ts_ns, self.arrays, self.prm, self.cz):
             self.active_defrag(seq)
         pfn, _ = apply_event(is_alloc, obj, offset, order, mt, flags, owner, cpu, ts_ns, seq,
                              self.arrays, self.prm, self.objects, self.cz, self.counters, self.ef,
                              self.me, self.mode, self.vc, self.stats, self.pools)  # fmt: skip
-        self._flush_me()
+        self.flush_model_events()
         return int(pfn)
 
     def active_defrag(self, seq: int = -1) -> tuple[int, int, int, int]:
         """One active defragmentation pass now: (order, blocks freed, pages migrated, tried)."""
 
-        self._room(0)
+        self.make_room(0)
         r = defrag_pass(seq, self.arrays, self.prm, self.objects, self.cz, self.counters,
                           self._pass_ef(), self.mode, self.me)  # fmt: skip
-        self._flush_me()
+        self.flush_model_events()
         return tuple(int(v) for v in r)  # type: ignore[return-value]
 
     def exchange(self, objs: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -323,18 +329,18 @@ class ZoneState:
         """Run the proactive compaction checks due by trace time ``ts_ns``."""
 
         if int(self.prm[P_COMPACT]) & COMPACT_PROACTIVE:
-            self._room(0)
+            self.make_room(0)
             proactive_tick(ts_ns, -1, self.arrays, self.prm, self.objects, self.cz,
                              self.counters, self.me)  # fmt: skip
-            self._flush_me()
+            self.flush_model_events()
 
     def compact_memory(self, seq: int = -1) -> str:
         """One-shot whole-zone compaction; the result name."""
 
-        self._room(0)
+        self.make_room(0)
         r = compact_memory(seq, self.arrays, self.prm, self.objects, self.cz, self.counters,
                              self.me)  # fmt: skip
-        self._flush_me()
+        self.flush_model_events()
         return RESULTS[int(r)]
 
     def compact_recorded(self, order: int, mode: str, budget: int = -1,
@@ -345,12 +351,12 @@ class ZoneState:
         (-1: no bound), the scanners from and to the recorded pfns ``scan`` (migrate
         and free scanner at the begin, at the end; -1 unknown), on ``cpu`` (whose pcp
         lists get the migrated pages); the result name."""
-        self._room(0)
+        self.make_room(0)
         r = compact_recorded(order, MODES.index(mode), budget,
                              np.array([*scan, -1, -1], np.int64), cpu,
                              seq, self.arrays, self.prm, self.objects, self.cz, self.counters,
                              self.me)  # fmt: skip
-        self._flush_me()
+        self.flush_model_events()
         return RESULTS[int(r)]
 
     def placement(self, obj: int) -> int:
