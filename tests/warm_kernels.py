@@ -11,7 +11,8 @@ Roles:
 - ``models``: the replay kernel (whatif.warm_up), then a scenario replayed by every
   mechanism the presets switch on (compaction, proactive compaction, kswapd, virtual
   compound pages, active defragmentation, exchange pages, pools, zsmalloc) and the
-  kernel preset from the shipped capture's real state (recorded compaction, pcp loads).
+  kernel preset from the shipped capture's real state (recorded compaction, pcp loads),
+  with its zone chosen by the zonelist too.
 - ``traces``: the parsers (ftrace text, trace.dat, perf.data, perf script), the
   observed replay, the workload generator, the canonical-Parquet reader.
 
@@ -50,6 +51,11 @@ def models(d: Path) -> None:
         _cli("run", "fragmenter", "-m", preset, "--db", db)
     _cli("ingest", str(ROOT / "traces" / "compact-6.18"), "--name", "c", "--db", db)
     _cli("run", "c", "-m", "kernel", "--start", "observed", "--db", db)
+    _cli("run", "c", "-m", "kernel+zonelist", "--start", "observed", "--db", db)
+    from replay.models.node import NodeState  # the zonelist's node, as tests drive it
+    from replay.models.zone import ZoneState
+
+    NodeState(ZoneState(1024, 1024), ZoneState(0, 1024)).alloc_obj(0, 0, 1)
     _cli("run", "c", "-m", "mobility", "--fill-from-snapshot", "--db", db)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -194,6 +194,16 @@ def zone_environment(
         "(its zoneinfo snapshots give the zone the kernel had)",
     )  # fmt: skip
     snap = snapshot_zone(store, trace_id, start, pages) if zone_pages is None else None
+    return environment_of(store, trace_id, config, start, pages, snap, memory)
+
+
+def environment_of(
+    store: Store, trace_id: int, config: RunConfig, start: int, pages: int, snap: tuple | None,
+    memory: PresentMemory | None = None,
+) -> Environment:  # fmt: skip
+    """The Environment of the zone [start, start + pages) (pfn, pages) with its zoneinfo
+    row ``snap`` (:func:`snapshot_zone`; None: none): watermarks, pcp batch and high."""
+    present = pages if memory is None else memory.pages
     max_cpu = store.one("SELECT max(cpu) FROM events WHERE trace_id = $t", {"t": trace_id})
     ncpus = config.get("ncpus") or max(1, int(max_cpu[0] or 0) + 1 if max_cpu else 1)
     wmark = zone_watermarks(store, trace_id, snap, present, config)
@@ -216,6 +226,53 @@ def zone_environment(
     kernel = str(row[0]) if row and row[0] else None
     return Environment(start, pages, snap[0] if snap else None, int(ncpus), wmark, batch, high,
                        managed, high_max, kernel, memory)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LowerZone:
+    """The zone below the run's in its node's zonelist (DMA32 below Normal): its
+    Environment and its ``lowmem_reserve`` for requests that could use the run's zone
+    (pages; zoneinfo's ``protection`` at the run's zone's index)."""
+
+    env: Environment
+    reserve: int
+
+
+# the zone indices of zoneinfo's protection tuple (enum zone_type on x86-64)
+ZONE_INDEX = {"DMA": 0, "DMA32": 1, "Normal": 2, "Movable": 3, "Device": 4}
+
+
+def lower_zone(store: Store, trace_id: int, config: RunConfig, env: Environment) -> LowerZone:
+    """The zone below the run's (Normal) in the before-zoneinfo: the zonelist's next zone.
+
+    Raises UsageError when the run's zone is not a snapshot's Normal zone or the node
+    has no populated DMA32 zone right below it."""
+    if env.zone != "Normal" or env.memory is not None:
+        raise UsageError(
+            "zone_choice = zonelist needs the trace's zone to be a zoneinfo snapshot's Normal "
+            f"zone (a capture of replay record), not {env.zone or 'a zone without snapshot'}"
+        )
+    row = store.one(
+        """SELECT l.start_pfn, l.spanned, l.protection FROM snap_zoneinfo n
+           JOIN snap_zoneinfo l ON l.trace_id = n.trace_id AND l.snapshot = n.snapshot
+             AND l.node = n.node AND l.zone = 'DMA32'
+           WHERE n.trace_id = $t AND n.zone = 'Normal' AND n.start_pfn = $s
+             AND l.managed > 0 AND l.start_pfn IS NOT NULL
+           ORDER BY n.snapshot = 'before' DESC LIMIT 1""",
+        {"t": trace_id, "s": env.start_pfn},
+    )
+    if row is None:
+        raise UsageError("zone_choice = zonelist: the capture's zoneinfo has no populated "
+                         "DMA32 zone in the run's node")  # fmt: skip
+    start, pages = int(row[0]), int(row[1])
+    if start + pages > env.start_pfn:
+        raise UsageError(f"zone_choice = zonelist: DMA32 [{start:#x}, {start + pages:#x}) "
+                         f"overlaps the run's zone at {env.start_pfn:#x}")  # fmt: skip
+    prot = [int(v) for v in re.findall(r"-?\d+", str(row[2] or ""))]
+    reserve = prot[ZONE_INDEX["Normal"]] if len(prot) > ZONE_INDEX["Normal"] else 0
+    snap = snapshot_zone(store, trace_id, start, pages)
+    lenv = environment_of(store, trace_id, config, start, pages, snap)
+    return LowerZone(replace(lenv, ncpus=env.ncpus), reserve)
 
 
 def object_index(store: Store, trace_id: int) -> tuple[np.ndarray | None, int]:

@@ -511,21 +511,25 @@ def fifo_match(src_seq: np.ndarray, dst_seq: np.ndarray) -> tuple[np.ndarray, np
 
 def migration_map(
     store: Store, trace_id: int, lo_seq: int, hi_seq: int, start_pfn: int,
-    page_mt: np.ndarray | None,
+    page_mt: np.ndarray | None, more: tuple[tuple[int, np.ndarray], ...] = (),
 ) -> Migrations:  # fmt: skip
     """Every migration of the recorded kernel the run can follow: by the ptes
     (:func:`migration_links`), then, given the fork's page types, the unnamed ones
-    (:func:`unnamed_migrations`); chains followed across both."""
+    (:func:`unnamed_migrations`) in the zone from ``start_pfn`` and in each of ``more``
+    ((start pfn, page types) of the node's other modelled zones); chains followed
+    across all."""
     y, x, seqs = migration_links(store, trace_id, lo_seq)
     named = int(y.shape[0])
     unnamed = 0
-    if page_mt is not None:
-        uy, ux, useqs = unnamed_migrations(store, trace_id, lo_seq, hi_seq, start_pfn,
-                                           page_mt, seqs, y)  # fmt: skip
-        unnamed = int(uy.shape[0])
+    zones = ((start_pfn, page_mt),) if page_mt is not None else ()
+    for zs, zmt in (*zones, *more):
+        uy, ux, useqs = unnamed_migrations(store, trace_id, lo_seq, hi_seq, zs, zmt, seqs,
+                                           y[:named])  # fmt: skip
+        unnamed += int(uy.shape[0])
         y = np.concatenate([y, uy])
         x = np.concatenate([x, ux])
         seqs = np.union1d(seqs, useqs)
+    if zones or more:
         order = np.argsort(y, kind="stable")
         y, x = y[order], x[order]
         keep = np.ones(y.shape[0], np.bool_)

@@ -40,10 +40,12 @@ import pyarrow as pa
 from replay.engine.checkpoint import load_checkpoint, pack, store_checkpoint, unpack
 from replay.engine.environment import (
     Environment,
+    LowerZone,
     aligned_blocks,
     background_pages,
     background_stream,
     boot_blocks,
+    lower_zone,
     object_index,
     snapshot_pagesets,
     zone_environment,
@@ -126,8 +128,10 @@ from replay.models.internal import (
     EF_COLS,
     F_CAPTURE,
     F_KERNEL_FAILED,
+    F_LOWER_ZONE,
     F_MOVABLE,
     F_NORECLAIM,
+    F_NORETRY,
     F_PINNED,
     F_RECLAIM,
     F_VCOMPOUND,
@@ -172,6 +176,7 @@ from replay.models.internal import (
 from replay.models.pcp import drain_all, pageblock_snapshot
 from replay.models.plain_buddy import plain_eligible, replay_chunk_plain, resync
 from replay.models.zone import ZoneState
+from replay.models.zonelist import replay_chunk_node
 from replay.progress import Progress
 from replay.store import Store, gfp_direct_reclaim_sql
 from replay.trace.reader import ahead
@@ -200,11 +205,13 @@ def event_arrays(n: int) -> tuple[np.ndarray, ...]:
             np.full(n, -1, np.int64))  # fmt: skip
 
 
-def warm_up(*, models: bool = True, plain: bool = True, oneshot: bool = True) -> None:
+def warm_up(*, models: bool = True, plain: bool = True, oneshot: bool = True,
+            node: bool = False) -> None:  # fmt: skip
     """Compile (or load from the cache) the kernels, so no timing includes a JIT: the
     models' replay kernel and pageblock snapshots (``models``), the plain buddy's path
-    (``plain``), the one-shot compaction of ``compact_at`` (``oneshot``). A run loads
-    only those its model uses: each load from the cache costs about 0.1 s."""
+    (``plain``), the one-shot compaction of ``compact_at`` (``oneshot``), the zonelist's
+    node kernel (``node``). A run loads only those its model uses: each load from the
+    cache costs about 0.1 s."""
     one = np.ones(1, np.bool_)
     ev = event_arrays(1)
     ev[1][0] = True
@@ -214,6 +221,12 @@ def warm_up(*, models: bool = True, plain: bool = True, oneshot: bool = True) ->
                      z.cz, z.mode, z.vc, np.zeros(NR_STATS, np.int64), 0, outputs(1),
                      z.pools)  # fmt: skip
         pageblock_snapshot(z.arrays, z.prm, np.zeros((z.npb, 6), np.int64))
+    if node:
+        lz = ZoneState(2, 2, pcp=True, max_objects=1)
+        replay_chunk_node(0, 1, ev, one, one, z.objects, z.arrays, z.prm, z.counters, z.ef, z.me,
+                          z.cz, z.mode, z.vc, np.zeros(NR_STATS, np.int64), 0, outputs(1),
+                          z.pools, lz.arrays, lz.prm, lz.cz, lz.counters, lz.ef, lz.me,
+                          lz.mode)  # fmt: skip
     if oneshot:
         compact_memory(-1, z.arrays, z.prm, z.objects, z.cz, z.counters, z.me)
     if plain:
@@ -267,6 +280,9 @@ class _Replay:
         self.env = env
         self.ncpus = env.ncpus
         self.objects = self.zone.objects
+        # the zonelist's lower zone (DMA32), when the model chooses zones
+        # (zone_choice = zonelist, replay.models.zonelist)
+        self.lower: ZoneState | None = None
         self.stats = np.zeros(NR_STATS, np.int64)
         self.ef = np.zeros((1 << 16, len(EF_COLS)), np.int64)
         self.me = np.zeros((1 << 14, len(ME_COLS)), np.int64)
@@ -304,6 +320,29 @@ class _Replay:
             >> PAGEBLOCK_ORDER
         )
 
+    def set_lower(self, lz: LowerZone) -> None:
+        """Give the node its lower zone (``lz``): the allocator with the run's pcp,
+        grouping and tuning settings, the zone's own watermarks, pcp sizes and reserve,
+        and direct compaction when the run has it (replay.models.zonelist). Its objects
+        are the run's."""
+        config, lenv = self.config, lz.env
+        direct = config.get("compaction", "off") in ("direct", "both")
+        self.lower = ZoneState(
+            lenv.start_pfn, lenv.pages, pcp=bool(config.get("pcp", False)), ncpus=lenv.ncpus,
+            batch=lenv.batch, high=lenv.high, grouping=config.model == "mobility",
+            nofragment=bool(config.get("nofragment", True)),
+            compaction="direct" if direct else "off",
+            extfrag_threshold=config.get("extfrag_threshold", 500), wmark=lenv.wmark,
+            max_objects=1, high_max=lenv.high_max,
+            pcp_tuning=bool(config.get("pcp_tuning", False)),
+            free_high_batch=bool(config.get("pcp_free_high_batch", False)),
+            pcp_decay_ns=config.get("pcp_decay_ms", 1000) * 1_000_000,
+            free_high_min=bool(config.get("pcp_free_high_min", lenv.kernel_at_least(6, 15))),
+            lowmem_reserve=lz.reserve,
+        )  # fmt: skip
+        self.lower.prm[P_UNITS] = self.zone.prm[P_UNITS]
+        self.lower.objects = self.zone.objects
+
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Every array (and int) the replay reads or writes between events, by name: the
         zone's arrays and parameters, the objects, counters, statistics, the virtual
@@ -311,9 +350,12 @@ class _Replay:
         replay.engine.checkpoint). Not the output and scratch buffers: each chunk
         leaves them flushed."""
         out: dict[str, np.ndarray] = {}
-        for owner, obj in (("rp", self), ("zone", self.zone)):
+        owners: list[tuple[str, Any]] = [("rp", self), ("zone", self.zone)]
+        if self.lower is not None:
+            owners.append(("lower", self.lower))
+        for owner, obj in owners:
             for name, v in vars(obj).items():
-                if name in _NOT_STATE or (owner == "rp" and name == "objects"):
+                if name in _NOT_STATE or name == "lower" or (name == "objects" and owner != "zone"):
                     continue
                 key = f"{owner}.{name}"
                 if isinstance(v, np.ndarray):
@@ -335,9 +377,11 @@ class _Replay:
         parts: dict[tuple[str, str], dict[int, np.ndarray]] = {}
         for key, a in arrays.items():
             owner, _, rest = key.partition(".")
-            if owner not in ("rp", "zone"):
+            if owner not in ("rp", "zone", "lower"):
                 continue
-            obj = self if owner == "rp" else self.zone
+            if owner == "lower" and self.lower is None:
+                raise CheckpointError(f"the checkpoint holds {key}: a zonelist run's")
+            obj = {"rp": self, "zone": self.zone, "lower": self.lower}[owner]
             name, _, idx = rest.partition(".")
             if not hasattr(obj, name):
                 raise CheckpointError(f"the checkpoint holds {key}, which this replay has not")
@@ -348,7 +392,7 @@ class _Replay:
             else:
                 setattr(obj, name, int(a))
         for (owner, name), got in parts.items():
-            obj = self if owner == "rp" else self.zone
+            obj = {"rp": self, "zone": self.zone, "lower": self.lower}[owner]
             cur = getattr(obj, name)
             if len(got) != len(cur):
                 raise CheckpointError(f"the checkpoint holds {len(got)} arrays of {owner}."
@@ -359,6 +403,8 @@ class _Replay:
             else:
                 setattr(obj, name, type(cur)(*vals) if hasattr(cur, "_fields") else tuple(vals))
         self.objects = self.zone.objects
+        if self.lower is not None:
+            self.lower.objects = self.zone.objects
         self.passes = {
             int(i): [cc.copy(), int(r)]
             for i, cc, r in zip(arrays["passes.ids"], arrays["passes.cc"], arrays["passes.r"],
@@ -395,7 +441,8 @@ class _Replay:
         i = r = 0
         z = self.zone
         # the plain buddy alone: its own path, the skipped counters rebuilt at each stop
-        plain = plain_eligible(z.prm)
+        plain = plain_eligible(z.prm) and self.lower is None
+        lz = self.lower
         for stop, _, what, arg in bounds:
             while i < stop:
                 t0 = time.perf_counter()
@@ -404,6 +451,12 @@ class _Replay:
                                               self.objects, z.arrays, z.prm, self.stats, r,
                                               out)  # fmt: skip
                     resync(z.arrays, z.prm)
+                elif lz is not None:
+                    i, r = replay_chunk_node(
+                        i, stop, ev, keep_row, keep_counters, self.objects, z.arrays, z.prm,
+                        z.counters, self.ef, self.me, z.cz, z.mode, self.vc, self.stats, r, out,
+                        z.pools, lz.arrays, lz.prm, lz.cz, lz.counters, lz.ef, lz.me, lz.mode,
+                    )  # fmt: skip
                 else:
                     i, r = replay_chunk(i, stop, ev, keep_row, keep_counters, self.objects,
                                         z.arrays, z.prm, z.counters, self.ef, self.me, z.cz,
@@ -419,10 +472,16 @@ class _Replay:
                 self.compact_memory(seq)
             elif what == "compact_recorded":
                 self.compact_recorded(seq, arg)
+            elif what == "compact_recorded_lower" and lz is not None:
+                self.compact_recorded(seq, arg, lz)
             elif what == "reclaim_active":
                 z.arrays.zone_flags[ZONE_RECLAIM_ACTIVE] = arg[0]
+                if lz is not None:  # kswapd balances every zone of its node
+                    lz.arrays.zone_flags[ZONE_RECLAIM_ACTIVE] = arg[0]
             elif what == "drain_all":
                 drain_all(z.arrays, z.prm, z.counters)
+                if lz is not None:  # drain_all_pages(NULL): every zone
+                    drain_all(lz.arrays, lz.prm, lz.counters)
             elif what == "exchange":
                 self.exchange(seq)
             elif what == "contig":
@@ -599,12 +658,15 @@ class _Replay:
         self.replay_s += time.perf_counter() - t0
         self.flush()
 
-    def compact_recorded(self, seq: int, arg: tuple[int, ...]) -> None:
+    def compact_recorded(self, seq: int, arg: tuple[int, ...], zone: ZoneState | None = None
+                         ) -> None:  # fmt: skip
         """The model's compaction where the recorded kernel compacted: ``arg`` is (pass,
         phase, order, mode, budget, the scanners' pfns at the begin and the end, cpu; see
         replay.engine.recorded.recorded_compactions). Each pass in progress keeps its
-        own compact_control between its steps (passes of several tasks overlap)."""
-        z = self.zone
+        own compact_control between its steps (passes of several tasks overlap).
+        ``zone``: the zonelist's lower zone for its passes (default: the run's zone)."""
+        z = self.zone if zone is None else zone
+        me = self.me if zone is None else zone.me
         pass_, phase, order, mode, budget = arg[:5]
         # the scanners at the begin and the end, then this batch's migration range
         scan = np.array([*arg[5:9], *arg[11:13]], np.int64)
@@ -613,7 +675,7 @@ class _Replay:
         t0 = time.perf_counter()
         if phase == PASS_ONCE:
             compact_recorded(order, mode, budget, scan, cpu, seq, z.arrays, z.prm, self.objects,
-                             z.cz, z.counters, self.me)  # fmt: skip
+                             z.cz, z.counters, me)  # fmt: skip
         elif phase == PASS_BEGIN:
             compact_recorded_begin(order, mode, scan, cpu, capture != -1, z.arrays, z.prm, z.cz)
             self.passes[pass_] = [z.cz[CC_ORDER:NR_CZ].copy(), CONTINUE]
@@ -624,10 +686,18 @@ class _Replay:
                 z.cz[CC_ORDER:NR_CZ] = cc
                 r = int(compact_recorded_step(budget, last, capture >= 0, r, scan, cpu, seq,
                                               z.arrays, z.prm, self.objects, z.cz, z.counters,
-                                              self.me))  # fmt: skip
+                                              me))  # fmt: skip
                 self.passes[pass_] = [z.cz[CC_ORDER:NR_CZ].copy(), r]
             if last:
                 del self.passes[pass_]
+        if zone is not None:  # the lower zone's rows join the run's model events
+            n = int(zone.counters[C_ME])
+            if int(self.zone.counters[C_ME]) + n > self.me.shape[0]:
+                self.flush_model_events()
+            at = int(self.zone.counters[C_ME])
+            self.me[at : at + n] = zone.me[:n]
+            self.zone.counters[C_ME] = at + n
+            zone.counters[C_ME] = 0
         self.replay_s += time.perf_counter() - t0
         self.flush()
 
@@ -824,6 +894,12 @@ def flags_sql(config: RunConfig, also_movable: list[str] | None = None
     movable, p1 = _class_sql(config.get("movable_classes", []) + (also_movable or []), "mc")
     vclasses = config.get("vcompound_classes")
     vc, p2 = ("true", {}) if not vclasses else _class_sql(vclasses, "vc")
+    # zone_choice = zonelist: a GFP_DMA32 request's zonelist starts below the run's zone
+    # and a __GFP_NORETRY one gives up after compaction (replay.models.zonelist)
+    lower = (f" + (CASE WHEN contains(coalesce(gfp, ''), 'DMA32') THEN {F_LOWER_ZONE} ELSE 0 END)"
+             f" + (CASE WHEN contains(coalesce(gfp, ''), '__GFP_NORETRY') THEN {F_NORETRY} "
+             "ELSE 0 END)"
+             if config.get("zone_choice", "model") == "zonelist" else "")  # fmt: skip
     reclaim = "migratetype = 2" + (" OR migratetype = 1" if config.get("kswapd_movable", True)
                                    else "")  # fmt: skip
     sql = (f"((CASE WHEN coalesce(movable, migratetype = 1) OR {movable} THEN {F_MOVABLE} "
@@ -831,6 +907,7 @@ def flags_sql(config: RunConfig, also_movable: list[str] | None = None
            f"+ (CASE WHEN {vc} THEN {F_VCOMPOUND} ELSE 0 END) "
            f"+ (CASE WHEN {gfp_direct_reclaim_sql('gfp')} THEN 0 ELSE {F_NORECLAIM} END)"
            f"+ (CASE WHEN coalesce(failed, false) THEN {F_KERNEL_FAILED} ELSE 0 END)"
+           f"{lower}"
            f")::SMALLINT")  # fmt: skip
     return sql, {**p1, **p2}
 
@@ -875,6 +952,8 @@ class ModelState:
     ids: np.ndarray | None  # the run's object numbering (environment.object_index)
     n_obj: int
     fork: ForkState | None = None  # fork_of_model's, computed once
+    # the zonelist's lower zone (zone_choice = zonelist), else None
+    lower: ZoneState | None = None
     # every array the replay holds, by name (what a checkpoint stores): references
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     run_id: int | None = None  # the stored run whose state this is (forks record it)
@@ -898,7 +977,8 @@ def model_state(
                             start=start, at=at, until=until, stop=seq, progress=None,
                             state_only=True, resume=blob, from_state=from_state)  # fmt: skip
     return ModelState(seq=seq, env=env, zone=rp.zone, ncpus=rp.ncpus, ids=rp.obj_ids,
-                      n_obj=rp.n_trace_obj, arrays=rp.state_arrays(), run_id=run_id)  # fmt: skip
+                      n_obj=rp.n_trace_obj, arrays=rp.state_arrays(), run_id=run_id,
+                      lower=rp.lower)  # fmt: skip
 
 
 def block_pages(offs: np.ndarray, orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1012,6 +1092,112 @@ def _fork_of_model(ms: ModelState) -> ForkState:
                      pcp_cpu=pcp_cpu)  # fmt: skip
 
 
+@dataclass
+class LowerStart:
+    """The lower zone's starting state (zone_choice = zonelist), worked out before the
+    run's objects exist: ``state`` (blk, page_mt, pageblock types, free-list heads; None:
+    booted free, or ``copy``: the forked model's lower zone), the pcp blocks (offsets,
+    orders, cpus) and pagesets, the objects live at the start that it holds (``claims``:
+    dense ids, offsets, orders, types) and its other allocated pages (``bg_offs``,
+    ``bg_orders``: background units, objects after the run's others)."""
+
+    state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    copy: ZoneState | None = None
+    pcp: tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]] | None = None
+    claims: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    bg_offs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    bg_orders: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def lower_start(
+    store: Store, trace_id: int, lower: LowerZone, lf: ForkState | None,
+    from_state: ModelState | None, lo_seq: int, pre: pa.Table, dense: Any,
+) -> LowerStart:  # fmt: skip
+    """The lower zone's starting state: the kernel's (``lf``: its state rebuilt at the
+    fork, as the run's zone's), with free and pcp lists in the order of the kernel's first
+    takes and pageblock types from them, the objects live at the start held where the
+    kernel had them; the forked model's; or booted free (an empty start: the model
+    places the live objects)."""
+    lenv = lower.env
+    if from_state is not None:
+        return LowerStart(copy=from_state.lower)
+    if lf is None:
+        if lenv.holes_from is None:
+            return LowerStart()
+        page_mt = np.full(lenv.pages, -1, np.int8)  # the booted managed pages, then holes
+        page_mt[lenv.holes_from :] = MIGRATE_UNMOVABLE
+        blk = boot_blocks(lenv.pages, lenv.holes_from, lenv.start_pfn)
+        pb = np.full(zone_pageblocks(lenv.start_pfn, lenv.pages), MIGRATE_MOVABLE, np.int8)
+        hole_offs, hole_orders = aligned_blocks(page_mt >= 0, lenv.start_pfn)
+        return LowerStart(state=(blk, page_mt, pb, np.flatnonzero(blk >= 0)),
+                          bg_offs=hole_offs, bg_orders=hole_orders)  # fmt: skip
+    takes = fork_first_takes(store, trace_id, lenv, lo_seq, lf)
+    pb_mt = fork_pageblock_types(store, trace_id, lenv, lf, takes)
+    pcp_at = np.flatnonzero(lf.pcp > 0)
+    on_pcp = lf.pcp[takes.offs] > 0
+    pcp_cpu = np.where(lf.pcp_cpu[pcp_at] < 0, takes.cpu[on_pcp], lf.pcp_cpu[pcp_at])
+    by_first = np.lexsort((pcp_at, takes.first[on_pcp]))
+    pcp_at, pcp_cpu = pcp_at[by_first], pcp_cpu[by_first].astype(np.int64)
+    # the objects live at the start that the kernel had here: the first to claim its
+    # pages keeps them (as the run's zone's claims)
+    held = lf.page_mt >= 0  # free and pcp pages are no object's
+    base = pre.column("base_pfn").to_numpy(zero_copy_only=False).astype(np.float64)
+    npages = pre.column("pages").to_numpy()
+    mts = pre.column("mt").to_numpy(zero_copy_only=False)
+    objs = dense(pre.column("obj").to_numpy()).astype(np.int64)
+    rows: list[int] = []
+    offs: list[int] = []
+    for j in range(pre.num_rows):
+        b = base[j]
+        if b != b or b < lenv.start_pfn or b + npages[j] > lenv.start_pfn + lenv.pages:
+            continue  # no pfn, or not in the lower zone
+        off = int(b) - lenv.start_pfn
+        if not held[off : off + int(npages[j])].all():
+            continue
+        held[off : off + int(npages[j])] = False
+        rows.append(j)
+        offs.append(off)
+    r = np.array(rows, np.int64)
+    orders = np.array([max(int(npages[j]) - 1, 0).bit_length() for j in rows], np.int64)
+    c_mts = np.where(mts[r] >= 0, mts[r], lf.page_mt[np.array(offs, np.int64)]).astype(np.int8)
+    # every other allocated page is a background unit of one page
+    bg = np.flatnonzero(held)
+    return LowerStart(
+        state=(lf.blk, lf.page_mt, pb_mt, free_list_order(takes, lf.blk)),
+        pcp=(pcp_at, lf.pcp[pcp_at].astype(np.int64) - 1, pcp_cpu,
+             snapshot_pagesets(store, trace_id, lenv)),
+        claims=(objs[r], np.array(offs, np.int64), orders, c_mts),
+        bg_offs=bg, bg_orders=np.zeros(bg.shape[0], np.int64),
+    )  # fmt: skip
+
+
+def load_lower(rp: _Replay, ls: LowerStart, first_bg: int) -> None:
+    """Load :func:`lower_start`'s state into the run's lower zone; its background units
+    are objects ``first_bg`` on."""
+    lz = rp.lower
+    assert lz is not None
+    if ls.copy is not None:
+        for a, b in zip(lz.arrays, ls.copy.arrays, strict=True):
+            a[...] = b
+        for a, b in ((lz.prm, ls.copy.prm), (lz.cz, ls.copy.cz),
+                     (lz.counters, ls.copy.counters)):  # fmt: skip
+            a[:] = b
+        return
+    if ls.state is not None:
+        lz.load(*ls.state)
+    if ls.claims is not None and ls.claims[0].shape[0]:
+        objs, offs, orders, mts = ls.claims
+        lz.adopt(objs, offs, orders, mts, rp.type_flags(mts))
+    if ls.bg_offs.shape[0] and ls.state is not None:
+        mts = ls.state[1][ls.bg_offs]
+        flags = np.where(ls.bg_orders > 0, 0, rp.type_flags(mts)).astype(np.int8)
+        lz.adopt(first_bg + np.arange(ls.bg_offs.shape[0], dtype=np.int64), ls.bg_offs,
+                 ls.bg_orders, mts, flags)  # fmt: skip
+    if ls.pcp is not None:
+        at, orders, cpus, pagesets = ls.pcp
+        lz.load_pcp(at, orders, pagesets, cpus)
+
+
 def _run(
     store: Store,
     trace: str,
@@ -1074,6 +1260,12 @@ def _run(
         raise UsageError("--pageblock-every must be 0 or more")
     trace_id = store.trace_id(trace)
     env = zone_environment(store, trace_id, config, zone_pages)
+    # zone_choice = zonelist: the node's next zone (DMA32) below the run's (Normal)
+    lower = (lower_zone(store, trace_id, config, env)
+             if config.get("zone_choice", "model") == "zonelist" else None)  # fmt: skip
+    if lower is not None and from_state is not None and from_state.lower is None:
+        raise UsageError("zone_choice = zonelist forks from a model state that has the lower "
+                         "zone too (a zonelist run's), or from the kernel's state")  # fmt: skip
     ids, n_obj = ((from_state.ids, from_state.n_obj) if from_state is not None
                   else object_index(store, trace_id))  # fmt: skip
     saved = unpack(resume) if resume is not None else None
@@ -1100,6 +1292,10 @@ def _run(
         elif saved is None:
             fork = fork_state(store, trace_id, env.start_pfn, env.pages, at)
     lo_seq = fork.seq if fork is not None else 0
+    # the lower zone's state rebuilt at the fork, as the run's zone's (zone_choice = zonelist)
+    lfork = None
+    if lower is not None and fork is not None and from_state is None and saved is None:
+        lfork = fork_state(store, trace_id, lower.env.start_pfn, lower.env.pages, fork.seq)
     if saved is not None:
         lo_seq = int(saved["run.lo_seq"])
     total = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
@@ -1132,13 +1328,16 @@ def _run(
     # zone_choice = trace: the objects the kernel placed in another zone (its zonelist
     # fallback) are not this zone's: their events are left out, as the kernel's zone
     # choice is an input here, not the model's decision
+    # zone_choice = zonelist: the objects the kernel placed outside the node's two zones
+    # (in DMA) are left out the same way
     elsewhere, zone_params = "", {}
-    if config.get("zone_choice", "model") == "trace":
+    if config.get("zone_choice", "model") in ("trace", "zonelist"):
         elsewhere = (
             "AND obj NOT IN (SELECT obj FROM events WHERE trace_id = $t AND pfn IS NOT NULL "
             "AND (pfn < $zs OR pfn >= $ze))"
         )
-        zone_params = {"zs": env.start_pfn, "ze": env.start_pfn + env.pages}
+        zs = env.start_pfn if lower is None else lower.env.start_pfn
+        zone_params = {"zs": zs, "ze": env.start_pfn + env.pages}
     # recorded_compaction: the kernel's compaction is replayed as the model's own. Its
     # migrations are not the model's: the old folio's free (pages the migrating task
     # freed after remove_migration_pte) is left out, and the object lives on, freed
@@ -1150,8 +1349,9 @@ def _run(
         mig = Migrations(y_obj=saved["run.mig_y"], x_obj=saved["run.mig_x"],
                          seqs=saved["run.mig_seqs"], named=0, unnamed=0)  # fmt: skip
     elif config.get("recorded_compaction", False):
+        more = ((lower.env.start_pfn, lfork.page_mt),) if lfork is not None else ()
         mig = migration_map(store, trace_id, lo_seq, hi_seq, env.start_pfn,
-                            fork.page_mt if fork is not None else None)  # fmt: skip
+                            fork.page_mt if fork is not None else None, more)  # fmt: skip
     if mig is not None:
         linked = {"migration_links": pa.table({"y_obj": mig.y_obj, "x_obj": mig.x_obj}),
                   "migration_frees": pa.table({"seq": mig.seqs})}  # fmt: skip
@@ -1181,6 +1381,7 @@ def _run(
                 raise UsageError("no event of the trace falls in the run's zone")
         else:
             n_events, last_seq = int(row[0]), int(row[1])
+    lstart: LowerStart | None = None  # the lower zone's start (zone_choice = zonelist)
     if saved is None:
         # Objects live when the run starts (freed in it, allocated before it or before the
         # trace): allocated first, by first appearance; where the kernel had them from an
@@ -1273,17 +1474,23 @@ def _run(
             bg_offs = np.concatenate([single, h_offs])
             bg_orders = np.concatenate([np.zeros(single.shape[0], np.int64), h_orders])
         n_bg = kinds.shape[0] if page_mt is None else int(bg_offs.shape[0])
+        if lower is not None:
+            lstart = lower_start(store, trace_id, lower, lfork, from_state, lo_seq, pre, dense)
     else:
         n_pre = n_bg = 0
     tmp_dir = tempfile.TemporaryDirectory(prefix="replay-run-")
     owner_sql, owner_join, n_owners = _owners(store, trace_id, config)
     # (resumed from a checkpoint, the objects' arrays are the checkpoint's)
-    rp = _Replay(env, config, n_obj + n_bg if saved is None else 1, Path(tmp_dir.name),
-                 n_owners)  # fmt: skip
+    n_lower_bg = lstart.bg_offs.shape[0] if lstart is not None else 0
+    rp = _Replay(env, config, n_obj + n_bg + n_lower_bg if saved is None else 1,
+                 Path(tmp_dir.name), n_owners)  # fmt: skip
     rp.obj_ids, rp.n_trace_obj = ids, n_obj
     rp.zram = zram
-    plain = plain_eligible(rp.zone.prm)
-    warm_up(models=not plain, plain=plain, oneshot=bool(config.get("compact_at", [])))
+    if lower is not None:
+        rp.set_lower(lower)
+    plain = plain_eligible(rp.zone.prm) and lower is None
+    warm_up(models=not plain and lower is None, plain=plain,
+            oneshot=bool(config.get("compact_at", [])), node=lower is not None)  # fmt: skip
     regions = (
         pa.table({"obj": pa.array([], pa.int64())})
         if saved is not None
@@ -1315,6 +1522,8 @@ def _run(
     if saved is None:
         placed = rp.objects.placed
         background = 0
+        if lstart is not None:
+            load_lower(rp, lstart, n_obj + n_bg)
         if page_mt is not None and blk is not None:
             # the kernel's free lists in the order its first allocations reveal (a fork of
             # the kernel's state; another model's state knows no more than its blocks)
@@ -1390,6 +1599,9 @@ def _run(
                                     *(bound(p) for p in arg[11:13])))
                         for s_, kind, arg in recorded]  # fmt: skip
         actions += recorded
+        if lower is not None:  # the kernel's compactions of the lower zone, in it
+            low = recorded_compactions(store, trace_id, lower.env, lo_seq, hi_seq, total)
+            actions += [(s_, "compact_recorded_lower", arg) for s_, _kind, arg in low]
     if config.get("recorded_kswapd", False) and config.get("pcp", False):
         actions += kswapd_reclaim(store, trace_id, lo_seq, hi_seq)
     if config.get("recorded_drains", False) and config.get("pcp", False):
@@ -1398,7 +1610,8 @@ def _run(
         actions += zram.actions
     # the allocations served right after a recorded direct compaction: F_CAPTURE
     capture_seqs = np.array(sorted({int(arg[10]) for _s, kind, arg in actions
-                                    if kind == "compact_recorded" and arg[1] == PASS_END
+                                    if kind.startswith("compact_recorded")
+                                    and arg[1] == PASS_END
                                     and arg[10] >= 0}), np.int64)  # fmt: skip
     flags_expr, flags_params = flags_sql(
         config, zram_classes(store, trace_id, config) if movable_zram(config) else None
