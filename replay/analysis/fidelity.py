@@ -16,7 +16,9 @@ step over the same seqs:
   pageblocks the zone manages then) against the after-pagetypeinfo's, and
   the largest difference relative to all of them (percent);
 - ``same_pfn_pct`` / ``same_pageblock_pct``: the share of allocations both
-  served that the model placed on the kernel's pfn, and on its pageblock.
+  served that the model placed on the kernel's pfn, and on its pageblock;
+  ``same_zone_pct``: in the kernel's zone (the run's or one below it: a model that
+  chooses zones, ``zone_choice = zonelist``; 100 when the trace chooses).
 
 Units: pages, percent. Targets (issue 14): no failure the kernel did not
 have; order >= 9 difference and end-state difference at most 10%; pageblock
@@ -86,13 +88,15 @@ def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, A
         pairs = enumerate(zip(m_end, k_end, strict=True))
         weighted = sum(abs(int(a) - int(b)) << o for o, (a, b) in pairs)
         end_diff = percent(weighted, sum(int(b) << o for o, b in enumerate(k_end)))
+    zs = store.one("SELECT zone_start_pfn FROM runs WHERE run_id = $m", {"m": model_run})
     place = store.one(
         f"""SELECT count(*), count(*) FILTER (o.pfn = m.pfn),
-                   count(*) FILTER (o.pfn >> 9 = m.pfn >> 9)
+                   count(*) FILTER (o.pfn >> 9 = m.pfn >> 9),
+                   count(*) FILTER ((o.pfn >= $zs) = (m.pfn >= $zs))
             FROM steps o JOIN steps m USING (seq)
             WHERE o.run_id = $o AND m.run_id = $m AND o.{in_range}
               AND o.pfn >= 0 AND m.pfn >= 0""",
-        p,
+        {**p, "zs": int(zs[0] or 0) if zs is not None else 0},
     )
     assert place is not None
     zone = store.one(
@@ -149,6 +153,7 @@ def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, A
         "allocations_compared": int(place[0]),
         "same_pfn_pct": percent(int(place[1]), int(place[0])),
         "same_pageblock_pct": percent(int(place[2]), int(place[0])),
+        "same_zone_pct": percent(int(place[3]), int(place[0])),
     }
 
 
