@@ -22,8 +22,7 @@ from ref_zonelist import RefNode
 
 from replay.analysis.explain import run_info
 from replay.engine import whatif as engine
-from replay.engine.observed import first_fork_seq, fork_state
-from replay.engine.recorded import migration_links, unnamed_migrations
+from replay.engine.observed import first_fork_seq
 from replay.errors import BadInputError
 from replay.models.config import check_params, load_model
 from replay.models.node import NodeState
@@ -247,31 +246,3 @@ def test_a_zonelist_run_resumes_from_its_checkpoints(pressure_db: Path, tmp_path
     for k in a:
         assert np.array_equal(a[k], b[k]), k
     assert resumed.lower is not None and replayed.lower is not None
-
-
-def test_a_split_folios_pieces_freed_in_a_pass_are_migrations(pressure_db: Path) -> None:
-    """kcompactd's sync pass over DMA32 (seqs 43,230 to 48,294 of the shipped pressure
-    capture) migrated 5,064 pages, most of them pieces of dd's order-8 page-cache folios
-    it split (try_split_folio) and freed one page at a time: those frees are left out
-    of a run (the folio lives on), not applied as frees."""
-    with Store(pressure_db) as s:
-        tid = s.trace_id("p")
-        fork = first_fork_seq(s, tid)
-        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
-        start, pages = s.one(
-            """SELECT start_pfn, spanned FROM snap_zoneinfo
-               WHERE trace_id = $t AND snapshot = 'before' AND zone = 'DMA32'""",
-            {"t": tid},
-        )
-        lf = fork_state(s, tid, int(start), int(pages), fork)
-        y, _x, seqs = migration_links(s, tid, fork)
-        _uy, _ux, left_out = unnamed_migrations(s, tid, fork, total, int(start), lf.page_mt,
-                                                seqs, y)  # fmt: skip
-        pieces = s.one(
-            """SELECT count(*) FROM events WHERE trace_id = $t AND op = 'free' AND pid = 38
-                  AND seq >= 43230 AND seq < 48294 AND "offset" > 0
-                  AND seq IN (SELECT unnest($s::BIGINT[]))""",
-            {"t": tid, "s": left_out.tolist()},
-        )[0]
-    in_pass = left_out[(left_out >= 43_230) & (left_out < 48_294)]
-    assert in_pass.shape[0] > 4_500 and pieces > 4_000
