@@ -427,9 +427,6 @@ def unnamed_migrations(
     went where the trace does not say; the model places the folio itself). A
     migrated folio that no such free matches lives to the end of the run, as the
     kernel's did past the trace. Only frees in ``[lo_seq, hi_seq)`` in the zone.
-    The task's in-pass frees of pieces of a large folio (a split folio's pages, each
-    migrated on its own) are left out of the run too, unmatched: the model's object
-    stays whole where it was.
     """
     pages = page_mt.shape[0]
     rows = store.query(
@@ -443,16 +440,13 @@ def unnamed_migrations(
                 fr AS (SELECT seq, line, pid, obj, pfn, "order", "offset",
                               count(*) OVER (PARTITION BY obj) AS n_free
                        FROM events WHERE trace_id = $t AND op = 'free'),
-                a AS (SELECT obj, any_value(migratetype) AS mt, min(seq) AS alloc_seq
-                      FROM events
+                a AS (SELECT obj, any_value(migratetype) AS mt FROM events
                       WHERE trace_id = $t AND op = 'alloc' AND NOT coalesce(failed, false)
                       GROUP BY obj),
                 ev AS (SELECT seq, pfn, op = 'free' AS freed FROM events
                        WHERE trace_id = $t AND pfn IS NOT NULL AND seq >= $lo
                          AND NOT coalesce(failed, false))
            SELECT fr.seq, fr.obj, fr.pfn - $zs AS off, fr."order",
-                  fr.n_free = 1 AND fr."offset" = 0 AS whole,
-                  coalesce(a.alloc_seq < fr.seq, false) AS held,
                   a.obj IS NOT NULL AS allocated, coalesce(a.mt, -1) AS mt,
                   coalesce(w.l0 IS NOT NULL AND (w.l1 IS NULL OR fr.line < w.l1), false)
                     AS in_pass,
@@ -461,7 +455,7 @@ def unnamed_migrations(
            FROM fr ASOF LEFT JOIN w ON fr.pid = w.pid AND fr.line > w.l0
                 LEFT JOIN a ON a.obj = fr.obj
                 ASOF LEFT JOIN ev p ON p.pfn = fr.pfn AND p.seq < fr.seq
-           WHERE fr.seq >= $lo AND fr.seq < $hi
+           WHERE fr.seq >= $lo AND fr.seq < $hi AND fr.n_free = 1 AND fr."offset" = 0
              AND fr.pfn >= $zs AND fr.pfn + (1::BIGINT << fr."order") <= $ze
            ORDER BY fr.seq""",
         {"t": trace_id, "lo": lo_seq, "hi": hi_seq, "zs": start_pfn, "ze": start_pfn + pages},
@@ -475,27 +469,19 @@ def unnamed_migrations(
     in_zone = rows.column("in_pass_zone").to_numpy(zero_copy_only=False).astype(np.bool_)
     mt = rows.column("mt").to_numpy().astype(np.int64)
     prev = rows.column("prev_freed").to_numpy().astype(np.int64)
-    whole = rows.column("whole").to_numpy(zero_copy_only=False).astype(np.bool_)
-    held = rows.column("held").to_numpy(zero_copy_only=False).astype(np.bool_)
     # the page was free just before this free: the last event at its pfn since the fork
-    # freed it, or there is none and it was free at the fork; never a page of an object
-    # allocated before it and freed in pieces (the allocation names its first pfn only)
-    was_free = np.where(prev >= 0, prev == 1, page_mt[off] < 0) & (whole | ~held)
+    # freed it, or there is none and it was free at the fork
+    was_free = np.where(prev >= 0, prev == 1, page_mt[off] < 0)
     # compaction migrates movable folios of the zone it compacts (isolate_migratepages:
     # LRU pages and movable_ops pages); the task's other frees in the pass (slab pages
     # it emptied, another zone's pages, the unused isolated pages) are frees
     movable = np.where(allocated, mt == MIGRATE_MOVABLE,
                        (prev >= 0) | (page_mt[off] == MIGRATE_MOVABLE))  # fmt: skip
-    # A piece of a large folio freed in the pass (not the whole object, or not from its
-    # first page) is a folio the kernel split to migrate (migrate_pages_batch's
-    # try_split_folio when no free block of its order was isolated): each piece lives on
-    # elsewhere. The model keeps the object whole and unmoved (its frees at the pieces'
-    # new homes, objects never allocated in the trace, find nothing).
     source = in_pass & in_zone & movable & ~was_free & ~np.isin(seq, named_seqs)
-    home = ~in_pass & ~allocated & was_free & whole & ~np.isin(obj, named_y)
+    home = ~in_pass & ~allocated & was_free & ~np.isin(obj, named_y)
     ys, xs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for k in np.unique(order[source & whole]):
-        src = np.flatnonzero(source & whole & (order == k))  # in seq order
+    for k in np.unique(order[source]):
+        src = np.flatnonzero(source & (order == k))  # in seq order
         dst = np.flatnonzero(home & (order == k))
         matched, taken = fifo_match(seq[src], seq[dst])
         ys.append(obj[dst[matched]])
