@@ -101,7 +101,8 @@ def run(
     mobility+proactive, mobility+kswapd, mobility+kswapd-targeted,
     mobility+vcompound, mobility+exchange, mobility+defrag, mobility+pools),
     kernel (the closest model of the recorded kernel: pcp with 6.7+ tuning, each
-    request in the zone the kernel chose, direct compaction; docs/fidelity.md), or
+    request in the zone the kernel chose, direct compaction; docs/fidelity.md),
+    kernel+zonelist (the same choosing the zone itself: Normal, then DMA32), or
     a TOML file: model = "mobility" plus parameters (pcp, nofragment, pcp_batch,
     pcp_high, pcp_tuning, pcp_high_max, ncpus, min_free_kbytes,
     watermark_scale_factor: docs/mobility.md; zone_choice, recorded_compaction:
