@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ref_mobility import RefMobility
@@ -220,12 +221,20 @@ def test_zonelist_serves_from_dma32_where_the_kernel_did(pressure_db: Path) -> N
             " AND start_pfn < $n",
             {"r": r.run_id, "n": normal},
         )[0]
+        # the run's compaction counts are both zones' (its passes still running at the
+        # run's end have moved pages but written no model event yet)
+        totals = s.one("SELECT migrated FROM runs WHERE run_id = $r", {"r": r.run_id})[0]
+        last = s.one("SELECT migrated FROM steps WHERE run_id = $r ORDER BY seq DESC LIMIT 1",
+                     {"r": r.run_id})[0]  # fmt: skip
+        moved = s.one("SELECT sum(moved) FROM model_events WHERE run_id = $r",
+                      {"r": r.run_id})[0]  # fmt: skip
     assert fork > 40_000 and len(rows) > 2_000
     assert all(o == "ok" for _s, _p, o, _k in rows)
     zone_of = [(p < normal, k < normal) for _s, p, _o, k in rows]
     assert all(model == kernel for model, kernel in zone_of)
     assert sum(k for _m, k in zone_of) == len(rows)  # all of them in DMA32
     assert lower_passes > 0
+    assert totals >= moved > 0 and totals >= last > 0
 
 
 def test_a_zonelist_run_resumes_from_its_checkpoints(pressure_db: Path, tmp_path: Path) -> None:
@@ -246,3 +255,14 @@ def test_a_zonelist_run_resumes_from_its_checkpoints(pressure_db: Path, tmp_path
     for k in a:
         assert np.array_equal(a[k], b[k]), k
     assert resumed.lower is not None and replayed.lower is not None
+
+
+def test_a_zonelist_run_needs_a_captures_normal_zone(tmp_path: Path) -> None:
+    """A trace without zoneinfo snapshots has no DMA32 to fall back to: a clear error."""
+    db = tmp_path / "g.duckdb"
+    res = run_cli("generate", "fragmenter", "--zone-pages", "4096", "--db", db, "-q")
+    assert res.code == 0, res.err
+    res = run_cli("run", "fragmenter", "-m", "kernel+zonelist", "--db", db, "-q")
+    assert res.code != 0
+    assert "zone_choice = zonelist needs the trace's zone" in res.err
+    assert "Traceback" not in res.err

@@ -1812,6 +1812,8 @@ def _record_run(
 ) -> RunResult:  # fmt: skip
     z = rp.zone
     c, s = z.counters, rp.stats
+    # compaction's counts over the node's zones, as the steps carry them (zonelist)
+    lc = rp.lower.counters if rp.lower is not None else np.zeros_like(c)
     wall = time.perf_counter() - t_start
     eps = n_events / rp.replay_s if rp.replay_s > 0 else 0.0
     nr_free = [int(v) for v in z.nr_free]
@@ -1825,7 +1827,8 @@ def _record_run(
         fallbacks=int(c[C_CLAIMS] + c[C_STEALS]), claims=int(c[C_CLAIMS]),
         steals=int(c[C_STEALS]), below_low=int(s[S_BELOW_LOW]),
         below_min=int(s[S_BELOW_MIN]), wmark_min=env.wmark[0], wmark_low=env.wmark[1],
-        wmark_high=env.wmark[2], migrated=int(c[C_MIGRATED]), scanned=int(c[C_SCANNED]),
+        wmark_high=env.wmark[2], migrated=int(c[C_MIGRATED] + lc[C_MIGRATED]),
+        scanned=int(c[C_SCANNED] + lc[C_SCANNED]),
         evicted=int(c[C_EVICTED]), evicted_frees=int(s[S_EVICTED_FREES]),
         degraded=int(c[C_DEGRADED]), compactions=rp.compactions,
         model_events=rp.model_events.rows, exchanged=int(c[C_EXCHANGED]),
