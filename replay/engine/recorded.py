@@ -558,6 +558,23 @@ def fork_pageblock_types(
     return initial_pageblock_types(store, trace_id, env, fork.page_mt, known)
 
 
+def pcp_list_order(fork: ForkState, takes: FirstTakes | None
+                   ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The blocks a rebuilt state (``fork``) had on pcp lists, each list from its head, and
+    each block's cpu: (offsets, cpus; -1 unknown). With its first takes (``takes``), in
+    the order the kernel allocated them first (``rmqueue_pcplist`` takes the head; frees
+    and refills push), on the cpu that took each where no event before the fork names
+    one; without, by offset as the rebuild knows them."""
+    pcp_at = np.flatnonzero(fork.pcp > 0)
+    pcp_cpu = fork.pcp_cpu[pcp_at].astype(np.int64)
+    if takes is not None:
+        on_pcp = fork.pcp[takes.offs] > 0  # takes.offs: ascending, as pcp_at
+        pcp_cpu = np.where(pcp_cpu < 0, takes.cpu[on_pcp], pcp_cpu)
+        by_first = np.lexsort((pcp_at, takes.first[on_pcp]))
+        pcp_at, pcp_cpu = pcp_at[by_first], pcp_cpu[by_first]
+    return pcp_at, pcp_cpu
+
+
 def free_list_order(takes: FirstTakes, blk: np.ndarray) -> np.ndarray:
     """The free blocks of a rebuilt state (``blk``: each block's order at its offset, -1
     elsewhere; ``takes`` its first takes) in the order the kernel's free lists held

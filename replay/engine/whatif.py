@@ -62,6 +62,7 @@ from replay.engine.recorded import (
     free_list_order,
     kswapd_reclaim,
     migration_map,
+    pcp_list_order,
     recorded_compactions,
     recorded_drains,
 )
@@ -1133,11 +1134,7 @@ def lower_start(
                           bg_offs=hole_offs, bg_orders=hole_orders)  # fmt: skip
     takes = fork_first_takes(store, trace_id, lenv, lo_seq, lf)
     pb_mt = fork_pageblock_types(store, trace_id, lenv, lf, takes)
-    pcp_at = np.flatnonzero(lf.pcp > 0)
-    on_pcp = lf.pcp[takes.offs] > 0
-    pcp_cpu = np.where(lf.pcp_cpu[pcp_at] < 0, takes.cpu[on_pcp], lf.pcp_cpu[pcp_at])
-    by_first = np.lexsort((pcp_at, takes.first[on_pcp]))
-    pcp_at, pcp_cpu = pcp_at[by_first], pcp_cpu[by_first].astype(np.int64)
+    pcp_at, pcp_cpu = pcp_list_order(lf, takes)
     # the objects live at the start that the kernel had here: the first to claim its
     # pages keeps them (as the run's zone's claims)
     held = lf.page_mt >= 0  # free and pcp pages are no object's
@@ -1547,16 +1544,7 @@ def _run(
             if fork is not None:
                 # the pages the kernel had on pcp lists: the model's pcp lists (or its buddy)
                 # (each cpu's share and pcp->high: the before-snapshot's pagesets)
-                pcp_at = np.flatnonzero(fork.pcp > 0)
-                pcp_cpu = fork.pcp_cpu[pcp_at].astype(np.int64)
-                if takes is not None:
-                    # each list from its head: the blocks the kernel allocated first
-                    # (rmqueue_pcplist takes the head; frees and refills push), on the cpu
-                    # that took it where no event before the fork names one
-                    on_pcp = fork.pcp[takes.offs] > 0  # takes.offs: ascending, as pcp_at
-                    pcp_cpu = np.where(pcp_cpu < 0, takes.cpu[on_pcp], pcp_cpu)
-                    by_first = np.lexsort((pcp_at, takes.first[on_pcp]))
-                    pcp_at, pcp_cpu = pcp_at[by_first], pcp_cpu[by_first]
+                pcp_at, pcp_cpu = pcp_list_order(fork, takes)
                 rp.zone.load_pcp(pcp_at, fork.pcp[pcp_at].astype(np.int64) - 1,
                                  snapshot_pagesets(store, trace_id, env), pcp_cpu)  # fmt: skip
         if n_pre and fork is None:

@@ -24,9 +24,8 @@ from replay.models.internal import (
     NR_PAGE_ORDERS,
     P_NCPU,
     Objects,
-    new_objects,
 )
-from replay.models.zone import ZoneState
+from replay.models.zone import ZoneState, objects_for
 from replay.models.zonelist import apply_node_event
 
 
@@ -57,14 +56,8 @@ class NodeState:
         z, lz = self.preferred, self.lower
         if not 0 <= cpu < z.prm[P_NCPU]:
             raise ValueError(f"cpu {cpu} outside 0..{int(z.prm[P_NCPU]) - 1}")
-        n = z.objects.placed.shape[0]
-        if obj >= n:  # grow the per-object arrays (not the LRU's head/tail)
-            lru = z.objects.lru_next.shape[0] == n
-            grown = new_objects(max(obj + 1, 2 * n), lru=lru)
-            for a, b in zip(z.objects[:6], grown[:6], strict=True):
-                b[: a.shape[0]] = a
-            z.objects = Objects(*grown[:6], *z.objects[6:])
-            lz.objects = z.objects
+        z.objects = objects_for(z.objects, obj)
+        lz.objects = z.objects
         z.make_room(1 << NR_PAGE_ORDERS)
         lz.make_room(1 << NR_PAGE_ORDERS)
         pfn, _ = apply_node_event(

@@ -71,6 +71,19 @@ from replay.models.reclaim import lru_add
 
 
 # -- Python handle -------------------------------------------------------------------------
+def objects_for(objects: Objects, obj: int) -> Objects:
+    """``objects``, or a copy grown to hold object ``obj`` (at least twice as many): the
+    per-object arrays, not the LRU's head and tail."""
+    n = objects.placed.shape[0]
+    if obj < n:
+        return objects
+    lru = objects.lru_next.shape[0] == n
+    grown = new_objects(max(obj + 1, 2 * n), lru=lru)
+    for a, b in zip(objects[:6], grown[:6], strict=True):
+        b[: a.shape[0]] = a
+    return Objects(*grown[:6], *objects[6:])
+
+
 class ZoneState:
     """The arrays of one zone under ``mobility`` (optionally with ``pcp``).
 
@@ -249,13 +262,7 @@ class ZoneState:
         if not 0 <= cpu < self.prm[P_NCPU]:
             raise ValueError(f"cpu {cpu} outside 0..{int(self.prm[P_NCPU]) - 1}")
 
-        n = self.objects.placed.shape[0]
-        if obj >= n:  # grow the per-object arrays (not the LRU's head/tail)
-            lru = self.objects.lru_next.shape[0] == n
-            grown = new_objects(max(obj + 1, 2 * n), lru=lru)
-            for a, b in zip(self.objects[:6], grown[:6], strict=True):
-                b[: a.shape[0]] = a
-            self.objects = Objects(*grown[:6], *self.objects[6:])
+        self.objects = objects_for(self.objects, obj)
         self.make_room(1 << NR_PAGE_ORDERS)
         if self.prm[P_DEFRAG_IDLE] > 0 and defrag_due(ts_ns, self.arrays, self.prm, self.cz):
             self.active_defrag(seq)
