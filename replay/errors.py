@@ -61,6 +61,11 @@ class RunNotFoundError(ReplayError):
     """A run id or batch name that is not in the store (exit code 1)."""
 
 
+class NoEventInZoneError(UsageError):
+    """A run's range holds no event of its zone: the kernel served every request in it
+    from another zone (a model that takes the kernel's zone choice replays none)."""
+
+
 class TraceExistsError(UsageError):
     """Ingest under a name that exists without ``--replace`` (exit code 2)."""
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from ref_mobility import RefMobility
 from ref_zonelist import RefNode
 
-from replay.analysis.explain import run_info
+from replay.analysis.explain import explain, run_info
 from replay.engine import whatif as engine
 from replay.engine.observed import first_fork_seq
 from replay.errors import BadInputError
@@ -266,3 +266,22 @@ def test_a_zonelist_run_needs_a_captures_normal_zone(tmp_path: Path) -> None:
     assert res.code != 0
     assert "zone_choice = zonelist needs the trace's zone" in res.err
     assert "Traceback" not in res.err
+
+
+def test_explain_forks_a_zonelist_run(pressure_db: Path, tmp_path: Path) -> None:
+    """explain at an allocation of a zonelist run: the run's own model forked there puts
+    it where the run did (in DMA32); `kernel`, which takes the kernel's zone choice, has
+    no event of Normal in the horizon (the kernel served them all from DMA32): an empty
+    row, not an error."""
+    db = tmp_path / "ex.duckdb"
+    shutil.copyfile(pressure_db, db)
+    with Store(db) as s:
+        r = engine.run(s, "p", load_model("kernel+zonelist"), start="observed", until=47_000)
+        tid = s.trace_id("p")
+        seq = int(s.one("SELECT min(seq) FROM events WHERE trace_id = $t AND op = 'alloc' "
+                        "AND seq > 45900", {"t": tid})[0])  # fmt: skip
+        out = explain(s, r.run_id, seq, models=["kernel"], horizon=200)
+    own, fork, kernel = out["counterfactuals"]
+    assert own["model"] == fork["model"] == "kernel+zonelist"
+    assert fork["outcome"] == own["outcome"] == "ok" and fork["pfn"] == own["pfn"] < 1 << 20
+    assert kernel["model"] == "kernel" and kernel["run_id"] is None

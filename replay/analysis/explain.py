@@ -56,7 +56,7 @@ from replay.engine.whatif import (
     model_state,
     run,
 )
-from replay.errors import BadInputError, UsageError
+from replay.errors import BadInputError, NoEventInZoneError, UsageError
 from replay.models.config import RunConfig, load_model
 from replay.models.internal import (
     F_MOVABLE,
@@ -476,8 +476,16 @@ def _counterfactuals(store: Store, info: RunInfo, seq: int, models: list[str], h
     # observed run's from the kernel's state, in the trace's zone
     zone_pages = _zone_pages(store, info) if ms is not None else None
     for name, cfg in configs:
-        r = run(store, info.trace, cfg, start="observed", at=seq, until=until, every=1,
-                pageblock_every=0, from_state=ms, zone_pages=zone_pages)  # fmt: skip
+        try:
+            r = run(store, info.trace, cfg, start="observed", at=seq, until=until, every=1,
+                    pageblock_every=0, from_state=ms, zone_pages=zone_pages)  # fmt: skip
+        except NoEventInZoneError:
+            # a model that takes the kernel's zone choice, where the kernel served the
+            # request and the whole horizon from another zone (a zonelist run's DMA32)
+            out.append({"model": name, "run_id": None, "outcome": None, "pfn": None,
+                        "migrated": 0, "scanned": 0, "evicted": 0,
+                        "later_failures": 0})  # fmt: skip
+            continue
         out.append(_fork_row(store, name, r.run_id, seq, until, r.migrated, r.scanned,
                              r.evicted))  # fmt: skip
     return out

@@ -82,7 +82,7 @@ from replay.engine.results import (
 )
 from replay.engine.zram import ZramPlan, movable_zram, zram_classes
 from replay.engine.zram import plan as zram_plan
-from replay.errors import CheckpointError, UsageError
+from replay.errors import CheckpointError, NoEventInZoneError, UsageError
 from replay.models.compaction import (
     compact_memory,
     compact_recorded,
@@ -1375,7 +1375,7 @@ def _run(
         )
         if row is None or not row[0]:
             if not state_only:
-                raise UsageError("no event of the trace falls in the run's zone")
+                raise NoEventInZoneError("no event of the trace falls in the run's zone")
         else:
             n_events, last_seq = int(row[0]), int(row[1])
     lstart: LowerStart | None = None  # the lower zone's start (zone_choice = zonelist)
