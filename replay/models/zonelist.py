@@ -216,7 +216,9 @@ def node_slowpath(k, m, lmt, only_lower, direct, noretry, c, sq, z, prm, ob, cz,
 
     A request that may enter direct reclaim compacts first when its order is costly
     (> PAGE_ALLOC_COSTLY_ORDER) or it is a non-movable order > 0, zone by zone; a costly
-    __GFP_NORETRY request that compaction did not serve gives up there. Then the
+    __GFP_NORETRY request that compaction did not serve gives up there (the kernel gives
+    up at once when compaction was skipped or deferred, else after one direct reclaim,
+    whose drain of every pcp list the trace records: ``recorded_drains``). Then the
     reclaim the trace's frees record stands in as a one-zone model has it
     (replay.models.page_alloc.alloc_pages): each zone in zonelist order serves what it
     has whatever its watermark, then, once, every pcp list of the node is drained
