@@ -243,6 +243,22 @@ def warm_up(*, models: bool = True, plain: bool = True, oneshot: bool = True,
 _NOT_STATE = frozenset({"out", "_pb", "_pass_ef", "ef", "me", "_pb_index", "replay_s"})
 
 
+def _allocator_settings(env: Environment, config: RunConfig) -> dict[str, Any]:
+    """The ZoneState settings of a run's zone's allocator (pcp lists and their tuning,
+    grouping, ALLOC_NOFRAGMENT, watermarks, extfrag_threshold) from its Environment and
+    the run's config: the run's zone's and the zonelist's lower zone's alike."""
+    return {
+        "pcp": bool(config.get("pcp", False)), "ncpus": env.ncpus, "batch": env.batch,
+        "high": env.high, "grouping": config.model == "mobility",
+        "nofragment": bool(config.get("nofragment", True)),
+        "extfrag_threshold": config.get("extfrag_threshold", 500), "wmark": env.wmark,
+        "high_max": env.high_max, "pcp_tuning": bool(config.get("pcp_tuning", False)),
+        "free_high_batch": bool(config.get("pcp_free_high_batch", False)),
+        "pcp_decay_ns": config.get("pcp_decay_ms", 1000) * 1_000_000,
+        "free_high_min": bool(config.get("pcp_free_high_min", env.kernel_at_least(6, 15))),
+    }  # fmt: skip
+
+
 class _Replay:
     """A model zone plus what the kernel writes into, across passes and chunks."""
 
@@ -252,21 +268,14 @@ class _Replay:
         thresholds = {int(k): int(n) for k, n in config.get("defrag_thresholds", [])}
         # the model's zone: the span, or the memory the trace shows (env.memory's dense pfns)
         self.zone = ZoneState(
-            env.start_pfn, env.model_pages, pcp=bool(config.get("pcp", False)), ncpus=env.ncpus,
-            batch=env.batch, high=env.high, grouping=config.model == "mobility",
-            nofragment=bool(config.get("nofragment", True)),
+            env.start_pfn, env.model_pages, **_allocator_settings(env, config),
             compaction=config.get("compaction", "off"),
-            extfrag_threshold=config.get("extfrag_threshold", 500),
-            proactiveness=config.get("proactiveness", 20), wmark=env.wmark,
+            proactiveness=config.get("proactiveness", 20),
             kswapd=config.get("kswapd", "off"), vcompound_order=config.get("vcompound_order", 0),
             pressure=_pressure(config, env),
             defrag_idle_ns=config.get("defrag_idle_ms", 100) * 1_000_000 if thresholds else 0,
             defrag_thresholds=thresholds, pool_order=config.get("pool_order", 0),
-            pool_owners=n_owners, max_objects=n_obj, high_max=env.high_max,
-            pcp_tuning=bool(config.get("pcp_tuning", False)),
-            free_high_batch=bool(config.get("pcp_free_high_batch", False)),
-            pcp_decay_ns=config.get("pcp_decay_ms", 1000) * 1_000_000,
-            free_high_min=bool(config.get("pcp_free_high_min", env.kernel_at_least(6, 15))),
+            pool_owners=n_owners, max_objects=n_obj,
         )  # fmt: skip
         # pg_obj (which object's unit starts at each page) is kept only when a model
         # moves, evicts or reads units; set_regions turns it on for contiguity too.
@@ -329,16 +338,8 @@ class _Replay:
         config, lenv = self.config, lz.env
         direct = config.get("compaction", "off") in ("direct", "both")
         self.lower = ZoneState(
-            lenv.start_pfn, lenv.pages, pcp=bool(config.get("pcp", False)), ncpus=lenv.ncpus,
-            batch=lenv.batch, high=lenv.high, grouping=config.model == "mobility",
-            nofragment=bool(config.get("nofragment", True)),
-            compaction="direct" if direct else "off",
-            extfrag_threshold=config.get("extfrag_threshold", 500), wmark=lenv.wmark,
-            max_objects=1, high_max=lenv.high_max,
-            pcp_tuning=bool(config.get("pcp_tuning", False)),
-            free_high_batch=bool(config.get("pcp_free_high_batch", False)),
-            pcp_decay_ns=config.get("pcp_decay_ms", 1000) * 1_000_000,
-            free_high_min=bool(config.get("pcp_free_high_min", lenv.kernel_at_least(6, 15))),
+            lenv.start_pfn, lenv.pages, **_allocator_settings(lenv, config),
+            compaction="direct" if direct else "off", max_objects=1,
             lowmem_reserve=lz.reserve,
         )  # fmt: skip
         self.lower.prm[P_UNITS] = self.zone.prm[P_UNITS]
@@ -1093,6 +1094,30 @@ def _fork_of_model(ms: ModelState) -> ForkState:
                      pcp_cpu=pcp_cpu)  # fmt: skip
 
 
+def claim_pages(
+    base: np.ndarray, npages: np.ndarray, pre_mt: np.ndarray, page_mt: np.ndarray,
+    start_pfn: int, claimed: np.ndarray, low: int = 0,
+) -> list[tuple[int, int, int, int]]:  # fmt: skip
+    """The objects live at a run's start that hold pages of its starting state where they
+    were: for each row j (``base`` pfn, NaN none; ``npages`` pages; ``pre_mt`` its type,
+    -1 unknown), ``(j, offset, pages, type)`` when its pages lie in ``[low, len(page_mt))``
+    of the zone from ``start_pfn`` (pfn) and none of them is ``claimed`` (free pages start
+    claimed); the first to claim pages keeps them (``claimed`` is updated), so the model
+    never frees a page twice. An unknown type is the page's (``page_mt``)."""
+    claims: list[tuple[int, int, int, int]] = []
+    for j in range(base.shape[0]):
+        if base[j] != base[j]:  # NaN: no pfn recorded
+            continue
+        off = int(base[j]) - start_pfn
+        end = off + int(npages[j])
+        if off < low or end > page_mt.shape[0] or claimed[off:end].any():
+            continue
+        claimed[off:end] = True
+        mt_j = int(pre_mt[j]) if pre_mt[j] >= 0 else int(page_mt[off])
+        claims.append((j, off, int(npages[j]), mt_j))
+    return claims
+
+
 @dataclass
 class LowerStart:
     """The lower zone's starting state (zone_choice = zonelist), worked out before the
@@ -1135,35 +1160,23 @@ def lower_start(
     takes = fork_first_takes(store, trace_id, lenv, lo_seq, lf)
     pb_mt = fork_pageblock_types(store, trace_id, lenv, lf, takes)
     pcp_at, pcp_cpu = pcp_list_order(lf, takes)
-    # the objects live at the start that the kernel had here: the first to claim its
-    # pages keeps them (as the run's zone's claims)
-    held = lf.page_mt >= 0  # free and pcp pages are no object's
-    base = pre.column("base_pfn").to_numpy(zero_copy_only=False).astype(np.float64)
-    npages = pre.column("pages").to_numpy()
-    mts = pre.column("mt").to_numpy(zero_copy_only=False)
-    objs = dense(pre.column("obj").to_numpy()).astype(np.int64)
-    rows: list[int] = []
-    offs: list[int] = []
-    for j in range(pre.num_rows):
-        b = base[j]
-        if b != b or b < lenv.start_pfn or b + npages[j] > lenv.start_pfn + lenv.pages:
-            continue  # no pfn, or not in the lower zone
-        off = int(b) - lenv.start_pfn
-        if not held[off : off + int(npages[j])].all():
-            continue
-        held[off : off + int(npages[j])] = False
-        rows.append(j)
-        offs.append(off)
-    r = np.array(rows, np.int64)
-    orders = np.array([max(int(npages[j]) - 1, 0).bit_length() for j in rows], np.int64)
-    c_mts = np.where(mts[r] >= 0, mts[r], lf.page_mt[np.array(offs, np.int64)]).astype(np.int8)
+    # the objects live at the start that the kernel had here, as the run's zone's claims
+    claimed = lf.page_mt < 0  # free and pcp pages are no object's
+    claims = claim_pages(pre.column("base_pfn").to_numpy(zero_copy_only=False),
+                         pre.column("pages").to_numpy(),
+                         pre.column("mt").to_numpy(zero_copy_only=False), lf.page_mt,
+                         lenv.start_pfn, claimed)  # fmt: skip
+    rows = np.array([c[0] for c in claims], np.int64)
+    objs = dense(pre.column("obj").to_numpy()[rows]).astype(np.int64)
+    orders = np.array([max(c[2] - 1, 0).bit_length() for c in claims], np.int64)
     # every other allocated page is a background unit of one page
-    bg = np.flatnonzero(held)
+    bg = np.flatnonzero(~claimed)
     return LowerStart(
         state=(lf.blk, lf.page_mt, pb_mt, free_list_order(takes, lf.blk)),
         pcp=(pcp_at, lf.pcp[pcp_at].astype(np.int64) - 1, pcp_cpu,
              snapshot_pagesets(store, trace_id, lenv)),
-        claims=(objs[r], np.array(offs, np.int64), orders, c_mts),
+        claims=(objs, np.array([c[1] for c in claims], np.int64), orders,
+                np.array([c[3] for c in claims], np.int8)),
         bg_offs=bg, bg_orders=np.zeros(bg.shape[0], np.int64),
     )  # fmt: skip
 
@@ -1445,19 +1458,10 @@ def _run(
                 # where the other model had the objects, not where the kernel had them
                 placed = from_state.zone.objects.placed[dense(pre.column("obj").to_numpy())]
                 base = np.where(placed >= 0, placed, np.nan)
-            npages = pre.column("pages").to_numpy()
-            pre_mt = pre.column("mt").to_numpy(zero_copy_only=False)
-            low = 0 if fork is not None else holes_from
-            for j in range(n_pre):
-                if base[j] != base[j]:  # NaN: no pfn recorded
-                    continue
-                off = int(base[j]) - env.start_pfn
-                end = off + int(npages[j])
-                if off < low or end > env.pages or claimed[off:end].any():
-                    continue
-                claimed[off:end] = True
-                mt_j = int(pre_mt[j]) if pre_mt[j] >= 0 else int(page_mt[off])
-                claims.append((j, off, int(npages[j]), mt_j))
+            claims = claim_pages(base, pre.column("pages").to_numpy(),
+                                 pre.column("mt").to_numpy(zero_copy_only=False), page_mt,
+                                 env.start_pfn, claimed,
+                                 0 if fork is not None else holes_from)  # fmt: skip
         # Background pages are objects too (ids after the trace's), so compaction can move
         # them and kswapd evict them: the fill's pages, or the starting state's allocated
         # pages no object claimed (holes as whole aligned blocks, other pages one by one).
