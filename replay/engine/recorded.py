@@ -4,11 +4,13 @@ Compaction: each ``mm_compaction_begin``/``mm_compaction_end`` pass of the
 run's zone is replayed as the model's own compaction, batch by batch where
 the kernel's ``migrate_pages`` calls were (:func:`recorded_compactions`).
 kswapd: while the recorded kswapd reclaimed, the zone's ZONE_RECLAIM_ACTIVE
-(:func:`kswapd_reclaim`). Migrations: the objects the kernel moved, followed from their old pfn to
-their new one, so a migration's free of the old folio is not the object's
-free (:func:`migration_map`): by the migration ptes where the folio is
-mapped (:func:`migration_links`), and otherwise by matching each free of a
-page the trace never allocated (a ``compaction_alloc`` target: no event) to
+(:func:`kswapd_reclaim`). pcp lists: the kernel's drains of every list after direct
+reclaim (:func:`recorded_drains`) and each bulk free of one cpu's lists: when, how many
+pages, which list first (:func:`recorded_pcp_frees`). Migrations: the objects the
+kernel moved, followed from their old pfn to their new one, so a migration's free of
+the old folio is not the object's free (:func:`migration_map`): by the migration ptes
+where the folio is mapped (:func:`migration_links`), and otherwise by matching each
+free of a page the trace never allocated (a ``compaction_alloc`` target: no event) to
 a migrated folio of its order (:func:`unnamed_migrations`).
 
 Units: pfn, pages (4 KiB), order, seq (canonical event index), trace lines.
@@ -32,8 +34,10 @@ from replay.engine.environment import (
 from replay.engine.observed import PRESENT_PTE_PFN_SQL, ForkState
 from replay.models.internal import (
     MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
     MODE_ASYNC,
     MODE_SYNC,
+    order_to_pindex,
 )
 from replay.store import Store
 
@@ -316,6 +320,77 @@ def recorded_drains(
     )
     return [(int(s), "drain_all", ()) for s in rows
             if s != AFTER_LAST and lo_seq < s < hi_seq]  # fmt: skip
+
+
+def recorded_pcp_frees(
+    store: Store, trace_id: int, lo_seq: int, hi_seq: int, zones: tuple[tuple[int, int], ...]
+) -> list[tuple[int, str, tuple[int, ...]]]:
+    """The recorded kernel's bulk frees of pcp pages, as actions ``(seq, "pcp_bulk",
+    (zone, cpu, pages, pindex))`` before the event at that seq: ``zone`` the index in
+    ``zones`` ((start pfn, end pfn) of each modelled zone), ``cpu`` whose lists, how
+    many ``pages``, and ``pindex`` the list freed from first (``order_to_pindex`` of the
+    first page's order and pageblock type).
+
+    ``free_pcppages_bulk`` (mm/page_alloc.c) gives pages back to the buddy and traces
+    each as ``mm_page_pcpu_drain`` on the cpu whose lists it trims: from the free path
+    (``free_frozen_page_commit`` once ``pcp->count`` reaches ``nr_pcp_high``; the
+    requested list first, then round robin), from ``decay_pcp_high`` (vmstat_update)
+    and from ``drain_local_pages``. One call is a run of such events on one cpu with
+    no page event of that cpu between them (per zone: a drain of several zones is a
+    call per zone). A run right after the task's ``mm_vmscan_direct_reclaim_end`` is
+    ``drain_all_pages`` (every cpu's lists from one cpu: :func:`recorded_drains`), not
+    here. Each action's seq is the next page event's after its run; only those in
+    ``(lo_seq, hi_seq)``."""
+    if not zones:
+        return []
+    zone_of = " ".join(f"WHEN pfn >= {int(a)} AND pfn < {int(b)} THEN {i}"
+                       for i, (a, b) in enumerate(zones))  # fmt: skip
+    rows = store.query(
+        f"""WITH ev AS (
+               SELECT line, cpu, pid, 0 AS kind, NULL::BIGINT AS pfn, NULL::TINYINT AS o,
+                      NULL::TINYINT AS mt
+               FROM events WHERE trace_id = $t
+               UNION ALL
+               SELECT line, cpu, pid,
+                      CASE WHEN event = 'mm_page_pcpu_drain' THEN 1 ELSE 2 END AS kind,
+                      pfn, "order", migratetype
+               FROM aux_events WHERE trace_id = $t
+                 AND event IN ('mm_page_pcpu_drain', 'mm_vmscan_direct_reclaim_end')),
+           x AS (SELECT *, lag(kind) OVER (PARTITION BY pid ORDER BY line) AS prev_of_task,
+                        lag(kind) OVER (PARTITION BY cpu ORDER BY line) AS prev_on_cpu
+                 FROM ev),
+           r AS (SELECT *, sum(CASE WHEN kind = 1 AND coalesce(prev_on_cpu, 0) <> 1
+                                    THEN 1 ELSE 0 END)
+                             OVER (PARTITION BY cpu ORDER BY line ROWS UNBOUNDED PRECEDING)
+                             AS run
+                 FROM x),
+           d AS (SELECT cpu, run, CASE {zone_of} ELSE -1 END AS zone, line, o, mt,
+                        prev_of_task
+                 FROM r WHERE kind = 1),
+           runs AS (SELECT cpu, run, zone, max(line) AS last_line,
+                           arg_min(o, line) AS o0, arg_min(mt, line) AS mt0,
+                           sum(1::BIGINT << o) AS pages,
+                           bool_or(prev_of_task = 2) AS after_reclaim
+                    FROM d WHERE zone >= 0 GROUP BY cpu, run, zone),
+           e AS (SELECT line, seq FROM events WHERE trace_id = $t)
+           SELECT coalesce(e.seq, -1) AS seq, runs.zone, runs.cpu, runs.pages, runs.o0,
+                  runs.mt0
+           FROM runs ASOF LEFT JOIN e ON runs.last_line < e.line
+           WHERE NOT runs.after_reclaim
+           ORDER BY 1, runs.last_line""",
+        {"t": trace_id},
+    ).to_pylist()
+    out: list[tuple[int, str, tuple[int, ...]]] = []
+    for r in rows:
+        s = int(r["seq"])
+        if s == AFTER_LAST or not lo_seq < s < hi_seq:
+            continue
+        mt = int(r["mt0"])
+        # free_frozen_pages puts HIGHATOMIC and CMA pages on the MOVABLE lists
+        mt = mt if 0 <= mt < MIGRATE_PCPTYPES else MIGRATE_MOVABLE
+        pindex = int(order_to_pindex(np.int64(r["o0"]), np.int64(mt)))
+        out.append((s, "pcp_bulk", (int(r["zone"]), int(r["cpu"]), int(r["pages"]), pindex)))
+    return out
 
 
 # x86-64 ptes of set_/remove_migration_pte: a migration entry holds the old pfn inverted

@@ -65,6 +65,7 @@ from replay.engine.recorded import (
     pcp_list_order,
     recorded_compactions,
     recorded_drains,
+    recorded_pcp_frees,
 )
 from replay.engine.results import (
     CONTIGUITY_SCHEMA,
@@ -151,7 +152,9 @@ from replay.models.internal import (
     P_COMPACT,
     P_DEFRAG_IDLE,
     P_KSWAPD,
+    P_NCPU,
     P_PCP,
+    P_PCP_RECORDED,
     P_POOL_ORDER,
     P_PRESSURE_OOM,
     P_PRESSURE_RECLAIM,
@@ -429,8 +432,9 @@ class _Replay:
         argument [pages] or [pages, pfn]), ``compact_recorded`` (a step of a pass the
         recorded kernel ran), ``reclaim_active`` (argument (1,) or (0,): the recorded
         kswapd's reclaim began or ended), ``drain_all`` (the recorded kernel drained
-        every cpu's pcp lists). Active defragmentation passes run where the
-        kernel stops for them."""
+        every cpu's pcp lists), ``pcp_bulk`` (argument (zone, cpu, pages, pindex): one
+        of its bulk frees of a cpu's pcp lists; zone 0 the run's, 1 the lower one).
+        Active defragmentation passes run where the kernel stops for them."""
         n = ev[0].shape[0]
         bounds: list[tuple[int, int, str, Any]] = []
         for j, kind, arg in actions or []:
@@ -480,6 +484,10 @@ class _Replay:
                 z.arrays.zone_flags[ZONE_RECLAIM_ACTIVE] = arg[0]
                 if lz is not None:  # kswapd balances every zone of its node
                     lz.arrays.zone_flags[ZONE_RECLAIM_ACTIVE] = arg[0]
+            elif what == "pcp_bulk":
+                zs = z if arg[0] == 0 else lz
+                if zs is not None and arg[1] < int(zs.prm[P_NCPU]):
+                    zs.pcp_bulk(arg[2], arg[1], arg[3])
             elif what == "drain_all":
                 drain_all(z.arrays, z.prm, z.counters)
                 if lz is not None:  # drain_all_pages(NULL): every zone
@@ -1598,6 +1606,18 @@ def _run(
         actions += kswapd_reclaim(store, trace_id, lo_seq, hi_seq)
     if config.get("recorded_drains", False) and config.get("pcp", False):
         actions += recorded_drains(store, trace_id, lo_seq, hi_seq)
+    if config.get("recorded_pcp_frees", False) and config.get("pcp", False):
+        # the kernel's bulk frees of pcp pages are inputs: the model's lists give pages
+        # back where and as many as the kernel's did, never at their own pcp->high
+        zones = ((env.start_pfn, env.start_pfn + env.pages),)
+        if lower is not None:
+            zones += ((lower.env.start_pfn, lower.env.start_pfn + lower.env.pages),)
+        bulk = recorded_pcp_frees(store, trace_id, lo_seq, hi_seq, zones)
+        if bulk:  # a trace without mm_page_pcpu_drain events leaves the model its own
+            actions += bulk
+            for zs in (rp.zone, rp.lower):
+                if zs is not None:
+                    zs.prm[P_PCP_RECORDED] = 1
     if zram is not None:
         actions += zram.actions
     # the allocations served right after a recorded direct compaction: F_CAPTURE

@@ -96,6 +96,7 @@ from replay.models.internal import (
     P_PAGES,
     P_PB0,
     P_PCP,
+    P_PCP_RECORDED,
     P_PROACTIVE,
     P_START,
     P_WLOW,
@@ -662,8 +663,11 @@ def compact_loop(budget, z, prm, ob, cz, counters, scan=None, split=False):  # t
                 return SUCCESS
         # check_drain: the migration scanner left the cc->order aligned block it migrated
         # from: flush this cpu's pcp pages so they merge (lru_add_drain_cpu_zone)
+        # (a recorded pass's drain is in the trace: with P_PCP_RECORDED it comes as an
+        # input, the recorded kernel's bulk free)
         t = cz[CC_ORDER]
-        if t > 0 and cz[CC_LAST_MIGRATED] >= 0 and prm[P_PCP] != 0:
+        recorded_drain = scan is not None and prm[P_PCP_RECORDED] != 0
+        if t > 0 and cz[CC_LAST_MIGRATED] >= 0 and prm[P_PCP] != 0 and not recorded_drain:
             block_start = cz[CC_MIGRATE_PFN] & ~((np.int64(1) << t) - 1)
             if cz[CC_LAST_MIGRATED] < block_start:
                 drain_local(cz[CC_CPU], z, prm, counters)

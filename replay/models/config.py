@@ -69,6 +69,12 @@ PARAMS: dict[str, tuple[type, str]] = {
         "drain every cpu's pcp lists where the recorded kernel did (drain_all_pages after "
         "direct reclaim left a request unserved; default false)",
     ),
+    "recorded_pcp_frees": (
+        bool,
+        "the pcp lists give pages back to the buddy where, on the cpu and as many as the "
+        "recorded kernel's free_pcppages_bulk did (its mm_page_pcpu_drain runs), not at "
+        "the model's own pcp->high (default false)",
+    ),
     "compact_at": (list, "seqs before which to compact the whole zone once (-1: at the end)"),
     "kswapd": (str, "off | lru | targeted: kswapd high-order reclaim (default off)"),
     "kswapd_movable": (bool, "kswapd may evict movable pages too (default true)"),
@@ -190,6 +196,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "recorded_compaction": True,
         "recorded_kswapd": True,
         "recorded_drains": True,
+        "recorded_pcp_frees": True,
     },
     # the same with the zone chosen by the model: the node's zonelist (Normal, then DMA32)
     # as get_page_from_freelist walks it (replay.models.zonelist), where `kernel` takes
@@ -203,6 +210,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "recorded_compaction": True,
         "recorded_kswapd": True,
         "recorded_drains": True,
+        "recorded_pcp_frees": True,
     },
 }
 

@@ -204,7 +204,11 @@ P_PCP_FREE_HIGH_MIN = 37
 # the zonelist (replay.models.zonelist): a lower zone's ``lowmem_reserve`` against
 # requests whose highest zone is the one above it (pages; zoneinfo's ``protection``)
 P_LOWMEM_RESERVE = 38
-NR_PRM = 39
+# P_PCP_RECORDED 1: the recorded kernel's pcp bulk frees are the run's inputs
+# (replay.engine.recorded.recorded_pcp_frees, applied by pcp.pcp_bulk_recorded): the free
+# path and decay_pcp_high still tune pcp->high but never give pages back themselves
+P_PCP_RECORDED = 39
+NR_PRM = 40
 
 # -- counters (int64 array) -------------------------------------------------------------
 # C_EF, C_ME: rows used in the extfrag and model-event buffers; C_PRESSURE: the pressure

@@ -37,6 +37,7 @@ from replay.models.internal import (
     P_PCP,
     P_PCP_DECAY_NS,
     P_PCP_FREE_HIGH_MIN,
+    P_PCP_RECORDED,
     P_PCP_TUNE,
     P_START,
     P_WHIGH,
@@ -217,7 +218,7 @@ def pcp_free(pfn, k, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
     z.pcp_count[cpu] += np.int64(1) << k
     counters[C_PCP_PAGES] += np.int64(1) << k
     if prm[P_PCP_TUNE] == 0:
-        if z.pcp_count[cpu] >= prm[P_HIGH]:
+        if prm[P_PCP_RECORDED] == 0 and z.pcp_count[cpu] >= prm[P_HIGH]:
             counters[C_BULK] += 1
             # nr_pcp_free without auto-tuning: batch pages (1 when high < batch)
             n = np.int64(1) if prm[P_HIGH] < prm[P_BATCH] else prm[P_BATCH]
@@ -243,6 +244,8 @@ def pcp_free(pfn, k, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
     if st[cpu, PCP_FREE_COUNT] < (batch << PCP_BATCH_SCALE_MAX):
         st[cpu, PCP_FREE_COUNT] += np.int64(1) << k
     high = nr_pcp_high(cpu, batch, free_high, z, prm)
+    if prm[P_PCP_RECORDED] != 0:
+        return  # the recorded kernel's bulk frees come as inputs (pcp_bulk_recorded)
     if z.pcp_count[cpu] >= high:
         counters[C_BULK] += 1
         free_pcppages_bulk(nr_pcp_free(cpu, batch, high, free_high, z), cpu, p, z, prm, counters)
@@ -283,6 +286,20 @@ def pcp_alloc(k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode):  # type: ign
 
 
 @njit(cache=True, _nrt=False)
+def pcp_bulk_recorded(n, cpu, pindex, z, prm, counters):  # type: ignore[no-untyped-def]
+    """A bulk free the recorded kernel made (``free_pcppages_bulk``: ``n`` pages of
+    ``cpu``'s lists, list ``pindex`` first), then, as ``free_frozen_page_commit`` does
+    after one, ZONE_BELOW_HIGH cleared when the zone is back at its high watermark.
+    Which pages go is the model's (its lists' tails)."""
+    counters[C_BULK] += 1
+    free_pcppages_bulk(n, cpu, pindex, z, prm, counters)
+    if z.zone_flags[ZONE_BELOW_HIGH] != 0:
+        nr_free_mt = z.nr_free_mt.reshape((NR_PAGE_ORDERS, MIGRATE_PCPTYPES))
+        if zone_watermark_ok(0, prm[P_WHIGH], zone_free_page_count(z), nr_free_mt, 0):
+            z.zone_flags[ZONE_BELOW_HIGH] = 0
+
+
+@njit(cache=True, _nrt=False)
 def decay_pcp_high(ts, z, prm, cz, counters):  # type: ignore[no-untyped-def]
     """``decay_pcp_high`` for every cpu, each ``P_PCP_DECAY_NS`` of trace time up to ``ts``
     (vmstat_update): pcp->high falls by an eighth towards high_min and pages above it
@@ -310,6 +327,8 @@ def decay_pcp_high(ts, z, prm, cz, counters):  # type: ignore[no-untyped-def]
                     high_min,
                 )
             to_drain = z.pcp_count[cpu] - st[cpu, PCP_HIGH]
+            if prm[P_PCP_RECORDED] != 0:
+                to_drain = 0  # the recorded decay's drains come as inputs
             while to_drain > 0:
                 counters[C_BULK] += 1
                 free_pcppages_bulk(min(to_drain, batch), cpu, 0, z, prm, counters)

@@ -65,7 +65,13 @@ from replay.models.internal import (
     new_zone,
 )
 from replay.models.page_alloc import alloc_pages, free_pages
-from replay.models.pcp import decay_pcp_high, drain_all, pageblock_snapshot, pcp_load
+from replay.models.pcp import (
+    decay_pcp_high,
+    drain_all,
+    pageblock_snapshot,
+    pcp_bulk_recorded,
+    pcp_load,
+)
 from replay.models.pools import new_pools
 from replay.models.reclaim import lru_add
 
@@ -103,7 +109,9 @@ class ZoneState:
     ``objects`` holds ``max_objects`` objects for the object API
     (``alloc_obj``/``free_obj``) that tests drive. ``lowmem_reserve`` (pages): a
     lower zone's reserve against requests that could use the zone above it
-    (replay.models.zonelist).
+    (replay.models.zonelist). ``pcp_recorded``: the pcp lists give pages back only
+    through :meth:`pcp_bulk` (the recorded kernel's bulk frees), never at their own
+    ``pcp->high``.
     """
 
     def __init__(
@@ -135,6 +143,7 @@ class ZoneState:
         pcp_decay_ns: int = 0,
         free_high_min: bool = False,
         lowmem_reserve: int = 0,
+        pcp_recorded: bool = False,
     ) -> None:
         if pages <= 0 or start_pfn < 0:
             raise ValueError("a zone needs pages > 0 and start_pfn >= 0")
@@ -177,6 +186,7 @@ class ZoneState:
                 pcp_decay_ns if pcp_tuning else 0,
                 int(free_high_min),
                 lowmem_reserve,
+                int(pcp_recorded),
             ],
             dtype=np.int64,
         )
@@ -239,6 +249,12 @@ class ZoneState:
 
     def drain_all(self) -> None:
         drain_all(self.arrays, self.prm, self.counters)
+
+    def pcp_bulk(self, pages: int, cpu: int, pindex: int) -> None:
+        """A bulk free the recorded kernel made: ``pages`` pages of ``cpu``'s pcp lists
+        back to the buddy, list ``pindex`` first (replay.models.pcp.pcp_bulk_recorded)."""
+        pcp_bulk_recorded(np.int64(pages), np.int64(cpu), np.int64(pindex), self.arrays,
+                          self.prm, self.counters)  # fmt: skip
 
     # the object API (docs/compaction.md), shared with tests/ref_compaction.py ----------
     def make_room(self, pages: int) -> None:
