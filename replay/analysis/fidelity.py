@@ -10,6 +10,9 @@ step over the same seqs:
 - ``order3_diff_pct`` / ``order9_diff_pct``: the mean, over the steps both
   runs kept counters for, of |model - kernel| pages in free blocks of order
   >= 3 (>= 9), relative to the kernel's mean (percent);
+- ``pcp_diff_pct``: the mean, over the same steps, of |model - kernel| pages on
+  pcp lists, relative to the kernel's mean (percent; the kernel's are what the
+  rebuild knows to be on its lists);
 - ``end_diff_pct``: the end state's per-order difference weighted by block
   size, sum_o |m_o - k_o| << o, over the kernel's free pages (percent);
 - ``pageblocks``: the model's pageblock type counts at its end (over the
@@ -66,7 +69,8 @@ def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, A
         f"""SELECT count(*), avg(abs(({_pages_from(3, "m.")}) - ({_pages_from(3, "o.")}))),
                    avg({_pages_from(3, "o.")}),
                    avg(abs(({_pages_from(9, "m.")}) - ({_pages_from(9, "o.")}))),
-                   avg({_pages_from(9, "o.")})
+                   avg({_pages_from(9, "o.")}),
+                   avg(abs(m.pcp_pages - o.pcp_pages)), avg(o.pcp_pages)
             FROM steps o JOIN steps m USING (seq)
             WHERE o.run_id = $o AND m.run_id = $m AND o.{in_range}
               AND o.free_pages IS NOT NULL AND m.free_pages IS NOT NULL""",
@@ -145,6 +149,7 @@ def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, A
         "failures_kernel_did_not_have": int(fail[2]),
         "order3_diff_pct": percent(float(diffs[1] or 0), float(diffs[2] or 0)),
         "order9_diff_pct": percent(float(diffs[3] or 0), float(diffs[4] or 0)),
+        "pcp_diff_pct": percent(float(diffs[5] or 0), float(diffs[6] or 0)),
         "end_diff_pct": end_diff,
         "end_nr_free_kernel": [int(v) for v in k_end] if k_end else None,
         "end_nr_free_model": [int(v) for v in m_end] if m_end else None,
