@@ -201,6 +201,16 @@ def nr_pcp_alloc(cpu, k, z, prm):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always", _nrt=False)
+def below_high_recheck(z, prm):  # type: ignore[no-untyped-def]
+    """``free_frozen_page_commit`` after a bulk free: ZONE_BELOW_HIGH cleared once the zone
+    is back at its high watermark."""
+    if z.zone_flags[ZONE_BELOW_HIGH] != 0:
+        nr_free_mt = z.nr_free_mt.reshape((NR_PAGE_ORDERS, MIGRATE_PCPTYPES))
+        if zone_watermark_ok(0, prm[P_WHIGH], zone_free_page_count(z), nr_free_mt, 0):
+            z.zone_flags[ZONE_BELOW_HIGH] = 0
+
+
+@njit(cache=True, inline="always", _nrt=False)
 def pcp_free(pfn, k, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
     """``free_unref_page_commit``: to the head of the pageblock type's list; a bulk free
     at high (``nr_pcp_high``, ``nr_pcp_free``; fixed high and batch without tuning)."""
@@ -249,10 +259,7 @@ def pcp_free(pfn, k, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
     if z.pcp_count[cpu] >= high:
         counters[C_BULK] += 1
         free_pcppages_bulk(nr_pcp_free(cpu, batch, high, free_high, z), cpu, p, z, prm, counters)
-        if z.zone_flags[ZONE_BELOW_HIGH] != 0:
-            nr_free_mt = z.nr_free_mt.reshape((NR_PAGE_ORDERS, MIGRATE_PCPTYPES))
-            if zone_watermark_ok(0, prm[P_WHIGH], zone_free_page_count(z), nr_free_mt, 0):
-                z.zone_flags[ZONE_BELOW_HIGH] = 0
+        below_high_recheck(z, prm)
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -293,10 +300,7 @@ def pcp_bulk_recorded(n, cpu, pindex, z, prm, counters):  # type: ignore[no-unty
     Which pages go is the model's (its lists' tails)."""
     counters[C_BULK] += 1
     free_pcppages_bulk(n, cpu, pindex, z, prm, counters)
-    if z.zone_flags[ZONE_BELOW_HIGH] != 0:
-        nr_free_mt = z.nr_free_mt.reshape((NR_PAGE_ORDERS, MIGRATE_PCPTYPES))
-        if zone_watermark_ok(0, prm[P_WHIGH], zone_free_page_count(z), nr_free_mt, 0):
-            z.zone_flags[ZONE_BELOW_HIGH] = 0
+    below_high_recheck(z, prm)
 
 
 @njit(cache=True, _nrt=False)
