@@ -434,7 +434,8 @@ def test_the_kernels_pcp_bulk_frees_are_an_input(tmp_path: Path) -> None:
     drain("b-20", 1, 0x9000000)  # outside the zone
     add("b-20", 1, "mm_vmscan_direct_reclaim_begin", f"order=0 {gfp}")
     add("b-20", 1, "mm_vmscan_direct_reclaim_end", "nr_reclaimed=0")
-    for i in range(20, 30):  # drain_all_pages from cpu 1: not a bulk free of cpu 1's
+    drain("b-20", 1, 0x9000001)  # drain_all_pages from cpu 1, another zone's lists first:
+    for i in range(20, 30):  # not a bulk free of cpu 1's lists, in any zone
         drain("b-20", 1, 0x1000 + i)
     alloc("b-20", 1, 0x1020, 0)
     add("a-10", 0, "mm_page_free", "page=0 pfn=0x2000 order=0")

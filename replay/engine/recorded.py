@@ -338,9 +338,10 @@ def recorded_pcp_frees(
     and from ``drain_local_pages``. One call is a run of such events on one cpu with
     no page event of that cpu between them (per zone: a drain of several zones is a
     call per zone). A run right after the task's ``mm_vmscan_direct_reclaim_end`` is
-    ``drain_all_pages`` (every cpu's lists from one cpu: :func:`recorded_drains`), not
-    here. Each action's seq is the next page event's after its run; only those in
-    ``(lo_seq, hi_seq)``."""
+    ``drain_all_pages`` (every cpu's lists of every zone from one cpu:
+    :func:`recorded_drains`), not here, whichever zone its first page was in. Each
+    action's seq is the next page event's after its run; only those in ``(lo_seq,
+    hi_seq)``."""
     if not zones:
         return []
     zone_of = " ".join(f"WHEN pfn >= {int(a)} AND pfn < {int(b)} THEN {i}"
@@ -365,12 +366,14 @@ def recorded_pcp_frees(
                              AS run
                  FROM x),
            d AS (SELECT cpu, run, CASE {zone_of} ELSE -1 END AS zone, line, o, mt,
-                        prev_of_task
+                        -- a drain_all is one run over every zone's lists: its first
+                        -- drain (after the reclaim) marks the whole run, whichever zone
+                        bool_or(prev_of_task = 2) OVER (PARTITION BY cpu, run)
+                          AS after_reclaim
                  FROM r WHERE kind = 1),
            runs AS (SELECT cpu, run, zone, max(line) AS last_line,
                            arg_min(o, line) AS o0, arg_min(mt, line) AS mt0,
-                           sum(1::BIGINT << o) AS pages,
-                           bool_or(prev_of_task = 2) AS after_reclaim
+                           sum(1::BIGINT << o) AS pages, bool_or(after_reclaim) AS after_reclaim
                     FROM d WHERE zone >= 0 GROUP BY cpu, run, zone),
            e AS (SELECT line, seq FROM events WHERE trace_id = $t)
            SELECT coalesce(e.seq, -1) AS seq, runs.zone, runs.cpu, runs.pages, runs.o0,
