@@ -129,3 +129,36 @@ def test_a_writable_open_stores_this_versions_macros(
         assert con.execute(probe).fetchone() == (m.unusable_index(nr_free, 9), "Reclaimable")
     finally:
         con.close()
+
+
+def test_fragmentation_over_time_is_each_buckets_last_step(stored: Path, tmp_path: Path) -> None:
+    """queries/fragmentation_over_time: per bucket of steps, the last step's free pages,
+    largest free order and indices (computed here with replay.analysis.metrics) and the
+    bucket's most failures."""
+    db = tmp_path / "f.duckdb"
+    db.write_bytes(stored.read_bytes())
+    res = run_cli("run", "t", "-m", "mobility", "--zone-pages", "4096", "--db", db, "-q")
+    assert res.code == 0, res.err
+    res = run_cli("query", "fragmentation_over_time", "-p", "run=1", "-p", "buckets=7",
+                  "-p", "order=3", "--db", db, "-f", "json")  # fmt: skip
+    assert res.code == 0, res.err
+    got = res.json()
+    con = duckdb.connect(str(db), read_only=True)
+    cols = ", ".join(f"nr_free_{k}" for k in range(11))
+    steps = con.execute(
+        f"SELECT seq, free_pages, largest_free_order, failures, {cols} FROM steps "
+        "WHERE run_id = 1 AND free_pages IS NOT NULL ORDER BY seq"
+    ).fetchall()
+    con.close()
+    n = steps[-1][0] + 1
+    want: dict[int, dict[str, object]] = {}
+    for seq, free, largest, failures, *nr_free in steps:
+        b = seq * 7 // n
+        w = want.setdefault(b, {"failures": failures})
+        w.update(bucket=b, last_seq=seq, free_pages=free, largest_free_order=largest,
+                 unusable_index=m.unusable_index(nr_free, 3),
+                 fragmentation_index=m.fragmentation_index(nr_free, 3),
+                 extfrag_for_order=m.extfrag_for_order(nr_free, 3),
+                 failures=max(int(w["failures"]), failures))  # type: ignore[call-overload]  # fmt: skip
+    assert len(steps) >= 14 and len(got) == len(want) == 7  # two steps a bucket at least
+    assert got == [want[b] for b in sorted(want)]
