@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.engine.environment import (
@@ -37,6 +38,7 @@ from replay.models.internal import (
     MIGRATE_PCPTYPES,
     MODE_ASYNC,
     MODE_SYNC,
+    NR_PAGE_ORDERS,
     order_to_pindex,
 )
 from replay.store import Store
@@ -481,6 +483,35 @@ class Migrations:
     unnamed: int  # by matching a never-allocated page's free to a migrated folio
 
 
+def _covering_ctes() -> str:
+    """One CTE per order j of the events on blocks of order j or more (``ev`` from a query
+    of (seq, pfn, order, freed)): those whose block can hold a pfn at its
+    j-aligned head."""
+    return ",\n".join(f'ev{j} AS (SELECT seq, pfn, freed FROM ev WHERE "order" >= {j})'
+                       for j in range(NR_PAGE_ORDERS))  # fmt: skip
+
+
+def _covering_joins() -> str:
+    """ASOF joins of ``fr`` (frees: pfn, seq) with each ``ev{j}`` at the pfn's j-aligned
+    head, before the free: the last event on a block holding the pfn is the latest."""
+    return "\n".join(f"ASOF LEFT JOIN ev{j} p{j} ON p{j}.pfn = (fr.pfn >> {j}) << {j} "
+                      f"AND p{j}.seq < fr.seq" for j in range(NR_PAGE_ORDERS))  # fmt: skip
+
+
+def _covering_columns() -> str:
+    return ", ".join(f"coalesce(p{j}.seq, -1) AS s{j}, coalesce(CAST(p{j}.freed AS TINYINT), -1)"
+                     f" AS f{j}" for j in range(NR_PAGE_ORDERS))  # fmt: skip
+
+
+def last_covering(rows: pa.Table) -> np.ndarray:
+    """Per row of a query with :func:`_covering_columns`: 1 when the last event on a
+    block holding the pfn freed it, 0 when it allocated it, -1 none."""
+    s = np.stack([rows.column(f"s{j}").to_numpy() for j in range(NR_PAGE_ORDERS)], axis=1)
+    f = np.stack([rows.column(f"f{j}").to_numpy() for j in range(NR_PAGE_ORDERS)], axis=1)
+    best = np.argmax(s, axis=1)
+    return f[np.arange(s.shape[0]), best].astype(np.int64)
+
+
 def unnamed_migrations(
     store: Store, trace_id: int, lo_seq: int, hi_seq: int, start_pfn: int,
     page_mt: np.ndarray, named_seqs: np.ndarray, named_y: np.ndarray,
@@ -508,7 +539,7 @@ def unnamed_migrations(
     """
     pages = page_mt.shape[0]
     rows = store.query(
-        """WITH b AS (SELECT line, pid, hexint(args->>'zone_start') AS z0,
+        f"""WITH b AS (SELECT line, pid, hexint(args->>'zone_start') AS z0,
                              hexint(args->>'zone_end') AS z1 FROM aux_events
                       WHERE trace_id = $t AND event = 'mm_compaction_begin'),
                 en AS (SELECT line, pid FROM aux_events
@@ -521,18 +552,19 @@ def unnamed_migrations(
                 a AS (SELECT obj, any_value(migratetype) AS mt FROM events
                       WHERE trace_id = $t AND op = 'alloc' AND NOT coalesce(failed, false)
                       GROUP BY obj),
-                ev AS (SELECT seq, pfn, op = 'free' AS freed FROM events
+                ev AS (SELECT seq, pfn, "order", op = 'free' AS freed FROM events
                        WHERE trace_id = $t AND pfn IS NOT NULL AND seq >= $lo
-                         AND NOT coalesce(failed, false))
+                         AND NOT coalesce(failed, false)),
+                {_covering_ctes()}
            SELECT fr.seq, fr.obj, fr.pfn - $zs AS off, fr."order",
                   a.obj IS NOT NULL AS allocated, coalesce(a.mt, -1) AS mt,
                   coalesce(w.l0 IS NOT NULL AND (w.l1 IS NULL OR fr.line < w.l1), false)
                     AS in_pass,
                   coalesce(fr.pfn >= w.z0 AND fr.pfn < w.z1, false) AS in_pass_zone,
-                  coalesce(CAST(p.freed AS TINYINT), -1) AS prev_freed
+                  {_covering_columns()}
            FROM fr ASOF LEFT JOIN w ON fr.pid = w.pid AND fr.line > w.l0
                 LEFT JOIN a ON a.obj = fr.obj
-                ASOF LEFT JOIN ev p ON p.pfn = fr.pfn AND p.seq < fr.seq
+                {_covering_joins()}
            WHERE fr.seq >= $lo AND fr.seq < $hi AND fr.n_free = 1 AND fr."offset" = 0
              AND fr.pfn >= $zs AND fr.pfn + (1::BIGINT << fr."order") <= $ze
            ORDER BY fr.seq""",
@@ -546,9 +578,11 @@ def unnamed_migrations(
     in_pass = rows.column("in_pass").to_numpy(zero_copy_only=False).astype(np.bool_)
     in_zone = rows.column("in_pass_zone").to_numpy(zero_copy_only=False).astype(np.bool_)
     mt = rows.column("mt").to_numpy().astype(np.int64)
-    prev = rows.column("prev_freed").to_numpy().astype(np.int64)
-    # the page was free just before this free: the last event at its pfn since the fork
-    # freed it, or there is none and it was free at the fork
+    prev = last_covering(rows)
+    # the page was free just before this free: the last event since the fork on a block
+    # holding its pfn freed it, or there is none and it was free at the fork (a part of a
+    # block compaction isolated and gave back, `release_free_list`, has no event at its
+    # own pfn: the block's free named its first page only)
     was_free = np.where(prev >= 0, prev == 1, page_mt[off] < 0)
     # compaction migrates movable folios of the zone it compacts (isolate_migratepages:
     # LRU pages and movable_ops pages); the task's other frees in the pass (slab pages
