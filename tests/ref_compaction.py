@@ -79,6 +79,8 @@ UNIT = "unit"
 PINNED = "pinned"
 FREED = "freed"
 FAILED = "failed"
+SPLIT = "split"  # compaction split the folio: its pages are order-0 pieces (Obj.pieces)
+PIECE_IDS = 1 << 40  # the reference's ids for pieces, after any test's object ids
 
 
 def pageblock_start_pfn(pfn: int) -> int:
@@ -100,7 +102,8 @@ def compact_gap(order: int) -> int:
 class Obj:
     """One allocated object: first pfn (-1 when the allocation failed), order, the
     request's migratetype (0..2, for accounting), the movable flag, its state
-    (unit / pinned / freed / failed) and the pages it still holds."""
+    (unit / pinned / freed / failed / split) and the pages it still holds; a split
+    folio's pieces (their object ids, in page order)."""
 
     pfn: int
     order: int
@@ -108,6 +111,7 @@ class Obj:
     movable: bool
     state: str
     remaining: int
+    pieces: list[int] | None = None
 
 
 @dataclass
@@ -181,6 +185,8 @@ class RefCompaction(RefMobility):
 
         self.objs: dict[int, Obj] = {}
         self.pg_obj: dict[int, int] = {}  # first pfn of a unit -> object id
+        self._next_piece = 0  # pieces of split folios made so far
+        self._splits = 0  # folios split so far
 
         # struct zone compaction state
         self.cached_migrate_pfn = [start_pfn, start_pfn]  # [async, sync]
@@ -419,20 +425,43 @@ class RefCompaction(RefMobility):
             self._free_frozen(src, o.order, cpu)
 
     def _migrate_pages(self, cc: CompactControl) -> None:
-        """Move the isolated units in isolation order; a large unit without a target
-        fails alone (the kernel would split it), the first base page without one fails
-        with all after it (they stay where they are)."""
+        """Move the isolated units in isolation order. A large unit without a target is
+        split (``try_split_folio``) and its pages moved one by one at once, the first
+        without a target ending them; the first base page without one fails with all
+        after it (they stay where they are)."""
         for i, obj in enumerate(cc.migratepages):
             j = self.objs[obj].order
             dst = self._compaction_alloc(cc, j)
             if dst < 0 and j > 0:
-                cc.failed += 1 << j
+                pieces = self._split(obj)
+                for p, piece in enumerate(pieces):
+                    d = self._compaction_alloc(cc, 0)
+                    if d < 0:
+                        cc.failed += len(pieces) - p
+                        break
+                    self._move_unit(piece, d, cc.cpu)
+                    cc.moved += 1
                 continue
             if dst < 0:
                 cc.failed += sum(1 << self.objs[x].order for x in cc.migratepages[i:])
                 return
             self._move_unit(obj, dst, cc.cpu)
             cc.moved += 1 << j
+
+    def _split(self, obj: int) -> list[int]:
+        """``split_folio_to_list``: the unit becomes ``1 << order`` order-0 units in place."""
+        o = self.objs[obj]
+        del self.pg_obj[o.pfn]
+        o.pieces = []
+        for i in range(1 << o.order):
+            piece = PIECE_IDS + self._next_piece
+            self._next_piece += 1
+            self.objs[piece] = Obj(o.pfn + i, 0, o.mt, o.movable, UNIT, 1)
+            self.pg_obj[o.pfn + i] = piece
+            o.pieces.append(piece)
+        o.state = SPLIT
+        self._splits += 1
+        return o.pieces
 
     def _release_free_list(self, cc: CompactControl) -> None:
         """Every isolated block left goes back to the buddy: orders 0..10, HEAD to TAIL."""
@@ -636,8 +665,18 @@ class RefCompaction(RefMobility):
         o = self.objs.get(obj)
         if o is None or o.state == FAILED:
             return
-        assert o.state in (UNIT, PINNED), f"object {obj} freed twice"
         k = o.order if order is None else order
+        if o.state == SPLIT:
+            assert o.pieces is not None
+            for piece in o.pieces[offset : offset + (1 << k)]:
+                po = self.objs[piece]
+                if po.state == FREED:
+                    continue
+                del self.pg_obj[po.pfn]
+                po.state = FREED
+                self.free(po.pfn, 0, po.mt, cpu)
+            return
+        assert o.state in (UNIT, PINNED), f"object {obj} freed twice"
         assert 0 <= k <= o.order and offset % (1 << k) == 0
         assert 0 <= offset and offset + (1 << k) <= 1 << o.order, "free outside the object"
         if o.state == UNIT:
@@ -659,10 +698,23 @@ class RefCompaction(RefMobility):
 
     # -- inspection ---------------------------------------------------------------------------
     def placement(self, obj: int) -> int:
-        """The object's first pfn (after any moves); -1 if its allocation failed or it is
-        unknown. A wholly freed object keeps its last pfn."""
+        """The object's first pfn (after any moves); -1 if its allocation failed, it is
+        unknown or compaction split it. A wholly freed object keeps its last pfn."""
         o = self.objs.get(obj)
-        return -1 if o is None else o.pfn
+        return -1 if o is None or o.state == SPLIT else o.pfn
+
+    def pieces(self, obj: int) -> list[int] | None:
+        """The pfn of each page of a folio compaction split (-1: freed since), in page
+        order; None when ``obj`` is not split."""
+        o = self.objs.get(obj)
+        if o is None or o.pieces is None:
+            return None
+        return [-1 if self.objs[p].state == FREED else self.objs[p].pfn for p in o.pieces]
+
+    @property
+    def splits(self) -> int:
+        """Folios compaction split so far."""
+        return self._splits
 
     @property
     def model_events(self) -> list[ModelEvent]:

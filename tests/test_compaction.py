@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from ref_compaction import RefCompaction, check_compaction_invariants
+from ref_compaction import PIECE_IDS, RefCompaction, check_compaction_invariants
 
-from replay.engine.whatif import ModelState, captured_blocks, fork_of_model
+from replay.engine.whatif import ModelState, captured_blocks, fork_of_model, split_objects
 from replay.models.buddy import compaction_capture
 from replay.models.compaction import (
     compact_recorded_begin,
@@ -542,6 +542,9 @@ class Stream:
         self.large: set[int] = set()
         self.held = 0  # pages
         self.next_obj = 0
+        # obj -> (order, type, page offsets still held): folios compaction split
+        self.split: dict[int, tuple[int, int, set[int]]] = {}
+        self.splits_seen = 0  # the zones' split count when the stream last looked
 
     def add_unit(self, obj: int, k: int, mt: int) -> None:
         self.units[obj] = (k, mt)
@@ -570,6 +573,32 @@ class Stream:
     def pinned_pages(self) -> dict[int, int]:
         return {base + o: mt for base, _, mt, offs in self.pinned.values() for o in offs}
 
+    def absorb_splits(self, zone: Any) -> None:
+        """Units the zone's compaction split since the last look become split objects."""
+        if zone.splits == self.splits_seen:
+            return
+        self.splits_seen = zone.splits
+        for obj in [x for x in self.units if zone.pieces(x) is not None]:
+            k, mt = self.units.pop(obj)
+            self.large.discard(obj)
+            self.split[obj] = (k, mt, set(range(1 << k)))
+
+    def free_split(self, obj: int, off: int, j: int) -> None:
+        offs = self.split[obj][2]
+        offs.difference_update(range(off, off + (1 << j)))
+        self.held -= 1 << j
+        if not offs:
+            del self.split[obj]
+
+    def piece_pfns(self, zone: Any) -> dict[int, tuple[int, int]]:
+        """The live pieces of split folios as raw order-0 allocations (pfn -> (0, type))."""
+        out: dict[int, tuple[int, int]] = {}
+        for obj, (_, mt, offs) in self.split.items():
+            pfns = zone.pieces(obj)
+            for o in offs:
+                out[pfns[o]] = (0, mt)
+        return out
+
 
 def _placements(zone: Any, s: Stream) -> dict[int, int]:
     """Live units' pfns (obj -> pfn). RefCompaction lists its own units (which must be
@@ -577,7 +606,8 @@ def _placements(zone: Any, s: Stream) -> dict[int, int]:
     unit_placements = getattr(zone, "unit_placements", None)
     if unit_placements is None:
         return {x: int(zone.placement(x)) for x in s.units}
-    got: dict[int, int] = unit_placements()
+    # (the reference's own ids for the pieces of split folios are not the stream's)
+    got: dict[int, int] = {x: p for x, p in unit_placements().items() if x < PIECE_IDS}
     assert got.keys() == s.units.keys(), "the reference's units differ from the stream's"
     return got
 
@@ -586,12 +616,15 @@ def _cheap_invariants(zone: Any, s: Stream, placed: dict[int, int]) -> None:
     """Every live unit's pages are outside every free block (and other units); free +
     allocated + pcp pages == zone pages. One sort, for every step."""
     lists = zone.free_lists()
+    pieces = list(s.piece_pfns(zone)) if s.split else []
     starts = np.array(
-        [p for pfns in lists.values() for p in pfns] + [placed[x] for x in s.units], np.int64
+        [p for pfns in lists.values() for p in pfns] + [placed[x] for x in s.units] + pieces,
+        np.int64,
     )
     sizes = np.array(
         [1 << k for (k, _), pfns in lists.items() for _ in pfns]
-        + [1 << k for k, _ in s.units.values()],
+        + [1 << k for k, _ in s.units.values()]
+        + [1] * len(pieces),
         np.int64,
     )
     assert starts.size == 0 or starts.min() >= int(zone.start_pfn), "a live unit is unplaced"
@@ -622,6 +655,9 @@ def _compare(ref: Any, z: Any, s: Stream, step: int, placed: dict[int, int]) -> 
     assert bad.size == 0, f"{where}: unit {objs[bad[0]]}: {got[bad[0]]} != {want[bad[0]]}"
     for obj, (base, *_) in s.pinned.items():
         assert int(z.placement(obj)) == base == ref.placement(obj), f"{where}: pinned {obj}"
+    assert z.splits == ref.splits, where
+    for obj in s.split:
+        assert z.pieces(obj) == ref.pieces(obj), f"{where}: split {obj}"
     for obj in s.failed[-20:]:
         assert int(z.placement(obj)) == -1 == ref.placement(obj), f"{where}: failed {obj}"
 
@@ -652,6 +688,16 @@ def _alloc(zones: list[Any], s: Stream, rng: random.Random, k: int, cpu: int, ts
     return got[0]
 
 
+def _aligned_piece(rng: random.Random, k: int, jmax: int, offs: set[int]) -> tuple[int, int]:
+    """A random aligned piece (page offset, order <= ``jmax``) of an order-``k`` object
+    whose pages ``offs`` are all still held; a single held page when none is."""
+    j = rng.randint(0, jmax)
+    cands = [o for o in range(0, 1 << k, 1 << j) if all(o + i in offs for i in range(1 << j))]
+    if not cands:
+        j, cands = 0, sorted(offs)
+    return rng.choice(cands), j
+
+
 def _free(zones: list[Any], s: Stream, rng: random.Random, cpu: int, ts: int, seq: int,
           p_partial: float = 0.1) -> None:  # fmt: skip
     """Free a random live object (large units are short-lived: picked a third of the time
@@ -659,7 +705,14 @@ def _free(zones: list[Any], s: Stream, rng: random.Random, cpu: int, ts: int, se
     if s.large and rng.random() < 0.33:
         obj = rng.choice(sorted(s.large))
     else:
-        obj = rng.choice([*s.units, *s.pinned])
+        obj = rng.choice([*s.units, *s.pinned, *s.split])
+    if obj in s.split:  # all of it, or an aligned piece of what it still holds
+        k, _, offs = s.split[obj]
+        off, j = _aligned_piece(rng, k, k, offs)
+        for z in zones:
+            z.free_obj(obj, off, j, cpu, ts, seq=seq)
+        s.free_split(obj, off, j)
+        return
     if obj in s.units and (s.units[obj][0] == 0 or rng.random() >= p_partial):
         order = None if rng.random() < 0.5 else s.units[obj][0]
         for z in zones:
@@ -672,13 +725,15 @@ def _free(zones: list[Any], s: Stream, rng: random.Random, cpu: int, ts: int, se
     else:
         jmax = s.pinned[obj][1]
     base, k, mt, offs = s.pinned[obj]
-    j = rng.randint(0, jmax)
-    cands = [o for o in range(0, 1 << k, 1 << j) if all(o + i in offs for i in range(1 << j))]
-    if not cands:
-        j, cands = 0, sorted(offs)
-    off = rng.choice(cands)
+    off, j = _aligned_piece(rng, k, jmax, offs)
     for z in zones:
         z.free_obj(obj, off, j, cpu, ts, seq=seq)
+    if base < 0 and zones[0].pieces(obj) is not None:
+        # proactive checks due before the free split the unit: its pages are pieces
+        del s.pinned[obj]
+        s.split[obj] = (k, mt, offs)
+        s.free_split(obj, off, j)
+        return
     if base < 0:  # known only now: proactive checks due before the free may move the unit
         s.pinned[obj] = (int(zones[0].placement(obj)), k, mt, offs)
     s.free_piece(obj, off, j)
@@ -689,6 +744,7 @@ def _check(zones: list[Any], s: Stream, step: int, full: bool) -> None:
     reference at every call (when the numba zone equals it, they hold there too), all of
     them on every zone when ``full`` (then the extfrag events are compared as well)."""
     ref = zones[0]
+    s.absorb_splits(ref)
     placed = _placements(ref, s)
     _cheap_invariants(ref, s, placed)
     if len(zones) == 2:
@@ -698,7 +754,7 @@ def _check(zones: list[Any], s: Stream, step: int, full: bool) -> None:
     if full:
         for z in zones:
             _cheap_invariants(z, s, _placements(z, s) if z is not ref else placed)
-            check_compaction_invariants(z, s.units, s.pinned_pages())
+            check_compaction_invariants(z, s.units, s.pinned_pages(), s.piece_pfns(z))
 
 
 def run_stream(
@@ -900,24 +956,93 @@ def test_a_recorded_step_can_stop_inside_a_batch() -> None:
     check_compaction_invariants(z, units, {})
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_a_large_unit_without_a_target_fails_alone(impl: type) -> None:
-    """Only base pages are free where the free scanner looks: an order-2 unit finds no
-    target (the kernel would split the folio) and stays, alone; the base pages isolated
-    with it still move (migrate_pages_batch goes on after a large folio's -ENOMEM)."""
-    z = impl(0, 2048)
+def _base_pages_only_at_the_top(z: Any) -> dict[int, tuple[int, int]]:
+    """An order-2 unit at pfn 0, movable base pages up to 512, unmovable ones to 1024,
+    and pageblocks 2 and 3 every other page free: the free scanner finds order-0 blocks
+    only, 512 of them, as many as the movable pages below (the live units returned)."""
     units: dict[int, tuple[int, int]] = {}
     assert z.alloc_obj(0, 2, M) == 0
     units[0] = (2, M)
     for i in range(4, 2048):
         assert z.alloc_obj(i, 0, M, movable=i < 512 or i >= 1024) == i
         units[i] = (0, M)
-    for i in range(1025, 2048, 2):  # pageblocks 2, 3: every other page free, order 0 only
+    for i in range(1025, 2048, 2):
         z.free_obj(i)
         del units[i]
+    return units
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_large_unit_without_a_target_is_split_and_its_pages_move(impl: type) -> None:
+    """No order-2 block where the free scanner looks: the order-2 folio is split
+    (migrate_pages_batch's -ENOMEM: try_split_folio) and its four pages migrate one by
+    one, as the base pages isolated with it do; a later free of the object frees its
+    pages where they went."""
+    z = impl(0, 2048)
+    units = _base_pages_only_at_the_top(z)
     z.compact_memory(seq=1)
-    assert z.placement(0) == 0  # no order-2 block anywhere: it stayed
+    assert z.splits == 1 and z.placement(0) == -1
+    pieces = z.pieces(0)
+    assert len(set(pieces)) == 4 and all(p >= 1024 and p % 2 == 1 for p in pieces)
     assert all(z.placement(i) >= 1024 for i in range(4, 512))  # the base pages moved
+    kind, *_rest, moved, failed, _result = events(z)[-1]
+    assert kind == "compact_oneshot" and failed == 0 and moved == 512
+    assert z.free_pages() + z.pcp_pages() == 512  # pfns 0..511, every page below moved
+    del units[0]
+    check_compaction_invariants(z, units, {}, {p: (0, M) for p in pieces})
+    before = z.free_pages() + z.pcp_pages()
+    z.free_obj(0, 2, 1)  # its pages 2 and 3
+    assert z.pieces(0) == [pieces[0], pieces[1], -1, -1]
+    z.free_obj(0)  # the rest
+    assert z.pieces(0) == [-1] * 4
+    assert z.free_pages() + z.pcp_pages() == before + 4
+    check_compaction_invariants(z, units, {})
+
+
+def test_a_fork_keeps_the_pieces_of_a_split_folio() -> None:
+    """A fork of a model state in which compaction split a folio starts with the folio
+    split, its pieces where they were (replay.engine.whatif ``split_objects``,
+    ``ZoneState.adopt_split``), so a later free of the folio frees them there rather
+    than being ignored while its pages stay allocated."""
+    z = ZoneState(0, 2048)
+    units = _base_pages_only_at_the_top(z)
+    z.compact_memory(seq=1)
+    pieces = z.pieces(0)
+    assert pieces is not None
+    env = cast(Any, SimpleNamespace(start_pfn=0))
+    ms = ModelState(seq=10, env=env, zone=z, ncpus=1, ids=None, n_obj=2048)
+    fork = fork_of_model(ms)
+    claimed = fork.page_mt < 0
+    got = split_objects(ms, np.array([0, 4], np.int64), claimed, 1 << 10)
+    assert [(x, k) for x, k, *_ in got] == [(0, 2)]  # object 4 is a unit, not split
+    assert got[0][4].tolist() == pieces and claimed[pieces].all()
+    f = ZoneState(0, 2048)
+    f.load(fork.blk, fork.page_mt)
+    f.adopt(
+        np.array([x for x in units if x != 0], np.int64),
+        np.array([z.placement(x) for x in units if x != 0], np.int64),
+        0,
+        np.full(len(units) - 1, M, np.int8),
+        np.full(len(units) - 1, 1, np.int8),
+    )
+    x, k, mt, flags, offs = got[0]
+    f.adopt_split(x, k, mt, flags, offs)
+    assert f.pieces(0) == pieces and f.placement(0) == -1
+    before = f.free_pages()
+    f.free_obj(0)
+    assert f.free_pages() == before + 4 and f.pieces(0) == [-1] * 4
+    del units[0]
+    check_compaction_invariants(f, units, {})
+
+
+def test_without_room_for_pieces_a_large_unit_stays() -> None:
+    """A zone with no split room left keeps the folio whole where it is; the base pages
+    isolated with it still move (migrate_pages_batch goes on after the folio)."""
+    z = ZoneState(0, 2048, split_room=0)
+    units = _base_pages_only_at_the_top(z)
+    z.compact_memory(seq=1)
+    assert z.splits == 0 and z.placement(0) == 0 and z.pieces(0) is None
+    assert all(z.placement(i) >= 1024 for i in range(4, 512))
     kind, *_rest, moved, failed, _result = events(z)[-1]
     assert kind == "compact_oneshot" and failed == 4 and moved == 508
     check_compaction_invariants(z, units, {})

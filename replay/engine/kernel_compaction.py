@@ -459,8 +459,9 @@ def run_model(
     ``free_pages_before`` (pages).
     """
     n = int(obs.unit_off.shape[0])
+    # (room for every movable unit's pages as split pieces)
     zone = ZoneState(obs.start_pfn, obs.pages, grouping=True, wmark=wmark,
-                       max_objects=max(n, 1))  # fmt: skip
+                     max_objects=max(n, 1), split_room=obs.pages)  # fmt: skip
     zone.load(obs.blk, obs.page_mt, pb_mt)
     zone.adopt(np.arange(n, dtype=np.int64), obs.unit_off, obs.unit_order, obs.unit_mt,
                np.where(obs.unit_movable, F_MOVABLE, 0))  # fmt: skip
@@ -611,7 +612,7 @@ def compare(store: Store, trace: str, zone: str = "Normal") -> dict[str, Any]:
         "sum mm_compaction_migratepages nr_failed",
     )
     row("pages failed migration", 0, kern["migrate_failed"], None, "sum mm_migrate_pages nr_failed")
-    row("large folios split", 0, kern["split"], None, "sum mm_migrate_pages nr_split")
+    row("large folios split", mz.splits, kern["split"], None, "sum mm_migrate_pages nr_split")
     row(
         "migrate scanner pages scanned",
         me["scanned_migrate"],
@@ -664,7 +665,7 @@ def compare(store: Store, trace: str, zone: str = "Normal") -> dict[str, Any]:
             "variant": name, "pageblocks": "snapshot counts" if calibrated else "vote",
             "folio_units": folios,
             "movable_pageblocks": int(np.count_nonzero(pb == MIGRATE_MOVABLE)),
-            "migrated": m["moved"], "not_migrated": m["failed"],
+            "migrated": m["moved"], "not_migrated": m["failed"], "split": z.splits,
             "migrate_end_pfn": m["migrate_pfn"], "free_end_pfn": m["free_pfn"],
             "scanned_migrate": m["scanned_migrate"], "scanned_free": m["scanned_free"],
             "order9_end": int(z.nr_free[9]), "order10_end": int(z.nr_free[10]),
@@ -673,7 +674,7 @@ def compare(store: Store, trace: str, zone: str = "Normal") -> dict[str, Any]:
         "variant": "kernel", "pageblocks": "real", "folio_units": True,
         "movable_pageblocks": None if pbs is None else pbs["movable"],
         "migrated": kern["migrated"], "not_migrated": kern["isolated_not_migrated"],
-        "migrate_end_pfn": kc.migrate_end, "free_end_pfn": kc.free_end,
+        "split": kern["split"], "migrate_end_pfn": kc.migrate_end, "free_end_pfn": kc.free_end,
         "scanned_migrate": kern["scanned_migrate"], "scanned_free": kern["scanned_free"],
         "order9_end": nr_end[9], "order10_end": nr_end[10],
     })  # fmt: skip
@@ -772,16 +773,17 @@ def _gaps(summary: dict[str, Any], rows: list[dict[str, Any]], variants: list[di
                 f"model column) it migrates {m['migrated']:,} and meets at "
                 f"{m['migrate_end_pfn']:#x}; the kernel migrated {kv['migrated']:,} and met "
                 f"at {kv['migrate_end_pfn']:#x}."},
-        {"gap": "large folios: split instead of fail",
+        {"gap": "large folios: split when no block of their order is free",
          "why": "The page cache here is mostly large folios (movable unit pages by order: "
                 f"{summary['movable_unit_pages_by_order']}). Order-9 folios are skipped "
                 "(skip_isolation_on_order); smaller ones move whole and need a free block of "
-                "their order. When compaction_alloc finds none, the model fails that unit "
-                f"and every unit after it in the batch ({m['not_migrated']:,} pages). The "
-                "kernel's migrate_pages_batch splits the folio (try_split_folio on -ENOMEM) "
-                f"and moves its pages one by one: {k['split']:,} splits, only "
-                f"{k['isolated_not_migrated']:,} isolated pages put back. Treating every "
-                f"folio as order-0 pages brackets this: {flat['migrated']:,} migrated, "
+                "their order. When compaction_alloc finds none, migrate_pages_batch splits "
+                "the folio (try_split_folio on -ENOMEM) and moves its pages one by one, in "
+                f"the kernel ({k['split']:,} splits, {k['isolated_not_migrated']:,} isolated "
+                f"pages put back) as in the model ({m['split']:,} splits, "
+                f"{m['not_migrated']:,} pages not migrated): which folios find no target "
+                "depends on the free blocks above the meeting point. Treating every folio "
+                f"as order-0 pages from the start: {flat['migrated']:,} migrated, "
                 f"{flat['not_migrated']:,} not, meeting at {flat['migrate_end_pfn']:#x}."},
         {"gap": "pages migration failed",
          "why": f"The kernel failed {k['migrate_failed']} pages in migrate_pages (busy, "

@@ -110,6 +110,7 @@ class RunResult:
     wmark_low: int
     wmark_high: int
     migrated: int = 0
+    folios_split: int = 0  # large folios compaction split to migrate (try_split_folio)
     scanned: int = 0
     evicted: int = 0
     evicted_frees: int = 0

@@ -116,6 +116,8 @@ from replay.models.internal import (
     C_POOL_PAGES,
     C_REFILLS,
     C_SCANNED,
+    C_SPLIT,
+    C_SPLIT_FULL,
     C_STEALS,
     CAPC_ORDER,
     CAPC_PAGE,
@@ -161,6 +163,7 @@ from replay.models.internal import (
     P_UNITS,
     P_VCOMPOUND,
     PAGEBLOCK_ORDER,
+    PLACED_SPLIT_BASE,
     RESULTS,
     S_ALLOCS,
     S_BELOW_LOW,
@@ -262,6 +265,16 @@ def _allocator_settings(env: Environment, config: RunConfig) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def split_room(config: RunConfig, n_obj: int) -> int:
+    """Object ids kept for the order-0 pieces of the folios the run's compaction splits
+    (``try_split_folio``): a quarter of the run's objects, at least 131,072; none when no
+    compaction runs. A folio compaction cannot place whole once the room is used up
+    stays where it is."""
+    compacts = (config.get("compaction", "off") != "off" or bool(config.get("compact_at"))
+                or bool(config.get("recorded_compaction")))  # fmt: skip
+    return max(1 << 17, n_obj // 4) if compacts else 0
+
+
 class _Replay:
     """A model zone plus what the kernel writes into, across passes and chunks."""
 
@@ -278,7 +291,7 @@ class _Replay:
             pressure=_pressure(config, env),
             defrag_idle_ns=config.get("defrag_idle_ms", 100) * 1_000_000 if thresholds else 0,
             defrag_thresholds=thresholds, pool_order=config.get("pool_order", 0),
-            pool_owners=n_owners, max_objects=n_obj,
+            pool_owners=n_owners, max_objects=n_obj, split_room=split_room(config, n_obj),
         )  # fmt: skip
         # pg_obj (which object's unit starts at each page) is kept only when a model
         # moves, evicts or reads units; set_regions turns it on for contiguity too.
@@ -567,7 +580,7 @@ class _Replay:
 
     def _region_units(self) -> tuple[np.ndarray, np.ndarray]:
         """The placed objects of every region, by (region, vpn); and their targets (pfn)."""
-        placed = self.objects.placed
+        placed = self.objects.placed[: self.n_obj]  # not the split room's pieces
         live = np.flatnonzero((self.obj_region >= 0) & (placed >= 0))
         # still allocated: its unit starts where it was placed (a free clears pg_obj)
         pg_obj = self.zone.arrays.pg_obj
@@ -1102,6 +1115,33 @@ def _fork_of_model(ms: ModelState) -> ForkState:
                      pcp_cpu=pcp_cpu)  # fmt: skip
 
 
+def split_objects(
+    ms: ModelState, xs: np.ndarray, claimed: np.ndarray, room: int
+) -> list[tuple[int, int, int, int, np.ndarray]]:
+    """The folios among ``xs`` (dense ids) that model state ``ms``'s compaction had split,
+    for a fork of it: (object, order, type, flags, each page's offset in the zone, -1
+    where that piece is gone), their live pieces' pages marked ``claimed``; as many as
+    the fork's split room (``room`` object ids) holds, the rest left to be background."""
+    ob, start = ms.zone.objects, int(ms.env.start_pfn)
+    out: list[tuple[int, int, int, int, np.ndarray]] = []
+    used = 0
+    for x in xs.tolist():
+        got = ms.zone.pieces(x)
+        if got is None:  # not split
+            continue
+        pfns = np.array(got, np.int64)
+        offs = np.where(pfns >= 0, pfns - start, -1)
+        live = offs[offs >= 0]
+        if used + pfns.shape[0] > room or (live >= claimed.shape[0]).any():
+            continue
+        if claimed[live].any():
+            continue
+        claimed[live] = True
+        used += pfns.shape[0]
+        out.append((x, int(ob.obj_order[x]), int(ob.obj_mt[x]), int(ob.obj_flags[x]), offs))
+    return out
+
+
 def claim_pages(
     base: np.ndarray, npages: np.ndarray, pre_mt: np.ndarray, page_mt: np.ndarray,
     start_pfn: int, claimed: np.ndarray, low: int = 0,
@@ -1459,13 +1499,19 @@ def _run(
         # ignored, so the model never frees a page twice.
         claims: list[tuple[int, int, int, int]] = []  # (pre row, offset, pages, migratetype)
         claimed = None
+        # folios the forked model's compaction had split: (object, order, type, flags,
+        # each page's offset in the zone, -1 where that piece is gone)
+        split_claims: list[tuple[int, int, int, int, np.ndarray]] = []
         if page_mt is not None:
             claimed = page_mt < 0  # free pages cannot be held by anyone
             base = pre.column("base_pfn").to_numpy(zero_copy_only=False)
             if from_state is not None and n_pre:
                 # where the other model had the objects, not where the kernel had them
-                placed = from_state.zone.objects.placed[dense(pre.column("obj").to_numpy())]
+                fx = dense(pre.column("obj").to_numpy())
+                placed = from_state.zone.objects.placed[fx]
                 base = np.where(placed >= 0, placed, np.nan)
+                split_claims = split_objects(from_state, fx[placed <= PLACED_SPLIT_BASE],
+                                             claimed, split_room(config, n_obj))  # fmt: skip
             claims = claim_pages(base, pre.column("pages").to_numpy(),
                                  pre.column("mt").to_numpy(zero_copy_only=False), page_mt,
                                  env.start_pfn, claimed,
@@ -1548,6 +1594,8 @@ def _run(
                 odd = np.array([c[2] & (c[2] - 1) != 0 for c in claims], np.bool_)
                 flags = np.where(odd, F_PINNED, rp.type_flags(mts)).astype(np.int8)
                 rp.zone.adopt(objs, offs, orders, mts, flags)
+            for x, order, mt, fl, piece_offs in split_claims:
+                rp.zone.adopt_split(x, order, mt, fl, piece_offs)
             # every other allocated page: movable when the kernel had it on an LRU list
             # (page_mt MOVABLE), reclaimable by its type; holes never move
             mts = page_mt[bg_offs]
@@ -1826,6 +1874,13 @@ def _record_run(
     c, s = z.counters, rp.stats
     # compaction's counts over the node's zones, as the steps carry them (zonelist)
     lc = rp.lower.counters if rp.lower is not None else np.zeros_like(c)
+    full = int(c[C_SPLIT_FULL] + lc[C_SPLIT_FULL])
+    if full:
+        room = int(rp.objects.split[1] - rp.objects.split[2])
+        warnings.append(
+            f"compaction's split room ({room:,} object ids for the pieces of split folios) "
+            f"ran out: {full:,} folios it had no target for stayed whole instead of split"
+        )
     wall = time.perf_counter() - t_start
     eps = n_events / rp.replay_s if rp.replay_s > 0 else 0.0
     nr_free = [int(v) for v in z.nr_free]
@@ -1840,6 +1895,7 @@ def _record_run(
         steals=int(c[C_STEALS]), below_low=int(s[S_BELOW_LOW]),
         below_min=int(s[S_BELOW_MIN]), wmark_min=env.wmark[0], wmark_low=env.wmark[1],
         wmark_high=env.wmark[2], migrated=int(c[C_MIGRATED] + lc[C_MIGRATED]),
+        folios_split=int(c[C_SPLIT] + lc[C_SPLIT]),
         scanned=int(c[C_SCANNED] + lc[C_SCANNED]),
         evicted=int(c[C_EVICTED]), evicted_frees=int(s[S_EVICTED_FREES]),
         degraded=int(c[C_DEGRADED]), compactions=rp.compactions,

@@ -41,6 +41,8 @@ from replay.models.internal import (
     C_ME,
     C_MIGRATED,
     C_SCANNED,
+    C_SPLIT,
+    C_SPLIT_FULL,
     CAPC_MT,
     CAPC_ORDER,
     CAPC_PAGE,
@@ -81,6 +83,7 @@ from replay.models.internal import (
     CZ_TS0_SET,
     DEFERRED,
     F_MOVABLE,
+    F_RECLAIM,
     HPAGE_FRAG_CHECK_INTERVAL_NS,
     K_COMPACT_DIRECT,
     K_COMPACT_ONESHOT,
@@ -93,6 +96,7 @@ from replay.models.internal import (
     NR_PAGE_ORDERS,
     P_EXTFRAG,
     P_GROUP,
+    P_KSWAPD,
     P_PAGES,
     P_PB0,
     P_PCP,
@@ -105,6 +109,7 @@ from replay.models.internal import (
     PAGEBLOCK_ORDER,
     PAGEBLOCK_PAGES,
     PARTIAL_SKIPPED,
+    PLACED_SPLIT_BASE,
     SKIPPED,
     SUCCESS,
     emit,
@@ -116,6 +121,7 @@ from replay.models.internal import (
 )
 from replay.models.page_alloc import free_frozen_pages, get_page_from_freelist
 from replay.models.pcp import drain_local
+from replay.models.reclaim import lru_split
 from replay.models.watermarks import zone_watermark_ok
 
 # object flags
@@ -394,6 +400,51 @@ def move_unit(x, src, dst, z, prm, ob):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
+def split_folio(x, z, prm, ob):  # type: ignore[no-untyped-def]
+    """``try_split_folio`` -> ``split_folio_to_list``: object x's unit (order j > 0)
+    becomes ``1 << j`` order-0 units at its pages, objects of the split room
+    (``ob.split``) that inherit its type and flags and its place on the LRU; x keeps its
+    order and names its first piece (``placed[x] = PLACED_SPLIT_BASE - first``), so a
+    later free of x frees its pieces wherever they are (events.free_object). Returns
+    the first piece's id, or -1 when the room has too few ids left (x stays whole)."""
+    start = prm[P_START]
+    n = np.int64(1) << ob.obj_order[x]
+    first = ob.split[0]
+    if first + n > ob.split[1]:
+        return np.int64(-1)
+    ob.split[0] = first + n
+    base = ob.placed[x]
+    for i in range(n):
+        y = first + i
+        ob.placed[y] = base + i
+        ob.obj_mt[y] = ob.obj_mt[x]
+        ob.obj_order[y] = 0
+        ob.obj_flags[y] = ob.obj_flags[x]
+        z.pg_obj[base + i - start] = y
+    if prm[P_KSWAPD] != 0 and (ob.obj_flags[x] & F_RECLAIM) != 0:
+        lru_split(x, first, n, ob)
+    ob.placed[x] = PLACED_SPLIT_BASE - first
+    return first
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def migrate_one(x, src, dst, z, prm, ob, cz, counters):  # type: ignore[no-untyped-def]
+    """Unit x (order j) leaves offset ``src`` for the target at offset ``dst`` that
+    ``compaction_alloc`` gave it (``migrate_folio_move``), and the old folio is freed."""
+    start = prm[P_START]
+    j = np.int64(ob.obj_order[x])
+    cz[CC_NR_MIGRATE] -= np.int64(1) << j  # compaction_alloc: one unit less to place
+    move_unit(x, src + start, dst + start, z, prm, ob)
+    # migrate_folio_done -> folio_put: the old folio is freed as any page is, to the
+    # compacting cpu's pcp list when its order has one
+    free_frozen_pages(src + start, j, cz[CC_CPU], z, prm, counters)
+    cz[CC_MOVED] += np.int64(1) << j
+    counters[C_MIGRATED] += np.int64(1) << j
+    if ob.obj_mt[x] != MIGRATE_MOVABLE:  # a movable driver page (movable_classes)
+        counters[C_DRIVER_MIGRATED] += np.int64(1) << j
+
+
+@njit(cache=True, _nrt=False)
 def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyped-def]
     """``migrate_pages``: each isolated unit to a target from ``compaction_alloc``, in
     isolation order. With ``budget`` (pages, -1: none) it stops once the pass has moved
@@ -401,8 +452,13 @@ def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyp
     stopped inside the kernel's batch, where its migrate_pages had freed that many old
     folios so far: ``migrate_pages_batch`` frees each as it moves it). A unit whose object
     no longer starts at its offset (freed, or moved, while it waited) is done, as
-    ``migrate_folio_unmap`` finds a folio freed from under it."""
-    start = prm[P_START]
+    ``migrate_folio_unmap`` finds a folio freed from under it.
+
+    A large folio without a free block of its order is split (``migrate_pages_batch``'s
+    -ENOMEM: ``try_split_folio``) and its pages migrated one by one, the first page
+    without a target ending them (the rest stay where they are, order-0 folios now); the
+    kernel migrates the split pages after the rest of its batch (``migrate_pages``'
+    split_folios), the model at once. A base page without a target ends the batch."""
     n = cz[CC_NUNITS]
     i = 0
     while i < n:
@@ -416,10 +472,21 @@ def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyp
         j = np.int64(ob.obj_order[x])
         dst = compaction_alloc(j, z, prm, ob, cz)
         if dst < 0 and j > 0:
-            # no free block of its order: the kernel splits a large folio and migrates
-            # its pages later (migrate_pages_batch's -ENOMEM: try_split_folio), then goes
-            # on with the batch. A unit cannot split here: it stays, the batch goes on.
-            cz[CC_FAILED] += np.int64(1) << j
+            first = split_folio(x, z, prm, ob)
+            if first < 0:  # no room for the pieces: the folio stays, the batch goes on
+                counters[C_SPLIT_FULL] += 1
+                cz[CC_FAILED] += np.int64(1) << j
+                i += 1
+                continue
+            counters[C_SPLIT] += 1
+            for p in range(np.int64(1) << j):
+                if budget >= 0 and cz[CC_MOVED] >= budget:
+                    break
+                d = compaction_alloc(0, z, prm, ob, cz)
+                if d < 0:  # -ENOMEM: the split pages left are not tried
+                    cz[CC_FAILED] += (np.int64(1) << j) - p
+                    break
+                migrate_one(first + p, src + p, d, z, prm, ob, cz, counters)
             i += 1
             continue
         if dst < 0:
@@ -430,15 +497,7 @@ def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyp
                     cz[CC_FAILED] += np.int64(1) << ob.obj_order[y]
             i = n
             break
-        cz[CC_NR_MIGRATE] -= np.int64(1) << j  # compaction_alloc: one unit less to place
-        move_unit(x, src + start, dst + start, z, prm, ob)
-        # migrate_folio_done -> folio_put: the old folio is freed as any page is, to the
-        # compacting cpu's pcp list when its order has one
-        free_frozen_pages(src + start, j, cz[CC_CPU], z, prm, counters)
-        cz[CC_MOVED] += np.int64(1) << j
-        counters[C_MIGRATED] += np.int64(1) << j
-        if ob.obj_mt[x] != MIGRATE_MOVABLE:  # a movable driver page (movable_classes)
-            counters[C_DRIVER_MIGRATED] += np.int64(1) << j
+        migrate_one(x, src, dst, z, prm, ob, cz, counters)
         i += 1
     left = n - i
     nr = np.int64(0)

@@ -69,6 +69,7 @@ from replay.models.internal import (
     P_WMIN,
     PLACED_EVICTED,
     PLACED_FAILED,
+    PLACED_SPLIT_BASE,
     PLACED_VC_BASE,
     S_ALLOCS,
     S_BELOW_LOW,
@@ -98,12 +99,41 @@ def room(counters, ef, me, cz, vc):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always", _nrt=False)
+def object_pfn(x, ob):  # type: ignore[no-untyped-def]
+    """Where object x is: its pfn, or a split folio's first live piece's (-1: none left)."""
+    base = ob.placed[x]
+    if base > PLACED_SPLIT_BASE:
+        return base
+    first = PLACED_SPLIT_BASE - base
+    for i in range(np.int64(1) << ob.obj_order[x]):
+        p = ob.placed[first + i]
+        if p >= 0:
+            return p
+    return np.int64(-1)
+
+
+@njit(cache=True, inline="always", _nrt=False)
 def free_object(x, off, k, c, z, prm, ob, counters, vc, pl):  # type: ignore[no-untyped-def]
     """Free ``1 << k`` pages at page ``off`` of placed object ``x`` (a unit, a pooled
     page or part of a virtual compound) on cpu ``c``."""
     start = prm[P_START]
     base = ob.placed[x]
-    if base <= PLACED_VC_BASE:
+    if base <= PLACED_SPLIT_BASE:
+        # a folio compaction split (compaction.split_folio): each of the pages freed is a
+        # piece of its own, wherever compaction took it; one kswapd evicted is gone
+        first = PLACED_SPLIT_BASE - base + off
+        for i in range(np.int64(1) << k):
+            y = first + i
+            p = ob.placed[y]
+            if p < 0:
+                continue
+            if prm[P_UNITS] != 0 and z.pg_obj[p - start] == y:
+                z.pg_obj[p - start] = -1
+                if prm[P_KSWAPD] != 0 and (ob.obj_flags[y] & F_RECLAIM) != 0:
+                    lru_del(y, ob)
+            ob.placed[y] = PLACED_FAILED  # no piece of a later free
+            free_pages(p, 0, np.int64(ob.obj_mt[y]), c, z, prm, counters)
+    elif base <= PLACED_VC_BASE:
         idx = PLACED_VC_BASE - base + off
         m0 = np.int64(ob.obj_mt[x])
         for i in range(np.int64(1) << k):

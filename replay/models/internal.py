@@ -120,13 +120,15 @@ def new_zone(start_pfn: int, pages: int, ncpus: int) -> Zone:
 class Objects(NamedTuple):
     """The engine's objects (allocations), by dense object id.
 
-    ``placed``: the pfn (``PLACED_FAILED``, ``PLACED_EVICTED``, or at most
-    ``PLACED_VC_BASE``: a virtual compound in the pool ``vc``);
+    ``placed``: the pfn (``PLACED_FAILED``, ``PLACED_EVICTED``, at most
+    ``PLACED_VC_BASE``: a virtual compound in the pool ``vc``, or at most
+    ``PLACED_SPLIT_BASE``: a folio split into order-0 pieces, objects of the split room);
     ``obj_mt``/``obj_order``/``obj_flags``: request migratetype, order and
     F_* flags (three columns of one (n, 4) int8 array: a free reads all
     three, and with random ids separate arrays were a cache miss each);
     ``lru_next``/``lru_prev`` and ``lru_head``/``lru_tail``: kswapd's LRU
-    (replay.models.reclaim), oldest at the head.
+    (replay.models.reclaim), oldest at the head; ``split``: the split room, the object
+    ids compaction may give the pieces of folios it splits (next free id, end, start).
     """
 
     placed: np.ndarray  # int64 per object
@@ -137,26 +139,32 @@ class Objects(NamedTuple):
     lru_prev: np.ndarray  # int32 per object
     lru_head: np.ndarray  # int64, one
     lru_tail: np.ndarray  # int64, one
+    split: np.ndarray  # int64, three: the split room's next free object id, end, start
 
 
 def objects_from(arrays: list[np.ndarray]) -> Objects:
-    """Objects from its eight arrays (a checkpoint's, in field order), laid out as
+    """Objects from its nine arrays (a checkpoint's, in field order), laid out as
     :func:`new_objects` lays them out: obj_mt, obj_order and obj_flags as columns of one
     (n, 4) array. The kernels take them as such (strided); contiguous copies would be
     another signature, compiled and loaded again."""
-    info = np.zeros((arrays[0].shape[0], 4), np.int8)
+    n = arrays[0].shape[0]
+    info = np.zeros((n, 4), np.int8)
     for col in range(3):
         info[:, col] = arrays[1 + col]
-    return Objects(arrays[0], info[:, 0], info[:, 1], info[:, 2], *arrays[4:])
+    # a checkpoint from before the split room: none
+    split = arrays[8] if len(arrays) > 8 else np.array([n, n, n], np.int64)
+    return Objects(arrays[0], info[:, 0], info[:, 1], info[:, 2], *arrays[4:8], split)
 
 
-def new_objects(n: int, lru: bool = True) -> Objects:
-    """Arrays for ``n`` objects, none placed yet. Without ``lru`` (kswapd off: the
+def new_objects(n: int, lru: bool = True, split_room: int = 0) -> Objects:
+    """Arrays for ``n`` objects, none placed yet, then ``split_room`` more for the
+    pieces of folios compaction splits. Without ``lru`` (kswapd off: the
     kernels touch the LRU only when P_KSWAPD is set) its per-object links are one
     entry each, not ``n``: 8 bytes less per object to allocate and checkpoint. At
     least two objects: numba types a one-row column view as contiguous, and the replay
     kernel was compiled (and loaded) twice, once for warm_up's one object."""
-    n = max(n, 2)
+    first = max(n, 2)
+    n = first + max(split_room, 0)
     info = np.zeros((n, 4), np.int8)
     links = n if lru else 1
     return Objects(
@@ -168,6 +176,7 @@ def new_objects(n: int, lru: bool = True) -> Objects:
         lru_prev=np.full(links, -1, np.int32),
         lru_head=np.full(1, -1, np.int64),
         lru_tail=np.full(1, -1, np.int64),
+        split=np.array([first, n, first], np.int64),
     )
 
 
@@ -221,7 +230,11 @@ C_POOL_CHUNKS, C_POOL_PAGES = 14, 15  # per-owner pools now: chunks held, pages 
 # pages of units compaction migrated whose request type is not MOVABLE: movable driver
 # pages (movable_classes, the zram pages of replay.models.zsmalloc), cumulative
 C_DRIVER_MIGRATED = 16
-NR_COUNTERS = 17
+# large folios compaction split to migrate their pages one by one (try_split_folio on
+# -ENOMEM: no isolated free block of the folio's order), cumulative
+C_SPLIT = 17
+C_SPLIT_FULL = 18  # ... that stayed whole: the split room had too few object ids left
+NR_COUNTERS = 19
 
 # -- stats (int64 array, the trace's events) ---------------------------------------------
 S_ALLOCS, S_FREES, S_FAILURES, S_IGNORED, S_BELOW_LOW, S_BELOW_MIN, S_EVICTED_FREES = range(7)
@@ -290,6 +303,9 @@ OBJ_FLAGS_MASK = 0x7F
 PLACED_FAILED = -1
 PLACED_EVICTED = -2
 PLACED_VC_BASE = -3  # placed[x] = PLACED_VC_BASE - index into the vcompound page pool
+# placed[x] = PLACED_SPLIT_BASE - the first of its pieces: a folio compaction split
+# (replay.models.compaction split_folio); below every vcompound pool index
+PLACED_SPLIT_BASE = -(1 << 40)
 
 # -- model events ----------------------------------------------------------------------
 # compaction switches (prm[P_COMPACT] bits)

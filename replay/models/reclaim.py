@@ -76,6 +76,30 @@ def lru_del(x, ob):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
+def lru_split(x, first, n, ob):  # type: ignore[no-untyped-def]
+    """``lru_add_split_folio``: the ``n`` pieces ``first ..`` of a split folio take object
+    x's place on the LRU, in page order; x leaves it."""
+    nxt, prv = ob.lru_next, ob.lru_prev
+    before, after = prv[x], nxt[x]
+    prev = before
+    for i in range(n):
+        y = first + i
+        prv[y] = prev
+        if prev >= 0:
+            nxt[prev] = y
+        else:
+            ob.lru_head[0] = y
+        prev = y
+    nxt[prev] = after
+    if after >= 0:
+        prv[after] = prev
+    else:
+        ob.lru_tail[0] = prev
+    nxt[x] = -1
+    prv[x] = -1
+
+
+@njit(cache=True, _nrt=False)
 def evict(x, z, prm, ob, counters):  # type: ignore[no-untyped-def]
     """Reclaim object x's unit: freed to the buddy, the object marked evicted; pages."""
     start = prm[P_START]

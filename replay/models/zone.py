@@ -20,6 +20,7 @@ from replay.models.internal import (
     C_DRAINS,
     C_EF,
     C_ME,
+    C_SPLIT,
     COMPACT_PROACTIVE,
     CZ_DECAY_OFF,
     CZ_DECAY_UNSET,
@@ -58,6 +59,8 @@ from replay.models.internal import (
     PCP_HELD,
     PCP_HIGH,
     PCPF_FREE_HIGH_BATCH,
+    PLACED_FAILED,
+    PLACED_SPLIT_BASE,
     RESULTS,
     Objects,
     new_cz,
@@ -79,15 +82,24 @@ from replay.models.reclaim import lru_add
 # -- Python handle -------------------------------------------------------------------------
 def objects_for(objects: Objects, obj: int) -> Objects:
     """``objects``, or a copy grown to hold object ``obj`` (at least twice as many): the
-    per-object arrays, not the LRU's head and tail."""
+    per-object arrays, not the LRU's head and tail. The split room (the ids of split
+    folios' pieces) stays after every object: an ``obj`` in it moves it up while it is
+    unused; once pieces hold ids there, such an ``obj`` is an error."""
     n = objects.placed.shape[0]
-    if obj < n:
+    nxt, end, room = (int(v) for v in objects.split)
+    if obj < room:
         return objects
+    if nxt != room:
+        raise ValueError(
+            f"object id {obj} falls in the split room ({room}..{end}), which holds pieces"
+        )
+    size = end - room
     lru = objects.lru_next.shape[0] == n
-    grown = new_objects(max(obj + 1, 2 * n), lru=lru)
+    first = max(obj + 1, 2 * room)
+    grown = new_objects(first, lru=lru, split_room=size)
     for a, b in zip(objects[:6], grown[:6], strict=True):
-        b[: a.shape[0]] = a
-    return Objects(*grown[:6], *objects[6:])
+        b[:room] = a[:room]
+    return Objects(*grown[:6], *objects[6:8], grown.split)
 
 
 class ZoneState:
@@ -111,7 +123,9 @@ class ZoneState:
     lower zone's reserve against requests that could use the zone above it
     (replay.models.zonelist). ``pcp_recorded``: the pcp lists give pages back only
     through :meth:`pcp_bulk` (the recorded kernel's bulk frees), never at their own
-    ``pcp->high``.
+    ``pcp->high``. ``split_room``: object ids kept after the others for the order-0
+    pieces of the folios compaction splits (none left: a folio without a target
+    stays whole).
     """
 
     def __init__(
@@ -144,6 +158,7 @@ class ZoneState:
         free_high_min: bool = False,
         lowmem_reserve: int = 0,
         pcp_recorded: bool = False,
+        split_room: int = 1 << 12,
     ) -> None:
         if pages <= 0 or start_pfn < 0:
             raise ValueError("a zone needs pages > 0 and start_pfn >= 0")
@@ -197,7 +212,7 @@ class ZoneState:
         decays = pcp and pcp_tuning and pcp_decay_ns > 0
         self.cz[CZ_PCP_DECAY] = CZ_DECAY_UNSET if decays else CZ_DECAY_OFF
         self.me = np.zeros((256, len(ME_COLS)), np.int64)
-        self.objects = new_objects(max_objects, lru=kswapd != "off")
+        self.objects = new_objects(max_objects, lru=kswapd != "off", split_room=split_room)
         self.vc = np.zeros(1 << 12, np.int64)
         self.stats = np.zeros(NR_STATS, np.int64)
         self._me_rows: list[tuple[int, ...]] = []
@@ -383,9 +398,24 @@ class ZoneState:
         return RESULTS[int(r)]
 
     def placement(self, obj: int) -> int:
-        """The object's pfn, or -1 (failed, evicted, freed or a virtual compound)."""
+        """The object's pfn, or -1 (failed, evicted, freed, a virtual compound or split)."""
         pfn = int(self.objects.placed[obj])
         return pfn if pfn >= 0 else -1
+
+    def pieces(self, obj: int) -> list[int] | None:
+        """The pfn of each page of a folio compaction split (-1: freed or evicted since),
+        in page order; None when ``obj`` is not split."""
+        base = int(self.objects.placed[obj])
+        if base > PLACED_SPLIT_BASE:
+            return None
+        first = PLACED_SPLIT_BASE - base
+        n = 1 << int(self.objects.obj_order[obj])
+        return [max(int(p), -1) for p in self.objects.placed[first : first + n]]
+
+    @property
+    def splits(self) -> int:
+        """Folios compaction split so far (``try_split_folio``)."""
+        return int(self.counters[C_SPLIT])
 
     @property
     def model_events(self) -> list[tuple[object, ...]]:
@@ -476,6 +506,30 @@ class ZoneState:
         obj_flags[ids] = flags
         self.arrays.pg_obj[offsets] = ids.astype(np.int32)
         self.lru_add(ids)
+
+    def adopt_split(self, x: int, order: int, mt: int, flags: int, offsets: np.ndarray) -> None:
+        """Make object ``x`` a folio compaction split (a fork of a model state that had
+        split it): its ``1 << order`` pages are pieces from the split room, each an
+        order-0 unit at its offset (from start_pfn; -1: that piece is gone), of the
+        folio's type and flags (replay.models.compaction ``split_folio``)."""
+        placed, obj_mt, obj_order, obj_flags = self.objects[:4]
+        n = 1 << order
+        first = int(self.objects.split[0])
+        if first + n > int(self.objects.split[1]):
+            raise ValueError(f"no room for the {n} pieces of split object {x}")
+        self.objects.split[0] = first + n
+        ids = np.arange(first, first + n, dtype=np.int64)
+        live = offsets >= 0
+        placed[ids] = np.where(live, offsets + self.start_pfn, PLACED_FAILED)
+        obj_mt[ids] = mt
+        obj_order[ids] = 0
+        obj_flags[ids] = flags
+        self.arrays.pg_obj[offsets[live]] = ids[live].astype(np.int32)
+        placed[x] = PLACED_SPLIT_BASE - first
+        obj_mt[x] = mt
+        obj_order[x] = order
+        obj_flags[x] = flags
+        self.lru_add(ids[live])
 
     def lru_add(self, ids: np.ndarray) -> None:
         """With kswapd on: the placed reclaimable objects among ``ids`` join the LRU tail."""

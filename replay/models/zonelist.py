@@ -35,7 +35,7 @@ import numpy as np
 from replay.jit import njit
 from replay.models.compaction import direct_compact, proactive_tick, take_captured
 from replay.models.defrag import defrag_due
-from replay.models.events import free_object, room
+from replay.models.events import free_object, object_pfn, room
 from replay.models.internal import (
     C_CLAIMS,
     C_DEGRADED,
@@ -339,7 +339,7 @@ def apply_node_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, z, prm, ob, cz,
     if base == PLACED_EVICTED:
         stats[S_EVICTED_FREES] += 1
         return np.int64(-1), OUT_EVICTED
-    if in_zone(base, prml):
+    if in_zone(object_pfn(x, ob), prml):  # a split folio's pieces are in its zone
         free_object(x, off, k, c, zl, prml, ob, cl, vc, pl)
     else:
         free_object(x, off, k, c, z, prm, ob, counters, vc, pl)
