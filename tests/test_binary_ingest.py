@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 import zstandard
 
+from replay.errors import UsageError
 from replay.store import Store
 from replay.trace.ingest import detect, ingest
+from replay.trace.record import ensure_tracefs
 
 FIX = Path(__file__).parent / "fixtures" / "binary"
 TRACEFS = Path("/sys/kernel/tracing")
@@ -215,9 +217,20 @@ def test_corrupt_compressed_cpu_data(tmp_path: Path, cli: Any, good_db: Path) ->
 
 # -- live recordings ------------------------------------------------------------
 
-_LIVE = (
-    os.geteuid() == 0 and (TRACEFS / "instances").is_dir() and shutil.which("trace-cmd") is not None
-)
+
+def _live() -> bool:
+    """Root with trace-cmd, and tracefs mounted (as `replay record` mounts it on a fresh
+    machine, where nothing has yet)."""
+    if os.geteuid() != 0 or shutil.which("trace-cmd") is None:
+        return False
+    try:
+        ensure_tracefs(TRACEFS)
+    except UsageError:
+        return False
+    return (TRACEFS / "instances").is_dir()
+
+
+_LIVE = _live()
 
 
 def _run(*args: str, cwd: Path) -> None:
