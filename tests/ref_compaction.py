@@ -426,27 +426,31 @@ class RefCompaction(RefMobility):
 
     def _migrate_pages(self, cc: CompactControl) -> None:
         """Move the isolated units in isolation order. A large unit without a target is
-        split (``try_split_folio``) and its pages moved one by one at once, the first
-        without a target ending them; the first base page without one fails with all
-        after it (they stay where they are)."""
+        split (``try_split_folio`` onto split_folios) and its pages wait; after the batch
+        they move one by one, in the order the folios were split, the first without a
+        target ending them (``migrate_pages``). The first base page without a target
+        fails with all after it and every split page (they stay where they are)."""
+        split: list[list[int]] = []
         for i, obj in enumerate(cc.migratepages):
             j = self.objs[obj].order
             dst = self._compaction_alloc(cc, j)
             if dst < 0 and j > 0:
-                pieces = self._split(obj)
-                for p, piece in enumerate(pieces):
-                    d = self._compaction_alloc(cc, 0)
-                    if d < 0:
-                        cc.failed += len(pieces) - p
-                        break
-                    self._move_unit(piece, d, cc.cpu)
-                    cc.moved += 1
+                split.append(self._split(obj))
                 continue
             if dst < 0:
                 cc.failed += sum(1 << self.objs[x].order for x in cc.migratepages[i:])
+                cc.failed += sum(len(pieces) for pieces in split)
                 return
             self._move_unit(obj, dst, cc.cpu)
             cc.moved += 1 << j
+        for k, pieces in enumerate(split):
+            for p, piece in enumerate(pieces):
+                d = self._compaction_alloc(cc, 0)
+                if d < 0:
+                    cc.failed += len(pieces) - p + sum(len(q) for q in split[k + 1 :])
+                    return
+                self._move_unit(piece, d, cc.cpu)
+                cc.moved += 1
 
     def _split(self, obj: int) -> list[int]:
         """``split_folio_to_list``: the unit becomes ``1 << order`` order-0 units in place."""

@@ -999,6 +999,33 @@ def test_a_large_unit_without_a_target_is_split_and_its_pages_move(impl: type) -
     check_compaction_invariants(z, units, {})
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_split_folios_pages_move_after_the_rest_of_the_batch(impl: type) -> None:
+    """migrate_pages migrates the pages of the folios its batch split (split_folios)
+    only after the batch: with 29 free pages for a batch of an order-2 folio and 28 base
+    pages, the base pages take 28 of them and one page of the folio the last; its
+    other three pages find no target and stay (one MIGRATE_ASYNC try, then -ENOMEM)."""
+    z = impl(0, 2048)
+    units: dict[int, tuple[int, int]] = {}
+    assert z.alloc_obj(0, 2, M) == 0
+    units[0] = (2, M)
+    for i in range(4, 2048):
+        assert z.alloc_obj(i, 0, M, movable=i < 32) == i
+        units[i] = (0, M)
+    for i in range(2047, 2047 - 2 * 29, -2):
+        z.free_obj(i)
+        del units[i]
+    z.compact_memory(seq=1)
+    assert all(z.placement(i) >= 1536 for i in range(4, 32))  # the batch's base pages
+    pieces = z.pieces(0)
+    assert z.splits == 1 and pieces is not None
+    assert pieces[0] >= 1536 and pieces[1:] == [1, 2, 3]
+    kind, *_rest, moved, failed, _result = events(z)[-1]
+    assert kind == "compact_oneshot" and moved == 29 and failed == 3
+    del units[0]
+    check_compaction_invariants(z, units, {}, {p: (0, M) for p in pieces})
+
+
 def test_a_fork_keeps_the_pieces_of_a_split_folio() -> None:
     """A fork of a model state in which compaction split a folio starts with the folio
     split, its pieces where they were (replay.engine.whatif ``split_objects``,

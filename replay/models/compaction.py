@@ -66,6 +66,8 @@ from replay.models.internal import (
     CC_PROACTIVE,
     CC_SCAN_F,
     CC_SCAN_M,
+    CC_SPLIT_SHIFT,
+    CC_UNIT_DONE,
     CC_UNITS,
     CC_WHOLE,
     COMPACT_CLUSTER_MAX,
@@ -444,6 +446,36 @@ def migrate_one(x, src, dst, z, prm, ob, cz, counters):  # type: ignore[no-untyp
         counters[C_DRIVER_MIGRATED] += np.int64(1) << j
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def split_entry(x, src):  # type: ignore[no-untyped-def]
+    """The unit list entry of folio x, split at offset ``src``, its pages waiting."""
+    return np.int64(-1) - ((np.int64(x) << CC_SPLIT_SHIFT) | np.int64(src))
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def split_pending(e, z, prm, ob, p):  # type: ignore[no-untyped-def]
+    """Page ``p`` of the split folio of unit list entry ``e``: its piece's object id when
+    it still waits at its old page (not migrated, not freed since the split), else -1."""
+    v = np.int64(-1) - e
+    src = v & ((np.int64(1) << CC_SPLIT_SHIFT) - 1)
+    x = v >> CC_SPLIT_SHIFT
+    y = PLACED_SPLIT_BASE - ob.placed[x] + p
+    if ob.placed[y] == prm[P_START] + src + p and z.pg_obj[src + p] == y:
+        return y
+    return np.int64(-1)
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def split_pages(e, z, prm, ob):  # type: ignore[no-untyped-def]
+    """Pages of the split folio of unit list entry ``e`` still waiting."""
+    x = (np.int64(-1) - e) >> CC_SPLIT_SHIFT
+    n = np.int64(0)
+    for p in range(np.int64(1) << ob.obj_order[x]):
+        if split_pending(e, z, prm, ob, p) >= 0:
+            n += 1
+    return n
+
+
 @njit(cache=True, _nrt=False)
 def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyped-def]
     """``migrate_pages``: each isolated unit to a target from ``compaction_alloc``, in
@@ -455,58 +487,96 @@ def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyp
     ``migrate_folio_unmap`` finds a folio freed from under it.
 
     A large folio without a free block of its order is split (``migrate_pages_batch``'s
-    -ENOMEM: ``try_split_folio``) and its pages migrated one by one, the first page
-    without a target ending them (the rest stay where they are, order-0 folios now); the
-    kernel migrates the split pages after the rest of its batch (``migrate_pages``'
-    split_folios), the model at once. A base page without a target ends the batch."""
+    -ENOMEM: ``try_split_folio`` onto split_folios); its pages wait, in place as order-0
+    folios, until the rest of the batch is done, then migrate one by one (``migrate_pages``'
+    one MIGRATE_ASYNC ``migrate_pages_batch`` of split_folios), the first without a target
+    ending them. A base page without a target ends the batch, and the split folios' pages
+    are not tried either (``rc < 0``: split_folios go back with the rest). The batch is
+    one ``migrate_pages_batch``: a compaction batch holds under 32 pages before its last
+    unit, so NR_MAX_BATCHED_MIGRATION (512) never cuts it before that."""
     n = cz[CC_NUNITS]
-    i = 0
-    while i < n:
+    stopped = False
+    for i in range(n):
         if budget >= 0 and cz[CC_MOVED] >= budget:
+            stopped = True
             break
         src = cz[CC_UNITS + i]
+        if src < 0:
+            continue  # done, or a split folio: its pages wait for the batch's end
         x = z.pg_obj[src]
+        cz[CC_UNITS + i] = CC_UNIT_DONE
         if x < 0 or z.buddy_order[src] >= 0 or not migratable(x, cz[CC_ORDER], ob):
-            i += 1
             continue
         j = np.int64(ob.obj_order[x])
         dst = compaction_alloc(j, z, prm, ob, cz)
         if dst < 0 and j > 0:
-            first = split_folio(x, z, prm, ob)
-            if first < 0:  # no room for the pieces: the folio stays, the batch goes on
+            if split_folio(x, z, prm, ob) < 0:
+                # no room for the pieces: the folio stays, the batch goes on
                 counters[C_SPLIT_FULL] += 1
                 cz[CC_FAILED] += np.int64(1) << j
-                i += 1
                 continue
             counters[C_SPLIT] += 1
-            for p in range(np.int64(1) << j):
+            cz[CC_UNITS + i] = split_entry(x, src)
+            continue
+        if dst < 0:
+            # -ENOMEM for a base page: the rest of the batch is not tried, nor the pages
+            # of the folios split so far
+            cz[CC_FAILED] += np.int64(1) << j
+            for r in range(n):
+                e = cz[CC_UNITS + r]
+                if e >= 0:
+                    y = z.pg_obj[e]
+                    if y >= 0:
+                        cz[CC_FAILED] += np.int64(1) << ob.obj_order[y]
+                elif e != CC_UNIT_DONE:
+                    cz[CC_FAILED] += split_pages(e, z, prm, ob)
+            cz[CC_NUNITS] = 0
+            cz[CC_NR_MIGRATE] = 0
+            return
+        migrate_one(x, src, dst, z, prm, ob, cz, counters)
+    if not stopped:
+        # the split folios' pages, in the order they were split
+        for i in range(n):
+            e = cz[CC_UNITS + i]
+            if e >= 0 or e == CC_UNIT_DONE:
+                continue
+            x = (np.int64(-1) - e) >> CC_SPLIT_SHIFT
+            src = (np.int64(-1) - e) & ((np.int64(1) << CC_SPLIT_SHIFT) - 1)
+            for p in range(np.int64(1) << ob.obj_order[x]):
+                y = split_pending(e, z, prm, ob, p)
+                if y < 0:
+                    continue
                 if budget >= 0 and cz[CC_MOVED] >= budget:
+                    stopped = True
                     break
                 d = compaction_alloc(0, z, prm, ob, cz)
                 if d < 0:  # -ENOMEM: the split pages left are not tried
-                    cz[CC_FAILED] += (np.int64(1) << j) - p
-                    break
-                migrate_one(first + p, src + p, d, z, prm, ob, cz, counters)
-            i += 1
-            continue
-        if dst < 0:
-            # -ENOMEM for a base page: the rest of the batch is not tried
-            for r in range(i, n):
-                y = z.pg_obj[cz[CC_UNITS + r]]
-                if y >= 0:
-                    cz[CC_FAILED] += np.int64(1) << ob.obj_order[y]
-            i = n
-            break
-        migrate_one(x, src, dst, z, prm, ob, cz, counters)
-        i += 1
-    left = n - i
+                    for r in range(i, n):
+                        f = cz[CC_UNITS + r]
+                        if f < 0 and f != CC_UNIT_DONE:
+                            cz[CC_FAILED] += split_pages(f, z, prm, ob)
+                    cz[CC_NUNITS] = 0
+                    cz[CC_NR_MIGRATE] = 0
+                    return
+                migrate_one(y, src + p, d, z, prm, ob, cz, counters)
+            if stopped:
+                break
+            cz[CC_UNITS + i] = CC_UNIT_DONE
+    # the units and split folios left (a budget stopped the call), in their order
+    left = np.int64(0)
     nr = np.int64(0)
-    for r in range(left):
-        o = cz[CC_UNITS + i + r]
-        cz[CC_UNITS + r] = o
-        y = z.pg_obj[o]
-        if y >= 0:
-            nr += np.int64(1) << ob.obj_order[y]
+    for r in range(n):
+        e = cz[CC_UNITS + r]
+        if e == CC_UNIT_DONE:
+            continue
+        cz[CC_UNITS + left] = e
+        left += 1
+        if e >= 0:
+            y = z.pg_obj[e]
+            if y >= 0:
+                nr += np.int64(1) << ob.obj_order[y]
+        else:
+            nr += split_pages(e, z, prm, ob)
     cz[CC_NUNITS] = left
     cz[CC_NR_MIGRATE] = nr
 

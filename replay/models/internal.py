@@ -361,6 +361,11 @@ CC_CPU, CC_LAST_MIGRATED = 32, 33
 # page it captured (pfn, -1 none). Running, it is Zone.capture.
 CC_CAPC, CC_CAPC_PAGE = 34, 35
 CC_UNITS = 36  # isolated units' offsets (COMPACT_CLUSTER_MAX at most)
+# A unit list entry below zero: a folio migrate_pages split (split_folios), its pages
+# waiting for the pass after the batch: -1 - ((folio << CC_SPLIT_SHIFT) | its offset);
+# CC_UNIT_DONE: a unit this migrate_pages call is done with.
+CC_SPLIT_SHIFT = 30  # offsets below 1 << 30 pages (4 TiB zones), folios below 1 << 33
+CC_UNIT_DONE = -(1 << 63)
 NR_CZ = CC_UNITS + COMPACT_CLUSTER_MAX
 
 
