@@ -421,3 +421,41 @@ def test_an_observed_start_types_pageblocks_as_the_kernels_takes_show(
     for mt, n in counts.items():
         if mt < MIGRATE_PCPTYPES and n > 20:
             assert abs(int((pb_mt == mt).sum()) - n) <= 0.05 * n
+
+
+def test_a_short_forks_recorded_compactions_are_the_whole_runs_in_its_window(
+    small_db: Path, tmp_path: Path
+) -> None:
+    """recorded_compactions reads only the passes that begin inside the run's events
+    (a short fork's few): its actions are those of the whole trace's passes that begin
+    in [lo, hi), their steps before hi, a capture outside the window none (-2)."""
+    db = tmp_path / "window.duckdb"
+    shutil.copyfile(small_db, db)
+    name = "small-pressure-6.18"
+    with Store(db) as s:
+        tid = s.trace_id(name)
+        env = zone_environment(s, tid, load_model("kernel"), None)
+        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        full = recorded.recorded_compactions(s, tid, env, 0, total, total)
+        begin = {
+            a[2][0]: a[0] for a in full if a[2][1] in (recorded.PASS_BEGIN, recorded.PASS_ONCE)
+        }
+        firsts = sorted(begin.values())
+        assert len(firsts) > 10
+        mid = firsts[len(firsts) // 2]
+        windows = [(0, total), (mid, mid + 1), (mid + 1, total), (mid - 500, mid),
+                   (firsts[3], firsts[7]), (total // 3, total // 3 + 2_000)]  # fmt: skip
+        for lo, hi in windows:
+            got = recorded.recorded_compactions(s, tid, env, lo, hi, total)
+            want = []
+            for seq, kind, arg in full:
+                if not lo <= begin[arg[0]] < hi:
+                    continue
+                if (seq == recorded.AFTER_LAST and hi < total) or seq >= hi:
+                    continue
+                capture = arg[10]
+                if capture >= 0 and not lo <= capture < hi:
+                    capture = -2
+                want.append((seq, kind, (*arg[:10], capture, *arg[11:])))
+            assert got == want, (lo, hi)
+            assert (lo, hi) != (mid, mid + 1) or got  # the window holds a pass's begin

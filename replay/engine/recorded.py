@@ -98,14 +98,25 @@ def recorded_compactions(
     Passes that began before ``lo_seq`` (the fork) are left out: the fork's state holds
     what they did.
     Steps at or after ``hi_seq`` are left out unless ``hi_seq`` is the trace's end
-    (``total``)."""
+    (``total``). Only the passes that begin between the events ``lo_seq - 1`` and
+    ``hi_seq - 1`` are read (those whose begin stands before an event of the run), so a
+    short fork reads its own few."""
+    # a pass's actions stand before the first event after its line: it begins in the run
+    # when its line is after event lo_seq - 1's and before event hi_seq - 1's
+    bounds = store.query(
+        """SELECT coalesce(max(line) FILTER (WHERE seq = $lo - 1), -1) AS lo_line,
+                  coalesce(max(line) FILTER (WHERE seq = $hi - 1), -1) AS hi_line
+           FROM events WHERE trace_id = $t AND seq IN ($lo - 1, $hi - 1)""",
+        {"t": trace_id, "lo": lo_seq, "hi": hi_seq},
+    ).to_pylist()[0]
     rows = store.query(
         """WITH b AS (
                SELECT line, pid, comm, coalesce(cpu, 0) AS cpu, args->>'mode' AS mode,
                       hexint(args->>'migrate_pfn') AS mig0, hexint(args->>'free_pfn') AS fr0
                FROM aux_events
                WHERE trace_id = $t AND event = 'mm_compaction_begin'
-                 AND hexint(args->>'zone_start') = $zs),
+                 AND hexint(args->>'zone_start') = $zs
+                 AND line > $lo_line AND line < $hi_line),
            en AS (SELECT line, pid, coalesce(cpu, 0) AS end_cpu,
                          hexint(args->>'migrate_pfn') AS mig1,
                          hexint(args->>'free_pfn') AS fr1 FROM aux_events
@@ -176,17 +187,27 @@ def recorded_compactions(
                          CASE WHEN te.op = 'alloc' AND te."order" = p."order" THEN te.seq
                               ELSE -2 END AS taker
                   FROM p ASOF LEFT JOIN te ON p.pid = te.pid AND p.end_line < te.line
-                  WHERE p.end_line IS NOT NULL)
-           SELECT a.pass, a.phase, coalesce(e.seq, -1) AS seq, a.budget, p."order", p.mode,
+                  WHERE p.end_line IS NOT NULL),
+           -- each action's seq: the first event after its line (materialized first:
+           -- planned with the joins below, the ASOF join took 1.3 s of 1.4 s here)
+           ae AS MATERIALIZED (SELECT a.*, coalesce(e.seq, -1) AS seq
+                               FROM a ASOF LEFT JOIN e ON a.at_line < e.line)
+           SELECT a.pass, a.phase, a.seq, a.budget, p."order", p.mode,
                   coalesce(p.mig0, -1) AS mig0, coalesce(p.fr0, -1) AS fr0,
                   coalesce(p.mig1, -1) AS mig1, coalesce(p.fr1, -1) AS fr1, a.cpu,
                   p.comm, coalesce(nx.taker, -2) AS taker, coalesce(a.lo, -1) AS lo,
                   coalesce(a.hi, -1) AS hi, a.batch,
                   (SELECT count(*) FROM mg) AS n_mg
-           FROM a JOIN p ON p.line = a.pass ASOF LEFT JOIN e ON a.at_line < e.line
+           FROM ae a JOIN p ON p.line = a.pass
              LEFT JOIN nx ON nx.pass = a.pass
            ORDER BY a.at_line, a.phase, a.pass""",
-        {"t": trace_id, "zs": env.start_pfn, "ze": env.start_pfn + env.pages},
+        {
+            "t": trace_id,
+            "zs": env.start_pfn,
+            "ze": env.start_pfn + env.pages,
+            "lo_line": int(bounds["lo_line"]),
+            "hi_line": int(bounds["hi_line"]),
+        },
     ).to_pylist()
     out: list[tuple[int, str, tuple[int, ...]]] = []
     started: set[int] = set()
