@@ -471,6 +471,10 @@ def busy_message(path: Path, error: str) -> str | None:
     )
 
 
+# DuckDB's buffer memory while a run's steps stream in (Store.bulk_write)
+BULK_INSERT_MEMORY = "256MB"
+
+
 class Store:
     """A replay database file. Use as a context manager, or call close().
 
@@ -483,6 +487,7 @@ class Store:
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = read_only
         self._new: NewDatabase | None = None
+        self._restore: tuple[Any, ...] | None = None  # see unordered
         remove_leftovers(self.path)
         if read_only and not self.path.exists():
             raise UsageError(
@@ -571,10 +576,72 @@ class Store:
             yield self.con
         except BaseException:
             self.run("ROLLBACK")
+            if (
+                self._restore is not None
+            ):  # settings a failed INSERT kept unordered() from restoring
+                self._set(self._restore)
+                self._restore = None
             raise
         self.run("COMMIT")
         self._created = False  # it holds committed data now: never discard it
         self._release_new()
+
+    def _settings(self) -> tuple[Any, ...] | None:
+        """memory_limit and preserve_insertion_order as they are; None when the
+        configuration is locked (``replay serve``'s connection: a SET would fail, and a
+        failed statement aborts the transaction it is in)."""
+        row = self.one(
+            "SELECT current_setting('memory_limit'), current_setting('preserve_insertion_order'),"
+            " current_setting('lock_configuration')"
+        )
+        return None if row is None or row[2] else row[:2]
+
+    @contextlib.contextmanager
+    def bulk_write(self, memory_limit: str = BULK_INSERT_MEMORY) -> Iterator[None]:
+        """Around a transaction that streams a run's steps in (:meth:`unordered` around
+        the INSERT itself): DuckDB holds at most ``memory_limit`` of buffers until the
+        commit and the checkpoint after it, which write the rows into the file now rather
+        than at the close. A 100M-step run peaked at 4.4 GB with the defaults (80% of
+        the machine's memory), 2.5 GB with these (BENCHMARKS.md); a 10M-step run's
+        checkpoint at the close peaked at 2.9 GB once. The connection's own limit comes
+        back afterwards. Best effort: nothing changes on a locked configuration, and a
+        checkpoint DuckDB refuses (another cursor's open transaction) is left to the
+        close."""
+        old = self._settings()
+        if old is not None:
+            self.run(f"SET memory_limit = '{memory_limit}'")
+        try:
+            yield
+        finally:
+            if old is not None:
+                with contextlib.suppress(duckdb.Error):
+                    self.run("CHECKPOINT")
+                self.run(f"SET memory_limit = '{old[0]}'")
+
+    @contextlib.contextmanager
+    def unordered(self) -> Iterator[None]:
+        """Around one long streaming INSERT: DuckDB may keep the rows' order where it
+        likes (``preserve_insertion_order``; every query of steps orders by seq, and the
+        storage order differs little: in a 10M-step run the first chunk of rows stood
+        after the others). With it a bounded :meth:`bulk_write` needs no more time (88 s
+        for 100M steps against 137 s keeping the order). The setting comes back after;
+        after a failed INSERT, whose transaction refuses even SET, once the transaction
+        has rolled back (:meth:`transaction`)."""
+        old = self._settings()
+        if old is not None:
+            self.run("SET preserve_insertion_order = false")
+        try:
+            yield
+        finally:
+            if old is not None:
+                try:
+                    self._set(old)
+                except duckdb.Error:
+                    self._restore = old  # the transaction is aborted: after its ROLLBACK
+
+    def _set(self, settings: tuple[Any, ...]) -> None:
+        self.run(f"SET memory_limit = '{settings[0]}'")
+        self.run(f"SET preserve_insertion_order = {'true' if settings[1] else 'false'}")
 
     def discard_if_new(self) -> None:
         """Remove the database file if this Store created it (after a failed first write)."""

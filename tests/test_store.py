@@ -151,3 +151,45 @@ def test_old_map_args_are_migrated_to_json(tmp_path: Path) -> None:
             "SELECT typeof(args), args->>'zone_start', args->>'mode' FROM aux_events ORDER BY line"
         ).to_pylist()
     assert [list(r.values()) for r in rows] == [["JSON", "0x1", 'a"b'], ["JSON", None, None]]
+
+
+def test_a_runs_steps_stream_in_with_bounded_memory_and_the_settings_come_back(
+    tmp_path: Path,
+) -> None:
+    """Store.bulk_write (around the transaction) holds DuckDB to 256 MB until the commit
+    and checkpoint, Store.unordered (around the INSERT) lets it keep the rows' order
+    where it likes; the connection's own settings come back after each, and after a
+    failed INSERT once its transaction has rolled back (the INSERT's error is the one
+    raised). On a locked configuration (replay serve's) neither touches anything: a
+    refused SET would abort the job's transaction."""
+    import pyarrow as pa
+
+    def settings(s: Store) -> tuple[str, bool]:
+        row = s.one(
+            "SELECT current_setting('memory_limit'), current_setting('preserve_insertion_order')"
+        )
+        assert row is not None
+        return str(row[0]), bool(row[1])
+
+    with Store(tmp_path / "b.duckdb") as s:
+        s.run("SET memory_limit = '1GB'")
+        assert settings(s)[0][:3] == "953" and settings(s)[1] is True
+        with s.bulk_write(), s.transaction():
+            assert settings(s)[0][:3] == "244" and settings(s)[1] is True
+            with s.unordered():
+                assert settings(s)[0][:3] == "244" and settings(s)[1] is False
+            assert settings(s)[0][:3] == "244" and settings(s)[1] is True
+        # (the limit comes back as DuckDB prints it: within 0.1 MiB)
+        assert settings(s)[0][:3] == "953" and settings(s)[1] is True
+        bad = pa.table({"seq": pa.array([1], pa.int64()), "nope": pa.array([1], pa.int64())})
+        with (
+            pytest.raises(duckdb.Error, match="nope"),
+            s.bulk_write(),
+            s.transaction(),
+            s.unordered(),
+        ):
+            s.append_stream("steps", bad.to_reader(), 1, key="run_id")
+        assert settings(s)[0][:3] == "953" and settings(s)[1] is True
+        s.run("SET lock_configuration = true")
+        with s.bulk_write(), s.transaction(), s.unordered():
+            assert settings(s)[1] is True and settings(s)[0][:3] == "953"

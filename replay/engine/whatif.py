@@ -1794,18 +1794,19 @@ def _run(
             for _ in steps():
                 pass
             return None, rp, env
-        with store.transaction():
+        with store.bulk_write(), store.transaction():
             row = store.one("SELECT coalesce(max(run_id), 0) + 1 FROM runs")
             run_id = int(row[0]) if row else 1
             try:
                 # The kernel (GIL released) and the batches a chunk ahead in a thread of
                 # their own, while DuckDB stores the previous chunk's steps
-                store.append_stream(
-                    "steps",
-                    pa.RecordBatchReader.from_batches(STEPS_SCHEMA, ahead(steps(), depth=1)),
-                    run_id,
-                    key="run_id",
-                )
+                with store.unordered():
+                    store.append_stream(
+                        "steps",
+                        pa.RecordBatchReader.from_batches(STEPS_SCHEMA, ahead(steps(), depth=1)),
+                        run_id,
+                        key="run_id",
+                    )
             except duckdb.Error:
                 if failure:
                     raise failure[0] from None
