@@ -248,9 +248,10 @@ def test_unnamed_migrations_pair_old_folios_with_new_homes(capture_db: Path) -> 
 def test_kswapds_reclaim_limits_the_pcp_lists(tmp_path: Path) -> None:
     """The shipped pressure capture's kswapd woke 164 times: each balance_pgdat is a
     window of ZONE_RECLAIM_ACTIVE (set, then cleared, in seq order). Where the model
-    makes its own bulk frees (recorded_pcp_frees off), inside the windows it holds
-    fewer pages on its pcp lists, nearer the kernel's count than without the windows.
-    With the kernel's bulk frees as inputs (the kernel preset) it is no further off,
+    makes its own bulk frees and refills (recorded_pcp_frees and recorded_pcp_refills
+    off), inside the windows it holds fewer pages on its pcp lists, nearer the kernel's
+    count than without the windows. With the kernel's bulk frees and refills as inputs
+    (the kernel preset) it is no further off,
     over the whole run (this capture's Normal zone has few of them; the compact capture's
     pcp lists follow the kernel's: test_the_models_pass_moves_when_the_kernels_did)."""
     db = tmp_path / "k.duckdb"
@@ -270,8 +271,8 @@ def test_kswapds_reclaim_limits_the_pcp_lists(tmp_path: Path) -> None:
             toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
             return engine.run(s, name, load_model(str(toml)), start="observed", every=10).run_id
 
-        k = without("recorded_pcp_frees")
-        off = without("recorded_pcp_frees", "recorded_kswapd")
+        k = without("recorded_pcp_frees", "recorded_pcp_refills")
+        off = without("recorded_pcp_frees", "recorded_pcp_refills", "recorded_kswapd")
         full = engine.run(s, name, load_model("kernel"), start="observed", every=10).run_id
 
         def pcp(run_id: int) -> dict[int, int]:
@@ -487,6 +488,77 @@ def test_the_kernels_pcp_bulk_frees_are_an_input(tmp_path: Path) -> None:
     assert runs[True][last_free] >= 60
     assert runs[True][after_run] == runs[True][last_free] - 20 + 2
     assert runs[True]["bulk"] == 2
+
+
+def test_the_kernels_pcp_refills_are_an_input(tmp_path: Path) -> None:
+    """Each run of mm_page_alloc_zone_locked with percpu_refill=1 on one cpu with no page
+    event of that cpu between (one rmqueue_bulk) is a recorded refill: that cpu's list of
+    the run's order and type takes that many blocks from the buddy before the cpu's next
+    page event. Runs in no modelled zone, and zone-locked allocations that are no refill,
+    are not. With recorded_pcp_refills the model's lists take exactly those blocks; a
+    list the model finds empty without one takes a single block, not a batch."""
+    t = _Trace()
+    add = t.add
+    gfp = "gfp_flags=GFP_HIGHUSER_MOVABLE"
+
+    def alloc(task: str, cpu: int, pfn: int, order: int) -> None:
+        add(task, cpu, "mm_page_alloc",
+            f"page=00000000deadbeef pfn={pfn:#x} order={order} migratetype=1 {gfp}")  # fmt: skip
+
+    def locked(task: str, cpu: int, pfn: int, order: int = 0, refill: int = 1) -> None:
+        add(task, cpu, "mm_page_alloc_zone_locked",
+            f"page=0 pfn={pfn:#x} order={order} migratetype=1 percpu_refill={refill}")  # fmt: skip
+
+    alloc("c-30", 1, 0x6000, 4)  # no pcp order: from the buddy (an action needs a seq > 0)
+    for i in range(5):  # cpu 0: rmqueue_bulk takes 5 order-0 blocks, the request one
+        locked("a-10", 0, 0x1000 + i)
+    alloc("a-10", 0, 0x1000, 0)
+    for i in range(3):  # cpu 1: 3 order-1 blocks; cpu 0's allocation does not end the run
+        locked("b-20", 1, 0x2000 + 2 * i, 1)
+        if i == 0:
+            alloc("a-10", 0, 0x1001, 0)
+    alloc("b-20", 1, 0x2000, 1)
+    locked("b-20", 1, 0x9000000)  # outside the zone
+    locked("b-20", 1, 0x3000, 2, refill=0)  # rmqueue_buddy: no refill
+    alloc("b-20", 1, 0x3000, 2)
+    alloc("a-10", 0, 0x4000, 0)  # the kernel's list had pages: no refill traced
+    alloc("b-20", 1, 0x4100, 0)  # nor here, where the model's list is empty
+    trace = t.write(tmp_path / "refill.txt")
+    with Store(tmp_path / "r.duckdb") as s:
+        ingest(s, trace, name="refill")
+        tid = s.trace_id("refill")
+        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+
+        def seq_of(pid: int, pfn: int) -> int:
+            q = "SELECT seq FROM events WHERE trace_id = $t AND pid = $p AND pfn = $f"
+            return int(s.one(q, {"t": tid, "p": pid, "f": pfn})[0])
+
+        zone = ((0, 1 << 20),)
+        got = recorded.recorded_pcp_refills(s, tid, 0, total, zone)
+        assert got == [(seq_of(10, 0x1000), "pcp_refill", (0, 0, 0, 1, 5)),
+                       (seq_of(20, 0x2000), "pcp_refill", (0, 1, 1, 1, 3))]  # fmt: skip
+        assert recorded.recorded_pcp_refills(s, tid, seq_of(10, 0x1000), total, zone) == got[1:]
+        runs = {}
+        for on in (False, True):
+            toml = tmp_path / f"r{on}.toml"
+            cfg = {"model": "mobility", "pcp": True, "pcp_high": 32, "pcp_batch": 8,
+                   "recorded_pcp_refills": on}  # fmt: skip
+            toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
+            r = engine.run(s, "refill", load_model(str(toml)), zone_pages=1 << 15, every=1)
+            runs[on] = {q["seq"]: q["pcp_pages"] for q in s.query(
+                "SELECT seq, pcp_pages FROM steps WHERE run_id = $r", {"r": r.run_id}
+            ).to_pylist()}  # fmt: skip
+        first, second, last = seq_of(10, 0x1000), seq_of(20, 0x2000), seq_of(10, 0x4000)
+        empty = seq_of(20, 0x4100)
+    # without: a batch of 8 blocks for cpu 0's first request (7 left); with: the
+    # kernel's 5 (4 left), then cpu 0's second request takes one (3 left) and cpu 1's
+    # order-1 list the kernel's 3 blocks (2 left, 4 pages); cpu 0's last request takes
+    # one more of its list
+    assert runs[False][first] == 7 and runs[True][first] == 4
+    assert runs[True][second] == 3 + 2 * 2
+    assert runs[True][last] == runs[True][second] - 1
+    # a list the model finds empty with no refill recorded: one block, taken at once
+    assert runs[True][empty] == runs[True][last] and runs[False][empty] > runs[False][last]
 
 
 def test_a_released_part_of_an_isolated_block_is_no_migration(tmp_path: Path) -> None:

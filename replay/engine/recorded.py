@@ -345,6 +345,60 @@ def recorded_drains(
             if s != AFTER_LAST and lo_seq < s < hi_seq]  # fmt: skip
 
 
+def recorded_pcp_refills(
+    store: Store, trace_id: int, lo_seq: int, hi_seq: int, zones: tuple[tuple[int, int], ...]
+) -> list[tuple[int, str, tuple[int, ...]]]:
+    """The recorded kernel's refills of pcp lists, as actions ``(seq, "pcp_refill",
+    (zone, cpu, order, migratetype, blocks))`` before the event at that seq (``zone``:
+    the index in ``zones``, as :func:`recorded_pcp_frees`).
+
+    ``rmqueue_bulk`` (mm/page_alloc.c, from ``__rmqueue_pcplist`` when the list the
+    request needs is empty) takes ``nr_pcp_alloc`` blocks from the buddy under the zone
+    lock, each traced as ``mm_page_alloc_zone_locked`` with ``percpu_refill=1``, then
+    the request takes one of them from the list (its ``mm_page_alloc``). One refill is a
+    run of such events on one cpu with no page event of that cpu between them, of one
+    order and migratetype. Each action's seq is the next page event's after its run;
+    only those in ``(lo_seq, hi_seq)``."""
+    if not zones:
+        return []
+    zone_of = " ".join(f"WHEN pfn >= {int(a)} AND pfn < {int(b)} THEN {i}"
+                       for i, (a, b) in enumerate(zones))  # fmt: skip
+    rows = store.query(
+        f"""WITH ev AS (
+               SELECT line, cpu, 0 AS refill, NULL::BIGINT AS pfn, NULL::TINYINT AS o,
+                      NULL::TINYINT AS mt
+               FROM events WHERE trace_id = $t
+               UNION ALL
+               SELECT line, cpu, 1, pfn, "order", migratetype
+               FROM aux_events WHERE trace_id = $t AND event = 'mm_page_alloc_zone_locked'
+                 AND args->>'percpu_refill' = '1'),
+           r AS (SELECT *, sum(1 - refill) OVER (PARTITION BY cpu ORDER BY line
+                                                 ROWS UNBOUNDED PRECEDING) AS run
+                 FROM ev),
+           runs AS (SELECT cpu, run, CASE {zone_of} ELSE -1 END AS zone, o, mt,
+                           max(line) AS last_line, count(*) AS blocks
+                    FROM r WHERE refill = 1 GROUP BY ALL),
+           e AS (SELECT line, seq FROM events WHERE trace_id = $t)
+           SELECT coalesce(e.seq, -1) AS seq, runs.zone, runs.cpu, runs.o, runs.mt,
+                  runs.blocks
+           FROM runs ASOF LEFT JOIN e ON runs.last_line < e.line
+           WHERE runs.zone >= 0
+           ORDER BY 1, runs.last_line""",
+        {"t": trace_id},
+    ).to_pylist()
+    out: list[tuple[int, str, tuple[int, ...]]] = []
+    for r in rows:
+        s = int(r["seq"])
+        if s == AFTER_LAST or not lo_seq < s < hi_seq:
+            continue
+        mt = int(r["mt"])
+        if not 0 <= mt < MIGRATE_PCPTYPES:
+            continue
+        out.append((s, "pcp_refill", (int(r["zone"]), int(r["cpu"]), int(r["o"]), mt,
+                                      int(r["blocks"]))))  # fmt: skip
+    return out
+
+
 def recorded_pcp_frees(
     store: Store, trace_id: int, lo_seq: int, hi_seq: int, zones: tuple[tuple[int, int], ...]
 ) -> list[tuple[int, str, tuple[int, ...]]]:

@@ -66,6 +66,7 @@ from replay.engine.recorded import (
     recorded_compactions,
     recorded_drains,
     recorded_pcp_frees,
+    recorded_pcp_refills,
 )
 from replay.engine.results import (
     CONTIGUITY_SCHEMA,
@@ -160,6 +161,7 @@ from replay.models.internal import (
     P_POOL_ORDER,
     P_PRESSURE_OOM,
     P_PRESSURE_RECLAIM,
+    P_REFILL_RECORDED,
     P_UNITS,
     P_VCOMPOUND,
     PAGEBLOCK_ORDER,
@@ -497,6 +499,10 @@ class _Replay:
                 z.arrays.zone_flags[ZONE_RECLAIM_ACTIVE] = arg[0]
                 if lz is not None:  # kswapd balances every zone of its node
                     lz.arrays.zone_flags[ZONE_RECLAIM_ACTIVE] = arg[0]
+            elif what == "pcp_refill":
+                zs = z if arg[0] == 0 else lz
+                if zs is not None and arg[1] < int(zs.prm[P_NCPU]):
+                    zs.pcp_refill(arg[4], arg[2], arg[3], arg[1], seq)
             elif what == "pcp_bulk":
                 zs = z if arg[0] == 0 else lz
                 if zs is not None and arg[1] < int(zs.prm[P_NCPU]):
@@ -1666,6 +1672,18 @@ def _run(
             for zs in (rp.zone, rp.lower):
                 if zs is not None:
                     zs.prm[P_PCP_RECORDED] = 1
+    if config.get("recorded_pcp_refills", False) and config.get("pcp", False):
+        # the kernel's refills of pcp lists are inputs too: the model's lists take blocks
+        # where and as many as the kernel's rmqueue_bulk did, never a batch of their own
+        zones = ((env.start_pfn, env.start_pfn + env.pages),)
+        if lower is not None:
+            zones += ((lower.env.start_pfn, lower.env.start_pfn + lower.env.pages),)
+        refills = recorded_pcp_refills(store, trace_id, lo_seq, hi_seq, zones)
+        if refills:  # a trace without percpu_refill events leaves the model its own
+            actions += refills
+            for zs in (rp.zone, rp.lower):
+                if zs is not None:
+                    zs.prm[P_REFILL_RECORDED] = 1
     if zram is not None:
         actions += zram.actions
     # the allocations served right after a recorded direct compaction: F_CAPTURE

@@ -75,6 +75,12 @@ PARAMS: dict[str, tuple[type, str]] = {
         "recorded kernel's free_pcppages_bulk did (its mm_page_pcpu_drain runs), not at "
         "the model's own pcp->high (default false)",
     ),
+    "recorded_pcp_refills": (
+        bool,
+        "the pcp lists take blocks from the buddy where, on the cpu, of the order and type "
+        "and as many as the recorded kernel's rmqueue_bulk did (its mm_page_alloc_zone_locked "
+        "percpu_refill runs); a list the model finds empty takes one block (default false)",
+    ),
     "compact_at": (list, "seqs before which to compact the whole zone once (-1: at the end)"),
     "kswapd": (str, "off | lru | targeted: kswapd high-order reclaim (default off)"),
     "kswapd_movable": (bool, "kswapd may evict movable pages too (default true)"),
@@ -197,6 +203,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "recorded_kswapd": True,
         "recorded_drains": True,
         "recorded_pcp_frees": True,
+        "recorded_pcp_refills": True,
     },
     # the same with the zone chosen by the model: the node's zonelist (Normal, then DMA32)
     # as get_page_from_freelist walks it (replay.models.zonelist), where `kernel` takes
@@ -211,6 +218,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "recorded_kswapd": True,
         "recorded_drains": True,
         "recorded_pcp_frees": True,
+        "recorded_pcp_refills": True,
     },
 }
 

@@ -217,7 +217,11 @@ P_LOWMEM_RESERVE = 38
 # (replay.engine.recorded.recorded_pcp_frees, applied by pcp.pcp_bulk_recorded): the free
 # path and decay_pcp_high still tune pcp->high but never give pages back themselves
 P_PCP_RECORDED = 39
-NR_PRM = 40
+# P_REFILL_RECORDED 1: the recorded kernel's pcp refills are the run's inputs
+# (replay.engine.recorded.recorded_pcp_refills, pcp.pcp_refill_recorded): a list the
+# model finds empty takes one block from the buddy, not a batch of its own
+P_REFILL_RECORDED = 40
+NR_PRM = 41
 
 # -- counters (int64 array) -------------------------------------------------------------
 # C_EF, C_ME: rows used in the extfrag and model-event buffers; C_PRESSURE: the pressure

@@ -39,6 +39,7 @@ from replay.models.internal import (
     P_PCP_FREE_HIGH_MIN,
     P_PCP_RECORDED,
     P_PCP_TUNE,
+    P_REFILL_RECORDED,
     P_START,
     P_WHIGH,
     PAGE_ALLOC_COSTLY_ORDER,
@@ -274,7 +275,9 @@ def pcp_alloc(k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode):  # type: ign
     li = cpu * NR_PCP_LISTS + order_to_pindex(k, mt)
     if z.pcp_head[li] < 0:
         counters[C_REFILLS] += 1
-        n = nr_pcp_alloc(cpu, k, z, prm)
+        # with the kernel's refills as inputs, a list the kernel's did not find empty:
+        # one block, as rmqueue_buddy would take it
+        n = np.int64(1) if prm[P_REFILL_RECORDED] != 0 else nr_pcp_alloc(cpu, k, z, prm)
         mode[0] = MODE_NORMAL
         for _ in range(n):
             o = rmqueue(k, mt, mode, nofrag, z, prm, counters, ef, seq)
@@ -290,6 +293,22 @@ def pcp_alloc(k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode):  # type: ign
     z.pcp_count[cpu] -= np.int64(1) << k
     counters[C_PCP_PAGES] -= np.int64(1) << k
     return o
+
+
+@njit(cache=True, _nrt=False)
+def pcp_refill_recorded(n, k, mt, cpu, z, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
+    """A refill the recorded kernel made (``rmqueue_bulk``: ``n`` blocks of order ``k``
+    onto ``cpu``'s list of (k, mt)). Which blocks is the model's (``__rmqueue``)."""
+    li = cpu * NR_PCP_LISTS + order_to_pindex(k, mt)
+    counters[C_REFILLS] += 1
+    mode[0] = MODE_NORMAL
+    for _ in range(n):
+        o = rmqueue(k, mt, mode, False, z, prm, counters, ef, seq)
+        if o < 0:
+            break
+        list_add(o, li, True, z.list_next, z.list_prev, z.pcp_head, z.pcp_tail)
+        z.pcp_count[cpu] += np.int64(1) << k
+        counters[C_PCP_PAGES] += np.int64(1) << k
 
 
 @njit(cache=True, _nrt=False)

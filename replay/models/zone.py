@@ -74,6 +74,7 @@ from replay.models.pcp import (
     pageblock_snapshot,
     pcp_bulk_recorded,
     pcp_load,
+    pcp_refill_recorded,
 )
 from replay.models.pools import new_pools
 from replay.models.reclaim import lru_add
@@ -202,6 +203,7 @@ class ZoneState:
                 int(free_high_min),
                 lowmem_reserve,
                 int(pcp_recorded),
+                0,  # P_REFILL_RECORDED: the run sets it (replay.engine.whatif)
             ],
             dtype=np.int64,
         )
@@ -264,6 +266,13 @@ class ZoneState:
 
     def drain_all(self) -> None:
         drain_all(self.arrays, self.prm, self.counters)
+
+    def pcp_refill(self, blocks: int, k: int, mt: int, cpu: int, seq: int) -> None:
+        """A refill the recorded kernel made: ``blocks`` blocks of order ``k`` from the
+        buddy onto ``cpu``'s list of (k, mt) (replay.models.pcp.pcp_refill_recorded)."""
+        pcp_refill_recorded(np.int64(blocks), np.int64(k), np.int64(mt), np.int64(cpu),
+                            self.arrays, self.prm, self.counters, self.ef, np.int64(seq),
+                            self.mode)  # fmt: skip
 
     def pcp_bulk(self, pages: int, cpu: int, pindex: int) -> None:
         """A bulk free the recorded kernel made: ``pages`` pages of ``cpu``'s pcp lists
