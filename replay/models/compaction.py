@@ -453,12 +453,17 @@ def split_entry(x, src):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always", _nrt=False)
+def split_decode(e):  # type: ignore[no-untyped-def]
+    """The folio and its offset of a split folio's unit list entry (:func:`split_entry`)."""
+    v = np.int64(-1) - e
+    return v >> CC_SPLIT_SHIFT, v & ((np.int64(1) << CC_SPLIT_SHIFT) - 1)
+
+
+@njit(cache=True, inline="always", _nrt=False)
 def split_pending(e, z, prm, ob, p):  # type: ignore[no-untyped-def]
     """Page ``p`` of the split folio of unit list entry ``e``: its piece's object id when
     it still waits at its old page (not migrated, not freed since the split), else -1."""
-    v = np.int64(-1) - e
-    src = v & ((np.int64(1) << CC_SPLIT_SHIFT) - 1)
-    x = v >> CC_SPLIT_SHIFT
+    x, src = split_decode(e)
     y = PLACED_SPLIT_BASE - ob.placed[x] + p
     if ob.placed[y] == prm[P_START] + src + p and z.pg_obj[src + p] == y:
         return y
@@ -466,14 +471,30 @@ def split_pending(e, z, prm, ob, p):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def split_pages(e, z, prm, ob):  # type: ignore[no-untyped-def]
-    """Pages of the split folio of unit list entry ``e`` still waiting."""
-    x = (np.int64(-1) - e) >> CC_SPLIT_SHIFT
+def unit_pages(e, z, prm, ob):  # type: ignore[no-untyped-def]
+    """Pages a unit list entry still holds: a unit's (none once it is freed), a split
+    folio's pages still waiting, none for an entry this call is done with."""
+    if e == CC_UNIT_DONE:
+        return np.int64(0)
+    if e >= 0:
+        y = z.pg_obj[e]
+        return np.int64(1) << ob.obj_order[y] if y >= 0 else np.int64(0)
+    x, _src = split_decode(e)
     n = np.int64(0)
     for p in range(np.int64(1) << ob.obj_order[x]):
         if split_pending(e, z, prm, ob, p) >= 0:
             n += 1
     return n
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def fail_units(r0, z, prm, ob, cz):  # type: ignore[no-untyped-def]
+    """-ENOMEM: the unit list's entries from ``r0`` on are not tried; their pages count
+    as failed and the list is emptied."""
+    for r in range(r0, cz[CC_NUNITS]):
+        cz[CC_FAILED] += unit_pages(cz[CC_UNITS + r], z, prm, ob)
+    cz[CC_NUNITS] = 0
+    cz[CC_NR_MIGRATE] = 0
 
 
 @njit(cache=True, _nrt=False)
@@ -522,16 +543,7 @@ def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyp
             # -ENOMEM for a base page: the rest of the batch is not tried, nor the pages
             # of the folios split so far
             cz[CC_FAILED] += np.int64(1) << j
-            for r in range(n):
-                e = cz[CC_UNITS + r]
-                if e >= 0:
-                    y = z.pg_obj[e]
-                    if y >= 0:
-                        cz[CC_FAILED] += np.int64(1) << ob.obj_order[y]
-                elif e != CC_UNIT_DONE:
-                    cz[CC_FAILED] += split_pages(e, z, prm, ob)
-            cz[CC_NUNITS] = 0
-            cz[CC_NR_MIGRATE] = 0
+            fail_units(0, z, prm, ob, cz)
             return
         migrate_one(x, src, dst, z, prm, ob, cz, counters)
     if not stopped:
@@ -540,8 +552,7 @@ def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyp
             e = cz[CC_UNITS + i]
             if e >= 0 or e == CC_UNIT_DONE:
                 continue
-            x = (np.int64(-1) - e) >> CC_SPLIT_SHIFT
-            src = (np.int64(-1) - e) & ((np.int64(1) << CC_SPLIT_SHIFT) - 1)
+            x, src = split_decode(e)
             for p in range(np.int64(1) << ob.obj_order[x]):
                 y = split_pending(e, z, prm, ob, p)
                 if y < 0:
@@ -551,12 +562,7 @@ def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyp
                     break
                 d = compaction_alloc(0, z, prm, ob, cz)
                 if d < 0:  # -ENOMEM: the split pages left are not tried
-                    for r in range(i, n):
-                        f = cz[CC_UNITS + r]
-                        if f < 0 and f != CC_UNIT_DONE:
-                            cz[CC_FAILED] += split_pages(f, z, prm, ob)
-                    cz[CC_NUNITS] = 0
-                    cz[CC_NR_MIGRATE] = 0
+                    fail_units(i, z, prm, ob, cz)
                     return
                 migrate_one(y, src + p, d, z, prm, ob, cz, counters)
             if stopped:
@@ -571,12 +577,7 @@ def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyp
             continue
         cz[CC_UNITS + left] = e
         left += 1
-        if e >= 0:
-            y = z.pg_obj[e]
-            if y >= 0:
-                nr += np.int64(1) << ob.obj_order[y]
-        else:
-            nr += split_pages(e, z, prm, ob)
+        nr += unit_pages(e, z, prm, ob)
     cz[CC_NUNITS] = left
     cz[CC_NR_MIGRATE] = nr
 
