@@ -264,6 +264,21 @@ def pcp_free(pfn, k, cpu, z, prm, counters):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always", _nrt=False)
+def rmqueue_bulk(n, k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
+    """``rmqueue_bulk``: up to ``n`` blocks of order ``k`` from the buddy (``__rmqueue``)
+    onto ``cpu``'s list of (k, mt)."""
+    li = cpu * NR_PCP_LISTS + order_to_pindex(k, mt)
+    mode[0] = MODE_NORMAL
+    for _ in range(n):
+        o = rmqueue(k, mt, mode, nofrag, z, prm, counters, ef, seq)
+        if o < 0:
+            break
+        list_add(o, li, True, z.list_next, z.list_prev, z.pcp_head, z.pcp_tail)
+        z.pcp_count[cpu] += np.int64(1) << k
+        counters[C_PCP_PAGES] += np.int64(1) << k
+
+
+@njit(cache=True, inline="always", _nrt=False)
 def pcp_alloc(k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
     """``__rmqueue_pcplist``: the list head, after a refill of ``nr_pcp_alloc`` blocks.
 
@@ -278,14 +293,7 @@ def pcp_alloc(k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode):  # type: ign
         # with the kernel's refills as inputs, a list the kernel's did not find empty:
         # one block, as rmqueue_buddy would take it
         n = np.int64(1) if prm[P_REFILL_RECORDED] != 0 else nr_pcp_alloc(cpu, k, z, prm)
-        mode[0] = MODE_NORMAL
-        for _ in range(n):
-            o = rmqueue(k, mt, mode, nofrag, z, prm, counters, ef, seq)
-            if o < 0:
-                break
-            list_add(o, li, True, z.list_next, z.list_prev, z.pcp_head, z.pcp_tail)
-            z.pcp_count[cpu] += np.int64(1) << k
-            counters[C_PCP_PAGES] += np.int64(1) << k
+        rmqueue_bulk(n, k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode)
     o = z.pcp_head[li]
     if o < 0:
         return np.int64(-1)
@@ -299,16 +307,8 @@ def pcp_alloc(k, mt, cpu, nofrag, z, prm, counters, ef, seq, mode):  # type: ign
 def pcp_refill_recorded(n, k, mt, cpu, z, prm, counters, ef, seq, mode):  # type: ignore[no-untyped-def]
     """A refill the recorded kernel made (``rmqueue_bulk``: ``n`` blocks of order ``k``
     onto ``cpu``'s list of (k, mt)). Which blocks is the model's (``__rmqueue``)."""
-    li = cpu * NR_PCP_LISTS + order_to_pindex(k, mt)
     counters[C_REFILLS] += 1
-    mode[0] = MODE_NORMAL
-    for _ in range(n):
-        o = rmqueue(k, mt, mode, False, z, prm, counters, ef, seq)
-        if o < 0:
-            break
-        list_add(o, li, True, z.list_next, z.list_prev, z.pcp_head, z.pcp_tail)
-        z.pcp_count[cpu] += np.int64(1) << k
-        counters[C_PCP_PAGES] += np.int64(1) << k
+    rmqueue_bulk(n, k, mt, cpu, False, z, prm, counters, ef, seq, mode)
 
 
 @njit(cache=True, _nrt=False)
