@@ -345,6 +345,13 @@ def recorded_drains(
             if s != AFTER_LAST and lo_seq < s < hi_seq]  # fmt: skip
 
 
+def zone_case(zones: tuple[tuple[int, int], ...]) -> str:
+    """The WHEN arms of an SQL CASE giving a ``pfn``'s index in ``zones`` ((start pfn,
+    end pfn) of each modelled zone)."""
+    return " ".join(f"WHEN pfn >= {int(a)} AND pfn < {int(b)} THEN {i}"
+                    for i, (a, b) in enumerate(zones))  # fmt: skip
+
+
 def recorded_pcp_refills(
     store: Store, trace_id: int, lo_seq: int, hi_seq: int, zones: tuple[tuple[int, int], ...]
 ) -> list[tuple[int, str, tuple[int, ...]]]:
@@ -361,8 +368,7 @@ def recorded_pcp_refills(
     only those in ``(lo_seq, hi_seq)``."""
     if not zones:
         return []
-    zone_of = " ".join(f"WHEN pfn >= {int(a)} AND pfn < {int(b)} THEN {i}"
-                       for i, (a, b) in enumerate(zones))  # fmt: skip
+    zone_of = zone_case(zones)
     rows = store.query(
         f"""WITH ev AS (
                SELECT line, cpu, 0 AS refill, NULL::BIGINT AS pfn, NULL::TINYINT AS o,
@@ -421,8 +427,7 @@ def recorded_pcp_frees(
     hi_seq)``."""
     if not zones:
         return []
-    zone_of = " ".join(f"WHEN pfn >= {int(a)} AND pfn < {int(b)} THEN {i}"
-                       for i, (a, b) in enumerate(zones))  # fmt: skip
+    zone_of = zone_case(zones)
     rows = store.query(
         f"""WITH ev AS (
                SELECT line, cpu, pid, 0 AS kind, NULL::BIGINT AS pfn, NULL::TINYINT AS o,

@@ -1660,30 +1660,23 @@ def _run(
         actions += kswapd_reclaim(store, trace_id, lo_seq, hi_seq)
     if config.get("recorded_drains", False) and config.get("pcp", False):
         actions += recorded_drains(store, trace_id, lo_seq, hi_seq)
-    if config.get("recorded_pcp_frees", False) and config.get("pcp", False):
-        # the kernel's bulk frees of pcp pages are inputs: the model's lists give pages
-        # back where and as many as the kernel's did, never at their own pcp->high
-        zones = ((env.start_pfn, env.start_pfn + env.pages),)
-        if lower is not None:
-            zones += ((lower.env.start_pfn, lower.env.start_pfn + lower.env.pages),)
-        bulk = recorded_pcp_frees(store, trace_id, lo_seq, hi_seq, zones)
-        if bulk:  # a trace without mm_page_pcpu_drain events leaves the model its own
-            actions += bulk
-            for zs in (rp.zone, rp.lower):
-                if zs is not None:
-                    zs.prm[P_PCP_RECORDED] = 1
-    if config.get("recorded_pcp_refills", False) and config.get("pcp", False):
-        # the kernel's refills of pcp lists are inputs too: the model's lists take blocks
-        # where and as many as the kernel's rmqueue_bulk did, never a batch of their own
-        zones = ((env.start_pfn, env.start_pfn + env.pages),)
-        if lower is not None:
-            zones += ((lower.env.start_pfn, lower.env.start_pfn + lower.env.pages),)
-        refills = recorded_pcp_refills(store, trace_id, lo_seq, hi_seq, zones)
-        if refills:  # a trace without percpu_refill events leaves the model its own
-            actions += refills
-            for zs in (rp.zone, rp.lower):
-                if zs is not None:
-                    zs.prm[P_REFILL_RECORDED] = 1
+    # The kernel's bulk frees of pcp pages and its refills of pcp lists are inputs: the
+    # model's lists give pages back, and take blocks, where and as many as the kernel's
+    # did, never at their own pcp->high nor a batch of their own. A trace without such
+    # events (mm_page_pcpu_drain, percpu_refill) leaves the model its own.
+    zones = ((env.start_pfn, env.start_pfn + env.pages),)
+    if lower is not None:
+        zones += ((lower.env.start_pfn, lower.env.start_pfn + lower.env.pages),)
+    for key, recorded_pcp, flag in (("recorded_pcp_frees", recorded_pcp_frees, P_PCP_RECORDED),
+                                    ("recorded_pcp_refills", recorded_pcp_refills,
+                                     P_REFILL_RECORDED)):  # fmt: skip
+        if config.get(key, False) and config.get("pcp", False):
+            got = recorded_pcp(store, trace_id, lo_seq, hi_seq, zones)
+            if got:
+                actions += got
+                for zs in (rp.zone, rp.lower):
+                    if zs is not None:
+                        zs.prm[flag] = 1
     if zram is not None:
         actions += zram.actions
     # the allocations served right after a recorded direct compaction: F_CAPTURE
