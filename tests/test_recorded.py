@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from hypothesis import given, settings
@@ -414,6 +415,24 @@ def test_first_takes_show_list_order_cpu_and_pageblock_type(tmp_path: Path) -> N
     assert types.tolist() == [1, 2, 0, 1]  # ... of a RECLAIMABLE pageblock
 
 
+def _pcp_runs(s: Store, name: str, key: str, tmp_path: Path) -> dict[bool, dict[Any, int]]:
+    """A small mobility+pcp model (high 32, batch 8) run over trace ``name`` with the
+    recorded input ``key`` off and on: per run, each step's pcp pages by seq, and under
+    "bulk" the run's pcp bulk frees."""
+    runs: dict[bool, dict[Any, int]] = {}
+    for on in (False, True):
+        toml = tmp_path / f"{name}-{on}.toml"
+        cfg = {"model": "mobility", "pcp": True, "pcp_high": 32, "pcp_batch": 8, key: on}
+        toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
+        r = engine.run(s, name, load_model(str(toml)), zone_pages=1 << 15, every=1)
+        runs[on] = {q["seq"]: q["pcp_pages"] for q in s.query(
+            "SELECT seq, pcp_pages FROM steps WHERE run_id = $r", {"r": r.run_id}
+        ).to_pylist()}  # fmt: skip
+        bulk = s.one("SELECT pcp_bulk_frees FROM runs WHERE run_id = $r", {"r": r.run_id})
+        runs[on]["bulk"] = int(bulk[0])
+    return runs
+
+
 def test_the_kernels_pcp_bulk_frees_are_an_input(tmp_path: Path) -> None:
     """Each run of mm_page_pcpu_drain on one cpu with no page event of that cpu between
     (one free_pcppages_bulk) is a recorded bulk free: on that cpu, that many pages, the
@@ -468,18 +487,7 @@ def test_the_kernels_pcp_bulk_frees_are_an_input(tmp_path: Path) -> None:
         assert got == [(after_run, "pcp_bulk", (0, 0, 20, 1)),
                        (seq_of(20, 0x1020), "pcp_bulk", (0, 1, 2, 4))]  # fmt: skip
         assert recorded.recorded_pcp_frees(s, tid, after_run, total, zone) == got[1:]
-        runs = {}
-        for on in (False, True):
-            toml = tmp_path / f"b{on}.toml"
-            cfg = {"model": "mobility", "pcp": True, "pcp_high": 32, "pcp_batch": 8,
-                   "recorded_pcp_frees": on}  # fmt: skip
-            toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
-            r = engine.run(s, "bulk", load_model(str(toml)), zone_pages=1 << 15, every=1)
-            runs[on] = {q["seq"]: q["pcp_pages"] for q in s.query(
-                "SELECT seq, pcp_pages FROM steps WHERE run_id = $r", {"r": r.run_id}
-            ).to_pylist()}  # fmt: skip
-            bulk = s.one("SELECT pcp_bulk_frees FROM runs WHERE run_id = $r", {"r": r.run_id})
-            runs[on]["bulk"] = int(bulk[0])
+        runs = _pcp_runs(s, "bulk", "recorded_pcp_frees", tmp_path)
     # without: the list never holds more than pcp->high; with: all 60 frees stay on it
     # (with what the allocations' refills left) until the kernel's bulk free gives 20
     # back, before cpu 1's free adds its order-1 page
@@ -538,16 +546,7 @@ def test_the_kernels_pcp_refills_are_an_input(tmp_path: Path) -> None:
         assert got == [(seq_of(10, 0x1000), "pcp_refill", (0, 0, 0, 1, 5)),
                        (seq_of(20, 0x2000), "pcp_refill", (0, 1, 1, 1, 3))]  # fmt: skip
         assert recorded.recorded_pcp_refills(s, tid, seq_of(10, 0x1000), total, zone) == got[1:]
-        runs = {}
-        for on in (False, True):
-            toml = tmp_path / f"r{on}.toml"
-            cfg = {"model": "mobility", "pcp": True, "pcp_high": 32, "pcp_batch": 8,
-                   "recorded_pcp_refills": on}  # fmt: skip
-            toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
-            r = engine.run(s, "refill", load_model(str(toml)), zone_pages=1 << 15, every=1)
-            runs[on] = {q["seq"]: q["pcp_pages"] for q in s.query(
-                "SELECT seq, pcp_pages FROM steps WHERE run_id = $r", {"r": r.run_id}
-            ).to_pylist()}  # fmt: skip
+        runs = _pcp_runs(s, "refill", "recorded_pcp_refills", tmp_path)
         first, second, last = seq_of(10, 0x1000), seq_of(20, 0x2000), seq_of(10, 0x4000)
         empty = seq_of(20, 0x4100)
     # without: a batch of 8 blocks for cpu 0's first request (7 left); with: the
