@@ -322,6 +322,12 @@ class _Trace:
         self.ts += step
         self.lines.append(_line(task, cpu, self.ts, event, body))
 
+    def alloc(self, task: str, cpu: int, pfn: int, order: int) -> None:
+        """A movable user allocation of ``1 << order`` pages at ``pfn``."""
+        self.add(task, cpu, "mm_page_alloc",
+                 f"page=00000000deadbeef pfn={pfn:#x} order={order} migratetype=1 "
+                 "gfp_flags=GFP_HIGHUSER_MOVABLE")  # fmt: skip
+
     def write(self, path: Path) -> Path:
         path.write_text("".join(self.lines))
         return path
@@ -441,12 +447,8 @@ def test_the_kernels_pcp_bulk_frees_are_an_input(tmp_path: Path) -> None:
     the model's lists give pages back there and only there: past pcp->high they keep
     growing, as the kernel's did."""
     t = _Trace()
-    add = t.add
+    add, alloc = t.add, t.alloc
     gfp = "gfp_flags=GFP_HIGHUSER_MOVABLE"
-
-    def alloc(task: str, cpu: int, pfn: int, order: int) -> None:
-        add(task, cpu, "mm_page_alloc",
-            f"page=00000000deadbeef pfn={pfn:#x} order={order} migratetype=1 {gfp}")  # fmt: skip
 
     def drain(task: str, cpu: int, pfn: int, order: int = 0) -> None:
         add(task, cpu, "mm_page_pcpu_drain", f"page=0 pfn={pfn:#x} order={order} migratetype=1")
@@ -506,12 +508,7 @@ def test_the_kernels_pcp_refills_are_an_input(tmp_path: Path) -> None:
     are not. With recorded_pcp_refills the model's lists take exactly those blocks; a
     list the model finds empty without one takes a single block, not a batch."""
     t = _Trace()
-    add = t.add
-    gfp = "gfp_flags=GFP_HIGHUSER_MOVABLE"
-
-    def alloc(task: str, cpu: int, pfn: int, order: int) -> None:
-        add(task, cpu, "mm_page_alloc",
-            f"page=00000000deadbeef pfn={pfn:#x} order={order} migratetype=1 {gfp}")  # fmt: skip
+    add, alloc = t.add, t.alloc
 
     def locked(task: str, cpu: int, pfn: int, order: int = 0, refill: int = 1) -> None:
         add(task, cpu, "mm_page_alloc_zone_locked",
