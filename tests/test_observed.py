@@ -389,6 +389,22 @@ def test_observe_isolate_freepages() -> None:
     assert inc == _only(**{_name(I_ISOLATE_MISMATCH): 8})
 
 
+def test_observe_isolate_freepages_takes_the_strides_blocks() -> None:
+    """An async pass's free scanner samples every 32nd pfn until a block gives pages
+    (mm/compaction.c isolate_freepages): the stride whose scan of the rebuilt blocks
+    takes the recorded pages and counts the recorded nr_scanned is the one replayed
+    (the event's order slot carries nr_scanned)."""
+    # Free: 2-3 (o1), 32-39 (o3), 40-47 (o3). [0, 64), 8 pages taken:
+    start = {2: 1, 32: 3, 40: 3}
+    # stride 1 would take 2-3 and 32-39 (10 pages); stride 32 lands on 0 and 32: 32-39,
+    # scanning 1 + 8 positions
+    got, _, inc = _obs([(K_ISOLATE_FREE, 0, 9, 0, 64, 8)], start)
+    assert (got, inc) == ({2: 1, 40: 3}, _only())
+    # 10 pages over 40 positions: stride 1 (2-3 and 32-39)
+    got, _, inc = _obs([(K_ISOLATE_FREE, 0, 40, 0, 64, 10)], start)
+    assert (got, inc) == ({40: 3}, _only())
+
+
 def test_observe_outside_zones() -> None:
     zone = (B + 16, B + 48)
     ev = [
@@ -1108,6 +1124,35 @@ def test_fast_isolate_without_evidence_takes_the_highest_below_free_pfn() -> Non
     got, _, inc = _observe([(K_FAST_ISOLATE, B + 16, 0, 0, B + 48, 16)], blocks, zone=zone,
                            base=B, n=64)  # fmt: skip
     assert got == blocks and inc == _only(**{_name(I_FAST_UNMATCHED): 1})
+
+
+def test_fast_isolate_rules_out_a_block_the_kernel_hands_out_as_usual() -> None:
+    """A candidate block whose first later event allocates, refills or drains a page of it
+    was not isolated (the kernel handed it out as usual): a later free in it is no evidence,
+    and the choice without evidence skips it. Fails on a look-ahead that takes the first
+    later free it meets (B+48, allocated and then freed)."""
+    zone = (B, B + 64)
+    blocks = {B + 8: 3, B + 16: 3, B + 32: 3, B + 48: 3}
+    inferred = np.zeros(N_INFERRED, np.int64)
+    ev = [
+        (K_FAST_ISOLATE, B + 16, 0, 0, B + 64, 8),
+        (K_ZONE_LOCKED, B + 48, 3, 0),  # the kernel took B+48 from the buddy ...
+        (K_ALLOC, B + 48, 3),  # ... for this allocation
+        (K_FREE, B + 48, 3),  # a free of it later says nothing of the isolation
+    ]
+    got, pcp, inc = _observe(ev, blocks, zone=zone, base=B, n=64, inferred=inferred)
+    # the isolation took the highest other candidate below free_pfn (B+32); B+48 went
+    # to its caller and came back onto a pcp list
+    assert (got, pcp) == ({B + 8: 3, B + 16: 3}, {B + 48: 4})
+    assert inc == _only() and inferred.tolist() == [0, 1, 0, 0, 0]
+    # every candidate handed out later: none is left, counted, the blocks restored
+    ev = [(K_FAST_ISOLATE, B + 32, 0, 0, B + 64, 8), (K_ALLOC, B + 36, 0),
+          (K_ZONE_LOCKED, B + 48, 0, 1)]  # fmt: skip
+    got, pcp, inc = _observe(ev, blocks, zone=zone, base=B, n=64)
+    assert inc == _only(**{_name(I_FAST_UNMATCHED): 1, _name(I_ALLOC_OF_FREE): 1})
+    assert got == {B + 8: 3, B + 16: 3, B + 32: 2, B + 37: 0, B + 38: 1, B + 49: 0,
+                   B + 50: 1, B + 52: 2}  # fmt: skip
+    assert pcp == {B + 48: 1}
 
 
 def test_migration_pte_takes_a_target_the_rebuild_holds_free() -> None:

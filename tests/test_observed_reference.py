@@ -42,9 +42,9 @@ def streams(draw: st.DrawFn) -> tuple[list[int], list[tuple[int, ...]]]:
         kind = draw(st.sampled_from([0, 0, 1, 1, 1, 2, 3, 4, 5, 6, 6, 7]))
         k = draw(st.sampled_from([0, 0, 0, 1, 2, 3, 4, 9]))
         p = B + draw(st.integers(0, N - 1)) // (1 << k) * (1 << k)
-        if kind == 4:  # isolate_freepages: [start, end), nr_taken
+        if kind == 4:  # isolate_freepages: [start, end), nr_scanned, nr_taken
             end = min(B + N, p + draw(st.integers(1, 64)))
-            events.append((4, p, 0, 0, end, draw(st.integers(1, 32))))
+            events.append((4, p, draw(st.integers(0, 64)), 0, end, draw(st.integers(1, 32))))
         elif kind == 6:  # fast isolation: min_pfn, free_pfn, pages (a power of two)
             lo = B + draw(st.integers(0, N - 1))
             events.append((6, lo, 0, 0, lo + draw(st.integers(0, N)), 1 << draw(st.integers(0, 4))))

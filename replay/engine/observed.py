@@ -44,7 +44,7 @@ from replay.engine.present import PresentMemory, present_memory
 from replay.errors import UsageError
 from replay.jit import njit
 from replay.limits import check_zone_fits
-from replay.models.internal import PAGEBLOCK_ORDER
+from replay.models.internal import COMPACT_CLUSTER_MAX, PAGEBLOCK_ORDER
 from replay.store import Store
 from replay.trace.record import MARKERS
 from replay.trace.snapshots import KPF_LRU
@@ -68,6 +68,7 @@ K_MIGRATE_NEW = 7  # remove_migration_pte: a migrated page's new pfn (a migratio
 FAST_ISOLATE_LOOKAHEAD = 1 << 18
 # Pages the fallback choice of a fast-isolated block scans at most (from free_pfn down).
 FAST_ISOLATE_SCAN = 1 << 20
+FAST_ISOLATE_MARKS = 1 << 16  # blocks a fast isolation's look-ahead may rule out
 # Inconsistencies: what the recorded events cannot explain, by kind.
 INCONSISTENCIES = (
     "zone_locked_not_free",  # the buddy did not hold the block it handed out
@@ -283,61 +284,148 @@ def hidden_free(kind, pfn, order, zlo, zhi, cpu, base, flagless, blk_order, pcp,
 
 
 @njit(cache=True, _nrt=False)  # never allocates: no refcounting
-def fast_isolate_block(i, k, min_pfn, free_pfn, kind, pfn, lo, hi, base, blk_order):  # type: ignore[no-untyped-def]
+def free_scan(start, end, stride, nr_taken, base, blk_order, nr, apply):  # type: ignore[no-untyped-def]
+    """One ``isolate_freepages_block`` over ``[start, end)`` (pfn) with ``stride``
+    (pfns): the free blocks whose head the scan lands on, at most ``nr_taken``
+    pages, taken out of ``blk_order`` (and ``nr``) when ``apply``. Returns the
+    pages taken; without ``apply`` the count is ``taken << 32 | nr_scanned``
+    (the tracepoint's nr_scanned: each position, plus each block's other pages).
+
+    mm/compaction.c ``isolate_freepages_block``: a position that is not a buddy
+    head is skipped; a head's whole block is isolated and the scan goes on
+    ``stride`` pfns past its last page.
+    """
+    taken = np.int64(0)
+    scanned = np.int64(0)
+    q = start
+    while q < end and taken < nr_taken:
+        b = blk_order[q - base]
+        if b >= 0:
+            npg = np.int64(1) << b
+            if apply:
+                blk_order[q - base] = -1
+                nr[b] -= 1
+            taken += npg
+            scanned += npg
+            q += npg - 1 + stride
+        else:
+            scanned += 1
+            q += stride
+    if apply:
+        return taken
+    return (taken << 32) | scanned
+
+
+@njit(cache=True, _nrt=False)  # never allocates: no refcounting
+def scan_stride(start, end, nr_scanned, nr_taken, base, blk_order):  # type: ignore[no-untyped-def]
+    """The stride (pfns) of a recorded ``isolate_freepages_block``: the one of 1, 2,
+    4, ..., COMPACT_CLUSTER_MAX whose scan of the rebuilt free blocks takes the
+    recorded pages and counts the recorded nr_scanned (closest first on the pages,
+    then on the count). mm/compaction.c ``isolate_freepages``: an async pass starts
+    at COMPACT_CLUSTER_MAX, drops to 1 after a block that isolated pages and
+    doubles after one that did not; the tracepoint does not say which.
+    """
+    best = np.int64(1)
+    best_score = np.int64(-1)
+    s = np.int64(1)
+    while s <= COMPACT_CLUSTER_MAX:
+        r = free_scan(start, end, s, nr_taken, base, blk_order, blk_order[:0], False)
+        # the pages first (a scan never counts 2^20 positions in one pageblock)
+        score = (abs((r >> 32) - nr_taken) << 20) + abs((r & 0xFFFFFFFF) - nr_scanned)
+        if best_score < 0 or score < best_score:
+            best = s
+            best_score = score
+        s <<= 1
+    return best
+
+
+@njit(cache=True, _nrt=False)  # never allocates: no refcounting
+def fast_isolate_block(i, k, min_pfn, free_pfn, kind, pfn, lo, hi, base, blk_order, marks):  # type: ignore[no-untyped-def]
     """The free order-k block ``fast_isolate_freepages`` took at event ``i``: (pfn, seen).
 
     The kernel takes one free block of exactly order k off the MOVABLE free
     list (searched from its tail for a pfn at or above ``low_pfn``, else the
     highest candidate at or above ``min_pfn``: mm/compaction.c
     ``fast_isolate_freepages``); the tracepoint gives only ``min_pfn``,
-    ``free_pfn`` and the pages taken. The first later free, or migration pte,
-    on a page inside one of the rebuilt free order-k blocks at or above
-    ``min_pfn`` names it (``seen``: the block was a migration target or came
-    back unused). Without one: the highest such block below ``free_pfn``,
-    else above it (the kernel's preference for the top of the search space).
-    -1 when the zone has no free order-k block at or above ``min_pfn``.
+    ``free_pfn`` and the pages taken. A rebuilt free order-k block at or above
+    ``min_pfn`` whose first later event frees a page of it, or names it a
+    migration's new page, names it (``seen``: the block was a migration
+    target or came back unused). A block whose first later event hands a page
+    of it out (an allocation, a pcp refill, a drain) was not isolated: the
+    kernel allocated it as usual. Without a named block: the highest other
+    such block below ``free_pfn``, else above it (the kernel's preference for
+    the top of the search space). -1 when the zone has no free order-k block
+    at or above ``min_pfn``. ``marks`` (int64 scratch): the blocks ruled out,
+    set aside in ``blk_order`` while the search runs.
     """
     end = min(kind.shape[0], i + 1 + FAST_ISOLATE_LOOKAHEAD)
+    n_marked = 0
+    found = np.int64(-1)
+    seen = False
     for j in range(i + 1, end):
         e = kind[j]
-        if e != K_FREE and e != K_MIGRATE_NEW:
+        if (
+            e != K_FREE
+            and e != K_MIGRATE_NEW
+            and e != K_ALLOC
+            and e != K_ZONE_LOCKED
+            and e != K_DRAIN
+        ):
             continue
         q = pfn[j]
         if q < lo or q >= hi:
             continue
         s, c = _containing_free(q, 0, lo, base, blk_order)
-        if s >= 0 and c == k and s >= min_pfn:
-            return s, True
-    top = min(free_pfn, hi)
-    stop = max(min_pfn, lo, top - FAST_ISOLATE_SCAN)
-    q = top - (np.int64(1) << k)
-    q -= q & ((np.int64(1) << k) - 1)
-    while q >= stop:
-        if blk_order[q - base] == k:
-            return q, False
-        q -= np.int64(1) << k
-    q = max(free_pfn, min_pfn, lo)
-    q += (-q) & ((np.int64(1) << k) - 1)
-    stop = min(hi, q + FAST_ISOLATE_SCAN)
-    while q + (np.int64(1) << k) <= stop:
-        if blk_order[q - base] == k:
-            return q, False
-        q += np.int64(1) << k
-    return np.int64(-1), False
+        if s < 0 or c != k or s < min_pfn:
+            continue
+        if e == K_FREE or e == K_MIGRATE_NEW:
+            found = s
+            seen = True
+            break
+        if n_marked == marks.shape[0]:
+            break
+        marks[n_marked] = s
+        n_marked += 1
+        blk_order[s - base] = -2  # ruled out: the kernel handed it out as usual
+    if found < 0:
+        top = min(free_pfn, hi)
+        stop = max(min_pfn, lo, top - FAST_ISOLATE_SCAN)
+        q = top - (np.int64(1) << k)
+        q -= q & ((np.int64(1) << k) - 1)
+        while q >= stop:
+            if blk_order[q - base] == k:
+                found = q
+                break
+            q -= np.int64(1) << k
+    if found < 0:
+        q = max(free_pfn, min_pfn, lo)
+        q += (-q) & ((np.int64(1) << k) - 1)
+        stop = min(hi, q + FAST_ISOLATE_SCAN)
+        while q + (np.int64(1) << k) <= stop:
+            if blk_order[q - base] == k:
+                found = q
+                break
+            q += np.int64(1) << k
+    for m in range(n_marked):
+        blk_order[marks[m] - base] = k
+    return found, seen
 
 
 @njit(cache=True, _nrt=False)  # never allocates: no refcounting
 def observe_steps(  # type: ignore[no-untyped-def]
     kind, pfn, order, refill, arg, arg2, zlo, zhi, i0, i1, base, blk_order, pcp, incons,
     inferred, track_lo, nr, pcp_pages, keep_row, out_nr, out_pcp, out_bad, scratch, saved,
+    marks,
 ):  # fmt: skip
     """Apply recorded events ``i0 .. i1-1`` to the buddy state (see the module docstring).
 
     The event arrays are the whole trace's (a fast isolation looks ahead).
     ``zlo``/``zhi``: each event's zone bounds (pfn; -1 when in no zone).
     ``arg``/``arg2``: for an isolate-freepages event, the range end (pfn)
-    and nr_taken (pages); for a fast isolation, ``free_pfn`` and the pages
-    taken (``pfn`` is ``min_pfn``). ``inferred``: counts of INFERRED.
+    and nr_taken (pages), and ``order`` is its nr_scanned (which stride the
+    scan took: :func:`scan_stride`); for a fast isolation, ``free_pfn`` and
+    the pages taken (``pfn`` is ``min_pfn``). ``marks``: int64 scratch of
+    FAST_ISOLATE_MARKS (:func:`fast_isolate_block`). ``inferred``: counts of INFERRED.
     ``pcp[i]``: k+1 when an order-k block starting at ``base + i`` is on a pcp
     list, -(k+1) when ``mm_page_alloc_zone_locked`` took it for a caller.
     The zone starting at ``track_lo`` is followed: ``nr`` (its free blocks per
@@ -371,7 +459,7 @@ def observe_steps(  # type: ignore[no-untyped-def]
                 while (np.int64(1) << (fk + 1)) <= arg2[i]:
                     fk += 1
                 s, seen = fast_isolate_block(i, fk, p, arg[i], kind, pfn, lo, hi, base,
-                                             blk_order)  # fmt: skip
+                                             blk_order, marks)  # fmt: skip
                 if s < 0:
                     incons[I_FAST_UNMATCHED] += 1
                 else:
@@ -387,18 +475,9 @@ def observe_steps(  # type: ignore[no-untyped-def]
             if lo < 0:
                 incons[I_OUTSIDE] += 1
             else:
-                taken = np.int64(0)
-                q = p
                 end = min(arg[i], hi)
-                while q < end and taken < arg2[i]:
-                    b = blk_order[q - base]
-                    if b >= 0:
-                        blk_order[q - base] = -1
-                        zn[b] -= 1
-                        taken += np.int64(1) << b
-                        q += np.int64(1) << b
-                    else:
-                        q += 1
+                stride = scan_stride(p, end, k, arg2[i], base, blk_order)
+                taken = free_scan(p, end, stride, arg2[i], base, blk_order, zn, True)
                 incons[I_ISOLATE_MISMATCH] += abs(taken - arg2[i])
         elif lo < 0 or p + (np.int64(1) << k) > hi:
             incons[I_OUTSIDE] += 1
@@ -468,7 +547,8 @@ def observe(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp,
                   incons, inferred, np.int64(-2), np.zeros(NF, np.int64), np.zeros(1, np.int64),
                   np.zeros(n, np.bool_), np.zeros((1, NF), np.int64), np.zeros(1, np.int64),
                   np.zeros(1, np.bool_), np.zeros(NF, np.int64),
-                  np.zeros(incons.shape[0], np.int64))  # fmt: skip
+                  np.zeros(incons.shape[0], np.int64),
+                  np.zeros(FAST_ISOLATE_MARKS, np.int64))  # fmt: skip
 
 
 @dataclass
@@ -628,7 +708,8 @@ def buddy_events(
     """The buddy-level events with ``after < line < before``, in line order (Arrow).
 
     ``with_seq``: add the canonical events' ``seq`` (NULL for the others);
-    ``with_cpu``: add each event's ``cpu`` (-1 when not recorded).
+    ``with_cpu``: add each event's ``cpu`` (-1 when not recorded). An
+    isolate-freepages event's ``order`` is its nr_scanned (:func:`observe_steps`).
     """
     seq = (", seq" if with_seq else "") + (", cpu" if with_cpu else "")
     return store.query(
@@ -650,7 +731,7 @@ def buddy_events(
               UNION ALL
               SELECT line, {K_ISOLATE_FREE},
                      hexint(regexp_extract(args->>'range', '\((0x[0-9a-fA-F]+) ~', 1)),
-                     0, false,
+                     coalesce(TRY_CAST(args->>'nr_scanned' AS BIGINT), 0), false,
                      hexint(regexp_extract(args->>'range', '~ (0x[0-9a-fA-F]+)\)', 1)),
                      TRY_CAST(args->>'nr_taken' AS BIGINT), NULL, coalesce(cpu, -1)
               FROM aux_events WHERE trace_id = $t AND event = 'mm_compaction_isolate_freepages'
@@ -1257,6 +1338,7 @@ def run_observed(
                 inferred if counted else np.zeros_like(inferred), np.int64(track_lo), nr,
                 pcp_pages, seg, out_nr[r0:r1], out_pcp[r0:r1], out_bad[r0:r1],
                 np.zeros(NF, np.int64), np.zeros(len(INCONSISTENCIES), np.int64),
+                np.zeros(FAST_ISOLATE_MARKS, np.int64),
             )  # fmt: skip
             t_replay += time.perf_counter() - t0
             if i1 - 1 in snap_set and counted:
