@@ -2,10 +2,13 @@
 # The calibration captures of docs/validation.md (issue 14), recorded with `replay record`
 # on this machine (root, tracefs, no swap): dd through the page cache, THP faults, a
 # fragmenter (3 of every 4 pages freed), the fragmenter then /proc/sys/vm/compact_memory,
-# 75 s of a kernel build (KSRC: an unpacked kernel source tree; skipped without one),
-# and two captures under memory pressure: a filler pins anonymous memory until 5 GiB
-# stay available (never less than 4 GiB: without swap the OOM killer would pick this
-# session), the page cache is filled with 3 GiB, then dd, and THP faults with dd.
+# 75 s of a kernel build (KSRC: an unpacked kernel source tree, e.g. Debian's
+# `apt-get install linux-source-6.1 flex bison libelf-dev libssl-dev` and
+# `tar xf /usr/src/linux-source-6.1.tar.xz`; skipped without one), and captures under
+# memory pressure: a filler pins anonymous memory until 5 GiB stay available (never
+# less than 4 GiB: without swap the OOM killer would pick this session), the page cache
+# is filled with 3 GiB, then dd, THP faults with dd, and (with KSRC) 60 s more of the
+# kernel build.
 # Usage: examples/calibration/record-all.sh OUT_DIR [DB]   (REPLAY: the replay command)
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,3 +39,6 @@ echo "filler pinned $(cat "$out/filler.mib") MiB"
 dd if=/dev/zero of=/tmp/cap-pre bs=1M count=3072 status=none; cat /tmp/cap-pre > /dev/null
 rec pressure-dd 60 sh -c 'dd if=/dev/zero of=/tmp/cap-p bs=1M count=2048 status=none; head -c 1G /tmp/cap-p >/dev/null; rm /tmp/cap-p'
 rec pressure-thp 90 sh -c "python3 '$here/thp.py' 1024 3 & dd if=/dev/zero of=/tmp/cap-q bs=1M count=1536 status=none; wait; rm /tmp/cap-q"
+if [ -n "${KSRC:-}" ]; then
+  rec pressure-build 60 sh -c "cd '$KSRC' && make -s -j$(nproc) >/dev/null 2>&1"
+fi
