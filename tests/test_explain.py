@@ -11,7 +11,7 @@ from conftest import run_cli
 
 from replay.analysis import explain as ex
 from replay.engine import whatif as engine
-from replay.engine.observed import run_observed
+from replay.engine.observed import first_fork_seq, run_observed
 from replay.models.config import load_model
 from replay.models.internal import MIGRATE_MOVABLE, MIGRATE_UNMOVABLE
 from replay.store import Store
@@ -273,3 +273,63 @@ def test_forks_of_a_run_on_a_trace_without_snapshots_keep_its_zone(tmp_path: Pat
     assert own["outcome"] == out["counterfactuals"][0]["outcome"] == "ok"
     assert own["pfn"] == out["counterfactuals"][0]["pfn"] >= base
     assert fork["model"] == "mobility+compaction" and fork["outcome"] == "ok"
+
+
+def _spread(seqs: list[int], n: int) -> list[int]:
+    """``n`` of ``seqs`` evenly spread over them (first and last included)."""
+    return [seqs[i * (len(seqs) - 1) // (n - 1)] for i in range(n)]
+
+
+def test_observed_state_agrees_with_the_observed_run_while_compaction_holds_pages(
+    runs_db: tuple[Path, int, int], tmp_path: Path
+) -> None:
+    """The kernel's state before N (fork_state) is the observed run's step before N at
+    seqs spread over the whole capture, also while a compaction pass holds free pages
+    it fast-isolated as migration targets (seq 59765 is the first such: a
+    ``mm_compaction_fast_isolate_freepages nr_taken=128`` whose block a later event
+    names); and a fork at N starts from it: its step at N has the observed run's free +
+    pcp pages at N (the fork's model serves N's pages from the same zone)."""
+    db = _copy(runs_db[0], tmp_path)
+    obs_run = runs_db[1]
+    with Store(db) as s:
+        first = first_fork_seq(s, s.trace_id(NAME))
+        # served from the run's zone (the kernel served some from DMA32, a model does
+        # not), with no buddy-level event between N-1 and N (a pcp drain there is in the
+        # state just before N, not in the step at N-1)
+        served = (
+            s.query(
+                """SELECT s.seq FROM steps s JOIN runs r USING (run_id)
+                 JOIN events e ON e.trace_id = r.trace_id AND e.seq = s.seq
+                 JOIN events p ON p.trace_id = r.trace_id AND p.seq = s.seq - 1
+               WHERE s.run_id = $r AND s.outcome = 'ok' AND s.seq > $f
+                 AND s.pfn >= r.zone_start_pfn AND s.pfn < r.zone_start_pfn + r.zone_pages
+                 AND NOT EXISTS (SELECT 1 FROM aux_events a WHERE a.trace_id = r.trace_id
+                     AND a.line > p.line AND a.line < e.line AND a.event IN (
+                       'mm_page_alloc_zone_locked', 'mm_page_pcpu_drain',
+                       'mm_compaction_isolate_freepages',
+                       'mm_compaction_fast_isolate_freepages', 'remove_migration_pte'))
+               ORDER BY s.seq""",
+                {"r": obs_run, "f": first},
+            )
+            .column("seq")
+            .to_pylist()
+        )
+        for seq in [59765, 59767, *_spread(served, 20)]:
+            if seq in served:
+                st = ex.explain(s, obs_run, seq, models=[], horizon=0, top=1)["state"]
+                got = (st["nr_free"], st["free_pages"], st["pcp_pages"])
+            else:  # a free: the state explain would show
+                view = ex.state_view(s, ex.run_info(s, obs_run), seq)[0]
+                nr = view.nr_free_mt().sum(axis=1)
+                got = ([int(v) for v in nr], int((nr << np.arange(11)).sum()), view.pcp_pages)
+            before = _step_before(s, obs_run, seq)
+            assert got == ([before[f"nr_free_{o}"] for o in range(11)], before["free_pages"],
+                           before["pcp_pages"]), seq  # fmt: skip
+        for seq in (59765, 59767, *_spread(served, 4)):
+            r = engine.run(s, NAME, load_model("mobility"), start="observed", at=seq,
+                           until=seq + 1, every=1, pageblock_every=0)  # fmt: skip
+            fork_step = s.one("SELECT free_pages + pcp_pages FROM steps WHERE run_id = $r "
+                              "AND seq = $s", {"r": r.run_id, "s": seq})  # fmt: skip
+            obs_step = s.one("SELECT free_pages + pcp_pages FROM steps WHERE run_id = $r "
+                             "AND seq = $s", {"r": obs_run, "s": seq})  # fmt: skip
+            assert fork_step == obs_step, seq
