@@ -333,3 +333,32 @@ def test_observed_state_agrees_with_the_observed_run_while_compaction_holds_page
             obs_step = s.one("SELECT free_pages + pcp_pages FROM steps WHERE run_id = $r "
                              "AND seq = $s", {"r": obs_run, "s": seq})  # fmt: skip
             assert fork_step == obs_step, seq
+
+
+def test_seqs_the_run_has_no_state_at_are_bad_input(
+    runs_db: tuple[Path, int, int], tmp_path: Path
+) -> None:
+    """Exit 65 with the reason, no flag the user did not pass: a seq of an observed run
+    before the before-snapshot (the kernel's state is known from the first seq after
+    it, 41,584), a seq past a fork's last seq, a run whose steps are gone."""
+    db = _copy(runs_db[0], tmp_path)
+    obs_run = runs_db[1]
+    res = run_cli("explain", str(obs_run), "--seq", "21998", "--db", db)
+    assert res.code == 65, res.err
+    assert ("seq 21998 (trace line 39668) is before the trace's before-snapshot: the "
+            "kernel's state is known from seq 41584 on") in res.err  # fmt: skip
+    assert "--at" not in res.err
+    with Store(db) as s:
+        served = _allocs(s, obs_run, "ok")
+        seq = served[len(served) // 2]
+        fork = engine.run(s, NAME, load_model("mobility"), start="observed", at=seq,
+                          until=seq + 10, every=1, pageblock_every=0)  # fmt: skip
+        later = next(q for q in served if q > seq + 9)
+        s.run("DELETE FROM steps WHERE run_id = $r", {"r": runs_db[2]})
+    res = run_cli("explain", str(fork.run_id), "--seq", str(later), "--db", db)
+    assert res.code == 65, res.err
+    assert f"seq {later} is after run {fork.run_id}'s last seq {seq + 9}" in res.err
+    res = run_cli("explain", str(runs_db[2]), "--seq", str(later), "--db", db)
+    assert res.code == 65, res.err
+    assert f"run {runs_db[2]} stored no placements" in res.err
+    assert "Traceback" not in res.err

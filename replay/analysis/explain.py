@@ -44,7 +44,7 @@ from replay.analysis.metrics import (
     unusable_index,
 )
 from replay.engine.environment import Environment, zone_environment
-from replay.engine.observed import ForkState, fork_state
+from replay.engine.observed import ForkState, first_fork_seq, fork_state
 from replay.engine.recorded import fork_first_takes, fork_pageblock_types
 from replay.engine.whatif import (
     ModelState,
@@ -302,13 +302,10 @@ def _request(store: Store, info: RunInfo, seq: int) -> dict[str, Any]:
             f"seq {seq} (trace line {e['line']}) is a {e['op']}, not an allocation: only "
             "allocations are explained", field="seq",
         )  # fmt: skip
+    _check_covered(store, info, seq, int(e["line"]))
     if e["outcome"] is None:
-        raise BadInputError(
-            f"run {info.run_id} has no step at seq {seq}: it covers seqs "
-            f"{info.start_seq if info.start_seq is not None else 'from its start'} to "
-            f"{info.end_seq if info.end_seq is not None else 'its end'} of its zone",
-            field="seq",
-        )  # fmt: skip
+        raise BadInputError(f"run {info.run_id} stored no step at seq {seq} (trace line "
+                            f"{e['line']}): nothing to explain there", field="seq")  # fmt: skip
     k = int(e["order"])
     mt = int(e["migratetype"])
     return {
@@ -317,6 +314,28 @@ def _request(store: Store, info: RunInfo, seq: int) -> dict[str, Any]:
         **gfp_allows(e["gfp"], k), "pid": e["pid"], "comm": e["comm"], "cpu": e["cpu"],
         "ts_ns": e["ts_ns"], "outcome": e["outcome"], "pfn": e["pfn"],
     }  # fmt: skip
+
+
+def _check_covered(store: Store, info: RunInfo, seq: int, line: int) -> None:
+    """BadInputError unless the run has a state at ``seq`` (trace line ``line``): it
+    stored placements, ``seq`` is within its seqs, and for an observed run after the
+    before-snapshot (where the kernel's state is first known)."""
+    if store.one("SELECT 1 FROM steps WHERE run_id = $r LIMIT 1", {"r": info.run_id}) is None:
+        raise BadInputError(f"run {info.run_id} stored no placements (no steps): nothing to "
+                            "explain", field="run_id")  # fmt: skip
+    if info.config is None:
+        first = first_fork_seq(store, info.trace_id)
+        if seq < first:
+            raise BadInputError(
+                f"seq {seq} (trace line {line}) is before the trace's before-snapshot: the "
+                f"kernel's state is known from seq {first} on", field="seq",
+            )  # fmt: skip
+    if info.start_seq is not None and seq < info.start_seq:
+        raise BadInputError(f"seq {seq} is before run {info.run_id}'s first seq "
+                            f"{info.start_seq}", field="seq")  # fmt: skip
+    if info.end_seq is not None and seq > info.end_seq:
+        raise BadInputError(f"seq {seq} is after run {info.run_id}'s last seq {info.end_seq}",
+                            field="seq")  # fmt: skip
 
 
 def _lowmem_reserve(store: Store, info: RunInfo, zone: str) -> int:
@@ -571,9 +590,6 @@ def explain(store: Store, run_id: int, seq: int, *, models: list[str] | None = N
     info = run_info(store, run_id)
     req = _request(store, info, seq)
     req["callsite"] = callsites_by_seq(store, info.trace_id, [seq]).get(seq)  # with stacks
-    if info.start_seq is not None and seq < info.start_seq:
-        raise BadInputError(f"seq {seq} is before run {run_id}'s first seq {info.start_seq}",
-                            field="seq")  # fmt: skip
     view, env, ms = state_view(store, info, seq)
     wmark = (int(env.wmark[0]), int(env.wmark[1]), int(env.wmark[2]))
     reserve = _lowmem_reserve(store, info, req["highest_zone"])
