@@ -362,3 +362,65 @@ def test_seqs_the_run_has_no_state_at_are_bad_input(
     assert res.code == 65, res.err
     assert f"run {runs_db[2]} stored no placements" in res.err
     assert "Traceback" not in res.err
+
+
+def test_observed_own_row_counts_the_kernels_compaction_in_the_horizon(
+    runs_db: tuple[Path, int, int], tmp_path: Path
+) -> None:
+    """An observed run's own row: the recorded kernel's pages migrated
+    (mm_compaction_migratepages nr_migrated, passes in Normal) and scanned (the isolate
+    events' nr_scanned, ranges in Normal) from just after N-1 to the horizon's last event,
+    counted from the trace text too (89 and 7,696 over 58107..59107, 320 and 5,865 over
+    60208..61208); evicted
+    null: the capture recorded no mm_vmscan_lru_shrink_inactive (kswapd's reclaim is not
+    in it), which is unknown, not 0."""
+    db = _copy(runs_db[0], tmp_path)
+    with Store(db) as s:
+        own = ex.explain(s, runs_db[1], 58107, models=[], horizon=1000, top=1)["counterfactuals"]
+        near = ex.explain(s, runs_db[1], 58107, models=[], horizon=10, top=1)["counterfactuals"]
+        later = ex.explain(s, runs_db[1], 60208, models=[], horizon=1000, top=1)
+    assert [(r["migrated"], r["scanned"], r["evicted"]) for r in own] == [(89, 7696, None)]
+    assert [(r["migrated"], r["scanned"], r["evicted"]) for r in near] == [(0, 0, None)]
+    row = later["counterfactuals"][0]
+    assert (row["migrated"], row["scanned"], row["evicted"]) == (320, 5865, None)
+
+
+# the small-pressure capture's 19 mm_page_alloc_extfrag events: the allocation each was for
+KERNEL_FALLBACK_SEQS = [49358, 49533, 50614, 52505, 64741, 64825, 65101, 68561, 68577, 68592,
+                        68801, 71524, 71527, 72124, 73070, 73725, 73746, 77714, 81683]  # fmt: skip
+
+
+def test_observed_rank_flags_are_the_kernels_fallbacks_and_compactions(
+    runs_db: tuple[Path, int, int], tmp_path: Path
+) -> None:
+    """Ranking an observed run: ``after_fallback`` where the kernel's
+    mm_page_alloc_extfrag preceded the allocation on its cpu (19 of them, each naming an
+    allocation of its alloc_order), ``after_compaction`` where its task called
+    mm_compaction_try_to_compact_pages for it (239: every one of the 157 failures, each
+    an order-8 NORETRY request, and 82 served); the first failure (58107) compacted
+    first, without a fallback."""
+    db = _copy(runs_db[0], tmp_path)
+    with Store(db) as s:
+        rows = ex.rank(s, runs_db[1], top=100_000)
+    assert sorted(r["seq"] for r in rows if r["after_fallback"]) == KERNEL_FALLBACK_SEQS
+    compacted = [r for r in rows if r["after_compaction"]]
+    assert len(compacted) == 239
+    assert sum(r["outcome"] == "failed" for r in compacted) == 157
+    assert min(r["seq"] for r in compacted) == 52550  # served, after compacting
+    first = next(r for r in rows if r["seq"] == 58107)
+    assert (first["after_compaction"], first["after_fallback"]) == (True, False)
+
+
+def test_observed_extfrag_threshold_is_the_captures_sysctl(
+    runs_db: tuple[Path, int, int], tmp_path: Path
+) -> None:
+    """compaction_suitable's extfrag_threshold for an observed run is the capture's
+    vm.extfrag_threshold (before-snapshot first), not a constant."""
+    db = _copy(runs_db[0], tmp_path)
+    with Store(db) as s:
+        st = ex.explain(s, runs_db[1], 58107, models=[], horizon=0, top=1)["state"]
+        assert st["compaction_suitable"]["extfrag_threshold"] == 500  # before.sysctl's
+        s.run("UPDATE snap_sysctl SET value = CASE snapshot WHEN 'before' THEN '900' "
+              "ELSE '300' END WHERE key = 'vm.extfrag_threshold'")  # fmt: skip
+        st = ex.explain(s, runs_db[1], 58107, models=[], horizon=0, top=1)["state"]
+    assert st["compaction_suitable"]["extfrag_threshold"] == 900
