@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -424,3 +425,39 @@ def test_observed_extfrag_threshold_is_the_captures_sysctl(
               "ELSE '300' END WHERE key = 'vm.extfrag_threshold'")  # fmt: skip
         st = ex.explain(s, runs_db[1], 58107, models=[], horizon=0, top=1)["state"]
     assert st["compaction_suitable"]["extfrag_threshold"] == 900
+
+
+def _fork_steps(s: Store, run_id: int) -> list[dict[str, object]]:
+    return s.query(
+        "SELECT seq, outcome, pfn, free_pages, pcp_pages FROM steps WHERE run_id = $r ORDER BY seq",
+        {"r": run_id},
+    ).to_pylist()
+
+
+def test_an_observed_explanation_rebuilds_the_kernels_state_once(
+    runs_db: tuple[Path, int, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every fork of an observed run's explanation starts from the one kernel state the
+    explanation rebuilt (each rebuild replays the capture up to N: seconds with six
+    models), and the forks come out as when each rebuilt its own."""
+    db = _copy(runs_db[0], tmp_path)
+    models = ["mobility", "mobility+compaction", "kernel"]
+    with Store(db) as s:
+        alone = []
+        for m in models:
+            r = engine.run(s, NAME, load_model(m), start="observed", at=58107, until=58128,
+                           every=1, pageblock_every=0)  # fmt: skip
+            alone.append(_fork_steps(s, r.run_id))
+        calls: list[int] = []
+        real = engine.fork_state
+
+        def counted(*args: Any, **kw: Any) -> Any:
+            calls.append(1)
+            return real(*args, **kw)
+
+        monkeypatch.setattr(engine, "fork_state", counted)
+        monkeypatch.setattr(ex, "fork_state", counted)
+        out = ex.explain(s, runs_db[1], 58107, models=models, horizon=20, top=1)
+        shared = [_fork_steps(s, row["run_id"]) for row in out["counterfactuals"][1:]]
+    assert len(calls) == 1
+    assert shared == alone and all(alone)

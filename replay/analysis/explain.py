@@ -154,7 +154,8 @@ class PageView:
     pcp pages the trace never names), ``free_order`` the order of the free block
     starting there (-1 elsewhere), ``mt`` the allocated page's migratetype (-1 not
     allocated), ``movable`` and ``reclaimable`` what compaction may migrate and what
-    only reclaim frees; per pageblock its type."""
+    only reclaim frees; per pageblock its type. ``kernel``: the kernel's rebuilt
+    state it was made from (an observed run's), which the forks start from."""
 
     start_pfn: int
     state: np.ndarray
@@ -164,6 +165,7 @@ class PageView:
     reclaimable: np.ndarray
     pageblock_mt: np.ndarray
     pcp_pages: int
+    kernel: ForkState | None = None
 
     @property
     def pages(self) -> int:
@@ -233,14 +235,14 @@ def _observed_view(store: Store, trace_id: int, env: Environment, seq: int) -> P
     movable where the before-kpageflags has them on an LRU list (what compaction
     isolates), the pageblock types as a fork starts with them."""
     fork = fork_state(store, trace_id, env.start_pfn, env.pages, seq)
-    state, pcp_pages = _page_states(fork)
+    state, pcp_pages = _page_states(fork)  # (fork's arrays are not changed here)
     mt = np.where(state == ALLOCATED, fork.page_mt, -1).astype(np.int8)
     movable = mt == MIGRATE_MOVABLE
     reclaimable = mt == MIGRATE_RECLAIMABLE
     pb = fork_pageblock_types(store, trace_id, env, fork,
                               fork_first_takes(store, trace_id, env, seq, fork))  # fmt: skip
     return PageView(int(env.start_pfn), state, fork.blk.astype(np.int8), mt, movable,
-                    reclaimable, np.asarray(pb, np.int8), pcp_pages)  # fmt: skip
+                    reclaimable, np.asarray(pb, np.int8), pcp_pages, kernel=fork)  # fmt: skip
 
 
 @dataclass
@@ -498,10 +500,12 @@ def pageblock_map(view: PageView, pfn: int, pages: int) -> dict[str, Any]:
 
 
 def _counterfactuals(store: Store, info: RunInfo, seq: int, models: list[str], horizon: int,
-                     ms: ModelState | None) -> list[dict[str, Any]]:  # fmt: skip
+                     ms: ModelState | None,
+                     kernel: ForkState | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """The run's own row, then each model forked just before ``seq``: from the run's
     model state ``ms`` (a model's run; the run's own model forked there first, which
-    reproduces the run's outcome), or from the kernel's real state (an observed run)."""
+    reproduces the run's outcome), or from the kernel's real state (an observed run:
+    ``kernel``, rebuilt once for all of them)."""
     total = int(store.one("SELECT events FROM traces WHERE trace_id = $t",
                           {"t": info.trace_id})[0])  # fmt: skip
     until = min(seq + horizon + 1, total)
@@ -516,7 +520,8 @@ def _counterfactuals(store: Store, info: RunInfo, seq: int, models: list[str], h
     for name, cfg in configs:
         try:
             r = run(store, info.trace, cfg, start="observed", at=seq, until=until, every=1,
-                    pageblock_every=0, from_state=ms, zone_pages=zone_pages)  # fmt: skip
+                    pageblock_every=0, from_state=ms, zone_pages=zone_pages,
+                    kernel_state=kernel)  # fmt: skip
         except NoEventInZoneError:
             # a model that takes the kernel's zone choice, where the kernel served the
             # request and the whole horizon from another zone (a zonelist run's DMA32)
@@ -685,7 +690,13 @@ def explain(store: Store, run_id: int, seq: int, *, models: list[str] | None = N
         "candidates": trace_pfns(candidates(view, req["order"], top), env),
     }  # fmt: skip
     out["counterfactuals"] = _counterfactuals(
-        store, info, seq, list(DEFAULT_MODELS if models is None else models), horizon, ms
+        store,
+        info,
+        seq,
+        list(DEFAULT_MODELS if models is None else models),
+        horizon,
+        ms,
+        view.kernel,
     )
     return out
 

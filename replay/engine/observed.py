@@ -1382,7 +1382,8 @@ class ForkState:
     :func:`hidden_free`). ``pcp_cpu``: int16 per page, the cpu whose list held
     the block starting there when its first event says (-1 unknown).
     ``first_seq``: the first seq a fork may start at (the first event after
-    the before-snapshot).
+    the before-snapshot). ``start_pfn``: the range's first pfn (None: a model's
+    state, in its own zone).
     """
 
     seq: int
@@ -1391,6 +1392,13 @@ class ForkState:
     page_mt: np.ndarray
     pcp: np.ndarray
     pcp_cpu: np.ndarray
+    start_pfn: int | None = None
+
+    def copy(self) -> ForkState:
+        """A copy whose arrays a fork may change (one state, many forks)."""
+        return ForkState(seq=self.seq, first_seq=self.first_seq, blk=self.blk.copy(),
+                         page_mt=self.page_mt.copy(), pcp=self.pcp.copy(),
+                         pcp_cpu=self.pcp_cpu.copy(), start_pfn=self.start_pfn)  # fmt: skip
 
 
 def first_fork_seq(store: Store, trace_id: int) -> int:
@@ -1453,4 +1461,5 @@ def fork_state(
     cpus = (hidden.pcp_cpu[start_pfn - base : start_pfn + pages - base]
             if hidden.pcp_cpu is not None else np.full(pages, -1, np.int16))  # fmt: skip
     return ForkState(seq=at, first_seq=first_seq, blk=blk, page_mt=page_mt, pcp=on_pcp,
-                     pcp_cpu=np.where(on_pcp > 0, cpus, -1).astype(np.int16))  # fmt: skip
+                     pcp_cpu=np.where(on_pcp > 0, cpus, -1).astype(np.int16),
+                     start_pfn=int(start_pfn))  # fmt: skip
