@@ -461,3 +461,27 @@ def test_an_observed_explanation_rebuilds_the_kernels_state_once(
         shared = [_fork_steps(s, row["run_id"]) for row in out["counterfactuals"][1:]]
     assert len(calls) == 1
     assert shared == alone and all(alone)
+
+
+def test_runs_lists_the_forks_seqs_and_parent(
+    runs_db: tuple[Path, int, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """replay runs shows where a fork starts and ends and the run it forked from (explain's
+    counterfactuals are stored runs): in JSON, and in a table that fits the terminal."""
+    db = _copy(runs_db[0], tmp_path)
+    k_run = runs_db[2]
+    with Store(db) as s:
+        seq = _allocs(s, k_run, "ok")[100]
+        out = ex.explain(s, k_run, seq, models=["mobility"], horizon=5, top=1)
+    fork = out["counterfactuals"][-1]["run_id"]
+    rows = {r["run_id"]: r for r in run_cli("runs", "--db", db, "-f", "json").json()}
+    assert (rows[fork]["start_seq"], rows[fork]["end_seq"], rows[fork]["forked_from"]) == (
+        seq, seq + 5, k_run)  # fmt: skip
+    assert (rows[k_run]["forked_from"], rows[runs_db[1]]["start_seq"]) == (None, None)
+    monkeypatch.setenv("COLUMNS", "120")
+    table = run_cli("runs", "--db", db)
+    assert table.code == 0, table.err
+    assert max(len(x) for x in table.out.splitlines()) <= 120
+    line = next(x for x in table.out.splitlines() if x.split("│")[0].strip() == str(fork))
+    cells = [c.strip() for c in line.split("│")]
+    assert cells[3:6] == [str(seq), str(seq + 5), str(k_run)], line
