@@ -235,7 +235,7 @@ def _observed_view(store: Store, trace_id: int, env: Environment, seq: int) -> P
     movable where the before-kpageflags has them on an LRU list (what compaction
     isolates), the pageblock types as a fork starts with them."""
     fork = fork_state(store, trace_id, env.start_pfn, env.pages, seq)
-    state, pcp_pages = _page_states(fork)  # (fork's arrays are not changed here)
+    state, pcp_pages = _page_states(fork)
     mt = np.where(state == ALLOCATED, fork.page_mt, -1).astype(np.int8)
     movable = mt == MIGRATE_MOVABLE
     reclaimable = mt == MIGRATE_RECLAIMABLE
