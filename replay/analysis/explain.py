@@ -44,7 +44,7 @@ from replay.analysis.metrics import (
     unusable_index,
 )
 from replay.engine.environment import Environment, zone_environment
-from replay.engine.observed import ForkState, fork_state
+from replay.engine.observed import ForkState, first_fork_seq, fork_state
 from replay.engine.recorded import fork_first_takes, fork_pageblock_types
 from replay.engine.whatif import (
     ModelState,
@@ -154,7 +154,8 @@ class PageView:
     pcp pages the trace never names), ``free_order`` the order of the free block
     starting there (-1 elsewhere), ``mt`` the allocated page's migratetype (-1 not
     allocated), ``movable`` and ``reclaimable`` what compaction may migrate and what
-    only reclaim frees; per pageblock its type."""
+    only reclaim frees; per pageblock its type. ``kernel``: the kernel's rebuilt
+    state it was made from (an observed run's), which the forks start from."""
 
     start_pfn: int
     state: np.ndarray
@@ -164,6 +165,7 @@ class PageView:
     reclaimable: np.ndarray
     pageblock_mt: np.ndarray
     pcp_pages: int
+    kernel: ForkState | None = None
 
     @property
     def pages(self) -> int:
@@ -240,7 +242,7 @@ def _observed_view(store: Store, trace_id: int, env: Environment, seq: int) -> P
     pb = fork_pageblock_types(store, trace_id, env, fork,
                               fork_first_takes(store, trace_id, env, seq, fork))  # fmt: skip
     return PageView(int(env.start_pfn), state, fork.blk.astype(np.int8), mt, movable,
-                    reclaimable, np.asarray(pb, np.int8), pcp_pages)  # fmt: skip
+                    reclaimable, np.asarray(pb, np.int8), pcp_pages, kernel=fork)  # fmt: skip
 
 
 @dataclass
@@ -302,13 +304,10 @@ def _request(store: Store, info: RunInfo, seq: int) -> dict[str, Any]:
             f"seq {seq} (trace line {e['line']}) is a {e['op']}, not an allocation: only "
             "allocations are explained", field="seq",
         )  # fmt: skip
+    _check_covered(store, info, seq, int(e["line"]))
     if e["outcome"] is None:
-        raise BadInputError(
-            f"run {info.run_id} has no step at seq {seq}: it covers seqs "
-            f"{info.start_seq if info.start_seq is not None else 'from its start'} to "
-            f"{info.end_seq if info.end_seq is not None else 'its end'} of its zone",
-            field="seq",
-        )  # fmt: skip
+        raise BadInputError(f"run {info.run_id} stored no step at seq {seq} (trace line "
+                            f"{e['line']}): nothing to explain there", field="seq")  # fmt: skip
     k = int(e["order"])
     mt = int(e["migratetype"])
     return {
@@ -317,6 +316,28 @@ def _request(store: Store, info: RunInfo, seq: int) -> dict[str, Any]:
         **gfp_allows(e["gfp"], k), "pid": e["pid"], "comm": e["comm"], "cpu": e["cpu"],
         "ts_ns": e["ts_ns"], "outcome": e["outcome"], "pfn": e["pfn"],
     }  # fmt: skip
+
+
+def _check_covered(store: Store, info: RunInfo, seq: int, line: int) -> None:
+    """BadInputError unless the run has a state at ``seq`` (trace line ``line``): it
+    stored placements, ``seq`` is within its seqs, and for an observed run after the
+    before-snapshot (where the kernel's state is first known)."""
+    if store.one("SELECT 1 FROM steps WHERE run_id = $r LIMIT 1", {"r": info.run_id}) is None:
+        raise BadInputError(f"run {info.run_id} stored no placements (no steps): nothing to "
+                            "explain", field="run_id")  # fmt: skip
+    if info.config is None:
+        first = first_fork_seq(store, info.trace_id)
+        if seq < first:
+            raise BadInputError(
+                f"seq {seq} (trace line {line}) is before the trace's before-snapshot: the "
+                f"kernel's state is known from seq {first} on", field="seq",
+            )  # fmt: skip
+    if info.start_seq is not None and seq < info.start_seq:
+        raise BadInputError(f"seq {seq} is before run {info.run_id}'s first seq "
+                            f"{info.start_seq}", field="seq")  # fmt: skip
+    if info.end_seq is not None and seq > info.end_seq:
+        raise BadInputError(f"seq {seq} is after run {info.run_id}'s last seq {info.end_seq}",
+                            field="seq")  # fmt: skip
 
 
 def _lowmem_reserve(store: Store, info: RunInfo, zone: str) -> int:
@@ -335,6 +356,25 @@ def _lowmem_reserve(store: Store, info: RunInfo, zone: str) -> int:
         return 0
     i = ZONE_NAMES.index(zone)
     return values[i] if i < len(values) else 0
+
+
+# vm.extfrag_threshold's default (mm/compaction.c: sysctl_extfrag_threshold)
+EXTFRAG_THRESHOLD = 500
+
+
+def _extfrag_threshold(store: Store, info: RunInfo) -> int:
+    """The ``extfrag_threshold`` compaction_suitable compares with: a model's
+    configuration's, the recorded kernel's ``vm.extfrag_threshold`` (the capture's
+    sysctl snapshot, the before one first) for an observed run, else the default."""
+    if info.config is not None:
+        return int(info.config.get("extfrag_threshold", EXTFRAG_THRESHOLD))
+    row = store.one(
+        """SELECT TRY_CAST(value AS INTEGER) FROM snap_sysctl
+           WHERE trace_id = $t AND key = 'vm.extfrag_threshold' AND value IS NOT NULL
+           ORDER BY snapshot = 'before' DESC LIMIT 1""",
+        {"t": info.trace_id},
+    )
+    return EXTFRAG_THRESHOLD if row is None or row[0] is None else int(row[0])
 
 
 def _state(view: PageView, k: int, wmark: tuple[int, int, int], reserve: int,
@@ -460,10 +500,12 @@ def pageblock_map(view: PageView, pfn: int, pages: int) -> dict[str, Any]:
 
 
 def _counterfactuals(store: Store, info: RunInfo, seq: int, models: list[str], horizon: int,
-                     ms: ModelState | None) -> list[dict[str, Any]]:  # fmt: skip
+                     ms: ModelState | None,
+                     kernel: ForkState | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """The run's own row, then each model forked just before ``seq``: from the run's
     model state ``ms`` (a model's run; the run's own model forked there first, which
-    reproduces the run's outcome), or from the kernel's real state (an observed run)."""
+    reproduces the run's outcome), or from the kernel's real state (an observed run:
+    ``kernel``, rebuilt once for all of them)."""
     total = int(store.one("SELECT events FROM traces WHERE trace_id = $t",
                           {"t": info.trace_id})[0])  # fmt: skip
     until = min(seq + horizon + 1, total)
@@ -478,13 +520,14 @@ def _counterfactuals(store: Store, info: RunInfo, seq: int, models: list[str], h
     for name, cfg in configs:
         try:
             r = run(store, info.trace, cfg, start="observed", at=seq, until=until, every=1,
-                    pageblock_every=0, from_state=ms, zone_pages=zone_pages)  # fmt: skip
+                    pageblock_every=0, from_state=ms, zone_pages=zone_pages,
+                    kernel_state=kernel)  # fmt: skip
         except NoEventInZoneError:
             # a model that takes the kernel's zone choice, where the kernel served the
             # request and the whole horizon from another zone (a zonelist run's DMA32)
             out.append({"model": name, "run_id": None, "outcome": None, "pfn": None,
-                        "migrated": 0, "scanned": 0, "evicted": 0,
-                        "later_failures": 0})  # fmt: skip
+                        "migrated": None, "scanned": None, "evicted": None,
+                        "later_failures": None})  # fmt: skip
             continue
         out.append(_fork_row(store, name, r.run_id, seq, until, r.migrated, r.scanned,
                              r.evicted))  # fmt: skip
@@ -505,9 +548,72 @@ def _fork_row(store: Store, model: str, run_id: int, seq: int, until: int, migra
             "later_failures": sum(1 for q in rows if q["seq"] > seq)}  # fmt: skip
 
 
+# The isolate events' range start (pfn): the zone they scanned
+_RANGE_LO = r"hexint(regexp_extract(args->>'range', '\((0x[0-9a-fA-F]+) ~', 1))"
+
+
+def kernel_costs(store: Store, trace_id: int, zone: tuple[int, int], after_line: int,
+                 last_line: int) -> dict[str, int | None]:  # fmt: skip
+    """What the recorded kernel's compaction and reclaim did in ``zone`` ([start pfn, end
+    pfn)) between trace lines ``after_line`` (excluded) and ``last_line`` (included),
+    pages: ``migrated`` (``mm_compaction_migratepages`` nr_migrated, each in the zone of
+    its pass's last ``mm_compaction_isolate_migratepages``, by pid), ``scanned`` (the
+    migrate and free scanners' ``nr_scanned``, isolate events whose range starts in the
+    zone) and ``evicted`` (``mm_vmscan_lru_shrink_inactive`` nr_reclaimed, per node:
+    kswapd's and direct reclaim's). None where the trace recorded no event of the kind
+    at all (the tracepoint was not on: not knowable, not 0)."""
+    have = {str(r["event"]) for r in store.query(
+        """SELECT DISTINCT event FROM aux_events WHERE trace_id = $t AND event IN (
+             'mm_compaction_migratepages', 'mm_compaction_isolate_migratepages',
+             'mm_compaction_isolate_freepages', 'mm_vmscan_lru_shrink_inactive')""",
+        {"t": trace_id}).to_pylist()}  # fmt: skip
+    row = store.query(
+        rf"""WITH iso AS (
+               SELECT line, pid, event, {_RANGE_LO} AS lo,
+                      TRY_CAST(args->>'nr_scanned' AS BIGINT) AS nr_scanned
+               FROM aux_events WHERE trace_id = $t AND event IN (
+                 'mm_compaction_isolate_migratepages', 'mm_compaction_isolate_freepages',
+                 'mm_compaction_fast_isolate_freepages')),
+             mig AS (
+               SELECT m.line, TRY_CAST(m.args->>'nr_migrated' AS BIGINT) AS nr_migrated, i.lo
+               FROM (SELECT * FROM aux_events WHERE trace_id = $t
+                       AND event = 'mm_compaction_migratepages') m
+               ASOF JOIN (SELECT * FROM iso WHERE event = 'mm_compaction_isolate_migratepages') i
+                 ON m.pid = i.pid AND m.line > i.line)
+           SELECT
+             (SELECT coalesce(sum(nr_migrated), 0) FROM mig WHERE line > $a AND line <= $b
+                AND lo >= $zs AND lo < $ze) AS migrated,
+             (SELECT coalesce(sum(nr_scanned), 0) FROM iso WHERE line > $a AND line <= $b
+                AND lo >= $zs AND lo < $ze) AS scanned,
+             (SELECT coalesce(sum(TRY_CAST(args->>'nr_reclaimed' AS BIGINT)), 0)
+              FROM aux_events WHERE trace_id = $t AND event = 'mm_vmscan_lru_shrink_inactive'
+                AND line > $a AND line <= $b) AS evicted""",
+        {"t": trace_id, "a": after_line, "b": last_line, "zs": zone[0], "ze": zone[1]},
+    ).to_pylist()[0]
+    scanners = {"mm_compaction_isolate_migratepages", "mm_compaction_isolate_freepages"}
+    return {
+        "migrated": int(row["migrated"]) if "mm_compaction_migratepages" in have else None,
+        "scanned": int(row["scanned"]) if scanners <= have else None,
+        "evicted": int(row["evicted"]) if "mm_vmscan_lru_shrink_inactive" in have else None,
+    }
+
+
 def _own_row(store: Store, info: RunInfo, seq: int, until: int) -> dict[str, Any]:
-    """The run itself over the same events: its outcome and its later failures."""
+    """The run itself over the same events: its outcome and its later failures, and its
+    pages migrated, scanned and evicted: a model's from its steps, the recorded kernel's
+    (an observed run's) from the trace's compaction and reclaim events
+    (:func:`kernel_costs`; None where the trace cannot say)."""
     row = _fork_row(store, info.label, info.run_id, seq, until, 0, 0, 0)
+    if info.config is None:
+        # the events of N (from just after N-1: a direct compaction for N comes before
+        # N's own line) to the horizon's last
+        lines = {int(r["seq"]): int(r["line"]) for r in store.query(
+            "SELECT seq, line FROM events WHERE trace_id = $t AND seq IN ($a, $b)",
+            {"t": info.trace_id, "a": seq - 1, "b": until - 1}).to_pylist()}  # fmt: skip
+        row.update(kernel_costs(store, info.trace_id,
+                                (info.zone_start_pfn, info.zone_start_pfn + info.zone_pages),
+                                lines.get(seq - 1, -1), lines[until - 1]), own=True)  # fmt: skip
+        return row
     totals = store.query(
         """SELECT max(migrated) - min(migrated) AS m, max(scanned) - min(scanned) AS s,
                   max(evicted) - min(evicted) AS e
@@ -571,13 +677,10 @@ def explain(store: Store, run_id: int, seq: int, *, models: list[str] | None = N
     info = run_info(store, run_id)
     req = _request(store, info, seq)
     req["callsite"] = callsites_by_seq(store, info.trace_id, [seq]).get(seq)  # with stacks
-    if info.start_seq is not None and seq < info.start_seq:
-        raise BadInputError(f"seq {seq} is before run {run_id}'s first seq {info.start_seq}",
-                            field="seq")  # fmt: skip
     view, env, ms = state_view(store, info, seq)
     wmark = (int(env.wmark[0]), int(env.wmark[1]), int(env.wmark[2]))
     reserve = _lowmem_reserve(store, info, req["highest_zone"])
-    threshold = int(info.config.get("extfrag_threshold", 500) if info.config else 500)
+    threshold = _extfrag_threshold(store, info)
     state = _state(view, req["order"], wmark, reserve, threshold)
     out: dict[str, Any] = {
         "run": {"run_id": info.run_id, "trace": info.trace, "model": info.model,
@@ -587,29 +690,61 @@ def explain(store: Store, run_id: int, seq: int, *, models: list[str] | None = N
         "candidates": trace_pfns(candidates(view, req["order"], top), env),
     }  # fmt: skip
     out["counterfactuals"] = _counterfactuals(
-        store, info, seq, list(DEFAULT_MODELS if models is None else models), horizon, ms
+        store,
+        info,
+        seq,
+        list(DEFAULT_MODELS if models is None else models),
+        horizon,
+        ms,
+        view.kernel,
     )
     return out
+
+
+# The recorded kernel's allocations (seqs) served after a fallback: an
+# mm_page_alloc_extfrag (__rmqueue_fallback, in rmqueue on the allocating cpu) is the
+# next allocation's on its cpu
+_KERNEL_FALLBACKS = """
+    SELECT DISTINCT e.seq
+    FROM (SELECT line, cpu FROM aux_events WHERE trace_id = $t
+            AND event = 'mm_page_alloc_extfrag') x
+    ASOF JOIN (SELECT seq, line, cpu FROM events WHERE trace_id = $t AND op = 'alloc') e
+      ON x.cpu = e.cpu AND x.line < e.line"""
+# ... and those after a direct compaction: an mm_compaction_try_to_compact_pages
+# (__alloc_pages_direct_compact) is the next allocation's of its pid
+_KERNEL_COMPACTIONS = """
+    SELECT DISTINCT e.seq
+    FROM (SELECT line, pid FROM aux_events WHERE trace_id = $t
+            AND event = 'mm_compaction_try_to_compact_pages') x
+    ASOF JOIN (SELECT seq, line, pid FROM events WHERE trace_id = $t AND op = 'alloc') e
+      ON x.pid = e.pid AND x.line < e.line"""
 
 
 def rank(store: Store, run_id: int, top: int = 20) -> list[dict[str, Any]]:
     """A run's failed and most at-risk allocations: failed ones first (by seq), then
     those served with the least margin: free blocks of at least their order (the
     nearest stored step before them), served only after a fallback or after
-    compacting, then the watermark headroom (free pages above the min watermark)."""
+    compacting, then the watermark headroom (free pages above the min watermark).
+    A model's fallbacks and compactions are its own (its extfrag and model_events
+    rows); an observed run's the recorded kernel's (its mm_page_alloc_extfrag and
+    mm_compaction_try_to_compact_pages events)."""
     info = run_info(store, run_id)
     env = run_environment(store, info)
+    if info.config is None:
+        fb, me = _KERNEL_FALLBACKS, _KERNEL_COMPACTIONS
+    else:
+        fb = "SELECT DISTINCT seq FROM extfrag WHERE run_id = $r"
+        me = "SELECT DISTINCT seq FROM model_events WHERE run_id = $r AND kind LIKE 'compact%'"
     rows = store.query(
-        """WITH a AS (SELECT s.seq, s.outcome, s.pfn, e."order", e.migratetype, e.comm
+        f"""WITH a AS (SELECT s.seq, s.outcome, s.pfn, e."order", e.migratetype, e.comm
                       FROM steps s JOIN events e ON e.trace_id = $t AND e.seq = s.seq
                       WHERE s.run_id = $r AND e.op = 'alloc'),
                 c AS (SELECT seq, free_pages, [nr_free_0, nr_free_1, nr_free_2, nr_free_3,
                              nr_free_4, nr_free_5, nr_free_6, nr_free_7, nr_free_8, nr_free_9,
                              nr_free_10] AS nr
                       FROM steps WHERE run_id = $r AND free_pages IS NOT NULL),
-                fb AS (SELECT DISTINCT seq FROM extfrag WHERE run_id = $r),
-                me AS (SELECT DISTINCT seq FROM model_events WHERE run_id = $r
-                       AND kind LIKE 'compact%'),
+                fb AS ({fb}),
+                me AS ({me}),
                 r AS (SELECT a.*, c.free_pages - $wmin AS headroom,
                              CAST(list_sum(list_slice(c.nr, a."order" + 1, 11)) AS BIGINT)
                                AS blocks,

@@ -43,7 +43,9 @@ def runs(
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """List the stored runs with their model, speed and outcome counts.
+    """List the stored runs with their model, the seqs a run from the kernel's state
+    starts and ends at (start_seq, end_seq) and the run a fork started from
+    (forked_from: explain's counterfactuals), speed and outcome counts.
 
     Example: replay runs --trace compact-6.18 --format json
     """
@@ -55,6 +57,7 @@ def runs(
             Rows(*store.query_rows(
                 "SELECT r.run_id, t.name AS trace, "
                 "coalesce(json_extract_string(r.config, '$.preset'), r.model) AS model, "
+                "r.start_seq, r.end_seq, r.forked_from, "
                 "r.events, round(r.events_per_s) AS events_per_s, r.failures, r.ignored_frees, "
                 "r.fallbacks, r.zone_pages, r.free_pages, r.started "
                 f"FROM runs r JOIN traces t USING (trace_id) {where} ORDER BY r.run_id",

@@ -83,9 +83,10 @@ def _cell(v: Any) -> str:
 
 
 # Integer columns people copy into a command or compare with hex (ids, seqs, pfns,
-# lines, orders): printed without thousands separators.
+# lines, orders; forked_from: a run id): printed without thousands separators.
 _RAW_INT = re.compile(
-    r"(^|_)(id|ids|pid|seq|line|pfn|pageblock|order|cpu|migratetype|mt|year)(_|$)|^(k|n\d+)$"
+    r"(^|_)(id|ids|pid|seq|line|pfn|pageblock|order|cpu|migratetype|mt|year)(_|$)"
+    r"|^(k|n\d+|forked_from)$"
 )
 SEPARATOR_WIDTH = 3  # " │ " between two columns of a rich table without edges
 # A table too wide for the terminal with at most this many rows prints as records

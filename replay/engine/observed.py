@@ -540,12 +540,13 @@ def observe_steps(  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def observe(kind, pfn, order, refill, arg, arg2, zlo, zhi, base, blk_order, pcp, incons,
-            inferred):  # type: ignore[no-untyped-def]  # fmt: skip
-    """:func:`observe_steps` over all events, without a followed zone or step rows."""
-    n = kind.shape[0]
-    observe_steps(kind, pfn, order, refill, arg, arg2, zlo, zhi, 0, n, base, blk_order, pcp,
+            inferred, i0=0, i1=-1):  # type: ignore[no-untyped-def]  # fmt: skip
+    """:func:`observe_steps` over events ``i0 .. i1-1`` (default: all), without a followed
+    zone or step rows. A fast isolation among them looks ahead past ``i1``."""
+    n = kind.shape[0] if i1 < 0 else i1
+    observe_steps(kind, pfn, order, refill, arg, arg2, zlo, zhi, i0, n, base, blk_order, pcp,
                   incons, inferred, np.int64(-2), np.zeros(NF, np.int64), np.zeros(1, np.int64),
-                  np.zeros(n, np.bool_), np.zeros((1, NF), np.int64), np.zeros(1, np.int64),
+                  np.zeros(n - i0, np.bool_), np.zeros((1, NF), np.int64), np.zeros(1, np.int64),
                   np.zeros(1, np.bool_), np.zeros(NF, np.int64),
                   np.zeros(incons.shape[0], np.int64),
                   np.zeros(FAST_ISOLATE_MARKS, np.int64))  # fmt: skip
@@ -826,33 +827,29 @@ class HiddenFree:
     # than its zone's span
     memory: PresentMemory | None = None
 
-    def _range(self, after: int | None, before: int | None) -> tuple[int, int]:
+    def span(self, after: int | None, before: int | None) -> tuple[int, int]:
+        """The indices ``i0, i1`` of the events with ``after < line < before`` in the
+        arrays read (either None: unbounded)."""
         assert self.lines is not None
         i0 = 0 if after is None else int(np.searchsorted(self.lines, after, side="right"))
         i1 = (self.lines.shape[0] if before is None
               else int(np.searchsorted(self.lines, before, side="left")))  # fmt: skip
         return i0, max(i0, i1)
 
-    def events(
-        self, after: int | None, before: int | None
-    ) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
-        """The events with ``after < line < before`` (either None: unbounded): their
-        :func:`_event_columns` arrays, lines and seqs."""
-        assert self.cols is not None and self.lines is not None and self.seqs is not None
-        i0, i1 = self._range(after, before)
-        return tuple(c[i0:i1] for c in self.cols), self.lines[i0:i1], self.seqs[i0:i1]
-
     def apply(self, after: int | None, before: int | None, zb: tuple, incons: np.ndarray,
               inferred: np.ndarray | None = None) -> int:  # fmt: skip
         """Apply the events with ``after < line < before`` (either None: unbounded) to
         the state ``zb`` (:func:`observe`), from the arrays already read; returns how
-        many."""
-        cols, lines, _seqs = self.events(after, before)
+        many. A fast isolation among them names its block from the events after it,
+        past ``before`` too, as :func:`run_observed` does: a state rebuilt up to a line
+        holds the very blocks a compaction pass isolated before it."""
+        assert self.cols is not None
+        i0, i1 = self.span(after, before)
         _zlo, _zhi, base, blk_order, pcp = zb
         if inferred is None:
             inferred = np.zeros(N_INFERRED, np.int64)
-        observe(*cols, base, blk_order, pcp, incons, inferred)
-        return int(lines.shape[0])
+        observe(*self.cols, base, blk_order, pcp, incons, inferred, i0, i1)
+        return i1 - i0
 
 
 def initial_state(
@@ -1302,19 +1299,25 @@ def run_observed(
         if after is None and not counted:
             continue
         if hidden.cols is not None and (after is not None or opened is None):
-            # the events initial_state read (from the opening marker on)
-            cols, lines, seq = hidden.events(after, before)
+            # the events initial_state read (from the opening marker on), whole: a fast
+            # isolation looks ahead past this range, as HiddenFree.apply's (fork_state)
+            assert hidden.lines is not None and hidden.seqs is not None
+            cols = hidden.cols
+            at, end = hidden.span(after, before)
+            lines, seq = hidden.lines[at:end], hidden.seqs[at:end]
         else:
             ev = buddy_events(store, trace_id, after, before, with_seq=True)
             lines = ev.column("line").to_numpy().astype(np.int64)
             seq = ev.column("seq").to_numpy(zero_copy_only=False)
             cols = _event_columns(ev, zlo, zhi, memory)
+            at = 0
         if lines.shape[0]:
             last_line = int(lines[-1])
         is_canon = ~np.isnan(seq) if seq.dtype.kind == "f" else np.ones(seq.shape, bool)
-        kind = cols[0]
+        kind = cols[0][at : at + lines.shape[0]]
         # the steps name the pfns the kernel handed out (the trace's, not the dense ones)
-        pfns = cols[1] if memory is None else ev.column("pfn").to_numpy().astype(np.int64)
+        pfns = (cols[1][at : at + lines.shape[0]] if memory is None
+                else ev.column("pfn").to_numpy().astype(np.int64))  # fmt: skip
         keep = is_canon & ((kind == K_ALLOC) | (kind == K_FREE) | (kind == K_FAILED))
         m = int(np.count_nonzero(keep))
         out_nr = np.zeros((m, NF), np.int64)
@@ -1333,7 +1336,7 @@ def run_observed(
             r1 = r0 + int(np.count_nonzero(seg))
             t0 = time.perf_counter()
             observe_steps(
-                *cols, i0, i1, base, blk_order, pcp,
+                *cols, at + i0, at + i1, base, blk_order, pcp,
                 incons if counted else np.zeros_like(incons),
                 inferred if counted else np.zeros_like(inferred), np.int64(track_lo), nr,
                 pcp_pages, seg, out_nr[r0:r1], out_pcp[r0:r1], out_bad[r0:r1],
@@ -1461,7 +1464,8 @@ class ForkState:
     :func:`hidden_free`). ``pcp_cpu``: int16 per page, the cpu whose list held
     the block starting there when its first event says (-1 unknown).
     ``first_seq``: the first seq a fork may start at (the first event after
-    the before-snapshot).
+    the before-snapshot). ``start_pfn``: the range's first pfn (None: a model's
+    state, in its own zone).
     """
 
     seq: int
@@ -1470,6 +1474,13 @@ class ForkState:
     page_mt: np.ndarray
     pcp: np.ndarray
     pcp_cpu: np.ndarray
+    start_pfn: int | None = None
+
+    def copy(self) -> ForkState:
+        """A copy whose arrays a fork may change (one state, many forks)."""
+        return ForkState(seq=self.seq, first_seq=self.first_seq, blk=self.blk.copy(),
+                         page_mt=self.page_mt.copy(), pcp=self.pcp.copy(),
+                         pcp_cpu=self.pcp_cpu.copy(), start_pfn=self.start_pfn)  # fmt: skip
 
 
 def first_fork_seq(store: Store, trace_id: int) -> int:
@@ -1532,4 +1543,5 @@ def fork_state(
     cpus = (hidden.pcp_cpu[start_pfn - base : start_pfn + pages - base]
             if hidden.pcp_cpu is not None else np.full(pages, -1, np.int16))  # fmt: skip
     return ForkState(seq=at, first_seq=first_seq, blk=blk, page_mt=page_mt, pcp=on_pcp,
-                     pcp_cpu=np.where(on_pcp > 0, cpus, -1).astype(np.int16))  # fmt: skip
+                     pcp_cpu=np.where(on_pcp > 0, cpus, -1).astype(np.int16),
+                     start_pfn=int(start_pfn))  # fmt: skip

@@ -956,6 +956,7 @@ def run(
     progress: Progress | None = None,
     from_state: ModelState | None = None,
     checkpoint_every: int | None = None,
+    kernel_state: ForkState | None = None,
 ) -> RunResult:
     """Replay ``trace`` through the configured model; returns what the run measured.
     (Arguments: :func:`_run`.)"""
@@ -963,7 +964,8 @@ def run(
                              pageblock_every=pageblock_every,
                              fill_from_snapshot=fill_from_snapshot, start=start, at=at,
                              until=until, progress=progress, from_state=from_state,
-                             checkpoint_every=checkpoint_every)  # fmt: skip
+                             checkpoint_every=checkpoint_every,
+                             kernel_state=kernel_state)  # fmt: skip
     assert result is not None
     return result
 
@@ -1059,10 +1061,7 @@ def fork_of_model(ms: ModelState) -> ForkState:
     Computed once per state; each call gets its own copies."""
     if ms.fork is None:
         ms.fork = _fork_of_model(ms)
-    f = ms.fork
-    return ForkState(seq=f.seq, first_seq=f.first_seq, blk=f.blk.copy(),
-                     page_mt=f.page_mt.copy(), pcp=f.pcp.copy(),
-                     pcp_cpu=f.pcp_cpu.copy())  # fmt: skip
+    return ms.fork.copy()
 
 
 def captured_blocks(ms: ModelState) -> list[tuple[int, int]]:
@@ -1280,6 +1279,7 @@ def _run(
     stop: int | None = None,
     checkpoint_every: int | None = 0,
     resume: bytes | None = None,
+    kernel_state: ForkState | None = None,
 ) -> tuple[RunResult | None, _Replay, Environment]:
     """Replay ``trace`` through the configured model: the run's result (None with
     ``state_only``: nothing is written, the replay stops before ``until``), the
@@ -1288,6 +1288,9 @@ def _run(
     ``from_state`` (with ``start = observed`` and ``at`` its seq): fork from another
     run's model state instead of the kernel's (:func:`model_state`): its free blocks,
     pcp pages, pageblock types, and the live objects where that model placed them.
+    ``kernel_state``: the kernel's state at ``at`` already rebuilt
+    (replay.engine.observed.fork_state), for forks of one moment to share; used
+    (a copy) when it is for this run's zone, else rebuilt.
 
     ``every``: keep the counters of every K-th step (placements always).
     ``pageblock_every``: a pageblocks snapshot every K steps (default: about
@@ -1354,7 +1357,15 @@ def _run(
                 raise UsageError("a fork from a model's state starts at its seq, in its zone")
             fork = fork_of_model(from_state)
         elif saved is None:
-            fork = fork_state(store, trace_id, env.start_pfn, env.pages, at)
+            if (
+                kernel_state is not None
+                and kernel_state.start_pfn == env.start_pfn
+                and kernel_state.blk.shape[0] == env.pages
+                and kernel_state.seq == (kernel_state.first_seq if at is None else at)
+            ):
+                fork = kernel_state.copy()
+            else:
+                fork = fork_state(store, trace_id, env.start_pfn, env.pages, at)
     lo_seq = fork.seq if fork is not None else 0
     # the lower zone's state rebuilt at the fork, as the run's zone's (zone_choice = zonelist)
     lfork = None

@@ -77,7 +77,7 @@ from replay.models.pcp import (
     pcp_refill_recorded,
 )
 from replay.models.pools import new_pools
-from replay.models.reclaim import lru_add
+from replay.models.reclaim import lru_add_all
 
 
 # -- Python handle -------------------------------------------------------------------------
@@ -546,8 +546,8 @@ class ZoneState:
         if not self.prm[P_KSWAPD]:
             return
         placed, obj_flags = self.objects.placed, self.objects.obj_flags
-        for x in ids[((obj_flags[ids] & F_RECLAIM) != 0) & (placed[ids] >= 0)]:
-            lru_add(np.int64(x), self.objects)
+        xs = ids[((obj_flags[ids] & F_RECLAIM) != 0) & (placed[ids] >= 0)]
+        lru_add_all(xs.astype(np.int64), self.objects)
 
     def free_lists(self) -> dict[tuple[int, int], list[int]]:
         """(order, migratetype) -> free blocks' pfns, head to tail (non-empty lists only)."""
