@@ -1,7 +1,8 @@
 """Start-up: ``replay --help`` and the light commands import no heavy library.
 
-numba, pyarrow, polars and numpy take most of a second to import; a command that needs
-none of them must not pay for them (replay/cli/main.py imports a command's
+numba, pyarrow, polars and numpy take most of a second to import, pydantic (which typer
+0.29 coerces every parameter through) 0.1-0.2 s; a command that needs none of them must
+not pay for them (replay/cli/main.py imports a command's
 module only when it runs). Checked in a fresh interpreter through sys.modules,
 not by timing.
 """
@@ -17,7 +18,7 @@ import pytest
 
 from replay.store import Store
 
-HEAVY = ("numba", "pyarrow", "polars", "numpy")
+HEAVY = ("numba", "pyarrow", "polars", "numpy", "pydantic")
 
 SCRIPT = """
 import json, sys
