@@ -1073,3 +1073,22 @@ def test_without_room_for_pieces_a_large_unit_stays() -> None:
     kind, *_rest, moved, failed, _result = events(z)[-1]
     assert kind == "compact_oneshot" and failed == 4 and moved == 508
     check_compaction_invariants(z, units, {})
+
+
+def test_adopt_consecutive_and_scattered_ids_alike() -> None:
+    """ZoneState.adopt writes consecutive ids (a fork's background objects) by slices:
+    the objects and pages come out as from any other order of the same ids."""
+    z1, z2 = ZoneState(0, 1024), ZoneState(0, 1024)
+    for z in (z1, z2):
+        z.load(np.full(1024, -1, np.int8), np.full(1024, M, np.int8))
+    offs = np.arange(0, 1024, 4, dtype=np.int64)
+    mts = (np.arange(offs.shape[0]) % 3).astype(np.int8)
+    flags = (np.arange(offs.shape[0]) % 2).astype(np.int8)
+    ids = np.arange(100, 100 + offs.shape[0], dtype=np.int64)
+    z1.adopt(ids, offs, 2, mts, flags)
+    perm = np.random.default_rng(1).permutation(ids.shape[0])
+    z2.adopt(ids[perm], offs[perm], 2, mts[perm], flags[perm])
+    for a, b in zip(z1.objects[:4], z2.objects[:4], strict=True):
+        assert np.array_equal(a, b)
+    assert np.array_equal(z1.arrays.pg_obj, z2.arrays.pg_obj)
+    assert [z1.placement(int(x)) for x in ids[:3]] == [0, 4, 8]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 from conftest import run_cli
 from hypothesis import given, settings
@@ -214,3 +215,25 @@ def test_engine_matches_a_plain_python_replay(
     got = [x["pfn"] for x in _steps(db, r.run_id)]
     assert got == want
     assert r.nr_free == [int(v) for v in z.nr_free]
+
+
+@given(st.lists(st.integers(-1, 5), max_size=64), st.booleans())
+def test_type_flags_follow_the_migratetype(mts: list[int], kswapd_movable: bool) -> None:
+    """The flags of an object known by its type only, by the rule: movable when MOVABLE,
+    reclaimable when RECLAIMABLE (and MOVABLE, when kswapd evicts movable pages); no
+    type (-1) and the other types: none."""
+    from replay.models.internal import (
+        F_MOVABLE,
+        F_RECLAIM,
+        MIGRATE_MOVABLE,
+        MIGRATE_RECLAIMABLE,
+    )
+
+    want = [
+        (F_MOVABLE if m == MIGRATE_MOVABLE else 0)
+        | (F_RECLAIM if m == MIGRATE_RECLAIMABLE or (kswapd_movable and m == MIGRATE_MOVABLE)
+           else 0)
+        for m in mts
+    ]  # fmt: skip
+    got = engine.type_flags(np.array(mts, np.int8), kswapd_movable)
+    assert got.dtype == np.int8 and got.tolist() == want

@@ -11,6 +11,7 @@ import pytest
 from conftest import run_cli
 
 from replay.analysis import explain as ex
+from replay.engine import recorded
 from replay.engine import whatif as engine
 from replay.engine.observed import first_fork_seq, run_observed
 from replay.models.config import load_model
@@ -480,9 +481,18 @@ def test_an_observed_explanation_rebuilds_the_kernels_state_once(
 
         monkeypatch.setattr(engine, "fork_state", counted)
         monkeypatch.setattr(ex, "fork_state", counted)
+        # the kernel's first takes after N and the pageblock types: once too
+        takes: list[int] = []
+        real_takes = recorded.fork_first_takes
+
+        def counted_takes(*args: Any, **kw: Any) -> Any:
+            takes.append(1)
+            return real_takes(*args, **kw)
+
+        monkeypatch.setattr(recorded, "fork_first_takes", counted_takes)
         out = ex.explain(s, runs_db[1], 58107, models=models, horizon=20, top=1)
         shared = [_fork_steps(s, row["run_id"]) for row in out["counterfactuals"][1:]]
-    assert len(calls) == 1
+    assert len(calls) == 1 and len(takes) == 1
     assert shared == alone and all(alone)
 
 

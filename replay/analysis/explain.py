@@ -45,7 +45,7 @@ from replay.analysis.metrics import (
 )
 from replay.engine.environment import Environment, zone_environment
 from replay.engine.observed import ForkState, first_fork_seq, fork_state
-from replay.engine.recorded import fork_first_takes, fork_pageblock_types
+from replay.engine.recorded import fork_takes_and_types
 from replay.engine.whatif import (
     ModelState,
     block_pages,
@@ -239,8 +239,7 @@ def _observed_view(store: Store, trace_id: int, env: Environment, seq: int) -> P
     mt = np.where(state == ALLOCATED, fork.page_mt, -1).astype(np.int8)
     movable = mt == MIGRATE_MOVABLE
     reclaimable = mt == MIGRATE_RECLAIMABLE
-    pb = fork_pageblock_types(store, trace_id, env, fork,
-                              fork_first_takes(store, trace_id, env, seq, fork))  # fmt: skip
+    _takes, pb = fork_takes_and_types(store, trace_id, env, seq, fork)
     return PageView(int(env.start_pfn), state, fork.blk.astype(np.int8), mt, movable,
                     reclaimable, np.asarray(pb, np.int8), pcp_pages, kernel=fork)  # fmt: skip
 

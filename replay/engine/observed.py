@@ -1475,12 +1475,17 @@ class ForkState:
     pcp: np.ndarray
     pcp_cpu: np.ndarray
     start_pfn: int | None = None
+    # what forks of this state derive from it before changing their copies (the kernel's
+    # first takes after it, its pageblock types), shared by every copy
+    derived: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False,
+                                                repr=False)  # fmt: skip
 
     def copy(self) -> ForkState:
         """A copy whose arrays a fork may change (one state, many forks)."""
         return ForkState(seq=self.seq, first_seq=self.first_seq, blk=self.blk.copy(),
                          page_mt=self.page_mt.copy(), pcp=self.pcp.copy(),
-                         pcp_cpu=self.pcp_cpu.copy(), start_pfn=self.start_pfn)  # fmt: skip
+                         pcp_cpu=self.pcp_cpu.copy(), start_pfn=self.start_pfn,
+                         derived=self.derived)  # fmt: skip
 
 
 def first_fork_seq(store: Store, trace_id: int) -> int:

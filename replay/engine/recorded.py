@@ -739,6 +739,22 @@ def fork_first_takes(
     return first_taken(store, trace_id, env, lo_seq, *loose_blocks(fork.blk, fork.pcp))
 
 
+def fork_takes_and_types(
+    store: Store, trace_id: int, env: Environment, lo_seq: int, fork: ForkState
+) -> tuple[FirstTakes, np.ndarray]:
+    """:func:`fork_first_takes` and :func:`fork_pageblock_types` of a fork of the kernel's
+    state not yet changed, found once per state (``fork.derived``, shared by its copies:
+    an explanation forks seven models from one state). The pageblock types are the
+    caller's own copy."""
+    key = ("takes+types", trace_id, lo_seq, env.zone, env.start_pfn, env.pages)
+    got = fork.derived.get(key)
+    if got is None:
+        takes = fork_first_takes(store, trace_id, env, lo_seq, fork)
+        got = (takes, fork_pageblock_types(store, trace_id, env, fork, takes))
+        fork.derived[key] = got
+    return got[0], np.array(got[1], np.int8)
+
+
 def fork_pageblock_types(
     store: Store, trace_id: int, env: Environment, fork: ForkState, takes: FirstTakes
 ) -> np.ndarray:

@@ -59,6 +59,7 @@ from replay.engine.recorded import (
     Migrations,
     fork_first_takes,
     fork_pageblock_types,
+    fork_takes_and_types,
     free_list_order,
     kswapd_reclaim,
     migration_map,
@@ -275,6 +276,18 @@ def split_room(config: RunConfig, n_obj: int) -> int:
     compacts = (config.get("compaction", "off") != "off" or bool(config.get("compact_at"))
                 or bool(config.get("recorded_compaction")))  # fmt: skip
     return max(1 << 17, n_obj // 4) if compacts else 0
+
+
+def type_flags(mts: np.ndarray, kswapd_movable: bool = True) -> np.ndarray:
+    """F_* flags (int8) of objects known by their migratetype only (int8; no event flags):
+    F_MOVABLE when MOVABLE; F_RECLAIM when RECLAIMABLE, and when MOVABLE if kswapd may
+    evict movable pages. One table look-up per object (a fork adopts millions)."""
+    table = np.zeros(256, np.int8)  # by the type's byte: -1 (none) is 255
+    table[MIGRATE_MOVABLE] = F_MOVABLE
+    table[MIGRATE_RECLAIMABLE] = F_RECLAIM
+    if kswapd_movable:
+        table[MIGRATE_MOVABLE] |= F_RECLAIM
+    return table[np.asarray(mts, np.int8).view(np.uint8)]
 
 
 class _Replay:
@@ -835,13 +848,8 @@ class _Replay:
         self.apply(ev, no, no, outputs(0))
 
     def type_flags(self, mts: np.ndarray) -> np.ndarray:
-        """F_* flags of objects known by their migratetype only (no event flags):
-        movable when MOVABLE, reclaimable by the run's kswapd victims."""
-        victims = [MIGRATE_RECLAIMABLE]
-        if self.config.get("kswapd_movable", True):
-            victims.append(MIGRATE_MOVABLE)
-        return (np.where(mts == MIGRATE_MOVABLE, F_MOVABLE, 0)
-                | np.where(np.isin(mts, victims), F_RECLAIM, 0)).astype(np.int8)  # fmt: skip
+        """:func:`type_flags` with the run's kswapd victims."""
+        return type_flags(mts, bool(self.config.get("kswapd_movable", True)))
 
 
 def contiguity(region: np.ndarray, vpn: np.ndarray, pfn: np.ndarray, order: np.ndarray,
@@ -1494,8 +1502,7 @@ def _run(
             if from_state is None:
                 # the kernel's first takes after the fork: the pageblocks it took free or
                 # pcp pages from are of the type those takes show
-                takes = fork_first_takes(store, trace_id, env, lo_seq, fork)
-                pb_mt = fork_pageblock_types(store, trace_id, env, fork, takes)
+                takes, pb_mt = fork_takes_and_types(store, trace_id, env, lo_seq, fork)
             else:
                 pb_mt = np.asarray(from_state.zone.pageblock_types(), np.int8)
         elif holes_from is not None:

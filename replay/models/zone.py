@@ -509,10 +509,15 @@ class ZoneState:
         reclaimable ones join the LRU in ``ids`` order.
         """
         placed, obj_mt, obj_order, obj_flags = self.objects[:4]
-        placed[ids] = offsets + self.start_pfn
-        obj_mt[ids] = mts
-        obj_order[ids] = orders
-        obj_flags[ids] = flags
+        n = ids.shape[0]
+        # consecutive ids (a fork's background objects, millions): slices, not scatters
+        at: slice | np.ndarray = ids
+        if n and int(ids[-1]) - int(ids[0]) == n - 1 and bool(np.all(np.diff(ids) == 1)):
+            at = slice(int(ids[0]), int(ids[0]) + n)
+        placed[at] = offsets + self.start_pfn
+        obj_mt[at] = mts
+        obj_order[at] = orders
+        obj_flags[at] = flags
         self.arrays.pg_obj[offsets] = ids.astype(np.int32)
         self.lru_add(ids)
 
