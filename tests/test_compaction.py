@@ -1076,8 +1076,9 @@ def test_without_room_for_pieces_a_large_unit_stays() -> None:
 
 
 def test_adopt_consecutive_and_scattered_ids_alike() -> None:
-    """ZoneState.adopt writes consecutive ids (a fork's background objects) by slices:
-    the objects and pages come out as from any other order of the same ids."""
+    """ZoneState.adopt of consecutive ids given by the first (a fork's background
+    objects, written by slices): the objects and pages come out as from the same ids
+    given one by one, in any order."""
     z1, z2 = ZoneState(0, 1024), ZoneState(0, 1024)
     for z in (z1, z2):
         z.load(np.full(1024, -1, np.int8), np.full(1024, M, np.int8))
@@ -1085,7 +1086,7 @@ def test_adopt_consecutive_and_scattered_ids_alike() -> None:
     mts = (np.arange(offs.shape[0]) % 3).astype(np.int8)
     flags = (np.arange(offs.shape[0]) % 2).astype(np.int8)
     ids = np.arange(100, 100 + offs.shape[0], dtype=np.int64)
-    z1.adopt(ids, offs, 2, mts, flags)
+    z1.adopt(100, offs, 2, mts, flags)
     perm = np.random.default_rng(1).permutation(ids.shape[0])
     z2.adopt(ids[perm], offs[perm], 2, mts[perm], flags[perm])
     for a, b in zip(z1.objects[:4], z2.objects[:4], strict=True):

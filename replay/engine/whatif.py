@@ -1262,8 +1262,7 @@ def load_lower(rp: _Replay, ls: LowerStart, first_bg: int) -> None:
     if ls.bg_offs.shape[0] and ls.state is not None:
         mts = ls.state[1][ls.bg_offs]
         flags = np.where(ls.bg_orders > 0, 0, rp.type_flags(mts)).astype(np.int8)
-        lz.adopt(first_bg + np.arange(ls.bg_offs.shape[0], dtype=np.int64), ls.bg_offs,
-                 ls.bg_orders, mts, flags)  # fmt: skip
+        lz.adopt(first_bg, ls.bg_offs, ls.bg_orders, mts, flags)
     if ls.pcp is not None:
         at, orders, cpus, pagesets = ls.pcp
         lz.load_pcp(at, orders, pagesets, cpus)
@@ -1624,7 +1623,7 @@ def _run(
             # (page_mt MOVABLE), reclaimable by its type; holes never move
             mts = page_mt[bg_offs]
             flags = np.where(bg_orders > 0, 0, rp.type_flags(mts)).astype(np.int8)
-            rp.zone.adopt(n_obj + np.arange(n_bg, dtype=np.int64), bg_offs, bg_orders, mts, flags)
+            rp.zone.adopt(n_obj, bg_offs, bg_orders, mts, flags)
             if fork is not None:
                 # the pages the kernel had on pcp lists: the model's pcp lists (or its buddy)
                 # (each cpu's share and pcp->high: the before-snapshot's pagesets)

@@ -500,20 +500,24 @@ class ZoneState:
                     max(int(high), int(self.prm[P_HIGH])), int(self.prm[P_HIGH_MAX])
                 )
 
-    def adopt(self, ids: np.ndarray, offsets: np.ndarray, orders: np.ndarray | int,
+    def adopt(self, ids: np.ndarray | int, offsets: np.ndarray, orders: np.ndarray | int,
               mts: np.ndarray, flags: np.ndarray) -> None:  # fmt: skip
         """Make the allocated units at ``offsets`` (from start_pfn) objects ``ids``.
 
         For a state given by :meth:`load`: each unit (order, request type,
         F_* flags) starts at its offset (``pg_obj``); with kswapd on, the
-        reclaimable ones join the LRU in ``ids`` order.
+        reclaimable ones join the LRU in ``ids`` order. ``ids`` an int: the
+        consecutive ids from it (a fork's background objects, millions: written
+        by slices, not scatters).
         """
         placed, obj_mt, obj_order, obj_flags = self.objects[:4]
-        n = ids.shape[0]
-        # consecutive ids (a fork's background objects, millions): slices, not scatters
-        at: slice | np.ndarray = ids
-        if n and int(ids[-1]) - int(ids[0]) == n - 1 and bool(np.all(np.diff(ids) == 1)):
-            at = slice(int(ids[0]), int(ids[0]) + n)
+        n = offsets.shape[0]
+        at: slice | np.ndarray
+        if isinstance(ids, (int, np.integer)):
+            at = slice(int(ids), int(ids) + n)
+            ids = np.arange(int(ids), int(ids) + n, dtype=np.int64)
+        else:
+            at = ids
         placed[at] = offsets + self.start_pfn
         obj_mt[at] = mts
         obj_order[at] = orders
