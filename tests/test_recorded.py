@@ -590,3 +590,46 @@ def test_a_released_part_of_an_isolated_block_is_no_migration(tmp_path: Path) ->
         )
     assert [f["pfn"] for f in frees] == [0x1000, 0x6004]
     assert seqs.tolist() == [frees[0]["seq"]]
+
+
+def test_the_kernels_compaction_deferral_is_an_input(tmp_path: Path) -> None:
+    """mm_compaction_defer_compaction / _deferred / _defer_reset trace the zone's
+    compact_considered, 1 << compact_defer_shift and compact_order_failed after changing
+    them; with recorded_deferrals the model's zone takes that state there. A zone half
+    free in order-0 holes: an order-9 request needs direct compaction, which the model
+    runs on its own, skips where the kernel had deferred it (order_failed 9, limit 64),
+    and runs again after the kernel's reset."""
+    t = _Trace()
+    for p in range(0, 4096):
+        t.alloc("a-10", 0, p, 0)
+    for p in range(0, 4096, 2):
+        t.add("a-10", 0, "mm_page_free", f"page=0 pfn={p:#x} order=0")
+    defer = "node=0 zone=Normal order=9 order_failed=9 consider=0 limit=64"
+    reset = "node=0 zone=Normal order=9 order_failed=10 consider=0 limit=1"
+    t.add("b-20", 1, "mm_compaction_defer_compaction", defer)
+    t.alloc("b-20", 1, 0x2000, 9)  # the kernel's pfn: outside the holes, the model's own
+    t.add("b-20", 1, "mm_compaction_defer_reset", reset)
+    t.alloc("b-20", 1, 0x2200, 9)
+    trace = t.write(tmp_path / "defer.txt")
+    with Store(tmp_path / "d.duckdb") as s:
+        ingest(s, trace, name="defer")
+        tid = s.trace_id("defer")
+        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        first, second = (int(r["seq"]) for r in s.query(
+            "SELECT seq FROM events WHERE trace_id = $t AND \"order\" = 9 ORDER BY seq",
+            {"t": tid}).to_pylist())  # fmt: skip
+        acts = recorded.recorded_deferrals(s, tid, 0, total + 1, (None,))
+        assert acts == [(first, "defer_state", (0, 0, 6, 9)),
+                        (second, "defer_state", (0, 0, 0, 10))]  # fmt: skip
+        assert recorded.recorded_deferrals(s, tid, 0, total + 1, ("DMA32",)) == []
+        outcomes = {}
+        for on in (False, True):
+            toml = tmp_path / f"defer-{on}.toml"
+            cfg = {"model": "mobility", "compaction": "direct", "recorded_deferrals": on}
+            toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
+            r = engine.run(s, "defer", load_model(str(toml)), zone_pages=4096, every=1)
+            outcomes[on] = [q["outcome"] for q in s.query(
+                "SELECT outcome FROM steps WHERE run_id = $r AND seq IN ($a, $b) ORDER BY seq",
+                {"r": r.run_id, "a": first, "b": second}).to_pylist()]  # fmt: skip
+    assert outcomes[False] == ["ok", "ok"]  # the model's own compaction, never deferred
+    assert outcomes[True] == ["failed", "ok"]  # deferred as the kernel's, then reset

@@ -405,6 +405,38 @@ def recorded_pcp_refills(
     return out
 
 
+def recorded_deferrals(
+    store: Store, trace_id: int, lo_seq: int, hi_seq: int, zones: tuple[str | None, ...]
+) -> list[tuple[int, str, tuple[int, ...]]]:
+    """The recorded kernel's compaction deferral state, as actions ``(seq, "defer_state",
+    (zone, considered, defer_shift, order_failed))`` before the event at that seq
+    (``zone``: the index in ``zones``, the run's zone names; a zone with no name, the
+    zone of a trace without snapshots, takes the events of every zone).
+
+    mm/compaction.c: ``compaction_deferred`` (traced when it defers, after counting the
+    attempt), ``defer_compaction`` and ``compaction_defer_reset`` each trace the zone's
+    ``compact_considered``, ``1 << compact_defer_shift`` (``limit``) and
+    ``compact_order_failed`` after they change them. Only those in ``(lo_seq, hi_seq)``."""
+    rows = store.query(
+        """SELECT seq, args->>'zone' AS zone, TRY_CAST(args->>'consider' AS BIGINT) AS c,
+                  TRY_CAST(args->>'limit' AS BIGINT) AS lim,
+                  TRY_CAST(args->>'order_failed' AS BIGINT) AS f
+           FROM aux_events WHERE trace_id = $t AND seq > $lo AND seq < $hi
+             AND event IN ('mm_compaction_deferred', 'mm_compaction_defer_compaction',
+                           'mm_compaction_defer_reset')
+           ORDER BY line""",
+        {"t": trace_id, "lo": lo_seq, "hi": hi_seq},
+    ).to_pylist()
+    out: list[tuple[int, str, tuple[int, ...]]] = []
+    for r in rows:
+        zi = 0 if zones[0] is None else zones.index(r["zone"]) if r["zone"] in zones else -1
+        if zi < 0 or r["c"] is None or not r["lim"] or r["f"] is None:
+            continue
+        shift = int(r["lim"]).bit_length() - 1
+        out.append((int(r["seq"]), "defer_state", (zi, int(r["c"]), shift, int(r["f"]))))
+    return out
+
+
 def recorded_pcp_frees(
     store: Store, trace_id: int, lo_seq: int, hi_seq: int, zones: tuple[tuple[int, int], ...]
 ) -> list[tuple[int, str, tuple[int, ...]]]:

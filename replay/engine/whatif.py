@@ -65,6 +65,7 @@ from replay.engine.recorded import (
     migration_map,
     pcp_list_order,
     recorded_compactions,
+    recorded_deferrals,
     recorded_drains,
     recorded_pcp_frees,
     recorded_pcp_refills,
@@ -128,7 +129,10 @@ from replay.models.internal import (
     CC_CAPC_PAGE,
     CC_ORDER,
     CONTINUE,
+    CZ_CONSIDERED,
     CZ_DF_DUE,
+    CZ_ORDER_FAILED,
+    CZ_SHIFT,
     CZ_VC_USED,
     DEFERRED,
     EF_COLS,
@@ -520,6 +524,12 @@ class _Replay:
                 zs = z if arg[0] == 0 else lz
                 if zs is not None and arg[1] < int(zs.prm[P_NCPU]):
                     zs.pcp_bulk(arg[2], arg[1], arg[3])
+            elif what == "defer_state":
+                zs = z if arg[0] == 0 else lz
+                if zs is not None:
+                    zs.cz[CZ_CONSIDERED] = arg[1]
+                    zs.cz[CZ_SHIFT] = arg[2]
+                    zs.cz[CZ_ORDER_FAILED] = arg[3]
             elif what == "drain_all":
                 drain_all(z.arrays, z.prm, z.counters)
                 if lz is not None:  # drain_all_pages(NULL): every zone
@@ -1694,6 +1704,14 @@ def _run(
                 for zs in (rp.zone, rp.lower):
                     if zs is not None:
                         zs.prm[flag] = 1
+    if config.get("recorded_deferrals", False):
+        actions += recorded_deferrals(
+            store,
+            trace_id,
+            lo_seq,
+            hi_seq,
+            (env.zone, lower.env.zone if lower is not None else None),
+        )
     if zram is not None:
         actions += zram.actions
     # the allocations served right after a recorded direct compaction: F_CAPTURE

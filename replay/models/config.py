@@ -81,6 +81,12 @@ PARAMS: dict[str, tuple[type, str]] = {
         "and as many as the recorded kernel's rmqueue_bulk did (its mm_page_alloc_zone_locked "
         "percpu_refill runs); a list the model finds empty takes one block (default false)",
     ),
+    "recorded_deferrals": (
+        bool,
+        "the zone's compaction deferral (compact_considered, compact_defer_shift, "
+        "compact_order_failed) is set to the recorded kernel's at each of its "
+        "mm_compaction_deferred, defer_compaction and defer_reset events (default false)",
+    ),
     "compact_at": (list, "seqs before which to compact the whole zone once (-1: at the end)"),
     "kswapd": (str, "off | lru | targeted: kswapd high-order reclaim (default off)"),
     "kswapd_movable": (bool, "kswapd may evict movable pages too (default true)"),
@@ -204,6 +210,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "recorded_drains": True,
         "recorded_pcp_frees": True,
         "recorded_pcp_refills": True,
+        "recorded_deferrals": True,
     },
     # the same with the zone chosen by the model: the node's zonelist (Normal, then DMA32)
     # as get_page_from_freelist walks it (replay.models.zonelist), where `kernel` takes
@@ -219,6 +226,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "recorded_drains": True,
         "recorded_pcp_frees": True,
         "recorded_pcp_refills": True,
+        "recorded_deferrals": True,
     },
 }
 
