@@ -458,6 +458,17 @@ def _fork_steps(s: Store, run_id: int) -> list[dict[str, object]]:
     ).to_pylist()
 
 
+def _counting(fn: Any) -> tuple[Any, list[int]]:
+    """``fn`` wrapped to count its calls, and the list it counts in."""
+    calls: list[int] = []
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        return fn(*args, **kw)
+
+    return counted, calls
+
+
 def test_an_observed_explanation_rebuilds_the_kernels_state_once(
     runs_db: tuple[Path, int, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -472,23 +483,11 @@ def test_an_observed_explanation_rebuilds_the_kernels_state_once(
             r = engine.run(s, NAME, load_model(m), start="observed", at=58107, until=58128,
                            every=1, pageblock_every=0)  # fmt: skip
             alone.append(_fork_steps(s, r.run_id))
-        calls: list[int] = []
-        real = engine.fork_state
-
-        def counted(*args: Any, **kw: Any) -> Any:
-            calls.append(1)
-            return real(*args, **kw)
-
+        counted, calls = _counting(engine.fork_state)
         monkeypatch.setattr(engine, "fork_state", counted)
         monkeypatch.setattr(ex, "fork_state", counted)
         # the kernel's first takes after N and the pageblock types: once too
-        takes: list[int] = []
-        real_takes = recorded.fork_first_takes
-
-        def counted_takes(*args: Any, **kw: Any) -> Any:
-            takes.append(1)
-            return real_takes(*args, **kw)
-
+        counted_takes, takes = _counting(recorded.fork_first_takes)
         monkeypatch.setattr(recorded, "fork_first_takes", counted_takes)
         out = ex.explain(s, runs_db[1], 58107, models=models, horizon=20, top=1)
         shared = [_fork_steps(s, row["run_id"]) for row in out["counterfactuals"][1:]]

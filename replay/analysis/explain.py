@@ -700,23 +700,22 @@ def explain(store: Store, run_id: int, seq: int, *, models: list[str] | None = N
     return out
 
 
-# The recorded kernel's allocations (seqs) served after a fallback: an
-# mm_page_alloc_extfrag (__rmqueue_fallback, in rmqueue on the allocating cpu) is the
-# next allocation's on its cpu
-_KERNEL_FALLBACKS = """
+def _next_alloc_after(event: str, key: str) -> str:
+    """SQL: the seqs of the recorded kernel's allocations that each ``event`` (an
+    aux_events name) precedes, the next allocation with the same ``key`` (cpu or pid)."""
+    return f"""
     SELECT DISTINCT e.seq
-    FROM (SELECT line, cpu FROM aux_events WHERE trace_id = $t
-            AND event = 'mm_page_alloc_extfrag') x
-    ASOF JOIN (SELECT seq, line, cpu FROM events WHERE trace_id = $t AND op = 'alloc') e
-      ON x.cpu = e.cpu AND x.line < e.line"""
-# ... and those after a direct compaction: an mm_compaction_try_to_compact_pages
+    FROM (SELECT line, {key} FROM aux_events WHERE trace_id = $t AND event = '{event}') x
+    ASOF JOIN (SELECT seq, line, {key} FROM events WHERE trace_id = $t AND op = 'alloc') e
+      ON x.{key} = e.{key} AND x.line < e.line"""
+
+
+# The recorded kernel's allocations served after a fallback: an mm_page_alloc_extfrag
+# (__rmqueue_fallback, in rmqueue on the allocating cpu) is the next allocation's on its
+# cpu; and those after a direct compaction: an mm_compaction_try_to_compact_pages
 # (__alloc_pages_direct_compact) is the next allocation's of its pid
-_KERNEL_COMPACTIONS = """
-    SELECT DISTINCT e.seq
-    FROM (SELECT line, pid FROM aux_events WHERE trace_id = $t
-            AND event = 'mm_compaction_try_to_compact_pages') x
-    ASOF JOIN (SELECT seq, line, pid FROM events WHERE trace_id = $t AND op = 'alloc') e
-      ON x.pid = e.pid AND x.line < e.line"""
+_KERNEL_FALLBACKS = _next_alloc_after("mm_page_alloc_extfrag", "cpu")
+_KERNEL_COMPACTIONS = _next_alloc_after("mm_compaction_try_to_compact_pages", "pid")
 
 
 def rank(store: Store, run_id: int, top: int = 20) -> list[dict[str, Any]]:
