@@ -198,7 +198,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the zone the kernel chose, direct compaction as the GFP flags allow, and the model's
     # compaction wherever the kernel compacted (batch by batch as the kernel's pass
     # migrated; the migrated objects followed to their new pfns), the pcp limits of
-    # reclaim while the kernel's kswapd reclaimed, and the kernel's drains of every pcp list.
+    # reclaim while the kernel's kswapd reclaimed, the kernel's drains, bulk frees and
+    # refills of pcp lists, and its compaction deferral state.
     "kernel": {
         "model": "mobility",
         "pcp": True,
