@@ -304,6 +304,23 @@ def kswapd_reclaim(
     return out
 
 
+def next_event_sql(rows: str, line: str, cols: str = "", where: str = "TRUE") -> str:
+    """The tail of a recorded input's query whose CTEs end with ``rows``: each row where
+    ``where`` holds, with ``seq`` (the seq of the first page event after the row's
+    ``line``; AFTER_LAST when none) and ``cols``, by seq, then line. The action goes
+    before that event (:func:`in_window` keeps a run's)."""
+    return f"""e AS (SELECT line, seq FROM events WHERE trace_id = $t)
+           SELECT coalesce(e.seq, {AFTER_LAST}) AS seq{cols}
+           FROM {rows} ASOF LEFT JOIN e ON {rows}.{line} < e.line
+           WHERE {where}
+           ORDER BY 1, {rows}.{line}"""
+
+
+def in_window(seq: int, lo_seq: int, hi_seq: int) -> bool:
+    """An action at ``seq`` (before that event) belongs to a run of ``(lo_seq, hi_seq)``."""
+    return seq != AFTER_LAST and lo_seq < seq < hi_seq
+
+
 def recorded_drains(
     store: Store, trace_id: int, lo_seq: int, hi_seq: int
 ) -> list[tuple[int, str, tuple[int, ...]]]:
@@ -323,7 +340,7 @@ def recorded_drains(
     empty traces nothing and cannot be seen. Its seq is the next page event's."""
     rows = (
         store.query(
-            """WITH ev AS (
+            f"""WITH ev AS (
                SELECT line, pid, 'page' AS event FROM events WHERE trace_id = $t
                UNION ALL
                SELECT line, pid, event FROM aux_events WHERE trace_id = $t
@@ -333,16 +350,13 @@ def recorded_drains(
                  QUALIFY event = 'mm_page_pcpu_drain'
                    AND lag(event) OVER (PARTITION BY pid ORDER BY line)
                        = 'mm_vmscan_direct_reclaim_end'),
-           e AS (SELECT line, seq FROM events WHERE trace_id = $t)
-           SELECT coalesce(e.seq, -1) AS seq FROM d ASOF LEFT JOIN e ON d.line < e.line
-           ORDER BY 1""",
+           {next_event_sql("d", "line")}""",
             {"t": trace_id},
         )
         .column("seq")
         .to_pylist()
     )
-    return [(int(s), "drain_all", ()) for s in rows
-            if s != AFTER_LAST and lo_seq < s < hi_seq]  # fmt: skip
+    return [(int(s), "drain_all", ()) for s in rows if in_window(int(s), lo_seq, hi_seq)]
 
 
 def zone_case(zones: tuple[tuple[int, int], ...]) -> str:
@@ -369,6 +383,9 @@ def recorded_pcp_refills(
     if not zones:
         return []
     zone_of = zone_case(zones)
+    tail = next_event_sql(
+        "runs", "last_line", ", runs.zone, runs.cpu, runs.o, runs.mt, runs.blocks", "runs.zone >= 0"
+    )
     rows = store.query(
         f"""WITH ev AS (
                SELECT line, cpu, 0 AS refill, NULL::BIGINT AS pfn, NULL::TINYINT AS o,
@@ -384,18 +401,13 @@ def recorded_pcp_refills(
            runs AS (SELECT cpu, run, CASE {zone_of} ELSE -1 END AS zone, o, mt,
                            max(line) AS last_line, count(*) AS blocks
                     FROM r WHERE refill = 1 GROUP BY ALL),
-           e AS (SELECT line, seq FROM events WHERE trace_id = $t)
-           SELECT coalesce(e.seq, -1) AS seq, runs.zone, runs.cpu, runs.o, runs.mt,
-                  runs.blocks
-           FROM runs ASOF LEFT JOIN e ON runs.last_line < e.line
-           WHERE runs.zone >= 0
-           ORDER BY 1, runs.last_line""",
+           {tail}""",
         {"t": trace_id},
     ).to_pylist()
     out: list[tuple[int, str, tuple[int, ...]]] = []
     for r in rows:
         s = int(r["seq"])
-        if s == AFTER_LAST or not lo_seq < s < hi_seq:
+        if not in_window(s, lo_seq, hi_seq):
             continue
         mt = int(r["mt"])
         if not 0 <= mt < MIGRATE_PCPTYPES:
@@ -460,6 +472,12 @@ def recorded_pcp_frees(
     if not zones:
         return []
     zone_of = zone_case(zones)
+    tail = next_event_sql(
+        "runs",
+        "last_line",
+        ", runs.zone, runs.cpu, runs.pages, runs.o0, runs.mt0",
+        "NOT runs.after_reclaim",
+    )
     rows = store.query(
         f"""WITH ev AS (
                SELECT line, cpu, pid, 0 AS kind, NULL::BIGINT AS pfn, NULL::TINYINT AS o,
@@ -489,18 +507,13 @@ def recorded_pcp_frees(
                            arg_min(o, line) AS o0, arg_min(mt, line) AS mt0,
                            sum(1::BIGINT << o) AS pages, bool_or(after_reclaim) AS after_reclaim
                     FROM d WHERE zone >= 0 GROUP BY cpu, run, zone),
-           e AS (SELECT line, seq FROM events WHERE trace_id = $t)
-           SELECT coalesce(e.seq, -1) AS seq, runs.zone, runs.cpu, runs.pages, runs.o0,
-                  runs.mt0
-           FROM runs ASOF LEFT JOIN e ON runs.last_line < e.line
-           WHERE NOT runs.after_reclaim
-           ORDER BY 1, runs.last_line""",
+           {tail}""",
         {"t": trace_id},
     ).to_pylist()
     out: list[tuple[int, str, tuple[int, ...]]] = []
     for r in rows:
         s = int(r["seq"])
-        if s == AFTER_LAST or not lo_seq < s < hi_seq:
+        if not in_window(s, lo_seq, hi_seq):
             continue
         mt = int(r["mt0"])
         # free_frozen_pages puts HIGHATOMIC and CMA pages on the MOVABLE lists
