@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import run_cli
@@ -103,6 +104,15 @@ def test_kernel_preset_under_pressure(small_db: Path, tmp_path: Path) -> None:
     assert recorded == begins > 0  # every compaction the kernel ran in this zone
 
 
+def _kernel_passes(s: Store, name: str) -> tuple[int, Any, int, list[Any]]:
+    """Trace ``name``'s id, the kernel preset's zone for it, its event count and the
+    actions of every recorded compaction pass over the whole trace."""
+    tid = s.trace_id(name)
+    env = zone_environment(s, tid, load_model("kernel"), None)
+    total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+    return tid, env, total, recorded.recorded_compactions(s, tid, env, 0, total, total)
+
+
 def test_recorded_direct_compactions_capture_for_the_kernels_allocation(
     small_db: Path, tmp_path: Path
 ) -> None:
@@ -114,10 +124,7 @@ def test_recorded_direct_compactions_capture_for_the_kernels_allocation(
     shutil.copyfile(small_db, db)
     name = "small-pressure-6.18"
     with Store(db) as s:
-        tid = s.trace_id(name)
-        env = zone_environment(s, tid, load_model("kernel"), None)
-        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
-        acts = recorded.recorded_compactions(s, tid, env, 0, total, total)
+        tid, _env, _total, acts = _kernel_passes(s, name)
         begins = s.query(
             "SELECT line, comm FROM aux_events WHERE trace_id = $t "
             "AND event = 'mm_compaction_begin'",
@@ -433,10 +440,7 @@ def test_a_short_forks_recorded_compactions_are_the_whole_runs_in_its_window(
     shutil.copyfile(small_db, db)
     name = "small-pressure-6.18"
     with Store(db) as s:
-        tid = s.trace_id(name)
-        env = zone_environment(s, tid, load_model("kernel"), None)
-        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
-        full = recorded.recorded_compactions(s, tid, env, 0, total, total)
+        tid, env, total, full = _kernel_passes(s, name)
         begin = {
             a[2][0]: a[0] for a in full if a[2][1] in (recorded.PASS_BEGIN, recorded.PASS_ONCE)
         }
