@@ -63,7 +63,7 @@ demo: $(STAMP)
 # clone compiles them in minutes less; no test times a kernel).
 test: export REPLAY_JIT_FAST_COMPILE = 1
 test: $(STAMP) sysdeps
-	$(VENV)/bin/pytest -q -p no:cacheprovider -n auto --dist loadgroup
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n auto --dist load
 
 # Benchmarks time whole processes as an installed package runs them: with Python's
 # bytecode cache (a PYTHONDONTWRITEBYTECODE in the environment would add ~0.3 s of

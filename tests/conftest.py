@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import subprocess
 import sys
 import tempfile
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -97,15 +99,35 @@ def capture_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep the tests that record with the machine's tracefs on one xdist worker.
+TRACEFS_TESTS = ("test_record.py", "test_binary_ingest.py")
+TRACEFS_LOCK = Path(tempfile.gettempdir()) / "replay-tests-tracefs.lock"
 
-    They create and remove ftrace instances and check none is left behind, so two
-    workers recording at once would see each other's instances.
+
+@contextmanager
+def tracefs_lock() -> Iterator[None]:
+    """Hold the machine-wide lock of the tests that create ftrace instances.
+
+    They create and remove instances and check none is left behind by a process that
+    has gone, so two xdist workers recording at once would see each other's instances.
+    A file lock, not an ``xdist_group``: xdist 3.8 renames a grouped test's node id
+    through an attribute pytest 9 no longer reads, so its groups silently do nothing.
     """
-    for item in items:
-        if item.path.name in ("test_record.py", "test_binary_ingest.py"):
-            item.add_marker(pytest.mark.xdist_group("tracefs"))
+    with open(TRACEFS_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def _tracefs_serial(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test of TRACEFS_TESTS runs holding tracefs_lock."""
+    if request.node.path.name not in TRACEFS_TESTS:
+        yield
+        return
+    with tracefs_lock():
+        yield
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import zstandard
-from conftest import run_cli
+from conftest import run_cli, tracefs_lock
 
 from replay.store import Store
 from replay.trace.record import (
@@ -191,13 +191,15 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if _REASON is not None:
         pytest.skip(_REASON)
     tmp = tmp_path_factory.mktemp("record")
-    before = global_state()
-    proc = subprocess.Popen(
-        record_cmd("--name", "rec", "--out", tmp / "cap", "--db", tmp / "r.duckdb", "-q",
-                   "--stacks", "--format", "json", "--", *WORKLOAD),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    out, err = proc.communicate(timeout=120)
+    with tracefs_lock():  # a module fixture: set up before the tests' own lock is taken
+        before = global_state()
+        proc = subprocess.Popen(
+            record_cmd("--name", "rec", "--out", tmp / "cap", "--db", tmp / "r.duckdb", "-q",
+                       "--stacks", "--format", "json", "--", *WORKLOAD),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        out, err = proc.communicate(timeout=120)
+        after = global_state()
     return {
         "code": proc.returncode,
         "out": out,
@@ -206,7 +208,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "folder": tmp / "cap",
         "db": tmp / "r.duckdb",
         "before": before,
-        "after": global_state(),
+        "after": after,
     }
 
 
