@@ -11,7 +11,8 @@ Kinds (the kernel's numbering): 0 alloc, 1 free, 2 zone_locked, 3 drain,
 4 isolate_freepages (pfn = range start, order = nr_scanned, arg = range end,
 arg2 = nr_taken),
 5 failed, 6 fast_isolate_freepages (pfn = min_pfn, arg = free_pfn, arg2 =
-pages taken), 7 remove_migration_pte (pfn = new pfn).
+pages taken), 7 remove_migration_pte (pfn = new pfn). An allocation's refill
+flag: it may be a compaction capture (the task's first page event after its pass).
 """
 
 from __future__ import annotations
@@ -189,7 +190,12 @@ class RefObserved:
                     self.pcp.pop(p, None)
                     self.taken.pop(p, None)
                 elif self._take(p, k):
-                    self._count("alloc_of_buddy_free")
+                    # refill on an allocation: right after the task's own compaction
+                    # pass, the block compaction_capture handed over (no zone_locked)
+                    if refill:
+                        self._count("compaction_captures", 1, "inferred")
+                    else:
+                        self._count("alloc_of_buddy_free")
                 elif k in PCP_ORDERS:
                     self._count("alloc_not_seen_on_pcp")
             elif kind == FREE:

@@ -26,6 +26,7 @@ from replay.engine.observed import (
     I_OUTSIDE,
     I_ZL_NOT_FREE,
     INCONSISTENCIES,
+    INFERRED,
     K_ALLOC,
     K_DRAIN,
     K_FAILED,
@@ -37,6 +38,7 @@ from replay.engine.observed import (
     MAX_ORDER,
     N_INFERRED,
     NF,
+    buddy_events,
     give,
     hidden_free,
     init_blocks,
@@ -333,6 +335,72 @@ def test_observe_order_9_goes_to_pcp() -> None:
 def test_observe_alloc_of_buddy_free_page() -> None:
     got, pcp, inc = _obs([(K_ALLOC, 5, 0)], {0: 3})
     assert (got, pcp, inc) == ({0: 2, 4: 0, 6: 1}, {}, _only(**{_name(I_ALLOC_OF_FREE): 1}))
+
+
+def test_observe_compaction_capture_is_no_inconsistency() -> None:
+    """An allocation from the buddy flagged as a possible capture (``refill``: the task's
+    first page event after its compaction pass) takes the block and counts as
+    ``compaction_captures``; unflagged it is ``alloc_of_buddy_free`` as before. A flagged
+    allocation of a pcp block is the pcp's, as any other."""
+    inferred = np.zeros(N_INFERRED, np.int64)
+    got, pcp, inc = _observe([(K_ALLOC, B, 9, 1)], {B: 10}, zone=(B, B + 1024), base=B, n=1024,
+                             inferred=inferred)  # fmt: skip
+    assert (got, pcp, inc) == ({B + 512: 9}, {}, _only())
+    assert dict(zip(INFERRED, inferred.tolist(), strict=True))["compaction_captures"] == 1
+    inferred[:] = 0
+    got, pcp, inc = _observe([(K_ALLOC, B, 9, 0)], {B: 10}, zone=(B, B + 1024), base=B, n=1024,
+                             inferred=inferred)  # fmt: skip
+    assert (got, inc) == ({B + 512: 9}, _only(**{_name(I_ALLOC_OF_FREE): 1}))
+    assert not inferred.any()
+    ev = [(K_FREE, B, 9), (K_ALLOC, B, 9, 1)]
+    got, pcp, inc = _observe(ev, {B + 512: 9}, zone=(B, B + 1024), base=B, n=1024,
+                             inferred=inferred)  # fmt: skip
+    assert (got, pcp, inc) == ({B + 512: 9}, {}, _only())
+    assert not inferred.any()
+
+
+def test_buddy_events_flag_the_allocation_after_a_compaction_pass(tmp_path: Path) -> None:
+    """Only a user task's first page event after its own ``mm_compaction_end`` is flagged,
+    and only when it is an allocation (mm/page_alloc.c ``__alloc_pages_direct_compact``);
+    a kernel thread's (``task_capc``: PF_KTHREAD) and another task's are not."""
+    ts = [359.23]
+
+    def ln(event: str, payload: str, comm: str = "python", pid: int = 700) -> str:
+        ts[0] += 0.00001
+        return _ln(ts[0], event, payload, comm=comm, pid=pid)
+
+    def alloc(off: int, order: int, comm: str = "python", pid: int = 700) -> str:
+        return ln("mm_page_alloc", f"page={0xFFFFEA0004000000 + off * 64:016x} "
+                  f"pfn={Z + off:#x} order={order} migratetype=1 gfp_flags=GFP_TRANSHUGE",
+                  comm, pid)  # fmt: skip
+
+    def free(off: int, comm: str = "python", pid: int = 700) -> str:
+        page = 0xFFFFEA0004000000 + off * 64
+        return ln("mm_page_free", f"page={page:016x} pfn={Z + off:#x} order=0", comm, pid)
+
+    end = ("zone_start=0x100000 migrate_pfn=0x100200 free_pfn=0x63fe00 zone_end=0x640000 "
+           "mode=async status=success")  # fmt: skip
+    lines = [
+        ln("mm_compaction_end", end),  # python's pass ...
+        alloc(2048, 0, "cc1", 800),  # another task's allocation: not the taker
+        alloc(0, 9),  # ... then its next page event: flagged
+        alloc(512, 9),  # its second: not
+        free(5),
+        ln("mm_compaction_end", end),
+        free(6),  # the next page event after this pass is a free: nothing flagged
+        alloc(1024, 9),
+        ln("mm_compaction_end", end, "kcompactd0", 40),
+        alloc(1536, 9, "kcompactd0", 40),  # a kernel thread never captures
+    ]
+    (tmp_path / "t.txt").write_text("\n".join(lines) + "\n")
+    db = tmp_path / "t.duckdb"
+    res = run_cli("ingest", tmp_path / "t.txt", "--name", "t", "--db", db, "--quiet")
+    assert res.code == 0, res.err
+    with Store(db, read_only=True) as store:
+        ev = buddy_events(store, 1, None, None).to_pylist()
+    flagged = [(e["pfn"] - Z, e["order"]) for e in ev if e["kind"] == K_ALLOC and e["refill"]]
+    assert flagged == [(0, 9)]
+    assert sum(e["kind"] == K_ALLOC for e in ev) == 5
 
 
 def test_observe_alloc_not_seen_on_pcp() -> None:
@@ -1109,7 +1177,7 @@ def test_fast_isolate_takes_the_block_a_later_event_names() -> None:
     assert got == {B + 8: 3, B + 16: 3, B + 48: 3}
     assert pcp == {B + 34: 1}
     assert inc == _only()
-    assert inferred.tolist() == [1, 0, 0, 0, 0]
+    assert inferred.tolist() == [1, 0, 0, 0, 0, 0]
 
 
 def test_fast_isolate_without_evidence_takes_the_highest_below_free_pfn() -> None:
@@ -1119,7 +1187,7 @@ def test_fast_isolate_without_evidence_takes_the_highest_below_free_pfn() -> Non
     ev = [(K_FAST_ISOLATE, B + 16, 0, 0, B + 48, 8)]  # free_pfn B+48: B+32 is highest below
     got, _, inc = _observe(ev, blocks, zone=zone, base=B, n=64, inferred=inferred)
     assert got == {B + 8: 3, B + 16: 3, B + 48: 3}
-    assert inc == _only() and inferred.tolist() == [0, 1, 0, 0, 0]
+    assert inc == _only() and inferred.tolist() == [0, 1, 0, 0, 0, 0]
     # no free block of that order at or above min_pfn: counted, nothing taken
     got, _, inc = _observe([(K_FAST_ISOLATE, B + 16, 0, 0, B + 48, 16)], blocks, zone=zone,
                            base=B, n=64)  # fmt: skip
@@ -1144,7 +1212,7 @@ def test_fast_isolate_rules_out_a_block_the_kernel_hands_out_as_usual() -> None:
     # the isolation took the highest other candidate below free_pfn (B+32); B+48 went
     # to its caller and came back onto a pcp list
     assert (got, pcp) == ({B + 8: 3, B + 16: 3}, {B + 48: 4})
-    assert inc == _only() and inferred.tolist() == [0, 1, 0, 0, 0]
+    assert inc == _only() and inferred.tolist() == [0, 1, 0, 0, 0, 0]
     # every candidate handed out later: none is left, counted, the blocks restored
     ev = [(K_FAST_ISOLATE, B + 32, 0, 0, B + 64, 8), (K_ALLOC, B + 36, 0),
           (K_ZONE_LOCKED, B + 48, 0, 1)]  # fmt: skip
@@ -1163,7 +1231,7 @@ def test_migration_pte_takes_a_target_the_rebuild_holds_free() -> None:
     got, _, inc = _observe([(K_MIGRATE_NEW, B + 5, 0), (K_MIGRATE_NEW, B + 40, 0)],
                            {B: 3}, zone=zone, base=B, n=64, inferred=inferred)  # fmt: skip
     assert got == {B: 2, B + 4: 0, B + 6: 1}  # page 5 left the order-3 block at B
-    assert inc == _only() and inferred.tolist() == [0, 0, 1, 0, 0]  # B+40 was not free: no-op
+    assert inc == _only() and inferred.tolist() == [0, 0, 1, 0, 0, 0]  # B+40 was not free: no-op
 
 
 def test_kernel_failures_change_nothing() -> None:

@@ -51,7 +51,8 @@ def streams(draw: st.DrawFn) -> tuple[list[int], list[tuple[int, ...]]]:
         elif kind == 5:
             events.append((5, -1, k, 0, 0, 0))
         else:
-            events.append((kind, p, k, int(kind == 2 and draw(st.booleans())), 0, 0))
+            # refill: a pcp refill (zone_locked) or a possible compaction capture (alloc)
+            events.append((kind, p, k, int(kind in (0, 2) and draw(st.booleans())), 0, 0))
     return free_pfns, events
 
 

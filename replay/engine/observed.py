@@ -25,6 +25,11 @@ buddy level, in trace line order (Linux 6.18, mm/page_alloc.c):
   migration did not use are released at the end of compaction without an
   event: they stay taken here.
 
+An allocation from the buddy with no ``mm_page_alloc_zone_locked`` is
+inconsistent, unless it is the task's first page event after its own direct
+compaction pass (``mm_compaction_end``): ``compaction_capture`` handed it the
+block without rmqueue (counted as ``compaction_captures``).
+
 Pages on pcp lists are kept apart from buddy-free pages, as the kernel does.
 What the trace cannot explain is counted by kind (see INCONSISTENCIES), never
 fatal. Between the snapshot markers (``snapshot before end`` ...
@@ -90,10 +95,30 @@ INFERRED = (
     "fast_isolate_seen",  # fast-isolated blocks placed by a later event on them
     "fast_isolate_guessed",  # ... placed by the kernel's search order, no later event
     "migration_targets",  # pages taken as migration targets (remove_migration_pte)
+    # blocks a task allocated from the buddy with no zone_locked event right after its own
+    # direct compaction: compaction_capture handed them over (no rmqueue)
+    "compaction_captures",
     "hidden_pcp_pages",  # flagless at the snapshot, first allocated or drained: on pcp lists
     "hidden_buddy_pages",  # flagless, first taken from the buddy: held by page reporting
 )
 N_INFERRED = len(INFERRED)
+# Kernel threads by the names the kernel gives them (the trace's comm): their direct
+# compactions capture nothing (task_capc: PF_KTHREAD), nor do kcompactd's passes.
+KTHREAD_COMMS = ("kworker/", "kswapd", "kcompactd", "khugepaged", "kthreadd", "ksoftirqd/",
+                 "migration/", "kdamond", "rcu_", "cpuhp/", "irq/", "jbd2/", "kblockd",
+                 "writeback", "kauditd", "oom_reaper", "watchdog")  # fmt: skip
+
+
+def is_kthread(comm: str | None) -> bool:
+    """Whether a task named ``comm`` is one of the kernel's own threads (KTHREAD_COMMS)."""
+    return comm is not None and comm.startswith(KTHREAD_COMMS)
+
+
+def kthread_sql(column: str) -> str:
+    """A SQL predicate: the comm in ``column`` names a kernel thread (as :func:`is_kthread`)."""
+    return " OR ".join(f"starts_with(coalesce({column}, ''), '{c}')" for c in KTHREAD_COMMS)
+
+
 # pcp[] value of a page whose state is unknown (a trace without a kpageflags snapshot)
 UNKNOWN = 100
 
@@ -499,7 +524,13 @@ def observe_steps(  # type: ignore[no-untyped-def]
                 if pcp[o] == k + 1 or pcp[o] == -(k + 1):
                     pcp[o] = 0
                 elif take_nr(p, k, lo, base, blk_order, zn):
-                    incons[I_ALLOC_OF_FREE] += 1
+                    # refill: the task's first page event after its compaction pass
+                    # (buddy_events): __alloc_pages_direct_compact's captured page,
+                    # which compaction_capture took in __free_one_page, no rmqueue
+                    if refill[i]:
+                        inferred[3] += 1
+                    else:
+                        incons[I_ALLOC_OF_FREE] += 1
                 elif _pcp_order(k):
                     incons[I_ALLOC_UNSEEN_PCP] += 1
             elif e == K_FREE:
@@ -702,6 +733,25 @@ def _counts(zones: list[dict[str, Any]], base: int, blk_order: np.ndarray,
     return out
 
 
+# The allocations a compaction capture may have served (mm/page_alloc.c
+# __alloc_pages_direct_compact: a page compaction_capture took for the task in
+# __free_one_page while its compact_zone ran is handed over with no rmqueue, so no
+# mm_page_alloc_zone_locked): a user task's first page event after its
+# mm_compaction_end, an allocation (task_capc: kernel threads never capture). A CTE
+# ``captures(line)`` over trace $t.
+CAPTURES_SQL = f"""
+    cap_end AS (SELECT line AS end_line, pid FROM aux_events
+                WHERE trace_id = $t AND event = 'mm_compaction_end'),
+    cap_ev AS (SELECT line, pid, op, comm,
+                      lag(line) OVER (PARTITION BY pid ORDER BY line) AS prev_line
+               FROM events WHERE trace_id = $t AND pid IN (SELECT pid FROM cap_end)),
+    captures AS (SELECT cap_ev.line FROM cap_ev ASOF JOIN cap_end
+                   ON cap_ev.pid = cap_end.pid AND cap_ev.line > cap_end.end_line
+                 WHERE cap_ev.op = 'alloc'
+                   AND (cap_ev.prev_line IS NULL OR cap_ev.prev_line < cap_end.end_line)
+                   AND NOT ({kthread_sql("cap_ev.comm")}))"""
+
+
 def buddy_events(
     store: Store, trace_id: int, after: int | None, before: int | None, with_seq: bool = False,
     with_cpu: bool = False,
@@ -711,13 +761,16 @@ def buddy_events(
     ``with_seq``: add the canonical events' ``seq`` (NULL for the others);
     ``with_cpu``: add each event's ``cpu`` (-1 when not recorded). An
     isolate-freepages event's ``order`` is its nr_scanned (:func:`observe_steps`).
+    An allocation's ``refill`` is true when it may be a compaction capture
+    (:data:`CAPTURES_SQL`).
     """
     seq = (", seq" if with_seq else "") + (", cpu" if with_cpu else "")
     return store.query(
-        rf"""SELECT line, kind, pfn, "order", refill, arg, arg2{seq} FROM (
+        rf"""WITH {CAPTURES_SQL}
+            SELECT line, kind, pfn, "order", refill, arg, arg2{seq} FROM (
               SELECT line, CASE WHEN op = 'alloc' THEN {K_ALLOC} ELSE {K_FREE} END AS kind,
-                     pfn, "order", false AS refill, 0::BIGINT AS arg, 0::BIGINT AS arg2,
-                     seq, coalesce(cpu, -1) AS cpu
+                     pfn, "order", line IN (SELECT line FROM captures) AS refill,
+                     0::BIGINT AS arg, 0::BIGINT AS arg2, seq, coalesce(cpu, -1) AS cpu
               FROM events WHERE trace_id = $t AND pfn IS NOT NULL
               UNION ALL
               SELECT line, {K_FAILED}, -1, "order", false, 0, 0, seq, coalesce(cpu, -1)

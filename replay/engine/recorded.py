@@ -32,7 +32,7 @@ from replay.engine.environment import (
     loose_blocks,
     taken_pageblock_types,
 )
-from replay.engine.observed import PRESENT_PTE_PFN_SQL, ForkState
+from replay.engine.observed import PRESENT_PTE_PFN_SQL, ForkState, is_kthread
 from replay.models.internal import (
     MIGRATE_MOVABLE,
     MIGRATE_PCPTYPES,
@@ -48,16 +48,6 @@ from replay.store import Store
 # migrate_pages was freeing the batch's old folios)
 PASS_ONCE, PASS_BEGIN, PASS_STEP, PASS_END, PASS_INSIDE = range(5)
 AFTER_LAST = -1  # an action's seq: after the trace's last event
-# Kernel threads by the names the kernel gives them (the trace's comm): their direct
-# compactions capture nothing (task_capc: PF_KTHREAD), nor do kcompactd's passes.
-KTHREAD_COMMS = ("kworker/", "kswapd", "kcompactd", "khugepaged", "kthreadd", "ksoftirqd/",
-                 "migration/", "kdamond", "rcu_", "cpuhp/", "irq/", "jbd2/", "kblockd",
-                 "writeback", "kauditd", "oom_reaper", "watchdog")  # fmt: skip
-
-
-def is_kthread(comm: str | None) -> bool:
-    """Whether a task named ``comm`` is one of the kernel's own threads (KTHREAD_COMMS)."""
-    return comm is not None and comm.startswith(KTHREAD_COMMS)
 
 
 def recorded_compactions(
