@@ -7,9 +7,10 @@
 # `tar xf /usr/src/linux-source-6.1.tar.xz`; skipped without one), and captures under
 # memory pressure: a filler pins anonymous memory until 5 GiB stay available (never
 # less than 4 GiB: without swap the OOM killer would pick this session), the page cache
-# is filled with 3 GiB, then dd, THP faults with dd, and (with KSRC) 60 s more of the
-# kernel build.
-# Usage: examples/calibration/record-all.sh OUT_DIR [DB]   (REPLAY: the replay command)
+# is filled with 3 GiB, then dd, THP faults with dd, (with KSRC) 60 s more of the
+# kernel build, and the churning heap with the tree walk. heap.py needs numpy.
+# Usage: examples/calibration/record-all.sh OUT_DIR [DB]   (REPLAY: the replay command,
+# PYTHON: a python with numpy for heap.py)
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: record-all.sh OUT_DIR [DB]}
@@ -31,6 +32,16 @@ calm compact-memory 90 python3 "$here/frag.py" 3072 3 compact
 if [ -n "${KSRC:-}" ]; then
   calm kernel-build 75 sh -c "cd '$KSRC' && make -s defconfig >/dev/null && make -s -j$(nproc) >/dev/null 2>&1"
 fi
+# a numpy heap that churns (heap.py: arrays of 64 KiB-48 MiB kept or dropped at random, a
+# file read through the page cache every 50 rounds; numpy madvises the large ones for
+# THPs), and a walk of the file system (dentries and inodes: reclaimable slab, then page
+# cache); with KSRC, Debian's tarball of it (/usr/src) and its tree, else /usr
+READ=/usr/src/$(basename "${KSRC:-none}").tar.xz
+[ -f "$READ" ] || READ=/usr/bin/python3
+TREE=${KSRC:-/usr}
+PY=${PYTHON:-python3}  # heap.py needs numpy: e.g. PYTHON=.venv/bin/python
+calm heap-churn 60 "$PY" "$here/heap.py" 3072 50 "$READ"
+calm slab-walk 60 sh -c "find / -xdev -name '*.h' >/dev/null 2>&1; tar cf - '$TREE' 2>/dev/null | cat >/dev/null"
 python3 "$here/filler.py" 5000 "$out/filler.mib" &
 filler=$!
 trap 'kill $filler 2>/dev/null; rm -f /tmp/cap-pre "$out/filler.mib"' EXIT
@@ -42,3 +53,4 @@ rec pressure-thp 90 sh -c "python3 '$here/thp.py' 1024 3 & dd if=/dev/zero of=/t
 if [ -n "${KSRC:-}" ]; then
   rec pressure-build 60 sh -c "cd '$KSRC' && make -s -j$(nproc) >/dev/null 2>&1"
 fi
+rec pressure-heap 60 sh -c "'$PY' '$here/heap.py' 2048 50 '$READ' & tar cf - '$TREE' 2>/dev/null | cat >/dev/null; wait"
