@@ -403,6 +403,61 @@ def test_buddy_events_flag_the_allocation_after_a_compaction_pass(tmp_path: Path
     assert sum(e["kind"] == K_ALLOC for e in ev) == 5
 
 
+def test_buddy_events_take_what_only_extfrag_traces(tmp_path: Path) -> None:
+    """``__rmqueue_steal`` and a whole-pageblock claim trace only mm_page_alloc_extfrag
+    (6.15+): such an extfrag is a take of its own, to the cpu's pcp list for a pcp order
+    and type, else to the caller. The claim of part of a pageblock traces its page's
+    mm_page_alloc_zone_locked right before on the same cpu: one take, not two. A stolen
+    page later drained is then no inconsistency."""
+    ts = [359.23]
+
+    def ln(event: str, payload: str, cpu: int = 0) -> str:
+        ts[0] += 0.00001
+        return _ln(ts[0], event, payload, comm="python", pid=700, cpu=cpu)
+
+    def extfrag(off: int, order: int, mt: int = 1, cpu: int = 0) -> str:
+        return ln("mm_page_alloc_extfrag", f"page={0xFFFFEA0004000000 + off * 64:016x} "
+                  f"pfn={Z + off:#x} alloc_order={order} fallback_order=8 pageblock_order=9 "
+                  f"alloc_migratetype={mt} fallback_migratetype=2 fragmenting=1 "
+                  "change_ownership=1", cpu)  # fmt: skip
+
+    def zl(off: int, cpu: int = 0) -> str:
+        return ln("mm_page_alloc_zone_locked", f"page={0xFFFFEA0004000000 + off * 64:016x} "
+                  f"pfn={Z + off:#x} order=0 migratetype=1 percpu_refill=1", cpu)  # fmt: skip
+
+    def drain(off: int, cpu: int = 0) -> str:
+        return ln("mm_page_pcpu_drain", f"page={0xFFFFEA0004000000 + off * 64:016x} "
+                  f"pfn={Z + off:#x} order=0 migratetype=1", cpu)  # fmt: skip
+
+    lines = [
+        zl(0), extfrag(0, 0),  # a claim of part of a pageblock: the zone_locked is the take
+        extfrag(1, 0),  # a steal for a pcp list
+        extfrag(16, 4),  # a steal of a non-pcp order: for the caller
+        zl(2, cpu=1), extfrag(2, 0, cpu=0),  # another cpu's zone_locked: not this take's
+        drain(1),
+    ]  # fmt: skip
+    (tmp_path / "t.txt").write_text("\n".join(lines) + "\n")
+    db = tmp_path / "t.duckdb"
+    res = run_cli("ingest", tmp_path / "t.txt", "--name", "t", "--db", db, "--quiet")
+    assert res.code == 0, res.err
+    with Store(db, read_only=True) as store:
+        ev = buddy_events(store, 1, None, None).to_pylist()
+    got = [(e["kind"], e["pfn"] - Z, e["order"], e["refill"]) for e in ev]
+    assert got == [
+        (K_ZONE_LOCKED, 0, 0, True),
+        (K_ZONE_LOCKED, 1, 0, True),
+        (K_ZONE_LOCKED, 16, 4, False),
+        (K_ZONE_LOCKED, 2, 0, True),
+        (K_ZONE_LOCKED, 2, 0, True),
+        (K_DRAIN, 1, 0, False),
+    ]
+    # the stolen page 1 was on the pcp list when it was drained: consistent
+    events = [(e["kind"], e["pfn"], e["order"], e["refill"]) for e in ev if e["pfn"] - Z < 2]
+    free = {Z: 5}  # [Z, Z + 32) free
+    _blocks, pcp, inc = _observe(events, free, zone=(Z, Z + 64), base=Z, n=64)
+    assert inc == _only() and pcp == {Z: 1}
+
+
 def test_observe_alloc_not_seen_on_pcp() -> None:
     # A pcp-order alloc of an allocated page that never arrived on a pcp list.
     got, pcp, inc = _obs([(K_ALLOC, 0, 0), (K_ALLOC, 8, 3)], {})

@@ -633,3 +633,39 @@ def test_the_kernels_compaction_deferral_is_an_input(tmp_path: Path) -> None:
                 {"r": r.run_id, "a": first, "b": second}).to_pylist()]  # fmt: skip
     assert outcomes[False] == ["ok", "ok"]  # the model's own compaction, never deferred
     assert outcomes[True] == ["failed", "ok"]  # deferred as the kernel's, then reset
+
+
+def test_a_refill_counts_the_blocks_only_extfrag_traces(tmp_path: Path) -> None:
+    """rmqueue_bulk's blocks that ``__rmqueue_steal`` took trace only
+    mm_page_alloc_extfrag (6.15+; its alloc_migratetype is the list's type): they belong
+    to the refill run as the zone_locked ones do. A claim's extfrag right after its
+    page's zone_locked is the same block, counted once; a steal of a non-pcp order is no
+    refill."""
+    t = _Trace()
+
+    def locked(pfn: int) -> None:
+        t.add("a-10", 0, "mm_page_alloc_zone_locked",
+              f"page=0 pfn={pfn:#x} order=0 migratetype=1 percpu_refill=1")  # fmt: skip
+
+    def extfrag(pfn: int, order: int = 0) -> None:
+        t.add("a-10", 0, "mm_page_alloc_extfrag",
+              f"page=0 pfn={pfn:#x} alloc_order={order} fallback_order=8 pageblock_order=9 "
+              "alloc_migratetype=1 fallback_migratetype=2 fragmenting=1 "
+              "change_ownership=1")  # fmt: skip
+
+    t.alloc("c-30", 1, 0x6000, 4)  # an action needs a seq > 0
+    locked(0x1000)
+    locked(0x1001)
+    extfrag(0x1001)  # the claim of part of a pageblock: its zone_locked is the block
+    for i in range(3):
+        extfrag(0x2000 + i)  # steals
+    extfrag(0x3000, 4)  # a steal for the caller (order 4): not a pcp block
+    t.alloc("a-10", 0, 0x1000, 0)
+    trace = t.write(tmp_path / "steal.txt")
+    with Store(tmp_path / "s.duckdb") as s:
+        ingest(s, trace, name="steal")
+        tid = s.trace_id("steal")
+        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        seq = int(s.one("SELECT seq FROM events WHERE trace_id = $t AND pfn = 4096", {"t": tid})[0])
+        got = recorded.recorded_pcp_refills(s, tid, 0, total, ((0, 1 << 20),))
+    assert got == [(seq, "pcp_refill", (0, 0, 0, 1, 5))]

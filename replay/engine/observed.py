@@ -10,6 +10,9 @@ buddy level, in trace line order (Linux 6.18, mm/page_alloc.c):
 - ``mm_page_alloc_zone_locked`` (``rmqueue_bulk`` / ``rmqueue_buddy``): the
   block leaves the buddy, to a pcp list when ``percpu_refill=1``, else to the
   caller;
+- ``mm_page_alloc_extfrag`` with no ``mm_page_alloc_zone_locked`` of its page
+  right before (``__rmqueue_steal``, and ``try_to_claim_block``'s claim of a whole
+  free pageblock, trace only it, 6.15+): the same, for ``alloc_order``;
 - ``mm_page_alloc``: the caller gets the block: from its pcp list, or the
   block ``mm_page_alloc_zone_locked`` just took;
 - ``mm_page_free`` (and its batched twin): pcp orders (0-3, 9) go to a pcp
@@ -752,6 +755,28 @@ CAPTURES_SQL = f"""
                    AND NOT ({kthread_sql("cap_ev.comm")}))"""
 
 
+# The buddy's takes mm_page_alloc_zone_locked does not trace (mm/page_alloc.c, 6.15+):
+# __rmqueue_steal and try_to_claim_block's claim of a whole free pageblock hand the
+# block out with only mm_page_alloc_extfrag (its page, alloc_order, alloc_migratetype);
+# the claim of part of a pageblock goes through __rmqueue_smallest, whose zone_locked
+# event on the same page comes right before on the same cpu. An extfrag without one
+# within 64 lines before is a take of its own: to the cpu's pcp list as a zone_locked's
+# percpu_refill says (a pcp order, a pcp type), else to the caller. A FROM item over
+# trace $t: (line, pfn, alloc_order, alloc_mt, cpu).
+UNTRACED_TAKES_SQL = """(
+    SELECT x.line, x.pfn, x.alloc_order, x.alloc_mt, x.cpu
+    FROM (SELECT line, pfn, coalesce(cpu, -1) AS cpu,
+                 TRY_CAST(args->>'alloc_order' AS INTEGER) AS alloc_order,
+                 TRY_CAST(args->>'alloc_migratetype' AS INTEGER) AS alloc_mt
+          FROM aux_events WHERE trace_id = $t AND event = 'mm_page_alloc_extfrag'
+            AND pfn IS NOT NULL) x
+    ASOF LEFT JOIN (SELECT line, pfn, coalesce(cpu, -1) AS cpu FROM aux_events
+                    WHERE trace_id = $t AND event = 'mm_page_alloc_zone_locked') z
+      ON z.pfn = x.pfn AND z.line < x.line
+    WHERE x.alloc_order IS NOT NULL
+      AND (z.line IS NULL OR z.line < x.line - 64 OR z.cpu <> x.cpu)) x"""
+
+
 def buddy_events(
     store: Store, trace_id: int, after: int | None, before: int | None, with_seq: bool = False,
     with_cpu: bool = False,
@@ -782,6 +807,12 @@ def buddy_events(
                      coalesce(cpu, -1)
               FROM aux_events WHERE trace_id = $t AND pfn IS NOT NULL AND "order" IS NOT NULL
                 AND event IN ('mm_page_alloc_zone_locked', 'mm_page_pcpu_drain')
+              UNION ALL
+              SELECT x.line, {K_ZONE_LOCKED}, x.pfn, x.alloc_order,
+                     (x.alloc_order <= 3 OR x.alloc_order = {PAGEBLOCK_ORDER})
+                       AND x.alloc_mt BETWEEN 0 AND 2,
+                     0, 0, NULL, x.cpu
+              FROM {UNTRACED_TAKES_SQL}
               UNION ALL
               SELECT line, {K_ISOLATE_FREE},
                      hexint(regexp_extract(args->>'range', '\((0x[0-9a-fA-F]+) ~', 1)),

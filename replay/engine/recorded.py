@@ -32,13 +32,19 @@ from replay.engine.environment import (
     loose_blocks,
     taken_pageblock_types,
 )
-from replay.engine.observed import PRESENT_PTE_PFN_SQL, ForkState, is_kthread
+from replay.engine.observed import (
+    PRESENT_PTE_PFN_SQL,
+    UNTRACED_TAKES_SQL,
+    ForkState,
+    is_kthread,
+)
 from replay.models.internal import (
     MIGRATE_MOVABLE,
     MIGRATE_PCPTYPES,
     MODE_ASYNC,
     MODE_SYNC,
     NR_PAGE_ORDERS,
+    PAGEBLOCK_ORDER,
     order_to_pindex,
 )
 from replay.store import Store
@@ -365,7 +371,9 @@ def recorded_pcp_refills(
 
     ``rmqueue_bulk`` (mm/page_alloc.c, from ``__rmqueue_pcplist`` when the list the
     request needs is empty) takes ``nr_pcp_alloc`` blocks from the buddy under the zone
-    lock, each traced as ``mm_page_alloc_zone_locked`` with ``percpu_refill=1``, then
+    lock, each traced as ``mm_page_alloc_zone_locked`` with ``percpu_refill=1`` (or, when
+    ``__rmqueue_steal`` or a whole-pageblock claim took it, as ``mm_page_alloc_extfrag``
+    alone: observed.UNTRACED_TAKES_SQL, its ``alloc_migratetype`` the list's), then
     the request takes one of them from the list (its ``mm_page_alloc``). One refill is a
     run of such events on one cpu with no page event of that cpu between them, of one
     order and migratetype. Each action's seq is the next page event's after its run;
@@ -384,7 +392,10 @@ def recorded_pcp_refills(
                UNION ALL
                SELECT line, cpu, 1, pfn, "order", migratetype
                FROM aux_events WHERE trace_id = $t AND event = 'mm_page_alloc_zone_locked'
-                 AND args->>'percpu_refill' = '1'),
+                 AND args->>'percpu_refill' = '1'
+               UNION ALL
+               SELECT line, cpu, 1, pfn, alloc_order, alloc_mt FROM {UNTRACED_TAKES_SQL}
+               WHERE alloc_order <= 3 OR alloc_order = {PAGEBLOCK_ORDER}),
            r AS (SELECT *, sum(1 - refill) OVER (PARTITION BY cpu ORDER BY line
                                                  ROWS UNBOUNDED PRECEDING) AS run
                  FROM ev),
