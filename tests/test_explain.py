@@ -495,6 +495,46 @@ def test_an_observed_explanation_rebuilds_the_kernels_state_once(
     assert shared == alone and all(alone)
 
 
+def _all_steps(s: Store, run_id: int) -> list[dict[str, object]]:
+    """A run's steps, every column but the run's id."""
+    rows = s.query("SELECT * FROM steps WHERE run_id = $r ORDER BY seq", {"r": run_id})
+    return [{k: v for k, v in r.items() if k != "run_id"} for r in rows.to_pylist()]
+
+
+def test_forks_of_one_kernel_state_share_a_zone_image_and_leak_nothing(
+    runs_db: tuple[Path, int, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forks of one kernel state start from one zone image, built by the first (the zone
+    loaded and the objects adopted once), each writing only its own copy-on-write view:
+    a fork that migrates thousands of pages (mobility+compaction at 58107), then one that
+    links every reclaimable object on its LRU (kswapd), then plain mobility and the
+    kernel preset, come out step for step (every column) as each forked alone, in either
+    order."""
+    db = _copy(runs_db[0], tmp_path)
+    models = ["mobility+compaction", "mobility+kswapd-targeted", "mobility", "kernel"]
+    seq, until = 58107, 58207
+    with Store(db) as s:
+        alone = {}
+        for m in models:
+            r = engine.run(s, NAME, load_model(m), start="observed", at=seq, until=until,
+                           every=1, pageblock_every=0)  # fmt: skip
+            assert r.migrated > 0 or m != "mobility+compaction"
+            alone[m] = _all_steps(s, r.run_id)
+        trace_id = s.trace_id(NAME)
+        env = engine.zone_environment(s, trace_id, load_model("mobility"), None)
+        built, images = _counting(engine.ZoneImage)
+        monkeypatch.setattr(engine, "ZoneImage", built)
+        for order in (models, models[::-1]):
+            kernel = engine.fork_state(s, trace_id, env.start_pfn, env.pages, seq)
+            for m in order:
+                r = engine.run(s, NAME, load_model(m), start="observed", at=seq, until=until,
+                               every=1, pageblock_every=0, kernel_state=kernel)  # fmt: skip
+                assert _all_steps(s, r.run_id) == alone[m], (order, m)
+    # one image per kernel state: the kernel preset's objects (its zone choice, its
+    # migrations followed) claim the same pages here
+    assert len(images) == 2
+
+
 def test_runs_lists_the_forks_seqs_and_parent(
     runs_db: tuple[Path, int, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -189,7 +189,7 @@ from replay.models.internal import (
 )
 from replay.models.pcp import drain_all, pageblock_snapshot
 from replay.models.plain_buddy import plain_eligible, replay_chunk_plain, resync
-from replay.models.zone import ZoneState
+from replay.models.zone import ZoneImage, ZoneState
 from replay.models.zonelist import replay_chunk_node
 from replay.progress import Progress
 from replay.store import Store, gfp_direct_reclaim_sql
@@ -297,9 +297,8 @@ def type_flags(mts: np.ndarray, kswapd_movable: bool = True) -> np.ndarray:
 class _Replay:
     """A model zone plus what the kernel writes into, across passes and chunks."""
 
-    def __init__(
-        self, env: Environment, config: RunConfig, n_obj: int, tmp: Path, n_owners: int = 1
-    ) -> None:
+    def __init__(self, env: Environment, config: RunConfig, n_obj: int, tmp: Path,
+                 n_owners: int = 1, image: ZoneImage | None = None) -> None:  # fmt: skip
         thresholds = {int(k): int(n) for k, n in config.get("defrag_thresholds", [])}
         # the model's zone: the span, or the memory the trace shows (env.memory's dense pfns)
         self.zone = ZoneState(
@@ -311,6 +310,7 @@ class _Replay:
             defrag_idle_ns=config.get("defrag_idle_ms", 100) * 1_000_000 if thresholds else 0,
             defrag_thresholds=thresholds, pool_order=config.get("pool_order", 0),
             pool_owners=n_owners, max_objects=n_obj, split_room=split_room(config, n_obj),
+            image=image,
         )  # fmt: skip
         # pg_obj (which object's unit starts at each page) is kept only when a model
         # moves, evicts or reads units; set_regions turns it on for contiguity too.
@@ -1189,6 +1189,111 @@ def claim_pages(
     return claims
 
 
+def background_units(
+    claimed: np.ndarray, holes_from: int | None, start_pfn: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A starting state's allocated pages no object claimed (``claimed``: per page of the
+    zone from ``start_pfn``, free pages too), as background units: offsets and orders,
+    the pages before ``holes_from`` one by one, the holes from it as whole aligned
+    blocks (they never move)."""
+    in_hole = np.zeros(claimed.shape[0], np.bool_)
+    if holes_from is not None:
+        in_hole[holes_from:] = True
+    single = np.flatnonzero(~claimed & ~in_hole)
+    h_offs, h_orders = aligned_blocks(~claimed & in_hole, start_pfn)
+    return (np.concatenate([single, h_offs]),
+            np.concatenate([np.zeros(single.shape[0], np.int64), h_orders]))  # fmt: skip
+
+
+@dataclass
+class Adopted:
+    """The objects a run's zone adopts where its starting state has them: those live at
+    the start that claimed pages (dense ``objs``, ``offs``, ``orders``, ``mts``, F_*
+    ``flags``; ``pages`` each: an object of a size that is no power of two is no unit
+    and never moves), then every other allocated page as a background unit, objects
+    ``first_bg`` on (``bg_offs``, ``bg_orders``, ``bg_mts``, ``bg_flags``: movable when
+    the kernel had it on an LRU list (page_mt MOVABLE), reclaimable by its type; holes
+    never move). ``kswapd_movable``: kswapd may evict movable objects (their flags)."""
+
+    objs: np.ndarray
+    offs: np.ndarray
+    pages: np.ndarray
+    orders: np.ndarray
+    mts: np.ndarray
+    flags: np.ndarray
+    kswapd_movable: bool
+    first_bg: int = 0
+    bg_offs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    bg_orders: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    bg_mts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    bg_flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+
+    @staticmethod
+    def of_claims(claims: list[tuple[int, int, int, int]], pre: pa.Table, dense: Any,
+                  kswapd_movable: bool) -> Adopted:  # fmt: skip
+        """The claimed objects of :func:`claim_pages`' rows of ``pre`` (``dense``: the
+        trace's object ids to the run's)."""
+        rows = np.array([c[0] for c in claims], np.int64)
+        objs = (dense(pre.column("obj").to_numpy()[rows]).astype(np.int64) if claims
+                else np.zeros(0, np.int64))  # fmt: skip
+        pages = np.array([c[2] for c in claims], np.int64)
+        mts = np.array([c[3] for c in claims], np.int8)
+        flags = np.where(pages & (pages - 1) != 0, F_PINNED, type_flags(mts, kswapd_movable))
+        return Adopted(objs=objs, offs=np.array([c[1] for c in claims], np.int64), pages=pages,
+                       orders=np.array([max(int(p) - 1, 0).bit_length() for p in pages],
+                                       np.int64),
+                       mts=mts, flags=flags.astype(np.int8),
+                       kswapd_movable=kswapd_movable)  # fmt: skip
+
+    def background(self, first: int, offs: np.ndarray, orders: np.ndarray,
+                   page_mt: np.ndarray) -> None:  # fmt: skip
+        """The background units (offsets, orders: :func:`background_units`), objects
+        ``first`` on, of the types ``page_mt`` gives their pages."""
+        self.first_bg, self.bg_offs, self.bg_orders = first, offs, orders
+        self.bg_mts = page_mt[offs]
+        self.bg_flags = np.where(orders > 0, 0, type_flags(self.bg_mts, self.kswapd_movable)
+                                 ).astype(np.int8)  # fmt: skip
+
+    def identity(self) -> np.ndarray:
+        """What decides the zone the claims start with (with the state and the settings):
+        ids, offsets, pages and types, int64 rows."""
+        return np.stack([self.objs, self.offs, self.pages, self.mts.astype(np.int64)])
+
+    def start(self, zone: ZoneState, blk: np.ndarray, page_mt: np.ndarray,
+              pb_mt: np.ndarray | None, heads: np.ndarray | None,
+              split: list[tuple[int, int, int, int, np.ndarray]] | None = None
+              ) -> None:  # fmt: skip
+        """Start ``zone`` from the state (blocks, page types, pageblock types, the free
+        lists' order: :meth:`ZoneState.load`) with these objects adopted, and the
+        ``split`` folios (:func:`split_objects`) between the claimed and the background."""
+        zone.load(blk, page_mt, pb_mt, heads)
+        if self.objs.shape[0]:
+            zone.adopt(self.objs, self.offs, self.orders, self.mts, self.flags)
+        for x, order, mt, fl, piece_offs in split or []:
+            zone.adopt_split(x, order, mt, fl, piece_offs)
+        zone.adopt(self.first_bg, self.bg_offs, self.bg_orders, self.bg_mts, self.bg_flags)
+
+
+def shared_image(
+    derived: dict[tuple[Any, ...], Any], key: tuple[Any, ...], claims: np.ndarray
+) -> tuple[ZoneImage, int] | None:
+    """The zone image (and its background objects' count) a fork of a shared kernel state
+    (``derived``: the state's, shared by its copies) starts from, when an earlier fork of
+    it with the same ``key`` (the zone, the objects' numbering, the flags' settings) and
+    the same ``claims`` (the objects live at the start that claimed pages: ids, offsets,
+    pages, types, int64 rows) built it; else None."""
+    for got, value in derived.get(key, []):
+        if got.shape == claims.shape and np.array_equal(got, claims):
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def keep_image(derived: dict[tuple[Any, ...], Any], key: tuple[Any, ...], claims: np.ndarray,
+               value: tuple[ZoneImage, int]) -> None:  # fmt: skip
+    """Keep a zone image for the later forks :func:`shared_image` finds it for."""
+    derived.setdefault(key, []).append((claims, value))
+
+
 @dataclass
 class LowerStart:
     """The lower zone's starting state (zone_choice = zonelist), worked out before the
@@ -1354,6 +1459,7 @@ def _run(
                   else object_index(store, trace_id))  # fmt: skip
     saved = unpack(resume) if resume is not None else None
     fork = None
+    shared = False  # the fork is a copy of kernel_state: its forks share what they derive
     if start == "observed":
         if env.zone is None and from_state is None:
             raise UsageError(
@@ -1381,6 +1487,7 @@ def _run(
                 and kernel_state.seq == (kernel_state.first_seq if at is None else at)
             ):
                 fork = kernel_state.copy()
+                shared = True
             else:
                 fork = fork_state(store, trace_id, env.start_pfn, env.pages, at)
     lo_seq = fork.seq if fork is not None else 0
@@ -1474,6 +1581,7 @@ def _run(
         else:
             n_events, last_seq = int(row[0]), int(row[1])
     lstart: LowerStart | None = None  # the lower zone's start (zone_choice = zonelist)
+    image: ZoneImage | None = None  # the zone image the run's zone starts from
     if saved is None:
         # Objects live when the run starts (freed in it, allocated before it or before the
         # trace): allocated first, by first appearance; where the kernel had them from an
@@ -1549,19 +1657,40 @@ def _run(
                                  pre.column("mt").to_numpy(zero_copy_only=False), page_mt,
                                  env.start_pfn, claimed,
                                  0 if fork is not None else holes_from)  # fmt: skip
+        kswapd_movable = bool(config.get("kswapd_movable", True))
+        adopted = Adopted.of_claims(claims, pre, dense, kswapd_movable)
         # Background pages are objects too (ids after the trace's), so compaction can move
         # them and kswapd evict them: the fill's pages, or the starting state's allocated
         # pages no object claimed (holes as whole aligned blocks, other pages one by one).
-        bg_offs = bg_orders = np.zeros(0, np.int64)
-        if claimed is not None and page_mt is not None:
-            in_hole = np.zeros(env.pages, np.bool_)
-            if holes_from is not None:
-                in_hole[holes_from:] = True
-            single = np.flatnonzero(~claimed & ~in_hole)
-            h_offs, h_orders = aligned_blocks(~claimed & in_hole, env.start_pfn)
-            bg_offs = np.concatenate([single, h_offs])
-            bg_orders = np.concatenate([np.zeros(single.shape[0], np.int64), h_orders])
-        n_bg = kinds.shape[0] if page_mt is None else int(bg_offs.shape[0])
+        n_bg = kinds.shape[0]
+        heads = None
+        if blk is not None and takes is not None:
+            # the kernel's free lists in the order its first allocations reveal (a fork of
+            # the kernel's state; another model's state knows no more than its blocks)
+            heads = free_list_order(takes, blk)
+        # a fork of a shared kernel state starts from the zone image of its forks that
+        # adopt the same objects (each maps it copy-on-write), built by the first of them
+        image_key = None
+        if (shared and blk is not None and page_mt is not None and not split_claims
+                and lower is None):  # fmt: skip
+            image_key = (("zone-image", trace_id, lo_seq, env.zone, env.start_pfn,
+                          env.model_pages, env.ncpus, n_obj, holes_from, kswapd_movable),
+                         adopted.identity())  # fmt: skip
+            got = shared_image(fork.derived, *image_key)
+            if got is not None:
+                image, n_bg = got
+        if claimed is not None and page_mt is not None and image is None:
+            adopted.background(n_obj, *background_units(claimed, holes_from, env.start_pfn),
+                               page_mt)  # fmt: skip
+            n_bg = int(adopted.bg_offs.shape[0])
+            if image_key is not None:
+                assert blk is not None
+                zone = ZoneState(env.start_pfn, env.model_pages, ncpus=env.ncpus,
+                                 max_objects=n_obj + n_bg, split_room=0)  # fmt: skip
+                adopted.start(zone, blk, page_mt, pb_mt, heads)
+                image = ZoneImage(zone, n_obj + n_bg)
+                del zone
+                keep_image(fork.derived, *image_key, (image, n_bg))
         if lower is not None:
             lstart = lower_start(store, trace_id, lower, lfork, from_state, lo_seq, pre, dense)
     else:
@@ -1571,7 +1700,7 @@ def _run(
     # (resumed from a checkpoint, the objects' arrays are the checkpoint's)
     n_lower_bg = lstart.bg_offs.shape[0] if lstart is not None else 0
     rp = _Replay(env, config, n_obj + n_bg + n_lower_bg if saved is None else 1,
-                 Path(tmp_dir.name), n_owners)  # fmt: skip
+                 Path(tmp_dir.name), n_owners, image=image)  # fmt: skip
     rp.obj_ids, rp.n_trace_obj = ids, n_obj
     rp.zram = zram
     if lower is not None:
@@ -1613,27 +1742,13 @@ def _run(
         if lstart is not None:
             load_lower(rp, lstart, n_obj + n_bg)
         if page_mt is not None and blk is not None:
-            # the kernel's free lists in the order its first allocations reveal (a fork of
-            # the kernel's state; another model's state knows no more than its blocks)
-            heads = free_list_order(takes, blk) if takes is not None else None
-            rp.zone.load(blk, page_mt, pb_mt, heads)
-            if claims:
-                rows = np.array([c[0] for c in claims], np.int64)
-                objs = dense(pre.column("obj").to_numpy()[rows]).astype(np.int64)
-                offs = np.array([c[1] for c in claims], np.int64)
-                orders = np.array([max(c[2] - 1, 0).bit_length() for c in claims], np.int64)
-                mts = np.array([c[3] for c in claims], np.int8)
-                # an object of a size that is no power of two is no unit: it never moves
-                odd = np.array([c[2] & (c[2] - 1) != 0 for c in claims], np.bool_)
-                flags = np.where(odd, F_PINNED, rp.type_flags(mts)).astype(np.int8)
-                rp.zone.adopt(objs, offs, orders, mts, flags)
-            for x, order, mt, fl, piece_offs in split_claims:
-                rp.zone.adopt_split(x, order, mt, fl, piece_offs)
-            # every other allocated page: movable when the kernel had it on an LRU list
-            # (page_mt MOVABLE), reclaimable by its type; holes never move
-            mts = page_mt[bg_offs]
-            flags = np.where(bg_orders > 0, 0, rp.type_flags(mts)).astype(np.int8)
-            rp.zone.adopt(n_obj, bg_offs, bg_orders, mts, flags)
+            if image is not None:
+                # loaded and adopted already: the objects join this zone's LRU (kswapd's)
+                # in the order adopting them would have added them
+                rp.zone.lru_add(adopted.objs)
+                rp.zone.lru_add(np.arange(n_obj, n_obj + n_bg, dtype=np.int64))
+            else:
+                adopted.start(rp.zone, blk, page_mt, pb_mt, heads, split_claims)
             if fork is not None:
                 # the pages the kernel had on pcp lists: the model's pcp lists (or its buddy)
                 # (each cpu's share and pcp->high: the before-snapshot's pagesets)

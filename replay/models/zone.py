@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from replay.cow import SHARED, SharedArray
 from replay.models.buddy import init_zone, load_state
 from replay.models.compaction import compact_memory, compact_recorded, proactive_tick
 from replay.models.defrag import alloc_contig, defrag_due, defrag_pass, exchange_pages
@@ -63,6 +64,7 @@ from replay.models.internal import (
     PLACED_SPLIT_BASE,
     RESULTS,
     Objects,
+    Zone,
     new_cz,
     new_objects,
     new_zone,
@@ -79,8 +81,68 @@ from replay.models.pcp import (
 from replay.models.pools import new_pools
 from replay.models.reclaim import lru_add_all
 
-
 # -- Python handle -------------------------------------------------------------------------
+# the per-page arrays a zone image shares copy-on-write (the others are small: copied)
+_PAGE_ARRAYS = frozenset({"buddy_order", "list_next", "list_prev", "pg_obj"})
+
+
+class ZoneImage:
+    """A started zone kept once, for many zones to start from (the models an explanation
+    forks from one state): a :class:`ZoneState`'s arrays and its first ``objects``
+    objects (placements, types, orders, flags) as :meth:`ZoneState.load` and
+    :meth:`ZoneState.adopt` left them. Neither depends on the zone's settings, so a zone
+    of any model made from the image (``ZoneState(..., image=...)``) starts as if it had
+    loaded and adopted the same itself; its settings, LRU (kswapd's: the objects join it
+    as each zone's :meth:`ZoneState.lru_add` says) and buffers are its own.
+
+    The per-page arrays and the objects' arrays are :class:`replay.cow.SharedArray`
+    (each zone maps them copy-on-write: a fork of 1,000 events writes a few thousand of
+    the 4 KiB pages, and copies only those); the small ones are copied. ``shared`` False:
+    plain copies (:data:`replay.cow.SHARED`: where there is no memfd).
+    """
+
+    def __init__(self, zone: ZoneState, objects: int, *, shared: bool = SHARED) -> None:
+        self.start_pfn, self.pages = zone.start_pfn, zone.pages
+        self.ncpus = int(zone.arrays.pcp_count.shape[0])
+        self.objects = max(int(objects), 2)  # as new_objects counts them
+        self._page = {f: SharedArray(getattr(zone.arrays, f), shared=shared)
+                      for f in _PAGE_ARRAYS}  # fmt: skip
+        self._small = {f: np.array(getattr(zone.arrays, f), copy=True) for f in Zone._fields
+                       if f not in _PAGE_ARRAYS}  # fmt: skip
+        ob = zone.objects
+        n = self.objects
+        info = np.zeros((n, 4), np.int8)  # as new_objects lays them out
+        info[:, 0], info[:, 1], info[:, 2] = ob.obj_mt[:n], ob.obj_order[:n], ob.obj_flags[:n]
+        self._placed = SharedArray(ob.placed[:n], fill=-1, shared=shared)
+        self._info = SharedArray(info, shared=shared)
+
+    def zone_arrays(self) -> Zone:
+        """The zone's arrays, a zone's own (the per-page ones copy-on-write)."""
+        return Zone(**{f: self._page[f].private() if f in self._page else self._small[f].copy()
+                       for f in Zone._fields})  # fmt: skip
+
+    def new_objects(self, n: int, lru: bool = True, split_room: int = 0) -> Objects:
+        """:func:`replay.models.internal.new_objects` (``n`` objects, then
+        ``split_room``) holding the image's objects; ``n`` must be the image's."""
+        first = max(n, 2)
+        if first != self.objects:
+            raise ValueError(f"the zone image holds {self.objects} objects, not {first}")
+        total = first + max(split_room, 0)
+        info = self._info.private(total * 4).reshape(total, 4)
+        links = total if lru else 1
+        return Objects(
+            placed=self._placed.private(total),
+            obj_mt=info[:, 0],
+            obj_order=info[:, 1],
+            obj_flags=info[:, 2],
+            lru_next=np.full(links, -1, np.int32),
+            lru_prev=np.full(links, -1, np.int32),
+            lru_head=np.full(1, -1, np.int64),
+            lru_tail=np.full(1, -1, np.int64),
+            split=np.array([first, total, first], np.int64),
+        )
+
+
 def objects_for(objects: Objects, obj: int) -> Objects:
     """``objects``, or a copy grown to hold object ``obj`` (at least twice as many): the
     per-object arrays, not the LRU's head and tail. The split room (the ids of split
@@ -160,6 +222,7 @@ class ZoneState:
         lowmem_reserve: int = 0,
         pcp_recorded: bool = False,
         split_room: int = 1 << 12,
+        image: ZoneImage | None = None,
     ) -> None:
         if pages <= 0 or start_pfn < 0:
             raise ValueError("a zone needs pages > 0 and start_pfn >= 0")
@@ -173,7 +236,12 @@ class ZoneState:
         pb0 = self.start_pfn >> PAGEBLOCK_ORDER
         npb = ((self.start_pfn + self.pages - 1) >> PAGEBLOCK_ORDER) - pb0 + 1
         self.npb = npb
-        self.arrays = new_zone(self.start_pfn, self.pages, ncpus)
+        if image is not None and (image.start_pfn, image.pages, image.ncpus) != (
+            self.start_pfn, self.pages, ncpus,
+        ):  # fmt: skip
+            raise ValueError("a zone image is of another zone (start_pfn, pages, ncpus)")
+        self.arrays = (new_zone(self.start_pfn, self.pages, ncpus) if image is None
+                       else image.zone_arrays())  # fmt: skip
         self.prm = np.array(
             [
                 self.start_pfn,
@@ -214,14 +282,17 @@ class ZoneState:
         decays = pcp and pcp_tuning and pcp_decay_ns > 0
         self.cz[CZ_PCP_DECAY] = CZ_DECAY_UNSET if decays else CZ_DECAY_OFF
         self.me = np.zeros((256, len(ME_COLS)), np.int64)
-        self.objects = new_objects(max_objects, lru=kswapd != "off", split_room=split_room)
+        self.objects = (new_objects if image is None else image.new_objects)(
+            max_objects, lru=kswapd != "off", split_room=split_room
+        )
         self.vc = np.zeros(1 << 12, np.int64)
         self.stats = np.zeros(NR_STATS, np.int64)
         self._me_rows: list[tuple[int, ...]] = []
         self.counters = np.zeros(NR_COUNTERS, np.int64)
         self.mode = np.zeros(1, np.int64)
         self.ef = np.zeros((4096, len(EF_COLS)), np.int64)
-        init_zone(self.arrays, self.prm)
+        if image is None:
+            init_zone(self.arrays, self.prm)
         # setup_pageset: pcp->high starts at high_min; PCPF_FREE_HIGH_BATCH per cpu
         self.arrays.pcp_state[:, PCP_HIGH] = high
         self.arrays.pcp_state[:, PCP_FLAGS] = PCPF_FREE_HIGH_BATCH if free_high_batch else 0

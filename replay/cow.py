@@ -1,0 +1,81 @@
+"""Arrays held once in shared memory, each user mapping a copy-on-write view of its own.
+
+An explanation forks six models from one starting state: each fork needs the zone's
+per-page arrays and its objects' placements (about 200 MB on a 5.5M-page zone with 5M
+background objects) as that state has them, and changes a few thousand pages of them
+in its 1,000 events. A :class:`SharedArray` keeps an array once, in a memfd (anonymous
+shared memory, Linux's ``memfd_create``); :meth:`SharedArray.private` maps it privately
+(``MAP_PRIVATE``): reads see the shared pages, and the first write to a page gives the
+writer its own copy of that 4 KiB page (the kernel's copy-on-write), so a view costs
+neither a copy nor freshly zeroed memory up front, and no view sees another's writes.
+Where there is no memfd, a private view is a plain copy (the same contents).
+
+Units: elements (``count``), bytes where named.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import weakref
+
+import numpy as np
+
+#: memfd_create and private file mappings (Linux): else private views are copies
+SHARED = hasattr(os, "memfd_create") and hasattr(mmap, "MAP_PRIVATE")
+
+
+def _write_all(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of ``data`` at byte ``offset`` of file ``fd`` (pwrite may write less)."""
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
+class SharedArray:
+    """One flat array kept once; :meth:`private` views of its first elements, each
+    copy-on-write. Elements past the given array's (a view may ask for more) hold
+    ``fill``. ``shared=False`` keeps a plain array and hands out copies."""
+
+    def __init__(self, a: np.ndarray, fill: int = 0, *, shared: bool = SHARED) -> None:
+        flat = np.ascontiguousarray(a).reshape(-1)
+        self.dtype = flat.dtype
+        self.fill = fill
+        self.size = int(flat.shape[0])  # elements held
+        self._copy: np.ndarray | None = None
+        self._fd = -1
+        if not shared:
+            self._copy = flat.copy()
+            return
+        self._fd = os.memfd_create("replay-shared-array", os.MFD_CLOEXEC)
+        weakref.finalize(self, os.close, self._fd)
+        os.ftruncate(self._fd, flat.nbytes)
+        _write_all(self._fd, memoryview(flat).cast("B"), 0)
+
+    def _grow(self, count: int) -> None:
+        """Hold ``count`` elements: the new ones ``fill``. Views already handed out are
+        not changed (their mappings end before the new elements)."""
+        extra = count - self.size
+        if extra <= 0:
+            return
+        tail = np.full(extra, self.fill, self.dtype)
+        if self._copy is not None:
+            self._copy = np.concatenate([self._copy, tail])
+        else:
+            os.ftruncate(self._fd, count * self.dtype.itemsize)  # the new bytes read 0
+            if self.fill != 0:
+                _write_all(self._fd, memoryview(tail).cast("B"), self.size * self.dtype.itemsize)
+        self.size = count
+
+    def private(self, count: int | None = None) -> np.ndarray:
+        """A writable view of the first ``count`` elements (default all), the caller's
+        own: writes to it change no other view and not the shared array."""
+        n = self.size if count is None else int(count)
+        self._grow(n)
+        if self._copy is not None:
+            return self._copy[:n].copy()
+        if n == 0:
+            return np.zeros(0, self.dtype)
+        m = mmap.mmap(self._fd, n * self.dtype.itemsize, flags=mmap.MAP_PRIVATE,
+                      prot=mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
+        return np.frombuffer(m, self.dtype, n)
