@@ -1196,9 +1196,11 @@ def background_units(
     zone from ``start_pfn``, free pages too), as background units: offsets and orders,
     the pages before ``holes_from`` one by one, the holes from it as whole aligned
     blocks (they never move)."""
+    if holes_from is None:  # no holes: every unclaimed page (no whole-zone temporaries)
+        single = np.flatnonzero(~claimed)
+        return single, np.zeros(single.shape[0], np.int64)
     in_hole = np.zeros(claimed.shape[0], np.bool_)
-    if holes_from is not None:
-        in_hole[holes_from:] = True
+    in_hole[holes_from:] = True
     single = np.flatnonzero(~claimed & ~in_hole)
     h_offs, h_orders = aligned_blocks(~claimed & in_hole, start_pfn)
     return (np.concatenate([single, h_offs]),
@@ -1251,8 +1253,8 @@ class Adopted:
         ``first`` on, of the types ``page_mt`` gives their pages."""
         self.first_bg, self.bg_offs, self.bg_orders = first, offs, orders
         self.bg_mts = page_mt[offs]
-        self.bg_flags = np.where(orders > 0, 0, type_flags(self.bg_mts, self.kswapd_movable)
-                                 ).astype(np.int8)  # fmt: skip
+        self.bg_flags = type_flags(self.bg_mts, self.kswapd_movable)
+        self.bg_flags[orders > 0] = 0  # holes
 
     def identity(self) -> np.ndarray:
         """What decides the zone the claims start with (with the state and the settings):
@@ -1746,7 +1748,7 @@ def _run(
                 # loaded and adopted already: the objects join this zone's LRU (kswapd's)
                 # in the order adopting them would have added them
                 rp.zone.lru_add(adopted.objs)
-                rp.zone.lru_add(np.arange(n_obj, n_obj + n_bg, dtype=np.int64))
+                rp.zone.lru_add_range(n_obj, n_bg)
             else:
                 adopted.start(rp.zone, blk, page_mt, pb_mt, heads, split_claims)
             if fork is not None:

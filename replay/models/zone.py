@@ -585,16 +585,23 @@ class ZoneState:
         n = offsets.shape[0]
         at: slice | np.ndarray
         if isinstance(ids, (int, np.integer)):
-            at = slice(int(ids), int(ids) + n)
-            ids = np.arange(int(ids), int(ids) + n, dtype=np.int64)
+            # no temporaries of millions of rows beyond the ids' int32 (each a fresh
+            # mapping the kernel faults in and zeroes)
+            first = int(ids)
+            at = slice(first, first + n)
+            np.add(offsets, self.start_pfn, out=placed[at])
+            self.arrays.pg_obj[offsets] = np.arange(first, first + n, dtype=np.int32)
         else:
             at = ids
-        placed[at] = offsets + self.start_pfn
+            placed[at] = offsets + self.start_pfn
+            self.arrays.pg_obj[offsets] = ids.astype(np.int32)
         obj_mt[at] = mts
         obj_order[at] = orders
         obj_flags[at] = flags
-        self.arrays.pg_obj[offsets] = ids.astype(np.int32)
-        self.lru_add(ids)
+        if isinstance(at, slice):
+            self.lru_add_range(at.start, n)
+        else:
+            self.lru_add(at)
 
     def adopt_split(self, x: int, order: int, mt: int, flags: int, offsets: np.ndarray) -> None:
         """Make object ``x`` a folio compaction split (a fork of a model state that had
@@ -628,6 +635,15 @@ class ZoneState:
         placed, obj_flags = self.objects.placed, self.objects.obj_flags
         xs = ids[((obj_flags[ids] & F_RECLAIM) != 0) & (placed[ids] >= 0)]
         lru_add_all(xs.astype(np.int64), self.objects)
+
+    def lru_add_range(self, first: int, n: int) -> None:
+        """:meth:`lru_add` of the consecutive ids ``first .. first + n - 1`` (a fork's
+        background objects, millions: read by slices, not gathered)."""
+        if not self.prm[P_KSWAPD]:
+            return
+        placed = self.objects.placed[first : first + n]
+        reclaim = (self.objects.obj_flags[first : first + n] & F_RECLAIM) != 0
+        lru_add_all(first + np.flatnonzero(reclaim & (placed >= 0)), self.objects)
 
     def free_lists(self) -> dict[tuple[int, int], list[int]]:
         """(order, migratetype) -> free blocks' pfns, head to tail (non-empty lists only)."""
