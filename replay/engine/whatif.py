@@ -24,6 +24,7 @@ pages, then the trace's events.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import time
@@ -1189,6 +1190,20 @@ def claim_pages(
     return claims
 
 
+def read_only(state: ForkState) -> ForkState:
+    """One more fork's view of a shared kernel state: the same arrays, read-only (every
+    fork reads them and none writes them, so none needs a copy: a write raises), and
+    the same ``derived``."""
+
+    def frozen(a: np.ndarray) -> np.ndarray:
+        view = a.view()
+        view.flags.writeable = False
+        return view
+
+    return dataclasses.replace(state, blk=frozen(state.blk), page_mt=frozen(state.page_mt),
+                               pcp=frozen(state.pcp), pcp_cpu=frozen(state.pcp_cpu))  # fmt: skip
+
+
 def background_units(
     claimed: np.ndarray, holes_from: int | None, start_pfn: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -1488,7 +1503,7 @@ def _run(
                 and kernel_state.blk.shape[0] == env.pages
                 and kernel_state.seq == (kernel_state.first_seq if at is None else at)
             ):
-                fork = kernel_state.copy()
+                fork = read_only(kernel_state)
                 shared = True
             else:
                 fork = fork_state(store, trace_id, env.start_pfn, env.pages, at)
