@@ -24,6 +24,7 @@ pages, then the trace's events.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import tempfile
@@ -1972,13 +1973,18 @@ def _run(
             for _ in steps():
                 pass
             return None, rp, env
-        with store.bulk_write(), store.transaction():
+        # bulk_write bounds DuckDB's buffers over a run of millions of steps and writes
+        # them to the file after it; a run of a chunk or less (explain's forks: 1,000
+        # events) holds a few MB, which DuckDB's defaults and its checkpoint at the
+        # close keep as well, without three settings changed and a checkpoint per run
+        bulk = n_events > CHUNK_EVENTS
+        with store.bulk_write() if bulk else contextlib.nullcontext(), store.transaction():
             row = store.one("SELECT coalesce(max(run_id), 0) + 1 FROM runs")
             run_id = int(row[0]) if row else 1
             try:
                 # The kernel (GIL released) and the batches a chunk ahead in a thread of
                 # their own, while DuckDB stores the previous chunk's steps
-                with store.unordered():
+                with store.unordered() if bulk else contextlib.nullcontext():
                     store.append_stream(
                         "steps",
                         pa.RecordBatchReader.from_batches(STEPS_SCHEMA, ahead(steps(), depth=1)),
