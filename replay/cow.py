@@ -20,6 +20,7 @@ import os
 import weakref
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 #: memfd_create and private file mappings (Linux): else private views are copies
 SHARED = hasattr(os, "memfd_create") and hasattr(mmap, "MAP_PRIVATE")
@@ -33,24 +34,35 @@ def _write_all(fd: int, data: memoryview, offset: int) -> None:
 
 
 class SharedArray:
-    """One flat array kept once; :meth:`private` views of its first elements, each
-    copy-on-write. Elements past the given array's (a view may ask for more) hold
-    ``fill``. ``shared=False`` keeps a plain array and hands out copies."""
+    """One flat array of ``count`` elements kept once, every element ``fill`` at first:
+    :meth:`shared_view` writes it, :meth:`private` hands out copy-on-write views of its
+    first elements (a view may ask for more elements than it holds: they are added,
+    ``fill``). ``shared=False`` keeps a plain array and hands out copies."""
 
-    def __init__(self, a: np.ndarray, fill: int = 0, *, shared: bool = SHARED) -> None:
-        flat = np.ascontiguousarray(a).reshape(-1)
-        self.dtype = flat.dtype
+    def __init__(self, count: int, dtype: DTypeLike, fill: int = 0, *,
+                 shared: bool = SHARED) -> None:  # fmt: skip
+        self.dtype = np.dtype(dtype)
         self.fill = fill
-        self.size = int(flat.shape[0])  # elements held
-        self._copy: np.ndarray | None = None
+        self.size = 0  # elements held
+        self._copy: np.ndarray | None = None if shared else np.zeros(0, self.dtype)
         self._fd = -1
-        if not shared:
-            self._copy = flat.copy()
-            return
-        self._fd = os.memfd_create("replay-shared-array", os.MFD_CLOEXEC)
-        weakref.finalize(self, os.close, self._fd)
-        os.ftruncate(self._fd, flat.nbytes)
-        _write_all(self._fd, memoryview(flat).cast("B"), 0)
+        if shared:
+            self._fd = os.memfd_create("replay-shared-array", os.MFD_CLOEXEC)
+            weakref.finalize(self, os.close, self._fd)
+        self._grow(int(count))
+
+    @classmethod
+    def of(cls, a: np.ndarray, fill: int = 0, *, shared: bool = SHARED) -> SharedArray:
+        """A shared copy of array ``a`` (flattened); elements past its own are ``fill``."""
+        flat = np.ascontiguousarray(a).reshape(-1)
+        out = cls(0, flat.dtype, fill, shared=shared)
+        if out._copy is not None:
+            out._copy, out.size = flat.copy(), int(flat.shape[0])
+        else:
+            os.ftruncate(out._fd, flat.nbytes)
+            _write_all(out._fd, memoryview(flat).cast("B"), 0)
+            out.size = int(flat.shape[0])
+        return out
 
     def _grow(self, count: int) -> None:
         """Hold ``count`` elements: the new ones ``fill``. Views already handed out are
@@ -58,14 +70,27 @@ class SharedArray:
         extra = count - self.size
         if extra <= 0:
             return
-        tail = np.full(extra, self.fill, self.dtype)
         if self._copy is not None:
-            self._copy = np.concatenate([self._copy, tail])
+            self._copy = np.concatenate([self._copy, np.full(extra, self.fill, self.dtype)])
         else:
             os.ftruncate(self._fd, count * self.dtype.itemsize)  # the new bytes read 0
             if self.fill != 0:
+                tail = np.full(extra, self.fill, self.dtype)
                 _write_all(self._fd, memoryview(tail).cast("B"), self.size * self.dtype.itemsize)
         self.size = count
+
+    def _map(self, n: int, flags: int) -> np.ndarray:
+        m = mmap.mmap(self._fd, n * self.dtype.itemsize, flags=flags,
+                      prot=mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
+        return np.frombuffer(m, self.dtype, n)
+
+    def shared_view(self) -> np.ndarray:
+        """A writable view of every element that writes the shared array itself: what
+        builds it. The private views handed out after see its writes (those handed out
+        before may, in the pages they have not written: build first)."""
+        if self._copy is not None:
+            return self._copy
+        return self._map(self.size, mmap.MAP_SHARED) if self.size else np.zeros(0, self.dtype)
 
     def private(self, count: int | None = None) -> np.ndarray:
         """A writable view of the first ``count`` elements (default all), the caller's
@@ -74,8 +99,4 @@ class SharedArray:
         self._grow(n)
         if self._copy is not None:
             return self._copy[:n].copy()
-        if n == 0:
-            return np.zeros(0, self.dtype)
-        m = mmap.mmap(self._fd, n * self.dtype.itemsize, flags=mmap.MAP_PRIVATE,
-                      prot=mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
-        return np.frombuffer(m, self.dtype, n)
+        return self._map(n, mmap.MAP_PRIVATE) if n else np.zeros(0, self.dtype)

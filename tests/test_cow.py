@@ -27,7 +27,7 @@ def test_private_views_are_each_their_own(shared: bool) -> None:
     if shared and not SHARED:
         pytest.skip("no memfd_create here")
     a = np.arange(10_000, dtype=np.int32)
-    sa = SharedArray(a, fill=-1, shared=shared)
+    sa = SharedArray.of(a, fill=-1, shared=shared)
     a[:] = 7  # the shared array is a copy: the source may change after
     v1, v2 = sa.private(), sa.private()
     assert v1.flags.writeable and v1.dtype == np.int32 and v1.shape == (10_000,)
@@ -41,6 +41,20 @@ def test_private_views_are_each_their_own(shared: bool) -> None:
     longer[10_500] = 3
     assert sa.private(12_000)[10_500] == -1 and sa.private(5)[4] == 4
     assert sa.private(0).shape == (0,)
+
+
+@pytest.mark.parametrize("shared", MODES)
+def test_a_shared_view_builds_what_private_views_see(shared: bool) -> None:
+    if shared and not SHARED:
+        pytest.skip("no memfd_create here")
+    sa = SharedArray(1000, np.int64, fill=-1, shared=shared)
+    build = sa.shared_view()
+    assert (build == -1).all() and build.flags.writeable
+    build[10:20] = 7
+    v = sa.private()
+    assert (v[10:20] == 7).all() and (v[:10] == -1).all()
+    v[:] = 0
+    assert (sa.private()[10:20] == 7).all() and sa.private(1200)[1100] == -1
 
 
 def _state(pages: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -103,11 +117,12 @@ def test_a_zone_from_an_image_is_the_zone_that_started_itself(
     blk, page_mt = _state()
     n_obj = 10 + int(np.count_nonzero(page_mt >= 0)) - 8 * 4
     ncpus = settings.get("ncpus", 1)
-    builder = ZoneState(0, blk.shape[0], ncpus=ncpus, max_objects=n_obj, split_room=0)
-    builder.load(blk, page_mt)
-    _adopt(builder, page_mt)
-    image = ZoneImage(builder, n_obj, shared=shared)
-    del builder
+
+    def start(zone: ZoneState) -> None:
+        zone.load(blk, page_mt)
+        _adopt(zone, page_mt)
+
+    image = ZoneImage(0, blk.shape[0], ncpus, n_obj, start, shared=shared)
 
     own = ZoneState(0, blk.shape[0], max_objects=n_obj, **settings)
     own.load(blk, page_mt)
@@ -142,9 +157,7 @@ def test_a_zone_from_an_image_is_the_zone_that_started_itself(
 
 def test_an_image_is_of_one_zone() -> None:
     blk, page_mt = _state()
-    z = ZoneState(0, blk.shape[0], max_objects=4, split_room=0)
-    z.load(blk, page_mt)
-    image = ZoneImage(z, 4)
+    image = ZoneImage(0, blk.shape[0], 1, 4, lambda z: z.load(blk, page_mt))
     with pytest.raises(ValueError, match="another zone"):
         ZoneState(512, blk.shape[0], max_objects=4, image=image)
     with pytest.raises(ValueError, match="another zone"):

@@ -1703,11 +1703,12 @@ def _run(
             n_bg = int(adopted.bg_offs.shape[0])
             if image_key is not None:
                 assert blk is not None
-                zone = ZoneState(env.start_pfn, env.model_pages, ncpus=env.ncpus,
-                                 max_objects=n_obj + n_bg, split_room=0)  # fmt: skip
-                adopted.start(zone, blk, page_mt, pb_mt, heads)
-                image = ZoneImage(zone, n_obj + n_bg)
-                del zone
+
+                def start_zone(zone: ZoneState) -> None:
+                    adopted.start(zone, blk, page_mt, pb_mt, heads)
+
+                image = ZoneImage(env.start_pfn, env.model_pages, env.ncpus, n_obj + n_bg,
+                                  start_zone)  # fmt: skip
                 keep_image(fork.derived, *image_key, (image, n_bg))
         if lower is not None:
             lstart = lower_start(store, trace_id, lower, lfork, from_state, lo_seq, pre, dense)

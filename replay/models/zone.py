@@ -10,6 +10,8 @@ which go through the same event path the engine runs
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from replay.cow import SHARED, SharedArray
@@ -88,36 +90,48 @@ _PAGE_ARRAYS = frozenset({"buddy_order", "list_next", "list_prev", "pg_obj"})
 
 class ZoneImage:
     """A started zone kept once, for many zones to start from (the models an explanation
-    forks from one state): a :class:`ZoneState`'s arrays and its first ``objects``
-    objects (placements, types, orders, flags) as :meth:`ZoneState.load` and
-    :meth:`ZoneState.adopt` left them. Neither depends on the zone's settings, so a zone
-    of any model made from the image (``ZoneState(..., image=...)``) starts as if it had
-    loaded and adopted the same itself; its settings, LRU (kswapd's: the objects join it
-    as each zone's :meth:`ZoneState.lru_add` says) and buffers are its own.
+    forks from one state): the arrays and the first ``objects`` objects (placements,
+    types, orders, flags) of the zone of ``start_pfn``, ``pages`` and ``ncpus`` that
+    ``start`` leaves, given a :class:`ZoneState` of no settings of its own to load
+    (:meth:`ZoneState.load`) and adopt objects into (:meth:`ZoneState.adopt`). Neither
+    depends on a zone's settings, so a zone of any model made from the image
+    (``ZoneState(..., image=...)``) starts as if it had loaded and adopted the same
+    itself; its settings, LRU (kswapd's: the objects join it as each zone's
+    :meth:`ZoneState.lru_add` says) and buffers are its own.
 
-    The per-page arrays and the objects' arrays are :class:`replay.cow.SharedArray`
-    (each zone maps them copy-on-write: a fork of 1,000 events writes a few thousand of
-    the 4 KiB pages, and copies only those); the small ones are copied. ``shared`` False:
-    plain copies (:data:`replay.cow.SHARED`: where there is no memfd).
+    The per-page arrays and the objects' arrays are :class:`replay.cow.SharedArray`,
+    written in place while ``start`` runs (no copy of them is made), which each zone
+    then maps copy-on-write: a fork of 1,000 events writes a few thousand of the 4 KiB
+    pages, and copies only those. The small arrays are copied. ``shared`` False: plain
+    copies (:data:`replay.cow.SHARED`: where there is no memfd).
     """
 
-    def __init__(self, zone: ZoneState, objects: int, *, shared: bool = SHARED) -> None:
-        self.start_pfn, self.pages = zone.start_pfn, zone.pages
-        self.ncpus = int(zone.arrays.pcp_count.shape[0])
+    def __init__(self, start_pfn: int, pages: int, ncpus: int, objects: int,
+                 start: Callable[[ZoneState], None], *, shared: bool = SHARED) -> None:  # fmt: skip
+        self.start_pfn, self.pages, self.ncpus = int(start_pfn), int(pages), int(ncpus)
         self.objects = max(int(objects), 2)  # as new_objects counts them
-        self._page = {f: SharedArray(getattr(zone.arrays, f), shared=shared)
+        blank = new_zone(self.start_pfn, self.pages, self.ncpus)  # (its per-page arrays unused)
+        self._page = {f: SharedArray(self.pages, getattr(blank, f).dtype,
+                                     -1 if f == "pg_obj" else 0, shared=shared)
                       for f in _PAGE_ARRAYS}  # fmt: skip
-        self._small = {f: np.array(getattr(zone.arrays, f), copy=True) for f in Zone._fields
-                       if f not in _PAGE_ARRAYS}  # fmt: skip
-        ob = zone.objects
-        n = self.objects
-        info = np.zeros((n, 4), np.int8)  # as new_objects lays them out
-        info[:, 0], info[:, 1], info[:, 2] = ob.obj_mt[:n], ob.obj_order[:n], ob.obj_flags[:n]
-        self._placed = SharedArray(ob.placed[:n], fill=-1, shared=shared)
-        self._info = SharedArray(info, shared=shared)
+        self._small = {f: getattr(blank, f) for f in Zone._fields if f not in _PAGE_ARRAYS}
+        del blank
+        self._placed = SharedArray(self.objects, np.int64, -1, shared=shared)
+        self._info = SharedArray(self.objects * 4, np.int8, shared=shared)
+        # while building, the zone's arrays are the shared ones themselves
+        self._building = True
+        zone = ZoneState(self.start_pfn, self.pages, ncpus=self.ncpus, max_objects=self.objects,
+                         split_room=0, image=self)  # fmt: skip
+        start(zone)
+        self._building = False
+        self._small = {f: np.array(getattr(zone.arrays, f), copy=True) for f in self._small}
 
     def zone_arrays(self) -> Zone:
-        """The zone's arrays, a zone's own (the per-page ones copy-on-write)."""
+        """The zone's arrays, a zone's own (the per-page ones copy-on-write); while the
+        image is built, the shared ones themselves."""
+        if self._building:
+            return Zone(**{f: self._page[f].shared_view() if f in self._page
+                           else self._small[f] for f in Zone._fields})  # fmt: skip
         return Zone(**{f: self._page[f].private() if f in self._page else self._small[f].copy()
                        for f in Zone._fields})  # fmt: skip
 
@@ -128,10 +142,14 @@ class ZoneImage:
         if first != self.objects:
             raise ValueError(f"the zone image holds {self.objects} objects, not {first}")
         total = first + max(split_room, 0)
-        info = self._info.private(total * 4).reshape(total, 4)
+        if self._building:
+            placed, info = self._placed.shared_view(), self._info.shared_view()
+        else:
+            placed, info = self._placed.private(total), self._info.private(total * 4)
+        info = info.reshape(total, 4)
         links = total if lru else 1
         return Objects(
-            placed=self._placed.private(total),
+            placed=placed,
             obj_mt=info[:, 0],
             obj_order=info[:, 1],
             obj_flags=info[:, 2],
