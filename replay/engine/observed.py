@@ -664,15 +664,8 @@ def _free_mask(
     lo = np.clip(pfns - base, 0, n)
     hi = np.clip(pfns + lens - base, 0, n)
 
-    def cover(sel: np.ndarray) -> np.ndarray:
-        """Pages covered by the selected runs (a difference array, no Python loop)."""
-        delta = np.zeros(n + 1, np.int64)
-        np.add.at(delta, lo[sel], 1)
-        np.add.at(delta, hi[sel], -1)
-        return np.cumsum(delta[:n]) > 0
-
-    free = cover(((flags >> np.uint64(KPF_BUDDY)) & np.uint64(1)) == 1)
-    zero = cover(flags == 0)
+    free = covered_pages(lo, hi, n, ((flags >> np.uint64(KPF_BUDDY)) & np.uint64(1)) == 1)
+    zero = covered_pages(lo, hi, n, flags == 0)
     row = store.one(
         """SELECT sum(nr_free << "order") FROM snap_buddyinfo
            WHERE trace_id = $t AND snapshot = $s""",
@@ -1440,14 +1433,26 @@ def kpageflags_bits(
     f = runs.column("flags").to_numpy()
     a = np.clip(p - lo, 0, n)
     b = np.clip(p + m - lo, 0, n)
-    out = []
-    for bit in bits:
-        sel = ((f >> np.uint64(bit)) & np.uint64(1)) == 1
-        delta = np.zeros(n + 1, np.int64)
-        np.add.at(delta, a[sel], 1)
-        np.add.at(delta, b[sel], -1)
-        out.append(np.cumsum(delta[:n]) > 0)
-    return out
+    return [covered_pages(a, b, n, ((f >> np.uint64(bit)) & np.uint64(1)) == 1) for bit in bits]
+
+
+def covered_pages(lo: np.ndarray, hi: np.ndarray, n: int, sel: np.ndarray) -> np.ndarray:
+    """Per page of ``[0, n)``, whether a selected run ``[lo, hi)`` (offsets; ``sel``,
+    bool per run) covers it. The runs' union, as the pages between merged bounds (no
+    per-page count: a difference array and its sum over millions of pages were
+    hundreds of MB of int64 temporaries)."""
+    keep = sel & (hi > lo)
+    a, b = lo[keep], hi[keep]
+    order = np.argsort(a, kind="stable")
+    a, b = a[order], np.maximum.accumulate(b[order])
+    if a.shape[0] == 0:
+        return np.zeros(n, np.bool_)
+    # a run starting past every earlier one's end opens a stretch of covered pages
+    opens = np.flatnonzero(np.concatenate([[True], a[1:] > b[:-1]]))
+    ends = np.append(b[opens[1:] - 1], b[-1])
+    bounds = np.stack([a[opens], ends], axis=1).reshape(-1)
+    lengths = np.diff(np.concatenate([[0], bounds, [n]]))
+    return np.repeat(np.tile(np.array([False, True]), opens.shape[0] + 1)[:-1], lengths)
 
 
 @dataclass
