@@ -72,12 +72,14 @@ class SharedArray:
             return
         if self._copy is not None:
             self._copy = np.concatenate([self._copy, np.full(extra, self.fill, self.dtype)])
-        else:
-            os.ftruncate(self._fd, count * self.dtype.itemsize)  # the new bytes read 0
-            if self.fill != 0:
-                tail = np.full(extra, self.fill, self.dtype)
-                _write_all(self._fd, memoryview(tail).cast("B"), self.size * self.dtype.itemsize)
-        self.size = count
+            self.size = count
+            return
+        os.ftruncate(self._fd, count * self.dtype.itemsize)  # the new bytes read 0
+        old, self.size = self.size, count
+        if self.fill != 0:  # written in place (no array of the new elements to copy)
+            view = self._map(count, mmap.MAP_SHARED)
+            view[old:] = self.fill
+            del view
 
     def _map(self, n: int, flags: int) -> np.ndarray:
         m = mmap.mmap(self._fd, n * self.dtype.itemsize, flags=flags,

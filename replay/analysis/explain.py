@@ -184,7 +184,7 @@ class PageView:
 def _page_states(fork: ForkState) -> tuple[np.ndarray, int]:
     """Each page's FREE/PCP/ALLOCATED/OTHER from a fork's starting state (free pages in
     no whole free block or pcp block: OTHER), and the pages on pcp lists."""
-    state = np.where(fork.page_mt >= 0, ALLOCATED, OTHER).astype(np.int8)
+    state = np.where(fork.page_mt >= 0, np.int8(ALLOCATED), np.int8(OTHER))  # int8 throughout
     heads = np.flatnonzero(fork.blk >= 0)
     state[block_pages(heads, fork.blk[heads])[0]] = FREE
     heads = np.flatnonzero(fork.pcp > 0)

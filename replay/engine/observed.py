@@ -1092,7 +1092,7 @@ def page_types(
     for o in np.flatnonzero((pcp > 0) & (pcp < UNKNOWN)):
         free[o : o + (1 << (int(pcp[o]) - 1))] = True
     (lru,) = kpageflags_bits(store, trace_id, lo, lo + n, (KPF_LRU,))
-    return np.where(free, -1, np.where(lru, 1, 0)).astype(np.int8)
+    return np.where(free, np.int8(-1), lru.astype(np.int8))  # (int8 throughout)
 
 
 class PageblockTypes:

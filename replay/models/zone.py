@@ -661,7 +661,9 @@ class ZoneState:
             return
         placed = self.objects.placed[first : first + n]
         reclaim = (self.objects.obj_flags[first : first + n] & F_RECLAIM) != 0
-        lru_add_all(first + np.flatnonzero(reclaim & (placed >= 0)), self.objects)
+        xs = np.flatnonzero(reclaim & (placed >= 0))
+        xs += first
+        lru_add_all(xs, self.objects)
 
     def free_lists(self) -> dict[tuple[int, int], list[int]]:
         """(order, migratetype) -> free blocks' pfns, head to tail (non-empty lists only)."""
