@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -533,6 +535,43 @@ def test_forks_of_one_kernel_state_share_a_zone_image_and_leak_nothing(
     # one image per kernel state: the kernel preset's objects (its zone choice, its
     # migrations followed) claim the same pages here
     assert len(images) == 2
+
+
+def test_a_kernel_forks_recorded_inputs_are_read_ahead_on_a_connection_of_their_own(
+    runs_db: tuple[Path, int, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel preset's recorded inputs (its migrations and actions: SQL over the whole
+    trace) read ahead on a second connection while other forks run (prefetch_recorded) are
+    the ones the fork takes: it does not read them again, and its steps are those of the
+    same fork reading its own. The second connection reads with the first's macros."""
+    db = _copy(runs_db[0], tmp_path)
+    seq, until = 58107, 58307
+    kernel_cfg = load_model("kernel")
+    with Store(db) as s:
+        alone = engine.run(s, NAME, kernel_cfg, start="observed", at=seq, until=until,
+                           every=1, pageblock_every=0)  # fmt: skip
+        trace_id = s.trace_id(NAME)
+        env = engine.zone_environment(s, trace_id, kernel_cfg, None)
+        kernel = engine.fork_state(s, trace_id, env.start_pfn, env.pages, seq)
+        threads: list[str] = []
+        read = engine.recorded_actions
+
+        def counted(*args: Any, **kw: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return read(*args, **kw)
+
+        monkeypatch.setattr(engine, "recorded_actions", counted)
+        with ThreadPoolExecutor(1, thread_name_prefix="ahead") as pool:
+            engine.prefetch_recorded(s, NAME, kernel_cfg, until, kernel, pool)
+            engine.prefetch_recorded(s, NAME, load_model("mobility"), until, kernel, pool)
+            fork = engine.run(s, NAME, kernel_cfg, start="observed", at=seq, until=until,
+                              every=1, pageblock_every=0, kernel_state=kernel)  # fmt: skip
+        assert _all_steps(s, fork.run_id) == _all_steps(s, alone.run_id)
+        with s.cursor() as cur:
+            assert cur.one("SELECT hexint('42'), count(*) FROM events") == s.one(
+                "SELECT hexint('42'), count(*) FROM events")  # fmt: skip
+    # once, ahead (mobility reads nothing of the kernel's)
+    assert len(threads) == 1 and threads[0].startswith("ahead")
 
 
 def test_runs_lists_the_forks_seqs_and_parent(

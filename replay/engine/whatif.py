@@ -30,6 +30,7 @@ import math
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1401,6 +1402,116 @@ def load_lower(rp: _Replay, ls: LowerStart, first_bg: int) -> None:
         lz.load_pcp(at, orders, pagesets, cpus)
 
 
+def recorded_inputs(config: RunConfig) -> bool:
+    """Whether a run of ``config`` replays what the recorded kernel did (its migrations,
+    compactions, kswapd, drains, pcp frees and refills, deferral: the kernel presets)."""
+    return any(config.get(f"recorded_{k}", False) for k in (
+        "compaction", "kswapd", "drains", "pcp_frees", "pcp_refills", "deferrals"))  # fmt: skip
+
+
+def prefetch_key(trace_id: int, config: RunConfig, lo_seq: int, hi_seq: int) -> tuple[Any, ...]:
+    """Where :func:`prefetch_recorded` leaves a fork's inputs in its kernel state's
+    ``derived``: the trace, the model, the fork's events ``[lo_seq, hi_seq)``."""
+    return ("recorded", trace_id, config.to_json(), lo_seq, hi_seq)
+
+
+def prefetch_recorded(store: Store, trace: str, config: RunConfig, until: int,
+                      kernel_state: ForkState, pool: Executor) -> None:  # fmt: skip
+    """Read, on ``pool`` and a connection of its own (:meth:`Store.cursor`), what a fork
+    of ``kernel_state`` with ``config`` up to ``until`` (a seq) replays of the recorded
+    kernel (:func:`migration_map` and :func:`recorded_actions`: a few SQL queries over
+    the whole trace, a third of a second on the shipped pressure capture) while other
+    forks run; :func:`run` of that fork (``kernel_state=``) takes them, else reads them
+    itself. Nothing for a model without such inputs, or whose zone is not the state's or
+    has the zonelist's lower zone. Leave ``pool`` (shut it down, waiting) before the
+    store is closed."""
+    if not recorded_inputs(config) or config.get("zone_choice", "model") == "zonelist":
+        return
+    trace_id = store.trace_id(trace)
+    env = zone_environment(store, trace_id, config, None)
+    if (kernel_state.start_pfn, kernel_state.blk.shape[0]) != (env.start_pfn, env.pages):
+        return
+    total = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
+    lo, hi = kernel_state.seq, int(until)
+    page_mt = kernel_state.page_mt
+
+    def read() -> tuple[Migrations | None, tuple[list[tuple[int, str, Any]], list[int]]]:
+        with store.cursor() as cur:
+            mig = (migration_map(cur, trace_id, lo, hi, env.start_pfn, page_mt)
+                   if config.get("recorded_compaction", False) else None)  # fmt: skip
+            return mig, recorded_actions(cur, trace_id, config, env, None, lo, hi, total)
+
+    kernel_state.derived[prefetch_key(trace_id, config, lo, hi)] = pool.submit(read)
+
+
+def take_prefetched(derived: dict[tuple[Any, ...], Any], key: tuple[Any, ...]) -> Any:
+    """What :func:`prefetch_recorded` read for ``key`` (waiting for it), or None: none
+    was started, or reading failed (the fork reads again, and fails as a run would)."""
+    got = derived.get(key)
+    if got is None:
+        return None
+    try:
+        return got.result()
+    except Exception:  # the fork's own reading raises it again
+        return None
+
+
+def recorded_actions(
+    store: Store, trace_id: int, config: RunConfig, env: Environment, lower: LowerZone | None,
+    lo_seq: int, hi_seq: int, total: int,
+) -> tuple[list[tuple[int, str, Any]], list[int]]:  # fmt: skip
+    """What the recorded kernel did that a run over events ``[lo_seq, hi_seq)`` of a
+    trace of ``total`` events replays as its inputs (its configuration's ``recorded_*``;
+    the kernel presets'): actions ``(seq, kind, argument)`` before the event at that seq,
+    in the order the replay takes them (see :meth:`_Replay.apply`), and the ``P_*``
+    flags its zones get (the pcp lists give pages back and take blocks only as the
+    kernel's did). ``env``: the run's zone; ``lower``: the zonelist's lower zone."""
+    actions: list[tuple[int, str, Any]] = []
+    flags: list[int] = []
+    if config.get("recorded_compaction", False):
+        recorded = recorded_compactions(store, trace_id, env, lo_seq, hi_seq, total)
+        if env.memory is not None:  # the scanners' pfns (-1 unknown) in the model's zone
+
+            def bound(p: int) -> int:
+                return int(env.memory.to_model_bound(np.array([p]))[0]) if p >= 0 else -1
+
+            recorded = [(s_, kind, (*arg[:5], *(bound(p) for p in arg[5:9]), *arg[9:11],
+                                    *(bound(p) for p in arg[11:13])))
+                        for s_, kind, arg in recorded]  # fmt: skip
+        actions += recorded
+        if lower is not None:  # the kernel's compactions of the lower zone, in it
+            low = recorded_compactions(store, trace_id, lower.env, lo_seq, hi_seq, total)
+            actions += [(s_, "compact_recorded_lower", arg) for s_, _kind, arg in low]
+    if config.get("recorded_kswapd", False) and config.get("pcp", False):
+        actions += kswapd_reclaim(store, trace_id, lo_seq, hi_seq)
+    if config.get("recorded_drains", False) and config.get("pcp", False):
+        actions += recorded_drains(store, trace_id, lo_seq, hi_seq)
+    # The kernel's bulk frees of pcp pages and its refills of pcp lists are inputs: the
+    # model's lists give pages back, and take blocks, where and as many as the kernel's
+    # did, never at their own pcp->high nor a batch of their own. A trace without such
+    # events (mm_page_pcpu_drain, percpu_refill) leaves the model its own.
+    zones = ((env.start_pfn, env.start_pfn + env.pages),)
+    if lower is not None:
+        zones += ((lower.env.start_pfn, lower.env.start_pfn + lower.env.pages),)
+    for key, recorded_pcp, flag in (("recorded_pcp_frees", recorded_pcp_frees, P_PCP_RECORDED),
+                                    ("recorded_pcp_refills", recorded_pcp_refills,
+                                     P_REFILL_RECORDED)):  # fmt: skip
+        if config.get(key, False) and config.get("pcp", False):
+            got = recorded_pcp(store, trace_id, lo_seq, hi_seq, zones)
+            if got:
+                actions += got
+                flags.append(flag)
+    if config.get("recorded_deferrals", False):
+        actions += recorded_deferrals(
+            store,
+            trace_id,
+            lo_seq,
+            hi_seq,
+            (env.zone, lower.env.zone if lower is not None else None),
+        )
+    return actions, flags
+
+
 def _run(
     store: Store,
     trace: str,
@@ -1561,10 +1672,17 @@ def _run(
     # where the trace frees its new pfn (migration_links).
     src = src_all = "events"
     linked: dict[str, pa.Table] = {}
+    # the recorded kernel's doings, read ahead for this fork of a shared kernel state
+    # (prefetch_recorded), else read here
+    prefetched = None
+    if shared and lower is None and saved is None:
+        prefetched = take_prefetched(fork.derived, prefetch_key(trace_id, config, lo_seq, hi_seq))
     mig = None
     if config.get("recorded_compaction", False) and saved is not None:
         mig = Migrations(y_obj=saved["run.mig_y"], x_obj=saved["run.mig_x"],
                          seqs=saved["run.mig_seqs"], named=0, unnamed=0)  # fmt: skip
+    elif prefetched is not None:
+        mig = prefetched[0]
     elif config.get("recorded_compaction", False):
         more = ((lower.env.start_pfn, lfork.page_mt),) if lfork is not None else ()
         mig = migration_map(store, trace_id, lo_seq, hi_seq, env.start_pfn,
@@ -1803,49 +1921,16 @@ def _run(
     actions = [(s_, "compact", None) for s_ in sorted(set(config.get("compact_at", [])))]
     actions += [(s_, "exchange", None) for s_ in sorted(set(config.get("exchange_at", [])))]
     actions += [(a[0], "contig", a[1:]) for a in config.get("contig_at", [])]
-    if config.get("recorded_compaction", False):
-        recorded = recorded_compactions(store, trace_id, env, lo_seq, hi_seq, total)
-        if env.memory is not None:  # the scanners' pfns (-1 unknown) in the model's zone
-
-            def bound(p: int) -> int:
-                return int(env.memory.to_model_bound(np.array([p]))[0]) if p >= 0 else -1
-
-            recorded = [(s_, kind, (*arg[:5], *(bound(p) for p in arg[5:9]), *arg[9:11],
-                                    *(bound(p) for p in arg[11:13])))
-                        for s_, kind, arg in recorded]  # fmt: skip
-        actions += recorded
-        if lower is not None:  # the kernel's compactions of the lower zone, in it
-            low = recorded_compactions(store, trace_id, lower.env, lo_seq, hi_seq, total)
-            actions += [(s_, "compact_recorded_lower", arg) for s_, _kind, arg in low]
-    if config.get("recorded_kswapd", False) and config.get("pcp", False):
-        actions += kswapd_reclaim(store, trace_id, lo_seq, hi_seq)
-    if config.get("recorded_drains", False) and config.get("pcp", False):
-        actions += recorded_drains(store, trace_id, lo_seq, hi_seq)
-    # The kernel's bulk frees of pcp pages and its refills of pcp lists are inputs: the
-    # model's lists give pages back, and take blocks, where and as many as the kernel's
-    # did, never at their own pcp->high nor a batch of their own. A trace without such
-    # events (mm_page_pcpu_drain, percpu_refill) leaves the model its own.
-    zones = ((env.start_pfn, env.start_pfn + env.pages),)
-    if lower is not None:
-        zones += ((lower.env.start_pfn, lower.env.start_pfn + lower.env.pages),)
-    for key, recorded_pcp, flag in (("recorded_pcp_frees", recorded_pcp_frees, P_PCP_RECORDED),
-                                    ("recorded_pcp_refills", recorded_pcp_refills,
-                                     P_REFILL_RECORDED)):  # fmt: skip
-        if config.get(key, False) and config.get("pcp", False):
-            got = recorded_pcp(store, trace_id, lo_seq, hi_seq, zones)
-            if got:
-                actions += got
-                for zs in (rp.zone, rp.lower):
-                    if zs is not None:
-                        zs.prm[flag] = 1
-    if config.get("recorded_deferrals", False):
-        actions += recorded_deferrals(
-            store,
-            trace_id,
-            lo_seq,
-            hi_seq,
-            (env.zone, lower.env.zone if lower is not None else None),
-        )
+    if prefetched is not None:
+        recorded, flags = prefetched[1]
+    else:
+        recorded, flags = recorded_actions(store, trace_id, config, env, lower, lo_seq, hi_seq,
+                                           total)  # fmt: skip
+    actions += recorded
+    for flag in flags:
+        for zs in (rp.zone, rp.lower):
+            if zs is not None:
+                zs.prm[flag] = 1
     if zram is not None:
         actions += zram.actions
     # the allocations served right after a recorded direct compaction: F_CAPTURE
