@@ -1192,6 +1192,18 @@ def claim_pages(
     return claims
 
 
+def query(store: Store, sql: str, params: dict[str, Any],
+          derived: dict[tuple[Any, ...], Any] | None = None) -> pa.Table:  # fmt: skip
+    """``store.query(sql, params)``; with ``derived`` (a shared kernel state's: its forks
+    read the same rows of the trace), once for all of them (Arrow tables are immutable)."""
+    if derived is None:
+        return store.query(sql, params)
+    key = ("query", sql, tuple(sorted(params.items())))
+    if key not in derived:
+        derived[key] = store.query(sql, params)
+    return derived[key]  # type: ignore[no-any-return]
+
+
 def read_only(state: ForkState) -> ForkState:
     """One more fork's view of a shared kernel state: the same arrays, read-only (every
     fork reads them and none writes them, so none needs a copy: a write raises), and
@@ -1724,7 +1736,8 @@ def _run(
         # observed start (their allocation's pfn, else their first free's: a migrated
         # object's old home, where the kernel had it).
         pre_hi = lo_seq if _none_preexisting(store, trace_id, lo_seq) else hi_seq
-        pre = store.query(
+        pre = query(
+            store,
             """WITH f AS (
                    SELECT obj, max("offset" + (1::BIGINT << "order")) AS pages, min(seq) AS first,
                           arg_min(migratetype, seq) AS mt, arg_min(pfn - "offset", seq) AS base_pfn
@@ -1744,6 +1757,7 @@ def _run(
             # at the start: none when ingest counted no pre-existing object (the whole
             # range's frees need not be grouped to find that out)
             {"t": trace_id, "lo": lo_seq, "hi": pre_hi, **zone_params},
+            fork.derived if shared and not linked else None,
         )
         n_pre = pre.num_rows
         pre_pages = 0
@@ -1848,10 +1862,12 @@ def _run(
     regions = (
         pa.table({"obj": pa.array([], pa.int64())})
         if saved is not None
-        else store.query(
+        else query(
+            store,
             """SELECT obj, region, vpn, "order" FROM events WHERE trace_id = $t AND op = 'alloc'
              AND region IS NOT NULL AND vpn IS NOT NULL""",
             {"t": trace_id},
+            fork.derived if shared else None,
         )
     )
     # exchange pages works on regions (a file's or a mapping's pages by their offset):
