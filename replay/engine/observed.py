@@ -644,10 +644,12 @@ def head_pages_only(free: np.ndarray, expected_free_pages: int | None) -> bool:
 
 
 def _free_mask(
-    store: Store, trace_id: int, snapshot: str, base: int, n: int
-) -> tuple[np.ndarray, np.ndarray]:
+    store: Store, trace_id: int, snapshot: str, base: int, n: int,
+    keep: HiddenFree | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Free pages of [base, base + n) from the stored kpageflags runs (KPF_BUDDY), and
     the pages with no flag at all that are not free (``flagless``: see :func:`hidden_free`).
+    ``keep`` gets the runs read (``kpageflags``).
 
     Detects kernels that mark only a free block's first page
     (:func:`head_pages_only`) and then grows each head over the flagless pages
@@ -661,6 +663,8 @@ def _free_mask(
     pfns = runs.column("pfn").to_numpy().astype(np.int64)
     lens = runs.column("nr_pages").to_numpy().astype(np.int64)
     flags = runs.column("flags").to_numpy()
+    if keep is not None:
+        keep.kpageflags = (pfns, lens, flags)
     lo = np.clip(pfns - base, 0, n)
     hi = np.clip(pfns + lens - base, 0, n)
 
@@ -819,6 +823,9 @@ class HiddenFree:
     # the memory a trace with no snapshot shows (initial_state's dense pfns), if less
     # than its zone's span
     memory: PresentMemory | None = None
+    # the before-kpageflags runs initial_state read (pfn, nr_pages, flags): a fork's page
+    # types read them again from here
+    kpageflags: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def span(self, after: int | None, before: int | None) -> tuple[int, int]:
         """The indices ``i0, i1`` of the events with ``after < line < before`` in the
@@ -893,7 +900,7 @@ def initial_state(
     zlo = np.array([int(z["start_pfn"]) for z in zones], np.int64)
     zhi = np.array([int(z["start_pfn"]) + int(z["spanned"]) for z in zones], np.int64)
     if has_flags:
-        free, flagless = _free_mask(store, trace_id, "before", base, n)
+        free, flagless = _free_mask(store, trace_id, "before", base, n, hidden)
         init_blocks(free, base, zlo, zhi, blk_order)
         del free
         pcp = np.zeros(n, np.int8)
@@ -1079,19 +1086,21 @@ def reported_in_flight(kernel: list[int], rebuilt: list[int], order: int | None)
 
 
 def page_types(
-    store: Store, trace_id: int, lo: int, blk: np.ndarray, pcp: np.ndarray
-) -> np.ndarray:
+    store: Store, trace_id: int, lo: int, blk: np.ndarray, pcp: np.ndarray,
+    runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:  # fmt: skip
     """Per page of [lo, lo + n) (pfn), from its ``blk`` and ``pcp`` arrays (one entry
     per page of the range): -1 free (in a free block or on a pcp list), else the
     migratetype an allocated page counts as: MOVABLE where the before-kpageflags has
-    KPF_LRU (what ``prep_move_freepages_block`` counts as movable), else UNMOVABLE."""
+    KPF_LRU (what ``prep_move_freepages_block`` counts as movable), else UNMOVABLE.
+    ``runs``: the before-kpageflags runs if already read (:func:`kpageflags_bits`)."""
     n = blk.shape[0]
     free = np.zeros(n, np.bool_)
     for o in np.flatnonzero(blk >= 0):
         free[o : o + (1 << int(blk[o]))] = True
     for o in np.flatnonzero((pcp > 0) & (pcp < UNKNOWN)):
         free[o : o + (1 << (int(pcp[o]) - 1))] = True
-    (lru,) = kpageflags_bits(store, trace_id, lo, lo + n, (KPF_LRU,))
+    (lru,) = kpageflags_bits(store, trace_id, lo, lo + n, (KPF_LRU,), runs)
     return np.where(free, np.int8(-1), lru.astype(np.int8))  # (int8 throughout)
 
 
@@ -1419,18 +1428,24 @@ def run_observed(
 
 
 def kpageflags_bits(
-    store: Store, trace_id: int, lo: int, hi: int, bits: tuple[int, ...]
-) -> list[np.ndarray]:
-    """Per page of [lo, hi) (pfn), whether each of ``bits`` is set in the before-kpageflags."""
-    runs = store.query(
-        """SELECT pfn, nr_pages, flags FROM snap_kpageflags WHERE trace_id = $t
-             AND snapshot = 'before' AND pfn < $hi AND pfn + nr_pages > $lo""",
-        {"t": trace_id, "lo": lo, "hi": hi},
-    )
+    store: Store, trace_id: int, lo: int, hi: int, bits: tuple[int, ...],
+    runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> list[np.ndarray]:  # fmt: skip
+    """Per page of [lo, hi) (pfn), whether each of ``bits`` is set in the before-kpageflags
+    (``runs``: its runs' pfn, nr_pages and flags if already read, any range: the runs
+    outside [lo, hi) cover none of its pages)."""
+    if runs is None:
+        got = store.query(
+            """SELECT pfn, nr_pages, flags FROM snap_kpageflags WHERE trace_id = $t
+                 AND snapshot = 'before' AND pfn < $hi AND pfn + nr_pages > $lo""",
+            {"t": trace_id, "lo": lo, "hi": hi},
+        )
+        runs = (got.column("pfn").to_numpy(), got.column("nr_pages").to_numpy(),
+                got.column("flags").to_numpy())  # fmt: skip
     n = hi - lo
-    p = runs.column("pfn").to_numpy().astype(np.int64)
-    m = runs.column("nr_pages").to_numpy().astype(np.int64)
-    f = runs.column("flags").to_numpy()
+    p = runs[0].astype(np.int64)
+    m = runs[1].astype(np.int64)
+    f = runs[2]
     a = np.clip(p - lo, 0, n)
     b = np.clip(p + m - lo, 0, n)
     return [covered_pages(a, b, n, ((f >> np.uint64(bit)) & np.uint64(1)) == 1) for bit in bits]
@@ -1549,7 +1564,7 @@ def fork_state(
         if o + (1 << (int(on_pcp[o]) - 1)) > pages:
             on_pcp[o] = 0
     # pages on pcp lists are not allocated: the model's pcp lists hold them
-    page_mt = page_types(store, trace_id, start_pfn, blk, on_pcp)
+    page_mt = page_types(store, trace_id, start_pfn, blk, on_pcp, hidden.kpageflags)
     cpus = (hidden.pcp_cpu[start_pfn - base : start_pfn + pages - base]
             if hidden.pcp_cpu is not None else np.full(pages, -1, np.int16))  # fmt: skip
     return ForkState(seq=at, first_seq=first_seq, blk=blk, page_mt=page_mt, pcp=on_pcp,
