@@ -375,6 +375,12 @@ def fast_isolate_block(i, k, min_pfn, free_pfn, kind, pfn, lo, hi, base, blk_ord
         q = pfn[j]
         if q < lo or q >= hi:
             continue
+        # only a free order-k block at q's k-aligned head can hold it at order k: the
+        # search below would find none of order k otherwise (one look, not eleven, for
+        # the many events of the look-ahead that touch no such block)
+        h = q & ~((np.int64(1) << k) - 1)
+        if h < lo or blk_order[h - base] != k:
+            continue
         s, c = _containing_free(q, 0, lo, base, blk_order)
         if s < 0 or c != k or s < min_pfn:
             continue
