@@ -543,6 +543,19 @@ class Store:
         if row is not None and str(row[0]).upper().startswith("MAP"):
             self.run("ALTER TABLE aux_events ALTER COLUMN args TYPE JSON USING to_json(args)")
 
+    def cursor(self) -> Store:
+        """The same database on a connection of its own (DuckDB's ``cursor``), for a
+        thread of its own: a connection is not to be shared across threads. Its temporary
+        macros are this one's; it reads what this one has committed. Close it (or use it
+        as a context manager) before this one."""
+        other = Store.__new__(Store)
+        other.path, other.read_only = self.path, self.read_only
+        other._new, other._restore, other._created = None, None, False
+        other.con = self.con.cursor()
+        other.run(MACROS_SQL)
+        install_macros(other.con)
+        return other
+
     def one(self, sql: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
         """The first row of a query (the result is drained, as DuckDB requires)."""
         rows = self.con.execute(sql, dict(params) if params else None).fetchall()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -493,6 +495,83 @@ def test_an_observed_explanation_rebuilds_the_kernels_state_once(
         shared = [_fork_steps(s, row["run_id"]) for row in out["counterfactuals"][1:]]
     assert len(calls) == 1 and len(takes) == 1
     assert shared == alone and all(alone)
+
+
+def _all_steps(s: Store, run_id: int) -> list[dict[str, object]]:
+    """A run's steps, every column but the run's id."""
+    rows = s.query("SELECT * FROM steps WHERE run_id = $r ORDER BY seq", {"r": run_id})
+    return [{k: v for k, v in r.items() if k != "run_id"} for r in rows.to_pylist()]
+
+
+def test_forks_of_one_kernel_state_share_a_zone_image_and_leak_nothing(
+    runs_db: tuple[Path, int, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forks of one kernel state start from one zone image, built by the first (the zone
+    loaded and the objects adopted once), each writing only its own copy-on-write view:
+    a fork that migrates thousands of pages (mobility+compaction at 58107), then one that
+    links every reclaimable object on its LRU (kswapd), then plain mobility and the
+    kernel preset, come out step for step (every column) as each forked alone, in either
+    order."""
+    db = _copy(runs_db[0], tmp_path)
+    models = ["mobility+compaction", "mobility+kswapd-targeted", "mobility", "kernel"]
+    seq, until = 58107, 58207
+    with Store(db) as s:
+        alone = {}
+        for m in models:
+            r = engine.run(s, NAME, load_model(m), start="observed", at=seq, until=until,
+                           every=1, pageblock_every=0)  # fmt: skip
+            assert r.migrated > 0 or m != "mobility+compaction"
+            alone[m] = _all_steps(s, r.run_id)
+        trace_id = s.trace_id(NAME)
+        env = engine.zone_environment(s, trace_id, load_model("mobility"), None)
+        built, images = _counting(engine.ZoneImage)
+        monkeypatch.setattr(engine, "ZoneImage", built)
+        for order in (models, models[::-1]):
+            kernel = engine.fork_state(s, trace_id, env.start_pfn, env.pages, seq)
+            for m in order:
+                r = engine.run(s, NAME, load_model(m), start="observed", at=seq, until=until,
+                               every=1, pageblock_every=0, kernel_state=kernel)  # fmt: skip
+                assert _all_steps(s, r.run_id) == alone[m], (order, m)
+    # one image per kernel state: the kernel preset's objects (its zone choice, its
+    # migrations followed) claim the same pages here
+    assert len(images) == 2
+
+
+def test_a_kernel_forks_recorded_inputs_are_read_ahead_on_a_connection_of_their_own(
+    runs_db: tuple[Path, int, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel preset's recorded inputs (its migrations and actions: SQL over the whole
+    trace) read ahead on a second connection while other forks run (prefetch_recorded) are
+    the ones the fork takes: it does not read them again, and its steps are those of the
+    same fork reading its own. The second connection reads with the first's macros."""
+    db = _copy(runs_db[0], tmp_path)
+    seq, until = 58107, 58307
+    kernel_cfg = load_model("kernel")
+    with Store(db) as s:
+        alone = engine.run(s, NAME, kernel_cfg, start="observed", at=seq, until=until,
+                           every=1, pageblock_every=0)  # fmt: skip
+        trace_id = s.trace_id(NAME)
+        env = engine.zone_environment(s, trace_id, kernel_cfg, None)
+        kernel = engine.fork_state(s, trace_id, env.start_pfn, env.pages, seq)
+        threads: list[str] = []
+        read = engine.recorded_actions
+
+        def counted(*args: Any, **kw: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return read(*args, **kw)
+
+        monkeypatch.setattr(engine, "recorded_actions", counted)
+        with ThreadPoolExecutor(1, thread_name_prefix="ahead") as pool:
+            engine.prefetch_recorded(s, NAME, kernel_cfg, until, kernel, pool)
+            engine.prefetch_recorded(s, NAME, load_model("mobility"), until, kernel, pool)
+            fork = engine.run(s, NAME, kernel_cfg, start="observed", at=seq, until=until,
+                              every=1, pageblock_every=0, kernel_state=kernel)  # fmt: skip
+        assert _all_steps(s, fork.run_id) == _all_steps(s, alone.run_id)
+        with s.cursor() as cur:
+            assert cur.one("SELECT hexint('42'), count(*) FROM events") == s.one(
+                "SELECT hexint('42'), count(*) FROM events")  # fmt: skip
+    # once, ahead (mobility reads nothing of the kernel's)
+    assert len(threads) == 1 and threads[0].startswith("ahead")
 
 
 def test_runs_lists_the_forks_seqs_and_parent(

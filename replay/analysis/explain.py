@@ -33,6 +33,7 @@ the score, seq (canonical event index), ns.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,7 @@ from replay.engine.whatif import (
     isolated_blocks,
     live_units,
     model_state,
+    prefetch_recorded,
     run,
 )
 from replay.errors import BadInputError, NoEventInZoneError, UsageError
@@ -184,7 +186,7 @@ class PageView:
 def _page_states(fork: ForkState) -> tuple[np.ndarray, int]:
     """Each page's FREE/PCP/ALLOCATED/OTHER from a fork's starting state (free pages in
     no whole free block or pcp block: OTHER), and the pages on pcp lists."""
-    state = np.where(fork.page_mt >= 0, ALLOCATED, OTHER).astype(np.int8)
+    state = np.where(fork.page_mt >= 0, np.int8(ALLOCATED), np.int8(OTHER))  # int8 throughout
     heads = np.flatnonzero(fork.blk >= 0)
     state[block_pages(heads, fork.blk[heads])[0]] = FREE
     heads = np.flatnonzero(fork.pcp > 0)
@@ -516,20 +518,26 @@ def _counterfactuals(store: Store, info: RunInfo, seq: int, models: list[str], h
     # a model's forks in the run's own zone (the trace's, or the run's --zone-pages); an
     # observed run's from the kernel's state, in the trace's zone
     zone_pages = _zone_pages(store, info) if ms is not None else None
-    for name, cfg in configs:
-        try:
-            r = run(store, info.trace, cfg, start="observed", at=seq, until=until, every=1,
-                    pageblock_every=0, from_state=ms, zone_pages=zone_pages,
-                    kernel_state=kernel)  # fmt: skip
-        except NoEventInZoneError:
-            # a model that takes the kernel's zone choice, where the kernel served the
-            # request and the whole horizon from another zone (a zonelist run's DMA32)
-            out.append({"model": name, "run_id": None, "outcome": None, "pfn": None,
-                        "migrated": None, "scanned": None, "evicted": None,
-                        "later_failures": None})  # fmt: skip
-            continue
-        out.append(_fork_row(store, name, r.run_id, seq, until, r.migrated, r.scanned,
-                             r.evicted))  # fmt: skip
+    # the kernel presets' recorded inputs (SQL over the whole trace) are read on a second
+    # connection while the forks before them run (left, waiting, before returning)
+    with ThreadPoolExecutor(1, thread_name_prefix="replay-prefetch") as pool:
+        if kernel is not None:
+            for _name, cfg in configs:
+                prefetch_recorded(store, info.trace, cfg, until, kernel, pool)
+        for name, cfg in configs:
+            try:
+                r = run(store, info.trace, cfg, start="observed", at=seq, until=until, every=1,
+                        pageblock_every=0, from_state=ms, zone_pages=zone_pages,
+                        kernel_state=kernel)  # fmt: skip
+            except NoEventInZoneError:
+                # a model that takes the kernel's zone choice, where the kernel served the
+                # request and the whole horizon from another zone (a zonelist run's DMA32)
+                out.append({"model": name, "run_id": None, "outcome": None, "pfn": None,
+                            "migrated": None, "scanned": None, "evicted": None,
+                            "later_failures": None})  # fmt: skip
+                continue
+            out.append(_fork_row(store, name, r.run_id, seq, until, r.migrated, r.scanned,
+                                 r.evicted))  # fmt: skip
     return out
 
 

@@ -11,6 +11,7 @@ import ast
 import contextlib
 import importlib
 import importlib.util
+import os
 import signal
 import sys
 import threading
@@ -187,6 +188,21 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+# Commands that hold nothing to tear down once they return (their store closed, their
+# threads joined, their output written): the console script then ends the process
+# without the interpreter's own teardown, which frees every object the JIT compiler
+# and LLVM made, one by one (0.1-0.2 s after `replay explain`, whose target is 2 s).
+QUICK_EXIT = frozenset({"explain"})
+
+
 def entry() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    code = main()
+    if _command(sys.argv[1:]) in QUICK_EXIT:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:  # a closed pipe: as the interpreter's own exit says it
+                code = code or 120
+        os._exit(code)
+    sys.exit(code)

@@ -25,6 +25,7 @@ from replay.models.internal import (
     MIGRATE_RECLAIMABLE,
     MIGRATE_UNMOVABLE,
     PAGEBLOCK_ORDER,
+    PAGEBLOCK_PAGES,
 )
 from replay.models.watermarks import (
     MIN_PERCPU_PAGELIST_HIGH_FRACTION,
@@ -370,6 +371,21 @@ def zone_pageblocks(start_pfn: int, pages: int) -> int:
     return ((start_pfn + pages - 1) >> PAGEBLOCK_ORDER) - (start_pfn >> PAGEBLOCK_ORDER) + 1
 
 
+def pageblock_counts(start_pfn: int, page_mt: np.ndarray, mts: tuple[int, ...]
+                     ) -> list[np.ndarray]:  # fmt: skip
+    """Per pageblock the zone from ``start_pfn`` touches, how many of its pages
+    ``page_mt`` (per page, int8) gives each of ``mts``: one int64 array per type. The
+    pages as rows of a pageblock each (no per-page index: a 5M-page zone's was hundreds
+    of MB of temporaries)."""
+    head = start_pfn & (PAGEBLOCK_PAGES - 1)  # the first pageblock's pages before the zone
+    n = page_mt.shape[0]
+    npb = zone_pageblocks(start_pfn, n)
+    rows = np.full(npb * PAGEBLOCK_PAGES, -1, np.int8)  # no type outside the zone
+    rows[head : head + n] = page_mt
+    rows = rows.reshape(npb, PAGEBLOCK_PAGES)
+    return [np.count_nonzero(rows == mt, axis=1).astype(np.int64) for mt in mts]
+
+
 def aligned_blocks(mask: np.ndarray, start_pfn: int) -> tuple[np.ndarray, np.ndarray]:
     """The maximal naturally aligned blocks (order <= 10) covering the True pages of
     ``mask`` (offsets from ``start_pfn``): (offsets, orders), ascending."""
@@ -422,9 +438,8 @@ def initial_pageblock_types(
     """
     npb = zone_pageblocks(env.start_pfn, env.pages)
     pb0 = env.start_pfn >> PAGEBLOCK_ORDER
-    idx = ((np.arange(env.pages, dtype=np.int64) + env.start_pfn) >> PAGEBLOCK_ORDER) - pb0
-    unmov = np.bincount(idx, weights=(page_mt == MIGRATE_UNMOVABLE), minlength=npb)
-    mov = np.bincount(idx, weights=(page_mt == MIGRATE_MOVABLE), minlength=npb)
+    unmov, mov = pageblock_counts(env.start_pfn, page_mt[: env.pages],
+                                  (MIGRATE_UNMOVABLE, MIGRATE_MOVABLE))  # fmt: skip
     hole = np.zeros(npb, np.bool_)
     if env.holes_from is not None:
         hole[(env.start_pfn + env.holes_from - (pb0 << PAGEBLOCK_ORDER)) >> PAGEBLOCK_ORDER :] = (

@@ -403,6 +403,12 @@ def fast_isolate_block(i, k, min_pfn, free_pfn, kind, pfn, lo, hi, base, blk_ord
         q = pfn[j]
         if q < lo or q >= hi:
             continue
+        # only a free order-k block at q's k-aligned head can hold it at order k: the
+        # search below would find none of order k otherwise (one look, not eleven, for
+        # the many events of the look-ahead that touch no such block)
+        h = q & ~((np.int64(1) << k) - 1)
+        if h < lo or blk_order[h - base] != k:
+            continue
         s, c = _containing_free(q, 0, lo, base, blk_order)
         if s < 0 or c != k or s < min_pfn:
             continue
@@ -678,10 +684,12 @@ def head_pages_only(free: np.ndarray, expected_free_pages: int | None) -> bool:
 
 
 def _free_mask(
-    store: Store, trace_id: int, snapshot: str, base: int, n: int
-) -> tuple[np.ndarray, np.ndarray]:
+    store: Store, trace_id: int, snapshot: str, base: int, n: int,
+    keep: HiddenFree | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Free pages of [base, base + n) from the stored kpageflags runs (KPF_BUDDY), and
     the pages with no flag at all that are not free (``flagless``: see :func:`hidden_free`).
+    ``keep`` gets the runs read (``kpageflags``).
 
     Detects kernels that mark only a free block's first page
     (:func:`head_pages_only`) and then grows each head over the flagless pages
@@ -695,18 +703,13 @@ def _free_mask(
     pfns = runs.column("pfn").to_numpy().astype(np.int64)
     lens = runs.column("nr_pages").to_numpy().astype(np.int64)
     flags = runs.column("flags").to_numpy()
+    if keep is not None:
+        keep.kpageflags = (pfns, lens, flags)
     lo = np.clip(pfns - base, 0, n)
     hi = np.clip(pfns + lens - base, 0, n)
 
-    def cover(sel: np.ndarray) -> np.ndarray:
-        """Pages covered by the selected runs (a difference array, no Python loop)."""
-        delta = np.zeros(n + 1, np.int64)
-        np.add.at(delta, lo[sel], 1)
-        np.add.at(delta, hi[sel], -1)
-        return np.cumsum(delta[:n]) > 0
-
-    free = cover(((flags >> np.uint64(KPF_BUDDY)) & np.uint64(1)) == 1)
-    zero = cover(flags == 0)
+    free = covered_pages(lo, hi, n, ((flags >> np.uint64(KPF_BUDDY)) & np.uint64(1)) == 1)
+    zero = covered_pages(lo, hi, n, flags == 0)
     row = store.one(
         """SELECT sum(nr_free << "order") FROM snap_buddyinfo
            WHERE trace_id = $t AND snapshot = $s""",
@@ -910,6 +913,9 @@ class HiddenFree:
     # the memory a trace with no snapshot shows (initial_state's dense pfns), if less
     # than its zone's span
     memory: PresentMemory | None = None
+    # the before-kpageflags runs initial_state read (pfn, nr_pages, flags): a fork's page
+    # types read them again from here
+    kpageflags: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def span(self, after: int | None, before: int | None) -> tuple[int, int]:
         """The indices ``i0, i1`` of the events with ``after < line < before`` in the
@@ -984,7 +990,7 @@ def initial_state(
     zlo = np.array([int(z["start_pfn"]) for z in zones], np.int64)
     zhi = np.array([int(z["start_pfn"]) + int(z["spanned"]) for z in zones], np.int64)
     if has_flags:
-        free, flagless = _free_mask(store, trace_id, "before", base, n)
+        free, flagless = _free_mask(store, trace_id, "before", base, n, hidden)
         init_blocks(free, base, zlo, zhi, blk_order)
         del free
         pcp = np.zeros(n, np.int8)
@@ -1170,20 +1176,22 @@ def reported_in_flight(kernel: list[int], rebuilt: list[int], order: int | None)
 
 
 def page_types(
-    store: Store, trace_id: int, lo: int, blk: np.ndarray, pcp: np.ndarray
-) -> np.ndarray:
+    store: Store, trace_id: int, lo: int, blk: np.ndarray, pcp: np.ndarray,
+    runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:  # fmt: skip
     """Per page of [lo, lo + n) (pfn), from its ``blk`` and ``pcp`` arrays (one entry
     per page of the range): -1 free (in a free block or on a pcp list), else the
     migratetype an allocated page counts as: MOVABLE where the before-kpageflags has
-    KPF_LRU (what ``prep_move_freepages_block`` counts as movable), else UNMOVABLE."""
+    KPF_LRU (what ``prep_move_freepages_block`` counts as movable), else UNMOVABLE.
+    ``runs``: the before-kpageflags runs if already read (:func:`kpageflags_bits`)."""
     n = blk.shape[0]
     free = np.zeros(n, np.bool_)
     for o in np.flatnonzero(blk >= 0):
         free[o : o + (1 << int(blk[o]))] = True
     for o in np.flatnonzero((pcp > 0) & (pcp < UNKNOWN)):
         free[o : o + (1 << (int(pcp[o]) - 1))] = True
-    (lru,) = kpageflags_bits(store, trace_id, lo, lo + n, (KPF_LRU,))
-    return np.where(free, -1, np.where(lru, 1, 0)).astype(np.int8)
+    (lru,) = kpageflags_bits(store, trace_id, lo, lo + n, (KPF_LRU,), runs)
+    return np.where(free, np.int8(-1), lru.astype(np.int8))  # (int8 throughout)
 
 
 class PageblockTypes:
@@ -1510,28 +1518,46 @@ def run_observed(
 
 
 def kpageflags_bits(
-    store: Store, trace_id: int, lo: int, hi: int, bits: tuple[int, ...]
-) -> list[np.ndarray]:
-    """Per page of [lo, hi) (pfn), whether each of ``bits`` is set in the before-kpageflags."""
-    runs = store.query(
-        """SELECT pfn, nr_pages, flags FROM snap_kpageflags WHERE trace_id = $t
-             AND snapshot = 'before' AND pfn < $hi AND pfn + nr_pages > $lo""",
-        {"t": trace_id, "lo": lo, "hi": hi},
-    )
+    store: Store, trace_id: int, lo: int, hi: int, bits: tuple[int, ...],
+    runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> list[np.ndarray]:  # fmt: skip
+    """Per page of [lo, hi) (pfn), whether each of ``bits`` is set in the before-kpageflags
+    (``runs``: its runs' pfn, nr_pages and flags if already read, any range: the runs
+    outside [lo, hi) cover none of its pages)."""
+    if runs is None:
+        got = store.query(
+            """SELECT pfn, nr_pages, flags FROM snap_kpageflags WHERE trace_id = $t
+                 AND snapshot = 'before' AND pfn < $hi AND pfn + nr_pages > $lo""",
+            {"t": trace_id, "lo": lo, "hi": hi},
+        )
+        runs = (got.column("pfn").to_numpy(), got.column("nr_pages").to_numpy(),
+                got.column("flags").to_numpy())  # fmt: skip
     n = hi - lo
-    p = runs.column("pfn").to_numpy().astype(np.int64)
-    m = runs.column("nr_pages").to_numpy().astype(np.int64)
-    f = runs.column("flags").to_numpy()
+    p = runs[0].astype(np.int64)
+    m = runs[1].astype(np.int64)
+    f = runs[2]
     a = np.clip(p - lo, 0, n)
     b = np.clip(p + m - lo, 0, n)
-    out = []
-    for bit in bits:
-        sel = ((f >> np.uint64(bit)) & np.uint64(1)) == 1
-        delta = np.zeros(n + 1, np.int64)
-        np.add.at(delta, a[sel], 1)
-        np.add.at(delta, b[sel], -1)
-        out.append(np.cumsum(delta[:n]) > 0)
-    return out
+    return [covered_pages(a, b, n, ((f >> np.uint64(bit)) & np.uint64(1)) == 1) for bit in bits]
+
+
+def covered_pages(lo: np.ndarray, hi: np.ndarray, n: int, sel: np.ndarray) -> np.ndarray:
+    """Per page of ``[0, n)``, whether a selected run ``[lo, hi)`` (offsets; ``sel``,
+    bool per run) covers it. The runs' union, as the pages between merged bounds (no
+    per-page count: a difference array and its sum over millions of pages were
+    hundreds of MB of int64 temporaries)."""
+    keep = sel & (hi > lo)
+    a, b = lo[keep], hi[keep]
+    order = np.argsort(a, kind="stable")
+    a, b = a[order], np.maximum.accumulate(b[order])
+    if a.shape[0] == 0:
+        return np.zeros(n, np.bool_)
+    # a run starting past every earlier one's end opens a stretch of covered pages
+    opens = np.flatnonzero(np.concatenate([[True], a[1:] > b[:-1]]))
+    ends = np.append(b[opens[1:] - 1], b[-1])
+    bounds = np.stack([a[opens], ends], axis=1).reshape(-1)
+    lengths = np.diff(np.concatenate([[0], bounds, [n]]))
+    return np.repeat(np.tile(np.array([False, True]), opens.shape[0] + 1)[:-1], lengths)
 
 
 @dataclass
@@ -1628,7 +1654,7 @@ def fork_state(
         if o + (1 << (int(on_pcp[o]) - 1)) > pages:
             on_pcp[o] = 0
     # pages on pcp lists are not allocated: the model's pcp lists hold them
-    page_mt = page_types(store, trace_id, start_pfn, blk, on_pcp)
+    page_mt = page_types(store, trace_id, start_pfn, blk, on_pcp, hidden.kpageflags)
     cpus = (hidden.pcp_cpu[start_pfn - base : start_pfn + pages - base]
             if hidden.pcp_cpu is not None else np.full(pages, -1, np.int16))  # fmt: skip
     return ForkState(seq=at, first_seq=first_seq, blk=blk, page_mt=page_mt, pcp=on_pcp,

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from replay.engine.environment import (
     Environment,
@@ -574,6 +573,8 @@ def migration_links(
            WHERE x.pid = m.pid AND x.seq >= $from""",
         {"t": trace_id, "from": from_seq},
     )
+    import pyarrow.compute as pc  # (30 ms to import: only the kernel presets get here)
+
     seqs = np.unique(rows.column("x_seq").to_numpy().astype(np.int64))
     linked = rows.filter(pc.is_valid(rows.column("y_obj")))
     y = linked.column("y_obj").to_numpy().astype(np.int64)

@@ -24,10 +24,13 @@ pages, then the trace's events.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -189,7 +192,7 @@ from replay.models.internal import (
 )
 from replay.models.pcp import drain_all, pageblock_snapshot
 from replay.models.plain_buddy import plain_eligible, replay_chunk_plain, resync
-from replay.models.zone import ZoneState
+from replay.models.zone import ZoneImage, ZoneState
 from replay.models.zonelist import replay_chunk_node
 from replay.progress import Progress
 from replay.store import Store, gfp_direct_reclaim_sql
@@ -297,9 +300,8 @@ def type_flags(mts: np.ndarray, kswapd_movable: bool = True) -> np.ndarray:
 class _Replay:
     """A model zone plus what the kernel writes into, across passes and chunks."""
 
-    def __init__(
-        self, env: Environment, config: RunConfig, n_obj: int, tmp: Path, n_owners: int = 1
-    ) -> None:
+    def __init__(self, env: Environment, config: RunConfig, n_obj: int, tmp: Path,
+                 n_owners: int = 1, image: ZoneImage | None = None) -> None:  # fmt: skip
         thresholds = {int(k): int(n) for k, n in config.get("defrag_thresholds", [])}
         # the model's zone: the span, or the memory the trace shows (env.memory's dense pfns)
         self.zone = ZoneState(
@@ -311,6 +313,7 @@ class _Replay:
             defrag_idle_ns=config.get("defrag_idle_ms", 100) * 1_000_000 if thresholds else 0,
             defrag_thresholds=thresholds, pool_order=config.get("pool_order", 0),
             pool_owners=n_owners, max_objects=n_obj, split_room=split_room(config, n_obj),
+            image=image,
         )  # fmt: skip
         # pg_obj (which object's unit starts at each page) is kept only when a model
         # moves, evicts or reads units; set_regions turns it on for contiguity too.
@@ -1189,6 +1192,139 @@ def claim_pages(
     return claims
 
 
+def query(store: Store, sql: str, params: dict[str, Any],
+          derived: dict[tuple[Any, ...], Any] | None = None) -> pa.Table:  # fmt: skip
+    """``store.query(sql, params)``; with ``derived`` (a shared kernel state's: its forks
+    read the same rows of the trace), once for all of them (Arrow tables are immutable)."""
+    if derived is None:
+        return store.query(sql, params)
+    key = ("query", sql, tuple(sorted(params.items())))
+    if key not in derived:
+        derived[key] = store.query(sql, params)
+    return derived[key]  # type: ignore[no-any-return]
+
+
+def read_only(state: ForkState) -> ForkState:
+    """One more fork's view of a shared kernel state: the same arrays, read-only (every
+    fork reads them and none writes them, so none needs a copy: a write raises), and
+    the same ``derived``."""
+
+    def frozen(a: np.ndarray) -> np.ndarray:
+        view = a.view()
+        view.flags.writeable = False
+        return view
+
+    return dataclasses.replace(state, blk=frozen(state.blk), page_mt=frozen(state.page_mt),
+                               pcp=frozen(state.pcp), pcp_cpu=frozen(state.pcp_cpu))  # fmt: skip
+
+
+def background_units(
+    claimed: np.ndarray, holes_from: int | None, start_pfn: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A starting state's allocated pages no object claimed (``claimed``: per page of the
+    zone from ``start_pfn``, free pages too), as background units: offsets and orders,
+    the pages before ``holes_from`` one by one, the holes from it as whole aligned
+    blocks (they never move)."""
+    if holes_from is None:  # no holes: every unclaimed page (no whole-zone temporaries)
+        single = np.flatnonzero(~claimed)
+        return single, np.zeros(single.shape[0], np.int64)
+    in_hole = np.zeros(claimed.shape[0], np.bool_)
+    in_hole[holes_from:] = True
+    single = np.flatnonzero(~claimed & ~in_hole)
+    h_offs, h_orders = aligned_blocks(~claimed & in_hole, start_pfn)
+    return (np.concatenate([single, h_offs]),
+            np.concatenate([np.zeros(single.shape[0], np.int64), h_orders]))  # fmt: skip
+
+
+@dataclass
+class Adopted:
+    """The objects a run's zone adopts where its starting state has them: those live at
+    the start that claimed pages (dense ``objs``, ``offs``, ``orders``, ``mts``, F_*
+    ``flags``; ``pages`` each: an object of a size that is no power of two is no unit
+    and never moves), then every other allocated page as a background unit, objects
+    ``first_bg`` on (``bg_offs``, ``bg_orders``, ``bg_mts``, ``bg_flags``: movable when
+    the kernel had it on an LRU list (page_mt MOVABLE), reclaimable by its type; holes
+    never move). ``kswapd_movable``: kswapd may evict movable objects (their flags)."""
+
+    objs: np.ndarray
+    offs: np.ndarray
+    pages: np.ndarray
+    orders: np.ndarray
+    mts: np.ndarray
+    flags: np.ndarray
+    kswapd_movable: bool
+    first_bg: int = 0
+    bg_offs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    bg_orders: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    bg_mts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    bg_flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+
+    @staticmethod
+    def of_claims(claims: list[tuple[int, int, int, int]], pre: pa.Table, dense: Any,
+                  kswapd_movable: bool) -> Adopted:  # fmt: skip
+        """The claimed objects of :func:`claim_pages`' rows of ``pre`` (``dense``: the
+        trace's object ids to the run's)."""
+        rows = np.array([c[0] for c in claims], np.int64)
+        objs = (dense(pre.column("obj").to_numpy()[rows]).astype(np.int64) if claims
+                else np.zeros(0, np.int64))  # fmt: skip
+        pages = np.array([c[2] for c in claims], np.int64)
+        mts = np.array([c[3] for c in claims], np.int8)
+        flags = np.where(pages & (pages - 1) != 0, F_PINNED, type_flags(mts, kswapd_movable))
+        return Adopted(objs=objs, offs=np.array([c[1] for c in claims], np.int64), pages=pages,
+                       orders=np.array([max(int(p) - 1, 0).bit_length() for p in pages],
+                                       np.int64),
+                       mts=mts, flags=flags.astype(np.int8),
+                       kswapd_movable=kswapd_movable)  # fmt: skip
+
+    def background(self, first: int, offs: np.ndarray, orders: np.ndarray,
+                   page_mt: np.ndarray) -> None:  # fmt: skip
+        """The background units (offsets, orders: :func:`background_units`), objects
+        ``first`` on, of the types ``page_mt`` gives their pages."""
+        self.first_bg, self.bg_offs, self.bg_orders = first, offs, orders
+        self.bg_mts = page_mt[offs]
+        self.bg_flags = type_flags(self.bg_mts, self.kswapd_movable)
+        self.bg_flags[orders > 0] = 0  # holes
+
+    def identity(self) -> np.ndarray:
+        """What decides the zone the claims start with (with the state and the settings):
+        ids, offsets, pages and types, int64 rows."""
+        return np.stack([self.objs, self.offs, self.pages, self.mts.astype(np.int64)])
+
+    def start(self, zone: ZoneState, blk: np.ndarray, page_mt: np.ndarray,
+              pb_mt: np.ndarray | None, heads: np.ndarray | None,
+              split: list[tuple[int, int, int, int, np.ndarray]] | None = None
+              ) -> None:  # fmt: skip
+        """Start ``zone`` from the state (blocks, page types, pageblock types, the free
+        lists' order: :meth:`ZoneState.load`) with these objects adopted, and the
+        ``split`` folios (:func:`split_objects`) between the claimed and the background."""
+        zone.load(blk, page_mt, pb_mt, heads)
+        if self.objs.shape[0]:
+            zone.adopt(self.objs, self.offs, self.orders, self.mts, self.flags)
+        for x, order, mt, fl, piece_offs in split or []:
+            zone.adopt_split(x, order, mt, fl, piece_offs)
+        zone.adopt(self.first_bg, self.bg_offs, self.bg_orders, self.bg_mts, self.bg_flags)
+
+
+def shared_image(
+    derived: dict[tuple[Any, ...], Any], key: tuple[Any, ...], claims: np.ndarray
+) -> tuple[ZoneImage, int] | None:
+    """The zone image (and its background objects' count) a fork of a shared kernel state
+    (``derived``: the state's, shared by its copies) starts from, when an earlier fork of
+    it with the same ``key`` (the zone, the objects' numbering, the flags' settings) and
+    the same ``claims`` (the objects live at the start that claimed pages: ids, offsets,
+    pages, types, int64 rows) built it; else None."""
+    for got, value in derived.get(key, []):
+        if got.shape == claims.shape and np.array_equal(got, claims):
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def keep_image(derived: dict[tuple[Any, ...], Any], key: tuple[Any, ...], claims: np.ndarray,
+               value: tuple[ZoneImage, int]) -> None:  # fmt: skip
+    """Keep a zone image for the later forks :func:`shared_image` finds it for."""
+    derived.setdefault(key, []).append((claims, value))
+
+
 @dataclass
 class LowerStart:
     """The lower zone's starting state (zone_choice = zonelist), worked out before the
@@ -1278,6 +1414,116 @@ def load_lower(rp: _Replay, ls: LowerStart, first_bg: int) -> None:
         lz.load_pcp(at, orders, pagesets, cpus)
 
 
+def recorded_inputs(config: RunConfig) -> bool:
+    """Whether a run of ``config`` replays what the recorded kernel did (its migrations,
+    compactions, kswapd, drains, pcp frees and refills, deferral: the kernel presets)."""
+    return any(config.get(f"recorded_{k}", False) for k in (
+        "compaction", "kswapd", "drains", "pcp_frees", "pcp_refills", "deferrals"))  # fmt: skip
+
+
+def prefetch_key(trace_id: int, config: RunConfig, lo_seq: int, hi_seq: int) -> tuple[Any, ...]:
+    """Where :func:`prefetch_recorded` leaves a fork's inputs in its kernel state's
+    ``derived``: the trace, the model, the fork's events ``[lo_seq, hi_seq)``."""
+    return ("recorded", trace_id, config.to_json(), lo_seq, hi_seq)
+
+
+def prefetch_recorded(store: Store, trace: str, config: RunConfig, until: int,
+                      kernel_state: ForkState, pool: Executor) -> None:  # fmt: skip
+    """Read, on ``pool`` and a connection of its own (:meth:`Store.cursor`), what a fork
+    of ``kernel_state`` with ``config`` up to ``until`` (a seq) replays of the recorded
+    kernel (:func:`migration_map` and :func:`recorded_actions`: a few SQL queries over
+    the whole trace, a third of a second on the shipped pressure capture) while other
+    forks run; :func:`run` of that fork (``kernel_state=``) takes them, else reads them
+    itself. Nothing for a model without such inputs, or whose zone is not the state's or
+    has the zonelist's lower zone. Leave ``pool`` (shut it down, waiting) before the
+    store is closed."""
+    if not recorded_inputs(config) or config.get("zone_choice", "model") == "zonelist":
+        return
+    trace_id = store.trace_id(trace)
+    env = zone_environment(store, trace_id, config, None)
+    if (kernel_state.start_pfn, kernel_state.blk.shape[0]) != (env.start_pfn, env.pages):
+        return
+    total = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
+    lo, hi = kernel_state.seq, int(until)
+    page_mt = kernel_state.page_mt
+
+    def read() -> tuple[Migrations | None, tuple[list[tuple[int, str, Any]], list[int]]]:
+        with store.cursor() as cur:
+            mig = (migration_map(cur, trace_id, lo, hi, env.start_pfn, page_mt)
+                   if config.get("recorded_compaction", False) else None)  # fmt: skip
+            return mig, recorded_actions(cur, trace_id, config, env, None, lo, hi, total)
+
+    kernel_state.derived[prefetch_key(trace_id, config, lo, hi)] = pool.submit(read)
+
+
+def take_prefetched(derived: dict[tuple[Any, ...], Any], key: tuple[Any, ...]) -> Any:
+    """What :func:`prefetch_recorded` read for ``key`` (waiting for it), or None: none
+    was started, or reading failed (the fork reads again, and fails as a run would)."""
+    got = derived.get(key)
+    if got is None:
+        return None
+    try:
+        return got.result()
+    except Exception:  # the fork's own reading raises it again
+        return None
+
+
+def recorded_actions(
+    store: Store, trace_id: int, config: RunConfig, env: Environment, lower: LowerZone | None,
+    lo_seq: int, hi_seq: int, total: int,
+) -> tuple[list[tuple[int, str, Any]], list[int]]:  # fmt: skip
+    """What the recorded kernel did that a run over events ``[lo_seq, hi_seq)`` of a
+    trace of ``total`` events replays as its inputs (its configuration's ``recorded_*``;
+    the kernel presets'): actions ``(seq, kind, argument)`` before the event at that seq,
+    in the order the replay takes them (see :meth:`_Replay.apply`), and the ``P_*``
+    flags its zones get (the pcp lists give pages back and take blocks only as the
+    kernel's did). ``env``: the run's zone; ``lower``: the zonelist's lower zone."""
+    actions: list[tuple[int, str, Any]] = []
+    flags: list[int] = []
+    if config.get("recorded_compaction", False):
+        recorded = recorded_compactions(store, trace_id, env, lo_seq, hi_seq, total)
+        if env.memory is not None:  # the scanners' pfns (-1 unknown) in the model's zone
+
+            def bound(p: int) -> int:
+                return int(env.memory.to_model_bound(np.array([p]))[0]) if p >= 0 else -1
+
+            recorded = [(s_, kind, (*arg[:5], *(bound(p) for p in arg[5:9]), *arg[9:11],
+                                    *(bound(p) for p in arg[11:13])))
+                        for s_, kind, arg in recorded]  # fmt: skip
+        actions += recorded
+        if lower is not None:  # the kernel's compactions of the lower zone, in it
+            low = recorded_compactions(store, trace_id, lower.env, lo_seq, hi_seq, total)
+            actions += [(s_, "compact_recorded_lower", arg) for s_, _kind, arg in low]
+    if config.get("recorded_kswapd", False) and config.get("pcp", False):
+        actions += kswapd_reclaim(store, trace_id, lo_seq, hi_seq)
+    if config.get("recorded_drains", False) and config.get("pcp", False):
+        actions += recorded_drains(store, trace_id, lo_seq, hi_seq)
+    # The kernel's bulk frees of pcp pages and its refills of pcp lists are inputs: the
+    # model's lists give pages back, and take blocks, where and as many as the kernel's
+    # did, never at their own pcp->high nor a batch of their own. A trace without such
+    # events (mm_page_pcpu_drain, percpu_refill) leaves the model its own.
+    zones = ((env.start_pfn, env.start_pfn + env.pages),)
+    if lower is not None:
+        zones += ((lower.env.start_pfn, lower.env.start_pfn + lower.env.pages),)
+    for key, recorded_pcp, flag in (("recorded_pcp_frees", recorded_pcp_frees, P_PCP_RECORDED),
+                                    ("recorded_pcp_refills", recorded_pcp_refills,
+                                     P_REFILL_RECORDED)):  # fmt: skip
+        if config.get(key, False) and config.get("pcp", False):
+            got = recorded_pcp(store, trace_id, lo_seq, hi_seq, zones)
+            if got:
+                actions += got
+                flags.append(flag)
+    if config.get("recorded_deferrals", False):
+        actions += recorded_deferrals(
+            store,
+            trace_id,
+            lo_seq,
+            hi_seq,
+            (env.zone, lower.env.zone if lower is not None else None),
+        )
+    return actions, flags
+
+
 def _run(
     store: Store,
     trace: str,
@@ -1354,6 +1600,7 @@ def _run(
                   else object_index(store, trace_id))  # fmt: skip
     saved = unpack(resume) if resume is not None else None
     fork = None
+    shared = False  # the fork is a copy of kernel_state: its forks share what they derive
     if start == "observed":
         if env.zone is None and from_state is None:
             raise UsageError(
@@ -1380,7 +1627,8 @@ def _run(
                 and kernel_state.blk.shape[0] == env.pages
                 and kernel_state.seq == (kernel_state.first_seq if at is None else at)
             ):
-                fork = kernel_state.copy()
+                fork = read_only(kernel_state)
+                shared = True
             else:
                 fork = fork_state(store, trace_id, env.start_pfn, env.pages, at)
     lo_seq = fork.seq if fork is not None else 0
@@ -1436,10 +1684,17 @@ def _run(
     # where the trace frees its new pfn (migration_links).
     src = src_all = "events"
     linked: dict[str, pa.Table] = {}
+    # the recorded kernel's doings, read ahead for this fork of a shared kernel state
+    # (prefetch_recorded), else read here
+    prefetched = None
+    if shared and lower is None and saved is None:
+        prefetched = take_prefetched(fork.derived, prefetch_key(trace_id, config, lo_seq, hi_seq))
     mig = None
     if config.get("recorded_compaction", False) and saved is not None:
         mig = Migrations(y_obj=saved["run.mig_y"], x_obj=saved["run.mig_x"],
                          seqs=saved["run.mig_seqs"], named=0, unnamed=0)  # fmt: skip
+    elif prefetched is not None:
+        mig = prefetched[0]
     elif config.get("recorded_compaction", False):
         more = ((lower.env.start_pfn, lfork.page_mt),) if lfork is not None else ()
         mig = migration_map(store, trace_id, lo_seq, hi_seq, env.start_pfn,
@@ -1474,13 +1729,15 @@ def _run(
         else:
             n_events, last_seq = int(row[0]), int(row[1])
     lstart: LowerStart | None = None  # the lower zone's start (zone_choice = zonelist)
+    image: ZoneImage | None = None  # the zone image the run's zone starts from
     if saved is None:
         # Objects live when the run starts (freed in it, allocated before it or before the
         # trace): allocated first, by first appearance; where the kernel had them from an
         # observed start (their allocation's pfn, else their first free's: a migrated
         # object's old home, where the kernel had it).
         pre_hi = lo_seq if _none_preexisting(store, trace_id, lo_seq) else hi_seq
-        pre = store.query(
+        pre = query(
+            store,
             """WITH f AS (
                    SELECT obj, max("offset" + (1::BIGINT << "order")) AS pages, min(seq) AS first,
                           arg_min(migratetype, seq) AS mt, arg_min(pfn - "offset", seq) AS base_pfn
@@ -1500,6 +1757,7 @@ def _run(
             # at the start: none when ingest counted no pre-existing object (the whole
             # range's frees need not be grouped to find that out)
             {"t": trace_id, "lo": lo_seq, "hi": pre_hi, **zone_params},
+            fork.derived if shared and not linked else None,
         )
         n_pre = pre.num_rows
         pre_pages = 0
@@ -1549,19 +1807,41 @@ def _run(
                                  pre.column("mt").to_numpy(zero_copy_only=False), page_mt,
                                  env.start_pfn, claimed,
                                  0 if fork is not None else holes_from)  # fmt: skip
+        kswapd_movable = bool(config.get("kswapd_movable", True))
+        adopted = Adopted.of_claims(claims, pre, dense, kswapd_movable)
         # Background pages are objects too (ids after the trace's), so compaction can move
         # them and kswapd evict them: the fill's pages, or the starting state's allocated
         # pages no object claimed (holes as whole aligned blocks, other pages one by one).
-        bg_offs = bg_orders = np.zeros(0, np.int64)
-        if claimed is not None and page_mt is not None:
-            in_hole = np.zeros(env.pages, np.bool_)
-            if holes_from is not None:
-                in_hole[holes_from:] = True
-            single = np.flatnonzero(~claimed & ~in_hole)
-            h_offs, h_orders = aligned_blocks(~claimed & in_hole, env.start_pfn)
-            bg_offs = np.concatenate([single, h_offs])
-            bg_orders = np.concatenate([np.zeros(single.shape[0], np.int64), h_orders])
-        n_bg = kinds.shape[0] if page_mt is None else int(bg_offs.shape[0])
+        n_bg = kinds.shape[0]
+        heads = None
+        if blk is not None and takes is not None:
+            # the kernel's free lists in the order its first allocations reveal (a fork of
+            # the kernel's state; another model's state knows no more than its blocks)
+            heads = free_list_order(takes, blk)
+        # a fork of a shared kernel state starts from the zone image of its forks that
+        # adopt the same objects (each maps it copy-on-write), built by the first of them
+        image_key = None
+        if (shared and blk is not None and page_mt is not None and not split_claims
+                and lower is None):  # fmt: skip
+            image_key = (("zone-image", trace_id, lo_seq, env.zone, env.start_pfn,
+                          env.model_pages, env.ncpus, n_obj, holes_from, kswapd_movable),
+                         adopted.identity())  # fmt: skip
+            got = shared_image(fork.derived, *image_key)
+            if got is not None:
+                image, n_bg = got
+        if claimed is not None and page_mt is not None and image is None:
+            adopted.background(n_obj, *background_units(claimed, holes_from, env.start_pfn),
+                               page_mt)  # fmt: skip
+            n_bg = int(adopted.bg_offs.shape[0])
+            if image_key is not None:
+                assert blk is not None
+
+                def start_zone(zone: ZoneState) -> None:
+                    adopted.start(zone, blk, page_mt, pb_mt, heads)
+
+                image = ZoneImage(env.start_pfn, env.model_pages, env.ncpus, n_obj + n_bg,
+                                  start_zone)  # fmt: skip
+                keep_image(fork.derived, *image_key, (image, n_bg))
         if lower is not None:
             lstart = lower_start(store, trace_id, lower, lfork, from_state, lo_seq, pre, dense)
     else:
@@ -1571,7 +1851,7 @@ def _run(
     # (resumed from a checkpoint, the objects' arrays are the checkpoint's)
     n_lower_bg = lstart.bg_offs.shape[0] if lstart is not None else 0
     rp = _Replay(env, config, n_obj + n_bg + n_lower_bg if saved is None else 1,
-                 Path(tmp_dir.name), n_owners)  # fmt: skip
+                 Path(tmp_dir.name), n_owners, image=image)  # fmt: skip
     rp.obj_ids, rp.n_trace_obj = ids, n_obj
     rp.zram = zram
     if lower is not None:
@@ -1582,10 +1862,12 @@ def _run(
     regions = (
         pa.table({"obj": pa.array([], pa.int64())})
         if saved is not None
-        else store.query(
+        else query(
+            store,
             """SELECT obj, region, vpn, "order" FROM events WHERE trace_id = $t AND op = 'alloc'
              AND region IS NOT NULL AND vpn IS NOT NULL""",
             {"t": trace_id},
+            fork.derived if shared else None,
         )
     )
     # exchange pages works on regions (a file's or a mapping's pages by their offset):
@@ -1613,27 +1895,13 @@ def _run(
         if lstart is not None:
             load_lower(rp, lstart, n_obj + n_bg)
         if page_mt is not None and blk is not None:
-            # the kernel's free lists in the order its first allocations reveal (a fork of
-            # the kernel's state; another model's state knows no more than its blocks)
-            heads = free_list_order(takes, blk) if takes is not None else None
-            rp.zone.load(blk, page_mt, pb_mt, heads)
-            if claims:
-                rows = np.array([c[0] for c in claims], np.int64)
-                objs = dense(pre.column("obj").to_numpy()[rows]).astype(np.int64)
-                offs = np.array([c[1] for c in claims], np.int64)
-                orders = np.array([max(c[2] - 1, 0).bit_length() for c in claims], np.int64)
-                mts = np.array([c[3] for c in claims], np.int8)
-                # an object of a size that is no power of two is no unit: it never moves
-                odd = np.array([c[2] & (c[2] - 1) != 0 for c in claims], np.bool_)
-                flags = np.where(odd, F_PINNED, rp.type_flags(mts)).astype(np.int8)
-                rp.zone.adopt(objs, offs, orders, mts, flags)
-            for x, order, mt, fl, piece_offs in split_claims:
-                rp.zone.adopt_split(x, order, mt, fl, piece_offs)
-            # every other allocated page: movable when the kernel had it on an LRU list
-            # (page_mt MOVABLE), reclaimable by its type; holes never move
-            mts = page_mt[bg_offs]
-            flags = np.where(bg_orders > 0, 0, rp.type_flags(mts)).astype(np.int8)
-            rp.zone.adopt(n_obj, bg_offs, bg_orders, mts, flags)
+            if image is not None:
+                # loaded and adopted already: the objects join this zone's LRU (kswapd's)
+                # in the order adopting them would have added them
+                rp.zone.lru_add(adopted.objs)
+                rp.zone.lru_add_range(n_obj, n_bg)
+            else:
+                adopted.start(rp.zone, blk, page_mt, pb_mt, heads, split_claims)
             if fork is not None:
                 # the pages the kernel had on pcp lists: the model's pcp lists (or its buddy)
                 # (each cpu's share and pcp->high: the before-snapshot's pagesets)
@@ -1669,49 +1937,16 @@ def _run(
     actions = [(s_, "compact", None) for s_ in sorted(set(config.get("compact_at", [])))]
     actions += [(s_, "exchange", None) for s_ in sorted(set(config.get("exchange_at", [])))]
     actions += [(a[0], "contig", a[1:]) for a in config.get("contig_at", [])]
-    if config.get("recorded_compaction", False):
-        recorded = recorded_compactions(store, trace_id, env, lo_seq, hi_seq, total)
-        if env.memory is not None:  # the scanners' pfns (-1 unknown) in the model's zone
-
-            def bound(p: int) -> int:
-                return int(env.memory.to_model_bound(np.array([p]))[0]) if p >= 0 else -1
-
-            recorded = [(s_, kind, (*arg[:5], *(bound(p) for p in arg[5:9]), *arg[9:11],
-                                    *(bound(p) for p in arg[11:13])))
-                        for s_, kind, arg in recorded]  # fmt: skip
-        actions += recorded
-        if lower is not None:  # the kernel's compactions of the lower zone, in it
-            low = recorded_compactions(store, trace_id, lower.env, lo_seq, hi_seq, total)
-            actions += [(s_, "compact_recorded_lower", arg) for s_, _kind, arg in low]
-    if config.get("recorded_kswapd", False) and config.get("pcp", False):
-        actions += kswapd_reclaim(store, trace_id, lo_seq, hi_seq)
-    if config.get("recorded_drains", False) and config.get("pcp", False):
-        actions += recorded_drains(store, trace_id, lo_seq, hi_seq)
-    # The kernel's bulk frees of pcp pages and its refills of pcp lists are inputs: the
-    # model's lists give pages back, and take blocks, where and as many as the kernel's
-    # did, never at their own pcp->high nor a batch of their own. A trace without such
-    # events (mm_page_pcpu_drain, percpu_refill) leaves the model its own.
-    zones = ((env.start_pfn, env.start_pfn + env.pages),)
-    if lower is not None:
-        zones += ((lower.env.start_pfn, lower.env.start_pfn + lower.env.pages),)
-    for key, recorded_pcp, flag in (("recorded_pcp_frees", recorded_pcp_frees, P_PCP_RECORDED),
-                                    ("recorded_pcp_refills", recorded_pcp_refills,
-                                     P_REFILL_RECORDED)):  # fmt: skip
-        if config.get(key, False) and config.get("pcp", False):
-            got = recorded_pcp(store, trace_id, lo_seq, hi_seq, zones)
-            if got:
-                actions += got
-                for zs in (rp.zone, rp.lower):
-                    if zs is not None:
-                        zs.prm[flag] = 1
-    if config.get("recorded_deferrals", False):
-        actions += recorded_deferrals(
-            store,
-            trace_id,
-            lo_seq,
-            hi_seq,
-            (env.zone, lower.env.zone if lower is not None else None),
-        )
+    if prefetched is not None:
+        recorded, flags = prefetched[1]
+    else:
+        recorded, flags = recorded_actions(store, trace_id, config, env, lower, lo_seq, hi_seq,
+                                           total)  # fmt: skip
+    actions += recorded
+    for flag in flags:
+        for zs in (rp.zone, rp.lower):
+            if zs is not None:
+                zs.prm[flag] = 1
     if zram is not None:
         actions += zram.actions
     # the allocations served right after a recorded direct compaction: F_CAPTURE
@@ -1840,13 +2075,18 @@ def _run(
             for _ in steps():
                 pass
             return None, rp, env
-        with store.bulk_write(), store.transaction():
+        # bulk_write bounds DuckDB's buffers over a run of millions of steps and writes
+        # them to the file after it; a run of a chunk or less (explain's forks: 1,000
+        # events) holds a few MB, which DuckDB's defaults and its checkpoint at the
+        # close keep as well, without three settings changed and a checkpoint per run
+        bulk = n_events > CHUNK_EVENTS
+        with store.bulk_write() if bulk else contextlib.nullcontext(), store.transaction():
             row = store.one("SELECT coalesce(max(run_id), 0) + 1 FROM runs")
             run_id = int(row[0]) if row else 1
             try:
                 # The kernel (GIL released) and the batches a chunk ahead in a thread of
                 # their own, while DuckDB stores the previous chunk's steps
-                with store.unordered():
+                with store.unordered() if bulk else contextlib.nullcontext():
                     store.append_stream(
                         "steps",
                         pa.RecordBatchReader.from_batches(STEPS_SCHEMA, ahead(steps(), depth=1)),

@@ -10,8 +10,11 @@ which go through the same event path the engine runs
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from replay.cow import SHARED, SharedArray
 from replay.models.buddy import init_zone, load_state
 from replay.models.compaction import compact_memory, compact_recorded, proactive_tick
 from replay.models.defrag import alloc_contig, defrag_due, defrag_pass, exchange_pages
@@ -63,6 +66,7 @@ from replay.models.internal import (
     PLACED_SPLIT_BASE,
     RESULTS,
     Objects,
+    Zone,
     new_cz,
     new_objects,
     new_zone,
@@ -79,8 +83,84 @@ from replay.models.pcp import (
 from replay.models.pools import new_pools
 from replay.models.reclaim import lru_add_all
 
-
 # -- Python handle -------------------------------------------------------------------------
+# the per-page arrays a zone image shares copy-on-write (the others are small: copied)
+_PAGE_ARRAYS = frozenset({"buddy_order", "list_next", "list_prev", "pg_obj"})
+
+
+class ZoneImage:
+    """A started zone kept once, for many zones to start from (the models an explanation
+    forks from one state): the arrays and the first ``objects`` objects (placements,
+    types, orders, flags) of the zone of ``start_pfn``, ``pages`` and ``ncpus`` that
+    ``start`` leaves, given a :class:`ZoneState` of no settings of its own to load
+    (:meth:`ZoneState.load`) and adopt objects into (:meth:`ZoneState.adopt`). Neither
+    depends on a zone's settings, so a zone of any model made from the image
+    (``ZoneState(..., image=...)``) starts as if it had loaded and adopted the same
+    itself; its settings, LRU (kswapd's: the objects join it as each zone's
+    :meth:`ZoneState.lru_add` says) and buffers are its own.
+
+    The per-page arrays and the objects' arrays are :class:`replay.cow.SharedArray`,
+    written in place while ``start`` runs (no copy of them is made), which each zone
+    then maps copy-on-write: a fork of 1,000 events writes a few thousand of the 4 KiB
+    pages, and copies only those. The small arrays are copied. ``shared`` False: plain
+    copies (:data:`replay.cow.SHARED`: where there is no memfd).
+    """
+
+    def __init__(self, start_pfn: int, pages: int, ncpus: int, objects: int,
+                 start: Callable[[ZoneState], None], *, shared: bool = SHARED) -> None:  # fmt: skip
+        self.start_pfn, self.pages, self.ncpus = int(start_pfn), int(pages), int(ncpus)
+        self.objects = max(int(objects), 2)  # as new_objects counts them
+        blank = new_zone(self.start_pfn, self.pages, self.ncpus)  # (its per-page arrays unused)
+        self._page = {f: SharedArray(self.pages, getattr(blank, f).dtype,
+                                     -1 if f == "pg_obj" else 0, shared=shared)
+                      for f in _PAGE_ARRAYS}  # fmt: skip
+        self._small = {f: getattr(blank, f) for f in Zone._fields if f not in _PAGE_ARRAYS}
+        del blank
+        self._placed = SharedArray(self.objects, np.int64, -1, shared=shared)
+        self._info = SharedArray(self.objects * 4, np.int8, shared=shared)
+        # while building, the zone's arrays are the shared ones themselves
+        self._building = True
+        zone = ZoneState(self.start_pfn, self.pages, ncpus=self.ncpus, max_objects=self.objects,
+                         split_room=0, image=self)  # fmt: skip
+        start(zone)
+        self._building = False
+        self._small = {f: np.array(getattr(zone.arrays, f), copy=True) for f in self._small}
+
+    def zone_arrays(self) -> Zone:
+        """The zone's arrays, a zone's own (the per-page ones copy-on-write); while the
+        image is built, the shared ones themselves."""
+        if self._building:
+            return Zone(**{f: self._page[f].shared_view() if f in self._page
+                           else self._small[f] for f in Zone._fields})  # fmt: skip
+        return Zone(**{f: self._page[f].private() if f in self._page else self._small[f].copy()
+                       for f in Zone._fields})  # fmt: skip
+
+    def new_objects(self, n: int, lru: bool = True, split_room: int = 0) -> Objects:
+        """:func:`replay.models.internal.new_objects` (``n`` objects, then
+        ``split_room``) holding the image's objects; ``n`` must be the image's."""
+        first = max(n, 2)
+        if first != self.objects:
+            raise ValueError(f"the zone image holds {self.objects} objects, not {first}")
+        total = first + max(split_room, 0)
+        if self._building:
+            placed, info = self._placed.shared_view(), self._info.shared_view()
+        else:
+            placed, info = self._placed.private(total), self._info.private(total * 4)
+        info = info.reshape(total, 4)
+        links = total if lru else 1
+        return Objects(
+            placed=placed,
+            obj_mt=info[:, 0],
+            obj_order=info[:, 1],
+            obj_flags=info[:, 2],
+            lru_next=np.full(links, -1, np.int32),
+            lru_prev=np.full(links, -1, np.int32),
+            lru_head=np.full(1, -1, np.int64),
+            lru_tail=np.full(1, -1, np.int64),
+            split=np.array([first, total, first], np.int64),
+        )
+
+
 def objects_for(objects: Objects, obj: int) -> Objects:
     """``objects``, or a copy grown to hold object ``obj`` (at least twice as many): the
     per-object arrays, not the LRU's head and tail. The split room (the ids of split
@@ -160,6 +240,7 @@ class ZoneState:
         lowmem_reserve: int = 0,
         pcp_recorded: bool = False,
         split_room: int = 1 << 12,
+        image: ZoneImage | None = None,
     ) -> None:
         if pages <= 0 or start_pfn < 0:
             raise ValueError("a zone needs pages > 0 and start_pfn >= 0")
@@ -173,7 +254,12 @@ class ZoneState:
         pb0 = self.start_pfn >> PAGEBLOCK_ORDER
         npb = ((self.start_pfn + self.pages - 1) >> PAGEBLOCK_ORDER) - pb0 + 1
         self.npb = npb
-        self.arrays = new_zone(self.start_pfn, self.pages, ncpus)
+        if image is not None and (image.start_pfn, image.pages, image.ncpus) != (
+            self.start_pfn, self.pages, ncpus,
+        ):  # fmt: skip
+            raise ValueError("a zone image is of another zone (start_pfn, pages, ncpus)")
+        self.arrays = (new_zone(self.start_pfn, self.pages, ncpus) if image is None
+                       else image.zone_arrays())  # fmt: skip
         self.prm = np.array(
             [
                 self.start_pfn,
@@ -214,14 +300,17 @@ class ZoneState:
         decays = pcp and pcp_tuning and pcp_decay_ns > 0
         self.cz[CZ_PCP_DECAY] = CZ_DECAY_UNSET if decays else CZ_DECAY_OFF
         self.me = np.zeros((256, len(ME_COLS)), np.int64)
-        self.objects = new_objects(max_objects, lru=kswapd != "off", split_room=split_room)
+        self.objects = (new_objects if image is None else image.new_objects)(
+            max_objects, lru=kswapd != "off", split_room=split_room
+        )
         self.vc = np.zeros(1 << 12, np.int64)
         self.stats = np.zeros(NR_STATS, np.int64)
         self._me_rows: list[tuple[int, ...]] = []
         self.counters = np.zeros(NR_COUNTERS, np.int64)
         self.mode = np.zeros(1, np.int64)
         self.ef = np.zeros((4096, len(EF_COLS)), np.int64)
-        init_zone(self.arrays, self.prm)
+        if image is None:
+            init_zone(self.arrays, self.prm)
         # setup_pageset: pcp->high starts at high_min; PCPF_FREE_HIGH_BATCH per cpu
         self.arrays.pcp_state[:, PCP_HIGH] = high
         self.arrays.pcp_state[:, PCP_FLAGS] = PCPF_FREE_HIGH_BATCH if free_high_batch else 0
@@ -514,16 +603,23 @@ class ZoneState:
         n = offsets.shape[0]
         at: slice | np.ndarray
         if isinstance(ids, (int, np.integer)):
-            at = slice(int(ids), int(ids) + n)
-            ids = np.arange(int(ids), int(ids) + n, dtype=np.int64)
+            # no temporaries of millions of rows beyond the ids' int32 (each a fresh
+            # mapping the kernel faults in and zeroes)
+            first = int(ids)
+            at = slice(first, first + n)
+            np.add(offsets, self.start_pfn, out=placed[at])
+            self.arrays.pg_obj[offsets] = np.arange(first, first + n, dtype=np.int32)
         else:
             at = ids
-        placed[at] = offsets + self.start_pfn
+            placed[at] = offsets + self.start_pfn
+            self.arrays.pg_obj[offsets] = ids.astype(np.int32)
         obj_mt[at] = mts
         obj_order[at] = orders
         obj_flags[at] = flags
-        self.arrays.pg_obj[offsets] = ids.astype(np.int32)
-        self.lru_add(ids)
+        if isinstance(at, slice):
+            self.lru_add_range(at.start, n)
+        else:
+            self.lru_add(at)
 
     def adopt_split(self, x: int, order: int, mt: int, flags: int, offsets: np.ndarray) -> None:
         """Make object ``x`` a folio compaction split (a fork of a model state that had
@@ -557,6 +653,17 @@ class ZoneState:
         placed, obj_flags = self.objects.placed, self.objects.obj_flags
         xs = ids[((obj_flags[ids] & F_RECLAIM) != 0) & (placed[ids] >= 0)]
         lru_add_all(xs.astype(np.int64), self.objects)
+
+    def lru_add_range(self, first: int, n: int) -> None:
+        """:meth:`lru_add` of the consecutive ids ``first .. first + n - 1`` (a fork's
+        background objects, millions: read by slices, not gathered)."""
+        if not self.prm[P_KSWAPD]:
+            return
+        placed = self.objects.placed[first : first + n]
+        reclaim = (self.objects.obj_flags[first : first + n] & F_RECLAIM) != 0
+        xs = np.flatnonzero(reclaim & (placed >= 0))
+        xs += first
+        lru_add_all(xs, self.objects)
 
     def free_lists(self) -> dict[tuple[int, int], list[int]]:
         """(order, migratetype) -> free blocks' pfns, head to tail (non-empty lists only)."""
