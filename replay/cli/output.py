@@ -16,11 +16,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
 from replay.progress import Progress as CoreProgress
 
 if TYPE_CHECKING:  # imported where a table is built: `replay --help` and sql need no pyarrow
     import pyarrow as pa
-    from rich.console import Console  # (and rich where a person reads: not JSON or CSV)
 
 
 class Format(enum.StrEnum):
@@ -218,8 +228,6 @@ def print_rich(
             for n in notes:
                 _console(width).print(n, markup=False, highlight=False)
             return
-    from rich.table import Table
-
     t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for i in keep:
         t.add_column(headers[i], overflow="fold", justify="right" if numeric[i] else "left")
@@ -232,8 +240,6 @@ def print_rich(
 
 
 def _console(width: int | None) -> Console:
-    from rich.console import Console
-
     # no width: a table is as wide as its rows (a piped table keeps a row on a line)
     return Console(width=width if width is not None else 100_000, highlight=False)
 
@@ -294,16 +300,6 @@ def progress_bar(quiet: bool, unit: str = "bytes") -> Iterator[CoreProgress]:
     if quiet:
         yield CoreProgress()
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     console = Console(stderr=True)
     count = (
         DownloadColumn()
@@ -416,8 +412,6 @@ def print_runs_side_by_side(table: pa.Table, key: str = "run_id", label: str = "
         blocks.append(block)
         if not rest:
             break
-    from rich.table import Table
-
     console = _console(width)
     for n, block in enumerate(blocks):
         t = Table(show_edge=False, pad_edge=False, title_justify="left")
