@@ -165,10 +165,17 @@ def new_objects(n: int, lru: bool = True, split_room: int = 0) -> Objects:
     kernel was compiled (and loaded) twice, once for warm_up's one object."""
     first = max(n, 2)
     n = first + max(split_room, 0)
-    info = np.zeros((n, 4), np.int8)
+    return objects_over(np.full(n, -1, np.int64), np.zeros((n, 4), np.int8), first, lru)
+
+
+def objects_over(placed: np.ndarray, info: np.ndarray, first: int, lru: bool) -> Objects:
+    """Objects over given arrays: ``placed`` (int64 per object: pfn, or a PLACED_*
+    value) and ``info`` (int8, [objects, 4]: type, order, flags), ``first`` objects and
+    then the split room; fresh LRU links (one entry each without ``lru``)."""
+    n = placed.shape[0]
     links = n if lru else 1
     return Objects(
-        placed=np.full(n, -1, np.int64),
+        placed=placed,
         obj_mt=info[:, 0],
         obj_order=info[:, 1],
         obj_flags=info[:, 2],

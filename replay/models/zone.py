@@ -70,6 +70,7 @@ from replay.models.internal import (
     new_cz,
     new_objects,
     new_zone,
+    objects_over,
 )
 from replay.models.page_alloc import alloc_pages, free_pages
 from replay.models.pcp import (
@@ -146,19 +147,7 @@ class ZoneImage:
             placed, info = self._placed.shared_view(), self._info.shared_view()
         else:
             placed, info = self._placed.private(total), self._info.private(total * 4)
-        info = info.reshape(total, 4)
-        links = total if lru else 1
-        return Objects(
-            placed=placed,
-            obj_mt=info[:, 0],
-            obj_order=info[:, 1],
-            obj_flags=info[:, 2],
-            lru_next=np.full(links, -1, np.int32),
-            lru_prev=np.full(links, -1, np.int32),
-            lru_head=np.full(1, -1, np.int64),
-            lru_tail=np.full(1, -1, np.int64),
-            split=np.array([first, total, first], np.int64),
-        )
+        return objects_over(placed, info.reshape(total, 4), first, lru)
 
 
 def objects_for(objects: Objects, obj: int) -> Objects:
