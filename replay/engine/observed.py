@@ -763,11 +763,13 @@ CAPTURES_SQL = f"""
 # block out with only mm_page_alloc_extfrag (its page, alloc_order, alloc_migratetype);
 # the claim of part of a pageblock goes through __rmqueue_smallest, whose zone_locked
 # event on the same page comes right before on the same cpu. An extfrag without one
-# within 64 lines before is a take of its own: to the cpu's pcp list as a zone_locked's
-# percpu_refill says (a pcp order, a pcp type), else to the caller. A FROM item over
-# trace $t: (line, pfn, alloc_order, alloc_mt, cpu).
-UNTRACED_TAKES_SQL = """(
-    SELECT x.line, x.pfn, x.alloc_order, x.alloc_mt, x.cpu
+# within 64 lines before is a take of its own: to the cpu's pcp list when
+# ``percpu_refill`` (a zone_locked's: a pcp order, a pcp type), else to the caller. A
+# FROM item over trace $t: (line, pfn, alloc_order, alloc_mt, cpu, percpu_refill).
+UNTRACED_TAKES_SQL = f"""(
+    SELECT x.line, x.pfn, x.alloc_order, x.alloc_mt, x.cpu,
+           (x.alloc_order <= 3 OR x.alloc_order = {PAGEBLOCK_ORDER})
+             AND x.alloc_mt BETWEEN 0 AND 2 AS percpu_refill
     FROM (SELECT line, pfn, coalesce(cpu, -1) AS cpu,
                  TRY_CAST(args->>'alloc_order' AS INTEGER) AS alloc_order,
                  TRY_CAST(args->>'alloc_migratetype' AS INTEGER) AS alloc_mt
@@ -811,9 +813,7 @@ def buddy_events(
               FROM aux_events WHERE trace_id = $t AND pfn IS NOT NULL AND "order" IS NOT NULL
                 AND event IN ('mm_page_alloc_zone_locked', 'mm_page_pcpu_drain')
               UNION ALL
-              SELECT x.line, {K_ZONE_LOCKED}, x.pfn, x.alloc_order,
-                     (x.alloc_order <= 3 OR x.alloc_order = {PAGEBLOCK_ORDER})
-                       AND x.alloc_mt BETWEEN 0 AND 2,
+              SELECT x.line, {K_ZONE_LOCKED}, x.pfn, x.alloc_order, x.percpu_refill,
                      0, 0, NULL, x.cpu
               FROM {UNTRACED_TAKES_SQL}
               UNION ALL

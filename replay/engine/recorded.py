@@ -43,7 +43,6 @@ from replay.models.internal import (
     MODE_ASYNC,
     MODE_SYNC,
     NR_PAGE_ORDERS,
-    PAGEBLOCK_ORDER,
     order_to_pindex,
 )
 from replay.store import Store
@@ -394,7 +393,7 @@ def recorded_pcp_refills(
                  AND args->>'percpu_refill' = '1'
                UNION ALL
                SELECT line, cpu, 1, pfn, alloc_order, alloc_mt FROM {UNTRACED_TAKES_SQL}
-               WHERE alloc_order <= 3 OR alloc_order = {PAGEBLOCK_ORDER}),
+               WHERE percpu_refill),
            r AS (SELECT *, sum(1 - refill) OVER (PARTITION BY cpu ORDER BY line
                                                  ROWS UNBOUNDED PRECEDING) AS run
                  FROM ev),
