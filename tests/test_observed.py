@@ -363,41 +363,20 @@ def test_buddy_events_flag_the_allocation_after_a_compaction_pass(tmp_path: Path
     """Only a user task's first page event after its own ``mm_compaction_end`` is flagged,
     and only when it is an allocation (mm/page_alloc.c ``__alloc_pages_direct_compact``);
     a kernel thread's (``task_capc``: PF_KTHREAD) and another task's are not."""
-    ts = [359.23]
-
-    def ln(event: str, payload: str, comm: str = "python", pid: int = 700) -> str:
-        ts[0] += 0.00001
-        return _ln(ts[0], event, payload, comm=comm, pid=pid)
-
-    def alloc(off: int, order: int, comm: str = "python", pid: int = 700) -> str:
-        return ln("mm_page_alloc", f"page={0xFFFFEA0004000000 + off * 64:016x} "
-                  f"pfn={Z + off:#x} order={order} migratetype=1 gfp_flags=GFP_TRANSHUGE",
-                  comm, pid)  # fmt: skip
-
-    def free(off: int, comm: str = "python", pid: int = 700) -> str:
-        page = 0xFFFFEA0004000000 + off * 64
-        return ln("mm_page_free", f"page={page:016x} pfn={Z + off:#x} order=0", comm, pid)
-
+    t = _Trace()
     end = ("zone_start=0x100000 migrate_pfn=0x100200 free_pfn=0x63fe00 zone_end=0x640000 "
            "mode=async status=success")  # fmt: skip
-    lines = [
-        ln("mm_compaction_end", end),  # python's pass ...
-        alloc(2048, 0, "cc1", 800),  # another task's allocation: not the taker
-        alloc(0, 9),  # ... then its next page event: flagged
-        alloc(512, 9),  # its second: not
-        free(5),
-        ln("mm_compaction_end", end),
-        free(6),  # the next page event after this pass is a free: nothing flagged
-        alloc(1024, 9),
-        ln("mm_compaction_end", end, "kcompactd0", 40),
-        alloc(1536, 9, "kcompactd0", 40),  # a kernel thread never captures
-    ]
-    (tmp_path / "t.txt").write_text("\n".join(lines) + "\n")
-    db = tmp_path / "t.duckdb"
-    res = run_cli("ingest", tmp_path / "t.txt", "--name", "t", "--db", db, "--quiet")
-    assert res.code == 0, res.err
-    with Store(db, read_only=True) as store:
-        ev = buddy_events(store, 1, None, None).to_pylist()
+    t.on("python", 700).event("mm_compaction_end", end)  # python's pass ...
+    t.on("cc1", 800).alloc(2048, 0)  # another task's allocation: not the taker
+    t.on("python", 700).alloc(0, 9)  # ... then its next page event: flagged
+    t.alloc(512, 9)  # its second: not
+    t.free(5, 0)
+    t.event("mm_compaction_end", end)
+    t.free(6, 0)  # the next page event after this pass is a free: nothing flagged
+    t.alloc(1024, 9)
+    t.on("kcompactd0", 40).event("mm_compaction_end", end)
+    t.alloc(1536, 9)  # a kernel thread never captures
+    ev = t.buddy_events(tmp_path)
     flagged = [(e["pfn"] - Z, e["order"]) for e in ev if e["kind"] == K_ALLOC and e["refill"]]
     assert flagged == [(0, 9)]
     assert sum(e["kind"] == K_ALLOC for e in ev) == 5
@@ -409,39 +388,15 @@ def test_buddy_events_take_what_only_extfrag_traces(tmp_path: Path) -> None:
     and type, else to the caller. The claim of part of a pageblock traces its page's
     mm_page_alloc_zone_locked right before on the same cpu: one take, not two. A stolen
     page later drained is then no inconsistency."""
-    ts = [359.23]
-
-    def ln(event: str, payload: str, cpu: int = 0) -> str:
-        ts[0] += 0.00001
-        return _ln(ts[0], event, payload, comm="python", pid=700, cpu=cpu)
-
-    def extfrag(off: int, order: int, mt: int = 1, cpu: int = 0) -> str:
-        return ln("mm_page_alloc_extfrag", f"page={0xFFFFEA0004000000 + off * 64:016x} "
-                  f"pfn={Z + off:#x} alloc_order={order} fallback_order=8 pageblock_order=9 "
-                  f"alloc_migratetype={mt} fallback_migratetype=2 fragmenting=1 "
-                  "change_ownership=1", cpu)  # fmt: skip
-
-    def zl(off: int, cpu: int = 0) -> str:
-        return ln("mm_page_alloc_zone_locked", f"page={0xFFFFEA0004000000 + off * 64:016x} "
-                  f"pfn={Z + off:#x} order=0 migratetype=1 percpu_refill=1", cpu)  # fmt: skip
-
-    def drain(off: int, cpu: int = 0) -> str:
-        return ln("mm_page_pcpu_drain", f"page={0xFFFFEA0004000000 + off * 64:016x} "
-                  f"pfn={Z + off:#x} order=0 migratetype=1", cpu)  # fmt: skip
-
-    lines = [
-        zl(0), extfrag(0, 0),  # a claim of part of a pageblock: the zone_locked is the take
-        extfrag(1, 0),  # a steal for a pcp list
-        extfrag(16, 4),  # a steal of a non-pcp order: for the caller
-        zl(2, cpu=1), extfrag(2, 0, cpu=0),  # another cpu's zone_locked: not this take's
-        drain(1),
-    ]  # fmt: skip
-    (tmp_path / "t.txt").write_text("\n".join(lines) + "\n")
-    db = tmp_path / "t.duckdb"
-    res = run_cli("ingest", tmp_path / "t.txt", "--name", "t", "--db", db, "--quiet")
-    assert res.code == 0, res.err
-    with Store(db, read_only=True) as store:
-        ev = buddy_events(store, 1, None, None).to_pylist()
+    t = _Trace().on("python", 700)
+    t.zone_locked(0, 0, 1)
+    t.extfrag(0, 0)  # a claim of part of a pageblock: the zone_locked is the take
+    t.extfrag(1, 0)  # a steal for a pcp list
+    t.extfrag(16, 4)  # a steal of a non-pcp order: for the caller
+    t.on("python", 700, cpu=1).zone_locked(2, 0, 1)
+    t.on("python", 700, cpu=0).extfrag(2, 0)  # another cpu's zone_locked: not this take's
+    t.drain(1, 0)
+    ev = t.buddy_events(tmp_path)
     got = [(e["kind"], e["pfn"] - Z, e["order"], e["refill"]) for e in ev]
     assert got == [
         (K_ZONE_LOCKED, 0, 0, True),
@@ -767,10 +722,39 @@ class _Trace:
         self.lines: list[str] = []
         self.ts = 359.230910
         self.page = 0x1000
+        self.comm, self.pid, self.cpu = "capture.sh", 6566, 0
+
+    def on(self, comm: str, pid: int, cpu: int = 0) -> _Trace:
+        """The task (and cpu) of the lines written from now on."""
+        self.comm, self.pid, self.cpu = comm, pid, cpu
+        return self
 
     def _add(self, event: str, payload: str, flags: str = ".....") -> None:
         self.ts += 0.000007
-        self.lines.append(_ln(self.ts, event, payload, flags=flags))
+        self.lines.append(_ln(self.ts, event, payload, comm=self.comm, pid=self.pid,
+                              cpu=self.cpu, flags=flags))  # fmt: skip
+
+    def event(self, event: str, payload: str) -> None:
+        """Any event, its payload as given."""
+        self._add(event, payload)
+
+    def extfrag(self, off: int, order: int, mt: int = 1) -> None:
+        self._add(
+            "mm_page_alloc_extfrag",
+            f"{self._pg()} pfn={Z + off:#x} alloc_order={order} fallback_order=8 "
+            f"pageblock_order=9 alloc_migratetype={mt} fallback_migratetype=2 fragmenting=1 "
+            "change_ownership=1",
+        )
+
+    def buddy_events(self, tmp_path: Path) -> list[dict[str, Any]]:
+        """The lines ingested into a store of their own, read back by ``buddy_events``."""
+        (tmp_path / "t.txt").write_text("\n".join(self.lines) + "\n")
+        db = tmp_path / "t.duckdb"
+        res = run_cli("ingest", tmp_path / "t.txt", "--name", "t", "--db", db, "--quiet")
+        assert res.code == 0, res.err
+        with Store(db, read_only=True) as store:
+            rows: list[dict[str, Any]] = buddy_events(store, 1, None, None).to_pylist()
+        return rows
 
     def _pg(self) -> str:
         self.page += 0x9E3779B1
