@@ -82,6 +82,7 @@ from replay.models.pcp import (
 )
 from replay.models.pools import new_pools
 from replay.models.reclaim import lru_add_all
+from replay.models.reclaim import lru_add_range as lru_add_id_range
 
 # -- Python handle -------------------------------------------------------------------------
 # the per-page arrays a zone image shares copy-on-write (the others are small: copied)
@@ -656,14 +657,9 @@ class ZoneState:
 
     def lru_add_range(self, first: int, n: int) -> None:
         """:meth:`lru_add` of the consecutive ids ``first .. first + n - 1`` (a fork's
-        background objects, millions: read by slices, not gathered)."""
-        if not self.prm[P_KSWAPD]:
-            return
-        placed = self.objects.placed[first : first + n]
-        reclaim = (self.objects.obj_flags[first : first + n] & F_RECLAIM) != 0
-        xs = np.flatnonzero(reclaim & (placed >= 0))
-        xs += first
-        lru_add_all(xs, self.objects)
+        background objects, millions: one kernel call over them, no array of ids)."""
+        if self.prm[P_KSWAPD]:
+            lru_add_id_range(np.int64(first), np.int64(n), self.objects)
 
     def free_lists(self) -> dict[tuple[int, int], list[int]]:
         """(order, migratetype) -> free blocks' pfns, head to tail (non-empty lists only)."""
