@@ -285,16 +285,22 @@ def split_room(config: RunConfig, n_obj: int) -> int:
     return max(1 << 17, n_obj // 4) if compacts else 0
 
 
-def type_flags(mts: np.ndarray, kswapd_movable: bool = True) -> np.ndarray:
-    """F_* flags (int8) of objects known by their migratetype only (int8; no event flags):
-    F_MOVABLE when MOVABLE; F_RECLAIM when RECLAIMABLE, and when MOVABLE if kswapd may
-    evict movable pages. One table look-up per object (a fork adopts millions)."""
-    table = np.zeros(256, np.int8)  # by the type's byte: -1 (none) is 255
+def flags_table(kswapd_movable: bool = True) -> np.ndarray:
+    """F_* flags (int8) of objects known by their migratetype only (no event flags), by
+    the type's byte (-1, none: 255): F_MOVABLE when MOVABLE; F_RECLAIM when RECLAIMABLE,
+    and when MOVABLE if kswapd may evict movable pages."""
+    table = np.zeros(256, np.int8)
     table[MIGRATE_MOVABLE] = F_MOVABLE
     table[MIGRATE_RECLAIMABLE] = F_RECLAIM
     if kswapd_movable:
         table[MIGRATE_MOVABLE] |= F_RECLAIM
-    return table[np.asarray(mts, np.int8).view(np.uint8)]
+    return table
+
+
+def type_flags(mts: np.ndarray, kswapd_movable: bool = True) -> np.ndarray:
+    """:func:`flags_table`'s flags of objects of types ``mts`` (int8): one table look-up
+    per object (a fork adopts millions)."""
+    return flags_table(kswapd_movable)[np.asarray(mts, np.int8).view(np.uint8)]
 
 
 class _Replay:
@@ -1258,6 +1264,9 @@ class Adopted:
     bg_orders: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     bg_mts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     bg_flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    # a zone without holes: its background is every unclaimed page (claimed, page_mt),
+    # adopted in one pass (ZoneState.adopt_unclaimed), not through the arrays above
+    unclaimed: tuple[np.ndarray, np.ndarray] | None = None
 
     @staticmethod
     def of_claims(claims: list[tuple[int, int, int, int]], pre: pa.Table, dense: Any,
@@ -1276,14 +1285,22 @@ class Adopted:
                        mts=mts, flags=flags.astype(np.int8),
                        kswapd_movable=kswapd_movable)  # fmt: skip
 
-    def background(self, first: int, offs: np.ndarray, orders: np.ndarray,
-                   page_mt: np.ndarray) -> None:  # fmt: skip
-        """The background units (offsets, orders: :func:`background_units`), objects
-        ``first`` on, of the types ``page_mt`` gives their pages."""
-        self.first_bg, self.bg_offs, self.bg_orders = first, offs, orders
+    def background(self, first: int, claimed: np.ndarray, holes_from: int | None,
+                   start_pfn: int, page_mt: np.ndarray) -> int:  # fmt: skip
+        """The background units, objects ``first`` on: the allocated pages no object
+        ``claimed`` (:func:`background_units`: per page of the zone from ``start_pfn``,
+        free pages too), of the types ``page_mt`` gives their pages; how many. Without
+        holes each is a page of its own, adopted in one pass when the zone starts."""
+        self.first_bg = first
+        if holes_from is None:
+            self.unclaimed = (claimed, page_mt)
+            return int(claimed.shape[0] - np.count_nonzero(claimed))
+        offs, orders = background_units(claimed, holes_from, start_pfn)
+        self.bg_offs, self.bg_orders = offs, orders
         self.bg_mts = page_mt[offs]
         self.bg_flags = type_flags(self.bg_mts, self.kswapd_movable)
         self.bg_flags[orders > 0] = 0  # holes
+        return int(offs.shape[0])
 
     def identity(self) -> np.ndarray:
         """What decides the zone the claims start with (with the state and the settings):
@@ -1302,7 +1319,10 @@ class Adopted:
             zone.adopt(self.objs, self.offs, self.orders, self.mts, self.flags)
         for x, order, mt, fl, piece_offs in split or []:
             zone.adopt_split(x, order, mt, fl, piece_offs)
-        zone.adopt(self.first_bg, self.bg_offs, self.bg_orders, self.bg_mts, self.bg_flags)
+        if self.unclaimed is not None:
+            zone.adopt_unclaimed(self.first_bg, *self.unclaimed, flags_table(self.kswapd_movable))
+        else:
+            zone.adopt(self.first_bg, self.bg_offs, self.bg_orders, self.bg_mts, self.bg_flags)
 
 
 def shared_image(
@@ -1830,9 +1850,7 @@ def _run(
             if got is not None:
                 image, n_bg = got
         if claimed is not None and page_mt is not None and image is None:
-            adopted.background(n_obj, *background_units(claimed, holes_from, env.start_pfn),
-                               page_mt)  # fmt: skip
-            n_bg = int(adopted.bg_offs.shape[0])
+            n_bg = adopted.background(n_obj, claimed, holes_from, env.start_pfn, page_mt)
             if image_key is not None:
                 assert blk is not None
 

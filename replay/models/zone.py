@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from replay.cow import SHARED, SharedArray
-from replay.models.buddy import init_zone, load_state
+from replay.models.buddy import adopt_unclaimed, init_zone, load_state
 from replay.models.compaction import compact_memory, compact_recorded, proactive_tick
 from replay.models.defrag import alloc_contig, defrag_due, defrag_pass, exchange_pages
 from replay.models.events import apply_event
@@ -621,6 +621,21 @@ class ZoneState:
             self.lru_add_range(at.start, n)
         else:
             self.lru_add(at)
+
+    def adopt_unclaimed(self, first: int, claimed: np.ndarray, page_mt: np.ndarray,
+                        flags_of: np.ndarray) -> int:  # fmt: skip
+        """:meth:`adopt` of every page ``claimed`` (bool per page) does not mark as an
+        order-0 object of the type ``page_mt`` (int8 per page) gives it, ids from ``first``
+        in page order, its F_* flags ``flags_of`` (int8 by the type's byte: -1 is 255);
+        with kswapd on, the reclaimable ones join the LRU in id order. One pass over the
+        pages (a fork's millions of background pages: no arrays of their ids or offsets).
+        Returns how many."""
+        placed, obj_mt, obj_order, obj_flags = self.objects[:4]
+        n = int(adopt_unclaimed(np.int64(first), claimed, page_mt, flags_of,
+                                np.int64(self.start_pfn), placed, obj_mt, obj_order, obj_flags,
+                                self.arrays.pg_obj))  # fmt: skip
+        self.lru_add_range(first, n)
+        return n
 
     def adopt_split(self, x: int, order: int, mt: int, flags: int, offsets: np.ndarray) -> None:
         """Make object ``x`` a folio compaction split (a fork of a model state that had
