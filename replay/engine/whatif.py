@@ -29,12 +29,12 @@ import dataclasses
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -197,6 +197,8 @@ from replay.models.zonelist import replay_chunk_node
 from replay.progress import Progress
 from replay.store import Store, gfp_direct_reclaim_sql
 from replay.trace.reader import ahead
+
+T = TypeVar("T")
 
 CHUNK_EVENTS = 1 << 20
 # Events per kernel call: its per-step output buffers (about 10 MB of rows) are
@@ -1198,6 +1200,19 @@ def claim_pages(
     return claims
 
 
+def once(
+    derived: dict[tuple[Any, ...], Any] | None, key: tuple[Any, ...], read: Callable[[], T]
+) -> T:
+    """``read()``; with ``derived`` (a shared kernel state's), once for every fork of it
+    that asks for ``key`` (what it reads must not change while the state lives, and its
+    value must not be changed by who gets it)."""
+    if derived is None:
+        return read()
+    if key not in derived:
+        derived[key] = read()
+    return derived[key]  # type: ignore[no-any-return]
+
+
 def query(store: Store, sql: str, params: dict[str, Any],
           derived: dict[tuple[Any, ...], Any] | None = None) -> pa.Table:  # fmt: skip
     """``store.query(sql, params)``; with ``derived`` (a shared kernel state's: its forks
@@ -1609,7 +1624,11 @@ def _run(
     if pageblock_every is not None and pageblock_every < 0:
         raise UsageError("--pageblock-every must be 0 or more")
     trace_id = store.trace_id(trace)
-    env = zone_environment(store, trace_id, config, zone_pages)
+    # what the forks of one kernel state each read of the trace alike, read once (its
+    # derived: the state lives as long as the explanation that forks it)
+    known = kernel_state.derived if kernel_state is not None else None
+    env = once(known, ("environment", trace_id, config.to_json(), zone_pages),
+               lambda: zone_environment(store, trace_id, config, zone_pages))  # fmt: skip
     # zone_choice = zonelist: the node's next zone (DMA32) below the run's (Normal)
     lower = (lower_zone(store, trace_id, config, env)
              if config.get("zone_choice", "model") == "zonelist" else None)  # fmt: skip
@@ -1617,7 +1636,8 @@ def _run(
         raise UsageError("zone_choice = zonelist forks from a model state that has the lower "
                          "zone too (a zonelist run's), or from the kernel's state")  # fmt: skip
     ids, n_obj = ((from_state.ids, from_state.n_obj) if from_state is not None
-                  else object_index(store, trace_id))  # fmt: skip
+                  else once(known, ("object_index", trace_id),
+                            lambda: object_index(store, trace_id)))  # fmt: skip
     saved = unpack(resume) if resume is not None else None
     fork = None
     shared = False  # the fork is a copy of kernel_state: its forks share what they derive
@@ -1925,7 +1945,9 @@ def _run(
                 # (each cpu's share and pcp->high: the before-snapshot's pagesets)
                 pcp_at, pcp_cpu = pcp_list_order(fork, takes)
                 rp.zone.load_pcp(pcp_at, fork.pcp[pcp_at].astype(np.int64) - 1,
-                                 snapshot_pagesets(store, trace_id, env), pcp_cpu)  # fmt: skip
+                                 once(known, ("pagesets", trace_id, env.zone),
+                                      lambda: snapshot_pagesets(store, trace_id, env)),
+                                 pcp_cpu)  # fmt: skip
         if n_pre and fork is None:
             # the others: allocated by the model before the trace's first event
             rest = np.setdiff1d(np.arange(n_pre), np.array([c[0] for c in claims], np.int64))
