@@ -1217,12 +1217,8 @@ def query(store: Store, sql: str, params: dict[str, Any],
           derived: dict[tuple[Any, ...], Any] | None = None) -> pa.Table:  # fmt: skip
     """``store.query(sql, params)``; with ``derived`` (a shared kernel state's: its forks
     read the same rows of the trace), once for all of them (Arrow tables are immutable)."""
-    if derived is None:
-        return store.query(sql, params)
-    key = ("query", sql, tuple(sorted(params.items())))
-    if key not in derived:
-        derived[key] = store.query(sql, params)
-    return derived[key]  # type: ignore[no-any-return]
+    return once(derived, ("query", sql, tuple(sorted(params.items()))),
+                lambda: store.query(sql, params))  # fmt: skip
 
 
 def read_only(state: ForkState) -> ForkState:
@@ -1246,11 +1242,9 @@ def background_units(
     zone from ``start_pfn``, free pages too), as background units: offsets and orders,
     the pages before ``holes_from`` one by one, the holes from it as whole aligned
     blocks (they never move)."""
-    if holes_from is None:  # no holes: every unclaimed page (no whole-zone temporaries)
-        single = np.flatnonzero(~claimed)
-        return single, np.zeros(single.shape[0], np.int64)
     in_hole = np.zeros(claimed.shape[0], np.bool_)
-    in_hole[holes_from:] = True
+    if holes_from is not None:
+        in_hole[holes_from:] = True
     single = np.flatnonzero(~claimed & ~in_hole)
     h_offs, h_orders = aligned_blocks(~claimed & in_hole, start_pfn)
     return (np.concatenate([single, h_offs]),
@@ -1475,7 +1469,8 @@ def prefetch_recorded(store: Store, trace: str, config: RunConfig, until: int,
     if not recorded_inputs(config) or config.get("zone_choice", "model") == "zonelist":
         return
     trace_id = store.trace_id(trace)
-    env = zone_environment(store, trace_id, config, None)
+    env = once(kernel_state.derived, ("environment", trace_id, config.to_json(), None),
+               lambda: zone_environment(store, trace_id, config, None))  # fmt: skip
     if (kernel_state.start_pfn, kernel_state.blk.shape[0]) != (env.start_pfn, env.pages):
         return
     total = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
@@ -1640,7 +1635,7 @@ def _run(
                             lambda: object_index(store, trace_id)))  # fmt: skip
     saved = unpack(resume) if resume is not None else None
     fork = None
-    shared = False  # the fork is a copy of kernel_state: its forks share what they derive
+    shared = False  # the fork reads kernel_state (read-only): its forks share what they derive
     if start == "observed":
         if env.zone is None and from_state is None:
             raise UsageError(
