@@ -34,7 +34,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -87,8 +87,6 @@ from replay.engine.results import (
     outputs,
     steps_batch,
 )
-from replay.engine.zram import ZramPlan, movable_zram, zram_classes
-from replay.engine.zram import plan as zram_plan
 from replay.errors import CheckpointError, NoEventInZoneError, UsageError
 from replay.models.compaction import (
     compact_memory,
@@ -197,6 +195,9 @@ from replay.models.zonelist import replay_chunk_node
 from replay.progress import Progress
 from replay.store import Store, gfp_direct_reclaim_sql
 from replay.trace.reader import ahead
+
+if TYPE_CHECKING:  # zsmalloc's runs import it (with the workloads): 10 ms the others skip
+    from replay.engine.zram import ZramPlan
 
 T = TypeVar("T")
 
@@ -1443,6 +1444,16 @@ def load_lower(rp: _Replay, ls: LowerStart, first_bg: int) -> None:
         lz.load_pcp(at, orders, pagesets, cpus)
 
 
+def movable_zram_classes(store: Store, trace_id: int, config: RunConfig) -> list[str] | None:
+    """The zram pages' classes a run's page compactor may migrate (zsmalloc's ``page``
+    and ``hybrid`` choices: replay.engine.zram), None without zsmalloc."""
+    if not config.get("zsmalloc"):
+        return None
+    from replay.engine.zram import movable_zram, zram_classes
+
+    return zram_classes(store, trace_id, config) if movable_zram(config) else None
+
+
 def recorded_inputs(config: RunConfig) -> bool:
     """Whether a run of ``config`` replays what the recorded kernel did (its migrations,
     compactions, kswapd, drains, pcp frees and refills, deferral: the kernel presets)."""
@@ -1748,6 +1759,8 @@ def _run(
     if config.get("zsmalloc"):
         # zsmalloc frees its zspages' pages (zs_free actions): the trace's frees of them
         # are left out
+        from replay.engine.zram import plan as zram_plan
+
         zram = zram_plan(store, trace_id, config, lo_seq, hi_seq, _class_sql, dense)
         linked["zs_pages"] = zram.pages
         store.con.register("zs_pages", zram.pages)
@@ -1989,9 +2002,7 @@ def _run(
                                     if kind.startswith("compact_recorded")
                                     and arg[1] == PASS_END
                                     and arg[10] >= 0}), np.int64)  # fmt: skip
-    flags_expr, flags_params = flags_sql(
-        config, zram_classes(store, trace_id, config) if movable_zram(config) else None
-    )
+    flags_expr, flags_params = flags_sql(config, movable_zram_classes(store, trace_id, config))
     rp.snapshot(-1)
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)
 
