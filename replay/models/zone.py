@@ -207,7 +207,8 @@ class ZoneState:
     through :meth:`pcp_bulk` (the recorded kernel's bulk frees), never at their own
     ``pcp->high``. ``split_room``: object ids kept after the others for the order-0
     pieces of the folios compaction splits (none left: a folio without a target
-    stays whole).
+    stays whole). ``image``: a :class:`ZoneImage` of this zone to start from (its arrays
+    and objects, copy-on-write) instead of a booted zone: loaded and adopted already.
     """
 
     def __init__(
