@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Annotated
 
 import pyarrow as pa
@@ -59,6 +60,10 @@ def explain(
     from replay.analysis.explain import explain as do_explain
     from replay.analysis.explain import rank
 
+    # numba's, pyarrow's and the engine's modules, just imported, are most of the objects
+    # the process will hold, all of them to its end: the cyclic collector need not walk
+    # them again at each of its full collections (gc.freeze)
+    gc.freeze()
     del quiet  # forks are short; no progress bar
     with Store(db) as store:
         if seq is None:

@@ -695,9 +695,8 @@ def _free_mask(
     (:func:`head_pages_only`) and then grows each head over the flagless pages
     after it (:func:`extend_heads`).
     """
-    runs = store.query(
-        "SELECT pfn, nr_pages, flags FROM snap_kpageflags "
-        "WHERE trace_id = $t AND snapshot = $s ORDER BY pfn",
+    runs = store.query(  # in any order: covered_pages sorts what it merges
+        "SELECT pfn, nr_pages, flags FROM snap_kpageflags WHERE trace_id = $t AND snapshot = $s",
         {"t": trace_id, "s": snapshot},
     )
     pfns = runs.column("pfn").to_numpy().astype(np.int64)

@@ -29,12 +29,12 @@ import dataclasses
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -87,8 +87,6 @@ from replay.engine.results import (
     outputs,
     steps_batch,
 )
-from replay.engine.zram import ZramPlan, movable_zram, zram_classes
-from replay.engine.zram import plan as zram_plan
 from replay.errors import CheckpointError, NoEventInZoneError, UsageError
 from replay.models.compaction import (
     compact_memory,
@@ -198,6 +196,11 @@ from replay.progress import Progress
 from replay.store import Store, gfp_direct_reclaim_sql
 from replay.trace.reader import ahead
 
+if TYPE_CHECKING:  # zsmalloc's runs import it (with the workloads): 10 ms the others skip
+    from replay.engine.zram import ZramPlan
+
+T = TypeVar("T")
+
 CHUNK_EVENTS = 1 << 20
 # Events per kernel call: its per-step output buffers (about 10 MB of rows) are
 # page-faulted once and stay in cache while the batch is built from them (1M-event
@@ -285,16 +288,22 @@ def split_room(config: RunConfig, n_obj: int) -> int:
     return max(1 << 17, n_obj // 4) if compacts else 0
 
 
-def type_flags(mts: np.ndarray, kswapd_movable: bool = True) -> np.ndarray:
-    """F_* flags (int8) of objects known by their migratetype only (int8; no event flags):
-    F_MOVABLE when MOVABLE; F_RECLAIM when RECLAIMABLE, and when MOVABLE if kswapd may
-    evict movable pages. One table look-up per object (a fork adopts millions)."""
-    table = np.zeros(256, np.int8)  # by the type's byte: -1 (none) is 255
+def flags_table(kswapd_movable: bool = True) -> np.ndarray:
+    """F_* flags (int8) of objects known by their migratetype only (no event flags), by
+    the type's byte (-1, none: 255): F_MOVABLE when MOVABLE; F_RECLAIM when RECLAIMABLE,
+    and when MOVABLE if kswapd may evict movable pages."""
+    table = np.zeros(256, np.int8)
     table[MIGRATE_MOVABLE] = F_MOVABLE
     table[MIGRATE_RECLAIMABLE] = F_RECLAIM
     if kswapd_movable:
         table[MIGRATE_MOVABLE] |= F_RECLAIM
-    return table[np.asarray(mts, np.int8).view(np.uint8)]
+    return table
+
+
+def type_flags(mts: np.ndarray, kswapd_movable: bool = True) -> np.ndarray:
+    """:func:`flags_table`'s flags of objects of types ``mts`` (int8): one table look-up
+    per object (a fork adopts millions)."""
+    return flags_table(kswapd_movable)[np.asarray(mts, np.int8).view(np.uint8)]
 
 
 class _Replay:
@@ -1192,16 +1201,25 @@ def claim_pages(
     return claims
 
 
+def once(
+    derived: dict[tuple[Any, ...], Any] | None, key: tuple[Any, ...], read: Callable[[], T]
+) -> T:
+    """``read()``; with ``derived`` (a shared kernel state's), once for every fork of it
+    that asks for ``key`` (what it reads must not change while the state lives, and its
+    value must not be changed by who gets it)."""
+    if derived is None:
+        return read()
+    if key not in derived:
+        derived[key] = read()
+    return derived[key]  # type: ignore[no-any-return]
+
+
 def query(store: Store, sql: str, params: dict[str, Any],
           derived: dict[tuple[Any, ...], Any] | None = None) -> pa.Table:  # fmt: skip
     """``store.query(sql, params)``; with ``derived`` (a shared kernel state's: its forks
     read the same rows of the trace), once for all of them (Arrow tables are immutable)."""
-    if derived is None:
-        return store.query(sql, params)
-    key = ("query", sql, tuple(sorted(params.items())))
-    if key not in derived:
-        derived[key] = store.query(sql, params)
-    return derived[key]  # type: ignore[no-any-return]
+    return once(derived, ("query", sql, tuple(sorted(params.items()))),
+                lambda: store.query(sql, params))  # fmt: skip
 
 
 def read_only(state: ForkState) -> ForkState:
@@ -1225,11 +1243,9 @@ def background_units(
     zone from ``start_pfn``, free pages too), as background units: offsets and orders,
     the pages before ``holes_from`` one by one, the holes from it as whole aligned
     blocks (they never move)."""
-    if holes_from is None:  # no holes: every unclaimed page (no whole-zone temporaries)
-        single = np.flatnonzero(~claimed)
-        return single, np.zeros(single.shape[0], np.int64)
     in_hole = np.zeros(claimed.shape[0], np.bool_)
-    in_hole[holes_from:] = True
+    if holes_from is not None:
+        in_hole[holes_from:] = True
     single = np.flatnonzero(~claimed & ~in_hole)
     h_offs, h_orders = aligned_blocks(~claimed & in_hole, start_pfn)
     return (np.concatenate([single, h_offs]),
@@ -1258,6 +1274,9 @@ class Adopted:
     bg_orders: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     bg_mts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     bg_flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    # a zone without holes: its background is every unclaimed page (claimed, page_mt),
+    # adopted in one pass (ZoneState.adopt_unclaimed), not through the arrays above
+    unclaimed: tuple[np.ndarray, np.ndarray] | None = None
 
     @staticmethod
     def of_claims(claims: list[tuple[int, int, int, int]], pre: pa.Table, dense: Any,
@@ -1276,14 +1295,22 @@ class Adopted:
                        mts=mts, flags=flags.astype(np.int8),
                        kswapd_movable=kswapd_movable)  # fmt: skip
 
-    def background(self, first: int, offs: np.ndarray, orders: np.ndarray,
-                   page_mt: np.ndarray) -> None:  # fmt: skip
-        """The background units (offsets, orders: :func:`background_units`), objects
-        ``first`` on, of the types ``page_mt`` gives their pages."""
-        self.first_bg, self.bg_offs, self.bg_orders = first, offs, orders
+    def background(self, first: int, claimed: np.ndarray, holes_from: int | None,
+                   start_pfn: int, page_mt: np.ndarray) -> int:  # fmt: skip
+        """The background units, objects ``first`` on: the allocated pages no object
+        ``claimed`` (:func:`background_units`: per page of the zone from ``start_pfn``,
+        free pages too), of the types ``page_mt`` gives their pages; how many. Without
+        holes each is a page of its own, adopted in one pass when the zone starts."""
+        self.first_bg = first
+        if holes_from is None:
+            self.unclaimed = (claimed, page_mt)
+            return int(claimed.shape[0] - np.count_nonzero(claimed))
+        offs, orders = background_units(claimed, holes_from, start_pfn)
+        self.bg_offs, self.bg_orders = offs, orders
         self.bg_mts = page_mt[offs]
         self.bg_flags = type_flags(self.bg_mts, self.kswapd_movable)
         self.bg_flags[orders > 0] = 0  # holes
+        return int(offs.shape[0])
 
     def identity(self) -> np.ndarray:
         """What decides the zone the claims start with (with the state and the settings):
@@ -1302,7 +1329,10 @@ class Adopted:
             zone.adopt(self.objs, self.offs, self.orders, self.mts, self.flags)
         for x, order, mt, fl, piece_offs in split or []:
             zone.adopt_split(x, order, mt, fl, piece_offs)
-        zone.adopt(self.first_bg, self.bg_offs, self.bg_orders, self.bg_mts, self.bg_flags)
+        if self.unclaimed is not None:
+            zone.adopt_unclaimed(self.first_bg, *self.unclaimed, flags_table(self.kswapd_movable))
+        else:
+            zone.adopt(self.first_bg, self.bg_offs, self.bg_orders, self.bg_mts, self.bg_flags)
 
 
 def shared_image(
@@ -1414,6 +1444,16 @@ def load_lower(rp: _Replay, ls: LowerStart, first_bg: int) -> None:
         lz.load_pcp(at, orders, pagesets, cpus)
 
 
+def movable_zram_classes(store: Store, trace_id: int, config: RunConfig) -> list[str] | None:
+    """The zram pages' classes a run's page compactor may migrate (zsmalloc's ``page``
+    and ``hybrid`` choices: replay.engine.zram), None without zsmalloc."""
+    if not config.get("zsmalloc"):
+        return None
+    from replay.engine.zram import movable_zram, zram_classes
+
+    return zram_classes(store, trace_id, config) if movable_zram(config) else None
+
+
 def recorded_inputs(config: RunConfig) -> bool:
     """Whether a run of ``config`` replays what the recorded kernel did (its migrations,
     compactions, kswapd, drains, pcp frees and refills, deferral: the kernel presets)."""
@@ -1440,7 +1480,8 @@ def prefetch_recorded(store: Store, trace: str, config: RunConfig, until: int,
     if not recorded_inputs(config) or config.get("zone_choice", "model") == "zonelist":
         return
     trace_id = store.trace_id(trace)
-    env = zone_environment(store, trace_id, config, None)
+    env = once(kernel_state.derived, ("environment", trace_id, config.to_json(), None),
+               lambda: zone_environment(store, trace_id, config, None))  # fmt: skip
     if (kernel_state.start_pfn, kernel_state.blk.shape[0]) != (env.start_pfn, env.pages):
         return
     total = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
@@ -1589,7 +1630,11 @@ def _run(
     if pageblock_every is not None and pageblock_every < 0:
         raise UsageError("--pageblock-every must be 0 or more")
     trace_id = store.trace_id(trace)
-    env = zone_environment(store, trace_id, config, zone_pages)
+    # what the forks of one kernel state each read of the trace alike, read once (its
+    # derived: the state lives as long as the explanation that forks it)
+    known = kernel_state.derived if kernel_state is not None else None
+    env = once(known, ("environment", trace_id, config.to_json(), zone_pages),
+               lambda: zone_environment(store, trace_id, config, zone_pages))  # fmt: skip
     # zone_choice = zonelist: the node's next zone (DMA32) below the run's (Normal)
     lower = (lower_zone(store, trace_id, config, env)
              if config.get("zone_choice", "model") == "zonelist" else None)  # fmt: skip
@@ -1597,10 +1642,11 @@ def _run(
         raise UsageError("zone_choice = zonelist forks from a model state that has the lower "
                          "zone too (a zonelist run's), or from the kernel's state")  # fmt: skip
     ids, n_obj = ((from_state.ids, from_state.n_obj) if from_state is not None
-                  else object_index(store, trace_id))  # fmt: skip
+                  else once(known, ("object_index", trace_id),
+                            lambda: object_index(store, trace_id)))  # fmt: skip
     saved = unpack(resume) if resume is not None else None
     fork = None
-    shared = False  # the fork is a copy of kernel_state: its forks share what they derive
+    shared = False  # the fork reads kernel_state (read-only): its forks share what they derive
     if start == "observed":
         if env.zone is None and from_state is None:
             raise UsageError(
@@ -1713,6 +1759,8 @@ def _run(
     if config.get("zsmalloc"):
         # zsmalloc frees its zspages' pages (zs_free actions): the trace's frees of them
         # are left out
+        from replay.engine.zram import plan as zram_plan
+
         zram = zram_plan(store, trace_id, config, lo_seq, hi_seq, _class_sql, dense)
         linked["zs_pages"] = zram.pages
         store.con.register("zs_pages", zram.pages)
@@ -1830,9 +1878,7 @@ def _run(
             if got is not None:
                 image, n_bg = got
         if claimed is not None and page_mt is not None and image is None:
-            adopted.background(n_obj, *background_units(claimed, holes_from, env.start_pfn),
-                               page_mt)  # fmt: skip
-            n_bg = int(adopted.bg_offs.shape[0])
+            n_bg = adopted.background(n_obj, claimed, holes_from, env.start_pfn, page_mt)
             if image_key is not None:
                 assert blk is not None
 
@@ -1907,7 +1953,9 @@ def _run(
                 # (each cpu's share and pcp->high: the before-snapshot's pagesets)
                 pcp_at, pcp_cpu = pcp_list_order(fork, takes)
                 rp.zone.load_pcp(pcp_at, fork.pcp[pcp_at].astype(np.int64) - 1,
-                                 snapshot_pagesets(store, trace_id, env), pcp_cpu)  # fmt: skip
+                                 once(known, ("pagesets", trace_id, env.zone),
+                                      lambda: snapshot_pagesets(store, trace_id, env)),
+                                 pcp_cpu)  # fmt: skip
         if n_pre and fork is None:
             # the others: allocated by the model before the trace's first event
             rest = np.setdiff1d(np.arange(n_pre), np.array([c[0] for c in claims], np.int64))
@@ -1954,9 +2002,7 @@ def _run(
                                     if kind.startswith("compact_recorded")
                                     and arg[1] == PASS_END
                                     and arg[10] >= 0}), np.int64)  # fmt: skip
-    flags_expr, flags_params = flags_sql(
-        config, zram_classes(store, trace_id, config) if movable_zram(config) else None
-    )
+    flags_expr, flags_params = flags_sql(config, movable_zram_classes(store, trace_id, config))
     rp.snapshot(-1)
     progress.start(f"replay {trace} ({config.preset or config.model})", n_events)
 

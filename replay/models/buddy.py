@@ -331,6 +331,27 @@ def pageblock_alloc_add(pfn, k, mt, delta, pb_alloc, pb0):  # type: ignore[no-un
 
 
 @njit(cache=True, _nrt=False)
+def adopt_unclaimed(first, claimed, page_mt, flags_of, start, placed, obj_mt, obj_order,
+                    obj_flags, pg_obj):  # type: ignore[no-untyped-def]  # fmt: skip
+    """Make every page of a loaded state (:func:`load_state`) that ``claimed`` (bool per
+    page) does not mark an order-0 object: ids from ``first`` in page order, placed at
+    its pfn (offset + ``start``), of the type ``page_mt`` gives the page, with the F_*
+    flags ``flags_of`` gives that type (by its byte: -1 is 255), its unit starting there
+    (``pg_obj``). One pass, no arrays of the millions of ids; returns how many."""
+    x = first
+    for o in range(claimed.shape[0]):
+        if not claimed[o]:
+            t = page_mt[o]
+            placed[x] = o + start
+            obj_mt[x] = t
+            obj_order[x] = 0
+            obj_flags[x] = flags_of[t & 0xFF]
+            pg_obj[o] = x
+            x += 1
+    return x - first
+
+
+@njit(cache=True, _nrt=False)
 def load_state(z, prm, blk, page_mt, heads):  # type: ignore[no-untyped-def]
     """Replace the boot state by a given one (``--start observed``).
 

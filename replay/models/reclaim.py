@@ -78,6 +78,15 @@ def lru_add_all(xs, ob):  # type: ignore[no-untyped-def]
         lru_add(xs[i], ob)
 
 
+@njit(cache=True, _nrt=False)
+def lru_add_range(first, n, ob):  # type: ignore[no-untyped-def]
+    """:func:`lru_add` for each placed reclaimable object of the ids ``first`` ..
+    ``first + n - 1``, in id order (a fork's background objects: no array of their ids)."""
+    for x in range(first, first + n):
+        if (ob.obj_flags[x] & F_RECLAIM) != 0 and ob.placed[x] >= 0:
+            lru_add(np.int64(x), ob)
+
+
 @njit(cache=True, inline="always", _nrt=False)
 def lru_del(x, ob):  # type: ignore[no-untyped-def]
     list_del(x, 0, ob.lru_next, ob.lru_prev, ob.lru_head, ob.lru_tail)

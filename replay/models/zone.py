@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from replay.cow import SHARED, SharedArray
-from replay.models.buddy import init_zone, load_state
+from replay.models.buddy import adopt_unclaimed, init_zone, load_state
 from replay.models.compaction import compact_memory, compact_recorded, proactive_tick
 from replay.models.defrag import alloc_contig, defrag_due, defrag_pass, exchange_pages
 from replay.models.events import apply_event
@@ -83,6 +83,7 @@ from replay.models.pcp import (
 )
 from replay.models.pools import new_pools
 from replay.models.reclaim import lru_add_all
+from replay.models.reclaim import lru_add_range as lru_add_id_range
 
 # -- Python handle -------------------------------------------------------------------------
 # the per-page arrays a zone image shares copy-on-write (the others are small: copied)
@@ -195,7 +196,8 @@ class ZoneState:
     through :meth:`pcp_bulk` (the recorded kernel's bulk frees), never at their own
     ``pcp->high``. ``split_room``: object ids kept after the others for the order-0
     pieces of the folios compaction splits (none left: a folio without a target
-    stays whole).
+    stays whole). ``image``: a :class:`ZoneImage` of this zone to start from (its arrays
+    and objects, copy-on-write) instead of a booted zone: loaded and adopted already.
     """
 
     def __init__(
@@ -610,6 +612,21 @@ class ZoneState:
         else:
             self.lru_add(at)
 
+    def adopt_unclaimed(self, first: int, claimed: np.ndarray, page_mt: np.ndarray,
+                        flags_of: np.ndarray) -> int:  # fmt: skip
+        """:meth:`adopt` of every page ``claimed`` (bool per page) does not mark as an
+        order-0 object of the type ``page_mt`` (int8 per page) gives it, ids from ``first``
+        in page order, its F_* flags ``flags_of`` (int8 by the type's byte: -1 is 255);
+        with kswapd on, the reclaimable ones join the LRU in id order. One pass over the
+        pages (a fork's millions of background pages: no arrays of their ids or offsets).
+        Returns how many."""
+        placed, obj_mt, obj_order, obj_flags = self.objects[:4]
+        n = int(adopt_unclaimed(np.int64(first), claimed, page_mt, flags_of,
+                                np.int64(self.start_pfn), placed, obj_mt, obj_order, obj_flags,
+                                self.arrays.pg_obj))  # fmt: skip
+        self.lru_add_range(first, n)
+        return n
+
     def adopt_split(self, x: int, order: int, mt: int, flags: int, offsets: np.ndarray) -> None:
         """Make object ``x`` a folio compaction split (a fork of a model state that had
         split it): its ``1 << order`` pages are pieces from the split room, each an
@@ -645,14 +662,9 @@ class ZoneState:
 
     def lru_add_range(self, first: int, n: int) -> None:
         """:meth:`lru_add` of the consecutive ids ``first .. first + n - 1`` (a fork's
-        background objects, millions: read by slices, not gathered)."""
-        if not self.prm[P_KSWAPD]:
-            return
-        placed = self.objects.placed[first : first + n]
-        reclaim = (self.objects.obj_flags[first : first + n] & F_RECLAIM) != 0
-        xs = np.flatnonzero(reclaim & (placed >= 0))
-        xs += first
-        lru_add_all(xs, self.objects)
+        background objects, millions: one kernel call over them, no array of ids)."""
+        if self.prm[P_KSWAPD]:
+            lru_add_id_range(np.int64(first), np.int64(n), self.objects)
 
     def free_lists(self) -> dict[tuple[int, int], list[int]]:
         """(order, migratetype) -> free blocks' pfns, head to tail (non-empty lists only)."""
