@@ -297,10 +297,12 @@ def progress_bar(quiet: bool, unit: str = "bytes") -> Iterator[CoreProgress]:
 
     ``unit``: what the totals count; ``bytes`` shows sizes (ingest reads bytes),
     anything else "done/total unit" (events, runs)."""
-    if quiet:
+    console = None if quiet else Console(stderr=True)
+    if console is None or not console.is_interactive:
+        # a bar that cannot redraw shows nothing; rich would still end it with a blank
+        # line on stderr, before the command's own last line ("interrupted", an error)
         yield CoreProgress()
         return
-    console = Console(stderr=True)
     count = (
         DownloadColumn()
         if unit == "bytes"
