@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -122,19 +123,29 @@ def __getattr__(name: str) -> typer.Typer:
     raise AttributeError(name)
 
 
+@dataclass
+class Interrupts:
+    """What ``_sigint_seen`` noted: ``seen`` a SIGINT; while ``deferred``, a SIGINT is
+    only noted (no KeyboardInterrupt), and the code checks ``seen`` afterwards."""
+
+    seen: bool = False
+    deferred: bool = False
+
+
 @contextlib.contextmanager
-def _sigint_seen() -> Iterator[list[bool]]:
+def _sigint_seen() -> Iterator[Interrupts]:
     """Note every SIGINT (then raise KeyboardInterrupt, as Python's own handler does).
 
     An interrupt reaches the code as many things: a KeyboardInterrupt, DuckDB's
     "Query interrupted", an error from a stream DuckDB was reading when it came,
     typer's exit 130. Whatever ends the command after a SIGINT, it was interrupted.
     """
-    seen = [False]
+    seen = Interrupts()
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        seen[0] = True
-        raise KeyboardInterrupt
+        seen.seen = True
+        if not seen.deferred:
+            raise KeyboardInterrupt
 
     if threading.current_thread() is not threading.main_thread():
         yield seen  # only the main thread gets signals (and may set a handler)
@@ -152,10 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             code = _run(argv, interrupted)
         except BaseException:
-            if not interrupted[0]:
+            if not interrupted.seen:
                 raise
             code = EXIT_INTERRUPTED
-        if interrupted[0] or code == EXIT_INTERRUPTED:
+        if interrupted.seen or code == EXIT_INTERRUPTED:
             sys.stderr.write("interrupted\n")
             return EXIT_INTERRUPTED
         return code
@@ -166,15 +177,26 @@ def _command(argv: list[str]) -> str:
     return argv[0] if argv and not argv[0].startswith("-") else ""
 
 
-def _run(argv: list[str] | None, interrupted: list[bool]) -> int:
+def _run(argv: list[str] | None, interrupted: Interrupts) -> int:
     args = sys.argv[1:] if argv is None else argv
+    # The command's module imports numba, pyarrow and DuckDB: a KeyboardInterrupt raised
+    # inside those imports can leave CPython's "unhandled KeyboardInterrupt" mark set
+    # (a nested PyRun_* call), so that the process then kills itself with SIGINT instead
+    # of exiting 130. Ctrl-C during the import is noted and acted on once it is done.
+    interrupted.deferred = True
     try:
-        _app(_command(args))(args=args, prog_name="replay")
+        app = _app(_command(args))
+    finally:
+        interrupted.deferred = False
+    if interrupted.seen:
+        return EXIT_INTERRUPTED
+    try:
+        app(args=args, prog_name="replay")
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except ReplayError as exc:
-        if not interrupted[0]:  # else an effect of the interrupt, which main reports
+        if not interrupted.seen:  # else an effect of the interrupt, which main reports
             sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
     except BrokenPipeError:
