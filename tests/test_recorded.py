@@ -24,6 +24,18 @@ from replay.trace.ingest import ingest
 TRACES = Path(__file__).resolve().parent.parent / "traces"
 
 
+def _events(s: Store, tid: int) -> int:
+    """Trace ``tid``'s event count (a run's hi_seq bound: its last seq + 1)."""
+    return int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+
+
+def _ingested(s: Store, trace: Path, name: str) -> tuple[int, int]:
+    """Ingest ``trace`` as ``name``: its trace id and event count."""
+    ingest(s, trace, name=name)
+    tid = s.trace_id(name)
+    return tid, _events(s, tid)
+
+
 def _greedy(src: list[int], dst: list[int]) -> tuple[list[bool], list[int]]:
     """The matching as a loop: each destination takes the next source if it came first."""
     i, matched, taken = 0, [], []
@@ -55,7 +67,7 @@ def test_recorded_passes_run_batch_by_batch(capture_db: Path) -> None:
     with Store(capture_db) as s:
         tid = s.trace_id("compact")
         env = zone_environment(s, tid, load_model("kernel"), None)
-        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        total = _events(s, tid)
         acts = recorded.recorded_compactions(s, tid, env, 0, total, total)
         migrated = (
             s.query(
@@ -139,7 +151,7 @@ def test_the_models_pass_moves_when_the_kernels_did(capture_db: Path, tmp_path: 
         tid = s.trace_id("compact")
         r = engine.run(s, "compact", load_model("kernel"), start="observed", every=1)
         env = zone_environment(s, tid, load_model("kernel"), None)
-        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        total = _events(s, tid)
         acts = recorded.recorded_compactions(s, tid, env, r.start_seq, total, total)
         rows = s.query(
             "SELECT seq, migrated FROM steps WHERE run_id = $r AND migrated IS NOT NULL",
@@ -193,7 +205,7 @@ def test_unnamed_migrations_pair_old_folios_with_new_homes(capture_db: Path) -> 
     with Store(capture_db) as s:
         tid = s.trace_id("compact")
         env = zone_environment(s, tid, load_model("kernel"), None)
-        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        total = _events(s, tid)
         fork = fork_state(s, tid, env.start_pfn, env.pages)
         free = fork.page_mt < 0
         named = recorded.migration_links(s, tid, fork.seq)
@@ -258,9 +270,7 @@ def test_kswapds_reclaim_limits_the_pcp_lists(tmp_path: Path) -> None:
     db = tmp_path / "k.duckdb"
     name = "small-pressure-6.18"
     with Store(db) as s:
-        ingest(s, TRACES / name, name=name)
-        tid = s.trace_id(name)
-        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        tid, total = _ingested(s, TRACES / name, name)
         acts = recorded.kswapd_reclaim(s, tid, 0, total)
         obs = run_observed(s, name, every=10, pageblock_every=0)
 
@@ -358,9 +368,7 @@ def test_drain_all_after_direct_reclaim_is_an_input(tmp_path: Path) -> None:
     trace = t.write(tmp_path / "drain.txt")
     db = tmp_path / "d.duckdb"
     with Store(db) as s:
-        ingest(s, trace, name="drain")
-        tid = s.trace_id("drain")
-        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        tid, total = _ingested(s, trace, "drain")
         retry = int(s.one("SELECT seq FROM events WHERE trace_id = $t AND pid = 20 AND "
                           "op = 'alloc'", {"t": tid})[0])  # fmt: skip
         assert recorded.recorded_drains(s, tid, 0, total) == [(retry, "drain_all", ())]
@@ -472,9 +480,7 @@ def test_the_kernels_pcp_bulk_frees_are_an_input(tmp_path: Path) -> None:
     add("a-10", 0, "mm_page_free", "page=0 pfn=0x2000 order=0")
     trace = t.write(tmp_path / "bulk.txt")
     with Store(tmp_path / "b.duckdb") as s:
-        ingest(s, trace, name="bulk")
-        tid = s.trace_id("bulk")
-        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        tid, total = _ingested(s, trace, "bulk")
 
         def seq_of(pid: int, pfn: int, op: str = "alloc") -> int:
             q = "SELECT seq FROM events WHERE trace_id = $t AND pid = $p AND pfn = $f AND op = $o"
@@ -530,9 +536,7 @@ def test_the_kernels_pcp_refills_are_an_input(tmp_path: Path) -> None:
     alloc("b-20", 1, 0x4100, 0)  # nor here, where the model's list is empty
     trace = t.write(tmp_path / "refill.txt")
     with Store(tmp_path / "r.duckdb") as s:
-        ingest(s, trace, name="refill")
-        tid = s.trace_id("refill")
-        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        tid, total = _ingested(s, trace, "refill")
 
         def seq_of(pid: int, pfn: int) -> int:
             q = "SELECT seq FROM events WHERE trace_id = $t AND pid = $p AND pfn = $f"
@@ -579,9 +583,7 @@ def test_a_released_part_of_an_isolated_block_is_no_migration(tmp_path: Path) ->
     add("c-30", "mm_compaction_end", f"{zone} mode=sync status=complete")
     trace = t.write(tmp_path / "release.txt")
     with Store(tmp_path / "r.duckdb") as s:
-        ingest(s, trace, name="release")
-        tid = s.trace_id("release")
-        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        tid, total = _ingested(s, trace, "release")
         frees = s.query("SELECT seq, pfn FROM events WHERE trace_id = $t AND op = 'free'"
                         " AND pid = 30 ORDER BY seq", {"t": tid}).to_pylist()  # fmt: skip
         page_mt = np.full(1 << 15, MIGRATE_MOVABLE, np.int8)  # all allocated at the fork
@@ -612,9 +614,7 @@ def test_the_kernels_compaction_deferral_is_an_input(tmp_path: Path) -> None:
     t.alloc("b-20", 1, 0x2200, 9)
     trace = t.write(tmp_path / "defer.txt")
     with Store(tmp_path / "d.duckdb") as s:
-        ingest(s, trace, name="defer")
-        tid = s.trace_id("defer")
-        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        tid, total = _ingested(s, trace, "defer")
         first, second = (int(r["seq"]) for r in s.query(
             "SELECT seq FROM events WHERE trace_id = $t AND \"order\" = 9 ORDER BY seq",
             {"t": tid}).to_pylist())  # fmt: skip
@@ -663,9 +663,7 @@ def test_a_refill_counts_the_blocks_only_extfrag_traces(tmp_path: Path) -> None:
     t.alloc("a-10", 0, 0x1000, 0)
     trace = t.write(tmp_path / "steal.txt")
     with Store(tmp_path / "s.duckdb") as s:
-        ingest(s, trace, name="steal")
-        tid = s.trace_id("steal")
-        total = int(s.one("SELECT events FROM traces WHERE trace_id = $t", {"t": tid})[0])
+        tid, total = _ingested(s, trace, "steal")
         seq = int(s.one("SELECT seq FROM events WHERE trace_id = $t AND pfn = 4096", {"t": tid})[0])
         got = recorded.recorded_pcp_refills(s, tid, 0, total, ((0, 1 << 20),))
     assert got == [(seq, "pcp_refill", (0, 0, 0, 1, 5))]
