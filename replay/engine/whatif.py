@@ -1214,6 +1214,15 @@ def once(
     return derived[key]  # type: ignore[no-any-return]
 
 
+def shared_environment(derived: dict[tuple[Any, ...], Any] | None, store: Store,
+                       trace_id: int, config: RunConfig, zone_pages: int | None
+                       ) -> Environment:  # fmt: skip
+    """:func:`zone_environment`, read once for every fork of a shared kernel state
+    (``derived``) that asks with the same settings (:func:`once`)."""
+    return once(derived, ("environment", trace_id, config.to_json(), zone_pages),
+                lambda: zone_environment(store, trace_id, config, zone_pages))  # fmt: skip
+
+
 def query(store: Store, sql: str, params: dict[str, Any],
           derived: dict[tuple[Any, ...], Any] | None = None) -> pa.Table:  # fmt: skip
     """``store.query(sql, params)``; with ``derived`` (a shared kernel state's: its forks
@@ -1237,15 +1246,15 @@ def read_only(state: ForkState) -> ForkState:
 
 
 def background_units(
-    claimed: np.ndarray, holes_from: int | None, start_pfn: int
+    claimed: np.ndarray, holes_from: int, start_pfn: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """A starting state's allocated pages no object claimed (``claimed``: per page of the
     zone from ``start_pfn``, free pages too), as background units: offsets and orders,
     the pages before ``holes_from`` one by one, the holes from it as whole aligned
-    blocks (they never move)."""
+    blocks (they never move). A zone without holes adopts its pages in one pass
+    (:meth:`Adopted.background`) instead."""
     in_hole = np.zeros(claimed.shape[0], np.bool_)
-    if holes_from is not None:
-        in_hole[holes_from:] = True
+    in_hole[holes_from:] = True
     single = np.flatnonzero(~claimed & ~in_hole)
     h_offs, h_orders = aligned_blocks(~claimed & in_hole, start_pfn)
     return (np.concatenate([single, h_offs]),
@@ -1480,8 +1489,7 @@ def prefetch_recorded(store: Store, trace: str, config: RunConfig, until: int,
     if not recorded_inputs(config) or config.get("zone_choice", "model") == "zonelist":
         return
     trace_id = store.trace_id(trace)
-    env = once(kernel_state.derived, ("environment", trace_id, config.to_json(), None),
-               lambda: zone_environment(store, trace_id, config, None))  # fmt: skip
+    env = shared_environment(kernel_state.derived, store, trace_id, config, None)
     if (kernel_state.start_pfn, kernel_state.blk.shape[0]) != (env.start_pfn, env.pages):
         return
     total = int(store.one("SELECT events FROM traces WHERE trace_id = $t", {"t": trace_id})[0])
@@ -1633,8 +1641,7 @@ def _run(
     # what the forks of one kernel state each read of the trace alike, read once (its
     # derived: the state lives as long as the explanation that forks it)
     known = kernel_state.derived if kernel_state is not None else None
-    env = once(known, ("environment", trace_id, config.to_json(), zone_pages),
-               lambda: zone_environment(store, trace_id, config, zone_pages))  # fmt: skip
+    env = shared_environment(known, store, trace_id, config, zone_pages)
     # zone_choice = zonelist: the node's next zone (DMA32) below the run's (Normal)
     lower = (lower_zone(store, trace_id, config, env)
              if config.get("zone_choice", "model") == "zonelist" else None)  # fmt: skip
