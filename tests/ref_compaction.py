@@ -50,6 +50,7 @@ from ref_mobility import (
 from replay.analysis.metrics import extfrag_for_order, fragmentation_index
 
 COMPACT_CLUSTER_MAX = 32  # pages isolated per migration round
+PAGE_ALLOC_COSTLY_ORDER = 3
 COMPACT_MAX_DEFER_SHIFT = 6
 HPAGE_FRAG_CHECK_INTERVAL_NS = 500_000_000  # kcompactd's proactive check period, ns
 COMPACTION_HPAGE_ORDER = PAGEBLOCK_ORDER  # order of the fragmentation score
@@ -137,6 +138,8 @@ class CompactControl:
     met: bool = False
     cpu: int = 0  # the compacting task's: its pcp list gets the migrated folios' pages
     last_migrated_pfn: int = -1  # compact_zone's, -1 after a drain
+    fast_search_fail: int = 0
+    fast_start_pfn: int = 0  # 0 unset, -1 used up (ULONG_MAX)
 
 
 class RefCompaction(RefMobility):
@@ -191,6 +194,7 @@ class RefCompaction(RefMobility):
         # struct zone compaction state
         self.cached_migrate_pfn = [start_pfn, start_pfn]  # [async, sync]
         self.cached_free_pfn = pageblock_start_pfn(self.end_pfn - 1)
+        self.skip: set[int] = set()  # pageblocks (pfn >> 9) with PB_migrate_skip set
         self.compact_considered = 0
         self.compact_defer_shift = 0
         self.compact_order_failed = 0
@@ -263,6 +267,7 @@ class RefCompaction(RefMobility):
         """``__compact_finished``: CONTINUE or the result compact_zone returns."""
         if (cc.free_pfn >> PAGEBLOCK_ORDER) <= (cc.migrate_pfn >> PAGEBLOCK_ORDER):
             self._reset_cached_positions()
+            self.skip.clear()  # compact_blockskip_flush
             cc.met = True
             return COMPLETE if cc.whole_zone else PARTIAL_SKIPPED
         if cc.proactive:
@@ -322,18 +327,75 @@ class RefCompaction(RefMobility):
             p += 1
         cc.migrate_pfn = p
 
+    def _fast_find_migrateblock(self, cc: CompactControl) -> int:
+        """``fast_find_migrateblock``: the pfn the migration scanner goes on from."""
+        pfn = cc.migrate_pfn
+        if cc.order < 0:  # ignore_skip_hint
+            return pfn
+        if pfn != self.start_pfn and pfn % PAGEBLOCK_PAGES != 0:
+            return pfn
+        if cc.order <= PAGE_ALLOC_COSTLY_ORDER or cc.mt != MIGRATE_MOVABLE:
+            return pfn
+        limit = (COMPACT_CLUSTER_MAX >> min(63, cc.fast_search_fail)) + 1
+        distance = (cc.free_pfn - pfn) >> 1
+        if pfn != self.start_pfn:
+            distance >>= 2
+        high = pageblock_start_pfn(pfn + distance)
+        scanned = 0
+        found = False
+        for o in range(cc.order - 1, PAGE_ALLOC_COSTLY_ORDER - 1, -1):
+            if found or scanned >= limit:
+                break
+            if not any(self.lists[o]):  # area->nr_free
+                continue
+            fl = self.lists[o][MIGRATE_MOVABLE]
+            for i, fp in enumerate(fl):
+                scanned += 1
+                if scanned - 1 >= limit:
+                    fl[:] = fl[i + 1 :] + fl[: i + 1]  # move_freelist_tail
+                    break
+                if fp < high:
+                    if fp >> PAGEBLOCK_ORDER in self.skip:
+                        continue
+                    fl[:] = fl[i + 1 :] + fl[: i + 1]
+                    if cc.fast_start_pfn != -1:
+                        cc.fast_start_pfn = fp if cc.fast_start_pfn == 0 else min(
+                            cc.fast_start_pfn, fp)  # fmt: skip
+                    pfn = max(pageblock_start_pfn(fp), self.start_pfn)
+                    cc.fast_search_fail = 0
+                    found = True
+                    self.skip.add(fp >> PAGEBLOCK_ORDER)
+                    break
+        cc.scanned_migrate += scanned
+        if not found:
+            cc.fast_search_fail += 1
+            if cc.fast_start_pfn not in (0, -1):  # reinit_migrate_pfn
+                cc.migrate_pfn = cc.fast_start_pfn
+                cc.fast_start_pfn = -1
+            pfn = cc.migrate_pfn
+        return pfn
+
     def _isolate_migratepages(self, cc: CompactControl) -> None:
-        """One pageblock per call, from ``migrate_pfn`` while below the free scanner."""
+        """One pageblock per call: the one fast_find_migrateblock picks, else from
+        ``migrate_pfn`` on (pageblocks with the skip hint passed over), while below the
+        free scanner. A pageblock scanned whole with nothing isolated gets the hint."""
         cc.migratepages = []
         cc.nr_migratepages = 0
-        low = cc.migrate_pfn
+        low = self._fast_find_migrateblock(cc)
+        fast = low != cc.migrate_pfn and cc.fast_search_fail == 0
+        hints = cc.order >= 0
         block_end = pageblock_end_pfn(low)
         while block_end <= cc.free_pfn:
-            if not self._suitable_migration_source(cc, low):
+            skipped = (hints and not fast and low % PAGEBLOCK_PAGES == 0
+                       and low >> PAGEBLOCK_ORDER in self.skip)  # fmt: skip
+            fast = False
+            if skipped or not self._suitable_migration_source(cc, low):
                 cc.migrate_pfn = low = block_end
                 block_end += PAGEBLOCK_PAGES
                 continue
             self._isolate_migratepages_block(cc, low, min(block_end, self.end_pfn))
+            if hints and cc.migrate_pfn >= block_end and not cc.migratepages:
+                self.skip.add(low >> PAGEBLOCK_ORDER)
             return
 
     def _suitable_migration_target(self, cc: CompactControl, block_start: int) -> bool:

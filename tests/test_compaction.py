@@ -262,6 +262,38 @@ def test_direct_compaction_satisfies_a_failed_order_4_request(impl: type, groupi
     check_compaction_invariants(z, units, {})
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_fast_find_migrateblock_empties_a_mostly_free_pageblock_first(impl: type) -> None:
+    """An order-9 direct compaction starts where the free lists point
+    (fast_find_migrateblock), not at the zone's first pageblock."""
+    z = impl(0, 4096, compaction="direct")
+    for i in range(4096):
+        assert z.alloc_obj(i, 0, M) == i
+    free = list(range(1024, 1280))  # pageblock 2's lower half: one order-8 block
+    free += list(range(2560, 2568))  # an order-3 block in pageblock 5
+    free += [i for i in range(3072, 4096) if i % 4]  # pageblocks 6, 7: 3 pages of 4
+    for i in free:
+        z.free_obj(i)
+    assert z.free_lists()[(8, M)] == [1024]
+    units = {i: (0, M) for i in range(4096) if i not in set(free)}
+    # No order-9 block: direct compaction (ASYNC). compaction_suitable: 1032 free pages >
+    # compact_gap(9) = 1024; fragmentation_index(9) = 1000 - (1000 + 1032 * 1000 / 512) /
+    # 514 blocks = 995 > 500. The migration scanner stands at the zone start, a
+    # pageblock start: the fast search looks below pageblock_start_pfn(0 + (3584 - 0) /
+    # 2) = 1536 in the MOVABLE lists of orders 8..3 and finds 1024 (order 8) first. The
+    # scanner moves pageblock 2's 256 units to pageblock 7's free pages; their old pages
+    # merge with the order-8 block into pageblock 2 whole, an order-9 block the capture
+    # takes. The linear scanner would have emptied pageblock 0 (512 units) instead.
+    assert z.alloc_obj(9000, 9, M, seq=9) == 1024
+    ev = events(z)
+    assert len(ev) == 1 and ev[0][:4] == ("compact_direct", 9, 9, "async")
+    assert ev[0][10] == 256 and ev[0][12] == "SUCCESS"  # pages migrated, result
+    assert all(z.placement(i) == i for i in range(512))  # pageblock 0 untouched
+    assert all(3584 <= z.placement(i) < 4096 for i in range(1280, 1536))
+    units[9000] = (9, M)
+    check_compaction_invariants(z, units, {})
+
+
 def test_capture_takes_only_a_block_the_request_may_use() -> None:
     """compaction_capture: only at the order compacted for; a MOVABLE pageblock's block
     below pageblock order only for a MOVABLE request; from pageblock order up any type."""
@@ -391,14 +423,17 @@ def test_compaction_suitable_skips_when_memory_is_short(
         assert list(z.nr_free) == [0, 0, 0, 128] + [0] * 7
         check_compaction_invariants(z, units, {})
         return
-    # 493 > 400: suitable. The first ASYNC round isolates units 0, 2, 4, 6 (32 pages; the
-    # migrate scanner stops at 56) and moves them into pageblock 3's free order-3 blocks
+    # 493 > 400: suitable. fast_find_migrateblock (order 4 > 3) looks through the order-3
+    # MOVABLE list from its head for a block below pageblock_start_pfn(1536 / 2) = 512:
+    # the 33 entries it may look at (32 + 1) are all higher, the 34th ends the search
+    # (scanned: 34). The first ASYNC round isolates units 0, 2, 4, 6 (32 pages; the
+    # migrate scanner stops at 56, 56 pages scanned) and moves them into pageblock 3's free order-3 blocks
     # 1544, 1560, 1576, 1592 (the free scanner stops at 1600). Unit 0's old block merges
     # with the free [8, 16) to order 4: captured for the request (compaction_capture),
     # so the pass ends after this round (SUCCESS); [16, 32) and [32, 64) merge to o4, o5.
     assert got == 0
     assert events(z) == [
-        ("compact_direct", 3, 4, "async", 0, 1536, 56, 1600, 56, 64, 32, 0, "SUCCESS")
+        ("compact_direct", 3, 4, "async", 0, 1536, 56, 1600, 90, 64, 32, 0, "SUCCESS")
     ]
     assert [z.placement(2 * n) for n in range(4)] == [1544, 1560, 1576, 1592]
     assert [z.placement(2 * n) for n in range(4, 32)] == [16 * n for n in range(4, 32)]

@@ -51,6 +51,9 @@ from replay.models.internal import (
     CC_CAPC_PAGE,
     CC_CPU,
     CC_FAILED,
+    CC_FAST_FAIL,
+    CC_FAST_GIVEN,
+    CC_FAST_START,
     CC_FREE_PFN,
     CC_FREE_START,
     CC_LAST_MIGRATED,
@@ -86,6 +89,7 @@ from replay.models.internal import (
     DEFERRED,
     F_MOVABLE,
     F_RECLAIM,
+    FAST_START_DONE,
     HPAGE_FRAG_CHECK_INTERVAL_NS,
     K_COMPACT_DIRECT,
     K_COMPACT_ONESHOT,
@@ -350,21 +354,123 @@ def suitable_migration_source(pb, z, prm, cz):  # type: ignore[no-untyped-def]
     return bt == cz[CC_MT]
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def move_freelist_tail(e, li, z):  # type: ignore[no-untyped-def]
+    """``move_freelist_tail``: the list's entries from its head through ``e`` move to
+    its tail (``list_is_first(freelist, &freepage->lru)`` there is true when ``e`` is
+    the list's last entry: then nothing moves)."""
+    h = z.free_head[li]
+    n = z.list_next[e]
+    if n < 0:
+        return
+    t = z.free_tail[li]
+    z.list_next[t] = h
+    z.list_prev[h] = t
+    z.list_prev[n] = -1
+    z.free_head[li] = n
+    z.list_next[e] = -1
+    z.free_tail[li] = e
+
+
+@njit(cache=True, _nrt=False)
+def fast_find_migrateblock(z, prm, cz):  # type: ignore[no-untyped-def]
+    """``fast_find_migrateblock``: where the migration scanner starts its next
+    pageblock (pfn). A pass for an order above PAGE_ALLOC_COSTLY_ORDER (a movable one,
+    if direct) that stands at a pageblock's start looks through the MOVABLE free lists
+    of orders t - 1 down to 3 (at most ``(32 >> fast_search_fail) + 1`` entries, each
+    list from its head) for a free block below ``high_pfn`` (the first half of the
+    scanners' gap on a pass's first search, else its first eighth): the pageblock
+    holding it is mostly free already, so fewer pages free it all. Found: that
+    pageblock, and its entry moves to the list's tail; else the lowest block found
+    before (``reinit_migrate_pfn``) or where the scanner stands."""
+    start = prm[P_START]
+    pfn = cz[CC_MIGRATE_PFN]
+    t = cz[CC_ORDER]
+    if t < 0:  # compact_memory and proactive passes ignore the skip hints
+        return pfn
+    if pfn != start and pfn != pageblock_start_pfn(pfn):
+        return pfn
+    if t <= PAGE_ALLOC_COSTLY_ORDER:
+        return pfn
+    if cz[CC_MT] != MIGRATE_MOVABLE:
+        return pfn
+    limit = (np.int64(COMPACT_CLUSTER_MAX) >> min(np.int64(63), cz[CC_FAST_FAIL])) + 1
+    distance = (cz[CC_FREE_PFN] - pfn) >> 1
+    if pfn != start:
+        distance >>= 2
+    high = pageblock_start_pfn(pfn + distance)
+    scanned = np.int64(0)
+    found = False
+    o = t - 1
+    while o >= PAGE_ALLOC_COSTLY_ORDER and not found and scanned < limit:
+        li = o * MIGRATE_PCPTYPES + MIGRATE_MOVABLE
+        if z.nr_free[o] > 0:
+            e = z.free_head[li]
+            while e >= 0:
+                s = scanned
+                scanned += 1
+                if s >= limit:
+                    move_freelist_tail(e, li, z)
+                    break
+                fp = e + start
+                if fp < high:
+                    pb = (fp >> PAGEBLOCK_ORDER) - prm[P_PB0]
+                    if z.pageblock_skip[pb] != 0:  # skipped recently
+                        e = z.list_next[e]
+                        continue
+                    move_freelist_tail(e, li, z)
+                    z.pageblock_skip[pb] = 1  # set_pageblock_skip
+                    fs = cz[CC_FAST_START]
+                    if fs != FAST_START_DONE:
+                        cz[CC_FAST_START] = fp if fs == 0 else min(fs, fp)
+                    pfn = max(pageblock_start_pfn(fp), start)
+                    cz[CC_FAST_FAIL] = 0
+                    found = True
+                    break
+                e = z.list_next[e]
+        o -= 1
+    cz[CC_SCAN_M] += scanned
+    if not found:
+        cz[CC_FAST_FAIL] += 1
+        fs = cz[CC_FAST_START]
+        if fs != 0 and fs != FAST_START_DONE:
+            cz[CC_MIGRATE_PFN] = fs
+            cz[CC_FAST_START] = FAST_START_DONE
+        pfn = cz[CC_MIGRATE_PFN]
+    return pfn
+
+
 @njit(cache=True, _nrt=False)
 def isolate_migratepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
     """``isolate_migratepages``, linear: up to 32 pages of units from one pageblock."""
     start = prm[P_START]
     pb0 = prm[P_PB0]
     t = cz[CC_ORDER]
-    low = cz[CC_MIGRATE_PFN]
+    if cz[CC_FAST_GIVEN] != 0:  # the recorded batch's range: the kernel's search chose it
+        cz[CC_FAST_GIVEN] = 0
+        low = cz[CC_MIGRATE_PFN]
+        fast = True
+    else:
+        low = fast_find_migrateblock(z, prm, cz)
+        fast = low != cz[CC_MIGRATE_PFN] and cz[CC_FAST_FAIL] == 0
+    hints = t >= 0  # compact_memory and proactive passes ignore the skip hints
     block_end = pageblock_end_pfn(low)
     while block_end <= cz[CC_FREE_PFN]:
-        if not suitable_migration_source((low >> PAGEBLOCK_ORDER) - pb0, z, prm, cz):
+        pb = (low >> PAGEBLOCK_ORDER) - pb0
+        skipped = (
+            hints
+            and not fast
+            and (low & (PAGEBLOCK_PAGES - 1)) == 0
+            and (z.pageblock_skip[pb] != 0)
+        )  # isolation_suitable
+        fast = False
+        if skipped or not suitable_migration_source(pb, z, prm, cz):
             low = block_end
             cz[CC_MIGRATE_PFN] = low
             block_end += PAGEBLOCK_PAGES
             continue
         p = low
+        taken = cz[CC_NUNITS]
         while p < block_end:
             o = p - start
             x = z.pg_obj[o]
@@ -382,6 +488,8 @@ def isolate_migratepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
                 n = step_over(o, z, ob)
                 cz[CC_SCAN_M] += n
                 p += n
+        if hints and p >= block_end and cz[CC_NUNITS] == taken:
+            z.pageblock_skip[pb] = 1  # a whole pageblock scanned, nothing isolated
         cz[CC_MIGRATE_PFN] = p
         return
 
@@ -623,6 +731,7 @@ def compact_finished(z, prm, cz):  # type: ignore[no-untyped-def]
     """``__compact_finished`` (+ ``compact_finished``'s NO_SUITABLE_PAGE -> CONTINUE)."""
     if (cz[CC_FREE_PFN] >> PAGEBLOCK_ORDER) <= (cz[CC_MIGRATE_PFN] >> PAGEBLOCK_ORDER):
         reset_cached_positions(prm, cz)
+        z.pageblock_skip[:] = 0  # compact_blockskip_flush: the next pass starts afresh
         return COMPLETE if cz[CC_WHOLE] != 0 else PARTIAL_SKIPPED
     if cz[CC_PROACTIVE] != 0:
         if extfrag_for_order(PAGEBLOCK_ORDER, z.nr_free) > score_wmark(True, prm[P_PROACTIVE]):
@@ -698,6 +807,9 @@ def compact_start(t, mode, whole, proactive, mt, cpu, z, prm, cz, scan=None):  #
     cz[CC_LAST_MIGRATED] = -1
     cz[CC_CAPC] = -1
     cz[CC_CAPC_PAGE] = -1
+    cz[CC_FAST_FAIL] = 0
+    cz[CC_FAST_START] = 0
+    cz[CC_FAST_GIVEN] = 0
 
 
 # -- capture_control ---------------------------------------------------------------------
@@ -971,6 +1083,7 @@ def compact_recorded_step(budget, last, keep, prev, scan, cpu, seq, z, prm, ob, 
     if r == CONTINUE and scan[4] >= prm[P_START] and scan[4] < cz[CC_FREE_PFN]:
         # the batch's migration range (fast_find_migrateblock may have jumped there)
         cz[CC_MIGRATE_PFN] = scan[4]
+        cz[CC_FAST_GIVEN] = 1
     armed = cz[CC_CAPC] >= 0 and cz[CC_CAPC_PAGE] < 0 and r == CONTINUE
     if armed:
         capture_arm(cz[CC_CAPC], cz[CC_MT], z, prm)

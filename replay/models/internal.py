@@ -87,6 +87,7 @@ class Zone(NamedTuple):
     pcp_state: np.ndarray  # int64 (ncpus, 5): PCP_HIGH .. PCP_FLAGS, PCP_HELD
     zone_flags: np.ndarray  # int64 per ZONE_* flag (0/1)
     capture: np.ndarray  # int64 per CAPC_* field
+    pageblock_skip: np.ndarray  # int8 per pageblock: PB_migrate_skip (compaction's hint)
 
 
 def new_zone(start_pfn: int, pages: int, ncpus: int) -> Zone:
@@ -114,6 +115,7 @@ def new_zone(start_pfn: int, pages: int, ncpus: int) -> Zone:
         pcp_state=np.zeros((ncpus, 5), np.int64),
         zone_flags=np.zeros(2, np.int64),
         capture=np.array([-1, 0, -1, -1], np.int64),
+        pageblock_skip=np.zeros(npb, np.int8),
     )
 
 
@@ -377,7 +379,15 @@ CC_UNITS = 36  # isolated units' offsets (COMPACT_CLUSTER_MAX at most)
 # CC_UNIT_DONE: a unit this migrate_pages call is done with.
 CC_SPLIT_SHIFT = 30  # offsets below 1 << 30 pages (4 TiB zones), folios below 1 << 33
 CC_UNIT_DONE = -(1 << 63)
-NR_CZ = CC_UNITS + COMPACT_CLUSTER_MAX
+# fast_find_migrateblock's cc->fast_search_fail and cc->fast_start_pfn (0 unset,
+# FAST_START_DONE: ULONG_MAX)
+CC_FAST_FAIL = CC_UNITS + COMPACT_CLUSTER_MAX
+CC_FAST_START = CC_FAST_FAIL + 1
+FAST_START_DONE = -1
+# 1: migrate_pfn was set to a recorded batch's range: the kernel's fast_find_migrateblock
+# chose it, and the model's next isolate_migratepages takes it as its own search's answer
+CC_FAST_GIVEN = CC_FAST_START + 1
+NR_CZ = CC_FAST_GIVEN + 1
 
 
 def new_cz(start_pfn: int, pages: int) -> np.ndarray:
