@@ -68,6 +68,13 @@ RESULTS = (SUCCESS, COMPLETE, PARTIAL_SKIPPED, SKIPPED, DEFERRED)
 KIND_DIRECT = "compact_direct"
 KIND_PROACTIVE = "compact_proactive"
 KIND_ONESHOT = "compact_oneshot"
+
+
+def block_end_pfn(pfn: int, order: int) -> int:
+    """``block_end_pfn``: the first pfn after pfn's order-aligned block."""
+    return (pfn + (1 << order)) & ~((1 << order) - 1)
+
+
 MODE_ASYNC = "async"
 MODE_SYNC = "sync"
 
@@ -140,6 +147,9 @@ class CompactControl:
     last_migrated_pfn: int = -1  # compact_zone's, -1 after a drain
     fast_search_fail: int = 0
     fast_start_pfn: int = 0  # 0 unset, -1 used up (ULONG_MAX)
+    direct: bool = False  # cc->direct_compaction
+    finish_pageblock: bool = False
+    search_order: int = 0  # fast_isolate_freepages' first order to search
 
 
 class RefCompaction(RefMobility):
@@ -195,6 +205,9 @@ class RefCompaction(RefMobility):
         self.cached_migrate_pfn = [start_pfn, start_pfn]  # [async, sync]
         self.cached_free_pfn = pageblock_start_pfn(self.end_pfn - 1)
         self.skip: set[int] = set()  # pageblocks (pfn >> 9) with PB_migrate_skip set
+        self.blockskip_flush = False  # compact_blockskip_flush
+        self.init_migrate_pfn = 0  # compact_init_migrate_pfn (0 until the first reset)
+        self.init_free_pfn = 0  # compact_init_free_pfn
         self.compact_considered = 0
         self.compact_defer_shift = 0
         self.compact_order_failed = 0
@@ -263,11 +276,32 @@ class RefCompaction(RefMobility):
         self.cached_migrate_pfn = [self.start_pfn, self.start_pfn]
         self.cached_free_pfn = pageblock_start_pfn(self.end_pfn - 1)
 
+    def _reset_isolation_suitable(self) -> None:
+        """``__reset_isolation_suitable`` as a run without units kept does it: every
+        hint cleared, the scanners' cached and initial positions at the zone's ends."""
+        if not self.blockskip_flush:
+            return
+        self.blockskip_flush = False
+        self.skip.clear()
+        self._reset_cached_positions()
+        self.init_migrate_pfn = self.cached_migrate_pfn[0]
+        self.init_free_pfn = self.cached_free_pfn
+
+    def _compaction_restarting(self, t: int) -> bool:
+        """``compaction_restarting``: order t failed for the whole deferral period."""
+        if t < self.compact_order_failed:
+            return False
+        return (self.compact_defer_shift == COMPACT_MAX_DEFER_SHIFT
+                and self.compact_considered >= 1 << self.compact_defer_shift)  # fmt: skip
+
     def _compact_finished(self, cc: CompactControl) -> str:
         """``__compact_finished``: CONTINUE or the result compact_zone returns."""
         if (cc.free_pfn >> PAGEBLOCK_ORDER) <= (cc.migrate_pfn >> PAGEBLOCK_ORDER):
             self._reset_cached_positions()
-            self.skip.clear()  # compact_blockskip_flush
+            if cc.direct:
+                # compact_blockskip_flush; without a recorded kswapd, flushed at once
+                self.blockskip_flush = True
+                self._reset_isolation_suitable()
             cc.met = True
             return COMPLETE if cc.whole_zone else PARTIAL_SKIPPED
         if cc.proactive:
@@ -304,9 +338,31 @@ class RefCompaction(RefMobility):
             return False
         return cc.order == -1 or o.order < cc.order
 
-    def _isolate_migratepages_block(self, cc: CompactControl, p: int, end: int) -> None:
-        """Linear scan of ``[p, end)``; stops once COMPACT_CLUSTER_MAX pages are isolated."""
+    def _isolate_migratepages_block(self, cc: CompactControl, low: int, end: int) -> None:
+        """``isolate_migratepages_block`` over ``[low, end)``: up to COMPACT_CLUSTER_MAX
+        pages (the rest of the pageblock when finishing it); the skip hint checked and set
+        when entered at the pageblock's start; ASYNC direct passes isolate whole order-t
+        aligned blocks only (``skip_on_failure``)."""
+        t = cc.order
+        ignore = t < 0
+        pb = low >> PAGEBLOCK_ORDER
+        valid = False
+        if low % PAGEBLOCK_PAGES == 0 or low == self.start_pfn:
+            if not ignore and pb in self.skip:
+                cc.migrate_pfn = end
+                return
+            valid = True
+        skip_updated = False
+        skip_on_failure = cc.direct and not cc.sync and t > 0
+        next_skip = block_end_pfn(low, t) if skip_on_failure else 0
+        first = len(cc.migratepages)
+        nr_isolated = 0
+        p = low
         while p < end:
+            if skip_on_failure and p >= next_skip:
+                if nr_isolated:
+                    break
+                next_skip = block_end_pfn(p, t)
             fb = self.free_at.get(p)
             if fb is not None:
                 cc.scanned_migrate += 1 << fb[0]
@@ -315,16 +371,35 @@ class RefCompaction(RefMobility):
             obj = self.pg_obj.get(p)
             if obj is not None:
                 j = self.objs[obj].order
-                if self._migratable(cc, obj):
-                    cc.migratepages.append(obj)
-                    cc.nr_migratepages += 1 << j
                 cc.scanned_migrate += 1 << j
                 p += 1 << j
-                if cc.nr_migratepages >= COMPACT_CLUSTER_MAX:
-                    break
+                if self._migratable(cc, obj):
+                    if valid and not skip_updated:
+                        skip_updated = True
+                        if not ignore:
+                            self.skip.add(pb)  # test_and_set_skip
+                    cc.migratepages.append(obj)
+                    cc.nr_migratepages += 1 << j
+                    nr_isolated += 1 << j
+                    if cc.nr_migratepages >= COMPACT_CLUSTER_MAX and not cc.finish_pageblock:
+                        break
+                    continue
+            else:
+                cc.scanned_migrate += 1
+                p += 1
+            if not skip_on_failure:
                 continue
-            cc.scanned_migrate += 1
-            p += 1
+            if nr_isolated:  # putback: the block cannot be freed whole
+                for x in cc.migratepages[first:]:
+                    cc.nr_migratepages -= 1 << self.objs[x].order
+                del cc.migratepages[first:]
+                nr_isolated = 0
+            if p < next_skip:
+                p = next_skip
+                next_skip += 1 << t
+        p = min(p, end)
+        if p == end and (not nr_isolated or cc.finish_pageblock) and valid and not skip_updated:
+            self.skip.add(pb)
         cc.migrate_pfn = p
 
     def _fast_find_migrateblock(self, cc: CompactControl) -> int:
@@ -332,9 +407,11 @@ class RefCompaction(RefMobility):
         pfn = cc.migrate_pfn
         if cc.order < 0:  # ignore_skip_hint
             return pfn
+        if cc.finish_pageblock:
+            return pfn
         if pfn != self.start_pfn and pfn % PAGEBLOCK_PAGES != 0:
             return pfn
-        if cc.order <= PAGE_ALLOC_COSTLY_ORDER or cc.mt != MIGRATE_MOVABLE:
+        if cc.order <= PAGE_ALLOC_COSTLY_ORDER or (cc.direct and cc.mt != MIGRATE_MOVABLE):
             return pfn
         limit = (COMPACT_CLUSTER_MAX >> min(63, cc.fast_search_fail)) + 1
         distance = (cc.free_pfn - pfn) >> 1
@@ -364,7 +441,6 @@ class RefCompaction(RefMobility):
                     pfn = max(pageblock_start_pfn(fp), self.start_pfn)
                     cc.fast_search_fail = 0
                     found = True
-                    self.skip.add(fp >> PAGEBLOCK_ORDER)
                     break
         cc.scanned_migrate += scanned
         if not found:
@@ -377,16 +453,17 @@ class RefCompaction(RefMobility):
 
     def _isolate_migratepages(self, cc: CompactControl) -> None:
         """One pageblock per call: the one fast_find_migrateblock picks, else from
-        ``migrate_pfn`` on (pageblocks with the skip hint passed over), while below the
-        free scanner. A pageblock scanned whole with nothing isolated gets the hint."""
+        ``migrate_pfn`` on (pageblocks entered at their start with the skip hint passed
+        over), while below the free scanner."""
         cc.migratepages = []
         cc.nr_migratepages = 0
         low = self._fast_find_migrateblock(cc)
         fast = low != cc.migrate_pfn and cc.fast_search_fail == 0
-        hints = cc.order >= 0
+        ignore = cc.order < 0
         block_end = pageblock_end_pfn(low)
         while block_end <= cc.free_pfn:
-            skipped = (hints and not fast and low % PAGEBLOCK_PAGES == 0
+            skipped = (not ignore and not fast
+                       and (low % PAGEBLOCK_PAGES == 0 or low == self.start_pfn)
                        and low >> PAGEBLOCK_ORDER in self.skip)  # fmt: skip
             fast = False
             if skipped or not self._suitable_migration_source(cc, low):
@@ -394,19 +471,22 @@ class RefCompaction(RefMobility):
                 block_end += PAGEBLOCK_PAGES
                 continue
             self._isolate_migratepages_block(cc, low, min(block_end, self.end_pfn))
-            if hints and cc.migrate_pfn >= block_end and not cc.migratepages:
-                self.skip.add(low >> PAGEBLOCK_ORDER)
             return
 
-    def _suitable_migration_target(self, cc: CompactControl, block_start: int) -> bool:
+    def _suitable_migration_target(self, block_start: int) -> bool:
         fb = self.free_at.get(block_start)
-        if fb is not None and fb[0] >= (cc.order if cc.order > 0 else PAGEBLOCK_ORDER):
+        if fb is not None and fb[0] >= PAGEBLOCK_ORDER:
             return False
         return not self.grouping or self._get_pb_mt(block_start) == MIGRATE_MOVABLE
 
-    def _isolate_freepages_block(self, cc: CompactControl, p: int, end: int) -> int:
-        """Isolate free blocks of ``[p, end)`` to the TAIL of ``cc.freepages``; returns where
-        the scan stopped (at most ``end``)."""
+    def _isolate_freepages_block(
+        self, cc: CompactControl, p: int, end: int, stride: int
+    ) -> tuple[int, int]:
+        """Isolate the free blocks whose heads the scan of ``[p, end)`` meets, every
+        ``stride``-th page (a large unit's head stepped over whole), to the TAIL of
+        ``cc.freepages``; returns (where the scan stopped, at most ``end``; pages
+        isolated)."""
+        got = 0
         while p < end:
             fb = self.free_at.get(p)
             if fb is not None:
@@ -415,34 +495,149 @@ class RefCompaction(RefMobility):
                 cc.freepages[b].append(p)
                 cc.nr_freepages += 1 << b
                 cc.scanned_free += 1 << b
-                p += 1 << b
+                got += 1 << b
                 if cc.nr_migratepages <= cc.nr_freepages:
+                    p += 1 << b
                     break
+                p += (1 << b) - 1 + stride
                 continue
             obj = self.pg_obj.get(p)
-            if obj is not None:
+            if obj is not None and self.objs[obj].order > 0:
                 j = self.objs[obj].order
                 cc.scanned_free += 1 << j
-                p += 1 << j
+                p += (1 << j) - 1 + stride
                 continue
             cc.scanned_free += 1
-            p += 1
-        return min(p, end)
+            p += stride
+        return min(p, end), got
+
+    def _fast_isolate_around(self, cc: CompactControl, pfn: int) -> None:
+        """``fast_isolate_around``: the rest of pfn's pageblock (stride 1)."""
+        if cc.nr_freepages >= cc.nr_migratepages:
+            return
+        if cc.direct and not cc.sync:
+            return
+        s = max(pageblock_start_pfn(pfn), self.start_pfn)
+        e = min(pageblock_end_pfn(pfn), self.end_pfn)
+        stop, _ = self._isolate_freepages_block(cc, s, e, 1)
+        if stop == e:
+            self.skip.add(pfn >> PAGEBLOCK_ORDER)
+
+    def _next_search_order(self, cc: CompactControl, order: int) -> int:
+        order -= 1
+        if order < 0:
+            order = cc.order - 1
+        if order == cc.search_order:
+            cc.search_order -= 1
+            if cc.search_order < 0:
+                cc.search_order = cc.order - 1
+            return -1
+        return order
+
+    def _fast_isolate_freepages(self, cc: CompactControl) -> None:
+        """``fast_isolate_freepages``: one free block from the MOVABLE lists of the
+        orders below the pass's, searched from each list's tail, in the top quarter of
+        the scanners' gap (else the highest in its top half), then its pageblock's rest."""
+        if cc.order <= 0:
+            return
+        limit = max(1, ((COMPACT_CLUSTER_MAX >> min(63, cc.fast_search_fail)) + 1) >> 1)
+        scan_start = False
+        if cc.free_pfn >= self.init_free_pfn:
+            limit = PAGEBLOCK_PAGES >> 1
+            scan_start = True
+        distance = cc.free_pfn - cc.migrate_pfn
+        low_pfn = pageblock_start_pfn(cc.free_pfn - (distance >> 2))
+        min_pfn = pageblock_start_pfn(cc.free_pfn - (distance >> 1))
+        low_pfn = max(low_pfn, min_pfn)
+        cc.search_order = min(cc.order - 1, cc.search_order)
+        highest = 0
+        page = -1
+        scanned = 0
+        order = cc.search_order
+        while page < 0 and order >= 0:
+            if not any(self.lists[order]):  # area->nr_free
+                order = self._next_search_order(cc, order)
+                continue
+            fl = self.lists[order][MIGRATE_MOVABLE]
+            order_scanned = 0
+            high_pfn = 0
+            for fp in reversed(fl):
+                order_scanned += 1
+                scanned += 1
+                if fp >= highest:
+                    highest = max(pageblock_start_pfn(fp), self.start_pfn)
+                if fp >= low_pfn:
+                    cc.fast_search_fail = 0
+                    cc.search_order = order
+                    page = fp
+                    break
+                if fp >= min_pfn and fp > high_pfn:
+                    high_pfn = fp
+                    limit >>= 1
+                if order_scanned >= limit:
+                    break
+            if page < 0 and high_pfn:
+                page = high_pfn
+            if page >= 0:
+                i = fl.index(page)
+                fl[:] = fl[i:] + fl[:i]  # move_freelist_head
+                self._remove(page, order, MIGRATE_MOVABLE)
+                cc.freepages[order].append(page)
+                cc.nr_freepages += 1 << order
+                scanned += (1 << order) - 1
+            if cc.nr_freepages >= cc.nr_migratepages:
+                break
+            if order_scanned >= limit:
+                limit = max(1, limit >> 1)
+            order = self._next_search_order(cc, order)
+        cc.scanned_free += scanned
+        around = -1
+        if page >= 0:
+            around = page
+        else:
+            cc.fast_search_fail += 1
+            if scan_start:
+                if highest >= min_pfn:
+                    around = cc.free_pfn = highest
+                elif cc.direct and min_pfn >= self.start_pfn:
+                    around = cc.free_pfn = min_pfn
+        if highest and highest >= self.cached_free_pfn:
+            self.cached_free_pfn = highest - PAGEBLOCK_PAGES
+        if around >= 0:
+            self._fast_isolate_around(cc, around)
 
     def _isolate_freepages(self, cc: CompactControl) -> None:
-        """Linear free scanner: pageblocks downwards from ``free_pfn`` to the migrate
-        scanner's pageblock (exclusive)."""
+        """``isolate_freepages``: the fast search, then (nothing isolated) the linear
+        scanner down from ``free_pfn`` to the migrate scanner's pageblock (exclusive),
+        passing pageblocks with the skip hint, striding 32 pages in ASYNC passes until a
+        pageblock gives some; a pageblock scanned to its end gets the hint."""
+        self._fast_isolate_freepages(cc)
+        if cc.nr_freepages:
+            return
+        ignore = cc.order < 0
         isolate_start = cc.free_pfn
         block_start = pageblock_start_pfn(isolate_start)
         block_end = min(block_start + PAGEBLOCK_PAGES, self.end_pfn)
         low = pageblock_end_pfn(cc.migrate_pfn)
+        stride = 1 if cc.sync else COMPACT_CLUSTER_MAX
         while block_start >= low:
-            if block_start >= self.start_pfn and self._suitable_migration_target(cc, block_start):
-                isolate_start = self._isolate_freepages_block(cc, isolate_start, block_end)
+            pb = block_start >> PAGEBLOCK_ORDER
+            if (block_start >= self.start_pfn and self._suitable_migration_target(block_start)
+                    and (ignore or pb not in self.skip)):  # fmt: skip
+                isolate_start, got = self._isolate_freepages_block(
+                    cc, isolate_start, block_end, stride
+                )
+                if isolate_start == block_end:
+                    self.skip.add(pb)  # update_pageblock_skip
+                    self.cached_free_pfn = min(self.cached_free_pfn,
+                                               block_start - PAGEBLOCK_PAGES)  # fmt: skip
                 if cc.nr_freepages >= cc.nr_migratepages:
                     if isolate_start >= block_end:
                         isolate_start = block_start - PAGEBLOCK_PAGES
                     break
+                if isolate_start < block_end:
+                    break
+                stride = 1 if got else min(COMPACT_CLUSTER_MAX, stride << 1)
             block_end = block_start
             block_start -= PAGEBLOCK_PAGES
             isolate_start = block_start
@@ -549,6 +744,8 @@ class RefCompaction(RefMobility):
             if not self._compaction_suitable(t):
                 self._emit(kind, seq, t, sync, SKIPPED)
                 return SKIPPED
+        if t > 0 and self._compaction_restarting(t):
+            self._reset_isolation_suitable()
         if whole_zone:
             migrate_pfn = self.start_pfn
             free_pfn = pageblock_start_pfn(self.end_pfn - 1)
@@ -562,19 +759,35 @@ class RefCompaction(RefMobility):
                 migrate_pfn = self.start_pfn
                 self.cached_migrate_pfn = [migrate_pfn, migrate_pfn]
             whole_zone = migrate_pfn == self.start_pfn
-        cc = CompactControl(t, sync, mt, whole_zone, proactive, migrate_pfn, free_pfn, cpu=cpu)
+        cc = CompactControl(t, sync, mt, whole_zone, proactive, migrate_pfn, free_pfn, cpu=cpu,
+                            direct=kind == KIND_DIRECT, search_order=t)  # fmt: skip
         while (r := self._compact_finished(cc)) == CONTINUE:
-            self._isolate_migratepages(cc)
-            if cc.migratepages:
-                cc.last_migrated_pfn = max(self.start_pfn, pageblock_start_pfn(cc.migrate_pfn - 1))
-                self._migrate_pages(cc)
-                if self.capc is not None and self.capc[2] is not None:
-                    r = SUCCESS  # stop if a page has been captured (before check_drain)
+            last = max(cc.last_migrated_pfn, 0)  # the kernel's 0: none, or pageblock 0
+            cc.finish_pageblock = pageblock_start_pfn(last) == pageblock_start_pfn(cc.migrate_pfn)
+            captured = False
+            while True:  # rescan:
+                self._isolate_migratepages(cc)
+                if not cc.migratepages:
                     break
+                cc.last_migrated_pfn = max(self.start_pfn, pageblock_start_pfn(cc.migrate_pfn - 1))
+                failed = cc.failed
+                self._migrate_pages(cc)
+                if (cc.failed > failed and cc.migrate_pfn % PAGEBLOCK_PAGES != 0
+                        and t >= 0 and not cc.finish_pageblock):  # fmt: skip
+                    cc.finish_pageblock = True  # scan the rest of the pageblock now
+                    if t == PAGEBLOCK_ORDER:
+                        cc.last_migrated_pfn = -1
+                    continue
+                captured = self.capc is not None and self.capc[2] is not None
+                break
+            if captured:
+                r = SUCCESS  # stop if a page has been captured (before check_drain)
+                break
             # check_drain: the migrate scanner left the order-aligned block it migrated from
-            if t > 0 and cc.last_migrated_pfn >= 0 and self.pcp:
+            if t > 0 and cc.last_migrated_pfn >= 0:
                 if cc.last_migrated_pfn < cc.migrate_pfn - cc.migrate_pfn % (1 << t):
-                    self._drain_local(cpu)
+                    if self.pcp:
+                        self._drain_local(cpu)
                     cc.last_migrated_pfn = -1
         self._release_free_list(cc)
         if not cc.met:

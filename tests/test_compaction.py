@@ -103,52 +103,64 @@ def first_round_targets() -> list[int]:
 # -- (1) one-shot whole-zone compaction ----------------------------------------------------------
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("grouping", [True, False])
-def test_compact_memory_builds_order_9_and_10_blocks(impl: type, grouping: bool) -> None:
+def test_compact_memory_builds_an_order_10_block(impl: type, grouping: bool) -> None:
     z, units = fragmented(impl, grouping=grouping)
     # compact_zone(-1, SYNC, whole zone): migrate scanner from 0, free scanner from
-    # pageblock_start_pfn(2047) = 1536. Rounds of 32 units (COMPACT_CLUSTER_MAX): 4 per
-    # pageblock, the 4th ending at 4*127+1 = 509 (then a round stepping 509..511, inside
-    # the new free block, isolates nothing). The free scanner fills pageblock 3's 384 free
-    # pages with the 384 units of pageblocks 0..2 and, once it reaches 2048 with enough
-    # pages, restarts one pageblock lower: free_pfn = 1536 - 512 = 1024. After the round
-    # ending at 4*383+1 = 1533 (pageblock 2) the scanners have met (1024>>9 <= 1533>>9):
-    # COMPLETE. Each scanner stepped over every page once: 1533 and 512 pages.
+    # pageblock_start_pfn(2047) = 1536. The zone starts in pageblock 0, which the kernel's
+    # last_migrated_pfn (0: none yet) also names, so the first round finishes pageblock 0
+    # (finish_pageblock): its 128 units in one batch. The free scanner isolates pageblock
+    # 3's free blocks from 1537 up until it holds 128 pages: 43 order-0 and 43 order-1
+    # blocks (129 pages, stopping at 1708); compaction_alloc takes the order-0 blocks
+    # first, then splits the order-1 ones. Pageblocks 1 and 2: a round of 32 units (to
+    # 637, 1149), then the rest (96 units, finish_pageblock, to 1024, 1536). After the
+    # last of these the migration scanner stands at 1536, and the free scanner only
+    # scans below pageblock_end_pfn(1536) = 2048, above its own pageblock: it isolates
+    # nothing and the 96 units fail (compaction_alloc has no target). The scanners have
+    # met: COMPLETE, 288 moved, 96 failed; the free scanner stopped at 1920.
     assert z.compact_memory(seq=7) == "COMPLETE"
     assert events(z) == [
-        ("compact_oneshot", 7, -1, "sync", 0, 1536, 1533, 1024, 1533, 512, 384, 0, "COMPLETE")
+        ("compact_oneshot", 7, -1, "sync", 0, 1536, 1536, 1920, 1536, 384, 288, 96, "COMPLETE")
     ]
-    # pageblocks 0+1 merged to one order-10 block, pageblock 2 is an order-9 block
-    assert z.free_lists() == {(9, M): [1024], (10, M): [0]}
+    # pageblocks 0+1 merged to one order-10 block; [1024, 1152) (the first round of
+    # pageblock 2) to order 7; the rest of pageblock 2 and [1920, 2048) as they were
+    assert high_lists(z) == {(7, M): [1024], (10, M): [0]}
+    assert list(z.nr_free) == [128, 128, 0, 0, 0, 0, 0, 1, 0, 0, 1]
     assert z.pageblock_types() == [M] * 4
-    # the first round's targets, in isolation order
-    for n, dst in enumerate(first_round_targets()):
-        assert z.placement(4 * n) == dst
-    # units of pageblock 3 never move; all 512 units now fill pageblock 3 exactly
-    assert all(z.placement(i) == i for i in range(1536, 2048, 4))
-    assert sorted(z.placement(i) for i in units) == list(range(1536, 2048))
+    targets = [1537 + 4 * n for n in range(43)]
+    for g in range(43):
+        targets += [1538 + 4 * g, 1539 + 4 * g]
+    assert [z.placement(4 * n) for n in range(128)] == targets[:128]
+    assert all(z.placement(i) == i for i in range(1152, 2048, 4))  # never moved
     check_compaction_invariants(z, units, {})
-    # a second pass finds nothing to move (every unit is in the last pageblock)
+    # a second pass: pageblocks 0 and 1 are free; pageblock 2's 96 units go as 32 (the
+    # free scanner, from 1536 again, takes 33 pages of pageblock 3's rest) and 64 (one
+    # gets the page left over, 63 fail: the same wall at 2048)
     assert z.compact_memory(seq=8) == "COMPLETE"
     assert events(z)[-1] == (
-        "compact_oneshot", 8, -1, "sync", 0, 1536, 1536, 1536, 1536, 0, 0, 0, "COMPLETE"
+        "compact_oneshot", 8, -1, "sync", 0, 1536, 1536, 1964, 2048, 428, 33, 63, "COMPLETE"
     )  # fmt: skip
-    assert z.free_lists() == {(9, M): [1024], (10, M): [0]}
+    assert high_lists(z) == {(2, M): [1280], (8, M): [1024], (10, M): [0]}
 
 
-@pytest.mark.parametrize("budget", [0, 32, 64, 100])
-def test_recorded_compaction_moves_at_most_what_the_kernel_migrated(budget: int) -> None:
+@pytest.mark.parametrize(("budget", "want"), [(0, 0), (32, 32), (64, 128), (128, 128),
+                                              (129, 160)])  # fmt: skip
+def test_recorded_compaction_moves_at_most_what_the_kernel_migrated(budget: int, want: int
+                                                                     ) -> None:  # fmt: skip
     """compact_recorded bounded by the recorded pass's nr_migrated: the pass ends (SUCCESS)
-    at the first round boundary with at least ``budget`` pages moved (rounds of 32
-    units, COMPACT_CLUSTER_MAX); unbounded it is the whole-zone pass."""
+    at the first round boundary with at least ``budget`` pages moved. From pageblock 1
+    (the recorded begin's migrate pfn), each pageblock goes as a round of 32 units
+    (COMPACT_CLUSTER_MAX) and then its other 96 (finish_pageblock); unbounded, pageblock
+    2's second round finds no target (the free scanner only scans below
+    pageblock_end_pfn(1536) = 2048): 160 moved, 96 failed, the scanners met."""
     z, units = fragmented(ZoneState)
-    assert z.compact_recorded(-1, "sync", budget, seq=3) == "SUCCESS"
+    assert z.compact_recorded(-1, "sync", budget, (512, 2047, -1, -1), seq=3) == "SUCCESS"
     moved = events(z)[-1][10]
-    assert moved == -(-budget // 32) * 32 and events(z)[-1][0] == "compact_recorded"
+    assert moved == want and events(z)[-1][0] == "compact_recorded"
     assert sum(z.placement(i) != i for i in units) == moved
     check_compaction_invariants(z, units, {})
     z, units = fragmented(ZoneState)
-    assert z.compact_recorded(-1, "sync", -1, seq=3) == "COMPLETE"
-    assert events(z)[-1][10] == 384
+    assert z.compact_recorded(-1, "sync", -1, (512, 2047, -1, -1), seq=3) == "COMPLETE"
+    assert events(z)[-1][10:12] == (160, 96)
 
 
 def test_recorded_compaction_scans_the_range_the_kernel_scanned() -> None:
@@ -168,8 +180,9 @@ def test_recorded_compaction_scans_the_range_the_kernel_scanned() -> None:
 def test_unmovable_page_keeps_its_pageblock_from_becoming_free(impl: type, grouping: bool) -> None:
     # As fragmented(), but page 601 (pageblock 1) is not freed: an order-0 MOVABLE-type
     # object flagged movable=False (the trace's `movable` column), a unit that is never
-    # migratable. The migrate scanner steps over it (1 page); the 384 movable units and
-    # the 384 free pages of pageblock 3 are as before, so the scanners end where they did.
+    # migratable. The migrate scanner steps over it (1 page; a SYNC pass does not give
+    # up the block for it); everything else goes as in the whole-zone pass above
+    # (test_compact_memory_builds_an_order_10_block).
     z = impl(0, 2048, grouping=grouping)
     for i in range(2048):
         assert z.alloc_obj(i, 0, M, movable=(i != 601)) == i
@@ -179,17 +192,18 @@ def test_unmovable_page_keeps_its_pageblock_from_becoming_free(impl: type, group
     units = {i: (0, M) for i in [*range(0, 2048, 4), 601]}
     assert z.compact_memory() == "COMPLETE"
     assert events(z) == [
-        ("compact_oneshot", -1, -1, "sync", 0, 1536, 1533, 1024, 1533, 512, 384, 0, "COMPLETE")
+        ("compact_oneshot", -1, -1, "sync", 0, 1536, 1536, 1920, 1536, 384, 288, 96, "COMPLETE")
     ]
     assert z.placement(601) == 601
-    # pageblock 1 = [512, 1024) minus page 601: the maximal aligned blocks around it; each
-    # free list holds one block, except (9, M): [0, 512) was freed first, [1024, 1536)
-    # later, both at the HEAD (buddy_merge_likely is false from order 9 up).
-    assert z.free_lists() == {
-        (0, M): [600], (1, M): [602], (2, M): [604], (3, M): [592], (4, M): [576],
-        (5, M): [608], (6, M): [512], (7, M): [640], (8, M): [768], (9, M): [1024, 0],
+    # pageblock 1 = [512, 1024) minus page 601: the maximal aligned blocks around it, one
+    # per order (600 and 602 among pageblock 2's and 3's order-0 and order-1 blocks);
+    # pageblock 0 whole (it cannot merge with pageblock 1); [1024, 1152) as before
+    assert high_lists(z) == {
+        (2, M): [604], (3, M): [592], (4, M): [576], (5, M): [608], (6, M): [512],
+        (7, M): [1024, 640], (8, M): [768], (9, M): [0],
     }  # fmt: skip
-    assert sorted(z.placement(i) for i in range(0, 2048, 4)) == list(range(1536, 2048))
+    assert 600 in z.free_lists()[(0, M)] and 602 in z.free_lists()[(1, M)]
+    assert all(z.placement(i) == i for i in range(1152, 2048, 4))
     check_compaction_invariants(z, units, {})
 
 
@@ -207,23 +221,22 @@ def test_free_scanner_steps_over_an_order_10_unit(impl: type) -> None:
         if i % 4:
             z.free_obj(2 + i)
     units = {2 + i: (0, M) for i in range(0, 1024, 4)} | {1: (10, M)}
-    # The free scanner starts at pageblock 3 = [1536, 2048): inside the unit, not its
-    # start, so every page is an "other" page (512 scanned, nothing isolated). Pageblock 2
-    # starts with the unit: p += 1 << 10 (1024 pages scanned, p = 2048, isolate_start
-    # capped at the block end 1536). Pageblock 1 (the migrate scanner is in pageblock 0)
-    # then takes pageblock 0's 128 units exactly as pageblock 3 does in
-    # test_direct_compaction_satisfies_a_failed_order_4_request:
-    # the free scanner ends at 512 + 172 = 684; the migrate scanner at 512: met.
+    # The first round finishes pageblock 0 (the zone starts there, and the kernel's
+    # last_migrated_pfn, 0, names it): its 128 units in one batch, the migrate scanner
+    # then at 512. The free scanner starts at pageblock 3 = [1536, 2048): inside the unit,
+    # not its start, so every page is an "other" page (512 scanned, nothing isolated).
+    # Pageblock 2 starts with the unit: p += 1 << 10 (1024 pages scanned, p = 2048,
+    # isolate_start capped at the block end 1536). Pageblock 1 is below
+    # pageblock_end_pfn(512) = 1024, where the free scanner stops: no target, the 128
+    # units fail and stay; the scanners have met.
     assert z.compact_memory() == "COMPLETE"
     assert events(z) == [
-        ("compact_oneshot", -1, -1, "sync", 0, 1536, 512, 684, 512, 512 + 1024 + 172, 128, 0,
+        ("compact_oneshot", -1, -1, "sync", 0, 1536, 512, 512, 512, 512 + 1024, 0, 128,
          "COMPLETE")
     ]  # fmt: skip
     assert z.placement(1) == 1024
-    assert high_lists(z) == {(9, M): [0]}
-    assert sorted(z.placement(2 + i) for i in range(0, 512, 4)) == [
-        p for p in range(512, 684) if p % 4 != 0 and p != 683
-    ]
+    assert high_lists(z) == {}
+    assert all(z.placement(2 + i) == i for i in range(0, 1024, 4))
     check_compaction_invariants(z, units, {})
 
 
@@ -237,27 +250,29 @@ def test_direct_compaction_satisfies_a_failed_order_4_request(impl: type, groupi
     # __zone_watermark_ok(4, min 0) fails (no block >= order 4); compaction_suitable:
     # 1536 free > low 0 + compact_gap(4) = 32, fragmentation_index(4) = 1000 - (1000 +
     # 1536*1000/16) / 1024 = 906 > 500. Scanners start at the cached 0 and 1536.
-    # Round 1 isolates units 0, 4, .., 124 (the migrate scanner ends at 125) and the free
-    # scanner 1537(o0) .. 1578(o1) = 33 pages (it stops at 1580 once nr_freepages >=
-    # nr_migratepages). Each migrated unit's old page is freed (no pcp: to the buddy) with
-    # the capture armed (compaction_capture: order 4, MOVABLE): units 0, 4, 8 merge their
-    # groups into [0, 12); unit 12's free merges [0, 16) to order 4, which is captured
-    # instead of going to a free list. The rest of the round's units still migrate
-    # ([16, 128) merges into 16(o4), 32(o5), 64(o6)); at the loop's end the capture stops
-    # the pass: SUCCESS after one round. The isolated page left over (1579, of the o1
-    # block [1578, 1580) that target 124's unit split) goes back to the buddy.
+    # ASYNC direct compaction isolates whole order-4 aligned blocks only
+    # (skip_on_failure): [0, 16) holds units 0, 4, 8, 12 and free pages, so they are
+    # isolated and migrated at once (the migrate scanner stops at 16); pageblock 0 gets
+    # its skip hint at the first isolation. Targets (fast_isolate_freepages, the orders
+    # below 4 from each MOVABLE list's tail, first search of the pass: up to 256
+    # entries): no order-3 or order-2 block; the order-1 list's tail holds 2, 6, .., 510,
+    # below min_pfn = pageblock_start_pfn(1536 - 1520 / 2) = 512; 514 is in the top half
+    # (not the top quarter, from 1024): a candidate, the limit halves to 128 and the
+    # 129 entries scanned end the search: 514 is isolated (units 0, 4 go to 514, 515) and
+    # moved to its list's head. The second search (2 more pages wanted) starts at the
+    # list's new tail, 518, and takes 538 after six candidates each halving the limit
+    # (units 8, 12 go to 538, 539). Each migrated unit's old page is freed with the
+    # capture armed: the fourth merges [0, 16) to order 4, which is captured: SUCCESS
+    # after one round.
     assert z.alloc_obj(5000, 4, M, seq=9) == 0
     assert events(z) == [
-        ("compact_direct", 9, 4, "async", 0, 1536, 125, 1580, 125, 44, 32, 0, "SUCCESS")
+        ("compact_direct", 9, 4, "async", 0, 1536, 16, 1536, 16, 138, 4, 0, "SUCCESS")
     ]
-    assert high_lists(z) == {(4, M): [16], (5, M): [32], (6, M): [64]}
-    # 512 o0 and 512 o1 blocks less the 32 groups of [0, 128) and the 11 groups of
-    # [1536, 1580) whose pages were targets, plus 1579 back: 1536 - 16 free pages
-    assert list(z.nr_free) == [470, 469, 0, 0, 1, 1, 1, 0, 0, 0, 0]
-    assert 1579 in z.free_lists()[(0, M)]
-    for n, dst in enumerate(first_round_targets()):
-        assert z.placement(4 * n) == dst
-    assert z.placement(128) == 128  # round 2 never ran
+    assert high_lists(z) == {}
+    # 512 o0 and 512 o1 blocks less the 4 groups of [0, 16) and the o1 blocks 514, 538
+    assert list(z.nr_free) == [508, 506, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert [z.placement(4 * n) for n in range(4)] == [514, 515, 538, 539]
+    assert z.placement(16) == 16  # the next order-4 block was not touched
     units[5000] = (4, M)
     check_compaction_invariants(z, units, {})
 
@@ -266,30 +281,33 @@ def test_direct_compaction_satisfies_a_failed_order_4_request(impl: type, groupi
 def test_fast_find_migrateblock_empties_a_mostly_free_pageblock_first(impl: type) -> None:
     """An order-9 direct compaction starts where the free lists point
     (fast_find_migrateblock), not at the zone's first pageblock."""
-    z = impl(0, 4096, compaction="direct")
+    # The zone [1024, 5120) does not start in pageblock 0 (whose first round the kernel
+    # would finish whole: last_migrated_pfn 0 names it). Object i at pfn 1024 + i.
+    z = impl(1024, 4096, compaction="direct")
     for i in range(4096):
-        assert z.alloc_obj(i, 0, M) == i
-    free = list(range(1024, 1280))  # pageblock 2's lower half: one order-8 block
-    free += list(range(2560, 2568))  # an order-3 block in pageblock 5
-    free += [i for i in range(3072, 4096) if i % 4]  # pageblocks 6, 7: 3 pages of 4
+        assert z.alloc_obj(i, 0, M) == 1024 + i
+    free = list(range(1024, 1280))  # pfns [2048, 2304): one order-8 block (pageblock 4)
+    free += list(range(2560, 2568))  # an order-3 block at 3584 (pageblock 7)
+    free += [i for i in range(3072, 4096) if i % 4]  # pageblocks 8, 9: 3 pages of 4
     for i in free:
         z.free_obj(i)
-    assert z.free_lists()[(8, M)] == [1024]
+    assert z.free_lists()[(8, M)] == [2048]
     units = {i: (0, M) for i in range(4096) if i not in set(free)}
     # No order-9 block: direct compaction (ASYNC). compaction_suitable: 1032 free pages >
     # compact_gap(9) = 1024; fragmentation_index(9) = 1000 - (1000 + 1032 * 1000 / 512) /
-    # 514 blocks = 995 > 500. The migration scanner stands at the zone start, a
-    # pageblock start: the fast search looks below pageblock_start_pfn(0 + (3584 - 0) /
-    # 2) = 1536 in the MOVABLE lists of orders 8..3 and finds 1024 (order 8) first. The
-    # scanner moves pageblock 2's 256 units to pageblock 7's free pages; their old pages
-    # merge with the order-8 block into pageblock 2 whole, an order-9 block the capture
-    # takes. The linear scanner would have emptied pageblock 0 (512 units) instead.
-    assert z.alloc_obj(9000, 9, M, seq=9) == 1024
+    # 514 blocks = 995 > 500. The migration scanner stands at the zone start: the fast
+    # search looks below pageblock_start_pfn(1024 + (4608 - 1024) / 2) = 2816 in the
+    # MOVABLE lists of orders 8..3 and finds 2048 (order 8) first. The scanner takes
+    # pageblock 4's 256 units (its first 32, then the rest: finish_pageblock); their old
+    # pages merge with the order-8 block into pageblock 4 whole, an order-9 block the
+    # capture takes. The linear scanner would have emptied pageblock 2 (512 units)
+    # instead.
+    assert z.alloc_obj(9000, 9, M, seq=9) == 2048
     ev = events(z)
     assert len(ev) == 1 and ev[0][:4] == ("compact_direct", 9, 9, "async")
     assert ev[0][10] == 256 and ev[0][12] == "SUCCESS"  # pages migrated, result
-    assert all(z.placement(i) == i for i in range(512))  # pageblock 0 untouched
-    assert all(3584 <= z.placement(i) < 4096 for i in range(1280, 1536))
+    assert all(z.placement(i) == 1024 + i for i in range(512))  # pageblock 2 untouched
+    assert all(z.placement(i) >= 3584 for i in range(1280, 1536))
     units[9000] = (9, M)
     check_compaction_invariants(z, units, {})
 
@@ -311,29 +329,28 @@ def test_recorded_pass_captures_for_the_kernels_allocation(keep: bool) -> None:
     """A recorded direct compaction of a user task for order 4 captures [0, 16) as the
     direct one above does (one round, SUCCESS); at the pass's end the block waits for
     the allocation the kernel served after it (F_CAPTURE), which takes it, or, with no
-    such allocation, goes back to the buddy (merging with the free [16, 128))."""
+    such allocation, goes back to the buddy."""
     z, units = fragmented(ZoneState, compaction="direct")
     scan = np.full(6, -1, np.int64)  # scanners and batch range unknown
-    compact_recorded_begin(4, MODE_ASYNC, scan, 0, True, z.arrays, z.prm, z.cz)
+    compact_recorded_begin(4, MODE_ASYNC, scan, 0, True, z.arrays, z.prm, z.objects, z.cz)
     r = compact_recorded_step(1000, True, keep, CONTINUE, scan, 0, 9, z.arrays, z.prm,
                               z.objects, z.cz, z.counters, z.me)  # fmt: skip
     assert r == SUCCESS
     assert z.arrays.capture[CAPC_ORDER] == -1  # disarmed
     if keep:
         assert z.arrays.capture[CAPC_PAGE] == 0 and z.arrays.capture[CAPC_PAGE_ORDER] == 4
-        assert high_lists(z) == {(4, M): [16], (5, M): [32], (6, M): [64]}
+        assert high_lists(z) == {}
         # another request first does not take it; the flagged one of order 4 does
         assert z.alloc_obj(5001, 0, M) >= 0
         units[5001] = (0, M)
         assert z.alloc_obj(5000, 4, M, captured=True) == 0
     else:
         assert z.arrays.capture[CAPC_PAGE] == -1
-        assert high_lists(z) == {(7, M): [0]}  # [0, 16) merged with [16, 128)
+        assert high_lists(z) == {(4, M): [0]}  # [0, 16) back to the buddy
         assert z.alloc_obj(5000, 4, M, captured=True) == 0  # from the free list
     units[5000] = (4, M)
     assert z.arrays.capture[CAPC_PAGE] == -1
-    for n, dst in enumerate(first_round_targets()):
-        assert z.placement(4 * n) == dst
+    assert [z.placement(4 * n) for n in range(4)] == [514, 515, 538, 539]
     check_compaction_invariants(z, units, {})
 
 
@@ -343,7 +360,7 @@ def test_a_fork_has_a_captured_block_free() -> None:
     control (docs/explain.md)."""
     z, _units = fragmented(ZoneState, compaction="direct")
     scan = np.full(6, -1, np.int64)
-    compact_recorded_begin(4, MODE_ASYNC, scan, 0, True, z.arrays, z.prm, z.cz)
+    compact_recorded_begin(4, MODE_ASYNC, scan, 0, True, z.arrays, z.prm, z.objects, z.cz)
     compact_recorded_step(1000, True, True, CONTINUE, scan, 0, 9, z.arrays, z.prm, z.objects,
                           z.cz, z.counters, z.me)  # fmt: skip
     env = cast(Any, SimpleNamespace(start_pfn=0))
@@ -351,7 +368,7 @@ def test_a_fork_has_a_captured_block_free() -> None:
     assert captured_blocks(ms) == [(0, 4)]
     fork = fork_of_model(ms)
     assert fork.blk[0] == 4 and (fork.page_mt[:16] == -1).all()
-    assert fork.blk[16] == 4 and fork.page_mt[128] == M  # [16, 32) o4; unit 128 stayed
+    assert fork.blk[17] == 0 and fork.page_mt[16] == M  # [16, 32) as it was; unit 16 stayed
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -359,13 +376,17 @@ def test_a_fork_has_a_captured_block_free() -> None:
 def test_deferral_after_repeated_failures(impl: type, grouping: bool) -> None:
     # Nothing can move (movable=False): every order-4 request fails and compaction of the
     # whole zone only walks pageblocks 0..2 (1536 pages) until the scanners meet: COMPLETE
-    # (whole_zone: it started at the zone start). compact_order_failed stays 0 (defer_
+    # (whole_zone: it started at the zone start). ASYNC direct compaction gives up each
+    # order-4 block at its first page (a unit it cannot isolate: skip_on_failure), so it
+    # scans 96 pages; SYNC scans all 1536. compact_order_failed stays 0 (defer_
     # compaction keeps min(0, 4)), so every order is deferred.
     z, units = fragmented(impl, grouping=grouping, movable=False, compaction="direct")
     lists = z.free_lists()
 
     def ran(seq: int, mode: str) -> Event:
-        return ("compact_direct", seq, 4, mode, 0, 1536, 1536, 1536, 1536, 0, 0, 0, "COMPLETE")
+        scanned = 96 if mode == "async" else 1536
+        return ("compact_direct", seq, 4, mode, 0, 1536, 1536, 1536, scanned, 0, 0, 0,
+                "COMPLETE")  # fmt: skip
 
     def deferred(seq: int, mode: str) -> Event:
         return not_run("compact_direct", seq, 4, mode, "DEFERRED")
@@ -423,22 +444,23 @@ def test_compaction_suitable_skips_when_memory_is_short(
         assert list(z.nr_free) == [0, 0, 0, 128] + [0] * 7
         check_compaction_invariants(z, units, {})
         return
-    # 493 > 400: suitable. fast_find_migrateblock (order 4 > 3) looks through the order-3
-    # MOVABLE list from its head for a block below pageblock_start_pfn(1536 / 2) = 512:
-    # the 33 entries it may look at (32 + 1) are all higher, the 34th ends the search
-    # (scanned: 34). The first ASYNC round isolates units 0, 2, 4, 6 (32 pages; the
-    # migrate scanner stops at 56, 56 pages scanned) and moves them into pageblock 3's free order-3 blocks
-    # 1544, 1560, 1576, 1592 (the free scanner stops at 1600). Unit 0's old block merges
-    # with the free [8, 16) to order 4: captured for the request (compaction_capture),
-    # so the pass ends after this round (SUCCESS); [16, 32) and [32, 64) merge to o4, o5.
+    # 493 > 400: suitable. The first round finishes pageblock 0 (the zone starts there:
+    # the kernel's last_migrated_pfn 0 names it), so fast_find_migrateblock does not
+    # search. ASYNC direct compaction isolates whole order-4 blocks: [0, 16) is unit 0
+    # and the free [8, 16), so the round is unit 0 alone (8 pages; the migrate scanner
+    # stops at 16). Its target: fast_isolate_freepages searches the order-3 list from its
+    # tail (8, 24, .., 504 are below min_pfn = pageblock_start_pfn(1536 - 1520 / 2) =
+    # 512); 520, 536, 552 are candidates in the top half, each halving the limit, and
+    # the 35th entry ends the search at the highest, 552 (35 + 7 pages scanned). Unit 0's
+    # old block merges with [8, 16) to order 4: captured (SUCCESS).
     assert got == 0
     assert events(z) == [
-        ("compact_direct", 3, 4, "async", 0, 1536, 56, 1600, 90, 64, 32, 0, "SUCCESS")
+        ("compact_direct", 3, 4, "async", 0, 1536, 16, 1536, 16, 42, 8, 0, "SUCCESS")
     ]
-    assert [z.placement(2 * n) for n in range(4)] == [1544, 1560, 1576, 1592]
-    assert [z.placement(2 * n) for n in range(4, 32)] == [16 * n for n in range(4, 32)]
-    assert high_lists(z, 4) == {(4, M): [16], (5, M): [32]}
-    assert list(z.nr_free) == [0, 0, 0, 120, 1, 1, 0, 0, 0, 0, 0]
+    assert z.placement(0) == 552
+    assert [z.placement(2 * n) for n in range(1, 32)] == [16 * n for n in range(1, 32)]
+    assert high_lists(z, 4) == {}
+    assert list(z.nr_free) == [0, 0, 0, 126, 0, 0, 0, 0, 0, 0, 0]
     units[999] = (4, M)
     check_compaction_invariants(z, units, {})
 
@@ -457,18 +479,24 @@ def test_async_direct_compaction_scans_only_pageblocks_of_the_request_type(impl:
     assert z.pageblock_types() == [M, M, U, U]
     units = {i: (0, M if i < 1024 else U) for i in range(0, 2048, 4)}
     # UNMOVABLE order 4 fails (no block >= order 2 of any type). ASYNC: the migrate scanner
-    # skips the MOVABLE pageblocks 0, 1 (suitable_migration_source) and isolates 32 units
-    # of pageblock 2 (up to 1149); the free scanner finds no MOVABLE pageblock above
-    # pageblock 2 (3 is UNMOVABLE) and stops at 1024: all 32 units fail, the scanners have
-    # met: COMPLETE. SYNC takes every pageblock as a source: pageblock 0's 128 units move
-    # to the first free pages of pageblock 1 (3 is skipped as a target, 2 too): the free
-    # scanner ends at 512 + 172 = 684, 683 left over. When the migrate scanner reaches 512
-    # the scanners have met (684 >> 9 = 1): COMPLETE, compaction is deferred - and the
-    # retry claims the free order-9 pageblock 0 for UNMOVABLE (ALLOC_NOFRAGMENT pass).
+    # skips the MOVABLE pageblocks 0, 1 (suitable_migration_source) and isolates pageblock
+    # 2's first order-4 block, units 1024..1036 (whole order-4 blocks only: the scanner
+    # stops at 1040). Targets: the MOVABLE free lists hold nothing above pageblock 1, below
+    # min_pfn = pageblock_start_pfn(1536 - (1536 - 1040) / 2) = 1024; this first search of
+    # a direct pass then sets the free scanner to min_pfn, and the linear scanner finds
+    # no MOVABLE pageblock at or above it: the 4 units fail. This round finishes its
+    # pageblock already (the pass began at 0, in pageblock 0, which the kernel's
+    # last_migrated_pfn 0 names), so there is no rescan; the scanners have met:
+    # COMPLETE. SYNC (whole zone): pageblock 0's 128 units in one round (finishing
+    # pageblock 0); the fast search again finds nothing and takes min_pfn = 1024, where
+    # fast_isolate_around (not for ASYNC direct passes) isolates pageblock 2's free pages,
+    # whatever the pageblock's type: 129 pages, the units go to 1025..1194. Pageblock 0 is
+    # free: a fallback exists (SUCCESS), and the retry claims it for UNMOVABLE
+    # (ALLOC_NOFRAGMENT pass).
     assert z.alloc_obj(7000, 4, U, seq=5) == 0
     assert events(z) == [
-        ("compact_direct", 5, 4, "async", 0, 1536, 1149, 1024, 125, 0, 0, 32, "COMPLETE"),
-        ("compact_direct", 5, 4, "sync", 0, 1536, 512, 684, 512, 172, 128, 0, "COMPLETE"),
+        ("compact_direct", 5, 4, "async", 0, 1536, 1040, 1024, 16, 384, 0, 4, "COMPLETE"),
+        ("compact_direct", 5, 4, "sync", 0, 1536, 512, 1024, 512, 556, 128, 0, "SUCCESS"),
     ]
     assert z.pageblock_types() == [U, M, U, U]
     assert list(z.extfrag)[-1] == (0, 4, 9, U, M, False, True)
@@ -476,9 +504,9 @@ def test_async_direct_compaction_scans_only_pageblocks_of_the_request_type(impl:
                              (8, U): [256]}  # fmt: skip
     assert list(z.nr_free) == [342, 341, 0, 0, 1, 1, 1, 1, 1, 0, 0]
     assert all(z.placement(i) == i for i in range(1024, 2048, 4))
-    assert sorted(z.placement(i) for i in range(0, 512, 4)) == [
-        p for p in range(512, 684) if p % 4 != 0 and p != 683
-    ]
+    placed = sorted(z.placement(i) for i in range(0, 512, 4))
+    assert placed[0] == 1025 and placed[-1] == 1194
+    assert all(1024 <= p < 1195 and p % 4 != 0 for p in placed)
     units[7000] = (4, U)
     check_compaction_invariants(z, units, {})
 
@@ -495,11 +523,11 @@ def test_proactive_compaction_runs_at_500ms_boundaries(impl: type, grouping: boo
     # The check at 500 ms runs before the event at 500 ms: score = extfrag_for_order(9) *
     # 2048 // 2049 = 100 * 2048 // 2049 = 99 > wmark_high 90 -> compact_zone(-1, SYNC, whole
     # zone, proactive), which goes on while the zone's extfrag_for_order(9) > wmark_low 80:
-    # once pageblock 0 is free (after the round ending at 509) it is (1536 - 512) * 100 //
-    # 1536 = 66: SUCCESS. The order-9 request then gets pageblock 0.
+    # once pageblock 0 is free (after its one round: finish_pageblock, to 512) it is
+    # (1536 - 512) * 100 // 1536 = 66: SUCCESS. The order-9 request then gets pageblock 0.
     assert z.alloc_obj(5001, 9, M, ts_ns=500 * MS, seq=42) == 0
     assert events(z) == [
-        ("compact_proactive", 42, -1, "sync", 0, 1536, 509, 1708, 509, 172, 128, 0, "SUCCESS")
+        ("compact_proactive", 42, -1, "sync", 0, 1536, 512, 1708, 512, 172, 128, 0, "SUCCESS")
     ]
     units[5001] = (9, M)
     check_compaction_invariants(z, units, {})
@@ -915,8 +943,9 @@ def _check_events(zone: RefCompaction) -> None:
             assert result in ("SUCCESS", "SKIPPED", "DEFERRED")
             continue
         assert result != "DEFERRED" and (result != "SKIPPED")
-        # (cached scanner positions need not be pageblock aligned: docs/compaction.md)
-        assert start <= m0 <= m1 and start <= f0 < end
+        # (cached scanner positions need not be pageblock aligned: docs/compaction.md;
+        # fast_find_migrateblock may take the migration scanner below where it started)
+        assert start <= m0 < end and start <= m1 <= end and start <= f0 < end
         # the scanners met: the pass ended there, unless a capture stopped it first (SUCCESS)
         met = f1 >> 9 <= m1 >> 9
         assert met or result not in ("COMPLETE", "PARTIAL_SKIPPED")
@@ -966,8 +995,9 @@ def test_a_recorded_step_can_stop_inside_a_batch() -> None:
     next step migrates them first, passing over a unit freed meanwhile; the pass's end
     puts back what is still isolated and releases the targets."""
     z, units = fragmented(ZoneState, compaction="direct")
-    scan = np.full(6, -1, np.int64)
-    compact_recorded_begin(-1, MODE_SYNC, scan, 0, False, z.arrays, z.prm, z.cz)
+    # from pageblock 1 (pageblock 0's first round would take it whole: finish_pageblock)
+    scan = np.array([512, 2047, -1, -1, -1, -1], np.int64)
+    compact_recorded_begin(-1, MODE_SYNC, scan, 0, False, z.arrays, z.prm, z.objects, z.cz)
 
     def step(budget: int, last: bool = False) -> int:
         return int(compact_recorded_step(budget, last, False, CONTINUE, scan, 0, 9, z.arrays,
@@ -975,14 +1005,14 @@ def test_a_recorded_step_can_stop_inside_a_batch() -> None:
 
     assert step(5) == CONTINUE
     targets = first_round_targets()
-    assert [z.placement(4 * n) for n in range(6)] == [*targets[:5], 20]
+    assert [z.placement(512 + 4 * n) for n in range(6)] == [*targets[:5], 532]
     assert z.cz[CC_MOVED] == 5 and z.cz[CC_NUNITS] == 27
     held = isolated_free_pages(z.arrays)
     assert held > 0 and sum(z.nr_free) < 512 + 512 * 2 - held + 1  # the targets are held
-    z.free_obj(24)  # a unit of the batch in flight is freed by its owner
-    del units[24]
+    z.free_obj(536)  # a unit of the batch in flight is freed by its owner
+    del units[536]
     assert step(40) == CONTINUE
-    assert z.placement(20) == targets[5] and z.placement(28) == targets[6]  # 24 skipped
+    assert z.placement(532) == targets[5] and z.placement(540) == targets[6]  # 536 skipped
     assert z.cz[CC_MOVED] == 40 and z.cz[CC_NUNITS] > 0  # inside the second batch
     assert step(40, last=True) == CONTINUE  # the budget was spent: the pass's event SUCCESS
     row = z.me[int(z.counters[C_ME]) - 1]  # the pass's one model event

@@ -193,9 +193,10 @@ def test_model_variants(result: dict[str, Any], by: dict[str, Any]) -> None:
     # calibrated pageblocks: exactly the snapshot's count; the vote finds fewer MOVABLE
     assert main["movable_pageblocks"] == var["kernel"]["movable_pageblocks"] == 1793
     assert var["vote pageblocks"]["movable_pageblocks"] < 1793
-    # without folio units only the last batch can lack targets (when the scanners meet);
-    # with them, a folio without a free block of its order is split and its pages move
-    assert var["no folio units"]["not_migrated"] < 64 and main["not_migrated"] < 64
+    # without folio units only the last batch can lack targets (when the scanners meet;
+    # a batch is at most the rest of a pageblock, when the round finishes one); with
+    # them, a folio without a free block of its order is split and its pages move
+    assert var["no folio units"]["not_migrated"] < 512 and main["not_migrated"] < 512
     assert main["split"] > 100 and var["no folio units"]["split"] == 0
     assert var["kernel"]["split"] == 3170
     for v in result["variants"][:-1]:

@@ -33,7 +33,9 @@ MAGIC = b"RPCKPT\x00"
 # 2: the zone's capture_control (Zone.capture, CC_CAPC/CC_CAPC_PAGE in cz)
 # 3: a recorded pass's compact_control keeps its isolated units (passes.cc is NR_CZ wide)
 # 4: the pageblocks' skip hints (Zone.pageblock_skip) and fast_find_migrateblock's state
-VERSION = 4
+# 5: the zone's skip flush and initial scanner positions (CZ_BLOCKSKIP_FLUSH,
+#    CZ_INIT_*), cc->direct_compaction/finish_pageblock/search_order, a pageblock of units
+VERSION = 5
 _LEN = struct.Struct("<I")
 ALIGN = 64  # bytes: each array's offset in the payload is a multiple
 

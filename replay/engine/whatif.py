@@ -93,6 +93,7 @@ from replay.models.compaction import (
     compact_recorded,
     compact_recorded_begin,
     compact_recorded_step,
+    reset_isolation_suitable,
 )
 from replay.models.config import RunConfig
 from replay.models.defrag import (
@@ -161,6 +162,7 @@ from replay.models.internal import (
     P_COMPACT,
     P_DEFRAG_IDLE,
     P_KSWAPD,
+    P_KSWAPD_RECORDED,
     P_NCPU,
     P_PCP,
     P_PCP_RECORDED,
@@ -528,6 +530,11 @@ class _Replay:
                 z.arrays.zone_flags[ZONE_RECLAIM_ACTIVE] = arg[0]
                 if lz is not None:  # kswapd balances every zone of its node
                     lz.arrays.zone_flags[ZONE_RECLAIM_ACTIVE] = arg[0]
+                if arg[0] == 0:
+                    # kswapd_try_to_sleep: reset_isolation_suitable(pgdat), every zone
+                    reset_isolation_suitable(z.arrays, z.prm, z.cz, self.objects)
+                    if lz is not None:
+                        reset_isolation_suitable(lz.arrays, lz.prm, lz.cz, self.objects)
             elif what == "pcp_refill":
                 zs = z if arg[0] == 0 else lz
                 if zs is not None and arg[1] < int(zs.prm[P_NCPU]):
@@ -741,7 +748,8 @@ class _Replay:
             compact_recorded(order, mode, budget, scan, cpu, seq, z.arrays, z.prm, self.objects,
                              z.cz, z.counters, me)  # fmt: skip
         elif phase == PASS_BEGIN:
-            compact_recorded_begin(order, mode, scan, cpu, capture != -1, z.arrays, z.prm, z.cz)
+            compact_recorded_begin(order, mode, scan, cpu, capture != -1, z.arrays, z.prm,
+                                   self.objects, z.cz)  # fmt: skip
             self.passes[pass_] = [z.cz[CC_ORDER:NR_CZ].copy(), CONTINUE]
         elif pass_ in self.passes:
             cc, r = self.passes[pass_]
@@ -1544,7 +1552,10 @@ def recorded_actions(
             low = recorded_compactions(store, trace_id, lower.env, lo_seq, hi_seq, total)
             actions += [(s_, "compact_recorded_lower", arg) for s_, _kind, arg in low]
     if config.get("recorded_kswapd", False) and config.get("pcp", False):
-        actions += kswapd_reclaim(store, trace_id, lo_seq, hi_seq)
+        got_kswapd = kswapd_reclaim(store, trace_id, lo_seq, hi_seq)
+        if got_kswapd:
+            actions += got_kswapd
+            flags.append(P_KSWAPD_RECORDED)  # its try_to_sleep flushes the skip hints
     if config.get("recorded_drains", False) and config.get("pcp", False):
         actions += recorded_drains(store, trace_id, lo_seq, hi_seq)
     # The kernel's bulk frees of pcp pages and its refills of pcp lists are inputs: the

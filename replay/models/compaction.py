@@ -1,8 +1,11 @@
 """``compaction``: the migration and free scanners of mm/compaction.c (Linux 6.18).
 
 The exact semantics are in docs/compaction.md (the contract this kernel and
-tests/ref_compaction.py both implement): ``compact_zone`` with linear
-scanners, ``__compact_finished``, ``compaction_suitable``, deferral
+tests/ref_compaction.py both implement): ``compact_zone`` with the kernel's
+scanners (the free lists' fast searches, ``fast_find_migrateblock`` and
+``fast_isolate_freepages``, then the linear scans; the pageblock skip hints;
+finishing a pageblock; ASYNC direct compaction's whole order-t blocks and the
+free scanner's stride), ``__compact_finished``, ``compaction_suitable``, deferral
 (``compaction_deferred``/``defer_compaction``/``compaction_defer_reset``),
 direct compaction after a failed allocation, proactive compaction on the
 fragmentation score (kcompactd) and one-shot whole-zone compaction
@@ -50,10 +53,12 @@ from replay.models.internal import (
     CC_CAPC,
     CC_CAPC_PAGE,
     CC_CPU,
+    CC_DIRECT,
     CC_FAILED,
     CC_FAST_FAIL,
     CC_FAST_GIVEN,
     CC_FAST_START,
+    CC_FINISH_PB,
     CC_FREE_PFN,
     CC_FREE_START,
     CC_LAST_MIGRATED,
@@ -69,6 +74,7 @@ from replay.models.internal import (
     CC_PROACTIVE,
     CC_SCAN_F,
     CC_SCAN_M,
+    CC_SEARCH_ORDER,
     CC_SPLIT_SHIFT,
     CC_UNIT_DONE,
     CC_UNITS,
@@ -77,8 +83,11 @@ from replay.models.internal import (
     COMPACT_MAX_DEFER_SHIFT,
     COMPLETE,
     CONTINUE,
+    CZ_BLOCKSKIP_FLUSH,
     CZ_CONSIDERED,
     CZ_FREE,
+    CZ_INIT_FREE,
+    CZ_INIT_MIGRATE,
     CZ_MIG0,
     CZ_MIG1,
     CZ_NEXT_CHECK,
@@ -103,6 +112,7 @@ from replay.models.internal import (
     P_EXTFRAG,
     P_GROUP,
     P_KSWAPD,
+    P_KSWAPD_RECORDED,
     P_PAGES,
     P_PB0,
     P_PCP,
@@ -258,53 +268,241 @@ def step_over(o, z, ob):  # type: ignore[no-untyped-def]
 
 
 # -- the free scanner ------------------------------------------------------------------
+@njit(cache=True, inline="always", _nrt=False)
+def freelist_scan_limit(cz):  # type: ignore[no-untyped-def]
+    """``freelist_scan_limit``: free-list entries a fast search looks at."""
+    return (np.int64(COMPACT_CLUSTER_MAX) >> min(np.int64(63), cz[CC_FAST_FAIL])) + 1
+
+
+@njit(cache=True, _nrt=False)
+def isolate_freepages_block(p, end, stride, z, prm, ob, cz):  # type: ignore[no-untyped-def]
+    """``isolate_freepages_block`` (not strict): from pfn ``p`` to ``end``, every
+    ``stride``-th page, each free block's head isolated whole to the TAIL of its order's
+    isolated list, until the round's units have targets. A large folio's head is stepped
+    over whole (``PageCompound``); any other page, a free block's tail page included, is
+    passed by the stride. Returns (where the scan stopped, at most ``end``; pages
+    isolated)."""
+    start = prm[P_START]
+    pb0 = prm[P_PB0]
+    isolated = np.int64(0)
+    while p < end:
+        o = p - start
+        b = z.buddy_order[o]
+        if b >= 0:
+            mt = z.pageblock_mt[(p >> PAGEBLOCK_ORDER) - pb0]
+            if prm[P_GROUP] == 0:
+                mt = MIGRATE_MOVABLE
+            del_free(o, np.int64(b), mt, z, prm)
+            list_add(o, b, True, z.list_next, z.list_prev, z.isolated_head, z.isolated_tail)
+            n = np.int64(1) << b
+            cz[CC_NR_FREE] += n
+            cz[CC_SCAN_F] += n
+            isolated += n
+            if cz[CC_NR_MIGRATE] <= cz[CC_NR_FREE]:
+                p += n
+                break
+            p += n - 1 + stride
+            continue
+        x = z.pg_obj[o]
+        if x >= 0 and ob.obj_order[x] > 0:  # a large folio: its head, stepped over whole
+            n = np.int64(1) << ob.obj_order[x]
+            cz[CC_SCAN_F] += n
+            p += n - 1 + stride
+            continue
+        cz[CC_SCAN_F] += 1
+        p += stride
+    return min(p, end), isolated
+
+
+@njit(cache=True, _nrt=False)
+def fast_isolate_around(pfn, z, prm, ob, cz):  # type: ignore[no-untyped-def]
+    """``fast_isolate_around``: the rest of pfn's pageblock's free pages too (stride 1),
+    unless the round has its targets or the pass is an ASYNC direct one; a pageblock
+    scanned to its end gets the skip hint (full or nearly full)."""
+    if cz[CC_NR_FREE] >= cz[CC_NR_MIGRATE]:
+        return
+    if cz[CC_DIRECT] != 0 and cz[CC_MODE] == MODE_ASYNC:
+        return
+    start = prm[P_START]
+    s = max(pageblock_start_pfn(pfn), start)
+    e = min(pageblock_end_pfn(pfn), start + prm[P_PAGES])
+    stop, _ = isolate_freepages_block(s, e, np.int64(1), z, prm, ob, cz)
+    if stop == e:
+        z.pageblock_skip[(pfn >> PAGEBLOCK_ORDER) - prm[P_PB0]] = 1
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def next_search_order(order, cz):  # type: ignore[no-untyped-def]
+    """``next_search_order``: the orders below the pass's, round robin from
+    ``search_order``; -1 once the search is back where it began (and ``search_order``
+    moves down one for the next search)."""
+    order -= 1
+    if order < 0:
+        order = cz[CC_ORDER] - 1
+    if order == cz[CC_SEARCH_ORDER]:
+        cz[CC_SEARCH_ORDER] -= 1
+        if cz[CC_SEARCH_ORDER] < 0:
+            cz[CC_SEARCH_ORDER] = cz[CC_ORDER] - 1
+        return np.int64(-1)
+    return order
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def move_freelist_head(e, li, z):  # type: ignore[no-untyped-def]
+    """``move_freelist_head``: the list's entries before ``e`` move to its tail, so
+    ``e`` heads it (nothing moves when ``e`` is the list's last entry)."""
+    if z.list_next[e] < 0 or z.free_head[li] == e:
+        return
+    h = z.free_head[li]
+    p = z.list_prev[e]
+    t = z.free_tail[li]
+    z.list_next[t] = h
+    z.list_prev[h] = t
+    z.list_next[p] = -1
+    z.free_tail[li] = p
+    z.list_prev[e] = -1
+    z.free_head[li] = e
+
+
+@njit(cache=True, _nrt=False)
+def fast_isolate_freepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
+    """``fast_isolate_freepages``: a short search of the MOVABLE free lists of the
+    orders below the pass's (round robin from ``search_order``, each list from its
+    tail) for a block in the top quarter of the scanners' gap, else the highest one
+    seen in its top half; the block found is isolated and moved to its list's head
+    (6.18: only when one is found), then ``fast_isolate_around`` takes its pageblock's
+    other free pages. Not for whole-zone passes (order -1). A first search of a pass
+    (the free scanner at its start) looks further (256 entries) and, finding nothing,
+    moves the free scanner to the highest pageblock with a free block above the
+    half-way mark (a direct pass with none: to that mark)."""
+    t = cz[CC_ORDER]
+    if t <= 0:
+        return
+    start = prm[P_START]
+    limit = max(np.int64(1), freelist_scan_limit(cz) >> 1)
+    scan_start = False
+    if cz[CC_FREE_PFN] >= cz[CZ_INIT_FREE]:
+        limit = np.int64(PAGEBLOCK_PAGES >> 1)
+        scan_start = True
+    distance = cz[CC_FREE_PFN] - cz[CC_MIGRATE_PFN]
+    low_pfn = pageblock_start_pfn(cz[CC_FREE_PFN] - (distance >> 2))
+    min_pfn = pageblock_start_pfn(cz[CC_FREE_PFN] - (distance >> 1))
+    if min_pfn > low_pfn:
+        low_pfn = min_pfn
+    cz[CC_SEARCH_ORDER] = min(t - 1, cz[CC_SEARCH_ORDER])
+    highest = np.int64(0)
+    page = np.int64(-1)
+    scanned = np.int64(0)
+    order = cz[CC_SEARCH_ORDER]
+    while page < 0 and order >= 0:  # the for loop's increment runs after a find too
+        if z.nr_free[order] == 0:
+            order = next_search_order(order, cz)
+            continue
+        li = order * MIGRATE_PCPTYPES + MIGRATE_MOVABLE
+        order_scanned = np.int64(0)
+        high_pfn = np.int64(0)
+        e = z.free_tail[li]
+        while e >= 0:
+            order_scanned += 1
+            scanned += 1
+            fp = e + start
+            if fp >= highest:
+                highest = max(pageblock_start_pfn(fp), start)
+            if fp >= low_pfn:
+                cz[CC_FAST_FAIL] = 0
+                cz[CC_SEARCH_ORDER] = order
+                page = e
+                break
+            if fp >= min_pfn and fp > high_pfn:
+                high_pfn = fp
+                limit >>= 1  # shorten the scan once a candidate is found
+            if order_scanned >= limit:
+                break
+            e = z.list_prev[e]
+        if page < 0 and high_pfn != 0:
+            page = high_pfn - start
+        if page >= 0:
+            move_freelist_head(page, li, z)
+            del_free(page, order, MIGRATE_MOVABLE, z, prm)
+            list_add(page, order, True, z.list_next, z.list_prev, z.isolated_head,
+                     z.isolated_tail)  # fmt: skip
+            n = np.int64(1) << order
+            scanned += n - 1
+            cz[CC_NR_FREE] += n
+        if cz[CC_NR_FREE] >= cz[CC_NR_MIGRATE]:
+            break
+        if order_scanned >= limit:
+            limit = max(np.int64(1), limit >> 1)
+        order = next_search_order(order, cz)
+    cz[CC_SCAN_F] += scanned
+    around = np.int64(-1)
+    if page >= 0:
+        around = page + start
+    else:
+        cz[CC_FAST_FAIL] += 1
+        if scan_start:
+            if highest >= min_pfn:
+                around = highest
+                cz[CC_FREE_PFN] = highest
+            elif cz[CC_DIRECT] != 0 and min_pfn >= start:
+                around = min_pfn
+                cz[CC_FREE_PFN] = min_pfn
+    if highest != 0 and highest >= cz[CZ_FREE]:
+        cz[CZ_FREE] = highest - PAGEBLOCK_PAGES
+    if around >= 0:
+        fast_isolate_around(around, z, prm, ob, cz)
+
+
 @njit(cache=True, _nrt=False)
 def isolate_freepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
-    """``isolate_freepages``, linear: free blocks from MOVABLE pageblocks, top down."""
+    """``isolate_freepages``: ``fast_isolate_freepages`` first; with nothing isolated
+    there, the linear scanner: pageblocks down from ``free_pfn`` to the migration
+    scanner's, each a suitable target (MOVABLE, not starting with a free block of
+    pageblock order) without the skip hint; ASYNC passes stride over 32 pages at a time
+    until a pageblock gives some (then 1; doubling after each that gives none). A
+    pageblock scanned to its end gets the skip hint, and the zone's cached free
+    position moves below it (``update_pageblock_skip``)."""
+    fast_isolate_freepages(z, prm, ob, cz)
+    if cz[CC_NR_FREE] > 0:
+        return
     start = prm[P_START]
     end = start + prm[P_PAGES]
     pb0 = prm[P_PB0]
-    t = cz[CC_ORDER]
+    # compact_memory and proactive passes ignore the skip hints (but set them)
+    ignore = cz[CC_ORDER] < 0
     isolate_start = cz[CC_FREE_PFN]
     block_start = pageblock_start_pfn(isolate_start)
     block_end = min(block_start + PAGEBLOCK_PAGES, end)
     low = pageblock_end_pfn(cz[CC_MIGRATE_PFN])
-    min_free = t if t > 0 else np.int64(PAGEBLOCK_ORDER)
+    stride = np.int64(COMPACT_CLUSTER_MAX) if cz[CC_MODE] == MODE_ASYNC else np.int64(1)
     while block_start >= low:
+        pb = (block_start >> PAGEBLOCK_ORDER) - pb0
         ok = block_start >= start
         if ok:
             b = z.buddy_order[block_start - start]
-            if b >= 0 and b >= min_free:
+            if b >= PAGEBLOCK_ORDER:
+                ok = False  # suitable_migration_target: a large free page
+            elif prm[P_GROUP] != 0 and z.pageblock_mt[pb] != MIGRATE_MOVABLE:
                 ok = False
-            elif prm[P_GROUP] != 0 and z.pageblock_mt[(block_start >> PAGEBLOCK_ORDER) - pb0] != (
-                MIGRATE_MOVABLE
-            ):
-                ok = False
+            elif not ignore and z.pageblock_skip[pb] != 0:
+                ok = False  # isolation_suitable
         if ok:
-            p = isolate_start
-            while p < block_end:
-                o = p - start
-                b = z.buddy_order[o]
-                if b >= 0:
-                    mt = z.pageblock_mt[(p >> PAGEBLOCK_ORDER) - pb0]
-                    if prm[P_GROUP] == 0:
-                        mt = MIGRATE_MOVABLE
-                    del_free(o, np.int64(b), mt, z, prm)
-                    list_add(o, b, True, z.list_next, z.list_prev, z.isolated_head, z.isolated_tail)
-                    cz[CC_NR_FREE] += np.int64(1) << b
-                    cz[CC_SCAN_F] += np.int64(1) << b
-                    p += np.int64(1) << b
-                    if cz[CC_NR_MIGRATE] <= cz[CC_NR_FREE]:
-                        break
-                else:
-                    n = step_over(o, z, ob)
-                    cz[CC_SCAN_F] += n
-                    p += n
-            isolate_start = min(p, block_end)
+            isolate_start, got = isolate_freepages_block(isolate_start, block_end, stride, z,
+                                                         prm, ob, cz)  # fmt: skip
+            if isolate_start == block_end:
+                z.pageblock_skip[pb] = 1  # update_pageblock_skip
+                if block_start - PAGEBLOCK_PAGES < cz[CZ_FREE]:
+                    cz[CZ_FREE] = block_start - PAGEBLOCK_PAGES
             if cz[CC_NR_FREE] >= cz[CC_NR_MIGRATE]:
                 if isolate_start >= block_end:
                     isolate_start = block_start - PAGEBLOCK_PAGES
                 break
+            if isolate_start < block_end:
+                break  # isolation failed early
+            if got > 0:
+                stride = np.int64(1)
+            else:
+                stride = min(np.int64(COMPACT_CLUSTER_MAX), stride << 1)
         block_end = block_start
         block_start -= PAGEBLOCK_PAGES
         isolate_start = block_start
@@ -376,25 +574,29 @@ def move_freelist_tail(e, li, z):  # type: ignore[no-untyped-def]
 def fast_find_migrateblock(z, prm, cz):  # type: ignore[no-untyped-def]
     """``fast_find_migrateblock``: where the migration scanner starts its next
     pageblock (pfn). A pass for an order above PAGE_ALLOC_COSTLY_ORDER (a movable one,
-    if direct) that stands at a pageblock's start looks through the MOVABLE free lists
-    of orders t - 1 down to 3 (at most ``(32 >> fast_search_fail) + 1`` entries, each
-    list from its head) for a free block below ``high_pfn`` (the first half of the
-    scanners' gap on a pass's first search, else its first eighth): the pageblock
-    holding it is mostly free already, so fewer pages free it all. Found: that
-    pageblock, and its entry moves to the list's tail; else the lowest block found
-    before (``reinit_migrate_pfn``) or where the scanner stands."""
+    if direct) that stands at a pageblock's start, and is not finishing one, looks
+    through the MOVABLE free lists of orders t - 1 down to 3 (at most
+    ``(32 >> fast_search_fail) + 1`` entries, each list from its head) for a free block
+    below ``high_pfn`` (the first half of the scanners' gap on a pass's first search,
+    else its first eighth) in a pageblock without the skip hint: that pageblock is
+    mostly free already, so fewer pages free it all. Found: that pageblock, and its
+    entry moves to the list's tail (6.18 sets no hint here: the isolation does);
+    else the lowest block found before (``reinit_migrate_pfn``) or where the scanner
+    stands."""
     start = prm[P_START]
     pfn = cz[CC_MIGRATE_PFN]
     t = cz[CC_ORDER]
     if t < 0:  # compact_memory and proactive passes ignore the skip hints
         return pfn
+    if cz[CC_FINISH_PB] != 0:
+        return pfn
     if pfn != start and pfn != pageblock_start_pfn(pfn):
         return pfn
     if t <= PAGE_ALLOC_COSTLY_ORDER:
         return pfn
-    if cz[CC_MT] != MIGRATE_MOVABLE:
+    if cz[CC_DIRECT] != 0 and cz[CC_MT] != MIGRATE_MOVABLE:
         return pfn
-    limit = (np.int64(COMPACT_CLUSTER_MAX) >> min(np.int64(63), cz[CC_FAST_FAIL])) + 1
+    limit = freelist_scan_limit(cz)
     distance = (cz[CC_FREE_PFN] - pfn) >> 1
     if pfn != start:
         distance >>= 2
@@ -419,7 +621,6 @@ def fast_find_migrateblock(z, prm, cz):  # type: ignore[no-untyped-def]
                         e = z.list_next[e]
                         continue
                     move_freelist_tail(e, li, z)
-                    z.pageblock_skip[pb] = 1  # set_pageblock_skip
                     fs = cz[CC_FAST_START]
                     if fs != FAST_START_DONE:
                         cz[CC_FAST_START] = fp if fs == 0 else min(fs, fp)
@@ -440,12 +641,99 @@ def fast_find_migrateblock(z, prm, cz):  # type: ignore[no-untyped-def]
     return pfn
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def block_end_pfn(pfn, order):  # type: ignore[no-untyped-def]
+    """``block_end_pfn``: the first pfn after pfn's order-aligned block."""
+    return (pfn + (np.int64(1) << order)) & ~((np.int64(1) << order) - 1)
+
+
+@njit(cache=True, _nrt=False)
+def isolate_migratepages_block(low, end, z, prm, ob, cz):  # type: ignore[no-untyped-def]
+    """``isolate_migratepages_block`` over pfns [low, end) of one pageblock: movable
+    units the pass may migrate are isolated, up to 32 pages (all the pageblock's rest
+    when finishing it). Entered at the pageblock's start, the block is checked for the
+    skip hint (set: nothing is scanned) and gets it at its first isolation
+    (``test_and_set_skip``, not for passes that ignore hints) or, scanned to its end,
+    when nothing was isolated or the pass finishes it. An ASYNC direct pass isolates
+    only whole order-t aligned blocks (``skip_on_failure``): a page it cannot isolate (an
+    allocated page not migratable, a pcp page) drops what it isolated in that block and
+    moves on to the next. The migration scanner stands where the scan stopped."""
+    start = prm[P_START]
+    t = cz[CC_ORDER]
+    ignore = t < 0
+    finish = cz[CC_FINISH_PB] != 0
+    pb = (low >> PAGEBLOCK_ORDER) - prm[P_PB0]
+    valid = False
+    if (low & (PAGEBLOCK_PAGES - 1)) == 0 or low == start:
+        if not ignore and z.pageblock_skip[pb] != 0:
+            cz[CC_MIGRATE_PFN] = end  # isolation_suitable: skipped recently
+            return
+        valid = True
+    skip_updated = False
+    skip_on_failure = cz[CC_DIRECT] != 0 and cz[CC_MODE] == MODE_ASYNC and t > 0
+    next_skip = block_end_pfn(low, t) if skip_on_failure else np.int64(0)
+    r0 = cz[CC_NUNITS]
+    nr_isolated = np.int64(0)
+    p = low
+    while p < end:
+        if skip_on_failure and p >= next_skip:
+            if nr_isolated > 0:
+                break  # the order-aligned block isolated whole: migrate it now
+            next_skip = block_end_pfn(p, t)
+        o = p - start
+        b = z.buddy_order[o]
+        if b >= 0:  # a free block: passed over
+            n = np.int64(1) << b
+            cz[CC_SCAN_M] += n
+            p += n
+            continue
+        x = z.pg_obj[o]
+        if x >= 0:
+            n = np.int64(1) << ob.obj_order[x]
+            cz[CC_SCAN_M] += n
+            p += n
+            if migratable(x, t, ob):
+                if valid and not skip_updated:
+                    skip_updated = True
+                    if not ignore:
+                        z.pageblock_skip[pb] = 1  # test_and_set_skip
+                cz[CC_UNITS + cz[CC_NUNITS]] = o
+                cz[CC_NUNITS] += 1
+                cz[CC_NR_MIGRATE] += n
+                nr_isolated += n
+                if cz[CC_NR_MIGRATE] >= COMPACT_CLUSTER_MAX and not finish:
+                    break
+                continue
+        else:
+            cz[CC_SCAN_M] += 1
+            p += 1
+        # isolate_fail
+        if not skip_on_failure:
+            continue
+        if nr_isolated > 0:  # putback_movable_pages: this block cannot be freed whole
+            for r in range(r0, cz[CC_NUNITS]):
+                cz[CC_NR_MIGRATE] -= unit_pages(cz[CC_UNITS + r], z, prm, ob)
+            cz[CC_NUNITS] = r0
+            nr_isolated = 0
+        if p < next_skip:
+            p = next_skip
+            next_skip += np.int64(1) << t
+    if p > end:
+        p = end
+    if p == end and (nr_isolated == 0 or finish):
+        if valid and not skip_updated:
+            z.pageblock_skip[pb] = 1
+    cz[CC_MIGRATE_PFN] = p
+
+
 @njit(cache=True, _nrt=False)
 def isolate_migratepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
-    """``isolate_migratepages``, linear: up to 32 pages of units from one pageblock."""
+    """``isolate_migratepages``: from the pageblock ``fast_find_migrateblock`` picks (or
+    the recorded batch's range) on, the first pageblock below the free scanner that is
+    a suitable migration source and, entered at its start (not the fast search's pick),
+    has no skip hint; ``isolate_migratepages_block`` isolates from it."""
     start = prm[P_START]
     pb0 = prm[P_PB0]
-    t = cz[CC_ORDER]
     if cz[CC_FAST_GIVEN] != 0:  # the recorded batch's range: the kernel's search chose it
         cz[CC_FAST_GIVEN] = 0
         low = cz[CC_MIGRATE_PFN]
@@ -453,44 +741,28 @@ def isolate_migratepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
     else:
         low = fast_find_migrateblock(z, prm, cz)
         fast = low != cz[CC_MIGRATE_PFN] and cz[CC_FAST_FAIL] == 0
-    hints = t >= 0  # compact_memory and proactive passes ignore the skip hints
+    ignore = cz[CC_ORDER] < 0  # compact_memory and proactive passes ignore the skip hints
     block_end = pageblock_end_pfn(low)
     while block_end <= cz[CC_FREE_PFN]:
         pb = (low >> PAGEBLOCK_ORDER) - pb0
         skipped = (
-            hints
+            not ignore
             and not fast
-            and (low & (PAGEBLOCK_PAGES - 1)) == 0
+            and ((low & (PAGEBLOCK_PAGES - 1)) == 0 or low == start)
             and (z.pageblock_skip[pb] != 0)
         )  # isolation_suitable
+        given = fast
         fast = False
         if skipped or not suitable_migration_source(pb, z, prm, cz):
             low = block_end
             cz[CC_MIGRATE_PFN] = low
             block_end += PAGEBLOCK_PAGES
             continue
-        p = low
-        taken = cz[CC_NUNITS]
-        while p < block_end:
-            o = p - start
-            x = z.pg_obj[o]
-            if z.buddy_order[o] < 0 and x >= 0:
-                n = np.int64(1) << ob.obj_order[x]
-                cz[CC_SCAN_M] += n
-                p += n
-                if migratable(x, t, ob):
-                    cz[CC_UNITS + cz[CC_NUNITS]] = o
-                    cz[CC_NUNITS] += 1
-                    cz[CC_NR_MIGRATE] += n
-                    if cz[CC_NR_MIGRATE] >= COMPACT_CLUSTER_MAX:
-                        break
-            else:
-                n = step_over(o, z, ob)
-                cz[CC_SCAN_M] += n
-                p += n
-        if hints and p >= block_end and cz[CC_NUNITS] == taken:
-            z.pageblock_skip[pb] = 1  # a whole pageblock scanned, nothing isolated
-        cz[CC_MIGRATE_PFN] = p
+        if given and cz[CC_ORDER] >= 0 and z.pageblock_skip[pb] != 0:
+            # the fast search never picks a block with the hint; a recorded batch's
+            # range was the kernel's pick, so its hint was clear there
+            z.pageblock_skip[pb] = 0
+        isolate_migratepages_block(low, block_end, z, prm, ob, cz)
         return
 
 
@@ -727,11 +999,119 @@ def reset_cached_positions(prm, cz):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
+def reset_isolation_pfn(pb, check_source, check_target, z, prm, ob):  # type: ignore[no-untyped-def]
+    """``__reset_isolation_pfn`` for pageblock ``pb`` (index): a pageblock whose pages
+    sampled every 8 show a movable unit (``PageLRU``: any page of one) or, for the free
+    scanner, a free block's head (``PageBuddy``) loses its skip hint (True). With both
+    checks, a pageblock already without the hint is True at once; the free scanner's
+    check needs a MOVABLE pageblock; a pageblock that is one free block of pageblock
+    order or more keeps it (``pageblock_skip_persistent`` is for such folios)."""
+    start = prm[P_START]
+    end = start + prm[P_PAGES]
+    b0 = (pb + prm[P_PB0]) << PAGEBLOCK_ORDER
+    if check_source and check_target and z.pageblock_skip[pb] == 0:
+        return True
+    if not check_source and check_target and z.pageblock_mt[pb] != MIGRATE_MOVABLE:
+        return False
+    lo = max(b0, start)
+    hi = min(b0 + PAGEBLOCK_PAGES, end)
+    p = lo
+    while p < hi:
+        o = p - start
+        b = z.buddy_order[o]
+        if b >= 0:
+            n = np.int64(1) << b
+            if check_target and ((p - lo) & 7) == 0:
+                z.pageblock_skip[pb] = 0
+                return True
+            p += n
+            continue
+        x = z.pg_obj[o]
+        if x >= 0:
+            n = np.int64(1) << ob.obj_order[x]
+            if n >= PAGEBLOCK_PAGES:
+                return False  # pageblock_skip_persistent
+            # a sample (every 8th page from lo) falls inside the unit
+            first = lo + (((p - lo) + 7) & ~np.int64(7))
+            if check_source and (ob.obj_flags[x] & F_MOVABLE) != 0 and first < p + n:
+                z.pageblock_skip[pb] = 0
+                return True
+            p += n
+            continue
+        p += 1
+    return False
+
+
+@njit(cache=True, _nrt=False)
+def reset_isolation_suitable(z, prm, cz, ob=None):  # type: ignore[no-untyped-def]
+    """``__reset_isolation_suitable`` (when ``compact_blockskip_flush`` is set, which it
+    clears): from both ends of the zone towards its middle, pageblocks with a movable
+    unit (from the bottom) or a free block (from the top) lose their skip hint; the
+    scanners' cached and initial positions become the first such pageblocks (none
+    found: the scanners meet at the middle). Without ``ob`` (no units kept) every hint
+    is cleared and the positions reset to the zone's ends."""
+    if cz[CZ_BLOCKSKIP_FLUSH] == 0:
+        return
+    cz[CZ_BLOCKSKIP_FLUSH] = 0
+    start = prm[P_START]
+    end = start + prm[P_PAGES]
+    if ob is None:
+        z.pageblock_skip[:] = 0
+        reset_cached_positions(prm, cz)
+        cz[CZ_INIT_MIGRATE] = cz[CZ_MIG0]
+        cz[CZ_INIT_FREE] = cz[CZ_FREE]
+        return
+    pb0 = prm[P_PB0]
+    migrate_pfn = start
+    free_pfn = end - 1
+    reset_migrate = free_pfn
+    reset_free = migrate_pfn
+    source_set = False
+    free_set = False
+    while migrate_pfn < free_pfn:
+        if (reset_isolation_pfn((migrate_pfn >> PAGEBLOCK_ORDER) - pb0, True, source_set, z,
+                                prm, ob)
+                and migrate_pfn < reset_migrate):  # fmt: skip
+            source_set = True
+            reset_migrate = migrate_pfn
+            cz[CZ_INIT_MIGRATE] = reset_migrate
+            cz[CZ_MIG0] = reset_migrate
+            cz[CZ_MIG1] = reset_migrate
+        if (reset_isolation_pfn((free_pfn >> PAGEBLOCK_ORDER) - pb0, free_set, True, z, prm,
+                                ob)
+                and free_pfn > reset_free):  # fmt: skip
+            free_set = True
+            reset_free = free_pfn
+            cz[CZ_INIT_FREE] = reset_free
+            cz[CZ_FREE] = reset_free
+        migrate_pfn += PAGEBLOCK_PAGES
+        free_pfn -= PAGEBLOCK_PAGES
+    if reset_migrate >= reset_free:  # leave no distance if no suitable block was reset
+        cz[CZ_MIG0] = migrate_pfn
+        cz[CZ_MIG1] = migrate_pfn
+        cz[CZ_FREE] = free_pfn
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def compaction_restarting(t, cz):  # type: ignore[no-untyped-def]
+    """``compaction_restarting``: order t has failed for the whole deferral period."""
+    if t < cz[CZ_ORDER_FAILED]:
+        return False
+    return (cz[CZ_SHIFT] == COMPACT_MAX_DEFER_SHIFT
+            and cz[CZ_CONSIDERED] >= (np.int64(1) << cz[CZ_SHIFT]))  # fmt: skip
+
+
+@njit(cache=True, _nrt=False)
 def compact_finished(z, prm, cz):  # type: ignore[no-untyped-def]
     """``__compact_finished`` (+ ``compact_finished``'s NO_SUITABLE_PAGE -> CONTINUE)."""
     if (cz[CC_FREE_PFN] >> PAGEBLOCK_ORDER) <= (cz[CC_MIGRATE_PFN] >> PAGEBLOCK_ORDER):
         reset_cached_positions(prm, cz)
-        z.pageblock_skip[:] = 0  # compact_blockskip_flush: the next pass starts afresh
+        if cz[CC_DIRECT] != 0:
+            # compact_blockskip_flush: kswapd's next try_to_sleep clears the hints; a
+            # run without the recorded kswapd clears them now
+            cz[CZ_BLOCKSKIP_FLUSH] = 1
+            if prm[P_KSWAPD_RECORDED] == 0:
+                reset_isolation_suitable(z, prm, cz)
         return COMPLETE if cz[CC_WHOLE] != 0 else PARTIAL_SKIPPED
     if cz[CC_PROACTIVE] != 0:
         if extfrag_for_order(PAGEBLOCK_ORDER, z.nr_free) > score_wmark(True, prm[P_PROACTIVE]):
@@ -765,10 +1145,14 @@ def release_freepages(z, prm, cz):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def compact_start(t, mode, whole, proactive, mt, cpu, z, prm, cz, scan=None):  # type: ignore[no-untyped-def]
-    """``compact_zone`` up to its loop: the scanners' start (the zone's cached positions,
-    or the zone's ends for a whole-zone pass; ``scan``: see :func:`compact_zone`) and a
-    fresh compact_control in ``cz``'s CC fields (pfns; ``cpu``: the compacting task's)."""
+def compact_start(t, mode, whole, proactive, mt, cpu, direct, z, prm, ob, cz, scan=None):  # type: ignore[no-untyped-def]
+    """``compact_zone`` up to its loop: the skip hints flushed when order t's compaction
+    is restarting after its deferral (``compaction_restarting``), the scanners' start
+    (the zone's cached positions, or the zone's ends for a whole-zone pass; ``scan``:
+    see :func:`compact_zone`) and a fresh compact_control in ``cz``'s CC fields (pfns;
+    ``cpu``: the compacting task's; ``direct``: a task's direct compaction)."""
+    if t > 0 and compaction_restarting(t, cz):
+        reset_isolation_suitable(z, prm, cz, ob)
     start = prm[P_START]
     end = start + prm[P_PAGES]
     if whole:
@@ -810,6 +1194,9 @@ def compact_start(t, mode, whole, proactive, mt, cpu, z, prm, cz, scan=None):  #
     cz[CC_FAST_FAIL] = 0
     cz[CC_FAST_START] = 0
     cz[CC_FAST_GIVEN] = 0
+    cz[CC_DIRECT] = 1 if direct else 0
+    cz[CC_FINISH_PB] = 0
+    cz[CC_SEARCH_ORDER] = t  # compact_zone_order's .search_order = order
 
 
 # -- capture_control ---------------------------------------------------------------------
@@ -873,30 +1260,58 @@ def compact_loop(budget, z, prm, ob, cz, counters, scan=None, split=False):  # t
     range (``scan[5]``, when known: CONTINUE), or else the scanners reach where the
     recorded pass's stopped (``scan[2:4]``: SUCCESS). ``split``: the budget may end the
     loop inside a batch (a recorded pass's step between the kernel's old-folio frees);
-    the units left stay isolated and the next call migrates them first."""
+    the units left stay isolated and the next call migrates them first.
+
+    Each round finishes the pageblock it last migrated from (``finish_pageblock``: the
+    scanner is still in it), and a round whose migration failed partway through a
+    pageblock rescans the rest of it at once (not for passes that ignore the skip hints,
+    nor SYNC ones), so that pageblock gets its skip hint."""
+    rescan = False
     while True:
         if cz[CC_NUNITS] == 0:
-            r = compact_finished(z, prm, cz)
-            if r != CONTINUE:
-                return r
-            if budget >= 0 and cz[CC_MOVED] >= budget:
-                return CONTINUE
-            if scan is not None:
-                if scan[5] >= 0:
-                    if cz[CC_MIGRATE_PFN] >= scan[5]:
-                        return CONTINUE  # the batch's range is done
-                elif (scan[2] >= 0 and cz[CC_MIGRATE_PFN] >= scan[2]) or (
-                    scan[3] >= 0 and cz[CC_FREE_PFN] <= scan[3]
-                ):
-                    return SUCCESS  # where the recorded pass ended
+            if not rescan:
+                r = compact_finished(z, prm, cz)
+                if r != CONTINUE:
+                    return r
+                if budget >= 0 and cz[CC_MOVED] >= budget:
+                    return CONTINUE
+                if scan is not None:
+                    if scan[5] >= 0:
+                        if cz[CC_MIGRATE_PFN] >= scan[5]:
+                            return CONTINUE  # the batch's range is done
+                    elif (scan[2] >= 0 and cz[CC_MIGRATE_PFN] >= scan[2]) or (
+                        scan[3] >= 0 and cz[CC_FREE_PFN] <= scan[3]
+                    ):
+                        return SUCCESS  # where the recorded pass ended
+                # the kernel's last_migrated_pfn is 0 for none: pageblock 0 counts as
+                # the one last migrated from (a zone starting there finishes it at once)
+                last = max(cz[CC_LAST_MIGRATED], np.int64(0))
+                cz[CC_FINISH_PB] = 1 if (
+                    pageblock_start_pfn(last) == pageblock_start_pfn(cz[CC_MIGRATE_PFN])
+                ) else 0  # fmt: skip
+            rescan = False
             isolate_migratepages(z, prm, ob, cz)
             if cz[CC_NUNITS] > 0:
                 cz[CC_LAST_MIGRATED] = max(prm[P_START],
                                            pageblock_start_pfn(cz[CC_MIGRATE_PFN] - 1))  # fmt: skip
         if cz[CC_NUNITS] > 0:
+            failed = cz[CC_FAILED]
             migrate_pages(z, prm, ob, cz, counters, budget if split else np.int64(-1))
             if cz[CC_NUNITS] > 0:
                 return CONTINUE  # the budget ran out inside the batch
+            if (
+                cz[CC_FAILED] > failed
+                and (cz[CC_MIGRATE_PFN] & (PAGEBLOCK_PAGES - 1)) != 0
+                and cz[CC_ORDER] >= 0
+                and cz[CC_FINISH_PB] == 0
+            ):
+                # a page failed to migrate within the pageblock: scan its rest now, so
+                # it is marked skip and fast_find_migrateblock does not come back to it
+                cz[CC_FINISH_PB] = 1
+                if cz[CC_ORDER] == PAGEBLOCK_ORDER:
+                    cz[CC_LAST_MIGRATED] = -1  # a drain does not help THP then
+                rescan = True
+                continue
             # Stop if a page has been captured: before draining the pcp lists, which is
             # then unnecessary ("mm, compaction: check if a page has been captured before
             # draining PCP pages", 2023; a round that isolated nothing goes straight to
@@ -908,12 +1323,13 @@ def compact_loop(budget, z, prm, ob, cz, counters, scan=None, split=False):  # t
         # (a recorded pass's drain is in the trace: with P_PCP_RECORDED it comes as an
         # input, the recorded kernel's bulk free)
         t = cz[CC_ORDER]
-        recorded_drain = scan is not None and prm[P_PCP_RECORDED] != 0
-        if t > 0 and cz[CC_LAST_MIGRATED] >= 0 and prm[P_PCP] != 0 and not recorded_drain:
+        if t > 0 and cz[CC_LAST_MIGRATED] >= 0:
             block_start = cz[CC_MIGRATE_PFN] & ~((np.int64(1) << t) - 1)
             if cz[CC_LAST_MIGRATED] < block_start:
-                drain_local(cz[CC_CPU], z, prm, counters)
-                cz[CC_LAST_MIGRATED] = -1
+                recorded_drain = scan is not None and prm[P_PCP_RECORDED] != 0
+                if prm[P_PCP] != 0 and not recorded_drain:
+                    drain_local(cz[CC_CPU], z, prm, counters)
+                cz[CC_LAST_MIGRATED] = -1  # no more flushing until it migrates again
 
 
 @njit(cache=True, _nrt=False)
@@ -954,7 +1370,8 @@ def compact_zone(t, mode, whole, proactive, mt, cpu, kind, seq, z, prm, ob, cz, 
         if not compaction_suitable(t, z, prm):
             emit(z, me, counters, seq, kind, t, mode, -1, -1, -1, -1, 0, 0, 0, 0, 0, SKIPPED)
             return SKIPPED
-    compact_start(t, mode, whole, proactive, mt, cpu, z, prm, cz, scan)
+    compact_start(t, mode, whole, proactive, mt, cpu, kind == K_COMPACT_DIRECT, z, prm, ob, cz,
+                  scan)  # fmt: skip
     r = compact_loop(budget, z, prm, ob, cz, counters, scan)
     if r == CONTINUE:
         r = SUCCESS  # the budget is spent
@@ -1043,14 +1460,15 @@ def compact_recorded(t, mode, budget, scan, cpu, seq, z, prm, ob, cz, counters, 
 
 
 @njit(cache=True, _nrt=False)
-def compact_recorded_begin(t, mode, scan, cpu, capture, z, prm, cz):  # type: ignore[no-untyped-def]
+def compact_recorded_begin(t, mode, scan, cpu, capture, z, prm, ob, cz):  # type: ignore[no-untyped-def]
     """A recorded pass begins (``mm_compaction_begin``): the kernel found the zone
     suitable, so no check of the model's; the scanners start where the kernel's did.
     ``capture``: a direct compaction of a user task for order ``t`` (kcompactd's,
     kthreads' and /proc passes capture nothing: ``task_capc``), whose blocks freed to
-    order t are captured. The caller keeps ``cz[CC_ORDER:CC_UNITS]`` as the pass's
-    compact_control."""
-    compact_start(t, mode, t == -1, False, MIGRATE_MOVABLE, cpu, z, prm, cz, scan)
+    order t are captured; it is also the pass's ``direct_compaction`` (a kthread's
+    direct compaction, khugepaged's, counts as kcompactd's). The caller keeps
+    ``cz[CC_ORDER:CC_UNITS]`` as the pass's compact_control."""
+    compact_start(t, mode, t == -1, False, MIGRATE_MOVABLE, cpu, capture, z, prm, ob, cz, scan)
     if capture and t > 0:
         cz[CC_CAPC] = t
 

@@ -230,7 +230,11 @@ P_PCP_RECORDED = 39
 # (replay.engine.recorded.recorded_pcp_refills, pcp.pcp_refill_recorded): a list the
 # model finds empty takes one block from the buddy, not a batch of its own
 P_REFILL_RECORDED = 40
-NR_PRM = 41
+# P_KSWAPD_RECORDED 1: the recorded kswapd's try_to_sleep is an input (where it wakes
+# kcompactd, reset_isolation_suitable clears the skip hints a direct compaction's met
+# scanners flagged); 0: the hints are cleared where the scanners meet
+P_KSWAPD_RECORDED = 41
+NR_PRM = 42
 
 # -- counters (int64 array) -------------------------------------------------------------
 # C_EF, C_ME: rows used in the extfrag and model-event buffers; C_PRESSURE: the pressure
@@ -361,19 +365,30 @@ CZ_DECAY_UNSET = -(1 << 62)
 CZ_DECAY_OFF = (1 << 63) - 1
 # active defragmentation (replay.models.defrag)
 CZ_DF_LAST_TS, CZ_DF_DUE, CZ_DF_CONSIDERED, CZ_DF_SHIFT, CZ_DF_SEEN = 10, 11, 12, 13, 14
+# the zone's skip-hint state: compact_blockskip_flush (1: a direct compaction's scanners
+# met, so the next reset_isolation_suitable clears the hints) and the scanners' first
+# pageblocks __reset_isolation_suitable found (compact_init_migrate_pfn,
+# compact_init_free_pfn; 0 until the first reset, as a booted zone has them)
+CZ_BLOCKSKIP_FLUSH, CZ_INIT_MIGRATE, CZ_INIT_FREE = 16, 17, 18
 # the running compact_control
-CC_ORDER, CC_MODE, CC_WHOLE, CC_PROACTIVE, CC_MT = 16, 17, 18, 19, 20
-CC_MIGRATE_PFN, CC_FREE_PFN, CC_NR_MIGRATE, CC_NR_FREE = 21, 22, 23, 24
-CC_SCAN_M, CC_SCAN_F, CC_MOVED, CC_FAILED, CC_NUNITS = 25, 26, 27, 28, 29
-CC_MIG_START, CC_FREE_START = 30, 31  # where the pass's scanners started (pfn)
+CC_ORDER, CC_MODE, CC_WHOLE, CC_PROACTIVE, CC_MT = 20, 21, 22, 23, 24
+CC_MIGRATE_PFN, CC_FREE_PFN, CC_NR_MIGRATE, CC_NR_FREE = 25, 26, 27, 28
+CC_SCAN_M, CC_SCAN_F, CC_MOVED, CC_FAILED, CC_NUNITS = 29, 30, 31, 32, 33
+CC_MIG_START, CC_FREE_START = 34, 35  # where the pass's scanners started (pfn)
 # the compacting task's cpu (whose pcp list gets the migrated folios' old pages) and
 # compact_zone's last_migrated_pfn (-1: none since the last drain)
-CC_CPU, CC_LAST_MIGRATED = 32, 33
+CC_CPU, CC_LAST_MIGRATED = 36, 37
 # the pass's capture_control while it is not running (a recorded pass between its
 # batches): the order it captures at (-1: none, as kcompactd's and /proc passes) and the
 # page it captured (pfn, -1 none). Running, it is Zone.capture.
-CC_CAPC, CC_CAPC_PAGE = 34, 35
-CC_UNITS = 36  # isolated units' offsets (COMPACT_CLUSTER_MAX at most)
+CC_CAPC, CC_CAPC_PAGE = 38, 39
+# cc->direct_compaction (1: a task's direct compaction; 0: kcompactd, /proc, proactive),
+# cc->finish_pageblock (1: this round scans the rest of the pageblock it migrated from)
+# and cc->search_order (fast_isolate_freepages' order to search first)
+CC_DIRECT, CC_FINISH_PB, CC_SEARCH_ORDER = 40, 41, 42
+# isolated units' offsets: COMPACT_CLUSTER_MAX pages' worth at most, a pageblock's when
+# the round finishes one (cc->finish_pageblock)
+CC_UNITS = 43
 # A unit list entry below zero: a folio migrate_pages split (split_folios), its pages
 # waiting for the pass after the batch: -1 - ((folio << CC_SPLIT_SHIFT) | its offset);
 # CC_UNIT_DONE: a unit this migrate_pages call is done with.
@@ -381,7 +396,7 @@ CC_SPLIT_SHIFT = 30  # offsets below 1 << 30 pages (4 TiB zones), folios below 1
 CC_UNIT_DONE = -(1 << 63)
 # fast_find_migrateblock's cc->fast_search_fail and cc->fast_start_pfn (0 unset,
 # FAST_START_DONE: ULONG_MAX)
-CC_FAST_FAIL = CC_UNITS + COMPACT_CLUSTER_MAX
+CC_FAST_FAIL = CC_UNITS + PAGEBLOCK_PAGES
 CC_FAST_START = CC_FAST_FAIL + 1
 FAST_START_DONE = -1
 # 1: migrate_pfn was set to a recorded batch's range: the kernel's fast_find_migrateblock

@@ -281,6 +281,7 @@ class ZoneState:
                 lowmem_reserve,
                 int(pcp_recorded),
                 0,  # P_REFILL_RECORDED: the run sets it (replay.engine.whatif)
+                0,  # P_KSWAPD_RECORDED: likewise
             ],
             dtype=np.int64,
         )
