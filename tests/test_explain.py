@@ -89,9 +89,10 @@ def test_state_is_the_stored_step_before_and_the_own_fork_repeats_the_outcome(
             assert own["outcome"] == ("failed" if seq in failed else "ok")
             assert fork["model"] == "kernel" and fork["outcome"] == own["outcome"]
             # mobility, from the kernel preset's state: fails the order-8 request too, and
-            # serves the order-0 one from the same block
-            assert (other["model"], other["outcome"], other["pfn"]) == (
-                "mobility", own["outcome"], own["pfn"])  # fmt: skip
+            # serves the order-0 one (from its buddy lists: the kernel preset's pcp list
+            # need not hold a page of the block the buddy's list heads)
+            assert (other["model"], other["outcome"]) == ("mobility", own["outcome"])
+            assert (other["pfn"] >= 0) == (own["pfn"] >= 0)
             first = s.one("SELECT min(seq) FROM steps WHERE run_id = $r", {"r": fork["run_id"]})
             assert first[0] == seq
     assert failed and served
@@ -137,7 +138,7 @@ def test_observed_run_state_and_forks_from_the_kernels_state(
     assert (rows["observed"]["outcome"], rows["observed"]["migrated"]) == ("failed", 89)
     assert all(rows[m]["outcome"] == "ok" for m in ex.DEFAULT_MODELS)
     assert rows["mobility+pcp"]["pfn"] == cands[0]["pfn"]
-    assert rows["mobility+compaction"]["migrated"] == 2048
+    assert rows["mobility+compaction"]["migrated"] == 1376
 
 
 def test_rank_puts_failures_first(runs_db: tuple[Path, int, int], tmp_path: Path) -> None:

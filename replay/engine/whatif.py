@@ -961,12 +961,13 @@ def flags_sql(config: RunConfig, also_movable: list[str] | None = None
     movable, p1 = _class_sql(config.get("movable_classes", []) + (also_movable or []), "mc")
     vclasses = config.get("vcompound_classes")
     vc, p2 = ("true", {}) if not vclasses else _class_sql(vclasses, "vc")
-    # zone_choice = zonelist: a GFP_DMA32 request's zonelist starts below the run's zone
-    # and a __GFP_NORETRY one gives up after compaction (replay.models.zonelist)
+    # zone_choice = zonelist: a GFP_DMA32 request's zonelist starts below the run's zone;
+    # a costly __GFP_NORETRY one compacts ASYNC only and gives up after compaction
+    # (replay.models.compaction.direct_compact, replay.models.zonelist)
     lower = (f" + (CASE WHEN contains(coalesce(gfp, ''), 'DMA32') THEN {F_LOWER_ZONE} ELSE 0 END)"
-             f" + (CASE WHEN contains(coalesce(gfp, ''), '__GFP_NORETRY') THEN {F_NORETRY} "
-             "ELSE 0 END)"
              if config.get("zone_choice", "model") == "zonelist" else "")  # fmt: skip
+    lower += (f" + (CASE WHEN contains(coalesce(gfp, ''), '__GFP_NORETRY') THEN {F_NORETRY} "
+              "ELSE 0 END)")  # fmt: skip
     reclaim = "migratetype = 2" + (" OR migratetype = 1" if config.get("kswapd_movable", True)
                                    else "")  # fmt: skip
     sql = (f"((CASE WHEN coalesce(movable, migratetype = 1) OR {movable} THEN {F_MOVABLE} "

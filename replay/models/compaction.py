@@ -1381,17 +1381,25 @@ def compact_zone(t, mode, whole, proactive, mt, cpu, kind, seq, z, prm, ob, cz, 
 
 # -- the three ways compaction runs --------------------------------------------------------
 @njit(cache=True, _nrt=False)
-def direct_compact(k, mt, lmt, cpu, seq, z, prm, ob, cz, counters, ef, me, mode):  # type: ignore[no-untyped-def]
-    """``__alloc_pages_direct_compact`` for a failed order-k allocation: ASYNC, then SYNC.
+def direct_compact(k, mt, lmt, cpu, seq, z, prm, ob, cz, counters, ef, me, mode,  # type: ignore[no-untyped-def]
+                   noretry=False):  # fmt: skip
+    """``__alloc_pages_direct_compact`` for a failed order-k allocation: ASYNC, then
+    SYNC (SYNC_LIGHT). A costly __GFP_NORETRY request (``noretry``: a THP fault, a
+    large page-cache folio) stays ASYNC the second time and gives up after the first
+    when compaction was skipped or deferred (``__alloc_pages_slowpath``).
 
     Returns the allocated pfn or -1; ``mt`` is the request's type (for the
     allocated-page accounting), ``lmt`` its free-list type. A block the pass
     captured (``compaction_capture``: freed to order k while it ran) is the
     allocation; otherwise the free lists are tried.
     """
-    for prio in range(2):
+    light = noretry and k > PAGE_ALLOC_COSTLY_ORDER
+    for attempt in range(2):
+        prio = MODE_ASYNC if light else attempt
         o = np.int64(-1)
+        r = CONTINUE
         if compaction_deferred(k, cz):
+            r = DEFERRED
             emit(z, me, counters, seq, K_COMPACT_DIRECT, k, prio, -1, -1, -1, -1, 0, 0, 0, 0, 0,
                  DEFERRED)  # fmt: skip
         else:
@@ -1413,6 +1421,8 @@ def direct_compact(k, mt, lmt, cpu, seq, z, prm, ob, cz, counters, ef, me, mode)
             pfn = o + prm[P_START]
             pageblock_alloc_add(pfn, k, mt, 1, z.pageblock_alloc, prm[P_PB0])
             return pfn
+        if light and (r == SKIPPED or r == DEFERRED):
+            break
     return np.int64(-1)
 
 

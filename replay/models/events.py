@@ -41,6 +41,7 @@ from replay.models.internal import (
     F_KERNEL_FAILED,
     F_MOVABLE,
     F_NORECLAIM,
+    F_NORETRY,
     F_PINNED,
     F_POOLED,
     F_RECLAIM,
@@ -211,7 +212,8 @@ def apply_event(is_alloc, x, off, k, m, fl, own, c, ts, sq, z, prm, ob, cz, coun
         if pfn < 0 and k > 0 and direct and (prm[P_COMPACT] & COMPACT_DIRECT):
             mt = m if 0 <= m < MIGRATE_PCPTYPES else MIGRATE_MOVABLE
             lmt = mt if prm[P_GROUP] != 0 else MIGRATE_MOVABLE
-            pfn = direct_compact(k, mt, lmt, c, sq, z, prm, ob, cz, counters, ef, me, mode)
+            pfn = direct_compact(k, mt, lmt, c, sq, z, prm, ob, cz, counters, ef, me, mode,
+                                 (fl & F_NORETRY) != 0)  # fmt: skip
         ob.placed[x] = pfn
         ob.obj_mt[x] = m
         ob.obj_order[x] = k

@@ -188,15 +188,15 @@ def in_zone(pfn, prm):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, _nrt=False)
 def node_compact(k, m, lmt, only_lower, c, sq, z, prm, ob, cz, counters, ef, me, mode, zl,
-                 prml, czl, cl, efl, mel, model):  # type: ignore[no-untyped-def]  # fmt: skip
+                 prml, czl, cl, efl, mel, model, noretry=False):  # type: ignore[no-untyped-def]  # fmt: skip
     """``try_to_compact_pages``: direct compaction zone by zone in zonelist order, until one
     serves the request. Returns (pfn, zone); pfn -1 none did."""
     mt = m if 0 <= m < MIGRATE_PCPTYPES else MIGRATE_MOVABLE
     if not only_lower:
-        pfn = direct_compact(k, mt, lmt, c, sq, z, prm, ob, cz, counters, ef, me, mode)
+        pfn = direct_compact(k, mt, lmt, c, sq, z, prm, ob, cz, counters, ef, me, mode, noretry)
         if pfn >= 0:
             return pfn, ZONE_PREFERRED
-    pfn = direct_compact(k, mt, lmt, c, sq, zl, prml, ob, czl, cl, efl, mel, model)
+    pfn = direct_compact(k, mt, lmt, c, sq, zl, prml, ob, czl, cl, efl, mel, model, noretry)
     cl[C_EF] = 0
     # the lower zone's compaction rows join the run's model events
     for r in range(cl[C_ME]):
@@ -230,7 +230,7 @@ def node_slowpath(k, m, lmt, only_lower, direct, noretry, c, sq, z, prm, ob, cz,
     early = compacting and (k > PAGE_ALLOC_COSTLY_ORDER or mt != MIGRATE_MOVABLE)
     if early:
         pfn, zi = node_compact(k, m, lmt, only_lower, c, sq, z, prm, ob, cz, counters, ef, me,
-                               mode, zl, prml, czl, cl, efl, mel, model)  # fmt: skip
+                               mode, zl, prml, czl, cl, efl, mel, model, noretry)  # fmt: skip
         if pfn >= 0:
             return pfn, zi
         if noretry and k > PAGE_ALLOC_COSTLY_ORDER:
@@ -253,7 +253,7 @@ def node_slowpath(k, m, lmt, only_lower, direct, noretry, c, sq, z, prm, ob, cz,
             break
     if compacting and not early:
         return node_compact(k, m, lmt, only_lower, c, sq, z, prm, ob, cz, counters, ef, me,
-                            mode, zl, prml, czl, cl, efl, mel, model)  # fmt: skip
+                            mode, zl, prml, czl, cl, efl, mel, model, noretry)  # fmt: skip
     return np.int64(-1), ZONE_PREFERRED
 
 
