@@ -71,6 +71,7 @@ from replay.models.internal import (
     PLACED_FAILED,
     PLACED_SPLIT_BASE,
     PLACED_VC_BASE,
+    PREFETCH_EVENTS,
     S_ALLOCS,
     S_BELOW_LOW,
     S_BELOW_MIN,
@@ -80,6 +81,7 @@ from replay.models.internal import (
     S_IGNORED,
     S_POOL_FALLBACKS,
     S_SERVED_KERNEL_FAILED,
+    prefetch_object,
 )
 from replay.models.page_alloc import alloc_pages, free_pages
 from replay.models.pcp import decay_pcp_high
@@ -280,6 +282,8 @@ def replay_chunk(  # type: ignore[no-untyped-def]
     units = prm[P_UNITS] != 0
     r = r0
     for i in range(i0, i1):
+        if i + PREFETCH_EVENTS < i1:
+            prefetch_object(obj[i + PREFETCH_EVENTS], ob)
         if not room(counters, ef, me, cz, vc):
             return i, r
         if defrag:

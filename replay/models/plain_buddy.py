@@ -52,6 +52,7 @@ from replay.models.internal import (
     PAGEBLOCK_ORDER,
     PAGEBLOCK_PAGES,
     PLACED_FAILED,
+    PREFETCH_EVENTS,
     S_ALLOCS,
     S_BELOW_LOW,
     S_BELOW_MIN,
@@ -62,6 +63,7 @@ from replay.models.internal import (
     buddy_merge_likely,
     list_add,
     list_del,
+    prefetch_object,
 )
 
 
@@ -290,6 +292,8 @@ def replay_chunk_plain(i0, i1, ev, keep_row, keep_counters, ob, z, prm, stats, r
         free += z.nr_free[j] << j
     r = r0
     for i in range(i0, i1):
+        if i + PREFETCH_EVENTS < i1:
+            prefetch_object(obj[i + PREFETCH_EVENTS], ob)
         x = obj[i]
         k = np.int64(order[i])
         pfn = np.int64(-1)
