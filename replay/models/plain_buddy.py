@@ -294,18 +294,19 @@ def replay_chunk_plain(i0, i1, ev, keep_row, keep_counters, ob, z, prm, stats, r
     for i in range(i0, i1):
         if i + PREFETCH_EVENTS < i1:
             prefetch_object(obj[i + PREFETCH_EVENTS], ob)
-        x = obj[i]
-        k = np.int64(order[i])
+        e = np.uintp(i)  # the event as an unsigned index: no negative-index wraparound code
+        x = obj[e]
+        k = np.int64(order[e])
         pfn = np.int64(-1)
         outcome = OUT_OK
-        if is_alloc[i]:
+        if is_alloc[e]:
             stats[S_ALLOCS] += 1
             if not _watermark_ok(k, wlow, free, z.nr_free):
                 stats[S_BELOW_LOW] += 1
                 if not _watermark_ok(k, wmin, free, z.nr_free):
                     stats[S_BELOW_MIN] += 1
-            m = np.int64(mtype[i])
-            fl = flags[i]
+            m = np.int64(mtype[e])
+            fl = flags[e]
             # __rmqueue_smallest + expand on the MOVABLE lists
             for c in range(k, NR_PAGE_ORDERS):
                 o = z.free_head[c * MIGRATE_PCPTYPES + MIGRATE_MOVABLE]
@@ -341,18 +342,19 @@ def replay_chunk_plain(i0, i1, ev, keep_row, keep_counters, ob, z, prm, stats, r
                 outcome = OUT_IGNORED
                 stats[S_IGNORED] += 1
             else:
-                _plain_free(base + offset[i], k, np.int64(ob.obj_mt[x]), z, prm)
+                _plain_free(base + offset[e], k, np.int64(ob.obj_mt[x]), z, prm)
                 free += np.int64(1) << k
-        if keep_row[i]:
-            out_pfn[r] = pfn
-            out_outcome[r] = outcome
-            out_fail[r] = stats[S_FAILURES]
-            out_has[r] = keep_counters[i]
-            out_pcp[r] = 0
-            out_fb[r] = 0
-            if keep_counters[i]:
+        if keep_row[e]:
+            ur = np.uintp(r)  # unsigned: no negative-index wraparound code on each store
+            out_pfn[ur] = pfn
+            out_outcome[ur] = outcome
+            out_fail[ur] = stats[S_FAILURES]
+            out_has[ur] = keep_counters[e]
+            out_pcp[ur] = 0
+            out_fb[ur] = 0
+            if keep_counters[e]:
                 for j in range(NR_PAGE_ORDERS):
-                    out_nr[r, j] = z.nr_free[j]
+                    out_nr[ur, j] = z.nr_free[j]
             r += 1
     return i1, r
 
