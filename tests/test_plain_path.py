@@ -105,3 +105,26 @@ def test_only_the_plain_buddy_takes_the_plain_path() -> None:
     assert not plain_eligible(_engine_zone(0, 2048, grouping=True).prm)
     assert not plain_eligible(_engine_zone(0, 2048, grouping=False, pcp=True).prm)
     assert not plain_eligible(_engine_zone(0, 2048, grouping=False, compaction="direct").prm)
+
+
+def test_prefetch_is_only_a_hint() -> None:
+    """The kernels' prefetch (internal.prefetch, 16 events ahead) reads nothing into a
+    value and never faults: any index, a strided column, the arrays unchanged."""
+    from replay.jit import njit
+    from replay.models.internal import new_objects, prefetch, prefetch_object
+
+    @njit(_nrt=False)
+    def touch(a, ob, idx):  # type: ignore[no-untyped-def]
+        for i in idx:
+            prefetch(a, i)
+            prefetch_object(i, ob)
+        return a[0]
+
+    a = np.arange(100, dtype=np.int64)
+    ob = new_objects(50)
+    placed, info = ob.placed.copy(), ob.obj_mt.copy()
+    idx = np.array([0, 99, 100, -1, 1 << 40, -(1 << 40)], np.int64)
+    assert touch(a, ob, idx) == 0
+    np.testing.assert_array_equal(a, np.arange(100))
+    np.testing.assert_array_equal(ob.placed, placed)
+    np.testing.assert_array_equal(ob.obj_mt, info)
