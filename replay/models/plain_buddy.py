@@ -359,21 +359,32 @@ def replay_chunk_plain(i0, i1, ev, keep_row, keep_counters, ob, z, prm, stats, r
     return i1, r
 
 
+# eight int8 buddy_order entries of -1 (no free block starts at any of them), as one word
+_NO_BLOCK_X8 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
 @njit(cache=True, _nrt=False)
 def resync(z, prm):  # type: ignore[no-untyped-def]
     """Rebuild what :func:`replay_chunk_plain` leaves stale: ``pageblock_free`` (pages,
     from the free blocks in ``buddy_order``) and ``nr_free_mt`` (every free block is on a
-    MOVABLE list)."""
+    MOVABLE list). The scan of ``buddy_order`` jumps over each free block and over eight
+    pages at a time where no block starts (allocated memory): the engine calls this
+    after every kernel call of 64K events."""
     z.pageblock_free[:] = 0
     z.nr_free_mt[:] = 0
     for k in range(NR_PAGE_ORDERS):
         z.nr_free_mt[k * MIGRATE_PCPTYPES + MIGRATE_MOVABLE] = z.nr_free[k]
     start = prm[P_START]
     pb0 = prm[P_PB0]
-    o = np.int64(0)
     pages = prm[P_PAGES]
+    bo = z.buddy_order
+    words = bo[: pages - pages % 8].view(np.uint64)  # buddy_order[8w .. 8w+7] as word w
+    o = np.int64(0)
     while o < pages:
-        k = z.buddy_order[o]
+        if (o & 7) == 0 and o + 8 <= pages and words[o >> 3] == _NO_BLOCK_X8:
+            o += 8
+            continue
+        k = bo[o]
         if k < 0:
             o += 1
             continue
