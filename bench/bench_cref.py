@@ -12,6 +12,7 @@ Kernel-only is also measured on CPU time (the engine's kernel path in this
 process against the C loop's process CPU time), which a machine shared with
 other work does not inflate as it does wall time.
 Usage: python bench/bench_cref.py [--events N] [--zone-pages P] [--models buddy,mobility]
+       [--kernel-step EVENTS]
 """
 
 from __future__ import annotations
@@ -42,18 +43,21 @@ def trace_columns(db: Path, trace: str) -> dict[str, np.ndarray]:
 
 
 def kernel_cpu(cols: dict[str, np.ndarray], start_pfn: int, pages: int, model: str,
-               rounds: int = 3) -> float:  # fmt: skip
+               rounds: int = 3, step: int = 0) -> float:  # fmt: skip
     """Events/s of the engine's kernel for ``model`` in this process, on CPU time (the
     kernel thread's, so other work on a shared machine does not inflate it): the path
-    the engine takes (the plain buddy for buddy), in its chunks, every step's counters
-    kept; the best of ``rounds`` fresh zones."""
+    the engine takes (the plain buddy for buddy), called as the engine calls it (1M-event
+    chunks, each in kernel calls of STEP_EVENTS events into reused output rows, the plain
+    path's resync after each), every step's counters kept; the best of ``rounds`` fresh
+    zones. ``step``: events per kernel call instead (0: STEP_EVENTS, as the engine)."""
     from replay.engine.results import outputs
-    from replay.engine.whatif import CHUNK_EVENTS, event_arrays
+    from replay.engine.whatif import CHUNK_EVENTS, STEP_EVENTS, event_arrays
     from replay.models.events import replay_chunk
     from replay.models.internal import NR_STATS, P_UNITS
     from replay.models.plain_buddy import plain_eligible, replay_chunk_plain, resync
     from replay.models.zone import ZoneState
 
+    step = min(step or STEP_EVENTS, CHUNK_EVENTS)
     n = cols["obj"].shape[0]
     chunks = []
     for i0 in range(0, n, CHUNK_EVENTS):
@@ -71,20 +75,25 @@ def kernel_cpu(cols: dict[str, np.ndarray], start_pfn: int, pages: int, model: s
         z.prm[P_UNITS] = 0  # as the engine sets up a model that keeps no units
         plain = plain_eligible(z.prm)
         stats = np.zeros(NR_STATS, np.int64)
-        out = outputs(CHUNK_EVENTS)
+        out = outputs(step)
+        for a in out:  # page-faulted before timing, as the engine's reused rows are
+            a.fill(0)
         cpu = 0.0
         for ev in chunks:
             m = ev[0].shape[0]
             keep = np.ones(m, np.bool_)
-            o = tuple(a[:m] for a in out)
-            t0 = time.thread_time()
-            if plain:
-                replay_chunk_plain(0, m, ev, keep, keep, z.objects, z.arrays, z.prm, stats, 0, o)
-                resync(z.arrays, z.prm)
-            else:
-                replay_chunk(0, m, ev, keep, keep, z.objects, z.arrays, z.prm, z.counters, z.ef,
-                             z.me, z.cz, z.mode, z.vc, stats, 0, o, z.pools)  # fmt: skip
-            cpu += time.thread_time() - t0
+            for s0 in range(0, m, step):
+                s1 = min(m, s0 + step)
+                o = tuple(a[: s1 - s0] for a in out)
+                t0 = time.thread_time()
+                if plain:
+                    replay_chunk_plain(s0, s1, ev, keep, keep, z.objects, z.arrays, z.prm, stats,
+                                       0, o)  # fmt: skip
+                    resync(z.arrays, z.prm)
+                else:
+                    replay_chunk(s0, s1, ev, keep, keep, z.objects, z.arrays, z.prm, z.counters,
+                                 z.ef, z.me, z.cz, z.mode, z.vc, stats, 0, o, z.pools)  # fmt: skip
+                cpu += time.thread_time() - t0
         best = max(best, n / cpu)
     return best
 
@@ -96,6 +105,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--models", default="buddy,mobility")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--kernel-step", type=int, default=0,
+                    help="events per kernel call in the CPU-time figure (default: the "
+                    "engine's STEP_EVENTS)")  # fmt: skip
     args = ap.parse_args()
     src = synthetic_source(args.events, args.zone_pages, args.seed)
     db = fresh_db("cref-bench.duckdb")
@@ -120,8 +132,10 @@ def main() -> int:
             print(f"cref: events exported to {events_bin.name} in {time.perf_counter() - t0:.2f} s")
         cref.run(exe, events_bin)  # warm the page cache
         c_cpu = min(cref.run(exe, events_bin)["kernel_cpu_s"] for _ in range(3))
-        k_cpu = kernel_cpu(cols, first["zone_start_pfn"], args.zone_pages, model)
-        print(f"cref: {model} kernel on CPU time (best of 3, in one process each): replay "
+        k_cpu = kernel_cpu(cols, first["zone_start_pfn"], args.zone_pages, model,
+                           step=args.kernel_step)  # fmt: skip
+        calls = f", {args.kernel_step}-event calls" if args.kernel_step else ""
+        print(f"cref: {model} kernel on CPU time (best of 3, in one process each{calls}): replay "
               f"{k_cpu / 1e6:.2f} M events/s, C {args.events / c_cpu / 1e6:.2f} M events/s: "
               f"{k_cpu * c_cpu / args.events:.2f}x the C speed")  # fmt: skip
         for rep in range(args.repeat):

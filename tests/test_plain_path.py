@@ -105,3 +105,56 @@ def test_only_the_plain_buddy_takes_the_plain_path() -> None:
     assert not plain_eligible(_engine_zone(0, 2048, grouping=True).prm)
     assert not plain_eligible(_engine_zone(0, 2048, grouping=False, pcp=True).prm)
     assert not plain_eligible(_engine_zone(0, 2048, grouping=False, compaction="direct").prm)
+
+
+def test_prefetch_is_only_a_hint() -> None:
+    """The kernels' prefetch (internal.prefetch, 16 events ahead) reads nothing into a
+    value and never faults: any index, a strided column, the arrays unchanged."""
+    from replay.jit import njit
+    from replay.models.internal import new_objects, prefetch, prefetch_object
+
+    @njit(_nrt=False)
+    def touch(a, ob, idx):  # type: ignore[no-untyped-def]
+        for i in idx:
+            prefetch(a, i)
+            prefetch_object(i, ob)
+        return a[0]
+
+    a = np.arange(100, dtype=np.int64)
+    ob = new_objects(50)
+    placed, info = ob.placed.copy(), ob.obj_mt.copy()
+    idx = np.array([0, 99, 100, -1, 1 << 40, -(1 << 40)], np.int64)
+    assert touch(a, ob, idx) == 0
+    np.testing.assert_array_equal(a, np.arange(100))
+    np.testing.assert_array_equal(ob.placed, placed)
+    np.testing.assert_array_equal(ob.obj_mt, info)
+
+
+@pytest.mark.parametrize(("start_pfn", "pages"), [(0, 6000), (3, 4099), (512 + 5, 1027), (7, 5)])
+def test_resync_counts_every_free_block(start_pfn: int, pages: int) -> None:
+    """``resync`` (which skips eight pages at a time where no free block starts) gives
+    the per-pageblock free pages and per-list counts a page-by-page count gives, at boot
+    and after a stream, on zones whose pages are not a multiple of eight and which start
+    at an unaligned pfn."""
+    ev, n_obj = _events(7, 2000, pages)
+    n = ev[0].shape[0]
+    keep = np.ones(n, np.bool_)
+    z = _engine_zone(start_pfn, pages, grouping=False, max_objects=n_obj)
+    pb0 = start_pfn >> 9
+    for replayed in (False, True):
+        if replayed:
+            replay_chunk_plain(0, n, ev, keep, keep, z.objects, z.arrays, z.prm,
+                               np.zeros(NR_STATS, np.int64), 0, outputs(n))  # fmt: skip
+        z.arrays.pageblock_free[:] = -1
+        z.arrays.nr_free_mt[:] = -1
+        resync(z.arrays, z.prm)
+        want = np.zeros_like(z.arrays.pageblock_free)
+        for o, k in enumerate(z.arrays.buddy_order.tolist()):
+            for p in range(o, o + (1 << k) if k >= 0 else o):
+                want[((p + start_pfn) >> 9) - pb0] += 1
+        if not replayed:
+            assert want.sum() == pages
+        np.testing.assert_array_equal(z.arrays.pageblock_free, want)
+        mt = z.arrays.nr_free_mt.reshape(-1, 3)
+        np.testing.assert_array_equal(mt[:, 1], z.arrays.nr_free)
+        assert not mt[:, [0, 2]].any()

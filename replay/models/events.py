@@ -72,6 +72,7 @@ from replay.models.internal import (
     PLACED_FAILED,
     PLACED_SPLIT_BASE,
     PLACED_VC_BASE,
+    PREFETCH_EVENTS,
     S_ALLOCS,
     S_BELOW_LOW,
     S_BELOW_MIN,
@@ -81,6 +82,7 @@ from replay.models.internal import (
     S_IGNORED,
     S_POOL_FALLBACKS,
     S_SERVED_KERNEL_FAILED,
+    prefetch_object,
 )
 from replay.models.page_alloc import alloc_pages, free_pages
 from replay.models.pcp import decay_pcp_high
@@ -282,6 +284,8 @@ def replay_chunk(  # type: ignore[no-untyped-def]
     units = prm[P_UNITS] != 0
     r = r0
     for i in range(i0, i1):
+        if i + PREFETCH_EVENTS < i1:
+            prefetch_object(obj[i + PREFETCH_EVENTS], ob)
         if not room(counters, ef, me, cz, vc):
             return i, r
         if defrag:
@@ -289,26 +293,28 @@ def replay_chunk(  # type: ignore[no-untyped-def]
                 cz[CZ_DF_DUE] = 1
                 return i, r
             cz[CZ_DF_DUE] = 0
+        e = np.uintp(i)  # the event as an unsigned index: no negative-index wraparound code
         pfn, outcome = apply_event(
-            is_alloc[i], obj[i], np.int64(offset[i]), np.int64(order[i]), np.int64(mtype[i]),
-            flags[i], np.int64(owner[i]), np.int64(cpu[i]), ts[i], seq[i], z, prm, ob, cz,
+            is_alloc[e], obj[e], np.int64(offset[e]), np.int64(order[e]), np.int64(mtype[e]),
+            flags[e], np.int64(owner[e]), np.int64(cpu[e]), ts[e], seq[e], z, prm, ob, cz,
             counters, ef, me, mode, vc, stats, pl,
         )  # fmt: skip
-        if keep_row[i]:
-            out_pfn[r] = pfn
-            out_outcome[r] = outcome
-            out_fail[r] = stats[S_FAILURES]
-            out_has[r] = keep_counters[i]
-            out_pcp[r] = counters[C_PCP_PAGES]
-            out_fb[r] = counters[C_CLAIMS] + counters[C_STEALS]
+        if keep_row[e]:
+            ur = np.uintp(r)  # unsigned: no negative-index wraparound code on each store
+            out_pfn[ur] = pfn
+            out_outcome[ur] = outcome
+            out_fail[ur] = stats[S_FAILURES]
+            out_has[ur] = keep_counters[e]
+            out_pcp[ur] = counters[C_PCP_PAGES]
+            out_fb[ur] = counters[C_CLAIMS] + counters[C_STEALS]
             if units:
-                out_mig[r] = counters[C_MIGRATED]
-                out_scan[r] = counters[C_SCANNED]
-                out_evict[r] = counters[C_EVICTED]
-                out_degr[r] = counters[C_DEGRADED]
-                out_exch[r] = counters[C_EXCHANGED]
-            if keep_counters[i]:
+                out_mig[ur] = counters[C_MIGRATED]
+                out_scan[ur] = counters[C_SCANNED]
+                out_evict[ur] = counters[C_EVICTED]
+                out_degr[ur] = counters[C_DEGRADED]
+                out_exch[ur] = counters[C_EXCHANGED]
+            if keep_counters[e]:
                 for j in range(NR_PAGE_ORDERS):
-                    out_nr[r, j] = z.nr_free[j]
+                    out_nr[ur, j] = z.nr_free[j]
             r += 1
     return i1, r

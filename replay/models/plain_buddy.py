@@ -52,6 +52,7 @@ from replay.models.internal import (
     PAGEBLOCK_ORDER,
     PAGEBLOCK_PAGES,
     PLACED_FAILED,
+    PREFETCH_EVENTS,
     S_ALLOCS,
     S_BELOW_LOW,
     S_BELOW_MIN,
@@ -62,6 +63,7 @@ from replay.models.internal import (
     buddy_merge_likely,
     list_add,
     list_del,
+    prefetch_object,
 )
 
 
@@ -290,18 +292,21 @@ def replay_chunk_plain(i0, i1, ev, keep_row, keep_counters, ob, z, prm, stats, r
         free += z.nr_free[j] << j
     r = r0
     for i in range(i0, i1):
-        x = obj[i]
-        k = np.int64(order[i])
+        if i + PREFETCH_EVENTS < i1:
+            prefetch_object(obj[i + PREFETCH_EVENTS], ob)
+        e = np.uintp(i)  # the event as an unsigned index: no negative-index wraparound code
+        x = obj[e]
+        k = np.int64(order[e])
         pfn = np.int64(-1)
         outcome = OUT_OK
-        if is_alloc[i]:
+        if is_alloc[e]:
             stats[S_ALLOCS] += 1
             if not _watermark_ok(k, wlow, free, z.nr_free):
                 stats[S_BELOW_LOW] += 1
                 if not _watermark_ok(k, wmin, free, z.nr_free):
                     stats[S_BELOW_MIN] += 1
-            m = np.int64(mtype[i])
-            fl = flags[i]
+            m = np.int64(mtype[e])
+            fl = flags[e]
             # __rmqueue_smallest + expand on the MOVABLE lists
             for c in range(k, NR_PAGE_ORDERS):
                 o = z.free_head[c * MIGRATE_PCPTYPES + MIGRATE_MOVABLE]
@@ -337,37 +342,49 @@ def replay_chunk_plain(i0, i1, ev, keep_row, keep_counters, ob, z, prm, stats, r
                 outcome = OUT_IGNORED
                 stats[S_IGNORED] += 1
             else:
-                _plain_free(base + offset[i], k, np.int64(ob.obj_mt[x]), z, prm)
+                _plain_free(base + offset[e], k, np.int64(ob.obj_mt[x]), z, prm)
                 free += np.int64(1) << k
-        if keep_row[i]:
-            out_pfn[r] = pfn
-            out_outcome[r] = outcome
-            out_fail[r] = stats[S_FAILURES]
-            out_has[r] = keep_counters[i]
-            out_pcp[r] = 0
-            out_fb[r] = 0
-            if keep_counters[i]:
+        if keep_row[e]:
+            ur = np.uintp(r)  # unsigned: no negative-index wraparound code on each store
+            out_pfn[ur] = pfn
+            out_outcome[ur] = outcome
+            out_fail[ur] = stats[S_FAILURES]
+            out_has[ur] = keep_counters[e]
+            out_pcp[ur] = 0
+            out_fb[ur] = 0
+            if keep_counters[e]:
                 for j in range(NR_PAGE_ORDERS):
-                    out_nr[r, j] = z.nr_free[j]
+                    out_nr[ur, j] = z.nr_free[j]
             r += 1
     return i1, r
+
+
+# eight int8 buddy_order entries of -1 (no free block starts at any of them), as one word
+_NO_BLOCK_X8 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @njit(cache=True, _nrt=False)
 def resync(z, prm):  # type: ignore[no-untyped-def]
     """Rebuild what :func:`replay_chunk_plain` leaves stale: ``pageblock_free`` (pages,
     from the free blocks in ``buddy_order``) and ``nr_free_mt`` (every free block is on a
-    MOVABLE list)."""
+    MOVABLE list). The scan of ``buddy_order`` jumps over each free block and over eight
+    pages at a time where no block starts (allocated memory): the engine calls this
+    after every kernel call of 64K events."""
     z.pageblock_free[:] = 0
     z.nr_free_mt[:] = 0
     for k in range(NR_PAGE_ORDERS):
         z.nr_free_mt[k * MIGRATE_PCPTYPES + MIGRATE_MOVABLE] = z.nr_free[k]
     start = prm[P_START]
     pb0 = prm[P_PB0]
-    o = np.int64(0)
     pages = prm[P_PAGES]
+    bo = z.buddy_order
+    words = bo[: pages - pages % 8].view(np.uint64)  # buddy_order[8w .. 8w+7] as word w
+    o = np.int64(0)
     while o < pages:
-        k = z.buddy_order[o]
+        if (o & 7) == 0 and o + 8 <= pages and words[o >> 3] == _NO_BLOCK_X8:
+            o += 8
+            continue
+        k = bo[o]
         if k < 0:
             o += 1
             continue
