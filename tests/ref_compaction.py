@@ -413,7 +413,7 @@ class RefCompaction(RefMobility):
             return pfn
         if cc.order <= PAGE_ALLOC_COSTLY_ORDER or (cc.direct and cc.mt != MIGRATE_MOVABLE):
             return pfn
-        limit = (COMPACT_CLUSTER_MAX >> min(63, cc.fast_search_fail)) + 1
+        limit = self._freelist_scan_limit(cc)
         distance = (cc.free_pfn - pfn) >> 1
         if pfn != self.start_pfn:
             distance >>= 2
@@ -479,6 +479,17 @@ class RefCompaction(RefMobility):
             return False
         return not self.grouping or self._get_pb_mt(block_start) == MIGRATE_MOVABLE
 
+    def _isolate_free_page(self, cc: CompactControl, p: int, b: int, t: int) -> None:
+        """``__isolate_free_page``: the free block (p, order b, list type t) to the TAIL
+        of the pass's isolated list b."""
+        self._remove(p, b, t)
+        cc.freepages[b].append(p)
+        cc.nr_freepages += 1 << b
+
+    def _freelist_scan_limit(self, cc: CompactControl) -> int:
+        """``freelist_scan_limit``: free-list entries a fast search looks at."""
+        return (COMPACT_CLUSTER_MAX >> min(63, cc.fast_search_fail)) + 1
+
     def _isolate_freepages_block(
         self, cc: CompactControl, p: int, end: int, stride: int
     ) -> tuple[int, int]:
@@ -491,9 +502,7 @@ class RefCompaction(RefMobility):
             fb = self.free_at.get(p)
             if fb is not None:
                 b, t = fb
-                self._remove(p, b, t)
-                cc.freepages[b].append(p)
-                cc.nr_freepages += 1 << b
+                self._isolate_free_page(cc, p, b, t)
                 cc.scanned_free += 1 << b
                 got += 1 << b
                 if cc.nr_migratepages <= cc.nr_freepages:
@@ -540,7 +549,7 @@ class RefCompaction(RefMobility):
         the scanners' gap (else the highest in its top half), then its pageblock's rest."""
         if cc.order <= 0:
             return
-        limit = max(1, ((COMPACT_CLUSTER_MAX >> min(63, cc.fast_search_fail)) + 1) >> 1)
+        limit = max(1, self._freelist_scan_limit(cc) >> 1)
         scan_start = False
         if cc.free_pfn >= self.init_free_pfn:
             limit = PAGEBLOCK_PAGES >> 1
@@ -581,9 +590,7 @@ class RefCompaction(RefMobility):
             if page >= 0:
                 i = fl.index(page)
                 fl[:] = fl[i:] + fl[:i]  # move_freelist_head
-                self._remove(page, order, MIGRATE_MOVABLE)
-                cc.freepages[order].append(page)
-                cc.nr_freepages += 1 << order
+                self._isolate_free_page(cc, page, order, MIGRATE_MOVABLE)
                 scanned += (1 << order) - 1
             if cc.nr_freepages >= cc.nr_migratepages:
                 break

@@ -274,6 +274,18 @@ def freelist_scan_limit(cz):  # type: ignore[no-untyped-def]
     return (np.int64(COMPACT_CLUSTER_MAX) >> min(np.int64(63), cz[CC_FAST_FAIL])) + 1
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def isolate_free_page(o, b, mt, z, prm, cz):  # type: ignore[no-untyped-def]
+    """``__isolate_free_page`` for compaction: the free block at offset ``o`` (order
+    ``b``, on free list type ``mt``) leaves the buddy for the TAIL of isolated list b,
+    the pass's targets (``cc->freepages[b]``); returns its pages."""
+    del_free(o, b, mt, z, prm)
+    list_add(o, b, True, z.list_next, z.list_prev, z.isolated_head, z.isolated_tail)
+    n = np.int64(1) << b
+    cz[CC_NR_FREE] += n
+    return n
+
+
 @njit(cache=True, _nrt=False)
 def isolate_freepages_block(p, end, stride, z, prm, ob, cz):  # type: ignore[no-untyped-def]
     """``isolate_freepages_block`` (not strict): from pfn ``p`` to ``end``, every
@@ -292,10 +304,7 @@ def isolate_freepages_block(p, end, stride, z, prm, ob, cz):  # type: ignore[no-
             mt = z.pageblock_mt[(p >> PAGEBLOCK_ORDER) - pb0]
             if prm[P_GROUP] == 0:
                 mt = MIGRATE_MOVABLE
-            del_free(o, np.int64(b), mt, z, prm)
-            list_add(o, b, True, z.list_next, z.list_prev, z.isolated_head, z.isolated_tail)
-            n = np.int64(1) << b
-            cz[CC_NR_FREE] += n
+            n = isolate_free_page(o, np.int64(b), mt, z, prm, cz)
             cz[CC_SCAN_F] += n
             isolated += n
             if cz[CC_NR_MIGRATE] <= cz[CC_NR_FREE]:
@@ -348,20 +357,28 @@ def next_search_order(order, cz):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def move_freelist_head(e, li, z):  # type: ignore[no-untyped-def]
-    """``move_freelist_head``: the list's entries before ``e`` move to its tail, so
-    ``e`` heads it (nothing moves when ``e`` is the list's last entry)."""
-    if z.list_next[e] < 0 or z.free_head[li] == e:
-        return
+def rotate_freelist(n, li, z):  # type: ignore[no-untyped-def]
+    """Free list ``li``'s entries before block ``n`` move behind its tail, so ``n``
+    heads the list (``list_cut_before`` + ``list_splice_tail``)."""
     h = z.free_head[li]
-    p = z.list_prev[e]
+    if h == n:
+        return
+    p = z.list_prev[n]
     t = z.free_tail[li]
     z.list_next[t] = h
     z.list_prev[h] = t
     z.list_next[p] = -1
     z.free_tail[li] = p
-    z.list_prev[e] = -1
-    z.free_head[li] = e
+    z.list_prev[n] = -1
+    z.free_head[li] = n
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def move_freelist_head(e, li, z):  # type: ignore[no-untyped-def]
+    """``move_freelist_head``: the list's entries before ``e`` move to its tail, so
+    ``e`` heads it (nothing moves when ``e`` is the list's last entry)."""
+    if z.list_next[e] >= 0:
+        rotate_freelist(e, li, z)
 
 
 @njit(cache=True, _nrt=False)
@@ -423,12 +440,7 @@ def fast_isolate_freepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
             page = high_pfn - start
         if page >= 0:
             move_freelist_head(page, li, z)
-            del_free(page, order, MIGRATE_MOVABLE, z, prm)
-            list_add(page, order, True, z.list_next, z.list_prev, z.isolated_head,
-                     z.isolated_tail)  # fmt: skip
-            n = np.int64(1) << order
-            scanned += n - 1
-            cz[CC_NR_FREE] += n
+            scanned += isolate_free_page(page, order, MIGRATE_MOVABLE, z, prm, cz) - 1
         if cz[CC_NR_FREE] >= cz[CC_NR_MIGRATE]:
             break
         if order_scanned >= limit:
@@ -557,17 +569,9 @@ def move_freelist_tail(e, li, z):  # type: ignore[no-untyped-def]
     """``move_freelist_tail``: the list's entries from its head through ``e`` move to
     its tail (``list_is_first(freelist, &freepage->lru)`` there is true when ``e`` is
     the list's last entry: then nothing moves)."""
-    h = z.free_head[li]
     n = z.list_next[e]
-    if n < 0:
-        return
-    t = z.free_tail[li]
-    z.list_next[t] = h
-    z.list_prev[h] = t
-    z.list_prev[n] = -1
-    z.free_head[li] = n
-    z.list_next[e] = -1
-    z.free_tail[li] = e
+    if n >= 0:
+        rotate_freelist(n, li, z)
 
 
 @njit(cache=True, _nrt=False)
