@@ -964,10 +964,11 @@ def flags_sql(config: RunConfig, also_movable: list[str] | None = None
     # zone_choice = zonelist: a GFP_DMA32 request's zonelist starts below the run's zone;
     # a costly __GFP_NORETRY one compacts ASYNC only and gives up after compaction
     # (replay.models.compaction.direct_compact, replay.models.zonelist)
-    lower = (f" + (CASE WHEN contains(coalesce(gfp, ''), 'DMA32') THEN {F_LOWER_ZONE} ELSE 0 END)"
-             if config.get("zone_choice", "model") == "zonelist" else "")  # fmt: skip
-    lower += (f" + (CASE WHEN contains(coalesce(gfp, ''), '__GFP_NORETRY') THEN {F_NORETRY} "
-              "ELSE 0 END)")  # fmt: skip
+    gfp_flags = (f" + (CASE WHEN contains(coalesce(gfp, ''), '__GFP_NORETRY') THEN {F_NORETRY} "
+                 "ELSE 0 END)")  # fmt: skip
+    if config.get("zone_choice", "model") == "zonelist":
+        gfp_flags += (f" + (CASE WHEN contains(coalesce(gfp, ''), 'DMA32') THEN {F_LOWER_ZONE} "
+                      "ELSE 0 END)")  # fmt: skip
     reclaim = "migratetype = 2" + (" OR migratetype = 1" if config.get("kswapd_movable", True)
                                    else "")  # fmt: skip
     sql = (f"((CASE WHEN coalesce(movable, migratetype = 1) OR {movable} THEN {F_MOVABLE} "
@@ -975,7 +976,7 @@ def flags_sql(config: RunConfig, also_movable: list[str] | None = None
            f"+ (CASE WHEN {vc} THEN {F_VCOMPOUND} ELSE 0 END) "
            f"+ (CASE WHEN {gfp_direct_reclaim_sql('gfp')} THEN 0 ELSE {F_NORECLAIM} END)"
            f"+ (CASE WHEN coalesce(failed, false) THEN {F_KERNEL_FAILED} ELSE 0 END)"
-           f"{lower}"
+           f"{gfp_flags}"
            f")::SMALLINT")  # fmt: skip
     return sql, {**p1, **p2}
 
