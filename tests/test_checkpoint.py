@@ -96,7 +96,8 @@ def kernel_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
 def test_resumed_state_is_the_replayed_state(kernel_run: tuple[Path, int]) -> None:
     """From its nearest checkpoint, the kernel preset's state just before N has every
     array the replay from the run's start has (free lists in order, pcp lists and
-    tuning, objects, counters, the compaction passes in progress)."""
+    tuning, objects, counters, the compaction passes in progress and the free-scanner
+    isolations they have yet to replay)."""
     db, run_id = kernel_run
     with Store(db) as s:
         seqs = s.query("SELECT DISTINCT seq FROM checkpoints WHERE run_id = $r ORDER BY seq",
@@ -105,6 +106,7 @@ def test_resumed_state_is_the_replayed_state(kernel_run: tuple[Path, int]) -> No
         assert len(rows) >= 5
         # the passes several tasks had in progress are part of some checkpoints
         assert any(unpack(r["state"])["passes.ids"].shape[0] > 0 for r in rows)
+        assert all("passes.given" in unpack(r["state"]) for r in rows)
         info = ex.run_info(s, run_id)
         assert info.config is not None
         busy = next(r["seq"] for r in rows if unpack(r["state"])["passes.ids"].shape[0] > 0)

@@ -37,9 +37,15 @@ from replay.models.internal import (
     CAPC_ORDER,
     CAPC_PAGE,
     CAPC_PAGE_ORDER,
+    CC_FREE_GIVEN,
+    CC_FREE_PFN,
     CC_MOVED,
     CC_NUNITS,
+    COMPLETE,
     CONTINUE,
+    GIVEN_AROUND,
+    GIVEN_FAST,
+    GIVEN_LINEAR,
     ME_COLS,
     MODE_ASYNC,
     MODE_SYNC,
@@ -1018,6 +1024,81 @@ def test_a_recorded_step_can_stop_inside_a_batch() -> None:
     row = z.me[int(z.counters[C_ME]) - 1]  # the pass's one model event
     assert row[ME_COLS.index("moved")] == 40 and row[ME_COLS.index("result")] == SUCCESS
     assert z.cz[CC_NUNITS] == 0 and isolated_free_pages(z.arrays) == 0
+    check_compaction_invariants(z, units, {})
+
+
+def given_scan(mig: int, free: int, *given: tuple[int, int, int, int]) -> np.ndarray:
+    """A recorded step's ``scan`` (replay.models.internal): the scanners' start, nothing
+    known of the end nor the batch's migration range, and the free-scanner isolations
+    ``given`` ((kind, start, stop, nr_taken) each)."""
+    return np.array([mig, free, -1, -1, -1, -1, len(given), *(v for g in given for v in g)],
+                    np.int64)  # fmt: skip
+
+
+def test_a_recorded_step_takes_its_targets_where_the_kernels_free_scanner_did() -> None:
+    """The kernel's free-scanner isolations of a batch are inputs: the model takes its
+    targets from the recorded ranges, at most the pages the kernel took from each (the
+    model's free blocks whose heads lie there, in pfn order), in the kernel's order, not
+    from the top pageblock where its own scanner starts; the linear scans move its free
+    scanner (to where the kernel's stopped); an isolation the batch did not need waits
+    for the next step (``CC_FREE_GIVEN`` counts those replayed), and so do the targets
+    it did not use (cc->freepages is kept until compact_zone ends), until the pass's end
+    releases them."""
+    z, units = fragmented(ZoneState, compaction="direct")
+    # ranges in pageblock 2: [1024, 1100) gave the kernel 6 pages, [1100, 1200) 40,
+    # [1300, 1400) 8; the fragmented zone has free 4i+1 (order 0) and 4i+2 (order 1)
+    e1 = (GIVEN_LINEAR, 1024, 1100, 6)
+    e2 = (GIVEN_LINEAR, 1100, 1200, 40)
+    e3 = (GIVEN_LINEAR, 1300, 1400, 8)
+    scan = given_scan(512, 2047, e1, e2, e3)
+    compact_recorded_begin(-1, MODE_SYNC, scan, 0, False, z.arrays, z.prm, z.objects, z.cz)
+    # the first batch (32 units from 512, pageblock 1): e1 gives 1025, 1026-1027, 1029,
+    # 1030-1031 (6 pages); e2 from 1101 up until 40 pages (1101 ... 1153); 46 >= 32, so
+    # e3 waits
+    r = compact_recorded_step(32, False, False, CONTINUE, scan, 0, 9, z.arrays, z.prm,
+                              z.objects, z.cz, z.counters, z.me)  # fmt: skip
+    assert r == CONTINUE and z.cz[CC_MOVED] == 32 and z.cz[CC_NUNITS] == 0
+    assert z.cz[CC_FREE_GIVEN] == 2
+    assert z.cz[CC_FREE_PFN] == 1200  # e2 stopped inside its pageblock
+    placed = [z.placement(512 + 4 * n) for n in range(32)]
+    assert all(1024 <= p < 1154 for p in placed), placed
+    assert isolated_free_pages(z.arrays) == 46 - 32  # held for the next batch
+    # the next step: the 14 targets held first, then e3 (1301, 1302-1303, 1305, ...
+    # until 8 pages: 9), then the model's own scanner, which finds nothing: this round
+    # finished pageblock 1 (finish_pageblock), so the migration scanner stands in
+    # pageblock 2 with the free scanner (at 1200, where e2 left the kernel's): the
+    # scanners have met, COMPLETE, and the targets left go back
+    scan2 = given_scan(512, 2047, e3)
+    r = compact_recorded_step(96, True, False, CONTINUE, scan2, 0, 9, z.arrays, z.prm,
+                              z.objects, z.cz, z.counters, z.me)  # fmt: skip
+    assert r == COMPLETE
+    placed2 = [z.placement(512 + 4 * n) for n in range(32, 32 + 23)]
+    want = [p for g in range(6, 13) for p in (1102 + 4 * g, 1103 + 4 * g)]  # 1126, 1127, ...
+    assert placed2 == [*want, 1301, 1305, 1309, 1302, 1303, 1306, 1307, 1310, 1311]
+    assert z.cz[CC_MOVED] == 55 and isolated_free_pages(z.arrays) == 0
+    check_compaction_invariants(z, units, {})
+
+
+def test_a_recorded_fast_pick_and_its_pageblock_scan() -> None:
+    """A recorded fast_isolate_freepages pick (min_pfn, free_pfn, one block's pages):
+    the model's free MOVABLE block of that order first from its list's tail at or above
+    half-way between them, and fast_isolate_around's scan of its pageblock leaves the
+    free scanner where it was."""
+    z, units = fragmented(ZoneState, compaction="direct")
+    tail_first = z.free_lists()[(1, M)][::-1]
+    want = next(p for p in tail_first if p >= 1536)  # half-way from 1024 to 2047: 1536
+    scan = given_scan(512, 2047, (GIVEN_FAST, 1024, 2047, 2), (GIVEN_AROUND, 1024, 1536, 4))
+    compact_recorded_begin(-1, MODE_SYNC, scan, 0, False, z.arrays, z.prm, z.objects, z.cz)
+    compact_recorded_step(2, False, False, CONTINUE, scan, 0, 9, z.arrays, z.prm, z.objects,
+                          z.cz, z.counters, z.me)  # fmt: skip
+    assert z.cz[CC_FREE_GIVEN] == 2 and z.cz[CC_FREE_PFN] == 1536  # where the pass began
+    taken = sorted(z.placement(512 + 4 * n) for n in range(2))
+    # the pick's two pages (order 1), then 1025 of the pageblock scan
+    assert taken == sorted([want, want + 1]) or taken[0] == 1025, taken
+    assert isolated_free_pages(z.arrays) == 2 + 4 - 2  # 1025, 1026-1027, 1029 isolated
+    compact_recorded_step(2, True, False, CONTINUE, scan[:7].copy(), 0, 9, z.arrays, z.prm,
+                          z.objects, z.cz, z.counters, z.me)  # fmt: skip
+    assert isolated_free_pages(z.arrays) == 0
     check_compaction_invariants(z, units, {})
 
 

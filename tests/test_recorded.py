@@ -17,7 +17,7 @@ from replay.engine import whatif as engine
 from replay.engine.environment import first_taken, taken_pageblock_types, zone_environment
 from replay.engine.observed import fork_state, run_observed
 from replay.models.config import load_model
-from replay.models.internal import MIGRATE_MOVABLE
+from replay.models.internal import GIVEN_COLS, GIVEN_LINEAR, MIGRATE_MOVABLE
 from replay.store import Store
 from replay.trace.ingest import ingest
 
@@ -134,6 +134,47 @@ def test_recorded_passes_run_batch_by_batch(capture_db: Path) -> None:
     assert ranges[0] == (lo, hi)
     # /proc's whole-zone pass (order -1) captures nothing
     assert all(arg[10] == -1 for arg in steps)
+
+
+def test_recorded_passes_carry_the_kernels_free_scanner(capture_db: Path) -> None:
+    """Each action of the shipped capture's compact_memory pass but its begin ends with
+    the free-scanner isolations its task made since the pass's previous action (count,
+    then kind, start, stop, pages taken of each): together every
+    mm_compaction_isolate_freepages of the pass that took pages, in line order, their
+    pages the pass's (here exactly the pages it migrated), all linear scans (a whole-zone
+    pass runs no fast search), each inside one pageblock and descending pageblock by
+    pageblock."""
+    with Store(capture_db) as s:
+        tid = s.trace_id("compact")
+        env = zone_environment(s, tid, load_model("kernel"), None)
+        total = _events(s, tid)
+        acts = recorded.recorded_compactions(s, tid, env, 0, total, total)
+        want = s.query(
+            """SELECT args->>'range' AS r, TRY_CAST(args->>'nr_taken' AS BIGINT) AS n
+               FROM aux_events
+               WHERE trace_id = $t AND event = 'mm_compaction_isolate_freepages'
+                 AND TRY_CAST(args->>'nr_taken' AS BIGINT) > 0
+                 AND line > (SELECT line FROM aux_events WHERE trace_id = $t
+                               AND event = 'mm_compaction_begin'
+                               AND hexint(args->>'zone_start') = $zs)
+               ORDER BY line""",
+            {"t": tid, "zs": env.start_pfn},
+        ).to_pylist()
+    assert acts[0][2][1] == recorded.PASS_BEGIN and len(acts[0][2]) == 13
+    got: list[tuple[int, ...]] = []
+    for _seq, _kind, arg in acts[1:]:
+        n = arg[13]
+        entries = arg[14:]
+        assert len(entries) == n * GIVEN_COLS
+        got += [tuple(entries[i : i + GIVEN_COLS]) for i in range(0, len(entries), GIVEN_COLS)]
+    assert len(got) == len(want) > 500
+    for g, w in zip(got, want, strict=True):
+        lo, hi = (int(x, 16) for x in w["r"].strip("()").split("~"))
+        assert g == (GIVEN_LINEAR, lo, hi, w["n"])
+        assert lo >> 9 == (hi - 1) >> 9
+    assert sum(g[3] for g in got) == acts[-1][2][4] == 126_462
+    blocks = [g[1] >> 9 for g in got]
+    assert blocks == sorted(blocks, reverse=True)
 
 
 def test_the_models_pass_moves_when_the_kernels_did(capture_db: Path, tmp_path: Path) -> None:

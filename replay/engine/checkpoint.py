@@ -35,7 +35,7 @@ MAGIC = b"RPCKPT\x00"
 # 4: the pageblocks' skip hints (Zone.pageblock_skip) and fast_find_migrateblock's state
 # 5: the zone's skip flush and initial scanner positions (CZ_BLOCKSKIP_FLUSH,
 #    CZ_INIT_*), cc->direct_compaction/finish_pageblock/search_order, a pageblock of units
-VERSION = 5
+VERSION = 6
 _LEN = struct.Struct("<I")
 ALIGN = 64  # bytes: each array's offset in the payload is a multiple
 

@@ -18,7 +18,9 @@ Units: pfn, pages (4 KiB), order, seq (canonical event index), trace lines.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +40,9 @@ from replay.engine.observed import (
     is_kthread,
 )
 from replay.models.internal import (
+    GIVEN_AROUND,
+    GIVEN_FAST,
+    GIVEN_LINEAR,
     MIGRATE_MOVABLE,
     MIGRATE_PCPTYPES,
     MODE_ASYNC,
@@ -94,7 +99,10 @@ def recorded_compactions(
     Steps at or after ``hi_seq`` are left out unless ``hi_seq`` is the trace's end
     (``total``). Only the passes that begin between the events ``lo_seq - 1`` and
     ``hi_seq - 1`` are read (those whose begin stands before an event of the run), so a
-    short fork reads its own few."""
+    short fork reads its own few. When the trace records the free scanner, each action
+    but a begin ends with the free-scanner isolations the task made since the pass's
+    previous action (:func:`free_isolations`: their count, then kind, start, stop and
+    pages taken of each; replay.models.internal's ``scan`` layout from SCAN_NFREE)."""
     # a pass's actions stand before the first event after its line: it begins in the run
     # when its line is after event lo_seq - 1's and before event hi_seq - 1's
     bounds = store.query(
@@ -190,7 +198,7 @@ def recorded_compactions(
                   coalesce(p.mig0, -1) AS mig0, coalesce(p.fr0, -1) AS fr0,
                   coalesce(p.mig1, -1) AS mig1, coalesce(p.fr1, -1) AS fr1, a.cpu,
                   p.comm, coalesce(nx.taker, -2) AS taker, coalesce(a.lo, -1) AS lo,
-                  coalesce(a.hi, -1) AS hi, a.batch,
+                  coalesce(a.hi, -1) AS hi, a.batch, a.at_line, p.pid,
                   (SELECT count(*) FROM mg) AS n_mg
            FROM ae a JOIN p ON p.line = a.pass
              LEFT JOIN nx ON nx.pass = a.pass
@@ -203,6 +211,7 @@ def recorded_compactions(
             "hi_line": int(bounds["hi_line"]),
         },
     ).to_pylist()
+    given = free_isolations(store, trace_id, rows)
     out: list[tuple[int, str, tuple[int, ...]]] = []
     started: set[int] = set()
     jumped: dict[int, int] = {}  # pass -> the batch whose range its scanner jumped to
@@ -236,11 +245,89 @@ def recorded_compactions(
             capture = int(r["taker"])
             if capture >= 0 and (capture < lo_seq or capture >= hi_seq):
                 capture = -2  # the allocation is outside the run
+        tail: tuple[int, ...] = ()
+        if given is not None and phase not in (PASS_ONCE, PASS_BEGIN):
+            got = given.pop((pass_, int(r["at_line"])), [])
+            tail = (len(got), *(v for g in got for v in g))
         out.append((seq, "compact_recorded",
                     (pass_, phase, order, mode, budget, int(r["mig0"]), int(r["fr0"]),
                      int(r["mig1"]), int(r["fr1"]), int(r["cpu"]), capture, lo,
-                     int(r["hi"]))))  # fmt: skip
+                     int(r["hi"]), *tail)))  # fmt: skip
     out.sort(key=lambda a: (a[0] == AFTER_LAST, a[0]))  # stable: the lines' order within a seq
+    return out
+
+
+FREE_EVENTS = ("mm_compaction_isolate_freepages", "mm_compaction_fast_isolate_freepages")
+
+
+def free_isolations(
+    store: Store, trace_id: int, rows: list[dict[str, Any]]
+) -> dict[tuple[int, int], list[tuple[int, int, int, int]]] | None:
+    """The free scanner's isolations of the recorded passes ``rows`` (the actions of
+    :func:`recorded_compactions`' query: pass, phase, at_line, pid), per action: for
+    ``(pass, at_line)``, the ``(kind, start, stop, nr_taken)`` (GIVEN_*, pfns, pages) of
+    each ``mm_compaction_isolate_freepages`` and ``mm_compaction_fast_isolate_freepages``
+    that took pages, made by the pass's task after its previous action's line and
+    before this one's, in line order. None when the trace has neither event (the model's
+    own free scanner chooses).
+
+    mm/compaction.c ``isolate_freepages``: ``fast_isolate_freepages`` traces its pick
+    (``min_pfn ~ free_pfn``, one block) and then ``fast_isolate_around`` scans that
+    pick's pageblock (an ``isolate_freepages_block``: a linear isolation right after a
+    fast one that took pages is GIVEN_AROUND; the linear scanner runs only when the fast
+    search isolated nothing)."""
+    has = store.query(
+        f"SELECT count(*) AS n FROM aux_events WHERE trace_id = $t AND event IN {FREE_EVENTS!r}",
+        {"t": trace_id},
+    ).to_pylist()[0]["n"]
+    if not has:
+        return None
+    actions: dict[int, list[int]] = {}  # pass -> its actions' lines (begin first)
+    pid_of: dict[int, int] = {}
+    for r in rows:
+        actions.setdefault(int(r["pass"]), []).append(int(r["at_line"]))
+        pid_of[int(r["pass"])] = int(r["pid"])
+    out: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+    if not actions:
+        return out
+    lo = min(actions)
+    hi = max(max(v) for v in actions.values())
+    ev = store.query(
+        f"""SELECT line, pid, event = '{FREE_EVENTS[1]}' AS fast,
+                   hexint(regexp_extract(args->>'range', '[(] *(0x[0-9a-fA-F]+)', 1)) AS s,
+                   hexint(regexp_extract(args->>'range', '(0x[0-9a-fA-F]+) *[)]', 1)) AS e,
+                   coalesce(TRY_CAST(args->>'nr_taken' AS BIGINT), 0) AS taken
+            FROM aux_events
+            WHERE trace_id = $t AND event IN {FREE_EVENTS!r} AND line > $lo AND line < $hi
+              AND pid IN (SELECT unnest($pids))
+            ORDER BY line""",
+        {"t": trace_id, "lo": lo, "hi": hi, "pids": sorted(set(pid_of.values()))},
+    ).to_pydict()
+    by_pid: dict[int, list[int]] = {}
+    for i, pid in enumerate(ev["pid"]):
+        by_pid.setdefault(int(pid), []).append(i)
+    for pass_, lines in actions.items():
+        lines.sort()
+        idx = by_pid.get(pid_of[pass_], [])
+        lns = [int(ev["line"][i]) for i in idx]
+        a = bisect.bisect_right(lns, pass_)
+        b = bisect.bisect_left(lns, lines[-1])
+        after_fast = False  # the task's previous isolation was a fast pick that took pages
+        k = 1  # the action the next isolation belongs to
+        for j in range(a, b):
+            i = idx[j]
+            line = lns[j]
+            while k < len(lines) and lines[k] < line:
+                k += 1
+            fast = bool(ev["fast"][i])
+            taken = int(ev["taken"][i])
+            kind = GIVEN_FAST if fast else GIVEN_AROUND if after_fast else GIVEN_LINEAR
+            after_fast = fast and taken > 0
+            if taken <= 0 or ev["s"][i] is None or ev["e"][i] is None or k >= len(lines):
+                continue
+            out.setdefault((pass_, lines[k]), []).append(
+                (kind, int(ev["s"][i]), int(ev["e"][i]), taken)
+            )
     return out
 
 

@@ -129,6 +129,7 @@ from replay.models.internal import (
     CAPC_PAGE_ORDER,
     CC_CAPC,
     CC_CAPC_PAGE,
+    CC_FREE_GIVEN,
     CC_ORDER,
     CONTINUE,
     CZ_CONSIDERED,
@@ -147,6 +148,7 @@ from replay.models.internal import (
     F_PINNED,
     F_RECLAIM,
     F_VCOMPOUND,
+    GIVEN_COLS,
     K_COMPACT_ONESHOT,
     K_COMPACT_RECORDED,
     K_KSWAPD,
@@ -356,7 +358,8 @@ class _Replay:
         # the trace's object numbering (object_index): ids (None: dense) and how many
         self.obj_ids: np.ndarray | None = None
         self.n_trace_obj = 0
-        # recorded passes in progress: pass -> [its compact_control, its loop's result]
+        # a recorded pass in progress: its compact_control between steps, its result so
+        # far, its free-scanner isolations not replayed yet (GIVEN_COLS values each)
         self.passes: dict[int, list[Any]] = {}
         self.contig_pages = 0
         self._pass_ef: np.ndarray | None = None
@@ -421,6 +424,11 @@ class _Replay:
         out["passes.cc"] = np.array([self.passes[int(i)][0] for i in ids], np.int64).reshape(
             ids.shape[0], NR_CZ - CC_ORDER)  # fmt: skip
         out["passes.r"] = np.array([int(self.passes[int(i)][1]) for i in ids], np.int64)
+        # each pass's free-scanner isolations not replayed yet, one after another
+        out["passes.ngiven"] = np.array([self.passes[int(i)][2].shape[0] for i in ids], np.int64)
+        out["passes.given"] = np.concatenate(
+            [np.zeros(0, np.int64)] + [self.passes[int(i)][2] for i in ids]
+        )
         return out
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
@@ -456,10 +464,12 @@ class _Replay:
         self.objects = self.zone.objects
         if self.lower is not None:
             self.lower.objects = self.zone.objects
+        ends = np.cumsum(arrays["passes.ngiven"])
+        given = np.split(arrays["passes.given"], ends[:-1]) if ends.shape[0] else []
         self.passes = {
-            int(i): [cc.copy(), int(r)]
-            for i, cc, r in zip(arrays["passes.ids"], arrays["passes.cc"], arrays["passes.r"],
-                                strict=True)
+            int(i): [cc.copy(), int(r), g.copy()]
+            for i, cc, r, g in zip(arrays["passes.ids"], arrays["passes.cc"], arrays["passes.r"],
+                                   given, strict=True)
         }  # fmt: skip
 
     def apply(
@@ -739,8 +749,15 @@ class _Replay:
         z = self.zone if zone is None else zone
         me = self.me if zone is None else zone.me
         pass_, phase, order, mode, budget = arg[:5]
-        # the scanners at the begin and the end, then this batch's migration range
-        scan = np.array([*arg[5:9], *arg[11:13]], np.int64)
+        # the scanners at the begin and the end, this batch's migration range, then the
+        # free-scanner isolations it may replay (replay.models.internal's SCAN_NFREE on;
+        # none recorded: -1): the pass's earlier ones the model has not needed yet (it
+        # took them in the kernel's order), then the batch's own
+        given = np.array(arg[14:], np.int64)
+        if pass_ in self.passes:
+            given = np.concatenate([self.passes[pass_][2], given])
+        nfree = given.shape[0] // GIVEN_COLS if len(arg) > 13 else -1
+        scan = np.array([*arg[5:9], *arg[11:13], nfree, *given], np.int64)
         cpu = arg[9] % self.ncpus
         capture = arg[10]  # the allocation served after the pass (-1: none captures)
         t0 = time.perf_counter()
@@ -750,16 +767,17 @@ class _Replay:
         elif phase == PASS_BEGIN:
             compact_recorded_begin(order, mode, scan, cpu, capture != -1, z.arrays, z.prm,
                                    self.objects, z.cz)  # fmt: skip
-            self.passes[pass_] = [z.cz[CC_ORDER:NR_CZ].copy(), CONTINUE]
+            self.passes[pass_] = [z.cz[CC_ORDER:NR_CZ].copy(), CONTINUE, given[:0]]
         elif pass_ in self.passes:
-            cc, r = self.passes[pass_]
+            cc, r, _ = self.passes[pass_]
             last = phase == PASS_END
             if r == CONTINUE or last:
                 z.cz[CC_ORDER:NR_CZ] = cc
                 r = int(compact_recorded_step(budget, last, capture >= 0, r, scan, cpu, seq,
                                               z.arrays, z.prm, self.objects, z.cz, z.counters,
                                               me))  # fmt: skip
-                self.passes[pass_] = [z.cz[CC_ORDER:NR_CZ].copy(), r]
+                used = int(z.cz[CC_FREE_GIVEN]) * GIVEN_COLS
+                self.passes[pass_] = [z.cz[CC_ORDER:NR_CZ].copy(), r, given[used:].copy()]
             if last:
                 del self.passes[pass_]
         if zone is not None:  # the lower zone's rows join the run's model events
@@ -1546,8 +1564,13 @@ def recorded_actions(
             def bound(p: int) -> int:
                 return int(env.memory.to_model_bound(np.array([p]))[0]) if p >= 0 else -1
 
+            def given(tail: tuple[int, ...]) -> tuple[int, ...]:
+                # the free-scanner isolations' [start, stop) (GIVEN_COLS values each)
+                return tuple(bound(v) if (i - 1) % GIVEN_COLS in (1, 2) else v
+                             for i, v in enumerate(tail))  # fmt: skip
+
             recorded = [(s_, kind, (*arg[:5], *(bound(p) for p in arg[5:9]), *arg[9:11],
-                                    *(bound(p) for p in arg[11:13])))
+                                    *(bound(p) for p in arg[11:13]), *given(arg[13:])))
                         for s_, kind, arg in recorded]  # fmt: skip
         actions += recorded
         if lower is not None:  # the kernel's compactions of the lower zone, in it

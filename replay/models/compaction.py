@@ -59,6 +59,7 @@ from replay.models.internal import (
     CC_FAST_GIVEN,
     CC_FAST_START,
     CC_FINISH_PB,
+    CC_FREE_GIVEN,
     CC_FREE_PFN,
     CC_FREE_START,
     CC_LAST_MIGRATED,
@@ -99,6 +100,9 @@ from replay.models.internal import (
     F_MOVABLE,
     F_RECLAIM,
     FAST_START_DONE,
+    GIVEN_AROUND,
+    GIVEN_COLS,
+    GIVEN_FAST,
     HPAGE_FRAG_CHECK_INTERVAL_NS,
     K_COMPACT_DIRECT,
     K_COMPACT_ONESHOT,
@@ -126,6 +130,8 @@ from replay.models.internal import (
     PAGEBLOCK_PAGES,
     PARTIAL_SKIPPED,
     PLACED_SPLIT_BASE,
+    SCAN_FREE0,
+    SCAN_NFREE,
     SKIPPED,
     SUCCESS,
     emit,
@@ -466,14 +472,127 @@ def fast_isolate_freepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def isolate_freepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
+def isolate_given_range(s, e, taken, z, prm, ob, cz):  # type: ignore[no-untyped-def]
+    """A recorded ``isolate_freepages_block`` over ``[s, e)`` (pfns) that took ``taken``
+    pages: the model's free blocks whose heads lie there, isolated whole in pfn order
+    until it has as many (the kernel judged the pageblock a target: no type check of the
+    model's). Returns the pages isolated."""
+    start = prm[P_START]
+    pb0 = prm[P_PB0]
+    isolated = np.int64(0)
+    p = s
+    while p < e and isolated < taken:
+        o = p - start
+        b = z.buddy_order[o]
+        if b >= 0:
+            mt = z.pageblock_mt[(p >> PAGEBLOCK_ORDER) - pb0]
+            if prm[P_GROUP] == 0:
+                mt = MIGRATE_MOVABLE
+            n = isolate_free_page(o, np.int64(b), mt, z, prm, cz)
+            cz[CC_SCAN_F] += n
+            isolated += n
+            p += n
+            continue
+        x = z.pg_obj[o]
+        if x >= 0 and ob.obj_order[x] > 0:  # a large folio's head: stepped over whole
+            n = np.int64(1) << ob.obj_order[x]
+            cz[CC_SCAN_F] += n
+            p += n
+            continue
+        cz[CC_SCAN_F] += 1
+        p += 1
+    return isolated
+
+
+@njit(cache=True, _nrt=False)
+def isolate_given_fast(min_pfn, free_pfn, taken, z, prm, cz):  # type: ignore[no-untyped-def]
+    """A recorded ``fast_isolate_freepages`` pick (its tracepoint: ``min_pfn``, the free
+    scanner's ``free_pfn``, one block of ``taken`` pages): the model's MOVABLE free block
+    of that order its search would take, the first from the list's tail at or above
+    ``low_pfn`` (half-way from ``min_pfn`` to ``free_pfn``: the kernel's quarter and half
+    of the scanners' gap), else the highest at or above ``min_pfn``. Returns its pages."""
+    order = np.int64(0)
+    while order + 1 < NR_PAGE_ORDERS and (np.int64(1) << (order + 1)) <= taken:
+        order += 1
+    start = prm[P_START]
+    low_pfn = max(pageblock_start_pfn(free_pfn - ((free_pfn - min_pfn) >> 1)), min_pfn)
+    li = order * MIGRATE_PCPTYPES + MIGRATE_MOVABLE
+    page = np.int64(-1)
+    high = np.int64(-1)
+    e = z.free_tail[li]
+    while e >= 0:
+        fp = e + start
+        if fp >= low_pfn:
+            page = e
+            break
+        if fp >= min_pfn and fp > high:
+            high = fp
+        e = z.list_prev[e]
+    if page < 0 and high >= 0:
+        page = high - start
+    if page < 0:
+        return np.int64(0)
+    move_freelist_head(page, li, z)
+    n = isolate_free_page(page, order, MIGRATE_MOVABLE, z, prm, cz)
+    cz[CC_SCAN_F] += n
+    return n
+
+
+@njit(cache=True, _nrt=False)
+def isolate_given_freepages(scan, z, prm, ob, cz):  # type: ignore[no-untyped-def]
+    """The recorded step's free-scanner isolations as inputs (``scan[SCAN_FREE0:]``, see
+    replay.models.internal): the next ones, in the kernel's order, until the round has
+    its targets or the step's list is done (``cz[CC_FREE_GIVEN]``: how many were
+    replayed). Where the kernel's free pages were is its compaction's choice, not the
+    model's, and which of them were free when it scanned is the trace's: a page the
+    kernel held on a pcp list is no target. A linear scan moves the free scanner as the
+    kernel's moved (to where it stopped, or below a pageblock it scanned to the end,
+    which then gets the skip hint: ``update_pageblock_skip``)."""
+    n = scan[SCAN_NFREE]
+    start = prm[P_START]
+    end = start + prm[P_PAGES]
+    pb0 = prm[P_PB0]
+    while cz[CC_FREE_GIVEN] < n and cz[CC_NR_FREE] < cz[CC_NR_MIGRATE]:
+        i = SCAN_FREE0 + GIVEN_COLS * cz[CC_FREE_GIVEN]
+        cz[CC_FREE_GIVEN] += 1
+        kind = scan[i]
+        s = max(scan[i + 1], start)
+        e = min(scan[i + 2], end)
+        taken = scan[i + 3]
+        if kind == GIVEN_FAST:
+            isolate_given_fast(scan[i + 1], scan[i + 2], taken, z, prm, cz)
+            continue
+        if s >= e:
+            continue
+        isolate_given_range(s, e, taken, z, prm, ob, cz)
+        if kind == GIVEN_AROUND:
+            continue  # fast_isolate_around leaves the free scanner where it was
+        block_end = min(pageblock_end_pfn(s), end)
+        if e >= block_end:
+            block_start = pageblock_start_pfn(s)
+            z.pageblock_skip[(block_start >> PAGEBLOCK_ORDER) - pb0] = 1
+            if block_start - PAGEBLOCK_PAGES < cz[CZ_FREE]:
+                cz[CZ_FREE] = block_start - PAGEBLOCK_PAGES
+            cz[CC_FREE_PFN] = block_start - PAGEBLOCK_PAGES
+        else:
+            cz[CC_FREE_PFN] = e
+
+
+@njit(cache=True, _nrt=False)
+def isolate_freepages(z, prm, ob, cz, scan=None):  # type: ignore[no-untyped-def]
     """``isolate_freepages``: ``fast_isolate_freepages`` first; with nothing isolated
     there, the linear scanner: pageblocks down from ``free_pfn`` to the migration
     scanner's, each a suitable target (MOVABLE, not starting with a free block of
     pageblock order) without the skip hint; ASYNC passes stride over 32 pages at a time
     until a pageblock gives some (then 1; doubling after each that gives none). A
     pageblock scanned to its end gets the skip hint, and the zone's cached free
-    position moves below it (``update_pageblock_skip``)."""
+    position moves below it (``update_pageblock_skip``). A recorded step's own
+    isolations (``scan``, when the trace has them) come first: the model's scanner
+    searches only once they are spent."""
+    if scan is not None and scan.shape[0] > SCAN_NFREE and scan[SCAN_NFREE] > 0:
+        isolate_given_freepages(scan, z, prm, ob, cz)
+        if cz[CC_NR_FREE] > 0:
+            return
     fast_isolate_freepages(z, prm, ob, cz)
     if cz[CC_NR_FREE] > 0:
         return
@@ -522,8 +641,9 @@ def isolate_freepages(z, prm, ob, cz):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def compaction_alloc(j, z, prm, ob, cz):  # type: ignore[no-untyped-def]
-    """``compaction_alloc``: an isolated free block of order j (split), offset or -1."""
+def compaction_alloc(j, z, prm, ob, cz, scan=None):  # type: ignore[no-untyped-def]
+    """``compaction_alloc``: an isolated free block of order j (split), offset or -1
+    (``scan``: a recorded step's, see :func:`isolate_freepages`)."""
     isolated = False
     while True:
         c = j
@@ -533,7 +653,7 @@ def compaction_alloc(j, z, prm, ob, cz):  # type: ignore[no-untyped-def]
             break
         if isolated:
             return np.int64(-1)
-        isolate_freepages(z, prm, ob, cz)
+        isolate_freepages(z, prm, ob, cz, scan)
         isolated = True
     o = z.isolated_head[c]
     list_del(o, c, z.list_next, z.list_prev, z.isolated_head, z.isolated_tail)
@@ -882,7 +1002,7 @@ def fail_units(r0, z, prm, ob, cz):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyped-def]
+def migrate_pages(z, prm, ob, cz, counters, budget=-1, scan=None):  # type: ignore[no-untyped-def]
     """``migrate_pages``: each isolated unit to a target from ``compaction_alloc``, in
     isolation order. With ``budget`` (pages, -1: none) it stops once the pass has moved
     that many: the units left stay isolated in ``cz`` for a later call (a recorded pass
@@ -898,7 +1018,8 @@ def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyp
     ending them. A base page without a target ends the batch, and the split folios' pages
     are not tried either (``rc < 0``: split_folios go back with the rest). The batch is
     one ``migrate_pages_batch``: a compaction batch holds under 32 pages before its last
-    unit, so NR_MAX_BATCHED_MIGRATION (512) never cuts it before that."""
+    unit, so NR_MAX_BATCHED_MIGRATION (512) never cuts it before that. ``scan``: a
+    recorded step's (its free-scanner isolations, :func:`isolate_freepages`)."""
     n = cz[CC_NUNITS]
     stopped = False
     for i in range(n):
@@ -913,7 +1034,7 @@ def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyp
         if x < 0 or z.buddy_order[src] >= 0 or not migratable(x, cz[CC_ORDER], ob):
             continue
         j = np.int64(ob.obj_order[x])
-        dst = compaction_alloc(j, z, prm, ob, cz)
+        dst = compaction_alloc(j, z, prm, ob, cz, scan)
         if dst < 0 and j > 0:
             if split_folio(x, z, prm, ob) < 0:
                 # no room for the pieces: the folio stays, the batch goes on
@@ -944,7 +1065,7 @@ def migrate_pages(z, prm, ob, cz, counters, budget=-1):  # type: ignore[no-untyp
                 if budget >= 0 and cz[CC_MOVED] >= budget:
                     stopped = True
                     break
-                d = compaction_alloc(0, z, prm, ob, cz)
+                d = compaction_alloc(0, z, prm, ob, cz, scan)
                 if d < 0:  # -ENOMEM: the split pages left are not tried
                     fail_units(i, z, prm, ob, cz)
                     return
@@ -1198,6 +1319,7 @@ def compact_start(t, mode, whole, proactive, mt, cpu, direct, z, prm, ob, cz, sc
     cz[CC_FAST_FAIL] = 0
     cz[CC_FAST_START] = 0
     cz[CC_FAST_GIVEN] = 0
+    cz[CC_FREE_GIVEN] = 0
     cz[CC_DIRECT] = 1 if direct else 0
     cz[CC_FINISH_PB] = 0
     cz[CC_SEARCH_ORDER] = t  # compact_zone_order's .search_order = order
@@ -1300,7 +1422,7 @@ def compact_loop(budget, z, prm, ob, cz, counters, scan=None, split=False):  # t
                                            pageblock_start_pfn(cz[CC_MIGRATE_PFN] - 1))  # fmt: skip
         if cz[CC_NUNITS] > 0:
             failed = cz[CC_FAILED]
-            migrate_pages(z, prm, ob, cz, counters, budget if split else np.int64(-1))
+            migrate_pages(z, prm, ob, cz, counters, budget if split else np.int64(-1), scan)
             if cz[CC_NUNITS] > 0:
                 return CONTINUE  # the budget ran out inside the batch
             if (
@@ -1498,9 +1620,11 @@ def compact_recorded_step(budget, last, keep, prev, scan, cpu, seq, z, prm, ob, 
     a pageblock its free lists suggest, and the linear scanner would never get there).
     ``budget`` may fall inside a batch (the kernel's migrate_pages had freed that many of
     its old folios when another task allocated): the model stops there too, its batch's
-    units left isolated and its free targets kept; otherwise the free pages isolated but
-    not used go back (the kernel holds at most a batch's worth between its migrate_pages
-    calls). ``last``:
+    units left isolated and its free targets kept. The free pages isolated but not used
+    stay isolated for the pass's next step, as the kernel keeps ``cc->freepages`` until
+    ``compact_zone`` ends, when the trace records its free scanner (``scan[SCAN_NFREE]``
+    >= 0: the step's isolations are inputs, :func:`isolate_freepages`); without them
+    they go back (the model's own free scanner then chooses every batch's). ``last``:
     the pass ends (``mm_compaction_end``): one model event. ``cpu``: the task's cpu
     for this batch (its migratepages event's). ``prev``: the result of
     the pass's earlier steps (not CONTINUE: the model's pass finished there, and only
@@ -1511,6 +1635,7 @@ def compact_recorded_step(budget, last, keep, prev, scan, cpu, seq, z, prm, ob, 
     buddy. Returns the loop's result (CONTINUE: it can go on)."""
     r = prev
     cz[CC_CPU] = cpu  # where the task ran this batch
+    cz[CC_FREE_GIVEN] = 0  # the step's own free-scanner isolations (scan[SCAN_FREE0:])
     cz[CC_NR_FREE] = isolated_free_pages(z)  # its targets, unless another pass took them
     if r == CONTINUE and scan[4] >= prm[P_START] and scan[4] < cz[CC_FREE_PFN]:
         # the batch's migration range (fast_find_migrateblock may have jumped there)
@@ -1526,7 +1651,8 @@ def compact_recorded_step(budget, last, keep, prev, scan, cpu, seq, z, prm, ob, 
         cz[CC_NR_MIGRATE] = 0
         compact_done(SUCCESS if r == CONTINUE else r, K_COMPACT_RECORDED, seq, z, prm, cz,
                      counters, me)  # fmt: skip
-    elif cz[CC_NUNITS] == 0:
+    elif cz[CC_NUNITS] == 0 and (r != CONTINUE or scan.shape[0] <= SCAN_NFREE
+                                 or scan[SCAN_NFREE] < 0):  # fmt: skip
         release_freepages(z, prm, cz)
     if armed:
         cz[CC_CAPC_PAGE] = capture_disarm(z)

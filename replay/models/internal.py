@@ -405,7 +405,22 @@ FAST_START_DONE = -1
 # 1: migrate_pfn was set to a recorded batch's range: the kernel's fast_find_migrateblock
 # chose it, and the model's next isolate_migratepages takes it as its own search's answer
 CC_FAST_GIVEN = CC_FAST_START + 1
-NR_CZ = CC_FAST_GIVEN + 1
+# the recorded free-scanner isolations of the running step already replayed (the next
+# one's index in its ``scan`` array's list)
+CC_FREE_GIVEN = CC_FAST_GIVEN + 1
+NR_CZ = CC_FREE_GIVEN + 1
+
+# A recorded pass's ``scan`` array (int64, pfns; -1 unknown): the scanners at its begin
+# (0, 1) and end (2, 3), the step's migration range [lo, hi) (4, 5), then how many
+# free-scanner isolations the step's batch made (SCAN_NFREE; -1: the trace records none,
+# so the model's own free scanner chooses) and, from SCAN_FREE0, each as GIVEN_COLS
+# values: its kind (GIVEN_*), [start, stop) pfns and the pages it took (nr_taken).
+SCAN_NFREE = 6
+SCAN_FREE0 = 7
+GIVEN_COLS = 4
+# isolate_freepages' linear scan of a pageblock; fast_isolate_around's of the pageblock
+# around a fast pick; fast_isolate_freepages' pick ([min_pfn, free_pfn) and one block)
+GIVEN_LINEAR, GIVEN_AROUND, GIVEN_FAST = 0, 1, 2
 
 
 def new_cz(start_pfn: int, pages: int) -> np.ndarray:
