@@ -209,9 +209,11 @@ def test_the_models_pass_moves_when_the_kernels_did(capture_db: Path, tmp_path: 
     k_pcp = np.array([q["k"] for q in pcp], np.int64)
     m_pcp = np.array([q["m"] for q in pcp], np.int64)
     # the page cache's large folios the pass found no free block of their order for are
-    # split and their pages migrated one by one (41 here; the kernel split 3,170 folios,
-    # with free blocks of other sizes above its meeting point)
-    assert 20 < r.folios_split < 3170
+    # split and their pages migrated one by one (1 here; the kernel split 3,170 folios:
+    # its targets in the ranges it scanned were order-0 and order-1 blocks, where the
+    # model's, taken from the same ranges, are larger blocks of pages whose neighbours
+    # sat on the kernel's pcp lists; 41 with the model's own free scanner)
+    assert 0 < r.folios_split < 3170
     assert k_pcp.shape[0] > 1000
     assert np.abs(m_pcp - k_pcp).mean() < 0.04 * k_pcp.mean()
     seqs = np.array([q["seq"] for q in rows], np.int64)
