@@ -203,6 +203,35 @@ def _validity(mask: np.ndarray) -> tuple[pa.Buffer | None, int]:
     return pa.array(mask, pa.bool_()).buffers()[1], nulls
 
 
+# Rows per block of the nr_free transpose: 2,048 rows x 11 orders x 8 bytes = 176 KiB
+# read and written per block, in L2. numpy's whole-buffer transpose of a 64K-row step
+# (5.6 MB) into fresh memory cost 0.67 s per 3M steps; by blocks, 0.03-0.1 s.
+TRANSPOSE_ROWS = 2048
+
+
+def _transpose_nr(nr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's (rows, NF) nr_free buffer as NF contiguous columns (blocks of
+    free blocks per order), with each row's free pages (sum of nr_free_k << k, in pages)
+    and largest free order (-1: none free), block by block so each stays in cache."""
+    m = nr.shape[0]
+    nr_t = np.empty((NF, m), np.int64)
+    free_pages = np.empty(m, np.int64)
+    largest = np.empty(m, np.int8)
+    for lo in range(0, m, TRANSPOSE_ROWS):
+        hi = min(m, lo + TRANSPOSE_ROWS)
+        blk = nr_t[:, lo:hi]
+        blk[...] = nr[lo:hi].T
+        fp = free_pages[lo:hi]
+        fp[:] = blk[0]
+        lg = largest[lo:hi]
+        lg[:] = -1
+        lg[blk[0] > 0] = 0
+        for k in range(1, NF):
+            fp += blk[k] << k
+            lg[blk[k] > 0] = k
+    return nr_t, free_pages, largest
+
+
 def steps_batch(
     seq: np.ndarray, is_alloc: np.ndarray, out: tuple[np.ndarray, ...]
 ) -> pa.RecordBatch:
@@ -213,12 +242,7 @@ def steps_batch(
     m = seq.shape[0]
     # Copies (one pass each): the buffers are reused for the next chunk while DuckDB may
     # still hold this one. nr_free transposed so each order is one contiguous column.
-    nr_t = np.ascontiguousarray(nr.T, dtype=np.int64)
-    free_pages = np.zeros(m, np.int64)
-    largest = np.full(m, -1, np.int8)
-    for k in range(NF):
-        free_pages += nr_t[k] << k
-        largest[nr_t[k] > 0] = k
+    nr_t, free_pages, largest = _transpose_nr(nr)
     valid, nulls = _validity(has)
     alloc_valid, frees = _validity(is_alloc)
     cols: list[pa.Array] = [
