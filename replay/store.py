@@ -228,9 +228,9 @@ CREATE TABLE IF NOT EXISTS model_events (
     exchanged BIGINT         -- exchange: pages moved by exchanges (both units of each)
 );
 -- A run's steps are stored in one of two tables and read through the steps view
--- (STEPS_VIEW_SQL): steps_narrow for runs whose model keeps no per-CPU lists, no
--- grouping by mobility and no compaction/reclaim units (their pcp_pages, fallbacks and
--- cost columns are 0 at every step: the view supplies them), steps_wide for the others.
+-- (STEPS_VIEW_SQL): steps_narrow for runs whose model keeps no per-CPU lists and no
+-- compaction/reclaim units (buddy, mobility: their pcp_pages and cost columns are 0 at
+-- every step, and the view supplies them), steps_wide for the others.
 -- nr_free_k and pcp_pages are stored as INTEGER (at most a zone's pages) and read as
 -- BIGINT. DuckDB's INSERT costs by the values stored: a 3M-step buddy run's 23 columns
 -- took 2.1 s of CPU, 18 of them with INTEGER counters 1.4 s (BENCHMARKS.md, seventeenth
@@ -264,7 +264,8 @@ CREATE TABLE IF NOT EXISTS steps_narrow (
     nr_free_4 INTEGER, nr_free_5 INTEGER, nr_free_6 INTEGER, nr_free_7 INTEGER,
     nr_free_8 INTEGER, nr_free_9 INTEGER, nr_free_10 INTEGER,
     largest_free_order TINYINT,
-    failures BIGINT
+    failures BIGINT,
+    fallbacks BIGINT
 );
 CREATE TABLE IF NOT EXISTS extfrag (
     run_id INTEGER NOT NULL,
@@ -328,19 +329,20 @@ CREATE TABLE IF NOT EXISTS snap_kpageflags (
 """
 
 _NR_FREE = ", ".join(f"CAST(nr_free_{k} AS BIGINT) AS nr_free_{k}" for k in range(11))
-_UNIT_COLUMNS = ("fallbacks", "migrated", "scanned", "evicted", "degraded", "exchanged")
+_UNIT_COLUMNS = ("migrated", "scanned", "evicted", "degraded", "exchanged")
 
 # What users query: every run's steps with the columns and types one steps table had
 # before the two (SCHEMA_SQL). A steps_narrow row's pcp_pages is 0 where its counters
-# were kept, NULL where not, as steps_batch writes it; its fallbacks and costs are 0.
+# were kept, NULL where not, as steps_batch writes it; its costs are 0.
 STEPS_VIEW_SQL = (
     "CREATE VIEW IF NOT EXISTS steps AS\n"
     f"SELECT run_id, seq, pfn, outcome, free_pages, {_NR_FREE}, largest_free_order, "
-    "failures, CAST(pcp_pages AS BIGINT) AS pcp_pages, "
+    "failures, CAST(pcp_pages AS BIGINT) AS pcp_pages, fallbacks, "
     + ", ".join(_UNIT_COLUMNS)
     + " FROM steps_wide\nUNION ALL\n"
     f"SELECT run_id, seq, pfn, outcome, free_pages, {_NR_FREE}, largest_free_order, "
     "failures, CASE WHEN free_pages IS NOT NULL THEN CAST(0 AS BIGINT) END AS pcp_pages, "
+    "fallbacks, "
     + ", ".join(f"CAST(0 AS BIGINT) AS {c}" for c in _UNIT_COLUMNS)
     + " FROM steps_narrow;\n"
 )

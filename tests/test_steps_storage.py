@@ -1,6 +1,7 @@
-"""How steps are stored (replay.store, seventeenth session): steps_narrow for the plain
-buddy's runs, steps_wide for the others, INTEGER counters, read through the steps view
-with one steps table's columns and types; files with the old steps table migrate."""
+"""How steps are stored (replay.store, seventeenth session): steps_narrow for runs of
+models with no pcp lists and no units (buddy, mobility), steps_wide for the others,
+INTEGER counters, read through the steps view with one steps table's columns and types;
+files with the old steps table migrate."""
 
 from __future__ import annotations
 
@@ -40,11 +41,11 @@ def _types(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store with a real trace and a buddy run (every 3rd step's counters) and a
-    mobility+pcp run, closed."""
+    """A store with a real trace and a buddy run (every 3rd step's counters), a
+    mobility+pcp run and a mobility run, closed."""
     db = tmp_path_factory.mktemp("steps") / "s.duckdb"
     assert run_cli("ingest", CAPTURE, "--name", "t", "--db", db, "-q").code == 0
-    for model in ("buddy", "mobility+pcp"):
+    for model in ("buddy", "mobility+pcp", "mobility"):
         res = run_cli("run", "t", "--model", model, "--every", "3", "--db", db, "-q")
         assert res.code == 0, res.err
     return db
@@ -57,17 +58,21 @@ def test_buddy_steps_narrow_others_wide_one_view(runs: Path) -> None:
         per = dict(con.execute(
             "SELECT 'narrow', count(*) FROM steps_narrow WHERE run_id = 1 UNION ALL "
             "SELECT 'wide', count(*) FROM steps_wide WHERE run_id = 2 UNION ALL "
+            "SELECT 'mobility', count(*) FROM steps_narrow WHERE run_id = 3 UNION ALL "
             "SELECT 'other', count(*) FROM (SELECT run_id FROM steps_narrow WHERE run_id = 2 "
-            "UNION ALL SELECT run_id FROM steps_wide WHERE run_id = 1)"
+            "UNION ALL SELECT run_id FROM steps_wide WHERE run_id IN (1, 3))"
         ).fetchall())  # fmt: skip
         assert per["narrow"] > 100 and per["wide"] > 100 and per["other"] == 0
+        assert per["mobility"] == per["narrow"]
+        # mobility's fallbacks are stored in steps_narrow and show through the view
+        assert con.execute("SELECT max(fallbacks) FROM steps WHERE run_id = 3").fetchone()[0] > 0
         # the narrow run's columns the view supplies: pcp_pages 0 where the counters were
         # kept and NULL where not (as a wide row has it), fallbacks and costs 0
         kept, unkept, bad = con.execute(
             "SELECT count(*) FILTER (free_pages IS NOT NULL AND pcp_pages = 0), "
             "count(*) FILTER (free_pages IS NULL AND pcp_pages IS NULL), "
-            "count(*) FILTER (fallbacks <> 0 OR migrated <> 0 OR scanned <> 0 OR evicted <> 0 "
-            "OR degraded <> 0 OR exchanged <> 0 OR fallbacks IS NULL) FROM steps WHERE run_id = 1"
+            "count(*) FILTER (migrated <> 0 OR scanned <> 0 OR evicted <> 0 OR degraded <> 0 "
+            "OR exchanged <> 0 OR fallbacks <> 0 OR fallbacks IS NULL) FROM steps WHERE run_id = 1"
         ).fetchone()  # fmt: skip
         assert kept > 0 and unkept > 0 and kept + unkept == per["narrow"] and bad == 0
         # the wide run's pcp lists show through the view as BIGINT
@@ -120,10 +125,12 @@ def test_narrow_batches_refuse_what_the_view_would_hide() -> None:
     seq, is_alloc = np.arange(4), np.ones(4, np.bool_)
     b = steps_batch(seq, is_alloc, out, narrow=True)
     assert "pcp_pages" not in b.schema.names and b.column("nr_free_3").to_pylist() == [1] * 4
-    out[6][2] = 1  # a fallback
+    out[6][2] = 5  # fallbacks are stored
+    assert steps_batch(seq, is_alloc, out, narrow=True).column("fallbacks")[2].as_py() == 5
+    out[8][3] = 1  # pages scanned by compaction are not
     with pytest.raises(ReplayError, match="steps_narrow"):
         steps_batch(seq, is_alloc, out, narrow=True)
-    out[6][2] = 0
+    out[8][3] = 0
     out[3][1] = False  # pcp pages on a row without counters are not stored
     out[5][1] = 9
     assert steps_batch(seq, is_alloc, out, narrow=True).column("free_pages").null_count == 1

@@ -41,8 +41,8 @@ STEPS_SCHEMA = pa.schema(
        for c in ("migrated", "scanned", "evicted", "degraded", "exchanged")]
 )  # fmt: skip
 
-# The rows of steps_narrow (replay.store): a run whose model keeps no pcp lists, no
-# grouping and no units has 0 in the other columns at every step.
+# The rows of steps_narrow (replay.store): a run whose model keeps no pcp lists and no
+# units has 0 in the other columns at every step.
 STEPS_NARROW_SCHEMA = pa.schema([f for f in STEPS_SCHEMA if f.name not in NARROW_DROPPED])
 
 INT32_MAX = (1 << 31) - 1
@@ -265,8 +265,8 @@ def steps_batch(
     """The ``steps`` rows of a chunk from the kernel's buffers ``out`` (replay_chunk's
     order): the counters (nr_free_k in blocks, free_pages in pages, largest_free_order)
     are NULL on the rows without them, the pfn on frees. ``narrow``: the rows of
-    steps_narrow (STEPS_NARROW_SCHEMA), for a run whose pcp_pages, fallbacks and costs
-    are 0 at every step (ReplayError if a row's are not)."""
+    steps_narrow (STEPS_NARROW_SCHEMA), for a run whose pcp_pages and costs are 0 at
+    every step (ReplayError if a row's are not)."""
     pfn, outcome, nr, has, failures, pcp, fallbacks, *costs = out
     m = seq.shape[0]
     # Copies (one pass each): the buffers are reused for the next chunk while DuckDB may
@@ -290,16 +290,14 @@ def steps_batch(
         pa.Array.from_buffers(pa.int8(), m, [valid, pa.py_buffer(largest)], null_count=nulls),
         _int(np.array(failures, np.int64), None, 0),
     ]
+    fb = _int(np.array(fallbacks, np.int64), None, 0)
     if narrow:
         kept = pcp[has] if nulls else pcp
-        if np.any(kept) or np.any(fallbacks) or any(np.any(c) for c in costs):
-            raise ReplayError("a steps_narrow run has pcp pages, fallbacks or costs at a step")
-        return pa.RecordBatch.from_arrays(cols, schema=STEPS_NARROW_SCHEMA)
+        if np.any(kept) or any(np.any(c) for c in costs):
+            raise ReplayError("a steps_narrow run has pcp pages or costs at a step")
+        return pa.RecordBatch.from_arrays([*cols, fb], schema=STEPS_NARROW_SCHEMA)
     if m and int(pcp.max()) > INT32_MAX:
         raise ReplayError(f"{int(pcp.max()):,} pcp pages: more than an INTEGER holds")
-    cols += [
-        _int(pcp.astype(np.int32), valid, nulls),
-        _int(np.array(fallbacks, np.int64), None, 0),
-    ]
+    cols += [_int(pcp.astype(np.int32), valid, nulls), fb]
     cols += [_int(np.array(c, np.int64), None, 0) for c in costs]
     return pa.RecordBatch.from_arrays(cols, schema=STEPS_SCHEMA)

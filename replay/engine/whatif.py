@@ -2036,9 +2036,9 @@ def _run(
     if spacing < 0:
         raise UsageError("--checkpoint-every must be 0 (none) or more events")
     ckpts: list[tuple[int, int, Path]] = []
-    # the plain buddy keeps no pcp lists, fallbacks or units: its steps go to steps_narrow
-    # (replay.store), the others' to steps_wide
-    narrow = plain_eligible(rp.zone.prm) and lower is None
+    # a model with no pcp lists and no units (buddy, mobility) has no pcp pages or costs
+    # at any step: its steps go to steps_narrow (replay.store), the others' to steps_wide
+    narrow = lower is None and rp.zone.prm[P_PCP] == 0 and rp.zone.prm[P_UNITS] == 0
 
     def steps() -> Iterator[pa.RecordBatch]:
         try:
