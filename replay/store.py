@@ -334,8 +334,10 @@ _UNIT_COLUMNS = ("migrated", "scanned", "evicted", "degraded", "exchanged")
 # What users query: every run's steps with the columns and types one steps table had
 # before the two (SCHEMA_SQL). A steps_narrow row's pcp_pages is 0 where its counters
 # were kept, NULL where not, as steps_batch writes it; its costs are 0.
+# (Written on every writable open: a file keeps the view of the version that opened it
+# last, as it keeps that version's macros.)
 STEPS_VIEW_SQL = (
-    "CREATE VIEW IF NOT EXISTS steps AS\n"
+    "CREATE OR REPLACE VIEW steps AS\n"
     f"SELECT run_id, seq, pfn, outcome, free_pages, {_NR_FREE}, largest_free_order, "
     "failures, CAST(pcp_pages AS BIGINT) AS pcp_pages, fallbacks, "
     + ", ".join(_UNIT_COLUMNS)
