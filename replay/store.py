@@ -227,24 +227,45 @@ CREATE TABLE IF NOT EXISTS model_events (
     free_pages BIGINT,       -- after the action
     exchanged BIGINT         -- exchange: pages moved by exchanges (both units of each)
 );
-CREATE TABLE IF NOT EXISTS steps (
+-- A run's steps are stored in one of two tables and read through the steps view
+-- (STEPS_VIEW_SQL): steps_narrow for runs whose model keeps no per-CPU lists and no
+-- compaction/reclaim units (buddy, mobility: their pcp_pages and cost columns are 0 at
+-- every step, and the view supplies them), steps_wide for the others.
+-- nr_free_k and pcp_pages are stored as INTEGER (at most a zone's pages) and read as
+-- BIGINT. DuckDB's INSERT costs by the values stored: a 3M-step buddy run's 23 columns
+-- took 2.1 s of CPU, 18 of them with INTEGER counters 1.4 s (BENCHMARKS.md, seventeenth
+-- session).
+CREATE TABLE IF NOT EXISTS steps_wide (
     run_id INTEGER NOT NULL,
     seq BIGINT NOT NULL,
     pfn BIGINT,              -- the model's placement; -1 failed; NULL for frees
     outcome VARCHAR NOT NULL, -- ok | failed | ignored | inconsistent (observed runs)
     free_pages BIGINT,       -- NULL where counters were not kept (--every)
-    nr_free_0 BIGINT, nr_free_1 BIGINT, nr_free_2 BIGINT, nr_free_3 BIGINT,
-    nr_free_4 BIGINT, nr_free_5 BIGINT, nr_free_6 BIGINT, nr_free_7 BIGINT,
-    nr_free_8 BIGINT, nr_free_9 BIGINT, nr_free_10 BIGINT,
+    nr_free_0 INTEGER, nr_free_1 INTEGER, nr_free_2 INTEGER, nr_free_3 INTEGER,
+    nr_free_4 INTEGER, nr_free_5 INTEGER, nr_free_6 INTEGER, nr_free_7 INTEGER,
+    nr_free_8 INTEGER, nr_free_9 INTEGER, nr_free_10 INTEGER,
     largest_free_order TINYINT,
     failures BIGINT,         -- cumulative failed allocations
-    pcp_pages BIGINT,        -- pages on per-CPU lists
+    pcp_pages INTEGER,       -- pages on per-CPU lists
     fallbacks BIGINT,        -- cumulative extfrag events
     migrated BIGINT,         -- cumulative pages moved by compaction
     scanned BIGINT,          -- cumulative pages scanned by compaction
     evicted BIGINT,          -- cumulative pages reclaimed by kswapd
     degraded BIGINT,         -- cumulative virtual compound (degraded) successes
     exchanged BIGINT         -- cumulative pages swapped by exchange pages
+);
+CREATE TABLE IF NOT EXISTS steps_narrow (
+    run_id INTEGER NOT NULL,
+    seq BIGINT NOT NULL,
+    pfn BIGINT,
+    outcome VARCHAR NOT NULL,
+    free_pages BIGINT,
+    nr_free_0 INTEGER, nr_free_1 INTEGER, nr_free_2 INTEGER, nr_free_3 INTEGER,
+    nr_free_4 INTEGER, nr_free_5 INTEGER, nr_free_6 INTEGER, nr_free_7 INTEGER,
+    nr_free_8 INTEGER, nr_free_9 INTEGER, nr_free_10 INTEGER,
+    largest_free_order TINYINT,
+    failures BIGINT,
+    fallbacks BIGINT
 );
 CREATE TABLE IF NOT EXISTS extfrag (
     run_id INTEGER NOT NULL,
@@ -307,8 +328,33 @@ CREATE TABLE IF NOT EXISTS snap_kpageflags (
 );
 """
 
+_NR_FREE = ", ".join(f"CAST(nr_free_{k} AS BIGINT) AS nr_free_{k}" for k in range(11))
+_UNIT_COLUMNS = ("migrated", "scanned", "evicted", "degraded", "exchanged")
+
+# What users query: every run's steps with the columns and types one steps table had
+# before the two (SCHEMA_SQL). A steps_narrow row's pcp_pages is 0 where its counters
+# were kept, NULL where not, as steps_batch writes it; its costs are 0.
+# (Written on every writable open: a file keeps the view of the version that opened it
+# last, as it keeps that version's macros.)
+STEPS_VIEW_SQL = (
+    "CREATE OR REPLACE VIEW steps AS\n"
+    f"SELECT run_id, seq, pfn, outcome, free_pages, {_NR_FREE}, largest_free_order, "
+    "failures, CAST(pcp_pages AS BIGINT) AS pcp_pages, fallbacks, "
+    + ", ".join(_UNIT_COLUMNS)
+    + " FROM steps_wide\nUNION ALL\n"
+    f"SELECT run_id, seq, pfn, outcome, free_pages, {_NR_FREE}, largest_free_order, "
+    "failures, CASE WHEN free_pages IS NOT NULL THEN CAST(0 AS BIGINT) END AS pcp_pages, "
+    "fallbacks, "
+    + ", ".join(f"CAST(0 AS BIGINT) AS {c}" for c in _UNIT_COLUMNS)
+    + " FROM steps_narrow;\n"
+)
+
+# The stored steps tables, and the columns a steps_narrow row leaves to the view.
+STEPS_TABLES = ("steps_wide", "steps_narrow")
+NARROW_DROPPED = ("pcp_pages", *_UNIT_COLUMNS)
+
 # Tables keyed by run_id (rows of a run besides its ``runs`` row).
-RUN_TABLES = ("steps", "extfrag", "pageblocks", "model_events", "contiguity", "checkpoints",
+RUN_TABLES = (*STEPS_TABLES, "extfrag", "pageblocks", "model_events", "contiguity", "checkpoints",
               "zram_pool")  # fmt: skip
 
 # Tables keyed by trace_id, in the order rows are deleted on --replace.
@@ -335,13 +381,13 @@ ALTER TABLE snap_zoneinfo ADD COLUMN IF NOT EXISTS pcp_high_min BIGINT;
 ALTER TABLE snap_zoneinfo ADD COLUMN IF NOT EXISTS pcp_high_max BIGINT;
 ALTER TABLE snap_zoneinfo ADD COLUMN IF NOT EXISTS pcp_count BIGINT;
 ALTER TABLE snap_zoneinfo ADD COLUMN IF NOT EXISTS pcp_cpus VARCHAR;
-ALTER TABLE steps ADD COLUMN IF NOT EXISTS pcp_pages BIGINT;
-ALTER TABLE steps ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
+ALTER TABLE steps_wide ADD COLUMN IF NOT EXISTS pcp_pages BIGINT;
+ALTER TABLE steps_wide ADD COLUMN IF NOT EXISTS fallbacks BIGINT;
 ALTER TABLE model_events ADD COLUMN IF NOT EXISTS exchanged BIGINT;
 ALTER TABLE contiguity ADD COLUMN IF NOT EXISTS phase VARCHAR;
 ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS part INTEGER DEFAULT 0;
 """ + "".join(
-    f"ALTER TABLE steps ADD COLUMN IF NOT EXISTS {c} BIGINT;\n"
+    f"ALTER TABLE steps_wide ADD COLUMN IF NOT EXISTS {c} BIGINT;\n"
     for c in ("migrated", "scanned", "evicted", "degraded", "exchanged")
 ) + "".join(
     f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {c} {t};\n"
@@ -509,8 +555,10 @@ class Store:
         # DuckDB prints its own progress bar on stdout for long statements: data goes there
         self.run("SET enable_progress_bar = false")
         if not read_only:
+            self._migrate_steps_table()
             self.run(SCHEMA_SQL)
             self.run(MIGRATIONS_SQL)
+            self.run(STEPS_VIEW_SQL)
             self._migrate_args_to_json()
             self._store_macros()
         self.run(MACROS_SQL)
@@ -533,6 +581,17 @@ class Store:
             stored = None
         if stored is None or stored[0] != sha:
             self.run(sql + f"\nCREATE OR REPLACE MACRO replay_macros_sha() AS '{sha}';")
+
+    def _migrate_steps_table(self) -> None:
+        """Database files before 2026-12-07 kept every run's steps in one steps table:
+        it becomes steps_wide (its BIGINT counters stay; the view reads them as they are),
+        and steps the view over it and steps_narrow."""
+        row = self.one(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND table_name = 'steps'"
+        )
+        if row is not None and row[0]:
+            self.run("ALTER TABLE steps RENAME TO steps_wide")
 
     def _migrate_args_to_json(self) -> None:
         """Database files before 2026-11-22 kept aux_events.args as MAP(VARCHAR, VARCHAR)."""

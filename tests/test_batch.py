@@ -57,7 +57,8 @@ def write(path: Path, text: str) -> Path:
 
 def runs_by_config(db: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """Every stored run, keyed by (trace name, config JSON), without timing columns,
-    with a digest (row count, hash sum) of its rows in every RUN_TABLES table."""
+    with a digest (row count, hash sum) of its rows in every RUN_TABLES table and in the
+    steps view over two of them."""
     con = duckdb.connect(str(db), read_only=True)
     try:
         cur = con.execute("SELECT t.name AS trace, r.* FROM runs r JOIN traces t USING (trace_id)")
@@ -65,7 +66,7 @@ def runs_by_config(db: Path) -> dict[tuple[str, str], dict[str, Any]]:
         out: dict[tuple[str, str], dict[str, Any]] = {}
         for row in cur.fetchall():
             r = dict(zip(names, row, strict=True))
-            for t in RUN_TABLES:
+            for t in ("steps", *RUN_TABLES):
                 r[t] = con.execute(
                     f"SELECT count(*), sum(hash(x)::HUGEINT) FROM "
                     f"(SELECT * EXCLUDE (run_id) FROM {t} WHERE run_id = ?) x",

@@ -100,11 +100,11 @@ def test_failed_run_leaves_nothing(
     real = steps_batch
     calls = {"n": 0}
 
-    def failing(*a: object) -> object:
+    def failing(*a: object, **kw: bool) -> object:
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("disk full")
-        return real(*a)  # type: ignore[arg-type]
+        return real(*a, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(engine, "steps_batch", failing)
     with Store(db) as s, pytest.raises(Exception, match="disk full"):

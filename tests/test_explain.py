@@ -18,7 +18,7 @@ from replay.engine import whatif as engine
 from replay.engine.observed import first_fork_seq, run_observed
 from replay.models.config import load_model
 from replay.models.internal import MIGRATE_MOVABLE, MIGRATE_UNMOVABLE
-from replay.store import Store
+from replay.store import STEPS_TABLES, Store
 from replay.trace.ingest import ingest
 
 TRACES = Path(__file__).resolve().parent.parent / "traces"
@@ -382,7 +382,8 @@ def test_seqs_the_run_has_no_state_at_are_bad_input(
         fork = engine.run(s, NAME, load_model("mobility"), start="observed", at=seq,
                           until=seq + 10, every=1, pageblock_every=0)  # fmt: skip
         later = next(q for q in served if q > seq + 9)
-        s.run("DELETE FROM steps WHERE run_id = $r", {"r": runs_db[2]})
+        for t in STEPS_TABLES:  # the stored rows under the steps view
+            s.run(f"DELETE FROM {t} WHERE run_id = $r", {"r": runs_db[2]})
     res = run_cli("explain", str(fork.run_id), "--seq", str(later), "--db", db)
     assert res.code == 65, res.err
     assert f"seq {later} is after run {fork.run_id}'s last seq {seq + 9}" in res.err

@@ -188,7 +188,7 @@ def test_a_runs_steps_stream_in_with_bounded_memory_and_the_settings_come_back(
             s.transaction(),
             s.unordered(),
         ):
-            s.append_stream("steps", bad.to_reader(), 1, key="run_id")
+            s.append_stream("steps_wide", bad.to_reader(), 1, key="run_id")
         assert settings(s)[0][:3] == "953" and settings(s)[1] is True
         s.run("SET lock_configuration = true")
         with s.bulk_write(), s.transaction(), s.unordered():

@@ -1478,7 +1478,10 @@ def run_observed(
         r = store.one("SELECT coalesce(max(run_id), 0) + 1 FROM runs")
         run_id = int(r[0]) if r else 1
         store.append_stream(
-            "steps", pa.RecordBatchReader.from_batches(STEPS_SCHEMA, [batch]), run_id, "run_id"
+            "steps_wide",
+            pa.RecordBatchReader.from_batches(STEPS_SCHEMA, [batch]),
+            run_id,
+            "run_id",
         )
         if last_seq >= 0 and (pbe == 0 or last_seq % pbe != 0):
             pb_rows.append(_pageblock_rows(last_seq, pb_lo, pb_hi, base, blk_order, pcp,

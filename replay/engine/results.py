@@ -15,8 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from replay.errors import ReplayError
 from replay.models.internal import EF_COLS, ME_COLS, NR_PAGE_ORDERS
-from replay.store import Store
+from replay.store import NARROW_DROPPED, Store
 
 # "inconsistent": an observed run's event that the rebuilt state could not explain
 # "evicted": a free of an object kswapd reclaimed; "degraded": a virtual compound success
@@ -27,16 +28,24 @@ OUTCOMES = pa.array(["ok", "failed", "ignored", "inconsistent", "evicted", "degr
 NF = NR_PAGE_ORDERS
 
 
+# nr_free_k (free blocks of order k) and pcp_pages (pages) are int32: at most a zone's
+# pages, stored as INTEGER (replay.store's steps tables; steps_batch checks the bound)
 STEPS_SCHEMA = pa.schema(
     [pa.field("seq", pa.int64(), nullable=False), pa.field("pfn", pa.int64()),
      pa.field("outcome", pa.dictionary(pa.int8(), pa.string()), nullable=False),
      pa.field("free_pages", pa.int64())]
-    + [pa.field(f"nr_free_{k}", pa.int64()) for k in range(NF)]
+    + [pa.field(f"nr_free_{k}", pa.int32()) for k in range(NF)]
     + [pa.field("largest_free_order", pa.int8()), pa.field("failures", pa.int64()),
-       pa.field("pcp_pages", pa.int64()), pa.field("fallbacks", pa.int64())]
+       pa.field("pcp_pages", pa.int32()), pa.field("fallbacks", pa.int64())]
     + [pa.field(c, pa.int64())
        for c in ("migrated", "scanned", "evicted", "degraded", "exchanged")]
 )  # fmt: skip
+
+# The rows of steps_narrow (replay.store): a run whose model keeps no pcp lists and no
+# units has 0 in the other columns at every step.
+STEPS_NARROW_SCHEMA = pa.schema([f for f in STEPS_SCHEMA if f.name not in NARROW_DROPPED])
+
+INT32_MAX = (1 << 31) - 1
 
 
 MODEL_EVENTS_SCHEMA = pa.schema(
@@ -187,10 +196,42 @@ def insert_run(store: Store, values: dict[str, Any]) -> None:
     )
 
 
-def _int64(values: np.ndarray, valid: pa.Buffer | None, null_count: int) -> pa.Array:
-    """An int64 Arrow array over ``values`` (contiguous, owned by the array from now on)
-    with a shared validity bitmap: no copy, no per-column mask."""
-    return pa.Array.from_buffers(pa.int64(), values.shape[0], [valid, pa.py_buffer(values)],
+# Rows per block of the nr_free transpose: 2,048 rows x 11 orders, 176 KiB read (int64)
+# and 88 KiB written (int32) per block, in L2. numpy's whole-buffer transpose of a
+# 64K-row step (5.6 MB) into fresh memory cost 0.67 s per 3M steps (cProfile); by blocks,
+# 0.25 s.
+TRANSPOSE_ROWS = 2048
+
+
+def _transpose_nr(nr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's (rows, NF) nr_free buffer as NF contiguous int32 columns (free blocks
+    per order), with each row's free pages (sum of nr_free_k << k, in pages, int64) and
+    largest free order (-1: none free), block by block so each stays in cache."""
+    m = nr.shape[0]
+    nr_t = np.empty((NF, m), np.int32)
+    free_pages = np.empty(m, np.int64)
+    largest = np.empty(m, np.int8)
+    for lo in range(0, m, TRANSPOSE_ROWS):
+        hi = min(m, lo + TRANSPOSE_ROWS)
+        blk = nr[lo:hi].T
+        nr_t[:, lo:hi] = blk
+        fp = free_pages[lo:hi]
+        fp[:] = blk[0]
+        lg = largest[lo:hi]
+        lg[:] = -1
+        lg[blk[0] > 0] = 0
+        for k in range(1, NF):
+            fp += blk[k] << k
+            lg[blk[k] > 0] = k
+    return nr_t, free_pages, largest
+
+
+def _int(values: np.ndarray, valid: pa.Buffer | None, null_count: int) -> pa.Array:
+    """An int64 or int32 Arrow array (as ``values``' dtype) over ``values`` (contiguous,
+    owned by the array from now on) with a shared validity bitmap: no copy, no
+    per-column mask."""
+    typ = pa.int32() if values.dtype == np.int32 else pa.int64()
+    return pa.Array.from_buffers(typ, values.shape[0], [valid, pa.py_buffer(values)],
                                  null_count=null_count)  # fmt: skip
 
 
@@ -204,37 +245,44 @@ def _validity(mask: np.ndarray) -> tuple[pa.Buffer | None, int]:
 
 
 def steps_batch(
-    seq: np.ndarray, is_alloc: np.ndarray, out: tuple[np.ndarray, ...]
+    seq: np.ndarray, is_alloc: np.ndarray, out: tuple[np.ndarray, ...], *, narrow: bool = False
 ) -> pa.RecordBatch:
     """The ``steps`` rows of a chunk from the kernel's buffers ``out`` (replay_chunk's
     order): the counters (nr_free_k in blocks, free_pages in pages, largest_free_order)
-    are NULL on the rows without them, the pfn on frees."""
+    are NULL on the rows without them, the pfn on frees. ``narrow``: the rows of
+    steps_narrow (STEPS_NARROW_SCHEMA), for a run whose pcp_pages and costs are 0 at
+    every step (ReplayError if a row's are not)."""
     pfn, outcome, nr, has, failures, pcp, fallbacks, *costs = out
     m = seq.shape[0]
     # Copies (one pass each): the buffers are reused for the next chunk while DuckDB may
     # still hold this one. nr_free transposed so each order is one contiguous column.
-    nr_t = np.ascontiguousarray(nr.T, dtype=np.int64)
-    free_pages = np.zeros(m, np.int64)
-    largest = np.full(m, -1, np.int8)
-    for k in range(NF):
-        free_pages += nr_t[k] << k
-        largest[nr_t[k] > 0] = k
+    nr_t, free_pages, largest = _transpose_nr(nr)
+    if m and int(free_pages.max()) > INT32_MAX:  # free_pages >= every nr_free_k
+        raise ReplayError(f"{int(free_pages.max()):,} free pages: more than the steps "
+                          f"table's INTEGER nr_free columns hold")  # fmt: skip
     valid, nulls = _validity(has)
     alloc_valid, frees = _validity(is_alloc)
     cols: list[pa.Array] = [
-        _int64(np.array(seq, np.int64), None, 0),
-        _int64(np.array(pfn, np.int64), alloc_valid, frees),
+        _int(np.array(seq, np.int64), None, 0),
+        _int(np.array(pfn, np.int64), alloc_valid, frees),
         pa.DictionaryArray.from_arrays(
             pa.array(np.array(outcome, np.int8), pa.int8()), OUTCOMES, safe=False
         ),
-        _int64(free_pages, valid, nulls),
+        _int(free_pages, valid, nulls),
     ]
-    cols += [_int64(nr_t[k], valid, nulls) for k in range(NF)]
+    cols += [_int(nr_t[k], valid, nulls) for k in range(NF)]
     cols += [
         pa.Array.from_buffers(pa.int8(), m, [valid, pa.py_buffer(largest)], null_count=nulls),
-        _int64(np.array(failures, np.int64), None, 0),
-        _int64(np.array(pcp, np.int64), valid, nulls),
-        _int64(np.array(fallbacks, np.int64), None, 0),
+        _int(np.array(failures, np.int64), None, 0),
     ]
-    cols += [_int64(np.array(c, np.int64), None, 0) for c in costs]
+    fb = _int(np.array(fallbacks, np.int64), None, 0)
+    if narrow:
+        kept = pcp[has] if nulls else pcp
+        if np.any(kept) or any(np.any(c) for c in costs):
+            raise ReplayError("a steps_narrow run has pcp pages or costs at a step")
+        return pa.RecordBatch.from_arrays([*cols, fb], schema=STEPS_NARROW_SCHEMA)
+    if m and int(pcp.max()) > INT32_MAX:
+        raise ReplayError(f"{int(pcp.max()):,} pcp pages: more than an INTEGER holds")
+    cols += [_int(pcp.astype(np.int32), valid, nulls), fb]
+    cols += [_int(np.array(c, np.int64), None, 0) for c in costs]
     return pa.RecordBatch.from_arrays(cols, schema=STEPS_SCHEMA)

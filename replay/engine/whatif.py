@@ -80,6 +80,7 @@ from replay.engine.results import (
     NF,
     PAGEBLOCKS_SCHEMA,
     RUNS_COLUMNS,
+    STEPS_NARROW_SCHEMA,
     STEPS_SCHEMA,
     RunResult,
     Spool,
@@ -2058,6 +2059,9 @@ def _run(
     if spacing < 0:
         raise UsageError("--checkpoint-every must be 0 (none) or more events")
     ckpts: list[tuple[int, int, Path]] = []
+    # a model with no pcp lists and no units (buddy, mobility) has no pcp pages or costs
+    # at any step: its steps go to steps_narrow (replay.store), the others' to steps_wide
+    narrow = lower is None and rp.zone.prm[P_PCP] == 0 and rp.zone.prm[P_UNITS] == 0
 
     def steps() -> Iterator[pa.RecordBatch]:
         try:
@@ -2153,7 +2157,7 @@ def _run(
                     ckpts.append(_checkpoint(rp, Path(tmp_dir.name), lo_seq, int(seq[-1]),
                                              done, mig))  # fmt: skip
                 progress.advance_to(done)
-                yield steps_batch(seq[keep_row], is_alloc[keep_row], out)
+                yield steps_batch(seq[keep_row], is_alloc[keep_row], out, narrow=narrow)
         finally:
             for r_ in reader:
                 r_.close()
@@ -2177,8 +2181,11 @@ def _run(
                 # their own, while DuckDB stores the previous chunk's steps
                 with store.unordered() if bulk else contextlib.nullcontext():
                     store.append_stream(
-                        "steps",
-                        pa.RecordBatchReader.from_batches(STEPS_SCHEMA, ahead(steps(), depth=1)),
+                        "steps_narrow" if narrow else "steps_wide",
+                        pa.RecordBatchReader.from_batches(
+                            STEPS_NARROW_SCHEMA if narrow else STEPS_SCHEMA,
+                            ahead(steps(), depth=1),
+                        ),
                         run_id,
                         key="run_id",
                     )

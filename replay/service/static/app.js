@@ -390,19 +390,25 @@
 
   function loadTables() {
     return api('/api/sql', {method: 'POST', headers: {'Content-Type': 'application/json'},
-      body: JSON.stringify({sql: "SELECT table_name, estimated_size FROM duckdb_tables() " +
-        "WHERE schema_name = 'main' AND NOT internal ORDER BY table_name"})
+      body: JSON.stringify({sql: "SELECT table_name, estimated_size, false AS is_view " +
+        "FROM duckdb_tables() WHERE schema_name = 'main' AND NOT internal " +
+        "UNION ALL SELECT view_name, NULL, true FROM duckdb_views() " +
+        "WHERE schema_name = 'main' AND NOT internal AND NOT temporary ORDER BY 1"})
     }).then(function (res) {
       state.tables = res.rows.map(function (r) { return r[0]; });
+      state.views = res.rows.filter(function (r) { return r[2]; }).map(function (r) {
+        return r[0];
+      });
       $('table-select').innerHTML = '<option value="">table…</option>' +
         state.tables.map(function (t, i) {
-          return '<option value="' + esc(t) + '">' + esc(t) + ' (~' + fmt(res.rows[i][1]) +
-            ' rows)</option>';
+          return '<option value="' + esc(t) + '">' + esc(t) + (res.rows[i][2] ? ' (view)'
+            : ' (~' + fmt(res.rows[i][1]) + ' rows)') + '</option>';
         }).join('');
     });
   }
 
-  /* Page ``page`` (from 0) of a table, PAGE_ROWS rows in storage order (rowid), with an
+  /* Page ``page`` (from 0) of a table, PAGE_ROWS rows in storage order (rowid; a view,
+   * which has none, such as steps, by all its columns: run_id, seq, ...), with an
    * optional WHERE condition; the SQL it ran is shown and opens in the SQL box. */
   function browse(name, page, where, restoring) {
     if (state.tables.indexOf(name) < 0) {
@@ -413,7 +419,8 @@
     $('table-select').value = name;
     $('browse-where').value = where || '';
     var from = 'FROM ' + quoteIdent(name) + (where ? ' WHERE ' + where : '');
-    var sql = 'SELECT * ' + from + ' ORDER BY rowid LIMIT ' + PAGE_ROWS + ' OFFSET ' +
+    var order = (state.views || []).indexOf(name) < 0 ? ' ORDER BY rowid' : ' ORDER BY ALL';
+    var sql = 'SELECT * ' + from + order + ' LIMIT ' + PAGE_ROWS + ' OFFSET ' +
       page * PAGE_ROWS;
     if (restoring !== true) setAddress({table: name, page: page ? page + 1 : null, where: where});
     var table = $('browse-table');
