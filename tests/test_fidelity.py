@@ -463,3 +463,35 @@ def test_a_short_forks_recorded_compactions_are_the_whole_runs_in_its_window(
                 want.append((seq, kind, (*arg[:10], capture, *arg[11:])))
             assert got == want, (lo, hi)
             assert (lo, hi) != (mid, mid + 1) or got  # the window holds a pass's begin
+
+
+def test_pageblock_counts_cover_the_online_pageblocks_not_the_managed_pages(
+    tmp_path: Path,
+) -> None:
+    """pagetypeinfo counts every online pageblock of a zone, its reserved pages' (memmap)
+    too, so the model's count runs over as many pageblocks from the zone's start as the
+    after-snapshot counts of every type: a zone of 8 pageblocks with 2 pageblocks' worth
+    of pages not managed is 8 pageblocks on both sides; the model's pageblocks past the
+    online ones (memory not brought online) are left out."""
+    with Store(tmp_path / "f.duckdb") as s:
+        s.run("INSERT INTO runs (run_id, trace_id, model, start_seq, end_seq, zone_start_pfn) "
+              "VALUES (1, 1, 'observed', 0, 9, 4096), (2, 1, 'mobility', 0, 9, 4096)")  # fmt: skip
+        s.run("INSERT INTO steps_wide (run_id, seq, pfn, outcome) "
+              "VALUES (1, 0, 4096, 'ok'), (2, 0, 4096, 'ok')")  # fmt: skip
+        s.run("INSERT INTO snap_zoneinfo (trace_id, snapshot, node, zone, start_pfn, "
+              "spanned, present, managed) "
+              "VALUES (1, 'after', 0, 'Normal', 4096, 6144, 4096, 3072)")  # fmt: skip
+        s.run("""INSERT INTO snap_pageblocks VALUES
+                 (1, 'after', 0, 'Normal', 'Unmovable', 0, 1),
+                 (1, 'after', 0, 'Normal', 'Movable', 1, 6),
+                 (1, 'after', 0, 'Normal', 'Reclaimable', 2, 0),
+                 (1, 'after', 0, 'Normal', 'HighAtomic', 3, 1)""")
+        # the model's zone: 12 pageblocks from pfn 4096 (pageblock 8), the last four
+        # offline in the kernel; one unmovable, the rest movable
+        s.run("""INSERT INTO pageblocks (run_id, seq, pageblock, migratetype)
+                 SELECT 2, 9, pb, CASE WHEN pb = 8 THEN 0 ELSE 1 END
+                 FROM range(8, 20) t(pb)""")
+        got = compare_runs(s, 1, 2)["pageblocks"]
+    assert got["unmovable"] == {"kernel": 1, "model": 1, "diff_pct": 0.0}
+    assert got["movable"] == {"kernel": 6, "model": 7, "diff_pct": 16.67}
+    assert got["reclaimable"]["model"] == 0

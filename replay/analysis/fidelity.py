@@ -15,8 +15,9 @@ step over the same seqs:
   rebuild knows to be on its lists);
 - ``end_diff_pct``: the end state's per-order difference weighted by block
   size, sum_o |m_o - k_o| << o, over the kernel's free pages (percent);
-- ``pageblocks``: the model's pageblock type counts at its end (over the
-  pageblocks the zone manages then) against the after-pagetypeinfo's, and
+- ``pageblocks``: the model's pageblock type counts at its end (over the zone's
+  online pageblocks then, as pagetypeinfo counts them) against the
+  after-pagetypeinfo's, and
   the largest difference relative to all of them (percent);
 - ``same_pfn_pct`` / ``same_pageblock_pct``: the share of allocations both
   served that the model placed on the kernel's pfn, and on its pageblock;
@@ -104,7 +105,7 @@ def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, A
     )
     assert place is not None
     zone = store.one(
-        """SELECT z.zone, z.start_pfn + z.managed FROM runs r JOIN snap_zoneinfo z
+        """SELECT z.zone, z.start_pfn FROM runs r JOIN snap_zoneinfo z
              ON z.trace_id = r.trace_id AND z.start_pfn = r.zone_start_pfn
            WHERE r.run_id = $m ORDER BY z.snapshot = 'after' DESC LIMIT 1""",
         {"m": model_run},
@@ -120,16 +121,30 @@ def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, A
                 {"t": trace_id, "z": zone[0]},
             ).to_pylist()
         }
+        # pagetypeinfo counts every online pageblock of the zone, whatever its pages
+        # (pagetypeinfo_showblockcount_print: pfn_to_online_page), reserved ones too
+        # (memmap_init_range typed them MOVABLE): the model's pageblocks from the zone's
+        # start as many as the kernel's of every type, not the model's holes past them
+        # (memory the kernel had not brought online; onlining grows the zone upwards).
+        # Not the managed pages' span: a zone's reserved pages (its memmap) are 216
+        # pageblocks' worth on the 24 GiB captures, all counted by pagetypeinfo.
+        online = store.one(
+            """SELECT coalesce(sum(nr_pageblocks), 0) FROM snap_pageblocks
+               WHERE trace_id = $t AND snapshot = 'after' AND zone = $z""",
+            {"t": trace_id, "z": zone[0]},
+        )
         model_pb = {
             int(r["migratetype"]): int(r["n"])
             for r in store.query(
-                # pagetypeinfo counts the pageblocks the zone manages: not the model's
-                # holes past them (memory the kernel had not brought online)
                 """SELECT migratetype, count(*) AS n FROM pageblocks
                    WHERE run_id = $m AND seq = (SELECT max(seq) FROM pageblocks WHERE run_id = $m)
-                     AND pageblock < ($end + 511) >> 9
+                     AND pageblock < ($start >> 9) + $online
                    GROUP BY ALL""",
-                {"m": model_run, "end": int(zone[1])},
+                {
+                    "m": model_run,
+                    "start": int(zone[1]),
+                    "online": int(online[0]) if online is not None else 0,
+                },
             ).to_pylist()
         }
         for mt, name in MIGRATETYPE_KEYS.items():
