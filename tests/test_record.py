@@ -452,13 +452,12 @@ def test_page_cache_capture_has_regions_exchange_works_on(tmp_path: Path) -> Non
     r = run_cli("run", "pc", "-m", "mobility+exchange", "--zone-pages", "262144", "--db", db,
                 "-q", "-f", "json")  # fmt: skip
     assert r.code == 0, r.err
-    # exchange pages put the file's pages at their targets: into free pages (migrated)
-    # or by swapping with the unit already there (exchanged), as the zone around the
-    # targets happens to be at the end. Where the model placed every page of the file
-    # at its target already (nothing else allocated between dd's pages: it happens on a
-    # busy machine), there is nothing to move, and nothing moves.
+    # exchange pages moved the regions' pages towards their targets: into free pages
+    # (migrated) or by swapping with the unit already there (exchanged), as the zone
+    # around the targets happens to be at the end; the dd file's pages at their targets
+    # are never fewer after the pass (a unit is only ever moved onto its own target)
     res = r.json()
-    assert "warning" not in r.err, r.err
+    assert "warning" not in r.err and res["exchanged"] + res["migrated"] > 0, res
     with Store(db) as s:
         rows = s.query(
             """SELECT c.phase, c.pages, c.in_place FROM contiguity c
@@ -471,7 +470,3 @@ def test_page_cache_capture_has_regions_exchange_works_on(tmp_path: Path) -> Non
     before, after = got["before_exchange"], got["after_exchange"]
     assert before["pages"] == after["pages"] >= 5000, rows
     assert after["in_place"] >= before["in_place"], rows
-    if before["in_place"] < before["pages"]:
-        assert res["exchanged"] + res["migrated"] > 0 and after["in_place"] > before["in_place"]
-    else:
-        assert res["exchanged"] + res["migrated"] == 0, res
