@@ -1,7 +1,8 @@
 """Temporary folders beside a database, and what killed processes left there.
 
 A process that spools data beside a database (an ingest's ``.replay-ingest-*``
-folder, an upload of ``replay serve`` waiting as ``.replay-upload-*``) holds
+folder, a run's ``.replay-run-*`` (its model events, pageblocks and checkpoints until
+they are stored), an upload of ``replay serve`` waiting as ``.replay-upload-*``) holds
 an exclusive ``flock(2)`` on the folder for as long as the folder is in use
 (:class:`Spool`). A process creating a new database file holds one on a marker
 beside it, ``<db>.replay-new``, until its first commit (:class:`NewDatabase`):
@@ -26,10 +27,12 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-SPOOL_PREFIXES = (".replay-ingest-", ".replay-upload-")
+SPOOL_PREFIXES = (".replay-ingest-", ".replay-upload-", ".replay-run-")
 NEW_SUFFIX = ".replay-new"  # <db>.replay-new: the database is being created
 MIN_AGE_S = 2.0  # s: a younger spool folder is never removed
 
@@ -43,22 +46,31 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
+def _drop(path: Path, fd: int) -> None:
+    """Delete the spool folder ``path`` and what is in it, then drop its lock (``fd``)."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.close(fd)
+
+
 class Spool:
     """A new temporary folder ``<parent>/<prefix>XXXX`` that this process holds a lock on
-    until :meth:`remove` (or the end of a ``with`` block, which yields its path)."""
+    until :meth:`remove` (or the end of a ``with`` block, which yields its path; or the
+    spool's garbage collection, or the interpreter's exit: a long-lived process whose
+    caller failed before removing it leaves nothing behind either)."""
 
     def __init__(self, parent: Path | str, prefix: str) -> None:
         self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-        self._fd: int | None = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)  # a new folder: nobody else holds it
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a new folder: nobody else holds it
+        self._drop = weakref.finalize(self, _drop, self.path, fd)
 
     def remove(self) -> None:
         """Delete the folder and what is in it, then drop the lock (again: nothing)."""
-        if self._fd is None:
-            return
-        shutil.rmtree(self.path, ignore_errors=True)
-        os.close(self._fd)
-        self._fd = None
+        self._drop()
 
     def __enter__(self) -> Path:
         return self.path
@@ -67,6 +79,18 @@ class Spool:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.remove()
+
+
+def spool_or_temp(parent: Path | str, prefix: str) -> tuple[Path, Callable[[], None]]:
+    """A :class:`Spool` ``<parent>/<prefix>XXXX`` (a killed process's is removed by the
+    next command), or, where ``parent`` takes no new folder (a read-only database's
+    folder), a temporary folder of the system's: (its path, what removes it)."""
+    try:
+        spool = Spool(parent, prefix)
+    except OSError:
+        tmp = tempfile.TemporaryDirectory(prefix=prefix.lstrip("."))
+        return Path(tmp.name), tmp.cleanup
+    return spool.path, spool.remove
 
 
 class NewDatabase:

@@ -126,6 +126,25 @@ def test_sigint_during_a_run_stores_no_run(tmp_path: Path) -> None:
     res = run_cli("sql", "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM steps)",
                   "--db", db, "-f", "csv")  # fmt: skip
     assert res.code == 0 and res.out.splitlines()[1:] == ["0,0"], res.out
+    assert not spools(db, ".replay-run-")  # the interrupted run removed its own spool
+
+
+def test_killed_run_spool_is_removed_by_the_next_command(tmp_path: Path) -> None:
+    """A run spools its model events, pageblocks and checkpoints beside the database
+    (``.replay-run-*``, locked while it runs); a run killed with SIGKILL leaves it, and
+    the next command removes it."""
+    db = tmp_path / "r.duckdb"
+    res = run_cli("generate", "kernel-build", "--events", "3000000", "--zone-pages", "65536",
+                  "--name", "kb", "--db", db, "-q")  # fmt: skip
+    assert res.code == 0, res.err
+    proc = start("run", "kb", "--model", "mobility", "--db", db, "-q")
+    left = wait_for(lambda: spools(db, ".replay-run-"), what="the run's spool")
+    proc.kill()
+    proc.wait()
+    assert spools(db, ".replay-run-") == left
+    age(left)
+    assert run_cli("runs", "--db", db, "-f", "json").code == 0
+    assert not spools(db, ".replay-run-")
 
 
 # -- item 13: leftovers of killed processes are removed by the next command -----------------------
@@ -165,7 +184,7 @@ def test_live_spool_is_not_removed(tmp_path: Path, big_trace: Path) -> None:
     age([live, mine.path])
     assert remove_leftovers(db) == []
     assert live.is_dir() and mine.path.is_dir()
-    holder.stdin.close()
+    holder.kill()  # (an owner that exits normally removes its spool itself)
     holder.wait()
     assert remove_leftovers(db) == [live]  # its owner is gone
     mine.remove()

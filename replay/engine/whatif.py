@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
@@ -198,6 +197,7 @@ from replay.models.plain_buddy import plain_eligible, replay_chunk_plain, resync
 from replay.models.zone import ZoneImage, ZoneState
 from replay.models.zonelist import replay_chunk_node
 from replay.progress import Progress
+from replay.spool import spool_or_temp
 from replay.store import Store, gfp_direct_reclaim_sql
 from replay.trace.reader import ahead
 
@@ -1936,12 +1936,14 @@ def _run(
             lstart = lower_start(store, trace_id, lower, lfork, from_state, lo_seq, pre, dense)
     else:
         n_pre = n_bg = 0
-    tmp_dir = tempfile.TemporaryDirectory(prefix="replay-run-")
+    # the run's spools beside the database (a killed run's are removed by the next
+    # command: replay.spool)
+    tmp_path, tmp_remove = spool_or_temp(store.path.parent, ".replay-run-")
     owner_sql, owner_join, n_owners = _owners(store, trace_id, config)
     # (resumed from a checkpoint, the objects' arrays are the checkpoint's)
     n_lower_bg = lstart.bg_offs.shape[0] if lstart is not None else 0
     rp = _Replay(env, config, n_obj + n_bg + n_lower_bg if saved is None else 1,
-                 Path(tmp_dir.name), n_owners, image=image)  # fmt: skip
+                 tmp_path, n_owners, image=image)  # fmt: skip
     rp.obj_ids, rp.n_trace_obj = ids, n_obj
     rp.zram = zram
     if lower is not None:
@@ -2154,7 +2156,7 @@ def _run(
                     and int(seq[-1]) < last_seq
                     and done >= (len(ckpts) + 1) * spacing
                 ):
-                    ckpts.append(_checkpoint(rp, Path(tmp_dir.name), lo_seq, int(seq[-1]),
+                    ckpts.append(_checkpoint(rp, tmp_path, lo_seq, int(seq[-1]),
                                              done, mig))  # fmt: skip
                 progress.advance_to(done)
                 yield steps_batch(seq[keep_row], is_alloc[keep_row], out, narrow=narrow)
@@ -2216,7 +2218,7 @@ def _run(
     finally:
         for spool in (rp.extfrag, rp.pageblocks, rp.model_events, rp.contiguity):
             spool.close()
-        tmp_dir.cleanup()
+        tmp_remove()
         for name_ in linked:
             store.con.unregister(name_)
     return result, rp, env
