@@ -128,11 +128,6 @@ def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, A
         # (memory the kernel had not brought online; onlining grows the zone upwards).
         # Not the managed pages' span: a zone's reserved pages (its memmap) are 216
         # pageblocks' worth on the 24 GiB captures, all counted by pagetypeinfo.
-        online = store.one(
-            """SELECT coalesce(sum(nr_pageblocks), 0) FROM snap_pageblocks
-               WHERE trace_id = $t AND snapshot = 'after' AND zone = $z""",
-            {"t": trace_id, "z": zone[0]},
-        )
         model_pb = {
             int(r["migratetype"]): int(r["n"])
             for r in store.query(
@@ -143,7 +138,7 @@ def compare_runs(store: Store, observed_run: int, model_run: int) -> dict[str, A
                 {
                     "m": model_run,
                     "start": int(zone[1]),
-                    "online": int(online[0]) if online is not None else 0,
+                    "online": sum(kernel_pb.values()),
                 },
             ).to_pylist()
         }

@@ -293,13 +293,13 @@ def isolate_free_page(o, b, mt, z, prm, cz):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def isolate_freepages_block(p, end, stride, z, prm, ob, cz):  # type: ignore[no-untyped-def]
+def isolate_freepages_block(p, end, stride, z, prm, ob, cz, cap=-1):  # type: ignore[no-untyped-def]
     """``isolate_freepages_block`` (not strict): from pfn ``p`` to ``end``, every
     ``stride``-th page, each free block's head isolated whole to the TAIL of its order's
-    isolated list, until the round's units have targets. A large folio's head is stepped
-    over whole (``PageCompound``); any other page, a free block's tail page included, is
-    passed by the stride. Returns (where the scan stopped, at most ``end``; pages
-    isolated)."""
+    isolated list, until the round's units have targets (with ``cap`` >= 0: until it has
+    isolated that many pages). A large folio's head is stepped over whole
+    (``PageCompound``); any other page, a free block's tail page included, is passed by
+    the stride. Returns (where the scan stopped, at most ``end``; pages isolated)."""
     start = prm[P_START]
     pb0 = prm[P_PB0]
     isolated = np.int64(0)
@@ -313,7 +313,7 @@ def isolate_freepages_block(p, end, stride, z, prm, ob, cz):  # type: ignore[no-
             n = isolate_free_page(o, np.int64(b), mt, z, prm, cz)
             cz[CC_SCAN_F] += n
             isolated += n
-            if cz[CC_NR_MIGRATE] <= cz[CC_NR_FREE]:
+            if isolated >= cap if cap >= 0 else cz[CC_NR_MIGRATE] <= cz[CC_NR_FREE]:
                 p += n
                 break
             p += n - 1 + stride
@@ -477,30 +477,7 @@ def isolate_given_range(s, e, taken, z, prm, ob, cz):  # type: ignore[no-untyped
     pages: the model's free blocks whose heads lie there, isolated whole in pfn order
     until it has as many (the kernel judged the pageblock a target: no type check of the
     model's). Returns the pages isolated."""
-    start = prm[P_START]
-    pb0 = prm[P_PB0]
-    isolated = np.int64(0)
-    p = s
-    while p < e and isolated < taken:
-        o = p - start
-        b = z.buddy_order[o]
-        if b >= 0:
-            mt = z.pageblock_mt[(p >> PAGEBLOCK_ORDER) - pb0]
-            if prm[P_GROUP] == 0:
-                mt = MIGRATE_MOVABLE
-            n = isolate_free_page(o, np.int64(b), mt, z, prm, cz)
-            cz[CC_SCAN_F] += n
-            isolated += n
-            p += n
-            continue
-        x = z.pg_obj[o]
-        if x >= 0 and ob.obj_order[x] > 0:  # a large folio's head: stepped over whole
-            n = np.int64(1) << ob.obj_order[x]
-            cz[CC_SCAN_F] += n
-            p += n
-            continue
-        cz[CC_SCAN_F] += 1
-        p += 1
+    _stop, isolated = isolate_freepages_block(s, e, np.int64(1), z, prm, ob, cz, taken)
     return isolated
 
 
