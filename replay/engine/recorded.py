@@ -52,6 +52,10 @@ from replay.models.internal import (
 )
 from replay.store import Store
 
+# a compaction scanner tracepoint's ``range=(start ~ stop)``: its pfns (SQL over aux_events)
+RANGE_START_SQL = "hexint(regexp_extract(args->>'range', '[(] *(0x[0-9a-fA-F]+)', 1))"
+RANGE_STOP_SQL = "hexint(regexp_extract(args->>'range', '(0x[0-9a-fA-F]+) *[)]', 1))"
+
 # the phases of a recorded pass (the ``compact_recorded`` action's second field)
 # PASS_INSIDE: a point inside a batch (another task allocated while the kernel's
 # migrate_pages was freeing the batch's old folios)
@@ -112,7 +116,7 @@ def recorded_compactions(
         {"t": trace_id, "lo": lo_seq, "hi": hi_seq},
     ).to_pylist()[0]
     rows = store.query(
-        """WITH b AS (
+        f"""WITH b AS (
                SELECT line, pid, comm, coalesce(cpu, 0) AS cpu, args->>'mode' AS mode,
                       hexint(args->>'migrate_pfn') AS mig0, hexint(args->>'free_pfn') AS fr0
                FROM aux_events
@@ -132,11 +136,7 @@ def recorded_compactions(
                    WHERE trace_id = $t AND event = 'mm_compaction_migratepages'),
            -- the migration scanner's range of each batch: the task's last
            -- isolate_migratepages that took pages (fast_find_migrateblock jumps)
-           im AS (SELECT line, pid,
-                         hexint(regexp_extract(args->>'range', '[(] *(0x[0-9a-fA-F]+)', 1))
-                           AS lo,
-                         hexint(regexp_extract(args->>'range', '(0x[0-9a-fA-F]+) *[)]', 1))
-                           AS hi
+           im AS (SELECT line, pid, {RANGE_START_SQL} AS lo, {RANGE_STOP_SQL} AS hi
                   FROM aux_events
                   WHERE trace_id = $t AND event = 'mm_compaction_isolate_migratepages'
                     AND TRY_CAST(args->>'nr_taken' AS BIGINT) > 0),
@@ -294,8 +294,7 @@ def free_isolations(
     hi = max(max(v) for v in actions.values())
     ev = store.query(
         f"""SELECT line, pid, event = '{FREE_EVENTS[1]}' AS fast,
-                   hexint(regexp_extract(args->>'range', '[(] *(0x[0-9a-fA-F]+)', 1)) AS s,
-                   hexint(regexp_extract(args->>'range', '(0x[0-9a-fA-F]+) *[)]', 1)) AS e,
+                   {RANGE_START_SQL} AS s, {RANGE_STOP_SQL} AS e,
                    coalesce(TRY_CAST(args->>'nr_taken' AS BIGINT), 0) AS taken
             FROM aux_events
             WHERE trace_id = $t AND event IN {FREE_EVENTS!r} AND line > $lo AND line < $hi
@@ -303,13 +302,15 @@ def free_isolations(
             ORDER BY line""",
         {"t": trace_id, "lo": lo, "hi": hi, "pids": sorted(set(pid_of.values()))},
     ).to_pydict()
-    by_pid: dict[int, list[int]] = {}
-    for i, pid in enumerate(ev["pid"]):
-        by_pid.setdefault(int(pid), []).append(i)
+    # each task's isolations (their rows in ev) and their lines, in line order
+    by_pid: dict[int, tuple[list[int], list[int]]] = {}
+    for i, (pid, line) in enumerate(zip(ev["pid"], ev["line"], strict=True)):
+        got = by_pid.setdefault(int(pid), ([], []))
+        got[0].append(i)
+        got[1].append(int(line))
     for pass_, lines in actions.items():
         lines.sort()
-        idx = by_pid.get(pid_of[pass_], [])
-        lns = [int(ev["line"][i]) for i in idx]
+        idx, lns = by_pid.get(pid_of[pass_], ([], []))
         a = bisect.bisect_right(lns, pass_)
         b = bisect.bisect_left(lns, lines[-1])
         after_fast = False  # the task's previous isolation was a fast pick that took pages
